@@ -1,0 +1,1 @@
+"""Authentication: API tokens (stored hashed) and JWTs from an external OIDC provider."""

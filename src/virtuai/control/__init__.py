@@ -1,0 +1,1 @@
+"""Reconcile loops that make recorded desired state true: scheduling, task life cycle, accounting."""

@@ -1,0 +1,1 @@
+"""Pure domain model: resources, tenancy, workloads and their state machines. No I/O."""

@@ -1,0 +1,135 @@
+"""Parsing and printing of the quantities users type: memory, CPUs, durations.
+
+Memory follows Kubernetes (``512Mi``, ``4Gi``, ``4G``, ``1.5Gi``, plain bytes);
+durations follow Slurm's ``--time`` (``MM``, ``MM:SS``, ``HH:MM:SS``,
+``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``) plus suffixed forms (``90s``, ``30m``,
+``2h``, ``1d``).  CPUs are counted in millicores so that ``500m`` and ``0.5``
+are the same request and all arithmetic stays in integers.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from virtuai.errors import InvalidRequest
+
+_MEMORY_UNITS: dict[str, int] = {
+    "": 1,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?)?[bB]?\s*$")
+
+_DURATION_SUFFIX = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SUFFIXED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_SLURM_DAYS_RE = re.compile(r"^(\d+)-(\d+)(?::(\d+))?(?::(\d+))?$")
+_SLURM_CLOCK_RE = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?$")
+
+MILLI = 1000
+
+
+def parse_memory(text: str | int, *, field: str = "memory") -> int:
+    """Return a number of bytes, e.g. ``parse_memory("4Gi") == 4 * 2**30``."""
+    if isinstance(text, int):
+        if text < 0:
+            raise InvalidRequest(f"{field} must not be negative", field=field)
+        return text
+    match = _MEMORY_RE.match(text)
+    if not match:
+        raise InvalidRequest(
+            f"{field}: cannot read {text!r} as memory; use a number with a unit such as "
+            "512Mi, 4Gi or 4G",
+            field=field,
+        )
+    number, unit = match.group(1), match.group(2) or ""
+    return int(Decimal(number) * _MEMORY_UNITS[unit])
+
+
+def format_memory(n_bytes: int) -> str:
+    """The shortest exact binary form where there is one (``4Gi``), else bytes-ish."""
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        size = _MEMORY_UNITS[unit]
+        if n_bytes >= size and n_bytes % size == 0:
+            return f"{n_bytes // size}{unit}"
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        size = _MEMORY_UNITS[unit]
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f}{unit}"
+    return f"{n_bytes}"
+
+
+def parse_cpu(text: str | int | float, *, field: str = "cpu") -> int:
+    """Return millicores: ``"2"`` -> 2000, ``"0.5"`` -> 500, ``"250m"`` -> 250."""
+    raw = str(text).strip()
+    try:
+        if raw.endswith("m"):
+            value = int(Decimal(raw[:-1]))
+        else:
+            value = int(Decimal(raw) * MILLI)
+    except InvalidOperation:
+        raise InvalidRequest(
+            f"{field}: cannot read {text!r} as CPUs; use a number such as 2, 0.5 or 500m",
+            field=field,
+        ) from None
+    if value < 0:
+        raise InvalidRequest(f"{field} must not be negative", field=field)
+    return value
+
+
+def format_cpu(millicores: int) -> str:
+    if millicores % MILLI == 0:
+        return str(millicores // MILLI)
+    return f"{millicores / MILLI:g}"
+
+
+def parse_duration(text: str | int, *, field: str = "time") -> int:
+    """Return whole seconds from Slurm's ``--time`` formats or ``90s``/``30m``/``2h``/``1d``.
+
+    As in Slurm, a bare number is minutes, ``A:B`` is minutes:seconds and
+    ``A:B:C`` is hours:minutes:seconds.
+    """
+    if isinstance(text, int):
+        seconds = text
+    else:
+        seconds = _parse_duration_text(text.strip(), field)
+    if seconds <= 0:
+        raise InvalidRequest(f"{field} must be longer than zero", field=field)
+    return seconds
+
+
+def _parse_duration_text(raw: str, field: str) -> int:
+    if match := _SUFFIXED_RE.match(raw):
+        return int(Decimal(match.group(1)) * _DURATION_SUFFIX[match.group(2)])
+    if match := _SLURM_DAYS_RE.match(raw):
+        days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+        return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if match := _SLURM_CLOCK_RE.match(raw):
+        parts = [int(g) for g in match.groups() if g is not None]
+        if len(parts) == 1:
+            return parts[0] * 60
+        if len(parts) == 2:
+            return parts[0] * 60 + parts[1]
+        return (parts[0] * 60 + parts[1]) * 60 + parts[2]
+    raise InvalidRequest(
+        f"{field}: cannot read {raw!r} as a duration; use MM, MM:SS, HH:MM:SS, D-HH:MM:SS, "
+        "or a number with s, m, h or d (90s, 30m, 2h)",
+        field=field,
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """Slurm-like ``D-HH:MM:SS`` (days only when needed)."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock

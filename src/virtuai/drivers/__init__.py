@@ -1,0 +1,1 @@
+"""Where work runs. Every driver fulfils ``drivers.base.Driver``; drivers never import each other."""

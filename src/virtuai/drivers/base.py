@@ -1,0 +1,91 @@
+"""The contract every driver (local machine, Slurm, ...) fulfils.
+
+A driver runs *tasks*: one process of a job on one node.  Its semantics are
+exact, as in JupyterHub's spawner:
+
+- ``launch(spec)`` starts the task and returns a JSON-able ``handle`` that the
+  control plane stores in the database.  Launching the same task twice (same
+  ``spec.key``) must not start it twice: the second call returns the first
+  handle.  This is what makes a crash between "launch" and "record" safe.
+- ``observe(handle)`` returns ``None`` while the task runs, else how it ended.
+  It must work in a new process of the server, from the handle alone.
+- ``stop(handle, reason)`` asks the task to stop: SIGTERM, then SIGKILL after
+  ``spec.kill_grace_s``.  Idempotent; the outcome is seen through ``observe``.
+- ``read_log(handle, stream, offset, limit)`` returns bytes of stdout/stderr.
+- ``release(handle)`` frees what is left (cgroups) once the outcome is recorded.
+- ``inventory()`` lists the nodes this driver offers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from virtuai.domain.resources import Node, Resources
+from virtuai.domain.workload import TaskOutcome
+
+Handle = dict[str, Any]
+
+
+class LogStream(enum.StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+class StopReason(enum.StrEnum):
+    CANCEL = "cancel"
+    PREEMPT = "preempt"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """Everything a driver needs to start one task; built by the control plane."""
+
+    job_id: str
+    attempt: int
+    index: int
+    tenant: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    workdir: str | None
+    node: str
+    resources: Resources
+    gpu_indices: tuple[int, ...]
+    walltime_s: int
+    kill_grace_s: int = 30
+    # Unix account the process runs as when the server is root (created on demand).
+    run_as: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Stable identity of this task; the unit of launch idempotency."""
+        return f"{self.job_id}.{self.attempt}.{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    outcome: TaskOutcome
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float
+    message: str = ""
+    signal: int | None = None
+
+
+class Driver(Protocol):
+    name: str
+
+    def inventory(self) -> list[Node]: ...
+
+    def launch(self, spec: TaskSpec) -> Handle: ...
+
+    def observe(self, handle: Handle) -> TaskResult | None: ...
+
+    def stop(self, handle: Handle, reason: StopReason) -> None: ...
+
+    def read_log(self, handle: Handle, stream: LogStream, offset: int, limit: int) -> bytes: ...
+
+    def release(self, handle: Handle) -> None: ...

@@ -1,0 +1,1 @@
+"""The local driver: tasks as supervised processes on this machine, limited by cgroups."""

@@ -1,0 +1,76 @@
+"""The one exception tree of virtuai.
+
+    VirtuaiError                      code              HTTP
+    ├── InvalidRequest                invalid           422   bad input; names the field
+    ├── Unauthenticated               unauthenticated   401
+    ├── Forbidden                     forbidden         403
+    ├── NotFound                      not_found         404   also for ids of other tenants
+    ├── Conflict                      conflict          409   already exists / wrong state
+    ├── Unschedulable                 unschedulable     422   can never run (quota, capacity)
+    ├── DriverError                   driver_error      502   a driver failed (subprocess, cgroup, Slurm)
+    └── ConfigurationError            configuration     500   the platform is set up wrongly
+
+Every error carries a stable machine-readable ``code``, a plain-words ``message``
+and, where one field is to blame, the ``field``.  They are mapped to HTTP in
+exactly one place (``virtuai.api.errors``).  Lower-level failures are converted
+to these types at the boundary where they happen.
+"""
+
+from __future__ import annotations
+
+
+class VirtuaiError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+
+class InvalidRequest(VirtuaiError):
+    code = "invalid"
+
+
+class Unauthenticated(VirtuaiError):
+    code = "unauthenticated"
+
+
+class Forbidden(VirtuaiError):
+    code = "forbidden"
+
+
+class NotFound(VirtuaiError):
+    code = "not_found"
+
+
+class Conflict(VirtuaiError):
+    code = "conflict"
+
+
+class Unschedulable(VirtuaiError):
+    code = "unschedulable"
+
+
+class DriverError(VirtuaiError):
+    code = "driver_error"
+
+
+class ConfigurationError(VirtuaiError):
+    code = "configuration"
+
+
+__all__ = [
+    "Conflict",
+    "ConfigurationError",
+    "DriverError",
+    "Forbidden",
+    "InvalidRequest",
+    "NotFound",
+    "Unauthenticated",
+    "Unschedulable",
+    "VirtuaiError",
+]

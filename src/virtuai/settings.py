@@ -1,0 +1,156 @@
+"""Server settings: one typed class of groups, read from the environment and a YAML file.
+
+Sources, highest first: arguments given by ``virtuai up``, environment
+variables (``VIRTUAI_PORT``, nested as ``VIRTUAI_OIDC__ISSUER``), the YAML file
+``$VIRTUAI_HOME/config.yaml`` (or ``VIRTUAI_CONFIG``), then defaults.
+Settings are built once by the composition root and passed down; nothing
+reads them at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from virtuai.domain.units import parse_memory
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("VIRTUAI_HOME") or Path.home() / ".local/share/virtuai")
+
+
+class DeclaredGpu(BaseModel):
+    """A GPU declared in the config file, for machines without NVML.
+
+    Declared GPUs are scheduling resources: the scheduler places jobs on them
+    and jobs see their indices in ``CUDA_VISIBLE_DEVICES``; nothing checks that
+    the device exists.  This is the documented device model used where no GPU
+    can be present (CI, laptops).
+    """
+
+    model: str = Field(default="declared-gpu", max_length=64)
+    memory: int = Field(default=16 * 2**30, description="bytes; strings like 80Gi accepted")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: Any) -> int:
+        return parse_memory(value, field="gpus.memory")
+
+
+class LocalDriverSettings(BaseModel):
+    kill_grace_s: int = Field(default=30, ge=0, le=3600, description="SIGTERM -> SIGKILL delay")
+    gpus: list[DeclaredGpu] | None = Field(
+        default=None, description="declared GPUs; None = detect through NVML"
+    )
+    cpu: float | None = Field(default=None, gt=0, description="CPUs offered; None = all cores")
+    memory: int | None = Field(default=None, description="bytes offered; None = all memory")
+    pool: str = "default"
+    cgroup_name: str = Field(default="virtuai", description="parent cgroup of all tasks")
+    user_prefix: str = Field(default="vai-", description="prefix of per-tenant Unix users")
+    max_pids: int = Field(default=4096, ge=16, description="pids limit per task")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: Any) -> int | None:
+        return None if value is None else parse_memory(value, field="local.memory")
+
+
+class OidcSettings(BaseModel):
+    """Accept JWTs from an external OpenID Connect provider (off unless ``issuer`` is set)."""
+
+    issuer: str | None = None
+    audience: str | None = None
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    # A group ``<group_prefix><tenant>:<role>`` makes its members <role> of <tenant>.
+    group_prefix: str = "virtuai:"
+    admin_group: str | None = "virtuai-admins"
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    leeway_s: int = 30
+
+
+class PriorityClassSetting(BaseModel):
+    name: str
+    value: int
+    preemptible: bool = True
+
+
+class SchedulerSettings(BaseModel):
+    interval_s: float = Field(default=2.0, gt=0, le=60, description="scheduling tick period")
+    priority_classes: list[PriorityClassSetting] = Field(
+        default_factory=lambda: [
+            PriorityClassSetting(name="low", value=100),
+            PriorityClassSetting(name="normal", value=500),
+            PriorityClassSetting(name="high", value=1000, preemptible=False),
+        ]
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8642, ge=0, le=65535)
+    workspaces: Path | None = Field(
+        default=None,
+        description="default working directories of jobs, one per tenant; None = "
+        "/var/lib/virtuai/workspaces when root (tenant users must reach it), else $home/workspaces",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; None = SQLite in $VIRTUAI_HOME/virtuai.db"
+    )
+    local: LocalDriverSettings = Field(default_factory=LocalDriverSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("VIRTUAI_CONFIG") or default_home() / "config.yaml")
+        return (
+            init_settings,
+            env_settings,
+            YamlConfigSettingsSource(settings_cls, yaml_file=config_file),
+        )
+
+    # Paths are computed on access so that a changed ``home`` moves them all.
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "virtuai.db"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Per-task directories: supervisor records and logs."""
+        return self.home / "tasks"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        if self.workspaces is not None:
+            return self.workspaces
+        if os.geteuid() == 0:
+            return Path("/var/lib/virtuai/workspaces")
+        return self.home / "workspaces"

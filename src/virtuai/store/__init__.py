@@ -1,0 +1,1 @@
+"""Persistent state: SQLAlchemy tables, engine set-up and Alembic migrations (SQLite, PostgreSQL)."""
