@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from virtuai.api.schemas.common import (
+    CpuText,
+    DurationText,
+    MemoryText,
+    Name,
+    ResourcesOut,
+    StrictModel,
+)
+
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_ENV_ENTRIES = 256
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)]
+
+
+class ResourcesIn(StrictModel):
+    """Per task."""
+
+    cpu: CpuText = 1
+    memory: MemoryText = "1Gi"
+    gpu: int = Field(default=0, ge=0, le=64)
+
+
+class JobCreate(StrictModel):
+    type: Literal["job"] = "job"
+    tenant: Name | None = Field(default=None, description="default: the caller's only tenant")
+    name: Name | None = None
+    command: list[str] = Field(min_length=1, max_length=4096)
+    resources: ResourcesIn = Field(default_factory=ResourcesIn)
+    tasks: int = Field(default=1, ge=1, le=1024, description="gang size (all or nothing)")
+    time: DurationText = Field(default="1h", description="walltime limit")
+    priority: str = Field(default="normal", max_length=32)
+    env: dict[EnvName, Annotated[str, Field(max_length=32 * 1024)]] = Field(default_factory=dict)
+    workdir: str | None = Field(default=None, max_length=4096)
+
+    @field_validator("command")
+    @classmethod
+    def _command_size(cls, command: list[str]) -> list[str]:
+        if sum(len(part.encode()) + 1 for part in command) > MAX_COMMAND_BYTES:
+            raise ValueError("the command is longer than 64 KiB")
+        if not command[0]:
+            raise ValueError("the command's program must not be empty")
+        if any("\x00" in part for part in command):
+            raise ValueError("the command must not contain NUL bytes")
+        return command
+
+    @field_validator("env")
+    @classmethod
+    def _env_size(cls, env: dict[str, str]) -> dict[str, str]:
+        if len(env) > MAX_ENV_ENTRIES:
+            raise ValueError(f"at most {MAX_ENV_ENTRIES} environment entries")
+        return env
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute_workdir(cls, workdir: str | None) -> str | None:
+        if workdir is not None and not workdir.startswith("/"):
+            raise ValueError("workdir must be an absolute path")
+        return workdir
+
+
+class PlacementOut(BaseModel):
+    index: int
+    node: str
+    gpu_indices: list[int]
+
+
+class JobOut(BaseModel):
+    id: int
+    name: str
+    tenant: str
+    user: str
+    state: str
+    reason: str
+    exit_code: int | None
+    command: list[str]
+    resources: ResourcesOut = Field(description="per task")
+    tasks: int
+    time_limit: int = Field(description="seconds")
+    priority: str
+    restart_count: int
+    queue_position: int | None
+    placement: list[PlacementOut]
+    submitted_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class EventOut(BaseModel):
+    at: dt.datetime
+    from_state: str | None
+    to_state: str
+    reason: str
+    actor: str
+
+
+class TaskOut(BaseModel):
+    attempt: int
+    index: int
+    node: str
+    outcome: str | None
+    exit_code: int | None
+    message: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class JobDetailOut(JobOut):
+    env: dict[str, str]
+    workdir: str | None
+    events: list[EventOut]
+    task_runs: list[TaskOut] = Field(description="every task of every attempt")
+
+
+class LogChunkOut(BaseModel):
+    data: str
+    offset: int = Field(description="offset to ask for next")
+    eof: bool = Field(description="the task has ended and everything was read")

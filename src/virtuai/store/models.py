@@ -1,0 +1,245 @@
+"""Database tables. One ``*Row`` class per table; domain objects are converted explicitly.
+
+Times are stored as timezone-aware UTC datetimes (``UtcDateTime``) so that
+SQLite and PostgreSQL return the same values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise ValueError("UtcDateTime needs an aware datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    # Quota limits; NULL = unlimited.
+    quota_cpu_milli: Mapped[int | None] = mapped_column(BigInteger)
+    quota_memory: Mapped[int | None] = mapped_column(BigInteger)
+    quota_gpu: Mapped[int | None] = mapped_column(Integer)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    cohort: Mapped[str | None] = mapped_column(String(63))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "local" users authenticate with API tokens; "oidc" users are provisioned from JWTs.
+    source: Mapped[str] = mapped_column(String(16), default="local")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+    memberships: Mapped[list[MembershipRow]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+
+
+class MembershipRow(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+
+    user: Mapped[UserRow] = relationship(back_populates="memberships")
+    tenant: Mapped[TenantRow] = relationship()
+
+
+class ApiTokenRow(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of the token: tokens are 256-bit random, so a fast hash is safe and lookups stay O(1).
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class NodeRow(Base):
+    """Inventory as last reported by a driver."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    site: Mapped[str] = mapped_column(String(63))
+    pool: Mapped[str] = mapped_column(String(63))
+    cpu_milli: Mapped[int] = mapped_column(BigInteger)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    gpus: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    schedulable: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16), default="job")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+
+    # The request, per task.
+    command: Mapped[list[str]] = mapped_column(JSON)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    workdir: Mapped[str | None] = mapped_column(Text)
+    cpu_milli: Mapped[int] = mapped_column(BigInteger)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    gpu: Mapped[int] = mapped_column(Integer, default=0)
+    tasks: Mapped[int] = mapped_column(Integer, default=1)
+    walltime_s: Mapped[int] = mapped_column(Integer)
+    priority_class: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer)
+    pool: Mapped[str | None] = mapped_column(String(63))
+
+    # Desired state set by users; the life-cycle loop acts on it.
+    cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    # Observed state.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    placement: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    queue_position: Mapped[int | None] = mapped_column(Integer)
+    submitted_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    admitted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+    tenant: Mapped[TenantRow] = relationship()
+    user: Mapped[UserRow] = relationship()
+
+    __table_args__ = (Index("ix_jobs_tenant_state", "tenant_id", "state"),)
+
+
+class TaskRow(Base):
+    """One process of one attempt of a job, as launched by a driver."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    index: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(128))
+    driver: Mapped[str] = mapped_column(String(32))
+    # The driver's own record (JSON), enough for a restarted server to find the task again.
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    stop_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    released: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (UniqueConstraint("job_id", "attempt", "index", name="uq_tasks_identity"),)
+
+
+class JobEventRow(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(128), default="system")
+
+
+class UsageRow(Base):
+    """What one finished task held, and for how long: the base of accounting."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    task_index: Mapped[int] = mapped_column(Integer)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    node: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    wall_s: Mapped[float] = mapped_column(Float)
+    cpu_s: Mapped[float] = mapped_column(Float)
+    gpu_s: Mapped[float] = mapped_column(Float)
+    memory_gb_s: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", "task_index", name="uq_usage_records_task"),
+    )
+
+
+class MetaRow(Base):
+    """Small key/value facts about this installation (e.g. that bootstrap has happened)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
