@@ -64,8 +64,8 @@ class ConfigurationError(VirtuaiError):
 
 
 __all__ = [
-    "Conflict",
     "ConfigurationError",
+    "Conflict",
     "DriverError",
     "Forbidden",
     "InvalidRequest",

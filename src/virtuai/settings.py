@@ -87,7 +87,7 @@ class PriorityClassSetting(BaseModel):
 
 
 class SchedulerSettings(BaseModel):
-    interval_s: float = Field(default=2.0, gt=0, le=60, description="scheduling tick period")
+    interval_s: float = Field(default=1.0, gt=0, le=60, description="control loop period")
     priority_classes: list[PriorityClassSetting] = Field(
         default_factory=lambda: [
             PriorityClassSetting(name="low", value=100),

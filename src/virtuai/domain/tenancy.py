@@ -16,7 +16,7 @@ NAME_MAX = 63
 
 
 def validate_name(value: str, *, field: str = "name") -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise InvalidRequest(
             f"{field} {value!r} is not a valid name: use 1-63 lower-case letters, digits and "
             "'-', starting and ending with a letter or digit",

@@ -70,10 +70,10 @@ def parse_cpu(text: str | int | float, *, field: str = "cpu") -> int:
     """Return millicores: ``"2"`` -> 2000, ``"0.5"`` -> 500, ``"250m"`` -> 250."""
     raw = str(text).strip()
     try:
-        if raw.endswith("m"):
-            value = int(Decimal(raw[:-1]))
-        else:
-            value = int(Decimal(raw) * MILLI)
+        number = Decimal(raw[:-1] if raw.endswith("m") else raw)
+        if not number.is_finite():
+            raise InvalidOperation
+        value = int(number) if raw.endswith("m") else int(number * MILLI)
     except InvalidOperation:
         raise InvalidRequest(
             f"{field}: cannot read {text!r} as CPUs; use a number such as 2, 0.5 or 500m",
@@ -85,9 +85,10 @@ def parse_cpu(text: str | int | float, *, field: str = "cpu") -> int:
 
 
 def format_cpu(millicores: int) -> str:
-    if millicores % MILLI == 0:
-        return str(millicores // MILLI)
-    return f"{millicores / MILLI:g}"
+    whole, milli = divmod(millicores, MILLI)
+    if milli == 0:
+        return str(whole)
+    return f"{whole}.{milli:03d}".rstrip("0")
 
 
 def parse_duration(text: str | int, *, field: str = "time") -> int:

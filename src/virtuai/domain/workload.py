@@ -147,26 +147,46 @@ class TaskOutcome(enum.StrEnum):
 
 
 def job_outcome(
-    outcomes: list[tuple[TaskOutcome, int | None]],
+    outcomes: list[tuple[TaskOutcome, int | None]], *, cancel_requested: bool = False
 ) -> tuple[JobState, str, int | None]:
     """Fold the ending of every task of a gang into the job's final state.
 
     Returns ``(state, reason, exit_code)``.  The job's exit code is the first
-    non-zero task exit code, as ``srun`` reports it.
+    non-zero task exit code, as ``srun`` reports it.  Tasks that the platform
+    stopped because a sibling failed (``KILLED_CANCEL`` without a user's
+    cancel) do not decide the outcome: the sibling's failure does.
     """
-    exit_code = next((code for _, code in outcomes if code), 0 if outcomes else None)
-    kinds = [kind for kind, _ in outcomes]
-    if TaskOutcome.KILLED_CANCEL in kinds:
-        return JobState.CANCELLED, "cancelled by request", exit_code
-    if TaskOutcome.KILLED_WALLTIME in kinds:
-        return JobState.TIMED_OUT, "reached its time limit", exit_code
-    if TaskOutcome.KILLED_OOM in kinds:
-        return JobState.FAILED, "out of memory", exit_code
-    if TaskOutcome.LAUNCH_FAILED in kinds:
-        return JobState.FAILED, "could not start", exit_code
-    if TaskOutcome.LOST in kinds:
-        return JobState.FAILED, "lost: its supervisor vanished", exit_code
-    if exit_code:
-        failed = [i for i, (_, code) in enumerate(outcomes) if code]
-        return JobState.FAILED, f"task {failed[0]} exited with code {exit_code}", exit_code
-    return JobState.SUCCEEDED, "all tasks exited with code 0", exit_code
+    if cancel_requested:
+        codes = [code for _, code in outcomes]
+        return JobState.CANCELLED, "cancelled by request", next((c for c in codes if c), None)
+    deciding = [
+        (index, kind, code)
+        for index, (kind, code) in enumerate(outcomes)
+        if kind is not TaskOutcome.KILLED_CANCEL
+    ]
+    if not deciding:
+        return JobState.CANCELLED, "stopped", None
+    exit_code = next((code for _, _, code in deciding if code), 0)
+    for kind, state, reason in _OUTCOME_PRECEDENCE:
+        for index, task_kind, _ in deciding:
+            if task_kind is kind:
+                return state, _task_reason(reason, index, len(outcomes), exit_code), exit_code
+    failed = [(index, code) for index, _, code in deciding if code]
+    if failed:
+        index, code = failed[0]
+        return JobState.FAILED, _task_reason("exited with code", index, len(outcomes), code), code
+    return JobState.SUCCEEDED, "exited with code 0", 0
+
+
+_OUTCOME_PRECEDENCE = (
+    (TaskOutcome.KILLED_WALLTIME, JobState.TIMED_OUT, "reached its time limit"),
+    (TaskOutcome.KILLED_OOM, JobState.FAILED, "out of memory"),
+    (TaskOutcome.LAUNCH_FAILED, JobState.FAILED, "could not start"),
+    (TaskOutcome.LOST, JobState.FAILED, "lost: its supervisor vanished"),
+)
+
+
+def _task_reason(what: str, index: int, n_tasks: int, code: int | None) -> str:
+    if what == "exited with code":
+        what = f"exited with code {code}"
+    return f"task {index} {what}" if n_tasks > 1 else what

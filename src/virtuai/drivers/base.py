@@ -13,7 +13,10 @@ exact, as in JupyterHub's spawner:
   ``spec.kill_grace_s``.  Idempotent; the outcome is seen through ``observe``.
 - ``read_log(handle, stream, offset, limit)`` returns bytes of stdout/stderr.
 - ``release(handle)`` frees what is left (cgroups) once the outcome is recorded.
-- ``inventory()`` lists the nodes this driver offers.
+- ``inventory()`` lists the nodes this driver offers; ``node_names()`` the
+  names of the nodes it currently offers, without probing anything.
+- ``rendezvous(node)`` returns an address and a free port on ``node`` for a
+  gang's task 0 (``MASTER_ADDR``/``MASTER_PORT``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class TaskSpec:
     kill_grace_s: int = 30
     # Unix account the process runs as when the server is root (created on demand).
     run_as: str | None = None
+    # The workdir is the tenant's default workspace: create it, owned by ``run_as``, if missing.
+    create_workdir: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -79,6 +84,10 @@ class Driver(Protocol):
     name: str
 
     def inventory(self) -> list[Node]: ...
+
+    def node_names(self) -> frozenset[str]: ...
+
+    def rendezvous(self, node: str) -> tuple[str, int]: ...
 
     def launch(self, spec: TaskSpec) -> Handle: ...
 

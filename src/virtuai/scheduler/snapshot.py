@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from virtuai.domain.resources import Node, Resources
+from virtuai.domain.resources import ZERO, Node, Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.workload import TaskPlacement
 
@@ -17,7 +17,7 @@ from virtuai.domain.workload import TaskPlacement
 @dataclass(frozen=True, slots=True)
 class NodeState:
     node: Node
-    allocated: Resources = Resources()
+    allocated: Resources = ZERO
     busy_gpus: frozenset[int] = frozenset()
 
     @property
@@ -30,7 +30,7 @@ class TenantState:
     name: str
     quota: Quota
     # What the tenant's admitted, not yet finished work holds now.
-    usage: Resources = Resources()
+    usage: Resources = ZERO
 
 
 @dataclass(frozen=True, slots=True)

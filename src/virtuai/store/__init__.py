@@ -1,1 +1,4 @@
-"""Persistent state: SQLAlchemy tables, engine set-up and Alembic migrations (SQLite, PostgreSQL)."""
+"""Persistent state: SQLAlchemy tables, engine set-up and Alembic migrations.
+
+SQLite (the embedded default) and PostgreSQL.
+"""

@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -34,6 +35,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# JSONB on PostgreSQL (comparable, indexable), JSON text elsewhere.
+Json = JSON().with_variant(JSONB(), "postgresql")
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -94,7 +99,9 @@ class UserRow(Base):
 class MembershipRow(Base):
     __tablename__ = "memberships"
 
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
     tenant_id: Mapped[int] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
     )
@@ -126,7 +133,7 @@ class NodeRow(Base):
     pool: Mapped[str] = mapped_column(String(63))
     cpu_milli: Mapped[int] = mapped_column(BigInteger)
     memory: Mapped[int] = mapped_column(BigInteger)
-    gpus: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    gpus: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
     schedulable: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
@@ -135,7 +142,7 @@ class JobRow(Base):
     __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str] = mapped_column(String(63))
     kind: Mapped[str] = mapped_column(String(16), default="job")
@@ -144,8 +151,8 @@ class JobRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
 
     # The request, per task.
-    command: Mapped[list[str]] = mapped_column(JSON)
-    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    command: Mapped[list[str]] = mapped_column(Json)
+    env: Mapped[dict[str, str]] = mapped_column(Json, default=dict)
     workdir: Mapped[str | None] = mapped_column(Text)
     cpu_milli: Mapped[int] = mapped_column(BigInteger)
     memory: Mapped[int] = mapped_column(BigInteger)
@@ -162,7 +169,9 @@ class JobRow(Base):
     # Observed state.
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     restart_count: Mapped[int] = mapped_column(Integer, default=0)
-    placement: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    placement: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    # Rendezvous port of a gang (MASTER_PORT), chosen once per attempt.
+    master_port: Mapped[int | None] = mapped_column(Integer)
     queue_position: Mapped[int | None] = mapped_column(Integer)
     submitted_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     admitted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -173,7 +182,11 @@ class JobRow(Base):
     tenant: Mapped[TenantRow] = relationship()
     user: Mapped[UserRow] = relationship()
 
-    __table_args__ = (Index("ix_jobs_tenant_state", "tenant_id", "state"),)
+    # Job ids name task directories on disk: never reuse one (SQLite would after a delete).
+    __table_args__ = (
+        Index("ix_jobs_tenant_state", "tenant_id", "state"),
+        {"sqlite_autoincrement": True},
+    )
 
 
 class TaskRow(Base):
@@ -188,7 +201,10 @@ class TaskRow(Base):
     node: Mapped[str] = mapped_column(String(128))
     driver: Mapped[str] = mapped_column(String(32))
     # The driver's own record (JSON), enough for a restarted server to find the task again.
-    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # none_as_null: Python None is SQL NULL (not JSON 'null'), so `handle IS NULL` finds it.
+    handle: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    )
     outcome: Mapped[str | None] = mapped_column(String(32))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(Text, default="")

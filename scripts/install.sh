@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install virtuai into ./.venv with pinned dependencies (constraints.txt).
+# Usage: scripts/install.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "virtuai needs Python >= 3.11; found $(python3 --version)" >&2
+  exit 1
+fi
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".${extras}"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the full test suite uses: a real PostgreSQL server (started by the
+# tests themselves), iproute2 and bubblewrap for virtual nodes. Needs root.
+set -euo pipefail
+packages=(postgresql iproute2 bubblewrap procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

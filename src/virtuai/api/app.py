@@ -1,0 +1,26 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from virtuai import __version__
+from virtuai.api.context import ApiContext
+from virtuai.api.errors import install_error_handlers
+from virtuai.api.routers import health, jobs, nodes, tenants, usage, users
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="virtuai",
+        version=__version__,
+        description="Self-hosted AI-on-demand platform: tenants, quotas, jobs.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    for module in (health, users, tenants, jobs, usage, nodes):
+        app.include_router(module.router)
+    return app

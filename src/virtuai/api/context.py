@@ -1,0 +1,25 @@
+"""What the API needs from the running server, handed over by the composition root."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from virtuai.auth.oidc import OidcVerifier
+from virtuai.domain.clock import Clock
+from virtuai.domain.workload import PriorityClass
+from virtuai.drivers.base import Driver
+
+
+@dataclass
+class ApiContext:
+    sessions: sessionmaker[Session]
+    clock: Clock
+    verifier: OidcVerifier
+    drivers: Mapping[str, Driver]
+    priority_classes: Mapping[str, PriorityClass]
+    # Set after a commit that gives the loops work, so they run now instead of at the next tick.
+    wake: threading.Event = field(default_factory=threading.Event)

@@ -1,0 +1,71 @@
+"""The one place where errors become HTTP responses: ``{code, message, field}``, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from virtuai import errors
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.VirtuaiError], int] = {
+    errors.InvalidRequest: 422,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.Unschedulable: 422,
+    errors.DriverError: 502,
+    errors.ConfigurationError: 500,
+}
+
+
+def status_of(error: errors.VirtuaiError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def _body(code: str, message: str, field: str | None) -> dict[str, str | None]:
+    return {"code": code, "message": message, "field": field}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.VirtuaiError)
+    async def _virtuai(_: Request, exc: errors.VirtuaiError) -> JSONResponse:
+        headers = (
+            {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthenticated) else None
+        )
+        return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        # ("body", "resources", "memory") -> "resources.memory"
+        location = [
+            str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")
+        ]
+        field = ".".join(location) or None
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        if field:
+            message = f"{field}: {message}"
+        return JSONResponse(_body("invalid", message, field), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        return JSONResponse(_body(code, str(exc.detail), None), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return JSONResponse(
+            _body("internal", "internal error; the server log has the details", None),
+            status_code=500,
+        )

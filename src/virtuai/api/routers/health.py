@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from virtuai.api.deps import Context
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz(context: Context) -> dict[str, str]:
+    """Liveness and database reachability, for load balancers and `virtuai up --wait`."""
+    with context.sessions() as session:
+        session.execute(text("SELECT 1"))
+    return {"status": "ok"}

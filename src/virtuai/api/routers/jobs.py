@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from virtuai.api.deps import CallerDep, Context
+from virtuai.api.schemas.common import ResourcesOut
+from virtuai.api.schemas.jobs import (
+    EventOut,
+    JobCreate,
+    JobDetailOut,
+    JobOut,
+    LogChunkOut,
+    PlacementOut,
+    TaskOut,
+)
+from virtuai.domain.resources import Resources
+from virtuai.domain.units import MILLI, parse_cpu, parse_duration, parse_memory
+from virtuai.drivers.base import LogStream
+from virtuai.services import jobs as service
+from virtuai.store.db import transaction
+from virtuai.store.models import JobRow
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+def request_from_api(body: JobCreate) -> service.JobRequest:
+    return service.JobRequest(
+        tenant=body.tenant,
+        name=body.name,
+        command=tuple(body.command),
+        per_task=Resources(
+            cpu_milli=parse_cpu(body.resources.cpu, field="resources.cpu"),
+            memory=parse_memory(body.resources.memory, field="resources.memory"),
+            gpu=body.resources.gpu,
+        ),
+        tasks=body.tasks,
+        walltime_s=parse_duration(body.time, field="time"),
+        priority=body.priority,
+        env=body.env,
+        workdir=body.workdir,
+    )
+
+
+def job_to_api(job: JobRow) -> JobOut:
+    return JobOut(**_job_fields(job))
+
+
+def _job_fields(job: JobRow) -> dict[str, object]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "tenant": job.tenant.name,
+        "user": job.user.name,
+        "state": job.state,
+        "reason": job.reason,
+        "exit_code": job.exit_code,
+        "command": job.command,
+        "resources": ResourcesOut(cpu=job.cpu_milli / MILLI, memory=job.memory, gpu=job.gpu),
+        "tasks": job.tasks,
+        "time_limit": job.walltime_s,
+        "priority": job.priority_class,
+        "restart_count": job.restart_count,
+        "queue_position": job.queue_position,
+        "placement": [
+            PlacementOut(index=p["index"], node=p["node"], gpu_indices=p["gpu_indices"])
+            for p in job.placement
+        ],
+        "submitted_at": job.submitted_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def submit(body: JobCreate, caller: CallerDep, context: Context) -> JobOut:
+    request = request_from_api(body)
+    with transaction(context.sessions) as session:
+        job = service.submit_job(
+            session, caller, request, context.priority_classes, context.clock.now()
+        )
+        result = job_to_api(job)
+    context.wake.set()
+    return result
+
+
+@router.get("")
+def list_jobs(
+    caller: CallerDep,
+    context: Context,
+    tenant: str | None = None,
+    state: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[JobOut]:
+    with transaction(context.sessions) as session:
+        return [job_to_api(j) for j in service.list_jobs(session, caller, tenant, state, limit)]
+
+
+@router.get("/{job_id}")
+def get_job(job_id: int, caller: CallerDep, context: Context) -> JobDetailOut:
+    with transaction(context.sessions) as session:
+        detail = service.get_job_detail(session, caller, job_id)
+        return JobDetailOut(
+            **_job_fields(detail.job),
+            env=detail.job.env,
+            workdir=detail.job.workdir,
+            events=[
+                EventOut(
+                    at=e.at,
+                    from_state=e.from_state,
+                    to_state=e.to_state,
+                    reason=e.reason,
+                    actor=e.actor,
+                )
+                for e in detail.events
+            ],
+            task_runs=[
+                TaskOut(
+                    attempt=t.attempt,
+                    index=t.index,
+                    node=t.node,
+                    outcome=t.outcome,
+                    exit_code=t.exit_code,
+                    message=t.message,
+                    started_at=t.started_at,
+                    finished_at=t.finished_at,
+                )
+                for t in detail.tasks
+            ],
+        )
+
+
+@router.post("/{job_id}/cancel")
+def cancel(job_id: int, caller: CallerDep, context: Context) -> JobOut:
+    with transaction(context.sessions) as session:
+        result = job_to_api(service.cancel_job(session, caller, job_id, context.clock.now()))
+    context.wake.set()
+    return result
+
+
+@router.get("/{job_id}/logs")
+def logs(
+    job_id: int,
+    caller: CallerDep,
+    context: Context,
+    task: Annotated[int, Query(ge=0)] = 0,
+    stream: LogStream = LogStream.STDOUT,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> LogChunkOut:
+    with transaction(context.sessions) as session:
+        chunk = service.read_logs(session, caller, job_id, task, stream, offset, context.drivers)
+    return LogChunkOut(
+        data=chunk.data.decode("utf-8", errors="replace"), offset=chunk.offset, eof=chunk.eof
+    )

@@ -1,0 +1,354 @@
+"""The life-cycle loop: admitted jobs are started, running tasks observed, ended jobs recorded.
+
+Each step reads what it must do from the database, calls drivers with no
+transaction open, and records the result in a short transaction of its own.
+Every step is idempotent, so the loop may die between any two lines and the
+next tick (in this process or after a restart) finishes the work:
+
+- tasks are created for an attempt before anything is launched;
+- drivers launch idempotently by task key, so a launch whose handle was not
+  recorded is repeated without starting a second process;
+- outcomes are recorded once (the update is guarded on ``outcome IS NULL``);
+- a job ends through a compare-and-set transition, with its usage records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from virtuai.domain.clock import Clock
+from virtuai.domain.environment import task_environment
+from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
+from virtuai.drivers.base import Driver, StopReason, TaskResult, TaskSpec
+from virtuai.errors import DriverError
+from virtuai.store.db import transaction
+from virtuai.store.inventory import placement_from_json
+from virtuai.store.models import JobRow, TaskRow, TenantRow
+from virtuai.store.transitions import switch_job_state
+from virtuai.store.usage import record_task_usage
+
+log = logging.getLogger(__name__)
+
+FINISHED = [s.value for s in JobState if s.is_finished()]
+ACTIVE_STATES = [JobState.STARTING.value, JobState.RUNNING.value, JobState.PREEMPTING.value]
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleConfig:
+    workspaces_dir: Path
+    kill_grace_s: int = 30
+
+
+class LifecycleLoop:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        drivers: Mapping[str, Driver],
+        clock: Clock,
+        config: LifecycleConfig,
+    ) -> None:
+        self._sessions = sessions
+        self._drivers = drivers
+        self._clock = clock
+        self._config = config
+
+    def tick(self) -> None:
+        self.start_admitted()
+        self.launch_tasks()
+        self.stop_cancelled()
+        self.observe_tasks()
+        self.finish_jobs()
+
+    # -- admitted -> starting --------------------------------------------------------------
+
+    def start_admitted(self) -> None:
+        with transaction(self._sessions) as session:
+            jobs = list(
+                session.scalars(select(JobRow).where(JobRow.state == JobState.ADMITTED.value))
+            )
+            now = self._clock.now()
+            for job in jobs:
+                if job.cancel_requested_at is not None:
+                    switch_job_state(
+                        session,
+                        job,
+                        JobState.CANCELLED,
+                        reason="cancelled by request",
+                        now=now,
+                        finished_at=now,
+                    )
+                    continue
+                self._create_tasks(session, job)
+                switch_job_state(
+                    session,
+                    job,
+                    JobState.STARTING,
+                    reason="starting its tasks",
+                    now=now,
+                    master_port=self._rendezvous_port(job),
+                )
+
+    def _create_tasks(self, session: Session, job: JobRow) -> None:
+        existing = set(
+            session.scalars(
+                select(TaskRow.index).where(
+                    TaskRow.job_id == job.id, TaskRow.attempt == job.attempt
+                )
+            )
+        )
+        for placement in placement_from_json(job.placement):
+            if placement.index not in existing:
+                session.add(
+                    TaskRow(
+                        job_id=job.id,
+                        attempt=job.attempt,
+                        index=placement.index,
+                        node=placement.node,
+                        driver=self._driver_name_for(placement.node),
+                    )
+                )
+
+    def _rendezvous_port(self, job: JobRow) -> int:
+        first = placement_from_json(job.placement)[0]
+        return self._drivers[self._driver_name_for(first.node)].rendezvous(first.node)[1]
+
+    def _driver_name_for(self, node: str) -> str:
+        # One driver per site; on a single machine that is the local driver.
+        for name, driver in self._drivers.items():
+            if node in driver.node_names():
+                return name
+        raise DriverError(f"no driver offers node {node!r}")
+
+    # -- starting: launch every task, then running -----------------------------------------
+
+    def launch_tasks(self) -> None:
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskRow, JobRow, TenantRow.name)
+                .join(JobRow, JobRow.id == TaskRow.job_id)
+                .join(TenantRow, TenantRow.id == JobRow.tenant_id)
+                .where(JobRow.state == JobState.STARTING.value)
+                .where(TaskRow.attempt == JobRow.attempt)
+                .where(TaskRow.handle.is_(None), TaskRow.outcome.is_(None))
+                .order_by(TaskRow.job_id, TaskRow.index)
+            ).all()
+            work = [(task.id, self._spec(job, tenant, task)) for task, job, tenant in rows]
+            cancelled = {job.id for _, job, _ in rows if job.cancel_requested_at is not None}
+            session.rollback()
+        for task_id, spec in work:
+            if int(spec.job_id) in cancelled:
+                self._record_result(task_id, self._never_started("cancelled before it started"))
+                continue
+            driver = self._drivers[self._driver_name_for(spec.node)]
+            try:
+                handle = driver.launch(spec)
+            except DriverError as error:
+                log.warning("launching task %s failed: %s", spec.key, error.message)
+                self._record_result(task_id, self._never_started(error.message, launch_failed=True))
+                continue
+            with transaction(self._sessions) as session:
+                session.execute(
+                    update(TaskRow)
+                    .where(TaskRow.id == task_id, TaskRow.handle.is_(None))
+                    .values(handle=handle)
+                )
+        self._mark_running()
+
+    def _never_started(self, message: str, *, launch_failed: bool = False) -> TaskResult:
+        outcome = TaskOutcome.LAUNCH_FAILED if launch_failed else TaskOutcome.KILLED_CANCEL
+        now = self._clock.now().timestamp()
+        return TaskResult(
+            outcome=outcome, exit_code=None, started_at=None, finished_at=now, message=message
+        )
+
+    def _spec(self, job: JobRow, tenant: str, task: TaskRow) -> TaskSpec:
+        placements = placement_from_json(job.placement)
+        placement = placements[task.index]
+        master_node = placements[0].node
+        driver = self._drivers[self._driver_name_for(master_node)]
+        env = task_environment(
+            job_id=job.id,
+            job_name=job.name,
+            tenant=tenant,
+            restart_count=job.restart_count,
+            placements=placements,
+            index=task.index,
+            master_addr=driver.rendezvous(master_node)[0],
+            master_port=job.master_port or 0,
+            user_env=job.env,
+        )
+        return TaskSpec(
+            job_id=str(job.id),
+            attempt=job.attempt,
+            index=task.index,
+            tenant=tenant,
+            command=tuple(job.command),
+            env=env,
+            workdir=job.workdir or str(self._config.workspaces_dir / tenant),
+            create_workdir=job.workdir is None,
+            node=placement.node,
+            resources=placement.resources,
+            gpu_indices=placement.gpu_indices,
+            walltime_s=job.walltime_s,
+            kill_grace_s=self._config.kill_grace_s,
+            run_as=tenant,
+        )
+
+    def _mark_running(self) -> None:
+        with transaction(self._sessions) as session:
+            jobs = session.scalars(select(JobRow).where(JobRow.state == JobState.STARTING.value))
+            now = self._clock.now()
+            for job in jobs:
+                tasks = self._current_tasks(session, job)
+                if tasks and all(t.handle is not None or t.outcome is not None for t in tasks):
+                    nodes = sorted({t.node for t in tasks})
+                    switch_job_state(
+                        session,
+                        job,
+                        JobState.RUNNING,
+                        reason=f"running on {', '.join(nodes)}",
+                        now=now,
+                        started_at=now,
+                    )
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    def stop_cancelled(self) -> None:
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskRow.id, TaskRow.driver, TaskRow.handle)
+                .join(JobRow, JobRow.id == TaskRow.job_id)
+                .where(JobRow.state.in_(ACTIVE_STATES), JobRow.cancel_requested_at.is_not(None))
+                .where(TaskRow.attempt == JobRow.attempt)
+                .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
+                .where(TaskRow.stop_requested_at.is_(None))
+            ).all()
+            session.rollback()
+        for task_id, driver_name, handle in rows:
+            self._stop_task(task_id, driver_name, handle)
+
+    def _stop_task(self, task_id: int, driver_name: str, handle: dict[str, object]) -> None:
+        self._drivers[driver_name].stop(handle, StopReason.CANCEL)
+        with transaction(self._sessions) as session:
+            session.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.stop_requested_at.is_(None))
+                .values(stop_requested_at=self._clock.now())
+            )
+
+    # -- observe ---------------------------------------------------------------------------
+
+    def observe_tasks(self) -> None:
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskRow.id, TaskRow.job_id, TaskRow.driver, TaskRow.handle)
+                .join(JobRow, JobRow.id == TaskRow.job_id)
+                .where(JobRow.state.in_(ACTIVE_STATES))
+                .where(TaskRow.attempt == JobRow.attempt)
+                .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
+            ).all()
+            session.rollback()
+        failed_jobs: set[int] = set()
+        for task_id, job_id, driver_name, handle in rows:
+            result = self._drivers[driver_name].observe(handle)
+            if result is None:
+                continue
+            self._record_result(task_id, result)
+            if result.outcome is not TaskOutcome.EXITED or result.exit_code:
+                failed_jobs.add(job_id)
+        for job_id in failed_jobs:
+            self._stop_gang_siblings(job_id)
+
+    def _record_result(self, task_id: int, result: TaskResult) -> None:
+        with transaction(self._sessions) as session:
+            session.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.outcome.is_(None))
+                .values(
+                    outcome=result.outcome.value,
+                    exit_code=result.exit_code,
+                    message=result.message,
+                    started_at=_utc(result.started_at),
+                    finished_at=_utc(result.finished_at),
+                )
+            )
+
+    def _stop_gang_siblings(self, job_id: int) -> None:
+        """A gang is all or nothing: when one task fails, the others are stopped (like srun)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskRow.id, TaskRow.driver, TaskRow.handle)
+                .join(JobRow, JobRow.id == TaskRow.job_id)
+                .where(TaskRow.job_id == job_id, TaskRow.attempt == JobRow.attempt)
+                .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
+                .where(TaskRow.stop_requested_at.is_(None))
+            ).all()
+            session.rollback()
+        for task_id, driver_name, handle in rows:
+            self._stop_task(task_id, driver_name, handle)
+
+    # -- running -> finished ---------------------------------------------------------------
+
+    def finish_jobs(self) -> None:
+        with transaction(self._sessions) as session:
+            jobs = list(session.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))))
+            now = self._clock.now()
+            for job in jobs:
+                tasks = self._current_tasks(session, job)
+                if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
+                    continue
+                state, reason, exit_code = job_outcome(
+                    [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
+                    cancel_requested=job.cancel_requested_at is not None,
+                )
+                started = [t.started_at for t in tasks if t.started_at]
+                if switch_job_state(
+                    session,
+                    job,
+                    state,
+                    reason=reason,
+                    now=now,
+                    exit_code=exit_code,
+                    finished_at=now,
+                    started_at=job.started_at or (min(started) if started else None),
+                ):
+                    for task in tasks:
+                        record_task_usage(session, job, task)
+            # Also tasks of jobs that ended before a crash interrupted their release.
+            ended = list(
+                session.scalars(
+                    select(TaskRow)
+                    .join(JobRow, JobRow.id == TaskRow.job_id)
+                    .where(JobRow.state.in_(FINISHED), TaskRow.released.is_(False))
+                    .where(TaskRow.handle.is_not(None))
+                )
+            )
+        self._release(ended)
+
+    def _release(self, tasks: list[TaskRow]) -> None:
+        for task in tasks:
+            assert task.handle is not None
+            self._drivers[task.driver].release(task.handle)
+            with transaction(self._sessions) as session:
+                session.execute(update(TaskRow).where(TaskRow.id == task.id).values(released=True))
+
+    @staticmethod
+    def _current_tasks(session: Session, job: JobRow) -> list[TaskRow]:
+        return list(
+            session.scalars(
+                select(TaskRow)
+                .where(TaskRow.job_id == job.id, TaskRow.attempt == job.attempt)
+                .order_by(TaskRow.index)
+            )
+        )
+
+
+def _utc(timestamp: float | None) -> dt.datetime | None:
+    return None if timestamp is None else dt.datetime.fromtimestamp(timestamp, dt.UTC)

@@ -1,0 +1,409 @@
+"""``LocalDriver``: tasks as supervised processes on this machine.
+
+The driver itself keeps no state: everything about a task is in its task
+directory ``<runtime_dir>/<task key>/``, written by the driver (``spec.json``,
+``stop.json``) and by the task's supervisor (``supervisor.pid``,
+``started.json``, ``result.json``, the logs).  The handle stored by the
+control plane is ``{"task_dir": ..., "key": ...}``, so a new server process, or
+a new ``LocalDriver``, takes running tasks back from the handle alone.
+
+Stopping is a durable request plus a wake-up: ``stop()`` writes ``stop.json``
+(``{"reason": "cancel" | "preempt"}``) and sends the supervisor SIGTERM
+(cancel) or SIGUSR1 (preempt).  The supervisor also polls the file, so a
+request made while it is starting is not lost.
+
+Deployment: supervisors are detached from the server (own session, not its children), but a
+service manager that kills a whole cgroup on stop (systemd's default
+``KillMode=control-group``) kills them with the server.  Run the server with
+``KillMode=process`` (or ``mixed``) so that restarting it leaves tasks running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+import virtuai
+from virtuai.domain.resources import Node
+from virtuai.domain.workload import TaskOutcome
+from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, TaskSpec
+from virtuai.drivers.local import files
+from virtuai.drivers.local.cgroups import CgroupLayout, detect_layout
+from virtuai.drivers.local.inventory import detect_node, short_hostname
+from virtuai.drivers.local.users import current_user, ensure_tenant_user
+from virtuai.errors import DriverError
+
+if TYPE_CHECKING:
+    from virtuai.settings import LocalDriverSettings
+
+log = logging.getLogger(__name__)
+
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# A task with no supervisor record yet is "starting" for this long, then "lost".
+START_TIMEOUT_S = 10.0
+SPAWN_TIMEOUT_S = files.READY_TIMEOUT_S + 5.0
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+_STOP_SIGNALS = {StopReason.CANCEL: signal.SIGTERM, StopReason.PREEMPT: signal.SIGUSR1}
+
+
+class LocalDriver:
+    """Runs tasks on this machine, each under its own detached supervisor."""
+
+    name = "local"
+
+    def __init__(
+        self, runtime_dir: Path, settings: LocalDriverSettings, node_name: str | None = None
+    ) -> None:
+        self.runtime_dir = Path(runtime_dir)
+        self.settings = settings
+        self.node_name = node_name or short_hostname()
+        self.is_root = os.geteuid() == 0
+        self.cgroups, reason = detect_layout(settings.cgroup_name)
+        if self.cgroups is not None:
+            try:
+                self.cgroups.prepare()
+            except OSError as exc:
+                self.cgroups, reason = None, f"cannot set up the parent cgroup: {exc}"
+        self._warned_limits = False
+        if self.cgroups is None:
+            log.warning(
+                "local driver: running tasks WITHOUT cgroup limits (%s); memory is enforced by "
+                "polling the RSS of each task, CPU and process counts are not limited",
+                reason,
+            )
+        if not self.is_root:
+            log.warning(
+                "local driver: not root: tasks run as %s without per-tenant isolation",
+                current_user()[2],
+            )
+
+    # -- the Driver protocol ---------------------------------------------------------------
+
+    def inventory(self) -> list[Node]:
+        return [detect_node(self.node_name, self.settings)]
+
+    def node_names(self) -> frozenset[str]:
+        return frozenset({self.node_name})
+
+    def rendezvous(self, node: str) -> tuple[str, int]:
+        """Loopback and a port free right now: every task of a local gang is on this machine.
+
+        The port is only free when asked (as with ``torchrun``'s own choice):
+        another process may take it before task 0 binds it.
+        """
+        if node != self.node_name:
+            raise DriverError(f"node {node} is not offered by the local driver ({self.node_name})")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        return "127.0.0.1", port
+
+    def launch(self, spec: TaskSpec) -> Handle:
+        """Start ``spec`` under a new supervisor, unless it was launched already."""
+        if not _KEY_RE.match(spec.key):
+            raise DriverError(f"task key {spec.key!r} cannot name a directory")
+        if spec.node != self.node_name:
+            raise DriverError(f"task {spec.key} is for node {spec.node}, not {self.node_name}")
+        if not spec.workdir:
+            raise DriverError(f"task {spec.key} has no workdir; the control plane must give one")
+        task_dir = self.runtime_dir / spec.key
+        handle: Handle = {"task_dir": str(task_dir), "key": spec.key}
+        if any((task_dir / name).exists() for name in _LAUNCHED_MARKERS):
+            return handle
+        try:
+            self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            task_dir.mkdir(mode=0o700, exist_ok=True)
+            files.write_json_atomic(task_dir / files.SPEC, self._supervisor_spec(spec))
+            self._spawn_supervisor(task_dir)
+        except OSError as exc:
+            raise DriverError(f"cannot launch task {spec.key}: {exc}") from exc
+        return handle
+
+    def observe(self, handle: Handle) -> TaskResult | None:
+        task_dir = _task_dir(handle)
+        result = files.read_json(task_dir / files.RESULT)
+        if result is not None:
+            self._warn_if_unlimited(result)
+            return _to_result(result)
+        alive = supervisor_alive(task_dir)
+        if alive:
+            return None
+        # The supervisor may have written its result and exited since the first look.
+        result = files.read_json(task_dir / files.RESULT)
+        if result is not None:
+            return _to_result(result)
+        spec = files.read_json(task_dir / files.SPEC)
+        if spec is None:
+            return TaskResult(
+                TaskOutcome.LOST, None, None, time.time(), "task directory missing or unreadable"
+            )
+        if alive is None and time.time() - float(spec.get("created_at", 0)) < START_TIMEOUT_S:
+            return None  # the supervisor is still starting
+        return self._record_lost(task_dir, spec)
+
+    def stop(self, handle: Handle, reason: StopReason) -> None:
+        task_dir = _task_dir(handle)
+        if (task_dir / files.RESULT).exists() or not task_dir.is_dir():
+            return
+        files.write_json_atomic(
+            task_dir / files.STOP, {"reason": reason.value, "requested_at": time.time()}
+        )
+        pid = supervisor_pid(task_dir)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, _STOP_SIGNALS[reason])
+        else:
+            self.observe(handle)  # a vanished supervisor: record LOST and kill what is left
+
+    def read_log(self, handle: Handle, stream: LogStream, offset: int, limit: int) -> bytes:
+        path = _task_dir(handle) / (files.STDOUT if stream == LogStream.STDOUT else files.STDERR)
+        if limit <= 0:
+            return b""
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, offset))
+                return f.read(limit)
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            raise DriverError(f"cannot read the {stream} of {path.parent.name}: {exc}") from exc
+
+    def release(self, handle: Handle) -> None:
+        """Remove cgroup leftovers of an ended task; logs and records stay."""
+        task_dir = _task_dir(handle)
+        if supervisor_alive(task_dir):
+            return  # it cleans up after itself
+        spec = files.read_json(task_dir / files.SPEC)
+        if spec is not None and spec.get("cgroup"):
+            cgroup = CgroupLayout.from_json(spec["cgroup"]).task(str(spec["key"]))
+            if cgroup.exists() and not cgroup.remove():
+                log.warning("could not remove the cgroup of task %s", spec["key"])
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _warn_if_unlimited(self, result: Mapping[str, Any]) -> None:
+        """Say once if a task ran without the cgroup limits this driver meant to apply."""
+        if self.cgroups is None or self._warned_limits or result.get("limits") != "none":
+            return
+        if result.get("outcome") in (TaskOutcome.LAUNCH_FAILED.value, TaskOutcome.LOST.value):
+            return
+        self._warned_limits = True
+        log.warning(
+            "local driver: a task ran WITHOUT cgroup limits (%s); see its supervisor.log",
+            result.get("limits_note") or "unknown reason",
+        )
+
+    def _supervisor_spec(self, spec: TaskSpec) -> dict[str, Any]:
+        user: dict[str, Any] | None = None
+        if self.is_root:
+            uid, gid, name = ensure_tenant_user(
+                spec.run_as or spec.tenant, self.settings.user_prefix
+            )
+            user = {"uid": uid, "gid": gid, "name": name}
+            account = name
+        else:
+            uid, gid, account = current_user()
+        if spec.create_workdir and spec.workdir:
+            _create_workdir(Path(spec.workdir), uid, gid)
+        return {
+            "key": spec.key,
+            "created_at": time.time(),
+            "command": list(spec.command),
+            "env": task_env(spec.env, spec.workdir or "/", account, spec.gpu_indices),
+            "workdir": spec.workdir,
+            "user": user,
+            "cgroup": self.cgroups.to_json() if self.cgroups is not None else None,
+            "limits": {
+                "cpu_milli": spec.resources.cpu_milli,
+                "memory": spec.resources.memory,
+                "pids": self.settings.max_pids,
+            },
+            "walltime_s": spec.walltime_s,
+            "kill_grace_s": spec.kill_grace_s,
+            "gpu_indices": list(spec.gpu_indices),
+            "job_id": spec.job_id,
+            "tenant": spec.tenant,
+        }
+
+    def _spawn_supervisor(self, task_dir: Path) -> None:
+        """Start the supervisor and reap its short-lived first process (no zombie is left)."""
+        # Only what it takes to import virtuai and its dependencies: the server's
+        # environment may hold secrets, and the supervisor needs none of it.
+        python_path = [str(Path(virtuai.__file__).resolve().parent.parent)]
+        python_path += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "PYTHONPATH": os.pathsep.join(python_path)}
+        log_path = task_dir / files.SUPERVISOR_LOG
+        with open(log_path, "ab") as log_file:
+            os.chmod(log_path, 0o600)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", files.SUPERVISOR_MODULE, str(task_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                cwd="/",
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        try:
+            code = proc.wait(timeout=SPAWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise DriverError(f"the supervisor of {task_dir.name} did not start in time") from None
+        if code not in (files.EXIT_STARTED, files.EXIT_ALREADY):
+            raise DriverError(
+                f"the supervisor of {task_dir.name} failed to start (exit {code}): "
+                f"{_tail(log_path)}"
+            )
+
+    def _record_lost(self, task_dir: Path, spec: Mapping[str, Any]) -> TaskResult:
+        """The supervisor is gone without a result: kill what is left and say so, durably."""
+        started = files.read_json(task_dir / files.STARTED)
+        if started is not None:
+            _kill_group(int(started["pgid"]), started.get("create_time"))
+        if spec.get("cgroup"):
+            cgroup = CgroupLayout.from_json(spec["cgroup"]).task(str(spec["key"]))
+            cgroup.remove()
+        message = (
+            "supervisor vanished" if started else "supervisor vanished before the task started"
+        )
+        result = {
+            "outcome": TaskOutcome.LOST.value,
+            "exit_code": None,
+            "signal": None,
+            "started_at": started.get("started_at") if started else None,
+            "finished_at": time.time(),
+            "message": message,
+        }
+        # Written so that every later observe() answers the same.
+        files.write_json_atomic(task_dir / files.RESULT, result)
+        log.warning("task %s lost: %s", spec.get("key"), message)
+        return _to_result(result)
+
+
+_LAUNCHED_MARKERS = (files.SUPERVISOR_PID, files.STARTED, files.RESULT)
+
+
+def _create_workdir(path: Path, uid: int, gid: int) -> None:
+    """Make a tenant's default workspace if missing: ``0700``, owned by the tenant's user.
+
+    Missing parents are created as the server's (``0755`` with the usual umask)
+    so the tenant can reach its workspace; an existing directory is left alone.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise DriverError(f"cannot create the workdir {path}: {exc.strerror}") from None
+    try:
+        if os.geteuid() == 0:
+            os.chown(path, uid, gid)
+        path.chmod(0o700)
+    except OSError as exc:
+        raise DriverError(f"cannot give the workdir {path} to its tenant: {exc.strerror}") from None
+
+
+def task_env(
+    env: Mapping[str, str], workdir: str, user: str, gpu_indices: tuple[int, ...]
+) -> dict[str, str]:
+    """A clean environment: a minimal base, the task's own variables, and its GPUs.
+
+    Never the server's environment, which may hold secrets (``VIRTUAI_TOKEN``).
+    ``CUDA_VISIBLE_DEVICES`` is set last, and empty when no GPU was allocated, so
+    that a task sees exactly its devices; ``CUDA_DEVICE_ORDER`` makes CUDA number
+    them as NVML (and the inventory) does.
+    """
+    result = {"PATH": BASE_PATH, "HOME": workdir, "USER": user, "LOGNAME": user, "LANG": "C.UTF-8"}
+    result.update({str(k): str(v) for k, v in env.items()})
+    result["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_indices)
+    result["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    return result
+
+
+def supervisor_pid(task_dir: Path) -> int | None:
+    """The pid of the task's supervisor if that very process still runs, else ``None``."""
+    claim = files.read_json(task_dir / files.SUPERVISOR_PID)
+    if claim is None:
+        return None
+    pid = int(claim["pid"])
+    return pid if _same_process(pid, claim.get("create_time")) else None
+
+
+def supervisor_alive(task_dir: Path) -> bool | None:
+    """``True``/``False``; ``None`` when no supervisor has claimed the task (yet)."""
+    if not (task_dir / files.SUPERVISOR_PID).exists():
+        return None
+    return supervisor_pid(task_dir) is not None
+
+
+def _same_process(pid: int, create_time: Any) -> bool:
+    """Whether ``pid`` is still the process that was recorded (defends against pid reuse)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(proc.create_time() - float(create_time)) < 0.05
+    except psutil.Error:
+        return False
+
+
+def _kill_group(pgid: int, create_time: Any) -> None:
+    """SIGKILL process group ``pgid`` unless its number now belongs to another process."""
+    try:
+        leader_born = psutil.Process(pgid).create_time()
+    except psutil.Error:
+        # A dead leader's pid stays reserved while members of its group live, so a
+        # group without a leader is still the task's.
+        leader_born = None
+    if (
+        leader_born is not None
+        and create_time is not None
+        and abs(leader_born - float(create_time)) >= 0.05
+    ):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _to_result(data: Mapping[str, Any]) -> TaskResult:
+    return TaskResult(
+        outcome=TaskOutcome(data["outcome"]),
+        exit_code=data.get("exit_code"),
+        started_at=data.get("started_at"),
+        finished_at=float(data.get("finished_at") or time.time()),
+        message=str(data.get("message") or ""),
+        signal=data.get("signal"),
+    )
+
+
+def _task_dir(handle: Handle) -> Path:
+    try:
+        return Path(str(handle["task_dir"]))
+    except (KeyError, TypeError):
+        raise DriverError(f"not a local driver handle: {handle!r}") from None
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    try:
+        data = path.read_bytes()[-size:]
+    except OSError:
+        return ""
+    return data.decode(errors="replace").strip()
+
+
+__all__ = ["LocalDriver", "task_env"]

@@ -1,0 +1,96 @@
+"""The contract between driver and supervisor: the task directory and its records.
+
+The task directory is the only channel between the server and a supervisor
+(which outlives the server), so every record is written atomically: a reader
+in another process sees either the whole previous state or the whole new one,
+never half a file, even across a power cut (write a temporary file, fsync,
+rename, fsync the directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+SPEC = "spec.json"  # written by the driver before the supervisor starts
+SUPERVISOR_PID = "supervisor.pid"  # claimed by exactly one supervisor (launch idempotency)
+SUPERVISOR_LOG = "supervisor.log"  # the supervisor's own diagnostics
+STARTED = "started.json"  # written once the task's command runs
+STOP = "stop.json"  # a durable stop request (the signal only wakes the supervisor)
+RESULT = "result.json"  # how the task ended; written once, last
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+
+SUPERVISOR_MODULE = "virtuai.drivers.local.supervisor"
+# Exit codes of the supervisor's first process, which the driver waits for.
+EXIT_STARTED = 0  # the supervisor has claimed the task and runs it
+EXIT_ERROR = 1  # see supervisor.log
+EXIT_ALREADY = 3  # another supervisor owns this task dir, or the task has ended
+READY_TIMEOUT_S = 15.0  # how long the first process waits for the supervisor's claim
+
+
+def write_json_atomic(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:
+    """Replace ``path`` by ``data`` so that readers never see a partial file."""
+    tmp = _temporary(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, json.dumps(data, sort_keys=True).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def link_json_exclusive(path: Path, data: dict[str, Any], mode: int = 0o600) -> bool:
+    """Create ``path`` with ``data`` unless it exists; ``False`` when another writer won.
+
+    Writing a temporary file and hard-linking it into place is both atomic
+    (no reader sees it empty) and exclusive (``link`` fails on an existing
+    name), which ``O_CREAT | O_EXCL`` alone is not.
+    """
+    tmp = _temporary(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, json.dumps(data, sort_keys=True).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
+
+
+def _temporary(path: Path) -> Path:
+    """A sibling name unique to this write (threads share a pid, so the pid is not enough)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The record at ``path``, or ``None`` when it does not exist (yet) or is unreadable."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

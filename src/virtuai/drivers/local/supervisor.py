@@ -1,0 +1,498 @@
+"""The per-task supervisor: ``python -m virtuai.drivers.local.supervisor TASK_DIR``.
+
+Like Slurm's slurmstepd or Podman's conmon, one small process per task owns
+the task's life so that the server does not have to: the server may be
+killed (even with SIGKILL) and restarted, and the task keeps running and its
+ending is still recorded, because the supervisor is detached from the server
+(double fork into a session of its own, reparented away from the server) and
+writes everything down in ``TASK_DIR``.
+
+Life of a supervisor (file names in :mod:`virtuai.drivers.local.files`):
+
+1. The driver has written ``spec.json``.  The first process (the one the
+   driver spawned) forks the real supervisor and exits as soon as that has
+   claimed ``supervisor.pid`` (exit 0), or found it claimed by another (exit 3:
+   launching twice starts nothing twice), so the driver reaps it at once.
+2. The supervisor creates the task's cgroup and writes the limits; when that
+   is impossible the task runs without ("limits": "none" in the records) and
+   memory is watched by polling the RSS of the task's process tree instead.
+3. It forks the task: the child joins the cgroup, becomes leader of a new
+   session (so one signal to its process group reaches all its processes),
+   takes stdout/stderr from the log files opened by the supervisor, switches
+   to the tenant's user, enters the workdir and execs the command.  Failures
+   up to ``exec`` come back through a close-on-exec pipe and end the task as
+   ``launch_failed`` with a plain message (also appended to ``stderr.log``).
+4. ``started.json`` is written; the supervisor then waits for, in one loop:
+   the task's exit, the walltime, and stop requests (``stop.json`` plus
+   SIGTERM = cancel or SIGUSR1 = preempt as a wake-up).  A stop sends SIGTERM
+   to the task's process group and SIGKILL to everything of the task
+   ``kill_grace_s`` later.
+5. When the task has exited: what is left of it is killed (processes that left
+   the process group are still in the cgroup, or are children of the
+   supervisor, which is a child subreaper), the OOM counter is read, the
+   cgroup removed, and ``result.json`` written atomically, last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+import psutil
+
+from virtuai.domain.units import format_memory
+from virtuai.domain.workload import TaskOutcome
+from virtuai.drivers.local import files
+from virtuai.drivers.local.cgroups import CgroupLayout, Limits, TaskCgroup
+
+log = logging.getLogger("virtuai.supervisor")
+
+STOP_SIGNALS = {signal.SIGTERM: "cancel", signal.SIGINT: "cancel", signal.SIGUSR1: "preempt"}
+WATCHED = {signal.SIGCHLD, signal.SIGHUP, *STOP_SIGNALS}
+TICK_S = 0.5  # stop file and RSS polling period
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+class LaunchError(Exception):
+    """The task could not be started; the message is shown to the user as is."""
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m virtuai.drivers.local.supervisor TASK_DIR", file=sys.stderr)
+        sys.exit(2)
+    task_dir = Path(args[0]).resolve()
+    # Blocked from the start, so that a stop request sent while the supervisor
+    # is still starting waits for it rather than killing it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+    if os.getsid(0) != os.getpid():
+        with contextlib.suppress(OSError):
+            os.setsid()
+    ready_r, ready_w = os.pipe()
+    if os.fork() > 0:
+        os.close(ready_w)
+        os._exit(_wait_ready(ready_r))
+    os.close(ready_r)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"%(asctime)s supervisor[{os.getpid()}] %(levelname)s %(message)s",
+    )
+    try:
+        code = Supervisor(task_dir).run(ready_w)
+    except BaseException:
+        traceback.print_exc()
+        code = files.EXIT_ERROR
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _wait_ready(ready_r: int) -> int:
+    """First process: wait for the supervisor's verdict (one byte) and turn it into an exit code."""
+    readable, _, _ = select.select([ready_r], [], [], files.READY_TIMEOUT_S)
+    verdict = os.read(ready_r, 1) if readable else b""
+    return {b"K": files.EXIT_STARTED, b"D": files.EXIT_ALREADY}.get(verdict, files.EXIT_ERROR)
+
+
+class Supervisor:
+    def __init__(self, task_dir: Path) -> None:
+        self.dir = task_dir
+        self.spec: dict[str, Any] = {}
+        self.cgroup: TaskCgroup | None = None
+        self.limits_label = "none"
+        self.limits_note = ""
+        self.pid = 0
+        self.started_at: float | None = None
+        self.status: int | None = None  # wait status of the task's main process
+        self.rusage: Any = None
+
+    # -- claiming the task --------------------------------------------------------------
+
+    def run(self, ready_w: int) -> int:
+        spec = files.read_json(self.dir / files.SPEC)
+        if spec is None:
+            os.write(ready_w, b"E")
+            log.error("no readable %s in %s", files.SPEC, self.dir)
+            return files.EXIT_ERROR
+        self.spec = spec
+        if (self.dir / files.RESULT).exists():
+            os.write(ready_w, b"D")
+            return files.EXIT_ALREADY
+        claim = {
+            "pid": os.getpid(),
+            "create_time": psutil.Process().create_time(),
+            "claimed_at": time.time(),
+        }
+        if not files.link_json_exclusive(self.dir / files.SUPERVISOR_PID, claim):
+            os.write(ready_w, b"D")
+            log.info("another supervisor owns %s; exiting", self.dir)
+            return files.EXIT_ALREADY
+        os.write(ready_w, b"K")
+        os.close(ready_w)
+        log.info("supervising task %s", self.spec.get("key"))
+        try:
+            self.supervise()
+        except Exception as exc:
+            log.exception("supervisor failed")
+            self.kill_everything()
+            # Before the fork nothing ran: the task could not be started.
+            outcome = TaskOutcome.LOST if self.pid else TaskOutcome.LAUNCH_FAILED
+            self.finish(outcome, None, None, f"supervisor error: {exc}")
+        return files.EXIT_STARTED
+
+    # -- the task's life ----------------------------------------------------------------
+
+    def supervise(self) -> None:
+        _become_subreaper()
+        if (self.dir / files.STOP).exists():
+            reason = self.stop_reason_from_file("cancel")
+            self.finish(TaskOutcome.KILLED_CANCEL, None, None, _stop_message(reason, started=False))
+            return
+        out_fd = os.open(self.dir / files.STDOUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        err_fd = os.open(self.dir / files.STDERR, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self.setup_cgroup()
+        self.started_at = time.time()
+        started_mono = time.monotonic()
+        try:
+            self.pid = self.fork_task(out_fd, err_fd)
+        except LaunchError as exc:
+            os.write(err_fd, f"virtuai: {exc}\n".encode())
+            self.started_at = None
+            self.finish(TaskOutcome.LAUNCH_FAILED, None, None, str(exc))
+            return
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
+        files.write_json_atomic(
+            self.dir / files.STARTED,
+            {
+                "pid": self.pid,
+                "pgid": self.pid,
+                "create_time": _create_time(self.pid),
+                "started_at": self.started_at,
+                "supervisor_pid": os.getpid(),
+                "limits": self.limits_label,
+                "limits_note": self.limits_note,
+                "cgroup_dirs": [str(p) for p in self.cgroup.dirs()] if self.cgroup else [],
+            },
+        )
+        self.watch(started_mono)
+
+    def setup_cgroup(self) -> None:
+        layout_json = self.spec.get("cgroup")
+        if not layout_json:
+            self.limits_note = "cgroups are not available to the server"
+            return
+        layout = CgroupLayout.from_json(layout_json)
+        cgroup = layout.task(self.spec["key"])
+        try:
+            layout.prepare()
+            cgroup.create(self.limits())
+        except OSError as exc:
+            log.warning("running without cgroup limits: cannot set up %s: %s", cgroup.dirs(), exc)
+            with contextlib.suppress(OSError):
+                cgroup.remove()
+            self.limits_note = f"cgroup setup failed: {exc}"
+            return
+        self.cgroup = cgroup
+        self.limits_label = layout.label
+
+    def limits(self) -> Limits:
+        raw = self.spec.get("limits") or {}
+        return Limits(
+            cpu_milli=int(raw.get("cpu_milli", 0)),
+            memory=int(raw.get("memory", 0)),
+            pids=int(raw.get("pids", 0)),
+        )
+
+    def fork_task(self, out_fd: int, err_fd: int) -> int:
+        """Start the command; returns its pid once it has exec'd, else raises LaunchError."""
+        err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec succeeded
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+            try:
+                os.close(err_r)
+                self.exec_child(out_fd, err_fd)
+            except LaunchError as exc:
+                os.write(err_w, str(exc).encode()[:4000])
+            except BaseException as exc:
+                os.write(err_w, f"cannot start the task: {exc}".encode()[:4000])
+            os._exit(127)
+        os.close(err_w)
+        chunks = []
+        while chunk := os.read(err_r, 4096):
+            chunks.append(chunk)
+        os.close(err_r)
+        if chunks:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            raise LaunchError(b"".join(chunks).decode(errors="replace"))
+        return pid
+
+    def exec_child(self, out_fd: int, err_fd: int) -> NoReturn:  # pragma: no cover - child
+        for sig in (*WATCHED, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if self.cgroup is not None:
+            try:
+                self.cgroup.attach(os.getpid())
+            except OSError as exc:
+                raise LaunchError(f"cannot join the task's cgroup: {exc}") from None
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.umask(0o022)
+        user = self.spec.get("user")
+        user_name = str(user["name"]) if user else _current_user_name()
+        if user:
+            try:
+                os.initgroups(user_name, int(user["gid"]))
+                os.setgid(int(user["gid"]))
+                os.setuid(int(user["uid"]))
+            except OSError as exc:
+                raise LaunchError(f"cannot switch to user {user_name}: {exc}") from None
+        workdir = str(self.spec["workdir"])
+        try:
+            os.chdir(workdir)
+        except FileNotFoundError:
+            raise LaunchError(f"workdir {workdir} does not exist") from None
+        except NotADirectoryError:
+            raise LaunchError(f"workdir {workdir} is not a directory") from None
+        except PermissionError:
+            raise LaunchError(f"workdir {workdir} is not accessible to user {user_name}") from None
+        command = [str(c) for c in self.spec["command"]]
+        if not command or not command[0]:
+            raise LaunchError("empty command")
+        env = {str(k): str(v) for k, v in self.spec["env"].items()}
+        try:
+            os.execvpe(command[0], command, env)
+        except FileNotFoundError:
+            raise LaunchError(f"command not found: {command[0]}") from None
+        except PermissionError:
+            raise LaunchError(
+                f"permission denied: {command[0]} cannot be executed by user {user_name}"
+            ) from None
+        except OSError as exc:
+            raise LaunchError(f"cannot execute {command[0]}: {exc.strerror}") from None
+
+    def watch(self, started_mono: float) -> None:
+        """Wait for the task's end, enforcing walltime and stop requests."""
+        walltime = int(self.spec.get("walltime_s") or 0)
+        grace = max(0, int(self.spec.get("kill_grace_s") or 0))
+        deadline = started_mono + walltime if walltime > 0 else None
+        memory_limit = self.limits().memory
+        poll_rss = self.cgroup is None and memory_limit > 0
+        stop_reason: str | None = None
+        kill_at: float | None = None
+        rss_oom = False
+
+        def begin_stop(reason: str) -> None:
+            nonlocal stop_reason, kill_at
+            stop_reason = reason
+            log.info("stopping the task (%s): SIGTERM, SIGKILL in %ss", reason, grace)
+            self.signal_task(signal.SIGTERM)
+            kill_at = time.monotonic() + grace
+
+        while True:
+            now = time.monotonic()
+            wait = TICK_S
+            if deadline is not None and stop_reason is None:
+                wait = min(wait, deadline - now)
+            if kill_at is not None:
+                wait = min(wait, kill_at - now)
+            info = signal.sigtimedwait(WATCHED, max(0.0, wait))
+            signo = info.si_signo if info is not None else None
+            if stop_reason is None:
+                if signo in STOP_SIGNALS:
+                    begin_stop(self.stop_reason_from_file(STOP_SIGNALS[signal.Signals(signo)]))
+                elif (self.dir / files.STOP).exists():
+                    begin_stop(self.stop_reason_from_file("cancel"))
+                elif deadline is not None and time.monotonic() >= deadline:
+                    begin_stop("walltime")
+            self.reap()
+            if self.status is not None:
+                break
+            if kill_at is not None and time.monotonic() >= kill_at:
+                log.info("grace period over: SIGKILL")
+                self.kill_everything()
+                kill_at = None
+            if poll_rss and not rss_oom and self.tree_rss() > memory_limit:
+                log.info("memory above %s (RSS polling): SIGKILL", format_memory(memory_limit))
+                rss_oom = True
+                self.kill_everything()
+        finished_at = time.time()
+        self.kill_everything()
+        exit_code, signo = _decode_status(self.status)
+        oom_kills = self.cgroup.oom_kills() if self.cgroup is not None else None
+        oom = rss_oom or bool(oom_kills)
+        limit_text = format_memory(memory_limit)
+        if stop_reason == "walltime":
+            outcome, message = TaskOutcome.KILLED_WALLTIME, f"reached its walltime of {walltime}s"
+        elif stop_reason is not None:
+            outcome, message = TaskOutcome.KILLED_CANCEL, _stop_message(stop_reason, started=True)
+        elif oom and exit_code != 0:
+            outcome, message = TaskOutcome.KILLED_OOM, f"out of memory (limit {limit_text})"
+        else:
+            outcome, message = TaskOutcome.EXITED, _exit_message(exit_code, signo)
+            if oom:
+                message += f"; a process of the task was killed for exceeding {limit_text}"
+        usage = {}
+        if self.rusage is not None:
+            usage = {
+                "cpu_seconds": round(self.rusage.ru_utime + self.rusage.ru_stime, 3),
+                "max_rss": int(self.rusage.ru_maxrss) * 1024,
+            }
+        self.finish(outcome, exit_code, signo, message, finished_at=finished_at, usage=usage)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def stop_reason_from_file(self, default: str) -> str:
+        request = files.read_json(self.dir / files.STOP)
+        reason = str(request.get("reason", default)) if request else default
+        return reason if reason in ("cancel", "preempt") else default
+
+    def signal_task(self, sig: int) -> None:
+        """``sig`` to the task's process group and to whatever left it (cgroup, descendants)."""
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+        if self.cgroup is not None:
+            self.cgroup.signal_all(sig)
+        for proc in _descendants():
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+
+    def kill_everything(self) -> None:
+        self.signal_task(signal.SIGKILL)
+        self.reap()
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        self.reap()
+
+    def reap(self) -> None:
+        """Collect exited children (orphans too: we are a subreaper), keeping the task's status."""
+        while True:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self.status, self.rusage = status, rusage
+
+    def reap_all(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while _descendants() and time.monotonic() < deadline:
+            self.signal_task(signal.SIGKILL)
+            self.reap()
+            time.sleep(0.02)
+        self.reap()
+
+    def tree_rss(self) -> int:
+        total = 0
+        for proc in _descendants():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def finish(
+        self,
+        outcome: TaskOutcome,
+        exit_code: int | None,
+        signo: int | None,
+        message: str,
+        *,
+        finished_at: float | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        """Clean up what is left of the task, then write ``result.json`` (last)."""
+        finished_at = time.time() if finished_at is None else finished_at
+        if self.pid:
+            self.reap_all()
+        memory_peak = None
+        if self.cgroup is not None:
+            memory_peak = self.cgroup.memory_peak()
+            if not self.cgroup.remove():
+                log.warning("could not remove the cgroup %s", self.cgroup.dirs())
+        result = {
+            "outcome": outcome.value,
+            "exit_code": exit_code,
+            "signal": signo,
+            "started_at": self.started_at,
+            "finished_at": finished_at,
+            "message": message,
+            "limits": self.limits_label,
+            "limits_note": self.limits_note,
+            "memory_peak": memory_peak,
+            **(usage or {}),
+        }
+        files.write_json_atomic(self.dir / files.RESULT, result)
+        log.info("task ended: %s (%s)", outcome.value, message)
+
+
+def _decode_status(status: int | None) -> tuple[int | None, int | None]:
+    """``(exit_code, signal)``; killed by signal N is exit code 128+N, as shells report it."""
+    if status is None:
+        return None, None
+    if os.WIFSIGNALED(status):
+        signo = os.WTERMSIG(status)
+        return 128 + signo, signo
+    return os.waitstatus_to_exitcode(status), None
+
+
+def _exit_message(exit_code: int | None, signo: int | None) -> str:
+    if signo is not None:
+        return f"killed by signal {signal.Signals(signo).name}"
+    return f"exited with code {exit_code}"
+
+
+def _stop_message(reason: str, *, started: bool) -> str:
+    text = "preempted" if reason == "preempt" else "cancelled"
+    return text if started else f"{text} before it started"
+
+
+def _descendants() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _current_user_name() -> str:
+    try:
+        return psutil.Process().username()
+    except (psutil.Error, KeyError):
+        return str(os.getuid())
+
+
+def _become_subreaper() -> None:
+    """Orphans of the task are reparented to us, not to init: we can still find and kill them."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.info("could not become a child subreaper; orphans are found through the cgroup only")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Can a job ever run? Checked against empty nodes and the tenant's hard quota.
+
+A job that cannot run even when the whole cluster is idle would wait forever
+and, worse, could hold up the queue behind it.  The scheduler reports such jobs
+as ``NEVER`` (they do not block anyone), and the API calls
+``never_runs_reason`` at submit time to refuse them with the same words.
+
+The node part of the answer depends only on (pool, per-task request, task
+count), so ``Feasibility`` caches it: a queue of 100,000 jobs usually has a few
+dozen distinct shapes, and each shape costs at most one scan of the nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from virtuai.domain.resources import RESOURCE_NAMES, Node, Resources, format_amount
+from virtuai.domain.tenancy import Quota
+from virtuai.scheduler.snapshot import PendingJob
+
+__all__ = ["Feasibility", "never_runs_reason", "quota_never_reason", "usable_gpus"]
+
+_Shape = tuple[int, int, int]  # cpu_milli, memory, gpu of one task
+_Key = tuple[str | None, _Shape, int]
+
+
+def usable_gpus(node: Node) -> int:
+    """GPUs a node can hand out: declared capacity, but only as many as it has devices.
+
+    Placement gives every GPU task concrete device indices, so a GPU that is
+    counted in ``capacity`` but has no ``GpuDevice`` could never be assigned.
+    """
+    return min(node.capacity.gpu, len(node.gpus))
+
+
+def _tasks_fitting(free: _Shape, need: _Shape, limit: int) -> int:
+    """How many tasks of ``need`` fit in ``free`` (capped at ``limit``; 0-requests never bind)."""
+    fit = limit
+    for have, want in zip(free, need, strict=True):
+        if want > 0:
+            fit = min(fit, have // want) if have > 0 else 0
+    return fit
+
+
+class Feasibility:
+    """Answers "can this job ever run?" for one set of nodes, with a per-shape cache."""
+
+    def __init__(self, nodes: Iterable[Node]) -> None:
+        # Biggest nodes first, so that the scans below usually stop at once.
+        shapes = sorted(
+            (
+                (n.capacity.cpu_milli, n.capacity.memory, usable_gpus(n), n.pool, n.name)
+                for n in nodes
+            ),
+            key=lambda s: (-s[2], -s[0], -s[1], s[4]),
+        )
+        self._by_pool: dict[str | None, list[_Shape]] = {None: []}
+        for cpu, memory, gpu, pool, _name in shapes:
+            self._by_pool[None].append((cpu, memory, gpu))
+            self._by_pool.setdefault(pool, []).append((cpu, memory, gpu))
+        self._largest: dict[str | None, _Shape] = {
+            pool: (max(s[0] for s in known), max(s[1] for s in known), known[0][2])
+            for pool, known in self._by_pool.items()
+            if known
+        }
+        self._cache: dict[_Key, str | None] = {}
+
+    def reason(self, job: PendingJob, quota: Quota, tenant: str) -> str | None:
+        """Why ``job`` can never run, in plain words, or ``None`` if it could some day."""
+        per_task = job.per_task
+        key = (job.pool, (per_task.cpu_milli, per_task.memory, per_task.gpu), job.tasks)
+        try:
+            node_reason = self._cache[key]
+        except KeyError:
+            node_reason = self._cache[key] = self._node_reason(*key)
+        if node_reason is not None:
+            return node_reason
+        return quota_never_reason(job.total, quota, tenant)
+
+    def _node_reason(self, pool: str | None, need: _Shape, tasks: int) -> str | None:
+        if tasks < 1:
+            return f"asks for {tasks} tasks; a job needs at least 1"
+        if min(need) < 0:
+            return "asks for a negative amount of a resource"
+        nodes = self._by_pool.get(pool, [])
+        where = "" if pool is None else f" in pool {pool}"
+        if not nodes:
+            return f"asks for pool {pool} but it has no nodes" if pool else "there are no nodes"
+        largest = self._largest[pool]
+        for i, name in enumerate(RESOURCE_NAMES):
+            if need[i] > largest[i]:
+                return (
+                    f"asks for {format_amount(name, need[i])} {name} per task "
+                    f"but the largest node{where} has {format_amount(name, largest[i])}"
+                )
+        per_task = Resources(*need)
+        fits = 0
+        for shape in nodes:
+            fits += _tasks_fitting(shape, need, tasks - fits)
+            if fits >= tasks:
+                return None
+        if fits == 0:
+            return (
+                f"asks for {per_task.describe()} per task but no single node{where} has all of that"
+            )
+        return (
+            f"needs {tasks} tasks of {per_task.describe()} "
+            f"but even when idle the nodes{where} hold only {fits} such tasks"
+        )
+
+
+def quota_never_reason(total: Resources, quota: Quota, tenant: str) -> str | None:
+    """Why a job asking for ``total`` can never fit in ``tenant``'s quota, or ``None``."""
+    for name in RESOURCE_NAMES:
+        limit = quota.limit_of(name)
+        amount = total.amount(name)
+        if limit is not None and amount > limit:
+            return (
+                f"needs {format_amount(name, amount)} {name} in total "
+                f"but tenant {tenant} has a quota of {format_amount(name, limit)} {name}"
+            )
+    return None
+
+
+def never_runs_reason(
+    job: PendingJob, nodes: Sequence[Node], quota: Quota, tenant: str
+) -> str | None:
+    """Why ``job`` can never run on ``nodes`` (even idle) within ``quota``; ``None`` if it can.
+
+    The API uses this at submit time to refuse such a request outright, and
+    ``schedule()`` uses the same words (prefixed "can never run: ") for ``NEVER``.
+    Node limits are checked before the quota: a physical limit is the more
+    useful thing to tell the user.
+    """
+    return Feasibility(nodes).reason(job, quota, tenant)

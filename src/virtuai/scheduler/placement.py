@@ -1,0 +1,191 @@
+"""The cluster's free capacity during one scheduling pass, and GPU-aware best-fit placement.
+
+``Cluster`` is a mutable working copy built from the snapshot's ``NodeState``s:
+every placement it makes is subtracted at once, so later tasks of the same gang
+and later jobs of the same pass see it.  The snapshot itself is never changed.
+
+Best fit, per task: among the nodes of the job's pool that have room, take the
+one left with the fewest free GPUs, then the least free CPU, then the least
+free memory, then the first name.  Putting CPU-only work on GPU-less (or
+GPU-full) nodes first keeps whole GPU nodes free for GPU jobs, and packing
+tightly keeps large holes for large jobs.  The lowest free device indices are
+handed out, so placements are reproducible.
+
+Speed: a pass may admit tens of thousands of tasks over thousands of nodes, so
+a linear scan per task is too slow.  Nodes are indexed by (pool, free GPUs),
+each bucket a ``FitList`` sorted by (free cpu, free memory, name).  The best
+node is the first entry, in the first bucket with enough GPUs, with enough cpu
+and memory: the sort order *is* the best-fit order.  Each placement moves one
+node between buckets (a delete and an insert in its pool's index and in the
+all-pools index).
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Iterable, Iterator
+
+from virtuai.domain.resources import Resources
+from virtuai.domain.workload import TaskPlacement
+from virtuai.scheduler.feasibility import usable_gpus
+from virtuai.scheduler.fitlist import Entry, FitList
+from virtuai.scheduler.snapshot import NodeState, PendingJob
+
+__all__ = ["Cluster", "NodeFree"]
+
+
+class NodeFree:
+    """One node's free capacity, mutated as tasks are placed on it and released from it."""
+
+    __slots__ = ("cpu", "free_gpus", "gpu", "gpu_budget", "memory", "name", "number", "pool")
+
+    def __init__(self, number: int, state: NodeState) -> None:
+        node = state.node
+        free = state.free
+        self.number = number
+        self.name = node.name
+        self.pool = node.pool
+        self.cpu = free.cpu_milli
+        self.memory = free.memory
+        # Two views of GPUs that a consistent snapshot keeps equal; trust the smaller.
+        self.gpu_budget = usable_gpus(node) - state.allocated.gpu
+        self.free_gpus = sorted({g.index for g in node.gpus} - state.busy_gpus)
+        self.gpu = 0
+        self.settle()
+
+    def settle(self) -> None:
+        """Recompute ``gpu`` (the GPUs it can still hand out) after a change."""
+        self.gpu = max(0, min(self.gpu_budget, len(self.free_gpus)))
+
+    @property
+    def free(self) -> Resources:
+        return Resources(max(0, self.cpu), max(0, self.memory), self.gpu)
+
+    def entry(self) -> Entry:
+        return (self.cpu, self.memory, self.name, self.number)
+
+
+class _Index:
+    """Nodes of one pool (or of all pools) bucketed by free GPUs, each bucket in best-fit order."""
+
+    __slots__ = ("buckets", "cpu", "gpu", "max_gpu", "memory")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, FitList] = {}
+        self.max_gpu = 0
+        # Free totals over the nodes (negatives clamped), for a quick "cannot fit" answer.
+        self.cpu = 0
+        self.memory = 0
+        self.gpu = 0
+
+    def add(self, node: NodeFree) -> None:
+        gpu = node.gpu
+        bucket = self.buckets.get(gpu)
+        if bucket is None:
+            bucket = self.buckets[gpu] = FitList()
+        bucket.add(node.entry())
+        self.max_gpu = max(self.max_gpu, gpu)
+        self.cpu += max(0, node.cpu)
+        self.memory += max(0, node.memory)
+        self.gpu += gpu
+
+    def remove(self, node: NodeFree) -> None:
+        self.buckets[node.gpu].remove(node.entry())
+        self.cpu -= max(0, node.cpu)
+        self.memory -= max(0, node.memory)
+        self.gpu -= node.gpu
+
+    def best(self, cpu: int, memory: int, gpu: int) -> int | None:
+        """Slot number of the best-fitting node with at least this much free, or ``None``."""
+        for level in range(gpu, self.max_gpu + 1):
+            bucket = self.buckets.get(level)
+            if bucket:
+                entry = bucket.first_fit(cpu, memory)
+                if entry is not None:
+                    return entry[3]
+        return None
+
+
+class Cluster:
+    """Free capacity of every node during a pass; places jobs and can take them back."""
+
+    def __init__(self, nodes: Iterable[NodeState]) -> None:
+        ordered = sorted(nodes, key=lambda s: s.node.name)
+        self._nodes = [NodeFree(i, state) for i, state in enumerate(ordered)]
+        self._by_name = {n.name: n for n in self._nodes}
+        self._indexes: dict[str | None, _Index] = {None: _Index()}
+        for node in self._nodes:
+            for index in self._indexes_of(node):
+                index.add(node)
+
+    def _indexes_of(self, node: NodeFree) -> tuple[_Index, _Index]:
+        index = self._indexes.get(node.pool)
+        if index is None:
+            index = self._indexes[node.pool] = _Index()
+        return self._indexes[None], index
+
+    def nodes(self, pool: str | None = None) -> Iterator[NodeFree]:
+        """The nodes of ``pool`` (all if ``None``), by name. Read only: do not mutate."""
+        return (n for n in self._nodes if pool is None or n.pool == pool)
+
+    def free_total(self, pool: str | None = None) -> Resources:
+        """Free resources summed over the nodes of ``pool`` (all if ``None``)."""
+        index = self._indexes.get(pool)
+        if index is None:
+            return Resources()
+        return Resources(index.cpu, index.memory, index.gpu)
+
+    def try_place(self, job: PendingJob) -> tuple[TaskPlacement, ...] | None:
+        """Place every task of ``job`` (all or nothing) and keep them; ``None`` if it does not fit.
+
+        Tasks are placed one by one, each by best fit on what the earlier ones
+        left; for tasks of one shape this greedy order finds room whenever room
+        exists, since a task on a node only ever uses up that node's own room.
+        """
+        index = self._indexes.get(job.pool)
+        per_task = job.per_task
+        cpu, memory, gpu = per_task.cpu_milli, per_task.memory, per_task.gpu
+        tasks = job.tasks
+        if index is None or tasks < 1 or min(cpu, memory, gpu) < 0:
+            return None  # feasibility reports these as NEVER; do not corrupt the books
+        if cpu * tasks > index.cpu or memory * tasks > index.memory or gpu * tasks > index.gpu:
+            return None
+        placed: list[TaskPlacement] = []
+        for task in range(tasks):
+            number = index.best(cpu, memory, gpu)
+            if number is None:
+                self.release(placed)
+                return None
+            node = self._nodes[number]
+            placed.append(TaskPlacement(task, node.name, per_task, self._take(node, per_task)))
+        return tuple(placed)
+
+    def release(self, placements: Iterable[TaskPlacement]) -> None:
+        """Give back what ``placements`` hold (to undo a gang, or to model a preemption)."""
+        for placement in placements:
+            node = self._by_name[placement.node]
+            indexes = self._indexes_of(node)
+            for index in indexes:
+                index.remove(node)
+            node.cpu += placement.resources.cpu_milli
+            node.memory += placement.resources.memory
+            node.gpu_budget += placement.resources.gpu
+            for gpu_index in placement.gpu_indices:
+                insort(node.free_gpus, gpu_index)
+            node.settle()
+            for index in indexes:
+                index.add(node)
+
+    def _take(self, node: NodeFree, per_task: Resources) -> tuple[int, ...]:
+        indexes = self._indexes_of(node)
+        for index in indexes:
+            index.remove(node)
+        node.cpu -= per_task.cpu_milli
+        node.memory -= per_task.memory
+        node.gpu_budget -= per_task.gpu
+        devices = tuple(node.free_gpus[: per_task.gpu])
+        del node.free_gpus[: per_task.gpu]
+        node.settle()
+        for index in indexes:
+            index.add(node)
+        return devices

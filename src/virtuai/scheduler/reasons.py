@@ -1,0 +1,78 @@
+"""Plain-words pending reasons that need the cluster's state to write.
+
+Users read these as "why is my job not running?", so each one says what the
+job needs, what is free, and which resource is short.  They are built only for
+the few jobs that need them (one capacity-blocked head per pass), so they may
+afford a scan of the nodes.
+"""
+
+from __future__ import annotations
+
+from virtuai.domain.resources import RESOURCE_NAMES, Resources, format_amount
+from virtuai.scheduler.placement import Cluster
+from virtuai.scheduler.snapshot import PendingJob
+
+__all__ = ["NEVER_PREFIX", "capacity_reason", "queue_reason"]
+
+NEVER_PREFIX = "can never run: "
+
+
+def _describe(amounts: Resources, *, gpu: bool) -> str:
+    parts = [f"{name}={format_amount(name, amounts.amount(name))}" for name in RESOURCE_NAMES]
+    return " ".join(parts if gpu else parts[:2])
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def capacity_reason(job: PendingJob, cluster: Cluster) -> str:
+    """Why ``job`` does not fit on the free capacity now, naming the short resource."""
+    per_task, total = job.per_task, job.total
+    free = cluster.free_total(job.pool)
+    gpu = total.gpu > 0
+    where = f" in pool {job.pool}" if job.pool else ""
+    head = (
+        f"waiting for resources: needs {_describe(total, gpu=gpu)} in "
+        f"{_count(job.tasks, 'task')}; free now{where}: {_describe(free, gpu=gpu)}"
+    )
+    short = [name for name in RESOURCE_NAMES if free.amount(name) < total.amount(name)]
+    if short:
+        return f"{head}; short of {', '.join(short)}"
+    # Enough in total, but not where it is needed: the free room is fragmented.
+    largest = {name: 0 for name in RESOURCE_NAMES}
+    fits = 0
+    for node in cluster.nodes(job.pool):
+        room = node.free
+        for name in RESOURCE_NAMES:
+            largest[name] = max(largest[name], room.amount(name))
+        fits = min(job.tasks, fits + _tasks_in(room, per_task))
+    short = [name for name in RESOURCE_NAMES if largest[name] < per_task.amount(name)]
+    if short:
+        wants = ", ".join(
+            f"needs {format_amount(name, per_task.amount(name))} {name}, "
+            f"at most {format_amount(name, largest[name])} free on one node"
+            for name in short
+        )
+        return f"{head}; but no single node has room for one task ({wants})"
+    if fits == 0:
+        return f"{head}; but no node has {_describe(per_task, gpu=gpu)} free at once for one task"
+    return f"{head}; but it is spread over the nodes so that only {fits} of {job.tasks} tasks fit"
+
+
+def _tasks_in(room: Resources, per_task: Resources) -> int:
+    fit: int | None = None
+    for name in RESOURCE_NAMES:
+        want = per_task.amount(name)
+        if want > 0:
+            n = room.amount(name) // want
+            fit = n if fit is None else min(fit, n)
+    return 1 if fit is None else fit
+
+
+def queue_reason(head: PendingJob) -> str:
+    """Why a job that would fit its quota waits: strict order keeps ``head`` first."""
+    return (
+        f"waiting behind job {head.id} (priority {head.priority}), "
+        "which is first in line and waiting for resources"
+    )

@@ -1,0 +1,233 @@
+"""Submitting, listing, cancelling jobs and reading their logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from virtuai.domain.resources import Node, Resources
+from virtuai.domain.workload import JobState, PriorityClass
+from virtuai.drivers.base import Driver, LogStream
+from virtuai.errors import Conflict, InvalidRequest, NotFound, Unschedulable
+from virtuai.scheduler.feasibility import never_runs_reason
+from virtuai.scheduler.snapshot import PendingJob
+from virtuai.services.access import Caller
+from virtuai.store.inventory import load_node_states
+from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow
+from virtuai.store.tenancy import get_tenant_row, quota_of
+from virtuai.store.transitions import record_creation, switch_job_state
+
+MAX_LOG_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A validated submission, in domain units (built by the API from ``JobCreate``)."""
+
+    tenant: str | None
+    name: str | None
+    command: tuple[str, ...]
+    per_task: Resources
+    tasks: int
+    walltime_s: int
+    priority: str
+    env: Mapping[str, str]
+    workdir: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    job: JobRow
+    events: list[JobEventRow]
+    tasks: list[TaskRow]
+
+
+def default_job_name(command: Sequence[str]) -> str:
+    """``python train.py`` -> ``python``; anything unnameable -> ``job``."""
+    base = command[0].rsplit("/", 1)[-1].lower()
+    name = re.sub(r"[^a-z0-9-]+", "-", base).strip("-")[:63].strip("-")
+    return name or "job"
+
+
+def submit_job(
+    session: Session,
+    caller: Caller,
+    request: JobRequest,
+    priority_classes: Mapping[str, PriorityClass],
+    now: dt.datetime,
+) -> JobRow:
+    tenant_name = caller.default_tenant(request.tenant)
+    caller.require_submit(tenant_name)
+    tenant = get_tenant_row(session, tenant_name)
+    priority = priority_classes.get(request.priority)
+    if priority is None:
+        raise InvalidRequest(
+            f"unknown priority {request.priority!r}; use one of {', '.join(priority_classes)}",
+            field="priority",
+        )
+    if request.per_task == Resources():
+        raise InvalidRequest("a job must ask for some CPU or memory", field="resources")
+    _reject_if_never_runs(session, tenant, request)
+    job = JobRow(
+        tenant_id=tenant.id,
+        user_id=caller.user_id,
+        name=request.name or default_job_name(request.command),
+        kind="job",
+        state=JobState.PENDING.value,
+        reason="waiting for the scheduler",
+        command=list(request.command),
+        env=dict(request.env),
+        workdir=request.workdir,
+        cpu_milli=request.per_task.cpu_milli,
+        memory=request.per_task.memory,
+        gpu=request.per_task.gpu,
+        tasks=request.tasks,
+        walltime_s=request.walltime_s,
+        priority_class=priority.name,
+        priority=priority.value,
+        placement=[],
+        submitted_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    session.flush()
+    record_creation(session, job, now=now, actor=caller.name)
+    return job
+
+
+def _reject_if_never_runs(session: Session, tenant: TenantRow, request: JobRequest) -> None:
+    """A request that can never run is refused now instead of waiting forever."""
+    nodes: list[Node] = [state.node for state in load_node_states(session)]
+    probe = PendingJob(
+        id="new",
+        tenant=tenant.name,
+        priority=0,
+        submitted_at=0.0,
+        seq=0,
+        per_task=request.per_task,
+        tasks=request.tasks,
+    )
+    reason = never_runs_reason(probe, nodes, quota_of(tenant), tenant.name)
+    if reason is not None:
+        raise Unschedulable(reason, field="resources")
+
+
+def list_jobs(
+    session: Session,
+    caller: Caller,
+    tenant: str | None,
+    state: str | None,
+    limit: int,
+) -> list[JobRow]:
+    query = select(JobRow).join(TenantRow).order_by(JobRow.id.desc()).limit(limit)
+    if tenant is not None:
+        caller.require_visible(tenant)
+        query = query.where(TenantRow.name == tenant)
+    elif not caller.is_admin:
+        query = query.where(TenantRow.name.in_(list(caller.roles)))
+    if state is not None:
+        if state not in {s.value for s in JobState}:
+            raise InvalidRequest(
+                f"unknown state {state!r}; use one of {', '.join(s.value for s in JobState)}",
+                field="state",
+            )
+        query = query.where(JobRow.state == state)
+    return list(session.scalars(query))
+
+
+def get_job(session: Session, caller: Caller, job_id: int) -> JobRow:
+    job = session.get(JobRow, job_id)
+    if job is None or not caller.can_see(job.tenant.name):
+        raise NotFound(f"job {job_id} not found", field="id")
+    return job
+
+
+def get_job_detail(session: Session, caller: Caller, job_id: int) -> JobDetail:
+    job = get_job(session, caller, job_id)
+    events = list(
+        session.scalars(
+            select(JobEventRow).where(JobEventRow.job_id == job.id).order_by(JobEventRow.id)
+        )
+    )
+    tasks = list(
+        session.scalars(
+            select(TaskRow).where(TaskRow.job_id == job.id).order_by(TaskRow.attempt, TaskRow.index)
+        )
+    )
+    return JobDetail(job, events, tasks)
+
+
+def cancel_job(session: Session, caller: Caller, job_id: int, now: dt.datetime) -> JobRow:
+    """Record the wish to cancel; work that never started ends at once, running work is stopped
+    by the life-cycle loop (SIGTERM, then SIGKILL after the grace period)."""
+    job = get_job(session, caller, job_id)
+    caller.require_submit(job.tenant.name)
+    state = JobState(job.state)
+    if state.is_finished():
+        raise Conflict(f"job {job_id} has already ended ({state})", field="id")
+    if state is JobState.PENDING and switch_job_state(
+        session,
+        job,
+        JobState.CANCELLED,
+        reason="cancelled by request",
+        now=now,
+        actor=caller.name,
+        finished_at=now,
+        queue_position=None,
+    ):
+        return job
+    if job.cancel_requested_at is None:
+        job.cancel_requested_at = now
+        session.add(
+            JobEventRow(
+                job_id=job.id,
+                at=now,
+                from_state=job.state,
+                to_state=job.state,
+                reason="cancel requested",
+                actor=caller.name,
+            )
+        )
+    session.flush()
+    return job
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    data: bytes
+    offset: int
+    eof: bool
+
+
+def read_logs(
+    session: Session,
+    caller: Caller,
+    job_id: int,
+    task_index: int,
+    stream: LogStream,
+    offset: int,
+    drivers: Mapping[str, Driver],
+) -> LogChunk:
+    job = get_job(session, caller, job_id)
+    if not 0 <= task_index < job.tasks:
+        raise InvalidRequest(
+            f"job {job_id} has tasks 0 to {job.tasks - 1}; there is no task {task_index}",
+            field="task",
+        )
+    task = session.scalars(
+        select(TaskRow)
+        .where(TaskRow.job_id == job.id, TaskRow.index == task_index)
+        .order_by(TaskRow.attempt.desc())
+    ).first()
+    if task is None or task.handle is None:
+        # Not started yet: nothing to read, and more may come unless the job already ended.
+        return LogChunk(b"", offset, JobState(job.state).is_finished())
+    driver = drivers[task.driver]
+    data = driver.read_log(task.handle, stream, offset, MAX_LOG_CHUNK)
+    ended = task.outcome is not None
+    return LogChunk(data, offset + len(data), ended and len(data) < MAX_LOG_CHUNK)

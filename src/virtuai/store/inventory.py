@@ -1,0 +1,105 @@
+"""Nodes as recorded in the database, and what admitted work holds on them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from virtuai.domain.resources import GpuDevice, Node, Resources
+from virtuai.domain.workload import JobState, TaskPlacement
+from virtuai.scheduler.snapshot import NodeState
+from virtuai.store.models import JobRow, NodeRow
+
+HOLDING_STATES = [s.value for s in JobState if s.holds_resources()]
+
+
+def node_from_row(row: NodeRow) -> Node:
+    gpus = tuple(
+        GpuDevice(index=g["index"], model=g["model"], memory=g["memory"], uuid=g.get("uuid", ""))
+        for g in row.gpus
+    )
+    return Node(
+        name=row.name,
+        pool=row.pool,
+        site=row.site,
+        capacity=Resources(row.cpu_milli, row.memory, len(gpus)),
+        gpus=gpus,
+    )
+
+
+def placement_to_json(placements: Iterable[TaskPlacement]) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": p.index,
+            "node": p.node,
+            "cpu_milli": p.resources.cpu_milli,
+            "memory": p.resources.memory,
+            "gpu": p.resources.gpu,
+            "gpu_indices": list(p.gpu_indices),
+        }
+        for p in placements
+    ]
+
+
+def placement_from_json(data: Sequence[dict[str, Any]]) -> list[TaskPlacement]:
+    return [
+        TaskPlacement(
+            index=p["index"],
+            node=p["node"],
+            resources=Resources(p["cpu_milli"], p["memory"], p["gpu"]),
+            gpu_indices=tuple(p["gpu_indices"]),
+        )
+        for p in data
+    ]
+
+
+def load_node_states(session: Session) -> list[NodeState]:
+    """Schedulable nodes with what admitted, unfinished jobs hold on each."""
+    nodes = [
+        node_from_row(r)
+        for r in session.scalars(
+            select(NodeRow).where(NodeRow.schedulable.is_(True)).order_by(NodeRow.name)
+        )
+    ]
+    allocated: dict[str, Resources] = defaultdict(Resources)
+    busy: dict[str, set[int]] = defaultdict(set)
+    for (placement,) in session.execute(
+        select(JobRow.placement).where(JobRow.state.in_(HOLDING_STATES))
+    ):
+        for task in placement_from_json(placement):
+            allocated[task.node] += task.resources
+            busy[task.node].update(task.gpu_indices)
+    return [
+        NodeState(node=n, allocated=allocated[n.name], busy_gpus=frozenset(busy[n.name]))
+        for n in nodes
+    ]
+
+
+def record_inventory(session: Session, nodes: Iterable[Node], now: dt.datetime) -> None:
+    """Upsert the nodes a driver reports. Nodes that vanished stay, unschedulable."""
+    for node in nodes:
+        row = session.get(NodeRow, node.name)
+        if row is None:
+            row = NodeRow(name=node.name)
+            session.add(row)
+        row.site, row.pool = node.site, node.pool
+        row.cpu_milli, row.memory = node.capacity.cpu_milli, node.capacity.memory
+        row.gpus = [
+            {"index": g.index, "model": g.model, "memory": g.memory, "uuid": g.uuid}
+            for g in node.gpus
+        ]
+        row.schedulable = True
+        row.updated_at = now
+    session.flush()
+
+
+def mark_unschedulable_except(session: Session, site: str, names: Iterable[str]) -> None:
+    keep = set(names)
+    for row in session.scalars(select(NodeRow).where(NodeRow.site == site)):
+        if row.name not in keep:
+            row.schedulable = False

@@ -1,0 +1,175 @@
+"""The whole platform in the test process: real database, real local driver, real processes.
+
+The API is driven through FastAPI's TestClient (real HTTP semantics, no
+socket) and the control loops are ticked by the test, so a test decides
+when scheduling happens and never waits on a background thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from virtuai.api.app import create_app
+from virtuai.api.context import ApiContext
+from virtuai.auth.oidc import OidcVerifier
+from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
+from virtuai.control.scheduling import SchedulingLoop
+from virtuai.domain.clock import SystemClock
+from virtuai.domain.workload import DEFAULT_PRIORITY_CLASSES
+from virtuai.drivers.local import LocalDriver
+from virtuai.drivers.local.users import unix_name
+from virtuai.server.bootstrap import bootstrap_admin
+from virtuai.settings import LocalDriverSettings, OidcSettings
+from virtuai.store.db import transaction
+from virtuai.store.inventory import record_inventory
+
+TEST_USER_PREFIX = "vait-"
+FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
+
+
+class Platform:
+    """One control plane over a database and a task directory; restartable."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        state_dir: Path,
+        *,
+        driver_settings: LocalDriverSettings,
+        oidc: OidcSettings | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.state_dir = state_dir
+        self.driver_settings = driver_settings
+        clock = SystemClock()
+        self.driver = LocalDriver(state_dir / "tasks", driver_settings, node_name="node-1")
+        with transaction(sessions) as session:
+            record_inventory(session, self.driver.inventory(), clock.now())
+        first = bootstrap_admin(sessions, clock)
+        if first is not None:
+            (state_dir / "admin-token").write_text(first.token)
+        self.admin_token = (state_dir / "admin-token").read_text()
+        self.context = ApiContext(
+            sessions=sessions,
+            clock=clock,
+            verifier=OidcVerifier(oidc or OidcSettings()),
+            drivers={"local": self.driver},
+            priority_classes={p.name: p for p in DEFAULT_PRIORITY_CLASSES},
+        )
+        self.http = TestClient(create_app(self.context), raise_server_exceptions=False)
+        self.scheduling = SchedulingLoop(sessions, clock)
+        self.lifecycle = LifecycleLoop(
+            sessions,
+            {"local": self.driver},
+            clock,
+            LifecycleConfig(
+                workspaces_dir=state_dir / "workspaces",
+                kill_grace_s=driver_settings.kill_grace_s,
+            ),
+        )
+
+    def restarted(self) -> Platform:
+        """A new control plane over the same state, as after ``kill -9`` and ``virtuai up``."""
+        return Platform(self.sessions, self.state_dir, driver_settings=self.driver_settings)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def ok(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        response = self.call(method, path, token, **kwargs)
+        assert response.status_code < 300, (response.status_code, response.text)
+        return response.json()
+
+    def tenant(self, name: str, **quota: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.ok(
+            "POST", "/api/v1/tenants", json={"name": name, "quota": quota}
+        )
+        return result
+
+    def user(self, name: str, tenant: str, role: str = "member") -> str:
+        created = self.ok(
+            "POST", "/api/v1/users", json={"name": name, "tenant": tenant, "role": role}
+        )
+        token: str = created["token"]
+        return token
+
+    def submit(self, token: str, command: list[str], **fields: Any) -> dict[str, Any]:
+        body = {"command": command, **fields}
+        body.setdefault("resources", {"cpu": 0.5, "memory": "128Mi"})
+        job: dict[str, Any] = self.ok("POST", "/api/v1/jobs", token, json=body)
+        return job
+
+    def job(self, job_id: int, token: str | None = None) -> dict[str, Any]:
+        job: dict[str, Any] = self.ok("GET", f"/api/v1/jobs/{job_id}", token)
+        return job
+
+    def logs(self, job_id: int, task: int = 0, stream: str = "stdout") -> str:
+        text: str = self.ok(
+            "GET", f"/api/v1/jobs/{job_id}/logs", params={"task": task, "stream": stream}
+        )["data"]
+        return text
+
+    # -- loops ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.lifecycle.tick()
+        self.scheduling.tick()
+        self.lifecycle.tick()
+
+    def wait_for(
+        self, job_ids: Iterable[int], states: set[str] = FINISHED, timeout: float = 30.0
+    ) -> dict[int, dict[str, Any]]:
+        """Tick until every job is in one of ``states``; return their last view."""
+        ids = list(job_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.tick()
+            jobs = {i: self.job(i) for i in ids}
+            if all(j["state"] in states for j in jobs.values()):
+                return jobs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {states}: {jobs}")
+            time.sleep(0.05)
+
+
+def public_dir(prefix: str) -> Path:
+    """A directory tenant users can traverse (pytest's tmp_path is 0700 under root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def driver_settings_for_tests(**overrides: Any) -> LocalDriverSettings:
+    values: dict[str, Any] = {
+        "kill_grace_s": 1,
+        "cpu": 4,
+        "memory": "8Gi",
+        "cgroup_name": f"virtuai-test-{uuid.uuid4().hex[:8]}",
+        "user_prefix": TEST_USER_PREFIX,
+        "gpus": [{"model": "declared-a100", "memory": "80Gi"}] * 2,
+    }
+    values.update(overrides)
+    return LocalDriverSettings(**values)
+
+
+def remove_state(state_dir: Path, tenants: Iterable[str]) -> None:
+    shutil.rmtree(state_dir, ignore_errors=True)
+    if os.geteuid() == 0:
+        for tenant in tenants:
+            subprocess.run(
+                ["userdel", unix_name(tenant, TEST_USER_PREFIX)], capture_output=True, check=False
+            )
