@@ -49,7 +49,9 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0]
         # ("body", "resources", "memory") -> "resources.memory"
         location = [
-            str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")
+            str(part)
+            for part in first.get("loc", ())
+            if part not in ("body", "query", "path", "[key]")
         ]
         field = ".".join(location) or None
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")

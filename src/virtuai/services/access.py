@@ -29,7 +29,7 @@ class Caller:
     def require_visible(self, tenant: str, what: str = "tenant") -> None:
         """Unknown and foreign look the same: both answer 404, so ids do not leak."""
         if not self.can_see(tenant):
-            raise NotFound(f"{what} {tenant!r} not found")
+            raise NotFound(f"{what} {tenant!r} not found", field="tenant")
 
     def require_submit(self, tenant: str) -> None:
         self.require_visible(tenant)

@@ -15,6 +15,7 @@ from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.drivers.base import Driver, LogStream
 from virtuai.errors import Conflict, InvalidRequest, NotFound, Unschedulable
 from virtuai.scheduler.feasibility import never_runs_reason
+from virtuai.scheduler.reasons import NEVER_PREFIX
 from virtuai.scheduler.snapshot import PendingJob
 from virtuai.services.access import Caller
 from virtuai.store.inventory import load_node_states
@@ -114,7 +115,7 @@ def _reject_if_never_runs(session: Session, tenant: TenantRow, request: JobReque
     )
     reason = never_runs_reason(probe, nodes, quota_of(tenant), tenant.name)
     if reason is not None:
-        raise Unschedulable(reason, field="resources")
+        raise Unschedulable(NEVER_PREFIX + reason, field="resources")
 
 
 def list_jobs(
