@@ -7,7 +7,7 @@
     ├── NotFound                      not_found         404   also for ids of other tenants
     ├── Conflict                      conflict          409   already exists / wrong state
     ├── Unschedulable                 unschedulable     422   can never run (quota, capacity)
-    ├── DriverError                   driver_error      502   a driver failed (subprocess, cgroup, Slurm)
+    ├── DriverError                   driver_error      502   a driver failed (process, cgroup)
     └── ConfigurationError            configuration     500   the platform is set up wrongly
 
 Every error carries a stable machine-readable ``code``, a plain-words ``message``

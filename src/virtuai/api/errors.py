@@ -1,4 +1,7 @@
-"""The one place where errors become HTTP responses: ``{code, message, field}``, never a traceback."""
+"""The one place where errors become HTTP responses.
+
+Every error answers ``{code, message, field}``; never a traceback.
+"""
 
 from __future__ import annotations
 

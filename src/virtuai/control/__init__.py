@@ -1,1 +1,5 @@
-"""Reconcile loops that make recorded desired state true: scheduling, task life cycle, accounting."""
+"""Reconcile loops that make recorded desired state true.
+
+Scheduling admits and places work; the life cycle starts, observes and ends
+tasks and records their usage.
+"""

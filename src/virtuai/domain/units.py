@@ -54,16 +54,19 @@ def parse_memory(text: str | int, *, field: str = "memory") -> int:
 
 
 def format_memory(n_bytes: int) -> str:
-    """The shortest exact binary form where there is one (``4Gi``), else bytes-ish."""
-    for unit in ("Ti", "Gi", "Mi", "Ki"):
-        size = _MEMORY_UNITS[unit]
-        if n_bytes >= size and n_bytes % size == 0:
-            return f"{n_bytes // size}{unit}"
-    for unit in ("Ti", "Gi", "Mi", "Ki"):
-        size = _MEMORY_UNITS[unit]
-        if n_bytes >= size:
-            return f"{n_bytes / size:.1f}{unit}"
+    """Exact in the largest unit that divides with a readable count (``4Gi``, ``1536Mi``),
+    else rounded to one decimal in the largest unit (``23.5Gi``, for display only)."""
+    units = [u for u in ("Ti", "Gi", "Mi", "Ki") if n_bytes >= _MEMORY_UNITS[u]]
+    for unit in units:
+        count, rest = divmod(n_bytes, _MEMORY_UNITS[unit])
+        if rest == 0 and count <= _READABLE_COUNT:
+            return f"{count}{unit}"
+    if units:
+        return f"{n_bytes / _MEMORY_UNITS[units[0]]:.1f}{units[0]}"
     return f"{n_bytes}"
+
+
+_READABLE_COUNT = 2**20
 
 
 def parse_cpu(text: str | int | float, *, field: str = "cpu") -> int:
@@ -97,10 +100,7 @@ def parse_duration(text: str | int, *, field: str = "time") -> int:
     As in Slurm, a bare number is minutes, ``A:B`` is minutes:seconds and
     ``A:B:C`` is hours:minutes:seconds.
     """
-    if isinstance(text, int):
-        seconds = text
-    else:
-        seconds = _parse_duration_text(text.strip(), field)
+    seconds = text if isinstance(text, int) else _parse_duration_text(text.strip(), field)
     if seconds <= 0:
         raise InvalidRequest(f"{field} must be longer than zero", field=field)
     return seconds

@@ -166,7 +166,9 @@ def job_outcome(
     ]
     if not deciding:
         return JobState.CANCELLED, "stopped", None
-    exit_code = next((code for _, _, code in deciding if code), 0)
+    codes = [code for _, _, code in deciding if code is not None]
+    # None when no task got as far as exiting (e.g. none could be launched).
+    exit_code = next((code for code in codes if code), 0 if codes else None)
     for kind, state, reason in _OUTCOME_PRECEDENCE:
         for index, task_kind, _ in deciding:
             if task_kind is kind:

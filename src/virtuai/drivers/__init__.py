@@ -1,1 +1,4 @@
-"""Where work runs. Every driver fulfils ``drivers.base.Driver``; drivers never import each other."""
+"""Where work runs.
+
+Every driver fulfils ``drivers.base.Driver``; drivers never import each other.
+"""

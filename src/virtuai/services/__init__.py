@@ -1,1 +1,4 @@
-"""Operations behind the API: validate, authorise within the caller's tenants, record desired state."""
+"""Operations behind the API.
+
+They validate, authorise within the caller's tenants and record desired state.
+"""

@@ -230,5 +230,20 @@ def read_logs(
         return LogChunk(b"", offset, JobState(job.state).is_finished())
     driver = drivers[task.driver]
     data = driver.read_log(task.handle, stream, offset, MAX_LOG_CHUNK)
+    full = len(data) == MAX_LOG_CHUNK
+    if full:
+        data = _cut_at_character_boundary(data)
     ended = task.outcome is not None
-    return LogChunk(data, offset + len(data), ended and len(data) < MAX_LOG_CHUNK)
+    return LogChunk(data, offset + len(data), ended and not full)
+
+
+def _cut_at_character_boundary(data: bytes) -> bytes:
+    """Drop a UTF-8 sequence split by the chunk's end; the next read starts with it whole."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0b1100_0000 != 0b1000_0000:  # not a continuation byte: a sequence starts here
+            length = (
+                1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            )
+            return data if length <= back else data[:-back]
+    return data

@@ -17,8 +17,11 @@ def platform(session_factory: sessionmaker[Session]) -> Iterator[Platform]:
     platform = Platform(session_factory, state, driver_settings=driver_settings_for_tests())
     yield platform
     # Leave no process behind: cancel what still runs and let the supervisors end it.
-    active = [j["id"] for j in platform.ok("GET", "/api/v1/jobs") if j["state"] not in
-              ("succeeded", "failed", "cancelled", "timed_out")]
+    active = [
+        j["id"]
+        for j in platform.ok("GET", "/api/v1/jobs")
+        if j["state"] not in ("succeeded", "failed", "cancelled", "timed_out")
+    ]
     for job_id in active:
         platform.call("POST", f"/api/v1/jobs/{job_id}/cancel")
     if active:

@@ -68,7 +68,9 @@ def test_only_administrators_manage_tenants_and_quotas(platform: Platform) -> No
     owner = platform.user("olga", "physics", role="owner")
     member = platform.user("alice", "physics")
     for token in (owner, member):
-        assert platform.call("POST", "/api/v1/tenants", token, json={"name": "x"}).status_code == 403
+        assert (
+            platform.call("POST", "/api/v1/tenants", token, json={"name": "x"}).status_code == 403
+        )
         response = platform.call("PUT", "/api/v1/tenants/physics/quota", token, json={"cpu": 99})
         assert response.status_code == 403
     # Owners may add users to their own tenant; members may not.
@@ -76,9 +78,12 @@ def test_only_administrators_manage_tenants_and_quotas(platform: Platform) -> No
         "POST", "/api/v1/users", owner, json={"name": "dan", "tenant": "physics"}
     )
     assert created.status_code == 201
-    assert platform.call(
-        "POST", "/api/v1/users", member, json={"name": "eve", "tenant": "physics"}
-    ).status_code == 403
+    assert (
+        platform.call(
+            "POST", "/api/v1/users", member, json={"name": "eve", "tenant": "physics"}
+        ).status_code
+        == 403
+    )
 
 
 def test_tokens_are_shown_once_and_stored_hashed(platform: Platform) -> None:

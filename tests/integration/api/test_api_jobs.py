@@ -18,7 +18,9 @@ def alice(platform: Platform) -> str:
 def test_a_job_runs_and_its_output_and_exit_code_are_recorded(
     platform: Platform, alice: str
 ) -> None:
-    ok = platform.submit(alice, [PY, "-c", "print('hello'); import sys; print('oops', file=sys.stderr)"])
+    ok = platform.submit(
+        alice, [PY, "-c", "print('hello'); import sys; print('oops', file=sys.stderr)"]
+    )
     bad = platform.submit(alice, ["sh", "-c", "echo failing; exit 3"], name="bad")
     assert ok["state"] == "pending" and ok["name"] == "python3"
     jobs = platform.wait_for([ok["id"], bad["id"]])
@@ -64,13 +66,12 @@ def test_a_failing_gang_task_stops_its_siblings(platform: Platform, alice: str) 
 
 
 @pytest.mark.root
-def test_walltime_memory_and_cancel_end_in_their_own_states(
-    platform: Platform, alice: str
-) -> None:
+def test_walltime_memory_and_cancel_end_in_their_own_states(platform: Platform, alice: str) -> None:
     trap = "trap 'echo got TERM; exit 0' TERM; while true; do sleep 0.1; done"
     slow = platform.submit(alice, ["sh", "-c", trap], time="2s")
     hog = platform.submit(
-        alice, [PY, "-c", "x = bytearray(400 * 2**20)"],
+        alice,
+        [PY, "-c", "x = bytearray(400 * 2**20)"],
         resources={"cpu": 0.5, "memory": "64Mi"},
     )
     victim = platform.submit(alice, ["sleep", "60"])
@@ -140,9 +141,7 @@ def test_usage_records_what_ran(platform: Platform, alice: str) -> None:
     assert done["state"] == "succeeded"
 
 
-def test_a_restarted_control_plane_takes_running_jobs_back(
-    platform: Platform, alice: str
-) -> None:
+def test_a_restarted_control_plane_takes_running_jobs_back(platform: Platform, alice: str) -> None:
     marker = "echo run >> runs.txt; sleep 1.5; exit 7"
     job = platform.submit(alice, ["sh", "-c", marker])
     platform.wait_for([job["id"]], states={"running"})

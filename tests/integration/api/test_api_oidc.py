@@ -44,8 +44,13 @@ def oidc_platform(
 def token(key: rsa.RSAPrivateKey, username: str, groups: list[str], **claims: Any) -> str:
     now = int(time.time())
     payload = {
-        "iss": ISSUER, "aud": "virtuai", "iat": now, "exp": now + 300,
-        "preferred_username": username, "groups": groups, **claims,
+        "iss": ISSUER,
+        "aud": "virtuai",
+        "iat": now,
+        "exp": now + 300,
+        "preferred_username": username,
+        "groups": groups,
+        **claims,
     }
     return jwt.encode(payload, key, algorithm="RS256", headers={"kid": "k1"})
 

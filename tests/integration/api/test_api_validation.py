@@ -67,7 +67,9 @@ def test_requests_over_the_quota_are_refused_at_submit(
     platform: Platform, alice: str, resources: dict[str, Any], tasks: int, message: str
 ) -> None:
     response = platform.call(
-        "POST", "/api/v1/jobs", alice,
+        "POST",
+        "/api/v1/jobs",
+        alice,
         json={"command": ["true"], "resources": resources, "tasks": tasks},
     )
     assert response.status_code == 422
@@ -79,7 +81,9 @@ def test_requests_larger_than_the_machine_are_refused_at_submit(platform: Platfo
     platform.tenant("big")  # no quota: only the machine limits
     token = platform.user("bea", "big")
     response = platform.call(
-        "POST", "/api/v1/jobs", token,
+        "POST",
+        "/api/v1/jobs",
+        token,
         json={"command": ["true"], "resources": {"cpu": 1, "memory": "1Gi", "gpu": 4}},
     )
     assert response.status_code == 422
@@ -100,7 +104,9 @@ def test_duplicate_names_conflict(platform: Platform) -> None:
     again = platform.call("POST", "/api/v1/tenants", json={"name": "physics"})
     assert again.status_code == 409
     assert again.json() == {
-        "code": "conflict", "message": "tenant 'physics' already exists", "field": "name",
+        "code": "conflict",
+        "message": "tenant 'physics' already exists",
+        "field": "name",
     }
 
 

@@ -1,0 +1,295 @@
+"""``virtuai submit`` (a job from the command line) and ``virtuai apply -f`` (from YAML).
+
+Both print only the new job's id, so that ``id=$(virtuai submit -- sleep 1)``
+works, or with ``--json`` the job as the API returned it.  Values are checked
+here for a fast, clear error, then sent as typed; the server checks them again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from yaml.nodes import ScalarNode
+
+from virtuai.cli import output, validate
+from virtuai.cli.client import Client, JsonObject
+from virtuai.cli.output import JsonFlag
+from virtuai.domain.tenancy import validate_name
+from virtuai.domain.units import parse_cpu, parse_duration, parse_memory
+from virtuai.errors import InvalidRequest
+
+JOBS = "/api/v1/jobs"
+SHELL = "/bin/sh"
+# ``submit``'s options end at the first word of the command: `submit python -c x --tasks 3`
+# runs `python -c x --tasks 3`, as `--` would.
+SUBMIT_CONTEXT = {"allow_interspersed_args": False}
+SPEC_KEYS = (
+    "type",
+    "tenant",
+    "name",
+    "command",
+    "resources",
+    "tasks",
+    "time",
+    "priority",
+    "env",
+    "workdir",
+)
+RESOURCE_KEYS = ("cpu", "memory", "gpu")
+_TYPE_NAMES = {str: "text", int: "a whole number", float: "a number"}
+
+
+def register(app: typer.Typer, panel: str) -> None:
+    app.command("submit", context_settings=SUBMIT_CONTEXT, rich_help_panel=panel)(submit)
+    app.command("apply", rich_help_panel=panel)(apply)
+
+
+def submit(
+    *,
+    command: Annotated[
+        list[str],
+        typer.Argument(
+            help="The command and its arguments, best after `--`.",
+            metavar="COMMAND",
+            show_default=False,
+        ),
+    ],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant to run in; default: your only one.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Job name (a DNS label).")] = None,
+    cpu: Annotated[str, typer.Option(help="CPUs per task: 2, 0.5, 500m.")] = "1",
+    memory: Annotated[str, typer.Option(help="Memory per task: 512Mi, 4Gi.")] = "1Gi",
+    gpu: Annotated[int, typer.Option(help="GPUs per task.", min=0)] = 0,
+    tasks: Annotated[int, typer.Option(help="Tasks, started all together.", min=1)] = 1,
+    time: Annotated[
+        str,
+        typer.Option("--time", "-t", help="Time limit: 30 (minutes), 1:30:00, 2-00:00:00, 2h."),
+    ] = "1h",
+    priority: Annotated[str, typer.Option(help="Priority class: low, normal, high.")] = "normal",
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="Environment variable, repeatable.", metavar="NAME=VALUE"),
+    ] = None,
+    workdir: Annotated[
+        str | None, typer.Option(help="Working directory; a relative one is from here.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Submit a job; print its id.
+
+    Options go before the command: everything from the command's first word
+    on is the command, e.g. `virtuai submit --tasks 2 -- python -c 'print(1)'`.
+    """
+    if tenant is not None:
+        validate.name(tenant, "--tenant")
+    if name is not None:
+        validate.name(name, "--name")
+    spec: JsonObject = {
+        "type": "job",
+        "tenant": tenant,
+        "name": name,
+        "command": list(command),
+        "resources": {
+            "cpu": validate.cpu(cpu),
+            "memory": validate.memory(memory),
+            "gpu": gpu,
+        },
+        "tasks": tasks,
+        "time": validate.duration(time),
+        "priority": priority,
+        "env": validate.env_pairs(env or []),
+        "workdir": absolute(workdir),
+    }
+    _create(spec, as_json)
+
+
+def apply(
+    file: Annotated[
+        str, typer.Option("--file", "-f", help="YAML spec (type: job); - reads stdin.")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Submit the job described in a YAML file; print its id."""
+    _create(job_from_spec(load_spec(file), file), as_json)
+
+
+def _create(spec: JsonObject, as_json: bool) -> None:
+    body = {key: value for key, value in spec.items() if value is not None}
+    with Client.from_environment() as client:
+        job = client.post_object(JOBS, body)
+    if as_json:
+        output.print_json(job)
+    else:
+        typer.echo(str(job.get("id", "")))
+
+
+def absolute(workdir: str | None) -> str | None:
+    return None if workdir is None else os.path.abspath(workdir)
+
+
+# The YAML spec ---------------------------------------------------------------
+
+
+class SpecLoader(yaml.SafeLoader):
+    """Safe YAML read as YAML 1.2 on two points, so that text stays text.
+
+    ``1:30:00`` is a Slurm time, not YAML 1.1's base-60 number 5400 (which would
+    then be taken as seconds); ``yes``, ``no``, ``on``, ``off`` are words, not
+    booleans (``command: [echo, yes]``).
+    """
+
+
+def _clock_text_or_number(loader: SpecLoader, node: ScalarNode) -> Any:
+    text = loader.construct_scalar(node)
+    if ":" in text:
+        return text
+    if node.tag.endswith(":int"):
+        return loader.construct_yaml_int(node)
+    return loader.construct_yaml_float(node)
+
+
+def _bool_or_word(loader: SpecLoader, node: ScalarNode) -> Any:
+    text = loader.construct_scalar(node)
+    if text.lower() in ("true", "false"):
+        return loader.construct_yaml_bool(node)
+    return text
+
+
+SpecLoader.add_constructor("tag:yaml.org,2002:bool", _bool_or_word)
+SpecLoader.add_constructor("tag:yaml.org,2002:int", _clock_text_or_number)
+SpecLoader.add_constructor("tag:yaml.org,2002:float", _clock_text_or_number)
+
+
+def load_spec(file: str) -> Any:
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _bad(file, f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _bad(file, "it is not UTF-8 text") from None
+    try:
+        documents = [doc for doc in yaml.load_all(text, Loader=SpecLoader) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise _bad(file, f"not valid YAML: {exc}") from None
+    if len(documents) != 1:
+        raise _bad(file, f"expected one YAML document, found {len(documents)}")
+    return documents[0]
+
+
+def job_from_spec(spec: Any, file: str) -> JsonObject:
+    """The JobCreate body for a ``type: job`` spec, or a usage error naming the field."""
+    if not isinstance(spec, dict):
+        raise _bad(file, "the spec must be a mapping of fields such as type, command, resources")
+    kind = spec.get("type")
+    if kind is None:
+        raise _bad(file, "type: missing; this command takes `type: job`")
+    if kind != "job":
+        raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
+    _check_keys(spec, SPEC_KEYS, "", file)
+    body: JsonObject = {"type": "job"}
+    for key in ("tenant", "name"):
+        if spec.get(key) is not None:
+            body[key] = _checked(spec[key], key, file, validate_name, str)
+    body["command"] = _command(spec.get("command"), file)
+    if spec.get("resources") is not None:
+        body["resources"] = _resources(spec["resources"], file)
+    if spec.get("tasks") is not None:
+        tasks = spec["tasks"]
+        if not _is_int(tasks) or tasks < 1:
+            raise _bad(file, f"tasks: {tasks!r} is not a whole number >= 1")
+        body["tasks"] = tasks
+    if spec.get("time") is not None:
+        body["time"] = _checked(spec["time"], "time", file, parse_duration, str, int)
+    if spec.get("priority") is not None:
+        body["priority"] = _checked(spec["priority"], "priority", file, _anything, str)
+    if spec.get("env") is not None:
+        body["env"] = _env(spec["env"], file)
+    if spec.get("workdir") is not None:
+        body["workdir"] = absolute(_checked(spec["workdir"], "workdir", file, _anything, str))
+    return body
+
+
+def _command(command: Any, file: str) -> list[str]:
+    if isinstance(command, str) and command.strip():
+        return [SHELL, "-c", command]
+    if isinstance(command, list) and command:
+        for index, part in enumerate(command):
+            if isinstance(part, bool) or not isinstance(part, str | int | float):
+                raise _bad(file, f"command[{index}]: {part!r} is not text; quote it")
+        return [str(part) for part in command]
+    raise _bad(file, "command: missing; give a list of words, or one string run by /bin/sh -c")
+
+
+def _resources(resources: Any, file: str) -> JsonObject:
+    if not isinstance(resources, dict):
+        raise _bad(file, "resources: expected a mapping with cpu, memory, gpu")
+    _check_keys(resources, RESOURCE_KEYS, "resources.", file)
+    out: JsonObject = {}
+    if resources.get("cpu") is not None:
+        out["cpu"] = _checked(resources["cpu"], "resources.cpu", file, parse_cpu, str, int, float)
+    if resources.get("memory") is not None:
+        out["memory"] = _checked(
+            resources["memory"], "resources.memory", file, parse_memory, str, int
+        )
+    if resources.get("gpu") is not None:
+        gpu = resources["gpu"]
+        if not _is_int(gpu) or gpu < 0:
+            raise _bad(file, f"resources.gpu: {gpu!r} is not a whole number >= 0")
+        out["gpu"] = gpu
+    return out
+
+
+def _env(env: Any, file: str) -> dict[str, str]:
+    if not isinstance(env, dict):
+        raise _bad(file, "env: expected a mapping of NAME: value")
+    out: dict[str, str] = {}
+    for key, value in env.items():
+        if not isinstance(key, str) or not validate.ENV_NAME_RE.match(key):
+            raise _bad(file, f"env: {key!r} is not a valid variable name")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _bad(file, f"env.{key}: {value!r} is not text; quote it")
+        out[key] = str(value)
+    return out
+
+
+def _checked(
+    value: Any, field: str, file: str, parse: Callable[[Any], object], *types: type
+) -> Any:
+    """``value`` if it is one of ``types`` and ``parse`` accepts it."""
+    if isinstance(value, bool) or not isinstance(value, types):
+        expected = " or ".join(_TYPE_NAMES[t] for t in types)
+        raise _bad(file, f"{field}: expected {expected}, not {value!r}")
+    try:
+        parse(value)
+    except InvalidRequest as exc:
+        message = exc.message.removeprefix(f"{exc.field}: ") if exc.field else exc.message
+        raise _bad(file, f"{field}: {message}") from None
+    return value
+
+
+def _anything(value: Any) -> object:
+    return value
+
+
+def _check_keys(mapping: dict[Any, Any], allowed: tuple[str, ...], prefix: str, file: str) -> None:
+    unknown = sorted(str(key) for key in mapping if key not in allowed)
+    if unknown:
+        raise _bad(
+            file, f"{prefix}{unknown[0]}: unknown field; expected one of {', '.join(allowed)}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _bad(file: str, message: str) -> typer.BadParameter:
+    source = "stdin" if file == "-" else file
+    return typer.BadParameter(f"{source}: {message}", param_hint="-f")

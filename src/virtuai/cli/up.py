@@ -1,0 +1,39 @@
+"""``virtuai up``: run the server here, in the foreground (API, scheduler, loops)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from virtuai.server.up import run_server
+
+
+def register(app: typer.Typer, panel: str) -> None:
+    app.command("up", rich_help_panel=panel)(up)
+
+
+def up(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on; default: the settings' (127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on; default: the settings' (8642).", min=0, max=65535),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="SQLAlchemy URL; default: SQLite in the home directory. One with a "
+            "password is better given as VIRTUAI_DATABASE_URL (others can read arguments).",
+        ),
+    ] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option(help="State directory; default: $VIRTUAI_HOME or ~/.local/share/virtuai."),
+    ] = None,
+) -> None:
+    """Start the virtuai server on this machine; unset options come from its settings."""
+    run_server(host=host, port=port, database_url=database_url, home=home)
