@@ -10,13 +10,15 @@ home="${VIRTUAI_HOME:-$HOME/.local/share/virtuai}"
 mkdir -p "$home"
 url="${VIRTUAI_URL:-http://127.0.0.1:8642}"
 
-if curl -fsS "$url/healthz" >/dev/null 2>&1 || python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1]+'/healthz', timeout=2)" "$url" 2>/dev/null; then
+healthy() { python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1]+'/healthz', timeout=1)" "$url" 2>/dev/null; }
+
+if healthy; then
   echo "== virtuai is already running at $url"
 else
   echo "== starting virtuai (log: $home/server.log)"
   nohup virtuai up >>"$home/server.log" 2>&1 &
   for _ in $(seq 1 100); do
-    python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1]+'/healthz', timeout=1)" "$url" 2>/dev/null && break
+    healthy && break
     sleep 0.2
   done
   grep -A1 "Its token" "$home/server.log" | tail -n 1 || true
@@ -24,14 +26,13 @@ fi
 
 echo "== administrator: $(virtuai whoami --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["name"], "(admin)" if d["is_admin"] else "")')"
 virtuai tenant create demo --cpu 2 --memory 2Gi 2>/dev/null || echo "(tenant demo exists)"
-if ! token=$(virtuai user create demo-user --tenant demo --role member --token-only 2>/dev/null); then
-  token=$(virtuai user token demo-user)
-fi
+# `user create` and `user token` print only the token on stdout.
+token=$(virtuai user create demo-user --tenant demo --role member 2>/dev/null) || token=$(virtuai user token demo-user 2>/dev/null)
 echo "== tenants"; virtuai tenant list
 
 echo "== submitting a 2-task gang job as demo-user"
 job=$(VIRTUAI_TOKEN="$token" virtuai submit --tenant demo --name hello --tasks 2 --cpu 0.5 --memory 256Mi --time 2m -- \
-  python3 -c 'import os, socket; print(f"hello from rank {os.environ[\"RANK\"]} of {os.environ[\"WORLD_SIZE\"]} on {socket.gethostname()}, job {os.environ[\"VIRTUAI_JOB_ID\"]}")')
+  python3 -c 'import os, socket; e = os.environ; print("hello from rank", e["RANK"], "of", e["WORLD_SIZE"], "on", socket.gethostname(), "in job", e["VIRTUAI_JOB_ID"])')
 echo "job $job submitted"
 VIRTUAI_TOKEN="$token" virtuai wait "$job" --timeout 60
 echo "== logs of task 0 and 1"

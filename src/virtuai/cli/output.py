@@ -102,7 +102,11 @@ def duration(seconds: float | None) -> str:
 
 
 def hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f}"
+    """Two decimals, or four when that is all a short job amounts to (never a bare 0.00)."""
+    value = seconds / 3600
+    if 0 < value < 0.005:
+        return f"{value:.4f}"
+    return f"{value:.2f}"
 
 
 def parse_time(value: Any) -> dt.datetime | None:

@@ -1,13 +1,18 @@
-"""``virtuai up``: run the server here, in the foreground (API, scheduler, loops)."""
+"""``virtuai up``: run the server here, in the foreground (API, scheduler, loops).
+
+The command replaces itself with ``python -m virtuai.server`` (same process,
+same signals) so that every other command starts without importing the
+server's half-second of modules.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from virtuai.server.up import run_server
 
 
 def register(app: typer.Typer, panel: str) -> None:
@@ -36,4 +41,13 @@ def up(
     ] = None,
 ) -> None:
     """Start the virtuai server on this machine; unset options come from its settings."""
-    run_server(host=host, port=port, database_url=database_url, home=home)
+    argv = [sys.executable, "-m", "virtuai.server"]
+    for flag, value in (
+        ("--host", host),
+        ("--port", port),
+        ("--database-url", database_url),
+        ("--home", home),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    os.execv(sys.executable, argv)

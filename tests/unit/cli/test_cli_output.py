@@ -16,6 +16,8 @@ def test_quantities() -> None:
     assert output.memory(None) == "-"
     assert output.duration(90061) == "1-01:01:01"
     assert output.hours(5400) == "1.50"
+    assert output.hours(1.8) == "0.0005"
+    assert output.hours(0) == "0.00"
     assert output.memory_approx(24684096 * 1024) == "23.5Gi"
     assert output.memory_approx(64 * 2**30) == "64Gi"
 
