@@ -23,4 +23,5 @@ def create_app(context: ApiContext) -> FastAPI:
     install_error_handlers(app)
     for module in (health, users, tenants, jobs, usage, nodes):
         app.include_router(module.router)
+    app.include_router(jobs.arrays_router)
     return app

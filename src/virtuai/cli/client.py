@@ -92,6 +92,9 @@ class Client:
     def post_object(self, path: str, body: Any = None) -> JsonObject:
         return _expect_object(self.request("POST", path, body=body), path)
 
+    def post_list(self, path: str, body: Any = None) -> list[JsonObject]:
+        return _expect_list(self.request("POST", path, body=body), path)
+
     def put_object(self, path: str, body: Any) -> JsonObject:
         return _expect_object(self.request("PUT", path, body=body), path)
 

@@ -22,7 +22,8 @@ OUTAGE_GRACE_S = 60.0  # `wait` rides out a server restart this long
 TIMEOUT_EXIT = 124  # as timeout(1)
 REASON_WIDTH = 40
 
-JobId = Annotated[int, typer.Argument(help="Job id.", min=1)]
+JobId = Annotated[str, typer.Argument(help="Job id, or ARRAY_INDEX for an array element (12_3).")]
+ARRAYS = "/api/v1/arrays"
 
 
 def register(app: typer.Typer, panel: str) -> None:
@@ -54,7 +55,7 @@ def list_jobs(
 def show_job(job_id: JobId, as_json: JsonFlag = False) -> None:
     """One job in detail: state, reason, placement, times and its history."""
     with Client.from_environment() as client:
-        job = client.get_object(f"{JOBS}/{job_id}")
+        job = client.get_object(f"{JOBS}/{resolve(client, job_id)}")
     if as_json:
         output.print_json(job)
     else:
@@ -62,9 +63,20 @@ def show_job(job_id: JobId, as_json: JsonFlag = False) -> None:
 
 
 def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:
-    """Cancel a job: pending ones at once, running ones are stopped."""
+    """Cancel a job: pending ones at once, running ones are stopped.
+
+    An array's id cancels every element, as `scancel` does; ARRAY_INDEX one element.
+    """
     with Client.from_environment() as client:
-        job = client.post_object(f"{JOBS}/{job_id}/cancel")
+        ident = resolve(client, job_id)
+        if "_" not in job_id and _is_array(client.get_object(f"{JOBS}/{ident}")):
+            elements = client.post_list(f"{ARRAYS}/{ident}/cancel")
+            if as_json:
+                output.print_json(elements)
+            else:
+                typer.echo(f"array {ident}: cancel requested for {len(elements)} element(s)")
+            return
+        job = client.post_object(f"{JOBS}/{ident}/cancel")
     if as_json:
         output.print_json(job)
         return
@@ -83,7 +95,7 @@ def wait(
 ) -> None:
     """Wait for a job to end; exit 0 only if it succeeded."""
     with Client.from_environment() as client:
-        job = _until_finished(client, job_id, clock_of(ctx), timeout)
+        job = _until_finished(client, resolve(client, job_id), clock_of(ctx), timeout)
     if job.get("state") != JobState.SUCCEEDED:
         output.echo_err(f"job {job_id} {_ended(job)}")
         raise typer.Exit(1)
@@ -135,6 +147,7 @@ def logs(
     idle_polls = 0
     job_finished = False
     with Client.from_environment() as client:
+        job_id = str(resolve(client, job_id))
         while True:
             printed = False
             for stream in [s for s in offsets if s not in ended]:
@@ -168,7 +181,7 @@ def logs(
 def _job_row(job: JsonObject) -> list[str]:
     res = job.get("resources") or {}
     return [
-        str(job.get("id", "")),
+        display_id(job),
         str(job.get("name", "")),
         str(job.get("tenant", "")),
         str(job.get("user", "")),
@@ -276,3 +289,27 @@ def _ended(job: JsonObject) -> str:
     if job.get("reason"):
         text += f": {job['reason']}"
     return text
+
+
+def resolve(client: Client, text: str) -> int:
+    """``12`` -> 12; ``12_3`` -> the id of element 3 of array 12."""
+    head, sep, tail = text.partition("_")
+    if not head.isdigit() or (sep and not tail.isdigit()):
+        raise typer.BadParameter(f"{text!r} is not a job id (12) or an array element (12_3)")
+    if not sep:
+        return int(head)
+    for element in client.get_list(JOBS, {"array_id": int(head), "limit": 10_000}):
+        if element.get("array_index") == int(tail):
+            return int(element["id"])
+    raise typer.BadParameter(f"array {head} has no element {tail}")
+
+
+def display_id(job: JsonObject) -> str:
+    """Array elements show as ARRAY_INDEX, as in squeue."""
+    if job.get("array_id") is not None and job.get("array_index") is not None:
+        return f"{job['array_id']}_{job['array_index']}"
+    return str(job.get("id", ""))
+
+
+def _is_array(job: JsonObject) -> bool:
+    return job.get("array_id") is not None and job.get("array_id") == job.get("id")

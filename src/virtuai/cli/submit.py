@@ -20,8 +20,10 @@ from yaml.nodes import ScalarNode
 from virtuai.cli import output, validate
 from virtuai.cli.client import Client, JsonObject
 from virtuai.cli.output import JsonFlag
+from virtuai.domain.arrays import parse_array
+from virtuai.domain.dependencies import parse_dependencies
 from virtuai.domain.tenancy import validate_name
-from virtuai.domain.units import parse_cpu, parse_duration, parse_memory
+from virtuai.domain.units import parse_cpu, parse_duration, parse_memory, parse_signal_spec
 from virtuai.errors import InvalidRequest
 
 JOBS = "/api/v1/jobs"
@@ -40,6 +42,10 @@ SPEC_KEYS = (
     "priority",
     "env",
     "workdir",
+    "array",
+    "dependency",
+    "signal",
+    "requeue",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 _TYPE_NAMES = {str: "text", int: "a whole number", float: "a number"}
@@ -80,6 +86,25 @@ def submit(
     workdir: Annotated[
         str | None, typer.Option(help="Working directory; a relative one is from here.")
     ] = None,
+    array: Annotated[
+        str | None,
+        typer.Option("--array", "-a", help="Job array: 0-99, 1,3,5-7, 0-15:4; %N runs N at once."),
+    ] = None,
+    dependency: Annotated[
+        str | None,
+        typer.Option(
+            "--dependency", "-d", help="afterok:ID[:ID...], afterany:ID, afternotok:ID; commas."
+        ),
+    ] = None,
+    checkpoint_signal: Annotated[
+        str | None,
+        typer.Option(
+            "--signal", help="On preemption: this signal, then SIGKILL after SECONDS (USR1@60)."
+        ),
+    ] = None,
+    requeue: Annotated[
+        bool, typer.Option(help="After preemption, requeue (default) or end as preempted.")
+    ] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a job; print its id.
@@ -106,8 +131,22 @@ def submit(
         "priority": priority,
         "env": validate.env_pairs(env or []),
         "workdir": absolute(workdir),
+        "array": _checked_option(array, "--array", parse_array),
+        "dependency": _checked_option(dependency, "--dependency", parse_dependencies),
+        "signal": _checked_option(checkpoint_signal, "--signal", parse_signal_spec),
+        "requeue": requeue,
     }
     _create(spec, as_json)
+
+
+def _checked_option(value: str | None, option: str, parse: Callable[[str], object]) -> str | None:
+    if value is not None:
+        try:
+            parse(value)
+        except InvalidRequest as exc:
+            message = exc.message.removeprefix(f"{exc.field}: ") if exc.field else exc.message
+            raise typer.BadParameter(message, param_hint=option) from None
+    return value
 
 
 def apply(
@@ -213,6 +252,17 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         body["env"] = _env(spec["env"], file)
     if spec.get("workdir") is not None:
         body["workdir"] = absolute(_checked(spec["workdir"], "workdir", file, _anything, str))
+    for key, parse in (
+        ("array", parse_array),
+        ("dependency", parse_dependencies),
+        ("signal", parse_signal_spec),
+    ):
+        if spec.get(key) is not None:
+            body[key] = _checked(str(spec[key]), key, file, parse, str)
+    if spec.get("requeue") is not None:
+        if not isinstance(spec["requeue"], bool):
+            raise _bad(file, f"requeue: expected true or false, not {spec['requeue']!r}")
+        body["requeue"] = spec["requeue"]
     return body
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.domain.clock import Clock
@@ -161,8 +161,33 @@ class LifecycleLoop:
                 )
         self._mark_running()
 
-    def _never_started(self, message: str, *, launch_failed: bool = False) -> TaskResult:
-        outcome = TaskOutcome.LAUNCH_FAILED if launch_failed else TaskOutcome.KILLED_CANCEL
+    def _record_unlaunched_preempted(self) -> None:
+        """Tasks of a job preempted while starting that were never launched end at once."""
+        with self._sessions() as session:
+            ids = session.scalars(
+                select(TaskRow.id)
+                .join(JobRow, JobRow.id == TaskRow.job_id)
+                .where(JobRow.state == JobState.PREEMPTING.value)
+                .where(TaskRow.attempt == JobRow.attempt)
+                .where(TaskRow.handle.is_(None), TaskRow.outcome.is_(None))
+            ).all()
+            session.rollback()
+        for task_id in ids:
+            self._record_result(
+                task_id,
+                self._never_started(
+                    "preempted before it started", outcome=TaskOutcome.KILLED_PREEMPT
+                ),
+            )
+
+    def _never_started(
+        self,
+        message: str,
+        *,
+        launch_failed: bool = False,
+        outcome: TaskOutcome = TaskOutcome.KILLED_CANCEL,
+    ) -> TaskResult:
+        outcome = TaskOutcome.LAUNCH_FAILED if launch_failed else outcome
         now = self._clock.now().timestamp()
         return TaskResult(
             outcome=outcome, exit_code=None, started_at=None, finished_at=now, message=message
@@ -183,6 +208,8 @@ class LifecycleLoop:
             master_addr=driver.rendezvous(master_node)[0],
             master_port=job.master_port or 0,
             user_env=job.env,
+            array_id=job.array_id,
+            array_index=job.array_index,
         )
         return TaskSpec(
             job_id=str(job.id),
@@ -198,6 +225,8 @@ class LifecycleLoop:
             gpu_indices=placement.gpu_indices,
             walltime_s=job.walltime_s,
             kill_grace_s=self._config.kill_grace_s,
+            checkpoint_signal=job.checkpoint_signal,
+            checkpoint_grace_s=job.checkpoint_grace_s,
             run_as=tenant,
         )
 
@@ -221,21 +250,36 @@ class LifecycleLoop:
     # -- cancel ----------------------------------------------------------------------------
 
     def stop_cancelled(self) -> None:
+        """Cancel requests and preemptions become stop requests to the drivers, once per task."""
+        self._record_unlaunched_preempted()
         with self._sessions() as session:
             rows = session.execute(
-                select(TaskRow.id, TaskRow.driver, TaskRow.handle)
+                select(TaskRow.id, TaskRow.driver, TaskRow.handle, JobRow.cancel_requested_at)
                 .join(JobRow, JobRow.id == TaskRow.job_id)
-                .where(JobRow.state.in_(ACTIVE_STATES), JobRow.cancel_requested_at.is_not(None))
+                .where(JobRow.state.in_(ACTIVE_STATES))
+                .where(
+                    or_(
+                        JobRow.cancel_requested_at.is_not(None),
+                        JobRow.state == JobState.PREEMPTING.value,
+                    )
+                )
                 .where(TaskRow.attempt == JobRow.attempt)
                 .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
                 .where(TaskRow.stop_requested_at.is_(None))
             ).all()
             session.rollback()
-        for task_id, driver_name, handle in rows:
-            self._stop_task(task_id, driver_name, handle)
+        for task_id, driver_name, handle, cancel_requested_at in rows:
+            reason = StopReason.CANCEL if cancel_requested_at is not None else StopReason.PREEMPT
+            self._stop_task(task_id, driver_name, handle, reason)
 
-    def _stop_task(self, task_id: int, driver_name: str, handle: dict[str, object]) -> None:
-        self._drivers[driver_name].stop(handle, StopReason.CANCEL)
+    def _stop_task(
+        self,
+        task_id: int,
+        driver_name: str,
+        handle: dict[str, object],
+        reason: StopReason = StopReason.CANCEL,
+    ) -> None:
+        self._drivers[driver_name].stop(handle, reason)
         with transaction(self._sessions) as session:
             session.execute(
                 update(TaskRow)
@@ -304,6 +348,10 @@ class LifecycleLoop:
                 tasks = self._current_tasks(session, job)
                 if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
                     continue
+                if job.state == JobState.PREEMPTING.value and self._end_preemption(
+                    session, job, tasks, now
+                ):
+                    continue
                 state, reason, exit_code = job_outcome(
                     [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
                     cancel_requested=job.cancel_requested_at is not None,
@@ -321,16 +369,59 @@ class LifecycleLoop:
                 ):
                     for task in tasks:
                         record_task_usage(session, job, task)
-            # Also tasks of jobs that ended before a crash interrupted their release.
+            # Every task whose end is recorded, also those a crash kept from being released.
             ended = list(
                 session.scalars(
-                    select(TaskRow)
-                    .join(JobRow, JobRow.id == TaskRow.job_id)
-                    .where(JobRow.state.in_(FINISHED), TaskRow.released.is_(False))
-                    .where(TaskRow.handle.is_not(None))
+                    select(TaskRow).where(
+                        TaskRow.outcome.is_not(None),
+                        TaskRow.released.is_(False),
+                        TaskRow.handle.is_not(None),
+                    )
                 )
             )
         self._release(ended)
+
+    def _end_preemption(
+        self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
+    ) -> bool:
+        """A preempted job whose tasks have all stopped goes back to the queue (same id, next
+        attempt) or, with ``--no-requeue``, ends as ``preempted``.  Returns False when the
+        job ended by itself first (or was cancelled): its ordinary outcome then applies."""
+        finished_anyway = all(
+            t.outcome == TaskOutcome.EXITED.value and t.exit_code == 0 for t in tasks
+        )
+        if finished_anyway or job.cancel_requested_at is not None:
+            return False
+        for task in tasks:
+            record_task_usage(session, job, task)
+        preempted_by = job.reason
+        if job.requeue:
+            switch_job_state(
+                session,
+                job,
+                JobState.PENDING,
+                reason=f"requeued: {preempted_by}",
+                now=now,
+                attempt=job.attempt + 1,
+                restart_count=job.restart_count + 1,
+                placement=[],
+                master_port=None,
+                admitted_at=None,
+                started_at=None,
+                queue_position=None,
+            )
+        else:
+            codes = [t.exit_code for t in tasks if t.exit_code]
+            switch_job_state(
+                session,
+                job,
+                JobState.PREEMPTED,
+                reason=f"{preempted_by} (not requeued)",
+                now=now,
+                finished_at=now,
+                exit_code=codes[0] if codes else None,
+            )
+        return True
 
     def _release(self, tasks: list[TaskRow]) -> None:
         for task in tasks:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from virtuai.control.gating import gate_pending
 from virtuai.domain.clock import Clock
 from virtuai.domain.resources import Resources
 from virtuai.domain.workload import JobState
@@ -51,9 +52,15 @@ class SchedulingLoop:
             )
             if not pending:
                 return TickReport(0, 0)
-            snapshot = self._snapshot(session, pending)
+            gate = gate_pending(session, pending, self._clock.now())
+            for job in pending:
+                if job.id in gate.held:
+                    _set_reason(job, gate.held[job.id], None)
+            if not gate.schedulable:
+                return TickReport(0, len(gate.held))
+            snapshot = self._snapshot(session, gate.schedulable)
             decisions = schedule(snapshot)
-            return self._apply(session, pending, decisions)
+            return self._apply(session, gate.schedulable, decisions)
 
     def _snapshot(self, session: Session, pending: list[JobRow]) -> Snapshot:
         tenants = list(session.scalars(select(TenantRow)))
@@ -102,10 +109,7 @@ class SchedulingLoop:
                 admitted += 1
         for blocked in decisions.blocked:
             job = by_id[blocked.job_id]
-            # Pending reasons change often; they are state, not events.
-            if job.reason != blocked.reason or job.queue_position != blocked.position:
-                job.reason = blocked.reason
-                job.queue_position = blocked.position
+            _set_reason(job, blocked.reason, blocked.position)
         if admitted:
             log.info("admitted %d job(s); %d waiting", admitted, len(decisions.blocked))
         return TickReport(admitted, len(decisions.blocked))
@@ -113,3 +117,10 @@ class SchedulingLoop:
 
 def _per_task(job: JobRow) -> Resources:
     return Resources(job.cpu_milli, job.memory, job.gpu)
+
+
+def _set_reason(job: JobRow, reason: str, position: int | None) -> None:
+    # Pending reasons change often; they are state, not events.
+    if job.reason != reason or job.queue_position != position:
+        job.reason = reason
+        job.queue_position = position

@@ -25,6 +25,8 @@ def task_environment(
     master_addr: str,
     master_port: int,
     user_env: Mapping[str, str],
+    array_id: int | None = None,
+    array_index: int | None = None,
 ) -> dict[str, str]:
     me = placements[index]
     same_node = [p.index for p in placements if p.node == me.node]
@@ -47,4 +49,14 @@ def task_environment(
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in me.gpu_indices),
         }
     )
+    if array_id is not None and array_index is not None:
+        # The SLURM_* names let scripts written for Slurm arrays run unchanged.
+        env.update(
+            {
+                "VIRTUAI_ARRAY_ID": str(array_id),
+                "VIRTUAI_ARRAY_INDEX": str(array_index),
+                "SLURM_ARRAY_JOB_ID": str(array_id),
+                "SLURM_ARRAY_TASK_ID": str(array_index),
+            }
+        )
     return env

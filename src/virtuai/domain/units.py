@@ -10,6 +10,7 @@ are the same request and all arithmetic stays in integers.
 from __future__ import annotations
 
 import re
+import signal
 from decimal import Decimal, InvalidOperation
 
 from virtuai.errors import InvalidRequest
@@ -134,3 +135,32 @@ def format_duration(seconds: float) -> str:
     minutes, secs = divmod(rest, 60)
     clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
     return f"{days}-{clock}" if days else clock
+
+
+def parse_signal_spec(text: str, *, field: str = "signal") -> tuple[int, int]:
+    """Slurm's ``--signal [B:]SIG[@SECONDS]`` as ``(signal number, grace seconds)``.
+
+    ``USR1@60``, ``SIGUSR1@60`` and ``10@60`` are the same.  Without ``@`` the
+    grace period is 60 s, Slurm's default.
+    """
+    raw = text.strip().removeprefix("B:")
+    name, _, seconds = raw.partition("@")
+    try:
+        if name.isdigit():
+            signo = signal.Signals(int(name))
+        else:
+            upper = name.upper()
+            signo = signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper]
+    except (KeyError, ValueError):
+        raise InvalidRequest(
+            f"{field}: unknown signal {name!r}; use a name such as USR1 or TERM, or a number",
+            field=field,
+        ) from None
+    if signo in (signal.SIGKILL, signal.SIGSTOP):
+        raise InvalidRequest(f"{field}: {signo.name} cannot be caught, so it cannot ask "
+                             "for a checkpoint", field=field)
+    if not seconds:
+        return int(signo), 60
+    if not seconds.isdigit() or int(seconds) > 65535:
+        raise InvalidRequest(f"{field}: {seconds!r} must be seconds from 0 to 65535", field=field)
+    return int(signo), int(seconds)

@@ -3,7 +3,8 @@
 Job life cycle (every arrow is an event with a reason)::
 
     pending -> admitted -> starting -> running -> succeeded | failed | cancelled | timed_out
-       |           |           |           \\-> preempting -> pending   (requeued, same id)
+       |           |           |           \\-> preempting -> pending    (requeued, same id)
+       |           |           |                          \\-> preempted  (--no-requeue)
        \\-----------+-----------+--> cancelled | failed
 
 ``pending`` jobs carry the reason they wait; terminal states carry why they ended.
@@ -35,6 +36,7 @@ class JobState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    PREEMPTED = "preempted"
 
     def is_finished(self) -> bool:
         return self in FINISHED_STATES
@@ -50,7 +52,13 @@ class JobState(enum.StrEnum):
 
 
 FINISHED_STATES = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}
+    {
+        JobState.SUCCEEDED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMED_OUT,
+        JobState.PREEMPTED,
+    }
 )
 
 JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
@@ -65,6 +73,7 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
             JobState.FAILED,
             JobState.CANCELLED,
             JobState.TIMED_OUT,
+            JobState.PREEMPTING,
         }
     ),
     JobState.RUNNING: frozenset(
@@ -77,12 +86,20 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
         }
     ),
     JobState.PREEMPTING: frozenset(
-        {JobState.PENDING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+        {
+            JobState.PENDING,
+            JobState.PREEMPTED,
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.TIMED_OUT,
+        }
     ),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
     JobState.TIMED_OUT: frozenset(),
+    JobState.PREEMPTED: frozenset(),
 }
 
 
@@ -140,7 +157,8 @@ class TaskOutcome(enum.StrEnum):
 
     EXITED = "exited"  # the process exited by itself (any exit code)
     KILLED_WALLTIME = "walltime"  # stopped at its time limit
-    KILLED_CANCEL = "cancelled"  # stopped at the user's request
+    KILLED_CANCEL = "cancelled"  # stopped at the user's request (or because a sibling failed)
+    KILLED_PREEMPT = "preempted"  # stopped by the scheduler to make room: checkpoint signal first
     KILLED_OOM = "oom"  # killed by the kernel for exceeding its memory limit
     LOST = "lost"  # the supervisor vanished without a record
     LAUNCH_FAILED = "launch_failed"  # could not be started (bad workdir, no such command)

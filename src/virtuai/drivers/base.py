@@ -58,6 +58,9 @@ class TaskSpec:
     gpu_indices: tuple[int, ...]
     walltime_s: int
     kill_grace_s: int = 30
+    # On preemption: this signal first, then SIGKILL after checkpoint_grace_s (Slurm's --signal).
+    checkpoint_signal: int = 15
+    checkpoint_grace_s: int | None = None  # None: kill_grace_s
     # Unix account the process runs as when the server is root (created on demand).
     run_as: str | None = None
     # The workdir is the tenant's default workspace: create it, owned by ``run_as``, if missing.

@@ -7,9 +7,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from virtuai.domain.arrays import ArraySpec
+from virtuai.domain.dependencies import Dependency
 from virtuai.domain.resources import Node, Resources
 from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.drivers.base import Driver, LogStream
@@ -39,6 +41,11 @@ class JobRequest:
     priority: str
     env: Mapping[str, str]
     workdir: str | None
+    array: ArraySpec | None = None
+    dependencies: tuple[Dependency, ...] = ()
+    checkpoint_signal: int = 15
+    checkpoint_grace_s: int | None = None
+    requeue: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,31 +81,70 @@ def submit_job(
     if request.per_task == Resources():
         raise InvalidRequest("a job must ask for some CPU or memory", field="resources")
     _reject_if_never_runs(session, tenant, request)
-    job = JobRow(
-        tenant_id=tenant.id,
-        user_id=caller.user_id,
-        name=request.name or default_job_name(request.command),
-        kind="job",
-        state=JobState.PENDING.value,
-        reason="waiting for the scheduler",
-        command=list(request.command),
-        env=dict(request.env),
-        workdir=request.workdir,
-        cpu_milli=request.per_task.cpu_milli,
-        memory=request.per_task.memory,
-        gpu=request.per_task.gpu,
-        tasks=request.tasks,
-        walltime_s=request.walltime_s,
-        priority_class=priority.name,
-        priority=priority.value,
-        placement=[],
-        submitted_at=now,
-        updated_at=now,
-    )
-    session.add(job)
-    session.flush()
-    record_creation(session, job, now=now, actor=caller.name)
-    return job
+    _check_dependencies(session, caller, request.dependencies)
+    indices: Sequence[int | None] = request.array.indices if request.array else [None]
+    first: JobRow | None = None
+    for index in indices:
+        job = JobRow(
+            tenant_id=tenant.id,
+            user_id=caller.user_id,
+            name=request.name or default_job_name(request.command),
+            kind="job",
+            state=JobState.PENDING.value,
+            reason="waiting for the scheduler",
+            command=list(request.command),
+            env=dict(request.env),
+            workdir=request.workdir,
+            cpu_milli=request.per_task.cpu_milli,
+            memory=request.per_task.memory,
+            gpu=request.per_task.gpu,
+            tasks=request.tasks,
+            walltime_s=request.walltime_s,
+            priority_class=priority.name,
+            priority=priority.value,
+            placement=[],
+            dependencies=[d.to_json() for d in request.dependencies],
+            checkpoint_signal=request.checkpoint_signal,
+            checkpoint_grace_s=request.checkpoint_grace_s,
+            requeue=request.requeue,
+            array_id=first.id if first is not None else None,
+            array_index=index,
+            array_max_running=request.array.max_running if request.array else None,
+            submitted_at=now,
+            updated_at=now,
+        )
+        session.add(job)
+        session.flush()
+        if first is None:
+            first = job
+            if index is not None:
+                job.array_id = job.id  # an array is named by its first element's id
+        record_creation(session, job, now=now, actor=caller.name)
+    assert first is not None
+    return first
+
+
+def _check_dependencies(
+    session: Session, caller: Caller, dependencies: Sequence[Dependency]
+) -> None:
+    """Every job depended on must exist and be visible to the caller (jobs or arrays)."""
+    wanted = {d.job_id for d in dependencies}
+    if not wanted:
+        return
+    found = session.execute(
+        select(JobRow.id, JobRow.array_id, TenantRow.name)
+        .join(TenantRow)
+        .where(or_(JobRow.id.in_(wanted), JobRow.array_id.in_(wanted)))
+    ).all()
+    visible = {
+        ident
+        for job_id, array_id, tenant in found
+        if caller.can_see(tenant)
+        for ident in (job_id, array_id)
+    }
+    missing = sorted(wanted - visible)
+    if missing:
+        raise NotFound(f"dependency: job {missing[0]} not found", field="dependency")
 
 
 def _reject_if_never_runs(session: Session, tenant: TenantRow, request: JobRequest) -> None:
@@ -124,8 +170,11 @@ def list_jobs(
     tenant: str | None,
     state: str | None,
     limit: int,
+    array_id: int | None = None,
 ) -> list[JobRow]:
     query = select(JobRow).join(TenantRow).order_by(JobRow.id.desc()).limit(limit)
+    if array_id is not None:
+        query = query.where(JobRow.array_id == array_id)
     if tenant is not None:
         caller.require_visible(tenant)
         query = query.where(TenantRow.name == tenant)
@@ -171,17 +220,39 @@ def cancel_job(session: Session, caller: Caller, job_id: int, now: dt.datetime) 
     state = JobState(job.state)
     if state.is_finished():
         raise Conflict(f"job {job_id} has already ended ({state})", field="id")
-    if state is JobState.PENDING and switch_job_state(
+    _cancel(session, job, caller.name, now)
+    return job
+
+
+def cancel_array(session: Session, caller: Caller, array_id: int, now: dt.datetime) -> list[JobRow]:
+    """Cancel every element of an array that has not ended yet."""
+    leader = get_job(session, caller, array_id)
+    if leader.array_id != leader.id:
+        raise NotFound(f"array {array_id} not found", field="id")
+    caller.require_submit(leader.tenant.name)
+    elements = list(
+        session.scalars(
+            select(JobRow).where(JobRow.array_id == array_id).order_by(JobRow.array_index)
+        )
+    )
+    for job in elements:
+        if not JobState(job.state).is_finished():
+            _cancel(session, job, caller.name, now)
+    return elements
+
+
+def _cancel(session: Session, job: JobRow, actor: str, now: dt.datetime) -> None:
+    if JobState(job.state) is JobState.PENDING and switch_job_state(
         session,
         job,
         JobState.CANCELLED,
         reason="cancelled by request",
         now=now,
-        actor=caller.name,
+        actor=actor,
         finished_at=now,
         queue_position=None,
     ):
-        return job
+        return
     if job.cancel_requested_at is None:
         job.cancel_requested_at = now
         session.add(
@@ -191,11 +262,10 @@ def cancel_job(session: Session, caller: Caller, job_id: int, now: dt.datetime) 
                 from_state=job.state,
                 to_state=job.state,
                 reason="cancel requested",
-                actor=caller.name,
+                actor=actor,
             )
         )
     session.flush()
-    return job
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -162,6 +163,19 @@ class JobRow(Base):
     priority_class: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer)
     pool: Mapped[str | None] = mapped_column(String(63))
+    # Arrays: every element is a job; they share array_id (the first element's id).
+    array_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    array_index: Mapped[int | None] = mapped_column(Integer)
+    array_max_running: Mapped[int | None] = mapped_column(Integer)
+    # [{"kind": "afterok", "job_id": 12}, ...]
+    dependencies: Mapped[list[dict[str, Any]]] = mapped_column(
+        Json, default=list, server_default="[]"
+    )
+    # Preemption: the checkpoint signal, how long the job gets before SIGKILL, and
+    # whether it goes back to the queue (same id) or ends as `preempted`.
+    checkpoint_signal: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
+    checkpoint_grace_s: Mapped[int | None] = mapped_column(Integer)
+    requeue: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     # Desired state set by users; the life-cycle loop acts on it.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

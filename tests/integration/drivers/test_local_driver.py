@@ -132,14 +132,22 @@ def test_cancel(driver: LocalDriver, make_spec: MakeSpec) -> None:
     assert_cgroup_gone(driver, spec.key)
 
 
-def test_preempt_keeps_the_real_exit_code(driver: LocalDriver, make_spec: MakeSpec) -> None:
-    # Exits by itself, with code 0, within the grace period after SIGTERM.
-    script = "trap 'echo saving; exit 0' TERM; echo ready; while :; do sleep 0.05; done"
-    handle = driver.launch(make_spec(["sh", "-c", script], kill_grace_s=5))
+def test_preempt_sends_the_checkpoint_signal_and_keeps_the_real_exit_code(
+    driver: LocalDriver, make_spec: MakeSpec
+) -> None:
+    # Exits by itself, with code 0, within the grace period after its checkpoint signal.
+    script = (
+        "trap 'echo saving; exit 0' USR1; trap 'echo wrong signal; exit 1' TERM; "
+        "echo ready; while :; do sleep 0.05; done"
+    )
+    spec = make_spec(
+        ["sh", "-c", script], kill_grace_s=1, checkpoint_signal=10, checkpoint_grace_s=5
+    )
+    handle = driver.launch(spec)
     wait_for(lambda: "ready" in stdout_of(driver, handle), what="the trap to be set")
     driver.stop(handle, StopReason.PREEMPT)
     result = wait_result(driver, handle)
-    assert result.outcome == TaskOutcome.KILLED_CANCEL
+    assert result.outcome == TaskOutcome.KILLED_PREEMPT
     assert result.message == "preempted"
     assert (result.exit_code, result.signal) == (0, None)
     assert "saving" in stdout_of(driver, handle)

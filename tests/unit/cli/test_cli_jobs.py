@@ -91,15 +91,33 @@ def test_job_id_must_be_a_number(api: FakeApi) -> None:
 
 
 def test_cancel(api: FakeApi) -> None:
+    api.on("GET", JOB7, job(state="pending"))
     api.on("POST", f"{JOB7}/cancel", job(state="cancelled", reason="cancelled by alice"))
     result = run(["cancel", "7"])
     assert (result.exit_code, result.stdout) == (0, "job 7 cancelled: cancelled by alice\n")
 
 
 def test_cancel_of_a_running_job_is_a_request(api: FakeApi) -> None:
+    api.on("GET", JOB7, job(state="running"))
     api.on("POST", f"{JOB7}/cancel", job(state="running", reason="running on node-a"))
     result = run(["cancel", "7"])
     assert result.stdout == "job 7: cancel requested (state: running)\n"
+
+
+def test_cancel_of_an_array_id_cancels_every_element(api: FakeApi) -> None:
+    api.on("GET", JOB7, job(array_id=7, array_index=0))
+    api.on("POST", "/api/v1/arrays/7/cancel", [job(), job(id=8)])
+    result = run(["cancel", "7"])
+    assert result.stdout == "array 7: cancel requested for 2 element(s)\n"
+
+
+def test_an_array_element_is_named_array_index(api: FakeApi) -> None:
+    elements = [job(id=7, array_id=7, array_index=0), job(id=8, array_id=7, array_index=1)]
+    api.on("GET", "/api/v1/jobs", elements)
+    api.on("POST", "/api/v1/jobs/8/cancel", job(id=8, state="cancelled", reason="by request"))
+    result = run(["cancel", "7_1"])
+    assert (result.exit_code, result.stdout) == (0, "job 7_1 cancelled: by request\n")
+    assert run(["cancel", "7_5"]).exit_code == 2  # no such element: a usage error
 
 
 def test_wait_succeeds(api: FakeApi, clock: FakeClock) -> None:

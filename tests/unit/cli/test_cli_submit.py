@@ -39,7 +39,19 @@ def test_sends_the_defaults_and_the_raw_text(jobs_api: FakeApi) -> None:
         "time": "1:30:00",
         "priority": "normal",
         "env": {},
+        "requeue": True,
     }
+
+
+def test_slurm_job_control_options(jobs_api: FakeApi) -> None:
+    args = ["submit", "--array", "0-9%2", "-d", "afterok:3", "--signal", "USR1@30"]
+    result = run([*args, "--no-requeue", "--", "true"])
+    assert result.exit_code == 0, result.output
+    body = sent(jobs_api)
+    assert (body["array"], body["dependency"], body["signal"]) == ("0-9%2", "afterok:3", "USR1@30")
+    assert body["requeue"] is False
+    bad = run(["submit", "--signal", "KILL@3", "--", "true"])
+    assert bad.exit_code == 2 and "cannot be caught" in bad.output
 
 
 def test_options_after_dashdash_belong_to_the_command(jobs_api: FakeApi) -> None:

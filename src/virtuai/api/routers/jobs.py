@@ -15,17 +15,27 @@ from virtuai.api.schemas.jobs import (
     PlacementOut,
     TaskOut,
 )
+from virtuai.domain.arrays import parse_array
+from virtuai.domain.dependencies import Dependency, format_dependencies, parse_dependencies
 from virtuai.domain.resources import Resources
-from virtuai.domain.units import MILLI, parse_cpu, parse_duration, parse_memory
+from virtuai.domain.units import (
+    MILLI,
+    parse_cpu,
+    parse_duration,
+    parse_memory,
+    parse_signal_spec,
+)
 from virtuai.drivers.base import LogStream
 from virtuai.services import jobs as service
 from virtuai.store.db import transaction
 from virtuai.store.models import JobRow
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+arrays_router = APIRouter(prefix="/api/v1/arrays", tags=["jobs"])
 
 
 def request_from_api(body: JobCreate) -> service.JobRequest:
+    signal_spec = (15, 0) if body.signal is None else parse_signal_spec(body.signal)
     return service.JobRequest(
         tenant=body.tenant,
         name=body.name,
@@ -40,6 +50,11 @@ def request_from_api(body: JobCreate) -> service.JobRequest:
         priority=body.priority,
         env=body.env,
         workdir=body.workdir,
+        array=None if body.array is None else parse_array(body.array),
+        dependencies=() if body.dependency is None else parse_dependencies(body.dependency),
+        checkpoint_signal=signal_spec[0],
+        checkpoint_grace_s=signal_spec[1] if body.signal is not None else None,
+        requeue=body.requeue,
     )
 
 
@@ -62,6 +77,10 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "time_limit": job.walltime_s,
         "priority": job.priority_class,
         "restart_count": job.restart_count,
+        "requeue": job.requeue,
+        "array_id": job.array_id,
+        "array_index": job.array_index,
+        "dependency": format_dependencies([Dependency.from_json(d) for d in job.dependencies]),
         "queue_position": job.queue_position,
         "placement": [
             PlacementOut(index=p["index"], node=p["node"], gpu_indices=p["gpu_indices"])
@@ -92,9 +111,11 @@ def list_jobs(
     tenant: str | None = None,
     state: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    array_id: int | None = None,
 ) -> list[JobOut]:
     with transaction(context.sessions) as session:
-        return [job_to_api(j) for j in service.list_jobs(session, caller, tenant, state, limit)]
+        jobs = service.list_jobs(session, caller, tenant, state, limit, array_id)
+        return [job_to_api(j) for j in jobs]
 
 
 @router.get("/{job_id}")
@@ -135,6 +156,16 @@ def get_job(job_id: int, caller: CallerDep, context: Context) -> JobDetailOut:
 def cancel(job_id: int, caller: CallerDep, context: Context) -> JobOut:
     with transaction(context.sessions) as session:
         result = job_to_api(service.cancel_job(session, caller, job_id, context.clock.now()))
+    context.wake.set()
+    return result
+
+
+@arrays_router.post("/{array_id}/cancel")
+def cancel_array(array_id: int, caller: CallerDep, context: Context) -> list[JobOut]:
+    """Cancel every element of an array that has not ended (Slurm's ``scancel ARRAY_ID``)."""
+    with transaction(context.sessions) as session:
+        jobs = service.cancel_array(session, caller, array_id, context.clock.now())
+        result = [job_to_api(j) for j in jobs]
     context.wake.set()
     return result
 

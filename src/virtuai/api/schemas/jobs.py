@@ -38,6 +38,18 @@ class JobCreate(StrictModel):
     priority: str = Field(default="normal", max_length=32)
     env: dict[EnvName, Annotated[str, Field(max_length=32 * 1024)]] = Field(default_factory=dict)
     workdir: str | None = Field(default=None, max_length=4096)
+    array: str | None = Field(
+        default=None, max_length=256, description="Slurm syntax: 0-99, 1,3,5-7, 0-15:4, %N"
+    )
+    dependency: str | None = Field(
+        default=None, max_length=16_384, description="afterok:ID[:ID...],afterany:ID,afternotok:ID"
+    )
+    signal: str | None = Field(
+        default=None,
+        max_length=32,
+        description="checkpoint signal on preemption and its grace: SIG@SECONDS (USR1@60)",
+    )
+    requeue: bool = Field(default=True, description="requeue after preemption (else: preempted)")
 
     @field_validator("command")
     @classmethod
@@ -85,6 +97,10 @@ class JobOut(BaseModel):
     time_limit: int = Field(description="seconds")
     priority: str
     restart_count: int
+    requeue: bool
+    array_id: int | None
+    array_index: int | None
+    dependency: str = Field(description="as given, normalised; empty when none")
     queue_position: int | None
     placement: list[PlacementOut]
     submitted_at: dt.datetime

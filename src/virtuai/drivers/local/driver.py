@@ -232,6 +232,10 @@ class LocalDriver:
             },
             "walltime_s": spec.walltime_s,
             "kill_grace_s": spec.kill_grace_s,
+            "checkpoint_signal": spec.checkpoint_signal,
+            "checkpoint_grace_s": (
+                spec.kill_grace_s if spec.checkpoint_grace_s is None else spec.checkpoint_grace_s
+            ),
             "gpu_indices": list(spec.gpu_indices),
             "job_id": spec.job_id,
             "tenant": spec.tenant,

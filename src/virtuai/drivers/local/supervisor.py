@@ -24,9 +24,10 @@ Life of a supervisor (file names in :mod:`virtuai.drivers.local.files`):
    ``launch_failed`` with a plain message (also appended to ``stderr.log``).
 4. ``started.json`` is written; the supervisor then waits for, in one loop:
    the task's exit, the walltime, and stop requests (``stop.json`` plus
-   SIGTERM = cancel or SIGUSR1 = preempt as a wake-up).  A stop sends SIGTERM
+   SIGTERM = cancel or SIGUSR1 = preempt as a wake-up).  A cancel sends SIGTERM
    to the task's process group and SIGKILL to everything of the task
-   ``kill_grace_s`` later.
+   ``kill_grace_s`` later; a preemption sends the job's checkpoint signal
+   instead and waits ``checkpoint_grace_s``.
 5. When the task has exited: what is left of it is killed (processes that left
    the process group are still in the cgroup, or are children of the
    supervisor, which is a child subreaper), the OOM counter is read, the
@@ -156,7 +157,7 @@ class Supervisor:
         _become_subreaper()
         if (self.dir / files.STOP).exists():
             reason = self.stop_reason_from_file("cancel")
-            self.finish(TaskOutcome.KILLED_CANCEL, None, None, _stop_message(reason, started=False))
+            self.finish(_stop_outcome(reason), None, None, _stop_message(reason, started=False))
             return
         out_fd = os.open(self.dir / files.STDOUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         err_fd = os.open(self.dir / files.STDERR, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
@@ -301,9 +302,14 @@ class Supervisor:
         def begin_stop(reason: str) -> None:
             nonlocal stop_reason, kill_at
             stop_reason = reason
-            log.info("stopping the task (%s): SIGTERM, SIGKILL in %ss", reason, grace)
-            self.signal_task(signal.SIGTERM)
-            kill_at = time.monotonic() + grace
+            # A preempted task gets its checkpoint signal and grace (Slurm's --signal).
+            signo, wait_s = signal.SIGTERM, grace
+            if reason == "preempt":
+                signo = signal.Signals(int(self.spec.get("checkpoint_signal") or signal.SIGTERM))
+                wait_s = max(0, int(self.spec.get("checkpoint_grace_s", grace)))
+            log.info("stopping the task (%s): %s, SIGKILL in %ss", reason, signo.name, wait_s)
+            self.signal_task(signo)
+            kill_at = time.monotonic() + wait_s
 
         while True:
             now = time.monotonic()
@@ -341,7 +347,7 @@ class Supervisor:
         if stop_reason == "walltime":
             outcome, message = TaskOutcome.KILLED_WALLTIME, f"reached its walltime of {walltime}s"
         elif stop_reason is not None:
-            outcome, message = TaskOutcome.KILLED_CANCEL, _stop_message(stop_reason, started=True)
+            outcome, message = _stop_outcome(stop_reason), _stop_message(stop_reason, started=True)
         elif oom and exit_code != 0:
             outcome, message = TaskOutcome.KILLED_OOM, f"out of memory (limit {limit_text})"
         else:
@@ -457,6 +463,10 @@ def _exit_message(exit_code: int | None, signo: int | None) -> str:
     if signo is not None:
         return f"killed by signal {signal.Signals(signo).name}"
     return f"exited with code {exit_code}"
+
+
+def _stop_outcome(reason: str) -> TaskOutcome:
+    return TaskOutcome.KILLED_PREEMPT if reason == "preempt" else TaskOutcome.KILLED_CANCEL
 
 
 def _stop_message(reason: str, *, started: bool) -> str:

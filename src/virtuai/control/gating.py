@@ -1,0 +1,98 @@
+"""Which pending jobs may be scheduled at all: dependencies met, array throttles respected.
+
+Jobs held here never reach the scheduler's snapshot; they say why they wait.
+Jobs whose dependencies can never be met are cancelled, so a broken chain
+ends instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from virtuai.domain.dependencies import Dependency, evaluate
+from virtuai.domain.workload import JobState
+from virtuai.store.inventory import HOLDING_STATES
+from virtuai.store.models import JobRow
+from virtuai.store.transitions import switch_job_state
+
+
+@dataclass
+class Gate:
+    schedulable: list[JobRow] = field(default_factory=list)
+    held: dict[int, str] = field(default_factory=dict)  # job id -> why it waits
+
+
+def gate_pending(session: Session, pending: Sequence[JobRow], now: dt.datetime) -> Gate:
+    gate = Gate()
+    dependency_states = _dependency_states(session, pending)
+    room = _array_room(session, pending)
+    for job in sorted(pending, key=lambda j: (j.array_index or 0, j.id)):
+        if job.dependencies:
+            status = evaluate(
+                [Dependency.from_json(d) for d in job.dependencies], dependency_states
+            )
+            if status.never is not None:
+                switch_job_state(
+                    session,
+                    job,
+                    JobState.CANCELLED,
+                    reason=f"dependency never satisfied: {status.never}",
+                    now=now,
+                    finished_at=now,
+                    queue_position=None,
+                )
+                continue
+            if not status.ready:
+                gate.held[job.id] = f"waiting for dependency: {status.waiting_for}"
+                continue
+        if job.array_id is not None and job.array_max_running is not None:
+            if room[job.array_id] <= 0:
+                gate.held[job.id] = (
+                    f"waiting for array limit: at most {job.array_max_running} elements "
+                    f"of array {job.array_id} run at once"
+                )
+                continue
+            room[job.array_id] -= 1
+        gate.schedulable.append(job)
+    return gate
+
+
+def _dependency_states(session: Session, pending: Sequence[JobRow]) -> dict[int, list[JobState]]:
+    """States of every job depended on; an array's id stands for all its elements."""
+    wanted = {int(d["job_id"]) for job in pending for d in job.dependencies}
+    states: dict[int, list[JobState]] = defaultdict(list)
+    if not wanted:
+        return states
+    rows = session.execute(
+        select(JobRow.id, JobRow.array_id, JobRow.state).where(
+            or_(JobRow.id.in_(wanted), JobRow.array_id.in_(wanted))
+        )
+    )
+    for job_id, array_id, state in rows:
+        states[array_id if array_id is not None else job_id].append(JobState(state))
+    return states
+
+
+def _array_room(session: Session, pending: Sequence[JobRow]) -> dict[int, int]:
+    """How many more elements of each throttled array may hold resources now."""
+    limits = {
+        job.array_id: job.array_max_running
+        for job in pending
+        if job.array_id is not None and job.array_max_running is not None
+    }
+    if not limits:
+        return {}
+    holding = dict(
+        session.execute(
+            select(JobRow.array_id, func.count())
+            .where(JobRow.array_id.in_(list(limits)), JobRow.state.in_(HOLDING_STATES))
+            .group_by(JobRow.array_id)
+        ).all()
+    )
+    return {array_id: limit - holding.get(array_id, 0) for array_id, limit in limits.items()}
