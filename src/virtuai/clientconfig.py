@@ -15,7 +15,6 @@ with mode 0600 in a directory of mode 0700.  Pure standard library and PyYAML.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from virtuai.errors import ConfigurationError
+from virtuai.fsio import write_atomic
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 FILE_MODE = 0o600
@@ -83,18 +83,7 @@ def write_cli_config(url: str, token: str, path: Path | None = None) -> Path:
         "# VIRTUAI_URL and VIRTUAI_TOKEN override these values.\n"
         + yaml.safe_dump({"url": url, "token": token}, default_flow_style=False)
     )
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            os.fchmod(tmp.fileno(), FILE_MODE)
-            tmp.write(content)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, content.encode("utf-8"), FILE_MODE)
     return path
 
 
@@ -117,19 +106,6 @@ def _make_private_dir(directory: Path) -> None:
     except FileExistsError:
         return
     directory.chmod(DIR_MODE)  # mkdir's mode went through the umask; make it exact
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = [

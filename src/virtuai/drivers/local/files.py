@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
+
+from virtuai.fsio import fsync_dir, temporary_sibling, write_atomic
 
 SPEC = "spec.json"  # written by the driver before the supervisor starts
 SUPERVISOR_PID = "supervisor.pid"  # claimed by exactly one supervisor (launch idempotency)
@@ -34,15 +35,7 @@ READY_TIMEOUT_S = 15.0  # how long the first process waits for the supervisor's 
 
 def write_json_atomic(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:
     """Replace ``path`` by ``data`` so that readers never see a partial file."""
-    tmp = _temporary(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, json.dumps(data, sort_keys=True).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomic(path, json.dumps(data, sort_keys=True).encode(), mode)
 
 
 def link_json_exclusive(path: Path, data: dict[str, Any], mode: int = 0o600) -> bool:
@@ -52,7 +45,7 @@ def link_json_exclusive(path: Path, data: dict[str, Any], mode: int = 0o600) -> 
     (no reader sees it empty) and exclusive (``link`` fails on an existing
     name), which ``O_CREAT | O_EXCL`` alone is not.
     """
-    tmp = _temporary(path)
+    tmp = temporary_sibling(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, json.dumps(data, sort_keys=True).encode())
@@ -69,11 +62,6 @@ def link_json_exclusive(path: Path, data: dict[str, Any], mode: int = 0o600) -> 
     return True
 
 
-def _temporary(path: Path) -> Path:
-    """A sibling name unique to this write (threads share a pid, so the pid is not enough)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def read_json(path: Path) -> dict[str, Any] | None:
     """The record at ``path``, or ``None`` when it does not exist (yet) or is unreadable."""
     try:
@@ -81,16 +69,3 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
