@@ -8,6 +8,7 @@
     ├── Conflict                      conflict          409   already exists / wrong state
     ├── Unschedulable                 unschedulable     422   can never run (quota, capacity)
     ├── DriverError                   driver_error      502   a driver failed (process, cgroup)
+    ├── Unavailable                   unavailable       503   the database cannot be written now
     └── ConfigurationError            configuration     500   the platform is set up wrongly
 
 Every error carries a stable machine-readable ``code``, a plain-words ``message``
@@ -59,6 +60,10 @@ class DriverError(VirtuaiError):
     code = "driver_error"
 
 
+class Unavailable(VirtuaiError):
+    code = "unavailable"
+
+
 class ConfigurationError(VirtuaiError):
     code = "configuration"
 
@@ -71,6 +76,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "Unauthenticated",
+    "Unavailable",
     "Unschedulable",
     "VirtuaiError",
 ]

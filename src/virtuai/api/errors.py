@@ -10,6 +10,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from virtuai import errors
@@ -24,6 +25,7 @@ STATUS: dict[type[errors.VirtuaiError], int] = {
     errors.Conflict: 409,
     errors.Unschedulable: 422,
     errors.DriverError: 502,
+    errors.Unavailable: 503,
     errors.ConfigurationError: 500,
 }
 
@@ -66,6 +68,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
         return JSONResponse(_body(code, str(exc.detail), None), status_code=exc.status_code)
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        # The transaction was rolled back: nothing of the request was recorded.
+        log.error("database error in %s %s: %s", request.method, request.url.path, exc.orig)
+        text = str(exc.orig).lower()
+        message = (
+            "the server's disk is full: nothing was recorded; try again when there is space"
+            if "full" in text or "no space" in text
+            else "the database is unavailable: nothing was recorded; try again"
+        )
+        return JSONResponse(_body("unavailable", message, None), status_code=503)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
