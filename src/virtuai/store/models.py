@@ -73,13 +73,46 @@ class TenantRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
-    # Quota limits; NULL = unlimited.
-    quota_cpu_milli: Mapped[int | None] = mapped_column(BigInteger)
-    quota_memory: Mapped[int | None] = mapped_column(BigInteger)
-    quota_gpu: Mapped[int | None] = mapped_column(Integer)
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     cohort: Mapped[str | None] = mapped_column(String(63))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # Fair share: past usage in resource-seconds, decayed with the half-life up to
+    # usage_as_of (epoch seconds); updated in the transaction that records usage.
+    usage_cpu_milli_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    usage_memory_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    usage_gpu_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    usage_as_of: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+
+    quotas: Mapped[list[TenantQuotaRow]] = relationship(
+        back_populates="tenant", cascade="all, delete-orphan", order_by="TenantQuotaRow.pool"
+    )
+
+
+class TenantQuotaRow(Base):
+    """A tenant's quota in one pool, or over all pools (pool ``*``); NULL = unlimited.
+
+    Nominal is what the tenant is guaranteed; borrowing is how much more it may
+    take from its cohort's unused quota; lending is how much of its own unused
+    quota the cohort may take (docs/scheduling.md).
+    """
+
+    __tablename__ = "tenant_quotas"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    pool: Mapped[str] = mapped_column(String(63), primary_key=True)
+    nominal_cpu_milli: Mapped[int | None] = mapped_column(BigInteger)
+    nominal_memory: Mapped[int | None] = mapped_column(BigInteger)
+    nominal_gpu: Mapped[int | None] = mapped_column(Integer)
+    borrowing_cpu_milli: Mapped[int | None] = mapped_column(BigInteger)
+    borrowing_memory: Mapped[int | None] = mapped_column(BigInteger)
+    borrowing_gpu: Mapped[int | None] = mapped_column(Integer)
+    lending_cpu_milli: Mapped[int | None] = mapped_column(BigInteger)
+    lending_memory: Mapped[int | None] = mapped_column(BigInteger)
+    lending_gpu: Mapped[int | None] = mapped_column(Integer)
+
+    tenant: Mapped[TenantRow] = relationship(back_populates="quotas")
 
 
 class UserRow(Base):

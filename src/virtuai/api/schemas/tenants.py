@@ -6,31 +6,69 @@ from pydantic import BaseModel, Field
 
 from virtuai.api.schemas.common import CpuText, MemoryText, Name, StrictModel
 
+PoolName = Field(
+    default="*",
+    max_length=63,
+    pattern=r"^(\*|[a-z0-9]([a-z0-9-]*[a-z0-9])?)$",
+    description="a pool of nodes, or * for all pools together",
+)
 
-class QuotaIn(StrictModel):
-    """Hard limits; omitted or null = unlimited."""
+
+class LimitsIn(StrictModel):
+    """Per-resource limits; omitted or null = unlimited."""
 
     cpu: CpuText | None = None
     memory: MemoryText | None = None
     gpu: int | None = Field(default=None, ge=0, le=100_000)
 
 
-class QuotaOut(BaseModel):
+class QuotaIn(LimitsIn):
+    """A tenant's quota in one pool: nominal (cpu, memory, gpu), borrowing and lending limits."""
+
+    pool: str = PoolName
+    borrowing: LimitsIn | None = Field(
+        default=None, description="how much more than nominal it may borrow (default: no limit)"
+    )
+    lending: LimitsIn | None = Field(
+        default=None, description="how much of its unused nominal it lends (default: all)"
+    )
+
+
+class LimitsOut(BaseModel):
     cpu: float | None
     memory: int | None
     gpu: int | None
 
 
+class PoolQuotaOut(BaseModel):
+    pool: str
+    nominal: LimitsOut
+    borrowing_limit: LimitsOut
+    lending_limit: LimitsOut
+    used: LimitsOut
+    borrowed: LimitsOut = Field(description="used above nominal, from the cohort")
+    lent: LimitsOut = Field(description="share of the cohort's borrowing this tenant provides")
+
+
 class TenantCreate(StrictModel):
     name: Name
-    quota: QuotaIn = Field(default_factory=QuotaIn)
+    quota: LimitsIn = Field(default_factory=LimitsIn)
     weight: float = Field(default=1.0, gt=0, le=1_000_000)
+    cohort: Name | None = None
+
+
+class TenantUpdate(StrictModel):
+    weight: float | None = Field(default=None, gt=0, le=1_000_000)
+    cohort: Name | None = None
+    leave_cohort: bool = False
 
 
 class TenantOut(BaseModel):
     name: str
-    quota: QuotaOut
-    usage: QuotaOut = Field(description="what the tenant's admitted, unfinished jobs hold now")
+    quota: LimitsOut = Field(description="the tenant-wide nominal quota (pool *)")
+    usage: LimitsOut = Field(description="what the tenant's admitted, unfinished jobs hold now")
+    quotas: list[PoolQuotaOut]
     weight: float
+    cohort: str | None
     role: str | None = Field(default=None, description="the caller's role in this tenant")
     created_at: dt.datetime
