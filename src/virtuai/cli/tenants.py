@@ -25,6 +25,7 @@ def register(app: typer.Typer, panel: str) -> None:
     tenant.command("create")(create_tenant)
     tenant.command("list")(list_tenants)
     tenant.command("show")(show_tenant)
+    tenant.command("set")(update_tenant)
     app.add_typer(tenant, name="tenant", no_args_is_help=True, rich_help_panel=panel)
 
     quota = typer.Typer(help="Tenants' quotas: hard limits on what they hold at once.")
@@ -40,15 +41,23 @@ def create_tenant(
     memory: MemoryQuota = None,
     gpu: GpuQuota = None,
     weight: Annotated[float, typer.Option(help="Fair-share weight (> 0).")] = 1.0,
+    cohort: Annotated[
+        str | None, typer.Option(help="Cohort: tenants that lend each other unused quota.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a tenant (admins only). Limits not given are unlimited."""
     validate.name(name, "NAME")
+    if cohort is not None:
+        validate.name(cohort, "--cohort")
     if weight <= 0:
         raise typer.BadParameter("the weight must be greater than zero", param_hint="--weight")
     quota = _quota_options(cpu, memory, gpu)
+    body: dict[str, Any] = {"name": name, "quota": quota, "weight": weight}
+    if cohort is not None:
+        body["cohort"] = cohort
     with Client.from_environment() as client:
-        created = client.post_object(TENANTS, {"name": name, "quota": quota, "weight": weight})
+        created = client.post_object(TENANTS, body)
     if as_json:
         output.print_json(created)
     else:
@@ -97,23 +106,62 @@ def show_tenant(
     _print_quota_rows(tenant)
 
 
+def update_tenant(
+    name: Annotated[str, typer.Argument(help="Tenant name.")],
+    weight: Annotated[float | None, typer.Option(help="Fair-share weight (> 0).")] = None,
+    cohort: Annotated[str | None, typer.Option(help="Join this cohort.")] = None,
+    leave_cohort: Annotated[bool, typer.Option(help="Leave its cohort.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a tenant's fair-share weight or cohort (admins only)."""
+    if weight is None and cohort is None and not leave_cohort:
+        raise typer.BadParameter("nothing to change: give --weight, --cohort or --leave-cohort")
+    body = {"weight": weight, "cohort": cohort, "leave_cohort": leave_cohort}
+    with Client.from_environment() as client:
+        updated = client.request("PATCH", f"{TENANTS}/{segment(name)}", body=body)
+    if as_json:
+        output.print_json(updated)
+    else:
+        cohort_text = updated.get("cohort") or output.NONE
+        typer.echo(f"tenant {name}: weight {updated.get('weight', 1):g}, cohort {cohort_text}")
+
+
 def set_quota(
     tenant: Annotated[str, typer.Argument(help="Tenant name.")],
     cpu: CpuQuota = None,
     memory: MemoryQuota = None,
     gpu: GpuQuota = None,
+    pool: Annotated[str, typer.Option(help="Pool of nodes, or * for all pools.")] = "*",
+    borrowing_cpu: Annotated[
+        str | None, typer.Option(help="May borrow this much more CPU.")
+    ] = None,
+    borrowing_memory: Annotated[str | None, typer.Option(help="... memory.")] = None,
+    borrowing_gpu: Annotated[str | None, typer.Option(help="... GPUs.")] = None,
+    lending_cpu: Annotated[str | None, typer.Option(help="Lends at most this much CPU.")] = None,
+    lending_memory: Annotated[str | None, typer.Option(help="... memory.")] = None,
+    lending_gpu: Annotated[str | None, typer.Option(help="... GPUs.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Change a tenant's quota; limits not given keep their current value."""
-    changes = _quota_options(cpu, memory, gpu)
-    if not changes:
-        raise typer.BadParameter("nothing to change: give --cpu, --memory or --gpu")
+    """Change a tenant's quota in a pool; limits not given keep their current value.
+
+    Nominal limits (--cpu, --memory, --gpu) are guaranteed; in a cohort a tenant may
+    borrow unused quota of the others up to its borrowing limits, and lends its own
+    up to its lending limits.  'unlimited' removes a limit.
+    """
+    nominal = _quota_options(cpu, memory, gpu)
+    borrowing = _quota_options(borrowing_cpu, borrowing_memory, borrowing_gpu)
+    lending = _quota_options(lending_cpu, lending_memory, lending_gpu)
+    if not (nominal or borrowing or lending):
+        raise typer.BadParameter("nothing to change: give --cpu, --memory, --gpu or limits")
     with Client.from_environment() as client:
         path = f"{TENANTS}/{segment(tenant)}"
-        current = client.get_object(path).get("quota") or {}
-        quota = {resource: current.get(resource) for resource in RESOURCES}
-        quota.update(changes)
-        updated = client.put_object(f"{path}/quota", quota)
+        entries = client.get_object(path).get("quotas") or []
+        current: JsonObject = next((q for q in entries if q.get("pool") == pool), {})
+        body: dict[str, Any] = {"pool": pool}
+        body.update(_merged(current.get("nominal"), nominal))
+        body["borrowing"] = _merged(current.get("borrowing_limit"), borrowing)
+        body["lending"] = _merged(current.get("lending_limit"), lending)
+        updated = client.put_object(f"{path}/quota", body)
     if as_json:
         output.print_json(updated)
         return
@@ -155,21 +203,39 @@ def used_of_quota(tenant: JsonObject, resource: str) -> str:
 
 
 def _print_quota_rows(tenant: JsonObject) -> None:
-    usage = tenant.get("usage") or {}
-    quota = tenant.get("quota") or {}
+    """Per pool and resource: nominal, limits, used, borrowed from and lent to the cohort."""
+    rows = []
+    for entry in tenant.get("quotas") or []:
+        for resource in RESOURCES:
+            rows.append(
+                [
+                    str(entry.get("pool", "*")),
+                    resource,
+                    *(
+                        _limit(resource, (entry.get(part) or {}).get(resource))
+                        for part in ("nominal", "borrowing_limit", "lending_limit")
+                    ),
+                    *(
+                        _quantity(resource, (entry.get(part) or {}).get(resource) or 0)
+                        for part in ("used", "borrowed", "lent")
+                    ),
+                ]
+            )
     output.print_table(
-        ["RESOURCE", "USED", "QUOTA"],
-        [
-            [
-                resource,
-                _quantity(resource, usage.get(resource) or 0),
-                "unlimited"
-                if quota.get(resource) is None
-                else _quantity(resource, quota[resource]),
-            ]
-            for resource in RESOURCES
-        ],
+        ["POOL", "RESOURCE", "NOMINAL", "BORROW LIMIT", "LEND LIMIT", "USED", "BORROWED", "LENT"],
+        rows,
     )
+
+
+def _limit(resource: str, value: Any) -> str:
+    return "unlimited" if value is None else _quantity(resource, value)
+
+
+def _merged(current: Any, changes: dict[str, Any]) -> dict[str, Any]:
+    """The limits of one part of a quota entry, with the command line's changes applied."""
+    merged = {resource: (current or {}).get(resource) for resource in RESOURCES}
+    merged.update(changes)
+    return merged
 
 
 def _quantity(resource: str, value: Any) -> str:

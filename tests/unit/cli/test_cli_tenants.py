@@ -14,6 +14,18 @@ def tenant(**changes: Any) -> dict[str, Any]:
         "name": "ml",
         "quota": {"cpu": 8.0, "memory": 16 * 2**30, "gpu": None},
         "usage": {"cpu": 2.5, "memory": 4 * 2**30, "gpu": 1},
+        "quotas": [
+            {
+                "pool": "*",
+                "nominal": {"cpu": 8.0, "memory": 16 * 2**30, "gpu": None},
+                "borrowing_limit": {"cpu": None, "memory": None, "gpu": None},
+                "lending_limit": {"cpu": 4.0, "memory": None, "gpu": None},
+                "used": {"cpu": 2.5, "memory": 4 * 2**30, "gpu": 1},
+                "borrowed": {"cpu": 0.0, "memory": 0, "gpu": 0},
+                "lent": {"cpu": 1.5, "memory": 0, "gpu": 0},
+            }
+        ],
+        "cohort": "science",
         "weight": 2.0,
         "role": "owner",
         "created_at": "2026-05-01T10:00:00Z",
@@ -55,7 +67,9 @@ def test_show(api: FakeApi) -> None:
     result = run(["tenant", "show", "ml"])
     assert result.exit_code == 0, result.output
     assert "Your role: owner" in result.stdout
-    assert ["gpu", "1", "unlimited"] in [line.split() for line in result.stdout.splitlines()]
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert ["*", "gpu", "unlimited", "unlimited", "unlimited", "1", "0", "0"] in lines
+    assert ["*", "cpu", "8", "unlimited", "4", "2.5", "0", "1.5"] in lines
 
 
 def test_quota_set_keeps_what_is_not_given(api: FakeApi) -> None:
@@ -64,7 +78,14 @@ def test_quota_set_keeps_what_is_not_given(api: FakeApi) -> None:
     result = run(["quota", "set", "ml", "--cpu", "unlimited", "--gpu", "2"])
     assert result.exit_code == 0, result.output
     (put,) = api.sent("PUT", f"{ML}/quota")
-    assert put.body == {"cpu": None, "memory": 16 * 2**30, "gpu": 2}
+    assert put.body == {
+        "pool": "*",
+        "cpu": None,
+        "memory": 16 * 2**30,
+        "gpu": 2,
+        "borrowing": {"cpu": None, "memory": None, "gpu": None},
+        "lending": {"cpu": 4.0, "memory": None, "gpu": None},
+    }
 
 
 def test_quota_set_needs_a_change(api: FakeApi) -> None:
