@@ -21,7 +21,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from virtuai.domain.units import parse_memory
+from virtuai.domain.units import parse_duration, parse_memory
 
 
 def default_home() -> Path:
@@ -87,6 +87,8 @@ class PriorityClassSetting(BaseModel):
 
 
 class SchedulerSettings(BaseModel):
+    """The scheduling policy (docs/scheduling.md explains each rule)."""
+
     interval_s: float = Field(default=1.0, gt=0, le=60, description="control loop period")
     priority_classes: list[PriorityClassSetting] = Field(
         default_factory=lambda: [
@@ -95,6 +97,23 @@ class SchedulerSettings(BaseModel):
             PriorityClassSetting(name="high", value=1000, preemptible=False),
         ]
     )
+    fair_share: bool = Field(default=True, description="order equal priorities by fair share")
+    backfill: bool = Field(default=True, description="EASY backfill behind the first blocked job")
+    preemption: bool = Field(
+        default=True, description="reclaim lent quota, and let priority preempt within a tenant"
+    )
+    borrowing: bool = Field(default=True, description="cohorts lend each other unused quota")
+    half_life_s: int = Field(
+        default=7 * 86400, description="fair share forgets half of past usage this often; 7d"
+    )
+    allocation_weight: float = Field(
+        default=0.5, ge=0, le=1, description="weight of current allocation against history"
+    )
+
+    @field_validator("half_life_s", mode="before")
+    @classmethod
+    def _parse_half_life(cls, value: Any) -> int:
+        return parse_duration(value, field="scheduler.half_life_s")
 
 
 class Settings(BaseSettings):

@@ -30,7 +30,8 @@ from virtuai.domain.workload import DEFAULT_PRIORITY_CLASSES
 from virtuai.drivers.local import LocalDriver
 from virtuai.drivers.local.users import unix_name
 from virtuai.server.bootstrap import bootstrap_admin
-from virtuai.settings import LocalDriverSettings, OidcSettings
+from virtuai.server.up import policy_from_settings
+from virtuai.settings import LocalDriverSettings, OidcSettings, SchedulerSettings
 from virtuai.store.db import transaction
 from virtuai.store.inventory import record_inventory
 
@@ -68,7 +69,14 @@ class Platform:
             priority_classes={p.name: p for p in DEFAULT_PRIORITY_CLASSES},
         )
         self.http = TestClient(create_app(self.context), raise_server_exceptions=False)
-        self.scheduling = SchedulingLoop(sessions, clock)
+        # The server's own default policy: fair share, backfill, preemption, borrowing.
+        scheduler = SchedulerSettings()
+        self.scheduling = SchedulingLoop(
+            sessions,
+            clock,
+            policy_from_settings(scheduler),
+            {p.name: p.preemptible for p in scheduler.priority_classes},
+        )
         self.lifecycle = LifecycleLoop(
             sessions,
             {"local": self.driver},

@@ -44,6 +44,7 @@ ACTIVE_STATES = [JobState.STARTING.value, JobState.RUNNING.value, JobState.PREEM
 class LifecycleConfig:
     workspaces_dir: Path
     kill_grace_s: int = 30
+    half_life_s: float = 7 * 86400.0  # of the fair-share usage recorded when tasks end
 
 
 class LifecycleLoop:
@@ -368,7 +369,7 @@ class LifecycleLoop:
                     started_at=job.started_at or (min(started) if started else None),
                 ):
                     for task in tasks:
-                        record_task_usage(session, job, task)
+                        record_task_usage(session, job, task, self._config.half_life_s)
             # Every task whose end is recorded, also those a crash kept from being released.
             ended = list(
                 session.scalars(
@@ -393,7 +394,7 @@ class LifecycleLoop:
         if finished_anyway or job.cancel_requested_at is not None:
             return False
         for task in tasks:
-            record_task_usage(session, job, task)
+            record_task_usage(session, job, task, self._config.half_life_s)
         preempted_by = job.reason
         if job.requeue:
             switch_job_state(
@@ -409,6 +410,7 @@ class LifecycleLoop:
                 admitted_at=None,
                 started_at=None,
                 queue_position=None,
+                preempted_for=None,
             )
         else:
             codes = [t.exit_code for t in tasks if t.exit_code]

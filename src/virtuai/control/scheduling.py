@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -10,14 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.control.gating import gate_pending
 from virtuai.domain.clock import Clock
-from virtuai.domain.resources import Resources
 from virtuai.domain.workload import JobState
 from virtuai.scheduler import schedule
-from virtuai.scheduler.snapshot import Decisions, PendingJob, Snapshot, TenantState
+from virtuai.scheduler.snapshot import Decisions, Policy, Preemption
 from virtuai.store.db import transaction
-from virtuai.store.inventory import load_node_states, placement_to_json
-from virtuai.store.models import JobRow, TenantRow
-from virtuai.store.tenancy import quota_of, usage_by_tenant
+from virtuai.store.inventory import placement_to_json
+from virtuai.store.models import JobRow
+from virtuai.store.snapshot import build_snapshot
 from virtuai.store.transitions import switch_job_state
 
 log = logging.getLogger(__name__)
@@ -27,19 +28,29 @@ log = logging.getLogger(__name__)
 class TickReport:
     admitted: int
     waiting: int
+    preempted: int = 0
 
 
 class SchedulingLoop:
-    """One tick admits what fits now and tells every waiting job why it waits.
+    """One tick admits what fits now, preempts what the policy says must make room, and
+    tells every waiting job why it waits.
 
     The tick is idempotent: it reads everything it needs in one transaction
-    and applies admissions as compare-and-set transitions from ``pending``,
-    so a job cancelled meanwhile is simply skipped.
+    and applies every decision as a compare-and-set transition from the state
+    it was read in, so a job cancelled or ended meanwhile is simply skipped.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], clock: Clock) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        policy: Policy | None = None,
+        preemptible: Mapping[str, bool] | None = None,
+    ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self._policy = policy or Policy()
+        self._preemptible = preemptible or {}
 
     def tick(self) -> TickReport:
         with transaction(self._sessions) as session:
@@ -52,45 +63,26 @@ class SchedulingLoop:
             )
             if not pending:
                 return TickReport(0, 0)
-            gate = gate_pending(session, pending, self._clock.now())
+            now = self._clock.now()
+            gate = gate_pending(session, pending, now)
             for job in pending:
                 if job.id in gate.held:
-                    _set_reason(job, gate.held[job.id], None)
+                    _set_reason(job, gate.held[job.id], None, None)
             if not gate.schedulable:
                 return TickReport(0, len(gate.held))
-            snapshot = self._snapshot(session, gate.schedulable)
+            snapshot = build_snapshot(
+                session,
+                now=now,
+                policy=self._policy,
+                preemptible=self._preemptible,
+                pending=gate.schedulable,
+            )
             decisions = schedule(snapshot)
-            return self._apply(session, gate.schedulable, decisions)
+            return self._apply(session, gate.schedulable, decisions, now)
 
-    def _snapshot(self, session: Session, pending: list[JobRow]) -> Snapshot:
-        tenants = list(session.scalars(select(TenantRow)))
-        usage = usage_by_tenant(session)
-        names = {t.id: t.name for t in tenants}
-        return Snapshot(
-            nodes=tuple(load_node_states(session)),
-            tenants=tuple(
-                TenantState(name=t.name, quota=quota_of(t), usage=usage[t.id])
-                if t.id in usage
-                else TenantState(name=t.name, quota=quota_of(t))
-                for t in tenants
-            ),
-            pending=tuple(
-                PendingJob(
-                    id=str(job.id),
-                    tenant=names[job.tenant_id],
-                    priority=job.priority,
-                    submitted_at=job.submitted_at.timestamp(),
-                    seq=job.id,
-                    per_task=_per_task(job),
-                    tasks=job.tasks,
-                    pool=job.pool,
-                )
-                for job in pending
-            ),
-        )
-
-    def _apply(self, session: Session, pending: list[JobRow], decisions: Decisions) -> TickReport:
-        now = self._clock.now()
+    def _apply(
+        self, session: Session, pending: list[JobRow], decisions: Decisions, now: dt.datetime
+    ) -> TickReport:
         by_id = {str(job.id): job for job in pending}
         admitted = 0
         for admission in decisions.admitted:
@@ -105,22 +97,65 @@ class SchedulingLoop:
                 placement=placement_to_json(admission.placements),
                 admitted_at=now,
                 queue_position=None,
+                expected_start_at=None,
             ):
                 admitted += 1
         for blocked in decisions.blocked:
-            job = by_id[blocked.job_id]
-            _set_reason(job, blocked.reason, blocked.position)
-        if admitted:
-            log.info("admitted %d job(s); %d waiting", admitted, len(decisions.blocked))
-        return TickReport(admitted, len(decisions.blocked))
+            expected = (
+                None
+                if blocked.expected_start is None
+                else dt.datetime.fromtimestamp(blocked.expected_start, dt.UTC)
+            )
+            _set_reason(by_id[blocked.job_id], blocked.reason, blocked.position, expected)
+        preempted = sum(self._preempt(session, p, now) for p in decisions.preempted)
+        if admitted or preempted:
+            log.info(
+                "admitted %d job(s), preempted %d; %d waiting",
+                admitted,
+                preempted,
+                len(decisions.blocked),
+            )
+        return TickReport(admitted, len(decisions.blocked), preempted)
+
+    @staticmethod
+    def _preempt(session: Session, preemption: Preemption, now: dt.datetime) -> bool:
+        """Tell a victim to stop; one admitted but not started goes straight back to the queue."""
+        victim = session.get(JobRow, int(preemption.job_id))
+        if victim is None:
+            return False
+        state = JobState(victim.state)
+        if state is JobState.ADMITTED:
+            return switch_job_state(
+                session,
+                victim,
+                JobState.PENDING,
+                reason=f"requeued: {preemption.reason}",
+                now=now,
+                placement=[],
+                admitted_at=None,
+                master_port=None,
+            )
+        if state not in (JobState.STARTING, JobState.RUNNING):
+            return False
+        return switch_job_state(
+            session,
+            victim,
+            JobState.PREEMPTING,
+            reason=preemption.reason,
+            now=now,
+            preempted_for=int(preemption.preemptor_id),
+        )
 
 
-def _per_task(job: JobRow) -> Resources:
-    return Resources(job.cpu_milli, job.memory, job.gpu)
-
-
-def _set_reason(job: JobRow, reason: str, position: int | None) -> None:
+def _set_reason(
+    job: JobRow, reason: str, position: int | None, expected_start: dt.datetime | None
+) -> None:
     # Pending reasons change often; they are state, not events.
-    if job.reason != reason or job.queue_position != position:
+    if (job.reason, job.queue_position, job.expected_start_at) != (
+        reason,
+        position,
+        expected_start,
+    ):
         job.reason = reason
         job.queue_position = position
+        job.expected_start_at = expected_start

@@ -26,8 +26,9 @@ from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError, VirtuaiError
+from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
-from virtuai.settings import Settings
+from virtuai.settings import SchedulerSettings, Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
 from virtuai.store.inventory import mark_unschedulable_except, record_inventory
 from virtuai.store.migrate import migrate
@@ -104,13 +105,20 @@ def _serve(settings: Settings) -> None:
             for p in settings.scheduler.priority_classes
         },
     )
-    scheduling = SchedulingLoop(sessions, clock)
+    scheduling = SchedulingLoop(
+        sessions,
+        clock,
+        policy_from_settings(settings.scheduler),
+        {p.name: p.preemptible for p in settings.scheduler.priority_classes},
+    )
     lifecycle = LifecycleLoop(
         sessions,
         drivers,
         clock,
         LifecycleConfig(
-            workspaces_dir=settings.workspaces_dir, kill_grace_s=settings.local.kill_grace_s
+            workspaces_dir=settings.workspaces_dir,
+            kill_grace_s=settings.local.kill_grace_s,
+            half_life_s=settings.scheduler.half_life_s,
         ),
     )
     # Life cycle first: it records what ended, which frees room the scheduler can hand out.
@@ -156,6 +164,17 @@ def _single_server(home: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def policy_from_settings(scheduler: SchedulerSettings) -> Policy:
+    return Policy(
+        fair_share=scheduler.fair_share,
+        backfill=scheduler.backfill,
+        preemption=scheduler.preemption,
+        borrowing=scheduler.borrowing,
+        half_life_s=scheduler.half_life_s,
+        allocation_weight=scheduler.allocation_weight,
+    )
 
 
 def _configure_logging() -> None:

@@ -209,6 +209,10 @@ class JobRow(Base):
     checkpoint_signal: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
     checkpoint_grace_s: Mapped[int | None] = mapped_column(Integer)
     requeue: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # While preempting: the pending job it makes room for (which waits instead of preempting
+    # more).  While pending: when the scheduler expects it to start (backfill's reservation).
+    preempted_for: Mapped[int | None] = mapped_column(Integer)
+    expected_start_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     # Desired state set by users; the life-cycle loop acts on it.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

@@ -5,17 +5,23 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from virtuai.store.models import JobRow, TaskRow, UsageRow
+from virtuai.domain.resources import Resources
+from virtuai.scheduler.fairshare import accrue
+from virtuai.store.models import JobRow, TaskRow, TenantRow, UsageRow
+from virtuai.store.snapshot import history_of
 
 GIB = 2**30
 
 
-def record_task_usage(session: Session, job: JobRow, task: TaskRow) -> UsageRow | None:
+def record_task_usage(
+    session: Session, job: JobRow, task: TaskRow, half_life_s: float = 7 * 86400.0
+) -> UsageRow | None:
     """Charge the task for what it was allocated (not what it used), for as long as it ran.
 
     Allocation is what others could not use, so it is what fair share and
     budgets must count, as Slurm's TRES billing does.  Memory is in GiB.
-    Idempotent: a task is charged at most once.
+    Idempotent: a task is charged at most once.  The tenant's decayed usage, the
+    base of fair share, grows in the same transaction, so the two never disagree.
     """
     if task.started_at is None or task.finished_at is None:
         return None
@@ -44,4 +50,17 @@ def record_task_usage(session: Session, job: JobRow, task: TaskRow) -> UsageRow 
         memory_gb_s=job.memory / GIB * wall,
     )
     session.add(row)
+    tenant = session.get(TenantRow, job.tenant_id)
+    assert tenant is not None
+    history = accrue(
+        history_of(tenant),
+        Resources(job.cpu_milli, job.memory, job.gpu),
+        task.started_at.timestamp(),
+        task.finished_at.timestamp(),
+        half_life_s,
+    )
+    tenant.usage_cpu_milli_s = history.cpu_milli_s
+    tenant.usage_memory_s = history.memory_s
+    tenant.usage_gpu_s = history.gpu_s
+    tenant.usage_as_of = history.as_of
     return row

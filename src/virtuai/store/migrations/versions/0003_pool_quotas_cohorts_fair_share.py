@@ -1,4 +1,4 @@
-"""pool quotas cohorts fair share
+"""pool quotas, cohorts, fair share, preemption bookkeeping
 
 Revision ID: 0003
 Revises: '0002'
@@ -40,6 +40,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("tenant_id", "pool", name=op.f("pk_tenant_quotas")),
     )
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("preempted_for", sa.Integer(), nullable=True))
+        batch_op.add_column(
+            sa.Column("expected_start_at", sa.DateTime(timezone=True), nullable=True)
+        )
     # The tenant-wide quota moves into a row of its own, pool '*'.
     op.execute(
         "INSERT INTO tenant_quotas (tenant_id, pool, nominal_cpu_milli, nominal_memory, "
@@ -79,6 +84,9 @@ def downgrade() -> None:
         "WHERE q.tenant_id = tenants.id AND q.pool = '*')"
     )
     op.drop_table("tenant_quotas")
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("expected_start_at")
+        batch_op.drop_column("preempted_for")
     with op.batch_alter_table("tenants", schema=None) as batch_op:
         batch_op.drop_column("usage_as_of")
         batch_op.drop_column("usage_gpu_s")
