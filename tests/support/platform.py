@@ -31,6 +31,7 @@ from virtuai.drivers.local import LocalDriver
 from virtuai.drivers.local.users import unix_name
 from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.server.up import policy_from_settings
+from virtuai.services.planning import SchedulingRules
 from virtuai.settings import LocalDriverSettings, OidcSettings, SchedulerSettings
 from virtuai.store.db import transaction
 from virtuai.store.inventory import record_inventory
@@ -66,17 +67,15 @@ class Platform:
             clock=clock,
             verifier=OidcVerifier(oidc or OidcSettings()),
             drivers={"local": self.driver},
-            priority_classes={p.name: p for p in DEFAULT_PRIORITY_CLASSES},
+            rules=SchedulingRules(
+                policy=policy_from_settings(SchedulerSettings()),
+                priority_classes={p.name: p for p in DEFAULT_PRIORITY_CLASSES},
+            ),
         )
         self.http = TestClient(create_app(self.context), raise_server_exceptions=False)
         # The server's own default policy: fair share, backfill, preemption, borrowing.
-        scheduler = SchedulerSettings()
-        self.scheduling = SchedulingLoop(
-            sessions,
-            clock,
-            policy_from_settings(scheduler),
-            {p.name: p.preemptible for p in scheduler.priority_classes},
-        )
+        rules = self.context.rules
+        self.scheduling = SchedulingLoop(sessions, clock, rules.policy, rules.preemptible)
         self.lifecycle = LifecycleLoop(
             sessions,
             {"local": self.driver},

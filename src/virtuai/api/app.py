@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from virtuai import __version__
 from virtuai.api.context import ApiContext
 from virtuai.api.errors import install_error_handlers
-from virtuai.api.routers import health, jobs, nodes, tenants, usage, users
+from virtuai.api.routers import fairshare, health, jobs, nodes, tenants, usage, users
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -21,7 +21,7 @@ def create_app(context: ApiContext) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
-    for module in (health, users, tenants, jobs, usage, nodes):
+    for module in (health, users, tenants, jobs, usage, nodes, fairshare):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)
     return app

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
-from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
+from virtuai.services.planning import SchedulingRules
 
 
 @dataclass
@@ -20,6 +20,6 @@ class ApiContext:
     clock: Clock
     verifier: OidcVerifier
     drivers: Mapping[str, Driver]
-    priority_classes: Mapping[str, PriorityClass]
+    rules: SchedulingRules
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)

@@ -211,6 +211,7 @@ def print_job(job: JsonObject) -> None:
             ("Exit code", output.count(job.get("exit_code"))),
             ("Priority", str(job.get("priority", ""))),
             ("Queue position", output.count(job.get("queue_position"))),
+            ("Expected start", output.timestamp(job.get("expected_start"))),
             ("Restarts", output.count(job.get("restart_count"))),
             ("Tasks", str(job.get("tasks", ""))),
             (

@@ -54,6 +54,7 @@ _TYPE_NAMES = {str: "text", int: "a whole number", float: "a number"}
 def register(app: typer.Typer, panel: str) -> None:
     app.command("submit", context_settings=SUBMIT_CONTEXT, rich_help_panel=panel)(submit)
     app.command("apply", rich_help_panel=panel)(apply)
+    app.command("plan", rich_help_panel=panel)(plan)
 
 
 def submit(
@@ -157,6 +158,47 @@ def apply(
 ) -> None:
     """Submit the job described in a YAML file; print its id."""
     _create(job_from_spec(load_spec(file), file), as_json)
+
+
+def plan(
+    file: Annotated[
+        str, typer.Option("--file", "-f", help="YAML spec (type: job); - reads stdin.")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """What would happen to this job if it were submitted now; nothing is submitted.
+
+    Can it ever run, would it start now and where, or what would it wait for,
+    its place in the queue and when it should start.
+    """
+    body = job_from_spec(load_spec(file), file)
+    with Client.from_environment() as client:
+        answer = client.post_object(f"{JOBS}/plan", body)
+    if as_json:
+        output.print_json(answer)
+        return
+    if not answer.get("can_ever_run"):
+        output.print_fields([("Can run", "never"), ("Why", str(answer.get("reason") or ""))])
+        raise typer.Exit(1)
+    placement = ", ".join(
+        f"task {p.get('index')} on {p.get('node')}"
+        + (
+            f" (GPUs {','.join(str(g) for g in p.get('gpu_indices') or [])})"
+            if p.get("gpu_indices")
+            else ""
+        )
+        for p in answer.get("placement") or []
+    )
+    output.print_fields(
+        [
+            ("Starts now", "yes" if answer.get("starts_now") else "no"),
+            ("Placement", placement or output.NONE),
+            ("Waits for", str(answer.get("reason") or output.NONE)),
+            ("Queue position", output.count(answer.get("queue_position"))),
+            ("Expected start", output.timestamp(answer.get("expected_start"))),
+            ("Would preempt", f"{answer.get('preempts', 0)} job(s)"),
+        ]
+    )
 
 
 def _create(spec: JsonObject, as_json: bool) -> None:

@@ -28,6 +28,7 @@ from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
+from virtuai.services.planning import SchedulingRules
 from virtuai.settings import SchedulerSettings, Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
 from virtuai.store.inventory import mark_unschedulable_except, record_inventory
@@ -100,16 +101,16 @@ def _serve(settings: Settings) -> None:
         clock=clock,
         verifier=OidcVerifier(settings.oidc),
         drivers=drivers,
-        priority_classes={
-            p.name: PriorityClass(p.name, p.value, p.preemptible)
-            for p in settings.scheduler.priority_classes
-        },
+        rules=SchedulingRules(
+            policy=policy_from_settings(settings.scheduler),
+            priority_classes={
+                p.name: PriorityClass(p.name, p.value, p.preemptible)
+                for p in settings.scheduler.priority_classes
+            },
+        ),
     )
     scheduling = SchedulingLoop(
-        sessions,
-        clock,
-        policy_from_settings(settings.scheduler),
-        {p.name: p.preemptible for p in settings.scheduler.priority_classes},
+        sessions, clock, context.rules.policy, context.rules.preemptible
     )
     lifecycle = LifecycleLoop(
         sessions,

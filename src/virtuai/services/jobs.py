@@ -12,17 +12,16 @@ from sqlalchemy.orm import Session
 
 from virtuai.domain.arrays import ArraySpec
 from virtuai.domain.dependencies import Dependency
-from virtuai.domain.resources import Node, Resources
+from virtuai.domain.resources import Resources
 from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.drivers.base import Driver, LogStream
-from virtuai.errors import Conflict, InvalidRequest, NotFound, Unschedulable
-from virtuai.scheduler.feasibility import never_runs_reason
-from virtuai.scheduler.reasons import NEVER_PREFIX
+from virtuai.errors import Conflict, InvalidRequest, NotFound
+from virtuai.scheduler import Plan
 from virtuai.scheduler.snapshot import PendingJob
 from virtuai.services.access import Caller
-from virtuai.store.inventory import load_node_states
+from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
 from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow
-from virtuai.store.tenancy import get_tenant_row, quota_of
+from virtuai.store.tenancy import get_tenant_row
 from virtuai.store.transitions import record_creation, switch_job_state
 
 MAX_LOG_CHUNK = 1024 * 1024
@@ -66,21 +65,16 @@ def submit_job(
     session: Session,
     caller: Caller,
     request: JobRequest,
-    priority_classes: Mapping[str, PriorityClass],
+    rules: SchedulingRules,
     now: dt.datetime,
 ) -> JobRow:
     tenant_name = caller.default_tenant(request.tenant)
     caller.require_submit(tenant_name)
     tenant = get_tenant_row(session, tenant_name)
-    priority = priority_classes.get(request.priority)
-    if priority is None:
-        raise InvalidRequest(
-            f"unknown priority {request.priority!r}; use one of {', '.join(priority_classes)}",
-            field="priority",
-        )
+    priority = rules.priority(request.priority)
     if request.per_task == Resources():
         raise InvalidRequest("a job must ask for some CPU or memory", field="resources")
-    _reject_if_never_runs(session, tenant, request)
+    reject_if_never_runs(session, rules, probe_of(tenant.name, request, priority, now), now)
     _check_dependencies(session, caller, request.dependencies)
     indices: Sequence[int | None] = request.array.indices if request.array else [None]
     first: JobRow | None = None
@@ -147,21 +141,26 @@ def _check_dependencies(
         raise NotFound(f"dependency: job {missing[0]} not found", field="dependency")
 
 
-def _reject_if_never_runs(session: Session, tenant: TenantRow, request: JobRequest) -> None:
-    """A request that can never run is refused now instead of waiting forever."""
-    nodes: list[Node] = [state.node for state in load_node_states(session)]
-    probe = PendingJob(
-        id="new",
-        tenant=tenant.name,
-        priority=0,
-        submitted_at=0.0,
-        seq=0,
-        per_task=request.per_task,
-        tasks=request.tasks,
+def probe_of(
+    tenant: str, request: JobRequest, priority: PriorityClass, now: dt.datetime
+) -> PendingJob:
+    return probe(tenant, request.per_task, request.tasks, request.walltime_s, priority, now)
+
+
+def plan_request(
+    session: Session,
+    caller: Caller,
+    request: JobRequest,
+    rules: SchedulingRules,
+    now: dt.datetime,
+) -> Plan:
+    """What would happen to this job if it were submitted now; nothing is recorded."""
+    tenant = caller.default_tenant(request.tenant)
+    caller.require_visible(tenant)
+    get_tenant_row(session, tenant)
+    return plan_job(
+        session, rules, probe_of(tenant, request, rules.priority(request.priority), now), now
     )
-    reason = never_runs_reason(probe, nodes, quota_of(tenant), tenant.name)
-    if reason is not None:
-        raise Unschedulable(NEVER_PREFIX + reason, field="resources")
 
 
 def list_jobs(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -13,6 +14,7 @@ from virtuai.api.schemas.jobs import (
     JobOut,
     LogChunkOut,
     PlacementOut,
+    PlanOut,
     TaskOut,
 )
 from virtuai.domain.arrays import parse_array
@@ -82,6 +84,7 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "array_index": job.array_index,
         "dependency": format_dependencies([Dependency.from_json(d) for d in job.dependencies]),
         "queue_position": job.queue_position,
+        "expected_start": job.expected_start_at,
         "placement": [
             PlacementOut(index=p["index"], node=p["node"], gpu_indices=p["gpu_indices"])
             for p in job.placement
@@ -96,12 +99,33 @@ def _job_fields(job: JobRow) -> dict[str, object]:
 def submit(body: JobCreate, caller: CallerDep, context: Context) -> JobOut:
     request = request_from_api(body)
     with transaction(context.sessions) as session:
-        job = service.submit_job(
-            session, caller, request, context.priority_classes, context.clock.now()
-        )
+        job = service.submit_job(session, caller, request, context.rules, context.clock.now())
         result = job_to_api(job)
     context.wake.set()
     return result
+
+
+@router.post("/plan")
+def plan(body: JobCreate, caller: CallerDep, context: Context) -> PlanOut:
+    """Can it ever run, where and when would it start, what would it wait for: not submitted."""
+    request = request_from_api(body)
+    with transaction(context.sessions) as session:
+        result = service.plan_request(session, caller, request, context.rules, context.clock.now())
+    return PlanOut(
+        can_ever_run=result.can_ever_run,
+        starts_now=result.starts_now,
+        reason=result.reason,
+        kind=None if result.kind is None else str(result.kind),
+        queue_position=result.position,
+        expected_start=None
+        if result.expected_start is None
+        else dt.datetime.fromtimestamp(result.expected_start, dt.UTC),
+        placement=[
+            PlacementOut(index=p.index, node=p.node, gpu_indices=list(p.gpu_indices))
+            for p in result.placements
+        ],
+        preempts=len(result.preemptions),
+    )
 
 
 @router.get("")

@@ -102,6 +102,7 @@ class JobOut(BaseModel):
     array_index: int | None
     dependency: str = Field(description="as given, normalised; empty when none")
     queue_position: int | None
+    expected_start: dt.datetime | None = Field(description="pending jobs: the scheduler's estimate")
     placement: list[PlacementOut]
     submitted_at: dt.datetime
     started_at: dt.datetime | None
@@ -138,3 +139,16 @@ class LogChunkOut(BaseModel):
     data: str
     offset: int = Field(description="offset to ask for next")
     eof: bool = Field(description="the task has ended and everything was read")
+
+
+class PlanOut(BaseModel):
+    """What would happen to a job submitted now (nothing is recorded)."""
+
+    can_ever_run: bool
+    starts_now: bool
+    reason: str | None = Field(description="why it would wait, or why it can never run")
+    kind: str | None = Field(description="quota, capacity, queue, preemption or never")
+    queue_position: int | None
+    expected_start: dt.datetime | None
+    placement: list[PlacementOut]
+    preempts: int = Field(description="running jobs it would preempt before it starts")

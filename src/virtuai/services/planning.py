@@ -1,0 +1,123 @@
+"""Questions answered by the scheduler's own code, so the answers never disagree with it:
+can this job ever run (at submit), what would happen to it now (``virtuai plan``), and
+how the tenants stand in fair share (``virtuai fairshare``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from virtuai.domain.resources import Resources
+from virtuai.domain.workload import JobState, PriorityClass
+from virtuai.errors import InvalidRequest, Unschedulable
+from virtuai.scheduler import FairShare, Plan, cluster_capacity, fair_share, never_reason, plan
+from virtuai.scheduler.snapshot import PendingJob, Policy, Snapshot
+from virtuai.services.access import Caller
+from virtuai.store.inventory import load_node_states
+from virtuai.store.models import JobRow, TenantRow
+from virtuai.store.snapshot import build_snapshot, tenant_states
+
+PROBE_ID = "planned"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingRules:
+    """The live scheduler's policy and priority classes, as the API sees them."""
+
+    policy: Policy
+    priority_classes: Mapping[str, PriorityClass]
+
+    def priority(self, name: str) -> PriorityClass:
+        found = self.priority_classes.get(name)
+        if found is None:
+            raise InvalidRequest(
+                f"unknown priority {name!r}; use one of {', '.join(self.priority_classes)}",
+                field="priority",
+            )
+        return found
+
+    @property
+    def preemptible(self) -> dict[str, bool]:
+        return {c.name: c.preemptible for c in self.priority_classes.values()}
+
+
+def probe(
+    tenant: str,
+    per_task: Resources,
+    tasks: int,
+    walltime_s: int,
+    priority: PriorityClass,
+    now: dt.datetime,
+) -> PendingJob:
+    """The job as the scheduler would see it if it were submitted now: last of its class."""
+    return PendingJob(
+        id=PROBE_ID,
+        tenant=tenant,
+        priority=priority.value,
+        submitted_at=now.timestamp(),
+        seq=2**62,
+        per_task=per_task,
+        tasks=tasks,
+        walltime_s=walltime_s,
+        preemptible=priority.preemptible,
+    )
+
+
+def snapshot_now(
+    session: Session, rules: SchedulingRules, now: dt.datetime, *, with_queue: bool
+) -> Snapshot:
+    """The scheduler's view now; ``with_queue`` adds the pending jobs (for queue positions).
+
+    Jobs held by unmet dependencies are left out, as the scheduling loop does;
+    a job whose dependencies are met but not yet seen by the loop is counted.
+    """
+    pending: list[JobRow] = []
+    if with_queue:
+        pending = [
+            job
+            for job in session.scalars(
+                select(JobRow).where(
+                    JobRow.state == JobState.PENDING.value, JobRow.cancel_requested_at.is_(None)
+                )
+            )
+            if not job.dependencies
+        ]
+    return build_snapshot(
+        session, now=now, policy=rules.policy, preemptible=rules.preemptible, pending=pending
+    )
+
+
+def reject_if_never_runs(
+    session: Session, rules: SchedulingRules, job: PendingJob, now: dt.datetime
+) -> None:
+    """A request that can never run is refused at submit instead of waiting forever.
+
+    With cohorts, a job above its tenant's nominal quota but within what it may
+    borrow is accepted.
+    """
+    reason = never_reason(snapshot_now(session, rules, now, with_queue=False), job)
+    if reason is not None:
+        raise Unschedulable(reason, field="resources")
+
+
+def plan_job(session: Session, rules: SchedulingRules, job: PendingJob, now: dt.datetime) -> Plan:
+    return plan(snapshot_now(session, rules, now, with_queue=True), job)
+
+
+def fair_share_rows(
+    session: Session, caller: Caller, rules: SchedulingRules, now: dt.datetime
+) -> list[FairShare]:
+    """Every tenant's standing, computed over all tenants; callers see their own tenants'."""
+    tenants = list(session.scalars(select(TenantRow).options(selectinload(TenantRow.quotas))))
+    rows = fair_share(
+        tenant_states(session, tenants),
+        cluster_capacity(load_node_states(session)),
+        now=now.timestamp(),
+        half_life_s=rules.policy.half_life_s,
+        allocation_weight=rules.policy.allocation_weight,
+    )
+    return [row for row in rows if caller.can_see(row.tenant)]
