@@ -21,6 +21,7 @@ service manager that kills a whole cgroup on stop (systemd's default
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -55,6 +56,8 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 START_TIMEOUT_S = 10.0
 SPAWN_TIMEOUT_S = files.READY_TIMEOUT_S + 5.0
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+# A task inside a virtual node: JSON made by virtuai.vcruntime.vnode.VnodeRef.label().
+VNODE_LABEL = "virtuai.vnode"
 _STOP_SIGNALS = {StopReason.CANCEL: signal.SIGTERM, StopReason.PREEMPT: signal.SIGUSR1}
 
 
@@ -206,6 +209,7 @@ class LocalDriver:
         )
 
     def _supervisor_spec(self, spec: TaskSpec) -> dict[str, Any]:
+        vnode = self._vnode_of(spec)
         user: dict[str, Any] | None = None
         if self.is_root:
             uid, gid, name = ensure_tenant_user(
@@ -215,7 +219,7 @@ class LocalDriver:
             account = name
         else:
             uid, gid, account = current_user()
-        if spec.create_workdir and spec.workdir:
+        if spec.create_workdir and spec.workdir and vnode is None:
             _create_workdir(Path(spec.workdir), uid, gid)
         return {
             "key": spec.key,
@@ -224,7 +228,8 @@ class LocalDriver:
             "env": task_env(spec.env, spec.workdir or "/", account, spec.gpu_indices),
             "workdir": spec.workdir,
             "user": user,
-            "cgroup": self.cgroups.to_json() if self.cgroups is not None else None,
+            "cgroup": (vnode or {}).get("cgroup")
+            or (self.cgroups.to_json() if self.cgroups is not None else None),
             "limits": {
                 "cpu_milli": spec.resources.cpu_milli,
                 "memory": spec.resources.memory,
@@ -239,7 +244,26 @@ class LocalDriver:
             "gpu_indices": list(spec.gpu_indices),
             "job_id": spec.job_id,
             "tenant": spec.tenant,
+            "vnode": vnode,
         }
+
+    def _vnode_of(self, spec: TaskSpec) -> dict[str, Any] | None:
+        """The virtual node the task runs in (its label), checked; ``None`` for a plain task."""
+        raw = spec.labels.get(VNODE_LABEL)
+        if raw is None:
+            return None
+        try:
+            vnode = json.loads(raw)
+        except ValueError:
+            vnode = None
+        if not isinstance(vnode, dict) or not isinstance(vnode.get("init_pid"), int):
+            raise DriverError(f"task {spec.key}: label {VNODE_LABEL} is not a virtual node")
+        if not self.is_root:
+            raise DriverError(f"task {spec.key}: running tasks in virtual nodes needs root")
+        if not _same_process(vnode["init_pid"], vnode.get("init_create_time")):
+            where = vnode.get("hostname")
+            raise DriverError(f"task {spec.key}: virtual node {where} is not running")
+        return vnode
 
     def _spawn_supervisor(self, task_dir: Path) -> None:
         """Start the supervisor and reap its short-lived first process (no zombie is left)."""

@@ -61,6 +61,14 @@ STOP_SIGNALS = {signal.SIGTERM: "cancel", signal.SIGINT: "cancel", signal.SIGUSR
 WATCHED = {signal.SIGCHLD, signal.SIGHUP, *STOP_SIGNALS}
 TICK_S = 0.5  # stop file and RSS polling period
 _PR_SET_CHILD_SUBREAPER = 36
+# Namespaces of a virtual node a task enters (the mount namespace last: it changes the root).
+_CLONE_NEWPID = 0x20000000
+_VNODE_NAMESPACES = (
+    ("ipc", 0x08000000),
+    ("uts", 0x04000000),
+    ("net", 0x40000000),
+    ("mnt", 0x20000),
+)
 
 
 class LaunchError(Exception):
@@ -116,6 +124,7 @@ class Supervisor:
         self.started_at: float | None = None
         self.status: int | None = None  # wait status of the task's main process
         self.rusage: Any = None
+        self.vnode_fds: dict[str, int] = {}  # namespaces of the virtual node the task runs in
 
     # -- claiming the task --------------------------------------------------------------
 
@@ -218,6 +227,8 @@ class Supervisor:
 
     def fork_task(self, out_fd: int, err_fd: int) -> int:
         """Start the command; returns its pid once it has exec'd, else raises LaunchError."""
+        if self.spec.get("vnode"):
+            self.vnode_fds = _open_vnode(self.spec["vnode"])  # and enters its pid namespace
         err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec succeeded
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
@@ -230,6 +241,8 @@ class Supervisor:
                 os.write(err_w, f"cannot start the task: {exc}".encode()[:4000])
             os._exit(127)
         os.close(err_w)
+        for fd in self.vnode_fds.values():
+            os.close(fd)
         chunks = []
         while chunk := os.read(err_r, 4096):
             chunks.append(chunk)
@@ -257,9 +270,13 @@ class Supervisor:
         os.umask(0o022)
         user = self.spec.get("user")
         user_name = str(user["name"]) if user else _current_user_name()
+        # Resolved on the host, before entering a virtual node (never its NSS files as root).
+        groups = os.getgrouplist(user_name, int(user["gid"])) if user else []
+        for name, nstype in _VNODE_NAMESPACES if self.vnode_fds else ():
+            _setns(self.vnode_fds[name], nstype, name)
         if user:
             try:
-                os.initgroups(user_name, int(user["gid"]))
+                os.setgroups(groups)
                 os.setgid(int(user["gid"]))
                 os.setuid(int(user["uid"]))
             except OSError as exc:
@@ -493,6 +510,42 @@ def _current_user_name() -> str:
         return psutil.Process().username()
     except (psutil.Error, KeyError):
         return str(os.getuid())
+
+
+def _setns(fd: int, nstype: int, what: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        error = os.strerror(ctypes.get_errno())
+        raise LaunchError(f"cannot enter the virtual node's {what} namespace: {error}")
+
+
+def _open_vnode(vnode: dict[str, Any]) -> dict[str, int]:
+    """Open the namespaces of a virtual node's init and enter its pid namespace, so that
+    the task forked next is born inside; the child enters the others (``exec_child``)."""
+    pid, born = int(vnode["init_pid"]), vnode.get("init_create_time")
+
+    def running() -> bool:
+        if born is None:
+            return False
+        try:
+            return abs(psutil.Process(pid).create_time() - float(born)) < 0.05
+        except psutil.Error:
+            return False
+
+    where = f"virtual node {vnode.get('hostname', pid)}"
+    if not running():
+        raise LaunchError(f"{where} is not running")
+    try:
+        fds = {
+            name: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            for name in ("pid", "ipc", "uts", "net", "mnt")
+        }
+    except OSError as exc:
+        raise LaunchError(f"cannot open the namespaces of {where}: {exc.strerror}") from None
+    if not running():  # the pid was recycled while we opened its namespaces
+        raise LaunchError(f"{where} is not running")
+    _setns(fds.pop("pid"), _CLONE_NEWPID, "pid")
+    return fds
 
 
 def _become_subreaper() -> None:
