@@ -1,0 +1,262 @@
+"""``virtuai sim``: replay a workload trace through the real scheduler, offline.
+
+Unlike the other commands this one does not talk to a server: it runs the
+scheduler's own code (``virtuai.sim``) on a virtual clock.  ``virtuai.sim`` is
+imported only when a simulation runs, so that numpy and matplotlib do not slow
+down the start of every other command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from virtuai.cli import output
+
+if TYPE_CHECKING:
+    from virtuai.sim.policy import PolicySpec
+    from virtuai.sim.report import PolicyReport
+
+EXAMPLE_TRACE = "trace-2k.csv"
+EXAMPLE_CLUSTER = "cluster-20.yaml"
+ISOLATION_CHOICES = ("simulate", "scale", "none")
+
+
+def register(app: typer.Typer, panel: str) -> None:
+    sim_app = typer.Typer(
+        name="sim",
+        help="Replay a workload trace through the scheduler on a virtual clock.",
+        add_completion=False,
+    )
+    sim_app.callback(invoke_without_command=True)(sim)
+    sim_app.command("generate")(generate)
+    app.add_typer(sim_app, name="sim", rich_help_panel=panel)
+
+
+def sim(
+    ctx: typer.Context,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="Trace CSV: one job per row.", dir_okay=False)
+    ] = None,
+    cluster: Annotated[
+        Path | None, typer.Option("--cluster", help="Cluster YAML: pools, tenants.", dir_okay=False)
+    ] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="Policy YAML (repeat to compare), or an example's name: fifo, fairshare, "
+            "fairshare-backfill, fairshare-backfill-preemption.  Default: fifo.",
+        ),
+    ] = None,
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example",
+            help="Use the shipped 2,000-job trace and 20-node cluster (and, without --policy, "
+            "the fifo, fairshare and fairshare-backfill examples).",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write results.json, PNG plots and per-job CSVs here."),
+    ] = None,
+    isolated: Annotated[
+        str,
+        typer.Option(
+            "--isolated",
+            help="How to estimate each job's JCT on its tenant's share alone, for rho: "
+            "simulate (replay each tenant on its slice), scale (no replay) or none.",
+        ),
+    ] = "simulate",
+    tick: Annotated[
+        float,
+        typer.Option(
+            "--tick",
+            min=0.0,
+            help="Schedule only at multiples of this many seconds (0: at every event). "
+            "Fewer passes, faster runs; ends and submissions wait for the next tick.",
+        ),
+    ] = 0.0,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNGs.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON, not the table.")] = False,
+) -> None:
+    """Replay TRACE on CLUSTER under each POLICY and compare completion times, waits,
+    utilization and fairness side by side."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if isolated not in ISOLATION_CHOICES:
+        raise typer.BadParameter(
+            f"{isolated!r} is not one of {', '.join(ISOLATION_CHOICES)}", param_hint="--isolated"
+        )
+    if not example and (trace is None or cluster is None):
+        missing = "--trace" if trace is None else "--cluster"
+        raise typer.BadParameter("is required (or use --example)", param_hint=missing)
+    from virtuai.sim import cluster as sim_cluster
+    from virtuai.sim import isolated as sim_isolated
+    from virtuai.sim import report as sim_report
+    from virtuai.sim import trace as sim_trace
+
+    data = files("virtuai.sim") / "data"
+    with (
+        as_file(data / EXAMPLE_CLUSTER) as example_cluster,
+        as_file(data / EXAMPLE_TRACE) as example_trace,
+    ):
+        cluster_path = cluster or example_cluster
+        trace_path = trace or example_trace
+        spec = sim_cluster.load_cluster(cluster_path)
+        jobs = sim_trace.read_trace(trace_path, spec.priority_classes)
+        info = sim_report.trace_info(jobs, trace_path)
+    names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])
+    policies = [_policy(name) for name in names]
+    isolation = None if isolated == "none" else sim_isolated.Isolation(isolated)
+    reports = sim_report.run_policies(
+        jobs, spec, policies, isolation=isolation, tick_s=tick, progress=_note
+    )
+    doc = sim_report.report_json(info, spec, reports, isolation, tick)
+    for report in reports:
+        _note(_speed(report))
+    if out is not None:
+        written = sim_report.write_report(out, doc, reports, plots=plots)
+        pngs = sum(1 for p in written if p.suffix == ".png")
+        _note(
+            f"wrote {sim_report.RESULTS_FILE}, {pngs} plots and {len(reports)} job lists to {out}"
+        )
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    _print_table(doc)
+
+
+def _note(message: str) -> None:
+    output.echo_err(message)
+
+
+def _speed(report: PolicyReport) -> str:
+    jobs = len(report.run.jobs)
+    rate = f" ({jobs / report.wall_s:,.0f} jobs/s)" if report.wall_s > 0 else ""
+    extra = f"; isolated replays {report.isolated_wall_s:.1f} s" if report.isolated_wall_s else ""
+    return f"{report.policy.name}: {jobs} jobs in {report.wall_s:.1f} s{rate}{extra}"
+
+
+def _policy(name: str) -> PolicySpec:
+    from virtuai.sim import policy as sim_policy
+
+    path = Path(name)
+    if path.exists() or name not in sim_policy.EXAMPLE_POLICIES:
+        if path.is_dir():
+            raise typer.BadParameter(f"{name} is a directory", param_hint="--policy")
+        return sim_policy.load_policy(path)
+    return sim_policy.example_policy(name)
+
+
+# The comparison table ------------------------------------------------------------------
+
+
+def _pct(value: Any) -> str:
+    return output.NONE if value is None else f"{100 * value:.1f}%"
+
+
+def _num(digits: int) -> Callable[[Any], str]:
+    def fmt(value: Any) -> str:
+        return output.NONE if value is None else f"{value:,.{digits}f}"
+
+    return fmt
+
+
+def _dur(value: Any) -> str:
+    return output.duration(value)
+
+
+def _int(value: Any) -> str:
+    return output.NONE if value is None else f"{value:,}"
+
+
+ROWS: Sequence[tuple[str, str, Callable[[Any], str]]] = (
+    ("jobs finished", "finished", _int),
+    ("  timed out", "timed_out", _int),
+    ("  rejected (never fit)", "rejected", _int),
+    ("  unfinished", "unfinished", _int),
+    ("JCT mean", "jct_mean_s", _dur),
+    ("JCT p50", "jct_p50_s", _dur),
+    ("JCT p99", "jct_p99_s", _dur),
+    ("wait mean", "wait_mean_s", _dur),
+    ("wait p50", "wait_p50_s", _dur),
+    ("wait p99", "wait_p99_s", _dur),
+    ("bounded slowdown mean", "bounded_slowdown_mean", _num(2)),
+    ("makespan", "makespan_s", _dur),
+    ("GPU utilization", "gpu_utilization", _pct),
+    ("CPU utilization", "cpu_utilization", _pct),
+    ("Jain (dominant share)", "jain", _num(3)),
+    ("Jain (GPU)", "jain_gpu", _num(3)),
+    ("Jain (contended)", "jain_contended", _num(3)),
+    ("rho mean", "rho_mean", _num(2)),
+    ("rho p99", "rho_p99", _num(2)),
+    ("rho max", "rho_max", _num(2)),
+    ("preemptions", "preemptions", _int),
+    ("lost GPU-hours", "lost_gpu_hours", _num(1)),
+)
+
+
+def _print_table(doc: dict[str, Any]) -> None:
+    policies = doc["policies"]
+    rows = [[label, *(fmt(p["metrics"].get(key)) for p in policies)] for label, key, fmt in ROWS]
+    tenants = sorted({name for p in policies for name in p["tenants"]})
+    for name in tenants:
+        rows.append(
+            [
+                f"GPU share {name} (contended)",
+                *(_pct(p["tenants"].get(name, {}).get("gpu_share_contended")) for p in policies),
+            ]
+        )
+    rows.append(
+        [
+            "passes / events",
+            *(f"{p['simulation']['passes']:,} / {p['simulation']['events']:,}" for p in policies),
+        ]
+    )
+    trace, cluster = doc["trace"], doc["cluster"]
+    typer.echo(
+        f"{trace['name']}: {trace['jobs']:,} jobs of {len(trace['tenants'])} tenants on "
+        f"{cluster['name']}: {cluster['nodes']:,} nodes, {cluster['gpus']:,} GPUs, "
+        f"{cluster['cpu']} CPUs"
+    )
+    output.print_table(["METRIC", *(p["name"] for p in policies)], rows)
+
+
+# virtuai sim generate ---------------------------------------------------------------
+
+
+def generate(
+    out: Annotated[Path, typer.Option("--out", help="Directory for trace.csv and cluster.yaml.")],
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Number of jobs.")] = 2000,
+    nodes: Annotated[int, typer.Option("--nodes", min=2, help="Nodes (a quarter with GPUs).")] = 20,
+    tenants: Annotated[int, typer.Option("--tenants", min=1, help="Tenants, equal weights.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same trace).")] = 1,
+    load: Annotated[
+        float,
+        typer.Option("--load", min=0.01, help="Offered work / capacity on the busiest resource."),
+    ] = 0.7,
+    burst: Annotated[
+        float, typer.Option("--burst", min=0.0, help="Mean extra jobs per submission burst.")
+    ] = 4.0,
+) -> None:
+    """Write a synthetic cluster.yaml and trace.csv (see virtuai.sim.generate)."""
+    from virtuai.sim import generate as sim_generate
+    from virtuai.sim import trace as sim_trace
+
+    spec = sim_generate.generate_cluster(nodes, tenants)
+    trace = sim_generate.generate_trace(spec, jobs, seed=seed, load=load, burst=burst)
+    out.mkdir(parents=True, exist_ok=True)
+    cluster_path, trace_path = out / "cluster.yaml", out / "trace.csv"
+    cluster_path.write_text(spec.to_yaml(), encoding="utf-8")
+    with trace_path.open("w", newline="", encoding="utf-8") as handle:
+        sim_trace.write_trace(trace, handle, spec.priority_classes)
+    span = trace[-1].submit - trace[0].submit if trace else 0.0
+    typer.echo(f"{trace_path}: {len(trace):,} jobs over {output.duration(span)}")
+    typer.echo(f"{cluster_path}: {spec.node_count:,} nodes, {spec.capacity.gpu:,} GPUs")

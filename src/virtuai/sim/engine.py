@@ -1,0 +1,463 @@
+"""Discrete-event replay of a trace through the real, pure ``virtuai.scheduler.schedule``.
+
+The clock is virtual: it jumps from one event time to the next.  Events are job
+submissions (from the trace) and job ends (a start plus the job's duration, or
+its walltime if that is shorter: the job is then killed and ends ``timed_out``).
+At each event time, in this order:
+
+1. every job ending at that time releases its nodes and its tenant's quota;
+   Preempted jobs whose stop time has come stop too and go back to the queue;
+2. every job submitted at that time joins the queue; a job that could never run
+   on these nodes is refused, as the API refuses it at submit, and counts as
+   ``rejected`` (so does a job the scheduler reports ``NEVER``, e.g. over quota);
+3. one scheduling pass, if something changed and a job could be admitted
+   (``FreeRoom.could_admit``; always when the policy preempts): a ``Snapshot`` of
+   the nodes with their allocations, the tenants (quotas, cohort, weight, decayed
+   usage history), the waiting and the running jobs, ``now`` and the policy goes
+   to ``schedule()``; admitted jobs start now, on exactly the nodes and devices
+   the scheduler chose; preempted jobs are told to stop;
+4. a sample of the timeline (queue length, allocations per tenant and pool).
+
+So one pass happens per distinct event time, as the live control plane makes one
+pass per tick when something wakes it.  With ``tick_s`` > 0, event times are
+rounded up to the next multiple of it (Slurm simulators' ``sched_interval``, the
+control plane's ``scheduler.interval_s``): fewer, bigger passes.  A job that
+ended between ticks keeps its real finish time (JCT is exact) but holds its
+resources until the tick, and submissions wait for it.  A preempted job stops
+``preemption_grace`` seconds later (0 by default: at once, and another pass
+follows at the same time so that its preemptor can start); it goes back to the
+queue with its original submission time and restarts from scratch: the work it
+had done is counted as lost.  Usage history (for fair share) is accrued when a
+job stops, as the control plane records usage when a job ends.
+
+Speed: the nodes' ``NodeState``s are kept between passes and only those whose
+allocation changed are rebuilt; the snapshot's tuples are rebuilt only when
+dirty; waiting jobs are counted by shape so the skip test looks at a few dozen
+shapes, not at every job.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from virtuai.domain.resources import Node, Resources
+from virtuai.domain.tenancy import Quota
+from virtuai.domain.workload import JobState, TaskPlacement
+from virtuai.scheduler import schedule
+from virtuai.scheduler.fairshare import accrue
+from virtuai.scheduler.feasibility import Feasibility
+from virtuai.scheduler.snapshot import (
+    BlockKind,
+    Decisions,
+    HistoricalUsage,
+    NodeState,
+    PendingJob,
+    RunningJob,
+    Snapshot,
+    TenantState,
+)
+from virtuai.sim.cluster import ClusterSpec
+from virtuai.sim.freeroom import FreeRoom, Shape
+from virtuai.sim.policy import FIFO, PolicySpec
+from virtuai.sim.trace import TraceJob
+
+__all__ = ["Outcome", "SimRun", "Simulation", "Timeline", "simulate"]
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+
+class Outcome:
+    """How a job of the trace ended in the simulation."""
+
+    SUCCEEDED = str(JobState.SUCCEEDED)
+    TIMED_OUT = str(JobState.TIMED_OUT)
+    REJECTED = "rejected"  # could never run: refused at submit (or NEVER in a pass)
+    UNFINISHED = "unfinished"  # still waiting (or running) when the events ran out
+
+
+class Timeline:
+    """Step functions sampled at every event time: the value holds until the next sample.
+
+    Per sample: waiting jobs per tenant, then (cpu, memory, gpu) held per tenant,
+    then (cpu, memory, gpu) allocated per pool.
+    """
+
+    def __init__(self, tenants: Sequence[str], pools: Sequence[str]) -> None:
+        self.tenants = list(tenants)
+        self.pools = list(pools)
+        self.width = len(self.tenants) * 4 + len(self.pools) * 3
+        self.times = array("d")
+        self.values = array("q")
+
+    def record(self, t: float, row: list[int]) -> None:
+        if self.times and self.times[-1] == t:
+            del self.values[-self.width :]
+            self.times.pop()
+        self.times.append(t)
+        self.values.extend(row)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def arrays(self) -> tuple[Floats, Ints, Ints, Ints]:
+        """``(times, waiting[k, tenant], held[k, tenant, 3], allocated[k, pool, 3])``."""
+        times = np.frombuffer(self.times, dtype=np.float64).copy()
+        values = np.frombuffer(self.values, dtype=np.int64).reshape(len(times), self.width)
+        n_t, n_p = len(self.tenants), len(self.pools)
+        waiting = values[:, :n_t].copy()
+        held = values[:, n_t : 4 * n_t].reshape(len(times), n_t, 3).copy()
+        allocated = values[:, 4 * n_t :].reshape(len(times), n_p, 3).copy()
+        return times, waiting, held, allocated
+
+
+@dataclass
+class SimRun:
+    """Everything one replay observed; ``virtuai.sim.metrics`` turns it into numbers."""
+
+    jobs: list[TraceJob]
+    cluster: ClusterSpec
+    policy: PolicySpec
+    timeline: Timeline
+    outcome: list[str]
+    first_start: list[float]
+    last_start: list[float]
+    finish: list[float]
+    ran: list[float]  # seconds held over all attempts (preempted ones included)
+    preemptions: list[int]
+    rejected: dict[int, str] = field(default_factory=dict)  # job number -> reason
+    events: int = 0
+    passes: int = 0
+    skipped: int = 0
+
+
+# End events: (time, order, job number, attempt, is a preemption stop).
+_End = tuple[float, int, int, int, bool]
+
+
+class Simulation:
+    """One replay of ``jobs`` on ``cluster`` under ``policy``; call ``run()`` once."""
+
+    def __init__(
+        self,
+        jobs: Sequence[TraceJob],
+        cluster: ClusterSpec,
+        policy: PolicySpec = FIFO,
+        *,
+        tick_s: float = 0.0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if not tick_s >= 0:
+            raise ValueError("tick_s must be >= 0")
+        self.tick_s = tick_s
+        self.jobs = sorted(jobs, key=lambda j: j.submit)
+        self.cluster = cluster.with_tenants(j.tenant for j in self.jobs)
+        self.policy = policy
+        self._policy = policy.scheduler_policy()
+        self.progress = progress
+        nodes: list[Node] = self.cluster.nodes()
+        pools = [p.name for p in self.cluster.pools]
+        self._tenants = list(self.cluster.tenants)
+        self._tenant_no = {t.name: i for i, t in enumerate(self._tenants)}
+        # The hard quotas the skip test may apply itself; cohorts and pool entries are
+        # left to the scheduler (the test then only looks at the free room).
+        self._quota_test: dict[str, Quota] = {
+            t.name: t.quota
+            for t in self._tenants
+            if not t.pool_quotas and (t.cohort is None or not self._policy.borrowing)
+        }
+        self._pool_no = {name: i for i, name in enumerate(pools)}
+        self._node_no = {node.name: i for i, node in enumerate(nodes)}
+        self._node_pool = [self._pool_no[node.pool] for node in nodes]
+        self._states = [NodeState(node) for node in nodes]
+        self._node_tuple: tuple[NodeState, ...] = tuple(self._states)
+        self._nodes_dirty = False
+        self._tenant_tuple: tuple[TenantState, ...] = ()
+        self._tenants_dirty = True
+        self._history = [HistoricalUsage() for _ in self._tenants]
+        self._room = FreeRoom(nodes)
+        self._feasibility = Feasibility(nodes)
+        self._id_no = {job.id: j for j, job in enumerate(self.jobs)}
+        if len(self._id_no) != len(self.jobs):
+            raise ValueError("job ids must be unique")
+        n = len(self.jobs)
+        self._pending: dict[int, PendingJob] = {}
+        self._running: dict[int, RunningJob] = {}
+        self._running_tuple: tuple[RunningJob, ...] = ()
+        self._running_dirty = False
+        self._waiting: dict[Shape, int] = {}
+        self._waiting_by_tenant = [0] * len(self._tenants)
+        self._usage: dict[str, list[int]] = {t.name: [0, 0, 0] for t in self._tenants}
+        self._pool_alloc = [[0, 0, 0] for _ in pools]
+        self._attempt = [0] * n
+        self._ends: list[_End] = []
+        self._order = 0
+        self._done = 0
+        self.result = SimRun(
+            jobs=self.jobs,
+            cluster=self.cluster,
+            policy=policy,
+            timeline=Timeline([t.name for t in self._tenants], pools),
+            outcome=[Outcome.UNFINISHED] * n,
+            first_start=[math.nan] * n,
+            last_start=[math.nan] * n,
+            finish=[math.nan] * n,
+            ran=[0.0] * n,
+            preemptions=[0] * n,
+        )
+
+    # The event loop -------------------------------------------------------------------
+
+    def run(self) -> SimRun:
+        jobs, ends, result = self.jobs, self._ends, self.result
+        n, i = len(jobs), 0
+        always = self._policy.preemption  # a preempting pass may admit beyond the free room
+        tick = self.tick_s
+        while i < n or ends:
+            t = min(jobs[i].submit if i < n else math.inf, ends[0][0] if ends else math.inf)
+            if tick > 0:
+                t = math.ceil(t / tick) * tick
+            changed = False
+            while ends and ends[0][0] <= t:
+                end, _, j, attempt, stop = heapq.heappop(ends)
+                if attempt == self._attempt[j]:
+                    if stop:
+                        self._requeue(j, end)
+                    else:
+                        self._finish(j, end)
+                    changed = True
+            while i < n and jobs[i].submit <= t:
+                changed = self._submit(i) or changed
+                i += 1
+            result.events += 1
+            if self._pending and changed:
+                if always or self._room.could_admit(self._waiting, self._usage, self._quota_test):
+                    result.passes += 1
+                    self._apply(schedule(self._snapshot(t)), t)
+                else:
+                    result.skipped += 1
+            self._record(t)
+        return result
+
+    def _snapshot(self, now: float) -> Snapshot:
+        if self._nodes_dirty:
+            self._node_tuple = tuple(self._states)
+            self._nodes_dirty = False
+        if self._tenants_dirty:
+            self._tenant_tuple = tuple(
+                t.state(Resources(*self._usage[t.name]), history=self._history[k])
+                for k, t in enumerate(self._tenants)
+            )
+            self._tenants_dirty = False
+        if self._running_dirty:
+            self._running_tuple = tuple(self._running.values())
+            self._running_dirty = False
+        return Snapshot(
+            self._node_tuple,
+            self._tenant_tuple,
+            tuple(self._pending.values()),
+            running=self._running_tuple,
+            now=now,
+            policy=self._policy,
+        )
+
+    def _apply(self, decisions: Decisions, t: float) -> None:
+        for preemption in decisions.preempted:
+            self._preempt(self._id_no[preemption.job_id], preemption.preemptor_id, t)
+        for admission in decisions.admitted:
+            self._start(self._id_no[admission.job_id], admission.placements, t)
+        for blocked in decisions.blocked:
+            if blocked.kind is BlockKind.NEVER:
+                self._reject(self._id_no[blocked.job_id], blocked.reason)
+
+    # Job life cycle -------------------------------------------------------------------
+
+    def _pending_job(self, j: int) -> PendingJob:
+        job = self.jobs[j]
+        return PendingJob(
+            id=job.id,
+            tenant=job.tenant,
+            priority=job.priority,
+            submitted_at=job.submit,
+            seq=j,
+            per_task=job.per_task,
+            tasks=job.tasks,
+            pool=job.pool,
+            walltime_s=None if math.isinf(job.walltime) else math.ceil(job.walltime),
+            preemptible=job.preemptible,
+        )
+
+    def _submit(self, j: int) -> bool:
+        pending = self._pending_job(j)
+        never = self._feasibility.node_reason(pending)
+        if never is not None:
+            self.result.outcome[j] = Outcome.REJECTED
+            self.result.rejected[j] = never
+            return False
+        self._enqueue(j, pending)
+        return True
+
+    def _shape(self, job: TraceJob) -> Shape:
+        r = job.per_task
+        return (job.tenant, job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
+
+    def _enqueue(self, j: int, pending: PendingJob) -> None:
+        job = self.jobs[j]
+        self._pending[j] = pending
+        shape = self._shape(job)
+        self._waiting[shape] = self._waiting.get(shape, 0) + 1
+        self._waiting_by_tenant[self._tenant_no[job.tenant]] += 1
+
+    def _dequeue(self, j: int) -> None:
+        job = self.jobs[j]
+        if self._pending.pop(j, None) is None:
+            raise RuntimeError(f"the scheduler decided on job {job.id}, which is not waiting")
+        shape = self._shape(job)
+        left = self._waiting[shape] - 1
+        if left:
+            self._waiting[shape] = left
+        else:
+            del self._waiting[shape]
+        self._waiting_by_tenant[self._tenant_no[job.tenant]] -= 1
+
+    def _reject(self, j: int, reason: str) -> None:
+        self._dequeue(j)
+        self.result.outcome[j] = Outcome.REJECTED
+        self.result.rejected[j] = reason
+
+    def _start(self, j: int, placements: tuple[TaskPlacement, ...], t: float) -> None:
+        job = self.jobs[j]
+        self._dequeue(j)
+        for placement in placements:
+            self._hold(placement, +1)
+        self._charge(job, +1)
+        walltime = None if math.isinf(job.walltime) else math.ceil(job.walltime)
+        self._running[j] = RunningJob(
+            id=job.id,
+            tenant=job.tenant,
+            priority=job.priority,
+            placements=placements,
+            started_at=t,
+            expected_end=None if walltime is None else t + walltime,
+            preemptible=job.preemptible,
+        )
+        self._running_dirty = True
+        result = self.result
+        if math.isnan(result.first_start[j]):
+            result.first_start[j] = t
+        result.last_start[j] = t
+        self._push(t + job.run_s, j, stop=False)
+
+    def _push(self, at: float, j: int, *, stop: bool) -> None:
+        self._order += 1
+        heapq.heappush(self._ends, (at, self._order, j, self._attempt[j], stop))
+
+    def _stop(self, j: int, t: float) -> None:
+        """Give back what running job ``j`` holds and record its usage."""
+        job = self.jobs[j]
+        running = self._running.pop(j)
+        self._running_dirty = True
+        for placement in running.placements:
+            self._hold(placement, -1)
+        self._charge(job, -1)
+        k = self._tenant_no[job.tenant]
+        self._history[k] = accrue(
+            self._history[k], job.total, running.started_at, t, self._policy.half_life_s
+        )
+        self.result.ran[j] += t - running.started_at
+
+    def _finish(self, j: int, t: float) -> None:
+        self._stop(j, t)
+        self.result.finish[j] = t
+        self.result.outcome[j] = Outcome.TIMED_OUT if self.jobs[j].times_out else Outcome.SUCCEEDED
+        self._done += 1
+        if self.progress is not None and self._done % 1000 == 0:
+            self.progress(self._done, len(self.jobs))
+
+    def _preempt(self, j: int, preemptor: str, t: float) -> None:
+        """Tell running job ``j`` to stop (it stops ``preemption_grace_s`` later)."""
+        running = self._running.get(j)
+        if running is None or running.preempting:
+            raise RuntimeError(
+                f"the scheduler preempted job {self.jobs[j].id}, which is not running"
+            )
+        self._running[j] = RunningJob(
+            id=running.id,
+            tenant=running.tenant,
+            priority=running.priority,
+            placements=running.placements,
+            started_at=running.started_at,
+            expected_end=running.expected_end,
+            preemptible=running.preemptible,
+            preempting=True,
+            preempted_for=preemptor,
+        )
+        self._running_dirty = True
+        self._attempt[j] += 1  # its end event is stale now
+        self._push(t + self.policy.preemption_grace_s, j, stop=True)
+
+    def _requeue(self, j: int, t: float) -> None:
+        """A preempted job has stopped: back to the queue, to restart from scratch."""
+        self._stop(j, t)
+        self.result.preemptions[j] += 1
+        self._enqueue(j, self._pending_job(j))
+
+    def _hold(self, placement: TaskPlacement, sign: int) -> None:
+        """Allocate (``sign=1``) or release (``-1``) one task's resources on its node."""
+        k = self._node_no[placement.node]
+        state = self._states[k]
+        res = placement.resources
+        devices = frozenset(placement.gpu_indices)
+        if sign > 0:
+            allocated = state.allocated + res
+            if not allocated.fits_in(state.node.capacity) or devices & state.busy_gpus:
+                raise RuntimeError(
+                    f"the scheduler over-committed node {placement.node}: "
+                    f"{allocated.describe()} of {state.node.capacity.describe()}"
+                )
+            self._states[k] = NodeState(state.node, allocated, state.busy_gpus | devices)
+            self._room.change(k, Resources(-res.cpu_milli, -res.memory, -res.gpu))
+        else:
+            allocated = state.allocated - res
+            self._states[k] = NodeState(state.node, allocated, state.busy_gpus - devices)
+            self._room.change(k, res)
+        self._nodes_dirty = True
+        pool = self._pool_alloc[self._node_pool[k]]
+        pool[0] += sign * res.cpu_milli
+        pool[1] += sign * res.memory
+        pool[2] += sign * res.gpu
+
+    def _charge(self, job: TraceJob, sign: int) -> None:
+        total = job.total
+        usage = self._usage[job.tenant]
+        usage[0] += sign * total.cpu_milli
+        usage[1] += sign * total.memory
+        usage[2] += sign * total.gpu
+        self._tenants_dirty = True
+
+    def _record(self, t: float) -> None:
+        row = list(self._waiting_by_tenant)
+        for tenant in self._tenants:
+            row.extend(self._usage[tenant.name])
+        for pool in self._pool_alloc:
+            row.extend(pool)
+        self.result.timeline.record(t, row)
+
+
+def simulate(
+    jobs: Sequence[TraceJob],
+    cluster: ClusterSpec,
+    policy: PolicySpec = FIFO,
+    *,
+    tick_s: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> SimRun:
+    """Replay ``jobs`` on ``cluster`` under ``policy`` and return what happened."""
+    return Simulation(jobs, cluster, policy, tick_s=tick_s, progress=progress).run()

@@ -1,0 +1,173 @@
+"""Scheduling policies to compare: a name and the scheduler's policy knobs.
+
+Policy YAML (every key is optional; the defaults are the scheduler's v1, plain
+priority-FIFO)::
+
+    name: fairshare-backfill      # the column title in reports (default: the file's name)
+    description: ...              # free text
+    order: fairshare              # fifo: priority, then submission time
+                                  # fairshare: priority, then the tenant's weighted
+                                  #   dominant share of decayed usage (Policy.fair_share)
+    half_life: 7d                 # fair share forgets past usage with this half-life
+    allocation_weight: 0.5        # fair-share usage = (1-w) decayed history + w current allocation
+    backfill: easy                # none | easy: a later job may start if it does not delay
+                                  #   the first blocked job's reservation (needs walltimes)
+    preemption: false             # true: preempt borrowers for lenders and lower-priority
+                                  #   preemptible jobs for higher ones (requeued, restart)
+    max_victim_candidates: 256    # bound on the victims examined per preemptor
+    borrowing: true               # tenants of one cohort may borrow each other's unused quota
+    preemption_grace: 0           # simulator only: seconds a preempted job takes to stop
+
+Each key maps onto one field of ``virtuai.scheduler.snapshot.Policy`` (except
+``preemption_grace``, which models how long a victim takes to stop), and every
+policy runs through the one ``virtuai.scheduler.schedule``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any
+
+from virtuai.errors import InvalidRequest
+from virtuai.scheduler.snapshot import Policy
+from virtuai.sim.yamlfile import (
+    Section,
+    as_bool,
+    as_count,
+    as_fraction,
+    as_seconds,
+    as_str,
+    load_yaml,
+    parse_yaml,
+)
+
+__all__ = [
+    "EXAMPLE_POLICIES",
+    "Backfill",
+    "Order",
+    "PolicySpec",
+    "example_policy",
+    "load_policy",
+    "parse_policy",
+]
+
+EXAMPLE_POLICIES = ("fifo", "fairshare", "fairshare-backfill", "fairshare-backfill-preemption")
+_KEYS = frozenset(
+    {
+        "name", "description", "order", "half_life", "allocation_weight", "backfill",
+        "preemption", "max_victim_candidates", "borrowing", "preemption_grace",
+    }
+)  # fmt: skip
+_V1 = Policy()
+
+
+class Order(enum.StrEnum):
+    FIFO = "fifo"
+    FAIRSHARE = "fairshare"
+
+
+class Backfill(enum.StrEnum):
+    NONE = "none"
+    EASY = "easy"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    name: str
+    order: Order = Order.FIFO
+    half_life_s: float = _V1.half_life_s
+    allocation_weight: float = _V1.allocation_weight
+    backfill: Backfill = Backfill.NONE
+    preemption: bool = False
+    max_victim_candidates: int = _V1.max_victim_candidates
+    borrowing: bool = _V1.borrowing
+    preemption_grace_s: float = 0.0
+    description: str = ""
+
+    def scheduler_policy(self) -> Policy:
+        """The ``Policy`` the scheduler gets in every snapshot of this run."""
+        return Policy(
+            fair_share=self.order is Order.FAIRSHARE,
+            backfill=self.backfill is Backfill.EASY,
+            preemption=self.preemption,
+            borrowing=self.borrowing,
+            half_life_s=self.half_life_s,
+            allocation_weight=self.allocation_weight,
+            max_victim_candidates=self.max_victim_candidates,
+        )
+
+    def knobs(self) -> dict[str, Any]:
+        """The knobs, JSON-ready."""
+        return {
+            "order": str(self.order),
+            "half_life_s": self.half_life_s,
+            "allocation_weight": self.allocation_weight,
+            "backfill": str(self.backfill),
+            "preemption": self.preemption,
+            "max_victim_candidates": self.max_victim_candidates,
+            "borrowing": self.borrowing,
+            "preemption_grace_s": self.preemption_grace_s,
+        }
+
+
+FIFO = PolicySpec("fifo")
+
+
+def load_policy(path: Path) -> PolicySpec:
+    """Read a policy YAML file; errors name the file, line and field."""
+    return _policy(load_yaml(path), default_name=path.stem)
+
+
+def parse_policy(text: str, source: str = "policy.yaml") -> PolicySpec:
+    return _policy(parse_yaml(text, source), default_name=Path(source).stem)
+
+
+def example_policy(name: str) -> PolicySpec:
+    """One of the policies shipped in ``virtuai/sim/data/policies`` (``EXAMPLE_POLICIES``)."""
+    if name not in EXAMPLE_POLICIES:
+        raise InvalidRequest(
+            f"no example policy {name!r}; there are {', '.join(EXAMPLE_POLICIES)}", field="policy"
+        )
+    with as_file(files("virtuai.sim") / "data" / "policies" / f"{name}.yaml") as path:
+        return load_policy(path)
+
+
+def _choice(kind: type[enum.StrEnum]) -> Any:
+    def parse(value: Any, field: str) -> enum.StrEnum:
+        text = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
+        if isinstance(value, bool) and kind is Backfill:
+            text = "easy" if value else "none"
+        try:
+            return kind(text)
+        except ValueError:
+            known = " or ".join(member.value for member in kind)
+            raise InvalidRequest(f"{field}: {value!r} is not {known}", field=field) from None
+
+    return parse
+
+
+def _policy(root: Section, default_name: str) -> PolicySpec:
+    root.check_known(_KEYS)
+    return PolicySpec(
+        name=root.get("name", as_str, default_name),
+        order=root.get("order", _choice(Order), Order.FIFO),
+        half_life_s=root.get("half_life", as_seconds, _V1.half_life_s),
+        allocation_weight=root.get("allocation_weight", as_fraction, _V1.allocation_weight),
+        backfill=root.get("backfill", _choice(Backfill), Backfill.NONE),
+        preemption=root.get("preemption", as_bool, False),
+        max_victim_candidates=root.get(
+            "max_victim_candidates", as_count, _V1.max_victim_candidates
+        ),
+        borrowing=root.get("borrowing", as_bool, _V1.borrowing),
+        preemption_grace_s=root.get("preemption_grace", _as_grace, 0.0),
+        description=root.get("description", as_str, ""),
+    )
+
+
+def _as_grace(value: Any, field: str) -> float:
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return as_seconds(value, field)

@@ -1,0 +1,274 @@
+"""Workload traces: one job per CSV row.
+
+Columns (a header row names them, in any order; names are case-insensitive;
+columns not listed here are ignored)::
+
+    submit_time  required  seconds from the start of the trace (a number >= 0)
+    duration     required  how long the job runs if nothing stops it, in seconds
+    walltime     optional  its time limit, in seconds; a job whose duration is longer
+                           is killed at the limit and ends ``timed_out``; empty = none
+    tenant       required  the tenant's name
+    cpu          required  CPUs per task: 2, 0.5 or 500m
+    memory       required  memory per task: bytes, or 512Mi, 4Gi, 4G ...
+    gpus         optional  GPUs per task (default 0; ``gpu`` is accepted too)
+    tasks        optional  tasks of the gang, placed all or nothing (default 1)
+    priority     optional  a priority class name of the cluster file (low, normal,
+                           high by default) or a number (default normal); a job is
+                           preemptible unless its class says not (``high``)
+    id           optional  the job's id (unique); default: its row number
+    pool         optional  run only on this pool's nodes; empty = any pool
+
+Durations and walltimes may also be written ``90s``, ``30m``, ``2h``, ``1d`` or
+in Slurm's ``D-HH:MM:SS`` forms; a plain number is always seconds.  Errors name
+the file, the line and the column: ``trace.csv line 12: memory: cannot read ...``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from virtuai.domain.resources import Resources
+from virtuai.domain.tenancy import validate_name
+from virtuai.domain.units import format_cpu, format_memory, parse_cpu, parse_duration, parse_memory
+from virtuai.domain.workload import PriorityClass
+from virtuai.errors import InvalidRequest
+from virtuai.sim.cluster import DEFAULT_PRIORITIES
+
+__all__ = ["COLUMNS", "TraceJob", "parse_trace", "read_trace", "write_trace"]
+
+REQUIRED = ("submit_time", "duration", "tenant", "cpu", "memory")
+OPTIONAL = ("walltime", "gpus", "tasks", "priority", "id", "pool")
+COLUMNS = (
+    "submit_time", "duration", "walltime", "tenant", "cpu", "memory", "gpus", "tasks", "priority",
+    "id", "pool",
+)  # fmt: skip
+_ALIASES = {"gpu": "gpus"}
+DEFAULT_PRIORITY = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceJob:
+    """One job of a trace, in the scheduler's units (millicores, bytes, seconds)."""
+
+    id: str
+    submit: float
+    duration: float
+    walltime: float  # math.inf: no limit
+    tenant: str
+    per_task: Resources
+    tasks: int = 1
+    priority: int = DEFAULT_PRIORITIES[DEFAULT_PRIORITY].value
+    pool: str | None = None
+    line: int = 0  # where it was read (0: built in code)
+    preemptible: bool = True
+
+    @property
+    def run_s(self) -> float:
+        """How long it holds its resources once started: its duration, cut at the walltime."""
+        return min(self.duration, self.walltime)
+
+    @property
+    def times_out(self) -> bool:
+        return self.duration > self.walltime
+
+    @property
+    def total(self) -> Resources:
+        return self.per_task.times(self.tasks)
+
+
+class _Row:
+    """Parsers of one trace's cells, memoised: a trace has few distinct values per column."""
+
+    def __init__(self, source: str, priorities: Mapping[str, PriorityClass]) -> None:
+        self.source = source
+        self.priorities = priorities
+        self.by_value = {c.value: c for c in priorities.values()}
+        self.line = 0
+        self._cpu: dict[str, int] = {}
+        self._memory: dict[str, int] = {}
+        self._tenant: dict[str, str] = {}
+
+    def error(self, column: str, message: str) -> InvalidRequest:
+        message = message.removeprefix(f"{column}: ")
+        return InvalidRequest(f"{self.source} line {self.line}: {column}: {message}", field=column)
+
+    def seconds(self, column: str, raw: str, *, positive: bool) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            try:
+                value = float(parse_duration(raw, field=column))
+            except InvalidRequest as exc:
+                raise self.error(column, exc.message) from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise self.error(column, f"must be a number of seconds {bound}, not {raw!r}")
+        return value
+
+    def cached(
+        self, column: str, raw: str, cache: dict[str, int], parse: Callable[..., int]
+    ) -> int:
+        try:
+            return cache[raw]
+        except KeyError:
+            pass
+        try:
+            value = cache[raw] = parse(raw, field=column)
+        except InvalidRequest as exc:
+            raise self.error(column, exc.message) from None
+        return value
+
+    def count(self, column: str, raw: str, default: int, minimum: int) -> int:
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise self.error(column, f"must be a whole number >= {minimum}, not {raw!r}")
+        return value
+
+    def tenant(self, raw: str) -> str:
+        try:
+            return self._tenant[raw]
+        except KeyError:
+            pass
+        if not raw:
+            raise self.error("tenant", "is required")
+        try:
+            name = self._tenant[raw] = validate_name(raw, field="tenant")
+        except InvalidRequest as exc:
+            raise self.error("tenant", exc.message.removeprefix("tenant ")) from None
+        return name
+
+    def priority(self, raw: str) -> tuple[int, bool]:
+        """(value, preemptible): a class name, or a number (preemptible unless a class of
+        that value is not)."""
+        known = self.priorities.get(raw or DEFAULT_PRIORITY)
+        if known is not None:
+            return known.value, known.preemptible
+        if not raw:
+            return 0, True
+        try:
+            value = int(raw)
+        except ValueError:
+            names = ", ".join(sorted(self.priorities, key=lambda n: self.priorities[n].value))
+            raise self.error(
+                "priority", f"unknown priority class {raw!r}; use a number or one of {names}"
+            ) from None
+        same = self.by_value.get(value)
+        return value, same.preemptible if same is not None else True
+
+
+def read_trace(
+    path: Path,
+    priorities: Mapping[str, PriorityClass] = DEFAULT_PRIORITIES,
+    *,
+    name: str | None = None,
+) -> list[TraceJob]:
+    """Read a trace CSV; jobs come back in submission order (ties: file order)."""
+    source = name or path.name
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return parse_trace(handle, source, priorities)
+    except OSError as exc:
+        raise InvalidRequest(f"{source}: cannot read it: {exc.strerror or exc}") from None
+
+
+def parse_trace(
+    handle: Iterable[str],
+    source: str = "trace.csv",
+    priorities: Mapping[str, PriorityClass] = DEFAULT_PRIORITIES,
+) -> list[TraceJob]:
+    reader = csv.reader(handle)
+    row = _Row(source, priorities)
+    header = next(reader, None)
+    if header is None:
+        raise InvalidRequest(f"{source} line 1: empty file; expected a header row", field=None)
+    names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    column = {n: i for i, n in reversed(list(enumerate(names)))}
+    for required in REQUIRED:
+        if required not in column:
+            raise InvalidRequest(
+                f"{source} line 1: missing column {required!r} "
+                f"(needs {', '.join(REQUIRED)}; may have {', '.join(OPTIONAL)})",
+                field=required,
+            )
+    idx = [column.get(n, -1) for n in (*REQUIRED, *OPTIONAL)]
+    width = max(idx) + 1
+    jobs: list[TraceJob] = []
+    seen: set[str] = set()
+    for cells in reader:
+        row.line = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue  # blank line
+        get = [c.strip() for c in cells]
+        if len(get) < width:
+            get.extend([""] * (width - len(get)))
+        (i_sub, i_dur, i_ten, i_cpu, i_mem, i_wall, i_gpu, i_tasks, i_prio, i_id, i_pool) = idx
+        submit = row.seconds("submit_time", get[i_sub], positive=False)
+        duration = row.seconds("duration", get[i_dur], positive=False)
+        wall_raw = get[i_wall] if i_wall >= 0 else ""
+        walltime = row.seconds("walltime", wall_raw, positive=True) if wall_raw else math.inf
+        tenant = row.tenant(get[i_ten])
+        cpu = row.cached("cpu", get[i_cpu], row._cpu, parse_cpu)
+        memory = row.cached("memory", get[i_mem], row._memory, parse_memory)
+        gpus = row.count("gpus", get[i_gpu] if i_gpu >= 0 else "", 0, 0)
+        tasks = row.count("tasks", get[i_tasks] if i_tasks >= 0 else "", 1, 1)
+        priority, preemptible = row.priority(get[i_prio] if i_prio >= 0 else "")
+        job_id = (get[i_id] if i_id >= 0 else "") or str(len(jobs) + 1)
+        if job_id in seen:
+            raise row.error("id", f"job id {job_id!r} is used twice")
+        seen.add(job_id)
+        pool = (get[i_pool] if i_pool >= 0 else "") or None
+        per_task = Resources(cpu, memory, gpus)
+        job = TraceJob(
+            job_id, submit, duration, walltime, tenant, per_task, tasks, priority, pool, row.line,
+            preemptible,
+        )  # fmt: skip
+        jobs.append(job)
+    jobs.sort(key=lambda j: j.submit)  # stable: ties keep file order
+    return jobs
+
+
+def _memory(n_bytes: int) -> str:
+    text = format_memory(n_bytes)
+    return text if parse_memory(text) == n_bytes else str(n_bytes)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def write_trace(
+    jobs: Sequence[TraceJob],
+    out: TextIO,
+    priorities: Mapping[str, PriorityClass] = DEFAULT_PRIORITIES,
+) -> None:
+    """Write ``jobs`` as a trace CSV that ``parse_trace`` reads back into equal jobs
+    (``line`` aside)."""
+    names = {c.value: c.name for c in priorities.values()}
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["id", *COLUMNS[:9], "pool"])
+    for job in jobs:
+        writer.writerow(
+            [
+                job.id,
+                _number(job.submit),
+                _number(job.duration),
+                "" if math.isinf(job.walltime) else _number(job.walltime),
+                job.tenant,
+                format_cpu(job.per_task.cpu_milli),
+                _memory(job.per_task.memory),
+                job.per_task.gpu,
+                job.tasks,
+                names.get(job.priority, str(job.priority)),
+                job.pool or "",
+            ]
+        )

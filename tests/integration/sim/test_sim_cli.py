@@ -1,0 +1,118 @@
+"""``virtuai sim`` end to end: generate a trace, compare policies, write JSON, PNGs and CSVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from virtuai.cli.main import app
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, ["sim", *args])
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, after checking the signature."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert data[12:16] == b"IHDR", path
+    width, height = struct.unpack(">II", data[16:24])
+    assert data[-8:-4] == b"IEND", path
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("generated")
+    result = run("generate", "--jobs", "400", "--nodes", "12", "--tenants", "3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "400 jobs" in result.stdout
+    return out
+
+
+def test_compare_two_policies(generated: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "mine.yaml"
+    policy.write_text("name: mine\norder: fairshare\nbackfill: easy\n")
+    out = tmp_path / "out"
+    result = run(
+        "--trace", str(generated / "trace.csv"),
+        "--cluster", str(generated / "cluster.yaml"),
+        "--policy", "fifo",
+        "--policy", str(policy),
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("trace.csv: 400 jobs of 3 tenants on synthetic-12: 12 nodes")
+    assert lines[1].split() == ["METRIC", "fifo", "mine"]
+    assert any(line.startswith("JCT p99") for line in lines)
+    assert any(line.startswith("GPU share physics (contended)") for line in lines)
+    assert "wrote results.json, 6 plots and 2 job lists" in result.stderr
+
+    doc = json.loads((out / "results.json").read_text())
+    assert [p["name"] for p in doc["policies"]] == ["fifo", "mine"]
+    assert doc["trace"]["jobs"] == 400 and len(doc["trace"]["sha256"]) == 64
+    assert doc["isolation"] == "simulate"
+    mine = doc["policies"][1]
+    assert mine["knobs"]["order"] == "fairshare" and mine["knobs"]["backfill"] == "easy"
+    assert mine["metrics"]["finished"] == 400 and mine["metrics"]["rho_max"] > 0
+    sizes = {"queue": (900, 400), "utilization": (900, 450), "share": (900, 450)}
+    for name in ("fifo", "mine"):
+        for kind, size in sizes.items():
+            assert png_size(out / f"{name}-{kind}.png") == size
+        with (out / f"{name}-jobs.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == 400
+        assert {r["outcome"] for r in rows} <= {"succeeded", "timed_out"}
+
+
+def test_json_and_no_plots(generated: Path, tmp_path: Path) -> None:
+    result = run(
+        "--trace", str(generated / "trace.csv"),
+        "--cluster", str(generated / "cluster.yaml"),
+        "--isolated", "scale", "--tick", "60", "--no-plots", "--json", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["isolation"] == "scale" and [p["name"] for p in doc["policies"]] == ["fifo"]
+    assert doc["tick_s"] == 60
+    assert not list(tmp_path.glob("*.png"))
+    assert (tmp_path / "results.json").read_text() == result.stdout
+
+
+def test_bad_trace_names_the_line_and_the_column(generated: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "bad.csv"
+    trace.write_text(
+        "submit_time,duration,tenant,cpu,memory\n0,10,physics,1,1Gi\n5,10,physics,1,lots\n"
+    )
+    result = run("--trace", str(trace), "--cluster", str(generated / "cluster.yaml"))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: bad.csv line 3: memory: cannot read 'lots'")
+
+
+def test_bad_cluster_and_policy(generated: Path, tmp_path: Path) -> None:
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("pools:\n  gpu: {count: 2, cpu: 8, memory: 1Gi, gpus: many}\n")
+    result = run("--trace", str(generated / "trace.csv"), "--cluster", str(cluster))
+    assert result.exit_code == 1
+    assert "c.yaml line 2: pools.gpu.gpus:" in result.stderr
+    policy = tmp_path / "p.yaml"
+    policy.write_text("name: p\nbackfil: easy\n")
+    result = run("--example", "--policy", str(policy))
+    assert result.exit_code == 1
+    assert "p.yaml line 2: backfil: unknown key" in result.stderr
+
+
+def test_usage_errors() -> None:
+    result = run("--trace", "x.csv")
+    assert result.exit_code == 2 and "--cluster" in result.output
+    result = run("--example", "--isolated", "guess")
+    assert result.exit_code == 2 and "--isolated" in result.output

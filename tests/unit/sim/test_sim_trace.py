@@ -1,0 +1,113 @@
+"""Trace CSV: reading, defaults, and errors that name the line and the column."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import replace
+
+import pytest
+
+from virtuai.domain.resources import Resources
+from virtuai.errors import InvalidRequest
+from virtuai.sim.cluster import DEFAULT_PRIORITIES
+from virtuai.sim.trace import TraceJob, parse_trace, write_trace
+
+Gi = 2**30
+HEADER = "submit_time,duration,walltime,tenant,cpu,memory,gpus,tasks,priority\n"
+
+
+def parse(text: str) -> list[TraceJob]:
+    return parse_trace(io.StringIO(text), "t.csv")
+
+
+def error_of(text: str) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        parse(text)
+    return caught.value
+
+
+def test_reads_units_and_sorts_by_submission() -> None:
+    jobs = parse(
+        HEADER
+        + "60,120,300,physics,500m,4Gi,1,2,high\n"
+        + "0,2h,,biology,2,512Mi,0,1,low\n"
+        + "30,90s,01:00:00,biology,1,1G,,,\n"
+    )
+    assert [j.id for j in jobs] == ["2", "3", "1"]  # row numbers, in submission order
+    first, second, third = jobs
+    assert first.duration == 7200 and math.isinf(first.walltime)
+    assert first.priority == DEFAULT_PRIORITIES["low"].value and first.preemptible
+    assert second.duration == 90 and second.walltime == 3600 and second.tasks == 1
+    assert second.per_task == Resources(1000, 10**9, 0)
+    assert second.priority == DEFAULT_PRIORITIES["normal"].value
+    assert third.per_task == Resources(500, 4 * Gi, 1) and third.tasks == 2
+    assert third.total == Resources(1000, 8 * Gi, 2)
+    assert not third.preemptible  # the "high" class is not preemptible
+    assert third.line == 2
+
+
+def test_walltime_cuts_the_run() -> None:
+    (short,) = parse(HEADER + "0,500,300,physics,1,1Gi,0,1,normal\n")
+    assert short.run_s == 300 and short.times_out
+
+
+def test_columns_in_any_order_extra_ignored_optional_missing() -> None:
+    jobs = parse(
+        "Memory,CPU,tenant,duration,submit_time,comment,gpu,id,pool\n"
+        "2Gi,4,physics,10,5,whatever,2,train-1,gpu\n"
+    )
+    (j,) = jobs
+    assert (j.id, j.pool, j.per_task) == ("train-1", "gpu", Resources(4000, 2 * Gi, 2))
+    assert math.isinf(j.walltime) and j.tasks == 1
+
+
+def test_numeric_priority_takes_preemptibility_of_a_class_with_that_value() -> None:
+    a, b = parse(HEADER + "0,1,,t,1,1Gi,0,1,1000\n" + "0,1,,t,1,1Gi,0,1,42\n")
+    assert (a.priority, a.preemptible) == (1000, False)
+    assert (b.priority, b.preemptible) == (42, True)
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ("0,10,,physics,1,lots,0,1,normal", "memory"),
+        ("0,10,,physics,two,1Gi,0,1,normal", "cpu"),
+        ("x,10,,physics,1,1Gi,0,1,normal", "submit_time"),
+        ("0,-5,,physics,1,1Gi,0,1,normal", "duration"),
+        ("0,10,0,physics,1,1Gi,0,1,normal", "walltime"),
+        ("0,10,,Physics!,1,1Gi,0,1,normal", "tenant"),
+        ("0,10,,physics,1,1Gi,-1,1,normal", "gpus"),
+        ("0,10,,physics,1,1Gi,0,0,normal", "tasks"),
+        ("0,10,,physics,1,1Gi,0,1,urgent", "priority"),
+    ],
+)
+def test_errors_name_the_line_and_the_column(row: str, field: str) -> None:
+    good = "0,10,,physics,1,1Gi,0,1,normal\n"
+    exc = error_of(HEADER + good + good + row + "\n")
+    assert exc.field == field
+    assert exc.message.startswith(f"t.csv line 4: {field}: "), exc.message
+
+
+def test_missing_column_and_duplicate_id() -> None:
+    exc = error_of("submit_time,duration,tenant,cpu\n0,1,a,1\n")
+    assert exc.field == "memory" and "line 1" in exc.message
+    exc = error_of("id,submit_time,duration,tenant,cpu,memory\na,0,1,t,1,1Gi\na,0,1,t,1,1Gi\n")
+    assert exc.field == "id" and exc.message.startswith("t.csv line 3: id:")
+
+
+def test_empty_file_and_blank_lines() -> None:
+    assert "line 1" in error_of("").message
+    assert len(parse(HEADER + "\n0,1,,t,1,1Gi,0,1,normal\n\n")) == 1
+
+
+def test_write_then_read_gives_the_same_jobs() -> None:
+    jobs = parse(
+        HEADER
+        + "0,1.5,,physics,0.25,1500000000,0,1,normal\n"
+        + "7,3600,7200,biology,64,512Gi,8,4,7\n"
+    )
+    buffer = io.StringIO()
+    write_trace(jobs, buffer)
+    again = parse_trace(io.StringIO(buffer.getvalue()), "again.csv")
+    assert [replace(j, line=0) for j in again] == [replace(j, line=0) for j in jobs]
