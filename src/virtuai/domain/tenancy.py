@@ -62,6 +62,30 @@ class Quota:
         return over
 
 
+ANY_POOL = "*"  # the pool key of a tenant-wide quota entry (all pools together)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolQuota:
+    """A tenant's quota in one pool (or over all pools: ``ANY_POOL``), with cohort limits.
+
+    The semantics are Kueue's ClusterQueue quotas (see ``docs/scheduling.md``):
+
+    - ``nominal``: what the tenant is guaranteed in the pool (``None``: unlimited);
+    - ``borrowing_limit``: how much *more* than nominal it may hold by borrowing
+      unused nominal quota of its cohort (``None``: as much as the cohort lends);
+    - ``lending_limit``: how much of its *unused* nominal quota cohort members may
+      borrow (``None``: all of it).
+
+    Without a cohort the two limits have no effect and ``nominal`` is a plain hard limit.
+    """
+
+    pool: str = ANY_POOL
+    nominal: Quota = Quota()
+    borrowing_limit: Quota = Quota()
+    lending_limit: Quota = Quota()
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     name: str

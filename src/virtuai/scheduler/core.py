@@ -1,87 +1,301 @@
-"""One scheduling pass: order the queue, then admit or block each job with a reason.
+"""One scheduling pass: order the queue, then admit, preempt for, or block each job with a reason.
 
-The rules, in the order they are applied to each job:
+The rules, in the order they are applied to each job (``docs/scheduling.md``
+has the long version with examples):
 
-1. ``NEVER``: the job could not run even on idle nodes within its quota
-   (``feasibility``).  It is skipped and blocks no one.
-2. ``QUOTA``: its tenant's hard quota, counting work admitted earlier in this
-   pass, has no room for it.  It waits, but does not hold up other tenants.
-3. ``QUEUE``: an earlier job is waiting for capacity.  The queue is strict
-   priority-FIFO: nothing may overtake the first job that does not fit, so a
-   big gang is not starved by a stream of small jobs.  (EASY backfill will
-   relax this: a later job may start if it ends before the head's reservation.)
+1. ``NEVER``: the job could not run even on idle nodes within the most quota
+   its tenant could ever hold (``feasibility``, ``QuotaLedger.never_reason``).
+   It is skipped and blocks no one.
+2. ``QUOTA``: its tenant's quota (counting work admitted or promised earlier in
+   this pass) has no room for it.  It waits, but does not hold up others.
+   A job that would have to borrow from its cohort is put off (admission and
+   preemption alike) until every job that fits within nominal quota has had
+   its turn (Kueue does the same): guaranteed quota goes before borrowed
+   quota, which also keeps a lender's reclaimed room from going straight back
+   to the borrower it was taken from.
+3. ``QUEUE``: with strict FIFO (v1, ``Policy.backfill`` off), nothing may
+   overtake the first job that does not fit, so a big gang is not starved by
+   a stream of small jobs.  With EASY backfill the first such job gets a
+   reservation instead (``backfill``), and later jobs may start if they do
+   not delay it.
 4. Placement (``placement.Cluster``): all tasks or none, best fit onto devices.
-   If it fails the job is the head, ``CAPACITY``, and rule 3 starts to apply.
+5. ``PREEMPTION`` (``Policy.preemption``): a job blocked by quota or capacity may
+   preempt borrowers of its cohort (if it is within its nominal quota) or
+   lower-priority jobs of its own tenant (``preemption``).  It waits for them
+   to stop; what they free is promised to it for the rest of the pass.
+6. ``CAPACITY``: the job does not fit now; the first one is the head.
 
-The pass is pure and deterministic: jobs are sorted on a total key, nodes are
+The pass is pure and deterministic: jobs are taken in a total order, nodes are
 visited in name order, and no decision depends on dict or set iteration order.
-Once the head is blocked, each later job costs a cached feasibility lookup and
-a quota check, which keeps a 100,000-job queue well under a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
+from virtuai.domain.resources import Resources
+from virtuai.domain.tenancy import Quota
+from virtuai.domain.workload import TaskPlacement
+from virtuai.scheduler.backfill import Board, Release, Reservation, reserve
+from virtuai.scheduler.fairshare import ShareTracker, cluster_capacity
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.placement import Cluster
-from virtuai.scheduler.quota import QuotaLedger
-from virtuai.scheduler.reasons import NEVER_PREFIX, capacity_reason, queue_reason
+from virtuai.scheduler.preemption import Preemptor
+from virtuai.scheduler.queue import fair_order, queue_order
+from virtuai.scheduler.quota import Charge, QuotaLedger
+from virtuai.scheduler.reasons import (
+    NEVER_PREFIX,
+    capacity_reason,
+    expected_in,
+    preemption_reason,
+    queue_reason,
+    reserved_reason,
+)
 from virtuai.scheduler.snapshot import (
     Admission,
     Blocked,
     BlockKind,
     Decisions,
     PendingJob,
+    Preemption,
     Snapshot,
+    TenantState,
 )
 
 __all__ = ["queue_order", "schedule"]
 
-
-def _order_key(job: PendingJob) -> tuple[int, float, int, str]:
-    return (-job.priority, job.submitted_at, job.seq, job.id)
-
-
-def queue_order(pending: Iterable[PendingJob]) -> list[PendingJob]:
-    """The order jobs are considered in: higher priority, then earlier submission, then seq.
-
-    The job id is the last tie-break so that the order is total and does not
-    depend on the order the snapshot lists jobs in.  Fair-share ordering
-    will replace this function (it needs tenants' usage; pass it in then).
-    """
-    return sorted(pending, key=_order_key)
+_Placed = tuple[tuple[TaskPlacement, ...] | None, Charge, str | None]
 
 
 def schedule(snapshot: Snapshot) -> Decisions:
     """Decide, for every pending job, to admit it (with placements) or why it waits.
 
     Every job in ``snapshot.pending`` gets exactly one decision.  ``admitted``
-    and ``blocked`` are both in queue order; ``Blocked.position`` counts the
-    jobs that still wait after this pass (``NEVER`` ones included) from 1.
+    and ``blocked`` are both in the order the jobs were considered;
+    ``Blocked.position`` counts the jobs that still wait after this pass
+    (``NEVER`` ones included) from 1.  ``preempted`` lists the running jobs to
+    stop, each with the pending job it makes room for.
     """
-    cluster = Cluster(snapshot.nodes)
-    ledger = QuotaLedger(snapshot.tenants)
-    feasibility = Feasibility(state.node for state in snapshot.nodes)
-    admitted: list[Admission] = []
-    blocked: list[Blocked] = []
-    behind_head: str | None = None  # the QUEUE reason, once the head is blocked
+    return _Pass(snapshot).run()
 
-    for job in queue_order(snapshot.pending):
-        never = feasibility.reason(job, ledger.quota_of(job.tenant), job.tenant)
+
+def share_tracker(snapshot: Snapshot) -> ShareTracker:
+    """Fair-share standing of every tenant in ``snapshot`` (unknown tenants: weight 1)."""
+    known = {t.name for t in snapshot.tenants}
+    ghosts = sorted(
+        ({j.tenant for j in snapshot.pending} | {r.tenant for r in snapshot.running}) - known
+    )
+    tenants = [*snapshot.tenants, *(TenantState(name, Quota()) for name in ghosts)]
+    held: dict[str, list[int]] = {}
+    for job in snapshot.running:
+        total = job.total
+        sums = held.setdefault(job.tenant, [0, 0, 0])
+        sums[0] += total.cpu_milli
+        sums[1] += total.memory
+        sums[2] += total.gpu
+    allocation = {}
+    for t in tenants:
+        sums = held.get(t.name, [0, 0, 0])
+        allocation[t.name] = Resources(
+            max(t.usage.cpu_milli, sums[0]), max(t.usage.memory, sums[1]), max(t.usage.gpu, sums[2])
+        )
+    policy = snapshot.policy
+    return ShareTracker(
+        tenants,
+        allocation,
+        cluster_capacity(snapshot.nodes),
+        now=snapshot.now,
+        half_life_s=policy.half_life_s,
+        allocation_weight=policy.allocation_weight,
+    )
+
+
+class _Pass:
+    """The working state of one pass; ``run()`` once."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.policy = policy = snapshot.policy
+        self.now = snapshot.now
+        self.cluster = Cluster(snapshot.nodes)
+        self.board = Board(self.cluster)
+        pool_of = {s.node.name: s.node.pool for s in snapshot.nodes}
+        self.ledger = QuotaLedger(
+            snapshot.tenants, snapshot.running, pool_of, borrowing=policy.borrowing
+        )
+        self.feasibility = Feasibility(s.node for s in snapshot.nodes)
+        self.preemptor: Preemptor | None = None
+        if policy.preemption:
+            cohorts = {t.name: t.cohort if policy.borrowing else None for t in snapshot.tenants}
+            self.preemptor = Preemptor(
+                snapshot.running,
+                self.ledger,
+                self.board,
+                pool_of,
+                cohorts,
+                max_candidates=policy.max_victim_candidates,
+            )
+        self.tracker = share_tracker(snapshot) if policy.fair_share else None
+        self.admitted: list[Admission] = []
+        self.blocked: list[Blocked] = []
+        self.preempted: list[Preemption] = []
+        self.ends: list[Release] = []  # admitted in this pass, with a walltime
+        self.deferred: list[PendingJob] = []  # would borrow: after the others
+        self.head: PendingJob | None = None  # the first job blocked for capacity
+        self.behind: str | None = None  # strict FIFO: the QUEUE reason once the head waits
+        self.reservation: Reservation | None = None
+        self.reasons: dict[tuple[object, ...], str] = {}
+
+    def run(self) -> Decisions:
+        pending = self.snapshot.pending
+        order = queue_order(pending) if self.tracker is None else fair_order(pending, self.tracker)
+        for job in order:
+            self.decide(job, first_round=True)
+        for job in self.deferred:
+            self.decide(job, first_round=False)
+        return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
+
+    def decide(self, job: PendingJob, *, first_round: bool) -> None:
+        ledger = self.ledger
+        charge = ledger.charge_of_job(job)
+        never = self.feasibility.node_reason(job) or ledger.never_reason(job, charge)
         if never is not None:
-            kind, reason = BlockKind.NEVER, NEVER_PREFIX + never
-        elif (waiting := ledger.blocked_reason(job)) is not None:
-            kind, reason = BlockKind.QUOTA, waiting
-        elif behind_head is not None:
-            kind, reason = BlockKind.QUEUE, behind_head
-        elif (placements := cluster.try_place(job)) is not None:
-            ledger.charge(job)
-            admitted.append(Admission(job.id, placements))
-            continue
+            self.block(job, BlockKind.NEVER, NEVER_PREFIX + never)
+            return
+        may_borrow = job.preemptible or not self.policy.preemption
+        if first_round and ledger.borrows(charge):
+            self.deferred.append(job)  # after every job within its nominal quota
+            return
+        reason = ledger.blocked_reason(charge, may_borrow=may_borrow)
+        kind = BlockKind.QUOTA
+        if reason is None and self.behind is not None:
+            kind, reason = BlockKind.QUEUE, self.behind
+        elif reason is None:
+            short = self.is_short(job)
+            placed, charge, reason = self.place(job, charge, short, may_borrow)
+            if placed is not None:
+                self.admit(job, placed, charge, short)
+                return
+            kind = BlockKind.CAPACITY if reason is None else BlockKind.QUOTA
+        if (
+            self.preemptor is not None
+            and self.behind is None
+            and kind is not BlockKind.QUEUE
+            and self.preempt(job, may_borrow)
+        ):
+            return
+        if kind is BlockKind.CAPACITY:
+            self.capacity(job)
         else:
-            kind, reason = BlockKind.CAPACITY, capacity_reason(job, cluster)
-            behind_head = queue_reason(job)
-        blocked.append(Blocked(job.id, kind, reason, len(blocked) + 1))
+            assert reason is not None
+            self.block(job, kind, reason)
 
-    return Decisions(admitted=tuple(admitted), blocked=tuple(blocked))
+    def is_short(self, job: PendingJob) -> bool:
+        """Whether ``job`` ends before the reservation's start (so it cannot delay it)."""
+        res = self.reservation
+        return (
+            res is not None
+            and job.walltime_s is not None
+            and self.now + job.walltime_s <= res.start
+        )
+
+    def place(self, job: PendingJob, charge: Charge, short: bool, may_borrow: bool) -> _Placed:
+        """Place ``job``; a pool-less job of a tenant with pool quotas must fit where it lands."""
+        placed = self.board.place(job, short=short)
+        if placed is None or job.pool is not None or not self.ledger.has_pool_entries(job.tenant):
+            return placed, charge, None
+        landed = self.ledger.charge_of_placements(job.tenant, placed)
+        why = self.ledger.blocked_reason(landed, may_borrow=may_borrow)
+        if why is None:
+            return placed, landed, None
+        self.board.release(placed)
+        for pool in self.cluster.pools():  # else within one pool that has room for it
+            probe = PendingJob(
+                job.id, job.tenant, job.priority, 0.0, 0, job.per_task, job.tasks, pool
+            )
+            if self.ledger.blocked_reason(self.ledger.charge_of_job(probe), may_borrow=may_borrow):
+                continue
+            placed = self.board.place(job, pool, short=short)
+            if placed is not None:
+                return placed, self.ledger.charge_of_placements(job.tenant, placed), None
+        return None, charge, why
+
+    def admit(
+        self, job: PendingJob, placed: tuple[TaskPlacement, ...], charge: Charge, short: bool
+    ) -> None:
+        self.ledger.charge(charge)
+        self.board.keep(placed, short=short)
+        if self.tracker is not None:
+            self.tracker.add(job.tenant, job.total)
+        self.admitted.append(Admission(job.id, placed))
+        if job.walltime_s is not None:
+            self.ends.append((self.now + job.walltime_s, placed))
+
+    def preempt(self, job: PendingJob, may_borrow: bool) -> bool:
+        """Preempt for ``job``, or wait for what was preempted for it; ``False``: neither."""
+        preemptor = self.preemptor
+        assert preemptor is not None
+        stopping = preemptor.stopping_for(job)
+        if stopping:
+            outcome = preemptor.wait(job, may_borrow)
+        else:
+            outcome = preemptor.preempt(job, may_borrow)
+            if outcome is None:
+                return False
+            self.preempted.extend(outcome.preempted)
+            stopping = len(outcome.preempted)
+        if outcome is not None and self.tracker is not None:
+            self.tracker.add(job.tenant, job.total)
+        self.block(job, BlockKind.PREEMPTION, preemption_reason(stopping))
+        return True
+
+    def capacity(self, job: PendingJob) -> None:
+        """``job`` does not fit now: the first such job is the head and may get a reservation."""
+        if self.head is None:
+            self.head = job
+            reason = capacity_reason(job, self.cluster)
+            if self.policy.backfill:
+                self.reservation = reserve(self.cluster, job, self.releases(), self.now)
+            if self.reservation is None:
+                self.behind = queue_reason(job)
+                self.block(job, BlockKind.CAPACITY, reason)
+                return
+            self.board.start_guard(self.reservation)
+            start = self.reservation.start
+            reason += f"; expected to start {expected_in(start, self.now)}"
+            self.block(job, BlockKind.CAPACITY, reason, start)
+            return
+        assert self.reservation is not None  # strict FIFO never gets here after the head
+        if self.board.fits_unheld(job):
+            reason = reserved_reason(self.head, self.reservation.start, self.now)
+            self.block(job, BlockKind.QUEUE, reason)
+            return
+        self.block(job, BlockKind.CAPACITY, self.unheld_capacity_reason(job))
+
+    def unheld_capacity_reason(self, job: PendingJob) -> str:
+        """``capacity_reason`` as if nothing were reserved, once per job shape in a pass."""
+        r = job.per_task
+        key = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
+        reason = self.reasons.get(key)
+        if reason is None:
+            guard = self.board.guard
+            nodes = sorted(guard.nodes) if guard is not None else []
+            if guard is not None:
+                guard.unhold(nodes)
+            reason = self.reasons[key] = capacity_reason(job, self.cluster)
+            if guard is not None:
+                guard.hold(nodes)
+        return reason
+
+    def releases(self) -> list[Release]:
+        """What will give resources back, and when: running jobs as they are, and admissions."""
+        taken = self.preemptor.taken if self.preemptor is not None else frozenset()
+        ends = [
+            (job.expected_end, job.placements)
+            for job in self.snapshot.running
+            if job.expected_end is not None and not job.preempting and job.id not in taken
+        ]
+        return [*ends, *self.ends]
+
+    def block(
+        self, job: PendingJob, kind: BlockKind, reason: str, expected: float | None = None
+    ) -> None:
+        self.blocked.append(Blocked(job.id, kind, reason, len(self.blocked) + 1, expected))

@@ -67,15 +67,20 @@ class Feasibility:
 
     def reason(self, job: PendingJob, quota: Quota, tenant: str) -> str | None:
         """Why ``job`` can never run, in plain words, or ``None`` if it could some day."""
-        per_task = job.per_task
-        key = (job.pool, (per_task.cpu_milli, per_task.memory, per_task.gpu), job.tasks)
-        try:
-            node_reason = self._cache[key]
-        except KeyError:
-            node_reason = self._cache[key] = self._node_reason(*key)
+        node_reason = self.node_reason(job)
         if node_reason is not None:
             return node_reason
         return quota_never_reason(job.total, quota, tenant)
+
+    def node_reason(self, job: PendingJob) -> str | None:
+        """Why ``job`` could not run even on idle nodes (quotas aside), or ``None``."""
+        per_task = job.per_task
+        key = (job.pool, (per_task.cpu_milli, per_task.memory, per_task.gpu), job.tasks)
+        try:
+            return self._cache[key]
+        except KeyError:
+            reason = self._cache[key] = self._node_reason(*key)
+            return reason
 
     def _node_reason(self, pool: str | None, need: _Shape, tasks: int) -> str | None:
         if tasks < 1:

@@ -49,7 +49,8 @@ class FitList:
             self._firsts.append(entry)
             self._memory.append(entry[1])
             return
-        i = max(0, bisect_right(self._firsts, entry) - 1)
+        i = bisect_right(self._firsts, entry) - 1
+        i = max(i, 0)
         chunk = self._chunks[i]
         insort(chunk, entry)
         self._firsts[i] = chunk[0]
@@ -64,7 +65,8 @@ class FitList:
 
     def remove(self, entry: Entry) -> None:
         """Remove ``entry``, which must be present."""
-        i = max(0, bisect_right(self._firsts, entry) - 1)
+        i = bisect_right(self._firsts, entry) - 1
+        i = max(i, 0)
         chunk = self._chunks[i]
         j = bisect_left(chunk, entry)
         if j == len(chunk) or chunk[j] != entry:

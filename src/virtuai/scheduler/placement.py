@@ -83,16 +83,19 @@ class _Index:
         bucket = self.buckets.get(gpu)
         if bucket is None:
             bucket = self.buckets[gpu] = FitList()
-        bucket.add(node.entry())
+        cpu, memory = node.cpu, node.memory
+        bucket.add((cpu, memory, node.name, node.number))
         self.max_gpu = max(self.max_gpu, gpu)
-        self.cpu += max(0, node.cpu)
-        self.memory += max(0, node.memory)
+        # (Conditionals, not max(): this runs for every task placed and released.)
+        self.cpu += cpu if cpu > 0 else 0
+        self.memory += memory if memory > 0 else 0
         self.gpu += gpu
 
     def remove(self, node: NodeFree) -> None:
-        self.buckets[node.gpu].remove(node.entry())
-        self.cpu -= max(0, node.cpu)
-        self.memory -= max(0, node.memory)
+        cpu, memory = node.cpu, node.memory
+        self.buckets[node.gpu].remove((cpu, memory, node.name, node.number))
+        self.cpu -= cpu if cpu > 0 else 0
+        self.memory -= memory if memory > 0 else 0
         self.gpu -= node.gpu
 
     def best(self, cpu: int, memory: int, gpu: int) -> int | None:
@@ -110,6 +113,9 @@ class Cluster:
     """Free capacity of every node during a pass; places jobs and can take them back."""
 
     def __init__(self, nodes: Iterable[NodeState]) -> None:
+        # After a ``try_place`` that failed while placing tasks: how many tasks did not fit
+        # (exact, by the greedy argument in ``try_place``); ``None`` if it gave up earlier.
+        self.shortfall: int | None = None
         ordered = sorted(nodes, key=lambda s: s.node.name)
         self._nodes = [NodeFree(i, state) for i, state in enumerate(ordered)]
         self._by_name = {n.name: n for n in self._nodes}
@@ -124,6 +130,14 @@ class Cluster:
             index = self._indexes[node.pool] = _Index()
         return self._indexes[None], index
 
+    def node(self, name: str) -> NodeFree:
+        """One node's working state by name. Read only: change it through the methods."""
+        return self._by_name[name]
+
+    def pools(self) -> list[str]:
+        """The pools that have nodes, by name."""
+        return sorted(pool for pool in self._indexes if pool is not None)
+
     def nodes(self, pool: str | None = None) -> Iterator[NodeFree]:
         """The nodes of ``pool`` (all if ``None``), by name. Read only: do not mutate."""
         return (n for n in self._nodes if pool is None or n.pool == pool)
@@ -135,17 +149,21 @@ class Cluster:
             return Resources()
         return Resources(index.cpu, index.memory, index.gpu)
 
-    def try_place(self, job: PendingJob) -> tuple[TaskPlacement, ...] | None:
+    def try_place(
+        self, job: PendingJob, pool: str | None = None
+    ) -> tuple[TaskPlacement, ...] | None:
         """Place every task of ``job`` (all or nothing) and keep them; ``None`` if it does not fit.
 
         Tasks are placed one by one, each by best fit on what the earlier ones
         left; for tasks of one shape this greedy order finds room whenever room
         exists, since a task on a node only ever uses up that node's own room.
+        ``pool`` narrows a job that names no pool to one pool.
         """
-        index = self._indexes.get(job.pool)
+        index = self._indexes.get(job.pool if pool is None else pool)
         per_task = job.per_task
         cpu, memory, gpu = per_task.cpu_milli, per_task.memory, per_task.gpu
         tasks = job.tasks
+        self.shortfall = None
         if index is None or tasks < 1 or min(cpu, memory, gpu) < 0:
             return None  # feasibility reports these as NEVER; do not corrupt the books
         if cpu * tasks > index.cpu or memory * tasks > index.memory or gpu * tasks > index.gpu:
@@ -155,6 +173,7 @@ class Cluster:
             number = index.best(cpu, memory, gpu)
             if number is None:
                 self.release(placed)
+                self.shortfall = tasks - task
                 return None
             node = self._nodes[number]
             placed.append(TaskPlacement(task, node.name, per_task, self._take(node, per_task)))
@@ -172,6 +191,27 @@ class Cluster:
             node.gpu_budget += placement.resources.gpu
             for gpu_index in placement.gpu_indices:
                 insort(node.free_gpus, gpu_index)
+            node.settle()
+            for index in indexes:
+                index.add(node)
+
+    def occupy(self, placements: Iterable[TaskPlacement]) -> None:
+        """Take exactly what ``placements`` hold (the inverse of ``release``).
+
+        Used to put back the jobs a preemption trial released, and to hold
+        resources that must stay unused for the rest of the pass (victims still
+        stopping, backfill reservations).  The devices named must be free.
+        """
+        for placement in placements:
+            node = self._by_name[placement.node]
+            indexes = self._indexes_of(node)
+            for index in indexes:
+                index.remove(node)
+            node.cpu -= placement.resources.cpu_milli
+            node.memory -= placement.resources.memory
+            node.gpu_budget -= placement.resources.gpu
+            for gpu_index in placement.gpu_indices:
+                node.free_gpus.remove(gpu_index)
             node.settle()
             for index in indexes:
                 index.add(node)

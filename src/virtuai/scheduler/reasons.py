@@ -9,10 +9,18 @@ afford a scan of the nodes.
 from __future__ import annotations
 
 from virtuai.domain.resources import RESOURCE_NAMES, Resources, format_amount
+from virtuai.domain.units import format_duration
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.snapshot import PendingJob
 
-__all__ = ["NEVER_PREFIX", "capacity_reason", "queue_reason"]
+__all__ = [
+    "NEVER_PREFIX",
+    "capacity_reason",
+    "expected_in",
+    "preemption_reason",
+    "queue_reason",
+    "reserved_reason",
+]
 
 NEVER_PREFIX = "can never run: "
 
@@ -76,3 +84,25 @@ def queue_reason(head: PendingJob) -> str:
         f"waiting behind job {head.id} (priority {head.priority}), "
         "which is first in line and waiting for resources"
     )
+
+
+def expected_in(start: float, now: float) -> str:
+    """``in 01:20:00`` (or ``now``) for a pending reason."""
+    return "now" if start <= now else f"in {format_duration(start - now)}"
+
+
+def reserved_reason(head: PendingJob, start: float, now: float) -> str:
+    """Why a job that would fit now waits under EASY backfill: it would delay ``head``."""
+    wait = format_duration(max(0.0, start - now))
+    return (
+        f"waiting for resources reserved for job {head.id} (priority {head.priority}), "
+        f"expected to start {expected_in(start, now)}; "
+        f"with a time limit of at most {wait} it could start now"
+    )
+
+
+def preemption_reason(stopping: int) -> str:
+    """Why a preemptor is not admitted in the pass that preempts for it."""
+    if stopping == 0:
+        return "waiting for room that preempted jobs will free when they stop"
+    return f"waiting for {stopping} preempted job(s) to stop"

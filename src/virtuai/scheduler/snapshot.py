@@ -1,7 +1,10 @@
 """The scheduler's input (a snapshot of the world) and output (decisions).
 
 The control plane builds a ``Snapshot`` from the database, the simulator
-builds one from a trace; both hand it to the same pure ``schedule()``.
+builds one from a trace; both hand it to the same pure ``schedule()``.  Every
+field added after v1 has a default that keeps v1's behaviour, so a snapshot of
+nodes, tenants and pending jobs alone is scheduled exactly as before.
+``docs/scheduling.md`` says where the control plane takes each value from.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ import enum
 from dataclasses import dataclass
 
 from virtuai.domain.resources import ZERO, Node, Resources
-from virtuai.domain.tenancy import Quota
+from virtuai.domain.tenancy import PoolQuota, Quota
 from virtuai.domain.workload import TaskPlacement
+
+DAY_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +31,34 @@ class NodeState:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoricalUsage:
+    """A tenant's past usage in resource-seconds, decayed (policy's half-life) to ``as_of``.
+
+    The scheduler decays it further to ``Snapshot.now``, so the caller may keep
+    one running value per tenant and update it only when usage is recorded
+    (``fairshare.accrue`` does that update).  Units: millicore-seconds,
+    byte-seconds and GPU-seconds.
+    """
+
+    cpu_milli_s: float = 0.0
+    memory_s: float = 0.0
+    gpu_s: float = 0.0
+    as_of: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class TenantState:
     name: str
     quota: Quota
-    # What the tenant's admitted, not yet finished work holds now.
+    # What the tenant's admitted, not yet finished work holds now (all pools).  When
+    # ``Snapshot.running`` is given the scheduler uses the larger of this and the sum of
+    # the tenant's running jobs, resource by resource.
     usage: Resources = ZERO
+    # Quota entries per pool; an entry for ``ANY_POOL`` replaces ``quota`` as the tenant-wide one.
+    quotas: tuple[PoolQuota, ...] = ()
+    cohort: str | None = None  # tenants of one cohort borrow each other's unused quota
+    weight: float = 1.0  # fair-share weight (relative to the other tenants')
+    history: HistoricalUsage = HistoricalUsage()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +73,11 @@ class PendingJob:
     per_task: Resources
     tasks: int = 1
     pool: str | None = None  # restrict to one pool; None = any
+    walltime_s: int | None = None  # its time limit; backfill needs it (None: unbounded)
+    preemptible: bool = True  # its priority class's ``preemptible``
+    # It preempted jobs in an earlier pass (it was a ``Preemption.preemptor_id``) and has
+    # not started since: it goes first, so that the room its victims freed is its own.
+    nominated: bool = False
 
     @property
     def total(self) -> Resources:
@@ -52,17 +85,90 @@ class PendingJob:
 
 
 @dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A job that holds resources now: admitted, starting, running or preempting.
+
+    ``expected_end`` is ``started_at + walltime`` (``None``: unknown, never ends
+    as far as backfill can tell).  ``preempting`` marks a job told to stop by an
+    earlier preemption and not stopped yet; ``preempted_for`` is the id of the
+    pending job it was preempted for (``Preemption.preemptor_id``), so that the
+    preemptor waits for it instead of preempting again.
+    """
+
+    id: str
+    tenant: str
+    priority: int
+    placements: tuple[TaskPlacement, ...]
+    started_at: float = 0.0
+    expected_end: float | None = None
+    preemptible: bool = True
+    preempting: bool = False
+    preempted_for: str | None = None
+    seq: int = 0  # submission order (``PendingJob.seq``): breaks ties of ``started_at``
+
+    @property
+    def total(self) -> Resources:
+        total = ZERO
+        for placement in self.placements:
+            total = total + placement.resources
+        return total
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Which scheduling rules apply. The default is v1: strict priority-FIFO, no preemption.
+
+    Each switch is independent, so the simulator can compare them one by one.
+    """
+
+    # Order jobs of equal priority by their tenant's fair-share factor (weighted
+    # dominant-resource share of decayed usage and current allocation), not by
+    # submission time alone.
+    fair_share: bool = False
+    # EASY backfill: later jobs may start if they do not delay the first blocked job.
+    backfill: bool = False
+    # Preempt borrowers to give lenders their nominal quota back, and lower-priority
+    # preemptible jobs of the same tenant for higher-priority ones.
+    preemption: bool = False
+    # Tenants of one cohort may borrow each other's unused nominal quota.
+    borrowing: bool = True
+    # Historical usage loses half its weight every ``half_life_s`` seconds (Slurm's
+    # PriorityDecayHalfLife).
+    half_life_s: float = 7 * DAY_S
+    # Fair-share usage = (1 - w) * decayed history + w * current allocation, both as
+    # fractions of the cluster; 0 counts history only, 1 current allocation only.
+    allocation_weight: float = 0.5
+    # At most this many candidate victims are examined per preemptor (bounds the cost
+    # of a pass; a preemptor that needs more preempts nothing).
+    max_victim_candidates: int = 256
+
+    @classmethod
+    def fifo(cls) -> Policy:
+        """v1: priority, then submission time; strict head-of-line blocking."""
+        return cls()
+
+    @classmethod
+    def fair(cls, *, half_life_s: float = 7 * DAY_S) -> Policy:
+        """Everything on: fair share, EASY backfill, preemption, borrowing."""
+        return cls(fair_share=True, backfill=True, preemption=True, half_life_s=half_life_s)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     nodes: tuple[NodeState, ...]
     tenants: tuple[TenantState, ...]
     pending: tuple[PendingJob, ...]
+    running: tuple[RunningJob, ...] = ()
+    now: float = 0.0  # seconds, on the same clock as submitted_at, started_at, expected_end
+    policy: Policy = Policy()
 
 
 class BlockKind(enum.StrEnum):
     QUOTA = "quota"  # the tenant's quota is full for now
     CAPACITY = "capacity"  # not enough free resources on the nodes now
-    QUEUE = "queue"  # a job ahead of it in the queue is waiting for resources
+    QUEUE = "queue"  # a job ahead of it in the queue is waiting for, or has reserved, resources
     NEVER = "never"  # cannot run even on an empty cluster within its quota
+    PREEMPTION = "preemption"  # waiting for jobs preempted for it to stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +183,20 @@ class Blocked:
     kind: BlockKind
     reason: str  # plain words, shown to the user as the pending reason
     position: int = 0  # 1-based place among the jobs still waiting
+    expected_start: float | None = None  # when it should start (backfill's reservation)
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """Stop ``job_id`` (a running job) so that ``preemptor_id`` (a pending job) can start."""
+
+    job_id: str
+    preemptor_id: str
+    reason: str  # plain words, for the victim's events and requeue reason
 
 
 @dataclass(frozen=True, slots=True)
 class Decisions:
     admitted: tuple[Admission, ...] = ()
     blocked: tuple[Blocked, ...] = ()
+    preempted: tuple[Preemption, ...] = ()

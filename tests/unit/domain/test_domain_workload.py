@@ -49,8 +49,12 @@ def test_documented_life_cycle() -> None:
         check_transition(current, new)
     check_transition(JobState.RUNNING, JobState.PREEMPTING)
     check_transition(JobState.PREEMPTING, JobState.PENDING)  # requeued, same id
-    for end in FINISHED_STATES:
+    check_transition(JobState.PREEMPTING, JobState.PREEMPTED)  # --no-requeue
+    for end in FINISHED_STATES - {JobState.PREEMPTED}:
         check_transition(JobState.RUNNING, end)
+    # Only a preemption ends as preempted: the job is told first, then stopped.
+    with pytest.raises(Conflict):
+        check_transition(JobState.RUNNING, JobState.PREEMPTED)
 
 
 def test_only_admitted_to_preempting_hold_resources() -> None:

@@ -1,0 +1,282 @@
+"""EASY backfill: one reservation for the first blocked job, and a guard that keeps it.
+
+When the first job blocked for capacity (the *head*) cannot start, it gets a
+reservation: the earliest time it fits if running jobs end at their expected
+end (start + walltime) and jobs admitted in this pass end at ``now + walltime``,
+and the resources it would take then.  Later jobs may start now if they end
+before that time (``now + walltime <= start``) or if they leave the reserved
+resources alone, so the head never starts later than its reservation says.
+
+"Reserved resources" are counted per node and resource, not whole nodes: on a
+node the head will use, a long job may take only what is left at the reserved
+time after the head's share (the *slack*), and never a GPU index the head will
+get.  ``Guard`` enforces this on the pass's ``Cluster`` by occupying, on each
+reserved node, whatever is free now beyond the slack (the *hold*); a short job
+is placed with the holds lifted.  The holds are recomputed whenever something
+on a reserved node changes, so the cluster always shows ``min(free now,
+slack)`` there.
+
+The reservation is computed without touching the cluster's indexes: a plain
+per-node count of how many of the head's tasks fit, updated as releases are
+replayed in end-time order (for tasks of one shape, a gang fits exactly when
+the counts add up to its task count; ``Cluster.try_place`` relies on the same
+fact).  Its cost is one walk over the pool's nodes plus the releases replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from virtuai.domain.resources import Resources
+from virtuai.domain.workload import TaskPlacement
+from virtuai.scheduler.placement import Cluster
+from virtuai.scheduler.snapshot import PendingJob
+
+__all__ = ["Guard", "Release", "Reservation", "reserve"]
+
+# (expected end, placements): something that will give its resources back.
+Release = tuple[float, tuple[TaskPlacement, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job_id: str
+    start: float
+    placements: tuple[TaskPlacement, ...]  # on the cluster as it will be at ``start``
+    # What is free at ``start`` (before the job's share) on each node of ``placements``.
+    future: tuple[TaskPlacement, ...] = ()
+
+
+class _Room:
+    __slots__ = ("cpu", "gpu_budget", "gpus", "memory")
+
+    def __init__(self, cpu: int, memory: int, gpu_budget: int, gpus: set[int]) -> None:
+        self.cpu, self.memory, self.gpu_budget, self.gpus = cpu, memory, gpu_budget, gpus
+
+    def tasks(self, need: Resources, limit: int) -> int:
+        fit = limit
+        for have, want in (
+            (self.cpu, need.cpu_milli),
+            (self.memory, need.memory),
+            (min(self.gpu_budget, len(self.gpus)), need.gpu),
+        ):
+            if want > 0:
+                fit = min(fit, have // want) if have > 0 else 0
+        return fit
+
+
+def reserve(
+    cluster: Cluster, job: PendingJob, releases: Iterable[Release], now: float
+) -> Reservation | None:
+    """When ``job`` can start at the earliest and where; ``None`` if no known end frees room."""
+    need, tasks = job.per_task, job.tasks
+    rooms: dict[str, _Room] = {}
+    fits: dict[str, int] = {}
+    total = 0
+    for node in cluster.nodes(job.pool):
+        room = _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
+        rooms[node.name] = room
+        fits[node.name] = n = room.tasks(need, tasks)
+        total += n
+    start = now
+    if total < tasks:
+        ordered = sorted(releases, key=lambda r: r[0])
+        for i, (end, released) in enumerate(ordered):
+            for p in released:
+                held = rooms.get(p.node)
+                if held is None:
+                    continue
+                room = held
+                room.cpu += p.resources.cpu_milli
+                room.memory += p.resources.memory
+                room.gpu_budget += p.resources.gpu
+                room.gpus.update(p.gpu_indices)
+                n = room.tasks(need, tasks)
+                total += n - fits[p.node]
+                fits[p.node] = n
+            # Everything ending at the same moment goes together (so input order cannot matter).
+            if total >= tasks and (i + 1 == len(ordered) or ordered[i + 1][0] > end):
+                start = max(now, end)
+                break
+        else:
+            return None
+    # Where: the tightest nodes first (fewest free GPUs, then cpu, then memory, then name).
+    candidates = sorted(
+        (name for name, n in fits.items() if n > 0),
+        key=lambda name: (
+            min(rooms[name].gpu_budget, len(rooms[name].gpus)),
+            rooms[name].cpu,
+            rooms[name].memory,
+            name,
+        ),
+    )
+    placements: list[TaskPlacement] = []
+    future: list[TaskPlacement] = []
+    for name in candidates:
+        room = rooms[name]
+        gpus = tuple(sorted(room.gpus))
+        future.append(TaskPlacement(0, name, Resources(room.cpu, room.memory, len(gpus)), gpus))
+        for _ in range(min(fits[name], tasks - len(placements))):
+            devices = tuple(sorted(room.gpus)[: need.gpu])
+            room.gpus.difference_update(devices)
+            placements.append(TaskPlacement(len(placements), name, need, devices))
+        if len(placements) == tasks:
+            break
+    return Reservation(job.id, start, tuple(placements), tuple(future))
+
+
+class Guard:
+    """Keeps a reservation's resources away from jobs that would still run at its start."""
+
+    def __init__(self, cluster: Cluster, reservation: Reservation) -> None:
+        self.cluster = cluster
+        self.reservation = reservation
+        self._slack: dict[str, list[int]] = {}
+        self._slack_gpus: dict[str, set[int]] = {}
+        for room in reservation.future:
+            self._slack[room.node] = [room.resources.cpu_milli, room.resources.memory]
+            self._slack_gpus[room.node] = set(room.gpu_indices)
+        for p in reservation.placements:
+            slack = self._slack[p.node]
+            slack[0] -= p.resources.cpu_milli
+            slack[1] -= p.resources.memory
+            self._slack_gpus[p.node].difference_update(p.gpu_indices)
+        self._held: dict[str, TaskPlacement] = {}
+        self.hold(self._slack)
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        return frozenset(self._slack)
+
+    def hold(self, nodes: Iterable[str]) -> None:
+        """Occupy, on each of ``nodes``, what is free now beyond its slack."""
+        for name in nodes:
+            slack = self._slack.get(name)
+            if slack is None or name in self._held:
+                continue
+            node = self.cluster.node(name)
+            gpus = tuple(g for g in node.free_gpus if g not in self._slack_gpus[name])
+            held = TaskPlacement(
+                0,
+                name,
+                Resources(max(0, node.cpu - slack[0]), max(0, node.memory - slack[1]), len(gpus)),
+                gpus,
+            )
+            self.cluster.occupy((held,))
+            self._held[name] = held
+
+    def unhold(self, nodes: Iterable[str]) -> None:
+        for name in nodes:
+            held = self._held.pop(name, None)
+            if held is not None:
+                self.cluster.release((held,))
+
+    def touching(self, placements: Iterable[TaskPlacement]) -> list[str]:
+        """The reserved nodes among those of ``placements``, sorted."""
+        return sorted({p.node for p in placements if p.node in self._slack})
+
+    def release(self, placements: Sequence[TaskPlacement]) -> None:
+        nodes = self.touching(placements)
+        self.unhold(nodes)
+        self.cluster.release(placements)
+        self.hold(nodes)
+
+    def occupy(self, placements: Sequence[TaskPlacement]) -> None:
+        nodes = self.touching(placements)
+        self.unhold(nodes)
+        self.cluster.occupy(placements)
+        self.hold(nodes)
+
+    def place_unheld(self, job: PendingJob, pool: str | None) -> tuple[TaskPlacement, ...] | None:
+        """Place ``job`` with every hold lifted (for a job that ends before the reservation)."""
+        nodes = sorted(self._held)
+        self.unhold(nodes)
+        placed = self.cluster.try_place(job, pool)
+        self.hold(nodes)
+        return placed
+
+    def keep_long(self, placements: Iterable[TaskPlacement]) -> None:
+        """Record that ``placements`` (made with the holds on) still run at the reservation."""
+        for p in placements:
+            slack = self._slack.get(p.node)
+            if slack is not None:
+                slack[0] -= p.resources.cpu_milli
+                slack[1] -= p.resources.memory
+                self._slack_gpus[p.node].difference_update(p.gpu_indices)
+
+
+class Board:
+    """The pass's cluster as every rule sees it: backfill holds kept right through changes.
+
+    All changes to the cluster after the first reservation go through here, so
+    that the reserved nodes always show ``min(free now, slack)``.  It also
+    remembers which job shapes failed to fit: free room only shrinks during a
+    pass (admissions, holds, preemption promises), so a shape that did not fit
+    will not fit later in the pass either, and 10,000 blocked elements of one
+    array cost one placement attempt, not 10,000.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.guard: Guard | None = None
+        self._failed_held: set[tuple[str | None, int, int, int, int]] = set()
+        self._failed_unheld: set[tuple[str | None, int, int, int, int]] = set()
+
+    def start_guard(self, reservation: Reservation) -> None:
+        self._failed_unheld = set(self._failed_held)
+        self.guard = Guard(self.cluster, reservation)
+
+    def place(
+        self, job: PendingJob, pool: str | None = None, *, short: bool = False
+    ) -> tuple[TaskPlacement, ...] | None:
+        """Place ``job`` for good; ``short``: it ends before the reservation (holds may lift)."""
+        r = job.per_task
+        shape = (job.pool if pool is None else pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
+        if shape not in self._failed_held:
+            placed = self.cluster.try_place(job, pool)
+            if placed is not None:
+                return placed
+            self._failed_held.add(shape)
+        if short and self.guard is not None and shape not in self._failed_unheld:
+            placed = self.guard.place_unheld(job, pool)
+            if placed is not None:
+                return placed
+            self._failed_unheld.add(shape)
+        return None
+
+    def fits_unheld(self, job: PendingJob) -> bool:
+        """Whether ``job`` would fit now if the reservation's holds were lifted (nothing kept)."""
+        if self.guard is None:
+            return False
+        r = job.per_task
+        shape = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
+        if shape in self._failed_unheld:
+            return False
+        placed = self.guard.place_unheld(job, None)
+        if placed is None:
+            self._failed_unheld.add(shape)
+            return False
+        self.release(placed)
+        return True
+
+    def try_place(self, job: PendingJob) -> tuple[TaskPlacement, ...] | None:
+        """Place ``job`` in the current (held) view, without the failure cache (for trials)."""
+        return self.cluster.try_place(job)
+
+    def keep(self, placements: Sequence[TaskPlacement], *, short: bool) -> None:
+        """``placements`` stay: a job that runs past the reservation uses up its slack."""
+        if self.guard is not None and not short:
+            self.guard.keep_long(placements)
+
+    def release(self, placements: Sequence[TaskPlacement]) -> None:
+        if self.guard is None:
+            self.cluster.release(placements)
+        else:
+            self.guard.release(placements)
+
+    def occupy(self, placements: Sequence[TaskPlacement]) -> None:
+        if self.guard is None:
+            self.cluster.occupy(placements)
+        else:
+            self.guard.occupy(placements)

@@ -1,0 +1,210 @@
+"""Preemption: whom to stop so that a blocked job can start, and what stays promised meanwhile.
+
+Who may be a victim (``Policy.preemption``), never a job already preempting:
+
+1. *Reclaim*: a job whose tenant fits within its nominal quota may preempt
+   jobs of cohort-mates that borrow (hold more than their nominal quota, in the
+   future view) in a cohort pool where the job asks for something, and only
+   while their tenant still borrows.  Jobs that cannot be preempted never
+   borrow (``QuotaLedger.blocked_reason(may_borrow=False)``), so what is lent can
+   always be taken back.
+2. *Priority*: preemptible jobs of the job's own tenant with a strictly lower
+   priority.
+
+Which victims: to lose the least work, the fewest jobs, then the lowest
+priority, then the youngest (``victims.py`` says how they are searched).
+At most ``Policy.max_victim_candidates`` candidates are looked at per job.
+
+Victims free their resources only once they have stopped (the control plane
+gives them a grace period), so the preemptor is not admitted in this pass.  Its
+future placement and quota are *promised* to it: the cluster keeps, on every
+node involved, the larger of what the victims hold now and what the preemptor
+will hold (``Holds``), and the ledger charges the preemptor while counting the
+victims as leaving.  Later jobs of the pass thus can neither take the room nor
+overrun a quota; later preemptors may use room a victim frees beyond its
+preemptor's needs (``Holds`` calls it *spare*) before preempting anyone else.
+A preemptor whose victims are still stopping (``RunningJob.preempted_for``) waits
+for them and preempts nobody else.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from virtuai.domain.workload import TaskPlacement
+from virtuai.scheduler.backfill import Board
+from virtuai.scheduler.holds import Holds
+from virtuai.scheduler.quota import Charge, Group, QuotaLedger
+from virtuai.scheduler.snapshot import PendingJob, Preemption, RunningJob
+from virtuai.scheduler.victims import Candidate, Fit, Rank, VictimSearch, victim_rank
+
+__all__ = ["Outcome", "Preemptor"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A preemption decided for one pending job (``preempted`` may be empty: spare room)."""
+
+    preempted: tuple[Preemption, ...]
+    placements: tuple[TaskPlacement, ...]
+    charge: Charge
+
+
+class Preemptor:
+    """Chooses victims for blocked jobs during one pass (see the module docstring)."""
+
+    def __init__(
+        self,
+        running: Sequence[RunningJob],
+        ledger: QuotaLedger,
+        board: Board,
+        pool_of: dict[str, str],
+        cohort_of: dict[str, str | None],
+        *,
+        max_candidates: int,
+    ) -> None:
+        self._ledger = ledger
+        self._board = board
+        self._cohort_of = cohort_of
+        self._search = VictimSearch(ledger, board, max_candidates)
+        self.holds = Holds(board, pool_of)
+        self._own: dict[str, list[Candidate]] = {}
+        self._ranks: dict[str, list[Rank]] = {}
+        self._start: dict[str, int] = {}  # per tenant: candidates before it are all taken
+        self._stopping: dict[str, list[Candidate]] = {}
+        self._cohorts: dict[str, list[str]] = {}
+        self._taken: set[str] = set()
+        self._failed: set[tuple[object, ...]] = set()
+        for job in running:
+            candidate = Candidate(
+                job,
+                ledger.charge_of_placements(job.tenant, job.placements),
+                victim_rank(job),
+                job.total,
+                frozenset(pool_of.get(p.node, "") for p in job.placements),
+            )
+            if job.preempting:
+                if job.preempted_for is not None:
+                    self._stopping.setdefault(job.preempted_for, []).append(candidate)
+            elif job.preemptible:
+                self._own.setdefault(job.tenant, []).append(candidate)
+        for tenant, candidates in self._own.items():
+            candidates.sort(key=lambda c: c.rank)
+            self._ranks[tenant] = [c.rank for c in candidates]
+        for tenant, cohort in sorted(cohort_of.items()):
+            if cohort is not None:
+                self._cohorts.setdefault(cohort, []).append(tenant)
+
+    @property
+    def taken(self) -> frozenset[str]:
+        """Running jobs chosen as victims in this pass (their room is promised)."""
+        return frozenset(self._taken)
+
+    # --- preemptors whose victims are stopping -------------------------------------------
+
+    def stopping_for(self, job: PendingJob) -> int:
+        """How many jobs preempted earlier for ``job`` are still stopping."""
+        return len(self._stopping.get(job.id, ()))
+
+    def wait(self, job: PendingJob, may_borrow: bool) -> Outcome | None:
+        """Promise ``job`` the room its stopping victims will free, if it fits there."""
+        victims = [c for c in self._stopping.get(job.id, ()) if c.job.id not in self._taken]
+        for c in victims:
+            self._board.release(c.job.placements)  # the ledger counts them leaving already
+        fit = self._search.fits(job, may_borrow)
+        if fit is None:
+            for c in reversed(victims):
+                self._board.occupy(c.job.placements)
+            return None
+        self._commit(victims, fit, [])
+        return Outcome((), *fit)
+
+    # --- new preemptions ----------------------------------------------------------------
+
+    def preempt(self, job: PendingJob, may_borrow: bool) -> Outcome | None:
+        """Choose and promise victims for ``job``; ``None`` (nothing changed) if none help."""
+        r = job.per_task
+        key = (job.tenant, job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks, job.priority)
+        if key in self._failed:
+            return None
+        groups = self._ledger.reclaim_groups(self._ledger.charge_of_job(job))
+        lifted = self.holds.release_spare(job)
+        if lifted:
+            fit = self._search.fits(job, may_borrow)
+            if fit is not None:
+                self._commit([], fit, lifted)
+                return Outcome((), *fit)
+        groups = groups or []
+        chosen = self._search.choose(job, self._candidates(job, groups), groups, may_borrow)
+        if chosen is None:
+            self.holds.restore(lifted)
+            self._failed.add(key)
+            return None
+        victims, fit = chosen
+        self._commit(victims, fit, lifted)
+        preempted = tuple(Preemption(c.job.id, job.id, _reason(c, job)) for c in victims)
+        return Outcome(preempted, *fit)
+
+    def _candidates(self, job: PendingJob, groups: list[tuple[Group, int]]) -> Iterator[Candidate]:
+        """Eligible victims in rank order (lazily: borrowing is re-checked as victims go)."""
+        lists: list[Iterator[Candidate]] = []
+        if job.tenant in self._own:
+            end = bisect_left(self._ranks[job.tenant], (job.priority,))
+            lists.append(self._untaken(job.tenant, end))
+        cohort = self._cohort_of.get(job.tenant)
+        if groups and cohort is not None:
+            for tenant in self._cohorts.get(cohort, ()):
+                if (
+                    tenant != job.tenant
+                    and tenant in self._own
+                    and self._ledger.is_borrowing(tenant, groups)
+                ):
+                    lists.append(self._untaken(tenant, len(self._own[tenant])))
+        asks = job.total
+        for c in heapq.merge(*lists, key=lambda c: c.rank):
+            if c.job.id in self._taken:
+                continue
+            if c.job.tenant != job.tenant and not self._ledger.is_borrowing(c.job.tenant, groups):
+                continue
+            if not (
+                (asks.cpu_milli and c.total.cpu_milli)
+                or (asks.memory and c.total.memory)
+                or (asks.gpu and c.total.gpu)
+            ):
+                continue  # holds nothing the job asks for
+            yield c
+
+    def _untaken(self, tenant: str, end: int) -> Iterator[Candidate]:
+        """``tenant``'s candidates before ``end``, skipping (for good) the taken ones in front."""
+        own, taken = self._own[tenant], self._taken
+        start = self._start.get(tenant, 0)
+        while start < len(own) and own[start].job.id in taken:
+            start += 1
+        self._start[tenant] = start
+        for i in range(start, end):
+            yield own[i]
+
+    def _commit(
+        self,
+        victims: Sequence[Candidate],
+        fit: Fit,
+        lifted: Sequence[str],
+    ) -> None:
+        placed, charge = fit
+        self._taken.update(c.job.id for c in victims)
+        self._ledger.charge(charge)
+        self.holds.commit([p for c in victims for p in c.job.placements], placed, lifted)
+        self._board.keep(placed, short=False)
+        self._failed.clear()  # room moved: earlier failures may succeed now
+
+
+def _reason(victim: Candidate, job: PendingJob) -> str:
+    if victim.job.tenant != job.tenant:
+        return f"preempted to reclaim quota for tenant {job.tenant} (job {job.id})"
+    return (
+        f"preempted for job {job.id} of tenant {job.tenant}, which has a higher priority "
+        f"({job.priority} over {victim.job.priority})"
+    )

@@ -1,0 +1,107 @@
+"""EASY backfill: the head's reservation, who may pass it, and the FIFO switch."""
+
+from __future__ import annotations
+
+from sched_builders import job, node, run, world
+
+from virtuai.scheduler import schedule
+from virtuai.scheduler.snapshot import Blocked, BlockKind, Decisions, Policy
+
+BACKFILL = Policy(backfill=True)
+FIFO = Policy()
+
+
+def admitted(d: Decisions) -> dict[str, list[str]]:
+    return {a.job_id: [p.node for p in a.placements] for a in d.admitted}
+
+
+def blocked(d: Decisions) -> dict[str, Blocked]:
+    return {b.job_id: b for b in d.blocked}
+
+
+# n1: 8 cpu, 4 held until t=100 and 2 until t=1000, so 2 free now and 6 from t=100.
+RUNNING = [run("r1", "n1", cpu=4, end=100.0), run("r2", "n1", cpu=2, end=1000.0)]
+HEAD = job("head", cpu=6, walltime=500, seq=1)
+
+
+def test_the_head_gets_a_reservation_and_short_jobs_pass_it() -> None:
+    jobs = [HEAD, job("long", cpu=2, walltime=500, seq=2), job("short", cpu=2, walltime=50, seq=3)]
+    d = schedule(world([node("n1", cpu=8)], jobs, [], RUNNING, policy=BACKFILL))
+    head = blocked(d)["head"]
+    assert head.kind is BlockKind.CAPACITY
+    assert head.expected_start == 100.0
+    assert head.reason.endswith("; expected to start in 00:01:40")
+    assert admitted(d) == {"short": ["n1"]}
+    assert blocked(d)["long"] == Blocked(
+        "long",
+        BlockKind.QUEUE,
+        "waiting for resources reserved for job head (priority 500), expected to start in "
+        "00:01:40; with a time limit of at most 00:01:40 it could start now",
+        2,
+    )
+
+
+def test_long_jobs_may_use_resources_the_reservation_does_not_need() -> None:
+    jobs = [HEAD, job("long", cpu=2, walltime=500, seq=2)]
+    d = schedule(world([node("n1", cpu=8), node("n2", cpu=4)], jobs, [], RUNNING, policy=BACKFILL))
+    assert admitted(d) == {"long": ["n2"]}  # best fit would have been n1
+
+
+def test_strict_fifo_keeps_everyone_behind_the_head() -> None:
+    jobs = [HEAD, job("short", cpu=2, walltime=50, seq=2)]
+    d = schedule(world([node("n1", cpu=8)], jobs, [], RUNNING, policy=FIFO))
+    assert admitted(d) == {}
+    assert blocked(d)["short"].reason.startswith("waiting behind job head")
+    assert blocked(d)["head"].expected_start is None
+
+
+def test_reserved_resources_are_counted_per_resource_not_per_node() -> None:
+    # n1: 16 cpu, 8 free now, 16 from t=100; the head takes 12, so 4 cpu are slack.
+    running = [run("r1", "n1", cpu=8, end=100.0)]
+    head = job("head", cpu=12, walltime=500, seq=1)
+    jobs = [head, job("fits", cpu=4, walltime=900, seq=2), job("no", cpu=1, walltime=900, seq=3)]
+    d = schedule(world([node("n1", cpu=16)], jobs, [], running, policy=BACKFILL))
+    assert list(admitted(d)) == ["fits"]
+    assert blocked(d)["no"].kind is BlockKind.QUEUE
+
+
+def test_a_job_without_a_time_limit_counts_as_long() -> None:
+    jobs = [HEAD, job("unbounded", cpu=2, seq=2)]
+    d = schedule(world([node("n1", cpu=8)], jobs, [], RUNNING, policy=BACKFILL))
+    assert blocked(d)["unbounded"].kind is BlockKind.QUEUE
+
+
+def test_reserved_gpu_indices_are_not_handed_out_to_long_jobs() -> None:
+    # GPUs 0 and 1 are busy until t=100; the head will take 0, 1, 2; only 3 is slack.
+    running = [run("r1", [("n1", (0, 1))], gpu=2, end=100.0)]
+    jobs = [
+        job("head", gpu=3, walltime=500, seq=1),
+        job("one", gpu=1, walltime=900, seq=2),
+        job("two", gpu=1, walltime=900, seq=3),
+    ]
+    d = schedule(world([node("n1", gpus=4)], jobs, [], running, policy=BACKFILL))
+    assert blocked(d)["head"].expected_start == 100.0
+    assert [a.placements[0].gpu_indices for a in d.admitted] == [(3,)]
+    assert blocked(d)["two"].kind is BlockKind.QUEUE
+
+
+def test_without_known_ends_backfill_falls_back_to_strict_order() -> None:
+    running = [run("r1", "n1", cpu=6)]  # no expected end
+    jobs = [HEAD, job("short", cpu=2, walltime=50, seq=2)]
+    d = schedule(world([node("n1", cpu=8)], jobs, [], running, policy=BACKFILL))
+    assert blocked(d)["head"].expected_start is None
+    assert blocked(d)["short"].reason.startswith("waiting behind job head")
+
+
+def test_jobs_admitted_earlier_in_the_pass_count_for_the_reservation() -> None:
+    # "first" takes 4 of 8 cpu until t=200; the head (8 cpu) can start at 200.
+    jobs = [job("first", cpu=4, walltime=200, seq=1), job("head", cpu=8, walltime=10, seq=2)]
+    d = schedule(world([node("n1", cpu=8)], jobs, [], [], policy=BACKFILL))
+    assert blocked(d)["head"].expected_start == 200.0
+
+
+def test_a_job_too_big_for_the_free_room_is_blocked_for_capacity_not_by_the_queue() -> None:
+    jobs = [HEAD, job("huge", cpu=7, walltime=50, seq=2)]
+    d = schedule(world([node("n1", cpu=8)], jobs, [], RUNNING, policy=BACKFILL))
+    assert blocked(d)["huge"].kind is BlockKind.CAPACITY
+    assert blocked(d)["huge"].expected_start is None
