@@ -116,6 +116,41 @@ class SchedulerSettings(BaseModel):
         return parse_duration(value, field="scheduler.half_life_s")
 
 
+class VirtualClusterSettings(BaseModel):
+    """Virtual clusters (``docs/architecture.md``, "Virtual clusters").
+
+    They need root, overlayfs, network namespaces and cgroups; without them the
+    server still starts, and creating a cluster fails at once saying why.
+    """
+
+    enabled: bool = Field(default=True, description="offer virtual clusters when the host can")
+    state_dir: Path | None = Field(
+        default=None,
+        description="images, nodes' upper layers, shared volumes; None = $home/vcs-runtime",
+    )
+    prefix: str = Field(
+        default="vai",
+        pattern=r"^[a-z][a-z0-9]{0,2}$",
+        description="1-3 characters in every kernel object's name; one per installation "
+        "(`virtuai doctor` treats every object with it as this server's)",
+    )
+    cgroup_parent: str = Field(default="virtuai-vcs", description="parent cgroup of the nodes")
+    subnet_pool: str = Field(
+        default="10.240.0.0/16", description="clusters' private subnets are cut from it"
+    )
+    subnet_prefixlen: int = Field(default=24, ge=8, le=30, description="size of each subnet")
+    reconcile_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="how often the kernel objects of every cluster are checked and repaired",
+    )
+    stop_grace_s: float = Field(
+        default=10.0, ge=0, le=3600, description="SIGTERM -> SIGKILL of what runs in a node"
+    )
+    exec_timeout_s: int = Field(default=3600, ge=1, description="longest `virtuai vc exec` command")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -135,6 +170,7 @@ class Settings(BaseSettings):
     local: LocalDriverSettings = Field(default_factory=LocalDriverSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    vclusters: VirtualClusterSettings = Field(default_factory=VirtualClusterSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -165,6 +201,11 @@ class Settings(BaseSettings):
     def runtime_dir(self) -> Path:
         """Per-task directories: supervisor records and logs."""
         return self.home / "tasks"
+
+    @property
+    def vc_state_dir(self) -> Path:
+        """The virtual-cluster runtime's state (images, layers, shared volumes)."""
+        return self.vclusters.state_dir or self.home / "vcs-runtime"
 
     @property
     def workspaces_dir(self) -> Path:

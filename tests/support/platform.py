@@ -2,7 +2,9 @@
 
 The API is driven through FastAPI's TestClient (real HTTP semantics, no
 socket) and the control loops are ticked by the test, so a test decides
-when scheduling happens and never waits on a background thread.
+when scheduling happens and never waits on a background thread.  With a
+``VcRuntime`` (``support.vclusters``) it runs virtual clusters too, with
+real kernel objects.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from virtuai.api.context import ApiContext
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
 from virtuai.domain.workload import DEFAULT_PRIORITY_CLASSES
 from virtuai.drivers.local import LocalDriver
@@ -32,12 +35,14 @@ from virtuai.drivers.local.users import unix_name
 from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.server.up import policy_from_settings
 from virtuai.services.planning import SchedulingRules
+from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import LocalDriverSettings, OidcSettings, SchedulerSettings
 from virtuai.store.db import transaction
 from virtuai.store.inventory import record_inventory
+from virtuai.vcruntime import VcRuntime
 
 TEST_USER_PREFIX = "vait-"
-FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
+FINISHED = {"succeeded", "failed", "cancelled", "timed_out", "preempted"}
 
 
 class Platform:
@@ -50,10 +55,14 @@ class Platform:
         *,
         driver_settings: LocalDriverSettings,
         oidc: OidcSettings | None = None,
+        vcs: VcRuntime | None = None,
+        vc_options: VcOptions | None = None,
     ) -> None:
         self.sessions = sessions
         self.state_dir = state_dir
         self.driver_settings = driver_settings
+        self.vc_runtime = vcs
+        self.vc_options = vc_options or VcOptions()
         clock = SystemClock()
         self.driver = LocalDriver(state_dir / "tasks", driver_settings, node_name="node-1")
         with transaction(sessions) as session:
@@ -71,6 +80,8 @@ class Platform:
                 policy=policy_from_settings(SchedulerSettings()),
                 priority_classes={p.name: p for p in DEFAULT_PRIORITY_CLASSES},
             ),
+            vcs=VcRuntimeAccess(vcs) if vcs is not None else VcRuntimeAccess(),
+            vc_options=self.vc_options,
         )
         self.http = TestClient(create_app(self.context), raise_server_exceptions=False)
         # The server's own default policy: fair share, backfill, preemption, borrowing.
@@ -84,11 +95,27 @@ class Platform:
                 workspaces_dir=state_dir / "workspaces",
                 kill_grace_s=driver_settings.kill_grace_s,
             ),
+            vnodes=vcs,
+        )
+        # Reconciled at the first tick, then when a test says so (``vcs.reconcile()``).
+        self.vcs = (
+            None
+            if vcs is None
+            else VcLoop(
+                sessions, vcs, clock, VcLoopConfig(reconcile_interval_s=3600, stop_grace_s=1)
+            )
         )
 
     def restarted(self) -> Platform:
         """A new control plane over the same state, as after ``kill -9`` and ``virtuai up``."""
-        return Platform(self.sessions, self.state_dir, driver_settings=self.driver_settings)
+        vcs = None if self.vc_runtime is None else VcRuntime(self.vc_runtime.config)
+        return Platform(
+            self.sessions,
+            self.state_dir,
+            driver_settings=self.driver_settings,
+            vcs=vcs,
+            vc_options=self.vc_options,
+        )
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -135,6 +162,8 @@ class Platform:
     def tick(self) -> None:
         self.lifecycle.tick()
         self.scheduling.tick()
+        if self.vcs is not None:
+            self.vcs.tick()
         self.lifecycle.tick()
 
     def wait_for(

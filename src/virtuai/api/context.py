@@ -12,6 +12,7 @@ from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
 from virtuai.drivers.base import Driver
 from virtuai.services.planning import SchedulingRules
+from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 
 
 @dataclass
@@ -21,5 +22,8 @@ class ApiContext:
     verifier: OidcVerifier
     drivers: Mapping[str, Driver]
     rules: SchedulingRules
+    # Virtual clusters: the runtime (or why there is none) and the settings the API uses.
+    vcs: VcRuntimeAccess = field(default_factory=VcRuntimeAccess)
+    vc_options: VcOptions = field(default_factory=VcOptions)
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)

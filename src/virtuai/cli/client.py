@@ -122,6 +122,22 @@ class Client:
             ) from None
 
     @contextmanager
+    def stream_lines(
+        self, method: str, path: str, *, params: Params | None = None, body: Any = None
+    ) -> Iterator[Iterator[str]]:
+        """The answer's lines as they come (no read timeout: a command may be quiet long)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        timeout = httpx.Timeout(self._timeout, read=None)
+        with (
+            self._mapped_errors(),
+            self._http.stream(method, path, params=query, json=body, timeout=timeout) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                raise self._error(response)
+            yield response.iter_lines()
+
+    @contextmanager
     def _mapped_errors(self) -> Iterator[None]:
         url = self.connection.url
         try:

@@ -15,13 +15,28 @@ import typer
 from typer.core import TyperGroup
 
 from virtuai import __version__
-from virtuai.cli import jobs, nodes, output, submit, tenants, up, usage, users
+from virtuai.cli import (
+    doctor,
+    fairshare,
+    images,
+    jobs,
+    nodes,
+    output,
+    sim,
+    submit,
+    tenants,
+    up,
+    usage,
+    users,
+    vclusters,
+)
 from virtuai.errors import VirtuaiError
 
 API_ERROR_EXIT = 1
 JOBS_PANEL = "Jobs"
 ACCOUNTS_PANEL = "Tenants and users"
 PLATFORM_PANEL = "Platform"
+VC_PANEL = "Virtual clusters"
 
 
 class RootGroup(TyperGroup):
@@ -75,11 +90,16 @@ def build_app() -> typer.Typer:
     app.callback()(root)
     submit.register(app, JOBS_PANEL)
     jobs.register(app, JOBS_PANEL)
+    vclusters.register(app, VC_PANEL)
+    images.register(app, VC_PANEL)
     users.register(app, ACCOUNTS_PANEL)
     tenants.register(app, ACCOUNTS_PANEL)
     usage.register(app, PLATFORM_PANEL)
+    fairshare.register(app, PLATFORM_PANEL)
     nodes.register(app, PLATFORM_PANEL)
     up.register(app, PLATFORM_PANEL)
+    doctor.register(app, PLATFORM_PANEL)
+    sim.register(app, PLATFORM_PANEL)
     return app
 
 

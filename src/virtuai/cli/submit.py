@@ -46,6 +46,7 @@ SPEC_KEYS = (
     "dependency",
     "signal",
     "requeue",
+    "vc",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 _TYPE_NAMES = {str: "text", int: "a whole number", float: "a number"}
@@ -71,10 +72,16 @@ def submit(
         str | None, typer.Option(help="Tenant to run in; default: your only one.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Job name (a DNS label).")] = None,
-    cpu: Annotated[str, typer.Option(help="CPUs per task: 2, 0.5, 500m.")] = "1",
-    memory: Annotated[str, typer.Option(help="Memory per task: 512Mi, 4Gi.")] = "1Gi",
+    cpu: Annotated[
+        str | None, typer.Option(help="CPUs per task: 2, 0.5, 500m.  [default: 1]")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory per task: 512Mi, 4Gi.  [default: 1Gi]")
+    ] = None,
     gpu: Annotated[int, typer.Option(help="GPUs per task.", min=0)] = 0,
-    tasks: Annotated[int, typer.Option(help="Tasks, started all together.", min=1)] = 1,
+    tasks: Annotated[
+        int | None, typer.Option(help="Tasks, started all together.  [default: 1]", min=1)
+    ] = None,
     time: Annotated[
         str,
         typer.Option("--time", "-t", help="Time limit: 30 (minutes), 1:30:00, 2-00:00:00, 2h."),
@@ -106,28 +113,45 @@ def submit(
     requeue: Annotated[
         bool, typer.Option(help="After preemption, requeue (default) or end as preempted.")
     ] = True,
+    vc: Annotated[
+        str | None,
+        typer.Option(
+            "--vc",
+            help="Run in this virtual cluster: by default one task per node, each a whole node.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a job; print its id.
 
     Options go before the command: everything from the command's first word
     on is the command, e.g. `virtuai submit --tasks 2 -- python -c 'print(1)'`.
+
+    With --vc the job's tasks run inside the cluster's nodes (in /shared by
+    default), with VIRTUAI_HOSTFILE listing the nodes and MASTER_ADDR node 0's
+    address; it holds nothing of your quota beyond the cluster's.
     """
     if tenant is not None:
         validate.name(tenant, "--tenant")
     if name is not None:
         validate.name(name, "--name")
+    if vc is not None:
+        validate.name(vc, "--vc")
+    whole_nodes = vc is not None and cpu is None and memory is None and gpu == 0
     spec: JsonObject = {
         "type": "job",
         "tenant": tenant,
         "name": name,
         "command": list(command),
-        "resources": {
-            "cpu": validate.cpu(cpu),
-            "memory": validate.memory(memory),
+        "resources": None
+        if whole_nodes
+        else {
+            "cpu": validate.cpu(cpu or "1"),
+            "memory": validate.memory(memory or "1Gi"),
             "gpu": gpu,
         },
-        "tasks": tasks,
+        "tasks": tasks if tasks is not None or vc is not None else 1,
+        "vc": vc,
         "time": validate.duration(time),
         "priority": priority,
         "env": validate.env_pairs(env or []),
@@ -275,7 +299,7 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
-    for key in ("tenant", "name"):
+    for key in ("tenant", "name", "vc"):
         if spec.get(key) is not None:
             body[key] = _checked(spec[key], key, file, validate_name, str)
     body["command"] = _command(spec.get("command"), file)

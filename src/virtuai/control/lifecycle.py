@@ -10,10 +10,17 @@ next tick (in this process or after a restart) finishes the work:
   recorded is repeated without starting a second process;
 - outcomes are recorded once (the update is guarded on ``outcome IS NULL``);
 - a job ends through a compare-and-set transition, with its usage records.
+
+A job inside a virtual cluster (``vc_id``) is placed on the cluster's nodes by
+``control.vcjobs``; its tasks are launched by the driver of the physical
+node hosting each virtual node, with the node's reference as the
+``virtuai.vnode`` label (``VnodeLocator``), in ``/shared`` by default, with
+``MASTER_ADDR`` the address of task 0's node.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
@@ -23,14 +30,22 @@ from pathlib import Path
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from virtuai.control.vnodes import (
+    VC_WORKDIR,
+    VnodeLocator,
+    VnodeTarget,
+    vc_master_port,
+    vnode_targets,
+)
 from virtuai.domain.clock import Clock
 from virtuai.domain.environment import task_environment
+from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
 from virtuai.drivers.base import Driver, StopReason, TaskResult, TaskSpec
-from virtuai.errors import DriverError
+from virtuai.errors import DriverError, VirtuaiError
 from virtuai.store.db import transaction
 from virtuai.store.inventory import placement_from_json
-from virtuai.store.models import JobRow, TaskRow, TenantRow
+from virtuai.store.models import JobRow, TaskRow, TenantRow, VirtualClusterRow
 from virtuai.store.transitions import switch_job_state
 from virtuai.store.usage import record_task_usage
 
@@ -47,6 +62,14 @@ class LifecycleConfig:
     half_life_s: float = 7 * 86400.0  # of the fair-share usage recorded when tasks end
 
 
+@dataclass(frozen=True, slots=True)
+class _Launch:
+    task_id: int
+    spec: TaskSpec
+    vnode: VnodeTarget | None = None  # the virtual node it runs in
+    problem: str | None = None  # why it cannot be launched at all
+
+
 class LifecycleLoop:
     def __init__(
         self,
@@ -54,11 +77,13 @@ class LifecycleLoop:
         drivers: Mapping[str, Driver],
         clock: Clock,
         config: LifecycleConfig,
+        vnodes: VnodeLocator | None = None,
     ) -> None:
         self._sessions = sessions
         self._drivers = drivers
         self._clock = clock
         self._config = config
+        self._vnodes = vnodes  # None: no virtual clusters on this server
 
     def tick(self) -> None:
         self.start_admitted()
@@ -86,7 +111,10 @@ class LifecycleLoop:
                         finished_at=now,
                     )
                     continue
-                self._create_tasks(session, job)
+                targets = self._vc_targets(session, job)
+                if job.vc_id is not None and targets is None:
+                    continue  # its cluster is being suspended or deleted: that loop decides
+                self._create_tasks(session, job, targets)
                 switch_job_state(
                     session,
                     job,
@@ -96,7 +124,19 @@ class LifecycleLoop:
                     master_port=self._rendezvous_port(job),
                 )
 
-    def _create_tasks(self, session: Session, job: JobRow) -> None:
+    @staticmethod
+    def _vc_targets(session: Session, job: JobRow) -> dict[str, VnodeTarget] | None:
+        """The nodes of the job's running cluster by hostname; ``None`` if it has none now."""
+        if job.vc_id is None:
+            return None
+        vc = session.get(VirtualClusterRow, job.vc_id)
+        if vc is None or vc.state != VcState.RUNNING.value:
+            return None
+        return vnode_targets(vc)
+
+    def _create_tasks(
+        self, session: Session, job: JobRow, targets: Mapping[str, VnodeTarget] | None = None
+    ) -> None:
         existing = set(
             session.scalars(
                 select(TaskRow.index).where(
@@ -106,17 +146,21 @@ class LifecycleLoop:
         )
         for placement in placement_from_json(job.placement):
             if placement.index not in existing:
+                target = (targets or {}).get(placement.node)
+                host = placement.node if target is None else target.host_node
                 session.add(
                     TaskRow(
                         job_id=job.id,
                         attempt=job.attempt,
                         index=placement.index,
                         node=placement.node,
-                        driver=self._driver_name_for(placement.node),
+                        driver=self._driver_name_for(host),
                     )
                 )
 
     def _rendezvous_port(self, job: JobRow) -> int:
+        if job.vc_id is not None:
+            return vc_master_port(job.id)
         first = placement_from_json(job.placement)[0]
         return self._drivers[self._driver_name_for(first.node)].rendezvous(first.node)[1]
 
@@ -140,17 +184,22 @@ class LifecycleLoop:
                 .where(TaskRow.handle.is_(None), TaskRow.outcome.is_(None))
                 .order_by(TaskRow.job_id, TaskRow.index)
             ).all()
-            work = [(task.id, self._spec(job, tenant, task)) for task, job, tenant in rows]
+            work = [self._launch_of(session, job, tenant, task) for task, job, tenant in rows]
             cancelled = {job.id for _, job, _ in rows if job.cancel_requested_at is not None}
             session.rollback()
-        for task_id, spec in work:
+        for item in work:
+            task_id, spec = item.task_id, item.spec
             if int(spec.job_id) in cancelled:
                 self._record_result(task_id, self._never_started("cancelled before it started"))
                 continue
-            driver = self._drivers[self._driver_name_for(spec.node)]
             try:
+                if item.problem is not None:
+                    raise DriverError(item.problem)
+                if item.vnode is not None:
+                    spec = self._in_vnode(spec, item.vnode)
+                driver = self._drivers[self._driver_name_for(spec.node)]
                 handle = driver.launch(spec)
-            except DriverError as error:
+            except VirtuaiError as error:
                 log.warning("launching task %s failed: %s", spec.key, error.message)
                 self._record_result(task_id, self._never_started(error.message, launch_failed=True))
                 continue
@@ -194,11 +243,44 @@ class LifecycleLoop:
             outcome=outcome, exit_code=None, started_at=None, finished_at=now, message=message
         )
 
-    def _spec(self, job: JobRow, tenant: str, task: TaskRow) -> TaskSpec:
+    def _launch_of(self, session: Session, job: JobRow, tenant: str, task: TaskRow) -> _Launch:
+        if job.vc_id is None:
+            return _Launch(task.id, self._spec(job, tenant, task))
+        placements = placement_from_json(job.placement)
+        targets = self._vc_targets(session, job) or {}
+        vnode = targets.get(placements[task.index].node)
+        master = targets.get(placements[0].node)
+        if vnode is None or master is None or self._vnodes is None:
+            spec = self._spec(job, tenant, task, master_addr="", host_node=task.node)
+            return _Launch(task.id, spec, problem="its virtual cluster is not running")
+        spec = self._spec(job, tenant, task, master_addr=master.address, host_node=vnode.host_node)
+        return _Launch(task.id, spec, vnode)
+
+    def _in_vnode(self, spec: TaskSpec, vnode: VnodeTarget) -> TaskSpec:
+        """The task as launched inside its virtual node: the node's reference and environment."""
+        assert self._vnodes is not None
+        ref = self._vnodes.vnode(vnode.runtime_id, vnode.index)
+        return dataclasses.replace(spec, env={**ref.env, **spec.env}, labels=ref.label())
+
+    def _spec(
+        self,
+        job: JobRow,
+        tenant: str,
+        task: TaskRow,
+        *,
+        master_addr: str | None = None,
+        host_node: str | None = None,
+    ) -> TaskSpec:
+        """``master_addr`` and ``host_node`` are given for a job in a virtual cluster."""
         placements = placement_from_json(job.placement)
         placement = placements[task.index]
-        master_node = placements[0].node
-        driver = self._drivers[self._driver_name_for(master_node)]
+        if master_addr is None:
+            master_node = placements[0].node
+            driver = self._drivers[self._driver_name_for(master_node)]
+            master_addr = driver.rendezvous(master_node)[0]
+        default_workdir = (
+            str(self._config.workspaces_dir / tenant) if job.vc_id is None else VC_WORKDIR
+        )
         env = task_environment(
             job_id=job.id,
             job_name=job.name,
@@ -206,7 +288,7 @@ class LifecycleLoop:
             restart_count=job.restart_count,
             placements=placements,
             index=task.index,
-            master_addr=driver.rendezvous(master_node)[0],
+            master_addr=master_addr,
             master_port=job.master_port or 0,
             user_env=job.env,
             array_id=job.array_id,
@@ -219,9 +301,9 @@ class LifecycleLoop:
             tenant=tenant,
             command=tuple(job.command),
             env=env,
-            workdir=job.workdir or str(self._config.workspaces_dir / tenant),
-            create_workdir=job.workdir is None,
-            node=placement.node,
+            workdir=job.workdir or default_workdir,
+            create_workdir=job.workdir is None and job.vc_id is None,
+            node=host_node or placement.node,
             resources=placement.resources,
             gpu_indices=placement.gpu_indices,
             walltime_s=job.walltime_s,
@@ -410,7 +492,6 @@ class LifecycleLoop:
                 admitted_at=None,
                 started_at=None,
                 queue_position=None,
-                preempted_for=None,
             )
         else:
             codes = [t.exit_code for t in tasks if t.exit_code]

@@ -1,4 +1,10 @@
-"""The scheduling loop: snapshot from the database -> pure scheduler -> recorded decisions."""
+"""The scheduling loop: snapshot from the database -> pure scheduler -> recorded decisions.
+
+Virtual clusters waiting for admission (``creating`` or ``resuming``, not yet
+placed) join the snapshot as gangs with the id ``vc-<row id>``; decisions for
+those ids are recorded on the cluster's row (``_admit_vc``).  Jobs inside a
+virtual cluster are not scheduled here but by ``control.vclusters``.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.control.gating import gate_pending
 from virtuai.domain.clock import Clock
+from virtuai.domain.vcluster import vc_job_id, vc_row_id
 from virtuai.domain.workload import JobState
 from virtuai.scheduler import schedule
-from virtuai.scheduler.snapshot import Decisions, Policy, Preemption
+from virtuai.scheduler.snapshot import Admission, Blocked, Decisions, Policy, Preemption
 from virtuai.store.db import transaction
 from virtuai.store.inventory import placement_to_json
-from virtuai.store.models import JobRow
-from virtuai.store.snapshot import build_snapshot
-from virtuai.store.transitions import switch_job_state
+from virtuai.store.models import JobRow, VirtualClusterRow
+from virtuai.store.snapshot import build_snapshot, waiting_vcs
+from virtuai.store.transitions import switch_job_state, update_vc_if_state
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +66,18 @@ class SchedulingLoop:
                     select(JobRow)
                     .where(JobRow.state == JobState.PENDING.value)
                     .where(JobRow.cancel_requested_at.is_(None))
+                    .where(JobRow.vc_id.is_(None))
                 )
             )
-            if not pending:
+            vcs = waiting_vcs(session)
+            if not pending and not vcs:
                 return TickReport(0, 0)
             now = self._clock.now()
             gate = gate_pending(session, pending, now)
             for job in pending:
                 if job.id in gate.held:
                     _set_reason(job, gate.held[job.id], None, None)
-            if not gate.schedulable:
+            if not gate.schedulable and not vcs:
                 return TickReport(0, len(gate.held))
             snapshot = build_snapshot(
                 session,
@@ -76,16 +85,26 @@ class SchedulingLoop:
                 policy=self._policy,
                 preemptible=self._preemptible,
                 pending=gate.schedulable,
+                pending_vcs=vcs,
             )
             decisions = schedule(snapshot)
-            return self._apply(session, gate.schedulable, decisions, now)
+            return self._apply(session, gate.schedulable, decisions, now, vcs)
 
     def _apply(
-        self, session: Session, pending: list[JobRow], decisions: Decisions, now: dt.datetime
+        self,
+        session: Session,
+        pending: list[JobRow],
+        decisions: Decisions,
+        now: dt.datetime,
+        vcs: list[VirtualClusterRow] | None = None,
     ) -> TickReport:
         by_id = {str(job.id): job for job in pending}
+        vc_by_id = {vc_job_id(vc.id): vc for vc in vcs or ()}
         admitted = 0
         for admission in decisions.admitted:
+            if admission.job_id in vc_by_id:
+                admitted += _admit_vc(session, vc_by_id[admission.job_id], admission, now)
+                continue
             job = by_id[admission.job_id]
             nodes = sorted({p.node for p in admission.placements})
             if switch_job_state(
@@ -101,6 +120,9 @@ class SchedulingLoop:
             ):
                 admitted += 1
         for blocked in decisions.blocked:
+            if blocked.job_id in vc_by_id:
+                _set_vc_reason(vc_by_id[blocked.job_id], blocked)
+                continue
             expected = (
                 None
                 if blocked.expected_start is None
@@ -120,6 +142,8 @@ class SchedulingLoop:
     @staticmethod
     def _preempt(session: Session, preemption: Preemption, now: dt.datetime) -> bool:
         """Tell a victim to stop; one admitted but not started goes straight back to the queue."""
+        if vc_row_id(preemption.job_id) is not None:
+            return False  # virtual clusters are never preemptible (the snapshot says so)
         victim = session.get(JobRow, int(preemption.job_id))
         if victim is None:
             return False
@@ -137,14 +161,41 @@ class SchedulingLoop:
             )
         if state not in (JobState.STARTING, JobState.RUNNING):
             return False
+        vc_id = vc_row_id(preemption.preemptor_id)
         return switch_job_state(
             session,
             victim,
             JobState.PREEMPTING,
             reason=preemption.reason,
             now=now,
-            preempted_for=int(preemption.preemptor_id),
+            preempted_for=None if vc_id is not None else int(preemption.preemptor_id),
+            preempted_for_vc=vc_id,
         )
+
+
+def _admit_vc(
+    session: Session, vc: VirtualClusterRow, admission: Admission, now: dt.datetime
+) -> bool:
+    """Record the placement; the cluster loop builds (or resumes) it on the nodes."""
+    nodes = sorted({p.node for p in admission.placements})
+    return update_vc_if_state(
+        session,
+        vc,
+        reason=f"admitted to {', '.join(nodes)}",
+        now=now,
+        placement=placement_to_json(admission.placements),
+        admitted_at=now,
+        queue_position=None,
+    )
+
+
+def _set_vc_reason(vc: VirtualClusterRow, blocked: Blocked) -> None:
+    # Waiting reasons change often; they are state, not events (as for jobs).  The
+    # scheduler speaks of a gang's tasks: a cluster's are its nodes.
+    reason = blocked.reason.replace("tasks", "nodes").replace("task", "node")
+    if (vc.reason, vc.queue_position) != (reason, blocked.position):
+        vc.reason = reason
+        vc.queue_position = blocked.position
 
 
 def _set_reason(

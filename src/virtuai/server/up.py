@@ -1,4 +1,5 @@
-"""``virtuai up``: the whole platform in one process (API, control loops, local driver)."""
+"""``virtuai up``: the whole platform in one process (API, control loops, local driver,
+virtual clusters when the host can run them)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from virtuai.clientconfig import cli_config_path, write_cli_config
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
 from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
@@ -29,10 +31,12 @@ from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.services.planning import SchedulingRules
+from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import SchedulerSettings, Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
 from virtuai.store.inventory import mark_unschedulable_except, record_inventory
 from virtuai.store.migrate import migrate
+from virtuai.vcruntime import RuntimeConfig, VcRuntime
 
 log = logging.getLogger("virtuai")
 
@@ -96,6 +100,7 @@ def _serve(settings: Settings) -> None:
             flush=True,
         )
 
+    vcs = vc_runtime(settings)
     context = ApiContext(
         sessions=sessions,
         clock=clock,
@@ -108,10 +113,10 @@ def _serve(settings: Settings) -> None:
                 for p in settings.scheduler.priority_classes
             },
         ),
+        vcs=vcs,
+        vc_options=vc_options(settings),
     )
-    scheduling = SchedulingLoop(
-        sessions, clock, context.rules.policy, context.rules.preemptible
-    )
+    scheduling = SchedulingLoop(sessions, clock, context.rules.policy, context.rules.preemptible)
     lifecycle = LifecycleLoop(
         sessions,
         drivers,
@@ -121,13 +126,15 @@ def _serve(settings: Settings) -> None:
             kill_grace_s=settings.local.kill_grace_s,
             half_life_s=settings.scheduler.half_life_s,
         ),
+        vnodes=vcs.runtime,
     )
-    # Life cycle first: it records what ended, which frees room the scheduler can hand out.
-    runner = LoopRunner(
-        [lifecycle.tick, scheduling.tick, lifecycle.tick],
-        settings.scheduler.interval_s,
-        context.wake,
-    )
+    # Life cycle first: it records what ended, which frees room the scheduler can hand out;
+    # then virtual clusters admitted by the scheduler are built and their jobs scheduled.
+    steps = [lifecycle.tick, scheduling.tick]
+    if vcs.runtime is not None:
+        steps.append(VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings)).tick)
+    steps.append(lifecycle.tick)
+    runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake)
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
     try:
@@ -165,6 +172,44 @@ def _single_server(home: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def vc_runtime(settings: Settings) -> VcRuntimeAccess:
+    """The virtual-cluster runtime if this host can run clusters; else why not (logged)."""
+    group = settings.vclusters
+    if not group.enabled:
+        return VcRuntimeAccess(None, "virtual clusters are disabled on this server")
+    runtime = VcRuntime(
+        RuntimeConfig(
+            state_dir=settings.vc_state_dir,
+            prefix=group.prefix,
+            cgroup_parent=group.cgroup_parent,
+            user_prefix=settings.local.user_prefix,
+        )
+    )
+    try:
+        runtime.check_host()
+    except ConfigurationError as error:
+        log.warning("virtual clusters are not available: %s", error.message)
+        return VcRuntimeAccess(None, error.message)
+    log.info("virtual clusters: state in %s, prefix %s", settings.vc_state_dir, group.prefix)
+    return VcRuntimeAccess(runtime)
+
+
+def vc_options(settings: Settings) -> VcOptions:
+    group = settings.vclusters
+    return VcOptions(
+        subnet_pool=group.subnet_pool,
+        subnet_prefixlen=group.subnet_prefixlen,
+        exec_timeout_s=group.exec_timeout_s,
+    )
+
+
+def vc_loop_config(settings: Settings) -> VcLoopConfig:
+    group = settings.vclusters
+    return VcLoopConfig(
+        reconcile_interval_s=group.reconcile_interval_s, stop_grace_s=group.stop_grace_s
+    )
 
 
 def policy_from_settings(scheduler: SchedulerSettings) -> Policy:

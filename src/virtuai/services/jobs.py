@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
@@ -12,19 +13,23 @@ from sqlalchemy.orm import Session
 
 from virtuai.domain.arrays import ArraySpec
 from virtuai.domain.dependencies import Dependency
-from virtuai.domain.resources import Resources
+from virtuai.domain.resources import GpuDevice, Node, Resources
+from virtuai.domain.tenancy import Quota
+from virtuai.domain.vcluster import VcState, vnode_hostname
 from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.drivers.base import Driver, LogStream
-from virtuai.errors import Conflict, InvalidRequest, NotFound
-from virtuai.scheduler import Plan
-from virtuai.scheduler.snapshot import PendingJob
+from virtuai.errors import Conflict, InvalidRequest, NotFound, Unschedulable
+from virtuai.scheduler import Plan, never_reason
+from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantState
 from virtuai.services.access import Caller
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
-from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow
+from virtuai.services.vclusters import live_vc, whole_node
+from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow, VirtualClusterRow
 from virtuai.store.tenancy import get_tenant_row
 from virtuai.store.transitions import record_creation, switch_job_state
 
 MAX_LOG_CHUNK = 1024 * 1024
+DEFAULT_PER_TASK = Resources(cpu_milli=1000, memory=2**30)  # as the API's ResourcesIn
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +39,8 @@ class JobRequest:
     tenant: str | None
     name: str | None
     command: tuple[str, ...]
-    per_task: Resources
-    tasks: int
+    per_task: Resources | None  # None: DEFAULT_PER_TASK, or in a virtual cluster a whole node
+    tasks: int | None  # None: 1, or in a virtual cluster one per node
     walltime_s: int
     priority: str
     env: Mapping[str, str]
@@ -45,6 +50,7 @@ class JobRequest:
     checkpoint_signal: int = 15
     checkpoint_grace_s: int | None = None
     requeue: bool = True
+    vc: str | None = None  # the name of the tenant's virtual cluster to run in
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +78,16 @@ def submit_job(
     caller.require_submit(tenant_name)
     tenant = get_tenant_row(session, tenant_name)
     priority = rules.priority(request.priority)
-    if request.per_task == Resources():
+    vc = None if request.vc is None else _target_vc(session, tenant, request.vc)
+    request = _with_defaults(request, vc)
+    per_task, tasks = request.per_task, request.tasks
+    assert per_task is not None and tasks is not None
+    if per_task == Resources():
         raise InvalidRequest("a job must ask for some CPU or memory", field="resources")
-    reject_if_never_runs(session, rules, probe_of(tenant.name, request, priority, now), now)
+    if vc is None:
+        reject_if_never_runs(session, rules, probe_of(tenant.name, request, priority, now), now)
+    else:
+        _reject_if_never_runs_in(vc, probe_of(tenant.name, request, priority, now))
     _check_dependencies(session, caller, request.dependencies)
     indices: Sequence[int | None] = request.array.indices if request.array else [None]
     first: JobRow | None = None
@@ -89,10 +102,10 @@ def submit_job(
             command=list(request.command),
             env=dict(request.env),
             workdir=request.workdir,
-            cpu_milli=request.per_task.cpu_milli,
-            memory=request.per_task.memory,
-            gpu=request.per_task.gpu,
-            tasks=request.tasks,
+            cpu_milli=per_task.cpu_milli,
+            memory=per_task.memory,
+            gpu=per_task.gpu,
+            tasks=tasks,
             walltime_s=request.walltime_s,
             priority_class=priority.name,
             priority=priority.value,
@@ -104,6 +117,7 @@ def submit_job(
             array_id=first.id if first is not None else None,
             array_index=index,
             array_max_running=request.array.max_running if request.array else None,
+            vc_id=None if vc is None else vc.id,
             submitted_at=now,
             updated_at=now,
         )
@@ -141,10 +155,50 @@ def _check_dependencies(
         raise NotFound(f"dependency: job {missing[0]} not found", field="dependency")
 
 
+def _target_vc(session: Session, tenant: TenantRow, name: str) -> VirtualClusterRow:
+    vc = live_vc(session, tenant.id, name)
+    if vc is None:
+        raise NotFound(f"virtual cluster {name} not found in tenant {tenant.name}", field="vc")
+    if vc.state == VcState.DELETING.value:
+        raise Conflict(f"virtual cluster {name} is being deleted", field="vc")
+    return vc
+
+
+def _with_defaults(request: JobRequest, vc: VirtualClusterRow | None) -> JobRequest:
+    """Outside a cluster: 1 task of ``DEFAULT_PER_TASK``; inside: one whole node per task and
+    a task per node.  A cluster's gang has at most one task per node."""
+    if vc is None:
+        return dataclasses.replace(
+            request, per_task=request.per_task or DEFAULT_PER_TASK, tasks=request.tasks or 1
+        )
+    tasks = request.tasks or vc.nodes
+    if tasks > vc.nodes:
+        raise Unschedulable(
+            f"virtual cluster {vc.name} has {vc.nodes} nodes: a job in it has at most "
+            f"{vc.nodes} tasks, one per node",
+            field="tasks",
+        )
+    return dataclasses.replace(request, per_task=request.per_task or whole_node(vc), tasks=tasks)
+
+
+def _reject_if_never_runs_in(vc: VirtualClusterRow, job: PendingJob) -> None:
+    """The submit-time check against the cluster's own (empty) nodes, in the scheduler's words."""
+    node = Resources(vc.cpu_milli, vc.memory, vc.gpu)
+    gpus = tuple(GpuDevice(index=i, model="", memory=0) for i in range(vc.gpu))
+    nodes = tuple(
+        NodeState(Node(vnode_hostname(vc.name, i), "vc", "vc", node, gpus)) for i in range(vc.nodes)
+    )
+    snapshot = Snapshot(nodes=nodes, tenants=(TenantState(job.tenant, Quota()),), pending=())
+    reason = never_reason(snapshot, job)
+    if reason is not None:
+        raise Unschedulable(f"{reason} (in virtual cluster {vc.name})", field="resources")
+
+
 def probe_of(
     tenant: str, request: JobRequest, priority: PriorityClass, now: dt.datetime
 ) -> PendingJob:
-    return probe(tenant, request.per_task, request.tasks, request.walltime_s, priority, now)
+    per_task = request.per_task or DEFAULT_PER_TASK
+    return probe(tenant, per_task, request.tasks or 1, request.walltime_s, priority, now)
 
 
 def plan_request(
@@ -158,6 +212,8 @@ def plan_request(
     tenant = caller.default_tenant(request.tenant)
     caller.require_visible(tenant)
     get_tenant_row(session, tenant)
+    if request.vc is not None:
+        raise InvalidRequest("plan does not answer for jobs in virtual clusters yet", field="vc")
     return plan_job(
         session, rules, probe_of(tenant, request, rules.priority(request.priority), now), now
     )

@@ -19,7 +19,7 @@ from virtuai.scheduler.snapshot import PendingJob, Policy, Snapshot
 from virtuai.services.access import Caller
 from virtuai.store.inventory import load_node_states
 from virtuai.store.models import JobRow, TenantRow
-from virtuai.store.snapshot import build_snapshot, tenant_states
+from virtuai.store.snapshot import build_snapshot, tenant_states, waiting_vcs
 
 PROBE_ID = "planned"
 
@@ -81,13 +81,20 @@ def snapshot_now(
             job
             for job in session.scalars(
                 select(JobRow).where(
-                    JobRow.state == JobState.PENDING.value, JobRow.cancel_requested_at.is_(None)
+                    JobRow.state == JobState.PENDING.value,
+                    JobRow.cancel_requested_at.is_(None),
+                    JobRow.vc_id.is_(None),
                 )
             )
             if not job.dependencies
         ]
     return build_snapshot(
-        session, now=now, policy=rules.policy, preemptible=rules.preemptible, pending=pending
+        session,
+        now=now,
+        policy=rules.policy,
+        preemptible=rules.preemptible,
+        pending=pending,
+        pending_vcs=waiting_vcs(session) if with_queue else (),
     )
 
 

@@ -1,4 +1,9 @@
-"""Nodes as recorded in the database, and what admitted work holds on them."""
+"""Nodes as recorded in the database, and what admitted work holds on them.
+
+Two kinds of work hold resources of the physical nodes: jobs that run on them
+(``vc_id IS NULL``) and admitted virtual clusters.  Jobs *inside* a virtual
+cluster hold part of the cluster's own nodes, never the platform's again.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,29 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session
 
 from virtuai.domain.resources import GpuDevice, Node, Resources
+from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState, TaskPlacement
 from virtuai.scheduler.snapshot import NodeState
-from virtuai.store.models import JobRow, NodeRow
+from virtuai.store.models import JobRow, NodeRow, VirtualClusterRow
 
 HOLDING_STATES = [s.value for s in JobState if s.holds_resources()]
+VC_HOLDING_STATES = [s.value for s in VcState if s.holds_resources(admitted=True)]
+
+
+def platform_job_holds() -> ColumnElement[bool]:
+    """Jobs that hold resources of the physical nodes (not jobs inside a virtual cluster)."""
+    return and_(JobRow.state.in_(HOLDING_STATES), JobRow.vc_id.is_(None))
+
+
+def vc_holds() -> ColumnElement[bool]:
+    """Virtual clusters that hold their admitted placement on the physical nodes."""
+    return and_(
+        VirtualClusterRow.state.in_(VC_HOLDING_STATES), VirtualClusterRow.admitted_at.is_not(None)
+    )
 
 
 def node_from_row(row: NodeRow) -> Node:
@@ -59,7 +78,7 @@ def placement_from_json(data: Sequence[dict[str, Any]]) -> list[TaskPlacement]:
 
 
 def load_node_states(session: Session) -> list[NodeState]:
-    """Schedulable nodes with what admitted, unfinished jobs hold on each."""
+    """Schedulable nodes with what admitted, unfinished jobs and virtual clusters hold on each."""
     nodes = [
         node_from_row(r)
         for r in session.scalars(
@@ -68,9 +87,9 @@ def load_node_states(session: Session) -> list[NodeState]:
     ]
     allocated: dict[str, Resources] = defaultdict(Resources)
     busy: dict[str, set[int]] = defaultdict(set)
-    for (placement,) in session.execute(
-        select(JobRow.placement).where(JobRow.state.in_(HOLDING_STATES))
-    ):
+    placements = list(session.scalars(select(JobRow.placement).where(platform_job_holds())))
+    placements += session.scalars(select(VirtualClusterRow.placement).where(vc_holds()))
+    for placement in placements:
         for task in placement_from_json(placement):
             allocated[task.node] += task.resources
             busy[task.node].update(task.gpu_indices)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -212,7 +213,14 @@ class JobRow(Base):
     # While preempting: the pending job it makes room for (which waits instead of preempting
     # more).  While pending: when the scheduler expects it to start (backfill's reservation).
     preempted_for: Mapped[int | None] = mapped_column(Integer)
+    # ... or the virtual cluster it was preempted for (a cluster waiting for admission).
+    preempted_for_vc: Mapped[int | None] = mapped_column(Integer)
     expected_start_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # The virtual cluster it runs in; NULL: on the physical nodes.  Jobs in a cluster are
+    # scheduled onto its nodes only and hold nothing of the platform's capacity or quota.
+    vc_id: Mapped[int | None] = mapped_column(
+        ForeignKey("virtual_clusters.id"), index=True, default=None
+    )
 
     # Desired state set by users; the life-cycle loop acts on it.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -232,6 +240,7 @@ class JobRow(Base):
 
     tenant: Mapped[TenantRow] = relationship()
     user: Mapped[UserRow] = relationship()
+    vc: Mapped[VirtualClusterRow | None] = relationship()
 
     # Job ids name task directories on disk: never reuse one (SQLite would after a delete).
     __table_args__ = (
@@ -272,6 +281,87 @@ class JobEventRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(128), default="system")
+
+
+class VirtualClusterRow(Base):
+    """A tenant's virtual cluster: nodes of equal size, a private subnet, shared storage.
+
+    ``state`` is a ``VcState``; ``admitted_at`` is set while the scheduler's
+    placement (``placement``, one entry per node, as jobs') holds resources.
+    """
+
+    __tablename__ = "virtual_clusters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    # The runtime's identity of the cluster (names its state directory and kernel objects).
+    runtime_id: Mapped[str] = mapped_column(String(63), unique=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    # The request: ``nodes`` nodes of these resources each.
+    nodes: Mapped[int] = mapped_column(Integer)
+    cpu_milli: Mapped[int] = mapped_column(BigInteger)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    gpu: Mapped[int] = mapped_column(Integer, default=0)
+    image: Mapped[str] = mapped_column(String(63))
+    gateway: Mapped[bool] = mapped_column(Boolean, default=False)
+    subnet: Mapped[str] = mapped_column(String(43))
+    priority: Mapped[int] = mapped_column(Integer)
+
+    # Observed / decided.
+    placement: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    admitted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    queue_position: Mapped[int | None] = mapped_column(Integer)
+    # What the runtime last reported of each node: [{index, hostname, address, state, problems}]
+    observed: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    observed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # When it last asked to be admitted (created, or resume requested): its place in the queue.
+    requested_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    tenant: Mapped[TenantRow] = relationship()
+    user: Mapped[UserRow] = relationship()
+
+    # A live cluster (not deleted, not failed) owns its name in its tenant and its subnet.
+    __table_args__ = (
+        Index(
+            "ix_virtual_clusters_live_name",
+            "tenant_id",
+            "name",
+            unique=True,
+            sqlite_where=text("state NOT IN ('deleted', 'failed')"),
+            postgresql_where=text("state NOT IN ('deleted', 'failed')"),
+        ),
+        Index(
+            "ix_virtual_clusters_live_subnet",
+            "subnet",
+            unique=True,
+            sqlite_where=text("state NOT IN ('deleted', 'failed')"),
+            postgresql_where=text("state NOT IN ('deleted', 'failed')"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class VcEventRow(Base):
+    """A state change of a virtual cluster (or a notable fact: admitted, reconciled)."""
+
+    __tablename__ = "vc_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vc_id: Mapped[int] = mapped_column(
+        ForeignKey("virtual_clusters.id", ondelete="CASCADE"), index=True
+    )
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))

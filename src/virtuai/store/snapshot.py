@@ -2,28 +2,49 @@
 
 Shared by the scheduling loop (to decide) and by the API (to plan and to show
 fair share), so that what users are told is computed exactly as decided.
+
+Virtual clusters are gangs to the scheduler: one waiting for admission is a
+``PendingJob`` with one task per node, an admitted one a ``RunningJob`` that
+cannot be preempted, both with the id ``vc-<row id>``.  Jobs inside a cluster
+are not in this snapshot at all (``control/vcjobs.py`` schedules them onto
+the cluster's own nodes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from virtuai.domain.resources import Resources
+from virtuai.domain.resources import GpuDevice, Node, Resources
+from virtuai.domain.tenancy import Quota
+from virtuai.domain.vcluster import VcState, vc_job_id, vnode_hostname
+from virtuai.domain.workload import JobState
 from virtuai.scheduler.snapshot import (
     HistoricalUsage,
+    NodeState,
     PendingJob,
     Policy,
     RunningJob,
     Snapshot,
     TenantState,
 )
-from virtuai.store.inventory import HOLDING_STATES, load_node_states, placement_from_json
-from virtuai.store.models import JobRow, TenantRow
+from virtuai.store.inventory import (
+    HOLDING_STATES,
+    load_node_states,
+    placement_from_json,
+    platform_job_holds,
+    vc_holds,
+)
+from virtuai.store.models import JobRow, NodeRow, TenantRow, VirtualClusterRow
 from virtuai.store.tenancy import pool_quotas, quota_of, usage_by_tenant
+
+FINISHED_STATES = [s.value for s in JobState if s.is_finished()]
+VC_POOL = "vc"  # the pool of a virtual cluster's own nodes
+VC_POLICY = Policy()  # strict priority-FIFO among the jobs inside a cluster
 
 
 def build_snapshot(
@@ -33,13 +54,20 @@ def build_snapshot(
     policy: Policy,
     preemptible: Mapping[str, bool],
     pending: Sequence[JobRow],
+    pending_vcs: Sequence[VirtualClusterRow] = (),
 ) -> Snapshot:
     tenants = list(session.scalars(select(TenantRow).options(selectinload(TenantRow.quotas))))
     names = {t.id: t.name for t in tenants}
+    nominated = nominated_ids(session)
+    waiting = [
+        pending_job(job, names[job.tenant_id], preemptible, nominated=job.id in nominated)
+        for job in pending
+    ]
+    waiting += [pending_vc(vc, names[vc.tenant_id]) for vc in pending_vcs]
     return Snapshot(
         nodes=tuple(load_node_states(session)),
         tenants=tuple(tenant_states(session, tenants)),
-        pending=tuple(pending_job(job, names[job.tenant_id], preemptible) for job in pending),
+        pending=tuple(waiting),
         running=tuple(running_jobs(session, names, preemptible, now)),
         now=now.timestamp(),
         policy=policy,
@@ -71,7 +99,9 @@ def history_of(tenant: TenantRow) -> HistoricalUsage:
     )
 
 
-def pending_job(job: JobRow, tenant: str, preemptible: Mapping[str, bool]) -> PendingJob:
+def pending_job(
+    job: JobRow, tenant: str, preemptible: Mapping[str, bool], *, nominated: bool = False
+) -> PendingJob:
     return PendingJob(
         id=str(job.id),
         tenant=tenant,
@@ -83,17 +113,79 @@ def pending_job(job: JobRow, tenant: str, preemptible: Mapping[str, bool]) -> Pe
         pool=job.pool,
         walltime_s=job.walltime_s,
         preemptible=preemptible.get(job.priority_class, True),
+        nominated=nominated,
     )
+
+
+def nominated_ids(session: Session) -> set[int]:
+    """Pending jobs that jobs were preempted for: they wait for that room, not preempt more.
+
+    ``preempted_for`` stays on a requeued victim, so the preemptor keeps its
+    claim until it is admitted (or ends) even after its victims have stopped.
+    """
+    rows = session.scalars(
+        select(JobRow.preempted_for).where(
+            JobRow.preempted_for.is_not(None), JobRow.state.not_in(FINISHED_STATES)
+        )
+    )
+    return {int(job_id) for job_id in rows if job_id is not None}
+
+
+def waiting_vcs(session: Session) -> list[VirtualClusterRow]:
+    """Virtual clusters in the queue: created or resumed, not admitted yet."""
+    return list(
+        session.scalars(
+            select(VirtualClusterRow)
+            .where(
+                VirtualClusterRow.state.in_([s.value for s in VcState if s.waits_for_admission()])
+            )
+            .where(VirtualClusterRow.admitted_at.is_(None))
+            .order_by(VirtualClusterRow.id)
+        )
+    )
+
+
+def pending_vc(vc: VirtualClusterRow, tenant: str) -> PendingJob:
+    """A cluster waiting for admission: a gang of one task per node, never a victim."""
+    return PendingJob(
+        id=vc_job_id(vc.id),
+        tenant=tenant,
+        priority=vc.priority,
+        submitted_at=vc.requested_at.timestamp(),
+        seq=vc.id,
+        per_task=Resources(vc.cpu_milli, vc.memory, vc.gpu),
+        tasks=vc.nodes,
+        walltime_s=None,
+        preemptible=False,
+    )
+
+
+def running_vcs(session: Session, names: Mapping[int, str], now: dt.datetime) -> list[RunningJob]:
+    """Every admitted virtual cluster: it holds its nodes until suspended or deleted."""
+    vcs = session.scalars(
+        select(VirtualClusterRow).where(vc_holds()).order_by(VirtualClusterRow.id)
+    )
+    return [
+        RunningJob(
+            id=vc_job_id(vc.id),
+            tenant=names[vc.tenant_id],
+            priority=vc.priority,
+            placements=tuple(placement_from_json(vc.placement)),
+            started_at=(vc.admitted_at or now).timestamp(),
+            expected_end=None,
+            preemptible=False,
+        )
+        for vc in vcs
+    ]
 
 
 def running_jobs(
     session: Session, names: Mapping[int, str], preemptible: Mapping[str, bool], now: dt.datetime
 ) -> list[RunningJob]:
-    """Every job holding resources; one admitted but not started yet counts from now."""
-    jobs = session.scalars(
-        select(JobRow).where(JobRow.state.in_(HOLDING_STATES)).order_by(JobRow.id)
-    )
-    running = []
+    """Every job and virtual cluster holding resources of the physical nodes; one admitted
+    but not started yet counts from now."""
+    jobs = session.scalars(select(JobRow).where(platform_job_holds()).order_by(JobRow.id))
+    running = running_vcs(session, names, now)
     for job in jobs:
         started = (job.started_at or job.admitted_at or now).timestamp()
         running.append(
@@ -106,7 +198,98 @@ def running_jobs(
                 expected_end=started + job.walltime_s,
                 preemptible=preemptible.get(job.priority_class, True),
                 preempting=job.state == "preempting",
-                preempted_for=None if job.preempted_for is None else str(job.preempted_for),
+                preempted_for=_preempted_for(job),
+                seq=job.id,
             )
         )
     return running
+
+
+def _preempted_for(job: JobRow) -> str | None:
+    if job.preempted_for is not None:
+        return str(job.preempted_for)
+    if job.preempted_for_vc is not None:
+        return vc_job_id(job.preempted_for_vc)
+    return None
+
+
+# -- inside a virtual cluster ---------------------------------------------------------------
+
+
+def vc_snapshot(
+    session: Session,
+    vc: VirtualClusterRow,
+    tenant: str,
+    pending: Sequence[JobRow],
+    now: dt.datetime,
+) -> Snapshot:
+    """The scheduler's view of one cluster: its nodes, its jobs, its tenant without a quota."""
+    holding = list(
+        session.scalars(
+            select(JobRow)
+            .where(JobRow.vc_id == vc.id, JobRow.state.in_(HOLDING_STATES))
+            .order_by(JobRow.id)
+        )
+    )
+    allocated: dict[str, Resources] = defaultdict(Resources)
+    busy: dict[str, set[int]] = defaultdict(set)
+    running = []
+    for job in holding:
+        placements = tuple(placement_from_json(job.placement))
+        for task in placements:
+            allocated[task.node] += task.resources
+            busy[task.node].update(task.gpu_indices)
+        started = (job.started_at or job.admitted_at or now).timestamp()
+        running.append(
+            RunningJob(
+                id=str(job.id),
+                tenant=tenant,
+                priority=job.priority,
+                placements=placements,
+                started_at=started,
+                expected_end=started + job.walltime_s,
+            )
+        )
+    nodes = vc_nodes(session, vc)
+    return Snapshot(
+        nodes=tuple(NodeState(n, allocated[n.name], frozenset(busy[n.name])) for n in nodes),
+        tenants=(TenantState(name=tenant, quota=Quota()),),
+        pending=tuple(pending_job(job, tenant, {}) for job in pending),
+        running=tuple(running),
+        now=now.timestamp(),
+        policy=VC_POLICY,
+    )
+
+
+def vc_nodes(session: Session, vc: VirtualClusterRow) -> list[Node]:
+    """The cluster's virtual nodes, each with its placed resources and GPU devices."""
+    gpus_of = {
+        row.name: {g["index"]: g for g in row.gpus}
+        for row in session.scalars(
+            select(NodeRow).where(NodeRow.name.in_({p["node"] for p in vc.placement}))
+        )
+    }
+    nodes = []
+    for placement in placement_from_json(vc.placement):
+        devices = gpus_of.get(placement.node, {})
+        gpus = tuple(
+            GpuDevice(
+                index=i,
+                model=str(devices.get(i, {}).get("model", "")),
+                memory=int(devices.get(i, {}).get("memory", 0)),
+                uuid=str(devices.get(i, {}).get("uuid", "")),
+            )
+            for i in placement.gpu_indices
+        )
+        nodes.append(
+            Node(
+                name=vnode_hostname(vc.name, placement.index),
+                pool=VC_POOL,
+                site=placement.node,
+                capacity=Resources(
+                    placement.resources.cpu_milli, placement.resources.memory, len(gpus)
+                ),
+                gpus=gpus,
+            )
+        )
+    return nodes

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import ANY_POOL, PoolQuota, Quota
 from virtuai.errors import NotFound
-from virtuai.store.inventory import HOLDING_STATES, placement_from_json
-from virtuai.store.models import JobRow, NodeRow, TenantQuotaRow, TenantRow
+from virtuai.store.inventory import placement_from_json, platform_job_holds, vc_holds
+from virtuai.store.models import JobRow, NodeRow, TenantQuotaRow, TenantRow, VirtualClusterRow
 
 
 def pool_quota_from_row(q: TenantQuotaRow) -> PoolQuota:
@@ -54,13 +54,17 @@ def _limits(quota: Quota) -> tuple[int | None, int | None, int | None]:
 
 
 def usage_by_tenant_pool(session: Session) -> dict[int, dict[str, Resources]]:
-    """What admitted, unfinished work holds, per tenant and pool (``*``: all pools)."""
+    """What admitted, unfinished work (jobs and virtual clusters) holds, per tenant and pool
+    (``*``: all pools)."""
     pools: dict[str, str] = {
         name: pool for name, pool in session.execute(select(NodeRow.name, NodeRow.pool))
     }
     usage: dict[int, dict[str, Resources]] = defaultdict(lambda: defaultdict(Resources))
-    rows = session.execute(
-        select(JobRow.tenant_id, JobRow.placement).where(JobRow.state.in_(HOLDING_STATES))
+    rows = list(
+        session.execute(select(JobRow.tenant_id, JobRow.placement).where(platform_job_holds()))
+    )
+    rows += session.execute(
+        select(VirtualClusterRow.tenant_id, VirtualClusterRow.placement).where(vc_holds())
     )
     for tenant_id, placement in rows:
         for task in placement_from_json(placement):
@@ -79,20 +83,33 @@ def get_tenant_row(session: Session, name: str) -> TenantRow:
 def usage_by_tenant(
     session: Session, tenant_ids: Iterable[int] | None = None
 ) -> dict[int, Resources]:
-    """What each tenant's admitted, unfinished jobs hold now."""
-    query = (
+    """What each tenant's admitted, unfinished jobs and virtual clusters hold now."""
+    wanted = None if tenant_ids is None else list(tenant_ids)
+    jobs = (
         select(
             JobRow.tenant_id,
             func.sum(JobRow.cpu_milli * JobRow.tasks),
             func.sum(JobRow.memory * JobRow.tasks),
             func.sum(JobRow.gpu * JobRow.tasks),
         )
-        .where(JobRow.state.in_(HOLDING_STATES))
+        .where(platform_job_holds())
         .group_by(JobRow.tenant_id)
     )
-    if tenant_ids is not None:
-        query = query.where(JobRow.tenant_id.in_(list(tenant_ids)))
-    return {
-        tenant_id: Resources(int(cpu or 0), int(memory or 0), int(gpu or 0))
-        for tenant_id, cpu, memory, gpu in session.execute(query)
-    }
+    vcs = (
+        select(
+            VirtualClusterRow.tenant_id,
+            func.sum(VirtualClusterRow.cpu_milli * VirtualClusterRow.nodes),
+            func.sum(VirtualClusterRow.memory * VirtualClusterRow.nodes),
+            func.sum(VirtualClusterRow.gpu * VirtualClusterRow.nodes),
+        )
+        .where(vc_holds())
+        .group_by(VirtualClusterRow.tenant_id)
+    )
+    if wanted is not None:
+        jobs = jobs.where(JobRow.tenant_id.in_(wanted))
+        vcs = vcs.where(VirtualClusterRow.tenant_id.in_(wanted))
+    usage: dict[int, Resources] = defaultdict(Resources)
+    for query in (jobs, vcs):
+        for tenant_id, cpu, memory, gpu in session.execute(query):
+            usage[tenant_id] += Resources(int(cpu or 0), int(memory or 0), int(gpu or 0))
+    return dict(usage)

@@ -1,4 +1,5 @@
-"""The one way a job's state changes: checked against the table, guarded, recorded as an event."""
+"""The one way a job's (or a virtual cluster's) state changes: checked against its table,
+guarded, recorded as an event."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from virtuai.domain.vcluster import VcState, check_vc_transition
 from virtuai.domain.workload import JobState, check_transition
-from virtuai.store.models import JobEventRow, JobRow
+from virtuai.store.models import JobEventRow, JobRow, VcEventRow, VirtualClusterRow
 
 
 def switch_job_state(
@@ -67,6 +69,95 @@ def record_creation(session: Session, job: JobRow, *, now: dt.datetime, actor: s
             from_state=None,
             to_state=job.state,
             reason="submitted",
+            actor=actor,
+        )
+    )
+
+
+def switch_vc_state(
+    session: Session,
+    vc: VirtualClusterRow,
+    new_state: VcState,
+    *,
+    reason: str,
+    now: dt.datetime,
+    actor: str = "system",
+    **changes: Any,
+) -> bool:
+    """Move a virtual cluster to ``new_state`` if it is still in the state we read it in.
+
+    The same compare-and-set as ``switch_job_state``: a user's delete and the
+    loop's "it is running now" racing on one cluster cannot both win.
+    """
+    current = VcState(vc.state)
+    check_vc_transition(current, new_state)
+    values: dict[str, Any] = {"state": new_state.value, "reason": reason, "updated_at": now}
+    values.update(changes)
+    if not _guarded_vc_update(session, vc, current, values):
+        return False
+    record_vc_event(session, vc, current.value, new_state.value, reason, now=now, actor=actor)
+    return True
+
+
+def update_vc_if_state(
+    session: Session,
+    vc: VirtualClusterRow,
+    *,
+    reason: str | None = None,
+    now: dt.datetime,
+    event: bool = True,
+    **changes: Any,
+) -> bool:
+    """Change a cluster's columns (not its state) if its state is still the one we read.
+
+    For what happens within a state: admission, reconcile reports.  With
+    ``event`` the change is recorded as an event from the state to itself.
+    """
+    current = VcState(vc.state)
+    values: dict[str, Any] = {"updated_at": now, **changes}
+    if reason is not None:
+        values["reason"] = reason
+    if not _guarded_vc_update(session, vc, current, values):
+        return False
+    if event and reason is not None:
+        record_vc_event(session, vc, current.value, current.value, reason, now=now)
+    return True
+
+
+def _guarded_vc_update(
+    session: Session, vc: VirtualClusterRow, current: VcState, values: dict[str, Any]
+) -> bool:
+    result = session.execute(
+        update(VirtualClusterRow)
+        .where(VirtualClusterRow.id == vc.id, VirtualClusterRow.state == current.value)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(vc)
+        return False
+    for key, value in values.items():
+        set_committed_value(vc, key, value)
+    return True
+
+
+def record_vc_event(
+    session: Session,
+    vc: VirtualClusterRow,
+    from_state: str | None,
+    to_state: str,
+    reason: str,
+    *,
+    now: dt.datetime,
+    actor: str = "system",
+) -> None:
+    session.add(
+        VcEventRow(
+            vc_id=vc.id,
+            at=now,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
             actor=actor,
         )
     )

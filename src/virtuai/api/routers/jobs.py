@@ -38,14 +38,17 @@ arrays_router = APIRouter(prefix="/api/v1/arrays", tags=["jobs"])
 
 def request_from_api(body: JobCreate) -> service.JobRequest:
     signal_spec = (15, 0) if body.signal is None else parse_signal_spec(body.signal)
+    resources = body.resources
     return service.JobRequest(
         tenant=body.tenant,
         name=body.name,
         command=tuple(body.command),
-        per_task=Resources(
-            cpu_milli=parse_cpu(body.resources.cpu, field="resources.cpu"),
-            memory=parse_memory(body.resources.memory, field="resources.memory"),
-            gpu=body.resources.gpu,
+        per_task=None
+        if resources is None
+        else Resources(
+            cpu_milli=parse_cpu(resources.cpu, field="resources.cpu"),
+            memory=parse_memory(resources.memory, field="resources.memory"),
+            gpu=resources.gpu,
         ),
         tasks=body.tasks,
         walltime_s=parse_duration(body.time, field="time"),
@@ -57,6 +60,7 @@ def request_from_api(body: JobCreate) -> service.JobRequest:
         checkpoint_signal=signal_spec[0],
         checkpoint_grace_s=signal_spec[1] if body.signal is not None else None,
         requeue=body.requeue,
+        vc=body.vc,
     )
 
 
@@ -82,6 +86,7 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "requeue": job.requeue,
         "array_id": job.array_id,
         "array_index": job.array_index,
+        "vc": None if job.vc is None else job.vc.name,
         "dependency": format_dependencies([Dependency.from_json(d) for d in job.dependencies]),
         "queue_position": job.queue_position,
         "expected_start": job.expected_start_at,

@@ -32,8 +32,15 @@ class JobCreate(StrictModel):
     tenant: Name | None = Field(default=None, description="default: the caller's only tenant")
     name: Name | None = None
     command: list[str] = Field(min_length=1, max_length=4096)
-    resources: ResourcesIn = Field(default_factory=ResourcesIn)
-    tasks: int = Field(default=1, ge=1, le=1024, description="gang size (all or nothing)")
+    resources: ResourcesIn | None = Field(
+        default=None, description="per task; default 1 CPU and 1Gi, in a virtual cluster a node"
+    )
+    tasks: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="gang size (all or nothing); default 1, in a virtual cluster one per node",
+    )
     time: DurationText = Field(default="1h", description="walltime limit")
     priority: str = Field(default="normal", max_length=32)
     env: dict[EnvName, Annotated[str, Field(max_length=32 * 1024)]] = Field(default_factory=dict)
@@ -50,6 +57,9 @@ class JobCreate(StrictModel):
         description="checkpoint signal on preemption and its grace: SIG@SECONDS (USR1@60)",
     )
     requeue: bool = Field(default=True, description="requeue after preemption (else: preempted)")
+    vc: Name | None = Field(
+        default=None, description="run in this virtual cluster of the tenant, on its nodes"
+    )
 
     @field_validator("command")
     @classmethod
@@ -100,6 +110,7 @@ class JobOut(BaseModel):
     requeue: bool
     array_id: int | None
     array_index: int | None
+    vc: str | None = Field(description="the virtual cluster it runs in")
     dependency: str = Field(description="as given, normalised; empty when none")
     queue_position: int | None
     expected_start: dt.datetime | None = Field(description="pending jobs: the scheduler's estimate")
