@@ -157,8 +157,10 @@ def parse_signal_spec(text: str, *, field: str = "signal") -> tuple[int, int]:
             field=field,
         ) from None
     if signo in (signal.SIGKILL, signal.SIGSTOP):
-        raise InvalidRequest(f"{field}: {signo.name} cannot be caught, so it cannot ask "
-                             "for a checkpoint", field=field)
+        raise InvalidRequest(
+            f"{field}: {signo.name} cannot be caught, so it cannot ask for a checkpoint",
+            field=field,
+        )
     if not seconds:
         return int(signo), 60
     if not seconds.isdigit() or int(seconds) > 65535:

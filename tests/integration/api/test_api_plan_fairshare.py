@@ -20,9 +20,7 @@ def test_plan_says_where_and_when_without_submitting(platform: Platform, alice: 
     assert now["placement"] == [{"index": 0, "node": "node-1", "gpu_indices": [0]}]
     assert platform.ok("GET", "/api/v1/jobs", alice) == []  # nothing was submitted
 
-    never = platform.ok(
-        "POST", "/api/v1/jobs/plan", alice, json={**body, "resources": {"cpu": 3}}
-    )
+    never = platform.ok("POST", "/api/v1/jobs/plan", alice, json={**body, "resources": {"cpu": 3}})
     assert (never["can_ever_run"], never["kind"]) == (False, "never")
     assert "quota of 2 cpu" in never["reason"]
 
