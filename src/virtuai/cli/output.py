@@ -104,6 +104,8 @@ def duration(seconds: float | None) -> str:
 def hours(seconds: float) -> str:
     """Two decimals, or four when that is all a short job amounts to (never a bare 0.00)."""
     value = seconds / 3600
+    if 0 < value < 0.0001:
+        return "<0.0001"
     if 0 < value < 0.005:
         return f"{value:.4f}"
     return f"{value:.2f}"
