@@ -155,29 +155,8 @@ def get_job(job_id: int, caller: CallerDep, context: Context) -> JobDetailOut:
             **_job_fields(detail.job),
             env=detail.job.env,
             workdir=detail.job.workdir,
-            events=[
-                EventOut(
-                    at=e.at,
-                    from_state=e.from_state,
-                    to_state=e.to_state,
-                    reason=e.reason,
-                    actor=e.actor,
-                )
-                for e in detail.events
-            ],
-            task_runs=[
-                TaskOut(
-                    attempt=t.attempt,
-                    index=t.index,
-                    node=t.node,
-                    outcome=t.outcome,
-                    exit_code=t.exit_code,
-                    message=t.message,
-                    started_at=t.started_at,
-                    finished_at=t.finished_at,
-                )
-                for t in detail.tasks
-            ],
+            events=[EventOut.model_validate(e) for e in detail.events],
+            task_runs=[TaskOut.model_validate(t) for t in detail.tasks],
         )
 
 

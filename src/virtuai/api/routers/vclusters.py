@@ -127,16 +127,7 @@ def show(name: str, caller: CallerDep, context: Context, tenant: TenantQuery = N
         detail = service.get_vc_detail(session, caller, name, tenant)
         return VcDetailOut(
             **_fields(detail.vc),
-            events=[
-                EventOut(
-                    at=e.at,
-                    from_state=e.from_state,
-                    to_state=e.to_state,
-                    reason=e.reason,
-                    actor=e.actor,
-                )
-                for e in detail.events
-            ],
+            events=[EventOut.model_validate(e) for e in detail.events],
         )
 
 

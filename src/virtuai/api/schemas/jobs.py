@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from virtuai.api.schemas.common import (
     CpuText,
@@ -121,6 +121,10 @@ class JobOut(BaseModel):
 
 
 class EventOut(BaseModel):
+    """A state change of a job or a virtual cluster; read straight from its table row."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     at: dt.datetime
     from_state: str | None
     to_state: str
@@ -129,6 +133,8 @@ class EventOut(BaseModel):
 
 
 class TaskOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     attempt: int
     index: int
     node: str
