@@ -51,7 +51,6 @@ from virtuai.store.usage import record_task_usage
 
 log = logging.getLogger(__name__)
 
-FINISHED = [s.value for s in JobState if s.is_finished()]
 ACTIVE_STATES = [JobState.STARTING.value, JobState.RUNNING.value, JobState.PREEMPTING.value]
 
 

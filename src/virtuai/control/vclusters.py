@@ -43,8 +43,13 @@ from virtuai.domain.workload import JobState
 from virtuai.errors import VirtuaiError
 from virtuai.store.db import transaction
 from virtuai.store.inventory import HOLDING_STATES, placement_from_json
-from virtuai.store.models import JobEventRow, JobRow, TenantRow, VirtualClusterRow
-from virtuai.store.transitions import switch_job_state, switch_vc_state, update_vc_if_state
+from virtuai.store.models import JobRow, TenantRow, VirtualClusterRow
+from virtuai.store.transitions import (
+    request_cancel,
+    switch_job_state,
+    switch_vc_state,
+    update_vc_if_state,
+)
 from virtuai.vcruntime import (
     DesiredState,
     NodeSpec,
@@ -258,7 +263,7 @@ class VcLoop:
                 if preempt:
                     busy |= _preempt(session, job, why, now)
                 else:
-                    busy |= _cancel(session, job, why, now)
+                    busy |= request_cancel(session, job, now=now, why=why)
             return busy
 
     # -- deleting ----------------------------------------------------------------------------
@@ -372,27 +377,4 @@ def _preempt(session: Session, job: JobRow, why: str, now: dt.datetime) -> bool:
         return False
     if state in (JobState.STARTING, JobState.RUNNING):
         switch_job_state(session, job, JobState.PREEMPTING, reason=why, now=now)
-    return True
-
-
-def _cancel(session: Session, job: JobRow, why: str, now: dt.datetime) -> bool:
-    """Cancel a job of a cluster being deleted; whether it has yet to end."""
-    if JobState(job.state) is JobState.PENDING:
-        switch_job_state(
-            session, job, JobState.CANCELLED, reason=f"cancelled: {why}", now=now,
-            finished_at=now, queue_position=None,
-        )  # fmt: skip
-        return False
-    if job.cancel_requested_at is None:
-        job.cancel_requested_at = now
-        session.add(
-            JobEventRow(
-                job_id=job.id,
-                at=now,
-                from_state=job.state,
-                to_state=job.state,
-                reason=f"cancel requested: {why}",
-                actor="system",
-            )
-        )
     return True

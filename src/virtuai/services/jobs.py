@@ -26,7 +26,7 @@ from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_i
 from virtuai.services.vclusters import live_vc, whole_node
 from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow, VirtualClusterRow
 from virtuai.store.tenancy import get_tenant_row
-from virtuai.store.transitions import record_creation, switch_job_state
+from virtuai.store.transitions import record_creation, request_cancel
 
 MAX_LOG_CHUNK = 1024 * 1024
 DEFAULT_PER_TASK = Resources(cpu_milli=1000, memory=2**30)  # as the API's ResourcesIn
@@ -297,29 +297,7 @@ def cancel_array(session: Session, caller: Caller, array_id: int, now: dt.dateti
 
 
 def _cancel(session: Session, job: JobRow, actor: str, now: dt.datetime) -> None:
-    if JobState(job.state) is JobState.PENDING and switch_job_state(
-        session,
-        job,
-        JobState.CANCELLED,
-        reason="cancelled by request",
-        now=now,
-        actor=actor,
-        finished_at=now,
-        queue_position=None,
-    ):
-        return
-    if job.cancel_requested_at is None:
-        job.cancel_requested_at = now
-        session.add(
-            JobEventRow(
-                job_id=job.id,
-                at=now,
-                from_state=job.state,
-                to_state=job.state,
-                reason="cancel requested",
-                actor=actor,
-            )
-        )
+    request_cancel(session, job, now=now, actor=actor)
     session.flush()
 
 

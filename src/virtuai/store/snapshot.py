@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 from virtuai.domain.resources import GpuDevice, Node, Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.vcluster import VcState, vc_job_id, vnode_hostname
-from virtuai.domain.workload import JobState
+from virtuai.domain.workload import FINISHED_STATES
 from virtuai.scheduler.snapshot import (
     HistoricalUsage,
     NodeState,
@@ -42,7 +42,6 @@ from virtuai.store.inventory import (
 from virtuai.store.models import JobRow, NodeRow, TenantRow, VirtualClusterRow
 from virtuai.store.tenancy import pool_quotas, quota_of, usage_by_tenant
 
-FINISHED_STATES = [s.value for s in JobState if s.is_finished()]
 VC_POOL = "vc"  # the pool of a virtual cluster's own nodes
 VC_POLICY = Policy()  # strict priority-FIFO among the jobs inside a cluster
 

@@ -36,18 +36,8 @@ def switch_job_state(
     check_transition(current, new_state)
     values: dict[str, Any] = {"state": new_state.value, "reason": reason, "updated_at": now}
     values.update(changes)
-    result = session.execute(
-        update(JobRow)
-        .where(JobRow.id == job.id, JobRow.state == current.value)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.refresh(job)
+    if not _compare_and_set(session, JobRow, job, current.value, values):
         return False
-    # Reflect the update in the loaded row without making it dirty again.
-    for key, value in values.items():
-        set_committed_value(job, key, value)
     session.add(
         JobEventRow(
             job_id=job.id,
@@ -58,6 +48,43 @@ def switch_job_state(
             actor=actor,
         )
     )
+    return True
+
+
+def request_cancel(
+    session: Session,
+    job: JobRow,
+    *,
+    now: dt.datetime,
+    actor: str = "system",
+    why: str | None = None,
+) -> bool:
+    """Cancel ``job``: a pending one ends at once, one holding resources is marked for the
+    life-cycle loop to stop (SIGTERM, then SIGKILL after the grace).  Returns whether the
+    job still has to end.  ``why`` is said when the platform cancels, not a user."""
+    if JobState(job.state) is JobState.PENDING and switch_job_state(
+        session,
+        job,
+        JobState.CANCELLED,
+        reason="cancelled by request" if why is None else f"cancelled: {why}",
+        now=now,
+        actor=actor,
+        finished_at=now,
+        queue_position=None,
+    ):
+        return False
+    if job.cancel_requested_at is None:
+        job.cancel_requested_at = now
+        session.add(
+            JobEventRow(
+                job_id=job.id,
+                at=now,
+                from_state=job.state,
+                to_state=job.state,
+                reason="cancel requested" if why is None else f"cancel requested: {why}",
+                actor=actor,
+            )
+        )
     return True
 
 
@@ -93,7 +120,7 @@ def switch_vc_state(
     check_vc_transition(current, new_state)
     values: dict[str, Any] = {"state": new_state.value, "reason": reason, "updated_at": now}
     values.update(changes)
-    if not _guarded_vc_update(session, vc, current, values):
+    if not _compare_and_set(session, VirtualClusterRow, vc, current.value, values):
         return False
     record_vc_event(session, vc, current.value, new_state.value, reason, now=now, actor=actor)
     return True
@@ -117,27 +144,34 @@ def update_vc_if_state(
     values: dict[str, Any] = {"updated_at": now, **changes}
     if reason is not None:
         values["reason"] = reason
-    if not _guarded_vc_update(session, vc, current, values):
+    if not _compare_and_set(session, VirtualClusterRow, vc, current.value, values):
         return False
     if event and reason is not None:
         record_vc_event(session, vc, current.value, current.value, reason, now=now)
     return True
 
 
-def _guarded_vc_update(
-    session: Session, vc: VirtualClusterRow, current: VcState, values: dict[str, Any]
+def _compare_and_set(
+    session: Session,
+    model: type[JobRow] | type[VirtualClusterRow],
+    row: JobRow | VirtualClusterRow,
+    state: str,
+    values: dict[str, Any],
 ) -> bool:
+    """``UPDATE ... WHERE id = row.id AND state = state``; False (and ``row`` re-read) when
+    another writer changed the state first."""
     result = session.execute(
-        update(VirtualClusterRow)
-        .where(VirtualClusterRow.id == vc.id, VirtualClusterRow.state == current.value)
+        update(model)
+        .where(model.id == row.id, model.state == state)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.refresh(vc)
+        session.refresh(row)
         return False
+    # Reflect the update in the loaded row without making it dirty again.
     for key, value in values.items():
-        set_committed_value(vc, key, value)
+        set_committed_value(row, key, value)
     return True
 
 
