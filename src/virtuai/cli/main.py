@@ -22,6 +22,7 @@ from virtuai.cli import (
     jobs,
     nodes,
     output,
+    sbatch,
     sim,
     submit,
     tenants,
@@ -37,6 +38,7 @@ JOBS_PANEL = "Jobs"
 ACCOUNTS_PANEL = "Tenants and users"
 PLATFORM_PANEL = "Platform"
 VC_PANEL = "Virtual clusters"
+SLURM_PANEL = "Slurm habits"
 
 
 class RootGroup(TyperGroup):
@@ -100,6 +102,7 @@ def build_app() -> typer.Typer:
     up.register(app, PLATFORM_PANEL)
     doctor.register(app, PLATFORM_PANEL)
     sim.register(app, PLATFORM_PANEL)
+    sbatch.register(app, SLURM_PANEL)
     return app
 
 

@@ -115,6 +115,8 @@ class Resolution:
     kill_on_invalid_dep: bool = False
     output: str = ""
     error: str = ""
+    output_pattern: str = ""  # as given (relative to the working directory)
+    error_pattern: str = ""
     open_mode: str = "truncate"
     workdir: str = ""
     workdir_given: bool = False
@@ -534,17 +536,18 @@ def _derive(
     default_out = "slurm-%A_%a.out" if res.array is not None else "slurm-%j.out"
     out = values.get("output") or default_out
     err = values.get("error") or out
+    res.output_pattern, res.error_pattern = _file(out, ""), _file(err, "")
     res.output = _file(out, res.workdir)
     res.error = _file(err, res.workdir)
-    if "wrap" in values and not wrapped:
-        pass
     _dependency_problems(res)
 
 
 def _file(pattern: str, workdir: str) -> str:
     if pattern.lower() == "none":
         return "/dev/null"
-    return pattern if pattern.startswith("/") else posixpath.join(workdir, pattern)
+    if pattern.startswith("/") or not workdir:
+        return pattern
+    return posixpath.join(workdir, pattern)
 
 
 def _invalid(
