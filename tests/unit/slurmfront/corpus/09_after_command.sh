@@ -1,0 +1,6 @@
+#!/bin/bash
+#SBATCH --time=10
+echo starting
+#SBATCH --time=600
+#SBATCH --mem=100G
+python work.py

@@ -1,0 +1,5 @@
+#!/bin/bash
+#SBATCH --export=NONE
+#SBATCH --time=15
+#SBATCH --chdir=/scratch/run1
+srun --export=ALL ./solver

@@ -1,0 +1,4 @@
+#!/bin/bash
+#SBATCH --time=2-12
+#SBATCH --time-min=1-00
+hostname

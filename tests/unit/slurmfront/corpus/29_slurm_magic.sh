@@ -1,0 +1,4 @@
+#!/bin/bash
+#SLURM --time=7
+#SBATCH --ntasks=3
+srun hostname

@@ -1,0 +1,5 @@
+#!/bin/bash
+#SBATCH --job=abbrev
+#SBATCH --part=debug
+#SBATCH --time=15
+hostname

@@ -1,0 +1,4 @@
+#!/bin/bash
+#SBATCH --ntasks=٣
+#SBATCH --time=15
+hostname
