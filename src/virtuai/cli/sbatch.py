@@ -123,9 +123,11 @@ def _options_end(args: list[str]) -> int:
 
 def _read_script(path: str | None) -> str:
     try:
+        # Bytes, not text mode: universal newlines would hide DOS line breaks, which sbatch
+        # refuses.
         if path is None or path == "-":
-            return sys.stdin.read()
-        return Path(path).read_text(encoding="utf-8")
+            return sys.stdin.buffer.read().decode("utf-8")
+        return Path(path).read_bytes().decode("utf-8")
     except OSError as error:
         output.echo_err(f"sbatch: error: Unable to open file {path}: {error.strerror or error}")
         raise typer.Exit(USAGE_EXIT) from None
