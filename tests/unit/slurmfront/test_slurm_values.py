@@ -136,7 +136,7 @@ def test_hostlist_round_trip(numbers: set[int]) -> None:
 def test_words_are_split_as_sbatch_does() -> None:
     assert split_words(' --job-name="a b" -o x#y # c', 1) == ["--job-name=a b", "-o", "x"]
     # As in sbatch, a backslash escapes quotes and '#', but a blank still ends the word.
-    assert split_words(r' --comment=a\"b\#c d', 1) == ['--comment=a"b#c', "d"]
+    assert split_words(r" --comment=a\"b\#c d", 1) == ['--comment=a"b#c', "d"]
     with pytest.raises(ScriptError):
         split_words(' --job-name="open', 3)
 
