@@ -1,0 +1,126 @@
+"""Slurm scripts run unchanged on a real `virtuai up`: batch step, SLURM_*, srun, --signal.
+
+The scripts are submitted with the real CLI from a submit directory the
+tenant's user can write; Slurm's output file appears there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.platform import TEST_USER_PREFIX, public_dir, remove_state
+from support.server import CLI, Server
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (cgroups, tenant users)")
+
+TENANTS = ["slurmers"]
+TORCHRUN_LIKE = """#!/bin/bash
+#SBATCH --job-name=ddp_smoke
+#SBATCH --ntasks=2
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=256M
+#SBATCH --time=00:02:00
+#SBATCH --array=3-4
+##SBATCH --time=99
+
+nodes=( $( scontrol show hostnames $SLURM_JOB_NODELIST ) )
+head_node=${nodes[0]}
+echo "head=$head_node nodelist=$SLURM_JOB_NODELIST"
+echo "job=$SLURM_JOB_ID array=$SLURM_ARRAY_JOB_ID" \
+  "task=$SLURM_ARRAY_TASK_ID count=$SLURM_ARRAY_TASK_COUNT"
+echo "ntasks=$SLURM_NTASKS nnodes=$SLURM_NNODES mem=$SLURM_MEM_PER_NODE cpus=$SLURM_CPUS_PER_TASK"
+echo "submit=$SLURM_SUBMIT_DIR pwd=$(pwd) restart=$SLURM_RESTART_COUNT args=$*"
+srun -l bash -c 'echo "rank $SLURM_PROCID of $SLURM_NTASKS local $SLURM_LOCALID"' | sort
+"""
+TRAP = """#!/bin/bash
+#SBATCH --time=1
+#SBATCH --signal=B:USR1@58
+#SBATCH --output=trap-%j.log
+trap 'echo "caught USR1 in $SLURM_JOB_NAME"; exit 0' USR1
+echo started
+sleep 50 &
+wait
+echo "no signal came"
+exit 1
+"""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    workspaces = public_dir("vai-e2e-sb-ws-")
+    server = Server(
+        tmp_path / "home",
+        tmp_path / "config",
+        {
+            "VIRTUAI_WORKSPACES": str(workspaces),
+            "VIRTUAI_LOCAL__CPU": "4",
+            "VIRTUAI_LOCAL__MEMORY": "4Gi",
+            "VIRTUAI_LOCAL__KILL_GRACE_S": "1",
+            "VIRTUAI_LOCAL__USER_PREFIX": TEST_USER_PREFIX,
+            "VIRTUAI_LOCAL__CGROUP_NAME": f"virtuai-e2e-{uuid.uuid4().hex[:6]}",
+            "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
+        },
+    )
+    server.start()
+    server.cli("tenant", "create", TENANTS[0], "--cpu", "4", "--memory", "4Gi")
+    yield server
+    if server.process and server.process.poll() is None:
+        server.kill()
+    remove_state(workspaces, TENANTS)
+
+
+@pytest.fixture
+def submit_dir() -> Iterator[Path]:
+    directory = public_dir("vai-e2e-sb-submit-")
+    directory.chmod(0o777)  # the tenant's user writes Slurm's output file here
+    yield directory
+    remove_state(directory, [])
+
+
+def sbatch(server: Server, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "sbatch", "-A", TENANTS[0], *args],
+        env=server.env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_torchrun_style_array_runs_unchanged(server: Server, submit_dir: Path) -> None:
+    (submit_dir / "ddp.sh").write_text(TORCHRUN_LIKE)
+    done = sbatch(server, submit_dir, "--wait", "ddp.sh", "--lr", "0.1")
+    assert done.returncode == 0, done.stderr
+    array_id = int(done.stdout.removeprefix("Submitted batch job ").strip())
+    outputs = sorted(submit_dir.glob(f"slurm-{array_id}_*.out"))
+    assert [p.name for p in outputs] == [f"slurm-{array_id}_3.out", f"slurm-{array_id}_4.out"]
+    text = outputs[1].read_text()
+    host = os.uname().nodename.split(".")[0]
+    assert f"head={host} nodelist={host}" in text
+    assert f"array={array_id} task=4 count=2" in text
+    assert "ntasks=2 nnodes=1 mem=256 cpus=1" in text
+    assert f"submit={submit_dir} pwd={submit_dir} restart=0 args=--lr 0.1" in text
+    assert "0: rank 0 of 2 local 0\n1: rank 1 of 2 local 1\n" in text
+
+
+def test_signal_before_the_time_limit_reaches_the_trap(server: Server, submit_dir: Path) -> None:
+    (submit_dir / "trap.sh").write_text(TRAP)
+    done = sbatch(server, submit_dir, "--wait", "--parsable", "trap.sh")
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    assert (submit_dir / f"trap-{job_id}.log").read_text() == "started\ncaught USR1 in trap.sh\n"
+
+
+def test_test_only_asks_the_server(server: Server, submit_dir: Path) -> None:
+    (submit_dir / "big.sh").write_text("#!/bin/sh\n#SBATCH -c 64 -p nowhere\nrun\n")
+    result = sbatch(server, submit_dir, "--test-only", "big.sh")
+    assert result.returncode == 1
+    assert "would not run: partition 'nowhere' is no pool or site here" in result.stdout
