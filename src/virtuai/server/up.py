@@ -112,7 +112,10 @@ def _serve(settings: Settings) -> None:
                 p.name: PriorityClass(p.name, p.value, p.preemptible)
                 for p in settings.scheduler.priority_classes
             },
+            max_walltime_s=settings.limits.max_walltime_s,
+            max_array_size=settings.limits.max_array_size,
         ),
+        max_body_bytes=settings.limits.max_body,
         vcs=vcs,
         vc_options=vc_options(settings),
     )
