@@ -151,6 +151,29 @@ class VirtualClusterSettings(BaseModel):
     exec_timeout_s: int = Field(default=3600, ge=1, description="longest `virtuai vc exec` command")
 
 
+class LimitSettings(BaseModel):
+    """What one request may ask for; larger is refused at once with the field named."""
+
+    max_body: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes (strings like 4Mi accepted); checked "
+        "before authentication and before parsing",
+    )
+    max_walltime_s: int = Field(default=365 * 86400, description="longest job; 365d")
+    max_array_size: int = Field(default=10_000, ge=1, le=10_000, description="array elements")
+
+    @field_validator("max_body", mode="before")
+    @classmethod
+    def _parse_body(cls, value: Any) -> int:
+        return parse_memory(value, field="limits.max_body")
+
+    @field_validator("max_walltime_s", mode="before")
+    @classmethod
+    def _parse_walltime(cls, value: Any) -> int:
+        return parse_duration(value, field="limits.max_walltime_s")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -171,6 +194,7 @@ class Settings(BaseSettings):
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     vclusters: VirtualClusterSettings = Field(default_factory=VirtualClusterSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @classmethod
     def settings_customise_sources(

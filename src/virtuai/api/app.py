@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from virtuai import __version__
 from virtuai.api.context import ApiContext
 from virtuai.api.errors import install_error_handlers
+from virtuai.api.middleware import ContainErrors, RequestLimits
 from virtuai.api.routers import (
     doctor,
     fairshare,
@@ -32,6 +33,9 @@ def create_app(context: ApiContext) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
+    # Added last = outermost: the size limit runs before authentication and parsing.
+    app.add_middleware(ContainErrors)
+    app.add_middleware(RequestLimits, max_body_bytes=context.max_body_bytes)
     for module in (
         health,
         users,

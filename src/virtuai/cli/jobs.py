@@ -295,7 +295,7 @@ def _ended(job: JsonObject) -> str:
 def resolve(client: Client, text: str) -> int:
     """``12`` -> 12; ``12_3`` -> the id of element 3 of array 12."""
     head, sep, tail = text.partition("_")
-    if not head.isdigit() or (sep and not tail.isdigit()):
+    if not (head.isascii() and head.isdigit()) or (sep and not (tail.isascii() and tail.isdigit())):
         raise typer.BadParameter(f"{text!r} is not a job id (12) or an array element (12_3)")
     if not sep:
         return int(head)

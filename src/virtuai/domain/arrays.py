@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from virtuai.domain.units import is_ascii_number
 from virtuai.errors import InvalidRequest
 
 MAX_ARRAY_SIZE = 10_000
 MAX_ARRAY_INDEX = 1_000_000
-_RANGE_RE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
+# Only ASCII digits, at most 7 of them (MAX_ARRAY_INDEX): int() of a huge string is slow.
+_RANGE_RE = re.compile(r"^(\d{1,7})(?:-(\d{1,7})(?::(\d{1,7}))?)?$", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,12 +20,15 @@ class ArraySpec:
     max_running: int | None = None  # at most this many elements hold resources at once
 
 
-def parse_array(text: str, *, field: str = "array") -> ArraySpec:
+def parse_array(text: str, *, field: str = "array", max_size: int = MAX_ARRAY_SIZE) -> ArraySpec:
+    """Slurm's array syntax; at most ``max_size`` elements (a setting, never above
+    ``MAX_ARRAY_SIZE``)."""
+    max_size = min(max_size, MAX_ARRAY_SIZE)
     raw = text.replace(" ", "")
     spec, _, throttle = raw.partition("%")
     max_running: int | None = None
     if throttle:
-        if not throttle.isdigit() or int(throttle) < 1:
+        if not is_ascii_number(throttle) or len(throttle) > 7 or int(throttle) < 1:
             raise InvalidRequest(f"{field}: %{throttle} must be a whole number >= 1", field=field)
         max_running = int(throttle)
     indices: set[int] = set()
@@ -42,9 +47,7 @@ def parse_array(text: str, *, field: str = "array") -> ArraySpec:
             raise InvalidRequest(f"{field}: {part!r} is an empty range", field=field)
         if end > MAX_ARRAY_INDEX:
             raise InvalidRequest(f"{field}: indices go up to {MAX_ARRAY_INDEX}", field=field)
-        if (end - start) // step + 1 + len(indices) > MAX_ARRAY_SIZE:
-            raise InvalidRequest(
-                f"{field}: an array has at most {MAX_ARRAY_SIZE} elements", field=field
-            )
+        if (end - start) // step + 1 + len(indices) > max_size:
+            raise InvalidRequest(f"{field}: an array has at most {max_size} elements", field=field)
         indices.update(range(start, end + 1, step))
     return ArraySpec(tuple(sorted(indices)), max_running)

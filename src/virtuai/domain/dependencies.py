@@ -14,7 +14,9 @@ from virtuai.domain.workload import JobState
 from virtuai.errors import InvalidRequest
 
 MAX_DEPENDENCIES = 1000
-_PART_RE = re.compile(r"^(afterok|afterany|afternotok)((?::\d+)+)$")
+# Only ASCII digits: "afterok:" + ARABIC-INDIC DIGIT ONE must not become a dependency on job 1.
+_PART_RE = re.compile(r"^(afterok|afterany|afternotok)((?::\d{1,10})+)$", re.ASCII)
+MAX_JOB_ID = 2**31 - 1  # jobs.id is a 32-bit INTEGER on PostgreSQL
 
 
 class DependencyKind(enum.StrEnum):
@@ -48,7 +50,10 @@ def parse_dependencies(text: str, *, field: str = "dependency") -> tuple[Depende
                 field=field,
             )
         kind = DependencyKind(match.group(1))
-        found.extend(Dependency(kind, int(i)) for i in match.group(2).strip(":").split(":"))
+        ids = [int(i) for i in match.group(2).strip(":").split(":")]
+        if any(i > MAX_JOB_ID for i in ids):
+            raise InvalidRequest(f"{field}: job ids go up to {MAX_JOB_ID}", field=field)
+        found.extend(Dependency(kind, i) for i in ids)
     if len(found) > MAX_DEPENDENCIES:
         raise InvalidRequest(f"{field}: at most {MAX_DEPENDENCIES} dependencies", field=field)
     return tuple(dict.fromkeys(found))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import signal
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from virtuai.errors import InvalidRequest
 
@@ -27,22 +27,44 @@ _MEMORY_UNITS: dict[str, int] = {
     "Gi": 2**30,
     "Ti": 2**40,
 }
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?)?[bB]?\s*$")
+# re.ASCII everywhere: only 0-9 are digits (an Arabic-Indic one is not 1).
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?)?[bB]?\s*$", re.ASCII)
 
 _DURATION_SUFFIX = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SUFFIXED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_SLURM_DAYS_RE = re.compile(r"^(\d+)-(\d+)(?::(\d+))?(?::(\d+))?$")
-_SLURM_CLOCK_RE = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?$")
+_SUFFIXED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.ASCII)
+_SLURM_DAYS_RE = re.compile(r"^(\d+)-(\d+)(?::(\d+))?(?::(\d+))?$", re.ASCII)
+_SLURM_CLOCK_RE = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?$", re.ASCII)
+_CPU_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(m?)\s*$", re.ASCII)
+
+# What the database holds (32-bit INTEGER columns on PostgreSQL for ids and seconds,
+# BIGINT for bytes and millicores), with room for sums: larger is refused as input.
+MAX_INT32 = 2**31 - 1
+MAX_DURATION_S = MAX_INT32  # 68 years
+MAX_MEMORY = 2**60  # 1 EiB
+MAX_CPU_MILLI = 10**12  # a billion CPUs
+# The smallest request that means something: a job asking for less would run unlimited.
+MIN_CPU_MILLI = 1
+MIN_MEMORY = 2**20
+
+
+def is_ascii_number(text: str) -> bool:
+    """Whether ``text`` is a non-empty run of the ASCII digits 0-9 (``str.isdigit`` also
+    accepts Arabic-Indic digits and superscripts)."""
+    return text.isascii() and text.isdigit()
+
 
 MILLI = 1000
 
 
-def parse_memory(text: str | int, *, field: str = "memory") -> int:
-    """Return a number of bytes, e.g. ``parse_memory("4Gi") == 4 * 2**30``."""
+def parse_memory(text: str | int, *, field: str = "memory", minimum: int = 0) -> int:
+    """Return a number of bytes, e.g. ``parse_memory("4Gi") == 4 * 2**30``.
+
+    ``minimum`` > 0 refuses smaller amounts (requests: a job must hold some memory).
+    """
     if isinstance(text, int):
         if text < 0:
             raise InvalidRequest(f"{field} must not be negative", field=field)
-        return text
+        return _bounded_memory(text, field, minimum)
     match = _MEMORY_RE.match(text)
     if not match:
         raise InvalidRequest(
@@ -51,7 +73,19 @@ def parse_memory(text: str | int, *, field: str = "memory") -> int:
             field=field,
         )
     number, unit = match.group(1), match.group(2) or ""
-    return int(Decimal(number) * _MEMORY_UNITS[unit])
+    if len(number) > 40:
+        raise InvalidRequest(f"{field}: at most {format_memory(MAX_MEMORY)}", field=field)
+    return _bounded_memory(int(Decimal(number) * _MEMORY_UNITS[unit]), field, minimum)
+
+
+def _bounded_memory(value: int, field: str, minimum: int) -> int:
+    if value > MAX_MEMORY:
+        raise InvalidRequest(f"{field}: at most {format_memory(MAX_MEMORY)}", field=field)
+    if value < minimum:
+        raise InvalidRequest(
+            f"{field}: at least {format_memory(minimum)} (less rounds to nothing)", field=field
+        )
+    return value
 
 
 def format_memory(n_bytes: int) -> str:
@@ -70,21 +104,33 @@ def format_memory(n_bytes: int) -> str:
 _READABLE_COUNT = 2**20
 
 
-def parse_cpu(text: str | int | float, *, field: str = "cpu") -> int:
-    """Return millicores: ``"2"`` -> 2000, ``"0.5"`` -> 500, ``"250m"`` -> 250."""
-    raw = str(text).strip()
-    try:
-        number = Decimal(raw[:-1] if raw.endswith("m") else raw)
-        if not number.is_finite():
-            raise InvalidOperation
-        value = int(number) if raw.endswith("m") else int(number * MILLI)
-    except InvalidOperation:
+def parse_cpu(text: str | int | float, *, field: str = "cpu", minimum: int = 0) -> int:
+    """Return millicores: ``"2"`` -> 2000, ``"0.5"`` -> 500, ``"250m"`` -> 250.
+
+    ``minimum`` > 0 (in millicores) refuses smaller amounts, and so anything that rounds
+    to zero millicores (``0.0001``).
+    """
+    if isinstance(text, bool):
+        text = str(text)  # True is not a number of CPUs
+    if isinstance(text, int | float) and text < 0:
+        raise InvalidRequest(f"{field} must not be negative", field=field)
+    raw = str(text).strip() if not isinstance(text, float) else f"{text:.6f}"
+    match = _CPU_RE.match(raw)
+    if not match or len(match.group(1)) > 40:
         raise InvalidRequest(
             f"{field}: cannot read {text!r} as CPUs; use a number such as 2, 0.5 or 500m",
             field=field,
-        ) from None
-    if value < 0:
-        raise InvalidRequest(f"{field} must not be negative", field=field)
+        )
+    number = Decimal(match.group(1))
+    value = int(number) if match.group(2) else int(number * MILLI)
+    if value > MAX_CPU_MILLI:
+        raise InvalidRequest(f"{field}: at most {MAX_CPU_MILLI // MILLI} CPUs", field=field)
+    if value < minimum:
+        raise InvalidRequest(
+            f"{field}: at least {format_cpu(minimum) if minimum >= MILLI else f'{minimum}m'} "
+            "(less rounds to nothing)",
+            field=field,
+        )
     return value
 
 
@@ -104,10 +150,16 @@ def parse_duration(text: str | int, *, field: str = "time") -> int:
     seconds = text if isinstance(text, int) else _parse_duration_text(text.strip(), field)
     if seconds <= 0:
         raise InvalidRequest(f"{field} must be longer than zero", field=field)
+    if seconds > MAX_DURATION_S:
+        raise InvalidRequest(
+            f"{field}: at most {format_duration(MAX_DURATION_S)} (68 years)", field=field
+        )
     return seconds
 
 
 def _parse_duration_text(raw: str, field: str) -> int:
+    if len(raw) > 64:  # no duration needs more; int() of a huge string is slow
+        raise InvalidRequest(f"{field}: too long to be a duration", field=field)
     if match := _SUFFIXED_RE.match(raw):
         return int(Decimal(match.group(1)) * _DURATION_SUFFIX[match.group(2)])
     if match := _SLURM_DAYS_RE.match(raw):
@@ -146,7 +198,7 @@ def parse_signal_spec(text: str, *, field: str = "signal") -> tuple[int, int]:
     raw = text.strip().removeprefix("B:")
     name, _, seconds = raw.partition("@")
     try:
-        if name.isdigit():
+        if is_ascii_number(name):
             signo = signal.Signals(int(name))
         else:
             upper = name.upper()
@@ -163,6 +215,6 @@ def parse_signal_spec(text: str, *, field: str = "signal") -> tuple[int, int]:
         )
     if not seconds:
         return int(signo), 60
-    if not seconds.isdigit() or int(seconds) > 65535:
+    if not is_ascii_number(seconds) or len(seconds) > 5 or int(seconds) > 65535:
         raise InvalidRequest(f"{field}: {seconds!r} must be seconds from 0 to 65535", field=field)
     return int(signo), int(seconds)

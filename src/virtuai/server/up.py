@@ -3,10 +3,12 @@ virtual clusters when the host can run them)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import pwd
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from virtuai.api.app import create_app
 from virtuai.api.context import ApiContext
@@ -70,8 +73,12 @@ def run_server(
 
 def _serve(settings: Settings) -> None:
     clock = SystemClock()
+    # Listen before anything is written: a busy port must fail here, not after the first
+    # administrator was created and the CLI config of a running installation rewritten.
+    listener = listen(settings.host, settings.port)
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)
+    secure_state(settings)
     sessions = make_session_factory(engine)
 
     if os.geteuid() != 0:
@@ -112,7 +119,10 @@ def _serve(settings: Settings) -> None:
                 p.name: PriorityClass(p.name, p.value, p.preemptible)
                 for p in settings.scheduler.priority_classes
             },
+            max_walltime_s=settings.limits.max_walltime_s,
+            max_array_size=settings.limits.max_array_size,
         ),
+        max_body_bytes=settings.limits.max_body,
         vcs=vcs,
         vc_options=vc_options(settings),
     )
@@ -138,13 +148,8 @@ def _serve(settings: Settings) -> None:
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
     try:
-        uvicorn.run(
-            create_app(context),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-        )
+        config = uvicorn.Config(create_app(context), log_level="warning", access_log=False)
+        uvicorn.Server(config).run(sockets=[listener])
     finally:
         # Running jobs are not stopped: their supervisors live on, and the
         # next `virtuai up` takes them back.
@@ -153,10 +158,45 @@ def _serve(settings: Settings) -> None:
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, as uvicorn would make it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {error}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        why = error.strerror or str(error)
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {why}; nothing was started or changed"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def secure_state(settings: Settings) -> None:
+    """State directory 0700, database files 0600, at every start, whatever they were:
+    job environments (secrets) and token hashes are in them."""
+    settings.home.chmod(0o700)
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    database = Path(url.database)
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            path.chmod(0o600)
+
+
 @contextmanager
 def _single_server(home: Path) -> Iterator[None]:
     """One server per state directory: two would launch the same work twice."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home.chmod(0o700)  # mkdir does not change an existing directory's mode
     lock_path = home / "server.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -15,6 +15,7 @@ from virtuai.domain.arrays import ArraySpec
 from virtuai.domain.dependencies import Dependency
 from virtuai.domain.resources import GpuDevice, Node, Resources
 from virtuai.domain.tenancy import Quota
+from virtuai.domain.units import MIN_CPU_MILLI, MIN_MEMORY
 from virtuai.domain.vcluster import VcState, vnode_hostname
 from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.drivers.base import Driver, LogStream
@@ -78,12 +79,16 @@ def submit_job(
     caller.require_submit(tenant_name)
     tenant = get_tenant_row(session, tenant_name)
     priority = rules.priority(request.priority)
+    rules.check_walltime(request.walltime_s)
     vc = None if request.vc is None else _target_vc(session, tenant, request.vc)
     request = _with_defaults(request, vc)
     per_task, tasks = request.per_task, request.tasks
     assert per_task is not None and tasks is not None
-    if per_task == Resources():
-        raise InvalidRequest("a job must ask for some CPU or memory", field="resources")
+    # The API refuses requests below the minimums; this guards every other way in.
+    if per_task.cpu_milli < MIN_CPU_MILLI or per_task.memory < MIN_MEMORY:
+        raise InvalidRequest(
+            "a job must ask for at least 1m CPU and 1Mi memory per task", field="resources"
+        )
     if vc is None:
         reject_if_never_runs(session, rules, probe_of(tenant.name, request, priority, now), now)
     else:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from virtuai.domain.arrays import MAX_ARRAY_SIZE
 from virtuai.domain.resources import Resources
+from virtuai.domain.units import format_duration
 from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.errors import InvalidRequest, Unschedulable
 from virtuai.scheduler import FairShare, Plan, cluster_capacity, fair_share, never_reason, plan
@@ -30,6 +32,16 @@ class SchedulingRules:
 
     policy: Policy
     priority_classes: Mapping[str, PriorityClass]
+    # Submission limits (settings `limits.*`): nonsense is refused at submit, not later.
+    max_walltime_s: int = 365 * 86400  # the default of `limits.max_walltime_s`
+    max_array_size: int = MAX_ARRAY_SIZE
+
+    def check_walltime(self, seconds: int) -> None:
+        if seconds > self.max_walltime_s:
+            raise InvalidRequest(
+                f"time: at most {format_duration(self.max_walltime_s)} on this platform",
+                field="time",
+            )
 
     def priority(self, name: str) -> PriorityClass:
         found = self.priority_classes.get(name)

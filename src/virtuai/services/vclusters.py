@@ -93,7 +93,11 @@ def create_vc(
     used = list(
         session.scalars(select(VirtualClusterRow.subnet).where(VirtualClusterRow.state.in_(LIVE)))
     )
-    subnet = allocate_subnet(used, options.subnet_pool, options.subnet_prefixlen)
+    # Also skip what the host routes already (Docker, a VPN, leftovers): the cluster's
+    # build would refuse an overlapping subnet, and the next free one is as good.
+    subnet = allocate_subnet(
+        [*used, *runtime.host_networks()], options.subnet_pool, options.subnet_prefixlen
+    )
     _draft_spec(runtime_id, tenant_name, request, str(subnet)).validate()
     runtime.images.get(request.image)  # NotFound names the image
     if _live(session, tenant.id, request.name) is not None:

@@ -8,7 +8,9 @@ Shared by every cluster (and every runtime prefix), created idempotently::
       map from_vc { type ifname : verdict }            # bridge -> jump <bridge>-from
       map to_vc   { type ifname : verdict }            # bridge -> jump <bridge>-to
       map nat_vc  { type ifname : verdict }            # bridge -> jump <bridge>-nat (gateway)
+      map out_vc  { type ifname : verdict }            # bridge -> jump <bridge>-out
       chain input       { hook input, filter - 10:   iifname vmap @in_vc }
+      chain output      { hook output, filter - 10:  oifname vmap @out_vc }
       chain forward     { hook forward, filter - 10: iifname vmap @from_vc; oifname vmap @to_vc }
       chain postrouting { hook postrouting, srcnat - 10: iifname vmap @nat_vc }
     }
@@ -17,6 +19,7 @@ Per cluster (bridge ``B``), its own chains and one element in each map, so a
 cluster's rules are added and removed without touching anyone else's::
 
     chain B-in   { ct state established,related accept; drop }      # nodes -> host: nothing
+    chain B-out  { ct state established,related accept; drop }      # host -> nodes: nothing
     chain B-from { oifname B accept;                                 # peers (br_netfilter)
                    [gateway: oifname @bridges drop; accept]          # other VCs: never
                    [no gateway: drop] }                              # nowhere else
@@ -29,6 +32,12 @@ with ``iifname``/``oifname`` = the bridge: ``oifname B accept`` keeps it
 flowing either way.  Drops are final for the packet; accepts here do not
 override another table's drop (a host firewall dropping forwarded traffic
 blocks gateway clusters too).
+
+Host -> nodes is filtered like cluster -> cluster: a process of the host (any
+tenant's job, any local user) opening a connection to a node leaves through the
+bridge in the *output* hook, and ``B-out`` drops it.  The platform never needs
+such a connection: it enters nodes through their namespaces (``vc exec``,
+tasks), not over the network.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from virtuai.vcruntime.naming import NFT_KINDS
 TABLE = "virtuai"
 FAMILY = "inet"
 T = f"{FAMILY} {TABLE}"
-MAPS = {"in": "in_vc", "from": "from_vc", "to": "to_vc", "nat": "nat_vc"}
+MAPS = {"in": "in_vc", "from": "from_vc", "to": "to_vc", "out": "out_vc", "nat": "nat_vc"}
 
 
 @dataclass(slots=True)
@@ -95,10 +104,13 @@ def base_script() -> str:
         f"add chain {T} input {{ type filter hook input priority filter - 10; policy accept; }}",
         f"add chain {T} forward "
         "{ type filter hook forward priority filter - 10; policy accept; }",
+        f"add chain {T} output {{ type filter hook output priority filter - 10; policy accept; }}",
         f"add chain {T} postrouting "
         "{ type nat hook postrouting priority srcnat - 10; policy accept; }",
         f"flush chain {T} input",
         f"add rule {T} input iifname vmap @{MAPS['in']}",
+        f"flush chain {T} output",
+        f"add rule {T} output oifname vmap @{MAPS['out']}",
         f"flush chain {T} forward",
         f"add rule {T} forward iifname vmap @{MAPS['from']}",
         f"add rule {T} forward oifname vmap @{MAPS['to']}",
@@ -140,6 +152,8 @@ def vc_script(bridge: str, gateway: bool, current: NftState) -> str:
     else:
         lines.append(f"add rule {T} {chain['from']} drop")
     lines += [
+        f"add rule {T} {chain['out']} ct state established,related accept",
+        f"add rule {T} {chain['out']} drop",
         f"add rule {T} {chain['to']} iifname {b} accept",
         f"add rule {T} {chain['to']} ct state established,related accept",
         f"add rule {T} {chain['to']} drop",
@@ -189,11 +203,11 @@ def vc_rules_present(bridge: str, gateway: bool, current: NftState) -> bool:
     )
 
 
-BASE_RULES = {"input": 1, "forward": 2, "postrouting": 1}
+BASE_RULES = {"input": 1, "output": 1, "forward": 2, "postrouting": 1}
 
 
 def _kinds(gateway: bool) -> list[str]:
-    return ["in", "from", "to"] + (["nat"] if gateway else [])
+    return ["in", "from", "to", "out"] + (["nat"] if gateway else [])
 
 
 def expected_rules(bridge: str, gateway: bool) -> dict[str, int]:

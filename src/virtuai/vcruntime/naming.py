@@ -32,7 +32,7 @@ PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,2}$")
 VC_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,62})$")
 IFNAMSIZ = 15
 MAX_NODE_INDEX = 999  # three digits keep the host veth name within 15 characters
-NFT_KINDS = ("from", "to", "in", "nat")
+NFT_KINDS = ("from", "to", "in", "out", "nat")
 
 
 def validate_prefix(prefix: str) -> str:

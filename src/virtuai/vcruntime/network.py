@@ -88,6 +88,25 @@ def process_netns_inode(pid: int) -> int | None:
     return None
 
 
+def routed_networks() -> list[IPv4Network]:
+    """IPv4 networks the host routes (any table), but default and broadcast routes."""
+    out = system.run(
+        ["ip", "-j", "-4", "route", "show", "table", "all"], what="ip route show"
+    ).stdout
+    found: list[IPv4Network] = []
+    for route in json.loads(out or "[]"):
+        dst = str(route.get("dst", ""))
+        if dst in ("", "default") or route.get("type") == "broadcast":
+            continue
+        try:
+            network = ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if isinstance(network, IPv4Network) and network.prefixlen > 0:
+            found.append(network)
+    return found
+
+
 def check_subnet_free(spec: VcSpec, names: Names) -> None:
     """``Conflict`` when a route of the host (other than our bridge's) overlaps the subnet."""
     out = system.run(

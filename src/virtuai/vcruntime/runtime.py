@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import IO, Any
 
@@ -86,6 +87,11 @@ class VcRuntime:
             raise ConfigurationError("cannot run virtual clusters here: " + "; ".join(problems))
         self._cgroups = NodeCgroups(layout)
         self._builder = NodeBuilder(self.config, self._cgroups, self._fault)
+
+    def host_networks(self) -> list[IPv4Network]:
+        """Networks the host already routes (our live clusters', leftovers of dead ones,
+        Docker's, a VPN's...): a new cluster's subnet must avoid them all."""
+        return network.routed_networks()
 
     @property
     def cgroups(self) -> NodeCgroups:

@@ -8,10 +8,12 @@ every cluster is deleted through the API and no kernel object may be left.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -465,3 +467,26 @@ def test_administrators_import_images_from_the_servers_machine(
     assert platform.call("DELETE", "/api/v1/images/tiny", alice).status_code == 403
     assert platform.call("DELETE", "/api/v1/images/tiny").status_code == 204
     assert [i["name"] for i in platform.ok("GET", "/api/v1/images")] == ["host"]
+
+
+def test_the_subnet_allocator_skips_subnets_the_host_routes(
+    platform: Platform, runtime: VcRuntime
+) -> None:
+    """A /24 of the pool already routed on the host (Docker, a VPN) is skipped, not failed on."""
+    pool = ipaddress.ip_network(platform.vc_options.subnet_pool)
+    first, second = list(pool.subnets(new_prefix=24))[:2]
+    dummy = f"vaid{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "link", "add", dummy, "type", "bridge"], check=True)  # as docker0
+    try:
+        subprocess.run(
+            ["ip", "address", "add", f"{first.network_address + 7}/24", "dev", dummy], check=True
+        )
+        subprocess.run(["ip", "link", "set", dummy, "up"], check=True)
+        platform.tenant("physics", cpu=4, memory="4Gi")
+        alice = platform.user("alice", "physics")
+        created = create(platform, alice, "lab", 1)
+        assert created.status_code == 201, created.text
+        assert created.json()["subnet"] == str(second)
+        assert wait_vc(platform, "lab", {"running", "failed"})["state"] == "running"
+    finally:
+        subprocess.run(["ip", "link", "delete", dummy], check=False)

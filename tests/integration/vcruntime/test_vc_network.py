@@ -68,13 +68,26 @@ def test_clusters_cannot_reach_each_other(runtime: VcRuntime, pair: tuple[VcSpec
     with echo_server(runtime, b.id, 0, 7002):
         # the listener works from inside its own cluster...
         assert connect(runtime, b.id, 0, "127.0.0.1", 7002) == "echo:hi"
-        # ...and from the host, which may reach nodes (replies are "established")...
-        assert connect_from_host(str(b.address(0)), 7002) == "echo:hi"
         # ...but another cluster's packets are dropped on the way (routed, then nft).
         assert connect(runtime, a.id, 0, str(b.address(0)), 7002) == "timeout"
     with echo_server(runtime, a.id, 1, 7003):
         assert connect(runtime, b.id, 0, str(a.address(1)), 7003) == "timeout"
         assert connect(runtime, a.id, 0, a.hostname(1), 7003) == "echo:hi"
+
+
+def test_the_hosts_processes_cannot_reach_nodes(
+    runtime: VcRuntime, pair: tuple[VcSpec, VcSpec]
+) -> None:
+    """Host -> cluster is filtered like cluster -> cluster (issue #11: a plain job of another
+    tenant reached a web server inside a cluster)."""
+    a, b = pair
+    with echo_server(runtime, b.id, 0, 7004):
+        assert connect(runtime, b.id, 0, str(b.address(0)), 7004) == "echo:hi"  # it listens
+        # this test process is a process of the host (root, even): dropped, never answered
+        assert connect_from_host(str(b.address(0)), 7004) == "error:timed out"
+        assert connect(runtime, a.id, 0, str(b.address(0)), 7004) == "timeout"
+    # and nodes still reach the outside world through their gateway: replies come back
+    assert "default via" in sh(runtime, a.id, 0, "ip -4 route show")
 
 
 def test_nodes_cannot_reach_the_hosts_services(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 
 from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.common import ResourcesOut
@@ -17,11 +17,13 @@ from virtuai.api.schemas.jobs import (
     PlanOut,
     TaskOut,
 )
-from virtuai.domain.arrays import parse_array
+from virtuai.domain.arrays import MAX_ARRAY_SIZE, parse_array
 from virtuai.domain.dependencies import Dependency, format_dependencies, parse_dependencies
 from virtuai.domain.resources import Resources
 from virtuai.domain.units import (
     MILLI,
+    MIN_CPU_MILLI,
+    MIN_MEMORY,
     parse_cpu,
     parse_duration,
     parse_memory,
@@ -29,14 +31,20 @@ from virtuai.domain.units import (
 )
 from virtuai.drivers.base import LogStream
 from virtuai.services import jobs as service
+from virtuai.services.planning import SchedulingRules
 from virtuai.store.db import transaction
 from virtuai.store.models import JobRow
+
+MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL
+MAX_LOG_OFFSET = 2**53  # far beyond any log; seek() and JSON numbers stay exact
+JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 arrays_router = APIRouter(prefix="/api/v1/arrays", tags=["jobs"])
 
 
-def request_from_api(body: JobCreate) -> service.JobRequest:
+def request_from_api(body: JobCreate, rules: SchedulingRules | None = None) -> service.JobRequest:
+    max_array = MAX_ARRAY_SIZE if rules is None else rules.max_array_size
     signal_spec = (15, 0) if body.signal is None else parse_signal_spec(body.signal)
     resources = body.resources
     return service.JobRequest(
@@ -46,8 +54,8 @@ def request_from_api(body: JobCreate) -> service.JobRequest:
         per_task=None
         if resources is None
         else Resources(
-            cpu_milli=parse_cpu(resources.cpu, field="resources.cpu"),
-            memory=parse_memory(resources.memory, field="resources.memory"),
+            cpu_milli=parse_cpu(resources.cpu, field="resources.cpu", minimum=MIN_CPU_MILLI),
+            memory=parse_memory(resources.memory, field="resources.memory", minimum=MIN_MEMORY),
             gpu=resources.gpu,
         ),
         tasks=body.tasks,
@@ -55,7 +63,7 @@ def request_from_api(body: JobCreate) -> service.JobRequest:
         priority=body.priority,
         env=body.env,
         workdir=body.workdir,
-        array=None if body.array is None else parse_array(body.array),
+        array=None if body.array is None else parse_array(body.array, max_size=max_array),
         dependencies=() if body.dependency is None else parse_dependencies(body.dependency),
         checkpoint_signal=signal_spec[0],
         checkpoint_grace_s=signal_spec[1] if body.signal is not None else None,
@@ -102,7 +110,7 @@ def _job_fields(job: JobRow) -> dict[str, object]:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def submit(body: JobCreate, caller: CallerDep, context: Context) -> JobOut:
-    request = request_from_api(body)
+    request = request_from_api(body, context.rules)
     with transaction(context.sessions) as session:
         job = service.submit_job(session, caller, request, context.rules, context.clock.now())
         result = job_to_api(job)
@@ -113,7 +121,7 @@ def submit(body: JobCreate, caller: CallerDep, context: Context) -> JobOut:
 @router.post("/plan")
 def plan(body: JobCreate, caller: CallerDep, context: Context) -> PlanOut:
     """Can it ever run, where and when would it start, what would it wait for: not submitted."""
-    request = request_from_api(body)
+    request = request_from_api(body, context.rules)
     with transaction(context.sessions) as session:
         result = service.plan_request(session, caller, request, context.rules, context.clock.now())
     return PlanOut(
@@ -140,7 +148,7 @@ def list_jobs(
     tenant: str | None = None,
     state: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    array_id: int | None = None,
+    array_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[JobOut]:
     with transaction(context.sessions) as session:
         jobs = service.list_jobs(session, caller, tenant, state, limit, array_id)
@@ -148,7 +156,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job_id: int, caller: CallerDep, context: Context) -> JobDetailOut:
+def get_job(job_id: JobId, caller: CallerDep, context: Context) -> JobDetailOut:
     with transaction(context.sessions) as session:
         detail = service.get_job_detail(session, caller, job_id)
         return JobDetailOut(
@@ -161,7 +169,7 @@ def get_job(job_id: int, caller: CallerDep, context: Context) -> JobDetailOut:
 
 
 @router.post("/{job_id}/cancel")
-def cancel(job_id: int, caller: CallerDep, context: Context) -> JobOut:
+def cancel(job_id: JobId, caller: CallerDep, context: Context) -> JobOut:
     with transaction(context.sessions) as session:
         result = job_to_api(service.cancel_job(session, caller, job_id, context.clock.now()))
     context.wake.set()
@@ -169,7 +177,7 @@ def cancel(job_id: int, caller: CallerDep, context: Context) -> JobOut:
 
 
 @arrays_router.post("/{array_id}/cancel")
-def cancel_array(array_id: int, caller: CallerDep, context: Context) -> list[JobOut]:
+def cancel_array(array_id: JobId, caller: CallerDep, context: Context) -> list[JobOut]:
     """Cancel every element of an array that has not ended (Slurm's ``scancel ARRAY_ID``)."""
     with transaction(context.sessions) as session:
         jobs = service.cancel_array(session, caller, array_id, context.clock.now())
@@ -180,12 +188,12 @@ def cancel_array(array_id: int, caller: CallerDep, context: Context) -> list[Job
 
 @router.get("/{job_id}/logs")
 def logs(
-    job_id: int,
+    job_id: JobId,
     caller: CallerDep,
     context: Context,
-    task: Annotated[int, Query(ge=0)] = 0,
+    task: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     stream: LogStream = LogStream.STDOUT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
 ) -> LogChunkOut:
     with transaction(context.sessions) as session:
         chunk = service.read_logs(session, caller, job_id, task, stream, offset, context.drivers)

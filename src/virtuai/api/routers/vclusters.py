@@ -13,7 +13,7 @@ from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.jobs import EventOut
 from virtuai.api.schemas.vclusters import VcCreate, VcDetailOut, VcExec, VcNodeOut, VcOut
 from virtuai.domain.resources import Resources
-from virtuai.domain.units import MILLI, parse_cpu, parse_memory
+from virtuai.domain.units import MILLI, MIN_CPU_MILLI, MIN_MEMORY, parse_cpu, parse_memory
 from virtuai.domain.vcluster import VcRequest
 from virtuai.services import vclusters as service
 from virtuai.store.db import transaction
@@ -32,8 +32,10 @@ def request_from_api(body: VcCreate) -> VcRequest:
         name=body.name,
         nodes=body.nodes,
         per_node=Resources(
-            cpu_milli=parse_cpu(body.resources.cpu, field="resources.cpu"),
-            memory=parse_memory(body.resources.memory, field="resources.memory"),
+            cpu_milli=parse_cpu(body.resources.cpu, field="resources.cpu", minimum=MIN_CPU_MILLI),
+            memory=parse_memory(
+                body.resources.memory, field="resources.memory", minimum=MIN_MEMORY
+            ),
             gpu=body.resources.gpu,
         ),
         image=body.image,

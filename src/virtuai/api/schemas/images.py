@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from virtuai.api.schemas.common import Name, StrictModel
 
@@ -22,3 +22,10 @@ class ImageImport(StrictModel):
     name: Name
     from_tar: str | None = Field(default=None, max_length=4096)
     from_dir: str | None = Field(default=None, max_length=4096)
+
+    @field_validator("from_tar", "from_dir")
+    @classmethod
+    def _no_nul(cls, path: str | None) -> str | None:
+        if path is not None and "\x00" in path:
+            raise ValueError("a path must not contain NUL bytes")
+        return path

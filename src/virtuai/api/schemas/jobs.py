@@ -16,6 +16,9 @@ from virtuai.api.schemas.common import (
 
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_ENV_ENTRIES = 256
+# The environment as a whole: Linux refuses an exec whose strings pass ~2 MiB, and a job's
+# row is read on every scheduler pass.
+MAX_ENV_BYTES = 128 * 1024
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)]
 
 
@@ -77,6 +80,10 @@ class JobCreate(StrictModel):
     def _env_size(cls, env: dict[str, str]) -> dict[str, str]:
         if len(env) > MAX_ENV_ENTRIES:
             raise ValueError(f"at most {MAX_ENV_ENTRIES} environment entries")
+        if sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items()) > MAX_ENV_BYTES:
+            raise ValueError("the environment is larger than 128 KiB")
+        if any("\x00" in v for v in env.values()):
+            raise ValueError("environment values must not contain NUL bytes")
         return env
 
     @field_validator("workdir")
@@ -84,6 +91,8 @@ class JobCreate(StrictModel):
     def _absolute_workdir(cls, workdir: str | None) -> str | None:
         if workdir is not None and not workdir.startswith("/"):
             raise ValueError("workdir must be an absolute path")
+        if workdir is not None and "\x00" in workdir:
+            raise ValueError("workdir must not contain NUL bytes")
         return workdir
 
 

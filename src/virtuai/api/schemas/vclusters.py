@@ -63,8 +63,10 @@ class VcDetailOut(VcOut):
 
 class VcExec(StrictModel):
     command: list[str] = Field(min_length=1, max_length=4096)
-    node: int = Field(default=0, ge=0)
-    timeout: int | None = Field(default=None, ge=1, description="seconds; default the server's")
+    node: int = Field(default=0, ge=0, le=MAX_NODES)
+    timeout: int | None = Field(
+        default=None, ge=1, le=7 * 86400, description="seconds; default the server's"
+    )
     stdin: str | None = Field(default=None, max_length=1024 * 1024)
 
     @field_validator("command")

@@ -176,6 +176,8 @@ class LocalDriver:
             return b""
         try:
             with open(path, "rb") as f:
+                if offset >= os.fstat(f.fileno()).st_size:
+                    return b""  # also past what the file system can seek to (EINVAL)
                 f.seek(max(0, offset))
                 return f.read(limit)
         except FileNotFoundError:

@@ -1,0 +1,67 @@
+"""Starting ``virtuai up``: the state is private at every start, and a failed start
+changes nothing (issue #11)."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.server import CLI, Server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path / "home", tmp_path / "config", {})
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.kill()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_state_directory_and_database_are_private_at_every_start(server: Server) -> None:
+    server.start()
+    server.kill()
+    # Someone (an old version, a restored backup, an admin) opened them up.
+    server.home.chmod(0o755)
+    for name in ("virtuai.db", "virtuai.db-wal", "virtuai.db-shm"):
+        path = server.home / name
+        if path.exists():
+            path.chmod(0o644)
+    server.start()
+    assert _mode(server.home) == 0o700
+    assert _mode(server.home / "virtuai.db") == 0o600
+    for name in ("virtuai.db-wal", "virtuai.db-shm"):
+        if (server.home / name).exists():
+            assert _mode(server.home / name) == 0o600
+
+
+def test_a_failed_start_never_rewrites_the_cli_config(server: Server, tmp_path: Path) -> None:
+    server.start()
+    config = Path(server.env["XDG_CONFIG_HOME"]) / "virtuai" / "cli.yaml"
+    before = config.read_bytes()
+    # A second installation (another state directory) on the port of the running one.
+    env = {**server.env, "VIRTUAI_HOME": str(tmp_path / "other-home")}
+    result = subprocess.run(
+        [*CLI, "up", "--port", str(server.port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "is up" not in output
+    assert "cannot listen on" in output and str(server.port) in output
+    assert "created administrator" not in output
+    assert config.read_bytes() == before
+    assert not (tmp_path / "other-home" / "virtuai.db").exists()  # nothing was created
+    # The CLI config still points at the running installation, with a working token.
+    assert "admin" in server.cli("whoami")
