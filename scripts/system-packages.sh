@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the full test suite uses: a real PostgreSQL server (started by the
-# tests themselves); iproute2, bubblewrap and nftables for virtual clusters. Needs root.
+# tests themselves); iproute2, bubblewrap and nftables for virtual clusters; Slurm. Needs root.
 set -euo pipefail
 packages=(postgresql iproute2 bubblewrap procps nftables util-linux)
+# A real Slurm cluster for the Slurm-site tests and benchmarks (scripts/slurm-dev.sh):
+# slurmctld/slurmd/slurmdbd, munge, MariaDB for accounting (sacct), an SSH login node;
+# rsync stages datasets to a site.
+packages+=(slurm-wlm slurmdbd munge mariadb-server openssh-server openssh-client rsync)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
