@@ -37,6 +37,7 @@ from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.backfill import Board, Release, Reservation, reserve
 from virtuai.scheduler.fairshare import ShareTracker, cluster_capacity
 from virtuai.scheduler.feasibility import Feasibility
+from virtuai.scheduler.las import pending_level
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.preemption import Preemptor
 from virtuai.scheduler.queue import fair_order, queue_order
@@ -122,6 +123,7 @@ class _Pass:
             snapshot.tenants, snapshot.running, pool_of, borrowing=policy.borrowing
         )
         self.feasibility = Feasibility(s.node for s in snapshot.nodes)
+        self.tracker = share_tracker(snapshot) if policy.fair_share else None
         self.preemptor: Preemptor | None = None
         if policy.preemption:
             cohorts = {t.name: t.cohort if policy.borrowing else None for t in snapshot.tenants}
@@ -131,9 +133,10 @@ class _Pass:
                 self.board,
                 pool_of,
                 cohorts,
-                max_candidates=policy.max_victim_candidates,
+                policy=policy,
+                now=snapshot.now,
+                tracker=self.tracker,
             )
-        self.tracker = share_tracker(snapshot) if policy.fair_share else None
         self.admitted: list[Admission] = []
         self.blocked: list[Blocked] = []
         self.preempted: list[Preemption] = []
@@ -146,7 +149,23 @@ class _Pass:
 
     def run(self) -> Decisions:
         pending = self.snapshot.pending
-        order = queue_order(pending) if self.tracker is None else fair_order(pending, self.tracker)
+        policy, now = self.policy, self.now
+        if policy.las_thresholds_gpu_s:
+            levels = {j.id: pending_level(j, now, policy) for j in pending}
+            level = levels.__getitem__
+
+            def by_level(job: PendingJob) -> int:
+                return level(job.id)
+
+            order = (
+                queue_order(pending, by_level)
+                if self.tracker is None
+                else fair_order(pending, self.tracker, by_level)
+            )
+        else:
+            order = (
+                queue_order(pending) if self.tracker is None else fair_order(pending, self.tracker)
+            )
         for job in order:
             self.decide(job, first_round=True)
         for job in self.deferred:

@@ -10,6 +10,14 @@ Who may be a victim (``Policy.preemption``), never a job already preempting:
    always be taken back.
 2. *Priority*: preemptible jobs of the job's own tenant with a strictly lower
    priority.
+3. *Attained service* (``Policy.las_thresholds_gpu_s``, ``las.py``): preemptible jobs
+   of the same priority and a strictly higher LAS level, of its own tenant or of a
+   tenant that stands worse in fair share (a higher usage over share) than its own.
+
+And never a job that has run less than ``Policy.min_run_s`` in its current
+attempt, nor the job whose preemption stopped the preemptor last
+(``PendingJob.preempted_by``): every preemption buys some progress, and two jobs
+never evict each other back and forth.
 
 Which victims: to lose the least work, the fewest jobs, then the lowest
 priority, then the youngest (``victims.py`` says how they are searched).
@@ -36,9 +44,11 @@ from dataclasses import dataclass
 
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.backfill import Board
+from virtuai.scheduler.fairshare import ShareTracker
 from virtuai.scheduler.holds import Holds
+from virtuai.scheduler.las import pending_level, running_level
 from virtuai.scheduler.quota import Charge, Group, QuotaLedger
-from virtuai.scheduler.snapshot import PendingJob, Preemption, RunningJob
+from virtuai.scheduler.snapshot import PendingJob, Policy, Preemption, RunningJob
 from virtuai.scheduler.victims import Candidate, Fit, Rank, VictimSearch, victim_rank
 
 __all__ = ["Outcome", "Preemptor"]
@@ -64,8 +74,15 @@ class Preemptor:
         pool_of: dict[str, str],
         cohort_of: dict[str, str | None],
         *,
-        max_candidates: int,
+        policy: Policy,
+        now: float,
+        tracker: ShareTracker | None = None,
     ) -> None:
+        max_candidates = policy.max_victim_candidates
+        self._policy = policy
+        self._now = now
+        self._tracker = tracker
+        self._las = bool(policy.las_thresholds_gpu_s)
         self._ledger = ledger
         self._board = board
         self._cohort_of = cohort_of
@@ -82,7 +99,7 @@ class Preemptor:
             candidate = Candidate(
                 job,
                 ledger.charge_of_placements(job.tenant, job.placements),
-                victim_rank(job),
+                victim_rank(job, *self._las_rank(job)),
                 job.total,
                 frozenset(pool_of.get(p.node, "") for p in job.placements),
             )
@@ -97,6 +114,11 @@ class Preemptor:
         for tenant, cohort in sorted(cohort_of.items()):
             if cohort is not None:
                 self._cohorts.setdefault(cohort, []).append(tenant)
+
+    def _las_rank(self, job: RunningJob) -> tuple[int, int]:
+        if not self._las:
+            return 0, 0
+        return running_level(job, self._now, self._policy), job.total.gpu
 
     @property
     def taken(self) -> frozenset[str]:
@@ -127,7 +149,11 @@ class Preemptor:
     def preempt(self, job: PendingJob, may_borrow: bool) -> Outcome | None:
         """Choose and promise victims for ``job``; ``None`` (nothing changed) if none help."""
         r = job.per_task
-        key = (job.tenant, job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks, job.priority)
+        level = pending_level(job, self._now, self._policy) if self._las else 0
+        key = (
+            job.tenant, job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks, job.priority, level,
+            job.preempted_by,
+        )  # fmt: skip
         if key in self._failed:
             return None
         groups = self._ledger.reclaim_groups(self._ledger.charge_of_job(job))
@@ -138,7 +164,8 @@ class Preemptor:
                 self._commit([], fit, lifted)
                 return Outcome((), *fit)
         groups = groups or []
-        chosen = self._search.choose(job, self._candidates(job, groups), groups, may_borrow)
+        candidates = self._candidates(job, groups, level)
+        chosen = self._search.choose(job, candidates, groups, may_borrow)
         if chosen is None:
             self.holds.restore(lifted)
             self._failed.add(key)
@@ -148,12 +175,16 @@ class Preemptor:
         preempted = tuple(Preemption(c.job.id, job.id, _reason(c, job)) for c in victims)
         return Outcome(preempted, *fit)
 
-    def _candidates(self, job: PendingJob, groups: list[tuple[Group, int]]) -> Iterator[Candidate]:
+    def _candidates(
+        self, job: PendingJob, groups: list[tuple[Group, int]], level: int
+    ) -> Iterator[Candidate]:
         """Eligible victims in rank order (lazily: borrowing is re-checked as victims go)."""
         lists: list[Iterator[Candidate]] = []
+        bound = (job.priority, -level)  # lower priority, or same priority and higher level
         if job.tenant in self._own:
-            end = bisect_left(self._ranks[job.tenant], (job.priority,))
+            end = bisect_left(self._ranks[job.tenant], bound)
             lists.append(self._untaken(job.tenant, end))
+        reclaim: set[str] = set()
         cohort = self._cohort_of.get(job.tenant)
         if groups and cohort is not None:
             for tenant in self._cohorts.get(cohort, ()):
@@ -162,12 +193,27 @@ class Preemptor:
                     and tenant in self._own
                     and self._ledger.is_borrowing(tenant, groups)
                 ):
+                    reclaim.add(tenant)
                     lists.append(self._untaken(tenant, len(self._own[tenant])))
+        richer: set[str] = set()
+        tracker = self._tracker
+        if self._las and tracker is not None:
+            own = tracker.ratio(job.tenant)
+            for tenant in sorted(self._own):
+                if tenant != job.tenant and tenant not in reclaim and tracker.ratio(tenant) > own:
+                    richer.add(tenant)
+                    lists.append(self._untaken(tenant, bisect_left(self._ranks[tenant], bound)))
         asks = job.total
+        min_run, now = self._policy.min_run_s, self._now
         for c in heapq.merge(*lists, key=lambda c: c.rank):
-            if c.job.id in self._taken:
+            if c.job.id in self._taken or c.job.id == job.preempted_by:
                 continue
-            if c.job.tenant != job.tenant and not self._ledger.is_borrowing(c.job.tenant, groups):
+            if min_run > 0 and now - c.job.started_at < min_run:
+                continue  # has not run long enough since it (re)started
+            if c.job.tenant in richer:
+                if c.rank[0] != job.priority or -c.rank[1] <= level:
+                    continue  # across tenants: only for least attained service
+            elif c.job.tenant != job.tenant and not self._ledger.is_borrowing(c.job.tenant, groups):
                 continue
             if not (
                 (asks.cpu_milli and c.total.cpu_milli)

@@ -15,6 +15,10 @@ queues over a heap holding each tenant's next job: ``O(n log k)`` for ``n`` jobs
 of ``k`` tenants, and a tenant's 10,000 identical array elements cost no more
 than 10,000 different jobs.
 
+Least attained service (``Policy.las_thresholds_gpu_s``, ``las.py``): within a
+priority, a job's LAS level (lower first) comes before its submission time, in
+both orders; between tenants the fair-share standing still decides first.
+
 Both orders are total (the id is the last key) and do not depend on the order
 of the snapshot's tuples.
 """
@@ -22,7 +26,7 @@ of the snapshot's tuples.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from virtuai.scheduler.fairshare import ShareTracker
 from virtuai.scheduler.snapshot import PendingJob
@@ -30,23 +34,41 @@ from virtuai.scheduler.snapshot import PendingJob
 __all__ = ["fair_order", "order_key", "queue_order"]
 
 
+Level = Callable[[PendingJob], int]
+
+
+def _no_level(job: PendingJob) -> int:
+    return 0
+
+
 def order_key(job: PendingJob) -> tuple[bool, int, float, int, str]:
     return (not job.nominated, -job.priority, job.submitted_at, job.seq, job.id)
 
 
-def queue_order(pending: Iterable[PendingJob]) -> list[PendingJob]:
-    """The v1 order: higher priority, then earlier submission, then seq, then id."""
-    return sorted(pending, key=order_key)
+def queue_order(pending: Iterable[PendingJob], level: Level = _no_level) -> list[PendingJob]:
+    """The v1 order: higher priority, then earlier submission, then seq, then id (with
+    ``level``: the level goes right after the priority)."""
+    if level is _no_level:
+        return sorted(pending, key=order_key)
+    return sorted(
+        pending,
+        key=lambda j: (not j.nominated, -j.priority, level(j), j.submitted_at, j.seq, j.id),
+    )
 
 
-def fair_order(pending: Iterable[PendingJob], tracker: ShareTracker) -> Iterator[PendingJob]:
+def fair_order(
+    pending: Iterable[PendingJob], tracker: ShareTracker, level: Level = _no_level
+) -> Iterator[PendingJob]:
     """Jobs in fair-share order; read ``tracker`` lazily, so update it before asking for more."""
     by_tenant: dict[str, list[PendingJob]] = {}
     for job in pending:
         by_tenant.setdefault(job.tenant, []).append(job)
     heap: list[tuple[bool, int, float, float, int, str, str]] = []
     for tenant, jobs in by_tenant.items():
-        jobs.sort(key=order_key, reverse=True)  # next job last, for pop()
+        if level is _no_level:
+            jobs.sort(key=order_key, reverse=True)  # next job last, for pop()
+        else:
+            jobs[:] = queue_order(jobs, level)[::-1]
         head = jobs[-1]
         heap.append(_key(head, tracker.ratio(tenant)))
     heapq.heapify(heap)

@@ -78,6 +78,12 @@ class PendingJob:
     # It preempted jobs in an earlier pass (it was a ``Preemption.preemptor_id``) and has
     # not started since: it goes first, so that the room its victims freed is its own.
     nominated: bool = False
+    # Service it attained in earlier attempts (GPU-seconds; ``las.gpu_weight``): the
+    # least-attained-service order (``Policy.las_thresholds_gpu_s``) reads it.
+    attained_gpu_s: float = 0.0
+    # The job whose preemption last stopped this one (``RunningJob.preempted_for`` of its
+    # last attempt): it never preempts that job back.
+    preempted_by: str | None = None
 
     @property
     def total(self) -> Resources:
@@ -105,13 +111,21 @@ class RunningJob:
     preempting: bool = False
     preempted_for: str | None = None
     seq: int = 0  # submission order (``PendingJob.seq``): breaks ties of ``started_at``
+    attained_gpu_s: float = 0.0  # service of its earlier attempts (``PendingJob``'s)
+    preempted_by: str | None = None  # as ``PendingJob.preempted_by``, kept while it runs
 
     @property
     def total(self) -> Resources:
-        total = ZERO
-        for placement in self.placements:
-            total = total + placement.resources
-        return total
+        placements = self.placements
+        if len(placements) == 1:  # most jobs: no arithmetic (this runs several times a pass)
+            return placements[0].resources
+        cpu = memory = gpu = 0
+        for placement in placements:
+            r = placement.resources
+            cpu += r.cpu_milli
+            memory += r.memory
+            gpu += r.gpu
+        return Resources(cpu, memory, gpu) if placements else ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +155,17 @@ class Policy:
     # At most this many candidate victims are examined per preemptor (bounds the cost
     # of a pass; a preemptor that needs more preempts nothing).
     max_victim_candidates: int = 256
+    # A running job is not preempted (for any reason) before it has run this long in
+    # its current attempt: every preemption buys at least this much progress.
+    min_run_s: float = 0.0
+    # Least attained service (``las.py``): ascending GPU-second boundaries of the levels
+    # within a priority; empty: off.  Lower levels go first within a tenant and may
+    # preempt running jobs of higher levels of the same priority.
+    las_thresholds_gpu_s: tuple[float, ...] = ()
+    # Starvation guard: a waiting job counts as level 0 once it waited this many times
+    # as long as it ran (and at least ``starvation_min_s``); 0: off.
+    starvation_factor: float = 0.0
+    starvation_min_s: float = 0.0
 
     @classmethod
     def fifo(cls) -> Policy:
@@ -151,6 +176,21 @@ class Policy:
     def fair(cls, *, half_life_s: float = 7 * DAY_S) -> Policy:
         """Everything on: fair share, EASY backfill, preemption, borrowing."""
         return cls(fair_share=True, backfill=True, preemption=True, half_life_s=half_life_s)
+
+    @classmethod
+    def las(cls, *, half_life_s: float = 7 * DAY_S) -> Policy:
+        """``fair()`` plus least attained service within a tenant (``las.py``), 3 levels
+        (1 and 16 GPU-hours), a starvation guard, and 10 minutes' minimum run."""
+        return cls(
+            fair_share=True,
+            backfill=True,
+            preemption=True,
+            half_life_s=half_life_s,
+            min_run_s=600.0,
+            las_thresholds_gpu_s=(3600.0, 16 * 3600.0),
+            starvation_factor=4.0,
+            starvation_min_s=3600.0,
+        )
 
 
 @dataclass(frozen=True, slots=True)

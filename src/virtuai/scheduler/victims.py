@@ -27,17 +27,27 @@ from virtuai.scheduler.snapshot import PendingJob, RunningJob
 
 __all__ = ["SINGLE_TRIALS", "Candidate", "Fit", "Rank", "VictimSearch", "victim_rank"]
 
-Rank = tuple[int, float, int, int, tuple[int, ...]]
+Rank = tuple[int, int, int, float, int, int, tuple[int, ...]]
 
 
-def victim_rank(job: RunningJob) -> Rank:
-    """Lowest priority first, then the youngest: latest start, then latest ``seq``.
+def victim_rank(job: RunningJob, level: int = 0, size: int = 0) -> Rank:
+    """Lowest priority first, then (least attained service on) the highest LAS level and the
+    smallest ``size`` (its GPUs, with LAS: a small job loses less when stopped), then the
+    youngest: latest start, then latest ``seq``.
 
     Jobs started in the same instant (one tick starts many) without a ``seq``
     fall back on the id, the greatest first and a longer one before a shorter
     one, so that numeric ids ("9" < "10") count as submission order too.
     """
-    return (job.priority, -job.started_at, -job.seq, -len(job.id), tuple(-ord(c) for c in job.id))
+    return (
+        job.priority,
+        -level,
+        size,
+        -job.started_at,
+        -job.seq,
+        -len(job.id),
+        tuple(-ord(c) for c in job.id),
+    )
 
 
 # How many candidates are tried as the only victim before adding victims in rank.
@@ -147,15 +157,16 @@ class VictimSearch:
         not needed, and one that costs more is: no trial per victim.  Without a
         count, each return is tried.
         """
-        losses = sum(self._gain(job, [c], back=True) for c in chosen)
-        counter = replace(job, tasks=job.tasks + losses)
-        extra = self._board.try_place(counter)
-        if extra is not None:
-            self._board.release(extra)
-            spare = None  # could not count: more than the victims' room, try each
-        else:
-            shortfall = self._board.cluster.shortfall
-            spare = None if shortfall is None else losses - shortfall
+        spare: int | None = None  # could not count: try each
+        if self._board.guard is None:  # (counts ignore backfill holds: with them, try each)
+            losses = sum(self._gain(job, [c], back=True) for c in chosen)
+            counter = replace(job, tasks=job.tasks + losses)
+            extra = self._board.try_place(counter)
+            if extra is not None:
+                self._board.release(extra)  # more than the victims' room: try each
+            else:
+                shortfall = self._board.cluster.shortfall
+                spare = None if shortfall is None else losses - shortfall
         for c in reversed(chosen[:]):
             loss = self._gain(job, [c], back=True)
             if spare is not None and loss > spare:

@@ -26,9 +26,20 @@ ended between ticks keeps its real finish time (JCT is exact) but holds its
 resources until the tick, and submissions wait for it.  A preempted job stops
 ``preemption_grace`` seconds later (0 by default: at once, and another pass
 follows at the same time so that its preemptor can start); it goes back to the
-queue with its original submission time and restarts from scratch: the work it
-had done is counted as lost.  Usage history (for fair share) is accrued when a
+queue with its original submission time, *nominated* (``PendingJob.nominated``)
+until it starts, so that the room its victims free is its own, as the control
+plane does.  Checkpoint/restart cost (``PolicySpec.checkpoint_interval_s``,
+``restart_overhead_s``): a preempted job keeps the work up to its last
+checkpoint (a multiple of the interval of work done; none without checkpoints:
+it restarts from scratch) and loses the rest; each restart first spends the
+overhead (loading the checkpoint) before it makes progress again.  What it
+attained (GPU-seconds held, ``PendingJob.attained_gpu_s``) is kept for least
+attained service.  Usage history (for fair share) is accrued when a
 job stops, as the control plane records usage when a job ends.
+
+A replay that makes no progress, ``stall_passes`` passes in a row with no job
+finished and none submitted (only preempted jobs stopping and starting again),
+stops with ``SimStalled`` naming the jobs that kept being preempted: it never spins.
 
 Speed: the nodes' ``NodeState``s are kept between passes and only those whose
 allocation changed are rebuilt; the snapshot's tuples are rebuilt only when
@@ -53,6 +64,7 @@ from virtuai.domain.workload import JobState, TaskPlacement
 from virtuai.scheduler import schedule
 from virtuai.scheduler.fairshare import accrue
 from virtuai.scheduler.feasibility import Feasibility
+from virtuai.scheduler.las import gpu_weight
 from virtuai.scheduler.snapshot import (
     BlockKind,
     Decisions,
@@ -68,7 +80,20 @@ from virtuai.sim.freeroom import FreeRoom, Shape
 from virtuai.sim.policy import FIFO, PolicySpec
 from virtuai.sim.trace import TraceJob
 
-__all__ = ["Outcome", "SimRun", "Simulation", "Timeline", "simulate"]
+__all__ = ["STALL_PASSES", "Outcome", "SimRun", "SimStalled", "Simulation", "Timeline", "simulate"]
+
+# Passes in a row with no job finished or submitted before a replay is declared stuck.
+STALL_PASSES = 1000
+Progress = Callable[[int, int, float], None]  # (jobs done, jobs, simulated time)
+
+
+class SimStalled(RuntimeError):
+    """The replay made no progress: the same jobs were preempted and restarted over and over."""
+
+    def __init__(self, message: str, jobs: Sequence[str]) -> None:
+        super().__init__(message)
+        self.jobs = list(jobs)
+
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -132,14 +157,17 @@ class SimRun:
     finish: list[float]
     ran: list[float]  # seconds held over all attempts (preempted ones included)
     preemptions: list[int]
+    lost: list[float] = field(default_factory=list)  # seconds of work lost to preemptions
+    evictions: list[tuple[str, str]] = field(default_factory=list)  # (victim, preemptor)
     rejected: dict[int, str] = field(default_factory=dict)  # job number -> reason
     events: int = 0
     passes: int = 0
     skipped: int = 0
 
 
-# End events: (time, order, job number, attempt, is a preemption stop).
-_End = tuple[float, int, int, int, bool]
+# Job events: (time, order, job number, attempt, kind).
+_End = tuple[float, int, int, int, int]
+_FINISH, _STOP, _WAKE = 0, 1, 2  # kinds: it ends; a preempted job stops; it may be a victim now
 
 
 class Simulation:
@@ -152,11 +180,15 @@ class Simulation:
         policy: PolicySpec = FIFO,
         *,
         tick_s: float = 0.0,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Progress | None = None,
+        stall_passes: int = STALL_PASSES,
+        scheduler: Callable[[Snapshot], Decisions] = schedule,
     ) -> None:
         if not tick_s >= 0:
             raise ValueError("tick_s must be >= 0")
         self.tick_s = tick_s
+        self.stall_passes = stall_passes
+        self._schedule = scheduler  # the real one; tests may pass a broken one
         self.jobs = sorted(jobs, key=lambda j: j.submit)
         self.cluster = cluster.with_tenants(j.tenant for j in self.jobs)
         self.policy = policy
@@ -197,6 +229,12 @@ class Simulation:
         self._usage: dict[str, list[int]] = {t.name: [0, 0, 0] for t in self._tenants}
         self._pool_alloc = [[0, 0, 0] for _ in pools]
         self._attempt = [0] * n
+        self._left = [job.run_s for job in self.jobs]  # work still to do
+        self._attained = [0.0] * n  # GPU-seconds held in finished attempts
+        self._preempted_by: list[str | None] = [None] * n
+        self._nominated: set[int] = set()  # preemptors not started since
+        self._quiet = 0  # passes since a job last finished or was submitted
+        self._stall_log: dict[int, int] = {}  # preemptions per job while quiet
         self._ends: list[_End] = []
         self._order = 0
         self._done = 0
@@ -211,6 +249,7 @@ class Simulation:
             finish=[math.nan] * n,
             ran=[0.0] * n,
             preemptions=[0] * n,
+            lost=[0.0] * n,
         )
 
     # The event loop -------------------------------------------------------------------
@@ -226,25 +265,47 @@ class Simulation:
                 t = math.ceil(t / tick) * tick
             changed = False
             while ends and ends[0][0] <= t:
-                end, _, j, attempt, stop = heapq.heappop(ends)
+                end, _, j, attempt, kind = heapq.heappop(ends)
                 if attempt == self._attempt[j]:
-                    if stop:
+                    if kind == _WAKE:
+                        changed = True  # past its minimum run or a LAS threshold: a pass may
+                        continue  # preempt it now (the control plane's next tick would)
+                    if kind == _STOP:
                         self._requeue(j, end)
                     else:
                         self._finish(j, end)
+                        self._quiet = 0
                     changed = True
             while i < n and jobs[i].submit <= t:
                 changed = self._submit(i) or changed
+                self._quiet = 0
                 i += 1
             result.events += 1
             if self._pending and changed:
                 if always or self._room.could_admit(self._waiting, self._usage, self._quota_test):
                     result.passes += 1
-                    self._apply(schedule(self._snapshot(t)), t)
+                    self._apply(self._schedule(self._snapshot(t)), t)
+                    self._watch(t)
                 else:
                     result.skipped += 1
             self._record(t)
         return result
+
+    def _watch(self, t: float) -> None:
+        """Stop a replay that only preempts and restarts jobs (see the module docstring)."""
+        if self._quiet == 0:
+            self._stall_log.clear()
+        self._quiet += 1
+        if self._quiet < self.stall_passes:
+            return
+        worst = sorted(self._stall_log.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        names = [self.jobs[j].id for j, _ in worst]
+        detail = ", ".join(f"job {self.jobs[j].id} ({k}x)" for j, k in worst) or "none"
+        raise SimStalled(
+            f"no progress at simulated time {t:,.0f} s: {self._quiet} scheduling passes "
+            f"without a job finishing or arriving; preempted over and over: {detail}",
+            names,
+        )
 
     def _snapshot(self, now: float) -> Snapshot:
         if self._nodes_dirty:
@@ -271,6 +332,10 @@ class Simulation:
     def _apply(self, decisions: Decisions, t: float) -> None:
         for preemption in decisions.preempted:
             self._preempt(self._id_no[preemption.job_id], preemption.preemptor_id, t)
+            p = self._id_no[preemption.preemptor_id]
+            if p not in self._nominated and p in self._pending:
+                self._nominated.add(p)
+                self._pending[p] = self._pending_job(p)
         for admission in decisions.admitted:
             self._start(self._id_no[admission.job_id], admission.placements, t)
         for blocked in decisions.blocked:
@@ -292,6 +357,9 @@ class Simulation:
             pool=job.pool,
             walltime_s=None if math.isinf(job.walltime) else math.ceil(job.walltime),
             preemptible=job.preemptible,
+            nominated=j in self._nominated,
+            attained_gpu_s=self._attained[j],
+            preempted_by=self._preempted_by[j],
         )
 
     def _submit(self, j: int) -> bool:
@@ -335,6 +403,7 @@ class Simulation:
     def _start(self, j: int, placements: tuple[TaskPlacement, ...], t: float) -> None:
         job = self.jobs[j]
         self._dequeue(j)
+        self._nominated.discard(j)
         for placement in placements:
             self._hold(placement, +1)
         self._charge(job, +1)
@@ -347,17 +416,37 @@ class Simulation:
             started_at=t,
             expected_end=None if walltime is None else t + walltime,
             preemptible=job.preemptible,
+            seq=j,
+            attained_gpu_s=self._attained[j],
+            preempted_by=self._preempted_by[j],
         )
         self._running_dirty = True
         result = self.result
+        overhead = 0.0
         if math.isnan(result.first_start[j]):
             result.first_start[j] = t
+        else:
+            overhead = self.policy.restart_overhead_s
         result.last_start[j] = t
-        self._push(t + job.run_s, j, stop=False)
+        self._push(t + overhead + self._left[j], j, _FINISH)
+        if self._policy.preemption and job.preemptible:
+            self._wakes(j, t)
 
-    def _push(self, at: float, j: int, *, stop: bool) -> None:
+    def _wakes(self, j: int, t: float) -> None:
+        """Events when running job ``j`` becomes a possible victim: past the minimum run,
+        and (least attained service) as it crosses each level's threshold."""
+        policy = self._policy
+        if policy.min_run_s > 0:
+            self._push(t + policy.min_run_s, j, _WAKE)
+        total = self.jobs[j].total
+        rate = gpu_weight(total.gpu, total.cpu_milli)
+        for bound in policy.las_thresholds_gpu_s:
+            if bound > self._attained[j] and rate > 0:
+                self._push(t + (bound - self._attained[j]) / rate, j, _WAKE)
+
+    def _push(self, at: float, j: int, kind: int) -> None:
         self._order += 1
-        heapq.heappush(self._ends, (at, self._order, j, self._attempt[j], stop))
+        heapq.heappush(self._ends, (at, self._order, j, self._attempt[j], kind))
 
     def _stop(self, j: int, t: float) -> None:
         """Give back what running job ``j`` holds and record its usage."""
@@ -371,6 +460,8 @@ class Simulation:
         self._history[k] = accrue(
             self._history[k], job.total, running.started_at, t, self._policy.half_life_s
         )
+        total = job.total
+        self._attained[j] += gpu_weight(total.gpu, total.cpu_milli) * (t - running.started_at)
         self.result.ran[j] += t - running.started_at
 
     def _finish(self, j: int, t: float) -> None:
@@ -379,7 +470,7 @@ class Simulation:
         self.result.outcome[j] = Outcome.TIMED_OUT if self.jobs[j].times_out else Outcome.SUCCEEDED
         self._done += 1
         if self.progress is not None and self._done % 1000 == 0:
-            self.progress(self._done, len(self.jobs))
+            self.progress(self._done, len(self.jobs), t)
 
     def _preempt(self, j: int, preemptor: str, t: float) -> None:
         """Tell running job ``j`` to stop (it stops ``preemption_grace_s`` later)."""
@@ -398,15 +489,29 @@ class Simulation:
             preemptible=running.preemptible,
             preempting=True,
             preempted_for=preemptor,
+            seq=running.seq,
+            attained_gpu_s=running.attained_gpu_s,
+            preempted_by=running.preempted_by,
         )
+        self._preempted_by[j] = preemptor
+        self.result.evictions.append((running.id, preemptor))
+        self._stall_log[j] = self._stall_log.get(j, 0) + 1
         self._running_dirty = True
         self._attempt[j] += 1  # its end event is stale now
-        self._push(t + self.policy.preemption_grace_s, j, stop=True)
+        self._push(t + self.policy.preemption_grace_s, j, _STOP)
 
     def _requeue(self, j: int, t: float) -> None:
-        """A preempted job has stopped: back to the queue, to restart from scratch."""
+        """A preempted job has stopped: back to the queue, keeping its last checkpoint."""
+        started = self._running[j].started_at
         self._stop(j, t)
-        self.result.preemptions[j] += 1
+        result = self.result
+        overhead = self.policy.restart_overhead_s if result.preemptions[j] else 0.0
+        done = min(self._left[j], max(0.0, t - started - overhead))
+        interval = self.policy.checkpoint_interval_s
+        saved = math.floor(done / interval) * interval if interval > 0 else 0.0
+        self._left[j] -= saved
+        result.lost[j] += (t - started) - saved
+        result.preemptions[j] += 1
         self._enqueue(j, self._pending_job(j))
 
     def _hold(self, placement: TaskPlacement, sign: int) -> None:
@@ -457,7 +562,10 @@ def simulate(
     policy: PolicySpec = FIFO,
     *,
     tick_s: float = 0.0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
+    stall_passes: int = STALL_PASSES,
 ) -> SimRun:
     """Replay ``jobs`` on ``cluster`` under ``policy`` and return what happened."""
-    return Simulation(jobs, cluster, policy, tick_s=tick_s, progress=progress).run()
+    return Simulation(
+        jobs, cluster, policy, tick_s=tick_s, progress=progress, stall_passes=stall_passes
+    ).run()

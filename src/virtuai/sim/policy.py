@@ -8,6 +8,8 @@ priority-FIFO)::
     order: fairshare              # fifo: priority, then submission time
                                   # fairshare: priority, then the tenant's weighted
                                   #   dominant share of decayed usage (Policy.fair_share)
+                                  # las: fairshare between tenants, least attained
+                                  #   GPU service within a tenant (Tiresias-like)
     half_life: 7d                 # fair share forgets past usage with this half-life
     allocation_weight: 0.5        # fair-share usage = (1-w) decayed history + w current allocation
     backfill: easy                # none | easy: a later job may start if it does not delay
@@ -17,10 +19,23 @@ priority-FIFO)::
     max_victim_candidates: 256    # bound on the victims examined per preemptor
     borrowing: true               # tenants of one cohort may borrow each other's unused quota
     preemption_grace: 0           # simulator only: seconds a preempted job takes to stop
+    min_run: 0                    # a job is not preempted before it ran this long (10m)
+    las_thresholds: [1h, 16h]     # least attained service (order: las): GPU-time bounds
+                                  #   of the levels within a priority
+    starvation_factor: 4          # las: a job waiting 4x as long as it ran is level 0 again
+    starvation_min: 1h            #   (and at least this long)
+    checkpoint_interval: 0        # simulator only: a preempted job keeps work up to its last
+                                  #   checkpoint, every this much work (0: none, from scratch)
+    restart_overhead: 0           # simulator only: seconds each restart spends before progress
 
 Each key maps onto one field of ``virtuai.scheduler.snapshot.Policy`` (except
-``preemption_grace``, which models how long a victim takes to stop), and every
+the simulator-only ones, which model how a victim stops and restarts), and every
 policy runs through the one ``virtuai.scheduler.schedule``.
+
+Plain ``fifo`` is plain priority-FIFO, but quotas in a cohort still apply under
+every policy: a job that would borrow waits until the jobs within their nominal
+quota have had their turn (``docs/scheduling.md``, "borrowers go second").  On a
+cluster without cohorts (the generated ones) it is exactly priority-FIFO.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from importlib.resources import as_file, files
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +65,25 @@ __all__ = [
     "Backfill",
     "Order",
     "PolicySpec",
+    "describe_examples",
     "example_policy",
     "load_policy",
     "parse_policy",
 ]
 
-EXAMPLE_POLICIES = ("fifo", "fairshare", "fairshare-backfill", "fairshare-backfill-preemption")
+EXAMPLE_POLICIES = (
+    "fifo",
+    "fairshare",
+    "fairshare-backfill",
+    "fairshare-backfill-preemption",
+    "las-fairshare",
+)
 _KEYS = frozenset(
     {
         "name", "description", "order", "half_life", "allocation_weight", "backfill",
-        "preemption", "max_victim_candidates", "borrowing", "preemption_grace",
+        "preemption", "max_victim_candidates", "borrowing", "preemption_grace", "min_run",
+        "las_thresholds", "starvation_factor", "starvation_min", "checkpoint_interval",
+        "restart_overhead",
     }
 )  # fmt: skip
 _V1 = Policy()
@@ -67,6 +92,7 @@ _V1 = Policy()
 class Order(enum.StrEnum):
     FIFO = "fifo"
     FAIRSHARE = "fairshare"
+    LAS = "las"
 
 
 class Backfill(enum.StrEnum):
@@ -86,17 +112,28 @@ class PolicySpec:
     borrowing: bool = _V1.borrowing
     preemption_grace_s: float = 0.0
     description: str = ""
+    min_run_s: float = 0.0
+    las_thresholds_gpu_s: tuple[float, ...] = (3600.0, 16 * 3600.0)
+    starvation_factor: float = 4.0
+    starvation_min_s: float = 3600.0
+    checkpoint_interval_s: float = 0.0
+    restart_overhead_s: float = 0.0
 
     def scheduler_policy(self) -> Policy:
         """The ``Policy`` the scheduler gets in every snapshot of this run."""
+        las = self.order is Order.LAS
         return Policy(
-            fair_share=self.order is Order.FAIRSHARE,
+            fair_share=self.order is not Order.FIFO,
             backfill=self.backfill is Backfill.EASY,
             preemption=self.preemption,
             borrowing=self.borrowing,
             half_life_s=self.half_life_s,
             allocation_weight=self.allocation_weight,
             max_victim_candidates=self.max_victim_candidates,
+            min_run_s=self.min_run_s,
+            las_thresholds_gpu_s=self.las_thresholds_gpu_s if las else (),
+            starvation_factor=self.starvation_factor if las else 0.0,
+            starvation_min_s=self.starvation_min_s if las else 0.0,
         )
 
     def knobs(self) -> dict[str, Any]:
@@ -110,6 +147,12 @@ class PolicySpec:
             "max_victim_candidates": self.max_victim_candidates,
             "borrowing": self.borrowing,
             "preemption_grace_s": self.preemption_grace_s,
+            "min_run_s": self.min_run_s,
+            "las_thresholds_gpu_s": list(self.las_thresholds_gpu_s),
+            "starvation_factor": self.starvation_factor,
+            "starvation_min_s": self.starvation_min_s,
+            "checkpoint_interval_s": self.checkpoint_interval_s,
+            "restart_overhead_s": self.restart_overhead_s,
         }
 
 
@@ -123,6 +166,11 @@ def load_policy(path: Path) -> PolicySpec:
 
 def parse_policy(text: str, source: str = "policy.yaml") -> PolicySpec:
     return _policy(parse_yaml(text, source), default_name=Path(source).stem)
+
+
+def describe_examples() -> list[tuple[str, str]]:
+    """``(name, description)`` of every shipped policy, in ``EXAMPLE_POLICIES`` order."""
+    return [(name, example_policy(name).description) for name in EXAMPLE_POLICIES]
 
 
 def example_policy(name: str) -> PolicySpec:
@@ -164,7 +212,30 @@ def _policy(root: Section, default_name: str) -> PolicySpec:
         borrowing=root.get("borrowing", as_bool, _V1.borrowing),
         preemption_grace_s=root.get("preemption_grace", _as_grace, 0.0),
         description=root.get("description", as_str, ""),
+        min_run_s=root.get("min_run", _as_grace, 0.0),
+        las_thresholds_gpu_s=root.get("las_thresholds", _as_thresholds, (3600.0, 16 * 3600.0)),
+        starvation_factor=root.get("starvation_factor", _as_factor, 4.0),
+        starvation_min_s=root.get("starvation_min", _as_grace, 3600.0),
+        checkpoint_interval_s=root.get("checkpoint_interval", _as_grace, 0.0),
+        restart_overhead_s=root.get("restart_overhead", _as_grace, 0.0),
     )
+
+
+def _as_thresholds(value: Any, field: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(
+            f"{field}: expected a list of GPU-times such as [1h, 16h], not {value!r}", field=field
+        )
+    out = tuple(as_seconds(v, field) for v in value)
+    if any(b <= a for a, b in pairwise(out)):
+        raise InvalidRequest(f"{field}: must be increasing, not {value!r}", field=field)
+    return out
+
+
+def _as_factor(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidRequest(f"{field}: expected a number >= 0, not {value!r}", field=field)
+    return float(value)
 
 
 def _as_grace(value: Any, field: str) -> float:

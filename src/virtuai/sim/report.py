@@ -122,11 +122,11 @@ def _noter(progress: Callable[[str], None] | None, name: str) -> Callable[[str],
     return note
 
 
-def _every_tenth(note: Callable[[str], None]) -> Callable[[int, int], None]:
+def _every_tenth(note: Callable[[str], None]) -> Callable[[int, int, float], None]:
     """A ``simulate`` progress callback that notes each tenth of the jobs done."""
     last = [0]
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, now: float) -> None:
         tenth = 10 * done // max(1, total)
         if tenth > last[0]:
             last[0] = tenth

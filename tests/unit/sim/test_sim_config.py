@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from virtuai.domain.resources import Resources
@@ -154,6 +156,9 @@ def test_example_policies_load() -> None:
     assert specs["fairshare"].backfill is Backfill.NONE
     assert specs["fairshare-backfill"].backfill is Backfill.EASY
     full = specs["fairshare-backfill-preemption"].scheduler_policy()
-    assert full == Policy.fair()
+    assert full == replace(Policy.fair(), min_run_s=600)
+    las = specs["las-fairshare"]
+    assert las.scheduler_policy() == Policy.las()
+    assert (las.checkpoint_interval_s, las.restart_overhead_s) == (1800, 60)
     with pytest.raises(InvalidRequest):
         example_policy("nope")
