@@ -242,6 +242,8 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
         bin_dir = _write_shims(private, runner_source)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
         env["VIRTUAI_SLURM_CONFIG"] = argv[0]
+        if not config["output"]:  # `virtuai srun`: the task's own log is the terminal's
+            return _run_batch(config, [script_path, *args], env, None, None)
         try:
             out = _open_output(expand_pattern(config["output"], env), config["open_mode"])
             same = config["error"] == config["output"]
@@ -263,8 +265,8 @@ def _run_batch(
     config: Mapping[str, Any],
     command: list[str],
     env: dict[str, str],
-    out: IO[bytes],
-    err: IO[bytes],
+    out: IO[bytes] | None,
+    err: IO[bytes] | None,
 ) -> int:
     started = time.monotonic()
     child = subprocess.Popen(
