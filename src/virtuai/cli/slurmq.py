@@ -24,6 +24,7 @@ Jobs = Annotated[
     str | None, typer.Option("--jobs", "-j", help="Only these jobs: 12, 12_3 or array ids.")
 ]
 NoHeader = Annotated[bool, typer.Option("--noheader", "-h", help="No header line.")]
+SacctNoHeader = Annotated[bool, typer.Option("--noheader", "-n", help="No header lines.")]
 
 
 def register(app: typer.Typer, panel: str) -> None:
@@ -92,7 +93,7 @@ def sacct(
     states: Annotated[
         str | None, typer.Option("--state", "-s", help="Only these states (CD,F,...).")
     ] = None,
-    noheader: NoHeader = False,
+    noheader: SacctNoHeader = False,
 ) -> None:
     """Past and present jobs, as Slurm's sacct shows them."""
     start: dt.datetime | None = _when(starttime, "--starttime") if starttime else _midnight()

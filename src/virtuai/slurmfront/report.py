@@ -35,6 +35,7 @@ SQUEUE_DEFAULT = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R"
 SACCT_DEFAULT = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode"
 _REASONS = (
     ("depend", "Dependency"),
+    ("waiting for job", "Dependency"),
     ("quota", "QOSGrpLimit"),
     ("at most", "JobArrayTaskLimit"),
     ("throttl", "JobArrayTaskLimit"),
