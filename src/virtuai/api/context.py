@@ -25,5 +25,7 @@ class ApiContext:
     # Virtual clusters: the runtime (or why there is none) and the settings the API uses.
     vcs: VcRuntimeAccess = field(default_factory=VcRuntimeAccess)
     vc_options: VcOptions = field(default_factory=VcOptions)
+    # The key of job tokens (``auth.jobtokens``); empty: jobs cannot act on themselves.
+    job_token_key: bytes = b""
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)
