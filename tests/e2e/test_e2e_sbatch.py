@@ -50,6 +50,29 @@ echo "no signal came"
 exit 1
 """
 
+REQUEUE = """#!/bin/bash
+#SBATCH --time=1
+#SBATCH --signal=B:USR1@58
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=requeue-%j.log
+if [ "$SLURM_RESTART_COUNT" -gt 0 ]; then
+  echo "run $SLURM_RESTART_COUNT: resumed from checkpoint $(cat ckpt-$SLURM_JOB_ID)"
+  exit 0
+fi
+handler() {
+  echo "caught USR1: checkpoint and requeue"
+  echo 42 > ckpt-$SLURM_JOB_ID
+  scontrol requeue $SLURM_JOB_ID
+}
+trap handler USR1
+echo "run 0 started"
+sleep 50 &
+wait
+sleep 50 &
+wait
+"""
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
@@ -124,3 +147,25 @@ def test_test_only_asks_the_server(server: Server, submit_dir: Path) -> None:
     result = sbatch(server, submit_dir, "--test-only", "big.sh")
     assert result.returncode == 1
     assert "would not run: partition 'nowhere' is no pool or site here" in result.stdout
+
+
+def test_trap_and_requeue_runs_again_from_the_checkpoint(server: Server, submit_dir: Path) -> None:
+    (submit_dir / "requeue.sh").write_text(REQUEUE)
+    submitted = sbatch(server, submit_dir, "--parsable", "requeue.sh")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    done = subprocess.run(
+        [*CLI, "wait", job_id, "--timeout", "90"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (submit_dir / f"requeue-{job_id}.log").read_text() == (
+        "run 0 started\ncaught USR1: checkpoint and requeue\nrun 1: resumed from checkpoint 42\n"
+    )
+    job = server.json("job", job_id)
+    assert job["restart_count"] == 1
+    assert any("requeue requested" in e["reason"] for e in job["events"])

@@ -27,5 +27,7 @@ class ApiContext:
     vc_options: VcOptions = field(default_factory=VcOptions)
     # Largest request body accepted (settings `limits.max_body`), checked before anything else.
     max_body_bytes: int = 1024 * 1024
+    # The key of job tokens (``auth.jobtokens``); empty: jobs cannot act on themselves.
+    job_token_key: bytes = b""
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)

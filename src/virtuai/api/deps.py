@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from virtuai.api.context import ApiContext
+from virtuai.auth.jobtokens import looks_like_job_token, verify_job_token
 from virtuai.auth.tokens import looks_like_api_token
 from virtuai.errors import Unauthenticated
 from virtuai.services.access import Caller
@@ -44,3 +46,26 @@ def get_caller(
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+@dataclass(frozen=True, slots=True)
+class JobCredential:
+    """A running job acting on itself with its job token (``scontrol requeue``)."""
+
+    job_id: int
+    attempt: int
+
+
+def get_caller_or_job(
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller | JobCredential:
+    if credentials is not None and looks_like_job_token(credentials.credentials):
+        found = verify_job_token(context.job_token_key, credentials.credentials)
+        if found is None:
+            raise Unauthenticated("invalid job token")
+        return JobCredential(*found)
+    return get_caller(context, credentials)
+
+
+CallerOrJobDep = Annotated[Caller | JobCredential, Depends(get_caller_or_job)]

@@ -24,6 +24,9 @@ from virtuai.cli import (
     output,
     sbatch,
     sim,
+    slurmctl,
+    slurmq,
+    srun,
     submit,
     tenants,
     up,
@@ -103,6 +106,9 @@ def build_app() -> typer.Typer:
     doctor.register(app, PLATFORM_PANEL)
     sim.register(app, PLATFORM_PANEL)
     sbatch.register(app, SLURM_PANEL)
+    srun.register(app, SLURM_PANEL)
+    slurmq.register(app, SLURM_PANEL)
+    slurmctl.register(app, SLURM_PANEL)
     return app
 
 

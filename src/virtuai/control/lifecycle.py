@@ -30,6 +30,7 @@ from pathlib import Path
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from virtuai.auth.jobtokens import job_token
 from virtuai.control.vnodes import (
     VC_WORKDIR,
     VnodeLocator,
@@ -59,6 +60,10 @@ class LifecycleConfig:
     workspaces_dir: Path
     kill_grace_s: int = 30
     half_life_s: float = 7 * 86400.0  # of the fair-share usage recorded when tasks end
+    # Job tokens (``auth.jobtokens``): given to each task with the API's URL, so that a
+    # job can act on itself (``scontrol requeue``); empty key: none given.
+    job_token_key: bytes = b""
+    api_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +298,9 @@ class LifecycleLoop:
             array_id=job.array_id,
             array_index=job.array_index,
         )
+        if self._config.job_token_key:
+            env["VIRTUAI_JOB_TOKEN"] = job_token(self._config.job_token_key, job.id, job.attempt)
+            env["VIRTUAI_API_URL"] = self._config.api_url
         return TaskSpec(
             job_id=str(job.id),
             attempt=job.attempt,
@@ -336,7 +344,13 @@ class LifecycleLoop:
         self._record_unlaunched_preempted()
         with self._sessions() as session:
             rows = session.execute(
-                select(TaskRow.id, TaskRow.driver, TaskRow.handle, JobRow.cancel_requested_at)
+                select(
+                    TaskRow.id,
+                    TaskRow.driver,
+                    TaskRow.handle,
+                    JobRow.cancel_requested_at,
+                    JobRow.requeue_requested_at,
+                )
                 .join(JobRow, JobRow.id == TaskRow.job_id)
                 .where(JobRow.state.in_(ACTIVE_STATES))
                 .where(
@@ -350,8 +364,11 @@ class LifecycleLoop:
                 .where(TaskRow.stop_requested_at.is_(None))
             ).all()
             session.rollback()
-        for task_id, driver_name, handle, cancel_requested_at in rows:
-            reason = StopReason.CANCEL if cancel_requested_at is not None else StopReason.PREEMPT
+        for task_id, driver_name, handle, cancel_requested_at, requeue_requested_at in rows:
+            # A requeue the job asked for stops it as Slurm's does: SIGTERM, not the
+            # checkpoint signal (which its own trap would answer by asking again).
+            asked = cancel_requested_at is not None or requeue_requested_at is not None
+            reason = StopReason.CANCEL if asked else StopReason.PREEMPT
             self._stop_task(task_id, driver_name, handle, reason)
 
     def _stop_task(
@@ -469,7 +486,7 @@ class LifecycleLoop:
         """A preempted job whose tasks have all stopped goes back to the queue (same id, next
         attempt) or, with ``--no-requeue``, ends as ``preempted``.  Returns False when the
         job ended by itself first (or was cancelled): its ordinary outcome then applies."""
-        finished_anyway = all(
+        finished_anyway = job.requeue_requested_at is None and all(
             t.outcome == TaskOutcome.EXITED.value and t.exit_code == 0 for t in tasks
         )
         if finished_anyway or job.cancel_requested_at is not None:
@@ -491,6 +508,7 @@ class LifecycleLoop:
                 admitted_at=None,
                 started_at=None,
                 queue_position=None,
+                requeue_requested_at=None,
             )
         else:
             codes = [t.exit_code for t in tasks if t.exit_code]

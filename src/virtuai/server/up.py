@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from virtuai.api.app import create_app
 from virtuai.api.context import ApiContext
+from virtuai.auth.jobtokens import load_or_create_key
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.clientconfig import cli_config_path, write_cli_config
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
@@ -125,6 +126,7 @@ def _serve(settings: Settings) -> None:
         max_body_bytes=settings.limits.max_body,
         vcs=vcs,
         vc_options=vc_options(settings),
+        job_token_key=load_or_create_key(settings.home / "job-token.key"),
     )
     scheduling = SchedulingLoop(sessions, clock, context.rules.policy, context.rules.preemptible)
     lifecycle = LifecycleLoop(
@@ -135,6 +137,8 @@ def _serve(settings: Settings) -> None:
             workspaces_dir=settings.workspaces_dir,
             kill_grace_s=settings.local.kill_grace_s,
             half_life_s=settings.scheduler.half_life_s,
+            job_token_key=context.job_token_key,
+            api_url=url,
         ),
         vnodes=vcs.runtime,
     )

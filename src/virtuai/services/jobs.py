@@ -27,7 +27,7 @@ from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_i
 from virtuai.services.vclusters import live_vc, whole_node
 from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow, VirtualClusterRow
 from virtuai.store.tenancy import get_tenant_row
-from virtuai.store.transitions import record_creation, request_cancel
+from virtuai.store.transitions import record_creation, request_cancel, switch_job_state
 
 MAX_LOG_CHUNK = 1024 * 1024
 DEFAULT_PER_TASK = Resources(cpu_milli=1000, memory=2**30)  # as the API's ResourcesIn
@@ -355,3 +355,40 @@ def _cut_at_character_boundary(data: bytes) -> bytes:
             )
             return data if length <= back else data[:-back]
     return data
+
+
+def requeue_job(
+    session: Session, job_id: int, now: dt.datetime, *, caller: Caller | None, attempt: int | None
+) -> JobRow:
+    """Stop a running job and put it back in the queue (``scontrol requeue``), same id.
+
+    Asked by a user who may submit in the job's tenant (``caller``), or by the
+    job itself with its job token (``attempt``: the token's attempt, which must
+    be the current one).  Its tasks are stopped as a preemption stops them;
+    the life cycle then requeues it, whatever their exit codes.
+    """
+    if caller is not None:
+        job = get_job(session, caller, job_id)
+        caller.require_submit(job.tenant.name)
+        actor = caller.name
+    else:
+        found = session.get(JobRow, job_id)
+        if found is None or found.attempt != attempt:
+            raise NotFound(f"job {job_id} not found", field="id")
+        job, actor = found, f"job {job_id}"
+    state = JobState(job.state)
+    if state not in (JobState.STARTING, JobState.RUNNING):
+        raise Conflict(f"job {job_id} is {state}: only a running job can be requeued", field="id")
+    if not job.requeue:
+        raise Conflict(f"job {job_id} was submitted with --no-requeue", field="id")
+    if not switch_job_state(
+        session,
+        job,
+        JobState.PREEMPTING,
+        reason="requeue requested (scontrol requeue)",
+        now=now,
+        actor=actor,
+        requeue_requested_at=now,
+    ):
+        raise Conflict(f"job {job_id} changed state meanwhile; try again", field="id")
+    return job

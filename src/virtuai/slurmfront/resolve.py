@@ -338,11 +338,11 @@ def _apply(res: Resolution, settings: list[Setting], ctx: Context, wrapped: bool
         try:
             _set(res, option, value or "", ctx)
         except v.BadValue as error:
+            kind = "unsupported" if isinstance(error, v.UnsupportedValue) else "invalid"
             entry = entries[option]
-            entry.fate, entry.note = Fate.INVALID, str(error)
-            res.problems.append(
-                Problem("invalid", f"--{option}: {error}", entry.line, entry.origin)
-            )
+            entry.fate = Fate.UNSUPPORTED if kind == "unsupported" else Fate.INVALID
+            entry.note = str(error)
+            res.problems.append(Problem(kind, f"--{option}: {error}", entry.line, entry.origin))
     _derive(res, values, ctx, wrapped, entries)
 
 
@@ -409,7 +409,7 @@ def _set(res: Resolution, option: str, value: str, ctx: Context) -> None:
 def _constraints(value: str) -> list[str]:
     """``-C a100&nvlink`` -> ``["a100", "nvlink"]``; OR, counts and brackets are refused."""
     if any(char in value for char in "|[]*"):
-        raise v.BadValue(
+        raise v.UnsupportedValue(
             f"cannot use constraint {value!r}: virtuai takes features joined by '&' (all of them)"
         )
     return [part.strip() for part in value.split("&") if part.strip()]

@@ -26,6 +26,10 @@ class BadValue(ValueError):
     """A value Slurm would refuse; the message says why."""
 
 
+class UnsupportedValue(BadValue):
+    """A value Slurm takes but virtuai cannot honour (``-C 'a|b'``, ``--signal=R:...``)."""
+
+
 def integer(text: str, what: str, *, minimum: int = 0) -> int:
     text = text.strip()
     if not _INT_RE.match(text):
@@ -179,6 +183,8 @@ _ARRAY_PART_RE = re.compile(r"^([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?$")
 def array_range(text: str) -> ArrayRange:
     """``-a``: ``0-99``, ``1,3,5-7``, ``0-15:4``, each optionally ``%N`` (at most N at once)."""
     spec, percent, throttle = text.strip().partition("%")
+    if spec.startswith("[") and spec.endswith("]"):  # Slurm also takes [0-9]
+        spec = spec[1:-1]
     max_running = integer(throttle, "the array throttle %N", minimum=0) if percent else None
     indices: set[int] = set()
     for part in spec.split(","):
@@ -295,7 +301,7 @@ def signal_spec(text: str) -> SignalSpec:
     if colon and flags and set(flags.upper()) <= {"B", "R"}:
         batch_only = "B" in flags.upper()
         if "R" in flags.upper():
-            raise BadValue("--signal's R: (reservation) flag is not supported by virtuai")
+            raise UnsupportedValue("the R: (reservation) flag is not supported by virtuai")
         raw = rest
     name, at, seconds_text = raw.partition("@")
     signo = _signal_number(name)

@@ -31,6 +31,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
@@ -242,6 +245,8 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
         bin_dir = _write_shims(private, runner_source)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
         env["VIRTUAI_SLURM_CONFIG"] = argv[0]
+        if not config["output"]:  # `virtuai srun`: the task's own log is the terminal's
+            return _run_batch(config, [script_path, *args], env, None, None)
         try:
             out = _open_output(expand_pattern(config["output"], env), config["open_mode"])
             same = config["error"] == config["output"]
@@ -263,8 +268,8 @@ def _run_batch(
     config: Mapping[str, Any],
     command: list[str],
     env: dict[str, str],
-    out: IO[bytes],
-    err: IO[bytes],
+    out: IO[bytes] | None,
+    err: IO[bytes] | None,
 ) -> int:
     started = time.monotonic()
     child = subprocess.Popen(
@@ -514,12 +519,47 @@ def scontrol(argv: Sequence[str]) -> int:
     if len(words) >= 2 and words[0] == "show" and words[1] == "hostlist":
         print(compress_hostlist(expand_hostlist(",".join(words[2:]))))
         return 0
+    if words and words[0] == "requeue":
+        return requeue(words[1:])
     print(
         f"scontrol: error: `scontrol {' '.join(words)}` is not supported inside virtuai jobs "
-        "(supported: show hostnames, show hostlist)",
+        "(supported: show hostnames, show hostlist, requeue)",
         file=sys.stderr,
     )
     return 1
+
+
+def requeue(words: Sequence[str]) -> int:
+    """``scontrol requeue [JOBID[,JOBID...]]``: the job asks the server, with its job token."""
+    url, token = os.environ.get("VIRTUAI_API_URL"), os.environ.get("VIRTUAI_JOB_TOKEN")
+    if not url or not token:
+        print(
+            "scontrol: error: this job has no job token: requeue is not possible here",
+            file=sys.stderr,
+        )
+        return 1
+    ids = ",".join(words).split(",") if words else [os.environ.get("SLURM_JOB_ID", "")]
+    status = 0
+    for ident in [i for i in ids if i]:
+        request = urllib.request.Request(
+            f"{url}/api/v1/jobs/{urllib.parse.quote(ident, safe='')}/requeue",
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                pass
+        except urllib.error.HTTPError as error:
+            try:
+                message = json.loads(error.read() or b"{}").get("message") or error.reason
+            except ValueError:
+                message = error.reason
+            print(f"scontrol: error: requeue of job {ident}: {message}", file=sys.stderr)
+            status = 1
+        except (urllib.error.URLError, OSError) as error:
+            print(f"scontrol: error: cannot reach the virtuai server: {error}", file=sys.stderr)
+            status = 1
+    return status
 
 
 def main(argv: Sequence[str], source: str) -> int:

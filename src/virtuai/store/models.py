@@ -224,6 +224,8 @@ class JobRow(Base):
 
     # Desired state set by users; the life-cycle loop acts on it.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # The job asked to be requeued (``scontrol requeue``): requeue it whatever its tasks' end.
+    requeue_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     # Observed state.
     attempt: Mapped[int] = mapped_column(Integer, default=0)

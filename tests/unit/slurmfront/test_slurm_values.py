@@ -206,3 +206,9 @@ def test_chdir_is_relative_to_the_submit_dir() -> None:
     res = resolve("#!/bin/sh\n#SBATCH -D sub/dir -o none\n", [], CTX)
     assert res.workdir == "/home/ada/sub/dir"
     assert res.output == "/dev/null"
+
+
+def test_what_slurm_takes_but_virtuai_cannot_is_unsupported_not_invalid() -> None:
+    res = resolve("#!/bin/sh\n#SBATCH -C 'skylake|cascade'\n#SBATCH --signal=R:USR1\n", [], CTX)
+    assert [(p.kind, p.line) for p in res.problems] == [("unsupported", 2), ("unsupported", 3)]
+    assert v.array_range("[0-3]").indices == (0, 1, 2, 3)

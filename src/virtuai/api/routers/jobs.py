@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from virtuai.api.deps import CallerDep, Context
+from virtuai.api.deps import CallerDep, CallerOrJobDep, Context, JobCredential
 from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.jobs import (
     EventOut,
@@ -30,6 +30,7 @@ from virtuai.domain.units import (
     parse_signal_spec,
 )
 from virtuai.drivers.base import LogStream
+from virtuai.errors import NotFound
 from virtuai.services import jobs as service
 from virtuai.services.planning import SchedulingRules
 from virtuai.store.db import transaction
@@ -172,6 +173,28 @@ def get_job(job_id: JobId, caller: CallerDep, context: Context) -> JobDetailOut:
 def cancel(job_id: JobId, caller: CallerDep, context: Context) -> JobOut:
     with transaction(context.sessions) as session:
         result = job_to_api(service.cancel_job(session, caller, job_id, context.clock.now()))
+    context.wake.set()
+    return result
+
+
+@router.post("/{job_id}/requeue")
+def requeue(job_id: int, who: CallerOrJobDep, context: Context) -> JobOut:
+    """Stop a running job and queue it again, same id (Slurm's ``scontrol requeue``).
+
+    A member of the job's tenant may ask, or the job itself with its job token
+    (``$VIRTUAI_JOB_TOKEN`` in its environment).
+    """
+    if isinstance(who, JobCredential) and who.job_id != job_id:
+        raise NotFound(f"job {job_id} not found", field="id")
+    with transaction(context.sessions) as session:
+        job = service.requeue_job(
+            session,
+            job_id,
+            context.clock.now(),
+            caller=None if isinstance(who, JobCredential) else who,
+            attempt=who.attempt if isinstance(who, JobCredential) else None,
+        )
+        result = job_to_api(job)
     context.wake.set()
     return result
 
