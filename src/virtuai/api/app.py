@@ -16,6 +16,7 @@ from virtuai.api.routers import (
     jobs,
     nodes,
     tenants,
+    tokens,
     usage,
     users,
     vclusters,
@@ -39,6 +40,7 @@ def create_app(context: ApiContext) -> FastAPI:
     for module in (
         health,
         users,
+        tokens,
         tenants,
         jobs,
         usage,
