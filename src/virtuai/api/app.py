@@ -7,13 +7,14 @@ from fastapi import FastAPI
 from virtuai import __version__
 from virtuai.api.context import ApiContext
 from virtuai.api.errors import install_error_handlers
-from virtuai.api.middleware import ContainErrors, RequestLimits
+from virtuai.api.middleware import ContainErrors, MeasureRequests, RequestLimits
 from virtuai.api.routers import (
     doctor,
     fairshare,
     health,
     images,
     jobs,
+    metrics,
     nodes,
     tenants,
     tokens,
@@ -21,6 +22,7 @@ from virtuai.api.routers import (
     users,
     vclusters,
 )
+from virtuai.services.metrics import Metrics
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -34,6 +36,9 @@ def create_app(context: ApiContext) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
+    if context.metrics is None:
+        context.metrics = Metrics(context.sessions)
+    app.add_middleware(MeasureRequests, metrics=context.metrics)
     # Added last = outermost: the size limit runs before authentication and parsing.
     app.add_middleware(ContainErrors)
     app.add_middleware(RequestLimits, max_body_bytes=context.max_body_bytes)
@@ -49,6 +54,7 @@ def create_app(context: ApiContext) -> FastAPI:
         vclusters,
         images,
         doctor,
+        metrics,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

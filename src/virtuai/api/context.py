@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
 from virtuai.drivers.base import Driver
+from virtuai.services.metrics import Metrics
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 
@@ -27,5 +28,8 @@ class ApiContext:
     vc_options: VcOptions = field(default_factory=VcOptions)
     # Largest request body accepted (settings `limits.max_body`), checked before anything else.
     max_body_bytes: int = 1024 * 1024
+    # Prometheus metrics (None: create_app makes them) and who besides admins may read them.
+    metrics: Metrics | None = None
+    metrics_readers: frozenset[str] = frozenset()
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)
