@@ -22,7 +22,18 @@ from virtuai.api.routers import (
     users,
     vclusters,
 )
+from virtuai.api.schemas.common import ErrorOut
 from virtuai.services.metrics import Metrics
+
+ERROR_RESPONSES = {
+    400: "Malformed request (a body that is not JSON text)",
+    401: "No valid credentials",
+    403: "Not allowed to the caller",
+    404: "Not found, or not visible to the caller",
+    409: "In conflict with the current state",
+    413: "Request body over the server's limit",
+    422: "Invalid request; `field` names what is wrong",
+}
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -33,6 +44,11 @@ def create_app(context: ApiContext) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        # Every answer that is not a success has the one error shape (api/errors.py).
+        responses={
+            code: {"model": ErrorOut, "description": description}
+            for code, description in ERROR_RESPONSES.items()
+        },
     )
     app.state.context = context
     install_error_handlers(app)

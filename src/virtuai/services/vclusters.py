@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.vcluster import LIVE_STATES, VcRequest, VcState
-from virtuai.errors import ConfigurationError, Conflict, InvalidRequest, NotFound
+from virtuai.errors import Conflict, InvalidRequest, NotFound, NotOffered
 from virtuai.scheduler.snapshot import PendingJob
 from virtuai.services.access import Caller
 from virtuai.services.accounts import require_enabled_tenant
@@ -62,7 +62,7 @@ class VcRuntimeAccess:
 
     def require(self) -> VcRuntime:
         if self.runtime is None:
-            raise ConfigurationError(self.unavailable)
+            raise NotOffered(self.unavailable)
         return self.runtime
 
 
