@@ -201,3 +201,21 @@ def test_owners_manage_only_their_own_members_and_learn_nothing_else(platform: P
     assert [t["tenant"] for t in platform.ok("GET", "/api/v1/whoami", bob)["tenants"]] == [
         "biology"
     ]
+
+
+def test_usage_is_bounded_by_since_and_until(platform: Platform) -> None:
+    """What `virtuai report --month` asks for: tasks that ended in [since, until)."""
+    platform.tenant("physics")
+    alice = platform.user("alice", "physics")
+    job = platform.submit(alice, ["true"])
+    platform.wait_for([job["id"]])
+    today = dt.datetime.now(dt.UTC).date()
+    tomorrow, yesterday = today + dt.timedelta(days=1), today - dt.timedelta(days=1)
+    inside = platform.ok(
+        "GET", "/api/v1/usage", params={"since": str(today), "until": str(tomorrow)}
+    )
+    assert [(r["tenant"], r["jobs"]) for r in inside["totals"]] == [("physics", 1)]
+    before = platform.ok("GET", "/api/v1/usage", params={"until": str(yesterday)})
+    assert before == {"rows": [], "totals": []}
+    bad = platform.call("GET", "/api/v1/usage", params={"until": "soon"})
+    assert bad.status_code == 422 and bad.json()["field"] == "until"

@@ -88,3 +88,76 @@ def test_a_refused_delete_is_one_line(api: FakeApi) -> None:
     result = run(["tenant", "delete", "ml"])
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: tenant 'ml' has live work (2 jobs) (field: name)"
+
+
+USAGE_ROWS = [
+    {
+        "tenant": "ml",
+        "user": "alice",
+        "jobs": 2,
+        "tasks": 3,
+        "wall_s": 7200.0,
+        "cpu_s": 10800.0,
+        "gpu_s": 3600.0,
+        "memory_gb_s": 36000.0,
+    },
+    {
+        "tenant": "ml",
+        "user": "bob",
+        "jobs": 1,
+        "tasks": 1,
+        "wall_s": 1.0,
+        "cpu_s": 0.36,
+        "gpu_s": 0.0,
+        "memory_gb_s": 0.0,
+    },
+    {
+        "tenant": "vision",
+        "user": "carl",
+        "jobs": 1,
+        "tasks": 1,
+        "wall_s": 3600.0,
+        "cpu_s": 3600.0,
+        "gpu_s": 0.0,
+        "memory_gb_s": 0.0,
+    },
+]
+USAGE_TOTALS = [
+    {**USAGE_ROWS[0], "user": "*", "jobs": 3, "tasks": 4, "cpu_s": 10800.36},
+    {**USAGE_ROWS[2], "user": "*"},
+]
+
+
+def test_usage_as_csv_has_exact_numbers(api: FakeApi) -> None:
+    api.on("GET", "/api/v1/usage", {"rows": USAGE_ROWS, "totals": USAGE_TOTALS})
+    result = run(["usage", "--format", "csv", "--since", "2026-11-01", "--until", "2026-12-01"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "tenant,user,jobs,tasks,cpu_hours,gpu_hours,memory_gb_hours,wall_hours"
+    assert lines[1] == "ml,alice,2,3,3.0000,1.0000,10.0000,2.0000"
+    assert lines[2] == "ml,bob,1,1,0.0001,0.0000,0.0000,0.0003"
+    assert len(lines) == 4
+    assert api.requests[0].query == {"since": "2026-11-01", "until": "2026-12-01"}
+
+
+def test_report_gives_a_month_per_tenant_with_shares(api: FakeApi) -> None:
+    api.on("GET", "/api/v1/usage", {"rows": USAGE_ROWS, "totals": USAGE_TOTALS})
+    result = run(["report", "--month", "2026-11", "--format", "csv", "--users"])
+    assert result.exit_code == 0, result.output
+    assert api.requests[0].query == {
+        "since": "2026-11-01T00:00:00+00:00",
+        "until": "2026-12-01T00:00:00+00:00",
+    }
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("month,tenant,user,jobs") and lines[0].endswith("gpu_share")
+    assert lines[1].startswith("2026-11,ml,,3,4,") and lines[1].endswith(",75.0%,100.0%")
+    assert lines[2].startswith("2026-11,ml,alice,")
+    assert lines[4].startswith("2026-11,vision,,1,1,") and lines[4].endswith(",25.0%,0.0%")
+    table = run(["report", "--month", "2026-12"])
+    assert "Usage in 2026-12" in table.stdout and "CPU-SHARE" in table.stdout
+    assert api.requests[1].query["until"] == "2027-01-01T00:00:00+00:00"
+
+
+def test_report_checks_the_month(api: FakeApi) -> None:
+    assert run(["report", "--month", "November"]).exit_code == 2
+    assert api.requests == []
