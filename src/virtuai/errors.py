@@ -10,6 +10,8 @@
     ├── DriverError                   driver_error      502   a driver failed (process, cgroup)
     ├── Unavailable                   unavailable       503   the database cannot be written now
     └── ConfigurationError            configuration     500   the platform is set up wrongly
+        └── NotOffered                configuration     409   a feature this server cannot offer
+                                                              (no VC runtime): not a server error
 
 Every error carries a stable machine-readable ``code``, a plain-words ``message``
 and, where one field is to blame, the ``field``.  They are mapped to HTTP in
@@ -68,6 +70,11 @@ class ConfigurationError(VirtuaiError):
     code = "configuration"
 
 
+class NotOffered(ConfigurationError):
+    """The request is fine, but this server is not set up to do it (virtual clusters
+    without root, say).  409, not 500: nothing failed, and a retry will not help."""
+
+
 __all__ = [
     "ConfigurationError",
     "Conflict",
@@ -75,6 +82,7 @@ __all__ = [
     "Forbidden",
     "InvalidRequest",
     "NotFound",
+    "NotOffered",
     "Unauthenticated",
     "Unavailable",
     "Unschedulable",

@@ -174,6 +174,16 @@ class LimitSettings(BaseModel):
         return parse_duration(value, field="limits.max_walltime_s")
 
 
+class MetricsSettings(BaseModel):
+    """``GET /metrics`` (Prometheus): administrators, and the users named here."""
+
+    readers: list[str] = Field(
+        default_factory=list,
+        description="users who may read /metrics: give Prometheus its own user with no "
+        "tenant (`virtuai user create prometheus`), whose token can read nothing else",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -195,6 +205,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     vclusters: VirtualClusterSettings = Field(default_factory=VirtualClusterSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

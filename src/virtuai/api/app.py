@@ -7,19 +7,33 @@ from fastapi import FastAPI
 from virtuai import __version__
 from virtuai.api.context import ApiContext
 from virtuai.api.errors import install_error_handlers
-from virtuai.api.middleware import ContainErrors, RequestLimits
+from virtuai.api.middleware import ContainErrors, MeasureRequests, RequestLimits
 from virtuai.api.routers import (
     doctor,
     fairshare,
     health,
     images,
     jobs,
+    metrics,
     nodes,
     tenants,
+    tokens,
     usage,
     users,
     vclusters,
 )
+from virtuai.api.schemas.common import ErrorOut
+from virtuai.services.metrics import Metrics
+
+ERROR_RESPONSES = {
+    400: "Malformed request (a body that is not JSON text)",
+    401: "No valid credentials",
+    403: "Not allowed to the caller",
+    404: "Not found, or not visible to the caller",
+    409: "In conflict with the current state",
+    413: "Request body over the server's limit",
+    422: "Invalid request; `field` names what is wrong",
+}
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -30,15 +44,24 @@ def create_app(context: ApiContext) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        # Every answer that is not a success has the one error shape (api/errors.py).
+        responses={
+            code: {"model": ErrorOut, "description": description}
+            for code, description in ERROR_RESPONSES.items()
+        },
     )
     app.state.context = context
     install_error_handlers(app)
+    if context.metrics is None:
+        context.metrics = Metrics(context.sessions)
+    app.add_middleware(MeasureRequests, metrics=context.metrics)
     # Added last = outermost: the size limit runs before authentication and parsing.
     app.add_middleware(ContainErrors)
     app.add_middleware(RequestLimits, max_body_bytes=context.max_body_bytes)
     for module in (
         health,
         users,
+        tokens,
         tenants,
         jobs,
         usage,
@@ -47,6 +70,7 @@ def create_app(context: ApiContext) -> FastAPI:
         vclusters,
         images,
         doctor,
+        metrics,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
 from virtuai.drivers.base import Driver
+from virtuai.services.metrics import Metrics
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 
@@ -29,5 +30,8 @@ class ApiContext:
     max_body_bytes: int = 1024 * 1024
     # The key of job tokens (``auth.jobtokens``); empty: jobs cannot act on themselves.
     job_token_key: bytes = b""
+    # Prometheus metrics (None: create_app makes them) and who besides admins may read them.
+    metrics: Metrics | None = None
+    metrics_readers: frozenset[str] = frozenset()
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)

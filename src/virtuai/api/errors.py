@@ -27,6 +27,7 @@ STATUS: dict[type[errors.VirtuaiError], int] = {
     errors.DriverError: 502,
     errors.Unavailable: 503,
     errors.ConfigurationError: 500,
+    errors.NotOffered: 409,
 }
 
 

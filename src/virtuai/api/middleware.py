@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from virtuai.services.metrics import Metrics
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -139,4 +142,34 @@ class ContainErrors:
                 "internal error; the server log has the details",
                 None,
                 close=False,
+            )
+
+
+class MeasureRequests:
+    """API latency and errors by route template (``/api/v1/jobs/{job_id}``), never by raw
+    path: one time series per route, whatever ids clients send."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe_request(
+                str(scope.get("method", "")), route, status, time.perf_counter() - started
             )

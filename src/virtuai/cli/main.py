@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from virtuai import __version__
 from virtuai.cli import (
+    accounts,
     doctor,
     fairshare,
     images,
@@ -99,6 +100,7 @@ def build_app() -> typer.Typer:
     images.register(app, VC_PANEL)
     users.register(app, ACCOUNTS_PANEL)
     tenants.register(app, ACCOUNTS_PANEL)
+    accounts.register(app, ACCOUNTS_PANEL)
     usage.register(app, PLATFORM_PANEL)
     fairshare.register(app, PLATFORM_PANEL)
     nodes.register(app, PLATFORM_PANEL)

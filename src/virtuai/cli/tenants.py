@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from virtuai.cli import output, validate
+from virtuai.cli import accounts, output, validate
 from virtuai.cli.client import Client, JsonObject, segment
 from virtuai.cli.output import JsonFlag
 
@@ -26,6 +26,7 @@ def register(app: typer.Typer, panel: str) -> None:
     tenant.command("list")(list_tenants)
     tenant.command("show")(show_tenant)
     tenant.command("set")(update_tenant)
+    accounts.add_tenant_commands(tenant)
     app.add_typer(tenant, name="tenant", no_args_is_help=True, rich_help_panel=panel)
 
     quota = typer.Typer(help="Tenants' quotas: hard limits on what they hold at once.")

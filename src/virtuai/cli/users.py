@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from virtuai.cli import output, validate
+from virtuai.cli import accounts, output, validate
 from virtuai.cli.client import Client, segment
 from virtuai.cli.config import TOKEN_VAR
 from virtuai.cli.output import JsonFlag
@@ -25,6 +25,7 @@ def register(app: typer.Typer, panel: str) -> None:
     user.command("create")(create_user)
     user.command("list")(list_users)
     user.command("token")(new_token)
+    accounts.add_user_commands(user)
     app.add_typer(user, name="user", no_args_is_help=True, rich_help_panel=panel)
 
 

@@ -34,6 +34,7 @@ from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
+from virtuai.services.metrics import Metrics
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import SchedulerSettings, Settings
@@ -124,6 +125,8 @@ def _serve(settings: Settings) -> None:
             max_array_size=settings.limits.max_array_size,
         ),
         max_body_bytes=settings.limits.max_body,
+        metrics=Metrics(sessions),
+        metrics_readers=frozenset(settings.metrics.readers),
         vcs=vcs,
         vc_options=vc_options(settings),
         job_token_key=load_or_create_key(settings.home / "job-token.key"),
@@ -144,7 +147,8 @@ def _serve(settings: Settings) -> None:
     )
     # Life cycle first: it records what ended, which frees room the scheduler can hand out;
     # then virtual clusters admitted by the scheduler are built and their jobs scheduled.
-    steps = [lifecycle.tick, scheduling.tick]
+    assert context.metrics is not None
+    steps = [lifecycle.tick, context.metrics.timed(scheduling.tick)]
     if vcs.runtime is not None:
         steps.append(VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings)).tick)
     steps.append(lifecycle.tick)

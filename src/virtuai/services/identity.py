@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 from virtuai.auth.identity import Identity
 from virtuai.auth.tokens import hash_token, new_token
 from virtuai.domain.tenancy import Role
-from virtuai.errors import Unauthenticated
+from virtuai.errors import NotFound, Unauthenticated
 from virtuai.services.access import Caller
 from virtuai.store.models import ApiTokenRow, MembershipRow, TenantRow, UserRow
 
@@ -38,9 +38,33 @@ def authenticate_token(session: Session, token: str, now: dt.datetime) -> Caller
     ).one_or_none()
     if row is None:
         raise Unauthenticated("invalid token")
+    if row.revoked_at is not None:
+        raise Unauthenticated("this token was revoked")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Unauthenticated("this token has expired: make a new one (virtuai token create)")
+    user = load_user(session, row.user_id)
+    require_enabled(user)
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
         row.last_used_at = now
-    return caller_from_user(load_user(session, row.user_id))
+    return caller_from_user(user)
+
+
+def require_enabled(user: UserRow) -> None:
+    """Disabled and deleted users cannot authenticate, whatever their credential."""
+    if user.deleted_at is not None:
+        raise Unauthenticated("invalid token")
+    if user.disabled_at is not None:
+        raise Unauthenticated(f"user {user.name!r} is disabled; ask an administrator")
+
+
+def find_user(session: Session, name: str, *, field: str = "name") -> UserRow:
+    """A user that exists and is not deleted, else ``NotFound``."""
+    user = session.scalars(
+        select(UserRow).where(UserRow.name == name, UserRow.deleted_at.is_(None))
+    ).one_or_none()
+    if user is None:
+        raise NotFound(f"user {name!r} not found", field=field)
+    return user
 
 
 def authenticate_identity(session: Session, identity: Identity, now: dt.datetime) -> Caller:
@@ -60,11 +84,14 @@ def authenticate_identity(session: Session, identity: Identity, now: dt.datetime
         raise Unauthenticated(
             f"user {identity.username!r} is a local user; it cannot log in through OIDC"
         )
+    require_enabled(user)
     user.is_admin = identity.is_admin
     tenants = {
         t.name: t
         for t in session.scalars(
-            select(TenantRow).where(TenantRow.name.in_(list(identity.tenant_roles)))
+            select(TenantRow).where(
+                TenantRow.name.in_(list(identity.tenant_roles)), TenantRow.deleted_at.is_(None)
+            )
         )
     }
     wanted = {
@@ -91,10 +118,28 @@ def authenticate_identity(session: Session, identity: Identity, now: dt.datetime
 
 def issue_token(session: Session, user: UserRow, now: dt.datetime, description: str = "") -> str:
     """Create a token for ``user``; the plain token is returned once and never stored."""
+    return create_token(session, user, now, description=description)[1]
+
+
+def create_token(
+    session: Session,
+    user: UserRow,
+    now: dt.datetime,
+    *,
+    name: str | None = None,
+    expires_at: dt.datetime | None = None,
+    description: str = "",
+) -> tuple[ApiTokenRow, str]:
+    """A new token row and the plain token, which is returned once and never stored."""
     token = new_token()
-    session.add(
-        ApiTokenRow(
-            user_id=user.id, token_hash=hash_token(token), description=description, created_at=now
-        )
+    row = ApiTokenRow(
+        user_id=user.id,
+        token_hash=hash_token(token),
+        description=description[:200],
+        name=name,
+        created_at=now,
+        expires_at=expires_at,
     )
-    return token
+    session.add(row)
+    session.flush()
+    return row, token

@@ -23,6 +23,7 @@ from virtuai.errors import Conflict, InvalidRequest, NotFound, Unschedulable
 from virtuai.scheduler import Plan, never_reason
 from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantState
 from virtuai.services.access import Caller
+from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
 from virtuai.services.vclusters import live_vc, whole_node
 from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow, VirtualClusterRow
@@ -78,6 +79,7 @@ def submit_job(
     tenant_name = caller.default_tenant(request.tenant)
     caller.require_submit(tenant_name)
     tenant = get_tenant_row(session, tenant_name)
+    require_enabled_tenant(tenant)
     priority = rules.priority(request.priority)
     rules.check_walltime(request.walltime_s)
     vc = None if request.vc is None else _target_vc(session, tenant, request.vc)

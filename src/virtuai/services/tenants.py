@@ -39,7 +39,12 @@ def create_tenant(
     validate_name(name, field="name")
     if cohort is not None:
         validate_name(cohort, field="cohort")
-    if session.scalars(select(TenantRow.id).where(TenantRow.name == name)).first() is not None:
+    existing = session.scalars(select(TenantRow).where(TenantRow.name == name)).first()
+    if existing is not None and existing.deleted_at is not None:
+        raise Conflict(
+            f"tenant {name!r} was deleted; its name stays with its accounting", field="name"
+        )
+    if existing is not None:
         raise Conflict(f"tenant {name!r} already exists", field="name")
     row = TenantRow(name=name, weight=weight, cohort=cohort, created_at=now)
     set_pool_quota(row, PoolQuota(pool=ANY_POOL, nominal=quota))
@@ -49,7 +54,7 @@ def create_tenant(
 
 
 def list_tenants(session: Session, caller: Caller) -> list[TenantView]:
-    query = select(TenantRow).order_by(TenantRow.name)
+    query = select(TenantRow).where(TenantRow.deleted_at.is_(None)).order_by(TenantRow.name)
     if not caller.is_admin:
         query = query.where(TenantRow.name.in_(list(caller.roles)))
     usage = usage_by_tenant_pool(session)

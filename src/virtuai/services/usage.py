@@ -26,9 +26,14 @@ class UsageTotals:
 
 
 def usage_report(
-    session: Session, caller: Caller, tenant: str | None, since: dt.datetime | None
+    session: Session,
+    caller: Caller,
+    tenant: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None = None,
 ) -> tuple[list[UsageTotals], list[UsageTotals]]:
-    """Per (tenant, user) rows and per-tenant totals of tasks that finished since ``since``."""
+    """Per (tenant, user) rows and per-tenant totals of tasks that finished in
+    ``[since, until)`` (a task is counted where it ended, as ``sacct -E`` does)."""
     columns = (
         func.count(func.distinct(UsageRow.job_id)),
         func.count(UsageRow.id),
@@ -49,6 +54,8 @@ def usage_report(
         base = base.where(TenantRow.name.in_(list(caller.roles)))
     if since is not None:
         base = base.where(UsageRow.finished_at >= since)
+    if until is not None:
+        base = base.where(UsageRow.finished_at < until)
     rows = [
         _totals(t, u, rest)
         for t, u, *rest in session.execute(

@@ -27,9 +27,10 @@ from sqlalchemy.orm import Session
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.vcluster import LIVE_STATES, VcRequest, VcState
-from virtuai.errors import ConfigurationError, Conflict, InvalidRequest, NotFound
+from virtuai.errors import Conflict, InvalidRequest, NotFound, NotOffered
 from virtuai.scheduler.snapshot import PendingJob
 from virtuai.services.access import Caller
+from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.planning import SchedulingRules, reject_if_never_runs
 from virtuai.store.models import TenantRow, VcEventRow, VirtualClusterRow
 from virtuai.store.tenancy import get_tenant_row
@@ -61,7 +62,7 @@ class VcRuntimeAccess:
 
     def require(self) -> VcRuntime:
         if self.runtime is None:
-            raise ConfigurationError(self.unavailable)
+            raise NotOffered(self.unavailable)
         return self.runtime
 
 
@@ -86,6 +87,7 @@ def create_vc(
     tenant_name = caller.default_tenant(tenant_name)
     caller.require_submit(tenant_name)
     tenant = get_tenant_row(session, tenant_name)
+    require_enabled_tenant(tenant)
     runtime = access.require()  # a host that cannot run clusters says so before anything
     if request.per_node.cpu_milli <= 0 or request.per_node.memory <= 0:
         raise InvalidRequest("every node needs some CPU and memory", field="resources")

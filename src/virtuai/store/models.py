@@ -83,6 +83,10 @@ class TenantRow(Base):
     usage_memory_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     usage_gpu_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     usage_as_of: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # Accounts (issue #11): a disabled tenant submits nothing new; a deleted one is gone
+    # from every list but its rows stay for accounting (its name stays reserved).
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     quotas: Mapped[list[TenantQuotaRow]] = relationship(
         back_populates="tenant", cascade="all, delete-orphan", order_by="TenantQuotaRow.pool"
@@ -125,6 +129,12 @@ class UserRow(Base):
     # "local" users authenticate with API tokens; "oidc" users are provisioned from JWTs.
     source: Mapped[str] = mapped_column(String(16), default="local")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # The tenant it was created for: its owners may add it back after removing it.  No
+    # foreign key: deleting a tenant clears it (SQLite would need a table copy to add one).
+    home_tenant_id: Mapped[int | None] = mapped_column(Integer)
+    # A disabled user cannot authenticate; a deleted one neither, and is gone from lists.
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     memberships: Mapped[list[MembershipRow]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -156,6 +166,10 @@ class ApiTokenRow(Base):
     description: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    name: Mapped[str | None] = mapped_column(String(100))
+    # Checked at every request: an expired or revoked token answers 401 at once.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class NodeRow(Base):

@@ -75,7 +75,7 @@ def usage_by_tenant_pool(session: Session) -> dict[int, dict[str, Resources]]:
 
 def get_tenant_row(session: Session, name: str) -> TenantRow:
     row = session.scalars(select(TenantRow).where(TenantRow.name == name)).one_or_none()
-    if row is None:
+    if row is None or row.deleted_at is not None:
         raise NotFound(f"tenant {name!r} not found", field="tenant")
     return row
 

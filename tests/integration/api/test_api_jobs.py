@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psutil
 import pytest
 
 from support.platform import Platform
@@ -152,3 +153,28 @@ def test_a_restarted_control_plane_takes_running_jobs_back(platform: Platform, a
     workspace = platform.state_dir / "workspaces" / "physics" / "runs.txt"
     assert workspace.read_text() == "run\n"  # ran exactly once
     assert len([t for t in done["task_runs"]]) == 1
+
+
+@pytest.mark.root
+def test_tenants_cannot_see_each_others_processes(platform: Platform, alice: str) -> None:
+    """`ps` in a task lists only its own tenant's processes (hidepid on a private /proc)."""
+    platform.tenant("biology")
+    bob = platform.user("bob", "biology")
+    secret = "sleep 31.4159"
+    hidden = platform.submit(alice, ["sh", "-c", f"exec {secret}"])
+    platform.wait_for([hidden["id"]], states={"running"})
+    spy = platform.submit(bob, ["ps", "-eo", "user:32,args"])
+    mine = platform.submit(alice, ["ps", "-eo", "user:32,args"])
+    jobs = platform.wait_for([spy["id"], mine["id"]])
+    assert {j["state"] for j in jobs.values()} == {"succeeded"}
+    seen_by_bob = platform.logs(spy["id"])
+    assert "ps -eo" in seen_by_bob  # it sees itself...
+    assert secret not in seen_by_bob  # ...but not Alice's job
+    assert "virtuai" not in seen_by_bob and "root" not in seen_by_bob  # nor the server's
+    assert secret in platform.logs(mine["id"])  # Alice's own tasks see each other
+    # The host's /proc is untouched: the test process (root) still sees everything.
+    assert any(
+        secret in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
+    )
+    platform.ok("POST", f"/api/v1/jobs/{hidden['id']}/cancel", alice)
+    platform.wait_for([hidden["id"]])

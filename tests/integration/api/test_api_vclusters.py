@@ -438,7 +438,7 @@ def test_without_what_clusters_need_create_fails_at_once(
     monkeypatch.setattr(host, "probe_root", lambda: "virtual clusters need root; not root")
     platform.context.vcs = vc_runtime(Settings(home=tmp_path / "home"))
     refused = create(platform, alice, "nope", 1)
-    assert refused.status_code == 500, refused.text
+    assert refused.status_code == 409, refused.text  # not a server error: nothing failed
     assert refused.json()["code"] == "configuration"
     assert (
         refused.json()["message"]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 from sqlalchemy.orm import Session
 
 from virtuai.api.deps import CallerDep, Context
@@ -17,6 +19,7 @@ from virtuai.domain.cohorts import QuotaAccount, cohort_accounts
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import PoolQuota, Quota
 from virtuai.domain.units import MILLI, parse_cpu, parse_memory
+from virtuai.services import accounts
 from virtuai.services import tenants as service
 from virtuai.services.access import Caller
 from virtuai.store.db import transaction
@@ -90,6 +93,7 @@ def _tenant_to_api(
         cohort=row.cohort,
         role=None if role is None else str(role),
         created_at=row.created_at,
+        disabled_at=row.disabled_at,
     )
 
 
@@ -150,6 +154,36 @@ def set_quota(name: str, body: QuotaIn, caller: CallerDep, context: Context) -> 
         result = _one(session, caller, name)
     context.wake.set()  # a larger quota may admit waiting jobs now
     return result
+
+
+@router.post("/{name}/disable")
+def disable_tenant(name: str, caller: CallerDep, context: Context) -> TenantOut:
+    """No new jobs or clusters; what runs and waits goes on (administrators)."""
+    with transaction(context.sessions) as session:
+        accounts.set_tenant_disabled(session, caller, name, True, context.clock.now())
+        return _one(session, caller, name)
+
+
+@router.post("/{name}/enable")
+def enable_tenant(name: str, caller: CallerDep, context: Context) -> TenantOut:
+    with transaction(context.sessions) as session:
+        accounts.set_tenant_disabled(session, caller, name, False, context.clock.now())
+        return _one(session, caller, name)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_tenant(
+    name: str,
+    caller: CallerDep,
+    context: Context,
+    force: Annotated[
+        bool, Query(description="cancel its jobs and delete its clusters first")
+    ] = False,
+) -> None:
+    """409 while it has live work, unless ``force``; its accounting stays (administrators)."""
+    with transaction(context.sessions) as session:
+        accounts.delete_tenant(session, caller, name, force, context.clock.now())
+    context.wake.set()
 
 
 def _one(session: Session, caller: Caller, name: str) -> TenantOut:

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.usage import UsageOut, UsageRowOut
@@ -13,7 +14,7 @@ from virtuai.store.db import transaction
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 
 
-def parse_since(text: str | None) -> dt.datetime | None:
+def parse_since(text: str | None, field: str = "since") -> dt.datetime | None:
     """``2026-11-01`` or an ISO datetime; naive values are UTC."""
     if text is None:
         return None
@@ -21,8 +22,8 @@ def parse_since(text: str | None) -> dt.datetime | None:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise InvalidRequest(
-            f"since: cannot read {text!r} as a date; use YYYY-MM-DD or an ISO 8601 time",
-            field="since",
+            f"{field}: cannot read {text!r} as a date; use YYYY-MM-DD or an ISO 8601 time",
+            field=field,
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
@@ -42,8 +43,16 @@ def _to_api(totals: UsageTotals) -> UsageRowOut:
 
 @router.get("")
 def usage(
-    caller: CallerDep, context: Context, tenant: str | None = None, since: str | None = None
+    caller: CallerDep,
+    context: Context,
+    tenant: str | None = None,
+    since: Annotated[str | None, Query(max_length=64, description="from (ISO date)")] = None,
+    until: Annotated[
+        str | None, Query(max_length=64, description="before (ISO date), exclusive")
+    ] = None,
 ) -> UsageOut:
+    """Tasks that ended in [since, until), per tenant and user, and per tenant."""
+    start, end = parse_since(since), parse_since(until, "until")
     with transaction(context.sessions) as session:
-        rows, totals = usage_report(session, caller, tenant, parse_since(since))
+        rows, totals = usage_report(session, caller, tenant, start, end)
     return UsageOut(rows=[_to_api(r) for r in rows], totals=[_to_api(t) for t in totals])

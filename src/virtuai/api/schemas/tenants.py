@@ -72,3 +72,4 @@ class TenantOut(BaseModel):
     cohort: str | None
     role: str | None = Field(default=None, description="the caller's role in this tenant")
     created_at: dt.datetime
+    disabled_at: dt.datetime | None = Field(default=None, description="set: no new work")

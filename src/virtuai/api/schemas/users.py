@@ -24,10 +24,11 @@ class MembershipOut(BaseModel):
 
 class UserOut(BaseModel):
     name: str
-    is_admin: bool
+    is_admin: bool = Field(description="shown to administrators and to the user itself only")
     source: str
-    tenants: list[MembershipOut]
+    tenants: list[MembershipOut] = Field(description="only tenants the caller can see")
     created_at: dt.datetime
+    disabled_at: dt.datetime | None = None
 
 
 class UserCreated(BaseModel):
@@ -42,3 +43,28 @@ class MembershipSet(StrictModel):
 
 class TokenCreated(BaseModel):
     token: str
+
+
+class TokenCreate(StrictModel):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    expires: str | None = Field(
+        default=None, max_length=32, description="lifetime: 30d, 12h, 90m; null = never"
+    )
+
+
+class TokenIssued(BaseModel):
+    id: int
+    name: str | None
+    token: str = Field(description="shown once; only its hash is stored")
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str | None
+    user: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None = Field(description="to the minute")
+    revoked_at: dt.datetime | None

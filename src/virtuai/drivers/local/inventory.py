@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -140,3 +141,50 @@ def nvml_gpus() -> tuple[GpuDevice, ...]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuStats:
+    """What NVML says a GPU is doing now (metrics)."""
+
+    index: int
+    uuid: str
+    model: str
+    utilization: float  # percent of time a kernel ran, over NVML's last sample period
+    memory_used: int
+    memory_total: int
+
+
+def nvml_gpu_stats() -> list[GpuStats]:
+    """Utilization and memory of every NVIDIA GPU; empty without NVML (declared GPUs have
+    no hardware to ask)."""
+    if pynvml is None:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    try:
+        stats = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            stats.append(
+                GpuStats(
+                    index=index,
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    model=_text(pynvml.nvmlDeviceGetName(handle)),
+                    utilization=float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+                    memory_used=int(memory.used),
+                    memory_total=int(memory.total),
+                )
+            )
+        return stats
+    except Exception as exc:
+        log.warning("NVML failed while reading GPU metrics (%s)", exc)
+        return []
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            log.debug("nvmlShutdown failed", exc_info=True)

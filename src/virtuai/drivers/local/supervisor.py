@@ -63,6 +63,8 @@ TICK_S = 0.5  # stop file and RSS polling period
 _PR_SET_CHILD_SUBREAPER = 36
 # Namespaces of a virtual node a task enters (the mount namespace last: it changes the root).
 _CLONE_NEWPID = 0x20000000
+_CLONE_NEWNS = 0x20000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
 _VNODE_NAMESPACES = (
     ("ipc", 0x08000000),
     ("uts", 0x04000000),
@@ -274,6 +276,8 @@ class Supervisor:
         groups = os.getgrouplist(user_name, int(user["gid"])) if user else []
         for name, nstype in _VNODE_NAMESPACES if self.vnode_fds else ():
             _setns(self.vnode_fds[name], nstype, name)
+        if user and not self.vnode_fds:  # a virtual node has its own pid namespace and /proc
+            _private_proc()
         if user:
             try:
                 os.setgroups(groups)
@@ -510,6 +514,28 @@ def _current_user_name() -> str:
         return psutil.Process().username()
     except (psutil.Error, KeyError):
         return str(os.getuid())
+
+
+def _private_proc() -> None:  # pragma: no cover - runs in the task's child
+    """Give the task a /proc of its own mounted with ``hidepid=2``: it sees only processes
+    of its own Unix user (its tenant's), never other tenants' nor their command lines.
+
+    A new mount namespace, every mount made private first (so nothing propagates to the
+    host's /proc), then a fresh procfs instance over /proc.  Since Linux 5.8 each procfs
+    mount has its own options, so the host's /proc is untouched.  Fails closed: a task
+    that cannot be hidden from the others is not started.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            error = os.strerror(ctypes.get_errno())
+            raise LaunchError(f"cannot hide other tenants' processes ({what}: {error})")
+
+    check(libc.unshare(_CLONE_NEWNS), "unshare")
+    check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "private mounts")
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    check(libc.mount(b"proc", b"/proc", b"proc", flags, b"hidepid=2"), "mount /proc")
 
 
 def _setns(fd: int, nstype: int, what: str) -> None:
