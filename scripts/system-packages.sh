@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the full test suite uses: a real PostgreSQL server (started by the
-# tests themselves); iproute2, bubblewrap and nftables for virtual clusters. Needs root.
+# tests themselves); iproute2, bubblewrap and nftables for virtual clusters; chromium for
+# the web dashboard's browser tests (driven by Playwright, which downloads no browser). Needs root.
 set -euo pipefail
-packages=(postgresql iproute2 bubblewrap procps nftables util-linux)
+packages=(postgresql iproute2 bubblewrap procps nftables util-linux chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

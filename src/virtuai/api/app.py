@@ -14,6 +14,7 @@ from virtuai.api.routers import (
     images,
     jobs,
     nodes,
+    session,
     tenants,
     usage,
     users,
@@ -27,7 +28,8 @@ def create_app(context: ApiContext) -> FastAPI:
         version=__version__,
         description="Self-hosted AI-on-demand platform: tenants, quotas, jobs, virtual clusters.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # The docs pages are served by virtuai.web, from assets in the package (no CDN).
+        docs_url=None,
         redoc_url=None,
     )
     app.state.context = context
@@ -43,6 +45,7 @@ def create_app(context: ApiContext) -> FastAPI:
         vclusters,
         images,
         doctor,
+        session,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

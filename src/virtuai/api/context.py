@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from virtuai.api.browser import BrowserSessions
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
 from virtuai.drivers.base import Driver
@@ -27,3 +28,5 @@ class ApiContext:
     vc_options: VcOptions = field(default_factory=VcOptions)
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)
+    # Browser sign-in (session cookie, OIDC code flow): see api/browser.py.
+    browser: BrowserSessions = field(default_factory=BrowserSessions)

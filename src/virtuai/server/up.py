@@ -15,9 +15,13 @@ from typing import Any
 
 import uvicorn
 
+from virtuai import web
 from virtuai.api.app import create_app
+from virtuai.api.browser import BrowserSessions
 from virtuai.api.context import ApiContext
 from virtuai.auth.oidc import OidcVerifier
+from virtuai.auth.oidc_login import OidcLogin
+from virtuai.auth.sessions import load_or_create_key
 from virtuai.clientconfig import cli_config_path, write_cli_config
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.runner import LoopRunner
@@ -115,6 +119,13 @@ def _serve(settings: Settings) -> None:
         ),
         vcs=vcs,
         vc_options=vc_options(settings),
+        browser=BrowserSessions(
+            key=load_or_create_key(settings.session_key_path),
+            ttl_s=settings.web.session_ttl_s,
+            oidc=OidcLogin(settings.oidc)
+            if settings.oidc.issuer and settings.oidc.client_id
+            else None,
+        ),
     )
     scheduling = SchedulingLoop(sessions, clock, context.rules.policy, context.rules.preemptible)
     lifecycle = LifecycleLoop(
@@ -137,9 +148,11 @@ def _serve(settings: Settings) -> None:
     runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake)
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
+    app = create_app(context)
+    web.mount(app)
     try:
         uvicorn.run(
-            create_app(context),
+            app,
             host=settings.host,
             port=settings.port,
             log_level="warning",
