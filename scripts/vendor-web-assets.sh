@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SWAGGER_UI=5.35.0   # swagger-ui-dist: the Swagger UI project's own prebuilt distribution
-REDOC=3.0.1         # redoc: its standalone bundle
+REDOC=2.5.4         # redoc: its standalone bundle (3.x needs an ES module page; FastAPI's page loads 2.x)
 dest=src/virtuai/web/static/vendor
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

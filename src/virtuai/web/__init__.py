@@ -27,11 +27,27 @@ STATIC_DIR = Path(__file__).parent / "static"
 OPENAPI_URL = "/api/v1/openapi.json"
 
 # The dashboard runs only its own files: no inline script, nothing from elsewhere.
-# (Not on the docs pages: FastAPI's page starts Swagger UI with an inline script.)
+# (The docs pages get their own policy, below.)
 DASHBOARD_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+
+# The docs pages: FastAPI starts Swagger UI and ReDoc with inline scripts and styles, and
+# ReDoc shows a logo from its CDN (hidden when it fails to load); the policy keeps the
+# browser from trying anything off this server.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _with_csp(response: HTMLResponse, policy: str) -> HTMLResponse:
+    response.headers["Content-Security-Policy"] = policy
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 class _RevalidatedFiles(StaticFiles):
@@ -65,23 +81,27 @@ def mount(app: FastAPI) -> None:
 
     @app.get("/api/v1/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=OPENAPI_URL,
             title="virtuai API",
             swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/favicon.svg",
+            # No validator badge: it would send the schema to validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
         )
+        return _with_csp(page, DOCS_CSP)
 
     @app.get("/api/v1/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=OPENAPI_URL,
             title="virtuai API",
             redoc_js_url="/static/vendor/redoc/redoc.standalone.js",
             redoc_favicon_url="/static/favicon.svg",
             with_google_fonts=False,
         )
+        return _with_csp(page, DOCS_CSP)
 
     @app.get("/docs", include_in_schema=False)
     def docs_redirect() -> RedirectResponse:
