@@ -19,14 +19,16 @@ function niceMax(value) {
   return 10 * power;
 }
 
-function short(value) {
+export function short(value) {
+  if (value === 0) return "0";
   if (value >= 1000) return `${+(value / 1000).toFixed(1)}k`;
-  return `${+value.toFixed(value < 10 ? 1 : 0)}`;
+  if (value >= 10) return `${Math.round(value)}`;
+  return `${+value.toPrecision(2)}`;
 }
 
 // labels: x labels; series: [{ name, values: number[] }]; returns an <svg> with a <title>.
 export function stackedBars({ labels, series, unit, title, width = 720, height = 260 }) {
-  const pad = { left: 48, right: 12, top: 12, bottom: 28 };
+  const pad = { left: 52, right: 12, top: 26, bottom: 28 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const totals = labels.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
@@ -38,7 +40,7 @@ export function stackedBars({ labels, series, unit, title, width = 720, height =
     svg.append(el("line", { x1: pad.left, x2: width - pad.right, y1: y, y2: y, stroke: "#e3e6eb" }),
       el("text", { x: pad.left - 6, y: y + 4, "text-anchor": "end" }, short((max * t) / 4)));
   }
-  svg.append(el("text", { x: 4, y: pad.top + 4, "dominant-baseline": "hanging" }, unit));
+  svg.append(el("text", { x: 4, y: 12 }, unit));
   const slot = plotW / Math.max(1, labels.length);
   const barW = Math.max(2, slot * 0.7);
   const every = Math.ceil(labels.length / 12);

@@ -88,6 +88,5 @@ function whyCell(j) {
   const parts = [];
   if (j.queue_position) parts.push(h("strong", {}, `#${j.queue_position} in queue`), " ");
   if (j.reason) parts.push(j.reason);
-  if (j.state === "running" && j.placement.length) parts.push(`on ${[...new Set(j.placement.map((p) => p.node))].join(", ")}`);
   return h("span", { class: "reason" }, parts);
 }

@@ -3,7 +3,7 @@
 // a time; a bucket [a, b) is usage since a minus usage since b.
 
 import { get, query } from "../api.js";
-import { PALETTE, stackedBars } from "../chart.js";
+import { PALETTE, short, stackedBars } from "../chart.js";
 import { clear, errorBox, field, h, table } from "../dom.js";
 
 const METRICS = { cpu_s: "CPU·h", gpu_s: "GPU·h", memory_gb_s: "GiB·h", wall_s: "task·h" };
@@ -63,10 +63,10 @@ export function render(main) {
     clear(totals, table([
       { title: "Tenant", cell: (r) => r.tenant }, { title: "User", cell: (r) => r.user },
       { title: "Jobs", cell: (r) => r.jobs, num: true }, { title: "Tasks", cell: (r) => r.tasks, num: true },
-      { title: "CPU·h", cell: (r) => (r.cpu_s / 3600).toFixed(2), num: true },
-      { title: "GPU·h", cell: (r) => (r.gpu_s / 3600).toFixed(2), num: true },
-      { title: "GiB·h", cell: (r) => (r.memory_gb_s / 3600).toFixed(2), num: true },
-      { title: "Task·h", cell: (r) => (r.wall_s / 3600).toFixed(2), num: true },
+      { title: "CPU·h", cell: (r) => short(r.cpu_s / 3600), num: true },
+      { title: "GPU·h", cell: (r) => short(r.gpu_s / 3600), num: true },
+      { title: "GiB·h", cell: (r) => short(r.memory_gb_s / 3600), num: true },
+      { title: "Task·h", cell: (r) => short(r.wall_s / 3600), num: true },
     ], cumulative[0].rows, { empty: "No usage in this range." }));
   }
 
