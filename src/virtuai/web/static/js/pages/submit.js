@@ -29,7 +29,14 @@ export function render(main, _params, ctx) {
       h("button", { type: "button", class: "secondary", id: "plan", onclick: () => send(true) }, "Check without submitting")));
   const result = h("div", { id: "submit-result" });
   main.append(h("h1", {}, "Submit a job"), form, result);
-  if (!submittable.length) result.append(h("div", { class: "notice" }, "You cannot submit: you are not a member of any tenant."));
+  if (ctx.me.is_admin) {
+    // Administrators may submit in any tenant, member or not.
+    get("/tenants").then((list) => {
+      for (const t of list) if (!submittable.includes(t.name)) tenant.append(h("option", { value: t.name }, t.name));
+    }).catch(() => {});
+  } else if (!submittable.length) {
+    result.append(h("div", { class: "notice" }, "You cannot submit: you are not a member of any tenant."));
+  }
 
   get("/vcs").then((list) => {
     const vc = form.querySelector("#vc");
