@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the full test suite uses: a real PostgreSQL server (started by the
-# tests themselves); iproute2, bubblewrap and nftables for virtual clusters; Slurm. Needs root.
+# tests themselves); iproute2, bubblewrap and nftables for virtual clusters; Slurm; chromium
+# for the web dashboard's browser tests (driven by Playwright, which downloads no browser).
+# Needs root.
 set -euo pipefail
-packages=(postgresql iproute2 bubblewrap procps nftables util-linux)
+packages=(postgresql iproute2 bubblewrap procps nftables util-linux chromium)
 # A real Slurm cluster for the Slurm-site tests and benchmarks (scripts/slurm-dev.sh):
 # slurmctld/slurmd/slurmdbd, munge, MariaDB for accounting (sacct), an SSH login node;
 # rsync stages datasets to a site.

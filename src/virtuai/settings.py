@@ -78,6 +78,12 @@ class OidcSettings(BaseModel):
     admin_group: str | None = "virtuai-admins"
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     leeway_s: int = 30
+    # Browser sign-in (authorization code + PKCE): on when issuer and client_id are set.
+    client_id: str | None = Field(default=None, description="this server as an OIDC client")
+    client_secret: str | None = Field(default=None, description="only for confidential clients")
+    scopes: str = "openid profile email"
+    authorization_endpoint: str | None = Field(default=None, description="None = discovery")
+    token_endpoint: str | None = Field(default=None, description="None = discovery")
 
 
 class PriorityClassSetting(BaseModel):
@@ -184,6 +190,19 @@ class MetricsSettings(BaseModel):
     )
 
 
+class WebSettings(BaseModel):
+    """The web dashboard's browser sessions."""
+
+    session_ttl_s: int = Field(
+        default=12 * 3600, ge=60, description="how long a browser stays signed in; 12h"
+    )
+
+    @field_validator("session_ttl_s", mode="before")
+    @classmethod
+    def _parse_ttl(cls, value: Any) -> int:
+        return parse_duration(value, field="web.session_ttl_s")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -206,6 +225,7 @@ class Settings(BaseSettings):
     vclusters: VirtualClusterSettings = Field(default_factory=VirtualClusterSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -241,6 +261,11 @@ class Settings(BaseSettings):
     def vc_state_dir(self) -> Path:
         """The virtual-cluster runtime's state (images, layers, shared volumes)."""
         return self.vclusters.state_dir or self.home / "vcs-runtime"
+
+    @property
+    def session_key_path(self) -> Path:
+        """The key that signs browser sessions (0600); deleting it signs every browser out."""
+        return self.home / "session.key"
 
     @property
     def workspaces_dir(self) -> Path:

@@ -16,6 +16,7 @@ from virtuai.api.routers import (
     jobs,
     metrics,
     nodes,
+    session,
     tenants,
     tokens,
     usage,
@@ -42,7 +43,8 @@ def create_app(context: ApiContext) -> FastAPI:
         version=__version__,
         description="Self-hosted AI-on-demand platform: tenants, quotas, jobs, virtual clusters.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # The docs pages are served by virtuai.web, from assets in the package (no CDN).
+        docs_url=None,
         redoc_url=None,
         # Every answer that is not a success has the one error shape (api/errors.py).
         responses={
@@ -71,6 +73,7 @@ def create_app(context: ApiContext) -> FastAPI:
         images,
         doctor,
         metrics,
+        session,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from virtuai.api.browser import BrowserSessions
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
 from virtuai.drivers.base import Driver
@@ -35,3 +36,5 @@ class ApiContext:
     metrics_readers: frozenset[str] = frozenset()
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)
+    # Browser sign-in (session cookie, OIDC code flow): see api/browser.py.
+    browser: BrowserSessions = field(default_factory=BrowserSessions)

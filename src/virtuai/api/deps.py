@@ -6,16 +6,20 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
+from virtuai.api.browser import Source, credential_from_request
 from virtuai.api.context import ApiContext
 from virtuai.auth.jobtokens import looks_like_job_token, verify_job_token
+from virtuai.auth.sessions import verify_session
 from virtuai.auth.tokens import looks_like_api_token
 from virtuai.errors import Unauthenticated
 from virtuai.services.access import Caller
 from virtuai.services.identity import authenticate_identity, authenticate_token
 from virtuai.store.db import transaction
 
+# Declared for the OpenAPI schema only; the credential is read by credential_from_request,
+# which also accepts the browser's session cookie.
 _bearer = HTTPBearer(auto_error=False, description="an API token (vai_...) or an OIDC JWT")
 
 
@@ -28,19 +32,20 @@ Context = Annotated[ApiContext, Depends(get_context)]
 
 
 def get_caller(
-    context: Context,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, context: Context, _schema: Annotated[object, Depends(_bearer)]
 ) -> Caller:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Unauthenticated("missing credentials: send 'Authorization: Bearer <token>'")
-    credential = credentials.credentials
+    credential, source = credential_from_request(request)
     if looks_like_api_token(credential):
         with transaction(context.sessions) as session:
             return authenticate_token(session, credential, context.clock.now())
-    if not context.verifier.enabled:
+    if source is Source.COOKIE:
+        # A browser signed in with OIDC: the identity was verified at sign-in.
+        identity = verify_session(credential, context.browser.key, context.clock.now().timestamp())
+    elif not context.verifier.enabled:
         raise Unauthenticated("invalid token")
-    # Verify before opening a transaction: fetching the provider's keys may take seconds.
-    identity = context.verifier.verify(credential)
+    else:
+        # Verify before opening a transaction: fetching the provider's keys may take seconds.
+        identity = context.verifier.verify(credential)
     with transaction(context.sessions) as session:
         return authenticate_identity(session, identity, context.clock.now())
 
@@ -57,15 +62,15 @@ class JobCredential:
 
 
 def get_caller_or_job(
-    context: Context,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, context: Context, _schema: Annotated[object, Depends(_bearer)]
 ) -> Caller | JobCredential:
-    if credentials is not None and looks_like_job_token(credentials.credentials):
-        found = verify_job_token(context.job_token_key, credentials.credentials)
+    credential, source = credential_from_request(request)
+    if source is not Source.COOKIE and looks_like_job_token(credential):
+        found = verify_job_token(context.job_token_key, credential)
         if found is None:
             raise Unauthenticated("invalid job token")
         return JobCredential(*found)
-    return get_caller(context, credentials)
+    return get_caller(request, context, _schema)
 
 
 CallerOrJobDep = Annotated[Caller | JobCredential, Depends(get_caller_or_job)]

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
-import secrets
-from pathlib import Path
 
 PREFIX = "vaij_"
-KEY_BYTES = 32
 _TOKEN_RE = re.compile(r"^vaij_([0-9]+)_([0-9]+)_([0-9a-f]{64})$")
 
 
@@ -41,18 +37,3 @@ def looks_like_job_token(credential: str) -> bool:
 
 def _mac(key: bytes, job_id: int, attempt: int) -> str:
     return hmac.new(key, f"{job_id}.{attempt}".encode(), hashlib.sha256).hexdigest()
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The installation's key, created (0600, atomically) on first use."""
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(KEY_BYTES))
-    os.replace(temporary, path)
-    return bytes.fromhex(path.read_text().strip())

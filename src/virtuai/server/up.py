@@ -18,10 +18,13 @@ from typing import Any
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from virtuai import web
 from virtuai.api.app import create_app
+from virtuai.api.browser import BrowserSessions
 from virtuai.api.context import ApiContext
-from virtuai.auth.jobtokens import load_or_create_key
+from virtuai.auth.keys import load_or_create_key
 from virtuai.auth.oidc import OidcVerifier
+from virtuai.auth.oidc_login import OidcLogin
 from virtuai.clientconfig import cli_config_path, write_cli_config
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.runner import LoopRunner
@@ -130,6 +133,13 @@ def _serve(settings: Settings) -> None:
         vcs=vcs,
         vc_options=vc_options(settings),
         job_token_key=load_or_create_key(settings.home / "job-token.key"),
+        browser=BrowserSessions(
+            key=load_or_create_key(settings.session_key_path),
+            ttl_s=settings.web.session_ttl_s,
+            oidc=OidcLogin(settings.oidc)
+            if settings.oidc.issuer and settings.oidc.client_id
+            else None,
+        ),
     )
     scheduling = SchedulingLoop(sessions, clock, context.rules.policy, context.rules.preemptible)
     lifecycle = LifecycleLoop(
@@ -155,8 +165,10 @@ def _serve(settings: Settings) -> None:
     runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake)
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
+    app = create_app(context)
+    web.mount(app)
     try:
-        config = uvicorn.Config(create_app(context), log_level="warning", access_log=False)
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
         uvicorn.Server(config).run(sockets=[listener])
     finally:
         # Running jobs are not stopped: their supervisors live on, and the

@@ -26,7 +26,14 @@ from virtuai.services.access import Caller
 from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
 from virtuai.services.vclusters import live_vc, whole_node
-from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow, VirtualClusterRow
+from virtuai.store.models import (
+    JobEventRow,
+    JobRow,
+    TaskRow,
+    TenantRow,
+    UserRow,
+    VirtualClusterRow,
+)
 from virtuai.store.tenancy import get_tenant_row
 from virtuai.store.transitions import record_creation, request_cancel, switch_job_state
 
@@ -233,10 +240,17 @@ def list_jobs(
     state: str | None,
     limit: int,
     array_id: int | None = None,
+    user: str | None = None,
+    before_id: int | None = None,
 ) -> list[JobRow]:
+    """Newest first; ``before_id`` pages back (keyset: the last id of the previous page)."""
     query = select(JobRow).join(TenantRow).order_by(JobRow.id.desc()).limit(limit)
     if array_id is not None:
         query = query.where(JobRow.array_id == array_id)
+    if before_id is not None:
+        query = query.where(JobRow.id < before_id)
+    if user is not None:
+        query = query.where(JobRow.user_id.in_(select(UserRow.id).where(UserRow.name == user)))
     if tenant is not None:
         caller.require_visible(tenant)
         query = query.where(TenantRow.name == tenant)

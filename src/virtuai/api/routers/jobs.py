@@ -150,9 +150,13 @@ def list_jobs(
     state: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     array_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    user: Annotated[str | None, Query(max_length=63, description="submitted by")] = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="older than this id: the next page")
+    ] = None,
 ) -> list[JobOut]:
     with transaction(context.sessions) as session:
-        jobs = service.list_jobs(session, caller, tenant, state, limit, array_id)
+        jobs = service.list_jobs(session, caller, tenant, state, limit, array_id, user, before_id)
         return [job_to_api(j) for j in jobs]
 
 

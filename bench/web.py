@@ -1,0 +1,274 @@
+"""The web dashboard on a real server: first paint with 10,000 jobs stored, and screenshots.
+
+Run: ``.venv/bin/python bench/web.py`` (``--screenshots docs/screenshots`` also writes
+PNGs of the main pages; ``--jobs N`` changes the number of stored jobs).
+
+It starts ``virtuai up`` in a temporary state directory on a free port of 127.0.0.1,
+makes three tenants with quotas and users, runs a few real jobs (some succeed, one
+fails, one runs, some wait for quota), and signs Debian's headless ``chromium`` in
+(Playwright, no browser download).
+
+First paint is measured from navigation to the first row of the jobs table, with the
+session cookie already set (what a returning user sees), best of 5 (the server
+and the browser warm): once with the few jobs above (the baseline), then again after
+``--jobs`` more are stored (a held array: ``afterok`` on a job that sleeps, so the
+control loop sees them pending at every tick).  The jobs are then cancelled (an array cancel) and
+measured again: that is the common case, a long history of ended jobs.  The last line
+is ``first_paint_ms=<ended> held_ms=<held> baseline_ms=<B> ratio=... held_ratio=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import Page, sync_playwright
+
+PAGES = [
+    ("jobs", "#/jobs", "#jobs-table tbody tr"),
+    ("job", None, "#log"),
+    ("submit", "#/submit", "#submit-form"),
+    ("tenants", "#/tenants", "#fairshare table"),
+    ("usage", "#/usage", "#usage-totals table"),
+    ("nodes", "#/nodes", "main table"),
+    ("vcs", "#/vcs", "#vcs-table table"),
+    ("admin", "#/admin", "#admin-users table"),
+    ("tokens", "#/tokens", "#tokens table, #tokens-unavailable"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "VIRTUAI_HOME": str(home / "home"),
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "VIRTUAI_WORKSPACES": str(home / "ws"),
+            "VIRTUAI_LOCAL__CPU": "8",
+            "VIRTUAI_LOCAL__MEMORY": "16Gi",
+            "VIRTUAI_LOCAL__GPUS": '[{"model": "declared-a100", "memory": "80Gi"}]',
+            "VIRTUAI_LOCAL__CGROUP_NAME": "virtuai-bench-web",
+            "VIRTUAI_LOCAL__USER_PREFIX": "vaib-",
+            "VIRTUAI_SCHEDULER__INTERVAL_S": "0.5",
+        }
+        for name in ("VIRTUAI_TOKEN", "VIRTUAI_URL", "VIRTUAI_CONFIG"):
+            self.env.pop(name, None)
+        (home / "ws").mkdir(mode=0o755)
+        home.chmod(0o755)
+        self.log = (home / "server.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "virtuai", "up", "--port", str(self.port)],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("virtuai up did not start")
+        config = Path(self.env["XDG_CONFIG_HOME"], "virtuai", "cli.yaml").read_text()
+        found = re.search(r"vai_[A-Za-z0-9_-]{43}", config)
+        assert found is not None
+        self.admin = found.group(0)
+
+    def call(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        response = httpx.request(
+            method,
+            f"{self.url}/api/v1{path}",
+            headers={"Authorization": f"Bearer {token or self.admin}"},
+            timeout=120,
+            **kwargs,
+        )
+        if response.status_code >= 300:
+            raise SystemExit(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def seed(server: Server) -> dict[str, Any]:
+    """Three tenants in a cohort, users, and real jobs in every state worth showing."""
+    for name, cpu, memory, gpu in (
+        ("physics", 4, "6Gi", 1),
+        ("biology", 2, "4Gi", 0),
+        ("chem", 2, "2Gi", 0),
+    ):
+        body = {"name": name, "quota": {"cpu": cpu, "memory": memory, "gpu": gpu}}
+        server.call("POST", "/tenants", json={**body, "cohort": "lab"})
+    tokens = {}
+    for user, tenant in (("alice", "physics"), ("bob", "biology"), ("carol", "chem")):
+        created = server.call("POST", "/users", json={"name": user, "tenant": tenant})
+        tokens[user] = created["token"]
+
+    def submit(user: str, command: str, **fields: Any) -> int:
+        body = {"command": ["sh", "-c", command], **fields}
+        body.setdefault("resources", {"cpu": 1, "memory": "256Mi"})
+        job: dict[str, Any] = server.call("POST", "/jobs", tokens[user], json=body)
+        return int(job["id"])
+
+    train = "for e in 1 2 3; do echo epoch $e loss 0.$((9 - e * 2)); sleep 0.3; done; echo saved"
+    for i in range(3):
+        submit("alice", train, name=f"train-{i}")
+        submit("bob", "echo aligning; sleep 0.5; echo done", name=f"align-{i}")
+        submit("carol", "echo sim step; sleep 0.4", name=f"md-{i}")
+    submit("bob", "echo oops >&2; exit 3", name="broken")
+    # Wait for those to end, so that usage exists.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        jobs = server.call("GET", "/jobs")
+        if all(j["state"] in {"succeeded", "failed"} for j in jobs):
+            break
+        time.sleep(0.3)
+    running = submit(
+        "alice",
+        "for i in $(seq 1 600); do echo step $i; sleep 1; done",
+        name="finetune",
+        resources={"cpu": 2, "memory": "1Gi", "gpu": 1},
+    )
+    submit("alice", "sleep 600", name="sweep", resources={"cpu": 2, "memory": "4Gi"})
+    submit("carol", "sleep 600", name="md-long", resources={"cpu": 2, "memory": "1Gi"})
+    submit("carol", "sleep 600", name="md-queued", resources={"cpu": 2, "memory": "1Gi"})
+    time.sleep(2)
+    return {"tokens": tokens, "running": running}
+
+
+def stop_work(server: Server) -> None:
+    """Cancel what runs (task supervisors outlive the server) and wait until it ended."""
+    live = {"pending", "admitted", "starting", "running", "preempting"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = [j for j in server.call("GET", "/jobs", params={"limit": 100}) if j["state"] in live]
+        if not jobs:
+            return
+        for job in jobs:
+            server.call("POST", f"/jobs/{job['id']}/cancel")
+        time.sleep(0.5)
+
+
+def first_paint(page: Page, url: str, runs: int = 5) -> float:
+    """Milliseconds from navigation to the first jobs row, best of ``runs``."""
+    best = float("inf")
+    for _ in range(runs):
+        page.goto("about:blank")
+        start = time.perf_counter()
+        page.goto(f"{url}/#/jobs")
+        page.wait_for_selector("#jobs-table tbody tr td a")
+        best = min(best, (time.perf_counter() - start) * 1000)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs stored for the measure")
+    parser.add_argument("--screenshots", type=Path, help="write PNGs of the main pages here")
+    args = parser.parse_args()
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("needs Debian's chromium: scripts/system-packages.sh")
+
+    home = Path(tempfile.mkdtemp(prefix="vai-bench-web-"))
+    server = Server(home)
+    try:
+        seeded = seed(server)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            context = browser.new_context(viewport={"width": 1360, "height": 820})
+            page = context.new_page()
+            page.goto(server.url)
+            page.fill("#token", server.admin)
+            page.click("form button[type=submit]")
+            page.wait_for_selector("#logout")
+            if args.screenshots:
+                args.screenshots.mkdir(parents=True, exist_ok=True)
+                for name, route, ready in PAGES:
+                    where = route or f"#/jobs/{seeded['running']}"
+                    page.goto(f"{server.url}/{where}")
+                    page.wait_for_selector(ready)
+                    page.wait_for_timeout(1500 if name in {"job", "usage"} else 400)
+                    page.screenshot(path=str(args.screenshots / f"{name}.png"))
+                    print(f"screenshot {args.screenshots / f'{name}.png'}", flush=True)
+                login = browser.new_context(viewport={"width": 1360, "height": 600}).new_page()
+                login.goto(server.url)
+                login.wait_for_selector("#token")
+                login.screenshot(path=str(args.screenshots / "login.png"))
+            baseline = first_paint(page, server.url)
+            stored = len(server.call("GET", "/jobs", params={"limit": 10_000}))
+            print(f"first paint, {stored} jobs stored: {baseline:.0f} ms (baseline)", flush=True)
+            bob = seeded["tokens"]["bob"]
+            gate = server.call(
+                "POST",
+                "/jobs",
+                bob,
+                json={
+                    "command": ["sleep", "3600"],
+                    "name": "gate",
+                    "resources": {"cpu": 0.1, "memory": "32Mi"},
+                },
+            )
+            started = time.perf_counter()
+            arrays = []
+            for first in range(0, args.jobs, 10_000):
+                size = min(10_000, args.jobs - first)
+                body = {
+                    "command": ["true"],
+                    "name": "held",
+                    "array": f"0-{size - 1}",
+                    "dependency": f"afterok:{gate['id']}",
+                    "resources": {"cpu": 0.1, "memory": "32Mi"},
+                }
+                arrays.append(server.call("POST", "/jobs", bob, json=body)["array_id"])
+            print(f"stored {args.jobs} more jobs in {time.perf_counter() - started:.1f} s")
+            held = first_paint(page, server.url)
+            total = stored + args.jobs + 1
+            print(f"first paint, {total} jobs stored, {args.jobs} held pending: {held:.0f} ms")
+            for array in arrays:
+                server.call("POST", f"/arrays/{array}/cancel", bob)
+            finished = first_paint(page, server.url)
+            print(f"first paint, {total} jobs stored, {args.jobs} of them ended: {finished:.0f} ms")
+            browser.close()
+        print(
+            f"first_paint_ms={finished:.0f} held_ms={held:.0f} baseline_ms={baseline:.0f} "
+            f"ratio={finished / baseline:.2f} held_ratio={held / baseline:.2f}"
+        )
+    finally:
+        stop_work(server)
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+        if os.geteuid() == 0:
+            for tenant in ("physics", "biology", "chem"):
+                subprocess.run(["userdel", f"vaib-{tenant}"], capture_output=True, check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Refresh the third-party files the web dashboard serves (API docs pages) from the npm
+# registry, at pinned versions, into package data: the server never loads anything from a
+# CDN, so the dashboard and /api/v1/docs work on an offline cluster.  Run by hand when
+# upgrading; the files are committed.  Needs npm.
+# Usage: scripts/vendor-web-assets.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SWAGGER_UI=5.35.0   # swagger-ui-dist: the Swagger UI project's own prebuilt distribution
+REDOC=2.5.4         # redoc: its standalone bundle (3.x needs an ES module page; FastAPI's page loads 2.x)
+dest=src/virtuai/web/static/vendor
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && npm pack --silent "swagger-ui-dist@$SWAGGER_UI" "redoc@$REDOC" >/dev/null)
+mkdir -p "$work/s" "$work/r" "$dest/swagger-ui" "$dest/redoc"
+tar xzf "$work/swagger-ui-dist-$SWAGGER_UI.tgz" -C "$work/s"
+tar xzf "$work/redoc-$REDOC.tgz" -C "$work/r"
+for f in swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE favicon-32x32.png; do
+  cp "$work/s/package/$f" "$dest/swagger-ui/$f"
+done
+cp "$work/r/package/bundles/redoc.standalone.js" "$dest/redoc/redoc.standalone.js"
+cp "$work/r/package/LICENSE" "$dest/redoc/LICENSE"
+{
+  echo "swagger-ui-dist $SWAGGER_UI (npm)"
+  echo "redoc $REDOC (npm)"
+  (cd "$dest" && sha256sum swagger-ui/* redoc/*)
+} > "$dest/VERSIONS"
+echo "vendored into $dest:"; cat "$dest/VERSIONS"

@@ -1,0 +1,52 @@
+// The only way the dashboard reaches the server: the public REST API under /api/v1.
+// The browser sends the HttpOnly session cookie by itself; every request also carries
+// the CSRF header the API demands of cookie-authenticated unsafe requests.
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const message = (body && body.message) || `the server answered ${status}`;
+    super(message);
+    this.status = status;
+    this.code = body && body.code;
+    this.field = body && body.field;
+  }
+}
+
+let onUnauthenticated = () => {};
+export function whenSignedOut(callback) { onUnauthenticated = callback; }
+
+export async function api(method, path, body, { quiet401 = false } = {}) {
+  const options = { method, credentials: "same-origin", headers: { "X-Virtuai-Csrf": "1" } };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(`/api/v1${path}`, options);
+  } catch (error) {
+    throw new ApiError(0, { message: "the server cannot be reached" });
+  }
+  if (response.status === 204) return null;
+  let data = null;
+  try { data = await response.json(); } catch (error) { data = null; }
+  if (!response.ok) {
+    if (response.status === 401 && !quiet401) onUnauthenticated();
+    throw new ApiError(response.status, data);
+  }
+  return data;
+}
+
+export const get = (path, opts) => api("GET", path, undefined, opts);
+export const post = (path, body) => api("POST", path, body === undefined ? {} : body);
+export const put = (path, body) => api("PUT", path, body);
+export const patch = (path, body) => api("PATCH", path, body);
+export const del = (path) => api("DELETE", path);
+
+// Query strings without empty values.
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}

@@ -1,0 +1,70 @@
+"""A real headless Chromium (Debian's package) driven by Playwright; no browser download."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    path = chromium_path()
+    assert path is not None, "chromium is not installed: run scripts/system-packages.sh"
+    with sync_playwright() as playwright:
+        # --no-sandbox: the tests run as root, where Chromium's sandbox refuses to start.
+        browser = playwright.chromium.launch(
+            executable_path=path, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Tab:
+    """A page in its own browser context (own cookies), recording what went wrong in it."""
+
+    context: BrowserContext
+    page: Page
+    errors: list[str] = field(default_factory=list)
+    foreign_requests: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def open_tab(browser: Browser, base_url: str) -> Tab:
+    """A fresh context that may reach ``base_url`` only: any other request is recorded
+    and refused, which proves the pages work offline (no CDN)."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    tab = Tab(context, page)
+    host = urlparse(base_url).netloc
+
+    def guard(route: Route) -> None:
+        if urlparse(route.request.url).netloc == host:
+            route.continue_()
+        else:
+            tab.foreign_requests.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page.on("pageerror", lambda error: tab.errors.append(str(error)))
+    return tab
+
+
+def sign_in(tab: Tab, token: str) -> None:
+    tab.page.goto("/")
+    tab.page.fill("#token", token)
+    tab.page.click("form button[type=submit]")
+    tab.page.wait_for_selector("#logout")
