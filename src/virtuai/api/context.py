@@ -12,6 +12,7 @@ from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
 from virtuai.drivers.base import Driver
 from virtuai.services.planning import SchedulingRules
+from virtuai.services.tokencache import TokenCache
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 
 
@@ -27,3 +28,5 @@ class ApiContext:
     vc_options: VcOptions = field(default_factory=VcOptions)
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)
+    # Callers by token hash for a moment: most requests then cost no authentication query.
+    tokens: TokenCache = field(default_factory=TokenCache)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from virtuai.auth.identity import Identity
@@ -30,6 +30,31 @@ def load_user(session: Session, user_id: int) -> UserRow:
         .options(selectinload(UserRow.memberships).selectinload(MembershipRow.tenant))
     ).one()
     return user
+
+
+def caller_for_token_hash(session: Session, token_hash: str) -> tuple[Caller, dt.datetime | None]:
+    """Who holds the token with this hash, and when it was last recorded as used; reads only."""
+    found = session.execute(
+        select(ApiTokenRow.user_id, ApiTokenRow.last_used_at).where(
+            ApiTokenRow.token_hash == token_hash
+        )
+    ).one_or_none()
+    if found is None:
+        raise Unauthenticated("invalid token")
+    return caller_from_user(load_user(session, found.user_id)), found.last_used_at
+
+
+def needs_touch(last_used_at: dt.datetime | None, now: dt.datetime) -> bool:
+    return last_used_at is None or now - last_used_at > _LAST_USED_RESOLUTION
+
+
+def touch_token(session: Session, token_hash: str, now: dt.datetime) -> None:
+    """Record a use; a Core statement, so it is not taken for a change of who may do what."""
+    session.connection().execute(
+        update(ApiTokenRow.__table__)  # type: ignore[arg-type]
+        .where(ApiTokenRow.__table__.c.token_hash == token_hash)
+        .values(last_used_at=now)
+    )
 
 
 def authenticate_token(session: Session, token: str, now: dt.datetime) -> Caller:

@@ -29,7 +29,7 @@ from virtuai.domain.units import (
 )
 from virtuai.drivers.base import LogStream
 from virtuai.services import jobs as service
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import JobRow
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -114,7 +114,7 @@ def submit(body: JobCreate, caller: CallerDep, context: Context) -> JobOut:
 def plan(body: JobCreate, caller: CallerDep, context: Context) -> PlanOut:
     """Can it ever run, where and when would it start, what would it wait for: not submitted."""
     request = request_from_api(body)
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         result = service.plan_request(session, caller, request, context.rules, context.clock.now())
     return PlanOut(
         can_ever_run=result.can_ever_run,
@@ -142,14 +142,14 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     array_id: int | None = None,
 ) -> list[JobOut]:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         jobs = service.list_jobs(session, caller, tenant, state, limit, array_id)
         return [job_to_api(j) for j in jobs]
 
 
 @router.get("/{job_id}")
 def get_job(job_id: int, caller: CallerDep, context: Context) -> JobDetailOut:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         detail = service.get_job_detail(session, caller, job_id)
         return JobDetailOut(
             **_job_fields(detail.job),
@@ -187,7 +187,7 @@ def logs(
     stream: LogStream = LogStream.STDOUT,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> LogChunkOut:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         chunk = service.read_logs(session, caller, job_id, task, stream, offset, context.drivers)
     return LogChunkOut(
         data=chunk.data.decode("utf-8", errors="replace"), offset=chunk.offset, eof=chunk.eof

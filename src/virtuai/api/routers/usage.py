@@ -8,7 +8,7 @@ from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.usage import UsageOut, UsageRowOut
 from virtuai.errors import InvalidRequest
 from virtuai.services.usage import UsageTotals, usage_report
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 
@@ -44,6 +44,6 @@ def _to_api(totals: UsageTotals) -> UsageRowOut:
 def usage(
     caller: CallerDep, context: Context, tenant: str | None = None, since: str | None = None
 ) -> UsageOut:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         rows, totals = usage_report(session, caller, tenant, parse_since(since))
     return UsageOut(rows=[_to_api(r) for r in rows], totals=[_to_api(t) for t in totals])
