@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 
 from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.common import ResourcesOut
@@ -133,18 +133,35 @@ def plan(body: JobCreate, caller: CallerDep, context: Context) -> PlanOut:
     )
 
 
+DEFAULT_PAGE = 100
+MAX_PAGE = 10_000
+NEXT_PAGE_HEADER = "X-Next-Before-Id"
+
+
 @router.get("")
 def list_jobs(
     caller: CallerDep,
     context: Context,
+    response: Response,
     tenant: str | None = None,
     state: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE, description="Page size (newest first).")
+    ] = DEFAULT_PAGE,
     array_id: int | None = None,
+    before_id: Annotated[
+        int | None,
+        Query(ge=1, description=f"Only jobs with a smaller id: the {NEXT_PAGE_HEADER} of a page."),
+    ] = None,
 ) -> list[JobOut]:
+    """Jobs newest first, a page at a time; a full page names the next in the
+    ``X-Next-Before-Id`` header."""
     with read_transaction(context.sessions) as session:
-        jobs = service.list_jobs(session, caller, tenant, state, limit, array_id)
-        return [job_to_api(j) for j in jobs]
+        jobs = service.list_jobs(session, caller, tenant, state, limit, array_id, before_id)
+        result = [job_to_api(j) for j in jobs]
+    if len(result) == limit:
+        response.headers[NEXT_PAGE_HEADER] = str(result[-1].id)
+    return result
 
 
 @router.get("/{job_id}")
