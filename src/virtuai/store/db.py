@@ -95,12 +95,16 @@ def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     a change raises at once instead of upgrading the transaction, which SQLite
     could refuse with "database is locked" whatever the busy timeout.
     """
+    with read_session(factory) as session, session.begin():
+        yield session
+
+
+def read_session(factory: sessionmaker[Session]) -> Session:
+    """A session for reading only (see ``read_transaction``); the caller ends it."""
     bind = factory.kw.get("bind")
-    ro_bind = _read_only_bind(bind) if isinstance(bind, Engine) else bind
-    with factory(bind=ro_bind) as session:
-        session.info[READ_ONLY_OPTION] = True
-        with session.begin():
-            yield session
+    session = factory(bind=_read_only_bind(bind) if isinstance(bind, Engine) else bind)
+    session.info[READ_ONLY_OPTION] = True
+    return session
 
 
 _READ_ONLY_BINDS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
