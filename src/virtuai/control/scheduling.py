@@ -22,7 +22,8 @@ from virtuai.domain.vcluster import vc_job_id, vc_row_id
 from virtuai.domain.workload import JobState
 from virtuai.scheduler import schedule
 from virtuai.scheduler.snapshot import Admission, Blocked, Decisions, Policy, Preemption
-from virtuai.store.db import transaction
+from virtuai.store.db import read_session, transaction
+from virtuai.store.fingerprint import FULL_PASS_EVERY_S, scheduling_fingerprint
 from virtuai.store.inventory import placement_to_json
 from virtuai.store.models import JobRow, VirtualClusterRow
 from virtuai.store.snapshot import build_snapshot, waiting_vcs
@@ -58,8 +59,27 @@ class SchedulingLoop:
         self._clock = clock
         self._policy = policy or Policy()
         self._preemptible = preemptible or {}
+        # What the last full pass saw (store.fingerprint): an idle tick that finds the same
+        # skips reading the whole queue again.
+        self._seen: tuple[object, ...] | None = None
+        self._seen_at = 0.0
 
     def tick(self) -> TickReport:
+        """A full pass, unless nothing the scheduler reads changed since the last one."""
+        with read_session(self._sessions) as session:
+            fingerprint = scheduling_fingerprint(session)
+        now = self._clock.now().timestamp()
+        if fingerprint == self._seen and now - self._seen_at < FULL_PASS_EVERY_S:
+            return TickReport(0, 0)
+        report = self._full_tick()
+        if report.admitted or report.preempted:
+            self._seen = None  # its own decisions changed the state: look again next tick
+        else:
+            with read_session(self._sessions) as session:
+                self._seen, self._seen_at = scheduling_fingerprint(session), now
+        return report
+
+    def _full_tick(self) -> TickReport:
         with transaction(self._sessions) as session:
             pending = list(
                 session.scalars(
