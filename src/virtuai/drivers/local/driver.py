@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -285,17 +286,16 @@ class LocalDriver:
                 start_new_session=True,
                 close_fds=True,
             )
-        try:
-            code = proc.wait(timeout=SPAWN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise DriverError(f"the supervisor of {task_dir.name} did not start in time") from None
-        if code not in (files.EXIT_STARTED, files.EXIT_ALREADY):
-            raise DriverError(
-                f"the supervisor of {task_dir.name} failed to start (exit {code}): "
-                f"{_tail(log_path)}"
-            )
+        # Not awaited here: the first process lives until the supervisor has claimed the
+        # task (a Python start-up, 0.1-0.3 s), and waiting would hold the control loop for
+        # every task launched.  observe() already treats an unclaimed task dir as "still
+        # starting" for START_TIMEOUT_S, and a stop request waits in the STOP file.
+        threading.Thread(
+            target=_reap_first_process,
+            args=(proc, task_dir, log_path),
+            name=f"reap-{task_dir.name}",
+            daemon=True,
+        ).start()
 
     def _record_lost(self, task_dir: Path, spec: Mapping[str, Any]) -> TaskResult:
         """The supervisor is gone without a result: kill what is left and say so, durably."""
@@ -323,6 +323,36 @@ class LocalDriver:
 
 
 _LAUNCHED_MARKERS = (files.SUPERVISOR_PID, files.STARTED, files.RESULT)
+
+
+def _reap_first_process(proc: subprocess.Popen[bytes], task_dir: Path, log_path: Path) -> None:
+    """Reap the supervisor's first process; if the supervisor never claimed the task, record
+    the launch as failed at once (rather than LOST after START_TIMEOUT_S)."""
+    try:
+        code = proc.wait(timeout=SPAWN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    if code in (files.EXIT_STARTED, files.EXIT_ALREADY):
+        return
+    why = "did not start in time" if code is None else f"failed to start (exit {code})"
+    message = f"the supervisor of {task_dir.name} {why}: {_tail(log_path)}"
+    log.warning("%s", message)
+    if any((task_dir / name).exists() for name in _LAUNCHED_MARKERS):
+        return  # it claimed the task after all, or another supervisor did
+    with contextlib.suppress(OSError):
+        files.write_json_atomic(
+            task_dir / files.RESULT,
+            {
+                "outcome": TaskOutcome.LAUNCH_FAILED.value,
+                "exit_code": None,
+                "signal": None,
+                "started_at": None,
+                "finished_at": time.time(),
+                "message": message,
+            },
+        )
 
 
 def _create_workdir(path: Path, uid: int, gid: int) -> None:
