@@ -9,6 +9,7 @@ from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.jobs import (
     EventOut,
+    JobBatchCreate,
     JobCreate,
     JobDetailOut,
     JobOut,
@@ -28,6 +29,7 @@ from virtuai.domain.units import (
     parse_signal_spec,
 )
 from virtuai.drivers.base import LogStream
+from virtuai.errors import VirtuaiError
 from virtuai.services import jobs as service
 from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import JobRow
@@ -108,6 +110,38 @@ def submit(body: JobCreate, caller: CallerDep, context: Context) -> JobOut:
         result = job_to_api(job)
     context.wake.set()
     return result
+
+
+@router.post("/bulk", status_code=status.HTTP_201_CREATED)
+def submit_many(body: JobBatchCreate, caller: CallerDep, context: Context) -> list[JobOut]:
+    """Submit many jobs at once (a sweep): one request, one transaction, all or none.
+
+    Each job is checked as ``POST /api/v1/jobs`` checks it; a refusal names the
+    job by its index (``jobs.3.resources``) and nothing is recorded.
+    """
+    requests = []
+    for index, job in enumerate(body.jobs):
+        try:
+            requests.append(request_from_api(job))
+        except VirtuaiError as error:
+            raise _for_job(error, index) from None
+    result = []
+    with transaction(context.sessions) as session:
+        now = context.clock.now()
+        for index, request in enumerate(requests):
+            try:
+                job = service.submit_job(session, caller, request, context.rules, now)
+            except VirtuaiError as error:
+                raise _for_job(error, index) from None
+            result.append(job_to_api(job))
+    context.wake.set()
+    return result
+
+
+def _for_job(error: VirtuaiError, index: int) -> VirtuaiError:
+    field = f"jobs.{index}" + ("" if error.field is None else f".{error.field}")
+    message = f"jobs.{index}: {error.message}"
+    return type(error)(message, field=field)
 
 
 @router.post("/plan")
