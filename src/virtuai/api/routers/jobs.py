@@ -120,9 +120,9 @@ def submit_many(body: JobBatchCreate, caller: CallerDep, context: Context) -> li
     job by its index (``jobs.3.resources``) and nothing is recorded.
     """
     requests = []
-    for index, job in enumerate(body.jobs):
+    for index, item in enumerate(body.jobs):
         try:
-            requests.append(request_from_api(job))
+            requests.append(request_from_api(item))
         except VirtuaiError as error:
             raise _for_job(error, index) from None
     result = []
@@ -130,10 +130,10 @@ def submit_many(body: JobBatchCreate, caller: CallerDep, context: Context) -> li
         now = context.clock.now()
         for index, request in enumerate(requests):
             try:
-                job = service.submit_job(session, caller, request, context.rules, now)
+                row = service.submit_job(session, caller, request, context.rules, now)
             except VirtuaiError as error:
                 raise _for_job(error, index) from None
-            result.append(job_to_api(job))
+            result.append(job_to_api(row))
     context.wake.set()
     return result
 
