@@ -82,14 +82,20 @@ class Slurm:
         }
 
     def start(self) -> None:
-        subprocess.run(
-            [self.script, "start", "--single"],
-            env=self.env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=600,
-        )
+        for attempt in (1, 2):  # a daemon slow to come up on a busy machine: once more
+            done = subprocess.run(
+                [self.script, "start", "--single"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            if done.returncode == 0:
+                return
+            print(f"slurm-dev.sh start failed ({attempt}): {done.stderr[-2000:]}", flush=True)
+            subprocess.run([self.script, "stop"], env=self.env, capture_output=True, check=False)
+        raise SystemExit("could not start Slurm")
 
     def stop(self) -> None:
         subprocess.run([self.script, "stop"], env=self.env, check=False, capture_output=True)

@@ -430,7 +430,34 @@ def logs(args: list[str]) -> int:
         time.sleep(POLL_S)
 
 
+def up(args: list[str]) -> int:
+    """``virtuai up``: exec the server at once, as ``cli/up.py`` does after Typer's parsing
+    (a restart then costs the server's start-up, not the CLI's too)."""
+    values, positional = Options(
+        {"--host": "host", "--port": "port", "--database-url": "database_url", "--home": "home"},
+        {},
+    ).parse(args, interspersed=True)
+    port = values.get("port")
+    if positional or (port is not None and (_whole(port, 0) or 0) > 65535):
+        raise Fallback
+    argv = [sys.executable, "-m", "virtuai.server"]
+    for flag, key in (
+        ("--host", "host"),
+        ("--port", "port"),
+        ("--database-url", "database_url"),
+        ("--home", "home"),
+    ):
+        value = values.get(key)
+        if value is not None:
+            argv += [
+                flag,
+                str(Path(value)) if key == "home" else str(int(value) if key == "port" else value),
+            ]
+    os.execv(sys.executable, argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "up": up,
     "submit": submit,
     "jobs": list_jobs,
     "job": show_job,

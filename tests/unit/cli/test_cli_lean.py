@@ -220,3 +220,36 @@ def test_listing_showing_cancelling_waiting_and_logs_are_the_same(
 def test_the_lean_paths_states_are_the_domains() -> None:
     assert {s.value for s in JobState} == lean.STATES
     assert {s.value for s in FINISHED_STATES} == lean.FINISHED
+
+
+class Execed(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["up"],
+        ["up", "--port", "9000", "--host=0.0.0.0"],
+        ["up", "--home", "state/", "--database-url", "postgresql://db/v"],
+    ],
+)
+def test_up_execs_the_same_server_command(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    calls: list[list[str]] = []
+
+    def execv(_path: str, argv: list[str]) -> None:
+        calls.append(list(argv))
+        raise Execed
+
+    monkeypatch.setattr("os.execv", execv)
+    full = run(args)
+    assert isinstance(full.exception, Execed)
+    with pytest.raises(Execed):
+        lean.run(args)
+    assert calls[0] == calls[1]
+
+
+@pytest.mark.parametrize("args", [["up", "--port", "70000"], ["up", "--help"], ["up", "x"]])
+def test_up_leaves_odd_calls_to_the_full_app(args: list[str]) -> None:
+    with pytest.raises(lean.Fallback):
+        lean.run(args)
