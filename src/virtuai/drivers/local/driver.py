@@ -74,6 +74,9 @@ class LocalDriver:
         self.settings = settings
         self.node_name = node_name or short_hostname()
         self.is_root = os.geteuid() == 0
+        # Task dirs whose supervisor's first process still runs (see _spawn_supervisor).
+        self._spawning: set[Path] = set()
+        self._spawning_lock = threading.Lock()
         self.cgroups, reason = detect_layout(settings.cgroup_name)
         if self.cgroups is not None:
             try:
@@ -153,7 +156,11 @@ class LocalDriver:
             return TaskResult(
                 TaskOutcome.LOST, None, None, time.time(), "task directory missing or unreadable"
             )
-        if alive is None and time.time() - float(spec.get("created_at", 0)) < START_TIMEOUT_S:
+        with self._spawning_lock:
+            spawning = task_dir in self._spawning
+        if alive is None and (
+            spawning or time.time() - float(spec.get("created_at", 0)) < START_TIMEOUT_S
+        ):
             return None  # the supervisor is still starting
         return self._record_lost(task_dir, spec)
 
@@ -290,9 +297,18 @@ class LocalDriver:
         # task (a Python start-up, 0.1-0.3 s), and waiting would hold the control loop for
         # every task launched.  observe() already treats an unclaimed task dir as "still
         # starting" for START_TIMEOUT_S, and a stop request waits in the STOP file.
+        with self._spawning_lock:
+            self._spawning.add(task_dir)
+
+        def reap() -> None:
+            try:
+                _reap_first_process(proc, task_dir, log_path)
+            finally:
+                with self._spawning_lock:
+                    self._spawning.discard(task_dir)
+
         threading.Thread(
-            target=_reap_first_process,
-            args=(proc, task_dir, log_path),
+            target=reap,
             name=f"reap-{task_dir.name}",
             daemon=True,
         ).start()
