@@ -1,5 +1,5 @@
-"""``python -m virtuai`` is the ``virtuai`` command."""
+"""``python -m virtuai`` is the ``virtuai`` command (the lean entry point, see ``cli/lean.py``)."""
 
-from virtuai.cli.main import main
+from virtuai.cli.lean import main
 
 main()

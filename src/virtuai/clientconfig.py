@@ -6,6 +6,9 @@ by default) with two keys::
     url: http://127.0.0.1:8642
     token: vai_...
 
+``url`` may name several servers of one installation (a YAML list, or URLs
+separated by commas); the CLI tries the next when one does not answer.
+
 ``virtuai up`` writes it at first start and the CLI reads it; this module is
 the one place that knows its format, so that both sides can use it without the
 server importing the CLI.  It holds a credential, so it is written atomically
@@ -65,7 +68,7 @@ def read_cli_config(path: Path | None = None) -> CliConfig:
         return CliConfig()
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path} must be a mapping with the keys url and token")
-    return CliConfig(url=_text(data, "url", path), token=_text(data, "token", path))
+    return CliConfig(url=_urls(data, path), token=_text(data, "token", path))
 
 
 def write_cli_config(url: str, token: str, path: Path | None = None) -> Path:
@@ -85,6 +88,16 @@ def write_cli_config(url: str, token: str, path: Path | None = None) -> Path:
     )
     write_atomic(path, content.encode("utf-8"), FILE_MODE)
     return path
+
+
+def _urls(data: dict[object, object], path: Path) -> str | None:
+    """``url`` may list several servers (a YAML list, or commas): the CLI tries them in turn."""
+    value = data.get("url")
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigurationError(f"{path}: url must be a non-empty string or list of them")
+        return ",".join(v.strip() for v in value)
+    return _text(data, "url", path)
 
 
 def _text(data: dict[object, object], key: str, path: Path) -> str | None:

@@ -14,6 +14,7 @@ from virtuai.domain.clock import Clock
 from virtuai.drivers.base import Driver
 from virtuai.services.metrics import Metrics
 from virtuai.services.planning import SchedulingRules
+from virtuai.services.tokencache import TokenCache
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 
 
@@ -38,3 +39,5 @@ class ApiContext:
     wake: threading.Event = field(default_factory=threading.Event)
     # Browser sign-in (session cookie, OIDC code flow): see api/browser.py.
     browser: BrowserSessions = field(default_factory=BrowserSessions)
+    # Callers by token hash for a moment: most requests then cost no authentication query.
+    tokens: TokenCache = field(default_factory=TokenCache)

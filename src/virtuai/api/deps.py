@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,14 +13,21 @@ from virtuai.api.browser import Source, credential_from_request
 from virtuai.api.context import ApiContext
 from virtuai.auth.jobtokens import looks_like_job_token, verify_job_token
 from virtuai.auth.sessions import verify_session
-from virtuai.auth.tokens import looks_like_api_token
+from virtuai.auth.tokens import hash_token, looks_like_api_token
 from virtuai.errors import Unauthenticated
 from virtuai.services.access import Caller
-from virtuai.services.identity import authenticate_identity, authenticate_token
-from virtuai.store.db import transaction
+from virtuai.services.identity import (
+    authenticate_identity,
+    caller_for_token_hash,
+    needs_touch,
+    touch_token,
+)
+from virtuai.store.db import read_transaction, transaction
 
 # Declared for the OpenAPI schema only; the credential is read by credential_from_request,
 # which also accepts the browser's session cookie.
+_NO_CACHE_BEFORE_EXPIRY = dt.timedelta(seconds=10)
+
 _bearer = HTTPBearer(auto_error=False, description="an API token (vai_...) or an OIDC JWT")
 
 
@@ -36,8 +44,7 @@ def get_caller(
 ) -> Caller:
     credential, source = credential_from_request(request)
     if looks_like_api_token(credential):
-        with transaction(context.sessions) as session:
-            return authenticate_token(session, credential, context.clock.now())
+        return _token_caller(context, credential)
     if source is Source.COOKIE:
         # A browser signed in with OIDC: the identity was verified at sign-in.
         identity = verify_session(credential, context.browser.key, context.clock.now().timestamp())
@@ -48,6 +55,26 @@ def get_caller(
         identity = context.verifier.verify(credential)
     with transaction(context.sessions) as session:
         return authenticate_identity(session, identity, context.clock.now())
+
+
+def _token_caller(context: ApiContext, token: str) -> Caller:
+    """Cached by hash for a moment (``services.tokencache`` says why that is safe); a miss
+    reads without the write lock, and records the use at most once a minute."""
+    digest = hash_token(token)
+    cached = context.tokens.get(digest)
+    if cached is not None:
+        return cached
+    generation = context.tokens.generation()
+    now = context.clock.now()
+    with read_transaction(context.sessions) as session:
+        holder = caller_for_token_hash(session, digest, now)
+    if needs_touch(holder.last_used_at, now):
+        with transaction(context.sessions) as session:
+            touch_token(session, digest, now)
+    # A token about to expire is not remembered: expiry must refuse it at once.
+    if holder.expires_at is None or holder.expires_at - now > _NO_CACHE_BEFORE_EXPIRY:
+        context.tokens.put(digest, holder.caller, generation)
+    return holder.caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

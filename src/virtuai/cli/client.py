@@ -62,6 +62,7 @@ class Client:
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
         self._http = httpx.Client(base_url=connection.url, headers=headers, timeout=timeout)
+        self._server = 0  # index in connection.servers of the one in use
 
     @classmethod
     def from_environment(cls) -> Client:
@@ -102,11 +103,21 @@ class Client:
         self, method: str, path: str, *, params: Params | None = None, body: Any = None
     ) -> Any:
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        with self._mapped_errors():
-            if body is None:
-                response = self._http.request(method, path, params=query)
-            else:
-                response = self._http.request(method, path, params=query, json=body)
+        servers = self.connection.servers
+        for attempt in range(len(servers)):
+            try:
+                with self._mapped_errors():
+                    if body is None:
+                        response = self._http.request(method, path, params=query)
+                    else:
+                        response = self._http.request(method, path, params=query, json=body)
+                break
+            except ServerUnreachableError as exc:
+                # Nothing answered there, so nothing was done: the next server may answer.
+                if exc.code != "unreachable" or attempt == len(servers) - 1:
+                    raise
+                self._server = (self._server + 1) % len(servers)
+                self._http.base_url = httpx.URL(servers[self._server])
         if not response.is_success:
             raise self._error(response)
         if response.status_code == 204 or not response.content:
@@ -139,12 +150,13 @@ class Client:
 
     @contextmanager
     def _mapped_errors(self) -> Iterator[None]:
-        url = self.connection.url
+        url = self.connection.servers[self._server]
         try:
             yield
         except (httpx.ConnectError, httpx.ConnectTimeout):
+            everywhere = " or ".join(self.connection.servers)
             raise ServerUnreachableError(
-                f"cannot reach the virtuai server at {url}: is `virtuai up` running?",
+                f"cannot reach the virtuai server at {everywhere}: is `virtuai up` running?",
                 code="unreachable",
             ) from None
         except httpx.TimeoutException:

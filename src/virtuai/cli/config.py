@@ -33,6 +33,13 @@ class Connection:
     url_source: str
     token_source: str | None
     config_path: Path
+    # Every server to try, in order (``url`` is the first); several when the config or
+    # VIRTUAI_URL lists them separated by commas.
+    urls: tuple[str, ...] = ()
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return self.urls or (self.url,)
 
 
 def load_connection(env: Mapping[str, str] | None = None, path: Path | None = None) -> Connection:
@@ -49,21 +56,22 @@ def load_connection(env: Mapping[str, str] | None = None, path: Path | None = No
         url, url_source = file.url, str(config_path)
     else:
         url, url_source = DEFAULT_URL, "the default"
-    url = _checked_url(url, url_source)
+    urls = _checked_urls(url, url_source)
 
     token: str | None
     if env_token:
         token, token_source = env_token, TOKEN_VAR
-    elif file.token and (file.url is None or _checked_url(file.url, str(config_path)) == url):
+    elif file.token and (file.url is None or _checked_urls(file.url, str(config_path)) == urls):
         token, token_source = file.token, str(config_path)
     else:
         token, token_source = None, None
     return Connection(
-        url=url,
+        url=urls[0],
         token=token,
         url_source=url_source,
         token_source=token_source,
         config_path=config_path,
+        urls=urls,
     )
 
 
@@ -72,6 +80,11 @@ def missing_token_hint(connection: Connection) -> str:
         f"no token is configured for {connection.url}: set {TOKEN_VAR}, or start the "
         f"server once with `virtuai up` to write {connection.config_path}"
     )
+
+
+def _checked_urls(text: str, source: str) -> tuple[str, ...]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    return tuple(_checked_url(part, source) for part in parts or [text])
 
 
 def _checked_url(url: str, source: str) -> str:

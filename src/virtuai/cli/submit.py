@@ -49,6 +49,7 @@ SPEC_KEYS = (
     "vc",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
+MAX_BULK = 1000  # as the API's MAX_BULK_JOBS
 _TYPE_NAMES = {str: "text", int: "a whole number", float: "a number"}
 
 
@@ -180,8 +181,34 @@ def apply(
     ],
     as_json: JsonFlag = False,
 ) -> None:
-    """Submit the job described in a YAML file; print its id."""
-    _create(job_from_spec(load_spec(file), file), as_json)
+    """Submit the job(s) described in a YAML file; print their ids, one per line.
+
+    Several jobs (documents separated by `---`, or one list of job specs) go in
+    one request and one transaction: all are submitted, or none.  For sweeps of
+    the same command, `submit --array` is one request too.
+    """
+    specs = load_specs(file)
+    if len(specs) == 1 and not isinstance(specs[0], list):
+        _create(job_from_spec(specs[0], file), as_json)
+        return
+    flat = [spec for doc in specs for spec in (doc if isinstance(doc, list) else [doc])]
+    if not flat:
+        raise _bad(file, "the list of jobs is empty")
+    if len(flat) > MAX_BULK:
+        raise _bad(file, f"{len(flat)} jobs: at most {MAX_BULK} go in one request")
+    bodies = []
+    for index, spec in enumerate(flat):
+        try:
+            bodies.append(job_from_spec(spec, file))
+        except typer.BadParameter as exc:
+            raise _bad(file, f"job {index}: {exc.message.split(': ', 1)[-1]}") from None
+    with Client.from_environment() as client:
+        jobs = client.post_list(f"{JOBS}/bulk", {"jobs": bodies})
+    if as_json:
+        output.print_json(jobs)
+    else:
+        for job in jobs:
+            typer.echo(str(job.get("id", "")))
 
 
 def plan(
@@ -273,6 +300,14 @@ SpecLoader.add_constructor("tag:yaml.org,2002:float", _clock_text_or_number)
 
 
 def load_spec(file: str) -> Any:
+    documents = load_specs(file)
+    if len(documents) != 1:
+        raise _bad(file, f"expected one YAML document, found {len(documents)}")
+    return documents[0]
+
+
+def load_specs(file: str) -> list[Any]:
+    """Every non-empty YAML document of the file (or stdin)."""
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except OSError as exc:
@@ -283,9 +318,9 @@ def load_spec(file: str) -> Any:
         documents = [doc for doc in yaml.load_all(text, Loader=SpecLoader) if doc is not None]
     except yaml.YAMLError as exc:
         raise _bad(file, f"not valid YAML: {exc}") from None
-    if len(documents) != 1:
-        raise _bad(file, f"expected one YAML document, found {len(documents)}")
-    return documents[0]
+    if not documents:
+        raise _bad(file, "expected one YAML document, found 0")
+    return documents
 
 
 def job_from_spec(spec: Any, file: str) -> JsonObject:

@@ -26,9 +26,15 @@ from virtuai.store.transitions import switch_job_state
 class Gate:
     schedulable: list[JobRow] = field(default_factory=list)
     held: dict[int, str] = field(default_factory=dict)  # job id -> why it waits
+    # job id -> why it can never run; filled instead of cancelling with cancel_never=False
+    never: dict[int, str] = field(default_factory=dict)
 
 
-def gate_pending(session: Session, pending: Sequence[JobRow], now: dt.datetime) -> Gate:
+def gate_pending(
+    session: Session, pending: Sequence[JobRow], now: dt.datetime, *, cancel_never: bool = True
+) -> Gate:
+    """``cancel_never=False``: only read, and list the jobs to cancel in ``Gate.never``
+    (for a caller that decides without the write lock and applies later)."""
     gate = Gate()
     dependency_states = _dependency_states(session, pending)
     room = _array_room(session, pending)
@@ -37,6 +43,9 @@ def gate_pending(session: Session, pending: Sequence[JobRow], now: dt.datetime) 
             status = evaluate(
                 [Dependency.from_json(d) for d in job.dependencies], dependency_states
             )
+            if status.never is not None and not cancel_never:
+                gate.never[job.id] = f"dependency never satisfied: {status.never}"
+                continue
             if status.never is not None:
                 switch_job_state(
                     session,

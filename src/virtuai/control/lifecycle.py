@@ -44,7 +44,7 @@ from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
 from virtuai.drivers.base import Driver, StopReason, TaskResult, TaskSpec
 from virtuai.errors import DriverError, VirtuaiError
-from virtuai.store.db import transaction
+from virtuai.store.db import read_session, transaction
 from virtuai.store.inventory import placement_from_json
 from virtuai.store.models import JobRow, TaskRow, TenantRow, VirtualClusterRow
 from virtuai.store.transitions import switch_job_state
@@ -178,7 +178,7 @@ class LifecycleLoop:
     # -- starting: launch every task, then running -----------------------------------------
 
     def launch_tasks(self) -> None:
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             rows = session.execute(
                 select(TaskRow, JobRow, TenantRow.name)
                 .join(JobRow, JobRow.id == TaskRow.job_id)
@@ -217,7 +217,7 @@ class LifecycleLoop:
 
     def _record_unlaunched_preempted(self) -> None:
         """Tasks of a job preempted while starting that were never launched end at once."""
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             ids = session.scalars(
                 select(TaskRow.id)
                 .join(JobRow, JobRow.id == TaskRow.job_id)
@@ -342,7 +342,7 @@ class LifecycleLoop:
     def stop_cancelled(self) -> None:
         """Cancel requests and preemptions become stop requests to the drivers, once per task."""
         self._record_unlaunched_preempted()
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             rows = session.execute(
                 select(
                     TaskRow.id,
@@ -389,7 +389,7 @@ class LifecycleLoop:
     # -- observe ---------------------------------------------------------------------------
 
     def observe_tasks(self) -> None:
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             rows = session.execute(
                 select(TaskRow.id, TaskRow.job_id, TaskRow.driver, TaskRow.handle)
                 .join(JobRow, JobRow.id == TaskRow.job_id)
@@ -425,7 +425,7 @@ class LifecycleLoop:
 
     def _stop_gang_siblings(self, job_id: int) -> None:
         """A gang is all or nothing: when one task fails, the others are stopped (like srun)."""
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             rows = session.execute(
                 select(TaskRow.id, TaskRow.driver, TaskRow.handle)
                 .join(JobRow, JobRow.id == TaskRow.job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,16 @@ class LoopRunner:
         steps: Sequence[Callable[[], object]],
         interval_s: float,
         wake: threading.Event,
+        duty: float = 1.0,
     ) -> None:
         self._steps = steps
         self._interval_s = interval_s
         self._wake = wake
+        # Every API write wakes the loops; under a storm of them, rounds back to back would
+        # take the GIL and the database from the requests.  With duty < 1 a woken round
+        # starts no sooner than a round's length * (1/duty - 1) after the last ended, so
+        # the loops take at most that share of the time; a burst of wake-ups is one round.
+        self._duty = duty
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="virtuai-control", daemon=True)
 
@@ -48,8 +55,11 @@ class LoopRunner:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            started = time.monotonic()
             self.run_once()
-            self._wake.wait(self._interval_s)
+            took = time.monotonic() - started
+            if self._wake.wait(self._interval_s) and self._duty < 1.0:
+                self._stop.wait(took * (1 / self._duty - 1))
 
 
 def _name(step: Callable[[], object]) -> str:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.control.gating import gate_pending
@@ -22,7 +22,8 @@ from virtuai.domain.vcluster import vc_job_id, vc_row_id
 from virtuai.domain.workload import JobState
 from virtuai.scheduler import schedule
 from virtuai.scheduler.snapshot import Admission, Blocked, Decisions, Policy, Preemption
-from virtuai.store.db import transaction
+from virtuai.store.db import read_session, transaction
+from virtuai.store.fingerprint import FULL_PASS_EVERY_S, scheduling_fingerprint
 from virtuai.store.inventory import placement_to_json
 from virtuai.store.models import JobRow, VirtualClusterRow
 from virtuai.store.snapshot import build_snapshot, waiting_vcs
@@ -58,9 +59,32 @@ class SchedulingLoop:
         self._clock = clock
         self._policy = policy or Policy()
         self._preemptible = preemptible or {}
+        # What the last full pass saw (store.fingerprint): an idle tick that finds the same
+        # skips reading the whole queue again.
+        self._seen: tuple[object, ...] | None = None
+        self._seen_at = 0.0
 
     def tick(self) -> TickReport:
-        with transaction(self._sessions) as session:
+        """A full pass, unless nothing the scheduler reads changed since the last one."""
+        with read_session(self._sessions) as session:
+            fingerprint = scheduling_fingerprint(session)
+        now = self._clock.now().timestamp()
+        if fingerprint == self._seen and now - self._seen_at < FULL_PASS_EVERY_S:
+            return TickReport(0, 0)
+        report = self._full_tick()
+        if report.admitted or report.preempted:
+            self._seen = None  # its own decisions changed the state: look again next tick
+        else:
+            with read_session(self._sessions) as session:
+                self._seen, self._seen_at = scheduling_fingerprint(session), now
+        return report
+
+    def _full_tick(self) -> TickReport:
+        # Read and decide without the write lock, so that submissions never queue behind a
+        # pass that reads the whole queue; then apply in one short write transaction, as
+        # compare-and-sets from the states read (what changed meanwhile is skipped, and
+        # the next pass sees it).  Only rows whose reason or position changed are written.
+        with read_session(self._sessions) as session:
             pending = list(
                 session.scalars(
                     select(JobRow)
@@ -73,22 +97,38 @@ class SchedulingLoop:
             if not pending and not vcs:
                 return TickReport(0, 0)
             now = self._clock.now()
-            gate = gate_pending(session, pending, now)
+            gate = gate_pending(session, pending, now, cancel_never=False)
+            decisions = None
+            if gate.schedulable or vcs:
+                snapshot = build_snapshot(
+                    session,
+                    now=now,
+                    policy=self._policy,
+                    preemptible=self._preemptible,
+                    pending=gate.schedulable,
+                    pending_vcs=vcs,
+                )
+                decisions = schedule(snapshot)
+        reasons: dict[int, _Reason] = {
+            job.id: (gate.held[job.id], None, None) for job in pending if job.id in gate.held
+        }
+        with transaction(self._sessions) as session:
             for job in pending:
-                if job.id in gate.held:
-                    _set_reason(job, gate.held[job.id], None, None)
-            if not gate.schedulable and not vcs:
-                return TickReport(0, len(gate.held))
-            snapshot = build_snapshot(
-                session,
-                now=now,
-                policy=self._policy,
-                preemptible=self._preemptible,
-                pending=gate.schedulable,
-                pending_vcs=vcs,
-            )
-            decisions = schedule(snapshot)
-            return self._apply(session, gate.schedulable, decisions, now, vcs)
+                if job.id in gate.never:
+                    switch_job_state(
+                        session,
+                        session.merge(job, load=False),
+                        JobState.CANCELLED,
+                        reason=gate.never[job.id],
+                        now=now,
+                        finished_at=now,
+                        queue_position=None,
+                    )
+            report = TickReport(0, len(gate.held))
+            if decisions is not None:
+                report = self._apply(session, gate.schedulable, decisions, now, vcs, reasons)
+            _write_reasons(session, pending, reasons)
+            return report
 
     def _apply(
         self,
@@ -96,16 +136,19 @@ class SchedulingLoop:
         pending: list[JobRow],
         decisions: Decisions,
         now: dt.datetime,
-        vcs: list[VirtualClusterRow] | None = None,
+        vcs: list[VirtualClusterRow],
+        reasons: dict[int, _Reason],
     ) -> TickReport:
+        """Record ``decisions`` about rows read in another session (merged here unloaded)."""
         by_id = {str(job.id): job for job in pending}
-        vc_by_id = {vc_job_id(vc.id): vc for vc in vcs or ()}
+        vc_by_id = {vc_job_id(vc.id): vc for vc in vcs}
         admitted = 0
         for admission in decisions.admitted:
             if admission.job_id in vc_by_id:
-                admitted += _admit_vc(session, vc_by_id[admission.job_id], admission, now)
+                vc = session.merge(vc_by_id[admission.job_id], load=False)
+                admitted += _admit_vc(session, vc, admission, now)
                 continue
-            job = by_id[admission.job_id]
+            job = session.merge(by_id[admission.job_id], load=False)
             nodes = sorted({p.node for p in admission.placements})
             if switch_job_state(
                 session,
@@ -121,14 +164,14 @@ class SchedulingLoop:
                 admitted += 1
         for blocked in decisions.blocked:
             if blocked.job_id in vc_by_id:
-                _set_vc_reason(vc_by_id[blocked.job_id], blocked)
+                _set_vc_reason(session.merge(vc_by_id[blocked.job_id], load=False), blocked)
                 continue
             expected = (
                 None
                 if blocked.expected_start is None
                 else dt.datetime.fromtimestamp(blocked.expected_start, dt.UTC)
             )
-            _set_reason(by_id[blocked.job_id], blocked.reason, blocked.position, expected)
+            reasons[int(blocked.job_id)] = (blocked.reason, blocked.position, expected)
         preempted = sum(self._preempt(session, p, now) for p in decisions.preempted)
         if admitted or preempted:
             log.info(
@@ -198,15 +241,28 @@ def _set_vc_reason(vc: VirtualClusterRow, blocked: Blocked) -> None:
         vc.queue_position = blocked.position
 
 
-def _set_reason(
-    job: JobRow, reason: str, position: int | None, expected_start: dt.datetime | None
-) -> None:
-    # Pending reasons change often; they are state, not events.
-    if (job.reason, job.queue_position, job.expected_start_at) != (
-        reason,
-        position,
-        expected_start,
-    ):
-        job.reason = reason
-        job.queue_position = position
-        job.expected_start_at = expected_start
+_Reason = tuple[str, int | None, dt.datetime | None]  # reason, queue position, expected start
+
+
+def _write_reasons(session: Session, pending: list[JobRow], reasons: dict[int, _Reason]) -> None:
+    """Pending reasons change often; they are state, not events.  Only changed rows are
+    written, and only while the job is still pending."""
+    changed = [
+        {"_id": job.id, "_reason": r[0], "_position": r[1], "_expected": r[2]}
+        for job in pending
+        if (r := reasons.get(job.id)) is not None
+        and (job.reason, job.queue_position, job.expected_start_at) != r
+    ]
+    if not changed:
+        return
+    jobs = JobRow.metadata.tables[JobRow.__tablename__]
+    session.connection().execute(
+        update(jobs)
+        .where(jobs.c.id == bindparam("_id"), jobs.c.state == JobState.PENDING.value)
+        .values(
+            reason=bindparam("_reason"),
+            queue_position=bindparam("_position"),
+            expected_start_at=bindparam("_expected"),
+        ),
+        changed,
+    )

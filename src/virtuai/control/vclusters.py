@@ -41,7 +41,7 @@ from virtuai.domain.clock import Clock
 from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState
 from virtuai.errors import VirtuaiError
-from virtuai.store.db import transaction
+from virtuai.store.db import read_session, transaction
 from virtuai.store.inventory import HOLDING_STATES, placement_from_json
 from virtuai.store.models import JobRow, TenantRow, VirtualClusterRow
 from virtuai.store.transitions import (
@@ -137,7 +137,7 @@ class VcLoop:
     # -- reading -----------------------------------------------------------------------------
 
     def _fetch(self, states: Sequence[VcState], *, admitted: bool | None = None) -> list[_Work]:
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             query = (
                 select(VirtualClusterRow, TenantRow.name)
                 .join(TenantRow, TenantRow.id == VirtualClusterRow.tenant_id)

@@ -162,7 +162,7 @@ def _serve(settings: Settings) -> None:
     if vcs.runtime is not None:
         steps.append(VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings)).tick)
     steps.append(lifecycle.tick)
-    runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake)
+    runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3)
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
     app = create_app(context)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from virtuai.auth.identity import Identity
@@ -32,21 +33,57 @@ def load_user(session: Session, user_id: int) -> UserRow:
     return user
 
 
-def authenticate_token(session: Session, token: str, now: dt.datetime) -> Caller:
-    row = session.scalars(
-        select(ApiTokenRow).where(ApiTokenRow.token_hash == hash_token(token))
+@dataclass(frozen=True, slots=True)
+class TokenHolder:
+    caller: Caller
+    last_used_at: dt.datetime | None
+    expires_at: dt.datetime | None
+
+
+def caller_for_token_hash(session: Session, token_hash: str, now: dt.datetime) -> TokenHolder:
+    """Who holds the live token with this hash, and its last use and expiry; reads only.
+
+    Revoked and expired tokens, and tokens of disabled or deleted users, are refused.
+    """
+    found = session.execute(
+        select(
+            ApiTokenRow.user_id,
+            ApiTokenRow.last_used_at,
+            ApiTokenRow.revoked_at,
+            ApiTokenRow.expires_at,
+        ).where(ApiTokenRow.token_hash == token_hash)
     ).one_or_none()
-    if row is None:
+    if found is None:
         raise Unauthenticated("invalid token")
-    if row.revoked_at is not None:
+    if found.revoked_at is not None:
         raise Unauthenticated("this token was revoked")
-    if row.expires_at is not None and row.expires_at <= now:
+    if found.expires_at is not None and found.expires_at <= now:
         raise Unauthenticated("this token has expired: make a new one (virtuai token create)")
-    user = load_user(session, row.user_id)
+    user = load_user(session, found.user_id)
     require_enabled(user)
-    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
-        row.last_used_at = now
-    return caller_from_user(user)
+    return TokenHolder(caller_from_user(user), found.last_used_at, found.expires_at)
+
+
+def needs_touch(last_used_at: dt.datetime | None, now: dt.datetime) -> bool:
+    return last_used_at is None or now - last_used_at > _LAST_USED_RESOLUTION
+
+
+def touch_token(session: Session, token_hash: str, now: dt.datetime) -> None:
+    """Record a use; a Core statement, so it is not taken for a change of who may do what."""
+    session.connection().execute(
+        update(ApiTokenRow.__table__)  # type: ignore[arg-type]
+        .where(ApiTokenRow.__table__.c.token_hash == token_hash)
+        .values(last_used_at=now)
+    )
+
+
+def authenticate_token(session: Session, token: str, now: dt.datetime) -> Caller:
+    """The caller holding ``token``, its use recorded (at most once a minute)."""
+    digest = hash_token(token)
+    holder = caller_for_token_hash(session, digest, now)
+    if needs_touch(holder.last_used_at, now):
+        touch_token(session, digest, now)
+    return holder.caller
 
 
 def require_enabled(user: UserRow) -> None:

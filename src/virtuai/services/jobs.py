@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from virtuai.domain.arrays import ArraySpec
 from virtuai.domain.dependencies import Dependency
@@ -243,27 +243,50 @@ def list_jobs(
     user: str | None = None,
     before_id: int | None = None,
 ) -> list[JobRow]:
-    """Newest first; ``before_id`` pages back (keyset: the last id of the previous page)."""
-    query = select(JobRow).join(TenantRow).order_by(JobRow.id.desc()).limit(limit)
+    """A page of jobs, newest first: at most ``limit``, with ids below ``before_id`` if given.
+
+    Keyset pagination: the next page starts before the last id of this one, so
+    a page costs the same however deep it is.  One query per tenant walks the
+    ``(tenant_id, id)`` index backwards and stops at ``limit``; tenant, user and
+    virtual cluster are loaded with the page, not one job at a time.
+    """
+    if state is not None and state not in {s.value for s in JobState}:
+        raise InvalidRequest(
+            f"unknown state {state!r}; use one of {', '.join(s.value for s in JobState)}",
+            field="state",
+        )
+    query = (
+        select(JobRow)
+        .options(selectinload(JobRow.tenant), selectinload(JobRow.user), selectinload(JobRow.vc))
+        .order_by(JobRow.id.desc())
+        .limit(limit)
+    )
     if array_id is not None:
         query = query.where(JobRow.array_id == array_id)
+    if state is not None:
+        query = query.where(JobRow.state == state)
     if before_id is not None:
         query = query.where(JobRow.id < before_id)
     if user is not None:
         query = query.where(JobRow.user_id.in_(select(UserRow.id).where(UserRow.name == user)))
     if tenant is not None:
         caller.require_visible(tenant)
-        query = query.where(TenantRow.name == tenant)
-    elif not caller.is_admin:
-        query = query.where(TenantRow.name.in_(list(caller.roles)))
-    if state is not None:
-        if state not in {s.value for s in JobState}:
-            raise InvalidRequest(
-                f"unknown state {state!r}; use one of {', '.join(s.value for s in JobState)}",
-                field="state",
-            )
-        query = query.where(JobRow.state == state)
-    return list(session.scalars(query))
+        tenant_ids: list[int] | None = list(
+            session.scalars(select(TenantRow.id).where(TenantRow.name == tenant))
+        )
+    elif caller.is_admin:
+        tenant_ids = None
+    else:
+        tenant_ids = list(
+            session.scalars(select(TenantRow.id).where(TenantRow.name.in_(list(caller.roles))))
+        )
+    if tenant_ids is None:
+        return list(session.scalars(query))
+    jobs = [
+        job for tid in tenant_ids for job in session.scalars(query.where(JobRow.tenant_id == tid))
+    ]
+    jobs.sort(key=lambda job: job.id, reverse=True)
+    return jobs[:limit]
 
 
 def get_job(session: Session, caller: Caller, job_id: int) -> JobRow:

@@ -17,11 +17,12 @@ from virtuai.domain.units import format_duration
 from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.errors import InvalidRequest, Unschedulable
 from virtuai.scheduler import FairShare, Plan, cluster_capacity, fair_share, never_reason, plan
-from virtuai.scheduler.snapshot import PendingJob, Policy, Snapshot
+from virtuai.scheduler.snapshot import NodeState, PendingJob, Policy, Snapshot, TenantState
 from virtuai.services.access import Caller
-from virtuai.store.inventory import load_node_states
-from virtuai.store.models import JobRow, TenantRow
+from virtuai.store.inventory import load_node_states, node_from_row
+from virtuai.store.models import JobRow, NodeRow, TenantRow
 from virtuai.store.snapshot import build_snapshot, tenant_states, waiting_vcs
+from virtuai.store.tenancy import pool_quotas, quota_of
 
 PROBE_ID = "planned"
 
@@ -110,6 +111,29 @@ def snapshot_now(
     )
 
 
+def capacity_snapshot(session: Session, rules: SchedulingRules, now: dt.datetime) -> Snapshot:
+    """Nodes and quotas only: all that "can it ever run" depends on.
+
+    Whether a job can *ever* run does not depend on what runs now, so the
+    submit path reads neither allocations, nor usage, nor running jobs: two
+    small tables instead of the whole scheduler's view.
+    """
+    nodes = session.scalars(
+        select(NodeRow).where(NodeRow.schedulable.is_(True)).order_by(NodeRow.name)
+    )
+    tenants = session.scalars(select(TenantRow).options(selectinload(TenantRow.quotas)))
+    return Snapshot(
+        nodes=tuple(NodeState(node=node_from_row(row)) for row in nodes),
+        tenants=tuple(
+            TenantState(name=t.name, quota=quota_of(t), quotas=pool_quotas(t), cohort=t.cohort)
+            for t in tenants
+        ),
+        pending=(),
+        now=now.timestamp(),
+        policy=rules.policy,
+    )
+
+
 def reject_if_never_runs(
     session: Session, rules: SchedulingRules, job: PendingJob, now: dt.datetime
 ) -> None:
@@ -118,7 +142,7 @@ def reject_if_never_runs(
     With cohorts, a job above its tenant's nominal quota but within what it may
     borrow is accepted.
     """
-    reason = never_reason(snapshot_now(session, rules, now, with_queue=False), job)
+    reason = never_reason(capacity_snapshot(session, rules, now), job)
     if reason is not None:
         raise Unschedulable(reason, field="resources")
 

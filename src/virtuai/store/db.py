@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,8 +11,11 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.session import ORMExecuteState
 
 from virtuai.errors import ConfigurationError
+
+READ_ONLY_OPTION = "virtuai_read_only"
 
 
 def normalise_url(url: str) -> str:
@@ -27,9 +31,17 @@ def create_db_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # Enough pooled connections for the API's worker threads (40) and the loops: a
+        # request must never wait for a connection while another holds one idle.
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=16,
+            max_overflow=48,
+            pool_timeout=60,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
@@ -52,10 +64,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Any) -> None:
-    # Take the write lock at BEGIN so two writers queue on busy_timeout instead
-    # of failing with "database is locked" when a read transaction upgrades.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(connection: Any) -> None:
+    # A writing transaction takes the write lock at BEGIN, so two writers queue on
+    # busy_timeout instead of failing with "database is locked" when a read
+    # transaction upgrades.  A reading one (``read_transaction``) begins deferred:
+    # under WAL it reads a snapshot and never waits for, nor blocks, the writer.
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -67,3 +84,51 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that only reads: on SQLite it never takes the write lock.
+
+    For GET endpoints and authentication, so that a storm of readers never
+    queues behind (or fails on) the writers.  Writing in it is a bug: flushing
+    a change raises at once instead of upgrading the transaction, which SQLite
+    could refuse with "database is locked" whatever the busy timeout.
+    """
+    with read_session(factory) as session, session.begin():
+        yield session
+
+
+def read_session(factory: sessionmaker[Session]) -> Session:
+    """A session for reading only (see ``read_transaction``); the caller ends it."""
+    bind = factory.kw.get("bind")
+    session = factory(bind=_read_only_bind(bind) if isinstance(bind, Engine) else bind)
+    session.info[READ_ONLY_OPTION] = True
+    return session
+
+
+_READ_ONLY_BINDS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _read_only_bind(engine: Engine) -> Engine:
+    # Engine.execution_options() makes a light copy sharing the pool and the event
+    # listeners; keep one per engine.
+    found = _READ_ONLY_BINDS.get(engine)
+    if found is None:
+        found = engine.execution_options(**{READ_ONLY_OPTION: True})
+        _READ_ONLY_BINDS[engine] = found
+    return found
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_writes_when_read_only(session: Session, _context: Any, _instances: Any) -> None:
+    if session.info.get(READ_ONLY_OPTION) and (session.new or session.dirty or session.deleted):
+        raise RuntimeError("a read-only transaction tried to write")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_dml_when_read_only(state: ORMExecuteState) -> None:
+    if state.session.info.get(READ_ONLY_OPTION) and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise RuntimeError("a read-only transaction tried to write")

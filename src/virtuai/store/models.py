@@ -261,6 +261,7 @@ class JobRow(Base):
     # Job ids name task directories on disk: never reuse one (SQLite would after a delete).
     __table_args__ = (
         Index("ix_jobs_tenant_state", "tenant_id", "state"),
+        Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
         {"sqlite_autoincrement": True},
     )
 

@@ -19,7 +19,7 @@ def platform(session_factory: sessionmaker[Session]) -> Iterator[Platform]:
     # Leave no process behind: cancel what still runs and let the supervisors end it.
     active = [
         j["id"]
-        for j in platform.ok("GET", "/api/v1/jobs")
+        for j in platform.ok("GET", "/api/v1/jobs", params={"limit": 10_000})
         if j["state"] not in ("succeeded", "failed", "cancelled", "timed_out")
     ]
     for job_id in active:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from support.platform import Platform
@@ -38,6 +40,10 @@ def test_a_lender_reclaims_its_quota_from_a_borrower(
         tokens["physics"], ["sh", "-c", CHECKPOINTING], resources=one_cpu, signal="USR1@10"
     )
     platform.wait_for([holder["id"], borrower["id"]], states={"running"})
+    # Launching does not wait for the process: wait until it runs, so it can checkpoint.
+    deadline = time.monotonic() + 20
+    while "started" not in platform.logs(borrower["id"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     physics = platform.ok("GET", "/api/v1/tenants/physics", tokens["physics"])["quotas"][0]
     assert (physics["used"]["cpu"], physics["borrowed"]["cpu"]) == (2, 1)
     biology = platform.ok("GET", "/api/v1/tenants/biology", tokens["biology"])["quotas"][0]

@@ -108,7 +108,7 @@ def make_platform(sessions: sessionmaker[Session], runtime: VcRuntime) -> Iterat
             platform.call("DELETE", f"/api/v1/vcs/{vc['name']}", params={"tenant": vc["tenant"]})
     active = [
         j["id"]
-        for j in platform.ok("GET", "/api/v1/jobs")
+        for j in platform.ok("GET", "/api/v1/jobs", params={"limit": 10_000})
         if j["state"] not in ("succeeded", "failed", "cancelled", "timed_out", "preempted")
     ]
     for job_id in active:

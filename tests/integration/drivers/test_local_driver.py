@@ -285,7 +285,12 @@ def test_task_survives_the_server_being_killed(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    claim = json.loads((Path(handle["task_dir"]) / "supervisor.pid").read_text())
+    # launch() does not wait for the supervisor to claim the task: it does so on its own.
+    claim_file = Path(handle["task_dir"]) / "supervisor.pid"
+    deadline = time.monotonic() + 30
+    while not claim_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    claim = json.loads(claim_file.read_text())
     assert psutil.Process(claim["pid"]).ppid() != proc.pid  # detached from the server
     fresh = LocalDriver(runtime_dir, settings, node_name=NODE)
     assert fresh.observe(handle) is None

@@ -198,8 +198,8 @@ def test_apply_reads_stdin(jobs_api: FakeApi) -> None:
         ('type: job\ncommand: ["true", false]\n', "command[1]: False is not text"),
         ("type: job\ncommand: [x]\ntasks: 0\n", "tasks: 0 is not"),
         ("type: job\ncommand: [x\n", "not valid YAML"),
-        ("- type: job\n", "must be a mapping"),
-        ("type: job\ncommand: [a]\n---\ntype: job\ncommand: [b]\n", "one YAML document"),
+        ("just words\n", "must be a mapping"),
+        ("[]\n", "the list of jobs is empty"),  # several documents are a bulk submit
     ],
 )
 def test_apply_bad_specs_are_usage_errors(
@@ -215,3 +215,31 @@ def test_apply_a_missing_file(jobs_api: FakeApi, tmp_path: Path) -> None:
     result = run(["apply", "-f", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
     assert "cannot read it: No such file or directory" in plain(result.stderr)
+
+
+def test_apply_many_jobs_goes_in_one_request(api: FakeApi, tmp_path: Path) -> None:
+    api.on("POST", f"{JOBS}/bulk", [job(id=5), job(id=6), job(id=7)], status=201)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(
+        "type: job\ncommand: [train, --lr, '0.1']\n---\n"
+        "- {type: job, command: [train, --lr, '0.2']}\n"
+        "- {type: job, command: eval, tasks: 2}\n"
+    )
+    result = run(["apply", "-f", str(spec)])
+    assert (result.exit_code, result.stdout) == (0, "5\n6\n7\n"), result.output
+    (request,) = api.sent("POST", f"{JOBS}/bulk")
+    assert [j["command"] for j in request.body["jobs"]] == [
+        ["train", "--lr", "0.1"],
+        ["train", "--lr", "0.2"],
+        ["/bin/sh", "-c", "eval"],
+    ]
+    assert api.sent("POST", JOBS) == []
+
+
+def test_apply_many_jobs_names_the_bad_one_and_sends_nothing(api: FakeApi, tmp_path: Path) -> None:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("- {type: job, command: [a]}\n- {type: job, tasks: 2}\n")
+    result = run(["apply", "-f", str(spec)])
+    assert result.exit_code == 2
+    assert "job 1: command: missing" in plain(result.stderr)
+    assert api.requests == []

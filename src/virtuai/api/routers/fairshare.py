@@ -7,7 +7,7 @@ from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.fairshare import DecayedUsageOut, FairShareOut
 from virtuai.domain.units import MILLI
 from virtuai.services.planning import fair_share_rows
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction
 
 router = APIRouter(prefix="/api/v1/fairshare", tags=["scheduling"])
 HOUR = 3600.0
@@ -16,7 +16,7 @@ GIB = 2**30
 
 @router.get("")
 def fairshare(caller: CallerDep, context: Context) -> list[FairShareOut]:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         rows = fair_share_rows(session, caller, context.rules, context.clock.now())
     return [
         FairShareOut(

@@ -3,12 +3,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from virtuai.api.deps import CallerDep, CallerOrJobDep, Context, JobCredential
 from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.jobs import (
     EventOut,
+    JobBatchCreate,
     JobCreate,
     JobDetailOut,
     JobOut,
@@ -30,10 +31,10 @@ from virtuai.domain.units import (
     parse_signal_spec,
 )
 from virtuai.drivers.base import LogStream
-from virtuai.errors import NotFound
+from virtuai.errors import NotFound, VirtuaiError
 from virtuai.services import jobs as service
 from virtuai.services.planning import SchedulingRules
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import JobRow
 
 MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL
@@ -119,11 +120,43 @@ def submit(body: JobCreate, caller: CallerDep, context: Context) -> JobOut:
     return result
 
 
+@router.post("/bulk", status_code=status.HTTP_201_CREATED)
+def submit_many(body: JobBatchCreate, caller: CallerDep, context: Context) -> list[JobOut]:
+    """Submit many jobs at once (a sweep): one request, one transaction, all or none.
+
+    Each job is checked as ``POST /api/v1/jobs`` checks it; a refusal names the
+    job by its index (``jobs.3.resources``) and nothing is recorded.
+    """
+    requests = []
+    for index, item in enumerate(body.jobs):
+        try:
+            requests.append(request_from_api(item))
+        except VirtuaiError as error:
+            raise _for_job(error, index) from None
+    result = []
+    with transaction(context.sessions) as session:
+        now = context.clock.now()
+        for index, request in enumerate(requests):
+            try:
+                row = service.submit_job(session, caller, request, context.rules, now)
+            except VirtuaiError as error:
+                raise _for_job(error, index) from None
+            result.append(job_to_api(row))
+    context.wake.set()
+    return result
+
+
+def _for_job(error: VirtuaiError, index: int) -> VirtuaiError:
+    field = f"jobs.{index}" + ("" if error.field is None else f".{error.field}")
+    message = f"jobs.{index}: {error.message}"
+    return type(error)(message, field=field)
+
+
 @router.post("/plan")
 def plan(body: JobCreate, caller: CallerDep, context: Context) -> PlanOut:
     """Can it ever run, where and when would it start, what would it wait for: not submitted."""
     request = request_from_api(body, context.rules)
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         result = service.plan_request(session, caller, request, context.rules, context.clock.now())
     return PlanOut(
         can_ever_run=result.can_ever_run,
@@ -142,27 +175,45 @@ def plan(body: JobCreate, caller: CallerDep, context: Context) -> PlanOut:
     )
 
 
+DEFAULT_PAGE = 100
+MAX_PAGE = 10_000
+NEXT_PAGE_HEADER = "X-Next-Before-Id"
+
+
 @router.get("")
 def list_jobs(
     caller: CallerDep,
     context: Context,
+    response: Response,
     tenant: str | None = None,
     state: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE, description="Page size (newest first).")
+    ] = DEFAULT_PAGE,
     array_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     user: Annotated[str | None, Query(max_length=63, description="submitted by")] = None,
     before_id: Annotated[
-        int | None, Query(ge=1, le=2**63 - 1, description="older than this id: the next page")
+        int | None,
+        Query(
+            ge=1,
+            le=2**63 - 1,
+            description=f"Only jobs with a smaller id: the {NEXT_PAGE_HEADER} of a page.",
+        ),
     ] = None,
 ) -> list[JobOut]:
-    with transaction(context.sessions) as session:
+    """Jobs newest first, a page at a time; a full page names the next in the
+    ``X-Next-Before-Id`` header."""
+    with read_transaction(context.sessions) as session:
         jobs = service.list_jobs(session, caller, tenant, state, limit, array_id, user, before_id)
-        return [job_to_api(j) for j in jobs]
+        result = [job_to_api(j) for j in jobs]
+    if len(result) == limit:
+        response.headers[NEXT_PAGE_HEADER] = str(result[-1].id)
+    return result
 
 
 @router.get("/{job_id}")
 def get_job(job_id: JobId, caller: CallerDep, context: Context) -> JobDetailOut:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         detail = service.get_job_detail(session, caller, job_id)
         return JobDetailOut(
             **_job_fields(detail.job),
@@ -222,7 +273,7 @@ def logs(
     stream: LogStream = LogStream.STDOUT,
     offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
 ) -> LogChunkOut:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         chunk = service.read_logs(session, caller, job_id, task, stream, offset, context.drivers)
     return LogChunkOut(
         data=chunk.data.decode("utf-8", errors="replace"), offset=chunk.offset, eof=chunk.eof

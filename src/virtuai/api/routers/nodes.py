@@ -8,7 +8,7 @@ from virtuai.api.schemas.nodes import GpuOut, NodeOut
 from virtuai.domain.resources import Resources
 from virtuai.domain.units import MILLI
 from virtuai.services.nodes import NodeView, list_nodes
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction
 
 router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
 
@@ -37,5 +37,5 @@ def _to_api(view: NodeView) -> NodeOut:
 
 @router.get("")
 def nodes(caller: CallerDep, context: Context) -> list[NodeOut]:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         return [_to_api(v) for v in list_nodes(session, caller)]

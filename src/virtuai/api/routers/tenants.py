@@ -22,7 +22,7 @@ from virtuai.domain.units import MILLI, parse_cpu, parse_memory
 from virtuai.services import accounts
 from virtuai.services import tenants as service
 from virtuai.services.access import Caller
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction, transaction
 from virtuai.store.tenancy import pool_quotas
 
 router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
@@ -114,14 +114,14 @@ def create_tenant(body: TenantCreate, caller: CallerDep, context: Context) -> Te
 
 @router.get("")
 def list_tenants(caller: CallerDep, context: Context) -> list[TenantOut]:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         views = service.list_tenants(session, caller)
         return tenants_to_api(views, service.cohort_members(session, views), caller)
 
 
 @router.get("/{name}")
 def get_tenant(name: str, caller: CallerDep, context: Context) -> TenantOut:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         return _one(session, caller, name)
 
 

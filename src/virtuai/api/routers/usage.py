@@ -9,7 +9,7 @@ from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.usage import UsageOut, UsageRowOut
 from virtuai.errors import InvalidRequest
 from virtuai.services.usage import UsageTotals, usage_report
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 
@@ -53,6 +53,6 @@ def usage(
 ) -> UsageOut:
     """Tasks that ended in [since, until), per tenant and user, and per tenant."""
     start, end = parse_since(since), parse_since(until, "until")
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         rows, totals = usage_report(session, caller, tenant, start, end)
     return UsageOut(rows=[_to_api(r) for r in rows], totals=[_to_api(t) for t in totals])

@@ -16,7 +16,7 @@ from virtuai.services import accounts
 from virtuai.services import users as service
 from virtuai.services.access import Caller
 from virtuai.services.identity import load_user
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import UserRow
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
@@ -44,7 +44,7 @@ def user_to_api(user: UserRow, caller: Caller | None = None) -> UserOut:
 
 @router.get("/whoami", tags=["users"])
 def whoami(caller: CallerDep, context: Context) -> UserOut:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         return user_to_api(load_user(session, caller.user_id))
 
 
@@ -65,7 +65,7 @@ def create_user(body: UserCreate, caller: CallerDep, context: Context) -> UserCr
 
 @router.get("/users")
 def list_users(caller: CallerDep, context: Context) -> list[UserOut]:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         return [user_to_api(u) for u in service.list_users(session, caller)]
 
 

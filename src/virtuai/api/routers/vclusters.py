@@ -16,7 +16,7 @@ from virtuai.domain.resources import Resources
 from virtuai.domain.units import MILLI, MIN_CPU_MILLI, MIN_MEMORY, parse_cpu, parse_memory
 from virtuai.domain.vcluster import VcRequest
 from virtuai.services import vclusters as service
-from virtuai.store.db import transaction
+from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import VirtualClusterRow
 from virtuai.vcruntime import node_address
 from virtuai.vcruntime.ipam import parse_subnet
@@ -118,14 +118,14 @@ def list_vcs(
     tenant: str | None = None,
     all: Annotated[bool, Query(description="also deleted clusters")] = False,
 ) -> list[VcOut]:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         rows = service.list_vcs(session, caller, tenant, include_deleted=all)
         return [vc_to_api(vc) for vc in rows]
 
 
 @router.get("/{name}")
 def show(name: str, caller: CallerDep, context: Context, tenant: TenantQuery = None) -> VcDetailOut:
-    with transaction(context.sessions) as session:
+    with read_transaction(context.sessions) as session:
         detail = service.get_vc_detail(session, caller, name, tenant)
         return VcDetailOut(
             **_fields(detail.vc),

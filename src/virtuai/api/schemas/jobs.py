@@ -178,3 +178,12 @@ class PlanOut(BaseModel):
     expected_start: dt.datetime | None
     placement: list[PlacementOut]
     preempts: int = Field(description="running jobs it would preempt before it starts")
+
+
+MAX_BULK_JOBS = 1000
+
+
+class JobBatchCreate(StrictModel):
+    """Many jobs in one request and one transaction: all are recorded, or none."""
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_BULK_JOBS)

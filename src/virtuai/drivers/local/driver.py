@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,6 +74,9 @@ class LocalDriver:
         self.settings = settings
         self.node_name = node_name or short_hostname()
         self.is_root = os.geteuid() == 0
+        # Task dirs whose supervisor's first process still runs (see _spawn_supervisor).
+        self._spawning: set[Path] = set()
+        self._spawning_lock = threading.Lock()
         self.cgroups, reason = detect_layout(settings.cgroup_name)
         if self.cgroups is not None:
             try:
@@ -152,7 +156,11 @@ class LocalDriver:
             return TaskResult(
                 TaskOutcome.LOST, None, None, time.time(), "task directory missing or unreadable"
             )
-        if alive is None and time.time() - float(spec.get("created_at", 0)) < START_TIMEOUT_S:
+        with self._spawning_lock:
+            spawning = task_dir in self._spawning
+        if alive is None and (
+            spawning or time.time() - float(spec.get("created_at", 0)) < START_TIMEOUT_S
+        ):
             return None  # the supervisor is still starting
         return self._record_lost(task_dir, spec)
 
@@ -287,17 +295,25 @@ class LocalDriver:
                 start_new_session=True,
                 close_fds=True,
             )
-        try:
-            code = proc.wait(timeout=SPAWN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise DriverError(f"the supervisor of {task_dir.name} did not start in time") from None
-        if code not in (files.EXIT_STARTED, files.EXIT_ALREADY):
-            raise DriverError(
-                f"the supervisor of {task_dir.name} failed to start (exit {code}): "
-                f"{_tail(log_path)}"
-            )
+        # Not awaited here: the first process lives until the supervisor has claimed the
+        # task (a Python start-up, 0.1-0.3 s), and waiting would hold the control loop for
+        # every task launched.  observe() already treats an unclaimed task dir as "still
+        # starting" for START_TIMEOUT_S, and a stop request waits in the STOP file.
+        with self._spawning_lock:
+            self._spawning.add(task_dir)
+
+        def reap() -> None:
+            try:
+                _reap_first_process(proc, task_dir, log_path)
+            finally:
+                with self._spawning_lock:
+                    self._spawning.discard(task_dir)
+
+        threading.Thread(
+            target=reap,
+            name=f"reap-{task_dir.name}",
+            daemon=True,
+        ).start()
 
     def _record_lost(self, task_dir: Path, spec: Mapping[str, Any]) -> TaskResult:
         """The supervisor is gone without a result: kill what is left and say so, durably."""
@@ -325,6 +341,36 @@ class LocalDriver:
 
 
 _LAUNCHED_MARKERS = (files.SUPERVISOR_PID, files.STARTED, files.RESULT)
+
+
+def _reap_first_process(proc: subprocess.Popen[bytes], task_dir: Path, log_path: Path) -> None:
+    """Reap the supervisor's first process; if the supervisor never claimed the task, record
+    the launch as failed at once (rather than LOST after START_TIMEOUT_S)."""
+    try:
+        code = proc.wait(timeout=SPAWN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    if code in (files.EXIT_STARTED, files.EXIT_ALREADY):
+        return
+    why = "did not start in time" if code is None else f"failed to start (exit {code})"
+    message = f"the supervisor of {task_dir.name} {why}: {_tail(log_path)}"
+    log.warning("%s", message)
+    if any((task_dir / name).exists() for name in _LAUNCHED_MARKERS):
+        return  # it claimed the task after all, or another supervisor did
+    with contextlib.suppress(OSError):
+        files.write_json_atomic(
+            task_dir / files.RESULT,
+            {
+                "outcome": TaskOutcome.LAUNCH_FAILED.value,
+                "exit_code": None,
+                "signal": None,
+                "started_at": None,
+                "finished_at": time.time(),
+                "message": message,
+            },
+        )
 
 
 def _create_workdir(path: Path, uid: int, gid: int) -> None:

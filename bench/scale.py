@@ -1,0 +1,196 @@
+"""Benchmark: a server holding 100k jobs, 10k of them pending, under 200 clients.
+
+Run: ``.venv/bin/python bench/scale.py [--stored 100000] [--pending 10000] [--clients 200]``.
+
+Method, on a real ``virtuai up`` over SQLite:
+
+1. Start the server; create a tenant with a quota of 1 CPU and a member; submit
+   one ``sleep`` job that takes that CPU, so that every pending job waits for
+   quota and each scheduling pass has to consider all of them.
+2. Stop the server (the job keeps running under its supervisor) and add the
+   stored jobs straight into the database with SQLAlchemy Core (finished jobs,
+   then the pending ones), as a long-lived installation would hold them.
+3. Start the server again: the time to ``/healthz`` is the restart time.
+4. Idle: let it settle, then read its CPU time over ``--idle-s`` seconds
+   (``/proc/PID/stat``); RSS from ``/proc/PID/status``.
+5. Load: ``--clients`` threads, each with its own keep-alive connection, each
+   sending one request every ``--pace-s`` seconds for ``--load-s`` seconds: a
+   page of 50 jobs (60%), one job in detail (30%), a submit (10%).  Latency is
+   measured per request; any status >= 500 counts as an error.
+
+Last line: ``api_p99_ms=N rss_mb=N idle_cpu_pct=N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import VirtuaiServer, percentile
+from sqlalchemy import insert, select
+
+from virtuai.store.db import create_db_engine
+from virtuai.store.models import JobRow, TenantRow, UserRow
+
+BATCH = 5000
+
+
+def seed(db: Path, stored: int, pending: int) -> None:
+    engine = create_db_engine(f"sqlite:///{db}")
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        tenant_id = conn.execute(select(TenantRow.id).where(TenantRow.name == "scale")).scalar_one()
+        user_id = conn.execute(select(UserRow.id).where(UserRow.name == "scaler")).scalar_one()
+    base: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "name": "sweep",
+        "kind": "job",
+        "command": ["python", "train.py", "--lr", "0.1"],
+        "env": {},
+        "cpu_milli": 1000,
+        "memory": 64 * 2**20,
+        "gpu": 0,
+        "tasks": 1,
+        "walltime_s": 3600,
+        "priority_class": "normal",
+        "priority": 0,
+        "placement": [],
+        "dependencies": [],
+        "checkpoint_signal": 15,
+        "requeue": True,
+        "attempt": 0,
+        "restart_count": 0,
+        "submitted_at": now,
+        "updated_at": now,
+    }
+    finished = {
+        **base,
+        "state": "succeeded",
+        "reason": "exited with code 0",
+        "exit_code": 0,
+        "started_at": now,
+        "finished_at": now,
+    }
+    waiting = {**base, "state": "pending", "reason": "waiting for the scheduler"}
+    rows = [finished] * (stored - pending) + [waiting] * pending
+    with engine.begin() as conn:
+        for start in range(0, len(rows), BATCH):
+            conn.execute(insert(JobRow), rows[start : start + BATCH])
+    engine.dispose()
+
+
+def load(
+    server: VirtuaiServer, token: str, args: argparse.Namespace, top: int
+) -> tuple[list[float], int, int]:
+    latencies: list[float] = []
+    errors = 0
+    requests = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + args.load_s
+    body = {"command": ["true"], "resources": {"cpu": 1, "memory": "64Mi"}}
+
+    def client(seed_: int) -> None:
+        nonlocal errors, requests
+        rng = random.Random(seed_)
+        http = server.http(token)
+        time.sleep(rng.random() * args.pace_s)  # spread the clients over the period
+        mine: list[float] = []
+        bad = 0
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            pick = rng.random()
+            if pick < 0.6:
+                status, _ = http.call("GET", "/api/v1/jobs?limit=50")
+            elif pick < 0.9:
+                status, _ = http.call("GET", f"/api/v1/jobs/{rng.randint(1, top)}")
+            else:
+                status, _ = http.call("POST", "/api/v1/jobs", body)
+            elapsed = time.perf_counter() - started
+            mine.append(elapsed)
+            bad += status >= 500
+            time.sleep(max(0.0, args.pace_s - elapsed))
+        http.close()
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+            requests += len(mine)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stored", type=int, default=100_000)
+    parser.add_argument("--pending", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--pace-s", type=float, default=2.0)
+    parser.add_argument("--load-s", type=float, default=20.0)
+    parser.add_argument("--idle-s", type=float, default=20.0)
+    args = parser.parse_args()
+
+    server = VirtuaiServer()
+    holder: dict[str, Any] = {}
+    token = ""
+    try:
+        server.start()
+        admin = server.http()
+        admin.ok("POST", "/api/v1/tenants", {"name": "scale", "quota": {"cpu": 1}})
+        token = admin.ok("POST", "/api/v1/users", {"name": "scaler", "tenant": "scale"})["token"]
+        http = server.http(token)
+        holder = http.ok(
+            "POST",
+            "/api/v1/jobs",
+            {"command": ["sleep", "3600"], "resources": {"cpu": 1, "memory": "16Mi"}},
+        )
+        while http.ok("GET", f"/api/v1/jobs/{holder['id']}")["state"] != "running":
+            time.sleep(0.1)
+        http.close()
+        admin.close()
+        server.kill(15)
+
+        started = time.perf_counter()
+        seed(server.home / "virtuai.db", args.stored, args.pending)
+        print(f"seeded {args.stored} jobs in {time.perf_counter() - started:.1f} s", flush=True)
+
+        restart_s = server.start()
+        print(f"restart to /healthz with {args.stored} jobs: {restart_s:.2f} s", flush=True)
+        time.sleep(10)  # the first passes give every pending job its reason
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        time.sleep(args.idle_s)
+        idle_pct = 100 * (server.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        rss = server.rss_mb()
+        print(f"idle with {args.pending} pending: {idle_pct:.1f}% of a CPU, RSS {rss:.0f} MB")
+
+        latencies, errors, requests = load(server, token, args, args.stored)
+        rss = max(rss, server.rss_mb())
+        p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
+        print(
+            f"{args.clients} clients, one request per {args.pace_s:g} s each: {requests} requests, "
+            f"{requests / args.load_s:.0f} req/s, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+            f"{errors} errors (>= 500)"
+        )
+        print(f"api_p99_ms={p99:.0f} rss_mb={rss:.0f} idle_cpu_pct={idle_pct:.1f}")
+    finally:
+        if holder and server.process is not None and server.process.poll() is None:
+            # Its supervisor outlives the server: end the job before leaving.
+            server.http(token).call("POST", f"/api/v1/jobs/{holder['id']}/cancel")
+            time.sleep(2)
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

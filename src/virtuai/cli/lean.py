@@ -1,0 +1,732 @@
+"""The ``virtuai`` entry point: the common commands in a few milliseconds, the rest by Typer.
+
+Importing the whole CLI (Typer, Click, Rich, httpx and every command module)
+costs about 300 ms of CPU per call, 50 times what ``sbatch`` costs.  Scripts
+that submit sweeps call ``virtuai submit`` thousands of times, so the commands
+used in loops (``submit``, ``jobs --json``, ``job --json``, ``cancel``,
+``wait``, ``logs``) are parsed here with the standard library only and sent
+with ``http.client`` (no SSL set up for ``http://``).
+
+The rule that keeps both paths the same: this module handles a call only when
+it is sure to do exactly what the Typer app would do.  Anything else (an
+option it does not know, a value the domain's parsers refuse, ``--help``, a
+table for a terminal, an ``https://`` server) goes to the full app *before
+any request is sent*, so the full app prints its own usage errors and output.
+Once a request is sent, errors are printed here in the full app's words
+(``error: <message>``, exit 1); ``tests/unit/cli/test_cli_lean.py`` runs both
+paths on the same calls and compares what they print.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from virtuai import __version__
+from virtuai.domain.units import parse_cpu, parse_duration, parse_memory, parse_signal_spec
+from virtuai.errors import VirtuaiError
+
+JOBS = "/api/v1/jobs"
+ARRAYS = "/api/v1/arrays"
+DEFAULT_URL = "http://127.0.0.1:8642"
+TIMEOUT_S = 30.0
+# domain.workload's states, spelled out to spare its imports (a test checks they agree).
+FINISHED = frozenset({"succeeded", "failed", "cancelled", "timed_out", "preempted"})
+STATES = frozenset({"pending", "admitted", "starting", "running", "preempting"}) | FINISHED
+POLL_S = 0.5
+WAIT_MAX_POLL_S = 2.0
+JOB_CHECK_EVERY = 10
+OUTAGE_GRACE_S = 60.0
+TIMEOUT_EXIT = 124
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What click.echo strips from text written to something that is not a terminal.
+ANSI_RE = re.compile(r"\033\[[0-?]*[ -/]*[@-~]")
+SIMPLE_LINE = re.compile(r"^([a-z]+):[ \t]*([^'\"#\[\]{}&*!|>%@`]*?)[ \t]*$")
+
+
+class Fallback(Exception):
+    """Not for this path: the full Typer app takes the call, nothing was sent yet."""
+
+
+class Failed(Exception):
+    """A request failed; ``message`` is printed as the full app prints it."""
+
+    def __init__(self, message: str, field: str | None = None, *, unreachable: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.unreachable = unreachable
+
+
+def main() -> None:
+    """The console script."""
+    try:
+        code = run(sys.argv[1:])
+    except Fallback:
+        code = None
+    if code is None:
+        # Imported here on purpose: the full app is what this module exists to avoid.
+        from virtuai.cli.main import main as full_main
+
+        full_main()
+        return
+    sys.exit(code)
+
+
+def run(argv: Sequence[str]) -> int | None:
+    """Run a common command and return its exit status; raise ``Fallback`` for the rest."""
+    if not argv:
+        raise Fallback
+    command, args = argv[0], list(argv[1:])
+    handler = COMMANDS.get(command)
+    if handler is None or "--help" in args[:1]:
+        raise Fallback
+    try:
+        return handler(args)
+    except Failed as failure:
+        _echo_err(_error_line(failure.message, failure.field))
+        return 1
+    except VirtuaiError as error:  # a broken config file, as the full app reports it
+        _echo_err(_error_line(error.message, error.field))
+        return 1
+
+
+# Arguments, as Click parses them -------------------------------------------------------
+
+
+class Options:
+    """Options before the first positional word, Click's way: ``--x v``, ``--x=v``, ``-x v``,
+    ``-xv``, flags, repeatable options; an unknown one falls back."""
+
+    def __init__(
+        self,
+        valued: Mapping[str, str],
+        flags: Mapping[str, tuple[str, object]],
+        repeatable: frozenset[str] = frozenset(),
+    ) -> None:
+        self.valued = valued  # spelling -> key
+        self.flags = flags  # spelling -> (key, value)
+        self.repeatable = repeatable
+
+    def parse(self, args: list[str], *, interspersed: bool) -> tuple[dict[str, Any], list[str]]:
+        values: dict[str, Any] = {}
+        positional: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            i += 1
+            if arg == "--":
+                positional += args[i:]
+                break
+            if not arg.startswith("-") or arg == "-":
+                positional.append(arg)
+                if not interspersed:
+                    positional += args[i:]
+                    break
+                continue
+            name, eq, attached = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+            if not arg.startswith("--") and len(arg) > 2:
+                name, eq, attached = arg[:2], "=", arg[2:]
+            if name in self.flags and not eq:
+                key, value = self.flags[name]
+                values[key] = value
+                continue
+            if name not in self.valued:
+                raise Fallback
+            if eq:
+                value_text = attached
+            elif i < len(args):
+                value_text = args[i]
+                i += 1
+            else:
+                raise Fallback
+            key = self.valued[name]
+            if key in self.repeatable:
+                values.setdefault(key, []).append(value_text)
+            else:
+                values[key] = value_text
+        return values, positional
+
+
+def _checked(value: str | None, parse: Callable[[str], object]) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse(value)
+    except VirtuaiError:
+        raise Fallback from None  # the full app words the usage error
+    return value
+
+
+# Parsers imported only when an option needs them: each module costs a few ms, and most
+# submits name no tenant, array or dependency.
+_LAZY_PARSERS = {
+    "validate_name": "virtuai.domain.tenancy",
+    "parse_array": "virtuai.domain.arrays",
+    "parse_dependencies": "virtuai.domain.dependencies",
+}
+
+
+def _parser(name: str) -> Callable[[str], object]:
+    def parse(value: str) -> object:
+        function: Callable[[str], object] = getattr(
+            importlib.import_module(_LAZY_PARSERS[name]), name
+        )
+        return function(value)
+
+    return parse
+
+
+def _whole(value: str | None, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) < minimum:
+        raise Fallback
+    return int(value)
+
+
+def _job_id(args: list[str]) -> int:
+    if len(args) != 1 or not (args[0].isascii() and args[0].isdigit()):
+        raise Fallback  # array elements (12_3) and mistakes: the full app
+    return int(args[0])
+
+
+# submit ------------------------------------------------------------------------------------
+
+SUBMIT_OPTIONS = Options(
+    valued={
+        "--tenant": "tenant",
+        "--name": "name",
+        "--cpu": "cpu",
+        "--memory": "memory",
+        "--gpu": "gpu",
+        "--tasks": "tasks",
+        "--time": "time",
+        "-t": "time",
+        "--priority": "priority",
+        "--env": "env",
+        "--workdir": "workdir",
+        "--array": "array",
+        "-a": "array",
+        "--dependency": "dependency",
+        "-d": "dependency",
+        "--signal": "signal",
+        "--vc": "vc",
+    },
+    flags={
+        "--json": ("json", True),
+        "--requeue": ("requeue", True),
+        "--no-requeue": ("requeue", False),
+    },
+    repeatable=frozenset({"env"}),
+)
+
+
+def submit(args: list[str]) -> int:
+    values, command = SUBMIT_OPTIONS.parse(args, interspersed=False)
+    if not command:
+        raise Fallback
+    for key in ("tenant", "name", "vc"):
+        _checked(values.get(key), _parser("validate_name"))
+    cpu, memory = values.get("cpu"), values.get("memory")
+    gpu = _whole(values.get("gpu"), 0) or 0
+    tasks = _whole(values.get("tasks"), 1)
+    vc = values.get("vc")
+    whole_nodes = vc is not None and cpu is None and memory is None and gpu == 0
+    env: dict[str, str] = {}
+    for item in values.get("env", []):
+        key, sep, value = item.partition("=")
+        if not sep or not ENV_NAME_RE.match(key):
+            raise Fallback
+        env[key] = value
+    workdir = values.get("workdir")
+    spec: dict[str, Any] = {
+        "type": "job",
+        "tenant": values.get("tenant"),
+        "name": values.get("name"),
+        "command": command,
+        "resources": None
+        if whole_nodes
+        else {
+            "cpu": _checked(cpu or "1", parse_cpu),
+            "memory": _checked(memory or "1Gi", parse_memory),
+            "gpu": gpu,
+        },
+        "tasks": tasks if tasks is not None or vc is not None else 1,
+        "vc": vc,
+        "time": _checked(values.get("time", "1h"), parse_duration),
+        "priority": values.get("priority", "normal"),
+        "env": env,
+        "workdir": None if workdir is None else os.path.abspath(workdir),
+        "array": _checked(values.get("array"), _parser("parse_array")),
+        "dependency": _checked(values.get("dependency"), _parser("parse_dependencies")),
+        "signal": _checked(values.get("signal"), parse_signal_spec),
+        "requeue": values.get("requeue", True),
+    }
+    body = {key: value for key, value in spec.items() if value is not None}
+    job = _expect_object(Api.from_environment().call("POST", JOBS, body=body), JOBS)
+    if values.get("json"):
+        _print_json(job)
+    else:
+        _echo(str(job.get("id", "")))
+    return 0
+
+
+# jobs, job, cancel ------------------------------------------------------------------------
+
+
+def list_jobs(args: list[str]) -> int:
+    values, positional = Options(
+        {"--tenant": "tenant", "--state": "state", "--limit": "limit"}, {"--json": ("json", True)}
+    ).parse(args, interspersed=True)
+    state = values.get("state")
+    if positional or not values.get("json") or (state is not None and state not in STATES):
+        raise Fallback  # tables are Rich's: the full app draws them
+    limit = _whole(values.get("limit"), 1)
+    params = {"tenant": values.get("tenant"), "state": state, "limit": limit}
+    _print_json(_expect_list(Api.from_environment().call("GET", JOBS, params=params), JOBS))
+    return 0
+
+
+def show_job(args: list[str]) -> int:
+    values, positional = Options({}, {"--json": ("json", True)}).parse(args, interspersed=True)
+    if not values.get("json"):
+        raise Fallback
+    job_id = _job_id(positional)
+    path = f"{JOBS}/{job_id}"
+    _print_json(_expect_object(Api.from_environment().call("GET", path), path))
+    return 0
+
+
+def cancel(args: list[str]) -> int:
+    values, positional = Options({}, {"--json": ("json", True)}).parse(args, interspersed=True)
+    job_id = _job_id(positional)
+    api = Api.from_environment()
+    path = f"{JOBS}/{job_id}"
+    found = _expect_object(api.call("GET", path), path)
+    if found.get("array_id") is not None and found.get("array_id") == found.get("id"):
+        path = f"{ARRAYS}/{job_id}/cancel"
+        elements = _expect_list(api.call("POST", path), path)
+        if values.get("json"):
+            _print_json(elements)
+        else:
+            _echo(f"array {job_id}: cancel requested for {len(elements)} element(s)")
+        return 0
+    path = f"{JOBS}/{job_id}/cancel"
+    job = _expect_object(api.call("POST", path), path)
+    if values.get("json"):
+        _print_json(job)
+    elif job.get("state") in FINISHED:
+        _echo(f"job {job_id} {_ended(job)}")
+    else:
+        _echo(f"job {job_id}: cancel requested (state: {job.get('state')})")
+    return 0
+
+
+def _ended(job: Mapping[str, Any]) -> str:
+    text = str(job.get("state"))
+    if job.get("exit_code") is not None:
+        text += f" with exit code {job['exit_code']}"
+    if job.get("reason"):
+        text += f": {job['reason']}"
+    return text
+
+
+# wait, logs -----------------------------------------------------------------------------------
+
+
+def wait(args: list[str]) -> int:
+    values, positional = Options({"--timeout": "timeout"}, {}).parse(args, interspersed=True)
+    job_id = _job_id(positional)
+    timeout = _seconds(values.get("timeout"))
+    api = Api.from_environment()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interval = POLL_S
+    job: dict[str, Any] | None = None
+    outage_since: float | None = None
+    path = f"{JOBS}/{job_id}"
+    while True:
+        try:
+            job = _expect_object(api.call("GET", path), path)
+            outage_since = None
+            if job.get("state") in FINISHED:
+                break
+        except Failed as failure:
+            now = time.monotonic()
+            if not failure.unreachable or job is None:
+                raise
+            if outage_since is not None and now - outage_since > OUTAGE_GRACE_S:
+                raise
+            if outage_since is None:
+                _echo_err("warning: the server is not answering; still waiting")
+                outage_since = now
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            state = job.get("state") if job else "unknown"
+            assert timeout is not None
+            _echo_err(
+                f"error: gave up after {timeout:g} s waiting for job {job_id} (state: {state})"
+            )
+            return TIMEOUT_EXIT
+        time.sleep(interval if deadline is None else min(interval, deadline - now))
+        interval = min(interval * 2, WAIT_MAX_POLL_S)
+    if job.get("state") != "succeeded":
+        _echo_err(f"job {job_id} {_ended(job)}")
+        return 1
+    return 0
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
+        raise Fallback  # Click's float parsing and its errors: the full app
+    return float(value)
+
+
+def logs(args: list[str]) -> int:
+    values, positional = Options(
+        {"--task": "task"}, {"--follow": ("follow", True), "-f": ("follow", True)}
+    ).parse(args, interspersed=True)
+    job_id = _job_id(positional)
+    task = _whole(values.get("task"), 0) or 0
+    follow = bool(values.get("follow"))
+    api = Api.from_environment()
+    offsets = {"stdout": 0, "stderr": 0}
+    ended: set[str] = set()
+    idle_polls = 0
+    job_finished = False
+    path = f"{JOBS}/{job_id}/logs"
+    while True:
+        printed = False
+        for stream in [s for s in offsets if s not in ended]:
+            params = {"task": task, "stream": stream, "offset": offsets[stream]}
+            chunk = _expect_object(api.call("GET", path, params=params), path)
+            data = str(chunk.get("data") or "")
+            if data:
+                _write(data, err=stream == "stderr")
+                printed = True
+            offsets[stream] = int(chunk.get("offset", offsets[stream] + len(data)))
+            if chunk.get("eof"):
+                ended.add(stream)
+        if len(ended) == len(offsets) or (not printed and (not follow or job_finished)):
+            return 0
+        if printed:
+            continue
+        idle_polls += 1
+        if idle_polls % JOB_CHECK_EVERY == 0:
+            job_path = f"{JOBS}/{job_id}"
+            job = _expect_object(api.call("GET", job_path), job_path)
+            job_finished = job.get("state") in FINISHED
+        time.sleep(POLL_S)
+
+
+def up(args: list[str]) -> int:
+    """``virtuai up``: exec the server at once, as ``cli/up.py`` does after Typer's parsing
+    (a restart then costs the server's start-up, not the CLI's too)."""
+    values, positional = Options(
+        {"--host": "host", "--port": "port", "--database-url": "database_url", "--home": "home"},
+        {},
+    ).parse(args, interspersed=True)
+    port = values.get("port")
+    if positional or (port is not None and (_whole(port, 0) or 0) > 65535):
+        raise Fallback
+    argv = [sys.executable, "-m", "virtuai.server"]
+    for flag, key in (
+        ("--host", "host"),
+        ("--port", "port"),
+        ("--database-url", "database_url"),
+        ("--home", "home"),
+    ):
+        value = values.get(key)
+        if value is not None:
+            argv += [
+                flag,
+                str(Path(value)) if key == "home" else str(int(value) if key == "port" else value),
+            ]
+    os.execv(sys.executable, argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "up": up,
+    "submit": submit,
+    "jobs": list_jobs,
+    "job": show_job,
+    "cancel": cancel,
+    "wait": wait,
+    "logs": logs,
+}
+
+
+# Where the server is, and the token (as virtuai.cli.config says) -------------------------
+
+
+def config_path(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+    return root / "virtuai" / "cli.yaml"
+
+
+def read_simple_config(path: Path) -> dict[str, str]:
+    """The file as ``virtuai up`` writes it (``key: value`` lines); anything fancier -> Fallback.
+
+    Reading YAML would cost an import of PyYAML (~30 ms); the full app reads
+    whatever YAML a user wrote, with its own errors.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError):
+        raise Fallback from None
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = SIMPLE_LINE.match(line)
+        if match is None or match.group(1) in found or not match.group(2):
+            raise Fallback
+        found[match.group(1)] = match.group(2)
+    if set(found) - {"url", "token"}:
+        raise Fallback
+    return found
+
+
+def split_urls(text: str) -> list[str]:
+    return [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
+
+
+class Api:
+    """JSON over ``http.client`` to the first server that answers, as ``cli.client.Client``."""
+
+    def __init__(self, urls: list[str], token: str | None) -> None:
+        self.urls = urls
+        self.token = token
+        self._current = 0
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Api:
+        env = os.environ if environ is None else environ
+        env_url = env.get("VIRTUAI_URL", "").strip()
+        env_token = env.get("VIRTUAI_TOKEN", "").strip()
+        file = {} if env_url and env_token else read_simple_config(config_path(env))
+        urls = split_urls(env_url or file.get("url") or DEFAULT_URL)
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname or parts.path or parts.query:
+                raise Fallback  # https (SSL), odd URLs and their errors: the full app
+        token = env_token or None
+        if token is None and file.get("token"):
+            file_urls = split_urls(file["url"]) if file.get("url") else None
+            if file_urls is None or file_urls == urls:
+                token = file["token"]
+        return cls(urls, token)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, object] | None = None,
+        body: object = None,
+    ) -> Any:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        target = path + ("?" + urlencode(query) if query else "")
+        headers = {"User-Agent": f"virtuai-cli/{__version__}", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        status, reason, raw = self._send(method, target, payload, headers)
+        url = self.urls[self._current]
+        if not 200 <= status < 300:
+            raise self._error(status, reason, raw, method, path)
+        if status == 204 or not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise Failed(
+                f"the server at {url} answered {method} {path} with something "
+                "that is not JSON: is it a virtuai server?"
+            ) from None
+
+    def _send(
+        self, method: str, target: str, payload: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
+        # Try each server in turn while none answers; an answer, even an error, is final.
+        first = self._current
+        order = [*range(first, len(self.urls)), *range(first)]
+        for attempt, index in enumerate(order):
+            url = self.urls[index]
+            try:
+                answer = http_exchange(url, method, target, payload, headers)
+                self._current = index
+                return answer
+            except TimeoutError:
+                raise Failed(
+                    f"the virtuai server at {url} did not answer within {TIMEOUT_S:g} s",
+                    unreachable=True,
+                ) from None
+            except OSError as exc:
+                if not _not_connected(exc):
+                    raise Failed(f"talking to the virtuai server at {url} failed: {exc}") from None
+                if attempt == len(order) - 1:
+                    raise Failed(unreachable_message(self.urls), unreachable=True) from None
+            except ValueError as exc:
+                raise Failed(f"talking to the virtuai server at {url} failed: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def _error(self, status: int, reason: str, raw: bytes, method: str, path: str) -> Failed:
+        message: str | None = None
+        field: str | None = None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            if isinstance(data.get("message"), str):
+                message = data["message"]
+                field = data["field"] if isinstance(data.get("field"), str) else None
+            elif "detail" in data:
+                message, field = _detail(data["detail"])
+        if not message:
+            message = f"the server answered {status} {reason} to {method} {path}"
+        if status == 401 and not self.token:
+            message = (
+                f"{message} (no token is configured for {self.urls[0]}: set VIRTUAI_TOKEN, or "
+                f"start the server once with `virtuai up` to write {config_path(os.environ)})"
+            )
+        return Failed(message, field)
+
+
+def http_exchange(
+    url: str, method: str, target: str, payload: bytes | None, headers: Mapping[str, str]
+) -> tuple[int, str, bytes]:
+    """One HTTP/1.1 request on its own connection: (status, reason, body).
+
+    A plain socket rather than ``http.client``, which imports ``ssl`` and the
+    ``email`` package (20-30 ms) to parse headers this client never needs.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 80
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines.append(f"Content-Length: {len(payload or b'')}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (payload or b"")
+    with socket.create_connection((host, port), timeout=TIMEOUT_S) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    raw = b"".join(chunks)
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise ValueError("the connection closed before a whole answer came")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/") or not code.isdigit():
+        raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+    fields = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunked(body)
+    elif "content-length" in fields:
+        body = body[: int(fields["content-length"])]
+    return int(code), reason, body
+
+
+def _dechunked(data: bytes) -> bytes:
+    out = bytearray()
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            return bytes(out)
+        out += data[:size]
+        data = data[size + 2 :]
+
+
+def unreachable_message(urls: Sequence[str]) -> str:
+    """The same words as ``cli.client``: one server, or every server tried."""
+    return f"cannot reach the virtuai server at {' or '.join(urls)}: is `virtuai up` running?"
+
+
+def _not_connected(exc: OSError) -> bool:
+    """No server there (refused, unreachable, unknown host): the next one may answer."""
+    return isinstance(exc, ConnectionRefusedError | socket.gaierror) or exc.errno in (
+        101,  # ENETUNREACH
+        113,  # EHOSTUNREACH
+        111,  # ECONNREFUSED
+    )
+
+
+def _detail(detail: Any) -> tuple[str, str | None]:
+    if isinstance(detail, str):
+        return detail, None
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        first = detail[0]
+        loc = [str(part) for part in first.get("loc", [])]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]
+        return str(first.get("msg", "invalid request")), ".".join(loc) or None
+    return str(detail), None
+
+
+def _expect_object(data: Any, path: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise Failed(f"unexpected answer from the server to {path}")
+    return data
+
+
+def _expect_list(data: Any, path: str) -> list[dict[str, Any]]:
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise Failed(f"unexpected answer from the server to {path}")
+    return data
+
+
+# Printing, as click.echo does it ---------------------------------------------------------------
+
+
+def _error_line(message: str, field: str | None) -> str:
+    text = " ".join(str(message).split()) or "error"
+    named = not field or text.startswith(f"{field}:")
+    return f"error: {text}" + ("" if named else f" (field: {field})")
+
+
+def _print_json(data: Any) -> None:
+    _echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _echo(text: str) -> None:
+    _write(text + "\n")
+
+
+def _echo_err(text: str) -> None:
+    _write(text + "\n", err=True)
+
+
+def _write(text: str, *, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    if not stream.isatty():
+        text = ANSI_RE.sub("", text)
+    stream.write(text)
+    stream.flush()
