@@ -40,6 +40,9 @@ class LogStream(enum.StrEnum):
 class StopReason(enum.StrEnum):
     CANCEL = "cancel"
     PREEMPT = "preempt"
+    # Killed at once, no grace: the task's attempt was moved elsewhere (its node was lost)
+    # or this node lost the database and must not run work the leader may hand out again.
+    FENCE = "fence"
 
 
 @dataclass(frozen=True, slots=True)

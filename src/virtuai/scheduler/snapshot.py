@@ -24,6 +24,9 @@ class NodeState:
     node: Node
     allocated: Resources = ZERO
     busy_gpus: frozenset[int] = frozenset()
+    # False for a cordoned, draining or unreachable machine: what runs there stays in the
+    # books, but nothing new is placed on it (it still counts for "can this ever run?").
+    accepting: bool = True
 
     @property
     def free(self) -> Resources:
@@ -78,6 +81,8 @@ class PendingJob:
     # It preempted jobs in an earlier pass (it was a ``Preemption.preemptor_id``) and has
     # not started since: it goes first, so that the room its victims freed is its own.
     nominated: bool = False
+    # Targeting (node class, labels): the only nodes it may use; None = any node.
+    allowed_nodes: frozenset[str] | None = None
 
     @property
     def total(self) -> Resources:
