@@ -315,8 +315,7 @@ def test_a_class_walltime_cap_refuses_longer_jobs_and_keeps_them_off(
     with transaction(session_factory) as session:
         session.execute(update(NodeRow).values(node_class="gpu"))
     add_node(session_factory, "light01", node_class="light")
-    platform.context = platform.context  # rules are read per request
-    rules = platform.context.rules
+    rules = platform.context.rules  # read at every request
     object.__setattr__(rules, "max_walltime_by_class", {"gpu": 12 * 3600})
     refused = platform.call(
         "POST",
