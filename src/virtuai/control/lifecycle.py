@@ -61,7 +61,14 @@ from virtuai.domain.clock import Clock
 from virtuai.domain.environment import task_environment
 from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import FINISHED_STATES, JobState, TaskOutcome, job_outcome
-from virtuai.drivers.base import Driver, Handle, StopReason, TaskResult, TaskSpec
+from virtuai.drivers.base import (
+    FENCE_MESSAGE,
+    Driver,
+    Handle,
+    StopReason,
+    TaskResult,
+    TaskSpec,
+)
 from virtuai.errors import DriverError, VirtuaiError
 from virtuai.store.db import transaction
 from virtuai.store.inventory import placement_from_json
@@ -658,6 +665,8 @@ class LifecycleLoop:
                     session, job, tasks, now
                 ):
                     continue
+                if self._end_fenced(session, job, tasks, now):
+                    continue
                 state, reason, exit_code = job_outcome(
                     [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
                     cancel_requested=job.cancel_requested_at is not None,
@@ -687,6 +696,32 @@ class LifecycleLoop:
                 )
             )
         self._release(ended)
+
+    def _end_fenced(
+        self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
+    ) -> bool:
+        """A task killed because its node lost the database (self-fencing) was not the job's
+        fault: the job goes back to the queue as its next attempt (or fails without requeue)."""
+        fenced = [t for t in tasks if t.message == FENCE_MESSAGE]
+        if not fenced or job.cancel_requested_at is not None:
+            return False
+        why = f"node {fenced[0].host or fenced[0].node} lost the database"
+        if job.requeue:
+            return switch_job_state(
+                session,
+                job,
+                JobState.PENDING,
+                reason=f"requeued: {why}",
+                now=now,
+                attempt=job.attempt + 1,
+                restart_count=job.restart_count + 1,
+                placement=[],
+                master_port=None,
+                admitted_at=None,
+                started_at=None,
+                queue_position=None,
+            )
+        return switch_job_state(session, job, JobState.FAILED, reason=why, now=now, finished_at=now)
 
     def _end_preemption(
         self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime

@@ -85,6 +85,10 @@ class Membership:
         self._isolated = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="virtuai-membership", daemon=True)
+        # Apart from the heartbeat thread: a call to an unreachable database blocks for
+        # seconds (TCP timeouts), and the fence must not wait for it.
+        self._watchdog = threading.Thread(target=self._watch, name="virtuai-fence", daemon=True)
+        self._fence_lock = threading.Lock()
 
     # -- what the loops ask ----------------------------------------------------------------
 
@@ -113,6 +117,7 @@ class Membership:
     def start(self) -> None:
         self.step()  # lead at once when nobody else does (one machine, a restart)
         self._thread.start()
+        self._watchdog.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,6 +134,10 @@ class Membership:
         while not self._stop.wait(self.config.interval_s):
             self.step()
 
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.interval_s / 2):
+            self.check_isolation()
+
     def step(self) -> None:
         """One round: heartbeat, lease, isolation check. Never raises."""
         try:
@@ -142,17 +151,23 @@ class Membership:
             self._lease_step()
         except Exception as error:
             log.warning("scheduling lease: %s", _short(error))
-        if (
-            not self._isolated
-            and self._on_isolated is not None
-            and self.seconds_since_database() >= self.config.self_fence_s
-        ):
+        self.check_isolation()
+
+    def check_isolation(self) -> None:
+        """Without the database for ``self_fence_s``: kill this node's tasks, once."""
+        with self._fence_lock:
+            if (
+                self._isolated
+                or self._on_isolated is None
+                or self.seconds_since_database() < self.config.self_fence_s
+            ):
+                return
             self._isolated = True
-            log.error(
-                "no database for %.0fs: killing this node's tasks (the leader requeues them)",
-                self.seconds_since_database(),
-            )
-            self._on_isolated()
+        log.error(
+            "no database for %.0fs: killing this node's tasks (the leader requeues them)",
+            self.seconds_since_database(),
+        )
+        self._on_isolated()
 
     def _lease_step(self) -> None:
         now = self._clock.now()

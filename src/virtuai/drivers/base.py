@@ -45,6 +45,10 @@ class StopReason(enum.StrEnum):
     FENCE = "fence"
 
 
+# The message of a task killed with ``StopReason.FENCE``: the control plane requeues its job.
+FENCE_MESSAGE = "killed at once: its node lost the database, or its attempt moved elsewhere"
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """Everything a driver needs to start one task; built by the control plane."""

@@ -52,6 +52,7 @@ import psutil
 
 from virtuai.domain.units import format_memory
 from virtuai.domain.workload import TaskOutcome
+from virtuai.drivers.base import FENCE_MESSAGE
 from virtuai.drivers.local import files
 from virtuai.drivers.local.cgroups import CgroupLayout, Limits, TaskCgroup
 
@@ -490,7 +491,7 @@ def _stop_outcome(reason: str) -> TaskOutcome:
 
 def _stop_message(reason: str, *, started: bool) -> str:
     if reason == "fence":
-        return "killed: its attempt was moved to another node"
+        return FENCE_MESSAGE
     text = "preempted" if reason == "preempt" else "cancelled"
     return text if started else f"{text} before it started"
 
