@@ -203,6 +203,50 @@ class WebSettings(BaseModel):
         return parse_duration(value, field="web.session_ttl_s")
 
 
+class ClusterSettings(BaseModel):
+    """Several machines on one PostgreSQL (docs/operations.md): this instance's node, and the
+    timing of heartbeats, the scheduling lease and lost nodes."""
+
+    node: str | None = Field(
+        default=None, max_length=128, description="this machine's node name; None = hostname"
+    )
+    node_class: str = Field(default="light", pattern=r"^(light|fat|gpu)$")
+    labels: dict[str, str] = Field(default_factory=dict, description="label -> value")
+    address: str | None = Field(
+        default=None,
+        max_length=255,
+        description="where other machines reach this one (MASTER_ADDR, the API); "
+        "None = the listening host, or this machine's address when listening on all",
+    )
+    heartbeat_interval_s: float = Field(default=0.3, gt=0, le=60)
+    lease_ttl_s: float = Field(
+        default=1.2, gt=0, le=600, description="a leader silent this long is replaced"
+    )
+    node_lost_s: float = Field(
+        default=10.0, gt=0, le=3600, description="a node silent this long is unreachable"
+    )
+    self_fence_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="a node without the database this long kills its tasks (< node_lost_s)",
+    )
+    max_walltime_by_class: dict[str, int] = Field(
+        default_factory=dict,
+        description="longest time limit of a job on a node class, e.g. {gpu: 12h} (HPC4AI)",
+    )
+
+    @field_validator("max_walltime_by_class", mode="before")
+    @classmethod
+    def _parse_walltimes(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            str(k): parse_duration(v, field=f"cluster.max_walltime_by_class.{k}")
+            for k, v in value.items()
+        }
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -226,6 +270,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @classmethod
     def settings_customise_sources(

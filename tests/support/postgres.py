@@ -115,8 +115,13 @@ class PostgresServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def start_server(bindir: Path, *, attempts: int = 5) -> PostgresServer:
-    """initdb into a fresh temporary directory and start a server on a free port."""
+def start_server(
+    bindir: Path, *, attempts: int = 5, listen: str = "127.0.0.1", trust_net: str | None = None
+) -> PostgresServer:
+    """initdb into a fresh temporary directory and start a server on a free port.
+
+    ``listen`` is the address to listen on (besides 127.0.0.1); ``trust_net`` a network
+    (CIDR) whose clients are trusted, e.g. network namespaces on a test bridge."""
     run_as = None
     if os.geteuid() == 0:
         try:
@@ -148,10 +153,13 @@ def start_server(bindir: Path, *, attempts: int = 5) -> PostgresServer:
         if done.returncode != 0:
             raise PostgresStartError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
         base_conf = (server.data_dir / "postgresql.conf").read_text()
+        if trust_net is not None:
+            with (server.data_dir / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {trust_net} trust\n")
         for _ in range(attempts):
             server.log_file.unlink(missing_ok=True)  # judge each attempt by its own log
             server.port = _free_port()
-            _write_conf(server, base_conf)
+            _write_conf(server, base_conf, listen)
             done = server.run(
                 "pg_ctl", "--pgdata", str(server.data_dir), "--log", str(server.log_file),
                 "--wait", "--timeout", "60", "start",
@@ -171,9 +179,10 @@ def start_server(bindir: Path, *, attempts: int = 5) -> PostgresServer:
     return server
 
 
-def _write_conf(server: PostgresServer, base_conf: str) -> None:
+def _write_conf(server: PostgresServer, base_conf: str, listen: str = "127.0.0.1") -> None:
+    addresses = "127.0.0.1" if listen == "127.0.0.1" else f"127.0.0.1,{listen}"
     settings = {
-        "listen_addresses": "'127.0.0.1'",
+        "listen_addresses": f"'{addresses}'",
         "port": str(server.port),
         "unix_socket_directories": f"'{server.root}'",
         "max_connections": "200",

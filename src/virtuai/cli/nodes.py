@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+from urllib.parse import quote
+
 import typer
 
 from virtuai.cli import output
@@ -13,6 +16,77 @@ NODES = "/api/v1/nodes"
 
 def register(app: typer.Typer, panel: str) -> None:
     app.command("nodes", rich_help_panel=panel)(nodes)
+    group = typer.Typer(help="Machines: list, cordon, drain, uncordon.", no_args_is_help=True)
+    group.command("list")(node_list)
+    group.command("cordon")(cordon)
+    group.command("drain")(drain)
+    group.command("uncordon")(uncordon)
+    app.add_typer(group, name="node", rich_help_panel=panel)
+
+
+def node_list(as_json: JsonFlag = False) -> None:
+    """Nodes: class, labels, capacity, allocated, heartbeat age, state, and who leads."""
+    with Client.from_environment() as client:
+        found = client.get_list(NODES)
+    if as_json:
+        output.print_json(found)
+        return
+    output.print_table(
+        ["NAME", "CLASS", "LABELS", "CPU", "MEMORY", "GPU", "HEARTBEAT", "STATE", "LEADER"],
+        [
+            [
+                str(node.get("name", "")),
+                str(node.get("class", "")),
+                _labels(node) or output.NONE,
+                *_allocated_of_capacity(node),
+                _age(node.get("heartbeat_age_s")),
+                str(node.get("state", "")),
+                "*" if node.get("leader") else "",
+            ]
+            for node in found
+        ],
+    )
+
+
+NodeName = Annotated[str, typer.Argument(help="The node's name (`virtuai node list`).")]
+
+
+def cordon(name: NodeName) -> None:
+    """No new work on NAME; what runs there goes on (administrators)."""
+    _act(name, "cordon", None)
+
+
+def drain(
+    name: NodeName,
+    requeue: Annotated[
+        bool,
+        typer.Option(help="Requeue running jobs now (checkpoint signal, grace); else wait."),
+    ] = False,
+) -> None:
+    """No new work on NAME; its running jobs end, or are requeued (administrators)."""
+    _act(name, "drain", {"requeue": requeue})
+
+
+def uncordon(name: NodeName) -> None:
+    """NAME takes new work again (administrators)."""
+    _act(name, "uncordon", None)
+
+
+def _act(name: str, action: str, body: JsonObject | None) -> None:
+    with Client.from_environment() as client:
+        node = client.post_object(f"{NODES}/{quote(name, safe='')}/{action}", body)
+    typer.echo(f"node {node.get('name', name)}: {node.get('state', '?')}")
+
+
+def _labels(node: JsonObject) -> str:
+    labels = node.get("labels") or {}
+    return ",".join(f"{k}={v}" if v else str(k) for k, v in sorted(labels.items()))
+
+
+def _age(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return output.NONE
+    return f"{seconds:.0f}s" if seconds < 120 else output.duration(float(seconds))
 
 
 def nodes(as_json: JsonFlag = False) -> None:

@@ -47,6 +47,8 @@ SPEC_KEYS = (
     "signal",
     "requeue",
     "vc",
+    "node_class",
+    "constraints",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 MAX_BULK = 1000  # as the API's MAX_BULK_JOBS
@@ -121,6 +123,13 @@ def submit(
             help="Run in this virtual cluster: by default one task per node, each a whole node.",
         ),
     ] = None,
+    node_class: Annotated[
+        str | None, typer.Option("--class", help="Run only on nodes of this class: light|fat|gpu.")
+    ] = None,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option(help="A node label the job needs: key=value or a name (repeatable)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a job; print its id.
@@ -162,6 +171,10 @@ def submit(
         "signal": _checked_option(checkpoint_signal, "--signal", parse_signal_spec),
         "requeue": requeue,
     }
+    if node_class is not None:
+        spec["node_class"] = node_class
+    if constraint:
+        spec["constraints"] = list(constraint)
     _create(spec, as_json)
 
 
@@ -364,6 +377,13 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         if not isinstance(spec["requeue"], bool):
             raise _bad(file, f"requeue: expected true or false, not {spec['requeue']!r}")
         body["requeue"] = spec["requeue"]
+    if spec.get("node_class") is not None:
+        body["node_class"] = _checked(spec["node_class"], "node_class", file, _anything, str)
+    if spec.get("constraints") is not None:
+        items = spec["constraints"]
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise _bad(file, "constraints: expected a list of labels (key=value or a name)")
+        body["constraints"] = items
     return body
 
 

@@ -39,6 +39,16 @@ def up(
         Path | None,
         typer.Option(help="State directory; default: $VIRTUAI_HOME or ~/.local/share/virtuai."),
     ] = None,
+    node: Annotated[
+        str | None, typer.Option(help="This machine's node name; default: the hostname.")
+    ] = None,
+    node_class: Annotated[
+        str | None, typer.Option("--class", help="Node class: light, fat or gpu.")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option(help="A node label k=v (repeatable).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Where other machines reach this one.")
+    ] = None,
 ) -> None:
     """Start the virtuai server on this machine; unset options come from its settings."""
     argv = [sys.executable, "-m", "virtuai.server"]
@@ -47,7 +57,12 @@ def up(
         ("--port", port),
         ("--database-url", database_url),
         ("--home", home),
+        ("--node", node),
+        ("--class", node_class),
+        ("--address", address),
     ):
         if value is not None:
             argv += [flag, str(value)]
+    for item in label or []:
+        argv += ["--label", item]
     os.execv(sys.executable, argv)

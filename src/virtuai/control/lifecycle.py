@@ -16,21 +16,41 @@ A job inside a virtual cluster (``vc_id``) is placed on the cluster's nodes by
 node hosting each virtual node, with the node's reference as the
 ``virtuai.vnode`` label (``VnodeLocator``), in ``/shared`` by default, with
 ``MASTER_ADDR`` the address of task 0's node.
+
+Several machines: every instance runs this loop as its *node reconciler*
+(``host`` = its node's name).  It launches, observes, stops and releases only
+the tasks whose ``host`` is its node, starts only the jobs whose task 0 it
+hosts (their *home*: it creates the attempt's tasks and picks the rendezvous
+port), and records a job's end only for the jobs it is home to.  Its first
+step, every pass, kills the tasks of attempts that moved elsewhere (its node
+was lost and the leader requeued them) before anything else.  With ``host``
+``None`` the loop acts on every task (one machine, tests).
+
+Per-item isolation (``control.isolation``): every driver call has a deadline
+and runs on a worker thread; one task whose ``observe`` raises or hangs is
+retried with backoff and finally ends with the reason, while the others go
+on.  Launches run in parallel; the pass waits for them only briefly
+(``launch_wait_s``) and records the late ones at the next pass.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from virtuai.auth.jobtokens import job_token
+from virtuai.control.isolation import Backoff, Deadline, DriverTimeout
 from virtuai.control.vnodes import (
     VC_WORKDIR,
     VnodeLocator,
@@ -41,18 +61,26 @@ from virtuai.control.vnodes import (
 from virtuai.domain.clock import Clock
 from virtuai.domain.environment import task_environment
 from virtuai.domain.vcluster import VcState
-from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
-from virtuai.drivers.base import Driver, StopReason, TaskResult, TaskSpec
+from virtuai.domain.workload import FINISHED_STATES, JobState, TaskOutcome, job_outcome
+from virtuai.drivers.base import (
+    FENCE_MESSAGE,
+    Driver,
+    Handle,
+    StopReason,
+    TaskResult,
+    TaskSpec,
+)
 from virtuai.errors import DriverError, VirtuaiError
 from virtuai.store.db import read_session, transaction
 from virtuai.store.inventory import placement_from_json
-from virtuai.store.models import JobRow, TaskRow, TenantRow, VirtualClusterRow
+from virtuai.store.models import JobRow, NodeRow, TaskRow, TenantRow, VirtualClusterRow
 from virtuai.store.transitions import switch_job_state
 from virtuai.store.usage import record_task_usage
 
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = [JobState.STARTING.value, JobState.RUNNING.value, JobState.PREEMPTING.value]
+_FINISHED = [s.value for s in FINISHED_STATES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +92,9 @@ class LifecycleConfig:
     # job can act on itself (``scontrol requeue``); empty key: none given.
     job_token_key: bytes = b""
     api_url: str = ""
+    call_timeout_s: float = 30.0  # a driver call (observe, stop, release) that hangs longer fails
+    launch_timeout_s: float = 60.0  # a launch still running after this is retried
+    launch_wait_s: float = 0.5  # how long a pass waits for its parallel launches
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +113,29 @@ class LifecycleLoop:
         clock: Clock,
         config: LifecycleConfig,
         vnodes: VnodeLocator | None = None,
+        *,
+        host: str | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._drivers = drivers
         self._clock = clock
         self._config = config
         self._vnodes = vnodes  # None: no virtual clusters on this server
+        self.host = host  # this instance's node; None: every node (one machine)
+        # Called when a launch completes or a task ends: the hook that makes the control
+        # loop run again at once, so that freed room is handed out without waiting a period.
+        self._wake = wake or (lambda: None)
+        self._backoff = Backoff()
+        self._deadline = Deadline(config.call_timeout_s)
+        self._inflight: dict[int, tuple[concurrent.futures.Future[Handle], float, str]] = {}
+        self._addresses: dict[str, str] = {}
+        # Handles of this node's live tasks, as last observed: what self-fencing kills.
+        self._known: dict[int, tuple[str, Handle]] = {}
+        self._known_lock = threading.Lock()
 
     def tick(self) -> None:
+        self.reap_orphans()
         self.start_admitted()
         self.launch_tasks()
         self.stop_cancelled()
@@ -118,6 +164,8 @@ class LifecycleLoop:
                 targets = self._vc_targets(session, job)
                 if job.vc_id is not None and targets is None:
                     continue  # its cluster is being suspended or deleted: that loop decides
+                if not self._is_home(job, targets):
+                    continue  # task 0's machine starts it
                 self._create_tasks(session, job, targets)
                 switch_job_state(
                     session,
@@ -150,17 +198,34 @@ class LifecycleLoop:
         )
         for placement in placement_from_json(job.placement):
             if placement.index not in existing:
-                target = (targets or {}).get(placement.node)
-                host = placement.node if target is None else target.host_node
+                host = self._host_of(placement.node, targets)
                 session.add(
                     TaskRow(
                         job_id=job.id,
                         attempt=job.attempt,
                         index=placement.index,
                         node=placement.node,
-                        driver=self._driver_name_for(host),
+                        host=host,
+                        # Another machine's task is launched by that machine's own driver.
+                        driver=self._driver_name_for(host) if self._mine(host) else "local",
                     )
                 )
+
+    @staticmethod
+    def _host_of(node: str, targets: Mapping[str, VnodeTarget] | None) -> str:
+        target = (targets or {}).get(node)
+        return node if target is None else target.host_node
+
+    def _mine(self, host: str | None) -> bool:
+        return self.host is None or host == self.host
+
+    def _is_home(self, job: JobRow, targets: Mapping[str, VnodeTarget] | None) -> bool:
+        placements = placement_from_json(job.placement)
+        return bool(placements) and self._mine(self._host_of(placements[0].node, targets))
+
+    def _my_tasks(self) -> Any:
+        """The filter on ``TaskRow`` of the tasks this reconciler acts on."""
+        return TaskRow.host == self.host if self.host is not None else TaskRow.id.is_not(None)
 
     def _rendezvous_port(self, job: JobRow) -> int:
         if job.vc_id is not None:
@@ -186,9 +251,19 @@ class LifecycleLoop:
                 .where(JobRow.state == JobState.STARTING.value)
                 .where(TaskRow.attempt == JobRow.attempt)
                 .where(TaskRow.handle.is_(None), TaskRow.outcome.is_(None))
+                .where(self._my_tasks())
                 .order_by(TaskRow.job_id, TaskRow.index)
             ).all()
-            work = [self._launch_of(session, job, tenant, task) for task, job, tenant in rows]
+            if rows:
+                self._addresses = dict(session.execute(select(NodeRow.name, NodeRow.address)).all())
+            work: list[_Launch] = []
+            for task, job, tenant in rows:
+                if task.id in self._inflight or not self._backoff.ready(("launch", task.id)):
+                    continue
+                try:
+                    work.append(self._launch_of(session, job, tenant, task))
+                except Exception as error:  # a corrupt record: this task only
+                    self._launch_failed(task.id, f"{job.id}.{job.attempt}.{task.index}", error)
             cancelled = {job.id for _, job, _ in rows if job.cancel_requested_at is not None}
             session.rollback()
         for item in work:
@@ -202,18 +277,56 @@ class LifecycleLoop:
                 if item.vnode is not None:
                     spec = self._in_vnode(spec, item.vnode)
                 driver = self._drivers[self._driver_name_for(spec.node)]
-                handle = driver.launch(spec)
             except VirtuaiError as error:
                 log.warning("launching task %s failed: %s", spec.key, error.message)
                 self._record_result(task_id, self._never_started(error.message, launch_failed=True))
                 continue
+            future = self._deadline.submit(driver.launch, spec)
+            future.add_done_callback(lambda _f: self._wake())
+            self._inflight[task_id] = (future, time.monotonic(), spec.key)
+        if work and self._inflight:
+            concurrent.futures.wait(
+                [f for f, _, _ in self._inflight.values()], timeout=self._config.launch_wait_s
+            )
+        self._collect_launches()
+        self._mark_running()
+
+    def _collect_launches(self) -> None:
+        """Record the handles of finished launches; fail or retry the others' errors."""
+        for task_id, (future, started, key) in list(self._inflight.items()):
+            if not future.done():
+                if time.monotonic() - started < self._config.launch_timeout_s:
+                    continue
+                del self._inflight[task_id]
+                timeout = self._config.launch_timeout_s
+                self._launch_failed(
+                    task_id, key, DriverTimeout(f"launch did not return within {timeout:g}s")
+                )
+                continue
+            del self._inflight[task_id]
+            try:
+                handle = future.result()
+            except Exception as error:
+                self._launch_failed(task_id, key, error)
+                continue
+            self._backoff.succeeded(("launch", task_id))
             with transaction(self._sessions) as session:
                 session.execute(
                     update(TaskRow)
                     .where(TaskRow.id == task_id, TaskRow.handle.is_(None))
                     .values(handle=handle)
                 )
-        self._mark_running()
+
+    def _launch_failed(self, task_id: int, key: str, error: Exception) -> None:
+        """A driver's refusal fails the task at once (as before); a timeout or an unexpected
+        error is retried with backoff (launching is idempotent by key), then fails it."""
+        if isinstance(error, VirtuaiError) and not isinstance(error, DriverTimeout):
+            log.warning("launching task %s failed: %s", key, error.message)
+            self._record_result(task_id, self._never_started(error.message, launch_failed=True))
+            return
+        reason = self._backoff.failed(("launch", task_id), error, f"launching task {key}")
+        if reason is not None:
+            self._record_result(task_id, self._never_started(reason, launch_failed=True))
 
     def _record_unlaunched_preempted(self) -> None:
         """Tasks of a job preempted while starting that were never launched end at once."""
@@ -279,9 +392,7 @@ class LifecycleLoop:
         placements = placement_from_json(job.placement)
         placement = placements[task.index]
         if master_addr is None:
-            master_node = placements[0].node
-            driver = self._drivers[self._driver_name_for(master_node)]
-            master_addr = driver.rendezvous(master_node)[0]
+            master_addr = self._address_of(placements[0].node)
         default_workdir = (
             str(self._config.workspaces_dir / tenant) if job.vc_id is None else VC_WORKDIR
         )
@@ -320,12 +431,24 @@ class LifecycleLoop:
             run_as=tenant,
         )
 
+    def _address_of(self, node: str) -> str:
+        """Where tasks reach ``node``: its driver's answer here, the registered address else."""
+        for driver in self._drivers.values():
+            if node in driver.node_names():
+                return driver.rendezvous(node)[0]
+        address = self._addresses.get(node)
+        if not address:
+            raise DriverError(f"node {node} has no registered address for MASTER_ADDR")
+        return address
+
     def _mark_running(self) -> None:
         with transaction(self._sessions) as session:
             jobs = session.scalars(select(JobRow).where(JobRow.state == JobState.STARTING.value))
             now = self._clock.now()
             for job in jobs:
                 tasks = self._current_tasks(session, job)
+                if tasks and not self._mine(tasks[0].host):
+                    continue  # the job's home machine records it
                 if tasks and all(t.handle is not None or t.outcome is not None for t in tasks):
                     nodes = sorted({t.node for t in tasks})
                     switch_job_state(
@@ -362,6 +485,7 @@ class LifecycleLoop:
                 .where(TaskRow.attempt == JobRow.attempt)
                 .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
                 .where(TaskRow.stop_requested_at.is_(None))
+                .where(self._my_tasks())
             ).all()
             session.rollback()
         for task_id, driver_name, handle, cancel_requested_at, requeue_requested_at in rows:
@@ -370,6 +494,32 @@ class LifecycleLoop:
             asked = cancel_requested_at is not None or requeue_requested_at is not None
             reason = StopReason.CANCEL if asked else StopReason.PREEMPT
             self._stop_task(task_id, driver_name, handle, reason)
+        if self.host is not None:
+            self._stop_failed_gangs()
+
+    def _stop_failed_gangs(self) -> None:
+        """A sibling on another machine failed: stop this machine's tasks of the gang."""
+        sibling = aliased(TaskRow)
+        failed = exists().where(
+            sibling.job_id == TaskRow.job_id,
+            sibling.attempt == TaskRow.attempt,
+            sibling.outcome.is_not(None),
+            or_(
+                sibling.outcome != TaskOutcome.EXITED.value,
+                and_(sibling.exit_code.is_not(None), sibling.exit_code != 0),
+            ),
+        )
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskRow.id, TaskRow.driver, TaskRow.handle)
+                .join(JobRow, JobRow.id == TaskRow.job_id)
+                .where(JobRow.state.in_(ACTIVE_STATES), TaskRow.attempt == JobRow.attempt)
+                .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
+                .where(TaskRow.stop_requested_at.is_(None), self._my_tasks(), failed)
+            ).all()
+            session.rollback()
+        for task_id, driver_name, handle in rows:
+            self._stop_task(task_id, driver_name, handle)
 
     def _stop_task(
         self,
@@ -378,7 +528,16 @@ class LifecycleLoop:
         handle: dict[str, object],
         reason: StopReason = StopReason.CANCEL,
     ) -> None:
-        self._drivers[driver_name].stop(handle, reason)
+        try:
+            self._deadline.call(self._drivers[driver_name].stop, handle, reason)
+        except Exception as error:
+            # Retried next pass (stop_requested_at stays NULL) until it gives up, when the
+            # task is recorded as lost: better a clear end than a job stuck stopping.
+            why = self._backoff.failed(("stop", task_id), error, f"stopping task {task_id}")
+            if why is not None:
+                self._record_result(task_id, self._lost(why))
+            return
+        self._backoff.succeeded(("stop", task_id))
         with transaction(self._sessions) as session:
             session.execute(
                 update(TaskRow)
@@ -396,18 +555,88 @@ class LifecycleLoop:
                 .where(JobRow.state.in_(ACTIVE_STATES))
                 .where(TaskRow.attempt == JobRow.attempt)
                 .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
+                .where(self._my_tasks())
             ).all()
             session.rollback()
+        with self._known_lock:
+            self._known = {task_id: (driver, handle) for task_id, _, driver, handle in rows}
         failed_jobs: set[int] = set()
+        ended = 0
         for task_id, job_id, driver_name, handle in rows:
-            result = self._drivers[driver_name].observe(handle)
+            if not self._backoff.ready(("observe", task_id)):
+                continue
+            try:
+                result = self._deadline.call(self._drivers[driver_name].observe, handle)
+            except Exception as error:
+                why = self._backoff.failed(("observe", task_id), error, f"observing task {task_id}")
+                if why is None:
+                    continue
+                result = self._lost(why)
+            else:
+                self._backoff.succeeded(("observe", task_id))
             if result is None:
                 continue
             self._record_result(task_id, result)
+            ended += 1
             if result.outcome is not TaskOutcome.EXITED or result.exit_code:
                 failed_jobs.add(job_id)
         for job_id in failed_jobs:
             self._stop_gang_siblings(job_id)
+        if ended:
+            self._wake()
+
+    def _lost(self, why: str) -> TaskResult:
+        return TaskResult(
+            outcome=TaskOutcome.LOST,
+            exit_code=None,
+            started_at=None,
+            finished_at=self._clock.now().timestamp(),
+            message=why,
+        )
+
+    # -- orphans and self-fencing ----------------------------------------------------------
+
+    def reap_orphans(self) -> None:
+        """Kill, then release, this node's tasks whose attempt is no longer the job's (the
+        job was requeued when this node was lost) or whose job has ended meanwhile."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskRow.id, TaskRow.driver, TaskRow.handle, TaskRow.outcome)
+                .join(JobRow, JobRow.id == TaskRow.job_id)
+                .where(or_(TaskRow.attempt != JobRow.attempt, JobRow.state.in_(_FINISHED)))
+                .where(TaskRow.handle.is_not(None), TaskRow.released.is_(False))
+                .where(self._my_tasks())
+            ).all()
+            session.rollback()
+        for task_id, driver_name, handle, outcome in rows:
+            driver = self._drivers.get(driver_name)
+            if driver is None or not self._backoff.ready(("reap", task_id)):
+                continue
+            try:
+                result = self._deadline.call(driver.observe, handle)
+                if result is None:
+                    log.warning("task %s belongs to a moved attempt: killing it", task_id)
+                    self._deadline.call(driver.stop, handle, StopReason.FENCE)
+                    continue
+                if outcome is None:
+                    self._record_result(task_id, result)
+                self._deadline.call(driver.release, handle)
+            except Exception as error:
+                self._backoff.failed(("reap", task_id), error, f"reaping task {task_id}")
+                continue
+            with transaction(self._sessions) as session:
+                session.execute(update(TaskRow).where(TaskRow.id == task_id).values(released=True))
+
+    def fence_local(self) -> None:
+        """This node lost the database: kill every task it knows of, at once (no grace),
+        since the leader will give their jobs to other nodes.  Called from another thread."""
+        with self._known_lock:
+            known = list(self._known.values())
+        for driver_name, handle in known:
+            try:
+                self._deadline.call(self._drivers[driver_name].stop, handle, StopReason.FENCE)
+            except Exception:
+                log.exception("could not kill a task while fencing this node")
 
     def _record_result(self, task_id: int, result: TaskResult) -> None:
         with transaction(self._sessions) as session:
@@ -431,7 +660,7 @@ class LifecycleLoop:
                 .join(JobRow, JobRow.id == TaskRow.job_id)
                 .where(TaskRow.job_id == job_id, TaskRow.attempt == JobRow.attempt)
                 .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
-                .where(TaskRow.stop_requested_at.is_(None))
+                .where(TaskRow.stop_requested_at.is_(None), self._my_tasks())
             ).all()
             session.rollback()
         for task_id, driver_name, handle in rows:
@@ -447,9 +676,13 @@ class LifecycleLoop:
                 tasks = self._current_tasks(session, job)
                 if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
                     continue
+                if not self._mine(tasks[0].host):
+                    continue  # the job's home machine records its end
                 if job.state == JobState.PREEMPTING.value and self._end_preemption(
                     session, job, tasks, now
                 ):
+                    continue
+                if self._end_fenced(session, job, tasks, now):
                     continue
                 state, reason, exit_code = job_outcome(
                     [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
@@ -475,10 +708,37 @@ class LifecycleLoop:
                         TaskRow.outcome.is_not(None),
                         TaskRow.released.is_(False),
                         TaskRow.handle.is_not(None),
+                        self._my_tasks(),
                     )
                 )
             )
         self._release(ended)
+
+    def _end_fenced(
+        self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
+    ) -> bool:
+        """A task killed because its node lost the database (self-fencing) was not the job's
+        fault: the job goes back to the queue as its next attempt (or fails without requeue)."""
+        fenced = [t for t in tasks if t.message == FENCE_MESSAGE]
+        if not fenced or job.cancel_requested_at is not None:
+            return False
+        why = f"node {fenced[0].host or fenced[0].node} lost the database"
+        if job.requeue:
+            return switch_job_state(
+                session,
+                job,
+                JobState.PENDING,
+                reason=f"requeued: {why}",
+                now=now,
+                attempt=job.attempt + 1,
+                restart_count=job.restart_count + 1,
+                placement=[],
+                master_port=None,
+                admitted_at=None,
+                started_at=None,
+                queue_position=None,
+            )
+        return switch_job_state(session, job, JobState.FAILED, reason=why, now=now, finished_at=now)
 
     def _end_preemption(
         self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
@@ -526,7 +786,14 @@ class LifecycleLoop:
     def _release(self, tasks: list[TaskRow]) -> None:
         for task in tasks:
             assert task.handle is not None
-            self._drivers[task.driver].release(task.handle)
+            if not self._backoff.ready(("release", task.id)):
+                continue
+            try:
+                self._deadline.call(self._drivers[task.driver].release, task.handle)
+            except Exception as error:
+                # Nothing to fail: the job's end is recorded; what is left waits for a retry.
+                self._backoff.failed(("release", task.id), error, f"releasing task {task.id}")
+                continue
             with transaction(self._sessions) as session:
                 session.execute(update(TaskRow).where(TaskRow.id == task.id).values(released=True))
 

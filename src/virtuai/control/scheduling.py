@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
@@ -54,8 +54,14 @@ class SchedulingLoop:
         clock: Clock,
         policy: Policy | None = None,
         preemptible: Mapping[str, bool] | None = None,
+        guard: Callable[[Session], None] | None = None,
+        max_walltime_by_class: Mapping[str, int] | None = None,
     ) -> None:
+        self._max_walltime_by_class = max_walltime_by_class or {}
         self._sessions = sessions
+        # Several machines: the lease's fencing check, first in every transaction (it raises
+        # ``NotLeader`` once another instance has taken over, so nothing of ours is written).
+        self._guard = guard
         self._clock = clock
         self._policy = policy or Policy()
         self._preemptible = preemptible or {}
@@ -107,12 +113,15 @@ class SchedulingLoop:
                     preemptible=self._preemptible,
                     pending=gate.schedulable,
                     pending_vcs=vcs,
+                    max_walltime_by_class=self._max_walltime_by_class,
                 )
                 decisions = schedule(snapshot)
         reasons: dict[int, _Reason] = {
             job.id: (gate.held[job.id], None, None) for job in pending if job.id in gate.held
         }
         with transaction(self._sessions) as session:
+            if self._guard is not None:
+                self._guard(session)
             for job in pending:
                 if job.id in gate.never:
                     switch_job_state(

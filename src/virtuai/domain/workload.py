@@ -74,6 +74,7 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
             JobState.CANCELLED,
             JobState.TIMED_OUT,
             JobState.PREEMPTING,
+            JobState.PENDING,  # its node was lost: requeued as the next attempt
         }
     ),
     JobState.RUNNING: frozenset(
@@ -83,6 +84,7 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
             JobState.CANCELLED,
             JobState.TIMED_OUT,
             JobState.PREEMPTING,
+            JobState.PENDING,  # its node was lost: requeued as the next attempt
         }
     ),
     JobState.PREEMPTING: frozenset(

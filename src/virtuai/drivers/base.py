@@ -40,6 +40,13 @@ class LogStream(enum.StrEnum):
 class StopReason(enum.StrEnum):
     CANCEL = "cancel"
     PREEMPT = "preempt"
+    # Killed at once, no grace: the task's attempt was moved elsewhere (its node was lost)
+    # or this node lost the database and must not run work the leader may hand out again.
+    FENCE = "fence"
+
+
+# The message of a task killed with ``StopReason.FENCE``: the control plane requeues its job.
+FENCE_MESSAGE = "killed at once: its node lost the database, or its attempt moved elsewhere"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from virtuai.scheduler.snapshot import PendingJob
 __all__ = ["Feasibility", "never_runs_reason", "quota_never_reason", "usable_gpus"]
 
 _Shape = tuple[int, int, int]  # cpu_milli, memory, gpu of one task
-_Key = tuple[str | None, _Shape, int]
+_Key = tuple[str | None, _Shape, int, frozenset[str] | None]
 
 
 def usable_gpus(node: Node) -> int:
@@ -46,11 +46,12 @@ class Feasibility:
     """Answers "can this job ever run?" for one set of nodes, with a per-shape cache."""
 
     def __init__(self, nodes: Iterable[Node]) -> None:
+        nodes_list = list(nodes)
         # Biggest nodes first, so that the scans below usually stop at once.
         shapes = sorted(
             (
                 (n.capacity.cpu_milli, n.capacity.memory, usable_gpus(n), n.pool, n.name)
-                for n in nodes
+                for n in nodes_list
             ),
             key=lambda s: (-s[2], -s[0], -s[1], s[4]),
         )
@@ -64,6 +65,7 @@ class Feasibility:
             if known
         }
         self._cache: dict[_Key, str | None] = {}
+        self._nodes = {n.name: n for n in nodes_list}
 
     def reason(self, job: PendingJob, quota: Quota, tenant: str) -> str | None:
         """Why ``job`` can never run, in plain words, or ``None`` if it could some day."""
@@ -75,12 +77,30 @@ class Feasibility:
     def node_reason(self, job: PendingJob) -> str | None:
         """Why ``job`` could not run even on idle nodes (quotas aside), or ``None``."""
         per_task = job.per_task
-        key = (job.pool, (per_task.cpu_milli, per_task.memory, per_task.gpu), job.tasks)
+        shape = (per_task.cpu_milli, per_task.memory, per_task.gpu)
+        key = (job.pool, shape, job.tasks, job.allowed_nodes)
         try:
             return self._cache[key]
         except KeyError:
-            reason = self._cache[key] = self._node_reason(*key)
+            if job.allowed_nodes is None:
+                reason = self._node_reason(job.pool, shape, job.tasks)
+            else:
+                reason = self._targeted_reason(job.pool, shape, job.tasks, job.allowed_nodes)
+            self._cache[key] = reason
             return reason
+
+    def _targeted_reason(
+        self, pool: str | None, need: _Shape, tasks: int, allowed: frozenset[str]
+    ) -> str | None:
+        """The same answer over the nodes a targeting job may use (class, labels)."""
+        nodes = [
+            self._nodes[name]
+            for name in sorted(allowed)
+            if name in self._nodes and (pool is None or self._nodes[name].pool == pool)
+        ]
+        if not nodes:
+            return "no node matches its node class and constraints"
+        return Feasibility(nodes)._node_reason(pool, need, tasks)
 
     def _node_reason(self, pool: str | None, need: _Shape, tasks: int) -> str | None:
         if tasks < 1:

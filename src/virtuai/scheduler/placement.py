@@ -37,7 +37,17 @@ __all__ = ["Cluster", "NodeFree"]
 class NodeFree:
     """One node's free capacity, mutated as tasks are placed on it and released from it."""
 
-    __slots__ = ("cpu", "free_gpus", "gpu", "gpu_budget", "memory", "name", "number", "pool")
+    __slots__ = (
+        "accepting",
+        "cpu",
+        "free_gpus",
+        "gpu",
+        "gpu_budget",
+        "memory",
+        "name",
+        "number",
+        "pool",
+    )
 
     def __init__(self, number: int, state: NodeState) -> None:
         node = state.node
@@ -45,6 +55,7 @@ class NodeFree:
         self.number = number
         self.name = node.name
         self.pool = node.pool
+        self.accepting = state.accepting
         self.cpu = free.cpu_milli
         self.memory = free.memory
         # Two views of GPUs that a consistent snapshot keeps equal; trust the smaller.
@@ -124,7 +135,9 @@ class Cluster:
             for index in self._indexes_of(node):
                 index.add(node)
 
-    def _indexes_of(self, node: NodeFree) -> tuple[_Index, _Index]:
+    def _indexes_of(self, node: NodeFree) -> tuple[_Index, ...]:
+        if not node.accepting:
+            return ()  # cordoned, draining or lost: in the books, never offered
         index = self._indexes.get(node.pool)
         if index is None:
             index = self._indexes[node.pool] = _Index()
@@ -159,6 +172,8 @@ class Cluster:
         exists, since a task on a node only ever uses up that node's own room.
         ``pool`` narrows a job that names no pool to one pool.
         """
+        if job.allowed_nodes is not None:
+            return self._try_place_on(job, job.pool if pool is None else pool)
         index = self._indexes.get(job.pool if pool is None else pool)
         per_task = job.per_task
         cpu, memory, gpu = per_task.cpu_milli, per_task.memory, per_task.gpu
@@ -176,6 +191,36 @@ class Cluster:
                 self.shortfall = tasks - task
                 return None
             node = self._nodes[number]
+            placed.append(TaskPlacement(task, node.name, per_task, self._take(node, per_task)))
+        return tuple(placed)
+
+    def _try_place_on(self, job: PendingJob, pool: str | None) -> tuple[TaskPlacement, ...] | None:
+        """``try_place`` for a job that targets some nodes (class, labels): a plain best-fit
+        scan over those nodes, since the indexes are per pool only."""
+        allowed = job.allowed_nodes or frozenset()
+        per_task = job.per_task
+        self.shortfall = None
+        if job.tasks < 1 or min(per_task.cpu_milli, per_task.memory, per_task.gpu) < 0:
+            return None
+        candidates = [
+            n
+            for n in self._nodes
+            if n.accepting and n.name in allowed and (pool is None or n.pool == pool)
+        ]
+        placed: list[TaskPlacement] = []
+        for task in range(job.tasks):
+            fitting = [
+                n
+                for n in candidates
+                if n.cpu >= per_task.cpu_milli
+                and n.memory >= per_task.memory
+                and n.gpu >= per_task.gpu
+            ]
+            if not fitting:
+                self.release(placed)
+                self.shortfall = job.tasks - task
+                return None
+            node = min(fitting, key=lambda n: (n.gpu, n.cpu, n.memory, n.name))
             placed.append(TaskPlacement(task, node.name, per_task, self._take(node, per_task)))
         return tuple(placed)
 

@@ -24,6 +24,9 @@ class NodeState:
     node: Node
     allocated: Resources = ZERO
     busy_gpus: frozenset[int] = frozenset()
+    # False for a cordoned, draining or unreachable machine: what runs there stays in the
+    # books, but nothing new is placed on it (it still counts for "can this ever run?").
+    accepting: bool = True
 
     @property
     def free(self) -> Resources:
@@ -84,6 +87,8 @@ class PendingJob:
     # The job whose preemption last stopped this one (``RunningJob.preempted_for`` of its
     # last attempt): it never preempts that job back.
     preempted_by: str | None = None
+    # Targeting (node class, labels): the only nodes it may use; None = any node.
+    allowed_nodes: frozenset[str] | None = None
 
     @property
     def total(self) -> Resources:

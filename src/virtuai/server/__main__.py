@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from virtuai.domain.cluster import parse_labels
 from virtuai.server.up import run_server
 
 
@@ -14,8 +15,21 @@ def main() -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--database-url")
     parser.add_argument("--home", type=Path)
+    parser.add_argument("--node")
+    parser.add_argument("--class", dest="node_class", choices=["light", "fat", "gpu"])
+    parser.add_argument("--label", action="append", default=[])
+    parser.add_argument("--address")
     args = parser.parse_args()
-    run_server(host=args.host, port=args.port, database_url=args.database_url, home=args.home)
+    run_server(
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        home=args.home,
+        node=args.node,
+        node_class=args.node_class,
+        labels=parse_labels(args.label, field="label") if args.label else None,
+        address=args.address,
+    )
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ import os
 import pwd
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai import web
 from virtuai.api.app import create_app
@@ -27,6 +28,8 @@ from virtuai.auth.oidc import OidcVerifier
 from virtuai.auth.oidc_login import OidcLogin
 from virtuai.clientconfig import cli_config_path, write_cli_config
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
+from virtuai.control.membership import Membership, MembershipConfig
+from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
@@ -40,9 +43,9 @@ from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.services.metrics import Metrics
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
-from virtuai.settings import SchedulerSettings, Settings
+from virtuai.settings import ClusterSettings, SchedulerSettings, Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
-from virtuai.store.inventory import mark_unschedulable_except, record_inventory
+from virtuai.store.inventory import describe_nodes, record_inventory
 from virtuai.store.migrate import migrate
 from virtuai.vcruntime import RuntimeConfig, VcRuntime
 
@@ -55,7 +58,21 @@ def run_server(
     port: int | None = None,
     database_url: str | None = None,
     home: Path | None = None,
+    node: str | None = None,
+    node_class: str | None = None,
+    labels: dict[str, str] | None = None,
+    address: str | None = None,
 ) -> None:
+    cluster: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "node": node,
+            "node_class": node_class,
+            "labels": labels,
+            "address": address,
+        }.items()
+        if value is not None
+    }
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -67,6 +84,9 @@ def run_server(
         if value is not None
     }
     settings = Settings(**overrides)
+    if cluster:
+        merged = settings.cluster.model_dump() | cluster
+        settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
     _configure_logging()
     try:
         with _single_server(settings.home):
@@ -91,14 +111,9 @@ def _serve(settings: Settings) -> None:
             "not running as root: jobs run as %s without cgroup limits or per-tenant users",
             _current_user(),
         )
-    local = LocalDriver(settings.runtime_dir, settings.local)
+    local = LocalDriver(settings.runtime_dir, settings.local, node_name=settings.cluster.node)
     drivers: dict[str, Driver] = {"local": local}
-    with transaction(sessions) as session:
-        nodes = local.inventory()
-        record_inventory(session, nodes, clock.now())
-        mark_unschedulable_except(session, "local", [n.name for n in nodes])
-    for node in nodes:
-        log.info("node %s: %s, %d GPU(s)", node.name, node.capacity.describe(), len(node.gpus))
+    node_name = register_node(sessions, clock, local, settings)
 
     url = f"http://{_client_host(settings.host)}:{settings.port}"
     first = bootstrap_admin(sessions, clock)
@@ -126,6 +141,7 @@ def _serve(settings: Settings) -> None:
             },
             max_walltime_s=settings.limits.max_walltime_s,
             max_array_size=settings.limits.max_array_size,
+            max_walltime_by_class=settings.cluster.max_walltime_by_class,
         ),
         max_body_bytes=settings.limits.max_body,
         metrics=Metrics(sessions),
@@ -141,7 +157,6 @@ def _serve(settings: Settings) -> None:
             else None,
         ),
     )
-    scheduling = SchedulingLoop(sessions, clock, context.rules.policy, context.rules.preemptible)
     lifecycle = LifecycleLoop(
         sessions,
         drivers,
@@ -154,15 +169,42 @@ def _serve(settings: Settings) -> None:
             api_url=url,
         ),
         vnodes=vcs.runtime,
+        host=node_name,
+        wake=context.wake.set,
     )
-    # Life cycle first: it records what ended, which frees room the scheduler can hand out;
-    # then virtual clusters admitted by the scheduler are built and their jobs scheduled.
+    member = Membership(
+        sessions,
+        clock,
+        membership_config(settings, node_name, engine.dialect.name),
+        on_lead=context.wake.set,
+        on_isolated=lifecycle.fence_local,
+    )
+    scheduling = SchedulingLoop(
+        sessions,
+        clock,
+        context.rules.policy,
+        context.rules.preemptible,
+        guard=member.guard,
+        max_walltime_by_class=settings.cluster.max_walltime_by_class,
+    )
+    watch = NodeWatch(
+        sessions, clock, NodeWatchConfig(node_lost_s=settings.cluster.node_lost_s), member.guard
+    )
+    # The node reconciler first: it records what ended, which frees room the scheduler can
+    # hand out; then (the leader only) scheduling, lost nodes, virtual clusters; then the
+    # reconciler again, so that an admitted job starts in the same round.
     assert context.metrics is not None
-    steps = [lifecycle.tick, context.metrics.timed(scheduling.tick)]
+    steps = [
+        lifecycle.tick,
+        leading(member, context.metrics.timed(scheduling.tick)),
+        leading(member, watch.tick),
+    ]
     if vcs.runtime is not None:
-        steps.append(VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings)).tick)
+        vc_loop = VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings))
+        steps.append(leading(member, vc_loop.tick))
     steps.append(lifecycle.tick)
     runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3)
+    member.start()
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
     app = create_app(context)
@@ -174,6 +216,7 @@ def _serve(settings: Settings) -> None:
         # Running jobs are not stopped: their supervisors live on, and the
         # next `virtuai up` takes them back.
         runner.stop()
+        member.stop()
         engine.dispose()
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 
@@ -210,6 +253,61 @@ def secure_state(settings: Settings) -> None:
     for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
         with contextlib.suppress(FileNotFoundError):
             path.chmod(0o600)
+
+
+def register_node(
+    sessions: sessionmaker[Session], clock: SystemClock, local: LocalDriver, settings: Settings
+) -> str:
+    """Record this machine as a node (capacity, class, labels, address); its name."""
+    group = settings.cluster
+    address = group.address or _advertised_address(settings.host)
+    with transaction(sessions) as session:
+        nodes = local.inventory()
+        record_inventory(session, nodes, clock.now())
+        describe_nodes(session, [n.name for n in nodes], group.node_class, group.labels, address)
+    for node in nodes:
+        log.info(
+            "node %s (%s, %s): %s, %d GPU(s)",
+            node.name,
+            group.node_class,
+            address,
+            node.capacity.describe(),
+            len(node.gpus),
+        )
+    return nodes[0].name
+
+
+def membership_config(settings: Settings, node: str, dialect: str) -> MembershipConfig:
+    group = settings.cluster
+    interval, ttl = group.heartbeat_interval_s, group.lease_ttl_s
+    if dialect == "sqlite":
+        # One machine: nobody can take over, so heartbeats need not cost the write lock often.
+        interval, ttl = max(interval, 2.0), max(ttl, 10.0)
+    return MembershipConfig(
+        node=node, interval_s=interval, lease_ttl_s=max(ttl, 3 * interval),
+        self_fence_s=group.self_fence_s,
+    )  # fmt: skip
+
+
+def leading(member: Membership, step: Callable[[], object]) -> Callable[[], object]:
+    """``step`` runs only on the instance that holds the scheduling lease."""
+
+    def run() -> object:
+        return step() if member.is_leader else None
+
+    run.__qualname__ = f"leader:{getattr(step, '__qualname__', 'step')}"
+    return run
+
+
+def _advertised_address(host: str) -> str:
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("192.0.2.1", 9))  # no packet is sent: this picks the outgoing address
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
 
 
 @contextmanager

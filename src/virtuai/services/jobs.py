@@ -12,6 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from virtuai.domain.arrays import ArraySpec
+from virtuai.domain.cluster import parse_constraint
 from virtuai.domain.dependencies import Dependency
 from virtuai.domain.resources import GpuDevice, Node, Resources
 from virtuai.domain.tenancy import Quota
@@ -26,9 +27,11 @@ from virtuai.services.access import Caller
 from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
 from virtuai.services.vclusters import live_vc, whole_node
+from virtuai.store.inventory import allowed_nodes
 from virtuai.store.models import (
     JobEventRow,
     JobRow,
+    NodeRow,
     TaskRow,
     TenantRow,
     UserRow,
@@ -60,6 +63,8 @@ class JobRequest:
     checkpoint_grace_s: int | None = None
     requeue: bool = True
     vc: str | None = None  # the name of the tenant's virtual cluster to run in
+    node_class: str | None = None  # light | fat | gpu
+    constraints: tuple[str, ...] = ()  # node labels: key=value or a bare name
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +104,16 @@ def submit_job(
             "a job must ask for at least 1m CPU and 1Mi memory per task", field="resources"
         )
     if vc is None:
-        reject_if_never_runs(session, rules, probe_of(tenant.name, request, priority, now), now)
+        _check_targeting(request, rules)
+        allowed = allowed_nodes(
+            session.scalars(select(NodeRow)),
+            request.node_class,
+            request.constraints,
+            walltime_s=request.walltime_s,
+            max_walltime_by_class=rules.max_walltime_by_class,
+        )
+        probe_job = probe_of(tenant.name, request, priority, now, allowed)
+        reject_if_never_runs(session, rules, probe_job, now)
     else:
         _reject_if_never_runs_in(vc, probe_of(tenant.name, request, priority, now))
     _check_dependencies(session, caller, request.dependencies)
@@ -132,6 +146,8 @@ def submit_job(
             array_index=index,
             array_max_running=request.array.max_running if request.array else None,
             vc_id=None if vc is None else vc.id,
+            node_class=request.node_class,
+            constraints=list(request.constraints),
             submitted_at=now,
             updated_at=now,
         )
@@ -144,6 +160,18 @@ def submit_job(
         record_creation(session, job, now=now, actor=caller.name)
     assert first is not None
     return first
+
+
+def _check_targeting(request: JobRequest, rules: SchedulingRules) -> None:
+    """Valid constraints, and a time limit within the chosen class's cap."""
+    for item in request.constraints:
+        parse_constraint(item)
+    cap = rules.max_walltime_by_class.get(request.node_class or "")
+    if cap is not None and request.walltime_s > cap:
+        raise InvalidRequest(
+            f"time: {request.walltime_s}s is above the {cap}s limit of class {request.node_class}",
+            field="time",
+        )
 
 
 def _check_dependencies(
@@ -209,10 +237,14 @@ def _reject_if_never_runs_in(vc: VirtualClusterRow, job: PendingJob) -> None:
 
 
 def probe_of(
-    tenant: str, request: JobRequest, priority: PriorityClass, now: dt.datetime
+    tenant: str,
+    request: JobRequest,
+    priority: PriorityClass,
+    now: dt.datetime,
+    allowed: frozenset[str] | None = None,
 ) -> PendingJob:
     per_task = request.per_task or DEFAULT_PER_TASK
-    return probe(tenant, per_task, request.tasks or 1, request.walltime_s, priority, now)
+    return probe(tenant, per_task, request.tasks or 1, request.walltime_s, priority, now, allowed)
 
 
 def plan_request(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -44,6 +44,9 @@ class SchedulingRules:
                 field="time",
             )
 
+    # Per node class, the longest time limit a job placed there may have (HPC4AI: gpu 12h).
+    max_walltime_by_class: Mapping[str, int] = field(default_factory=dict)
+
     def priority(self, name: str) -> PriorityClass:
         found = self.priority_classes.get(name)
         if found is None:
@@ -65,9 +68,11 @@ def probe(
     walltime_s: int,
     priority: PriorityClass,
     now: dt.datetime,
+    allowed_nodes: frozenset[str] | None = None,
 ) -> PendingJob:
     """The job as the scheduler would see it if it were submitted now: last of its class."""
     return PendingJob(
+        allowed_nodes=allowed_nodes,
         id=PROBE_ID,
         tenant=tenant,
         priority=priority.value,
@@ -108,6 +113,7 @@ def snapshot_now(
         preemptible=rules.preemptible,
         pending=pending,
         pending_vcs=waiting_vcs(session) if with_queue else (),
+        max_walltime_by_class=rules.max_walltime_by_class,
     )
 
 

@@ -25,6 +25,20 @@ def normalise_url(url: str) -> str:
     return url
 
 
+# Several machines share one PostgreSQL: a lost network or a paused peer must not hang a
+# loop, nor hold a lock, for long.  libpq parameters; a URL that sets one keeps its own.
+PG_CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 3,
+    "tcp_user_timeout": 5000,  # ms: unacknowledged data -> the connection is dead
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    # A paused process (SIGSTOP) inside a transaction loses it, and its locks, after 10 s.
+    "options": "-c idle_in_transaction_session_timeout=10000",
+}
+
+
 def create_db_engine(url: str) -> Engine:
     url = normalise_url(url)
     parsed = make_url(url)
@@ -44,7 +58,10 @@ def create_db_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        connect_args = {k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in parsed.query}
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
+        )
     raise ConfigurationError(
         f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql://",
         field="database_url",

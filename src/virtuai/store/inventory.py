@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session
 
+from virtuai.domain.cluster import NodeState, node_matches, parse_constraint
 from virtuai.domain.resources import GpuDevice, Node, Resources
 from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState, TaskPlacement
-from virtuai.scheduler.snapshot import NodeState
+from virtuai.scheduler import snapshot as sched
 from virtuai.store.models import JobRow, NodeRow, VirtualClusterRow
 
 HOLDING_STATES = [s.value for s in JobState if s.holds_resources()]
@@ -77,14 +78,13 @@ def placement_from_json(data: Sequence[dict[str, Any]]) -> list[TaskPlacement]:
     ]
 
 
-def load_node_states(session: Session) -> list[NodeState]:
+def load_node_states(session: Session) -> list[sched.NodeState]:
     """Schedulable nodes with what admitted, unfinished jobs and virtual clusters hold on each."""
-    nodes = [
-        node_from_row(r)
-        for r in session.scalars(
-            select(NodeRow).where(NodeRow.schedulable.is_(True)).order_by(NodeRow.name)
-        )
-    ]
+    rows = list(
+        session.scalars(select(NodeRow).where(NodeRow.schedulable.is_(True)).order_by(NodeRow.name))
+    )
+    nodes = [node_from_row(r) for r in rows]
+    accepting = {r.name: node_accepts_work(r) for r in rows}
     allocated: dict[str, Resources] = defaultdict(Resources)
     busy: dict[str, set[int]] = defaultdict(set)
     placements = list(session.scalars(select(JobRow.placement).where(platform_job_holds())))
@@ -94,9 +94,48 @@ def load_node_states(session: Session) -> list[NodeState]:
             allocated[task.node] += task.resources
             busy[task.node].update(task.gpu_indices)
     return [
-        NodeState(node=n, allocated=allocated[n.name], busy_gpus=frozenset(busy[n.name]))
+        sched.NodeState(
+            node=n,
+            allocated=allocated[n.name],
+            busy_gpus=frozenset(busy[n.name]),
+            accepting=accepting[n.name],
+        )
         for n in nodes
     ]
+
+
+def node_accepts_work(row: NodeRow) -> bool:
+    """Ready (not cordoned, draining) and not lost."""
+    return row.state == NodeState.READY.value and row.lost_at is None
+
+
+def shown_state(row: NodeRow) -> str:
+    """The state users see: ``unreachable`` while lost, else the administrator's wish."""
+    return NodeState.UNREACHABLE.value if row.lost_at is not None else row.state
+
+
+def allowed_nodes(
+    rows: Iterable[NodeRow],
+    node_class: str | None,
+    constraints: Sequence[str],
+    *,
+    walltime_s: int | None = None,
+    max_walltime_by_class: Mapping[str, int] | None = None,
+) -> frozenset[str] | None:
+    """The nodes a job targeting ``node_class`` and ``constraints`` may use; None: any.
+
+    A class with a walltime cap shorter than the job's time limit is not for it."""
+    limits = max_walltime_by_class or {}
+    too_short = {c for c, cap in limits.items() if walltime_s is not None and walltime_s > cap}
+    if node_class is None and not constraints and not too_short:
+        return None
+    wanted = [parse_constraint(c) for c in constraints]
+    return frozenset(
+        r.name
+        for r in rows
+        if r.node_class not in too_short
+        and node_matches(r.node_class, r.labels or {}, node_class, wanted)
+    )
 
 
 def record_inventory(session: Session, nodes: Iterable[Node], now: dt.datetime) -> None:
@@ -115,6 +154,16 @@ def record_inventory(session: Session, nodes: Iterable[Node], now: dt.datetime) 
         row.schedulable = True
         row.updated_at = now
     session.flush()
+
+
+def describe_nodes(
+    session: Session, names: Iterable[str], node_class: str, labels: dict[str, str], address: str
+) -> None:
+    """What an instance says of its own node at start: class, labels, address."""
+    for name in names:
+        row = session.get(NodeRow, name)
+        if row is not None:
+            row.node_class, row.labels, row.address = node_class, dict(labels), address
 
 
 def mark_unschedulable_except(session: Session, site: str, names: Iterable[str]) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -185,6 +186,37 @@ class NodeRow(Base):
     gpus: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
     schedulable: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # Many machines (docs/architecture.md, "Several machines"): what the node is, what an
+    # administrator wants of it (ready | cordoned | draining), when the leader found it
+    # lost (shown as ``unreachable``), and its heartbeat (a counter: the leader judges
+    # liveness by its own clock, so machines' clocks may differ).
+    node_class: Mapped[str] = mapped_column(String(16), default="light", server_default="light")
+    labels: Mapped[dict[str, str]] = mapped_column(Json, default=dict, server_default="{}")
+    state: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    drain_requeue: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    lost_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    heartbeat_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    address: Mapped[str] = mapped_column(String(255), default="", server_default=text("''"))
+
+
+class LeaseRow(Base):
+    """The scheduling lease: who leads, and the fencing epoch that grows at every takeover.
+
+    The holder bumps ``renew_seq``; another instance that sees neither it nor the
+    epoch change for the lease's time (by its own monotonic clock) takes over with
+    a compare-and-set that increments ``epoch``.  Every write of the leader's loops
+    first checks, under a shared lock on this row, that the epoch is still its own.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    holder_node: Mapped[str] = mapped_column(String(128))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    renew_seq: Mapped[int] = mapped_column(BigInteger)
+    renewed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
 class JobRow(Base):
@@ -235,6 +267,9 @@ class JobRow(Base):
     vc_id: Mapped[int | None] = mapped_column(
         ForeignKey("virtual_clusters.id"), index=True, default=None
     )
+    # Targeting: a node class (light | fat | gpu) and labels (``key=value`` or a bare name).
+    node_class: Mapped[str | None] = mapped_column(String(16), default=None)
+    constraints: Mapped[list[str]] = mapped_column(Json, default=list, server_default="[]")
 
     # Desired state set by users; the life-cycle loop acts on it.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -276,6 +311,9 @@ class TaskRow(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     index: Mapped[int] = mapped_column(Integer)
     node: Mapped[str] = mapped_column(String(128))
+    # The machine (a node's name) whose reconciler launches, observes and stops it: the
+    # node itself, or for a task in a virtual node the machine hosting that node.
+    host: Mapped[str | None] = mapped_column(String(128), index=True)
     driver: Mapped[str] = mapped_column(String(32))
     # The driver's own record (JSON), enough for a restarted server to find the task again.
     # none_as_null: Python None is SQL NULL (not JSON 'null'), so `handle IS NULL` finds it.

@@ -34,6 +34,7 @@ from virtuai.scheduler.snapshot import (
 )
 from virtuai.store.inventory import (
     HOLDING_STATES,
+    allowed_nodes,
     load_node_states,
     placement_from_json,
     platform_job_holds,
@@ -54,12 +55,26 @@ def build_snapshot(
     preemptible: Mapping[str, bool],
     pending: Sequence[JobRow],
     pending_vcs: Sequence[VirtualClusterRow] = (),
+    max_walltime_by_class: Mapping[str, int] | None = None,
 ) -> Snapshot:
     tenants = list(session.scalars(select(TenantRow).options(selectinload(TenantRow.quotas))))
     names = {t.id: t.name for t in tenants}
     nominated = nominated_ids(session)
+    node_rows = list(session.scalars(select(NodeRow).where(NodeRow.schedulable.is_(True))))
     waiting = [
-        pending_job(job, names[job.tenant_id], preemptible, nominated=job.id in nominated)
+        pending_job(
+            job,
+            names[job.tenant_id],
+            preemptible,
+            nominated=job.id in nominated,
+            allowed=allowed_nodes(
+                node_rows,
+                job.node_class,
+                job.constraints or [],
+                walltime_s=job.walltime_s,
+                max_walltime_by_class=max_walltime_by_class,
+            ),
+        )
         for job in pending
     ]
     waiting += [pending_vc(vc, names[vc.tenant_id]) for vc in pending_vcs]
@@ -99,7 +114,12 @@ def history_of(tenant: TenantRow) -> HistoricalUsage:
 
 
 def pending_job(
-    job: JobRow, tenant: str, preemptible: Mapping[str, bool], *, nominated: bool = False
+    job: JobRow,
+    tenant: str,
+    preemptible: Mapping[str, bool],
+    *,
+    nominated: bool = False,
+    allowed: frozenset[str] | None = None,
 ) -> PendingJob:
     return PendingJob(
         id=str(job.id),
@@ -113,6 +133,7 @@ def pending_job(
         walltime_s=job.walltime_s,
         preemptible=preemptible.get(job.priority_class, True),
         nominated=nominated,
+        allowed_nodes=allowed,
     )
 
 

@@ -71,6 +71,8 @@ def request_from_api(body: JobCreate, rules: SchedulingRules | None = None) -> s
         checkpoint_grace_s=signal_spec[1] if body.signal is not None else None,
         requeue=body.requeue,
         vc=body.vc,
+        node_class=body.node_class,
+        constraints=tuple(body.constraints),
     )
 
 
@@ -97,6 +99,8 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "array_id": job.array_id,
         "array_index": job.array_index,
         "vc": None if job.vc is None else job.vc.name,
+        "node_class": job.node_class,
+        "constraints": list(job.constraints or []),
         "dependency": format_dependencies([Dependency.from_json(d) for d in job.dependencies]),
         "queue_position": job.queue_position,
         "expected_start": job.expected_start_at,

@@ -63,6 +63,15 @@ class JobCreate(StrictModel):
     vc: Name | None = Field(
         default=None, description="run in this virtual cluster of the tenant, on its nodes"
     )
+    node_class: Literal["light", "fat", "gpu"] | None = Field(
+        default=None, description="run only on nodes of this class"
+    )
+    constraints: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="node labels the job needs: key=value, or a bare label name (Slurm's "
+        "--constraint)",
+    )
 
     @field_validator("command")
     @classmethod
@@ -120,6 +129,8 @@ class JobOut(BaseModel):
     array_id: int | None
     array_index: int | None
     vc: str | None = Field(description="the virtual cluster it runs in")
+    node_class: str | None = Field(default=None, description="the node class it targets")
+    constraints: list[str] = Field(default_factory=list, description="node labels it needs")
     dependency: str = Field(description="as given, normalised; empty when none")
     queue_position: int | None
     expected_start: dt.datetime | None = Field(description="pending jobs: the scheduler's estimate")

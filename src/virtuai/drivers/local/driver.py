@@ -59,7 +59,11 @@ SPAWN_TIMEOUT_S = files.READY_TIMEOUT_S + 5.0
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
 # A task inside a virtual node: JSON made by virtuai.vcruntime.vnode.VnodeRef.label().
 VNODE_LABEL = "virtuai.vnode"
-_STOP_SIGNALS = {StopReason.CANCEL: signal.SIGTERM, StopReason.PREEMPT: signal.SIGUSR1}
+_STOP_SIGNALS = {
+    StopReason.CANCEL: signal.SIGTERM,
+    StopReason.PREEMPT: signal.SIGUSR1,
+    StopReason.FENCE: signal.SIGTERM,  # the supervisor reads "fence" in stop.json: no grace
+}
 
 
 class LocalDriver:
@@ -77,6 +81,7 @@ class LocalDriver:
         # Task dirs whose supervisor's first process still runs (see _spawn_supervisor).
         self._spawning: set[Path] = set()
         self._spawning_lock = threading.Lock()
+        self._prepare_lock = threading.Lock()
         self.cgroups, reason = detect_layout(settings.cgroup_name)
         if self.cgroups is not None:
             try:
@@ -132,7 +137,10 @@ class LocalDriver:
         try:
             self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             task_dir.mkdir(mode=0o700, exist_ok=True)
-            files.write_json_atomic(task_dir / files.SPEC, self._supervisor_spec(spec))
+            # Launches run in parallel: creating a tenant's user and workspace must not race.
+            with self._prepare_lock:
+                supervisor_spec = self._supervisor_spec(spec)
+            files.write_json_atomic(task_dir / files.SPEC, supervisor_spec)
             self._spawn_supervisor(task_dir)
         except OSError as exc:
             raise DriverError(f"cannot launch task {spec.key}: {exc}") from exc

@@ -52,6 +52,7 @@ import psutil
 
 from virtuai.domain.units import format_memory
 from virtuai.domain.workload import TaskOutcome
+from virtuai.drivers.base import FENCE_MESSAGE
 from virtuai.drivers.local import files
 from virtuai.drivers.local.cgroups import CgroupLayout, Limits, TaskCgroup
 
@@ -328,6 +329,8 @@ class Supervisor:
             if reason == "preempt":
                 signo = signal.Signals(int(self.spec.get("checkpoint_signal") or signal.SIGTERM))
                 wait_s = max(0, int(self.spec.get("checkpoint_grace_s", grace)))
+            elif reason == "fence":
+                signo, wait_s = signal.SIGKILL, 0  # another attempt may start elsewhere
             log.info("stopping the task (%s): %s, SIGKILL in %ss", reason, signo.name, wait_s)
             self.signal_task(signo)
             kill_at = time.monotonic() + wait_s
@@ -388,7 +391,7 @@ class Supervisor:
     def stop_reason_from_file(self, default: str) -> str:
         request = files.read_json(self.dir / files.STOP)
         reason = str(request.get("reason", default)) if request else default
-        return reason if reason in ("cancel", "preempt") else default
+        return reason if reason in ("cancel", "preempt", "fence") else default
 
     def signal_task(self, sig: int) -> None:
         """``sig`` to the task's process group and to whatever left it (cgroup, descendants)."""
@@ -491,6 +494,8 @@ def _stop_outcome(reason: str) -> TaskOutcome:
 
 
 def _stop_message(reason: str, *, started: bool) -> str:
+    if reason == "fence":
+        return FENCE_MESSAGE
     text = "preempted" if reason == "preempt" else "cancelled"
     return text if started else f"{text} before it started"
 
