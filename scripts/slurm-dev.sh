@@ -170,6 +170,7 @@ AccountingStoragePass=$DIR/run/munge.sock
 AccountingStorageTRES=gres/gpu
 AccountingStorageEnforce=associations
 JobCompType=jobcomp/none
+AccountingStoreFlags=job_comment
 ReturnToService=2
 SlurmctldTimeout=30
 SlurmdTimeout=10
