@@ -14,6 +14,7 @@ from virtuai.api.routers import (
     images,
     jobs,
     nodes,
+    sites,
     tenants,
     usage,
     users,
@@ -43,6 +44,7 @@ def create_app(context: ApiContext) -> FastAPI:
         vclusters,
         images,
         doctor,
+        sites,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

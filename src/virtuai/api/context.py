@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,3 +28,5 @@ class ApiContext:
     vc_options: VcOptions = field(default_factory=VcOptions)
     # Set after a commit that gives the loops work, so they run now instead of at the next tick.
     wake: threading.Event = field(default_factory=threading.Event)
+    # Where the SSH keys of sites are kept (0700; each key 0600); None: sites cannot be added.
+    site_keys_dir: Path | None = None

@@ -23,6 +23,7 @@ from virtuai.cli import (
     nodes,
     output,
     sim,
+    sites,
     submit,
     tenants,
     up,
@@ -100,6 +101,7 @@ def build_app() -> typer.Typer:
     up.register(app, PLATFORM_PANEL)
     doctor.register(app, PLATFORM_PANEL)
     sim.register(app, PLATFORM_PANEL)
+    sites.register(app, PLATFORM_PANEL)
     return app
 
 

@@ -120,6 +120,13 @@ def submit(
             help="Run in this virtual cluster: by default one task per node, each a whole node.",
         ),
     ] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Run on this site (a Slurm cluster; `virtuai site list`), or `any`.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a job; print its id.
@@ -161,6 +168,8 @@ def submit(
         "signal": _checked_option(checkpoint_signal, "--signal", parse_signal_spec),
         "requeue": requeue,
     }
+    if site is not None:
+        spec["site"] = site
     _create(spec, as_json)
 
 

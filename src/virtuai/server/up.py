@@ -22,6 +22,7 @@ from virtuai.clientconfig import cli_config_path, write_cli_config
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.sites import SiteLoop, SiteLoopConfig
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
 from virtuai.domain.workload import PriorityClass
@@ -115,6 +116,7 @@ def _serve(settings: Settings) -> None:
         ),
         vcs=vcs,
         vc_options=vc_options(settings),
+        site_keys_dir=settings.home / "sites",
     )
     scheduling = SchedulingLoop(sessions, clock, context.rules.policy, context.rules.preemptible)
     lifecycle = LifecycleLoop(
@@ -130,7 +132,12 @@ def _serve(settings: Settings) -> None:
     )
     # Life cycle first: it records what ended, which frees room the scheduler can hand out;
     # then virtual clusters admitted by the scheduler are built and their jobs scheduled.
-    steps = [lifecycle.tick, scheduling.tick]
+    # Sites first: their drivers (in `drivers`, shared with the life cycle and the API) and
+    # one batched look at each site's queue, which the life cycle's observations read.
+    sites = SiteLoop(
+        sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
+    )
+    steps = [sites.tick, lifecycle.tick, scheduling.tick]
     if vcs.runtime is not None:
         steps.append(VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings)).tick)
     steps.append(lifecycle.tick)
@@ -149,6 +156,7 @@ def _serve(settings: Settings) -> None:
         # Running jobs are not stopped: their supervisors live on, and the
         # next `virtuai up` takes them back.
         runner.stop()
+        sites.close()
         engine.dispose()
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 

@@ -23,6 +23,7 @@ from virtuai.scheduler import Plan, never_reason
 from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantState
 from virtuai.services.access import Caller
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
+from virtuai.services.sites import choose_pool
 from virtuai.services.vclusters import live_vc, whole_node
 from virtuai.store.models import JobEventRow, JobRow, TaskRow, TenantRow, VirtualClusterRow
 from virtuai.store.tenancy import get_tenant_row
@@ -51,6 +52,7 @@ class JobRequest:
     checkpoint_grace_s: int | None = None
     requeue: bool = True
     vc: str | None = None  # the name of the tenant's virtual cluster to run in
+    site: str | None = None  # a site's name, "any", or None: this platform's own nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,16 @@ def submit_job(
     assert per_task is not None and tasks is not None
     if per_task == Resources():
         raise InvalidRequest("a job must ask for some CPU or memory", field="resources")
+    pool: str | None = None
     if vc is None:
-        reject_if_never_runs(session, rules, probe_of(tenant.name, request, priority, now), now)
+        job_probe = probe_of(tenant.name, request, priority, now)
+        pool = choose_pool(session, rules, request.site, job_probe, now)
+        job_probe = dataclasses.replace(job_probe, pool=pool)
+        reject_if_never_runs(session, rules, job_probe, now)
+    elif request.site is not None:
+        raise InvalidRequest(
+            "a job in a virtual cluster runs on its nodes, not a site", field="site"
+        )
     else:
         _reject_if_never_runs_in(vc, probe_of(tenant.name, request, priority, now))
     _check_dependencies(session, caller, request.dependencies)
@@ -118,6 +128,7 @@ def submit_job(
             array_index=index,
             array_max_running=request.array.max_running if request.array else None,
             vc_id=None if vc is None else vc.id,
+            pool=pool,
             submitted_at=now,
             updated_at=now,
         )
@@ -214,9 +225,9 @@ def plan_request(
     get_tenant_row(session, tenant)
     if request.vc is not None:
         raise InvalidRequest("plan does not answer for jobs in virtual clusters yet", field="vc")
-    return plan_job(
-        session, rules, probe_of(tenant, request, rules.priority(request.priority), now), now
-    )
+    job_probe = probe_of(tenant, request, rules.priority(request.priority), now)
+    pool = choose_pool(session, rules, request.site, job_probe, now)
+    return plan_job(session, rules, dataclasses.replace(job_probe, pool=pool), now)
 
 
 def list_jobs(

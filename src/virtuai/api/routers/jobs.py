@@ -20,6 +20,7 @@ from virtuai.api.schemas.jobs import (
 from virtuai.domain.arrays import parse_array
 from virtuai.domain.dependencies import Dependency, format_dependencies, parse_dependencies
 from virtuai.domain.resources import Resources
+from virtuai.domain.sites import site_of_pool
 from virtuai.domain.units import (
     MILLI,
     parse_cpu,
@@ -61,6 +62,7 @@ def request_from_api(body: JobCreate) -> service.JobRequest:
         checkpoint_grace_s=signal_spec[1] if body.signal is not None else None,
         requeue=body.requeue,
         vc=body.vc,
+        site=body.site,
     )
 
 
@@ -97,6 +99,8 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "submitted_at": job.submitted_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "pool": job.pool,
+        "site": site_of_pool(job.pool),
     }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal as signals
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -26,7 +27,13 @@ from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, Task
 from virtuai.drivers.slurm.batch import BatchRequest
 from virtuai.drivers.slurm.client import Partition, SlurmClient, SlurmNode
 from virtuai.drivers.slurm.states import AccountingEntry, QueueEntry, result_of
-from virtuai.drivers.slurm.transport import SiteUnreachable
+from virtuai.drivers.slurm.transport import (
+    LocalTransport,
+    SiteUnreachable,
+    SshTarget,
+    SshTransport,
+    Transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,8 @@ class SlurmSiteDriver:
         self._lock = threading.Lock()
         self._submitted: dict[str, str] = {}  # attempt key -> Slurm job id (this process)
         self._stopped: set[tuple[str, str]] = set()
+        # Node names recorded before this process saw the site (until sinfo answers).
+        self.known_nodes: frozenset[str] = frozenset()
 
     # -- inventory --------------------------------------------------------------------------
 
@@ -96,7 +105,8 @@ class SlurmSiteDriver:
         ]
 
     def node_names(self) -> frozenset[str]:
-        return frozenset(node_name(self.config.name, n.name) for n in self.seen.nodes)
+        seen = frozenset(node_name(self.config.name, n.name) for n in self.seen.nodes)
+        return seen | self.known_nodes
 
     def rendezvous(self, node: str) -> tuple[str, int]:
         return node.partition(":")[2], RENDEZVOUS_PORT
@@ -245,3 +255,47 @@ class SlurmSiteDriver:
 _STILL_QUEUED = frozenset(
     {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 )
+
+
+def build_site_driver(
+    config: SiteConfig,
+    *,
+    login: str | None,
+    identity_path: str | None,
+    known_hosts: str,
+    max_sessions: int = 8,
+    env: Mapping[str, str] | None = None,
+) -> SlurmSiteDriver:
+    """Over SSH when ``login`` is given, else Slurm's commands on this machine."""
+    transport: Transport
+    if login is None:
+        transport = LocalTransport(env)
+    else:
+        if identity_path is None:
+            raise ValueError("an SSH site needs an identity key")
+        target = SshTarget.parse(login, identity_path, known_hosts)
+        transport = SshTransport(target, max_sessions=max_sessions)
+    return SlurmSiteDriver(config, SlurmClient(transport, config.token))
+
+
+def fetch_known_hosts(login: str) -> str:
+    """The login node's host keys as known_hosts lines (trust on first use, at `site add`),
+    read by OpenSSH's own ``ssh-keyscan``."""
+    target = SshTarget.parse(login, "", "")
+    try:
+        proc = subprocess.run(
+            ["ssh-keyscan", "-T", "10", "-p", str(target.port), target.host],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise SiteUnreachable(f"cannot read the host key of {target.host}: {error}") from error
+    lines = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
+    if not lines:
+        raise SiteUnreachable(
+            f"cannot read the host key of {target.host}:{target.port}: "
+            f"{proc.stderr.strip() or 'no answer'}"
+        )
+    return "\n".join(lines) + "\n"
