@@ -12,6 +12,7 @@ failure with exponential backoff.  A failure to reach the login node is a
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import threading
@@ -113,6 +114,8 @@ class SshTransport:
         max_backoff_s: float = 60.0,
     ) -> None:
         self._target = target
+        # asyncssh logs every channel at INFO: one line per Slurm command is noise here.
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)
         self._connect_timeout = connect_timeout
         self._max_backoff_s = max_backoff_s
         self._loop = asyncio.new_event_loop()
