@@ -64,16 +64,20 @@ node_names() {
 ctl_addr() { [[ $(current_mode) == single ]] && echo 127.0.0.1 || echo "$NET.1"; }
 
 # --- network ----------------------------------------------------------------------
-netns_up() {  # netns_up NAME ADDRESS
-  local ns=$1 addr=$2 veth=vsd${1#vsd-}
+netns_up() {  # netns_up NAME ADDRESS DAEMON-PIDFILE: (re)build; restart the daemon if rebuilt
+  local ns=$1 addr=$2 pidfile=$3 veth=vsd${1#vsd-}
   ip netns list | grep -w "$ns" >/dev/null || ip netns add "$ns"
-  if ! ip link show "${veth}h" >/dev/null 2>&1; then
+  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+    # Missing or half-gone (a neighbour deleted a link or the bridge): rebuild the pair, and
+    # the daemon inside must start again on the new link.
+    ip link del "${veth}h" 2>/dev/null || true
     ip link add "${veth}h" type veth peer name "${veth}c"
     ip link set "${veth}c" netns "$ns"
-    ip link set "${veth}h" master "$BR" up
+    ip -n "$ns" link set "${veth}c" name eth0
+    kill_pidfile "$pidfile"
   fi
+  ip link set "${veth}h" master "$BR" up
   ip -n "$ns" link set lo up
-  ip -n "$ns" link set "${veth}c" name eth0 2>/dev/null || true
   ip -n "$ns" addr show eth0 | grep >/dev/null "$addr/" || ip -n "$ns" addr add "$addr/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" route show | grep >/dev/null default || ip -n "$ns" route add default via "$NET.1"
@@ -83,8 +87,11 @@ network_up() {
   ip link show "$BR" >/dev/null 2>&1 || ip link add "$BR" type bridge
   ip addr show "$BR" | grep >/dev/null "$NET.1/" || ip addr add "$NET.1/24" dev "$BR"
   ip link set "$BR" up
-  local i; for ((i = 1; i <= NODES; i++)); do netns_up "vsd-n$i" "$NET.$((10 + i))"; done
-  netns_up vsd-login "$NET.5"
+  local i
+  for ((i = 1; i <= NODES; i++)); do
+    netns_up "vsd-n$i" "$NET.$((10 + i))" "$DIR/run/slurmd-vsd-n$i.pid"
+  done
+  netns_up vsd-login "$NET.5" "$DIR/run/sshd.pid"
 }
 
 network_down() {
