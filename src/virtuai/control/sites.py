@@ -43,6 +43,8 @@ from virtuai.store.models import JobRow, NodeRow, SiteRow, TaskRow
 
 log = logging.getLogger(__name__)
 
+EXPLAINED_STATES = [JobState.FAILED.value, JobState.TIMED_OUT.value]
+LOST_REASON = "lost: its supervisor vanished"
 ACTIVE_JOB_STATES = [JobState.STARTING.value, JobState.RUNNING.value, JobState.PREEMPTING.value]
 
 
@@ -154,6 +156,7 @@ class SiteLoop:
         driver.refresh(str(h["slurm_id"]) for _, h in handles)
         self._record_queue(row, driver, handles, now)
         self._kill_after_grace(row.name, driver, now)
+        self._explain_endings(row, now)
         if row.state == SiteState.DRAINING.value and not handles:
             self._remove(row, now)
 
@@ -266,6 +269,26 @@ class SiteLoop:
                 continue
             driver.kill(handle)
             self._killed.add(slurm_id)
+
+    def _explain_endings(self, row: SiteRow, now: dt.datetime) -> None:
+        """Jobs the site ended (NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, PREEMPTED) say so in Slurm's
+        words: the life cycle's reason is the same for every driver ("lost ...")."""
+        since = now - dt.timedelta(minutes=10)
+        with transaction(self._sessions) as session:
+            rows = session.execute(
+                select(JobRow, TaskRow.message)
+                .join(TaskRow, TaskRow.job_id == JobRow.id)
+                .where(TaskRow.driver == driver_key(row.name), TaskRow.index == 0)
+                .where(TaskRow.attempt == JobRow.attempt)
+                .where(JobRow.state.in_(EXPLAINED_STATES), JobRow.finished_at >= since)
+            ).all()
+            for job, message in rows:
+                if not message or not message.startswith("slurm job") or message in job.reason:
+                    continue
+                if LOST_REASON in job.reason:
+                    job.reason = job.reason.replace(LOST_REASON, message)
+                else:
+                    job.reason = f"{job.reason} ({message})"
 
     def _remove(self, row: SiteRow, now: dt.datetime) -> None:
         with transaction(self._sessions) as session:

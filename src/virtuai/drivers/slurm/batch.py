@@ -60,8 +60,9 @@ class BatchRequest:
     workdir: str | None = None
     partition: str | None = None
     account: str | None = None
+    # Asked for with the job's --signal: Slurm sends it this long before the time limit.
     checkpoint_signal: int = 15
-    checkpoint_grace_s: int = 30
+    checkpoint_grace_s: int | None = None
 
 
 def sbatch_options(req: BatchRequest) -> list[str]:
@@ -73,7 +74,6 @@ def sbatch_options(req: BatchRequest) -> list[str]:
         f"--cpus-per-task={cpus}",
         f"--mem-per-cpu={max(1, math.ceil(req.memory / cpus / MIB))}M",
         f"--output={req.log_dir}/vai-{req.key}.batch.out",
-        f"--signal={req.checkpoint_signal}@{max(1, req.checkpoint_grace_s)}",
         "--no-requeue",
         "--kill-on-invalid-dep=yes",
     ]
@@ -88,6 +88,8 @@ def sbatch_options(req: BatchRequest) -> list[str]:
             opts.append(f"--gres=gpu:{req.gpus}")
         elif req.gpus:
             opts.append(f"--gpus-per-task={req.gpus}")
+    if req.checkpoint_grace_s is not None:
+        opts.append(f"--signal={req.checkpoint_signal}@{max(1, req.checkpoint_grace_s)}")
     if req.partition:
         opts.append(f"--partition={req.partition}")
     if req.account:

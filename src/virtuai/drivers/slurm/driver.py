@@ -159,7 +159,7 @@ class SlurmSiteDriver:
             partition=self.config.partition,
             account=self.config.account_map.get(spec.tenant),
             checkpoint_signal=spec.checkpoint_signal,
-            checkpoint_grace_s=spec.checkpoint_grace_s or spec.kill_grace_s,
+            checkpoint_grace_s=spec.checkpoint_grace_s,
         )
 
     def observe(self, handle: Handle) -> TaskResult | None:
