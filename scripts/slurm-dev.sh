@@ -16,13 +16,16 @@
 #     GRES backed by character devices made with mknod (copies of /dev/null: no
 #     hardware, but Slurm binds and counts them and sets CUDA_VISIBLE_DEVICES);
 #   - an OpenSSH server as the login node, in its own namespace at $NET.5, accepting the
-#     generated key of the unprivileged user `vsdlab` (whose home is under the state dir).
+#     generated key of the unprivileged user `vsdlab` (home /home/vsdlab, shared by every
+#     instance: the one thing outside the state dir, with the user itself).
 #   --single: one slurmd in the host's namespaces at 127.0.0.1 (no bridge), sshd on
 #   127.0.0.1:$VSD_SSH_PORT; faster to start, same commands.
 #
 # All state lives under $VIRTUAI_SLURM_DEV_DIR (default /tmp/virtuai-slurm-dev); `stop`
-# leaves no daemon, namespace or link behind (the user `vsdlab` stays: it owns nothing
-# outside the state dir). Memory limits are enforced by Slurm's own polling
+# leaves no daemon, namespace or link behind (the user `vsdlab` and its home stay).  A
+# --single instance may run beside the default one with its own state dir and ports
+# (VSD_DB_PORT, VSD_DBD_PORT, VSD_CTLD_PORT, VSD_SLURMD_PORT, VSD_SSH_PORT); two
+# multi-node instances cannot (the namespaces and the bridge have fixed names). Memory limits are enforced by Slurm's own polling
 # (OverMemoryKill), not cgroups, so several slurmd can share one kernel.
 set -euo pipefail
 
@@ -57,23 +60,28 @@ wait_for() {  # wait_for SECONDS DESCRIPTION CMD...
 }
 
 node_names() {
-  if [[ $(current_mode) == single ]]; then echo vsd-n1; return; fi
+  # A --single node has its own name: its cgroups (slurm_<node>) never meet the cluster's.
+  if [[ $(current_mode) == single ]]; then echo vsd-s1; return; fi
   local i; for ((i = 1; i <= NODES; i++)); do echo "vsd-n$i"; done
 }
 
 ctl_addr() { [[ $(current_mode) == single ]] && echo 127.0.0.1 || echo "$NET.1"; }
 
 # --- network ----------------------------------------------------------------------
-netns_up() {  # netns_up NAME ADDRESS
-  local ns=$1 addr=$2 veth=vsd${1#vsd-}
+netns_up() {  # netns_up NAME ADDRESS DAEMON-PIDFILE: (re)build; restart the daemon if rebuilt
+  local ns=$1 addr=$2 pidfile=$3 veth=vsd${1#vsd-}
   ip netns list | grep -w "$ns" >/dev/null || ip netns add "$ns"
-  if ! ip link show "${veth}h" >/dev/null 2>&1; then
+  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+    # Missing or half-gone (a neighbour deleted a link or the bridge): rebuild the pair, and
+    # the daemon inside must start again on the new link.
+    ip link del "${veth}h" 2>/dev/null || true
     ip link add "${veth}h" type veth peer name "${veth}c"
     ip link set "${veth}c" netns "$ns"
-    ip link set "${veth}h" master "$BR" up
+    ip -n "$ns" link set "${veth}c" name eth0
+    kill_pidfile "$pidfile"
   fi
+  ip link set "${veth}h" master "$BR" up
   ip -n "$ns" link set lo up
-  ip -n "$ns" link set "${veth}c" name eth0 2>/dev/null || true
   ip -n "$ns" addr show eth0 | grep >/dev/null "$addr/" || ip -n "$ns" addr add "$addr/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" route show | grep >/dev/null default || ip -n "$ns" route add default via "$NET.1"
@@ -83,8 +91,11 @@ network_up() {
   ip link show "$BR" >/dev/null 2>&1 || ip link add "$BR" type bridge
   ip addr show "$BR" | grep >/dev/null "$NET.1/" || ip addr add "$NET.1/24" dev "$BR"
   ip link set "$BR" up
-  local i; for ((i = 1; i <= NODES; i++)); do netns_up "vsd-n$i" "$NET.$((10 + i))"; done
-  netns_up vsd-login "$NET.5"
+  local i
+  for ((i = 1; i <= NODES; i++)); do
+    netns_up "vsd-n$i" "$NET.$((10 + i))" "$DIR/run/slurmd-vsd-n$i.pid"
+  done
+  netns_up vsd-login "$NET.5" "$DIR/run/sshd.pid"
 }
 
 network_down() {
@@ -99,21 +110,22 @@ network_down() {
 
 # --- configuration -------------------------------------------------------------------
 ensure_user() {
-  if ! id "$LAB_USER" >/dev/null 2>&1; then
-    useradd --system --create-home --home-dir "$DIR/home/$LAB_USER" --shell /bin/bash "$LAB_USER"
-  elif [[ $(getent passwd "$LAB_USER" | cut -d: -f6) != "$DIR/home/$LAB_USER" ]]; then
-    usermod --home "$DIR/home/$LAB_USER" "$LAB_USER"
-  fi
+  # The cluster's user, shared by every instance on this machine (a --single benchmark may
+  # run beside the default cluster): its home is /home/$LAB_USER, its key per instance
+  # (sshd's AuthorizedKeysFile under the state dir).
+  id "$LAB_USER" >/dev/null 2>&1 ||
+    useradd --system --create-home --home-dir "/home/$LAB_USER" --shell /bin/bash "$LAB_USER"
+  [[ $(getent passwd "$LAB_USER" | cut -d: -f6) == "/home/$LAB_USER" ]] ||
+    usermod --home "/home/$LAB_USER" "$LAB_USER"
+  [[ -d /home/$LAB_USER ]] || install -d -m 755 -o "$LAB_USER" "/home/$LAB_USER"
   # "*": no password, but not locked (sshd without PAM refuses locked accounts).
   usermod -p "*" "$LAB_USER"
-  mkdir -p "$DIR/home/$LAB_USER/.ssh"
-  chmod 755 "$DIR/home" && chown -R "$LAB_USER:" "$DIR/home/$LAB_USER"
 }
 
 write_config() {
   local mode; mode=$(current_mode)
   mkdir -p "$DIR"/{etc,log,run,spool,munge,dev,ssh,mysql}
-  chmod 755 "$DIR" "$DIR"/{etc,log,run,spool,dev}
+  chmod 755 "$DIR" "$DIR"/{etc,log,run,spool,dev,ssh}
   [[ -f $DIR/munge/munge.key ]] || { dd if=/dev/urandom bs=1024 count=1 of="$DIR/munge/munge.key" status=none; }
   chmod 700 "$DIR/munge"; chmod 400 "$DIR/munge/munge.key"
 
@@ -123,7 +135,7 @@ write_config() {
   : >"$DIR/etc/gres.conf"
   nodes_line=""
   for n in $(node_names); do
-    local i=${n#vsd-n} addr
+    local i=${n#vsd-[ns]} addr
     if [[ $mode == single ]]; then addr=127.0.0.1; else addr="$NET.$((10 + i))"; fi
     nodes_line+="NodeName=$n NodeAddr=$addr NodeHostname=$n CPUs=4 RealMemory=3000 Gres=gpu:2 State=UNKNOWN"$'\n'
     mkdir -p "$DIR/dev/$n"
@@ -170,6 +182,7 @@ AccountingStoragePass=$DIR/run/munge.sock
 AccountingStorageTRES=gres/gpu
 AccountingStorageEnforce=associations
 JobCompType=jobcomp/none
+AccountingStoreFlags=job_comment
 ReturnToService=2
 SlurmctldTimeout=30
 SlurmdTimeout=10
@@ -210,7 +223,7 @@ write_ssh() {
   [[ -f $DIR/ssh/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -f "$DIR/ssh/host_ed25519"
   [[ -f $DIR/ssh/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C "virtuai-slurm-dev" -f "$DIR/ssh/id_ed25519"
   chmod 600 "$DIR/ssh/id_ed25519" "$DIR/ssh/host_ed25519"
-  install -m 600 -o "$LAB_USER" "$DIR/ssh/id_ed25519.pub" "$DIR/home/$LAB_USER/.ssh/authorized_keys"
+  install -m 644 "$DIR/ssh/id_ed25519.pub" "$DIR/ssh/authorized_keys"
   # The login node's environment: Slurm's commands find this cluster's config.
   cat >"$DIR/ssh/sshd_config" <<EOF
 ListenAddress $addr:$port
@@ -221,6 +234,7 @@ KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin no
 AllowUsers $LAB_USER
+AuthorizedKeysFile $DIR/ssh/authorized_keys
 UsePAM no
 StrictModes no
 MaxSessions 64
@@ -370,7 +384,7 @@ kill_cluster_procs() {
 
 cmd_stop() {
   [[ -d $DIR ]] || { log "nothing to stop"; return 0; }
-  local f
+  local f mode; mode=$(current_mode)
   # Cancel what is queued or running, so a later start finds no ghost jobs.
   if pid_alive "$DIR/run/slurmctld.pid"; then
     SLURM_CONF=$DIR/etc/slurm.conf timeout 10 squeue -h -o %A 2>/dev/null |
@@ -385,9 +399,12 @@ cmd_stop() {
   kill_pidfile "$DIR/run/slurmdbd.pid"
   kill_pidfile "$DIR/run/mariadb.pid"
   kill_pidfile "$DIR/run/munged.pid"
-  network_down
+  # Namespaces and the bridge are the multi-node cluster's (a --single one has none).
+  [[ $mode == multi ]] && network_down
   # Slurm's cgroup v1 hierarchy (slurm_<node>): empty once no step runs.
-  find /sys/fs/cgroup/*/slurm_vsd-* -depth -type d -exec rmdir {} + 2>/dev/null || true
+  for f in $(node_names); do
+    find /sys/fs/cgroup/*/"slurm_$f" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
   rm -f "$(mode_file)"
   log "stopped"
 }

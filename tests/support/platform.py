@@ -27,9 +27,11 @@ from virtuai.api.context import ApiContext
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.sites import SiteLoop, SiteLoopConfig
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
 from virtuai.domain.workload import DEFAULT_PRIORITY_CLASSES
+from virtuai.drivers.base import Driver
 from virtuai.drivers.local import LocalDriver
 from virtuai.drivers.local.users import unix_name
 from virtuai.server.bootstrap import bootstrap_admin
@@ -65,6 +67,8 @@ class Platform:
         self.vc_options = vc_options or VcOptions()
         clock = SystemClock()
         self.driver = LocalDriver(state_dir / "tasks", driver_settings, node_name="node-1")
+        # Shared by the life cycle, the API and the site loop (which adds sites' drivers).
+        self.drivers: dict[str, Driver] = {"local": self.driver}
         with transaction(sessions) as session:
             record_inventory(session, self.driver.inventory(), clock.now())
         first = bootstrap_admin(sessions, clock)
@@ -75,21 +79,23 @@ class Platform:
             sessions=sessions,
             clock=clock,
             verifier=OidcVerifier(oidc or OidcSettings()),
-            drivers={"local": self.driver},
+            drivers=self.drivers,
             rules=SchedulingRules(
                 policy=policy_from_settings(SchedulerSettings()),
                 priority_classes={p.name: p for p in DEFAULT_PRIORITY_CLASSES},
             ),
             vcs=VcRuntimeAccess(vcs) if vcs is not None else VcRuntimeAccess(),
             vc_options=self.vc_options,
+            site_keys_dir=state_dir / "sites",
         )
         self.http = TestClient(create_app(self.context), raise_server_exceptions=False)
         # The server's own default policy: fair share, backfill, preemption, borrowing.
         rules = self.context.rules
         self.scheduling = SchedulingLoop(sessions, clock, rules.policy, rules.preemptible)
+        self.sites = SiteLoop(sessions, self.drivers, clock, SiteLoopConfig(kill_grace_s=1))
         self.lifecycle = LifecycleLoop(
             sessions,
-            {"local": self.driver},
+            self.drivers,
             clock,
             LifecycleConfig(
                 workspaces_dir=state_dir / "workspaces",
@@ -160,6 +166,7 @@ class Platform:
     # -- loops ------------------------------------------------------------------------------
 
     def tick(self) -> None:
+        self.sites.tick()
         self.lifecycle.tick()
         self.scheduling.tick()
         if self.vcs is not None:

@@ -17,6 +17,7 @@ from virtuai.api.routers import (
     metrics,
     nodes,
     session,
+    sites,
     tenants,
     tokens,
     usage,
@@ -74,6 +75,7 @@ def create_app(context: ApiContext) -> FastAPI:
         doctor,
         metrics,
         session,
+        sites,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

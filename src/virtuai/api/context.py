@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,3 +42,5 @@ class ApiContext:
     browser: BrowserSessions = field(default_factory=BrowserSessions)
     # Callers by token hash for a moment: most requests then cost no authentication query.
     tokens: TokenCache = field(default_factory=TokenCache)
+    # Where the SSH keys of sites are kept (0700; each key 0600); None: sites cannot be added.
+    site_keys_dir: Path | None = None

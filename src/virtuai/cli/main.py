@@ -25,6 +25,7 @@ from virtuai.cli import (
     output,
     sbatch,
     sim,
+    sites,
     slurmctl,
     slurmq,
     srun,
@@ -111,6 +112,7 @@ def build_app() -> typer.Typer:
     srun.register(app, SLURM_PANEL)
     slurmq.register(app, SLURM_PANEL)
     slurmctl.register(app, SLURM_PANEL)
+    sites.register(app, PLATFORM_PANEL)
     return app
 
 

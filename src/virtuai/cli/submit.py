@@ -130,6 +130,13 @@ def submit(
         list[str] | None,
         typer.Option(help="A node label the job needs: key=value or a name (repeatable)."),
     ] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Run on this site (a Slurm cluster; `virtuai site list`), or `any`.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a job; print its id.
@@ -175,6 +182,8 @@ def submit(
         spec["node_class"] = node_class
     if constraint:
         spec["constraints"] = list(constraint)
+    if site is not None:
+        spec["site"] = site
     _create(spec, as_json)
 
 

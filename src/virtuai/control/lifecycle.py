@@ -116,8 +116,12 @@ class LifecycleLoop:
         *,
         host: str | None = None,
         wake: Callable[[], None] | None = None,
+        remote_nodes: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self._sessions = sessions
+        # Nodes no machine of ours hosts (a Slurm site's): their tasks are driven through
+        # the site's driver by the instance that leads, which this callable says.
+        self._remote_nodes = remote_nodes or frozenset
         self._drivers = drivers
         self._clock = clock
         self._config = config
@@ -217,7 +221,7 @@ class LifecycleLoop:
         return node if target is None else target.host_node
 
     def _mine(self, host: str | None) -> bool:
-        return self.host is None or host == self.host
+        return self.host is None or host == self.host or host in self._remote_nodes()
 
     def _is_home(self, job: JobRow, targets: Mapping[str, VnodeTarget] | None) -> bool:
         placements = placement_from_json(job.placement)
@@ -225,7 +229,14 @@ class LifecycleLoop:
 
     def _my_tasks(self) -> Any:
         """The filter on ``TaskRow`` of the tasks this reconciler acts on."""
-        return TaskRow.host == self.host if self.host is not None else TaskRow.id.is_not(None)
+        if self.host is None:
+            return TaskRow.id.is_not(None)
+        remote = self._remote_nodes()
+        return (
+            or_(TaskRow.host == self.host, TaskRow.host.in_(remote))
+            if remote
+            else (TaskRow.host == self.host)
+        )
 
     def _rendezvous_port(self, job: JobRow) -> int:
         if job.vc_id is not None:

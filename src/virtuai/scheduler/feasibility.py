@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from virtuai.domain.resources import RESOURCE_NAMES, Node, Resources, format_amount
+from virtuai.domain.sites import is_site_pool
 from virtuai.domain.tenancy import Quota
 from virtuai.scheduler.snapshot import PendingJob
 
@@ -57,7 +58,8 @@ class Feasibility:
         )
         self._by_pool: dict[str | None, list[_Shape]] = {None: []}
         for cpu, memory, gpu, pool, _name in shapes:
-            self._by_pool[None].append((cpu, memory, gpu))
+            if not is_site_pool(pool):  # a job that names no pool never lands on a site
+                self._by_pool[None].append((cpu, memory, gpu))
             self._by_pool.setdefault(pool, []).append((cpu, memory, gpu))
         self._largest: dict[str | None, _Shape] = {
             pool: (max(s[0] for s in known), max(s[1] for s in known), known[0][2])

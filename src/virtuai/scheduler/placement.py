@@ -26,6 +26,7 @@ from bisect import insort
 from collections.abc import Iterable, Iterator
 
 from virtuai.domain.resources import Resources
+from virtuai.domain.sites import is_site_pool
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.feasibility import usable_gpus
 from virtuai.scheduler.fitlist import Entry, FitList
@@ -141,6 +142,8 @@ class Cluster:
         index = self._indexes.get(node.pool)
         if index is None:
             index = self._indexes[node.pool] = _Index()
+        if is_site_pool(node.pool):
+            return (index,)  # a job that names no pool never lands on a site
         return self._indexes[None], index
 
     def node(self, name: str) -> NodeFree:
@@ -148,8 +151,8 @@ class Cluster:
         return self._by_name[name]
 
     def pools(self) -> list[str]:
-        """The pools that have nodes, by name."""
-        return sorted(pool for pool in self._indexes if pool is not None)
+        """The pools that have nodes, by name (a site's pools only if it is asked for)."""
+        return sorted(p for p in self._indexes if p is not None and not is_site_pool(p))
 
     def nodes(self, pool: str | None = None) -> Iterator[NodeFree]:
         """The nodes of ``pool`` (all if ``None``), by name. Read only: do not mutate."""

@@ -32,6 +32,7 @@ from virtuai.control.membership import Membership, MembershipConfig
 from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.sites import SiteLoop, SiteLoopConfig
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
 from virtuai.domain.workload import PriorityClass
@@ -156,6 +157,10 @@ def _serve(settings: Settings) -> None:
             if settings.oidc.issuer and settings.oidc.client_id
             else None,
         ),
+        site_keys_dir=settings.home / "sites",
+    )
+    sites = SiteLoop(
+        sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
     )
     lifecycle = LifecycleLoop(
         sessions,
@@ -171,6 +176,7 @@ def _serve(settings: Settings) -> None:
         vnodes=vcs.runtime,
         host=node_name,
         wake=context.wake.set,
+        remote_nodes=lambda: sites.node_names() if member.is_leader else frozenset(),
     )
     member = Membership(
         sessions,
@@ -194,7 +200,11 @@ def _serve(settings: Settings) -> None:
     # hand out; then (the leader only) scheduling, lost nodes, virtual clusters; then the
     # reconciler again, so that an admitted job starts in the same round.
     assert context.metrics is not None
+    # Sites first (the leader only): their drivers (in `drivers`, shared with the life
+    # cycle and the API) and one batched look at each site's queue, which the life
+    # cycle's observations read.
     steps = [
+        leading(member, sites.tick),
         lifecycle.tick,
         leading(member, context.metrics.timed(scheduling.tick)),
         leading(member, watch.tick),
@@ -217,6 +227,7 @@ def _serve(settings: Settings) -> None:
         # next `virtuai up` takes them back.
         runner.stop()
         member.stop()
+        sites.close()
         engine.dispose()
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 

@@ -26,6 +26,7 @@ from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantSt
 from virtuai.services.access import Caller
 from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
+from virtuai.services.sites import choose_pool
 from virtuai.services.vclusters import live_vc, whole_node
 from virtuai.store.inventory import allowed_nodes
 from virtuai.store.models import (
@@ -65,6 +66,7 @@ class JobRequest:
     vc: str | None = None  # the name of the tenant's virtual cluster to run in
     node_class: str | None = None  # light | fat | gpu
     constraints: tuple[str, ...] = ()  # node labels: key=value or a bare name
+    site: str | None = None  # a site's name, "any", or None: this platform's own nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ def submit_job(
         raise InvalidRequest(
             "a job must ask for at least 1m CPU and 1Mi memory per task", field="resources"
         )
+    pool: str | None = None
     if vc is None:
         _check_targeting(request, rules)
         allowed = allowed_nodes(
@@ -112,8 +115,14 @@ def submit_job(
             walltime_s=request.walltime_s,
             max_walltime_by_class=rules.max_walltime_by_class,
         )
-        probe_job = probe_of(tenant.name, request, priority, now, allowed)
-        reject_if_never_runs(session, rules, probe_job, now)
+        job_probe = probe_of(tenant.name, request, priority, now, allowed)
+        pool = choose_pool(session, rules, request.site, job_probe, now)
+        job_probe = dataclasses.replace(job_probe, pool=pool)
+        reject_if_never_runs(session, rules, job_probe, now)
+    elif request.site is not None:
+        raise InvalidRequest(
+            "a job in a virtual cluster runs on its nodes, not a site", field="site"
+        )
     else:
         _reject_if_never_runs_in(vc, probe_of(tenant.name, request, priority, now))
     _check_dependencies(session, caller, request.dependencies)
@@ -148,6 +157,7 @@ def submit_job(
             vc_id=None if vc is None else vc.id,
             node_class=request.node_class,
             constraints=list(request.constraints),
+            pool=pool,
             submitted_at=now,
             updated_at=now,
         )
@@ -260,9 +270,9 @@ def plan_request(
     get_tenant_row(session, tenant)
     if request.vc is not None:
         raise InvalidRequest("plan does not answer for jobs in virtual clusters yet", field="vc")
-    return plan_job(
-        session, rules, probe_of(tenant, request, rules.priority(request.priority), now), now
-    )
+    job_probe = probe_of(tenant, request, rules.priority(request.priority), now)
+    pool = choose_pool(session, rules, request.site, job_probe, now)
+    return plan_job(session, rules, dataclasses.replace(job_probe, pool=pool), now)
 
 
 def list_jobs(

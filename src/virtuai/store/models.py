@@ -455,3 +455,40 @@ class MetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class SiteRow(Base):
+    """A site where the platform sends work (a Slurm cluster), as added by an administrator.
+
+    ``state`` is a ``SiteState``.  The SSH key is not here but in a file only the
+    server can read (``identity_path``, mode 0600); ``known_hosts`` pins the login
+    node's host key.  The rest is what the site loop last observed (``sinfo``,
+    ``squeue``).
+    """
+
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="slurm")
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    # Marks this installation's jobs on the site (their --comment).
+    token: Mapped[str] = mapped_column(String(32))
+    # SSH: "user@host[:port]"; NULL for a local site (the server runs where sbatch works).
+    login: Mapped[str | None] = mapped_column(String(255))
+    identity_path: Mapped[str | None] = mapped_column(Text)
+    known_hosts: Mapped[str] = mapped_column(Text, default="")
+    partition: Mapped[str | None] = mapped_column(String(63))
+    pool: Mapped[str] = mapped_column(String(63))
+    account_map: Mapped[dict[str, str]] = mapped_column(Json, default=dict)
+    max_jobs: Mapped[int | None] = mapped_column(Integer)
+    # Observed.
+    health: Mapped[str] = mapped_column(String(16), default="unknown")
+    message: Mapped[str] = mapped_column(Text, default="")
+    partitions: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    capacity: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    queue_depth: Mapped[int] = mapped_column(Integer, default=0)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    unreachable_since: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

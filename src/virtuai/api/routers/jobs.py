@@ -21,6 +21,7 @@ from virtuai.api.schemas.jobs import (
 from virtuai.domain.arrays import MAX_ARRAY_SIZE, parse_array
 from virtuai.domain.dependencies import Dependency, format_dependencies, parse_dependencies
 from virtuai.domain.resources import Resources
+from virtuai.domain.sites import site_of_pool
 from virtuai.domain.units import (
     MILLI,
     MIN_CPU_MILLI,
@@ -73,6 +74,7 @@ def request_from_api(body: JobCreate, rules: SchedulingRules | None = None) -> s
         vc=body.vc,
         node_class=body.node_class,
         constraints=tuple(body.constraints),
+        site=body.site,
     )
 
 
@@ -111,6 +113,8 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "submitted_at": job.submitted_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "pool": job.pool,
+        "site": site_of_pool(job.pool),
     }
 
 

@@ -72,6 +72,12 @@ class JobCreate(StrictModel):
         description="node labels the job needs: key=value, or a bare label name (Slurm's "
         "--constraint)",
     )
+    site: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        description="run on this site (a Slurm cluster), or 'any' to let the platform choose",
+    )
 
     @field_validator("command")
     @classmethod
@@ -138,6 +144,8 @@ class JobOut(BaseModel):
     submitted_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    pool: str | None = Field(default=None, description="the pool it asked for; none: local")
+    site: str | None = Field(default=None, description="the site it runs on; none: local")
 
 
 class EventOut(BaseModel):
