@@ -183,7 +183,8 @@ def _serve(settings: Settings) -> None:
         clock,
         membership_config(settings, node_name, engine.dialect.name),
         on_lead=context.wake.set,
-        on_isolated=lifecycle.fence_local,
+        # One machine on SQLite: nobody else can take its work over, so it never fences.
+        on_isolated=None if engine.dialect.name == "sqlite" else lifecycle.fence_local,
     )
     scheduling = SchedulingLoop(
         sessions,
