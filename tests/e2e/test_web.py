@@ -28,6 +28,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 TENANTS = ["webphys", "webbio"]
+# Generous waits: on a loaded CI machine a page may take seconds; a waiting assertion
+# returns as soon as it holds, so this costs nothing when things are fast.
+expect.set_options(timeout=15_000)
 
 
 @dataclass

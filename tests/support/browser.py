@@ -47,6 +47,7 @@ def open_tab(browser: Browser, base_url: str, also: tuple[str, ...] = ()) -> Tab
     """A fresh context that may reach ``base_url`` (and the URLs in ``also``) only: any
     other request is recorded and refused, which proves the pages work offline (no CDN)."""
     context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(30_000)
     page = context.new_page()
     tab = Tab(context, page)
     hosts = {urlparse(url).netloc for url in (base_url, *also)}
