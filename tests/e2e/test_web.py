@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from support.browser import Tab, chromium, chromium_path, open_tab, sign_in
+from support.oidc_provider import Provider
 from support.platform import TEST_USER_PREFIX, public_dir, remove_state
 from support.server import Server
 
@@ -27,6 +28,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 TENANTS = ["webphys", "webbio"]
+# Generous waits: on a loaded CI machine a page may take seconds; a waiting assertion
+# returns as soon as it holds, so this costs nothing when things are fast.
+expect.set_options(timeout=15_000)
 
 
 @dataclass
@@ -208,3 +212,44 @@ def test_admin_pages_and_api_docs_load_without_a_network(tab: Tab, lab: Lab) -> 
     expect(page.locator(".swagger-ui .title")).to_contain_text("virtuai", timeout=15_000)
     page.goto("/api/v1/redoc")
     expect(page.locator("h1")).to_contain_text("virtuai", timeout=15_000)
+
+
+def test_signing_in_with_oidc_code_and_pkce(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = tmp_path_factory.mktemp("web-oidc")
+    with Provider(tmp / "jwks.json", client_id="virtuai-web") as provider:
+        server = Server(
+            tmp / "home",
+            tmp / "config",
+            {
+                "VIRTUAI_OIDC__ISSUER": provider.issuer,
+                "VIRTUAI_OIDC__AUDIENCE": "virtuai",
+                "VIRTUAI_OIDC__JWKS_FILE": str(provider.jwks_file),
+                "VIRTUAI_OIDC__CLIENT_ID": "virtuai-web",
+                "VIRTUAI_LOCAL__CGROUP_NAME": f"virtuai-web-{uuid.uuid4().hex[:6]}",
+            },
+        )
+        server.start()
+        tab = open_tab(browser, server.url, also=(provider.issuer,))
+        try:
+            server.cli("tenant", "create", "webphys")
+            provider.next_user = ("dora", ["virtuai:webphys:owner"])
+            page = tab.page
+            page.goto("/#/tenants")
+            page.click("#oidc")
+            # Provider -> callback -> a page that moves on by itself -> the page asked for.
+            page.wait_for_selector("#logout")
+            expect(page.locator("#me")).to_contain_text("dora")
+            expect(page.locator("#tenants")).to_contain_text("you: owner")
+            assert provider.pkce_checked == 1
+            [cookie] = [c for c in tab.context.cookies() if c["name"] == "virtuai_session"]
+            assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+            page.click("#logout")
+            expect(page.locator("#token")).to_be_visible()
+            assert page.evaluate("fetch('/api/v1/whoami').then(r => r.status)") == 401
+        finally:
+            tab.close()
+            server.kill()
+        assert tab.errors == [], tab.errors
+        assert tab.foreign_requests == [], tab.foreign_requests

@@ -43,16 +43,17 @@ class Tab:
         self.context.close()
 
 
-def open_tab(browser: Browser, base_url: str) -> Tab:
-    """A fresh context that may reach ``base_url`` only: any other request is recorded
-    and refused, which proves the pages work offline (no CDN)."""
+def open_tab(browser: Browser, base_url: str, also: tuple[str, ...] = ()) -> Tab:
+    """A fresh context that may reach ``base_url`` (and the URLs in ``also``) only: any
+    other request is recorded and refused, which proves the pages work offline (no CDN)."""
     context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(30_000)
     page = context.new_page()
     tab = Tab(context, page)
-    host = urlparse(base_url).netloc
+    hosts = {urlparse(url).netloc for url in (base_url, *also)}
 
     def guard(route: Route) -> None:
-        if urlparse(route.request.url).netloc == host:
+        if urlparse(route.request.url).netloc in hosts:
             route.continue_()
         else:
             tab.foreign_requests.append(route.request.url)

@@ -42,6 +42,15 @@ Context = Annotated[ApiContext, Depends(get_context)]
 def get_caller(
     request: Request, context: Context, _schema: Annotated[object, Depends(_bearer)]
 ) -> Caller:
+    return authenticate(request, context)
+
+
+def authenticate(request: Request, context: ApiContext) -> Caller:
+    """Who sends ``request``: by its Bearer header, else by the browser's session cookie.
+
+    A plain function so that other entry points (the notebook proxy) authenticate
+    exactly as the API does.
+    """
     credential, source = credential_from_request(request)
     if looks_like_api_token(credential):
         return _token_caller(context, credential)

@@ -50,3 +50,14 @@ export function query(params) {
   const s = q.toString();
   return s ? `?${s}` : "";
 }
+
+// Tenants the signed-in user may submit work to: where it is more than a viewer, and
+// every tenant for an administrator.
+export async function submittableTenants(me) {
+  const own = me.tenants.filter((t) => t.role !== "viewer").map((t) => t.tenant);
+  if (!me.is_admin) return own;
+  try {
+    const all = (await get("/tenants")).map((t) => t.name);
+    return [...own, ...all.filter((t) => !own.includes(t))];
+  } catch (e) { return own; }
+}

@@ -5,6 +5,7 @@ import { ApiError, get, post, query } from "../api.js";
 import { clear, errorBox, fields, FINISHED, h, resources, since, stateBadge, table, when } from "../dom.js";
 
 const POLL_MS = 1500;
+const MAX_SHOWN = 2 * 1024 * 1024;
 
 export function render(main, [id]) {
   let stopped = false;
@@ -96,6 +97,10 @@ export function render(main, [id]) {
         if (stopped || key !== logKey) return;
         const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
         if (chunk.data) log.append(chunk.data);
+        // Keep the page light on huge logs: the newest MiB or so stays.
+        if (log.textContent.length > MAX_SHOWN) {
+          log.textContent = `[… earlier output not shown: ${offset} bytes read so far]\n${log.textContent.slice(-MAX_SHOWN / 2)}`;
+        }
         if (atBottom) log.scrollTop = log.scrollHeight;
         const grew = chunk.offset !== offset;
         offset = chunk.offset;

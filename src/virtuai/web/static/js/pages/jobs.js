@@ -20,6 +20,7 @@ export function render(main, _params, ctx) {
   let before = null;
   let timer = null;
   let stopped = false;
+  let rendered = false;
 
   const state = h("select", { name: "state", id: "filter-state" },
     STATES.map((s) => h("option", { value: s, selected: s === filters.state }, s || "any")));
@@ -49,6 +50,9 @@ export function render(main, _params, ctx) {
 
   async function refresh() {
     clearTimeout(timer);
+    // A hidden tab asks nothing of the server; it catches up when shown again.
+    if (document.hidden && rendered) { timer = setTimeout(refresh, POLL_MS); return; }
+    rendered = true;
     const params = { limit: PAGE + 1, state: state.value, tenant: tenant.value, user: user.value.trim(), before_id: before };
     try {
       const rows = await get(`/jobs${query(params)}`);

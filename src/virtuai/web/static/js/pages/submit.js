@@ -1,7 +1,7 @@
 // Submit a job: the same fields as `virtuai submit`; "Check" asks the scheduler what
 // would happen (POST /jobs/plan) without submitting; a refusal shows the server's words.
 
-import { get, post } from "../api.js";
+import { get, post, submittableTenants } from "../api.js";
 import { clear, errorBox, field, h } from "../dom.js";
 
 export function render(main, _params, ctx) {
@@ -29,14 +29,10 @@ export function render(main, _params, ctx) {
       h("button", { type: "button", class: "secondary", id: "plan", onclick: () => send(true) }, "Check without submitting")));
   const result = h("div", { id: "submit-result" });
   main.append(h("h1", {}, "Submit a job"), form, result);
-  if (ctx.me.is_admin) {
-    // Administrators may submit in any tenant, member or not.
-    get("/tenants").then((list) => {
-      for (const t of list) if (!submittable.includes(t.name)) tenant.append(h("option", { value: t.name }, t.name));
-    }).catch(() => {});
-  } else if (!submittable.length) {
-    result.append(h("div", { class: "notice" }, "You cannot submit: you are not a member of any tenant."));
-  }
+  submittableTenants(ctx.me).then((list) => {
+    for (const t of list) if (!submittable.includes(t)) tenant.append(h("option", { value: t }, t));
+    if (!list.length) result.append(h("div", { class: "notice" }, "You cannot submit: you are not a member of any tenant."));
+  });
 
   get("/vcs").then((list) => {
     const vc = form.querySelector("#vc");

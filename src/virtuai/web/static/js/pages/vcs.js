@@ -1,6 +1,6 @@
 // Virtual clusters: list, create, suspend, resume, delete; one cluster's nodes and events.
 
-import { del, get, post, query } from "../api.js";
+import { del, get, post, query, submittableTenants } from "../api.js";
 import { clear, errorBox, field, fields, h, resources, stateBadge, table, when } from "../dom.js";
 
 const POLL_MS = 2000;
@@ -33,12 +33,11 @@ function list(main, ctx) {
   let timer = null;
   const box = h("div", { id: "vcs-table" }, h("p", { class: "muted" }, "Loading…"));
   const messages = h("div");
-  const tenants = ctx.me.tenants.filter((t) => t.role !== "viewer").map((t) => t.tenant);
   const input = (name, attrs = {}) => h("input", { name, id: `vc-${name}`, ...attrs });
   const form = h("form", { class: "card", id: "vc-form" },
     h("div", { class: "grid" },
       field("Name", input("name", { required: true, placeholder: "lab" })),
-      field("Tenant", h("select", { id: "vc-tenant" }, tenants.map((t) => h("option", { value: t }, t)))),
+      field("Tenant", h("select", { id: "vc-tenant" })),
       field("Nodes", input("nodes", { type: "number", min: 1, value: "2" })),
       field("CPUs per node", input("cpu", { value: "1" })),
       field("Memory per node", input("memory", { value: "1Gi" })),
@@ -61,6 +60,9 @@ function list(main, ctx) {
     } catch (e) { messages.append(errorBox(e)); }
   });
   main.append(h("h1", {}, "Virtual clusters"), box, messages, h("h2", {}, "Create a virtual cluster"), form);
+  submittableTenants(ctx.me).then((list) => {
+    form.querySelector("#vc-tenant").append(...list.map((t) => h("option", { value: t }, t)));
+  });
 
   async function refresh() {
     clearTimeout(timer);
