@@ -99,3 +99,26 @@ def test_gpu_metrics_come_from_nvml(platform: Platform) -> None:
     assert 'virtuai_gpu_utilization_percent{gpu="0",model="A100",uuid="GPU-abc"} 87.0' in text
     assert "virtuai_gpu_memory_used_bytes" in text and "virtuai_gpu_memory_total_bytes" in text
     assert "virtuai_gpu_" not in generate_latest(Metrics(platform.sessions, list).registry).decode()
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_server_exports(platform: Platform) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = Path(__file__).parents[3] / "deploy" / "grafana" / "virtuai.json"
+    text = json.dumps(json.loads(dashboard.read_text()))
+    used = set(re.findall(r"virtuai_[a-z_]+", text))
+    stats = [GpuStats(0, "GPU-abc", "A100", 1.0, 1, 2)]
+    metrics = Metrics(platform.sessions, gpu_stats=lambda: stats)
+    metrics.observe_request("GET", "/x", 500, 0.1)
+    metrics.scheduler_pass.observe(0.01)
+    # Every series a family can have, whether or not this empty database fills it yet.
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+    exported = {
+        family.name + suffix
+        for family in metrics.registry.collect()
+        for suffix in ["", *suffixes.get(family.type, [])]
+    }
+    assert used, "no metric in the dashboard"
+    assert used <= exported, used - exported
