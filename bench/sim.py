@@ -1,139 +1,163 @@
-"""Benchmark of the trace simulator (``docs/benchmarks.md``, Simulator).
+"""Benchmark of scheduling policies and of the simulator (``docs/benchmarks.md``, Policies).
 
-Run: ``.venv/bin/python bench/sim.py`` (``--help`` for sizes; ``--quick`` for a
-10,000-job smoke run).
+Run: ``.venv/bin/python bench/sim.py`` (``--quick`` for a smoke run; ``--help``).
 
-A synthetic trace (``virtuai.sim.generate``: bursts of jobs from 4 tenants with
-GPU-heavy, mixed, CPU and small-GPU profiles, log-normal durations, 5% of jobs
-over their walltime) is replayed on a synthetic cluster (a quarter of the nodes
-with 8 GPUs) under each policy, timing ``simulate()`` only: no isolated
-replays, metrics or plots.
+1. **Heavy load** (queueing dominates): a seeded Philly-shaped trace
+   (``virtuai.sim.philly``: published job-size, duration and user-share shapes;
+   offered GPU load 1.2x capacity with a daily cycle) on ``--nodes`` 8-GPU
+   machines, replayed under FIFO (the baseline), fair share, fair share + EASY
+   backfill, and ``las-fairshare`` (the new policy).  Reported: mean JCT and its
+   ratio to FIFO's, per-tenant mean JCT against fair share alone, Jain's index
+   over the contended time against fair share's, rho (one common reference
+   policy for every policy's T_id), preemptions and lost GPU-hours.
+2. **Light load** (offered load 0.45): FIFO and ``las-fairshare``, and the share
+   of the gap between FIFO's mean JCT and the zero-wait bound (the mean run
+   time) that the new policy closes.
+3. **Speed**: ``--speed-jobs`` Philly-shaped jobs on ``--speed-nodes`` nodes under
+   ``las-fairshare``, timing ``simulate()`` alone; the same policy on a tenth of
+   the jobs and nodes is the baseline in the same run (CPU is shared: read ratios).
 
-Reported per run: events (distinct event times), scheduling passes, passes the
-free-room test skipped, wall time, jobs/s and milliseconds per pass.  Two
-baselines give ratios:
-
-- the same trace under FIFO (the first policy) vs the others;
-- ``--baseline-jobs`` jobs on ``--baseline-nodes`` nodes (default 10,000 on 100),
-  to show how the cost grows with the cluster.
-
-``--tick 60`` schedules once a minute instead of at every event (``virtuai sim --tick``).
-
-The last line is ``jobs_per_s=<N> wall_s=<W>``: the slowest policy on the big trace.
+The last line is
+``jct_ratio_vs_fifo=R jain_ratio_vs_fairshare=R rho_max=X sim_100k_s=N``
+(heavy load; ``sim_100k_s`` is the speed replay's wall time, whatever its size).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
-from virtuai.sim.engine import simulate
-from virtuai.sim.generate import generate_cluster, generate_trace
+from virtuai.sim.engine import SimRun, simulate
+from virtuai.sim.isolated import Isolation, isolated_jct
 from virtuai.sim.metrics import summarize
-from virtuai.sim.policy import EXAMPLE_POLICIES, example_policy
+from virtuai.sim.philly import philly_cluster, philly_trace, regime
+from virtuai.sim.policy import example_policy
+
+HEAVY = ("fifo", "fairshare", "fairshare-backfill", "las-fairshare")
+LIGHT = ("fifo", "las-fairshare")
 
 
-@dataclass(frozen=True)
-class Result:
-    label: str
-    policy: str
-    jobs: int
-    nodes: int
-    events: int
-    passes: int
-    skipped: int
-    wall_s: float
-    wait_mean_s: float
-    gpu_utilization: float
-
-    @property
-    def jobs_per_s(self) -> float:
-        return self.jobs / self.wall_s
-
-    @property
-    def ms_per_pass(self) -> float:
-        return 1000 * self.wall_s / max(1, self.passes)
+def replay(jobs: int, nodes: int, load: float, seed: int, policy: str, tick: float) -> SimRun:
+    cluster = philly_cluster(nodes)
+    trace = philly_trace(cluster, jobs, seed=seed, load=load)
+    return simulate(trace, cluster, example_policy(policy), tick_s=tick)
 
 
-def measure(
-    label: str, jobs: int, nodes: int, load: float, seed: int, policy: str, tick_s: float
-) -> Result:
-    cluster = generate_cluster(nodes, 4)
-    trace = generate_trace(cluster, jobs, seed=seed, load=load)
-    began = time.perf_counter()
-    run = simulate(trace, cluster, example_policy(policy), tick_s=tick_s)
-    wall = time.perf_counter() - began
-    metrics = summarize(run)["metrics"]
-    assert metrics["finished"] + metrics["rejected"] == jobs, metrics
-    return Result(
-        label, policy, jobs, nodes, run.events, run.passes, run.skipped, wall,
-        metrics["wait_mean_s"], metrics["gpu_utilization"],
-    )  # fmt: skip
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
-def report(result: Result, baseline: Result | None) -> None:
-    ratio = f"  x{result.wall_s / baseline.wall_s:.2f} wall vs {baseline.label}" if baseline else ""
-    print(
-        f"{result.label:<7} {result.policy:<30} jobs={result.jobs:<7} nodes={result.nodes:<5} "
-        f"events={result.events:<7} passes={result.passes:<7} skipped={result.skipped:<7} "
-        f"wall={result.wall_s:8.1f}s jobs/s={result.jobs_per_s:8.0f} "
-        f"ms/pass={result.ms_per_pass:6.2f} wait_mean={result.wait_mean_s / 60:7.1f}min "
-        f"gpu_util={result.gpu_utilization:.3f}{ratio}",
-        flush=True,
-    )
+def tenant_jct(run: SimRun) -> dict[str, float]:
+    sums: dict[str, list[float]] = {}
+    for k, job in enumerate(run.jobs):
+        if math.isfinite(run.finish[k]):
+            acc = sums.setdefault(job.tenant, [0.0, 0.0])
+            acc[0] += run.finish[k] - job.submit
+            acc[1] += 1
+    return {t: s / n for t, (s, n) in sorted(sums.items())}
+
+
+def heavy(args: argparse.Namespace) -> dict[str, Any]:
+    load = regime("heavy").load
+    runs: dict[str, SimRun] = {}
+    metrics: dict[str, dict[str, Any]] = {}
+    iso: list[float] | None = None
+    for name in HEAVY:
+        began = time.perf_counter()
+        run = runs[name] = replay(args.jobs, args.nodes, load, args.seed, name, args.tick)
+        wall = time.perf_counter() - began
+        if iso is None:  # one common reference for every policy's T_id
+            iso, _ = isolated_jct(run, Isolation.SIMULATE, tick_s=args.tick)
+        m = metrics[name] = summarize(run, iso)["metrics"]
+        print(
+            f"heavy {name:<20} jct_mean={m['jct_mean_s'] / 3600:7.2f}h "
+            f"wait_mean={m['wait_mean_s'] / 3600:7.2f}h "
+            f"jain_contended={_num(m['jain_contended'])} over {m['contended_s'] / 3600:.1f}h "
+            f"rho_max={m['rho_max']:.2f} preemptions={m['preemptions']} "
+            f"lost_gpu_h={m['lost_gpu_hours']:.0f} wall={wall:.1f}s",
+            flush=True,
+        )
+    fifo, new, fair = metrics["fifo"], metrics["las-fairshare"], metrics["fairshare"]
+    zero = sum(j.run_s for j in runs["fifo"].jobs) / len(runs["fifo"].jobs)
+    print(f"heavy zero-wait bound (mean run time) {zero / 3600:.2f}h")
+    fair_t, new_t = tenant_jct(runs["fairshare"]), tenant_jct(runs["las-fairshare"])
+    for tenant, value in new_t.items():
+        print(
+            f"heavy tenant {tenant:<10} las-fairshare={value / 3600:7.2f}h "
+            f"fairshare={fair_t[tenant] / 3600:7.2f}h ratio={value / fair_t[tenant]:.2f}"
+        )
+    worst = max(new_t[t] / fair_t[t] for t in new_t)
+    return {
+        "jct_ratio": fifo["jct_mean_s"] / new["jct_mean_s"],
+        # Jain over the whole run's dominant shares when no window was contended.
+        "jain_ratio": (new["jain_contended"] or new["jain"])
+        / (fair["jain_contended"] or fair["jain"]),
+        "rho_max": new["rho_max"],
+        "worst_tenant_vs_fairshare": worst,
+    }
+
+
+def light(args: argparse.Namespace) -> float:
+    load = regime("light").load
+    jct: dict[str, float] = {}
+    zero = 0.0
+    for name in LIGHT:
+        run = replay(args.jobs, args.nodes, load, args.seed, name, args.tick)
+        jct[name] = summarize(run)["metrics"]["jct_mean_s"]
+        zero = sum(j.run_s for j in run.jobs) / len(run.jobs)
+        print(f"light {name:<20} jct_mean={jct[name] / 3600:7.3f}h", flush=True)
+    closed = (jct["fifo"] - jct["las-fairshare"]) / max(1e-9, jct["fifo"] - zero)
+    print(f"light zero-wait bound {zero / 3600:.3f}h; gap closed {100 * closed:.1f}%")
+    return closed
+
+
+def speed(args: argparse.Namespace) -> float:
+    walls = []
+    for jobs, nodes in (
+        (args.speed_jobs // 10, args.speed_nodes // 10),
+        (args.speed_jobs, args.speed_nodes),
+    ):
+        cluster = philly_cluster(nodes)
+        trace = philly_trace(cluster, jobs, seed=args.seed, load=0.9)
+        began = time.perf_counter()
+        run = simulate(trace, cluster, example_policy("las-fairshare"), tick_s=args.tick)
+        wall = time.perf_counter() - began
+        walls.append(wall)
+        print(
+            f"speed jobs={jobs} nodes={nodes} passes={run.passes} events={run.events} "
+            f"wall={wall:.1f}s ms/pass={1000 * wall / max(1, run.passes):.2f}",
+            flush=True,
+        )
+    print(f"speed 10x jobs and nodes cost {walls[1] / walls[0]:.1f}x the time")
+    return walls[1]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--nodes", type=int, default=1000)
-    parser.add_argument("--load", type=float, default=0.9, help="offered load (default 0.9)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs of the policy traces")
+    parser.add_argument("--nodes", type=int, default=64, help="8-GPU nodes for them")
+    parser.add_argument("--speed-jobs", type=int, default=100_000)
+    parser.add_argument("--speed-nodes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--policy",
-        action="append",
-        choices=EXAMPLE_POLICIES,
-        help="example policies to run (default: fifo and fairshare-backfill)",
-    )
-    parser.add_argument("--baseline-jobs", type=int, default=10_000)
-    parser.add_argument("--baseline-nodes", type=int, default=100)
-    parser.add_argument(
-        "--tick", type=float, default=0.0, help="scheduling interval, s (0: events)"
-    )
-    parser.add_argument("--quick", action="store_true", help="10,000 jobs on 1,000 nodes")
+    parser.add_argument("--tick", type=float, default=0.0, help="scheduling interval, s")
+    parser.add_argument("--quick", action="store_true", help="2,000 jobs; speed on 10,000")
     args = parser.parse_args(argv)
     if args.quick:
-        args.jobs, args.baseline_jobs = 10_000, 1_000
-    policies = args.policy or ["fifo", "fairshare-backfill"]
-
-    small: dict[str, Result] = {}
-    for policy in policies:
-        small[policy] = measure(
-            "small",
-            args.baseline_jobs,
-            args.baseline_nodes,
-            args.load,
-            args.seed,
-            policy,
-            args.tick,
-        )
-        report(small[policy], None)
-    big: list[Result] = []
-    for policy in policies:
-        result = measure("big", args.jobs, args.nodes, args.load, args.seed, policy, args.tick)
-        report(result, big[0] if big else small[policy])
-        big.append(result)
-    for result in big:
-        base = small[result.policy]
-        print(
-            f"{result.policy}: {result.jobs / base.jobs:.0f}x the jobs on "
-            f"{result.nodes / base.nodes:.0f}x the nodes cost {result.wall_s / base.wall_s:.1f}x "
-            f"the time ({result.ms_per_pass / base.ms_per_pass:.1f}x per pass)"
-        )
-    slowest = max(big, key=lambda r: r.wall_s)
-    print(f"jobs_per_s={slowest.jobs_per_s:.0f} wall_s={slowest.wall_s:.1f}")
+        args.jobs, args.nodes, args.speed_jobs, args.speed_nodes = 2000, 32, 10_000, 100
+    found = heavy(args)
+    closed = light(args)
+    wall = speed(args)
+    print(
+        f"light_gap_closed={closed:.3f} worst_tenant_vs_fairshare="
+        f"{found['worst_tenant_vs_fairshare']:.2f}"
+    )
+    print(
+        f"jct_ratio_vs_fifo={found['jct_ratio']:.2f} jain_ratio_vs_fairshare="
+        f"{found['jain_ratio']:.2f} rho_max={found['rho_max']:.2f} sim_100k_s={wall:.1f}"
+    )
 
 
 if __name__ == "__main__":

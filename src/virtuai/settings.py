@@ -115,6 +115,16 @@ class SchedulerSettings(BaseModel):
     allocation_weight: float = Field(
         default=0.5, ge=0, le=1, description="weight of current allocation against history"
     )
+    las: bool = Field(
+        default=False,
+        description="least attained GPU service within a tenant (Tiresias-like: short jobs "
+        "first, preempting long ones of the same priority); docs/scheduling.md says when",
+    )
+    min_run_s: int = Field(
+        default=0,
+        ge=0,
+        description="a job is not preempted before it ran this long (with las: at least 600)",
+    )
 
     @field_validator("half_life_s", mode="before")
     @classmethod

@@ -50,8 +50,8 @@ def sim(
         list[str] | None,
         typer.Option(
             "--policy",
-            help="Policy YAML (repeat to compare), or an example's name: fifo, fairshare, "
-            "fairshare-backfill, fairshare-backfill-preemption.  Default: fifo.",
+            help="Policy YAML (repeat to compare), or a built-in policy's name "
+            "(--list-policies).  Default: fifo.",
         ),
     ] = None,
     example: Annotated[
@@ -85,10 +85,22 @@ def sim(
     ] = 0.0,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNGs.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON, not the table.")] = False,
+    list_policies: Annotated[
+        bool,
+        typer.Option(
+            "--list-policies", help="Print the built-in policies, one per line, name first."
+        ),
+    ] = False,
 ) -> None:
     """Replay TRACE on CLUSTER under each POLICY and compare completion times, waits,
     utilization and fairness side by side."""
     if ctx.invoked_subcommand is not None:
+        return
+    if list_policies:
+        from virtuai.sim import policy as sim_policy
+
+        for name, description in sim_policy.describe_examples():
+            typer.echo(f"{name}\t{description}")
         return
     if isolated not in ISOLATION_CHOICES:
         raise typer.BadParameter(
@@ -111,6 +123,7 @@ def sim(
         trace_path = trace or example_trace
         spec = sim_cluster.load_cluster(cluster_path)
         jobs = sim_trace.read_trace(trace_path, spec.priority_classes)
+        sim_trace.check_tenants(jobs, [t.name for t in spec.tenants], trace_path.name)
         info = sim_report.trace_info(jobs, trace_path)
     names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])
     policies = [_policy(name) for name in names]
@@ -184,17 +197,22 @@ ROWS: Sequence[tuple[str, str, Callable[[Any], str]]] = (
     ("  unfinished", "unfinished", _int),
     ("JCT mean", "jct_mean_s", _dur),
     ("JCT p50", "jct_p50_s", _dur),
+    ("JCT p95", "jct_p95_s", _dur),
     ("JCT p99", "jct_p99_s", _dur),
     ("wait mean", "wait_mean_s", _dur),
     ("wait p50", "wait_p50_s", _dur),
+    ("wait p95", "wait_p95_s", _dur),
     ("wait p99", "wait_p99_s", _dur),
     ("bounded slowdown mean", "bounded_slowdown_mean", _num(2)),
     ("makespan", "makespan_s", _dur),
     ("GPU utilization", "gpu_utilization", _pct),
+    ("GPU utilization (submission window)", "gpu_utilization_submit", _pct),
+    ("idle GPUs while jobs wait (mean)", "idle_gpus_waiting_mean", _num(1)),
     ("CPU utilization", "cpu_utilization", _pct),
     ("Jain (dominant share)", "jain", _num(3)),
     ("Jain (GPU)", "jain_gpu", _num(3)),
     ("Jain (contended)", "jain_contended", _num(3)),
+    ("  contended time", "contended_s", _dur),
     ("rho mean", "rho_mean", _num(2)),
     ("rho p99", "rho_p99", _num(2)),
     ("rho max", "rho_max", _num(2)),

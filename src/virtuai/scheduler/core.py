@@ -75,7 +75,10 @@ def schedule(snapshot: Snapshot) -> Decisions:
     (``NEVER`` ones included) from 1.  ``preempted`` lists the running jobs to
     stop, each with the pending job it makes room for.
     """
-    return _Pass(snapshot).run()
+    one = _Pass(snapshot)
+    decisions = one.run()
+    one.cluster.done()  # (not reached if the pass failed: its cluster is not reused)
+    return decisions
 
 
 def share_tracker(snapshot: Snapshot) -> ShareTracker:
@@ -116,13 +119,13 @@ class _Pass:
         self.snapshot = snapshot
         self.policy = policy = snapshot.policy
         self.now = snapshot.now
-        self.cluster = Cluster(snapshot.nodes)
+        self.cluster = Cluster.reuse(snapshot.nodes)
         self.board = Board(self.cluster)
         pool_of = {s.node.name: s.node.pool for s in snapshot.nodes}
         self.ledger = QuotaLedger(
             snapshot.tenants, snapshot.running, pool_of, borrowing=policy.borrowing
         )
-        self.feasibility = Feasibility(s.node for s in snapshot.nodes)
+        self.feasibility = Feasibility.reuse([s.node for s in snapshot.nodes])
         self.tracker = share_tracker(snapshot) if policy.fair_share else None
         self.preemptor: Preemptor | None = None
         if policy.preemption:
@@ -270,7 +273,7 @@ class _Pass:
         """``job`` does not fit now: the first such job is the head and may get a reservation."""
         if self.head is None:
             self.head = job
-            reason = capacity_reason(job, self.cluster)
+            reason = capacity_reason(job, self.cluster, detailed=self.policy.detailed_reasons)
             if self.policy.backfill:
                 self.reservation = reserve(self.cluster, job, self.releases(), self.now)
             if self.reservation is None:
@@ -299,7 +302,9 @@ class _Pass:
             nodes = sorted(guard.nodes) if guard is not None else []
             if guard is not None:
                 guard.unhold(nodes)
-            reason = self.reasons[key] = capacity_reason(job, self.cluster)
+            reason = self.reasons[key] = capacity_reason(
+                job, self.cluster, detailed=self.policy.detailed_reasons
+            )
             if guard is not None:
                 guard.hold(nodes)
         return reason

@@ -31,7 +31,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from virtuai.domain.resources import RESOURCE_NAMES, Resources
+from virtuai.domain.resources import RESOURCE_NAMES, Node, Resources
 from virtuai.scheduler.feasibility import usable_gpus
 from virtuai.scheduler.snapshot import HistoricalUsage, NodeState, TenantState
 
@@ -85,14 +85,26 @@ def accrue(
     )
 
 
+_last_capacity: list[tuple[list[Node], Resources]] = []
+
+
 def cluster_capacity(nodes: Iterable[NodeState]) -> Resources:
-    """Total capacity (GPUs that have devices only), the denominator of every share."""
+    """Total capacity (GPUs that have devices only), the denominator of every share.
+
+    The last answer is kept: a pass over the very same ``Node`` objects (the
+    simulator's) gets it without the walk over the nodes."""
+    known = [state.node for state in nodes]
+    for last, capacity in _last_capacity:
+        if len(last) == len(known) and all(a is b for a, b in zip(last, known, strict=True)):
+            return capacity
     cpu = memory = gpu = 0
-    for state in nodes:
-        cpu += state.node.capacity.cpu_milli
-        memory += state.node.capacity.memory
-        gpu += usable_gpus(state.node)
-    return Resources(cpu, memory, gpu)
+    for node in known:
+        cpu += node.capacity.cpu_milli
+        memory += node.capacity.memory
+        gpu += usable_gpus(node)
+    capacity = Resources(cpu, memory, gpu)
+    _last_capacity[:] = [(known, capacity)]
+    return capacity
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,21 @@ def _tasks_fitting(free: _Shape, need: _Shape, limit: int) -> int:
 class Feasibility:
     """Answers "can this job ever run?" for one set of nodes, with a per-shape cache."""
 
+    _last: tuple[list[Node], Feasibility] | None = None
+
+    @classmethod
+    def reuse(cls, nodes: list[Node]) -> Feasibility:
+        """The last one made by ``reuse`` if ``nodes`` are the very same objects (the
+        answers depend on the nodes alone), else a new one."""
+        last = cls._last
+        if last is not None:
+            known, feasibility = last
+            if len(known) == len(nodes) and all(a is b for a, b in zip(known, nodes, strict=True)):
+                return feasibility
+        feasibility = cls(nodes)
+        cls._last = (nodes, feasibility)
+        return feasibility
+
     def __init__(self, nodes: Iterable[Node]) -> None:
         nodes_list = list(nodes)
         # Biggest nodes first, so that the scans below usually stop at once.

@@ -18,12 +18,22 @@ node is the first entry, in the first bucket with enough GPUs, with enough cpu
 and memory: the sort order *is* the best-fit order.  Each placement moves one
 node between buckets (a delete and an insert in its pool's index and in the
 all-pools index).
+
+Building the indexes is a walk over every node, the largest fixed cost of a
+pass on a big cluster.  ``Cluster.reuse`` keeps the last pass's cluster: nodes
+whose ``NodeState`` is the very same object as last time, and that the pass did
+not touch, are kept as they are; only the others are rebuilt.  A pass that
+mutated the cluster hands it back with ``done()``, which puts the touched nodes
+back as their ``NodeState`` says.  One thread at a time uses the kept cluster
+(the others build their own), and a pass that fails does not hand it back, so
+a half-updated cluster is never reused.
 """
 
 from __future__ import annotations
 
+import threading
 from bisect import insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.sites import is_site_pool
@@ -52,10 +62,15 @@ class NodeFree:
 
     def __init__(self, number: int, state: NodeState) -> None:
         node = state.node
-        free = state.free
         self.number = number
         self.name = node.name
         self.pool = node.pool
+        self.load(state)
+
+    def load(self, state: NodeState) -> None:
+        """Take the free capacity ``state`` says (a new pass on a kept cluster)."""
+        node = state.node
+        free = state.free
         self.accepting = state.accepting
         self.cpu = free.cpu_milli
         self.memory = free.memory
@@ -124,11 +139,82 @@ class _Index:
 class Cluster:
     """Free capacity of every node during a pass; places jobs and can take them back."""
 
+    _kept: Cluster | None = None  # the last pass's cluster, to ``reuse``
+    _lock = threading.Lock()
+    shortfall: int | None
+    _shared: bool
+    _states: list[NodeState]
+
+    @classmethod
+    def reuse(cls, nodes: Sequence[NodeState]) -> Cluster:
+        """A cluster for ``nodes``: the last one handed back by ``done()``, brought up to
+        date, when this thread may take it and the nodes are the same; else a new one."""
+        if not cls._lock.acquire(blocking=False):
+            return cls(nodes)
+        kept, cls._kept = cls._kept, None
+        if kept is None or not kept._refresh(nodes):
+            kept = cls(nodes)
+        kept._shared = True
+        return kept
+
+    def done(self) -> None:
+        """The pass is over: put back what it changed and keep this cluster for the next."""
+        if not self._shared:
+            return
+        self._shared = False
+        try:
+            for number in sorted(self._touched):
+                self._reset(number, self._states[number])
+            self._touched.clear()
+            self.shortfall = None
+            Cluster._kept = self
+        finally:
+            Cluster._lock.release()
+
+    def _refresh(self, nodes: Sequence[NodeState]) -> bool:
+        """Bring the kept cluster up to ``nodes``; ``False`` if they are other nodes."""
+        old = self._states
+        if len(nodes) != len(old):
+            return False
+        if self._order is None:
+            return False
+        for i, state in enumerate(nodes):
+            k = self._order[i] if i < len(self._order) else -1
+            if k < 0:
+                return False
+            was = old[k]
+            if state is was:
+                continue
+            if state.node is not was.node and state.node != was.node:
+                return False
+            self._reset(k, state)
+        return True
+
+    def _reset(self, number: int, state: NodeState) -> None:
+        node = self._nodes[number]
+        for index in self._indexes_of(node):
+            index.remove(node)
+        node.load(state)
+        self._states[number] = state
+        # Indexes of the new state: a node cordoned or uncordoned since leaves or joins them.
+        for index in self._indexes_of(node):
+            index.add(node)
+
     def __init__(self, nodes: Iterable[NodeState]) -> None:
         # After a ``try_place`` that failed while placing tasks: how many tasks did not fit
         # (exact, by the greedy argument in ``try_place``); ``None`` if it gave up earlier.
-        self.shortfall: int | None = None
-        ordered = sorted(nodes, key=lambda s: s.node.name)
+        self.shortfall = None
+        given = list(nodes)
+        ranked = sorted(range(len(given)), key=lambda i: given[i].node.name)
+        ordered = [given[i] for i in ranked]
+        self._states = ordered
+        # Input position -> node number, valid while the input keeps its order (reuse).
+        order = [0] * len(given)
+        for number, i in enumerate(ranked):
+            order[i] = number
+        self._order: list[int] | None = order
+        self._touched: set[int] = set()
+        self._shared = False
         self._nodes = [NodeFree(i, state) for i, state in enumerate(ordered)]
         self._by_name = {n.name: n for n in self._nodes}
         self._indexes: dict[str | None, _Index] = {None: _Index()}
@@ -231,6 +317,7 @@ class Cluster:
         """Give back what ``placements`` hold (to undo a gang, or to model a preemption)."""
         for placement in placements:
             node = self._by_name[placement.node]
+            self._touched.add(node.number)
             indexes = self._indexes_of(node)
             for index in indexes:
                 index.remove(node)
@@ -252,6 +339,7 @@ class Cluster:
         """
         for placement in placements:
             node = self._by_name[placement.node]
+            self._touched.add(node.number)
             indexes = self._indexes_of(node)
             for index in indexes:
                 index.remove(node)
@@ -265,6 +353,7 @@ class Cluster:
                 index.add(node)
 
     def _take(self, node: NodeFree, per_task: Resources) -> tuple[int, ...]:
+        self._touched.add(node.number)
         indexes = self._indexes_of(node)
         for index in indexes:
             index.remove(node)

@@ -141,6 +141,8 @@ class QuotaLedger:
         self._add_usage(usage, running)
 
     def _add_usage(self, usage: dict[str, Resources], running: Sequence[RunningJob]) -> None:
+        if not any(self._entries.values()):
+            return  # no tenant has a limit: nothing to count against
         held: dict[str, list[int]] = {}
         for job in running:
             total = job.total

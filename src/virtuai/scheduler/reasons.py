@@ -34,8 +34,9 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def capacity_reason(job: PendingJob, cluster: Cluster) -> str:
-    """Why ``job`` does not fit on the free capacity now, naming the short resource."""
+def capacity_reason(job: PendingJob, cluster: Cluster, *, detailed: bool = True) -> str:
+    """Why ``job`` does not fit on the free capacity now, naming the short resource
+    (``detailed=False``: without the scan of the nodes that says how the room is spread)."""
     per_task, total = job.per_task, job.total
     free = cluster.free_total(job.pool)
     gpu = total.gpu > 0
@@ -48,6 +49,8 @@ def capacity_reason(job: PendingJob, cluster: Cluster) -> str:
     if short:
         return f"{head}; short of {', '.join(short)}"
     # Enough in total, but not where it is needed: the free room is fragmented.
+    if not detailed:
+        return f"{head}; but not on few enough nodes"
     largest = {name: 0 for name in RESOURCE_NAMES}
     fits = 0
     for node in cluster.nodes(job.pool):

@@ -171,6 +171,9 @@ class Policy:
     # as long as it ran (and at least ``starvation_min_s``); 0: off.
     starvation_factor: float = 0.0
     starvation_min_s: float = 0.0
+    # Capacity reasons that say how fragmented free room is spread (a scan of the
+    # nodes per pass); the simulator, which shows no reasons, turns it off.
+    detailed_reasons: bool = True
 
     @classmethod
     def fifo(cls) -> Policy:

@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +384,16 @@ def vc_loop_config(settings: Settings) -> VcLoopConfig:
 
 
 def policy_from_settings(scheduler: SchedulerSettings) -> Policy:
+    if scheduler.las:
+        return replace(
+            Policy.las(half_life_s=scheduler.half_life_s),
+            fair_share=scheduler.fair_share,
+            backfill=scheduler.backfill,
+            preemption=scheduler.preemption,
+            borrowing=scheduler.borrowing,
+            allocation_weight=scheduler.allocation_weight,
+            min_run_s=max(scheduler.min_run_s, Policy.las().min_run_s),
+        )
     return Policy(
         fair_share=scheduler.fair_share,
         backfill=scheduler.backfill,
@@ -390,6 +401,7 @@ def policy_from_settings(scheduler: SchedulerSettings) -> Policy:
         borrowing=scheduler.borrowing,
         half_life_s=scheduler.half_life_s,
         allocation_weight=scheduler.allocation_weight,
+        min_run_s=scheduler.min_run_s,
     )
 
 

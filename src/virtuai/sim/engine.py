@@ -53,7 +53,7 @@ import heapq
 import math
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -192,7 +192,8 @@ class Simulation:
         self.jobs = sorted(jobs, key=lambda j: j.submit)
         self.cluster = cluster.with_tenants(j.tenant for j in self.jobs)
         self.policy = policy
-        self._policy = policy.scheduler_policy()
+        # (No pending reason is shown, so the scan that details fragmentation is saved.)
+        self._policy = replace(policy.scheduler_policy(), detailed_reasons=False)
         self.progress = progress
         nodes: list[Node] = self.cluster.nodes()
         pools = [p.name for p in self.cluster.pools]

@@ -5,7 +5,8 @@ rho = T_shared / T_id is at most 1, T_id being the job's completion time had
 its tenant run alone on 1/N of the cluster.  Two estimates of T_id:
 
 ``simulate`` (default)
-    Replay each tenant's jobs alone, under the same policy, on a slice of the
+    Replay each tenant's jobs alone, under one common *reference* policy
+    (``REFERENCE``: priority-FIFO with EASY backfill, no preemption), on a slice of the
     cluster: every pool keeps ``round(count x share)`` nodes (at least one), with
     ``share`` = the tenant's weight / the sum of the weights of the trace's
     tenants (1/N for equal weights), and no quota (the slice is the limit).  This
@@ -16,6 +17,11 @@ its tenant run alone on 1/N of the cluster.  Two estimates of T_id:
     No replay: T_id = run x max(1, d / share), d being the job's dominant share
     of the whole cluster: a job that fits in its tenant's slice runs at once, a
     bigger one as if slowed down to fit.  Fast, but blind to queueing.
+
+One reference for every policy compared makes rho comparable across them
+(replaying each policy's isolated run under that same policy made plain FIFO
+look fairer than backfill only because its own T_id was worse), and the
+isolated replays are then made once per trace, not once per policy.
 """
 
 from __future__ import annotations
@@ -24,9 +30,17 @@ import enum
 import math
 
 from virtuai.sim.engine import Outcome, SimRun, simulate
+from virtuai.sim.policy import Backfill, Order, PolicySpec
 from virtuai.sim.trace import TraceJob
 
-__all__ = ["Isolation", "isolated_jct"]
+__all__ = ["REFERENCE", "Isolation", "isolated_jct"]
+
+REFERENCE = PolicySpec(
+    "reference",
+    Order.FIFO,
+    backfill=Backfill.EASY,
+    description="T_id reference: priority-FIFO with EASY backfill, no preemption",
+)
 
 
 class Isolation(enum.StrEnum):
@@ -43,7 +57,11 @@ def tenant_shares(run: SimRun) -> dict[str, float]:
 
 
 def isolated_jct(
-    run: SimRun, method: Isolation = Isolation.SIMULATE, *, tick_s: float = 0.0
+    run: SimRun,
+    method: Isolation = Isolation.SIMULATE,
+    *,
+    tick_s: float = 0.0,
+    reference: PolicySpec = REFERENCE,
 ) -> tuple[list[float], int]:
     """``(T_id per job of run.jobs (NaN for jobs that did not finish), fallbacks)``.
 
@@ -59,7 +77,7 @@ def isolated_jct(
     fallbacks = 0
     for tenant, share in shares.items():
         mine: list[TraceJob] = [job for job in run.jobs if job.tenant == tenant]
-        alone = simulate(mine, run.cluster.sliced(share, tenant), run.policy, tick_s=tick_s)
+        alone = simulate(mine, run.cluster.sliced(share, tenant), reference, tick_s=tick_s)
         for k, job in enumerate(alone.jobs):
             if alone.outcome[k] in (Outcome.SUCCEEDED, Outcome.TIMED_OUT):
                 iso[number[job.id]] = alone.finish[k] - job.submit

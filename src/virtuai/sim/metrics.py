@@ -11,6 +11,12 @@ figure except their count):
 - **makespan** = last finish - first submission.
 - **utilization** of a resource = allocated resource-time / (capacity x makespan),
   integrated over [first submission, last finish]; for the whole cluster and per pool.
+  Over a whole run that is mostly a property of the trace (every policy does the
+  same work), so ``gpu_utilization_submit`` integrates over the *submission
+  window* [first, last submission] only, where a policy that leaves GPUs idle
+  while jobs wait shows it, and ``idle_gpus_waiting_mean`` is the mean number of
+  free GPUs over the time when some job waits (0 is best).
+- JCT and wait are also reported at p95.
 - A tenant's **dominant share** at time t is max over cpu, memory, gpu of
   (what it holds / the cluster's capacity) (DRF).  Its **dominant-resource time**
   is the integral of that over the run.
@@ -21,6 +27,8 @@ figure except their count):
   how much each tenant asked for, so ``jain_contended`` integrates only over the
   *contended* time, when every tenant of the trace had work waiting: there a fair
   scheduler must split the cluster by weight, and J measures whether it did.
+  ``contended_s`` is that window's length: always read them together (a J over a
+  few minutes says little).
 - ``gpu_share`` / ``gpu_share_contended``: each tenant's fraction of the GPU-time
   used (over the run / over the contended time).
 - **finish-time fairness** (Themis): rho = JCT in the shared cluster / JCT in an
@@ -59,10 +67,11 @@ def jain(values: Sequence[float]) -> float | None:
 
 def _stats(values: Floats) -> dict[str, float | None]:
     if len(values) == 0:
-        return {"mean": None, "p50": None, "p99": None, "max": None}
+        return {"mean": None, "p50": None, "p95": None, "p99": None, "max": None}
     return {
         "mean": float(values.mean()),
         "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
         "p99": float(np.percentile(values, 99)),
         "max": float(values.max()),
     }
@@ -100,6 +109,7 @@ def summarize(run: SimRun, isolated_jct: Sequence[float] | None = None) -> dict[
     end = float(finish[done].max()) if done.any() else start
     makespan = end - start
     usage = _usage(run, start, end)
+    window = _window(run, float(submit.min()) if n else 0.0, float(submit.max()) if n else 0.0)
 
     rho_part: dict[str, Any] = {"rho_mean": None, "rho_p99": None, "rho_max": None}
     rho_by_tenant: dict[str, dict[str, float | None]] = {}
@@ -135,9 +145,11 @@ def summarize(run: SimRun, isolated_jct: Sequence[float] | None = None) -> dict[
         **counts,
         "jct_mean_s": jct_s["mean"],
         "jct_p50_s": jct_s["p50"],
+        "jct_p95_s": jct_s["p95"],
         "jct_p99_s": jct_s["p99"],
         "wait_mean_s": wait_s["mean"],
         "wait_p50_s": wait_s["p50"],
+        "wait_p95_s": wait_s["p95"],
         "wait_p99_s": wait_s["p99"],
         "bounded_slowdown_mean": slow_s["mean"],
         "bounded_slowdown_p99": slow_s["p99"],
@@ -145,6 +157,8 @@ def summarize(run: SimRun, isolated_jct: Sequence[float] | None = None) -> dict[
         "gpu_utilization": usage["utilization"]["gpu"],
         "cpu_utilization": usage["utilization"]["cpu"],
         "memory_utilization": usage["utilization"]["memory"],
+        "gpu_utilization_submit": window["gpu_utilization"],
+        "idle_gpus_waiting_mean": window["idle_gpus_waiting"],
         "jain": usage["jain"],
         "jain_gpu": usage["jain_gpu"],
         "jain_contended": usage["jain_contended"],
@@ -166,6 +180,26 @@ def summarize(run: SimRun, isolated_jct: Sequence[float] | None = None) -> dict[
             for j, reason in sorted(run.rejected.items())[:20]
         ],
     }
+
+
+def _window(run: SimRun, start: float, end: float) -> dict[str, float | None]:
+    """GPU utilization over [start, end] (the submission window), and the mean number of
+    free GPUs over the whole run's time when some job was waiting."""
+    times, waiting, _, allocated = run.timeline.arrays()
+    gpus = float(run.cluster.capacity.gpu)
+    if len(times) == 0 or gpus <= 0:
+        return {"gpu_utilization": None, "idle_gpus_waiting": None}
+    used = allocated[:, :, 2].sum(axis=1).astype(np.float64)
+    nxt = np.append(times[1:], times[-1])
+    out: dict[str, float | None] = {"gpu_utilization": None, "idle_gpus_waiting": None}
+    if end > start:
+        dt = np.clip(nxt, start, end) - np.clip(times, start, end)
+        out["gpu_utilization"] = float((used * dt).sum() / (gpus * (end - start)))
+    dt_all = nxt - times
+    queued = (waiting.sum(axis=1) > 0) * dt_all
+    if queued.sum() > 0:
+        out["idle_gpus_waiting"] = float(((gpus - used) * queued).sum() / queued.sum())
+    return out
 
 
 def _usage(run: SimRun, start: float, end: float) -> dict[str, Any]:

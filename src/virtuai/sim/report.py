@@ -95,6 +95,7 @@ def run_policies(
                 field="name",
             )
     reports = []
+    common: tuple[list[float], int] | None = None
     for policy in policies:
         note = _noter(progress, policy.name)
         note(f"replaying {len(jobs):,} jobs")
@@ -104,9 +105,11 @@ def run_policies(
         iso: list[float] = [math.nan] * len(run.jobs)
         fallbacks = 0
         began = time.perf_counter()
-        if isolation is not None:
-            note(f"isolated replays ({isolation}) for rho")
-            iso, fallbacks = isolated_jct(run, isolation, tick_s=tick_s)
+        if isolation is not None and common is not None:
+            iso, fallbacks = common  # one reference policy: the same T_id for every policy
+        elif isolation is not None:
+            note(f"isolated replays ({isolation}, reference policy) for rho")
+            iso, fallbacks = common = isolated_jct(run, isolation, tick_s=tick_s)
         iso_wall = time.perf_counter() - began
         summary = summarize(run, iso if isolation is not None else None)
         summary["metrics"]["isolated_fallbacks"] = fallbacks

@@ -1,7 +1,10 @@
 """Workload traces: one job per CSV row.
 
 Columns (a header row names them, in any order; names are case-insensitive;
-columns not listed here are ignored)::
+other columns are ignored, except a name that contains one of these, such as
+``num_gpus``, which is an error: it is most likely a misnamed column that would
+otherwise silently be left out; a row with more cells than the header is an error
+too)::
 
     submit_time  required  seconds from the start of the trace (a number >= 0)
     duration     required  how long the job runs if nothing stops it, in seconds
@@ -27,10 +30,10 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import validate_name
@@ -39,7 +42,7 @@ from virtuai.domain.workload import PriorityClass
 from virtuai.errors import InvalidRequest
 from virtuai.sim.cluster import DEFAULT_PRIORITIES
 
-__all__ = ["COLUMNS", "TraceJob", "parse_trace", "read_trace", "write_trace"]
+__all__ = ["COLUMNS", "TraceJob", "check_tenants", "parse_trace", "read_trace", "write_trace"]
 
 REQUIRED = ("submit_time", "duration", "tenant", "cpu", "memory")
 OPTIONAL = ("walltime", "gpus", "tasks", "priority", "id", "pool")
@@ -186,12 +189,22 @@ def parse_trace(
     source: str = "trace.csv",
     priorities: Mapping[str, PriorityClass] = DEFAULT_PRIORITIES,
 ) -> list[TraceJob]:
-    reader = csv.reader(handle)
+    reader = csv.reader(handle, strict=True)
     row = _Row(source, priorities)
-    header = next(reader, None)
+    header = next(_rows(reader, source), None)
     if header is None:
         raise InvalidRequest(f"{source} line 1: empty file; expected a header row", field=None)
     names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    known = set(COLUMNS) | set(_ALIASES)
+    for name in names:
+        if name and name not in known:
+            like = [c for c in COLUMNS if c.rstrip("s") in name]
+            if like:
+                raise InvalidRequest(
+                    f"{source} line 1: unknown column {name!r}; did you mean {like[0]!r}? "
+                    f"(columns: {', '.join(COLUMNS)})",
+                    field=name,
+                )
     column = {n: i for i, n in reversed(list(enumerate(names)))}
     for required in REQUIRED:
         if required not in column:
@@ -204,10 +217,16 @@ def parse_trace(
     width = max(idx) + 1
     jobs: list[TraceJob] = []
     seen: set[str] = set()
-    for cells in reader:
+    for cells in _rows(reader, source):
         row.line = reader.line_num
         if not any(c.strip() for c in cells):
             continue  # blank line
+        if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
+            raise InvalidRequest(
+                f"{source} line {row.line}: {len(cells)} cells but the header names "
+                f"{len(header)} columns",
+                field=None,
+            )
         get = [c.strip() for c in cells]
         if len(get) < width:
             get.extend([""] * (width - len(get)))
@@ -235,6 +254,23 @@ def parse_trace(
         jobs.append(job)
     jobs.sort(key=lambda j: j.submit)  # stable: ties keep file order
     return jobs
+
+
+def _rows(reader: Any, source: str) -> Iterator[list[str]]:
+    """The reader's rows; a CSV syntax error (an unterminated quote, above all) names the
+    line where the row began, not the end of the file, and quotes none of the file."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            what = str(exc)
+            if "unexpected end of data" in what or "EOF" in what:
+                what = 'a quote (") opens a cell and never closes'
+            raise InvalidRequest(f"{source} line {start}: {what}", field=None) from None
+        yield cells
 
 
 def _memory(n_bytes: int) -> str:
@@ -272,3 +308,19 @@ def write_trace(
                 job.pool or "",
             ]
         )
+
+
+def check_tenants(jobs: Sequence[TraceJob], tenants: Sequence[str], source: str) -> None:
+    """A trace's tenants must be the cluster file's when it lists any: else a typo would
+    silently get a tenant with no quota, outside every cohort."""
+    if not tenants:
+        return
+    listed = set(tenants)
+    for job in sorted(jobs, key=lambda j: j.line):
+        if job.tenant not in listed:
+            where = f" line {job.line}" if job.line else ""
+            raise InvalidRequest(
+                f"{source}{where}: tenant: unknown tenant {job.tenant!r}; the cluster file "
+                f"lists {', '.join(sorted(listed))} (add it there, or drop the tenants section)",
+                field="tenant",
+            )

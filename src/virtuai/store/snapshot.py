@@ -15,14 +15,16 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from virtuai.domain.resources import GpuDevice, Node, Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.vcluster import VcState, vc_job_id, vnode_hostname
 from virtuai.domain.workload import FINISHED_STATES
+from virtuai.scheduler.las import gpu_weight
 from virtuai.scheduler.snapshot import (
     HistoricalUsage,
     NodeState,
@@ -40,7 +42,7 @@ from virtuai.store.inventory import (
     platform_job_holds,
     vc_holds,
 )
-from virtuai.store.models import JobRow, NodeRow, TenantRow, VirtualClusterRow
+from virtuai.store.models import JobRow, NodeRow, TenantRow, UsageRow, VirtualClusterRow
 from virtuai.store.tenancy import pool_quotas, quota_of, usage_by_tenant
 
 VC_POOL = "vc"  # the pool of a virtual cluster's own nodes
@@ -61,19 +63,24 @@ def build_snapshot(
     names = {t.id: t.name for t in tenants}
     nominated = nominated_ids(session)
     node_rows = list(session.scalars(select(NodeRow).where(NodeRow.schedulable.is_(True))))
+    attained = attained_by_job(session) if policy.las_thresholds_gpu_s else {}
     waiting = [
-        pending_job(
-            job,
-            names[job.tenant_id],
-            preemptible,
-            nominated=job.id in nominated,
-            allowed=allowed_nodes(
-                node_rows,
-                job.node_class,
-                job.constraints or [],
-                walltime_s=job.walltime_s,
-                max_walltime_by_class=max_walltime_by_class,
+        replace(
+            pending_job(
+                job,
+                names[job.tenant_id],
+                preemptible,
+                nominated=job.id in nominated,
+                allowed=allowed_nodes(
+                    node_rows,
+                    job.node_class,
+                    job.constraints or [],
+                    walltime_s=job.walltime_s,
+                    max_walltime_by_class=max_walltime_by_class,
+                ),
             ),
+            attained_gpu_s=attained.get(job.id, 0.0),
+            preempted_by=None if job.preempted_for is None else str(job.preempted_for),
         )
         for job in pending
     ]
@@ -82,7 +89,10 @@ def build_snapshot(
         nodes=tuple(load_node_states(session)),
         tenants=tuple(tenant_states(session, tenants)),
         pending=tuple(waiting),
-        running=tuple(running_jobs(session, names, preemptible, now)),
+        running=tuple(
+            replace(r, attained_gpu_s=attained.get(int(r.id), 0.0)) if attained else r
+            for r in running_jobs(session, names, preemptible, now)
+        ),
         now=now.timestamp(),
         policy=policy,
     )
@@ -135,6 +145,22 @@ def pending_job(
         nominated=nominated,
         allowed_nodes=allowed,
     )
+
+
+def attained_by_job(session: Session) -> dict[int, float]:
+    """GPU-seconds (CPU-seconds / 1000 for CPU jobs: ``scheduler.las.gpu_weight``) that
+    each unfinished job held in its finished attempts, from its usage records: the
+    attained service of least-attained-service scheduling."""
+    rows = session.execute(
+        select(UsageRow.job_id, func.sum(UsageRow.wall_s), JobRow.gpu, JobRow.cpu_milli)
+        .join(JobRow, JobRow.id == UsageRow.job_id)
+        .where(JobRow.state.not_in(FINISHED_STATES))
+        .group_by(UsageRow.job_id, JobRow.gpu, JobRow.cpu_milli)
+    )
+    return {
+        job_id: float(wall or 0.0) * gpu_weight(gpu, cpu_milli)
+        for job_id, wall, gpu, cpu_milli in rows
+    }
 
 
 def nominated_ids(session: Session) -> set[int]:

@@ -116,3 +116,18 @@ def test_usage_errors() -> None:
     assert result.exit_code == 2 and "--cluster" in result.output
     result = run("--example", "--isolated", "guess")
     assert result.exit_code == 2 and "--isolated" in result.output
+
+
+def test_list_policies_prints_one_per_line_name_first() -> None:
+    result = run("--list-policies")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    names = [line.split("\t")[0] for line in lines]
+    assert names == [
+        "fifo",
+        "fairshare",
+        "fairshare-backfill",
+        "fairshare-backfill-preemption",
+        "las-fairshare",
+    ]
+    assert all(len(line.split("\t")) == 2 and line.split("\t")[1] for line in lines)

@@ -9,7 +9,7 @@ from sched_builders import job, node, res, snap, state, tenant
 from virtuai.domain.resources import Node
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler import queue_order, schedule
-from virtuai.scheduler.snapshot import Admission, Blocked, BlockKind, Decisions, NodeState
+from virtuai.scheduler.snapshot import Admission, Blocked, BlockKind, Decisions, NodeState, Snapshot
 
 
 def admitted_ids(decisions: Decisions) -> list[str]:
@@ -275,3 +275,22 @@ def test_admissions_come_in_queue_order() -> None:
     d = schedule(snap([node("n1", cpu=64)], jobs))
     assert admitted_ids(d) == ["j4", "j3", "j2", "j1", "j0"]
     assert all(isinstance(a, Admission) for a in d.admitted)
+
+
+def test_a_kept_cluster_decides_as_a_new_one() -> None:
+    """``Cluster.reuse``: a pass over the same node objects, some changed since, decides
+    exactly what a pass on a freshly built cluster decides."""
+    from dataclasses import replace
+
+    from virtuai.scheduler.placement import Cluster
+
+    states = tuple(state(node(f"n{i}", cpu=4, memory="8Gi")) for i in range(4))
+    jobs = tuple(job(f"j{i}", cpu=3, memory="1Gi") for i in range(6))
+    first = Snapshot(states, (), jobs)
+    schedule(first)  # keeps its cluster, with 4 jobs placed, then put back
+    changed = (replace(states[0], allocated=res(cpu=2)), *states[1:])
+    second = Snapshot(changed, (), jobs)
+    kept = schedule(second)
+    Cluster._kept = None  # the next pass builds a new cluster
+    assert schedule(second) == kept
+    assert len(kept.admitted) == 3

@@ -111,3 +111,33 @@ def test_write_then_read_gives_the_same_jobs() -> None:
     write_trace(jobs, buffer)
     again = parse_trace(io.StringIO(buffer.getvalue()), "again.csv")
     assert [replace(j, line=0) for j in again] == [replace(j, line=0) for j in jobs]
+
+
+def test_a_gpu_column_under_another_name_is_an_error_not_a_cpu_job() -> None:
+    text = "submit_time,duration,tenant,cpu,memory,num_gpus\n0,10,a,1,1Gi,4\n"
+    error = error_of(text)
+    assert error.message.startswith("t.csv line 1: unknown column 'num_gpus'; did you mean 'gpus'?")
+    assert error.field == "num_gpus"
+
+
+def test_a_row_with_more_cells_than_the_header_is_an_error() -> None:
+    error = error_of(HEADER + "0,10,,a,1,1Gi,0,1,normal\n5,10,,a,1,1Gi,0,1,normal,oops\n")
+    assert error.message == "t.csv line 3: 10 cells but the header names 9 columns"
+
+
+def test_an_unterminated_quote_is_reported_where_it_opens_briefly() -> None:
+    rows = "".join(f"{k},10,,a,1,1Gi,0,1,normal\n" for k in range(5))
+    error = error_of(HEADER + rows + '9,10,,"a,1,1Gi,0,1,normal\n' + rows)
+    assert error.message == 't.csv line 7: a quote (") opens a cell and never closes'
+
+
+def test_a_tenant_the_cluster_does_not_list_is_an_error() -> None:
+    from virtuai.sim.trace import check_tenants
+
+    jobs = parse(HEADER + "0,10,,physics,1,1Gi,0,1,normal\n1,10,,phisics,1,1Gi,0,1,normal\n")
+    check_tenants(jobs, [], "t.csv")  # a cluster without tenants takes any
+    with pytest.raises(InvalidRequest) as caught:
+        check_tenants(jobs, ["physics", "biology"], "t.csv")
+    assert caught.value.message.startswith(
+        "t.csv line 3: tenant: unknown tenant 'phisics'; the cluster file lists biology, physics"
+    )

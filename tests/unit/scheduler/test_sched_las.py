@@ -1,0 +1,90 @@
+"""Least attained service (``las.py``): order within a tenant, preemption by level,
+the starvation guard, the minimum run, and no eviction back and forth."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sched_builders import job, node, res, state
+
+from virtuai.domain.tenancy import Quota
+from virtuai.domain.workload import TaskPlacement
+from virtuai.scheduler import schedule
+from virtuai.scheduler.snapshot import Policy, RunningJob, Snapshot, TenantState
+from virtuai.server.up import policy_from_settings
+from virtuai.settings import SchedulerSettings
+
+LAS = Policy.las()
+HOUR = 3600.0
+
+
+def _running(id: str, tenant: str, started: float, attained: float = 0.0) -> RunningJob:
+    return RunningJob(
+        id,
+        tenant,
+        500,
+        (TaskPlacement(0, "n", res(1, "1Gi", 1), (0,)),),
+        started_at=started,
+        attained_gpu_s=attained,
+    )
+
+
+def _snap(pending: list, running: tuple = (), now: float = 10 * HOUR) -> Snapshot:
+    busy = frozenset(g for r in running for p in r.placements for g in p.gpu_indices)
+    used = res(len(running), f"{len(running)}Gi", len(running))
+    n = state(node("n", cpu=8, memory="64Gi", gpus=1))
+    n = replace(n, allocated=used, busy_gpus=busy)
+    tenants = (TenantState("a", Quota()), TenantState("b", Quota()))
+    return Snapshot((n,), tenants, tuple(pending), running, now=now, policy=LAS)
+
+
+def test_less_attained_service_goes_first_within_a_tenant() -> None:
+    old = replace(job("old", tenant="a", gpu=1, submitted_at=0), attained_gpu_s=2 * HOUR)
+    new = job("new", tenant="a", gpu=1, submitted_at=5 * HOUR)
+    decisions = schedule(_snap([old, new], now=5 * HOUR + 60))
+    assert [a.job_id for a in decisions.admitted] == ["new"]
+
+
+def test_the_starvation_guard_puts_a_long_waiting_job_back_first() -> None:
+    # It ran 2 h (2 GPU-hours on 1 GPU) and has waited 8 h since: 4x as long.
+    old = replace(job("old", tenant="a", gpu=1, submitted_at=0), attained_gpu_s=2 * HOUR)
+    new = job("new", tenant="a", gpu=1, submitted_at=9 * HOUR)
+    decisions = schedule(_snap([old, new], now=10 * HOUR))
+    assert [a.job_id for a in decisions.admitted] == ["old"]
+
+
+def test_a_new_job_preempts_a_long_running_one_of_its_tenant_after_the_minimum_run() -> None:
+    long = _running("long", "a", started=8 * HOUR)  # 2 GPU-hours: level 1
+    new = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR)
+    decisions = schedule(_snap([new], (long,)))
+    assert [(p.job_id, p.preemptor_id) for p in decisions.preempted] == [("long", "new")]
+    # Not before it ran ``min_run_s`` in this attempt, whatever it attained before.
+    fresh = _running("long", "a", started=10 * HOUR - 60, attained=5 * HOUR)
+    assert schedule(_snap([new], (fresh,))).preempted == ()
+
+
+def test_same_level_jobs_do_not_preempt_each_other() -> None:
+    short = _running("short", "a", started=10 * HOUR - 1800)  # half a GPU-hour: level 0
+    new = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR)
+    assert schedule(_snap([new], (short,))).preempted == ()
+
+
+def test_a_job_never_preempts_the_job_that_preempted_it() -> None:
+    long = _running("long", "a", started=8 * HOUR)
+    back = replace(job("back", tenant="a", gpu=1, submitted_at=0), preempted_by="long")
+    assert schedule(_snap([back], (long,))).preempted == ()
+
+
+def test_across_tenants_only_a_tenant_above_its_share_loses_jobs() -> None:
+    # b holds the GPU (its share is higher than a's): a's new job may take it back.
+    long_b = _running("long", "b", started=8 * HOUR)
+    new_a = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR)
+    decisions = schedule(_snap([new_a], (long_b,)))
+    assert [p.job_id for p in decisions.preempted] == ["long"]
+
+
+def test_the_live_server_selects_it_by_settings() -> None:
+    assert policy_from_settings(SchedulerSettings(las=True)) == Policy.las()
+    plain = policy_from_settings(SchedulerSettings(min_run_s=120))
+    assert plain.las_thresholds_gpu_s == ()
+    assert plain.min_run_s == 120
