@@ -1,6 +1,6 @@
 """The batch step of a job submitted by ``virtuai sbatch``, and its ``srun``/``scontrol``.
 
-Run as ``python3 -c SOURCE batch CONFIG SCRIPT [ARGS...]`` by the job's task:
+Run as ``python3 -c BOOTSTRAP batch CONFIG SCRIPT [ARGS...]`` by the job's task:
 
 - sets the ``SLURM_*`` environment from the task's ``VIRTUAI_*`` one and the
   resolved sizes in ``CONFIG`` (JSON);
@@ -577,11 +577,9 @@ def main(argv: Sequence[str], source: str) -> int:
     return 2
 
 
-RUNNER_ENV = "VIRTUAI_SLURM_RUNNER"
-BOOTSTRAP = f"import os; _RUNNER_SOURCE = os.environ.pop({RUNNER_ENV!r}); exec(_RUNNER_SOURCE)"
-
 if __name__ == "__main__":
-    # Run as a file (the shims), or by BOOTSTRAP with this source in $VIRTUAI_SLURM_RUNNER.
+    # Run as a file (the shims), or by the CLI's bootstrap (``python3 -c``), which puts this
+    # source, sent compressed in $VIRTUAI_SLURM_RUNNER, in ``_RUNNER_SOURCE``.
     if "__file__" in globals():
         with open(__file__, encoding="utf-8") as _handle:
             _SOURCE = _handle.read()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +120,16 @@ def test_submit_sends_the_batch_step(lab: FakeApi, tmp_path: Path, monkeypatch: 
     assert (body["tasks"], body["time"], body["priority"]) == (1, 3600, "high")
     assert (body["array"], body["dependency"], body["signal"]) == ("0-3%2", "afterok:5", "10@90")
     assert body["workdir"] == str(tmp_path)
-    assert body["command"][:2] == ["python3", "-c"]
+    assert body["command"][:2] == ["/usr/bin/python3", "-c"]
     assert body["command"][3:] == ["batch", body["command"][4], text, "arg1"]
     config = json.loads(body["command"][4])
     assert config["output"] == "slurm-%A_%a.out" and config["array"] == [0, 1, 2, 3]
     assert config["signal"] == {"number": 10, "seconds": 90, "batch_only": True}
     assert body["env"]["MY_SETTING"] == "on"
     assert "VIRTUAI_TOKEN" not in body["env"] and "HOME" not in body["env"]
-    assert "def slurm_environment" in body["env"]["VIRTUAI_SLURM_RUNNER"]
+    runner = zlib.decompress(base64.b64decode(body["env"]["VIRTUAI_SLURM_RUNNER"])).decode()
+    assert "def slurm_environment" in runner
+    assert len(body["env"]["VIRTUAI_SLURM_RUNNER"]) < 12_000
     assert "constraints" not in body
 
 
