@@ -125,15 +125,17 @@ def _read_script(path: str | None) -> str:
     try:
         # Bytes, not text mode: universal newlines would hide DOS line breaks, which sbatch
         # refuses.
-        if path is None or path == "-":
-            return sys.stdin.buffer.read().decode("utf-8")
-        return Path(path).read_bytes().decode("utf-8")
+        from_stdin = path is None or path == "-"
+        data = sys.stdin.buffer.read() if from_stdin else Path(str(path)).read_bytes()
     except OSError as error:
         output.echo_err(f"sbatch: error: Unable to open file {path}: {error.strerror or error}")
         raise typer.Exit(USAGE_EXIT) from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        output.echo_err(f"sbatch: error: {path} is not UTF-8 text")
-        raise typer.Exit(USAGE_EXIT) from None
+        # Slurm takes any bytes; the API takes text: say so, and go on with what reads.
+        output.echo_err(f"sbatch: warning: {path} is not UTF-8: undecodable bytes are replaced")
+        return data.decode("utf-8", errors="replace")
 
 
 def _wrapped_script(cli_words: list[str]) -> str:

@@ -244,6 +244,15 @@ def resolve(
                     "unknown",
                 )
             settings.extend(found)
+        for entry in scanned.foreign:
+            reason = (
+                f"{entry.text.split()[0]} directives are not read by virtuai (Slurm would "
+                "translate them; --ignore-pbs there)"
+            )
+            res.directives.append(
+                Directive(entry.line, entry.text, "script", None, None, Fate.UNSUPPORTED, reason)
+            )
+            res.problems.append(Problem("unsupported", reason, entry.line))
         for entry in scanned.ignored:
             res.directives.append(
                 Directive(
@@ -455,9 +464,12 @@ def _derive(
         )
     res.ntasks = ntasks or (res.nodes * per_node if per_node else res.nodes)
     if res.ntasks < res.nodes:
-        res.problems.append(
-            Problem("invalid", f"{res.ntasks} task(s) cannot fill {res.nodes} node(s)")
+        # As sbatch: "can't run 1 processes on 2 nodes, setting nnodes to 1".
+        res.notes.append(
+            f"can't run {res.ntasks} processes on {res.nodes} nodes, setting nnodes to "
+            f"{res.ntasks} (as Slurm does)"
         )
+        res.nodes = res.nodes_max = res.ntasks
     res.ntasks_per_node = per_node or max(1, -(-res.ntasks // res.nodes))
     if per_node and ntasks and per_node * res.nodes < ntasks:
         res.ntasks_per_node = -(-ntasks // res.nodes)
