@@ -557,9 +557,9 @@ def _derive(
 def _file(pattern: str, workdir: str) -> str:
     if pattern.lower() == "none":
         return "/dev/null"
-    if pattern.startswith("/") or not workdir:
+    if not workdir:
         return pattern
-    return posixpath.join(workdir, pattern)
+    return posixpath.normpath(posixpath.join(workdir, pattern))
 
 
 def _invalid(
