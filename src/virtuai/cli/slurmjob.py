@@ -210,11 +210,6 @@ def server_checks(client: Client, res: Resolution, body: JsonObject) -> list[str
         candidates = [
             n for n in nodes if n.get("pool") in res.partitions or n.get("site") in res.partitions
         ]
-    if res.nodes > 1:
-        problems.append(
-            f"{res.nodes} nodes: virtuai sbatch runs one-node allocations for now "
-            "(multi-node jobs: use `virtuai submit --tasks` or a virtual cluster)"
-        )
     if res.mem_whole_node and candidates:
         body["resources"]["memory"] = max(int(n["capacity"]["memory"]) for n in candidates)
     elif res.mem_whole_node:
