@@ -73,6 +73,9 @@ def sbatch(
         output.echo_err(f"sbatch: error: {error.message}")
         raise typer.Exit(USAGE_EXIT) from None
     cli_words = args[: len(args) - len(rest)]
+    if any(w in ("-h", "--usage") for w in cli_words):
+        typer.echo(ctx.get_help())
+        return
     wrapped = any(w == "--wrap" or w.startswith("--wrap=") for w in cli_words)
     script_path = None if wrapped or not rest else rest[0]
     script_args = rest if wrapped else rest[1:]
@@ -107,7 +110,10 @@ def sbatch(
     with Client.from_environment() as client:
         job = client.post_object(JOBS, body)
         job_id = int(job.get("array_id") or job["id"])
-        typer.echo(str(job_id) if res.parsable else f"Submitted batch job {job_id}")
+        if as_json:
+            output.print_json(job)
+        else:
+            typer.echo(str(job_id) if res.parsable else f"Submitted batch job {job_id}")
         if res.wait:
             raise typer.Exit(_wait(ctx, client, job, job_id))
 

@@ -193,3 +193,12 @@ def test_missing_script(offline: Path) -> None:
     result = run(["sbatch", "nope.sh"])
     assert result.exit_code == 2
     assert "Unable to open file nope.sh" in result.stderr
+
+
+def test_help_and_json_at_submit(lab: FakeApi, tmp_path: Path) -> None:
+    shown = run(["sbatch", "-h"])
+    assert shown.exit_code == 0 and "--test-only" in shown.stdout
+    path = script(tmp_path, "#!/bin/sh\n#SBATCH -t 5\nrun\n")
+    result = run(["sbatch", "--json", path])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == 42
