@@ -236,6 +236,10 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
     script, args = argv[1], list(argv[2:])
     env = dict(os.environ)
     env.update(slurm_environment(config, env))
+    # virtuai's own gang variables describe the one batch task, not the job's ranks: a Slurm
+    # batch step has none (srun sets them per rank; torchrun sets its own).
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(name, None)
     private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env['SLURM_JOB_ID']}-")
     try:
         script_path = os.path.join(private, "slurm_script")
@@ -458,6 +462,11 @@ def srun(argv: Sequence[str]) -> int:
                 "SLURM_TASK_PID": "",
                 "PMI_RANK": str(rank),
                 "PMI_SIZE": str(ntasks),
+                # What torch.distributed's env:// and most launchers read.
+                "RANK": str(rank),
+                "WORLD_SIZE": str(ntasks),
+                "LOCAL_RANK": str(rank % per_node),
+                "LOCAL_WORLD_SIZE": str(per_node),
             }
         )
         task_env.pop("SLURM_TASK_PID")
