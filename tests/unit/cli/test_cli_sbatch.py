@@ -202,3 +202,17 @@ def test_help_and_json_at_submit(lab: FakeApi, tmp_path: Path) -> None:
     result = run(["sbatch", "--json", path])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["id"] == 42
+
+
+def test_srun_outside_a_job_submits_a_step_waits_and_prints(lab: FakeApi) -> None:
+    lab.on("GET", f"{JOBS}/42", job(id=42, state="succeeded", exit_code=0))
+    lab.on("GET", f"{JOBS}/42/logs", {"data": "0: hello\n", "offset": 9, "eof": True})
+    result = run(["srun", "-n", "2", "-l", "-t", "5", "echo", "hello"], clock=FakeClock())
+    assert result.exit_code == 0, result.output
+    assert "0: hello" in result.stdout
+    (request,) = lab.sent("POST", JOBS)
+    body = request.body
+    assert body["name"] == "echo" and body["time"] == 300
+    assert body["command"][5] == "#!/bin/sh\nexec srun -l echo hello\n"
+    config = json.loads(body["command"][4])
+    assert (config["ntasks"], config["output"]) == (2, "")
