@@ -6,6 +6,7 @@ tenant's user can write; Slurm's output file appears there.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -147,6 +148,24 @@ def test_test_only_asks_the_server(server: Server, submit_dir: Path) -> None:
     result = sbatch(server, submit_dir, "--test-only", "big.sh")
     assert result.returncode == 1
     assert "would not run: partition 'nowhere' is no pool or site here" in result.stdout
+    (submit_dir / "odd.sh").write_text("#!/bin/sh\n#SBATCH -c 64\nrun\n")
+    for args, words in (
+        (("-A", TENANTS[0]), "64 cpu"),
+        (("-A", TENANTS[0], "--qos", "platinum", "-c", "1"), "platinum"),
+        (("-A", "nobody", "-c", "1"), "nobody"),
+    ):
+        result = subprocess.run(
+            [*CLI, "sbatch", "--test-only", "--json", *args, "odd.sh"],
+            env=server.env,
+            cwd=submit_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        answer = json.loads(result.stdout)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert answer["server_checked"] is True
+        assert any(words in reason for reason in answer["would_not_run"]), answer["would_not_run"]
 
 
 def test_trap_and_requeue_runs_again_from_the_checkpoint(server: Server, submit_dir: Path) -> None:

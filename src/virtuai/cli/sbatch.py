@@ -73,6 +73,9 @@ def sbatch(
         output.echo_err(f"sbatch: error: {error.message}")
         raise typer.Exit(USAGE_EXIT) from None
     cli_words = args[: len(args) - len(rest)]
+    if any(w in ("-h", "--usage") for w in cli_words):
+        typer.echo(ctx.get_help())
+        return
     wrapped = any(w == "--wrap" or w.startswith("--wrap=") for w in cli_words)
     script_path = None if wrapped or not rest else rest[0]
     script_args = rest if wrapped else rest[1:]
@@ -107,7 +110,10 @@ def sbatch(
     with Client.from_environment() as client:
         job = client.post_object(JOBS, body)
         job_id = int(job.get("array_id") or job["id"])
-        typer.echo(str(job_id) if res.parsable else f"Submitted batch job {job_id}")
+        if as_json:
+            output.print_json(job)
+        else:
+            typer.echo(str(job_id) if res.parsable else f"Submitted batch job {job_id}")
         if res.wait:
             raise typer.Exit(_wait(ctx, client, job, job_id))
 
@@ -125,15 +131,17 @@ def _read_script(path: str | None) -> str:
     try:
         # Bytes, not text mode: universal newlines would hide DOS line breaks, which sbatch
         # refuses.
-        if path is None or path == "-":
-            return sys.stdin.buffer.read().decode("utf-8")
-        return Path(path).read_bytes().decode("utf-8")
+        from_stdin = path is None or path == "-"
+        data = sys.stdin.buffer.read() if from_stdin else Path(str(path)).read_bytes()
     except OSError as error:
         output.echo_err(f"sbatch: error: Unable to open file {path}: {error.strerror or error}")
         raise typer.Exit(USAGE_EXIT) from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        output.echo_err(f"sbatch: error: {path} is not UTF-8 text")
-        raise typer.Exit(USAGE_EXIT) from None
+        # Slurm takes any bytes; the API takes text: say so, and go on with what reads.
+        output.echo_err(f"sbatch: warning: {path} is not UTF-8: undecodable bytes are replaced")
+        return data.decode("utf-8", errors="replace")
 
 
 def _wrapped_script(cli_words: list[str]) -> str:

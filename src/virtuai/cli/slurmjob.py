@@ -7,8 +7,10 @@ batch step with the ``SLURM_*`` environment, ``srun`` and ``scontrol``.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import zlib
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -18,7 +20,13 @@ from virtuai.cli.client import ApiError, Client, JsonObject
 from virtuai.slurmfront.resolve import UNLIMITED_CAP_S, Resolution, virtuai_dependency
 
 RUNNER_ENV = "VIRTUAI_SLURM_RUNNER"
-BOOTSTRAP = f"import os; _RUNNER_SOURCE = os.environ.pop({RUNNER_ENV!r}); exec(_RUNNER_SOURCE)"
+# The runner travels compressed in the job's environment (a few KiB per job, not 20).
+BOOTSTRAP = (
+    "import base64, os, zlib; _RUNNER_SOURCE = zlib.decompress(base64.b64decode("
+    f"os.environ.pop({RUNNER_ENV!r}))).decode(); exec(_RUNNER_SOURCE)"
+)
+# Not the first python3 on the user's PATH (--export sends it): one every user can run.
+PYTHON = "/usr/bin/python3"
 MAX_ENV_ENTRIES = 200  # the API takes 256; room for the runner's own
 MAX_ENV_VALUE = 32 * 1024
 # Not sent with --export=ALL: they describe the submitting session, or hold virtuai's secrets.
@@ -146,7 +154,7 @@ def job_body(
         notes.append(f"--export: not sent (too many or too large): {', '.join(left_out)}")
     config = runner_config(res, submit_host, user)
     config["submit_dir"] = submit_dir
-    variables[RUNNER_ENV] = runner_source()
+    variables[RUNNER_ENV] = base64.b64encode(zlib.compress(runner_source().encode(), 9)).decode()
     workdir = res.workdir if (local or res.workdir_given) else None
     if workdir is None:
         notes.append(
@@ -158,7 +166,7 @@ def job_body(
         "tenant": res.tenant,
         "name": res.api_name,
         "command": [
-            "python3",
+            PYTHON,
             "-c",
             BOOTSTRAP,
             "batch",
@@ -202,11 +210,6 @@ def server_checks(client: Client, res: Resolution, body: JsonObject) -> list[str
         candidates = [
             n for n in nodes if n.get("pool") in res.partitions or n.get("site") in res.partitions
         ]
-    if res.nodes > 1:
-        problems.append(
-            f"{res.nodes} nodes: virtuai sbatch runs one-node allocations for now "
-            "(multi-node jobs: use `virtuai submit --tasks` or a virtual cluster)"
-        )
     if res.mem_whole_node and candidates:
         body["resources"]["memory"] = max(int(n["capacity"]["memory"]) for n in candidates)
     elif res.mem_whole_node:

@@ -24,7 +24,7 @@ from virtuai.cli.config import load_connection
 from virtuai.cli.jobs import JOBS
 from virtuai.cli.jobs import _until_finished as until_finished
 from virtuai.cli.slurmjob import job_body, server_is_local
-from virtuai.slurmfront.options import OptionError, parse_words
+from virtuai.slurmfront.options import BY_SHORT, Arg, OptionError, lookup_long, parse_words
 from virtuai.slurmfront.resolve import Context, resolve
 
 SRUN_ONLY_FLAGS = frozenset(
@@ -62,7 +62,7 @@ def srun(
     """Run a command as a job step (-n tasks) and wait for it; its output is printed here."""
     args = list(words or [])
     launcher: list[str] = []
-    sbatch_words: list[str] = []
+    cli_words: list[str] = []
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "--":
         word = args[i]
@@ -72,18 +72,20 @@ def srun(
             launcher += [word, args[i + 1]]
             i += 1
         else:
-            sbatch_words.append(word)
+            cli_words.append(word)
+            if _takes_next_word(word) and i + 1 < len(args):
+                cli_words.append(args[i + 1])
+                i += 1
         i += 1
+    command = args[i + 1 :] if args[i : i + 1] == ["--"] else args[i:]
     try:
-        _settings, rest = parse_words([*sbatch_words, *args[i:]], "command line")
+        parse_words(cli_words, "command line")
     except OptionError as error:
         output.echo_err(f"srun: error: {error.message}")
         raise typer.Exit(2) from None
-    command = rest[1:] if rest[:1] == ["--"] else rest
     if not command:
         output.echo_err("srun: fatal: No command given to execute.")
         raise typer.Exit(2)
-    cli_words = [*sbatch_words, *args[i : len(args) - len(rest)]]
     script = f"#!/bin/sh\nexec srun {shlex.join([*launcher, *command])}\n"
     submit_dir = os.getcwd()
     user = getpass.getuser()
@@ -119,3 +121,14 @@ def srun(
                     break
     code = done.get("exit_code")
     raise typer.Exit(int(code) if code is not None else (0 if done["state"] == "succeeded" else 1))
+
+
+def _takes_next_word(word: str) -> bool:
+    """``-n 2``, ``--time 5``: an option whose value is the next word."""
+    try:
+        if word.startswith("--"):
+            return "=" not in word and lookup_long(word[2:]).arg is Arg.REQUIRED
+        option = BY_SHORT.get(word[1:]) if len(word) == 2 else None
+    except OptionError:
+        return False
+    return option is not None and option.arg is Arg.REQUIRED

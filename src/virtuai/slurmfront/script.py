@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 MAGIC = "#SBATCH"
 OLD_MAGIC = "#SLURM"
+FOREIGN_MAGIC = ("#PBS", "#BSUB")
 
 
 class ScriptError(ValueError):
@@ -40,6 +41,8 @@ class ScriptScan:
     ignored: list[DirectiveLine] = field(default_factory=list)
     # "#SBATCH"-like lines that are comments (##SBATCH, indented, #PBS...).
     comments: list[DirectiveLine] = field(default_factory=list)
+    # #PBS and #BSUB directives, which Slurm translates (virtuai does not).
+    foreign: list[DirectiveLine] = field(default_factory=list)
     first_command_line: int | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -79,6 +82,9 @@ def scan(text: str) -> ScriptScan:
             result.directives.append(entry)
             continue
         stripped = line.strip()
+        if line.startswith(FOREIGN_MAGIC):
+            result.foreign.append(DirectiveLine(number, line, ()))
+            continue
         if stripped.startswith("#") or not stripped:
             if "SBATCH" in stripped.upper() and number > 1:
                 result.comments.append(DirectiveLine(number, line, ()))

@@ -1,6 +1,6 @@
 """The batch step of a job submitted by ``virtuai sbatch``, and its ``srun``/``scontrol``.
 
-Run as ``python3 -c SOURCE batch CONFIG SCRIPT [ARGS...]`` by the job's task:
+Run as ``python3 -c BOOTSTRAP batch CONFIG SCRIPT [ARGS...]`` by the job's task:
 
 - sets the ``SLURM_*`` environment from the task's ``VIRTUAI_*`` one and the
   resolved sizes in ``CONFIG`` (JSON);
@@ -236,6 +236,10 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
     script, args = argv[1], list(argv[2:])
     env = dict(os.environ)
     env.update(slurm_environment(config, env))
+    # virtuai's own gang variables describe the one batch task, not the job's ranks: a Slurm
+    # batch step has none (srun sets them per rank; torchrun sets its own).
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(name, None)
     private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env['SLURM_JOB_ID']}-")
     try:
         script_path = os.path.join(private, "slurm_script")
@@ -458,6 +462,11 @@ def srun(argv: Sequence[str]) -> int:
                 "SLURM_TASK_PID": "",
                 "PMI_RANK": str(rank),
                 "PMI_SIZE": str(ntasks),
+                # What torch.distributed's env:// and most launchers read.
+                "RANK": str(rank),
+                "WORLD_SIZE": str(ntasks),
+                "LOCAL_RANK": str(rank % per_node),
+                "LOCAL_WORLD_SIZE": str(per_node),
             }
         )
         task_env.pop("SLURM_TASK_PID")
@@ -577,11 +586,9 @@ def main(argv: Sequence[str], source: str) -> int:
     return 2
 
 
-RUNNER_ENV = "VIRTUAI_SLURM_RUNNER"
-BOOTSTRAP = f"import os; _RUNNER_SOURCE = os.environ.pop({RUNNER_ENV!r}); exec(_RUNNER_SOURCE)"
-
 if __name__ == "__main__":
-    # Run as a file (the shims), or by BOOTSTRAP with this source in $VIRTUAI_SLURM_RUNNER.
+    # Run as a file (the shims), or by the CLI's bootstrap (``python3 -c``), which puts this
+    # source, sent compressed in $VIRTUAI_SLURM_RUNNER, in ``_RUNNER_SOURCE``.
     if "__file__" in globals():
         with open(__file__, encoding="utf-8") as _handle:
             _SOURCE = _handle.read()

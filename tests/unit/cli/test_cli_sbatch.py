@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +120,16 @@ def test_submit_sends_the_batch_step(lab: FakeApi, tmp_path: Path, monkeypatch: 
     assert (body["tasks"], body["time"], body["priority"]) == (1, 3600, "high")
     assert (body["array"], body["dependency"], body["signal"]) == ("0-3%2", "afterok:5", "10@90")
     assert body["workdir"] == str(tmp_path)
-    assert body["command"][:2] == ["python3", "-c"]
+    assert body["command"][:2] == ["/usr/bin/python3", "-c"]
     assert body["command"][3:] == ["batch", body["command"][4], text, "arg1"]
     config = json.loads(body["command"][4])
     assert config["output"] == "slurm-%A_%a.out" and config["array"] == [0, 1, 2, 3]
     assert config["signal"] == {"number": 10, "seconds": 90, "batch_only": True}
     assert body["env"]["MY_SETTING"] == "on"
     assert "VIRTUAI_TOKEN" not in body["env"] and "HOME" not in body["env"]
-    assert "def slurm_environment" in body["env"]["VIRTUAI_SLURM_RUNNER"]
+    runner = zlib.decompress(base64.b64decode(body["env"]["VIRTUAI_SLURM_RUNNER"])).decode()
+    assert "def slurm_environment" in runner
+    assert len(body["env"]["VIRTUAI_SLURM_RUNNER"]) < 12_000
     assert "constraints" not in body
 
 
@@ -189,3 +193,26 @@ def test_missing_script(offline: Path) -> None:
     result = run(["sbatch", "nope.sh"])
     assert result.exit_code == 2
     assert "Unable to open file nope.sh" in result.stderr
+
+
+def test_help_and_json_at_submit(lab: FakeApi, tmp_path: Path) -> None:
+    shown = run(["sbatch", "-h"])
+    assert shown.exit_code == 0 and "--test-only" in shown.stdout
+    path = script(tmp_path, "#!/bin/sh\n#SBATCH -t 5\nrun\n")
+    result = run(["sbatch", "--json", path])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == 42
+
+
+def test_srun_outside_a_job_submits_a_step_waits_and_prints(lab: FakeApi) -> None:
+    lab.on("GET", f"{JOBS}/42", job(id=42, state="succeeded", exit_code=0))
+    lab.on("GET", f"{JOBS}/42/logs", {"data": "0: hello\n", "offset": 9, "eof": True})
+    result = run(["srun", "-n", "2", "-l", "-t", "5", "echo", "hello"], clock=FakeClock())
+    assert result.exit_code == 0, result.output
+    assert "0: hello" in result.stdout
+    (request,) = lab.sent("POST", JOBS)
+    body = request.body
+    assert body["name"] == "echo" and body["time"] == 300
+    assert body["command"][5] == "#!/bin/sh\nexec srun -l echo hello\n"
+    config = json.loads(body["command"][4])
+    assert (config["ntasks"], config["output"]) == (2, "")

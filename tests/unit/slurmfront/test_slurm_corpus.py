@@ -21,7 +21,7 @@ SUBMIT_DIR = "/home/ada/run"
 
 
 def resolved(name: str, env: dict[str, str] | None = None) -> Any:
-    text = (CORPUS / name).read_bytes().decode("utf-8")
+    text = (CORPUS / name).read_bytes().decode("utf-8", errors="replace")
     return resolve(text, [], Context(name, SUBMIT_DIR, "ada", env or {}))
 
 
@@ -49,7 +49,7 @@ def test_script_resolves_as_slurm_would(name: str) -> None:
 def test_every_directive_line_is_accounted_for() -> None:
     """Nothing is dropped unseen: every line mentioning SBATCH comes back with a fate."""
     for name in EXPECTED:
-        text = (CORPUS / name).read_bytes().decode("utf-8")
+        text = (CORPUS / name).read_bytes().decode("utf-8", errors="replace")
         if not text.startswith("#!") or "\r" in text:
             continue
         lines = {

@@ -212,3 +212,8 @@ def test_what_slurm_takes_but_virtuai_cannot_is_unsupported_not_invalid() -> Non
     res = resolve("#!/bin/sh\n#SBATCH -C 'skylake|cascade'\n#SBATCH --signal=R:USR1\n", [], CTX)
     assert [(p.kind, p.line) for p in res.problems] == [("unsupported", 2), ("unsupported", 3)]
     assert v.array_range("[0-3]").indices == (0, 1, 2, 3)
+
+
+def test_output_paths_are_normalised() -> None:
+    res = resolve("#!/bin/sh\n#SBATCH -D ../x -o ./logs/../out.%j\n", [], CTX)
+    assert (res.workdir, res.output) == ("/home/x", "/home/x/out.%j")

@@ -1,0 +1,4 @@
+#!/bin/bash
+#SBATCH --time=30
+#PBS -l walltime=00:30:00
+hostname

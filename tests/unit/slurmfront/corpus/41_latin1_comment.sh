@@ -1,0 +1,4 @@
+#!/bin/bash
+# café au lait
+#SBATCH --time=7
+echo ok
