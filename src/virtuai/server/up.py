@@ -134,6 +134,8 @@ def _serve(settings: Settings) -> None:
     if vcs.runtime is not None:
         steps.append(VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings)).tick)
     steps.append(lifecycle.tick)
+    # A task's end wakes the loops at once, so its slot turns over without waiting a period.
+    local.watch_results(context.wake.set)
     runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3)
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
