@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
+MAX_PAUSE_S = 0.25
 
 
 class LoopRunner:
@@ -31,6 +32,8 @@ class LoopRunner:
         # take the GIL and the database from the requests.  With duty < 1 a woken round
         # starts no sooner than a round's length * (1/duty - 1) after the last ended, so
         # the loops take at most that share of the time; a burst of wake-ups is one round.
+        # The pause is capped at MAX_PAUSE_S, so slow rounds (a loaded machine) still
+        # follow each other closely enough to turn jobs over.
         self._duty = duty
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="virtuai-control", daemon=True)
@@ -59,7 +62,7 @@ class LoopRunner:
             self.run_once()
             took = time.monotonic() - started
             if self._wake.wait(self._interval_s) and self._duty < 1.0:
-                self._stop.wait(took * (1 / self._duty - 1))
+                self._stop.wait(min(MAX_PAUSE_S, took * (1 / self._duty - 1)))
 
 
 def _name(step: Callable[[], object]) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from virtuai.control.gating import gate_pending
 from virtuai.domain.clock import Clock
@@ -37,6 +38,55 @@ class TickReport:
     admitted: int
     waiting: int
     preempted: int = 0
+
+
+class PendingCache:
+    """The queue between passes: each pass reads every pending job's id and ``updated_at``
+    (two columns), and loads whole only the jobs that are new or changed since.
+
+    Every state change sets ``updated_at``, and a cancel request takes the job out of
+    the query, so a cached row is never older than its ``updated_at`` says.  The pass's
+    own reason writes (which do not touch ``updated_at``) are copied in after commit.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, JobRow] = {}
+
+    def read(self, session: Session) -> list[JobRow]:
+        current = session.execute(
+            select(JobRow.id, JobRow.updated_at, JobRow.restart_count)
+            .where(JobRow.state == JobState.PENDING.value)
+            .where(JobRow.cancel_requested_at.is_(None))
+            .where(JobRow.vc_id.is_(None))
+            .order_by(JobRow.id)
+        ).all()
+        stale = [
+            job_id
+            for job_id, updated_at, restarts in current
+            if (row := self._rows.get(job_id)) is None
+            or (row.updated_at, row.restart_count) != (updated_at, restarts)
+        ]
+        fresh: dict[int, JobRow] = {}
+        for start in range(0, len(stale), 500):
+            chunk = stale[start : start + 500]
+            fresh.update(
+                (row.id, row) for row in session.scalars(select(JobRow).where(JobRow.id.in_(chunk)))
+            )
+        rows = {
+            job_id: fresh.get(job_id) or self._rows[job_id]
+            for job_id, _, _ in current
+            if job_id in fresh or job_id in self._rows
+        }
+        self._rows = rows
+        return list(rows.values())
+
+    def remember_reasons(self, reasons: dict[int, _Reason]) -> None:
+        for job_id, (reason, position, expected) in reasons.items():
+            row = self._rows.get(job_id)
+            if row is not None:
+                set_committed_value(row, "reason", reason)
+                set_committed_value(row, "queue_position", position)
+                set_committed_value(row, "expected_start_at", expected)
 
 
 class SchedulingLoop:
@@ -69,6 +119,7 @@ class SchedulingLoop:
         # skips reading the whole queue again.
         self._seen: tuple[object, ...] | None = None
         self._seen_at = 0.0
+        self._pending = PendingCache()
 
     def tick(self) -> TickReport:
         """A full pass, unless nothing the scheduler reads changed since the last one."""
@@ -91,14 +142,7 @@ class SchedulingLoop:
         # compare-and-sets from the states read (what changed meanwhile is skipped, and
         # the next pass sees it).  Only rows whose reason or position changed are written.
         with read_session(self._sessions) as session:
-            pending = list(
-                session.scalars(
-                    select(JobRow)
-                    .where(JobRow.state == JobState.PENDING.value)
-                    .where(JobRow.cancel_requested_at.is_(None))
-                    .where(JobRow.vc_id.is_(None))
-                )
-            )
+            pending = self._pending.read(session)
             vcs = waiting_vcs(session)
             if not pending and not vcs:
                 return TickReport(0, 0)
@@ -137,7 +181,8 @@ class SchedulingLoop:
             if decisions is not None:
                 report = self._apply(session, gate.schedulable, decisions, now, vcs, reasons)
             _write_reasons(session, pending, reasons)
-            return report
+        self._pending.remember_reasons(reasons)
+        return report
 
     def _apply(
         self,

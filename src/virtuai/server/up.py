@@ -215,6 +215,8 @@ def _serve(settings: Settings) -> None:
         vc_loop = VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings))
         steps.append(leading(member, vc_loop.tick))
     steps.append(lifecycle.tick)
+    # A task's end wakes the loops at once, so its slot turns over without waiting a period.
+    local.watch_results(context.wake.set)
     runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3)
     member.start()
     runner.start()

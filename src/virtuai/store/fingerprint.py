@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from virtuai.domain.workload import FINISHED_STATES
 from virtuai.store.models import JobRow, NodeRow, TenantQuotaRow, TenantRow, VirtualClusterRow
 
-FULL_PASS_EVERY_S = 10.0
+FULL_PASS_EVERY_S = 60.0
 
 
 def scheduling_fingerprint(session: Session) -> tuple[Any, ...]:

@@ -451,3 +451,16 @@ def test_inventory_overrides(runtime_dir: Path, cgroup_name: str) -> None:
     settings = LocalDriverSettings(cpu=0.5, memory=2**30, gpus=[], cgroup_name=cgroup_name)
     (node,) = LocalDriver(runtime_dir, settings, node_name=NODE).inventory()
     assert node.capacity == Resources(cpu_milli=500, memory=2**30, gpu=0)
+
+
+def test_a_tasks_end_is_reported_without_observing(
+    driver: LocalDriver, make_spec: MakeSpec
+) -> None:
+    """watch_results calls back soon after a launched task ends, so the loops need not poll."""
+    ended = threading.Event()
+    driver.watch_results(ended.set, period_s=0.02)
+    handle = driver.launch(make_spec(["sh", "-c", "sleep 0.3"]))
+    assert not ended.wait(0.1)  # still running
+    assert ended.wait(30)
+    result = driver.observe(handle)
+    assert result is not None and result.outcome is TaskOutcome.EXITED

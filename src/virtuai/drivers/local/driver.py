@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,9 @@ class LocalDriver:
         self._spawning: set[Path] = set()
         self._spawning_lock = threading.Lock()
         self._prepare_lock = threading.Lock()
+        # Task dirs seen running, watched for their result (see watch_results).
+        self._watched: set[Path] = set()
+        self._watcher: threading.Thread | None = None
         self.cgroups, reason = detect_layout(settings.cgroup_name)
         if self.cgroups is not None:
             try:
@@ -146,8 +149,42 @@ class LocalDriver:
             raise DriverError(f"cannot launch task {spec.key}: {exc}") from exc
         return handle
 
+    def watch_results(self, on_result: Callable[[], None], period_s: float = 0.05) -> None:
+        """Call ``on_result`` soon after any watched task writes its result.
+
+        The control loop observes tasks once a round (every second when idle); a
+        finished task should free its slot at once.  Watching is a stat of each
+        running task's result file every ``period_s``: cheap, and it needs nothing
+        from the supervisor, which may have been started by an earlier server.
+        """
+        if self._watcher is not None:
+            return
+
+        def watch() -> None:
+            while True:
+                time.sleep(period_s)
+                with self._spawning_lock:
+                    watched = list(self._watched)
+                done = [d for d in watched if (d / files.RESULT).exists()]
+                if done:
+                    with self._spawning_lock:
+                        self._watched.difference_update(done)
+                    on_result()
+
+        self._watcher = threading.Thread(target=watch, name="virtuai-results", daemon=True)
+        self._watcher.start()
+
     def observe(self, handle: Handle) -> TaskResult | None:
         task_dir = _task_dir(handle)
+        result = self._observe(task_dir)
+        with self._spawning_lock:
+            if result is None:
+                self._watched.add(task_dir)
+            else:
+                self._watched.discard(task_dir)
+        return result
+
+    def _observe(self, task_dir: Path) -> TaskResult | None:
         result = files.read_json(task_dir / files.RESULT)
         if result is not None:
             self._warn_if_unlimited(result)
@@ -309,6 +346,7 @@ class LocalDriver:
         # starting" for START_TIMEOUT_S, and a stop request waits in the STOP file.
         with self._spawning_lock:
             self._spawning.add(task_dir)
+            self._watched.add(task_dir)
 
         def reap() -> None:
             try:
