@@ -229,7 +229,7 @@ class SiteLoop:
         now = self._clock.now()
         if driver.seen.unreachable_since is None:
             driver.seen.unreachable_since = now.timestamp()
-            driver.seen.error = message
+        driver.seen.error = message
         reason = driver.unreachable_reason()
         log.warning("%s", reason)
         with transaction(self._sessions) as session:

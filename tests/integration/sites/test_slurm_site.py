@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 
 import pytest
 from sqlalchemy import select
@@ -22,9 +23,14 @@ def slurm_jobs_of(p: Platform, slurm: SlurmDev, job_id: int, attempt: int = 0) -
     driver = p.sites.driver("vsd")
     assert driver is not None
     key = f"{job_id}.{attempt}"
-    out = slurm.ssh(f"sacct -n -X -P --name=vai-{key} -S now-1days -o JobIDRaw,Account,Comment")
     want = f"virtuai:{driver.config.token}:{key}"
-    return [line.rsplit("|", 1)[0] for line in out.splitlines() if line.endswith(f"|{want}")]
+    for _ in range(50):  # slurmdbd records a job a moment after slurmctld ends it
+        out = slurm.ssh(f"sacct -n -X -P --name=vai-{key} -S now-1days -o JobIDRaw,Account,Comment")
+        found = [line.rsplit("|", 1)[0] for line in out.splitlines() if line.endswith(f"|{want}")]
+        if found:
+            return found
+        time.sleep(0.2)
+    return []
 
 
 def test_a_gang_runs_across_two_slurm_nodes_with_virtuai_environment(

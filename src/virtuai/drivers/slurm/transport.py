@@ -111,7 +111,7 @@ class SshTransport:
         *,
         max_sessions: int = 8,
         connect_timeout: float = 10.0,
-        max_backoff_s: float = 60.0,
+        max_backoff_s: float = 15.0,
     ) -> None:
         self._target = target
         # asyncssh logs every channel at INFO: one line per Slurm command is noise here.
