@@ -47,6 +47,7 @@ SPEC_KEYS = (
     "signal",
     "requeue",
     "vc",
+    "site",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 _TYPE_NAMES = {str: "text", int: "a whole number", float: "a number"}
@@ -308,7 +309,7 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
-    for key in ("tenant", "name", "vc"):
+    for key in ("tenant", "name", "vc", "site"):
         if spec.get(key) is not None:
             body[key] = _checked(spec[key], key, file, validate_name, str)
     body["command"] = _command(spec.get("command"), file)
