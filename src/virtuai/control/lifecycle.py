@@ -41,7 +41,13 @@ from virtuai.domain.clock import Clock
 from virtuai.domain.environment import task_environment
 from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
-from virtuai.drivers.base import Driver, StopReason, TaskResult, TaskSpec
+from virtuai.drivers.base import (
+    Driver,
+    StopReason,
+    TaskResult,
+    TaskSpec,
+    TemporaryDriverError,
+)
 from virtuai.errors import DriverError, VirtuaiError
 from virtuai.store.db import transaction
 from virtuai.store.inventory import placement_from_json
@@ -198,6 +204,9 @@ class LifecycleLoop:
                     spec = self._in_vnode(spec, item.vnode)
                 driver = self._drivers[self._driver_name_for(spec.node)]
                 handle = driver.launch(spec)
+            except TemporaryDriverError as error:  # e.g. a site unreachable: next tick
+                log.warning("launching task %s deferred: %s", spec.key, error.message)
+                continue
             except VirtuaiError as error:
                 log.warning("launching task %s failed: %s", spec.key, error.message)
                 self._record_result(task_id, self._never_started(error.message, launch_failed=True))

@@ -152,6 +152,7 @@ class SiteLoop:
             driver.refresh_inventory()
             self._inventory_at[row.name] = now.timestamp()
             self._record_inventory(row, driver, now)
+        driver.retry_stops()
         handles = self._active_handles(row.name)
         driver.refresh(str(h["slurm_id"]) for _, h in handles)
         self._record_queue(row, driver, handles, now)

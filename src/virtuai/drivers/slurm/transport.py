@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from virtuai.errors import DriverError
+from virtuai.drivers.base import TemporaryDriverError
 
 
-class SiteUnreachable(DriverError):
+class SiteUnreachable(TemporaryDriverError):
     """The site's login node (or its Slurm commands) cannot be reached now."""
 
     code = "site_unreachable"
