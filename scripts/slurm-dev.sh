@@ -288,7 +288,7 @@ start_slurmctld() {
   mkdir -p "$DIR/spool/ctld"
   # slurmctld runs only where the hostname is SlurmctldHost: its own UTS namespace.
   unshare --uts -- sh -c 'hostname vsd-ctl; exec "$@"' x env SLURM_CONF="$DIR/etc/slurm.conf" slurmctld -f "$DIR/etc/slurm.conf"
-  wait_for 60 slurmctld env SLURM_CONF="$DIR/etc/slurm.conf" scontrol ping
+  wait_for 180 slurmctld env SLURM_CONF="$DIR/etc/slurm.conf" scontrol ping
 }
 
 start_slurmd() {  # start_slurmd NODE
@@ -352,7 +352,7 @@ cmd_start() {
   sacctmgr_setup
   local n; for n in $(node_names); do start_slurmd "$n"; done
   start_sshd
-  wait_for 60 "nodes to register" nodes_idle
+  wait_for 180 "nodes to register" nodes_idle
   # Resume nodes that an earlier run left DOWN (killed slurmd, etc.).
   SLURM_CONF=$DIR/etc/slurm.conf scontrol update NodeName="$(node_names | paste -sd, -)" State=RESUME >/dev/null 2>&1 || true
   read -r addr port <"$DIR/ssh/address"

@@ -49,6 +49,7 @@ SPEC_KEYS = (
     "vc",
     "node_class",
     "constraints",
+    "site",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 MAX_BULK = 1000  # as the API's MAX_BULK_JOBS
@@ -356,7 +357,7 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
-    for key in ("tenant", "name", "vc"):
+    for key in ("tenant", "name", "vc", "site"):
         if spec.get(key) is not None:
             body[key] = _checked(spec[key], key, file, validate_name, str)
     body["command"] = _command(spec.get("command"), file)

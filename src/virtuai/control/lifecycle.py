@@ -69,6 +69,7 @@ from virtuai.drivers.base import (
     StopReason,
     TaskResult,
     TaskSpec,
+    TemporaryDriverError,
 )
 from virtuai.errors import DriverError, VirtuaiError
 from virtuai.store.db import read_session, transaction
@@ -330,7 +331,11 @@ class LifecycleLoop:
 
     def _launch_failed(self, task_id: int, key: str, error: Exception) -> None:
         """A driver's refusal fails the task at once (as before); a timeout or an unexpected
-        error is retried with backoff (launching is idempotent by key), then fails it."""
+        error is retried with backoff (launching is idempotent by key), then fails it.
+        A temporary refusal (a site that cannot be reached) is simply tried again later."""
+        if isinstance(error, TemporaryDriverError):
+            log.warning("launching task %s deferred: %s", key, error.message)
+            return
         if isinstance(error, VirtuaiError) and not isinstance(error, DriverTimeout):
             log.warning("launching task %s failed: %s", key, error.message)
             self._record_result(task_id, self._never_started(error.message, launch_failed=True))

@@ -156,6 +156,7 @@ class SiteLoop:
             driver.refresh_inventory()
             self._inventory_at[row.name] = now.timestamp()
             self._record_inventory(row, driver, now)
+        driver.retry_stops()
         handles = self._active_handles(row.name)
         driver.refresh(str(h["slurm_id"]) for _, h in handles)
         self._record_queue(row, driver, handles, now)
@@ -233,7 +234,7 @@ class SiteLoop:
         now = self._clock.now()
         if driver.seen.unreachable_since is None:
             driver.seen.unreachable_since = now.timestamp()
-            driver.seen.error = message
+        driver.seen.error = message
         reason = driver.unreachable_reason()
         log.warning("%s", reason)
         with transaction(self._sessions) as session:

@@ -28,8 +28,14 @@ from typing import Any, Protocol
 
 from virtuai.domain.resources import Node, Resources
 from virtuai.domain.workload import TaskOutcome
+from virtuai.errors import DriverError
 
 Handle = dict[str, Any]
+
+
+class TemporaryDriverError(DriverError):
+    """The driver cannot act now (a remote site is unreachable) and started nothing:
+    the caller retries later instead of failing the task."""
 
 
 class LogStream(enum.StrEnum):

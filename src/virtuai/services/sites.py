@@ -77,7 +77,12 @@ def prepare_site(
         known_hosts = req.known_hosts or _fetch(req.login)
         identity_path = str(_write_key(keys_dir, req.name, req.identity))
     token = secrets.token_hex(6)
-    partition = _probe(req, identity_path, known_hosts, token)
+    try:
+        partition = _probe(req, identity_path, known_hosts, token)
+    except VirtuaiError:
+        if identity_path is not None:  # nothing of a refused site stays behind
+            Path(identity_path).unlink(missing_ok=True)
+        raise
     return PreparedSite(req, token, partition, identity_path, known_hosts)
 
 

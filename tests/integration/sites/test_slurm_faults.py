@@ -137,9 +137,14 @@ def test_an_unreachable_login_node_keeps_jobs_in_their_last_state(
     assert seen["reason"].startswith("site vsd unreachable since "), seen
     site = p.ok("GET", "/api/v1/sites/vsd")
     assert site["health"] == "unreachable" and site["unreachable_since"] is not None
+    # Submitted while the site is down: it waits to be launched, it does not fail.
+    later = p.submit(p.admin_token, ["true"], tenant="physics", site="vsd", time="1m")
+    for _ in range(3):
+        p.tick()
+    assert p.job(later["id"])["state"] in {"admitted", "starting"}
     slurm.script("start")  # the login node is back
-    done = p.wait_for([job["id"]], timeout=90)[job["id"]]
-    assert done["state"] == "succeeded"
+    done = p.wait_for([job["id"], later["id"]], timeout=90)
+    assert {j["state"] for j in done.values()} == {"succeeded"}
     assert p.ok("GET", "/api/v1/sites/vsd")["health"] != "unreachable"
 
 

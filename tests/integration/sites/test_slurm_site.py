@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 
 import pytest
 from sqlalchemy import select
@@ -22,9 +23,14 @@ def slurm_jobs_of(p: Platform, slurm: SlurmDev, job_id: int, attempt: int = 0) -
     driver = p.sites.driver("vsd")
     assert driver is not None
     key = f"{job_id}.{attempt}"
-    out = slurm.ssh(f"sacct -n -X -P --name=vai-{key} -S now-1days -o JobIDRaw,Account,Comment")
     want = f"virtuai:{driver.config.token}:{key}"
-    return [line.rsplit("|", 1)[0] for line in out.splitlines() if line.endswith(f"|{want}")]
+    for _ in range(50):  # slurmdbd records a job a moment after slurmctld ends it
+        out = slurm.ssh(f"sacct -n -X -P --name=vai-{key} -S now-1days -o JobIDRaw,Account,Comment")
+        found = [line.rsplit("|", 1)[0] for line in out.splitlines() if line.endswith(f"|{want}")]
+        if found:
+            return found
+        time.sleep(0.2)
+    return []
 
 
 def test_a_gang_runs_across_two_slurm_nodes_with_virtuai_environment(
@@ -186,3 +192,26 @@ def test_a_local_job_and_a_slurm_job_share_one_quota(site_platform: Platform) ->
     p.ok("POST", f"/api/v1/jobs/{local['id']}/cancel")
     done = p.wait_for([remote["id"]], timeout=60)[remote["id"]]
     assert done["state"] == "succeeded"
+
+
+def test_the_site_shows_its_health_capacity_and_partitions_and_its_key_stays_private(
+    site_platform: Platform,
+) -> None:
+    p = site_platform
+    site = p.ok("GET", "/api/v1/sites/vsd")
+    assert site["health"] == "ok" and site["pool"] == "vsd:debug"
+    assert site["capacity"] == {
+        "nodes": 2,
+        "nodes_up": 2,
+        "cpus": 8,
+        "memory_mb": 6000,
+        "gpus": 4,
+    }
+    assert {x["name"] for x in site["partitions"]} == {"debug", "urgent"}
+    assert site["last_seen_at"] is not None
+    assert "PRIVATE" not in str(p.ok("GET", "/api/v1/sites"))
+    key = p.state_dir / "sites" / "vsd.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.parent.stat().st_mode & 0o777 == 0o700
+    nodes = {n["name"]: n for n in p.ok("GET", "/api/v1/nodes")}
+    assert nodes["vsd:vsd-n1"]["pool"] == "vsd:debug" and nodes["vsd:vsd-n1"]["site"] == "vsd"

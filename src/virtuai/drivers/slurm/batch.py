@@ -133,6 +133,23 @@ def batch_script(req: BatchRequest) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sbatch_command(req: BatchRequest) -> str:
+    """Submit the script on stdin; prints the Slurm job id.  Only for an attempt known not
+    to be on the site (``SlurmSiteDriver`` knows it from its recovery index)."""
+    dirs = " ".join(shlex.quote(d) for d in (req.log_dir, req.workdir) if d)
+    return f"mkdir -p {dirs} && sbatch --parsable"
+
+
+def recovery_command(token: str) -> str:
+    """Every job of this installation on the site, queued or in accounting: ``id|comment``."""
+    want = shlex.quote(f"virtuai:{token}:")
+    return (
+        "{ squeue -h --me -t all -o '%i|%k'; "
+        'sacct -n -X -P -u "$USER" -S now-30days -o JobIDRaw,Comment 2>/dev/null; } | '
+        f"awk -F'|' -v p={want} 'index($2, p) == 1'"
+    )
+
+
 def submit_command(req: BatchRequest) -> str:
     """Look the attempt up (queue, then accounting); submit the script on stdin only if absent.
 

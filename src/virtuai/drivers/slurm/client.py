@@ -10,7 +10,13 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from virtuai.drivers.slurm.batch import BatchRequest, batch_script, submit_command
+from virtuai.drivers.slurm.batch import (
+    BatchRequest,
+    batch_script,
+    recovery_command,
+    sbatch_command,
+    submit_command,
+)
 from virtuai.drivers.slurm.states import (
     SACCT_FIELDS,
     AccountingEntry,
@@ -71,9 +77,25 @@ class SlurmClient:
     def absolute(self, path: str) -> str:
         return path if path.startswith("/") else f"{self.home()}/{path}"
 
-    def submit(self, req: BatchRequest) -> tuple[str, bool]:
-        """``(slurm job id, found)``: found when the attempt was already submitted."""
-        result = self.transport.run(submit_command(req), stdin=batch_script(req).encode())
+    def submitted(self) -> dict[str, str]:
+        """Attempt key -> Slurm job id of every job this installation has on the site
+        (one squeue + one sacct, in one round trip)."""
+        result = self.transport.run(recovery_command(self.token))
+        if result.status != 0:
+            raise SiteUnreachable(f"listing the site's jobs failed: {result.err}")
+        found: dict[str, str] = {}
+        for line in result.out.splitlines():
+            slurm_id, _, comment = line.partition("|")
+            key = comment.rsplit(":", 1)[-1]
+            if slurm_id.strip() and key:
+                found.setdefault(key, slurm_id.strip())
+        return found
+
+    def submit(self, req: BatchRequest, *, lookup: bool = True) -> tuple[str, bool]:
+        """``(slurm job id, found)``: found when the attempt was already submitted.
+        ``lookup=False`` when the caller knows it was not (one round trip less work)."""
+        command = submit_command(req) if lookup else sbatch_command(req)
+        result = self.transport.run(command, stdin=batch_script(req).encode())
         out = result.out.strip().splitlines()
         last = out[-1].strip() if out else ""
         if result.status != 0 or not last:

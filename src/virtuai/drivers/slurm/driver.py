@@ -76,7 +76,11 @@ class SlurmSiteDriver:
         self.name = f"site:{config.name}"
         self.seen = SiteObservation()
         self._lock = threading.Lock()
-        self._submitted: dict[str, str] = {}  # attempt key -> Slurm job id (this process)
+        # Attempt key -> Slurm job id: what this process submitted, plus (once, before the
+        # first launch) what the site already had from earlier processes.
+        self._submitted: dict[str, str] = {}
+        self._recovered = False
+        self._pending_stops: dict[str, int | None] = {}  # scancel to retry: id -> signal
         self._stopped: set[tuple[str, str]] = set()
         # Node names recorded before this process saw the site (until sinfo answers).
         self.known_nodes: frozenset[str] = frozenset()
@@ -115,9 +119,15 @@ class SlurmSiteDriver:
 
     def launch(self, spec: TaskSpec) -> Handle:
         key = f"{spec.job_id}.{spec.attempt}"
+        if not self._recovered:
+            # Anything an earlier process submitted is on the site now: one listing, then
+            # every new attempt is a plain sbatch (a crash between sbatch and recording
+            # its id is covered, and the hot path does no lookup).
+            self._submitted = {**self.client.submitted(), **self._submitted}
+            self._recovered = True
         slurm_id = self._submitted.get(key)
         if slurm_id is None:
-            slurm_id, found = self.client.submit(self._request(spec, key))
+            slurm_id, found = self.client.submit(self._request(spec, key), lookup=False)
             self._submitted[key] = slurm_id
             log.info(
                 "site %s: attempt %s is slurm job %s%s",
@@ -184,11 +194,18 @@ class SlurmSiteDriver:
         once = (slurm_id, reason.value)
         if once in self._stopped:
             return
-        if reason is StopReason.PREEMPT and sig != signals.SIGTERM:
-            self.client.cancel(slurm_id, signal=sig)
-        else:
-            self.client.cancel(slurm_id)
+        signal = sig if reason is StopReason.PREEMPT and sig != signals.SIGTERM else None
         self._stopped.add(once)
+        try:
+            self.client.cancel(slurm_id, signal=signal)
+        except SiteUnreachable:
+            # Recorded as asked; the site loop sends it when the site answers again.
+            self._pending_stops[slurm_id] = signal
+
+    def retry_stops(self) -> None:
+        for slurm_id, signal in list(self._pending_stops.items()):
+            self.client.cancel(slurm_id, signal=signal)
+            del self._pending_stops[slurm_id]
 
     def kill(self, handle: Handle) -> None:
         self.client.cancel(str(handle["slurm_id"]))

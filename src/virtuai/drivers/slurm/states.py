@@ -172,7 +172,9 @@ def result_of(entry: AccountingEntry, now: float) -> TaskResult:
     if entry.reason:
         detail += f" ({entry.reason})"
     if state == "OUT_OF_MEMORY" or entry.oom_step:
-        return TaskResult(TaskOutcome.KILLED_OOM, None, start, end, f"{detail}: out of memory")
+        # The allocation may say FAILED when a step was OOM-killed: the step's word wins.
+        message = f"slurm job {entry.slurm_id}: OUT_OF_MEMORY"
+        return TaskResult(TaskOutcome.KILLED_OOM, None, start, end, message)
     if state == "TIMEOUT":
         return TaskResult(TaskOutcome.KILLED_WALLTIME, None, start, end, detail)
     if state == "CANCELLED":

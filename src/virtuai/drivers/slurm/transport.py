@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from virtuai.errors import DriverError
+from virtuai.drivers.base import TemporaryDriverError
 
 
-class SiteUnreachable(DriverError):
+class SiteUnreachable(TemporaryDriverError):
     """The site's login node (or its Slurm commands) cannot be reached now."""
 
     code = "site_unreachable"
@@ -111,7 +111,7 @@ class SshTransport:
         *,
         max_sessions: int = 8,
         connect_timeout: float = 10.0,
-        max_backoff_s: float = 60.0,
+        max_backoff_s: float = 15.0,
     ) -> None:
         self._target = target
         # asyncssh logs every channel at INFO: one line per Slurm command is noise here.

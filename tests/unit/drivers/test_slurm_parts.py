@@ -1,0 +1,137 @@
+"""The pure parts of the Slurm driver: batch scripts, and Slurm's output read back."""
+
+from __future__ import annotations
+
+import pytest
+
+from virtuai.domain.workload import TaskOutcome
+from virtuai.drivers.slurm.batch import BatchRequest, batch_script, sbatch_options, submit_command
+from virtuai.drivers.slurm.client import _gpus, _limit
+from virtuai.drivers.slurm.states import parse_sacct, parse_squeue, result_of
+from virtuai.drivers.slurm.transport import SshTarget
+
+MIB = 2**20
+
+
+def request(**overrides: object) -> BatchRequest:
+    values: dict[str, object] = {
+        "key": "12.3",
+        "token": "tok",
+        "command": ["python", "train.py", "--lr", "1e-3; rm -rf /"],
+        "env": {"VIRTUAI_JOB_ID": "12", "RANK": "0", "A": "it's"},
+        "tasks": 4,
+        "nodes": 2,
+        "cpu_milli": 1500,
+        "memory": 3000 * MIB,
+        "gpus": 1,
+        "walltime_s": 3601,
+        "log_dir": "/home/u/virtuai/logs",
+        "partition": "gpu",
+        "account": "phy",
+    }
+    values.update(overrides)
+    return BatchRequest(**values)  # type: ignore[arg-type]
+
+
+def test_a_gang_spread_evenly_asks_for_nodes_tasks_per_node_and_gpus_per_node() -> None:
+    opts = sbatch_options(request())
+    assert "--job-name=vai-12.3" in opts and "--comment=virtuai:tok:12.3" in opts
+    assert "--nodes=2" in opts and "--ntasks-per-node=2" in opts and "--gres=gpu:2" in opts
+    assert "--time=61" in opts  # minutes, rounded up
+    assert "--cpus-per-task=2" in opts and "--mem-per-cpu=1500M" in opts
+    assert "--partition=gpu" in opts and "--account=phy" in opts
+    assert "--no-requeue" in opts
+    assert not any(o.startswith("--signal") for o in opts)
+
+
+def test_an_uneven_gang_asks_for_tasks_and_gpus_per_task() -> None:
+    opts = sbatch_options(request(tasks=3, nodes=2))
+    assert "--ntasks=3" in opts and "--gpus-per-task=1" in opts
+    assert not any(o.startswith("--nodes") for o in opts)
+
+
+def test_the_checkpoint_signal_is_asked_only_when_the_job_gives_one() -> None:
+    opts = sbatch_options(request(checkpoint_signal=10, checkpoint_grace_s=60))
+    assert "--signal=10@60" in opts
+
+
+def test_the_script_quotes_everything_and_leaves_per_task_variables_to_slurm() -> None:
+    script = batch_script(request())
+    assert "export A='it'\"'\"'s'" in script
+    assert "export RANK" not in script.split("srun")[0].replace('export RANK="$SLURM', "")
+    assert "'1e-3; rm -rf /'" in script
+    assert 'RANK="$SLURM_PROCID"' in script
+    assert "--output=/home/u/virtuai/logs/vai-12.3.%t.out" in script
+
+
+def test_the_submit_command_looks_the_key_up_before_sbatch() -> None:
+    command = submit_command(request())
+    assert command.index("squeue") < command.index("sacct") < command.index("sbatch")
+    assert "virtuai:tok:12.3" in command
+
+
+def test_squeue_lines_are_read_with_slurms_reason() -> None:
+    queue = parse_squeue("7|PENDING|Resources||virtuai:t:1.0\n8|RUNNING|None|n[1-2]|c\n")
+    assert queue["7"].shown == "PENDING (Resources)"
+    assert queue["8"].shown == "RUNNING on n[1-2]"
+
+
+SACCT = """\
+10|COMPLETED|0:0|2026-12-05T03:00:00|2026-12-05T03:00:05|5|cpu=2,gres/gpu=2,mem=1G|n1|None
+10.batch|COMPLETED|0:0|2026-12-05T03:00:00|2026-12-05T03:00:05|5|cpu=1|n1|
+11|FAILED|3:0|2026-12-05T03:00:00|2026-12-05T03:00:01|1|cpu=1|n1|None
+12|FAILED|0:9|2026-12-05T03:00:00|2026-12-05T03:00:01|1|cpu=1|n1|None
+12.0|OUT_OF_MEMORY|0:125|2026-12-05T03:00:00|2026-12-05T03:00:01|1|cpu=1|n1|
+13|TIMEOUT|0:0|2026-12-05T03:00:00|2026-12-05T03:01:01|61|cpu=1|n1|None
+14|NODE_FAIL|0:0|2026-12-05T03:00:00|2026-12-05T03:00:30|30|cpu=1|n2|None
+15|CANCELLED by 999|0:15|2026-12-05T03:00:00|2026-12-05T03:00:02|2|cpu=1|n1|None
+16|RUNNING|0:0|2026-12-05T03:00:00|Unknown|2|cpu=1|n1|None
+"""
+
+
+@pytest.mark.parametrize(
+    ("slurm_id", "outcome", "code", "words"),
+    [
+        ("10", TaskOutcome.EXITED, 0, "COMPLETED"),
+        ("11", TaskOutcome.EXITED, 3, "FAILED"),
+        ("12", TaskOutcome.KILLED_OOM, None, "OUT_OF_MEMORY"),
+        ("13", TaskOutcome.KILLED_WALLTIME, None, "TIMEOUT"),
+        ("14", TaskOutcome.LOST, None, "NODE_FAIL"),
+        ("15", TaskOutcome.KILLED_CANCEL, None, "CANCELLED"),
+    ],
+)
+def test_ended_slurm_jobs_become_outcomes_in_slurms_words(
+    slurm_id: str, outcome: TaskOutcome, code: int | None, words: str
+) -> None:
+    entries = parse_sacct(SACCT)
+    result = result_of(entries[slurm_id], now=0.0)
+    assert (result.outcome, result.exit_code) == (outcome, code)
+    assert words in result.message
+
+
+def test_accounting_reads_elapsed_gpus_and_whether_it_ended() -> None:
+    entries = parse_sacct(SACCT)
+    assert entries["10"].elapsed_s == 5 and entries["10"].gpus() == 2
+    assert not entries["16"].ended and entries["16"].end is None
+    assert entries["15"].state == "CANCELLED"
+
+
+def test_sinfo_gres_and_time_limits() -> None:
+    assert _gpus("gpu:2") == 2 and _gpus("gpu:a100:4(S:0-1),nic:1") == 4 and _gpus("(null)") == 0
+    assert _limit("infinite") is None
+    assert _limit("1:00:00") == 3600 and _limit("2-00:00:00") == 172800 and _limit("30:00") == 1800
+
+
+@pytest.mark.parametrize(
+    ("login", "user", "host", "port"),
+    [("a@h", "a", "h", 22), ("a@h.example.org:2222", "a", "h.example.org", 2222)],
+)
+def test_ssh_logins_are_parsed(login: str, user: str, host: str, port: int) -> None:
+    target = SshTarget.parse(login, "/k", "")
+    assert (target.user, target.host, target.port) == (user, host, port)
+
+
+@pytest.mark.parametrize("login", ["host", "@host", "user@"])
+def test_bad_logins_are_refused(login: str) -> None:
+    with pytest.raises(ValueError):
+        SshTarget.parse(login, "/k", "")
