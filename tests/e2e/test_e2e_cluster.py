@@ -35,7 +35,7 @@ FAILOVER_LIMIT_S = 4.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[NetCluster]:
     # Not under pytest's 0700 directories: tenant users must reach the shared lock dir.
-    net = NetCluster(Path(tempfile.mkdtemp(prefix="vai-netcluster-")), node_lost_s=6.0)
+    net = NetCluster(Path(tempfile.mkdtemp(prefix="vai-netcluster-")), node_lost_s=4.0)
     try:
         net.start()
         yield net

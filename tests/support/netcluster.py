@@ -66,6 +66,13 @@ class Instance:
         self.url = f"http://{self.address}:{API_PORT}"
         self.home = cluster.root / self.name
         self.process: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        self.cut_off = False
+
+    @property
+    def reachable(self) -> bool:
+        """Worth asking: a paused or cut-off instance would only time out."""
+        return self.alive() and not self.paused and not self.cut_off
 
     @property
     def pid(self) -> int:
@@ -129,6 +136,8 @@ class Instance:
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, sig)
+        if sig in (signal.SIGSTOP, signal.SIGCONT):
+            self.paused = sig == signal.SIGSTOP
         if sig in (signal.SIGKILL, signal.SIGTERM):
             self.process.wait(timeout=30)
 
@@ -137,6 +146,7 @@ class Instance:
 
     def link(self, up: bool) -> None:
         _ip("link", "set", self.veth, "up" if up else "down")
+        self.cut_off = not up
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -251,7 +261,7 @@ class NetCluster:
         self, method: str, path: str, *, token: str, via: Instance | None = None, **kwargs: Any
     ) -> Any:
         """Through ``via``, else through the first instance that answers."""
-        candidates = [via] if via is not None else [n for n in self.instances if n.alive()]
+        candidates = [via] if via is not None else [n for n in self.instances if n.reachable]
         last: Exception | None = None
         for node in candidates:
             try:

@@ -49,7 +49,7 @@ from typing import Any
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from virtuai.control.isolation import Backoff, Deadline, DriverTimeout
+from virtuai.control.isolation import GAVE_UP, Backoff, Deadline, DriverTimeout
 from virtuai.control.vnodes import (
     VC_WORKDIR,
     VnodeLocator,
@@ -90,6 +90,8 @@ class LifecycleConfig:
     call_timeout_s: float = 30.0  # a driver call (observe, stop, release) that hangs longer fails
     launch_timeout_s: float = 60.0  # a launch still running after this is retried
     launch_wait_s: float = 0.5  # how long a pass waits for its parallel launches
+    retry_base_s: float = 0.5  # first wait after an item failed; doubles per failure
+    retry_attempts: int = 5  # failures of one item (timeouts, refusals) before it is ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,7 @@ class LifecycleLoop:
         # Called when a launch completes or a task ends: the hook that makes the control
         # loop run again at once, so that freed room is handed out without waiting a period.
         self._wake = wake or (lambda: None)
-        self._backoff = Backoff()
+        self._backoff = Backoff(base_s=config.retry_base_s, attempts=config.retry_attempts)
         self._deadline = Deadline(config.call_timeout_s)
         self._inflight: dict[int, tuple[concurrent.futures.Future[Handle], float, str]] = {}
         self._addresses: dict[str, str] = {}
@@ -146,30 +148,43 @@ class LifecycleLoop:
             )
             now = self._clock.now()
             for job in jobs:
-                if job.cancel_requested_at is not None:
-                    switch_job_state(
-                        session,
-                        job,
-                        JobState.CANCELLED,
-                        reason="cancelled by request",
-                        now=now,
-                        finished_at=now,
-                    )
+                if not self._backoff.ready(("start", job.id)):
                     continue
-                targets = self._vc_targets(session, job)
-                if job.vc_id is not None and targets is None:
-                    continue  # its cluster is being suspended or deleted: that loop decides
-                if not self._is_home(job, targets):
-                    continue  # task 0's machine starts it
-                self._create_tasks(session, job, targets)
-                switch_job_state(
-                    session,
-                    job,
-                    JobState.STARTING,
-                    reason="starting its tasks",
-                    now=now,
-                    master_port=self._rendezvous_port(job),
-                )
+                try:
+                    with session.begin_nested():  # one job's failure undoes only its own work
+                        self._start_one(session, job, now)
+                except Exception as error:
+                    why = self._backoff.failed(("start", job.id), error, f"starting job {job.id}")
+                    if why is not None:
+                        switch_job_state(
+                            session, job, JobState.FAILED, reason=why, now=now, finished_at=now
+                        )
+
+    def _start_one(self, session: Session, job: JobRow, now: dt.datetime) -> None:
+        if job.cancel_requested_at is not None:
+            switch_job_state(
+                session,
+                job,
+                JobState.CANCELLED,
+                reason="cancelled by request",
+                now=now,
+                finished_at=now,
+            )
+            return
+        targets = self._vc_targets(session, job)
+        if job.vc_id is not None and targets is None:
+            return  # its cluster is being suspended or deleted: that loop decides
+        if not self._is_home(job, targets):
+            return  # task 0's machine starts it
+        self._create_tasks(session, job, targets)
+        switch_job_state(
+            session,
+            job,
+            JobState.STARTING,
+            reason="starting its tasks",
+            now=now,
+            master_port=self._rendezvous_port(job),
+        )
 
     @staticmethod
     def _vc_targets(session: Session, job: JobRow) -> dict[str, VnodeTarget] | None:
@@ -656,34 +671,17 @@ class LifecycleLoop:
             jobs = list(session.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))))
             now = self._clock.now()
             for job in jobs:
-                tasks = self._current_tasks(session, job)
-                if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
+                if not self._backoff.ready(("finish", job.id)):
                     continue
-                if not self._mine(tasks[0].host):
-                    continue  # the job's home machine records its end
-                if job.state == JobState.PREEMPTING.value and self._end_preemption(
-                    session, job, tasks, now
-                ):
-                    continue
-                if self._end_fenced(session, job, tasks, now):
-                    continue
-                state, reason, exit_code = job_outcome(
-                    [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
-                    cancel_requested=job.cancel_requested_at is not None,
-                )
-                started = [t.started_at for t in tasks if t.started_at]
-                if switch_job_state(
-                    session,
-                    job,
-                    state,
-                    reason=reason,
-                    now=now,
-                    exit_code=exit_code,
-                    finished_at=now,
-                    started_at=job.started_at or (min(started) if started else None),
-                ):
-                    for task in tasks:
-                        record_task_usage(session, job, task, self._config.half_life_s)
+                try:
+                    with session.begin_nested():  # one job's failure undoes only its own work
+                        self._finish_one(session, job, now)
+                except Exception as error:
+                    why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
+                    if why is not None:
+                        switch_job_state(
+                            session, job, JobState.FAILED, reason=why, now=now, finished_at=now
+                        )
             # Every task whose end is recorded, also those a crash kept from being released.
             ended = list(
                 session.scalars(
@@ -696,6 +694,41 @@ class LifecycleLoop:
                 )
             )
         self._release(ended)
+
+    def _finish_one(self, session: Session, job: JobRow, now: dt.datetime) -> None:
+        tasks = self._current_tasks(session, job)
+        if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
+            return
+        if not self._mine(tasks[0].host):
+            return  # the job's home machine records its end
+        if job.state == JobState.PREEMPTING.value and self._end_preemption(
+            session, job, tasks, now
+        ):
+            return
+        if self._end_fenced(session, job, tasks, now):
+            return
+        state, reason, exit_code = job_outcome(
+            [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
+            cancel_requested=job.cancel_requested_at is not None,
+        )
+        given_up = [
+            t for t in tasks if t.outcome == TaskOutcome.LOST.value and GAVE_UP in t.message
+        ]
+        if reason.startswith("lost") and given_up:
+            reason = f"lost: {given_up[0].message}"  # why the platform gave up on it
+        started = [t.started_at for t in tasks if t.started_at]
+        if switch_job_state(
+            session,
+            job,
+            state,
+            reason=reason,
+            now=now,
+            exit_code=exit_code,
+            finished_at=now,
+            started_at=job.started_at or (min(started) if started else None),
+        ):
+            for task in tasks:
+                record_task_usage(session, job, task, self._config.half_life_s)
 
     def _end_fenced(
         self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
