@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support.netcluster import NetCluster, can_run  # noqa: E402
+from support.netcluster import NetCluster, can_run
 
 MODES = ("kill -9", "SIGSTOP", "link down")
 
