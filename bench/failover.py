@@ -88,8 +88,8 @@ def main() -> None:
     why = can_run()
     if why is not None:
         raise SystemExit(f"cannot run: {why}")
-    root = Path(tempfile.mkdtemp(prefix="vai-failover-"))
-    cluster = NetCluster(root / "c", node_lost_s=6.0)
+    # Not under a 0700 directory: tenant users must reach the shared lock dir.
+    cluster = NetCluster(Path(tempfile.mkdtemp(prefix="vai-failover-")), node_lost_s=6.0)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     ids: list[int] = []
     stop = threading.Event()
@@ -106,6 +106,8 @@ def main() -> None:
         loader.join(10)
         done = cluster.wait(ids, timeout=120)
         lost = sum(1 for j in done.values() if j["state"] != "succeeded")
+        if lost:
+            print("not succeeded:", [(i, j["state"], j["reason"]) for i, j in done.items()][:5])
         duplicated = len(set(cluster.duplicates(ids)) | {int(i) for i in cluster.overlaps()})
     finally:
         stop.set()

@@ -92,8 +92,6 @@ class Instance:
             "VIRTUAI_LOCAL__CGROUP_NAME": f"virtuai-{self.netns}",
             "VIRTUAI_VCLUSTERS__ENABLED": "false",
             "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
-            "VIRTUAI_CLUSTER__HEARTBEAT_INTERVAL_S": "0.25",
-            "VIRTUAI_CLUSTER__LEASE_TTL_S": "1.0",
             "VIRTUAI_CLUSTER__NODE_LOST_S": str(self.cluster.node_lost_s),
             "VIRTUAI_CLUSTER__SELF_FENCE_S": str(self.cluster.node_lost_s / 2),
             "VIRTUAI_CONFIG": str(self.home / "none.yaml"),

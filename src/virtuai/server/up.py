@@ -164,10 +164,10 @@ def _serve(settings: Settings) -> None:
     watch = NodeWatch(
         sessions, clock, NodeWatchConfig(node_lost_s=settings.cluster.node_lost_s), member.guard
     )
-    # The node reconciler first: it records what ended, which frees room the scheduler can
-    # hand out; then (the leader only) scheduling, lost nodes, virtual clusters; then the
-    # reconciler again, so that an admitted job starts in the same round.
-    steps = [lifecycle.tick, leading(member, scheduling.tick), leading(member, watch.tick)]
+    # The leader's steps first (a new leader admits at once), then the node reconciler, which
+    # starts what was admitted and records what ended; an end wakes the next round at once,
+    # so the room it frees is handed out without waiting a period.
+    steps = [leading(member, scheduling.tick), leading(member, watch.tick)]
     if vcs.runtime is not None:
         vc_loop = VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings))
         steps.append(leading(member, vc_loop.tick))
