@@ -290,14 +290,17 @@ class NetCluster:
         )
         return int(job["id"])
 
-    def guarded(self, seconds: float) -> list[str]:
-        """A command that runs ``seconds`` and records in ``overlaps`` if another attempt of
-        the same job runs at the same time (it holds a lock named by the job)."""
+    def guarded(self, seconds: float, again: float | None = None) -> list[str]:
+        """A command that runs ``seconds`` (``again`` in a requeued attempt) and records in
+        ``overlaps`` if another attempt of the same job runs at the same time (it holds a
+        lock named by the job)."""
         locks = self.public
+        rerun = seconds if again is None else again
         return [
             "sh",
             "-c",
-            f"flock -n {locks}/job-$VIRTUAI_JOB_ID.lock sleep {seconds} "
+            f's={seconds}; [ "${{VIRTUAI_RESTART_COUNT:-0}}" -gt 0 ] && s={rerun}; '
+            f"flock -n {locks}/job-$VIRTUAI_JOB_ID.lock sleep $s "
             f'|| echo "$VIRTUAI_JOB_ID" >> {locks}/overlaps',
         ]
 

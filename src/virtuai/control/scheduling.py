@@ -24,6 +24,7 @@ from virtuai.scheduler import schedule
 from virtuai.scheduler.snapshot import Admission, Blocked, Decisions, Policy, Preemption
 from virtuai.store.db import transaction
 from virtuai.store.inventory import placement_to_json
+from virtuai.store.lease import limit_idle
 from virtuai.store.models import JobRow, VirtualClusterRow
 from virtuai.store.snapshot import build_snapshot, waiting_vcs
 from virtuai.store.transitions import switch_job_state, update_vc_if_state
@@ -68,36 +69,45 @@ class SchedulingLoop:
     def tick(self) -> TickReport:
         with transaction(self._sessions) as session:
             if self._guard is not None:
+                limit_idle(session)
+            report = self._tick(session)
+            if self._guard is not None:
+                # Last, just before the commit: the epoch is checked and held for as short a
+                # time as can be, so a takeover rarely waits for us; if it moved, nothing of
+                # this pass is written.
                 self._guard(session)
-            pending = list(
-                session.scalars(
-                    select(JobRow)
-                    .where(JobRow.state == JobState.PENDING.value)
-                    .where(JobRow.cancel_requested_at.is_(None))
-                    .where(JobRow.vc_id.is_(None))
-                )
+            return report
+
+    def _tick(self, session: Session) -> TickReport:
+        pending = list(
+            session.scalars(
+                select(JobRow)
+                .where(JobRow.state == JobState.PENDING.value)
+                .where(JobRow.cancel_requested_at.is_(None))
+                .where(JobRow.vc_id.is_(None))
             )
-            vcs = waiting_vcs(session)
-            if not pending and not vcs:
-                return TickReport(0, 0)
-            now = self._clock.now()
-            gate = gate_pending(session, pending, now)
-            for job in pending:
-                if job.id in gate.held:
-                    _set_reason(job, gate.held[job.id], None, None)
-            if not gate.schedulable and not vcs:
-                return TickReport(0, len(gate.held))
-            snapshot = build_snapshot(
-                session,
-                now=now,
-                policy=self._policy,
-                preemptible=self._preemptible,
-                pending=gate.schedulable,
-                pending_vcs=vcs,
-                max_walltime_by_class=self._max_walltime_by_class,
-            )
-            decisions = schedule(snapshot)
-            return self._apply(session, gate.schedulable, decisions, now, vcs)
+        )
+        vcs = waiting_vcs(session)
+        if not pending and not vcs:
+            return TickReport(0, 0)
+        now = self._clock.now()
+        gate = gate_pending(session, pending, now)
+        for job in pending:
+            if job.id in gate.held:
+                _set_reason(job, gate.held[job.id], None, None)
+        if not gate.schedulable and not vcs:
+            return TickReport(0, len(gate.held))
+        snapshot = build_snapshot(
+            session,
+            now=now,
+            policy=self._policy,
+            preemptible=self._preemptible,
+            pending=gate.schedulable,
+            pending_vcs=vcs,
+            max_walltime_by_class=self._max_walltime_by_class,
+        )
+        decisions = schedule(snapshot)
+        return self._apply(session, gate.schedulable, decisions, now, vcs)
 
     def _apply(
         self,
