@@ -228,9 +228,9 @@ class ClusterSettings(BaseModel):
         description="where other machines reach this one (MASTER_ADDR, the API); "
         "None = the listening host, or this machine's address when listening on all",
     )
-    heartbeat_interval_s: float = Field(default=0.3, gt=0, le=60)
+    heartbeat_interval_s: float = Field(default=0.25, gt=0, le=60)
     lease_ttl_s: float = Field(
-        default=1.2, gt=0, le=600, description="a leader silent this long is replaced"
+        default=1.0, gt=0, le=600, description="a leader silent this long is replaced"
     )
     node_lost_s: float = Field(
         default=10.0, gt=0, le=3600, description="a node silent this long is unreachable"

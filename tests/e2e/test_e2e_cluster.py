@@ -35,7 +35,7 @@ FAILOVER_LIMIT_S = 4.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[NetCluster]:
     # Not under pytest's 0700 directories: tenant users must reach the shared lock dir.
-    net = NetCluster(Path(tempfile.mkdtemp(prefix="vai-netcluster-")), node_lost_s=6.0)
+    net = NetCluster(Path(tempfile.mkdtemp(prefix="vai-netcluster-")), node_lost_s=4.0)
     try:
         net.start()
         yield net
@@ -100,7 +100,7 @@ def test_a_paused_leader_is_fenced_and_steps_down(cluster: NetCluster) -> None:
 
 def test_leader_link_down_heals_without_double_admission(cluster: NetCluster) -> None:
     leader = cluster.leader()
-    jobs = [cluster.submit(cluster.guarded(10)) for _ in range(6)]
+    jobs = [cluster.submit(cluster.guarded(10, again=1)) for _ in range(6)]
     cluster.wait(jobs, RUNNING)
     on_leader = [j for j in jobs if cluster.job(j)["placement"][0]["node"] == leader.name]
     leader.link(up=False)
@@ -128,7 +128,7 @@ def test_a_lost_node_requeues_its_jobs_with_the_reason_and_comes_back(
 ) -> None:
     leader = cluster.leader()
     lost = next(n for n in cluster.instances if n is not leader)
-    jobs = [cluster.submit(cluster.guarded(10)) for _ in range(6)]
+    jobs = [cluster.submit(cluster.guarded(10, again=1)) for _ in range(6)]
     cluster.wait(jobs, RUNNING)
     there = [j for j in jobs if cluster.job(j)["placement"][0]["node"] == lost.name]
     lost.link(up=False)

@@ -66,6 +66,13 @@ class Instance:
         self.url = f"http://{self.address}:{API_PORT}"
         self.home = cluster.root / self.name
         self.process: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        self.cut_off = False
+
+    @property
+    def reachable(self) -> bool:
+        """Worth asking: a paused or cut-off instance would only time out."""
+        return self.alive() and not self.paused and not self.cut_off
 
     @property
     def pid(self) -> int:
@@ -85,8 +92,6 @@ class Instance:
             "VIRTUAI_LOCAL__CGROUP_NAME": f"virtuai-{self.netns}",
             "VIRTUAI_VCLUSTERS__ENABLED": "false",
             "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
-            "VIRTUAI_CLUSTER__HEARTBEAT_INTERVAL_S": "0.25",
-            "VIRTUAI_CLUSTER__LEASE_TTL_S": "1.0",
             "VIRTUAI_CLUSTER__NODE_LOST_S": str(self.cluster.node_lost_s),
             "VIRTUAI_CLUSTER__SELF_FENCE_S": str(self.cluster.node_lost_s / 2),
             "VIRTUAI_CONFIG": str(self.home / "none.yaml"),
@@ -129,6 +134,8 @@ class Instance:
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, sig)
+        if sig in (signal.SIGSTOP, signal.SIGCONT):
+            self.paused = sig == signal.SIGSTOP
         if sig in (signal.SIGKILL, signal.SIGTERM):
             self.process.wait(timeout=30)
 
@@ -137,6 +144,7 @@ class Instance:
 
     def link(self, up: bool) -> None:
         _ip("link", "set", self.veth, "up" if up else "down")
+        self.cut_off = not up
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -251,7 +259,7 @@ class NetCluster:
         self, method: str, path: str, *, token: str, via: Instance | None = None, **kwargs: Any
     ) -> Any:
         """Through ``via``, else through the first instance that answers."""
-        candidates = [via] if via is not None else [n for n in self.instances if n.alive()]
+        candidates = [via] if via is not None else [n for n in self.instances if n.reachable]
         last: Exception | None = None
         for node in candidates:
             try:
@@ -282,14 +290,17 @@ class NetCluster:
         )
         return int(job["id"])
 
-    def guarded(self, seconds: float) -> list[str]:
-        """A command that runs ``seconds`` and records in ``overlaps`` if another attempt of
-        the same job runs at the same time (it holds a lock named by the job)."""
+    def guarded(self, seconds: float, again: float | None = None) -> list[str]:
+        """A command that runs ``seconds`` (``again`` in a requeued attempt) and records in
+        ``overlaps`` if another attempt of the same job runs at the same time (it holds a
+        lock named by the job)."""
         locks = self.public
+        rerun = seconds if again is None else again
         return [
             "sh",
             "-c",
-            f"flock -n {locks}/job-$VIRTUAI_JOB_ID.lock sleep {seconds} "
+            f's={seconds}; [ "${{VIRTUAI_RESTART_COUNT:-0}}" -gt 0 ] && s={rerun}; '
+            f"flock -n {locks}/job-$VIRTUAI_JOB_ID.lock sleep $s "
             f'|| echo "$VIRTUAI_JOB_ID" >> {locks}/overlaps',
         ]
 

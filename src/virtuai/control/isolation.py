@@ -34,6 +34,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# In every reason ``Backoff.failed`` gives: "<what> failed N time(s): <last error>".
+GAVE_UP = " time(s): "
+
+
 class DriverTimeout(DriverError):
     """A driver call did not return within its deadline."""
 
@@ -87,7 +91,7 @@ class Backoff:
         if give_up:
             self.forget(key)
             log.error("%s failed %d time(s), giving up: %s", what, failures.count, text)
-            return f"{what} failed {failures.count} time(s): {text}"
+            return f"{what} failed {failures.count}{GAVE_UP}{text}"
         if expected:
             log.warning("%s failed (retry in %.1fs): %s", what, wait, text)
         else:

@@ -44,13 +44,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.auth.jobtokens import job_token
-from virtuai.control.isolation import Backoff, Deadline, DriverTimeout
+from virtuai.control.isolation import GAVE_UP, Backoff, Deadline, DriverTimeout
+from virtuai.control.tasks import ACTIVE_STATES, TaskReconciler
 from virtuai.control.vnodes import (
     VC_WORKDIR,
     VnodeLocator,
@@ -61,13 +61,11 @@ from virtuai.control.vnodes import (
 from virtuai.domain.clock import Clock
 from virtuai.domain.environment import task_environment
 from virtuai.domain.vcluster import VcState
-from virtuai.domain.workload import FINISHED_STATES, JobState, TaskOutcome, job_outcome
+from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
 from virtuai.drivers.base import (
     FENCE_MESSAGE,
     Driver,
     Handle,
-    StopReason,
-    TaskResult,
     TaskSpec,
     TemporaryDriverError,
 )
@@ -79,9 +77,6 @@ from virtuai.store.transitions import switch_job_state
 from virtuai.store.usage import record_task_usage
 
 log = logging.getLogger(__name__)
-
-ACTIVE_STATES = [JobState.STARTING.value, JobState.RUNNING.value, JobState.PREEMPTING.value]
-_FINISHED = [s.value for s in FINISHED_STATES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +91,8 @@ class LifecycleConfig:
     call_timeout_s: float = 30.0  # a driver call (observe, stop, release) that hangs longer fails
     launch_timeout_s: float = 60.0  # a launch still running after this is retried
     launch_wait_s: float = 0.5  # how long a pass waits for its parallel launches
+    retry_base_s: float = 0.5  # first wait after an item failed; doubles per failure
+    retry_attempts: int = 5  # failures of one item (timeouts, refusals) before it is ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +103,7 @@ class _Launch:
     problem: str | None = None  # why it cannot be launched at all
 
 
-class LifecycleLoop:
+class LifecycleLoop(TaskReconciler):
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -131,7 +128,7 @@ class LifecycleLoop:
         # Called when a launch completes or a task ends: the hook that makes the control
         # loop run again at once, so that freed room is handed out without waiting a period.
         self._wake = wake or (lambda: None)
-        self._backoff = Backoff()
+        self._backoff = Backoff(base_s=config.retry_base_s, attempts=config.retry_attempts)
         self._deadline = Deadline(config.call_timeout_s)
         self._inflight: dict[int, tuple[concurrent.futures.Future[Handle], float, str]] = {}
         self._addresses: dict[str, str] = {}
@@ -156,30 +153,43 @@ class LifecycleLoop:
             )
             now = self._clock.now()
             for job in jobs:
-                if job.cancel_requested_at is not None:
-                    switch_job_state(
-                        session,
-                        job,
-                        JobState.CANCELLED,
-                        reason="cancelled by request",
-                        now=now,
-                        finished_at=now,
-                    )
+                if not self._backoff.ready(("start", job.id)):
                     continue
-                targets = self._vc_targets(session, job)
-                if job.vc_id is not None and targets is None:
-                    continue  # its cluster is being suspended or deleted: that loop decides
-                if not self._is_home(job, targets):
-                    continue  # task 0's machine starts it
-                self._create_tasks(session, job, targets)
-                switch_job_state(
-                    session,
-                    job,
-                    JobState.STARTING,
-                    reason="starting its tasks",
-                    now=now,
-                    master_port=self._rendezvous_port(job),
-                )
+                try:
+                    with session.begin_nested():  # one job's failure undoes only its own work
+                        self._start_one(session, job, now)
+                except Exception as error:
+                    why = self._backoff.failed(("start", job.id), error, f"starting job {job.id}")
+                    if why is not None:
+                        switch_job_state(
+                            session, job, JobState.FAILED, reason=why, now=now, finished_at=now
+                        )
+
+    def _start_one(self, session: Session, job: JobRow, now: dt.datetime) -> None:
+        if job.cancel_requested_at is not None:
+            switch_job_state(
+                session,
+                job,
+                JobState.CANCELLED,
+                reason="cancelled by request",
+                now=now,
+                finished_at=now,
+            )
+            return
+        targets = self._vc_targets(session, job)
+        if job.vc_id is not None and targets is None:
+            return  # its cluster is being suspended or deleted: that loop decides
+        if not self._is_home(job, targets):
+            return  # task 0's machine starts it
+        self._create_tasks(session, job, targets)
+        switch_job_state(
+            session,
+            job,
+            JobState.STARTING,
+            reason="starting its tasks",
+            now=now,
+            master_port=self._rendezvous_port(job),
+        )
 
     @staticmethod
     def _vc_targets(session: Session, job: JobRow) -> dict[str, VnodeTarget] | None:
@@ -221,23 +231,9 @@ class LifecycleLoop:
         target = (targets or {}).get(node)
         return node if target is None else target.host_node
 
-    def _mine(self, host: str | None) -> bool:
-        return self.host is None or host == self.host or host in self._remote_nodes()
-
     def _is_home(self, job: JobRow, targets: Mapping[str, VnodeTarget] | None) -> bool:
         placements = placement_from_json(job.placement)
         return bool(placements) and self._mine(self._host_of(placements[0].node, targets))
-
-    def _my_tasks(self) -> Any:
-        """The filter on ``TaskRow`` of the tasks this reconciler acts on."""
-        if self.host is None:
-            return TaskRow.id.is_not(None)
-        remote = self._remote_nodes()
-        return (
-            or_(TaskRow.host == self.host, TaskRow.host.in_(remote))
-            if remote
-            else (TaskRow.host == self.host)
-        )
 
     def _rendezvous_port(self, job: JobRow) -> int:
         if job.vc_id is not None:
@@ -344,38 +340,6 @@ class LifecycleLoop:
         if reason is not None:
             self._record_result(task_id, self._never_started(reason, launch_failed=True))
 
-    def _record_unlaunched_preempted(self) -> None:
-        """Tasks of a job preempted while starting that were never launched end at once."""
-        with read_session(self._sessions) as session:
-            ids = session.scalars(
-                select(TaskRow.id)
-                .join(JobRow, JobRow.id == TaskRow.job_id)
-                .where(JobRow.state == JobState.PREEMPTING.value)
-                .where(TaskRow.attempt == JobRow.attempt)
-                .where(TaskRow.handle.is_(None), TaskRow.outcome.is_(None))
-            ).all()
-            session.rollback()
-        for task_id in ids:
-            self._record_result(
-                task_id,
-                self._never_started(
-                    "preempted before it started", outcome=TaskOutcome.KILLED_PREEMPT
-                ),
-            )
-
-    def _never_started(
-        self,
-        message: str,
-        *,
-        launch_failed: bool = False,
-        outcome: TaskOutcome = TaskOutcome.KILLED_CANCEL,
-    ) -> TaskResult:
-        outcome = TaskOutcome.LAUNCH_FAILED if launch_failed else outcome
-        now = self._clock.now().timestamp()
-        return TaskResult(
-            outcome=outcome, exit_code=None, started_at=None, finished_at=now, message=message
-        )
-
     def _launch_of(self, session: Session, job: JobRow, tenant: str, task: TaskRow) -> _Launch:
         if job.vc_id is None:
             return _Launch(task.id, self._spec(job, tenant, task))
@@ -476,212 +440,6 @@ class LifecycleLoop:
                         started_at=now,
                     )
 
-    # -- cancel ----------------------------------------------------------------------------
-
-    def stop_cancelled(self) -> None:
-        """Cancel requests and preemptions become stop requests to the drivers, once per task."""
-        self._record_unlaunched_preempted()
-        with read_session(self._sessions) as session:
-            rows = session.execute(
-                select(
-                    TaskRow.id,
-                    TaskRow.driver,
-                    TaskRow.handle,
-                    JobRow.cancel_requested_at,
-                    JobRow.requeue_requested_at,
-                )
-                .join(JobRow, JobRow.id == TaskRow.job_id)
-                .where(JobRow.state.in_(ACTIVE_STATES))
-                .where(
-                    or_(
-                        JobRow.cancel_requested_at.is_not(None),
-                        JobRow.state == JobState.PREEMPTING.value,
-                    )
-                )
-                .where(TaskRow.attempt == JobRow.attempt)
-                .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
-                .where(TaskRow.stop_requested_at.is_(None))
-                .where(self._my_tasks())
-            ).all()
-            session.rollback()
-        for task_id, driver_name, handle, cancel_requested_at, requeue_requested_at in rows:
-            # A requeue the job asked for stops it as Slurm's does: SIGTERM, not the
-            # checkpoint signal (which its own trap would answer by asking again).
-            asked = cancel_requested_at is not None or requeue_requested_at is not None
-            reason = StopReason.CANCEL if asked else StopReason.PREEMPT
-            self._stop_task(task_id, driver_name, handle, reason)
-        if self.host is not None:
-            self._stop_failed_gangs()
-
-    def _stop_failed_gangs(self) -> None:
-        """A sibling on another machine failed: stop this machine's tasks of the gang."""
-        sibling = aliased(TaskRow)
-        failed = exists().where(
-            sibling.job_id == TaskRow.job_id,
-            sibling.attempt == TaskRow.attempt,
-            sibling.outcome.is_not(None),
-            or_(
-                sibling.outcome != TaskOutcome.EXITED.value,
-                and_(sibling.exit_code.is_not(None), sibling.exit_code != 0),
-            ),
-        )
-        with self._sessions() as session:
-            rows = session.execute(
-                select(TaskRow.id, TaskRow.driver, TaskRow.handle)
-                .join(JobRow, JobRow.id == TaskRow.job_id)
-                .where(JobRow.state.in_(ACTIVE_STATES), TaskRow.attempt == JobRow.attempt)
-                .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
-                .where(TaskRow.stop_requested_at.is_(None), self._my_tasks(), failed)
-            ).all()
-            session.rollback()
-        for task_id, driver_name, handle in rows:
-            self._stop_task(task_id, driver_name, handle)
-
-    def _stop_task(
-        self,
-        task_id: int,
-        driver_name: str,
-        handle: dict[str, object],
-        reason: StopReason = StopReason.CANCEL,
-    ) -> None:
-        try:
-            self._deadline.call(self._drivers[driver_name].stop, handle, reason)
-        except Exception as error:
-            # Retried next pass (stop_requested_at stays NULL) until it gives up, when the
-            # task is recorded as lost: better a clear end than a job stuck stopping.
-            why = self._backoff.failed(("stop", task_id), error, f"stopping task {task_id}")
-            if why is not None:
-                self._record_result(task_id, self._lost(why))
-            return
-        self._backoff.succeeded(("stop", task_id))
-        with transaction(self._sessions) as session:
-            session.execute(
-                update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.stop_requested_at.is_(None))
-                .values(stop_requested_at=self._clock.now())
-            )
-
-    # -- observe ---------------------------------------------------------------------------
-
-    def observe_tasks(self) -> None:
-        with read_session(self._sessions) as session:
-            rows = session.execute(
-                select(TaskRow.id, TaskRow.job_id, TaskRow.driver, TaskRow.handle)
-                .join(JobRow, JobRow.id == TaskRow.job_id)
-                .where(JobRow.state.in_(ACTIVE_STATES))
-                .where(TaskRow.attempt == JobRow.attempt)
-                .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
-                .where(self._my_tasks())
-            ).all()
-            session.rollback()
-        with self._known_lock:
-            self._known = {task_id: (driver, handle) for task_id, _, driver, handle in rows}
-        failed_jobs: set[int] = set()
-        ended = 0
-        for task_id, job_id, driver_name, handle in rows:
-            if not self._backoff.ready(("observe", task_id)):
-                continue
-            try:
-                result = self._deadline.call(self._drivers[driver_name].observe, handle)
-            except Exception as error:
-                why = self._backoff.failed(("observe", task_id), error, f"observing task {task_id}")
-                if why is None:
-                    continue
-                result = self._lost(why)
-            else:
-                self._backoff.succeeded(("observe", task_id))
-            if result is None:
-                continue
-            self._record_result(task_id, result)
-            ended += 1
-            if result.outcome is not TaskOutcome.EXITED or result.exit_code:
-                failed_jobs.add(job_id)
-        for job_id in failed_jobs:
-            self._stop_gang_siblings(job_id)
-        if ended:
-            self._wake()
-
-    def _lost(self, why: str) -> TaskResult:
-        return TaskResult(
-            outcome=TaskOutcome.LOST,
-            exit_code=None,
-            started_at=None,
-            finished_at=self._clock.now().timestamp(),
-            message=why,
-        )
-
-    # -- orphans and self-fencing ----------------------------------------------------------
-
-    def reap_orphans(self) -> None:
-        """Kill, then release, this node's tasks whose attempt is no longer the job's (the
-        job was requeued when this node was lost) or whose job has ended meanwhile."""
-        with self._sessions() as session:
-            rows = session.execute(
-                select(TaskRow.id, TaskRow.driver, TaskRow.handle, TaskRow.outcome)
-                .join(JobRow, JobRow.id == TaskRow.job_id)
-                .where(or_(TaskRow.attempt != JobRow.attempt, JobRow.state.in_(_FINISHED)))
-                .where(TaskRow.handle.is_not(None), TaskRow.released.is_(False))
-                .where(self._my_tasks())
-            ).all()
-            session.rollback()
-        for task_id, driver_name, handle, outcome in rows:
-            driver = self._drivers.get(driver_name)
-            if driver is None or not self._backoff.ready(("reap", task_id)):
-                continue
-            try:
-                result = self._deadline.call(driver.observe, handle)
-                if result is None:
-                    log.warning("task %s belongs to a moved attempt: killing it", task_id)
-                    self._deadline.call(driver.stop, handle, StopReason.FENCE)
-                    continue
-                if outcome is None:
-                    self._record_result(task_id, result)
-                self._deadline.call(driver.release, handle)
-            except Exception as error:
-                self._backoff.failed(("reap", task_id), error, f"reaping task {task_id}")
-                continue
-            with transaction(self._sessions) as session:
-                session.execute(update(TaskRow).where(TaskRow.id == task_id).values(released=True))
-
-    def fence_local(self) -> None:
-        """This node lost the database: kill every task it knows of, at once (no grace),
-        since the leader will give their jobs to other nodes.  Called from another thread."""
-        with self._known_lock:
-            known = list(self._known.values())
-        for driver_name, handle in known:
-            try:
-                self._deadline.call(self._drivers[driver_name].stop, handle, StopReason.FENCE)
-            except Exception:
-                log.exception("could not kill a task while fencing this node")
-
-    def _record_result(self, task_id: int, result: TaskResult) -> None:
-        with transaction(self._sessions) as session:
-            session.execute(
-                update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.outcome.is_(None))
-                .values(
-                    outcome=result.outcome.value,
-                    exit_code=result.exit_code,
-                    message=result.message,
-                    started_at=_utc(result.started_at),
-                    finished_at=_utc(result.finished_at),
-                )
-            )
-
-    def _stop_gang_siblings(self, job_id: int) -> None:
-        """A gang is all or nothing: when one task fails, the others are stopped (like srun)."""
-        with read_session(self._sessions) as session:
-            rows = session.execute(
-                select(TaskRow.id, TaskRow.driver, TaskRow.handle)
-                .join(JobRow, JobRow.id == TaskRow.job_id)
-                .where(TaskRow.job_id == job_id, TaskRow.attempt == JobRow.attempt)
-                .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
-                .where(TaskRow.stop_requested_at.is_(None), self._my_tasks())
-            ).all()
-            session.rollback()
-        for task_id, driver_name, handle in rows:
-            self._stop_task(task_id, driver_name, handle)
-
     # -- running -> finished ---------------------------------------------------------------
 
     def finish_jobs(self) -> None:
@@ -689,34 +447,17 @@ class LifecycleLoop:
             jobs = list(session.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))))
             now = self._clock.now()
             for job in jobs:
-                tasks = self._current_tasks(session, job)
-                if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
+                if not self._backoff.ready(("finish", job.id)):
                     continue
-                if not self._mine(tasks[0].host):
-                    continue  # the job's home machine records its end
-                if job.state == JobState.PREEMPTING.value and self._end_preemption(
-                    session, job, tasks, now
-                ):
-                    continue
-                if self._end_fenced(session, job, tasks, now):
-                    continue
-                state, reason, exit_code = job_outcome(
-                    [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
-                    cancel_requested=job.cancel_requested_at is not None,
-                )
-                started = [t.started_at for t in tasks if t.started_at]
-                if switch_job_state(
-                    session,
-                    job,
-                    state,
-                    reason=reason,
-                    now=now,
-                    exit_code=exit_code,
-                    finished_at=now,
-                    started_at=job.started_at or (min(started) if started else None),
-                ):
-                    for task in tasks:
-                        record_task_usage(session, job, task, self._config.half_life_s)
+                try:
+                    with session.begin_nested():  # one job's failure undoes only its own work
+                        self._finish_one(session, job, now)
+                except Exception as error:
+                    why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
+                    if why is not None:
+                        switch_job_state(
+                            session, job, JobState.FAILED, reason=why, now=now, finished_at=now
+                        )
             # Every task whose end is recorded, also those a crash kept from being released.
             ended = list(
                 session.scalars(
@@ -729,6 +470,41 @@ class LifecycleLoop:
                 )
             )
         self._release(ended)
+
+    def _finish_one(self, session: Session, job: JobRow, now: dt.datetime) -> None:
+        tasks = self._current_tasks(session, job)
+        if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
+            return
+        if not self._mine(tasks[0].host):
+            return  # the job's home machine records its end
+        if job.state == JobState.PREEMPTING.value and self._end_preemption(
+            session, job, tasks, now
+        ):
+            return
+        if self._end_fenced(session, job, tasks, now):
+            return
+        state, reason, exit_code = job_outcome(
+            [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
+            cancel_requested=job.cancel_requested_at is not None,
+        )
+        given_up = [
+            t for t in tasks if t.outcome == TaskOutcome.LOST.value and GAVE_UP in t.message
+        ]
+        if reason.startswith("lost") and given_up:
+            reason = f"lost: {given_up[0].message}"  # why the platform gave up on it
+        started = [t.started_at for t in tasks if t.started_at]
+        if switch_job_state(
+            session,
+            job,
+            state,
+            reason=reason,
+            now=now,
+            exit_code=exit_code,
+            finished_at=now,
+            started_at=job.started_at or (min(started) if started else None),
+        ):
+            for task in tasks:
+                record_task_usage(session, job, task, self._config.half_life_s)
 
     def _end_fenced(
         self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
@@ -799,20 +575,6 @@ class LifecycleLoop:
             )
         return True
 
-    def _release(self, tasks: list[TaskRow]) -> None:
-        for task in tasks:
-            assert task.handle is not None
-            if not self._backoff.ready(("release", task.id)):
-                continue
-            try:
-                self._deadline.call(self._drivers[task.driver].release, task.handle)
-            except Exception as error:
-                # Nothing to fail: the job's end is recorded; what is left waits for a retry.
-                self._backoff.failed(("release", task.id), error, f"releasing task {task.id}")
-                continue
-            with transaction(self._sessions) as session:
-                session.execute(update(TaskRow).where(TaskRow.id == task.id).values(released=True))
-
     @staticmethod
     def _current_tasks(session: Session, job: JobRow) -> list[TaskRow]:
         return list(
@@ -822,7 +584,3 @@ class LifecycleLoop:
                 .order_by(TaskRow.index)
             )
         )
-
-
-def _utc(timestamp: float | None) -> dt.datetime | None:
-    return None if timestamp is None else dt.datetime.fromtimestamp(timestamp, dt.UTC)

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class MembershipConfig:
     node: str
-    interval_s: float = 0.3  # heartbeat and lease round
-    lease_ttl_s: float = 1.2
+    interval_s: float = 0.25  # heartbeat and lease round
+    lease_ttl_s: float = 1.0
     self_fence_s: float = 5.0
 
 

@@ -31,6 +31,7 @@ from virtuai.domain.cluster import NodeState
 from virtuai.domain.workload import JobState, TaskOutcome
 from virtuai.store.db import transaction
 from virtuai.store.inventory import placement_from_json
+from virtuai.store.lease import limit_idle
 from virtuai.store.models import JobRow, NodeRow, TaskRow
 from virtuai.store.transitions import switch_job_state
 
@@ -69,25 +70,29 @@ class NodeWatch:
 
     def tick(self) -> None:
         with transaction(self._sessions) as session:
-            self._guard(session)
-            now = self._clock.now()
-            mono = self._mono()
-            for node in session.scalars(select(NodeRow).order_by(NodeRow.name)):
-                seen = self._seen.get(node.name)
-                moved = seen is None or seen[0] != node.heartbeat_seq
-                if moved:
-                    self._seen[node.name] = (node.heartbeat_seq, mono)
-                if node.lost_at is not None:
-                    if moved and seen is not None:
-                        node.lost_at = None
-                        log.warning("node %s is back", node.name)
-                    continue
-                if not moved and seen is not None and mono - seen[1] >= self._config.node_lost_s:
-                    node.lost_at = now
-                    log.error("node %s lost: no heartbeat for %.0fs", node.name, mono - seen[1])
-                    requeue_jobs_on(session, node.name, f"node {node.name} lost", now)
-                elif node.state == NodeState.DRAINING.value and node.drain_requeue:
-                    preempt_jobs_on(session, node.name, f"node {node.name} is draining", now)
+            limit_idle(session)
+            self._watch(session)
+            self._guard(session)  # last, just before the commit (see SchedulingLoop.tick)
+
+    def _watch(self, session: Session) -> None:
+        now = self._clock.now()
+        mono = self._mono()
+        for node in session.scalars(select(NodeRow).order_by(NodeRow.name)):
+            seen = self._seen.get(node.name)
+            moved = seen is None or seen[0] != node.heartbeat_seq
+            if moved:
+                self._seen[node.name] = (node.heartbeat_seq, mono)
+            if node.lost_at is not None:
+                if moved and seen is not None:
+                    node.lost_at = None
+                    log.warning("node %s is back", node.name)
+                continue
+            if not moved and seen is not None and mono - seen[1] >= self._config.node_lost_s:
+                node.lost_at = now
+                log.error("node %s lost: no heartbeat for %.0fs", node.name, mono - seen[1])
+                requeue_jobs_on(session, node.name, f"node {node.name} lost", now)
+            elif node.state == NodeState.DRAINING.value and node.drain_requeue:
+                preempt_jobs_on(session, node.name, f"node {node.name} is draining", now)
 
 
 def jobs_on(session: Session, node: str) -> list[JobRow]:

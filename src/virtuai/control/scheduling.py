@@ -26,6 +26,7 @@ from virtuai.scheduler.snapshot import Admission, Blocked, Decisions, Policy, Pr
 from virtuai.store.db import read_session, transaction
 from virtuai.store.fingerprint import FULL_PASS_EVERY_S, scheduling_fingerprint
 from virtuai.store.inventory import placement_to_json
+from virtuai.store.lease import limit_idle
 from virtuai.store.models import JobRow, VirtualClusterRow
 from virtuai.store.snapshot import build_snapshot, waiting_vcs
 from virtuai.store.transitions import switch_job_state, update_vc_if_state
@@ -165,7 +166,7 @@ class SchedulingLoop:
         }
         with transaction(self._sessions) as session:
             if self._guard is not None:
-                self._guard(session)
+                limit_idle(session)
             for job in pending:
                 if job.id in gate.never:
                     switch_job_state(
@@ -181,6 +182,11 @@ class SchedulingLoop:
             if decisions is not None:
                 report = self._apply(session, gate.schedulable, decisions, now, vcs, reasons)
             _write_reasons(session, pending, reasons)
+            if self._guard is not None:
+                # Last, just before the commit: the epoch is checked and held for as short a
+                # time as can be, so a takeover rarely waits for us; if it moved, nothing of
+                # this pass is written.
+                self._guard(session)
         self._pending.remember_reasons(reasons)
         return report
 

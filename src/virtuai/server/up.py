@@ -198,16 +198,14 @@ def _serve(settings: Settings) -> None:
     watch = NodeWatch(
         sessions, clock, NodeWatchConfig(node_lost_s=settings.cluster.node_lost_s), member.guard
     )
-    # The node reconciler first: it records what ended, which frees room the scheduler can
-    # hand out; then (the leader only) scheduling, lost nodes, virtual clusters; then the
-    # reconciler again, so that an admitted job starts in the same round.
+    # Sites first (the leader only): their drivers (in `drivers`, shared with the life cycle
+    # and the API) and one batched look at each site's queue.  Then the leader's steps (a
+    # new leader admits at once), then the node reconciler, which starts what was admitted
+    # and records what ended; an end wakes the next round at once, so the room it frees is
+    # handed out without waiting a period.
     assert context.metrics is not None
-    # Sites first (the leader only): their drivers (in `drivers`, shared with the life
-    # cycle and the API) and one batched look at each site's queue, which the life
-    # cycle's observations read.
     steps = [
         leading(member, sites.tick),
-        lifecycle.tick,
         leading(member, context.metrics.timed(scheduling.tick)),
         leading(member, watch.tick),
     ]

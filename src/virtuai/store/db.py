@@ -34,8 +34,11 @@ PG_CONNECT_DEFAULTS: dict[str, Any] = {
     "keepalives_idle": 5,
     "keepalives_interval": 2,
     "keepalives_count": 2,
-    # A paused process (SIGSTOP) inside a transaction loses it, and its locks, after 10 s.
-    "options": "-c idle_in_transaction_session_timeout=10000",
+    # A paused process (SIGSTOP) inside a transaction loses it, and its locks, after 10 s
+    # (the leader's own transactions set 1.5 s: store.lease); the server notices a client
+    # whose network is gone within seconds.
+    "options": "-c idle_in_transaction_session_timeout=10000 -c tcp_keepalives_idle=2 "
+    "-c tcp_keepalives_interval=1 -c tcp_keepalives_count=2",
 }
 
 

@@ -123,8 +123,23 @@ def release_lease(
     )
 
 
+# How long a leader's transaction may sit idle (its process paused, its network cut) while it
+# holds the lease row: a takeover waits for it, so this bounds the failover time.
+LEADER_IDLE_TIMEOUT_MS = 1500
+
+
+def limit_idle(session: Session) -> None:
+    """First in a leader's transaction: if this process stops (SIGSTOP, a lost network) while
+    the transaction holds rows, the server ends it soon, and its locks with it."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text(f"SET LOCAL idle_in_transaction_session_timeout = {LEADER_IDLE_TIMEOUT_MS}")
+        )
+
+
 def check_epoch(session: Session, epoch: int, name: str = SCHEDULER_LEASE) -> None:
     """Raise ``NotLeader`` unless the lease is still at ``epoch``; hold it there until commit."""
+    limit_idle(session)
     current = session.scalar(
         select(LeaseRow.epoch).where(LeaseRow.name == name).with_for_update(read=True)
     )

@@ -61,3 +61,45 @@ def test_nodes(api: FakeApi) -> None:
     row = result.stdout.splitlines()[1].split()
     assert row[:8] == ["node-a", "local", "default", "2.5/16", "4Gi/64Gi", "1/2", "2x", "A100"]
     assert '"site": "local"' in run(["nodes", "--json"]).stdout
+
+
+CLUSTER_NODE = {
+    "name": "gpu01",
+    "class": "gpu",
+    "labels": {"ib": "", "rack": "r2"},
+    "capacity": {"cpu": 64.0, "memory": 512 * 2**30, "gpu": 8},
+    "allocated": {"cpu": 8.0, "memory": 64 * 2**30, "gpu": 2},
+    "gpus": [],
+    "state": "draining",
+    "heartbeat_age_s": 0.4,
+    "leader": True,
+    "address": "10.0.0.21",
+}
+
+
+def test_node_list_shows_class_labels_state_heartbeat_and_leader(api: FakeApi) -> None:
+    api.on("GET", "/api/v1/nodes", [CLUSTER_NODE])
+    result = run(["node", "list"])
+    assert result.exit_code == 0, result.output
+    header, row = (line.split() for line in result.stdout.splitlines()[:2])
+    assert header == [
+        "NAME", "CLASS", "LABELS", "CPU", "MEMORY", "GPU", "HEARTBEAT", "STATE", "LEADER",
+    ]  # fmt: skip
+    assert row == ["gpu01", "gpu", "ib,rack=r2", "8/64", "64Gi/512Gi", "2/8", "0s", "draining", "*"]
+
+
+def test_node_cordon_drain_uncordon(api: FakeApi) -> None:
+    for action, state in (("cordon", "cordoned"), ("drain", "draining"), ("uncordon", "ready")):
+        api.on("POST", f"/api/v1/nodes/gpu01/{action}", {**CLUSTER_NODE, "state": state})
+    assert run(["node", "cordon", "gpu01"]).stdout == "node gpu01: cordoned\n"
+    assert run(["node", "drain", "gpu01", "--requeue"]).stdout == "node gpu01: draining\n"
+    assert api.sent("POST", "/api/v1/nodes/gpu01/drain")[0].body == {"requeue": True}
+    assert run(["node", "uncordon", "gpu01"]).stdout == "node gpu01: ready\n"
+
+
+def test_submit_targets_a_class_and_labels(api: FakeApi) -> None:
+    api.on("POST", "/api/v1/jobs", (201, {"id": 7}))
+    result = run(["submit", "--class", "gpu", "--constraint", "ib", "--", "true"])
+    assert result.exit_code == 0, result.output
+    body = api.sent("POST", "/api/v1/jobs")[0].body
+    assert body["node_class"] == "gpu" and body["constraints"] == ["ib"]
