@@ -6,17 +6,14 @@ Against a real uvicorn server on 127.0.0.1, with one persistent connection.
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from support.platform import Platform
-from support.server import free_port
+from support.server import serving
 from virtuai.api.app import create_app
 
 
@@ -28,18 +25,8 @@ def server(platform: Platform) -> Iterator[str]:
     def boom() -> None:
         raise RuntimeError("a bug")
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(10)
+    with serving(app) as address:
+        yield address
 
 
 def _exchange(conn: socket.socket, path: str) -> bytes:
