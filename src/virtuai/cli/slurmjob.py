@@ -198,7 +198,12 @@ def server_checks(client: Client, res: Resolution, body: JsonObject) -> list[str
     """Why this server would not run the job (empty: it would); raises if unreachable."""
     problems: list[str] = []
     nodes = client.get_list("/api/v1/nodes")
-    pools = {str(n.get("pool")) for n in nodes} | {str(n.get("site")) for n in nodes}
+    sites = {str(n.get("site")) for n in nodes}
+    pools = {str(n.get("pool")) for n in nodes} | sites
+    if len(res.partitions) == 1 and res.partitions[0] in sites - {
+        str(n.get("pool")) for n in nodes
+    }:
+        res.site = res.partitions[0]
     candidates = nodes
     for partition in res.partitions:
         if partition not in pools:

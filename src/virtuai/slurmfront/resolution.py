@@ -107,6 +107,8 @@ class Resolution:
     workdir: str = ""
     workdir_given: bool = False
     partitions: list[str] = field(default_factory=list)
+    # Set when a server says the partition names one of its sites rather than a pool.
+    site: str | None = None
     tenant: str | None = None
     qos: str | None = None
     constraints: list[str] = field(default_factory=list)
@@ -163,7 +165,8 @@ class Resolution:
             "error": self.error,
             "open_mode": self.open_mode,
             "workdir": self.workdir,
-            "pool": self.partitions[0] if len(self.partitions) == 1 else None,
+            "pool": self.partitions[0] if len(self.partitions) == 1 and not self.site else None,
+            "site": self.site,
             "partitions": self.partitions,
             "tenant": self.tenant,
             "qos": self.qos,
