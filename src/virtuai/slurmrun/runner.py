@@ -235,19 +235,25 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
     config = json.loads(argv[0])
     script, args = argv[1], list(argv[2:])
     env = dict(os.environ)
-    env.update(slurm_environment(config, env))
-    # virtuai's own gang variables describe the one batch task, not the job's ranks: a Slurm
-    # batch step has none (srun sets them per rank; torchrun sets its own).
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
-        env.pop(name, None)
+    # Inside a real Slurm allocation (a Slurm site runs this task through sbatch), Slurm's
+    # own SLURM_* and srun are the truth: neither is replaced.  virtuai never exports a
+    # user's SLURM_* variables, so their presence means a real allocation.
+    real_slurm = "SLURM_JOB_ID" in env and "SLURM_JOB_NODELIST" in env
+    if not real_slurm:
+        env.update(slurm_environment(config, env))
+        # virtuai's own gang variables describe the one batch task, not the job's ranks: a
+        # Slurm batch step has none (srun sets them per rank; torchrun sets its own).
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+            env.pop(name, None)
     private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env['SLURM_JOB_ID']}-")
     try:
         script_path = os.path.join(private, "slurm_script")
         with open(script_path, "w", encoding="utf-8") as handle:
             handle.write(script)
         os.chmod(script_path, 0o700)
-        bin_dir = _write_shims(private, runner_source)
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
+        if not real_slurm:
+            bin_dir = _write_shims(private, runner_source)
+            env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
         env["VIRTUAI_SLURM_CONFIG"] = argv[0]
         if not config["output"]:  # `virtuai srun`: the task's own log is the terminal's
             return _run_batch(config, [script_path, *args], env, None, None)
