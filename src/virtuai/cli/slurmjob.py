@@ -116,6 +116,7 @@ def runner_config(res: Resolution, submit_host: str, user: str) -> dict[str, Any
         "ntasks": res.ntasks,
         "ntasks_per_node": res.ntasks_per_node,
         "cpus_per_task": res.cpus_per_task,
+        "gpus_per_task": res.gpus_per_task,
         "mem_per_node": res.mem_per_node,
         "submit_dir": res.workdir if res.workdir_given else "",
         "submit_host": submit_host,

@@ -90,6 +90,7 @@ class Resolution:
     mem_whole_node: bool = False
     gpus: int = 0
     gpus_per_node: int = 0
+    gpus_per_task: int | None = None  # --gpus-per-task: each srun rank sees its own GPUs
     gpu_type: str | None = None
     time_limit_s: int | None = DEFAULT_TIME_S
     time_default: bool = True
@@ -152,6 +153,7 @@ class Resolution:
             "mem_default": self.mem_default,
             "gpus": self.gpus,
             "gpus_per_node": self.gpus_per_node,
+            "gpus_per_task": self.gpus_per_task,
             "gpu_type": self.gpu_type,
             "time_limit_s": self.time_limit_s,
             "time_default": self.time_default,

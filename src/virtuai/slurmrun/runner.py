@@ -160,6 +160,8 @@ def slurm_environment(config: Mapping[str, Any], env: Mapping[str, str]) -> dict
     if gpus:
         out["SLURM_JOB_GPUS"] = gpus
         out["GPU_DEVICE_ORDINAL"] = gpus
+    if config.get("gpus_per_task"):
+        out["SLURM_GPUS_PER_TASK"] = str(config["gpus_per_task"])
     if "VIRTUAI_ARRAY_ID" in env:
         array = config.get("array") or []
         out["SLURM_ARRAY_JOB_ID"] = env["VIRTUAI_ARRAY_ID"]
@@ -476,6 +478,7 @@ def srun(argv: Sequence[str]) -> int:
             }
         )
         task_env.pop("SLURM_TASK_PID")
+        task_env.update(_bound_gpus(env, rank % per_node))
         pipe = subprocess.PIPE if label else None
         procs.append(subprocess.Popen(command, env=task_env, stdout=pipe, stderr=pipe))
     threads = []
@@ -498,6 +501,18 @@ def srun(argv: Sequence[str]) -> int:
         thread.join()
     worst = max(codes, key=lambda c: (c != 0, abs(c)))
     return worst if worst >= 0 else 128 - worst
+
+
+def _bound_gpus(env: Mapping[str, str], local_rank: int) -> dict[str, str]:
+    """With --gpus-per-task=G, local rank i sees its own G GPUs, as Slurm binds them."""
+    per_task = env.get("SLURM_GPUS_PER_TASK", "")
+    devices = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if not (per_task.isascii() and per_task.isdigit() and int(per_task) > 0):
+        return {}
+    mine = devices[local_rank * int(per_task) : (local_rank + 1) * int(per_task)]
+    if len(mine) < int(per_task):
+        return {}  # fewer GPUs than asked: leave them all visible rather than none
+    return {"CUDA_VISIBLE_DEVICES": ",".join(mine), "SLURM_STEP_GPUS": ",".join(mine)}
 
 
 def _label(rank: int, stream: IO[bytes] | None, sink: IO[str]) -> None:

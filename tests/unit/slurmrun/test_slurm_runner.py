@@ -111,3 +111,10 @@ def test_inside_a_real_slurm_allocation_slurm_stays_in_charge(tmp_path: Path) ->
     first, srun = (tmp_path / "out-x-999.txt").read_text().splitlines()
     assert first == "999 cn[01-02]"
     assert "virtuai-slurm-" not in srun  # the real srun if there is one, never the shim
+
+
+def test_gpus_per_task_binds_each_rank_to_its_own(tmp_path: Path) -> None:
+    config = {**CONFIG, "gpus_per_task": 2, "ntasks": 2, "ntasks_per_node": 2}
+    script = "#!/bin/sh\nsrun -l sh -c 'echo $CUDA_VISIBLE_DEVICES' | sort\n"
+    assert run_batch(tmp_path, script, config, CUDA_VISIBLE_DEVICES="0,1,2,3") == 0
+    assert (tmp_path / "out-demo job-77.txt").read_text() == "0: 0,1\n1: 2,3\n"
