@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pwd
 import re
 import zlib
 from collections.abc import Mapping
@@ -56,6 +58,11 @@ NOT_EXPORTED = frozenset(
 )
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def submitter() -> str:
+    """The submitting user's name (``getpass`` would import termios for nothing)."""
+    return os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name
 
 
 def runner_source() -> str:
