@@ -133,6 +133,15 @@ def test_a_torchrun_style_array_runs_unchanged(server: Server, submit_dir: Path)
     assert "ntasks=2 nnodes=1 mem=256 cpus=1" in text
     assert f"submit={submit_dir} pwd={submit_dir} restart=0 args=--lr 0.1" in text
     assert "0: rank 0 of 2 local 0\n1: rank 1 of 2 local 1\n" in text
+    # The habits see them with Slurm's ids and states.
+    listed = server.cli("squeue", "-t", "all", "-h", "-o", "%i %t %j")
+    # (names as virtuai keeps them: a DNS label, so ddp_smoke is ddp-smoke)
+    assert f"{array_id}_3 CD ddp-smoke" in listed and f"{array_id}_4 CD ddp-smoke" in listed
+    acct = server.cli("sacct", "-j", str(array_id), "-X", "-n", "--format", "JobID%20,State")
+    assert [line.split() for line in acct.splitlines()] == [
+        [f"{array_id}_3", "COMPLETED"],
+        [f"{array_id}_4", "COMPLETED"],
+    ]
 
 
 def test_signal_before_the_time_limit_reaches_the_trap(server: Server, submit_dir: Path) -> None:

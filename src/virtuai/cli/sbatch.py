@@ -8,9 +8,7 @@ job is submitted and ``Submitted batch job N`` printed (``--parsable``: ``N``).
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +21,7 @@ from virtuai.cli.clock import clock_of
 from virtuai.cli.config import load_connection
 from virtuai.cli.jobs import JOBS
 from virtuai.cli.jobs import _until_finished as until_finished
-from virtuai.cli.slurmjob import job_body, server_checks, server_is_local
+from virtuai.cli.slurmjob import job_body, server_checks, server_is_local, submitter
 from virtuai.slurmfront.options import OptionError, parse_words
 from virtuai.slurmfront.resolve import Context, Resolution, resolve
 
@@ -81,7 +79,7 @@ def sbatch(
     script_args = rest if wrapped else rest[1:]
     script = _read_script(script_path) if not wrapped else ""
     submit_dir = os.getcwd()
-    user = getpass.getuser()
+    user = submitter()
     name = "sbatch" if script_path in (None, "-") else os.path.basename(script_path)
     res = resolve(script, cli_words, Context(name, submit_dir, user, dict(os.environ)), script_args)
     connection = load_connection()
@@ -96,7 +94,7 @@ def sbatch(
         script if not wrapped else _wrapped_script(cli_words),
         env=os.environ,
         submit_dir=submit_dir,
-        submit_host=socket.gethostname(),
+        submit_host=os.uname().nodename,
         user=user,
         local=local,
     )

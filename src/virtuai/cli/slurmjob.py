@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pwd
 import re
 import zlib
 from collections.abc import Mapping
@@ -56,6 +58,11 @@ NOT_EXPORTED = frozenset(
 )
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def submitter() -> str:
+    """The submitting user's name (``getpass`` would import termios for nothing)."""
+    return os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name
 
 
 def runner_source() -> str:
@@ -116,6 +123,7 @@ def runner_config(res: Resolution, submit_host: str, user: str) -> dict[str, Any
         "ntasks": res.ntasks,
         "ntasks_per_node": res.ntasks_per_node,
         "cpus_per_task": res.cpus_per_task,
+        "gpus_per_task": res.gpus_per_task,
         "mem_per_node": res.mem_per_node,
         "submit_dir": res.workdir if res.workdir_given else "",
         "submit_host": submit_host,
@@ -198,7 +206,12 @@ def server_checks(client: Client, res: Resolution, body: JsonObject) -> list[str
     """Why this server would not run the job (empty: it would); raises if unreachable."""
     problems: list[str] = []
     nodes = client.get_list("/api/v1/nodes")
-    pools = {str(n.get("pool")) for n in nodes} | {str(n.get("site")) for n in nodes}
+    sites = {str(n.get("site")) for n in nodes}
+    pools = {str(n.get("pool")) for n in nodes} | sites
+    if len(res.partitions) == 1 and res.partitions[0] in sites - {
+        str(n.get("pool")) for n in nodes
+    }:
+        res.site = res.partitions[0]
     candidates = nodes
     for partition in res.partitions:
         if partition not in pools:

@@ -9,10 +9,8 @@ here, and the exit status is the step's.
 
 from __future__ import annotations
 
-import getpass
 import os
 import shlex
-import socket
 from typing import Annotated
 
 import typer
@@ -23,7 +21,7 @@ from virtuai.cli.clock import clock_of
 from virtuai.cli.config import load_connection
 from virtuai.cli.jobs import JOBS
 from virtuai.cli.jobs import _until_finished as until_finished
-from virtuai.cli.slurmjob import job_body, server_is_local
+from virtuai.cli.slurmjob import job_body, server_is_local, submitter
 from virtuai.slurmfront.options import BY_SHORT, Arg, OptionError, lookup_long, parse_words
 from virtuai.slurmfront.resolve import Context, resolve
 
@@ -88,7 +86,7 @@ def srun(
         raise typer.Exit(2)
     script = f"#!/bin/sh\nexec srun {shlex.join([*launcher, *command])}\n"
     submit_dir = os.getcwd()
-    user = getpass.getuser()
+    user = submitter()
     res = resolve(script, cli_words, Context(os.path.basename(command[0]), submit_dir, user, {}))
     res.output_pattern = res.error_pattern = ""  # printed here, not written to a file
     for problem in res.problems:
@@ -100,7 +98,7 @@ def srun(
         script,
         env=os.environ,
         submit_dir=submit_dir,
-        submit_host=socket.gethostname(),
+        submit_host=os.uname().nodename,
         user=user,
         local=server_is_local(load_connection().url),
     )

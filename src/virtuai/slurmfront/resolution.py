@@ -90,6 +90,7 @@ class Resolution:
     mem_whole_node: bool = False
     gpus: int = 0
     gpus_per_node: int = 0
+    gpus_per_task: int | None = None  # --gpus-per-task: each srun rank sees its own GPUs
     gpu_type: str | None = None
     time_limit_s: int | None = DEFAULT_TIME_S
     time_default: bool = True
@@ -107,6 +108,8 @@ class Resolution:
     workdir: str = ""
     workdir_given: bool = False
     partitions: list[str] = field(default_factory=list)
+    # Set when a server says the partition names one of its sites rather than a pool.
+    site: str | None = None
     tenant: str | None = None
     qos: str | None = None
     constraints: list[str] = field(default_factory=list)
@@ -150,6 +153,7 @@ class Resolution:
             "mem_default": self.mem_default,
             "gpus": self.gpus,
             "gpus_per_node": self.gpus_per_node,
+            "gpus_per_task": self.gpus_per_task,
             "gpu_type": self.gpu_type,
             "time_limit_s": self.time_limit_s,
             "time_default": self.time_default,
@@ -163,7 +167,8 @@ class Resolution:
             "error": self.error,
             "open_mode": self.open_mode,
             "workdir": self.workdir,
-            "pool": self.partitions[0] if len(self.partitions) == 1 else None,
+            "pool": self.partitions[0] if len(self.partitions) == 1 and not self.site else None,
+            "site": self.site,
             "partitions": self.partitions,
             "tenant": self.tenant,
             "qos": self.qos,

@@ -335,6 +335,8 @@ def _derive(
         count = parsed(option, v.gpu_count)
         if count is not None:
             res.gpus_per_node, res.gpu_type = count.count * scale, count.type or res.gpu_type
+            if option == "gpus-per-task":
+                res.gpus_per_task = count.count
     total = parsed("gpus", v.gpu_count)
     if total is not None:
         res.gpus_per_node = -(-total.count // res.nodes)

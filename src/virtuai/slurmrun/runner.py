@@ -160,6 +160,8 @@ def slurm_environment(config: Mapping[str, Any], env: Mapping[str, str]) -> dict
     if gpus:
         out["SLURM_JOB_GPUS"] = gpus
         out["GPU_DEVICE_ORDINAL"] = gpus
+    if config.get("gpus_per_task"):
+        out["SLURM_GPUS_PER_TASK"] = str(config["gpus_per_task"])
     if "VIRTUAI_ARRAY_ID" in env:
         array = config.get("array") or []
         out["SLURM_ARRAY_JOB_ID"] = env["VIRTUAI_ARRAY_ID"]
@@ -235,19 +237,25 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
     config = json.loads(argv[0])
     script, args = argv[1], list(argv[2:])
     env = dict(os.environ)
-    env.update(slurm_environment(config, env))
-    # virtuai's own gang variables describe the one batch task, not the job's ranks: a Slurm
-    # batch step has none (srun sets them per rank; torchrun sets its own).
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
-        env.pop(name, None)
+    # Inside a real Slurm allocation (a Slurm site runs this task through sbatch), Slurm's
+    # own SLURM_* and srun are the truth: neither is replaced.  virtuai never exports a
+    # user's SLURM_* variables, so their presence means a real allocation.
+    real_slurm = "SLURM_JOB_ID" in env and "SLURM_JOB_NODELIST" in env
+    if not real_slurm:
+        env.update(slurm_environment(config, env))
+        # virtuai's own gang variables describe the one batch task, not the job's ranks: a
+        # Slurm batch step has none (srun sets them per rank; torchrun sets its own).
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+            env.pop(name, None)
     private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env['SLURM_JOB_ID']}-")
     try:
         script_path = os.path.join(private, "slurm_script")
         with open(script_path, "w", encoding="utf-8") as handle:
             handle.write(script)
         os.chmod(script_path, 0o700)
-        bin_dir = _write_shims(private, runner_source)
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
+        if not real_slurm:
+            bin_dir = _write_shims(private, runner_source)
+            env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
         env["VIRTUAI_SLURM_CONFIG"] = argv[0]
         if not config["output"]:  # `virtuai srun`: the task's own log is the terminal's
             return _run_batch(config, [script_path, *args], env, None, None)
@@ -470,6 +478,7 @@ def srun(argv: Sequence[str]) -> int:
             }
         )
         task_env.pop("SLURM_TASK_PID")
+        task_env.update(_bound_gpus(env, rank % per_node))
         pipe = subprocess.PIPE if label else None
         procs.append(subprocess.Popen(command, env=task_env, stdout=pipe, stderr=pipe))
     threads = []
@@ -492,6 +501,18 @@ def srun(argv: Sequence[str]) -> int:
         thread.join()
     worst = max(codes, key=lambda c: (c != 0, abs(c)))
     return worst if worst >= 0 else 128 - worst
+
+
+def _bound_gpus(env: Mapping[str, str], local_rank: int) -> dict[str, str]:
+    """With --gpus-per-task=G, local rank i sees its own G GPUs, as Slurm binds them."""
+    per_task = env.get("SLURM_GPUS_PER_TASK", "")
+    devices = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if not (per_task.isascii() and per_task.isdigit() and int(per_task) > 0):
+        return {}
+    mine = devices[local_rank * int(per_task) : (local_rank + 1) * int(per_task)]
+    if len(mine) < int(per_task):
+        return {}  # fewer GPUs than asked: leave them all visible rather than none
+    return {"CUDA_VISIBLE_DEVICES": ",".join(mine), "SLURM_STEP_GPUS": ",".join(mine)}
 
 
 def _label(rank: int, stream: IO[bytes] | None, sink: IO[str]) -> None:

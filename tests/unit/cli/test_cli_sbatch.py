@@ -99,6 +99,9 @@ def test_server_checks_fill_would_not_run(lab: FakeApi, tmp_path: Path) -> None:
     ]
     result = run(["sbatch", "--test-only", "--json", "-p", "gpu", path])
     assert json.loads(result.stdout)["would_not_run"] == ["too big"]
+    assert json.loads(result.stdout)["pool"] == "gpu"
+    result = run(["sbatch", "--test-only", "--json", "-p", "local", path])
+    assert (json.loads(result.stdout)["site"], json.loads(result.stdout)["pool"]) == ("local", None)
     assert result.exit_code == 1
 
 

@@ -35,8 +35,9 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def run_batch(tmp: Path, script: str, config: dict[str, Any], *args: str) -> int:
+def run_batch(tmp: Path, script: str, config: dict[str, Any], *args: str, **extra_env: str) -> int:
     env = {
+        **extra_env,
         "PATH": "/usr/bin:/bin",
         "VIRTUAI_JOB_ID": "77",
         "VIRTUAI_ARRAY_ID": "75",
@@ -101,3 +102,19 @@ def test_signal_before_the_limit_reaches_the_batch_shell(tmp_path: Path) -> None
     script = "#!/bin/bash\ntrap 'echo got USR1; exit 0' USR1\nsleep 20 &\nwait\nexit 1\n"
     assert run_batch(tmp_path, script, config) == 0
     assert (tmp_path / "out-demo job-77.txt").read_text() == "before\ngot USR1\n"
+
+
+def test_inside_a_real_slurm_allocation_slurm_stays_in_charge(tmp_path: Path) -> None:
+    script = '#!/bin/sh\necho "$SLURM_JOB_ID $SLURM_JOB_NODELIST"; command -v srun || echo none\n'
+    real = {"SLURM_JOB_ID": "999", "SLURM_JOB_NODELIST": "cn[01-02]", "SLURM_JOB_NAME": "x"}
+    assert run_batch(tmp_path, script, CONFIG, **real) == 0
+    first, srun = (tmp_path / "out-x-999.txt").read_text().splitlines()
+    assert first == "999 cn[01-02]"
+    assert "virtuai-slurm-" not in srun  # the real srun if there is one, never the shim
+
+
+def test_gpus_per_task_binds_each_rank_to_its_own(tmp_path: Path) -> None:
+    config = {**CONFIG, "gpus_per_task": 2, "ntasks": 2, "ntasks_per_node": 2}
+    script = "#!/bin/sh\nsrun -l sh -c 'echo $CUDA_VISIBLE_DEVICES' | sort\n"
+    assert run_batch(tmp_path, script, config, CUDA_VISIBLE_DEVICES="0,1,2,3") == 0
+    assert (tmp_path / "out-demo job-77.txt").read_text() == "0: 0,1\n1: 2,3\n"
