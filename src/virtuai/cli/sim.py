@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 EXAMPLE_TRACE = "trace-2k.csv"
 EXAMPLE_CLUSTER = "cluster-20.yaml"
 ISOLATION_CHOICES = ("simulate", "scale", "none")
+TRACE_FORMATS = ("virtuai", "philly", "pai")
 
 
 def register(app: typer.Typer, panel: str) -> None:
@@ -85,6 +86,14 @@ def sim(
     ] = 0.0,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNGs.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON, not the table.")] = False,
+    trace_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="Trace layout: virtuai (ours), philly (Philly job log as CSV) or pai "
+            "(Alibaba PAI pai_task_table.csv); see virtuai.sim.formats.",
+        ),
+    ] = "virtuai",
     list_policies: Annotated[
         bool,
         typer.Option(
@@ -102,6 +111,10 @@ def sim(
         for name, description in sim_policy.describe_examples():
             typer.echo(f"{name}\t{description}")
         return
+    if trace_format not in TRACE_FORMATS:
+        raise typer.BadParameter(
+            f"{trace_format!r} is not one of {', '.join(TRACE_FORMATS)}", param_hint="--format"
+        )
     if isolated not in ISOLATION_CHOICES:
         raise typer.BadParameter(
             f"{isolated!r} is not one of {', '.join(ISOLATION_CHOICES)}", param_hint="--isolated"
@@ -110,6 +123,7 @@ def sim(
         missing = "--trace" if trace is None else "--cluster"
         raise typer.BadParameter("is required (or use --example)", param_hint=missing)
     from virtuai.sim import cluster as sim_cluster
+    from virtuai.sim import formats as sim_formats
     from virtuai.sim import isolated as sim_isolated
     from virtuai.sim import report as sim_report
     from virtuai.sim import trace as sim_trace
@@ -122,7 +136,9 @@ def sim(
         cluster_path = cluster or example_cluster
         trace_path = trace or example_trace
         spec = sim_cluster.load_cluster(cluster_path)
-        jobs = sim_trace.read_trace(trace_path, spec.priority_classes)
+        jobs = sim_formats.read_any(
+            trace_path, sim_formats.TraceFormat(trace_format), spec.priority_classes
+        )
         sim_trace.check_tenants(jobs, [t.name for t in spec.tenants], trace_path.name)
         info = sim_report.trace_info(jobs, trace_path)
     names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])
