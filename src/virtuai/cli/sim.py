@@ -144,9 +144,16 @@ def sim(
     names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])
     policies = [_policy(name) for name in names]
     isolation = None if isolated == "none" else sim_isolated.Isolation(isolated)
-    reports = sim_report.run_policies(
-        jobs, spec, policies, isolation=isolation, tick_s=tick, progress=_note
-    )
+    with _Bar(len(jobs)) as bar:
+        reports = sim_report.run_policies(
+            jobs,
+            spec,
+            policies,
+            isolation=isolation,
+            tick_s=tick,
+            progress=_note,
+            on_jobs=bar.update if bar.shown else None,
+        )
     doc = sim_report.report_json(info, spec, reports, isolation, tick)
     for report in reports:
         _note(_speed(report))
@@ -164,6 +171,41 @@ def sim(
 
 def _note(message: str) -> None:
     output.echo_err(message)
+
+
+class _Bar:
+    """A progress bar on stderr (jobs done, and the simulated time reached) for replays
+    long enough to want one: 10,000 jobs or more, on a terminal."""
+
+    def __init__(self, jobs: int, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        console = console or Console(stderr=True)
+        self.shown = jobs >= 10_000 and console.is_terminal
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("simulated {task.fields[clock]}"),
+            console=console,
+            transient=True,
+            disable=not self.shown,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def update(self, policy: str, done: int, total: int, now: float) -> None:
+        task = self._tasks.get(policy)
+        if task is None:
+            task = self._tasks[policy] = self._progress.add_task(policy, total=total, clock="")
+        self._progress.update(task, completed=done, clock=output.duration(now))
 
 
 def _speed(report: PolicyReport) -> str:
