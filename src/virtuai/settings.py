@@ -123,7 +123,7 @@ class SchedulerSettings(BaseModel):
     min_run_s: int = Field(
         default=0,
         ge=0,
-        description="a job is not preempted before it ran this long (with las: at least 600)",
+        description="a job is not preempted before it ran this long (with las: at least 3600)",
     )
 
     @field_validator("half_life_s", mode="before")

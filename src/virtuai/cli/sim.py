@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 EXAMPLE_TRACE = "trace-2k.csv"
 EXAMPLE_CLUSTER = "cluster-20.yaml"
 ISOLATION_CHOICES = ("simulate", "scale", "none")
+TRACE_FORMATS = ("virtuai", "philly", "pai")
 
 
 def register(app: typer.Typer, panel: str) -> None:
@@ -85,6 +86,14 @@ def sim(
     ] = 0.0,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNGs.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON, not the table.")] = False,
+    trace_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="Trace layout: virtuai (ours), philly (Philly job log as CSV) or pai "
+            "(Alibaba PAI pai_task_table.csv); see virtuai.sim.formats.",
+        ),
+    ] = "virtuai",
     list_policies: Annotated[
         bool,
         typer.Option(
@@ -102,6 +111,10 @@ def sim(
         for name, description in sim_policy.describe_examples():
             typer.echo(f"{name}\t{description}")
         return
+    if trace_format not in TRACE_FORMATS:
+        raise typer.BadParameter(
+            f"{trace_format!r} is not one of {', '.join(TRACE_FORMATS)}", param_hint="--format"
+        )
     if isolated not in ISOLATION_CHOICES:
         raise typer.BadParameter(
             f"{isolated!r} is not one of {', '.join(ISOLATION_CHOICES)}", param_hint="--isolated"
@@ -110,6 +123,7 @@ def sim(
         missing = "--trace" if trace is None else "--cluster"
         raise typer.BadParameter("is required (or use --example)", param_hint=missing)
     from virtuai.sim import cluster as sim_cluster
+    from virtuai.sim import formats as sim_formats
     from virtuai.sim import isolated as sim_isolated
     from virtuai.sim import report as sim_report
     from virtuai.sim import trace as sim_trace
@@ -122,15 +136,24 @@ def sim(
         cluster_path = cluster or example_cluster
         trace_path = trace or example_trace
         spec = sim_cluster.load_cluster(cluster_path)
-        jobs = sim_trace.read_trace(trace_path, spec.priority_classes)
+        jobs = sim_formats.read_any(
+            trace_path, sim_formats.TraceFormat(trace_format), spec.priority_classes
+        )
         sim_trace.check_tenants(jobs, [t.name for t in spec.tenants], trace_path.name)
         info = sim_report.trace_info(jobs, trace_path)
     names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])
     policies = [_policy(name) for name in names]
     isolation = None if isolated == "none" else sim_isolated.Isolation(isolated)
-    reports = sim_report.run_policies(
-        jobs, spec, policies, isolation=isolation, tick_s=tick, progress=_note
-    )
+    with _Bar(len(jobs)) as bar:
+        reports = sim_report.run_policies(
+            jobs,
+            spec,
+            policies,
+            isolation=isolation,
+            tick_s=tick,
+            progress=_note,
+            on_jobs=bar.update if bar.shown else None,
+        )
     doc = sim_report.report_json(info, spec, reports, isolation, tick)
     for report in reports:
         _note(_speed(report))
@@ -148,6 +171,41 @@ def sim(
 
 def _note(message: str) -> None:
     output.echo_err(message)
+
+
+class _Bar:
+    """A progress bar on stderr (jobs done, and the simulated time reached) for replays
+    long enough to want one: 10,000 jobs or more, on a terminal."""
+
+    def __init__(self, jobs: int, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        console = console or Console(stderr=True)
+        self.shown = jobs >= 10_000 and console.is_terminal
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("simulated {task.fields[clock]}"),
+            console=console,
+            transient=True,
+            disable=not self.shown,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def update(self, policy: str, done: int, total: int, now: float) -> None:
+        task = self._tasks.get(policy)
+        if task is None:
+            task = self._tasks[policy] = self._progress.add_task(policy, total=total, clock="")
+        self._progress.update(task, completed=done, clock=output.duration(now))
 
 
 def _speed(report: PolicyReport) -> str:

@@ -12,7 +12,13 @@ Who may be a victim (``Policy.preemption``), never a job already preempting:
    priority.
 3. *Attained service* (``Policy.las_thresholds_gpu_s``, ``las.py``): preemptible jobs
    of the same priority and a strictly higher LAS level, of its own tenant or of a
-   tenant that stands worse in fair share (a higher usage over share) than its own.
+   tenant that stands worse in fair share (a higher usage over share) than its own,
+   and holding no more GPUs than the preemptor asks for (a big gang is not thrown
+   back for a small job: the rest of its room would go to others and it would
+   wait long to get it all back), and only once the preemptor itself has waited
+   ``min_run_s``.  At most ``LAS_SEARCHES`` such searches fail
+   per pass; after that only priority and reclaim preemptions are tried, so a long
+   queue does not make every pass search victims for every job.
 
 And never a job that has run less than ``Policy.min_run_s`` in its current
 attempt, nor the job whose preemption stopped the preemptor last
@@ -51,7 +57,9 @@ from virtuai.scheduler.quota import Charge, Group, QuotaLedger
 from virtuai.scheduler.snapshot import PendingJob, Policy, Preemption, RunningJob
 from virtuai.scheduler.victims import Candidate, Fit, Rank, VictimSearch, victim_rank
 
-__all__ = ["Outcome", "Preemptor"]
+__all__ = ["LAS_SEARCHES", "Outcome", "Preemptor"]
+
+LAS_SEARCHES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +91,7 @@ class Preemptor:
         self._now = now
         self._tracker = tracker
         self._las = bool(policy.las_thresholds_gpu_s)
+        self._las_failed = 0  # failed searches that may take LAS victims, this pass
         self._ledger = ledger
         self._board = board
         self._cohort_of = cohort_of
@@ -149,7 +158,15 @@ class Preemptor:
     def preempt(self, job: PendingJob, may_borrow: bool) -> Outcome | None:
         """Choose and promise victims for ``job``; ``None`` (nothing changed) if none help."""
         r = job.per_task
-        level = pending_level(job, self._now, self._policy) if self._las else 0
+        # LAS preemption only for a job that waited ``min_run_s`` itself: on a lightly
+        # loaded cluster backfill starts it soon enough, and preempting would only cost
+        # the victim's restart.
+        las = (
+            self._las
+            and self._las_failed < LAS_SEARCHES
+            and self._now - job.submitted_at >= self._policy.min_run_s
+        )
+        level = pending_level(job, self._now, self._policy) if las else -1
         key = (
             job.tenant, job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks, job.priority, level,
             job.preempted_by,
@@ -169,6 +186,7 @@ class Preemptor:
         if chosen is None:
             self.holds.restore(lifted)
             self._failed.add(key)
+            self._las_failed += las
             return None
         victims, fit = chosen
         self._commit(victims, fit, lifted)
@@ -180,7 +198,9 @@ class Preemptor:
     ) -> Iterator[Candidate]:
         """Eligible victims in rank order (lazily: borrowing is re-checked as victims go)."""
         lists: list[Iterator[Candidate]] = []
-        bound = (job.priority, -level)  # lower priority, or same priority and higher level
+        # Lower priority, or the same priority and a higher level (level -1: LAS is off or
+        # out of searches for this pass, so only lower priorities).
+        bound: tuple[int, ...] = (job.priority, -level) if level >= 0 else (job.priority,)
         if job.tenant in self._own:
             end = bisect_left(self._ranks[job.tenant], bound)
             lists.append(self._untaken(job.tenant, end))
@@ -197,7 +217,7 @@ class Preemptor:
                     lists.append(self._untaken(tenant, len(self._own[tenant])))
         richer: set[str] = set()
         tracker = self._tracker
-        if self._las and tracker is not None:
+        if level >= 0 and tracker is not None:
             own = tracker.ratio(job.tenant)
             for tenant in sorted(self._own):
                 if tenant != job.tenant and tenant not in reclaim and tracker.ratio(tenant) > own:
@@ -210,8 +230,11 @@ class Preemptor:
                 continue
             if min_run > 0 and now - c.job.started_at < min_run:
                 continue  # has not run long enough since it (re)started
+            same = c.rank[0] == job.priority
+            if same and c.total.gpu > asks.gpu:
+                continue  # LAS: never a bigger job for a smaller one
             if c.job.tenant in richer:
-                if c.rank[0] != job.priority or -c.rank[1] <= level:
+                if not same or -c.rank[1] <= level:
                     continue  # across tenants: only for least attained service
             elif c.job.tenant != job.tenant and not self._ledger.is_borrowing(c.job.tenant, groups):
                 continue

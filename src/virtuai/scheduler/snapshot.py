@@ -188,14 +188,15 @@ class Policy:
     @classmethod
     def las(cls, *, half_life_s: float = 7 * DAY_S) -> Policy:
         """``fair()`` plus least attained service within a tenant (``las.py``), 3 levels
-        (1 and 16 GPU-hours), a starvation guard, and 10 minutes' minimum run."""
+        (8 and 32 GPU-hours), a starvation guard, and an hour's minimum run (tuned on
+        Philly-shaped load: ``docs/benchmarks.md``)."""
         return cls(
             fair_share=True,
             backfill=True,
             preemption=True,
             half_life_s=half_life_s,
-            min_run_s=600.0,
-            las_thresholds_gpu_s=(3600.0, 16 * 3600.0),
+            min_run_s=3600.0,
+            las_thresholds_gpu_s=(8 * 3600.0, 32 * 3600.0),
             starvation_factor=4.0,
             starvation_min_s=3600.0,
         )

@@ -19,8 +19,8 @@ priority-FIFO)::
     max_victim_candidates: 256    # bound on the victims examined per preemptor
     borrowing: true               # tenants of one cohort may borrow each other's unused quota
     preemption_grace: 0           # simulator only: seconds a preempted job takes to stop
-    min_run: 0                    # a job is not preempted before it ran this long (10m)
-    las_thresholds: [1h, 16h]     # least attained service (order: las): GPU-time bounds
+    min_run: 0                    # a job is not preempted before it ran this long (1h)
+    las_thresholds: [8h, 32h]     # least attained service (order: las): GPU-time bounds
                                   #   of the levels within a priority
     starvation_factor: 4          # las: a job waiting 4x as long as it ran is level 0 again
     starvation_min: 1h            #   (and at least this long)
@@ -113,7 +113,7 @@ class PolicySpec:
     preemption_grace_s: float = 0.0
     description: str = ""
     min_run_s: float = 0.0
-    las_thresholds_gpu_s: tuple[float, ...] = (3600.0, 16 * 3600.0)
+    las_thresholds_gpu_s: tuple[float, ...] = (8 * 3600.0, 32 * 3600.0)
     starvation_factor: float = 4.0
     starvation_min_s: float = 3600.0
     checkpoint_interval_s: float = 0.0
@@ -213,7 +213,7 @@ def _policy(root: Section, default_name: str) -> PolicySpec:
         preemption_grace_s=root.get("preemption_grace", _as_grace, 0.0),
         description=root.get("description", as_str, ""),
         min_run_s=root.get("min_run", _as_grace, 0.0),
-        las_thresholds_gpu_s=root.get("las_thresholds", _as_thresholds, (3600.0, 16 * 3600.0)),
+        las_thresholds_gpu_s=root.get("las_thresholds", _as_thresholds, (8 * 3600.0, 32 * 3600.0)),
         starvation_factor=root.get("starvation_factor", _as_factor, 4.0),
         starvation_min_s=root.get("starvation_min", _as_grace, 3600.0),
         checkpoint_interval_s=root.get("checkpoint_interval", _as_grace, 0.0),

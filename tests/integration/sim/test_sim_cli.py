@@ -131,3 +131,23 @@ def test_list_policies_prints_one_per_line_name_first() -> None:
         "las-fairshare",
     ]
     assert all(len(line.split("\t")) == 2 and line.split("\t")[1] for line in lines)
+
+
+def test_progress_bar_shows_jobs_and_simulated_time() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from virtuai.cli.sim import _Bar
+
+    buffer = StringIO()
+    bar = _Bar(20_000, Console(file=buffer, force_terminal=True, width=100))
+    assert bar.shown
+    assert not _Bar(9_999, Console(file=StringIO(), force_terminal=True)).shown
+    with bar:
+        bar.update("las-fairshare", 5000, 20_000, 7200.0)
+        bar._progress.refresh()
+    text = buffer.getvalue()
+    assert "las-fairshare" in text
+    assert "5000/20000" in text
+    assert "simulated 02:00:00" in text

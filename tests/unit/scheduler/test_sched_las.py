@@ -14,7 +14,7 @@ from virtuai.scheduler.snapshot import Policy, RunningJob, Snapshot, TenantState
 from virtuai.server.up import policy_from_settings
 from virtuai.settings import SchedulerSettings
 
-LAS = Policy.las()
+LAS = replace(Policy.las(), min_run_s=600, las_thresholds_gpu_s=(3600.0, 16 * 3600.0))
 HOUR = 3600.0
 
 

@@ -159,6 +159,6 @@ def test_example_policies_load() -> None:
     assert full == replace(Policy.fair(), min_run_s=600)
     las = specs["las-fairshare"]
     assert las.scheduler_policy() == Policy.las()
-    assert (las.checkpoint_interval_s, las.restart_overhead_s) == (1800, 60)
+    assert (las.checkpoint_interval_s, las.restart_overhead_s) == (600, 60)
     with pytest.raises(InvalidRequest):
         example_policy("nope")
