@@ -64,6 +64,7 @@ from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
 from virtuai.drivers.base import (
     FENCE_MESSAGE,
     Driver,
+    DriverBusy,
     Handle,
     TaskSpec,
 )
@@ -318,7 +319,7 @@ class LifecycleLoop(TaskReconciler):
     def _launch_failed(self, task_id: int, key: str, error: Exception) -> None:
         """A driver's refusal fails the task at once (as before); a timeout or an unexpected
         error is retried with backoff (launching is idempotent by key), then fails it."""
-        if isinstance(error, VirtuaiError) and not isinstance(error, DriverTimeout):
+        if isinstance(error, VirtuaiError) and not isinstance(error, DriverBusy):
             log.warning("launching task %s failed: %s", key, error.message)
             self._record_result(task_id, self._never_started(error.message, launch_failed=True))
             return

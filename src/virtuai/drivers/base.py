@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from virtuai.domain.resources import Node, Resources
 from virtuai.domain.workload import TaskOutcome
+from virtuai.errors import DriverError
 
 Handle = dict[str, Any]
 
@@ -43,6 +44,11 @@ class StopReason(enum.StrEnum):
     # Killed at once, no grace: the task's attempt was moved elsewhere (its node was lost)
     # or this node lost the database and must not run work the leader may hand out again.
     FENCE = "fence"
+
+
+class DriverBusy(DriverError):
+    """The driver could not do it *now* (a timeout on a busy machine): the control plane
+    retries with backoff, where another ``DriverError`` is a refusal that ends the task."""
 
 
 # The message of a task killed with ``StopReason.FENCE``: the control plane requeues its job.

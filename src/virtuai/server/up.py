@@ -151,7 +151,9 @@ def _serve(settings: Settings) -> None:
         clock,
         membership_config(settings, node_name, engine.dialect.name),
         on_lead=context.wake.set,
-        on_isolated=lifecycle.fence_local,
+        # One database on this machine (SQLite): no other node can take its jobs over, and a
+        # slow write lock is not a lost database.
+        on_isolated=None if engine.dialect.name == "sqlite" else lifecycle.fence_local,
     )
     scheduling = SchedulingLoop(
         sessions,
@@ -162,7 +164,11 @@ def _serve(settings: Settings) -> None:
         max_walltime_by_class=settings.cluster.max_walltime_by_class,
     )
     watch = NodeWatch(
-        sessions, clock, NodeWatchConfig(node_lost_s=settings.cluster.node_lost_s), member.guard
+        sessions,
+        clock,
+        NodeWatchConfig(node_lost_s=settings.cluster.node_lost_s),
+        member.guard,
+        own_node=node_name,
     )
     # The leader's steps first (a new leader admits at once), then the node reconciler, which
     # starts what was admitted and records what ended; an end wakes the next round at once,

@@ -40,7 +40,7 @@ import psutil
 import virtuai
 from virtuai.domain.resources import Node
 from virtuai.domain.workload import TaskOutcome
-from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, TaskSpec
+from virtuai.drivers.base import DriverBusy, Handle, LogStream, StopReason, TaskResult, TaskSpec
 from virtuai.drivers.local import files
 from virtuai.drivers.local.cgroups import CgroupLayout, detect_layout
 from virtuai.drivers.local.inventory import detect_node, short_hostname
@@ -299,7 +299,7 @@ class LocalDriver:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise DriverError(f"the supervisor of {task_dir.name} did not start in time") from None
+            raise DriverBusy(f"the supervisor of {task_dir.name} did not start in time") from None
         if code not in (files.EXIT_STARTED, files.EXIT_ALREADY):
             raise DriverError(
                 f"the supervisor of {task_dir.name} failed to start (exit {code}): "
