@@ -26,7 +26,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from virtuai.errors import DriverError, VirtuaiError
+from virtuai.drivers.base import DriverBusy
+from virtuai.errors import VirtuaiError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ R = TypeVar("R")
 GAVE_UP = " time(s): "
 
 
-class DriverTimeout(DriverError):
+class DriverTimeout(DriverBusy):
     """A driver call did not return within its deadline."""
 
 

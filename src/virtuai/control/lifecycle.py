@@ -65,6 +65,7 @@ from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
 from virtuai.drivers.base import (
     FENCE_MESSAGE,
     Driver,
+    DriverBusy,
     Handle,
     TaskSpec,
     TemporaryDriverError,
@@ -332,7 +333,7 @@ class LifecycleLoop(TaskReconciler):
         if isinstance(error, TemporaryDriverError):
             log.warning("launching task %s deferred: %s", key, error.message)
             return
-        if isinstance(error, VirtuaiError) and not isinstance(error, DriverTimeout):
+        if isinstance(error, VirtuaiError) and not isinstance(error, DriverBusy):
             log.warning("launching task %s failed: %s", key, error.message)
             self._record_result(task_id, self._never_started(error.message, launch_failed=True))
             return

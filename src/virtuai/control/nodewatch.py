@@ -59,7 +59,11 @@ class NodeWatch:
         config: NodeWatchConfig,
         guard: Callable[[Session], None],
         monotonic: Callable[[], float] = time.monotonic,
+        own_node: str | None = None,
     ) -> None:
+        # The leader's own machine is alive: it is running this.  (On one machine with
+        # SQLite, a heartbeat held up by the write lock must not make it "lost".)
+        self._own_node = own_node
         self._sessions = sessions
         self._clock = clock
         self._config = config
@@ -79,7 +83,7 @@ class NodeWatch:
         mono = self._mono()
         for node in session.scalars(select(NodeRow).order_by(NodeRow.name)):
             seen = self._seen.get(node.name)
-            moved = seen is None or seen[0] != node.heartbeat_seq
+            moved = seen is None or seen[0] != node.heartbeat_seq or node.name == self._own_node
             if moved:
                 self._seen[node.name] = (node.heartbeat_seq, mono)
             if node.lost_at is not None:

@@ -51,6 +51,11 @@ class StopReason(enum.StrEnum):
     FENCE = "fence"
 
 
+class DriverBusy(DriverError):
+    """The driver could not do it *now* (a timeout on a busy machine): the control plane
+    retries with backoff, where another ``DriverError`` is a refusal that ends the task."""
+
+
 # The message of a task killed with ``StopReason.FENCE``: the control plane requeues its job.
 FENCE_MESSAGE = "killed at once: its node lost the database, or its attempt moved elsewhere"
 

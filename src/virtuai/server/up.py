@@ -184,7 +184,8 @@ def _serve(settings: Settings) -> None:
         clock,
         membership_config(settings, node_name, engine.dialect.name),
         on_lead=context.wake.set,
-        # One machine on SQLite: nobody else can take its work over, so it never fences.
+        # One database on this machine (SQLite): no other node can take its jobs over, and a
+        # slow write lock is not a lost database.
         on_isolated=None if engine.dialect.name == "sqlite" else lifecycle.fence_local,
     )
     scheduling = SchedulingLoop(
@@ -196,7 +197,11 @@ def _serve(settings: Settings) -> None:
         max_walltime_by_class=settings.cluster.max_walltime_by_class,
     )
     watch = NodeWatch(
-        sessions, clock, NodeWatchConfig(node_lost_s=settings.cluster.node_lost_s), member.guard
+        sessions,
+        clock,
+        NodeWatchConfig(node_lost_s=settings.cluster.node_lost_s),
+        member.guard,
+        own_node=node_name,
     )
     # Sites first (the leader only): their drivers (in `drivers`, shared with the life cycle
     # and the API) and one batched look at each site's queue.  Then the leader's steps (a
