@@ -23,10 +23,19 @@ def usage(
     since: Annotated[
         str | None, typer.Option(help="From this ISO date or date-time (2024-05-01).")
     ] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Also split per `site` (local, Slurm sites).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Resources used by finished and running work, per tenant and user."""
-    params = {"tenant": tenant, "since": None if since is None else validate.since(since)}
+    if by not in (None, "site"):
+        raise typer.BadParameter("the only split is `site`", param_hint="--by")
+    params = {
+        "tenant": tenant,
+        "since": None if since is None else validate.since(since),
+        "by": by,
+    }
     with Client.from_environment() as client:
         report = client.get_object(USAGE, params)
     if as_json:
@@ -45,6 +54,13 @@ def usage(
     output.print_table(
         ["TENANT", *AMOUNTS], [[str(r.get("tenant", "")), *_amounts(r)] for r in totals]
     )
+    sites = [row for row in report.get("by_site") or [] if isinstance(row, dict)]
+    if sites:
+        typer.echo("\nPer site:")
+        output.print_table(
+            ["TENANT", "SITE", *AMOUNTS],
+            [[str(r.get("tenant", "")), str(r.get("site", "")), *_amounts(r)] for r in sites],
+        )
 
 
 def _amounts(row: JsonObject) -> list[str]:
