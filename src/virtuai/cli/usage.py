@@ -44,14 +44,20 @@ def usage(
     until: Annotated[
         str | None, typer.Option(help="Before this ISO date or date-time (exclusive).")
     ] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Also split per `site` (local, Slurm sites).")
+    ] = None,
     fmt: FormatOption = Format.TABLE,
     as_json: JsonFlag = False,
 ) -> None:
     """Resources used by finished work, per tenant and user (counted when tasks end)."""
+    if by not in (None, "site"):
+        raise typer.BadParameter("the only split is `site`", param_hint="--by")
     params = {
         "tenant": tenant,
         "since": None if since is None else validate.since(since),
         "until": None if until is None else validate.since(until, "--until"),
+        "by": by,
     }
     with Client.from_environment() as client:
         answer = client.get_object(USAGE, params)
@@ -74,6 +80,13 @@ def usage(
     output.print_table(
         ["TENANT", *AMOUNTS], [[str(r.get("tenant", "")), *_amounts(r)] for r in totals]
     )
+    sites = [row for row in answer.get("by_site") or [] if isinstance(row, dict)]
+    if sites:
+        typer.echo("\nPer site:")
+        output.print_table(
+            ["TENANT", "SITE", *AMOUNTS],
+            [[str(r.get("tenant", "")), str(r.get("site", "")), *_amounts(r)] for r in sites],
+        )
 
 
 def report(

@@ -123,6 +123,7 @@ class SiteLoop:
             pool=row.pool,
             partition=row.partition,
             account_map=dict(row.account_map),
+            max_jobs=row.max_jobs,
         )
         driver = build_site_driver(
             config,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from virtuai.services.access import Caller
-from virtuai.store.models import TenantRow, UsageRow, UserRow
+from virtuai.store.models import NodeRow, TenantRow, UsageRow, UserRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class UsageTotals:
     cpu_s: float
     gpu_s: float
     memory_gb_s: float
+    site: str | None = None  # in per-site totals: where the tasks ran ("local": here)
 
 
 def usage_report(
@@ -81,3 +83,43 @@ def _totals(tenant: str, user: str, values: Sequence[float | None]) -> UsageTota
         gpu_s=float(gpu),
         memory_gb_s=float(mem),
     )
+
+
+def usage_by_site(
+    session: Session,
+    caller: Caller,
+    tenant: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None = None,
+) -> list[UsageTotals]:
+    """Per (tenant, site) totals: one ledger, split by where the work ran."""
+    site = func.coalesce(NodeRow.site, "local")
+    query = (
+        select(
+            TenantRow.name,
+            site,
+            func.count(func.distinct(UsageRow.job_id)),
+            func.count(UsageRow.id),
+            func.sum(UsageRow.wall_s),
+            func.sum(UsageRow.cpu_s),
+            func.sum(UsageRow.gpu_s),
+            func.sum(UsageRow.memory_gb_s),
+        )
+        .join(TenantRow, TenantRow.id == UsageRow.tenant_id)
+        .outerjoin(NodeRow, NodeRow.name == UsageRow.node)
+    )
+    if tenant is not None:
+        caller.require_visible(tenant)
+        query = query.where(TenantRow.name == tenant)
+    elif not caller.is_admin:
+        query = query.where(TenantRow.name.in_(list(caller.roles)))
+    if since is not None:
+        query = query.where(UsageRow.finished_at >= since)
+    if until is not None:
+        query = query.where(UsageRow.finished_at < until)
+    query = query.group_by(TenantRow.name, site).order_by(TenantRow.name, site)
+    out = []
+    for t, where, *rest in session.execute(query):
+        totals = _totals(t, "*", rest)
+        out.append(dataclasses.replace(totals, site=str(where)))
+    return out

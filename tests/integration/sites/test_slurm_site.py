@@ -68,6 +68,8 @@ def test_a_gang_runs_across_two_slurm_nodes_with_virtuai_environment(
     usage = p.ok("GET", "/api/v1/usage", params={"tenant": "physics"})
     row = next(r for r in usage["rows"] if r["tenant"] == "physics")
     assert row["jobs"] == 1 and row["tasks"] == 2
+    by_site = p.ok("GET", "/api/v1/usage", params={"tenant": "physics", "by": "site"})["by_site"]
+    assert [(r["site"], r["tasks"]) for r in by_site] == [("vsd", 2)]
     assert p.job(job["id"])["reason"] == "exited with code 0"
 
 
@@ -215,3 +217,28 @@ def test_the_site_shows_its_health_capacity_and_partitions_and_its_key_stays_pri
     assert key.parent.stat().st_mode & 0o777 == 0o700
     nodes = {n["name"]: n for n in p.ok("GET", "/api/v1/nodes")}
     assert nodes["vsd:vsd-n1"]["pool"] == "vsd:debug" and nodes["vsd:vsd-n1"]["site"] == "vsd"
+
+
+def test_max_jobs_defers_launches_until_a_slurm_job_ends(site_platform: Platform) -> None:
+    p = site_platform
+    driver = p.sites.driver("vsd")
+    assert driver is not None
+    driver.config = dataclasses.replace(driver.config, max_jobs=1)
+    ids = [
+        p.submit(p.admin_token, ["sleep", "2"], tenant="physics", site="vsd", time="1m")["id"]
+        for _ in range(2)
+    ]
+    most = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        p.tick()
+        with p.sessions() as session:
+            live = session.scalars(
+                select(TaskRow.id).where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
+            ).all()
+        most = max(most, len(live))
+        if all(p.job(i)["state"] == "succeeded" for i in ids):
+            break
+        time.sleep(0.1)
+    assert [p.job(i)["state"] for i in ids] == ["succeeded", "succeeded"]
+    assert most == 1

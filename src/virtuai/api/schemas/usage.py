@@ -12,8 +12,10 @@ class UsageRowOut(BaseModel):
     cpu_s: float
     gpu_s: float
     memory_gb_s: float
+    site: str | None = None
 
 
 class UsageOut(BaseModel):
     rows: list[UsageRowOut]
     totals: list[UsageRowOut]
+    by_site: list[UsageRowOut] = []  # with ?by=site: per tenant and site

@@ -23,7 +23,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from virtuai.domain.resources import GpuDevice, Node, Resources
-from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, TaskSpec
+from virtuai.drivers.base import (
+    Handle,
+    LogStream,
+    StopReason,
+    TaskResult,
+    TaskSpec,
+    TemporaryDriverError,
+)
 from virtuai.drivers.slurm.batch import BatchRequest
 from virtuai.drivers.slurm.client import Partition, SlurmClient, SlurmNode
 from virtuai.drivers.slurm.states import AccountingEntry, QueueEntry, result_of
@@ -50,6 +57,7 @@ class SiteConfig:
     account_map: Mapping[str, str] = field(default_factory=dict)  # tenant -> Slurm account
     log_dir: str = "virtuai/logs"  # on the site, relative to the login user's home
     work_root: str = "virtuai/work"  # default working directory root on the site
+    max_jobs: int | None = None  # Slurm jobs of this installation queued or running at once
 
 
 @dataclass(slots=True)
@@ -80,6 +88,7 @@ class SlurmSiteDriver:
         # first launch) what the site already had from earlier processes.
         self._submitted: dict[str, str] = {}
         self._recovered = False
+        self._since_refresh: set[str] = set()  # submitted since the last squeue
         self._pending_stops: dict[str, int | None] = {}  # scancel to retry: id -> signal
         self._stopped: set[tuple[str, str]] = set()
         # Node names recorded before this process saw the site (until sinfo answers).
@@ -127,7 +136,9 @@ class SlurmSiteDriver:
             self._recovered = True
         slurm_id = self._submitted.get(key)
         if slurm_id is None:
+            self._check_max_jobs()
             slurm_id, found = self.client.submit(self._request(spec, key), lookup=False)
+            self._since_refresh.add(slurm_id)
             self._submitted[key] = slurm_id
             log.info(
                 "site %s: attempt %s is slurm job %s%s",
@@ -144,6 +155,17 @@ class SlurmSiteDriver:
             "log_dir": self.client.absolute(self.config.log_dir),
             "checkpoint_signal": spec.checkpoint_signal,
         }
+
+    def _check_max_jobs(self) -> None:
+        limit = self.config.max_jobs
+        if limit is None:
+            return
+        active = {i for i, e in self.seen.queue.items() if e.state in _STILL_QUEUED}
+        if len(active | self._since_refresh) >= limit:
+            # Not a failure: the life cycle launches it when one of them has ended.
+            raise TemporaryDriverError(
+                f"site {self.config.name} has its {limit} jobs (--max-jobs) queued or running"
+            )
 
     def _request(self, spec: TaskSpec, key: str) -> BatchRequest:
         tasks = int(spec.env.get("WORLD_SIZE", "1") or 1)
@@ -237,6 +259,7 @@ class SlurmSiteDriver:
         now = time.time()
         with self._lock:
             self.seen.queue = queue
+            self._since_refresh.clear()
             for slurm_id, entry in accounted.items():
                 if entry.ended:
                     self.seen.ended[slurm_id] = entry
