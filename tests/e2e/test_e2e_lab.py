@@ -161,7 +161,7 @@ def test_a_lab_shares_the_machine(server: Server, gate: Path) -> None:
     expected_state.update({failing: "failed", too_long: "timed_out", hog: "failed"})
     for job_id in all_jobs:
         # On failure, say why: the job's reason, its events and its tasks' outcomes.
-        detail = server.json("show", str(job_id))
+        detail = server.json("job", str(job_id))
         assert final[job_id]["state"] == expected_state[job_id], (
             final[job_id]["reason"],
             detail.get("events"),
