@@ -160,7 +160,12 @@ def test_a_lab_shares_the_machine(server: Server, gate: Path) -> None:
     expected_state = collections.defaultdict(lambda: "succeeded")
     expected_state.update({failing: "failed", too_long: "timed_out", hog: "failed"})
     for job_id in all_jobs:
-        assert final[job_id]["state"] == expected_state[job_id], final[job_id]
+        if final[job_id]["state"] != expected_state[job_id]:
+            # Say why: the job's reason, its events and its tasks' outcomes.
+            detail = server.json("job", str(job_id))
+            raise AssertionError(
+                (expected_state[job_id], detail.get("events"), detail.get("task_runs"))
+            )
     assert final[failing]["exit_code"] == 4
     assert final[hog]["reason"] == "out of memory"
     assert final[too_long]["reason"] == "reached its time limit"
