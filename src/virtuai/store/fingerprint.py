@@ -10,7 +10,8 @@ loop whether anything it reads has changed since its last pass:
 - unfinished jobs: how many, which (sum of ids), the latest state change
   (every transition sets ``updated_at``) and the latest cancel request;
 - tenants, their quotas and fair-share bookkeeping, nodes, and virtual
-  clusters that are not deleted: small tables, read whole.
+  clusters that are not deleted: small tables, read whole (a node's admin state,
+  loss, class and labels included).
 
 Anything that changes what the scheduler would decide changes one of these.
 What depends on time alone (fair-share decay, expected start times) is
@@ -53,7 +54,17 @@ def scheduling_fingerprint(session: Session) -> tuple[Any, ...]:
     ).scalars()
     nodes = session.execute(
         select(
-            NodeRow.name, NodeRow.schedulable, NodeRow.cpu_milli, NodeRow.memory, NodeRow.pool
+            NodeRow.name,
+            NodeRow.schedulable,
+            NodeRow.cpu_milli,
+            NodeRow.memory,
+            NodeRow.gpus,
+            NodeRow.pool,
+            # Several machines: cordon, drain, loss and what a job may target.
+            NodeRow.state,
+            NodeRow.lost_at,
+            NodeRow.node_class,
+            NodeRow.labels,
         ).order_by(NodeRow.name)
     ).all()
     vcs = session.execute(
