@@ -247,8 +247,11 @@ def test_a_cluster_is_admitted_built_and_commands_run_in_its_nodes(
     # The WebSocket of `vc exec -it`: refused before the handshake like the POST above.
     for token, status in ((bob, 404), (viewer, 403), (None, 401)):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        with pytest.raises(WebSocketDenialResponse) as denied:
-            platform.http.websocket_connect("/api/v1/vcs/lab/exec/ws", headers=headers)
+        with (
+            pytest.raises(WebSocketDenialResponse) as denied,
+            platform.http.websocket_connect("/api/v1/vcs/lab/exec/ws", headers=headers),
+        ):
+            pass
         assert denied.value.status_code == status, denied.value.text
     # Input goes in (EOF closes it), output comes out, then the exit status.
     auth = {"Authorization": f"Bearer {alice}"}
