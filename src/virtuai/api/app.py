@@ -22,6 +22,7 @@ from virtuai.api.routers import (
     tokens,
     usage,
     users,
+    vcexec,
     vclusters,
 )
 from virtuai.api.schemas.common import ErrorOut
@@ -76,6 +77,7 @@ def create_app(context: ApiContext) -> FastAPI:
         metrics,
         session,
         sites,
+        vcexec,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

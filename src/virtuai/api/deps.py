@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
+from starlette.requests import HTTPConnection
 
 from virtuai.api.browser import Source, credential_from_request
 from virtuai.api.context import ApiContext
@@ -52,18 +53,37 @@ def authenticate(request: Request, context: ApiContext) -> Caller:
     exactly as the API does.
     """
     credential, source = credential_from_request(request)
-    if looks_like_api_token(credential):
-        return _token_caller(context, credential)
-    if source is Source.COOKIE:
+    if source is Source.COOKIE and not looks_like_api_token(credential):
         # A browser signed in with OIDC: the identity was verified at sign-in.
         identity = verify_session(credential, context.browser.key, context.clock.now().timestamp())
-    elif not context.verifier.enabled:
+        with transaction(context.sessions) as session:
+            return authenticate_identity(session, identity, context.clock.now())
+    return bearer_caller(context, credential)
+
+
+def bearer_caller(context: ApiContext, credential: str) -> Caller:
+    """The caller behind an API token or an OIDC JWT sent as a Bearer credential."""
+    if looks_like_api_token(credential):
+        return _token_caller(context, credential)
+    if not context.verifier.enabled:
         raise Unauthenticated("invalid token")
-    else:
-        # Verify before opening a transaction: fetching the provider's keys may take seconds.
-        identity = context.verifier.verify(credential)
+    # Verify before opening a transaction: fetching the provider's keys may take seconds.
+    identity = context.verifier.verify(credential)
     with transaction(context.sessions) as session:
         return authenticate_identity(session, identity, context.clock.now())
+
+
+def websocket_caller(connection: HTTPConnection, context: ApiContext) -> Caller:
+    """The caller of a WebSocket: its Bearer header only, never the browser's cookie.
+
+    WebSockets are not subject to CORS: a cookie would let any web page the user
+    visits open the socket in the user's name (cross-site WebSocket hijacking).
+    """
+    header = connection.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthenticated("missing credentials: send 'Authorization: Bearer <token>'")
+    return bearer_caller(context, value.strip())
 
 
 def _token_caller(context: ApiContext, token: str) -> Caller:

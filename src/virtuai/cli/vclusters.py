@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import sys
+import os
 import time
 from typing import Annotated, Any
 
 import typer
 
-from virtuai.cli import output, validate
+from virtuai.cli import output, validate, vcexec
 from virtuai.cli.client import ApiError, Client, JsonObject, segment
+from virtuai.cli.config import load_connection
 from virtuai.cli.output import JsonFlag
 
 VCS = "/api/v1/vcs"
@@ -185,49 +184,40 @@ def exec_command(
     timeout: Annotated[
         int | None, typer.Option(help="Kill the command after this many seconds.", min=1)
     ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option("--stdin", "-i", help="Send standard input even when it is a terminal."),
+    ] = False,
+    tty: Annotated[
+        bool, typer.Option("--tty", "-t", help="Run the command on a terminal (use with -i).")
+    ] = False,
+    no_stdin: Annotated[
+        bool,
+        typer.Option("--no-stdin", "-n", help="Send no input: the command reads EOF at once."),
+    ] = False,
 ) -> None:
     """Run a command in a node, as the tenant's unprivileged user, in /shared.
 
     Options go before `--`, the command after it:
     `virtuai vc exec lab --node 1 -- hostname -f`.  Its output streams here;
-    `virtuai vc exec` exits with the command's status.
+    `virtuai vc exec` exits with the command's status.  Piped or redirected
+    standard input goes to the command, whatever its size
+    (`cat data.tar | virtuai vc exec lab -- tar x`); `-n` sends none (as `ssh -n`),
+    and `-it` gives an interactive shell: `virtuai vc exec -it lab -- bash`.
     """
-    body: JsonObject = {"command": list(command), "node": node}
-    if timeout is not None:
-        body["timeout"] = timeout
-    code: int | None = None
-    message = ""
-    with (
-        Client.from_environment() as client,
-        client.stream_lines(
-            "POST", f"{_path(name)}/exec", params={"tenant": tenant}, body=body
-        ) as lines,
-    ):
-        for line in lines:
-            if not line.strip():
-                continue
-            frame = _frame(line)
-            if "exit_code" in frame:
-                code, message = int(frame["exit_code"]), str(frame.get("message") or "")
-                break
-            stream = sys.stderr if frame.get("stream") == "stderr" else sys.stdout
-            stream.buffer.write(base64.b64decode(str(frame.get("data", ""))))
-            stream.buffer.flush()
-    if code is None:
-        raise ApiError("the server stopped answering before the command ended", code="truncated")
+    if no_stdin and interactive:
+        raise ApiError("-n/--no-stdin and -i/--stdin contradict each other", field="--stdin")
+    fd = None if no_stdin else vcexec.stdin_fd()
+    # As ssh does: input that is piped or redirected is sent; a terminal's only with -i.
+    send = fd is not None and (interactive or not os.isatty(fd))
+    call = vcexec.ExecCall(
+        name=name, command=list(command), node=node, tenant=tenant, timeout=timeout,
+        stdin=fd if send else None, tty=tty,
+    )  # fmt: skip
+    code, message = vcexec.run(load_connection(), call)
     if message:
         output.echo_err(f"virtuai: {message}")
     raise typer.Exit(code)
-
-
-def _frame(line: str) -> dict[str, Any]:
-    try:
-        frame = json.loads(line)
-    except ValueError:
-        frame = None
-    if not isinstance(frame, dict):
-        raise ApiError("unexpected answer from the server to exec", code="bad_response")
-    return frame
 
 
 def suspend(

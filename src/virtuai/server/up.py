@@ -227,7 +227,8 @@ def _serve(settings: Settings) -> None:
     app = create_app(context)
     web.mount(app)
     try:
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        # WebSockets (``vc exec``) by the ``websockets`` library's sans-I/O protocol.
+        config = uvicorn.Config(app, log_level="warning", access_log=False, ws="websockets-sansio")
         uvicorn.Server(config).run(sockets=[listener])
     finally:
         # Running jobs are not stopped: their supervisors live on, and the

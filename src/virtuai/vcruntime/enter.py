@@ -6,13 +6,17 @@ request on file descriptor ``REQUEST_FD``; it answers the command's host pid
 on ``PID_FD``::
 
     {"pid": <init pid>, "start_ticks": <its start time>, "cgroup_procs": [...],
-     "uid": 1001, "gid": 1001, "groups": [1001], "cwd": "/", "argv": [...], "env": {...}}
+     "uid": 1001, "gid": 1001, "groups": [1001], "cwd": "/", "argv": [...], "env": {...},
+     "tty": false}
 
 It checks that ``pid`` is still the node's init (not a recycled pid), joins
 the node's ``exec`` cgroup, enters the init's pid namespace (for its
 children), forks, and the child enters the ipc, uts, net and mount
 namespaces, changes directory *inside* the node, drops to the user and
-execs the command.  Groups are resolved on the host beforehand: nothing
+execs the command.  With ``"tty": true`` its standard input is a pseudo-terminal's
+slave: the child starts a session of its own with that terminal as the controlling
+one (as ``docker exec -t`` does), so that ^C, job control and SIGWINCH work.
+Groups are resolved on the host beforehand: nothing
 from the node's file system (NSS modules, ``/etc/group``) is ever loaded into
 a root process.
 
@@ -28,11 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import select
 import signal
 import sys
+import termios
 from typing import Any, NoReturn
 
 CLONE_NEWNS = 0x00020000
@@ -143,6 +149,12 @@ def run_child(libc: Any, fds: dict[str, int], request: dict[str, Any], alive_r: 
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for name, nstype in CHILD_NAMESPACES:
         setns(libc, fds[name], nstype, name)
+    if request.get("tty"):
+        try:
+            os.setsid()  # forked from the shim, so never a process-group leader
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        except OSError as exc:
+            fail(f"cannot make the terminal the command's own: {exc.strerror}")
     cwd = str(request.get("cwd") or "/")
     try:
         os.chdir(cwd)

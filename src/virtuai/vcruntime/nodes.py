@@ -391,6 +391,7 @@ def spawn_in_node(
     stdin: Any,
     stdout: Any,
     stderr: Any,
+    tty: bool = False,
 ) -> NodeProcess:
     """Start ``argv`` inside the node through ``enter.py`` (see there)."""
     if not argv:
@@ -405,6 +406,7 @@ def spawn_in_node(
         "cwd": cwd,
         "argv": list(argv),
         "env": dict(env),
+        "tty": tty,
     }
     req_r, req_w = os.pipe()
     pid_r, pid_w = os.pipe()

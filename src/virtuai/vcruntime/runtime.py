@@ -322,8 +322,12 @@ class VcRuntime:
         stdin: int | IO[Any] | None = subprocess.DEVNULL,
         stdout: int | IO[Any] | None = subprocess.PIPE,
         stderr: int | IO[Any] | None = subprocess.PIPE,
+        tty: bool = False,
     ) -> nodes.NodeProcess:
         """Start ``argv`` in node ``index`` as the tenant's user (``user="root"`` for setup).
+
+        With ``tty`` the caller passes a pseudo-terminal's slave as ``stdin`` (and
+        usually ``stdout``/``stderr``): it becomes the command's controlling terminal.
 
         Returns a ``Popen`` (``NodeProcess``) whose signals reach the command
         and whose exit status is the command's; the command dies with it.  It
@@ -345,7 +349,7 @@ class VcRuntime:
         procs = self.cgroups.procs_files(self.names(vc_id).cgroup(index), nodes.EXEC_LEAF)
         return nodes.spawn_in_node(
             record, procs, argv, uid=uid, gid=gid, groups=groups, cwd=cwd, env=full_env,
-            stdin=stdin, stdout=stdout, stderr=stderr,
+            stdin=stdin, stdout=stdout, stderr=stderr, tty=tty,
         )  # fmt: skip
 
     def run(

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.testclient import WebSocketDenialResponse
 
 from support.platform import (
     TEST_USER_PREFIX,
@@ -29,6 +30,7 @@ from support.platform import (
     remove_state,
 )
 from support.vclusters import can_run_vcs, close_runtime, free_pool, make_runtime
+from virtuai import execwire
 from virtuai.server.up import vc_runtime
 from virtuai.services.vclusters import VcOptions
 from virtuai.settings import Settings
@@ -241,6 +243,33 @@ def test_a_cluster_is_admitted_built_and_commands_run_in_its_nodes(
     assert refused.status_code == 403
     assert [v["name"] for v in platform.ok("GET", "/api/v1/vcs", bob)] == []
     assert create(platform, alice, "lab", 1).status_code == 409  # one live "lab" per tenant
+
+    # The WebSocket of `vc exec -it`: refused before the handshake like the POST above.
+    for token, status in ((bob, 404), (viewer, 403), (None, 401)):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with (
+            pytest.raises(WebSocketDenialResponse) as denied,
+            platform.http.websocket_connect("/api/v1/vcs/lab/exec/ws", headers=headers),
+        ):
+            pass
+        assert denied.value.status_code == status, denied.value.text
+    # Input goes in (EOF closes it), output comes out, then the exit status.
+    auth = {"Authorization": f"Bearer {alice}"}
+    with platform.http.websocket_connect("/api/v1/vcs/lab/exec/ws?node=1", headers=auth) as ws:
+        ws.send_text(json.dumps({"command": ["sh", "-c", "cat; exit 5"], "stdin": True}))
+        ws.send_bytes(execwire.frame(execwire.STDIN, b"\x00piped\xff"))
+        ws.send_bytes(execwire.frame(execwire.STDIN))
+        frames = [execwire.split(ws.receive_bytes())]
+        while frames[-1][0] != execwire.STATUS:
+            frames.append(execwire.split(ws.receive_bytes()))
+    out = b"".join(p for c, p in frames if c == execwire.STDOUT)
+    assert (out, json.loads(frames[-1][1])["exit_code"]) == (b"\x00piped\xff", 5)
+    # A bad start message is a clear error naming the field, on the socket.
+    with platform.http.websocket_connect("/api/v1/vcs/lab/exec/ws", headers=auth) as ws:
+        ws.send_text(json.dumps({"command": ["true"], "rows": 0}))
+        channel, payload = execwire.split(ws.receive_bytes())
+    assert channel == execwire.STATUS
+    assert json.loads(payload)["error"]["field"] == "rows"
 
 
 def test_a_cluster_is_admitted_all_or_nothing_within_its_quota(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cli_fakes import FakeApi, Raw, job, run
+import pytest
+from cli_fakes import FakeApi, job, run
+from websockets.http11 import Request, Response
+from websockets.sync.server import ServerConnection, serve
+
+from virtuai import execwire
 
 VCS = "/api/v1/vcs"
 VC = {
@@ -67,23 +73,64 @@ def test_show_prints_the_nodes(api: FakeApi) -> None:
     assert "waiting for quota" in result.stdout
 
 
-def test_exec_streams_both_outputs_and_exits_with_the_command_status(api: FakeApi) -> None:
-    body = (
-        frame(stream="stdout", data=base64.b64encode(b"out\n").decode())
-        + frame(stream="stderr", data=base64.b64encode(b"err\n").decode())
-        + frame(exit_code=7, message="")
-    )
-    api.on("POST", f"{VCS}/lab/exec", Raw(200, body, "application/x-ndjson"))
-    result = run(["vc", "exec", "lab", "--node", "1", "--", "sh", "-c", "exit 7"])
+class ExecServer:
+    """A real WebSocket server speaking ``virtuai.execwire``'s side of the server."""
+
+    def __init__(self, refusal: tuple[int, dict[str, Any]] | None = None) -> None:
+        self.refusal = refusal
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.starts: list[dict[str, Any]] = []
+        self.server = serve(self._handle, "127.0.0.1", 0, process_request=self._check)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.socket.getsockname()[1]}"
+
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.requests.append((request.path, dict(request.headers.raw_items())))
+        if self.refusal is None:
+            return None
+        status, body = self.refusal
+        return connection.respond(status, json.dumps(body))
+
+    def _handle(self, ws: ServerConnection) -> None:
+        self.starts.append(json.loads(ws.recv()))
+        ws.send(execwire.frame(execwire.STDOUT, b"out\n"))
+        ws.send(execwire.frame(execwire.STDERR, b"err\n"))
+        ws.send(execwire.json_frame(execwire.STATUS, {"exit_code": 7, "message": ""}))
+
+
+@pytest.fixture
+def exec_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ExecServer]:
+    server = ExecServer()
+    monkeypatch.setenv("VIRTUAI_URL", server.url)
+    monkeypatch.setenv("VIRTUAI_TOKEN", "vai_test")
+    yield server
+    server.server.shutdown()
+
+
+def test_exec_streams_both_outputs_and_exits_with_the_command_status(
+    exec_server: ExecServer,
+) -> None:
+    result = run(["vc", "exec", "lab", "--node", "1", "--tenant", "physics", "--", "sh", "-c",
+                  "exit 7"])  # fmt: skip
     assert (result.exit_code, result.stdout, result.stderr) == (7, "out\n", "err\n")
-    (request,) = api.sent("POST", f"{VCS}/lab/exec")
-    assert request.body == {"command": ["sh", "-c", "exit 7"], "node": 1}
+    ((path, headers),) = exec_server.requests
+    assert path == f"{VCS}/lab/exec/ws?tenant=physics&node=1"
+    assert headers["Authorization"] == "Bearer vai_test"
+    (start,) = exec_server.starts
+    assert start["command"] == ["sh", "-c", "exit 7"]
+    # The test runner's input has no file descriptor: nothing to send, no terminal.
+    assert (start["stdin"], start["tty"]) == (False, False)
 
 
-def test_exec_refused_is_one_line(api: FakeApi) -> None:
+def test_exec_refused_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     refusal = {"code": "conflict", "message": "virtual cluster lab is suspended, not running"}
-    api.on("POST", f"{VCS}/lab/exec", (409, {**refusal, "field": "name"}))
-    result = run(["vc", "exec", "lab", "--", "true"])
+    server = ExecServer((409, {**refusal, "field": "name"}))
+    monkeypatch.setenv("VIRTUAI_URL", server.url)
+    monkeypatch.setenv("VIRTUAI_TOKEN", "vai_test")
+    try:
+        result = run(["vc", "exec", "lab", "--", "true"])
+    finally:
+        server.server.shutdown()
     assert result.exit_code == 1
     assert result.stderr.startswith("error: virtual cluster lab is suspended")
 

@@ -72,6 +72,29 @@ class VcExec(StrictModel):
     @field_validator("command")
     @classmethod
     def _command(cls, command: list[str]) -> list[str]:
-        if not command[0] or any("\x00" in part for part in command):
-            raise ValueError("the command's program must not be empty or contain NUL bytes")
-        return command
+        return check_command(command)
+
+
+class VcExecStart(StrictModel):
+    """The first message of ``/api/v1/vcs/{name}/exec/ws`` (see ``virtuai.execwire``)."""
+
+    command: list[str] = Field(min_length=1, max_length=4096)
+    timeout: int | None = Field(
+        default=None, ge=1, le=7 * 86400, description="seconds; default the server's"
+    )
+    stdin: bool = Field(default=False, description="the client sends standard input")
+    tty: bool = Field(default=False, description="run on a pseudo-terminal")
+    rows: int = Field(default=24, ge=1, le=10_000)
+    cols: int = Field(default=80, ge=1, le=10_000)
+    term: str = Field(default="xterm", pattern=r"^[A-Za-z0-9._+-]{1,64}$")
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: list[str]) -> list[str]:
+        return check_command(command)
+
+
+def check_command(command: list[str]) -> list[str]:
+    if not command[0] or any("\x00" in part for part in command):
+        raise ValueError("the command's program must not be empty or contain NUL bytes")
+    return command
