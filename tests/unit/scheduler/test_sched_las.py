@@ -55,7 +55,10 @@ def test_the_starvation_guard_puts_a_long_waiting_job_back_first() -> None:
 
 def test_a_new_job_preempts_a_long_running_one_of_its_tenant_after_the_minimum_run() -> None:
     long = _running("long", "a", started=8 * HOUR)  # 2 GPU-hours: level 1
-    new = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR)
+    # The preemptor itself must have waited ``min_run_s`` (backfill may start it before).
+    just = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR - 60)
+    assert schedule(_snap([just], (long,))).preempted == ()
+    new = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR - 700)
     decisions = schedule(_snap([new], (long,)))
     assert [(p.job_id, p.preemptor_id) for p in decisions.preempted] == [("long", "new")]
     # Not before it ran ``min_run_s`` in this attempt, whatever it attained before.
@@ -65,7 +68,7 @@ def test_a_new_job_preempts_a_long_running_one_of_its_tenant_after_the_minimum_r
 
 def test_same_level_jobs_do_not_preempt_each_other() -> None:
     short = _running("short", "a", started=10 * HOUR - 1800)  # half a GPU-hour: level 0
-    new = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR)
+    new = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR - 700)
     assert schedule(_snap([new], (short,))).preempted == ()
 
 
@@ -78,7 +81,7 @@ def test_a_job_never_preempts_the_job_that_preempted_it() -> None:
 def test_across_tenants_only_a_tenant_above_its_share_loses_jobs() -> None:
     # b holds the GPU (its share is higher than a's): a's new job may take it back.
     long_b = _running("long", "b", started=8 * HOUR)
-    new_a = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR)
+    new_a = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR - 700)
     decisions = schedule(_snap([new_a], (long_b,)))
     assert [p.job_id for p in decisions.preempted] == ["long"]
 
