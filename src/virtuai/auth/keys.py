@@ -18,5 +18,6 @@ def load_or_create_key(path: Path) -> bytes:
         key = b""
     if len(key) < KEY_BYTES:
         key = secrets.token_bytes(KEY_BYTES)
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, key, mode=0o600)
     return key

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virtuai.auth.jobtokens import job_token, load_or_create_key, verify_job_token
+from virtuai.auth.jobtokens import job_token, verify_job_token
+from virtuai.auth.keys import load_or_create_key
 
 
 def test_a_token_names_its_job_and_attempt_only() -> None:
