@@ -57,7 +57,9 @@ echo "virtuai: creating a virtual environment in $dir with $2"
 "$2" -m venv -- "$dir"
 if [ "$3" = 1 ]; then
   echo "virtuai: installing the requirements"
-  "$dir/bin/python" -m pip install --no-input -r /dev/stdin
+  # Kept with the build; a file, since /dev/stdin (a pipe of root's) cannot be reopened.
+  cat > "$dir/requirements.txt"
+  "$dir/bin/python" -m pip install --no-input -r "$dir/requirements.txt"
 fi
 date -u +%Y-%m-%dT%H:%M:%SZ > "$dir/{READY_MARKER}"
 echo "virtuai: ready"
