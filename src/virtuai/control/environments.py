@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,10 +42,12 @@ from virtuai.store.models import EnvironmentRow, TenantRow
 
 log = logging.getLogger(__name__)
 
-# $1 build directory, $2 python interpreter, $3 1 = install the requirements on stdin.
+# $1 build directory, $2 its Python, $3 1 = install the requirements on stdin, $4 the
+# server's Python.  The server's pip (if the tenant's user can run it) installs into a venv
+# made without pip: ten times faster than seeding every venv with its own pip.
 BUILD_SCRIPT = f"""
 set -eu
-dir=$1
+dir=$1 python=$2 install=$3 server=$4
 mkdir -p -- "$(dirname -- "$dir")"
 exec 9>>"$dir.lock"
 flock 9
@@ -53,13 +56,19 @@ if [ -e "$dir/{READY_MARKER}" ]; then
   exit 0
 fi
 rm -rf -- "$dir"
-echo "virtuai: creating a virtual environment in $dir with $2"
-"$2" -m venv -- "$dir"
-if [ "$3" = 1 ]; then
+echo "virtuai: creating a virtual environment in $dir with $python"
+if "$server" -m pip --version >/dev/null 2>&1; then
+  "$python" -m venv --without-pip -- "$dir"
+  set -- "$server" -m pip --python "$dir/bin/python"
+else
+  "$python" -m venv -- "$dir"
+  set -- "$dir/bin/python" -m pip
+fi
+if [ "$install" = 1 ]; then
   echo "virtuai: installing the requirements"
   # Kept with the build; a file, since /dev/stdin (a pipe of root's) cannot be reopened.
   cat > "$dir/requirements.txt"
-  "$dir/bin/python" -m pip install --no-input -r "$dir/requirements.txt"
+  "$@" install --no-input -r "$dir/requirements.txt"
 fi
 date -u +%Y-%m-%dT%H:%M:%SZ > "$dir/{READY_MARKER}"
 echo "virtuai: ready"
@@ -196,6 +205,7 @@ class EnvBuilder:
                     job.path,
                     python,
                     "1" if job.requirements.strip() else "0",
+                    sys.executable,
                 ],
                 input=job.requirements.encode(),
                 stdout=out,

@@ -21,6 +21,8 @@ from virtuai.domain.pyenvs import READY_MARKER, EnvOptions
 from virtuai.drivers.local.users import ensure_tenant_user
 
 ENVS = "/api/v1/environments"
+# Builds are the slow part and know nothing of the database: PostgreSQL runs the rest.
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,7 @@ def builder(platform: Platform) -> EnvBuilder:
     return _builder(platform)
 
 
+@SQLITE_ONLY
 def test_a_pip_environment_is_built_reused_and_used_by_jobs(
     platform: Platform, builder: EnvBuilder, wheels: Path
 ) -> None:
@@ -168,6 +171,7 @@ def test_bad_inputs_are_refused_naming_the_field(platform: Platform, builder: En
         assert field in response.text, (body, response.text)
 
 
+@SQLITE_ONLY
 def test_a_pyproject_environment_and_a_missing_python_fail_or_build_with_a_reason(
     platform: Platform, builder: EnvBuilder
 ) -> None:
@@ -181,6 +185,7 @@ def test_a_pyproject_environment_and_a_missing_python_fail_or_build_with_a_reaso
     assert failed["state"] == "failed" and "no Python 3.2" in failed["reason"]
 
 
+@SQLITE_ONLY
 def test_an_interrupted_build_is_done_again_after_a_restart(
     platform: Platform, wheels: Path
 ) -> None:
