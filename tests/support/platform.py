@@ -30,6 +30,7 @@ from virtuai.control.scheduling import SchedulingLoop
 from virtuai.control.sites import SiteLoop, SiteLoopConfig
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
+from virtuai.domain.pyenvs import EnvOptions
 from virtuai.domain.workload import DEFAULT_PRIORITY_CLASSES
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local import LocalDriver
@@ -87,6 +88,7 @@ class Platform:
             vcs=VcRuntimeAccess(vcs) if vcs is not None else VcRuntimeAccess(),
             vc_options=self.vc_options,
             site_keys_dir=state_dir / "sites",
+            environments=EnvOptions(state_dir / "workspaces", state_dir / "env-logs"),
         )
         self.http = TestClient(create_app(self.context), raise_server_exceptions=False)
         # The server's own default policy: fair share, backfill, preemption, borrowing.

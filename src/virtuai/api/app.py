@@ -10,6 +10,7 @@ from virtuai.api.errors import install_error_handlers
 from virtuai.api.middleware import ContainErrors, MeasureRequests, RequestLimits
 from virtuai.api.routers import (
     doctor,
+    environments,
     fairshare,
     health,
     images,
@@ -78,6 +79,7 @@ def create_app(context: ApiContext) -> FastAPI:
         session,
         sites,
         vcexec,
+        environments,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from virtuai.api.browser import BrowserSessions
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
+from virtuai.domain.pyenvs import EnvOptions
 from virtuai.drivers.base import Driver
 from virtuai.services.metrics import Metrics
 from virtuai.services.planning import SchedulingRules
@@ -44,3 +45,5 @@ class ApiContext:
     tokens: TokenCache = field(default_factory=TokenCache)
     # Where the SSH keys of sites are kept (0700; each key 0600); None: sites cannot be added.
     site_keys_dir: Path | None = None
+    # Python environments (`services.environments`); None: this server builds none.
+    environments: EnvOptions | None = None

@@ -18,6 +18,7 @@ from virtuai import __version__
 from virtuai.cli import (
     accounts,
     doctor,
+    environments,
     fairshare,
     images,
     jobs,
@@ -113,6 +114,7 @@ def build_app() -> typer.Typer:
     slurmq.register(app, SLURM_PANEL)
     slurmctl.register(app, SLURM_PANEL)
     sites.register(app, PLATFORM_PANEL)
+    environments.register(app, JOBS_PANEL)
     return app
 
 

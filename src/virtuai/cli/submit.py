@@ -50,6 +50,7 @@ SPEC_KEYS = (
     "node_class",
     "constraints",
     "site",
+    "environment",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 MAX_BULK = 1000  # as the API's MAX_BULK_JOBS
@@ -93,7 +94,16 @@ def submit(
     priority: Annotated[str, typer.Option(help="Priority class: low, normal, high.")] = "normal",
     env: Annotated[
         list[str] | None,
-        typer.Option("--env", help="Environment variable, repeatable.", metavar="NAME=VALUE"),
+        typer.Option(
+            "--env",
+            help="Environment variable (NAME=VALUE), repeatable; or, without '=', the name of "
+            "a Python environment to run in (as --environment).",
+            metavar="NAME=VALUE|ENV",
+        ),
+    ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(help="A ready Python environment of the tenant (`virtuai env list`)."),
     ] = None,
     workdir: Annotated[
         str | None, typer.Option(help="Working directory; a relative one is from here.")
@@ -172,13 +182,18 @@ def submit(
         "vc": vc,
         "time": validate.duration(time),
         "priority": priority,
-        "env": validate.env_pairs(env or []),
+        "env": validate.env_pairs([e for e in env or [] if "=" in e]),
         "workdir": absolute(workdir),
         "array": _checked_option(array, "--array", parse_array),
         "dependency": _checked_option(dependency, "--dependency", parse_dependencies),
         "signal": _checked_option(checkpoint_signal, "--signal", parse_signal_spec),
         "requeue": requeue,
     }
+    names = [e for e in env or [] if "=" not in e]
+    if len(names) > 1 or (names and environment is not None and names[0] != environment):
+        raise typer.BadParameter("name at most one Python environment", param_hint="--env")
+    if names or environment is not None:
+        spec["environment"] = validate.name(environment or names[0], "--environment")
     if node_class is not None:
         spec["node_class"] = node_class
     if constraint:
@@ -357,7 +372,7 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
-    for key in ("tenant", "name", "vc", "site"):
+    for key in ("tenant", "name", "vc", "site", "environment"):
         if spec.get(key) is not None:
             body[key] = _checked(spec[key], key, file, validate_name, str)
     body["command"] = _command(spec.get("command"), file)

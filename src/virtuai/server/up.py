@@ -28,6 +28,7 @@ from virtuai.auth.keys import load_or_create_key
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.auth.oidc_login import OidcLogin
 from virtuai.clientconfig import cli_config_path, write_cli_config
+from virtuai.control.environments import EnvBuildConfig, EnvBuilder
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.membership import Membership, MembershipConfig
 from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
@@ -36,6 +37,7 @@ from virtuai.control.scheduling import SchedulingLoop
 from virtuai.control.sites import SiteLoop, SiteLoopConfig
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
+from virtuai.domain.pyenvs import EnvOptions
 from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
@@ -159,6 +161,9 @@ def _serve(settings: Settings) -> None:
             else None,
         ),
         site_keys_dir=settings.home / "sites",
+        environments=EnvOptions(
+            workspaces_dir=settings.workspaces_dir, logs_dir=settings.home / "env-logs"
+        ),
     )
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
@@ -217,6 +222,14 @@ def _serve(settings: Settings) -> None:
     if vcs.runtime is not None:
         vc_loop = VcLoop(sessions, vcs.runtime, clock, vc_loop_config(settings))
         steps.append(leading(member, vc_loop.tick))
+    assert context.environments is not None
+    builder = EnvBuilder(
+        sessions,
+        clock,
+        EnvBuildConfig(context.environments, user_prefix=settings.local.user_prefix),
+        wake=context.wake.set,
+    )
+    steps.append(leading(member, builder.tick))
     steps.append(lifecycle.tick)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
     local.watch_results(context.wake.set)

@@ -25,6 +25,7 @@ from virtuai.scheduler import Plan, never_reason
 from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantState
 from virtuai.services.access import Caller
 from virtuai.services.accounts import require_enabled_tenant
+from virtuai.services.environments import job_environment
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
 from virtuai.services.sites import choose_pool
 from virtuai.services.vclusters import live_vc, whole_node
@@ -67,6 +68,7 @@ class JobRequest:
     node_class: str | None = None  # light | fat | gpu
     constraints: tuple[str, ...] = ()  # node labels: key=value or a bare name
     site: str | None = None  # a site's name, "any", or None: this platform's own nodes
+    environment: str | None = None  # a ready Python environment of the tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,15 @@ def submit_job(
     else:
         _reject_if_never_runs_in(vc, probe_of(tenant.name, request, priority, now))
     _check_dependencies(session, caller, request.dependencies)
+    env = dict(request.env)
+    if request.environment is not None:
+        if vc is not None or request.site is not None:
+            raise InvalidRequest(
+                "environments are built on this server: not for jobs in a virtual cluster "
+                "or on a site",
+                field="environment",
+            )
+        env = job_environment(session, tenant, request.environment, env)
     indices: Sequence[int | None] = request.array.indices if request.array else [None]
     first: JobRow | None = None
     for index in indices:
@@ -137,7 +148,8 @@ def submit_job(
             state=JobState.PENDING.value,
             reason="waiting for the scheduler",
             command=list(request.command),
-            env=dict(request.env),
+            env=env,
+            environment=request.environment,
             workdir=request.workdir,
             cpu_milli=per_task.cpu_milli,
             memory=per_task.memory,

@@ -270,6 +270,8 @@ class JobRow(Base):
     # Targeting: a node class (light | fat | gpu) and labels (``key=value`` or a bare name).
     node_class: Mapped[str | None] = mapped_column(String(16), default=None)
     constraints: Mapped[list[str]] = mapped_column(Json, default=list, server_default="[]")
+    # The tenant's Python environment it runs in (its bin first on PATH); NULL: none.
+    environment: Mapped[str | None] = mapped_column(String(63), default=None)
 
     # Desired state set by users; the life-cycle loop acts on it.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -492,3 +494,33 @@ class SiteRow(Base):
     unreachable_since: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class EnvironmentRow(Base):
+    """A tenant's Python environment: desired (the inputs) and observed (the build).
+
+    ``digest`` is the SHA-256 of the inputs and names the build directory, so two
+    environments with the same inputs share one build.  ``state`` is
+    building | ready | failed (``reason`` says why).
+    """
+
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))  # pip | pyproject | python
+    requirements: Mapped[str] = mapped_column(Text, default="")
+    python: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="building")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    path: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    ready_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    tenant: Mapped[TenantRow] = relationship()
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)

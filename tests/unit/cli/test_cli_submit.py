@@ -243,3 +243,24 @@ def test_apply_many_jobs_names_the_bad_one_and_sends_nothing(api: FakeApi, tmp_p
     assert result.exit_code == 2
     assert "job 1: command: missing" in plain(result.stderr)
     assert api.requests == []
+
+
+def test_a_python_environment_by_env_or_environment(jobs_api: FakeApi) -> None:
+    """`--env NAME` (no '=') names a Python environment, as --environment does; variables
+    still come with '='."""
+    for option in ("--env", "--environment"):
+        result = run(["submit", option, "torch", "--env", "A=1", "--", "python", "x.py"])
+        assert result.exit_code == 0, result.output
+        body = jobs_api.requests.pop().body
+        assert (body["environment"], body["env"]) == ("torch", {"A": "1"})
+    result = run(["submit", "--env", "one", "--env", "two", "--", "true"])
+    assert result.exit_code == 2 and "--env" in plain(result.stderr)
+
+
+def test_apply_takes_an_environment(jobs_api: FakeApi, tmp_path: Path) -> None:
+    spec = write(tmp_path, "type: job\ncommand: [python, x.py]\nenvironment: torch\n")
+    result = run(["apply", "-f", spec])
+    assert result.exit_code == 0, result.output
+    assert sent(jobs_api)["environment"] == "torch"
+    bad = run(["apply", "-f", write(tmp_path, "type: job\ncommand: [x]\nenvironment: Bad_\n")])
+    assert bad.exit_code == 2 and "environment" in plain(bad.stderr)

@@ -75,6 +75,7 @@ def request_from_api(body: JobCreate, rules: SchedulingRules | None = None) -> s
         node_class=body.node_class,
         constraints=tuple(body.constraints),
         site=body.site,
+        environment=body.environment,
     )
 
 
@@ -101,6 +102,7 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "array_id": job.array_id,
         "array_index": job.array_index,
         "vc": None if job.vc is None else job.vc.name,
+        "environment": job.environment,
         "node_class": job.node_class,
         "constraints": list(job.constraints or []),
         "dependency": format_dependencies([Dependency.from_json(d) for d in job.dependencies]),

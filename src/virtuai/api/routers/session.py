@@ -74,7 +74,11 @@ def _safe_next(path: str) -> str:
     return path if path.startswith("/") and not path.startswith("//") else "/"
 
 
-@router.get("/oidc/login", response_class=RedirectResponse, status_code=302)
+# The two legs of the OIDC code flow are pages a browser is sent to, not API calls: they
+# answer redirects and HTML, so they stay out of the OpenAPI document.
+@router.get(
+    "/oidc/login", response_class=RedirectResponse, status_code=302, include_in_schema=False
+)
 def oidc_login(
     request: Request,
     context: Context,
@@ -92,7 +96,9 @@ def oidc_login(
     return response
 
 
-@router.get("/oidc/callback", name="oidc_callback", response_class=HTMLResponse)
+@router.get(
+    "/oidc/callback", name="oidc_callback", response_class=HTMLResponse, include_in_schema=False
+)
 def oidc_callback(
     request: Request,
     context: Context,

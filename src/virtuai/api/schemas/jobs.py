@@ -51,6 +51,9 @@ class JobCreate(StrictModel):
     array: str | None = Field(
         default=None, max_length=256, description="Slurm syntax: 0-99, 1,3,5-7, 0-15:4, %N"
     )
+    environment: Name | None = Field(
+        default=None, description="a ready Python environment of the tenant (`virtuai env`)"
+    )
     dependency: str | None = Field(
         default=None, max_length=16_384, description="afterok:ID[:ID...],afterany:ID,afternotok:ID"
     )
@@ -135,6 +138,7 @@ class JobOut(BaseModel):
     array_id: int | None
     array_index: int | None
     vc: str | None = Field(description="the virtual cluster it runs in")
+    environment: str | None = Field(default=None, description="the Python environment it runs in")
     node_class: str | None = Field(default=None, description="the node class it targets")
     constraints: list[str] = Field(default_factory=list, description="node labels it needs")
     dependency: str = Field(description="as given, normalised; empty when none")
