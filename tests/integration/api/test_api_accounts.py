@@ -216,6 +216,6 @@ def test_usage_is_bounded_by_since_and_until(platform: Platform) -> None:
     )
     assert [(r["tenant"], r["jobs"]) for r in inside["totals"]] == [("physics", 1)]
     before = platform.ok("GET", "/api/v1/usage", params={"until": str(yesterday)})
-    assert before == {"rows": [], "totals": []}
+    assert before == {"rows": [], "totals": [], "by_site": []}
     bad = platform.call("GET", "/api/v1/usage", params={"until": "soon"})
     assert bad.status_code == 422 and bad.json()["field"] == "until"
