@@ -144,12 +144,25 @@ class VictimSearch:
                 self._ledger.unleave(chosen[i].charge)
             return None
         self._board.release(fit[0])
+        before = list(chosen)
         self._fill_back(job, chosen, may_borrow)
         fit = self.fits(job, may_borrow)
+        if fit is None:
+            # The count of spare room missed a corner of placement (hypothesis found one):
+            # take back what was returned and try each return instead, which cannot fail.
+            kept = {id(c) for c in chosen}
+            for c in before:
+                if id(c) not in kept:
+                    self.take(c)
+            chosen[:] = before
+            self._fill_back(job, chosen, may_borrow, count=False)
+            fit = self.fits(job, may_borrow)
         assert fit is not None, "the chosen victims made room before fill-back"
         return chosen, fit
 
-    def _fill_back(self, job: PendingJob, chosen: list[Candidate], may_borrow: bool) -> None:
+    def _fill_back(
+        self, job: PendingJob, chosen: list[Candidate], may_borrow: bool, *, count: bool = True
+    ) -> None:
         """Give back, last chosen first, every victim the job does not need (all are gone now).
 
         With ``spare`` = how many more tasks than needed fit now (counted once by
@@ -158,7 +171,7 @@ class VictimSearch:
         count, each return is tried.
         """
         spare: int | None = None  # could not count: try each
-        if self._board.guard is None:  # (counts ignore backfill holds: with them, try each)
+        if count and self._board.guard is None:  # (counts ignore backfill holds: try each)
             losses = sum(self._gain(job, [c], back=True) for c in chosen)
             counter = replace(job, tasks=job.tasks + losses)
             extra = self._board.try_place(counter)
