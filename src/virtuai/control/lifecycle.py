@@ -74,7 +74,7 @@ from virtuai.errors import DriverError, VirtuaiError
 from virtuai.store.db import read_session, transaction
 from virtuai.store.inventory import placement_from_json
 from virtuai.store.models import JobRow, NodeRow, TaskRow, TenantRow, VirtualClusterRow
-from virtuai.store.transitions import switch_job_state
+from virtuai.store.transitions import requeue_next_attempt, switch_job_state
 from virtuai.store.usage import record_task_usage
 
 log = logging.getLogger(__name__)
@@ -517,20 +517,7 @@ class LifecycleLoop(TaskReconciler):
             return False
         why = f"node {fenced[0].host or fenced[0].node} lost the database"
         if job.requeue:
-            return switch_job_state(
-                session,
-                job,
-                JobState.PENDING,
-                reason=f"requeued: {why}",
-                now=now,
-                attempt=job.attempt + 1,
-                restart_count=job.restart_count + 1,
-                placement=[],
-                master_port=None,
-                admitted_at=None,
-                started_at=None,
-                queue_position=None,
-            )
+            return requeue_next_attempt(session, job, reason=f"requeued: {why}", now=now)
         return switch_job_state(session, job, JobState.FAILED, reason=why, now=now, finished_at=now)
 
     def _end_preemption(
@@ -548,20 +535,8 @@ class LifecycleLoop(TaskReconciler):
             record_task_usage(session, job, task, self._config.half_life_s)
         preempted_by = job.reason
         if job.requeue:
-            switch_job_state(
-                session,
-                job,
-                JobState.PENDING,
-                reason=f"requeued: {preempted_by}",
-                now=now,
-                attempt=job.attempt + 1,
-                restart_count=job.restart_count + 1,
-                placement=[],
-                master_port=None,
-                admitted_at=None,
-                started_at=None,
-                queue_position=None,
-                requeue_requested_at=None,
+            requeue_next_attempt(
+                session, job, reason=f"requeued: {preempted_by}", now=now, requeue_requested_at=None
             )
         else:
             codes = [t.exit_code for t in tasks if t.exit_code]

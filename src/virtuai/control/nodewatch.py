@@ -33,7 +33,7 @@ from virtuai.store.db import transaction
 from virtuai.store.inventory import placement_from_json
 from virtuai.store.lease import limit_idle
 from virtuai.store.models import JobRow, NodeRow, TaskRow
-from virtuai.store.transitions import switch_job_state
+from virtuai.store.transitions import requeue_next_attempt, switch_job_state
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +132,7 @@ def requeue_jobs_on(session: Session, node: str, why: str, now: dt.datetime) -> 
                 master_port=None,
             )
         elif job.requeue:
-            done = switch_job_state(
-                session,
-                job,
-                JobState.PENDING,
-                reason=f"requeued: {why}",
-                now=now,
-                attempt=job.attempt + 1,
-                restart_count=job.restart_count + 1,
-                placement=[],
-                master_port=None,
-                admitted_at=None,
-                started_at=None,
-                queue_position=None,
-            )
+            done = requeue_next_attempt(session, job, reason=f"requeued: {why}", now=now)
         else:
             done = switch_job_state(
                 session, job, JobState.FAILED, reason=why, now=now, finished_at=now

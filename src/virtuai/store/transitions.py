@@ -51,6 +51,28 @@ def switch_job_state(
     return True
 
 
+def requeue_next_attempt(
+    session: Session, job: JobRow, *, reason: str, now: dt.datetime, **changes: Any
+) -> bool:
+    """``job`` waits in the queue again as its next attempt (same id), its placement freed:
+    after a preemption, a lost node or a node that lost the database."""
+    return switch_job_state(
+        session,
+        job,
+        JobState.PENDING,
+        reason=reason,
+        now=now,
+        attempt=job.attempt + 1,
+        restart_count=job.restart_count + 1,
+        placement=[],
+        master_port=None,
+        admitted_at=None,
+        started_at=None,
+        queue_position=None,
+        **changes,
+    )
+
+
 def request_cancel(
     session: Session,
     job: JobRow,
