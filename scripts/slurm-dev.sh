@@ -48,7 +48,14 @@ log() { echo "slurm-dev: $*" >&2; }
 mode_file() { echo "$DIR/mode"; }
 current_mode() { cat "$(mode_file)" 2>/dev/null || echo multi; }
 
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A killed daemon stays a zombie until its parent reaps it, and a container's init may
+# never do so: kill -0 succeeds on a zombie, so its state must be read too.
+pid_alive() {
+  [[ -f $1 ]] || return 1
+  local pid
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]
+}
 
 wait_for() {  # wait_for SECONDS DESCRIPTION CMD...
   local t=$1 what=$2; shift 2

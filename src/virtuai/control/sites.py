@@ -167,17 +167,25 @@ class SiteLoop:
             self._remove(row, now)
 
     def _active_handles(self, site: str) -> list[tuple[int, dict[str, object]]]:
-        """(job id, handle) of task 0 of every attempt the site runs now."""
+        """(job id, handle) of every attempt the site runs now, once per Slurm job.
+
+        Any task of the attempt still without an outcome keeps it wanted: the tasks of
+        a gang share one Slurm job, and task 0 may be recorded before its siblings."""
         with self._sessions() as session:
             rows = session.execute(
                 select(TaskRow.job_id, TaskRow.handle)
                 .join(JobRow, JobRow.id == TaskRow.job_id)
                 .where(TaskRow.driver == driver_key(site))
-                .where(TaskRow.attempt == JobRow.attempt, TaskRow.index == 0)
+                .where(TaskRow.attempt == JobRow.attempt)
                 .where(TaskRow.handle.is_not(None), TaskRow.outcome.is_(None))
+                .order_by(TaskRow.job_id, TaskRow.index)
             ).all()
             session.rollback()
-        return [(job_id, handle) for job_id, handle in rows if handle]
+        once: dict[str, tuple[int, dict[str, object]]] = {}
+        for job_id, handle in rows:
+            if handle:
+                once.setdefault(str(handle["slurm_id"]), (job_id, handle))
+        return list(once.values())
 
     def _record_inventory(self, row: SiteRow, driver: SlurmSiteDriver, now: dt.datetime) -> None:
         seen = driver.seen
@@ -262,7 +270,7 @@ class SiteLoop:
             rows = session.execute(
                 select(TaskRow.handle, TaskRow.stop_requested_at, JobRow.checkpoint_grace_s)
                 .join(JobRow, JobRow.id == TaskRow.job_id)
-                .where(TaskRow.driver == driver_key(site), TaskRow.index == 0)
+                .where(TaskRow.driver == driver_key(site))
                 .where(TaskRow.attempt == JobRow.attempt, TaskRow.outcome.is_(None))
                 .where(TaskRow.stop_requested_at.is_not(None))
                 .where(JobRow.state == JobState.PREEMPTING.value)

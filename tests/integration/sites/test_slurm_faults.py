@@ -48,11 +48,6 @@ def slurm_id(p: Platform, job_id: int) -> str:
     return str(handle["slurm_id"])
 
 
-@pytest.mark.skip(
-    reason="known defect after merging the node reconciler: stopping the second task of a "
-    "Slurm gang through the per-call deadline hangs, so the job never leaves preempting "
-    "(issue #8, to be fixed)"
-)
 def test_walltime_and_out_of_memory_end_jobs_in_slurms_words(site_platform: Platform) -> None:
     p = site_platform
     # Slurm counts time limits in minutes and checks them every 30 s: the two jobs share the wait.
@@ -73,11 +68,6 @@ def test_walltime_and_out_of_memory_end_jobs_in_slurms_words(site_platform: Plat
     assert "reached its time limit" in timed["reason"] and "TIMEOUT" in timed["reason"]
 
 
-@pytest.mark.skip(
-    reason="known defect after merging the node reconciler: stopping the second task of a "
-    "Slurm gang through the per-call deadline hangs, so the job never leaves preempting "
-    "(issue #8, to be fixed)"
-)
 def test_preemption_sends_the_checkpoint_signal_then_scancel_then_requeues(
     site_platform: Platform, slurm: SlurmDev
 ) -> None:
@@ -179,11 +169,6 @@ def test_a_slurmctld_restart_is_survived(site_platform: Platform, slurm: SlurmDe
     assert done["state"] == "succeeded"
 
 
-@pytest.mark.skip(
-    reason="known defect after merging the node reconciler: stopping the second task of a "
-    "Slurm gang through the per-call deadline hangs, so the job never leaves preempting "
-    "(issue #8, to be fixed)"
-)
 def test_a_killed_node_fails_the_job_with_node_fail(
     site_platform: Platform, slurm: SlurmDev
 ) -> None:

@@ -84,6 +84,10 @@ class SlurmSiteDriver:
         self.name = f"site:{config.name}"
         self.seen = SiteObservation()
         self._lock = threading.Lock()
+        # Launches come from the life cycle's worker threads, the tasks of one gang at
+        # once: the lookup, the --max-jobs check and the sbatch of a key happen under it,
+        # so a gang makes one Slurm job and the limit cannot be passed by a race.
+        self._launch_lock = threading.Lock()
         # Attempt key -> Slurm job id: what this process submitted, plus (once, before the
         # first launch) what the site already had from earlier processes.
         self._submitted: dict[str, str] = {}
@@ -128,25 +132,27 @@ class SlurmSiteDriver:
 
     def launch(self, spec: TaskSpec) -> Handle:
         key = f"{spec.job_id}.{spec.attempt}"
-        if not self._recovered:
-            # Anything an earlier process submitted is on the site now: one listing, then
-            # every new attempt is a plain sbatch (a crash between sbatch and recording
-            # its id is covered, and the hot path does no lookup).
-            self._submitted = {**self.client.submitted(), **self._submitted}
-            self._recovered = True
-        slurm_id = self._submitted.get(key)
-        if slurm_id is None:
-            self._check_max_jobs()
-            slurm_id, found = self.client.submit(self._request(spec, key), lookup=False)
-            self._since_refresh.add(slurm_id)
-            self._submitted[key] = slurm_id
-            log.info(
-                "site %s: attempt %s is slurm job %s%s",
-                self.config.name,
-                key,
-                slurm_id,
-                " (found: submitted before)" if found else "",
-            )
+        with self._launch_lock:
+            if not self._recovered:
+                # Anything an earlier process submitted is on the site now: one listing,
+                # then every new attempt is a plain sbatch (a crash between sbatch and
+                # recording its id is covered, and the hot path does no lookup).
+                self._submitted = {**self.client.submitted(), **self._submitted}
+                self._recovered = True
+            slurm_id = self._submitted.get(key)
+            if slurm_id is None:
+                self._check_max_jobs()
+                slurm_id, found = self.client.submit(self._request(spec, key), lookup=False)
+                with self._lock:
+                    self._since_refresh.add(slurm_id)
+                self._submitted[key] = slurm_id
+                log.info(
+                    "site %s: attempt %s is slurm job %s%s",
+                    self.config.name,
+                    key,
+                    slurm_id,
+                    " (found: submitted before)" if found else "",
+                )
         return {
             "site": self.config.name,
             "slurm_id": slurm_id,
@@ -160,8 +166,10 @@ class SlurmSiteDriver:
         limit = self.config.max_jobs
         if limit is None:
             return
-        active = {i for i, e in self.seen.queue.items() if e.state in _STILL_QUEUED}
-        if len(active | self._since_refresh) >= limit:
+        with self._lock:
+            active = {i for i, e in self.seen.queue.items() if e.state in _STILL_QUEUED}
+            active |= self._since_refresh
+        if len(active) >= limit:
             # Not a failure: the life cycle launches it when one of them has ended.
             raise TemporaryDriverError(
                 f"site {self.config.name} has its {limit} jobs (--max-jobs) queued or running"
@@ -245,6 +253,9 @@ class SlurmSiteDriver:
     def refresh(self, slurm_ids: Iterable[str]) -> None:
         """One ``squeue``; one ``sacct`` for the wanted jobs no longer active in it."""
         wanted = set(slurm_ids)
+        with self._lock:
+            # Only what was submitted before this squeue started can be in its answer.
+            submitted_before = set(self._since_refresh)
         try:
             queue = self.client.queue()
             gone = [i for i in wanted if i not in queue or queue[i].state not in _STILL_QUEUED]
@@ -259,7 +270,7 @@ class SlurmSiteDriver:
         now = time.time()
         with self._lock:
             self.seen.queue = queue
-            self._since_refresh.clear()
+            self._since_refresh -= submitted_before
             for slurm_id, entry in accounted.items():
                 if entry.ended:
                     self.seen.ended[slurm_id] = entry
