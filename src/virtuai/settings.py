@@ -329,3 +329,37 @@ class Settings(BaseSettings):
         if os.geteuid() == 0:
             return Path("/var/lib/virtuai/workspaces")
         return self.home / "workspaces"
+
+    def for_installation(self, installation_id: str) -> Settings:
+        """These settings with every host-global name not set explicitly derived from the
+        installation's id (``store.installation``): the tasks' cgroup, tenants' Unix
+        users, the workspaces (as root), the virtual clusters' kernel objects and
+        cgroup.  The empty id (an installation older than ids) keeps the old names."""
+        if not installation_id:
+            return self
+        iid = installation_id
+        local = self.local.model_copy(
+            update={
+                k: v
+                for k, v in {
+                    "cgroup_name": f"virtuai-{iid}",
+                    "user_prefix": f"vai{iid[:4]}-",
+                }.items()
+                if k not in self.local.model_fields_set
+            }
+        )
+        vclusters = self.vclusters.model_copy(
+            update={
+                k: v
+                for k, v in {
+                    # 1-3 characters in every kernel object's name: "v" and two of the id.
+                    "prefix": f"v{iid[:2]}",
+                    "cgroup_parent": f"virtuai-vcs-{iid}",
+                }.items()
+                if k not in self.vclusters.model_fields_set
+            }
+        )
+        update: dict[str, Any] = {"local": local, "vclusters": vclusters}
+        if self.workspaces is None and os.geteuid() == 0:
+            update["workspaces"] = Path("/var/lib/virtuai") / iid / "workspaces"
+        return self.model_copy(update=update)

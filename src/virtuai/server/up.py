@@ -49,6 +49,7 @@ from virtuai.services.planning import SchedulingRules
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import ClusterSettings, SchedulerSettings, Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
+from virtuai.store.installation import installation_id
 from virtuai.store.inventory import describe_nodes, record_inventory
 from virtuai.store.migrate import migrate
 from virtuai.vcruntime import RuntimeConfig, VcRuntime
@@ -107,8 +108,13 @@ def _serve(settings: Settings) -> None:
     listener = listen(settings.host, settings.port)
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)
-    secure_state(settings)
     sessions = make_session_factory(engine)
+    # Host-global names (cgroups, Unix users, workspaces, kernel objects) come from the
+    # installation's id, so two installations on one host never touch each other's.
+    iid = installation_id(sessions)
+    settings = settings.for_installation(iid)
+    log.info("installation %s", iid or "(before installation ids: original names)")
+    secure_state(settings)
 
     if os.geteuid() != 0:
         log.warning(
