@@ -34,7 +34,7 @@ from virtuai.domain.pyenvs import EnvOptions
 from virtuai.domain.workload import DEFAULT_PRIORITY_CLASSES
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local import LocalDriver
-from virtuai.drivers.local.users import unix_name
+from virtuai.host.users import unix_name
 from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.server.up import policy_from_settings
 from virtuai.services.planning import SchedulingRules

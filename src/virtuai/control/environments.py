@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.domain.clock import Clock
 from virtuai.domain.pyenvs import BASE_PATH, ENVS_SUBDIR, READY_MARKER, EnvOptions
-from virtuai.drivers.local.users import ensure_tenant_user
+from virtuai.host.users import ensure_tenant_user
 from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import EnvironmentRow, TenantRow
 

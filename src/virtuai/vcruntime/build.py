@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
-from virtuai.drivers.local.cgroups import Limits
+from virtuai.host.cgroups import Limits
+from virtuai.host.processes import create_time
 from virtuai.vcruntime import firewall, network, nodes, storage, system
 from virtuai.vcruntime.config import RuntimeConfig
 from virtuai.vcruntime.images import Image
@@ -169,7 +170,7 @@ class NodeBuilder:
             records[i] = InitRecord(
                 pid=pid,
                 start_ticks=ticks,
-                create_time=nodes.create_time(pid),
+                create_time=create_time(pid) or 0.0,
                 monitor_pid=monitor.pid,
                 started_at=time.time(),
                 limits=self.limit_dict(spec, i),

@@ -13,7 +13,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from virtuai.drivers.local.cgroups import CgroupLayout, detect_layout
+from virtuai.host.cgroups import CgroupLayout, detect_layout
 from virtuai.vcruntime import system
 from virtuai.vcruntime.storage import check_state_dir
 

@@ -21,7 +21,7 @@ Identity: the init's host pid plus its start time in clock ticks
 (``init.json``), so ``exec`` and ``observe`` work from a new server process
 and never mistake a recycled pid for the node.
 
-cgroups (from ``drivers/local/cgroups.py``)::
+cgroups (from ``host/cgroups.py``)::
 
     <parent>/<p>-<tag>-<i>/          the node's limits (cpu quota, memory, pids)
         init/                        bwrap and the keep-alive
@@ -47,10 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from virtuai.drivers.local.cgroups import CgroupLayout, Limits, TaskCgroup
 from virtuai.errors import DriverError
+from virtuai.host.cgroups import CgroupLayout, Limits, TaskCgroup
+from virtuai.host.processes import same_start, start_ticks
 from virtuai.vcruntime import enter, system
 from virtuai.vcruntime.network import NETNS_DIR
 
@@ -99,7 +98,7 @@ class InitRecord:
         )
 
     def alive(self) -> bool:
-        return system.same_process(self.pid, self.start_ticks)
+        return same_start(self.pid, self.start_ticks)
 
 
 class NodeCgroups:
@@ -290,7 +289,7 @@ def finish_inits(
             time.sleep(0.002)
     results: list[InitResult | DriverError] = []
     for s in starting:
-        ticks = system.proc_identity(s.pid) if s.pid in ready else None
+        ticks = start_ticks(s.pid) if s.pid in ready else None
         if ticks is not None:
             results.append((s.pid, ticks, s.proc))
             continue
@@ -326,13 +325,6 @@ def _tail(path: Path, limit: int = 600) -> str:
     except OSError:
         return "no log"
     return text.replace("\n", "; ") or "no output"
-
-
-def create_time(pid: int) -> float:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return 0.0
 
 
 def kill_init(record: InitRecord | None) -> None:

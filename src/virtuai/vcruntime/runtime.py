@@ -32,9 +32,9 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import IO, Any
 
-from virtuai.drivers.local.files import read_json, write_json_atomic
-from virtuai.drivers.local.users import ensure_tenant_user
 from virtuai.errors import ConfigurationError, Conflict, DriverError, InvalidRequest, NotFound
+from virtuai.host.files import read_json, write_json_atomic
+from virtuai.host.users import ensure_tenant_user
 from virtuai.vcruntime import firewall, host, inventory, network, nodes, storage, system
 from virtuai.vcruntime.build import Ctx, FaultHook, NodeBuilder, Undo
 from virtuai.vcruntime.config import RuntimeConfig

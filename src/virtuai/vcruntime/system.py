@@ -5,8 +5,6 @@
 - ``mount``/``umount``: the system calls through ctypes (no ``mount``
   process per node: 50 mounts take a few milliseconds).
 - ``mounts_under``: mount points below a directory, from ``/proc/self/mountinfo``.
-- ``proc_identity``/``same_process``: a pid plus its start time in clock ticks,
-  so that a recorded pid is never confused with a recycled one.
 """
 
 from __future__ import annotations
@@ -134,28 +132,6 @@ def mounts_under(root: Path, mountinfo: Path = MOUNTINFO) -> list[tuple[Path, st
 
 def is_mountpoint(path: Path, fstype: str | None = None) -> bool:
     return any(p == path and (fstype is None or t == fstype) for p, t in mount_table())
-
-
-# -- processes --------------------------------------------------------------------------------
-
-
-def proc_identity(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot; ``None`` if gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = stat[stat.rfind(")") + 2 :].split()
-    if len(rest) < 20 or rest[0] in ("Z", "X"):
-        return None
-    return int(rest[19])
-
-
-def same_process(pid: int | None, start_ticks: int | None) -> bool:
-    """Whether ``pid`` is still the very process recorded with ``start_ticks``."""
-    if not pid or start_ticks is None:
-        return False
-    return proc_identity(pid) == start_ticks
 
 
 def write_file(path: Path, text: str, mode: int = 0o644) -> None:

@@ -18,7 +18,7 @@ from support.platform import TEST_USER_PREFIX, Platform, public_dir
 from support.wheels import GREETING, PACKAGE, make_wheel
 from virtuai.control.environments import EnvBuildConfig, EnvBuilder
 from virtuai.domain.pyenvs import READY_MARKER, EnvOptions
-from virtuai.drivers.local.users import ensure_tenant_user
+from virtuai.host.users import ensure_tenant_user
 
 ENVS = "/api/v1/environments"
 # Builds are the slow part and know nothing of the database: PostgreSQL runs the rest.

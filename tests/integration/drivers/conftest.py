@@ -18,8 +18,8 @@ from local_helpers import NODE, USER_PREFIX, MakeSpec
 from virtuai.domain.resources import Resources
 from virtuai.drivers.base import TaskSpec
 from virtuai.drivers.local import LocalDriver
-from virtuai.drivers.local.cgroups import detect_layout
-from virtuai.drivers.local.users import unix_name
+from virtuai.host.cgroups import detect_layout
+from virtuai.host.users import unix_name
 from virtuai.settings import DeclaredGpu, LocalDriverSettings
 
 _counter = itertools.count()

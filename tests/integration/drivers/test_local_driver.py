@@ -30,8 +30,8 @@ from virtuai.domain.resources import Resources
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import Driver, LogStream, StopReason
 from virtuai.drivers.local import LocalDriver
-from virtuai.drivers.local.users import ensure_tenant_user, unix_name
 from virtuai.errors import DriverError
+from virtuai.host.users import ensure_tenant_user, unix_name
 from virtuai.settings import LocalDriverSettings
 
 SRC = str(Path(__file__).resolve().parents[3] / "src")

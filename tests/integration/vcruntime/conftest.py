@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from vc_helpers import MakeSpec
 
-from virtuai.drivers.local.users import unix_name
+from virtuai.host.users import unix_name
 from virtuai.vcruntime import NodeSpec, RuntimeConfig, VcRuntime, VcSpec
 from virtuai.vcruntime.ipam import allocate_subnet
 

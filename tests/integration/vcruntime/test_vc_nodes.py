@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from vc_helpers import MakeSpec, cpu_quota_us, sh, wait_until
 
-from virtuai.drivers.local.users import unix_name
 from virtuai.errors import Conflict
+from virtuai.host.users import unix_name
 from virtuai.vcruntime import NodeSpec, NodeState, RuntimeConfig, VcRuntime, VcSpec
 
 SRC = str(Path(__file__).resolve().parents[3] / "src")

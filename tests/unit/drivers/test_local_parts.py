@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from virtuai.drivers.local.cgroups import (
+from virtuai.drivers.local.driver import task_env
+from virtuai.drivers.local.supervisor import _decode_status
+from virtuai.host.cgroups import (
     CgroupLayout,
     Limits,
     detect_layout,
     own_limits,
     read_mounts,
 )
-from virtuai.drivers.local.driver import task_env
-from virtuai.drivers.local.supervisor import _decode_status
-from virtuai.drivers.local.users import MAX_NAME, unix_name
+from virtuai.host.users import MAX_NAME, unix_name
 
 
 def test_unix_names() -> None:

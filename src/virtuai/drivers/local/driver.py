@@ -35,17 +35,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 import virtuai
 from virtuai.domain.resources import Node
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, TaskSpec
-from virtuai.drivers.local import files
-from virtuai.drivers.local.cgroups import CgroupLayout, detect_layout
 from virtuai.drivers.local.inventory import detect_node, short_hostname
-from virtuai.drivers.local.users import current_user, ensure_tenant_user
 from virtuai.errors import DriverError
+from virtuai.host import files
+from virtuai.host.cgroups import CgroupLayout, detect_layout
+from virtuai.host.processes import kill_group, same_process
+from virtuai.host.users import current_user, ensure_tenant_user
 
 if TYPE_CHECKING:
     from virtuai.settings import LocalDriverSettings
@@ -315,7 +314,7 @@ class LocalDriver:
             raise DriverError(f"task {spec.key}: label {VNODE_LABEL} is not a virtual node")
         if not self.is_root:
             raise DriverError(f"task {spec.key}: running tasks in virtual nodes needs root")
-        if not _same_process(vnode["init_pid"], vnode.get("init_create_time")):
+        if not same_process(vnode["init_pid"], vnode.get("init_create_time")):
             where = vnode.get("hostname")
             raise DriverError(f"task {spec.key}: virtual node {where} is not running")
         return vnode
@@ -365,7 +364,7 @@ class LocalDriver:
         """The supervisor is gone without a result: kill what is left and say so, durably."""
         started = files.read_json(task_dir / files.STARTED)
         if started is not None:
-            _kill_group(int(started["pgid"]), started.get("create_time"))
+            kill_group(int(started["pgid"]), started.get("create_time"))
         if spec.get("cgroup"):
             cgroup = CgroupLayout.from_json(spec["cgroup"]).task(str(spec["key"]))
             cgroup.remove()
@@ -463,7 +462,7 @@ def supervisor_pid(task_dir: Path) -> int | None:
     if claim is None:
         return None
     pid = int(claim["pid"])
-    return pid if _same_process(pid, claim.get("create_time")) else None
+    return pid if same_process(pid, claim.get("create_time")) else None
 
 
 def supervisor_alive(task_dir: Path) -> bool | None:
@@ -471,35 +470,6 @@ def supervisor_alive(task_dir: Path) -> bool | None:
     if not (task_dir / files.SUPERVISOR_PID).exists():
         return None
     return supervisor_pid(task_dir) is not None
-
-
-def _same_process(pid: int, create_time: Any) -> bool:
-    """Whether ``pid`` is still the process that was recorded (defends against pid reuse)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return create_time is None or abs(proc.create_time() - float(create_time)) < 0.05
-    except psutil.Error:
-        return False
-
-
-def _kill_group(pgid: int, create_time: Any) -> None:
-    """SIGKILL process group ``pgid`` unless its number now belongs to another process."""
-    try:
-        leader_born = psutil.Process(pgid).create_time()
-    except psutil.Error:
-        # A dead leader's pid stays reserved while members of its group live, so a
-        # group without a leader is still the task's.
-        leader_born = None
-    if (
-        leader_born is not None
-        and create_time is not None
-        and abs(leader_born - float(create_time)) >= 0.05
-    ):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _to_result(data: Mapping[str, Any]) -> TaskResult:

@@ -25,7 +25,7 @@ import psutil
 
 from virtuai.domain.resources import GpuDevice, Node, Resources
 from virtuai.domain.units import format_cpu, format_memory
-from virtuai.drivers.local.cgroups import own_limits
+from virtuai.host.cgroups import own_limits
 
 if TYPE_CHECKING:
     from virtuai.settings import LocalDriverSettings

@@ -7,7 +7,7 @@ ending is still recorded, because the supervisor is detached from the server
 (double fork into a session of its own, reparented away from the server) and
 writes everything down in ``TASK_DIR``.
 
-Life of a supervisor (file names in :mod:`virtuai.drivers.local.files`):
+Life of a supervisor (file names in :mod:`virtuai.host.files`):
 
 1. The driver has written ``spec.json``.  The first process (the one the
    driver spawned) forks the real supervisor and exits as soon as that has
@@ -53,8 +53,9 @@ import psutil
 from virtuai.domain.units import format_memory
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import FENCE_MESSAGE
-from virtuai.drivers.local import files
-from virtuai.drivers.local.cgroups import CgroupLayout, Limits, TaskCgroup
+from virtuai.host import files
+from virtuai.host.cgroups import CgroupLayout, Limits, TaskCgroup
+from virtuai.host.processes import create_time, same_process
 
 log = logging.getLogger("virtuai.supervisor")
 
@@ -191,7 +192,7 @@ class Supervisor:
             {
                 "pid": self.pid,
                 "pgid": self.pid,
-                "create_time": _create_time(self.pid),
+                "create_time": create_time(self.pid),
                 "started_at": self.started_at,
                 "supervisor_pid": os.getpid(),
                 "limits": self.limits_label,
@@ -507,13 +508,6 @@ def _descendants() -> list[psutil.Process]:
         return []
 
 
-def _create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
 def _current_user_name() -> str:
     try:
         return psutil.Process().username()
@@ -554,17 +548,9 @@ def _open_vnode(vnode: dict[str, Any]) -> dict[str, int]:
     """Open the namespaces of a virtual node's init and enter its pid namespace, so that
     the task forked next is born inside; the child enters the others (``exec_child``)."""
     pid, born = int(vnode["init_pid"]), vnode.get("init_create_time")
-
-    def running() -> bool:
-        if born is None:
-            return False
-        try:
-            return abs(psutil.Process(pid).create_time() - float(born)) < 0.05
-        except psutil.Error:
-            return False
-
     where = f"virtual node {vnode.get('hostname', pid)}"
-    if not running():
+    # A record without a birth time cannot prove the init is still the node's.
+    if born is None or not same_process(pid, born):
         raise LaunchError(f"{where} is not running")
     try:
         fds = {
@@ -573,7 +559,7 @@ def _open_vnode(vnode: dict[str, Any]) -> dict[str, int]:
         }
     except OSError as exc:
         raise LaunchError(f"cannot open the namespaces of {where}: {exc.strerror}") from None
-    if not running():  # the pid was recycled while we opened its namespaces
+    if not same_process(pid, born):  # the pid was recycled while we opened its namespaces
         raise LaunchError(f"{where} is not running")
     _setns(fds.pop("pid"), _CLONE_NEWPID, "pid")
     return fds
