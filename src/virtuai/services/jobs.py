@@ -145,7 +145,7 @@ def submit_job(
             user_id=caller.user_id,
             name=request.name or default_job_name(request.command),
             kind="job",
-            state=JobState.PENDING.value,
+            state=JobState.PENDING,
             reason="waiting for the scheduler",
             command=list(request.command),
             env=env,

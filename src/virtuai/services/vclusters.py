@@ -123,7 +123,7 @@ def create_vc(
         user_id=caller.user_id,
         name=request.name,
         runtime_id=runtime_id,
-        state=VcState.CREATING.value,
+        state=VcState.CREATING,
         reason="waiting for the scheduler",
         nodes=request.nodes,
         cpu_milli=request.per_node.cpu_milli,

@@ -7,7 +7,8 @@ SQLite and PostgreSQL return the same values.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import enum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -30,6 +31,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from virtuai.domain.vcluster import VcState
+from virtuai.domain.workload import JobState, TaskOutcome
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -64,6 +68,35 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class StateColumn(TypeDecorator[E]):
+    """A state machine's enum in, the same enum out, stored as its value (a short string).
+
+    Writing a value the enum does not have fails at the flush, before it reaches the
+    database; strings equal to a member's value are accepted (``StrEnum`` members are
+    strings, so comparisons with either keep working)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_type: type[E], length: int = 16) -> None:
+        super().__init__(length)
+        self.enum_type = enum_type
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        try:
+            return self.enum_type(value).value
+        except ValueError:
+            raise ValueError(f"{value!r} is not a {self.enum_type.__name__}") from None
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_type(value)
 
 
 class Base(DeclarativeBase):
@@ -227,7 +260,7 @@ class JobRow(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str] = mapped_column(String(63))
     kind: Mapped[str] = mapped_column(String(16), default="job")
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[JobState] = mapped_column(StateColumn(JobState), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer)
 
@@ -322,7 +355,7 @@ class TaskRow(Base):
     handle: Mapped[dict[str, Any] | None] = mapped_column(
         JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
     )
-    outcome: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[TaskOutcome | None] = mapped_column(StateColumn(TaskOutcome, 32))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -360,7 +393,7 @@ class VirtualClusterRow(Base):
     name: Mapped[str] = mapped_column(String(63))
     # The runtime's identity of the cluster (names its state directory and kernel objects).
     runtime_id: Mapped[str] = mapped_column(String(63), unique=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[VcState] = mapped_column(StateColumn(VcState), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
 
     # The request: ``nodes`` nodes of these resources each.
