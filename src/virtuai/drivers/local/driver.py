@@ -44,6 +44,7 @@ from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, Task
 from virtuai.drivers.local import files
 from virtuai.drivers.local.cgroups import CgroupLayout, detect_layout
 from virtuai.drivers.local.inventory import detect_node, short_hostname
+from virtuai.drivers.local.ports import task_listener
 from virtuai.drivers.local.users import current_user, ensure_tenant_user
 from virtuai.errors import DriverError
 
@@ -237,6 +238,10 @@ class LocalDriver:
             return b""
         except OSError as exc:
             raise DriverError(f"cannot read the {stream} of {path.parent.name}: {exc}") from exc
+
+    def listener(self, handle: Handle, port: int) -> str | None:
+        """Where the task itself listens on ``port`` (``drivers.base.PortReach``)."""
+        return task_listener(_task_dir(handle), port)
 
     def release(self, handle: Handle) -> None:
         """Remove cgroup leftovers of an ended task; logs and records stay."""
