@@ -61,6 +61,15 @@ FENCE_MESSAGE = "killed at once: its node lost the database, or its attempt move
 
 
 @dataclass(frozen=True, slots=True)
+class JobImage:
+    """The image a task runs over (``submit --image``), resolved on the machine running it."""
+
+    name: str
+    root: str  # its read-only root file system here: the lower layer of the task's overlay
+    keepalive: str  # a sleep program inside it (absolute path): the sandbox's idle init
+
+
+@dataclass(frozen=True, slots=True)
 class TaskSpec:
     """Everything a driver needs to start one task; built by the control plane."""
 
@@ -84,6 +93,8 @@ class TaskSpec:
     # The workdir is the tenant's default workspace: create it, owned by ``run_as``, if missing.
     create_workdir: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Run in a bubblewrap sandbox over this image's root (copy on write), the workdir bound in.
+    image: JobImage | None = None
 
     @property
     def key(self) -> str:

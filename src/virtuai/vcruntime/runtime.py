@@ -33,6 +33,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import IO, Any
 
+from virtuai.drivers.base import JobImage
 from virtuai.drivers.local.files import read_json, write_json_atomic
 from virtuai.drivers.local.users import ensure_tenant_user
 from virtuai.errors import ConfigurationError, Conflict, DriverError, InvalidRequest, NotFound
@@ -391,6 +392,14 @@ class VcRuntime:
             cgroup=self.cgroups.inner(key).to_json(),
             env=node_env(spec, index),
         )
+
+    def job_image(self, name: str) -> JobImage:
+        """Image ``name`` as a job's sandbox uses it (``submit --image``); ``NotFound`` if none."""
+        image = self.images.get(name)
+        keepalive = find_keepalive(image.lower)
+        if keepalive is None:
+            raise InvalidRequest(f"image {name} has no sleep program", field="image")
+        return JobImage(name=image.name, root=str(image.lower), keepalive=keepalive)
 
     def connect(self, vc_id: str, index: int, port: int, timeout: float = 5.0) -> socket.socket:
         """A TCP connection to ``port`` inside node ``index`` (``ports.connect_in_node``)."""

@@ -53,7 +53,7 @@ import psutil
 from virtuai.domain.units import format_memory
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import FENCE_MESSAGE
-from virtuai.drivers.local import files
+from virtuai.drivers.local import files, sandbox
 from virtuai.drivers.local.cgroups import CgroupLayout, Limits, TaskCgroup
 
 log = logging.getLogger("virtuai.supervisor")
@@ -230,8 +230,15 @@ class Supervisor:
 
     def fork_task(self, out_fd: int, err_fd: int) -> int:
         """Start the command; returns its pid once it has exec'd, else raises LaunchError."""
-        if self.spec.get("vnode"):
-            self.vnode_fds = _open_vnode(self.spec["vnode"])  # and enters its pid namespace
+        vnode = self.spec.get("vnode")
+        if self.spec.get("image"):  # a sandbox over an image, entered like a virtual node
+            procs = [d / "cgroup.procs" for d in self.cgroup.dirs()] if self.cgroup else []
+            try:
+                vnode = sandbox.start(self.dir, self.spec["image"], self.spec["workdir"], procs)
+            except sandbox.SandboxError as exc:
+                raise LaunchError(str(exc)) from None
+        if vnode:
+            self.vnode_fds = _open_vnode(vnode)  # and enters its pid namespace
         err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec succeeded
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
