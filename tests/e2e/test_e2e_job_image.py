@@ -89,6 +89,21 @@ def test_a_job_runs_over_an_image(server: Server, tmp_path: Path) -> None:  # no
             assert time.monotonic() < deadline, "the sandbox's layers were not removed"
             time.sleep(0.2)
 
+        # A stop request's SIGTERM reaches the task inside (its trap runs), not the sandbox.
+        trap = (
+            "trap 'sleep 0.5; echo got-term > term.txt; exit 0' TERM; echo up > up.txt; "
+            "while :; do sleep 0.2; done"
+        )
+        stopped = int(srv.cli("submit", "--image", name, "--cpu", "0.5", "--memory", "256Mi",
+                              "--", "sh", "-c", trap, token=alice))  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not (workspaces / "physics" / "up.txt").exists():
+            assert time.monotonic() < deadline, srv.json("job", str(stopped), token=alice)
+            time.sleep(0.2)
+        srv.cli("cancel", str(stopped), token=alice)
+        assert _wait_end(srv, alice, stopped)["state"] == "cancelled"
+        assert (workspaces / "physics" / "term.txt").read_text() == "got-term\n"
+
         refused = srv.run("submit", "--image", "nope", "--", "true", token=alice)
         assert refused.returncode == 1, refused
         assert "image nope does not exist" in refused.stderr

@@ -57,7 +57,9 @@ def start(
     task_dir: Path, image: dict[str, Any], workdir: str, cgroup_procs: Sequence[Path]
 ) -> dict[str, Any]:
     """Start the sandbox's init; returns ``{"init_pid", "init_create_time", "hostname"}``,
-    what the supervisor enters as it enters a virtual node."""
+    what the supervisor enters as it enters a virtual node, and ``"processes"``: the
+    sandbox's own (bubblewrap outside and as pid 1, the keep-alive), which must outlive a
+    stop request's first signal so that the task inside gets its grace period."""
     root, keepalive = str(image["root"]), str(image["keepalive"])
     layers = task_dir / SANDBOX_DIR
     upper, work, merged = layers / "upper", layers / "work", layers / "merged"
@@ -83,7 +85,8 @@ def start(
         child = _child_pid(info_r)
     finally:
         os.close(info_r)
-    if child is None or not _wait_ready(child, keepalive):
+    keepalive_pid = None if child is None else _wait_ready(child, keepalive)
+    if child is None or keepalive_pid is None:
         with contextlib.suppress(OSError):
             os.kill(pid, 9)
         raise SandboxError(f"the sandbox over image {image.get('name')} did not start: "
@@ -92,6 +95,7 @@ def start(
         "init_pid": child,
         "init_create_time": _create_time(child),
         "hostname": f"the sandbox of image {image.get('name')}",
+        "processes": [pid, child, keepalive_pid],
     }
 
 
@@ -175,21 +179,22 @@ def _child_pid(info_r: int) -> int | None:
     return None
 
 
-def _wait_ready(pid: int, keepalive: str) -> bool:
-    """Ready once pid 1 has forked the keep-alive (the mounts and the pivot are done)."""
+def _wait_ready(pid: int, keepalive: str) -> int | None:
+    """Ready once pid 1 has forked the keep-alive (the mounts and the pivot are done): its
+    pid; ``None`` if pid 1 died or it took too long."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
             kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         except OSError:
-            return False
+            return None
         for kid in kids:
             with contextlib.suppress(OSError):
                 argv0 = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0", 1)[0]
                 if argv0.decode(errors="replace") == keepalive:
-                    return True
+                    return int(kid)
         time.sleep(0.005)
-    return False
+    return None
 
 
 def _create_time(pid: int) -> float | None:

@@ -128,6 +128,7 @@ class Supervisor:
         self.status: int | None = None  # wait status of the task's main process
         self.rusage: Any = None
         self.vnode_fds: dict[str, int] = {}  # namespaces of the virtual node the task runs in
+        self.spared: frozenset[int] = frozenset()  # an image sandbox's own processes (see below)
 
     # -- claiming the task --------------------------------------------------------------
 
@@ -235,6 +236,7 @@ class Supervisor:
             procs = [d / "cgroup.procs" for d in self.cgroup.dirs()] if self.cgroup else []
             try:
                 vnode = sandbox.start(self.dir, self.spec["image"], self.spec["workdir"], procs)
+                self.spared = frozenset(vnode["processes"])
             except sandbox.SandboxError as exc:
                 raise LaunchError(str(exc)) from None
         if vnode:
@@ -401,15 +403,18 @@ class Supervisor:
         return reason if reason in ("cancel", "preempt", "fence") else default
 
     def signal_task(self, sig: int) -> None:
-        """``sig`` to the task's process group and to whatever left it (cgroup, descendants)."""
+        """``sig`` to the task's process group and to whatever left it (cgroup, descendants).
+        An image sandbox's own processes get SIGKILL only: a SIGTERM to them would end the
+        sandbox, and the task inside with it, before its grace period."""
         if self.pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
-        if self.cgroup is not None:
-            self.cgroup.signal_all(sig)
-        for proc in _descendants():
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
+        spared = self.spared if sig != signal.SIGKILL else frozenset()
+        pids = (self.cgroup.procs() if self.cgroup is not None else set()) - spared
+        pids |= {proc.pid for proc in _descendants()} - spared
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
 
     def kill_everything(self) -> None:
         self.signal_task(signal.SIGKILL)
