@@ -20,10 +20,12 @@ connect_p50_ms=A connect_p99_ms=B rtt_p50_ms=C direct_rtt_p50_ms=E``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 from common import VIRTUAI, VirtuaiServer, free_port, percentile
 
@@ -95,9 +97,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=256)
     args = parser.parse_args()
+    cgroup = f"virtuai-bench-pf-{uuid.uuid4().hex[:6]}"
     server = VirtuaiServer(
         {
-            "VIRTUAI_LOCAL__CGROUP_NAME": f"virtuai-bench-pf-{uuid.uuid4().hex[:6]}",
+            "VIRTUAI_LOCAL__CGROUP_NAME": cgroup,
             "VIRTUAI_LOCAL__USER_PREFIX": "vaib-",
             "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
         }
@@ -136,11 +139,19 @@ def main() -> None:
         direct = measure(port, args.mib)
         forwarded = measure(local, args.mib)
         api.ok("POST", f"/api/v1/jobs/{job}/cancel")
+        deadline = time.monotonic() + 60  # the task's supervisor outlives the server: end it first
+        while api.ok("GET", f"/api/v1/jobs/{job}")["state"] != "cancelled":
+            assert time.monotonic() < deadline, "the job did not end"
+            time.sleep(0.2)
     finally:
         if forward is not None:
             forward.terminate()
             forward.wait()
         server.stop()
+        root = Path("/sys/fs/cgroup")
+        for parent in [*root.glob(cgroup), *root.glob(f"*/{cgroup}")]:  # v2, or v1 hierarchies
+            with contextlib.suppress(OSError):
+                parent.rmdir()
     print(f"download {args.mib} MiB: direct {direct[0]:.0f} MiB/s, forwarded {forwarded[0]:.0f}")
     for name, values in (("connect+echo", 1), ("echo on an open connection", 2)):
         d, f = direct[values], forwarded[values]
