@@ -104,6 +104,14 @@ def test_a_job_runs_over_an_image(server: Server, tmp_path: Path) -> None:  # no
         assert _wait_end(srv, alice, stopped)["state"] == "cancelled"
         assert (workspaces / "physics" / "term.txt").read_text() == "got-term\n"
 
+        # The built-in `host` image: the host's root, copy on write, as for virtual clusters.
+        script = "id -u; cat /etc/debian_version"
+        on_host = int(srv.cli("submit", "--image", "host", "--cpu", "0.5", "--memory", "256Mi",
+                              "--", "sh", "-c", script, token=alice))  # fmt: skip
+        assert _wait_end(srv, alice, on_host)["state"] == "succeeded"
+        host_out = srv.cli("logs", str(on_host), token=alice).splitlines()
+        assert host_out == [str(uid), Path("/etc/debian_version").read_text().strip()]
+
         refused = srv.run("submit", "--image", "nope", "--", "true", token=alice)
         assert refused.returncode == 1, refused
         assert "image nope does not exist" in refused.stderr
