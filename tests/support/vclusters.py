@@ -84,3 +84,28 @@ def can_run_vcs() -> str | None:
     if os.geteuid() != 0:
         return "virtual clusters need root (namespaces, mounts, bridges, cgroups, nftables)"
     return None
+
+
+PROGRAMS = ("/bin/sh", "/usr/bin/sleep", "/usr/bin/cat", "/usr/bin/ls", "/usr/bin/hostname")
+
+
+def tiny_rootfs(target: Path, programs: tuple[str, ...] = PROGRAMS) -> Path:
+    """A root file system with ``programs`` and the shared libraries they load."""
+    for d in ("bin", "usr/bin", "etc", "proc", "dev", "tmp", "var/tmp"):
+        (target / d).mkdir(parents=True, exist_ok=True)
+    (target / "tmp").chmod(0o1777)
+    files: set[str] = set()
+    for program in programs:
+        files.add(program)
+        ldd = subprocess.run(["ldd", program], capture_output=True, text=True, check=False).stdout
+        for line in ldd.splitlines():
+            parts = line.split()
+            path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+            if path.startswith("/"):
+                files.add(path)
+    for path in files:
+        dest = target / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(path), dest)
+    (target / "etc/hostname").write_text("image\n")
+    return target

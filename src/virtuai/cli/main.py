@@ -24,6 +24,7 @@ from virtuai.cli import (
     jobs,
     nodes,
     output,
+    portforward,
     sbatch,
     sim,
     sites,
@@ -115,6 +116,7 @@ def build_app() -> typer.Typer:
     slurmctl.register(app, SLURM_PANEL)
     sites.register(app, PLATFORM_PANEL)
     environments.register(app, JOBS_PANEL)
+    portforward.register(app, JOBS_PANEL)
     return app
 
 

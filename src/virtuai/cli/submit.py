@@ -51,6 +51,7 @@ SPEC_KEYS = (
     "constraints",
     "site",
     "environment",
+    "image",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 MAX_BULK = 1000  # as the API's MAX_BULK_JOBS
@@ -107,6 +108,10 @@ def submit(
     ] = None,
     workdir: Annotated[
         str | None, typer.Option(help="Working directory; a relative one is from here.")
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Run in a sandbox over this image's root (`virtuai image list`)."),
     ] = None,
     array: Annotated[
         str | None,
@@ -200,6 +205,8 @@ def submit(
         spec["constraints"] = list(constraint)
     if site is not None:
         spec["site"] = site
+    if image is not None:
+        spec["image"] = validate.name(image, "--image")
     _create(spec, as_json)
 
 
@@ -372,7 +379,7 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
-    for key in ("tenant", "name", "vc", "site", "environment"):
+    for key in ("tenant", "name", "vc", "site", "environment", "image"):
         if spec.get(key) is not None:
             body[key] = _checked(spec[key], key, file, validate_name, str)
     body["command"] = _command(spec.get("command"), file)

@@ -93,7 +93,7 @@ def _connected(connection: Connection, call: ExecCall) -> Iterator[ClientConnect
             max_size=execwire.MAX_MESSAGE,
         )
     except InvalidStatus as exc:
-        raise _refusal(connection, exc) from None
+        raise refusal(connection, exc) from None
     except (OSError, TimeoutError) as exc:
         raise ServerUnreachableError(
             f"cannot reach the virtuai server at {connection.url}: is `virtuai up` running? "
@@ -109,7 +109,7 @@ def _connected(connection: Connection, call: ExecCall) -> Iterator[ClientConnect
         yield ws
 
 
-def _refusal(connection: Connection, exc: InvalidStatus) -> ApiError:
+def refusal(connection: Connection, exc: InvalidStatus) -> ApiError:
     status = exc.response.status_code
     try:
         body = json.loads(exc.response.body or b"")

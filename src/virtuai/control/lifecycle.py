@@ -102,6 +102,7 @@ class _Launch:
     spec: TaskSpec
     vnode: VnodeTarget | None = None  # the virtual node it runs in
     problem: str | None = None  # why it cannot be launched at all
+    image: str | None = None  # the image whose root it runs over (``submit --image``)
 
 
 class LifecycleLoop(TaskReconciler):
@@ -285,6 +286,8 @@ class LifecycleLoop(TaskReconciler):
                     raise DriverError(item.problem)
                 if item.vnode is not None:
                     spec = self._in_vnode(spec, item.vnode)
+                if item.image is not None:
+                    spec = self._over_image(spec, item.image)
                 driver = self._drivers[self._driver_name_for(spec.node)]
             except VirtuaiError as error:
                 log.warning("launching task %s failed: %s", spec.key, error.message)
@@ -343,7 +346,7 @@ class LifecycleLoop(TaskReconciler):
 
     def _launch_of(self, session: Session, job: JobRow, tenant: str, task: TaskRow) -> _Launch:
         if job.vc_id is None:
-            return _Launch(task.id, self._spec(job, tenant, task))
+            return _Launch(task.id, self._spec(job, tenant, task), image=job.image)
         placements = placement_from_json(job.placement)
         targets = self._vc_targets(session, job) or {}
         vnode = targets.get(placements[task.index].node)
@@ -353,6 +356,12 @@ class LifecycleLoop(TaskReconciler):
             return _Launch(task.id, spec, problem="its virtual cluster is not running")
         spec = self._spec(job, tenant, task, master_addr=master.address, host_node=vnode.host_node)
         return _Launch(task.id, spec, vnode)
+
+    def _over_image(self, spec: TaskSpec, name: str) -> TaskSpec:
+        """The task in a sandbox over image ``name``'s root, as found on this machine."""
+        if self._vnodes is None:
+            raise DriverError(f"image {name}: this server has no virtual-cluster runtime")
+        return dataclasses.replace(spec, image=self._vnodes.job_image(name))
 
     def _in_vnode(self, spec: TaskSpec, vnode: VnodeTarget) -> TaskSpec:
         """The task as launched inside its virtual node: the node's reference and environment."""

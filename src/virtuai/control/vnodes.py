@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from virtuai.domain.vcluster import vnode_hostname
+from virtuai.host.sandbox import JobImage
 from virtuai.store.inventory import placement_from_json
 from virtuai.store.models import VirtualClusterRow
 from virtuai.vcruntime import VnodeRef, ipam
@@ -27,9 +28,12 @@ VC_MASTER_PORT_SPAN = 20000
 
 
 class VnodeLocator(Protocol):
-    """What the life cycle needs of the runtime: a running node's reference (``VcRuntime``)."""
+    """What the life cycle needs of the runtime (``VcRuntime``): a running node's reference,
+    and an image for the sandbox of a job that names one (``submit --image``)."""
 
     def vnode(self, vc_id: str, index: int) -> VnodeRef: ...
+
+    def job_image(self, name: str) -> JobImage: ...
 
 
 @dataclass(frozen=True, slots=True)

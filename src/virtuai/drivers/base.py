@@ -24,11 +24,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from virtuai.domain.resources import Node, Resources
 from virtuai.domain.workload import TaskOutcome
 from virtuai.errors import DriverError
+from virtuai.host.sandbox import JobImage
 
 Handle = dict[str, Any]
 
@@ -84,6 +85,8 @@ class TaskSpec:
     # The workdir is the tenant's default workspace: create it, owned by ``run_as``, if missing.
     create_workdir: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Run in a bubblewrap sandbox over this image's root (copy on write), the workdir bound in.
+    image: JobImage | None = None
 
     @property
     def key(self) -> str:
@@ -119,3 +122,15 @@ class Driver(Protocol):
     def read_log(self, handle: Handle, stream: LogStream, offset: int, limit: int) -> bytes: ...
 
     def release(self, handle: Handle) -> None: ...
+
+
+@runtime_checkable
+class PortReach(Protocol):
+    """A driver whose tasks' ports the server can reach (``virtuai port-forward``).
+
+    ``listener(handle, port)`` is the address at which the task *itself* listens on
+    ``port`` (a process of the task holds the listening socket), reachable from the
+    server; ``None`` when nothing of the task listens there.
+    """
+
+    def listener(self, handle: Handle, port: int) -> str | None: ...

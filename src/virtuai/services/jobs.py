@@ -20,7 +20,7 @@ from virtuai.domain.units import MIN_CPU_MILLI, MIN_MEMORY
 from virtuai.domain.vcluster import VcState, vnode_hostname
 from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.drivers.base import Driver, LogStream
-from virtuai.errors import Conflict, InvalidRequest, NotFound, Unschedulable
+from virtuai.errors import Conflict, InvalidRequest, NotFound, NotOffered, Unschedulable
 from virtuai.scheduler import Plan, never_reason
 from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantState
 from virtuai.services.access import Caller
@@ -28,7 +28,7 @@ from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.environments import job_environment
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
 from virtuai.services.sites import choose_pool
-from virtuai.services.vclusters import live_vc, whole_node
+from virtuai.services.vclusters import VcRuntimeAccess, live_vc, whole_node
 from virtuai.store.inventory import allowed_nodes
 from virtuai.store.models import (
     JobEventRow,
@@ -69,6 +69,7 @@ class JobRequest:
     constraints: tuple[str, ...] = ()  # node labels: key=value or a bare name
     site: str | None = None  # a site's name, "any", or None: this platform's own nodes
     environment: str | None = None  # a ready Python environment of the tenant
+    image: str | None = None  # an image whose root the job runs over (a sandbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,10 @@ def submit_job(
     request: JobRequest,
     rules: SchedulingRules,
     now: dt.datetime,
+    images: VcRuntimeAccess | None = None,
 ) -> JobRow:
+    """Record a pending job.  ``images``: where ``request.image`` is looked up (the
+    virtual-cluster runtime); ``None``: this server offers no images."""
     tenant_name = caller.default_tenant(request.tenant)
     caller.require_submit(tenant_name)
     tenant = get_tenant_row(session, tenant_name)
@@ -128,6 +132,8 @@ def submit_job(
     else:
         _reject_if_never_runs_in(vc, probe_of(tenant.name, request, priority, now))
     _check_dependencies(session, caller, request.dependencies)
+    if request.image is not None:
+        _check_image(request, vc, images)
     env = dict(request.env)
     if request.environment is not None:
         if vc is not None or request.site is not None:
@@ -150,6 +156,7 @@ def submit_job(
             command=list(request.command),
             env=env,
             environment=request.environment,
+            image=request.image,
             workdir=request.workdir,
             cpu_milli=per_task.cpu_milli,
             memory=per_task.memory,
@@ -182,6 +189,29 @@ def submit_job(
         record_creation(session, job, now=now, actor=caller.name)
     assert first is not None
     return first
+
+
+def _check_image(
+    request: JobRequest, vc: VirtualClusterRow | None, images: VcRuntimeAccess | None
+) -> None:
+    """Any registered image may be named by any tenant: images are read-only roots made by
+    administrators, holding no tenant's data (as ``virtuai image list`` shows them to all)."""
+    if vc is not None:
+        raise InvalidRequest(
+            "a job in a virtual cluster runs on the cluster's image: drop image or vc",
+            field="image",
+        )
+    if request.site is not None:
+        raise InvalidRequest("images are on this server's machines, not on sites", field="image")
+    if images is None or images.runtime is None:
+        reason = images.unavailable if images is not None else "no images on this server"
+        raise NotOffered(f"jobs cannot run over images here: {reason}", field="image")
+    try:
+        images.runtime.job_image(str(request.image))
+    except NotFound:
+        raise InvalidRequest(
+            f"image {request.image} does not exist (`virtuai image list`)", field="image"
+        ) from None
 
 
 def _check_targeting(request: JobRequest, rules: SchedulingRules) -> None:

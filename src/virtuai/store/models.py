@@ -305,6 +305,8 @@ class JobRow(Base):
     constraints: Mapped[list[str]] = mapped_column(Json, default=list, server_default="[]")
     # The tenant's Python environment it runs in (its bin first on PATH); NULL: none.
     environment: Mapped[str | None] = mapped_column(String(63), default=None)
+    # An image (`virtuai image list`) whose root the job runs over, in a sandbox.
+    image: Mapped[str | None] = mapped_column(String(63), default=None)
 
     # Desired state set by users; the life-cycle loop acts on it.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

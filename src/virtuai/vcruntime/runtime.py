@@ -23,6 +23,7 @@ import logging
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,8 +35,9 @@ from typing import IO, Any
 
 from virtuai.errors import ConfigurationError, Conflict, DriverError, InvalidRequest, NotFound
 from virtuai.host.files import read_json, write_json_atomic
+from virtuai.host.sandbox import JobImage
 from virtuai.host.users import ensure_tenant_user
-from virtuai.vcruntime import firewall, host, inventory, network, nodes, storage, system
+from virtuai.vcruntime import firewall, host, inventory, network, nodes, ports, storage, system
 from virtuai.vcruntime.build import Ctx, FaultHook, NodeBuilder, Undo
 from virtuai.vcruntime.config import RuntimeConfig
 from virtuai.vcruntime.images import HOST, ImageStore, find_keepalive, host_root_problem
@@ -390,6 +392,20 @@ class VcRuntime:
             cgroup=self.cgroups.inner(key).to_json(),
             env=node_env(spec, index),
         )
+
+    def job_image(self, name: str) -> JobImage:
+        """Image ``name`` as a job's sandbox uses it (``submit --image``); ``NotFound`` if none."""
+        image = self.images.get(name)
+        keepalive = find_keepalive(image.lower)
+        if keepalive is None:
+            raise InvalidRequest(f"image {name} has no sleep program", field="image")
+        return JobImage(name=image.name, root=str(image.lower), keepalive=keepalive)
+
+    def connect(self, vc_id: str, index: int, port: int, timeout: float = 5.0) -> socket.socket:
+        """A TCP connection to ``port`` inside node ``index`` (``ports.connect_in_node``)."""
+        spec, record = self._running_node(vc_id, index)
+        addresses = ["127.0.0.1", str(spec.address(index))]
+        return ports.connect_in_node(record, spec.hostname(index), addresses, port, timeout)
 
     def _running_node(self, vc_id: str, index: int) -> tuple[VcSpec, InitRecord]:
         existing = self.record(vc_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,32 +11,9 @@ from pathlib import Path
 import pytest
 from vc_helpers import MakeSpec
 
+from support.vclusters import tiny_rootfs
 from virtuai.errors import Conflict, InvalidRequest
 from virtuai.vcruntime import NodeSpec, VcRuntime
-
-PROGRAMS = ("/bin/sh", "/usr/bin/sleep", "/usr/bin/cat", "/usr/bin/ls", "/usr/bin/hostname")
-
-
-def tiny_rootfs(target: Path, programs: tuple[str, ...] = PROGRAMS) -> Path:
-    """A root file system with ``programs`` and the shared libraries they load."""
-    for d in ("bin", "usr/bin", "etc", "proc", "dev", "tmp", "var/tmp"):
-        (target / d).mkdir(parents=True, exist_ok=True)
-    (target / "tmp").chmod(0o1777)
-    files: set[str] = set()
-    for program in programs:
-        files.add(program)
-        ldd = subprocess.run(["ldd", program], capture_output=True, text=True, check=False).stdout
-        for line in ldd.splitlines():
-            parts = line.split()
-            path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
-            if path.startswith("/"):
-                files.add(path)
-    for path in files:
-        dest = target / path.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(os.path.realpath(path), dest)
-    (target / "etc/hostname").write_text("image\n")
-    return target
 
 
 @pytest.fixture

@@ -264,3 +264,14 @@ def test_apply_takes_an_environment(jobs_api: FakeApi, tmp_path: Path) -> None:
     assert sent(jobs_api)["environment"] == "torch"
     bad = run(["apply", "-f", write(tmp_path, "type: job\ncommand: [x]\nenvironment: Bad_\n")])
     assert bad.exit_code == 2 and "environment" in plain(bad.stderr)
+
+
+def test_an_image_by_option_or_spec(jobs_api: FakeApi, tmp_path: Path) -> None:
+    result = run(["submit", "--image", "alpine", "--", "cat", "/etc/os-release"])
+    assert result.exit_code == 0, result.output
+    assert jobs_api.requests.pop().body["image"] == "alpine"
+    result = run(["apply", "-f", write(tmp_path, "type: job\ncommand: [x]\nimage: alpine\n")])
+    assert result.exit_code == 0, result.output
+    assert sent(jobs_api)["image"] == "alpine"
+    bad = run(["submit", "--image", "Bad_", "--", "x"])
+    assert bad.exit_code == 2 and "--image" in plain(bad.stderr)

@@ -76,6 +76,7 @@ def request_from_api(body: JobCreate, rules: SchedulingRules | None = None) -> s
         constraints=tuple(body.constraints),
         site=body.site,
         environment=body.environment,
+        image=body.image,
     )
 
 
@@ -103,6 +104,7 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "array_index": job.array_index,
         "vc": None if job.vc is None else job.vc.name,
         "environment": job.environment,
+        "image": job.image,
         "node_class": job.node_class,
         "constraints": list(job.constraints or []),
         "dependency": format_dependencies([Dependency.from_json(d) for d in job.dependencies]),
@@ -124,7 +126,9 @@ def _job_fields(job: JobRow) -> dict[str, object]:
 def submit(body: JobCreate, caller: CallerDep, context: Context) -> JobOut:
     request = request_from_api(body, context.rules)
     with transaction(context.sessions) as session:
-        job = service.submit_job(session, caller, request, context.rules, context.clock.now())
+        job = service.submit_job(
+            session, caller, request, context.rules, context.clock.now(), context.vcs
+        )
         result = job_to_api(job)
     context.wake.set()
     return result
@@ -148,7 +152,7 @@ def submit_many(body: JobBatchCreate, caller: CallerDep, context: Context) -> li
         now = context.clock.now()
         for index, request in enumerate(requests):
             try:
-                row = service.submit_job(session, caller, request, context.rules, now)
+                row = service.submit_job(session, caller, request, context.rules, now, context.vcs)
             except VirtuaiError as error:
                 raise _for_job(error, index) from None
             result.append(job_to_api(row))

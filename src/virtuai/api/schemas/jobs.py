@@ -54,6 +54,10 @@ class JobCreate(StrictModel):
     environment: Name | None = Field(
         default=None, description="a ready Python environment of the tenant (`virtuai env`)"
     )
+    image: Name | None = Field(
+        default=None,
+        description="run in a sandbox over this image's root (`virtuai image list`)",
+    )
     dependency: str | None = Field(
         default=None, max_length=16_384, description="afterok:ID[:ID...],afterany:ID,afternotok:ID"
     )
@@ -139,6 +143,7 @@ class JobOut(BaseModel):
     array_index: int | None
     vc: str | None = Field(description="the virtual cluster it runs in")
     environment: str | None = Field(default=None, description="the Python environment it runs in")
+    image: str | None = Field(default=None, description="the image whose root it runs over")
     node_class: str | None = Field(default=None, description="the node class it targets")
     constraints: list[str] = Field(default_factory=list, description="node labels it needs")
     dependency: str = Field(description="as given, normalised; empty when none")

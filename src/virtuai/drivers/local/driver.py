@@ -39,7 +39,9 @@ import virtuai
 from virtuai.domain.resources import Node
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, TaskSpec
+from virtuai.drivers.local import sandbox
 from virtuai.drivers.local.inventory import detect_node, short_hostname
+from virtuai.drivers.local.ports import task_listener
 from virtuai.errors import DriverError
 from virtuai.host import files
 from virtuai.host.cgroups import CgroupLayout, detect_layout
@@ -237,6 +239,10 @@ class LocalDriver:
         except OSError as exc:
             raise DriverError(f"cannot read the {stream} of {path.parent.name}: {exc}") from exc
 
+    def listener(self, handle: Handle, port: int) -> str | None:
+        """Where the task itself listens on ``port`` (``drivers.base.PortReach``)."""
+        return task_listener(_task_dir(handle), port)
+
     def release(self, handle: Handle) -> None:
         """Remove cgroup leftovers of an ended task; logs and records stay."""
         task_dir = _task_dir(handle)
@@ -247,6 +253,8 @@ class LocalDriver:
             cgroup = CgroupLayout.from_json(spec["cgroup"]).task(str(spec["key"]))
             if cgroup.exists() and not cgroup.remove():
                 log.warning("could not remove the cgroup of task %s", spec["key"])
+        if spec is not None and spec.get("image"):
+            sandbox.remove(task_dir)  # the upper layer of its root: the image is not touched
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -299,7 +307,20 @@ class LocalDriver:
             "job_id": spec.job_id,
             "tenant": spec.tenant,
             "vnode": vnode,
+            "image": self._image_of(spec, vnode),
         }
+
+    def _image_of(self, spec: TaskSpec, vnode: dict[str, Any] | None) -> dict[str, str] | None:
+        if spec.image is None:
+            return None
+        if vnode is not None:
+            raise DriverError(f"task {spec.key}: a task in a virtual node runs on its image")
+        if not self.is_root:
+            raise DriverError(f"task {spec.key}: running over image {spec.image.name} needs root")
+        if not spec.workdir:
+            raise DriverError(f"task {spec.key}: a task over an image needs a workdir to bind")
+        image = spec.image
+        return {"name": image.name, "root": image.root, "keepalive": image.keepalive}
 
     def _vnode_of(self, spec: TaskSpec) -> dict[str, Any] | None:
         """The virtual node the task runs in (its label), checked; ``None`` for a plain task."""

@@ -53,6 +53,7 @@ import psutil
 from virtuai.domain.units import format_memory
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import FENCE_MESSAGE
+from virtuai.drivers.local import sandbox
 from virtuai.host import files
 from virtuai.host.cgroups import CgroupLayout, Limits, TaskCgroup
 from virtuai.host.processes import create_time, same_process
@@ -129,6 +130,7 @@ class Supervisor:
         self.status: int | None = None  # wait status of the task's main process
         self.rusage: Any = None
         self.vnode_fds: dict[str, int] = {}  # namespaces of the virtual node the task runs in
+        self.spared: frozenset[int] = frozenset()  # an image sandbox's own processes (see below)
 
     # -- claiming the task --------------------------------------------------------------
 
@@ -231,8 +233,16 @@ class Supervisor:
 
     def fork_task(self, out_fd: int, err_fd: int) -> int:
         """Start the command; returns its pid once it has exec'd, else raises LaunchError."""
-        if self.spec.get("vnode"):
-            self.vnode_fds = _open_vnode(self.spec["vnode"])  # and enters its pid namespace
+        vnode = self.spec.get("vnode")
+        if self.spec.get("image"):  # a sandbox over an image, entered like a virtual node
+            procs = [d / "cgroup.procs" for d in self.cgroup.dirs()] if self.cgroup else []
+            try:
+                vnode = sandbox.start(self.dir, self.spec["image"], self.spec["workdir"], procs)
+                self.spared = frozenset(vnode["processes"])
+            except sandbox.SandboxError as exc:
+                raise LaunchError(str(exc)) from None
+        if vnode:
+            self.vnode_fds = _open_vnode(vnode)  # and enters its pid namespace
         err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec succeeded
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
@@ -395,15 +405,18 @@ class Supervisor:
         return reason if reason in ("cancel", "preempt", "fence") else default
 
     def signal_task(self, sig: int) -> None:
-        """``sig`` to the task's process group and to whatever left it (cgroup, descendants)."""
+        """``sig`` to the task's process group and to whatever left it (cgroup, descendants).
+        An image sandbox's own processes get SIGKILL only: a SIGTERM to them would end the
+        sandbox, and the task inside with it, before its grace period."""
         if self.pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
-        if self.cgroup is not None:
-            self.cgroup.signal_all(sig)
-        for proc in _descendants():
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
+        spared = self.spared if sig != signal.SIGKILL else frozenset()
+        pids = (self.cgroup.procs() if self.cgroup is not None else set()) - spared
+        pids |= {proc.pid for proc in _descendants()} - spared
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
 
     def kill_everything(self) -> None:
         self.signal_task(signal.SIGKILL)
