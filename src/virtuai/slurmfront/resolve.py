@@ -430,17 +430,21 @@ def _invalid(
 
 
 def _dependency_problems(res: Resolution) -> None:
-    """What virtuai's dependency model (afterok/afterany/afternotok on job ids) cannot hold."""
+    """What virtuai's dependency model (after, afterok, afterany, afternotok, singleton on
+    job ids, joined by ',' or '?') cannot hold: aftercorr, afterburstbuffer, array elements."""
     reasons: list[str] = []
-    if res.dependency_any and len(res.dependencies) > 1:
-        reasons.append("'?' (any of) lists")
+    supported = (
+        v.DepKind.AFTER,
+        v.DepKind.AFTER_OK,
+        v.DepKind.AFTER_ANY,
+        v.DepKind.AFTER_NOT_OK,
+        v.DepKind.SINGLETON,
+    )
     for term in res.dependencies:
-        if term.kind not in (v.DepKind.AFTER_OK, v.DepKind.AFTER_ANY, v.DepKind.AFTER_NOT_OK):
+        if term.kind not in supported:
             reasons.append(term.kind.value)
         elif term.job is not None and "_" in term.job:
             reasons.append(f"array elements ({term.job})")
-        elif term.delay_min:
-            reasons.append(f"+time delays ({term.job}+{term.delay_min})")
     if reasons:
         entry = next(
             (d for d in res.directives if d.option == "dependency" and d.fate == Fate.USED), None
@@ -454,11 +458,15 @@ def _dependency_problems(res: Resolution) -> None:
 
 
 def virtuai_dependency(res: Resolution) -> str | None:
-    """The dependency in virtuai's own syntax (``afterok:1:2,afterany:3``), when it has one."""
-    if not res.dependencies:
-        return None
-    by_kind: dict[str, list[str]] = {}
+    """The dependency in virtuai's own syntax (Slurm's, less what it cannot hold)."""
+    terms: list[str] = []
     for term in res.dependencies:
-        if term.job is not None:
-            by_kind.setdefault(term.kind.value, []).append(term.job)
-    return ",".join(f"{kind}:{':'.join(ids)}" for kind, ids in by_kind.items()) or None
+        if term.kind is v.DepKind.SINGLETON:
+            terms.append("singleton")
+        elif term.job is not None and "_" not in term.job and term.kind.value in _KINDS:
+            delay = f"+{term.delay_min}" if term.delay_min else ""
+            terms.append(f"{term.kind.value}:{term.job}{delay}")
+    return ("?" if res.dependency_any else ",").join(terms) or None
+
+
+_KINDS = frozenset({"after", "afterok", "afterany", "afternotok"})

@@ -55,7 +55,10 @@ class JobCreate(StrictModel):
         default=None, description="a ready Python environment of the tenant (`virtuai env`)"
     )
     dependency: str | None = Field(
-        default=None, max_length=16_384, description="afterok:ID[:ID...],afterany:ID,afternotok:ID"
+        default=None,
+        max_length=16_384,
+        description="Slurm's syntax: after:ID[+MIN], afterok:ID[:ID...], afterany:ID, "
+        "afternotok:ID, singleton; joined by ',' (all of) or '?' (any of)",
     )
     signal: str | None = Field(
         default=None,
