@@ -14,12 +14,12 @@ import pwd
 import re
 import zlib
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 from virtuai.cli.client import ApiError, Client, JsonObject
 from virtuai.slurmfront.resolve import UNLIMITED_CAP_S, Resolution, virtuai_dependency
+from virtuai.slurmrun import bundle_source
 
 RUNNER_ENV = "VIRTUAI_SLURM_RUNNER"
 # The runner travels compressed in the job's environment (a few KiB per job, not 20).
@@ -65,8 +65,9 @@ def submitter() -> str:
     return os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name
 
 
-def runner_source() -> str:
-    return resources.files("virtuai.slurmrun").joinpath("runner.py").read_text(encoding="utf-8")
+def runner_source(*, multi_node: bool = True) -> str:
+    """The in-task runner and its modules, as one source text (``virtuai.slurmrun``)."""
+    return bundle_source(multi_node=multi_node)
 
 
 def server_is_local(url: str) -> bool:
@@ -162,7 +163,8 @@ def job_body(
         notes.append(f"--export: not sent (too many or too large): {', '.join(left_out)}")
     config = runner_config(res, submit_host, user)
     config["submit_dir"] = submit_dir
-    variables[RUNNER_ENV] = base64.b64encode(zlib.compress(runner_source().encode(), 9)).decode()
+    source = runner_source(multi_node=res.nodes > 1)
+    variables[RUNNER_ENV] = base64.b64encode(zlib.compress(source.encode(), 9)).decode()
     workdir = res.workdir if (local or res.workdir_given) else None
     if workdir is None:
         notes.append(
@@ -187,7 +189,8 @@ def job_body(
             "memory": res.mem_per_node,
             "gpu": res.gpus_per_node,
         },
-        "tasks": 1,
+        # One task per node: task 0 runs the script, the others srun's step agents.
+        "tasks": res.nodes,
         "time": res.time_limit_s or UNLIMITED_CAP_S,
         "priority": res.priority,
         "env": variables,

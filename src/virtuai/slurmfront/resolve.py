@@ -307,20 +307,10 @@ def _derive(
     if per_node and ntasks and per_node * res.nodes < ntasks:
         res.ntasks_per_node = -(-ntasks // res.nodes)
     if res.nodes > 1:
-        entry = entries.get("nodes") or entries.get("ntasks-per-node")
-        why = (
-            f"{res.nodes} nodes: virtuai sbatch runs one-node allocations for now "
-            "(with --ignore-unsupported every task runs on one node)"
-        )
-        if entry is not None:
-            entry.fate, entry.note = Fate.UNSUPPORTED, why
-        res.problems.append(
-            Problem(
-                "unsupported",
-                why,
-                entry.line if entry else None,
-                entry.origin if entry else "script",
-            )
+        res.notes.append(
+            f"{res.nodes} nodes: a gang of {res.nodes} virtuai tasks, one per node, which "
+            "virtuai may place on one machine; srun reaches them all (no PMIx: ranks "
+            "rendezvous through the environment, MASTER_ADDR and MASTER_PORT)"
         )
     # GPUs: per node from --gres/--gpus-per-node, per task, or a job total.
     gres = parsed("gres", v.gres_gpus)
