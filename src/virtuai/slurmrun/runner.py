@@ -192,6 +192,10 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
     real_slurm = "SLURM_JOB_ID" in env and "SLURM_JOB_NODELIST" in env
     if real_slurm and env.get("SLURM_PROCID", "0") != "0":
         return 0  # a Slurm site runs every task of the gang: the batch script runs once
+    if real_slurm and "SLURM_STEP_ID" in env:
+        # Inside the site's own step: the script's sruns are steps nested in it, which
+        # must share its resources (Slurm >= 20.11 would otherwise wait for them).
+        env.setdefault("SLURM_OVERLAP", "1")
     tasks = int(env.get("VIRTUAI_NUM_TASKS", "1") or 1)
     if not real_slurm and tasks > 1:
         return _multi_node(config, argv, env, runner_source, tasks)
