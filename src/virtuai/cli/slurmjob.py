@@ -155,8 +155,11 @@ def job_body(
     submit_host: str,
     user: str,
     local: bool,
+    vc: str | None = None,
 ) -> tuple[JsonObject, list[str]]:
-    """The ``JobCreate`` body for the batch step, and notes on what virtuai did differently."""
+    """The ``JobCreate`` body for the batch step, and notes on what virtuai did differently.
+
+    ``vc``: run in that virtual cluster of the tenant, one task per cluster node."""
     notes: list[str] = []
     variables, left_out = exported_env(res, env)
     if left_out:
@@ -165,8 +168,10 @@ def job_body(
     config["submit_dir"] = submit_dir
     source = runner_source(multi_node=res.nodes > 1)
     variables[RUNNER_ENV] = base64.b64encode(zlib.compress(source.encode(), 9)).decode()
-    workdir = res.workdir if (local or res.workdir_given) else None
-    if workdir is None:
+    workdir = res.workdir if ((local and vc is None) or res.workdir_given) else None
+    if vc is not None and workdir is None:
+        notes.append(f"in virtual cluster {vc}: the job runs in its shared /shared directory")
+    elif workdir is None:
         notes.append(
             "the server is on another machine: the job runs in your tenant's workspace, "
             "not in the submit directory"
@@ -202,6 +207,8 @@ def job_body(
     }
     if res.constraints:
         body["constraints"] = list(res.constraints)
+    if vc is not None:
+        body["vc"] = vc
     return {k: value for k, value in body.items() if value is not None}, notes
 
 
