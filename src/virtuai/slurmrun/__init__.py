@@ -15,6 +15,7 @@ from importlib import resources
 # In import order: each may use those before it.  ``stepnet`` only for multi-node jobs.
 SHIPPED = ("hostlists", "stepnet", "launch")
 _FUTURE = "from __future__ import annotations\n"
+BUNDLE_MARKER = "# -- virtuai slurm runner --\n"  # as runner.BUNDLE_MARKER (which is shipped)
 
 
 def _read(name: str) -> str:
@@ -42,16 +43,18 @@ def _code_only(text: str) -> str:
 
 def bundle_source(*, multi_node: bool = True) -> str:
     """``runner.py``, preceded by a loader that puts the shipped modules in ``sys.modules``
-    as ``virtuai_<name>`` (where ``runner``/``launch`` look for them first)."""
+    as ``virtuai_<name>`` (where ``runner``/``launch`` look for them first) and keeps their
+    text in ``_BUNDLED`` (for the shims, which import them as files)."""
     names = [n for n in SHIPPED if multi_node or n != "stepnet"]
     modules = ", ".join(f"({f'virtuai_{n}'!r}, {_code_only(_read(n))!r})" for n in names)
     loader = (
+        f"_BUNDLED = ({modules},)\n"
         "import sys as _sys, types as _types\n"
-        f"for _name, _text in ({modules},):\n"
+        "for _name, _text in _BUNDLED:\n"
         "    _module = _types.ModuleType(_name)\n"
         "    _sys.modules[_name] = _module\n"
         "    exec(compile(_text, _name + '.py', 'exec'), _module.__dict__)\n"
     )
     runner = _code_only(_read("runner"))
     assert runner.startswith(_FUTURE)  # the loader goes after it: it must come first
-    return runner.replace(_FUTURE, _FUTURE + loader, 1)
+    return runner.replace(_FUTURE, _FUTURE + loader + BUNDLE_MARKER, 1)

@@ -22,17 +22,20 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from virtuai.slurmrun import hostlists, stepnet
 else:
-    # In a job, the bundle's loader has put the shipped copies in sys.modules; elsewhere
-    # (tests, tools) the package's own.
-    hostlists = sys.modules.get("virtuai_hostlists") or importlib.import_module(
-        "virtuai.slurmrun.hostlists"
-    )
-    try:
-        stepnet = sys.modules.get("virtuai_stepnet") or importlib.import_module(
-            "virtuai.slurmrun.stepnet"
-        )
-    except ImportError:
-        stepnet = None  # a one-node job's bundle leaves it out: it has no use for it
+
+    def _shipped(name: str) -> Any:
+        """The job's copy (registered by the bundle's loader, or a file beside the shims),
+        else the package's own (tests, tools); ``None`` if neither: a one-node job's bundle
+        leaves ``stepnet`` out, having no use for it."""
+        for module in (f"virtuai_{name}", f"virtuai.slurmrun.{name}"):
+            try:
+                return importlib.import_module(module)
+            except ImportError:
+                continue
+        return None
+
+    hostlists = _shipped("hostlists")
+    stepnet = _shipped("stepnet")
 
 expand_hostlist, compress_hostlist = hostlists.expand_hostlist, hostlists.compress_hostlist
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -215,7 +218,11 @@ def srun(argv: Sequence[str]) -> int:
         else:
             remote.setdefault(step_nodes[node], []).append({"rank": rank, "env": task_env})
     if remote and not env.get("VIRTUAI_SLURM_HUB"):
-        print("srun: error: this job has one node: no other node to run on", file=sys.stderr)
+        print(
+            "srun: error: only the batch script's srun reaches the other nodes of the "
+            "allocation (use -N 1 -r 0, or srun from the batch script)",
+            file=sys.stderr,
+        )
         return 1
     return _run_step(step, command, local, remote, label, env.get("VIRTUAI_SLURM_HUB", ""))
 

@@ -41,23 +41,29 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from virtuai.slurmrun import hostlists, launch, stepnet
 else:
-    # In a job, the bundle's loader has put the shipped copies in sys.modules; elsewhere
-    # (tests, tools) the package's own.
-    hostlists = sys.modules.get("virtuai_hostlists") or importlib.import_module(
-        "virtuai.slurmrun.hostlists"
-    )
-    launch = sys.modules.get("virtuai_launch") or importlib.import_module("virtuai.slurmrun.launch")
-    try:
-        stepnet = sys.modules.get("virtuai_stepnet") or importlib.import_module(
-            "virtuai.slurmrun.stepnet"
-        )
-    except ImportError:
-        stepnet = None  # a one-node job's bundle leaves it out: it has no use for it
+
+    def _shipped(name: str) -> Any:
+        """The job's copy (registered by the bundle's loader, or a file beside the shims),
+        else the package's own (tests, tools); ``None`` if neither: a one-node job's bundle
+        leaves ``stepnet`` out, having no use for it."""
+        for module in (f"virtuai_{name}", f"virtuai.slurmrun.{name}"):
+            try:
+                return importlib.import_module(module)
+            except ImportError:
+                continue
+        return None
+
+    hostlists = _shipped("hostlists")
+    launch = _shipped("launch")
+    stepnet = _shipped("stepnet")
 
 expand_hostlist, compress_hostlist = hostlists.expand_hostlist, hostlists.compress_hostlist
 srun = launch.srun
 
 _PATTERN_RE = re.compile(r"%([0-9]*)([%AabJjNnstuxM])")
+# The bundle (``virtuai.slurmrun.bundle_source``): the loader, this line, then this file.
+BUNDLE_MARKER = "# -- virtuai slurm runner --\n"
+FUTURE = "from __future__ import annotations\n"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -169,16 +175,30 @@ def _open_output(path: str, mode: str) -> IO[bytes]:
 
 
 def _write_shims(workdir: str, runner_source: str) -> str:
-    runner = os.path.join(workdir, "runner.py")
-    with open(runner, "w", encoding="utf-8") as handle:
-        handle.write(runner_source)
+    """``bin/srun`` and ``bin/scontrol``, running the runner's modules as files in ``lib``
+    (imported, so Python caches their bytecode: a step starts without compiling them)."""
+    lib = os.path.join(workdir, "lib")
+    os.mkdir(lib, 0o700)
+    bundled = globals().get("_BUNDLED") or ()
+    for name, text in bundled:
+        with open(os.path.join(lib, f"{name}.py"), "w", encoding="utf-8") as handle:
+            handle.write(text)
+    code = runner_source
+    if bundled and BUNDLE_MARKER in runner_source:
+        code = FUTURE + runner_source.split(BUNDLE_MARKER, 1)[1]
+    with open(os.path.join(lib, "virtuai_runner.py"), "w", encoding="utf-8") as handle:
+        handle.write(code)
     bin_dir = os.path.join(workdir, "bin")
     os.mkdir(bin_dir, 0o700)
     python = sys.executable or "python3"
     for name in ("srun", "scontrol"):
+        start = (
+            f"import sys; sys.path.insert(0, {lib!r}); import virtuai_runner; "
+            f"sys.exit(virtuai_runner.main([{name!r}, *sys.argv[1:]], ''))"
+        )
         path = os.path.join(bin_dir, name)
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(f'#!/bin/sh\nexec "{python}" "{runner}" {name} "$@"\n')
+            handle.write(f'#!/bin/sh\nexec "{python}" -c "{start}" "$@"\n')
         os.chmod(path, 0o700)
     return bin_dir
 
@@ -285,11 +305,11 @@ def _multi_node(
             shutil.rmtree(private, ignore_errors=True)
     private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env.get('VIRTUAI_JOB_ID', '0')}-hub-")
     try:
-        hub = stepnet.Hub(token, tasks, address, port, os.path.join(private, "steps.sock"))
         try:
+            hub = stepnet.Hub(token, tasks, address, port, os.path.join(private, "steps.sock"))
             others = hub.join(timeout)
-        except stepnet.ChannelError as error:
-            print(f"sbatch: error: {error}", file=sys.stderr)
+        except (stepnet.ChannelError, OSError) as error:
+            print(f"sbatch: error: the allocation's nodes cannot meet: {error}", file=sys.stderr)
             return 1
         config["hosts"] = [host, *others]
         env.update(slurm_environment(config, env))
