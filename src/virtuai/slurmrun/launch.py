@@ -307,7 +307,8 @@ def _run_step(
 
     for signo in FORWARDED:
         signal.signal(signo, forward)
-    local_codes = {rank: stepnet.exit_code(proc.wait()) for rank, proc in procs}
+    # As Slurm reports a rank killed by a signal: 128 + its number.
+    local_codes = {rank: _exit_code(proc.wait()) for rank, proc in procs}
     for thread in threads:
         thread.join()
     if relay is not None and channel is not None:
@@ -327,6 +328,10 @@ def _run_step(
                 f"srun: error: {where}: task {rank}: Exited with exit code {code}", file=sys.stderr
             )
     return max(codes.values(), default=0)
+
+
+def _exit_code(returncode: int) -> int:
+    return returncode if returncode >= 0 else 128 - returncode
 
 
 def _pump(

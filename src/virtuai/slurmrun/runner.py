@@ -277,6 +277,9 @@ def _multi_node(
 ) -> int:
     """One task per node: task 0 is the hub and runs the script, the others step agents."""
     token = env.get("VIRTUAI_JOB_TOKEN", "")
+    if stepnet is None:
+        print("sbatch: error: this runner was shipped for a one-node job", file=sys.stderr)
+        return 1
     if not token:
         print(
             "sbatch: error: a multi-node job needs its job token (VIRTUAI_JOB_TOKEN), which "
