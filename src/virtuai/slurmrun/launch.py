@@ -71,8 +71,8 @@ _SRUN_WITH_VALUE = {
     "--time": "",
     "--distribution": "",
     "-m": "",
-    "--kill-on-bad-exit": "",
-    "-K": "",
+    "--kill-on-bad-exit": "kill",
+    "-K": "kill",
     "--hint": "",
     "--gpu-bind": "",
     "--mem-bind": "",
@@ -113,8 +113,8 @@ _SRUN_FLAGS = {
     "--disable-status": "",
     "--overcommit": "",
     "-O": "",
-    "--kill-on-bad-exit": "",
-    "-K": "",
+    "--kill-on-bad-exit": "kill",
+    "-K": "kill",
     "--oversubscribe": "",
     "-s": "",
     "--pty": "",
@@ -142,7 +142,7 @@ def _srun_options(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
                 if i >= len(argv):
                     raise SystemExit(f"srun: error: {name} needs a value")
                 value = argv[i]
-        elif name == "--kill-on-bad-exit" or name.startswith("--"):
+        elif name.startswith("--"):
             key = ""  # a tuning option this launcher has no use for
             print(f"srun: ignoring {word} (no effect in virtuai)", file=sys.stderr)
         else:
@@ -217,6 +217,12 @@ def srun(argv: Sequence[str]) -> int:
             local.append((rank, task_env))
         else:
             remote.setdefault(step_nodes[node], []).append({"rank": rank, "env": task_env})
+    if options.get("mpi", "none") not in ("none", ""):
+        print(
+            f"srun: note: --mpi={options['mpi']}: no PMI/PMIx server in virtuai; ranks get "
+            "PMI_RANK, PMI_SIZE, RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT",
+            file=sys.stderr,
+        )
     if remote and not env.get("VIRTUAI_SLURM_HUB"):
         print(
             "srun: error: only the batch script's srun reaches the other nodes of the "
@@ -224,7 +230,9 @@ def srun(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    return _run_step(step, command, local, remote, label, env.get("VIRTUAI_SLURM_HUB", ""))
+    kill = options.get("kill", "0") != "0"
+    hub = env.get("VIRTUAI_SLURM_HUB", "")
+    return _run_step(step, command, local, remote, hub, label=label, kill_on_bad_exit=kill)
 
 
 def _step_nodes(options: Mapping[str, str], hosts: Sequence[str]) -> list[int]:
@@ -253,10 +261,15 @@ def _run_step(
     command: list[str],
     local: list[tuple[int, dict[str, str]]],
     remote: Mapping[int, list[dict[str, Any]]],
-    label: bool,
     hub: str,
+    *,
+    label: bool,
+    kill_on_bad_exit: bool,
 ) -> int:
-    """Run the local ranks, have the hub run the remote ones; the worst exit code."""
+    """Run the local ranks, have the hub run the remote ones; the worst exit code.
+
+    ``kill_on_bad_exit`` (``-K``): the first rank to fail kills the others, so that a
+    distributed job whose rank died does not wait for it until its time limit."""
     write_lock = threading.Lock()
     pending: dict[tuple[int, int], bytes] = {}  # (rank, fd) -> a line not yet ended
 
@@ -277,13 +290,31 @@ def _run_step(
 
     channel = relay = None
     codes: dict[int, int] = {}
+    procs: list[tuple[int, subprocess.Popen[bytes]]] = []
+    killed = threading.Event()
+    first_failure: list[int] = []  # with -K: the code of the rank that ended the step
+
+    def on_exit(rank: int, code: int) -> None:
+        if not code or not kill_on_bad_exit or killed.is_set():
+            return
+        killed.set()
+        first_failure.append(code)
+        print(f"srun: error: task {rank} failed: terminating the step (-K)", file=sys.stderr)
+        for _rank, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        if channel is not None:
+            with contextlib.suppress(OSError):
+                channel.send({"op": "signal", "signo": int(signal.SIGKILL)})
+
     if remote:
         try:
-            channel, relay, codes = stepnet.remote_step(hub, step, remote, command, on_output)
+            channel, relay, codes = stepnet.remote_step(
+                hub, step, remote, command, on_output, on_exit
+            )
         except OSError as error:
             print(f"srun: error: cannot reach the batch step's hub: {error}", file=sys.stderr)
             return 1
-    procs = []
     threads = []
     for rank, task_env in local:
         pipe = subprocess.PIPE if label else None
@@ -307,8 +338,18 @@ def _run_step(
 
     for signo in FORWARDED:
         signal.signal(signo, forward)
-    # As Slurm reports a rank killed by a signal: 128 + its number.
-    local_codes = {rank: _exit_code(proc.wait()) for rank, proc in procs}
+    local_codes: dict[int, int] = {}
+
+    def wait(rank: int, proc: subprocess.Popen[bytes]) -> None:
+        # As Slurm reports a rank killed by a signal: 128 + its number.
+        local_codes[rank] = _exit_code(proc.wait())
+        on_exit(rank, local_codes[rank])
+
+    waiters = [threading.Thread(target=wait, args=item, daemon=True) for item in procs]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join()
     for thread in threads:
         thread.join()
     if relay is not None and channel is not None:
@@ -327,7 +368,7 @@ def _run_step(
             print(
                 f"srun: error: {where}: task {rank}: Exited with exit code {code}", file=sys.stderr
             )
-    return max(codes.values(), default=0)
+    return first_failure[0] if first_failure else max(codes.values(), default=0)
 
 
 def _exit_code(returncode: int) -> int:

@@ -374,6 +374,7 @@ def remote_step(
     nodes: Mapping[int, Sequence[Mapping[str, Any]]],
     argv: Sequence[str],
     on_output: Callable[[int, int, bytes], None],
+    on_exit: Callable[[int, int], None] = lambda rank, code: None,
 ) -> tuple[Channel, threading.Thread, dict[int, int]]:
     """Ask the hub to run ``nodes`` (node -> [{rank, env}]); a thread relays their output to
     ``on_output(rank, fd, data)`` and fills the returned codes (rank -> exit code)."""
@@ -400,6 +401,7 @@ def remote_step(
                     on_output(rank, int(message["fd"]), base64.b64decode(message["data"]))
                 elif op == "exit":
                     codes[rank] = int(message["code"])
+                    on_exit(rank, codes[rank])
                 elif op == "lost":
                     on_output(
                         rank,
@@ -408,6 +410,7 @@ def remote_step(
                         f"rank {rank} lost\n".encode(),
                     )
                     codes[rank] = 255
+                    on_exit(rank, 255)
         except (ChannelError, ValueError, KeyError) as error:
             print(f"srun: error: lost the batch step's hub: {error}", file=sys.stderr)
         for node_ranks in nodes.values():

@@ -99,6 +99,8 @@ srun --ntasks-per-node=1 bash -c '[ "$SLURM_NODEID" = 2 ] && kill -9 $$; true'
 echo "killed rank: $?"
 srun -N 1 -r 2 false; echo "remote false: $?"
 srun -N 1 -r 2 /no/such/program; echo "no program: $?"
+srun -K -l bash -c '[ "$SLURM_PROCID" = 5 ] && exit 3; sleep 30'; echo "-K: $?"
+srun --mpi=pmix true
 exit 4
 """
     codes = wait_all(start_tasks(tmp_path, script, 3))
@@ -121,6 +123,11 @@ exit 4
     assert "remote false: 1" in lines
     assert "no program: 2" in lines
     assert any("execve(): /no/such/program" in line for line in lines)
+    # -K: the remote rank 5 fails, every other rank (here and there) is killed at once.
+    assert "-K: 3" in lines
+    assert "srun: error: task 5 failed: terminating the step (-K)" in lines
+    assert any(line.endswith("task 0: Exited with exit code 137") for line in lines)
+    assert any("--mpi=pmix: no PMI/PMIx server in virtuai" in line for line in lines)
 
 
 def test_a_peer_without_the_token_never_joins(tmp_path: Path) -> None:
