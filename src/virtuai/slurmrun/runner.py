@@ -317,6 +317,7 @@ def _multi_node(
         config["hosts"] = [host, *others]
         env.update(slurm_environment(config, env))
         env["VIRTUAI_SLURM_HUB"] = hub.socket_path
+        env["VIRTUAI_SLURM_MASTER_ADDR"] = address  # as node 0 sees itself
         # The gang's port is the hub's: the script's own rendezvous gets a fresh one.
         env["MASTER_PORT"] = str(stepnet.free_port(address))
         for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):

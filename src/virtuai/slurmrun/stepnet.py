@@ -341,15 +341,13 @@ class Hub:
 
 
 def _listen(address: str, port: int) -> socket.socket:
+    """Every address of this node, as torch's TCPStore listens: ``MASTER_ADDR`` is how the
+    *others* reach it, which need not be an address of its own here (this machine's tasks
+    get loopback, another machine's its registered address).  The handshake guards it."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((address, port))
-    except OSError:
-        # MASTER_ADDR is how the others reach this node, which may not be an address of
-        # its own (behind a NAT): listen on every address then; the handshake guards it.
-        listener.bind(("::" if family == socket.AF_INET6 else "", port))
+    listener.bind(("::" if family == socket.AF_INET6 else "", port))
     listener.listen(64)
     return listener
 
@@ -500,6 +498,12 @@ class Agent:
             env.pop(name, None)
             if name in self.env:
                 env[name] = self.env[name]
+        # The gang's MASTER_ADDR, unless the script chose its own, is how *this* node
+        # reaches node 0 (loopback there may be another machine's address here).
+        if env.get("MASTER_ADDR") == env.get("VIRTUAI_SLURM_MASTER_ADDR") and self.env.get(
+            "MASTER_ADDR"
+        ):
+            env["MASTER_ADDR"] = self.env["MASTER_ADDR"]
         # The batch task's private bin is not on this node: this agent's own shims are.
         path = [p for p in env.get("PATH", "").split(os.pathsep) if "virtuai-slurm-" not in p]
         env["PATH"] = os.pathsep.join([self.bin_dir, *path])

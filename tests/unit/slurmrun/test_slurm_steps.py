@@ -103,16 +103,21 @@ srun -K -l bash -c '[ "$SLURM_PROCID" = 5 ] && exit 3; sleep 30'; echo "-K: $?"
 srun --mpi=pmix true
 exit 4
 """
-    codes = wait_all(start_tasks(tmp_path, script, 3))
+    # Node 0 reaches itself at 127.0.0.2, the others reach it at 127.0.0.1 (as tasks on
+    # two machines see the first one at two addresses): each rank gets its node's.
+    codes = wait_all(
+        start_tasks(tmp_path, script, 3, MASTER_ADDR=["127.0.0.2", "127.0.0.1", "127.0.0.1"])
+    )
     assert codes == [4, 0, 0]  # the script's status; the agents end cleanly
     lines = (tmp_path / "slurm-88.out").read_text().splitlines()
     first = lines[0].split()
     assert first[:3] == ["nnodes=3", "ntasks=6", "nodeid=0"]
     assert first[3] != "port=" and lines[1] == "3"
-    master = f"127.0.0.1:{first[3].removeprefix('port=')}"
+    port = first[3].removeprefix("port=")
     ranks = [line for line in lines if "node=" in line]
     assert ranks == [
-        f"{r}: node={r // 2} local={r % 2} gpu={r // 2} rank={r}/6 master={master}"
+        f"{r}: node={r // 2} local={r % 2} gpu={r // 2} rank={r}/6 "
+        f"master=127.0.0.{2 if r < 2 else 1}:{port}"
         for r in range(6)
     ]
     errors = [line for line in lines if line.startswith(tuple(f"{r}: err" for r in range(6)))]
