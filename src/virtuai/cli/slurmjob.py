@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from virtuai.slurmfront.resolve import UNLIMITED_CAP_S, Resolution, virtuai_depe
 from virtuai.slurmrun import bundle_source
 
 RUNNER_ENV = "VIRTUAI_SLURM_RUNNER"
+STEP_KEY_ENV = "VIRTUAI_SLURM_STEP_KEY"  # as slurmrun.runner.STEP_KEY_ENV (shipped)
 # The runner travels compressed in the job's environment (a few KiB per job, not 20).
 BOOTSTRAP = (
     "import base64, os, zlib; _RUNNER_SOURCE = zlib.decompress(base64.b64decode("
@@ -168,6 +170,10 @@ def job_body(
     config["submit_dir"] = submit_dir
     source = runner_source(multi_node=res.nodes > 1)
     variables[RUNNER_ENV] = base64.b64encode(zlib.compress(source.encode(), 9)).decode()
+    if res.nodes > 1:
+        # What the job's tasks prove to each other (``slurmrun.stepnet``): one random key per
+        # job, in its environment (never shown by the API), the same on every machine.
+        variables[STEP_KEY_ENV] = secrets.token_hex(32)
     workdir = res.workdir if ((local and vc is None) or res.workdir_given) else None
     if vc is not None and workdir is None:
         notes.append(f"in virtual cluster {vc}: the job runs in its shared /shared directory")

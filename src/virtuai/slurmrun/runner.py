@@ -64,6 +64,7 @@ _PATTERN_RE = re.compile(r"%([0-9]*)([%AabJjNnstuxM])")
 # The bundle (``virtuai.slurmrun.bundle_source``): the loader, this line, then this file.
 BUNDLE_MARKER = "# -- virtuai slurm runner --\n"
 FUTURE = "from __future__ import annotations\n"
+STEP_KEY_ENV = "VIRTUAI_SLURM_STEP_KEY"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -276,14 +277,17 @@ def _multi_node(
     tasks: int,
 ) -> int:
     """One task per node: task 0 is the hub and runs the script, the others step agents."""
-    token = env.get("VIRTUAI_JOB_TOKEN", "")
+    # The secret the tasks prove to each other: the job's own step key (made by sbatch,
+    # the same in every task wherever it runs), else the job token (the same in every
+    # task only when all machines share one job-token key).
+    token = env.pop(STEP_KEY_ENV, "") or env.get("VIRTUAI_JOB_TOKEN", "")
     if stepnet is None:
         print("sbatch: error: this runner was shipped for a one-node job", file=sys.stderr)
         return 1
     if not token:
         print(
-            "sbatch: error: a multi-node job needs its job token (VIRTUAI_JOB_TOKEN), which "
-            "this server does not give",
+            f"sbatch: error: a multi-node job needs {STEP_KEY_ENV} or its job token "
+            "(VIRTUAI_JOB_TOKEN) for its nodes to trust each other; it has neither",
             file=sys.stderr,
         )
         return 1

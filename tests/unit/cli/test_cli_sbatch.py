@@ -237,5 +237,6 @@ def test_multi_node_singleton_any_of_and_a_virtual_cluster(lab: FakeApi, tmp_pat
     assert body["command"][-2:] == ["--vc", "x"]  # the script's own arguments stay
     runner = zlib.decompress(base64.b64decode(body["env"]["VIRTUAI_SLURM_RUNNER"])).decode()
     assert "virtuai_stepnet" in runner  # the step agents travel with multi-node jobs only
+    assert len(body["env"]["VIRTUAI_SLURM_STEP_KEY"]) == 64  # what its nodes prove
     refused = run(["sbatch", "--vc", "lab", "-p", "gpu", path])
     assert refused.exit_code == 2 and "--vc and -p/--partition" in refused.stderr

@@ -170,3 +170,20 @@ echo "lost: $?"
 def test_without_a_job_token_a_multi_node_job_says_why(tmp_path: Path, nodes: int) -> None:
     hub, agent = start_tasks(tmp_path, "#!/bin/sh\necho ran\n", nodes, VIRTUAI_JOB_TOKEN=["", ""])
     assert wait_all([hub, agent]) == [1, 1]
+
+
+def test_a_step_key_lets_nodes_with_different_job_tokens_meet(tmp_path: Path) -> None:
+    """Two machines with their own job-token keys give a job two tokens; sbatch's step key
+    is the same in every task."""
+    key = "5e" * 32
+    tasks = start_tasks(
+        tmp_path,
+        "#!/bin/sh\nsrun -l sh -c 'echo $VIRTUAI_SLURM_STEP_KEY.' | sort\n",
+        2,
+        {**CONFIG, "ntasks": 2, "ntasks_per_node": 1},
+        VIRTUAI_JOB_TOKEN=[TOKEN, "vaij_88_0_" + "cd" * 32],
+        VIRTUAI_SLURM_STEP_KEY=[key, key],
+    )
+    assert wait_all(tasks) == [0, 0]
+    # The key does not travel into the script nor its ranks.
+    assert (tmp_path / "slurm-88.out").read_text() == "0: .\n1: .\n"
