@@ -179,6 +179,12 @@ def srun(argv: Sequence[str]) -> int:
         ntasks = nodes
     else:
         ntasks = int(env.get("SLURM_NTASKS", "1"))
+    if ntasks < 1:
+        print(f"srun: error: invalid number of tasks: {ntasks}", file=sys.stderr)
+        return 1
+    # As Slurm: fewer tasks than nodes use only as many nodes.
+    step_nodes = step_nodes[:ntasks]
+    nodes = len(step_nodes)
     step = _next_step_id(env)
     step_hosts = [hosts[n] for n in step_nodes]
     per_node = -(-ntasks // nodes)

@@ -101,6 +101,7 @@ srun -N 1 -r 2 false; echo "remote false: $?"
 srun -N 1 -r 2 /no/such/program; echo "no program: $?"
 srun -K -l bash -c '[ "$SLURM_PROCID" = 5 ] && exit 3; sleep 30'; echo "-K: $?"
 srun --mpi=pmix true
+srun -n 1 -l bash -c 'echo "one task: $SLURM_STEP_NUM_NODES node(s), $SLURM_STEP_NODELIST"'
 exit 4
 """
     # Node 0 reaches itself at 127.0.0.2, the others reach it at 127.0.0.1 (as tasks on
@@ -133,6 +134,8 @@ exit 4
     assert "srun: error: task 5 failed: terminating the step (-K)" in lines
     assert any(line.endswith("task 0: Exited with exit code 137") for line in lines)
     assert any("--mpi=pmix: no PMI/PMIx server in virtuai" in line for line in lines)
+    host = socket.gethostname().split(".")[0]
+    assert f"0: one task: 1 node(s), {host}" in lines
 
 
 def test_a_peer_without_the_token_never_joins(tmp_path: Path) -> None:
