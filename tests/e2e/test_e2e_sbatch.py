@@ -197,3 +197,98 @@ def test_trap_and_requeue_runs_again_from_the_checkpoint(server: Server, submit_
     job = server.json("job", job_id)
     assert job["restart_count"] == 1
     assert any("requeue requested" in e["reason"] for e in job["events"])
+
+
+TWO_NODES = """#!/bin/bash
+#SBATCH --job-name=two-nodes
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=2
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=256M
+#SBATCH --time=00:02:00
+
+nodes=( $( scontrol show hostnames "$SLURM_JOB_NODELIST" ) )
+echo "nnodes=$SLURM_NNODES ntasks=$SLURM_NTASKS listed=${#nodes[@]} head=${nodes[0]}"
+srun -l bash -c 'echo "rank $SLURM_PROCID node $SLURM_NODEID local $SLURM_LOCALID"' | sort
+# Environment-based rendezvous (what torch.distributed's env:// does): rank 0 listens on
+# MASTER_ADDR:MASTER_PORT, the rank on the other node connects and says who it is.
+srun --ntasks-per-node=1 -l python3 -c '
+import os, socket
+addr, port, rank = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), os.environ["RANK"]
+if rank == "0":
+    with socket.create_server((addr, port)) as server:
+        conn, _ = server.accept()
+        print("rank 0 heard:", conn.recv(64).decode())
+else:
+    for _ in range(100):
+        try:
+            socket.create_connection((addr, port)).sendall(f"rank {rank}".encode())
+            break
+        except OSError:
+            __import__("time").sleep(0.1)
+' | sort
+srun -l bash -c '[ "$SLURM_PROCID" = 3 ] && exit 9; true'
+echo "step with a failing rank: $?"
+"""
+
+WAIT_FOR_FILE = "#!/bin/sh\nwhile [ ! -f release ]; do sleep 0.1; done\necho done\n"
+
+
+def test_a_two_node_job_runs_its_steps_on_both_nodes(server: Server, submit_dir: Path) -> None:
+    (submit_dir / "two.sh").write_text(TWO_NODES)
+    done = sbatch(server, submit_dir, "--wait", "--parsable", "two.sh")
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    text = (submit_dir / f"slurm-{job_id}.out").read_text()
+    host = os.uname().nodename.split(".")[0]
+    assert f"nnodes=2 ntasks=4 listed=2 head={host}\n" in text
+    assert "".join(f"{r}: rank {r} node {r // 2} local {r % 2}\n" for r in range(4)) in text
+    assert "0: rank 0 heard: rank 1\n" in text
+    assert "srun: error: " in text and "task 3: Exited with exit code 9" in text
+    assert "step with a failing rank: 9\n" in text
+    job = server.json("job", job_id)
+    assert job["tasks"] == 2 and job["state"] == "succeeded"
+
+
+def test_singleton_any_of_and_after_dependencies(server: Server, submit_dir: Path) -> None:
+    (submit_dir / "wait.sh").write_text(WAIT_FOR_FILE)
+    (submit_dir / "quick.sh").write_text("#!/bin/sh\necho quick\n")
+    first = sbatch(server, submit_dir, "--parsable", "-J", "nightly", "wait.sh")
+    assert first.returncode == 0, first.stderr
+    first_id = first.stdout.strip()
+    single = sbatch(
+        server, submit_dir, "--parsable", "-J", "nightly", "-d", "singleton", "quick.sh"
+    )
+    after = sbatch(server, submit_dir, "--parsable", "-d", f"after:{first_id}", "quick.sh")
+    either = sbatch(
+        server,
+        submit_dir,
+        "--parsable",
+        "-d",
+        f"afternotok:{first_id}?after:{first_id}",
+        "quick.sh",
+    )
+    ids = [p.stdout.strip() for p in (single, after, either)]
+    assert all(p.returncode == 0 for p in (single, after, either)), [
+        p.stderr for p in (single, after, either)
+    ]
+    for job_id in ids[1:]:
+        wait_job(server, job_id)
+    assert server.json("job", ids[0])["state"] == "pending"
+    queue = server.cli("squeue", "-h", "-o", "%i %t %r", "-j", ids[0])
+    assert queue.split() == [ids[0], "PD", "Dependency"]
+    (submit_dir / "release").touch()
+    for job_id in (first_id, ids[0]):
+        wait_job(server, job_id)
+
+
+def wait_job(server: Server, job_id: str) -> None:
+    done = subprocess.run(
+        [*CLI, "wait", job_id, "--timeout", "60"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr

@@ -58,10 +58,11 @@ def sbatch(
 
     --test-only prints what would be submitted (--json: as JSON) and submits
     nothing; --ignore-unsupported turns unsupported directives into warnings;
+    --vc NAME runs it in that virtual cluster of yours (one task per node);
     --parsable prints just the job id; --wait waits for the job and exits with
     its exit code.  See docs/slurm.md for what is supported and what differs.
     """
-    args = list(words or [])
+    args, vc = _take_vc(list(words or []))
     as_json = "--json" in args[: _options_end(args)]
     ignore = "--ignore-unsupported" in args[: _options_end(args)]
     args = [a for i, a in enumerate(args) if not (i < _options_end(args) and a in VIRTUAI_FLAGS)]
@@ -84,7 +85,10 @@ def sbatch(
     res = resolve(script, cli_words, Context(name, submit_dir, user, dict(os.environ)), script_args)
     connection = load_connection()
     local = server_is_local(connection.url)
-    if not local and not res.workdir_given:
+    if vc is not None and res.partitions:
+        output.echo_err("sbatch: error: --vc and -p/--partition: a cluster's jobs run on its nodes")
+        raise typer.Exit(USAGE_EXIT)
+    if not local and not res.workdir_given and vc is None:
         res.notes.append(
             "the server is on another machine: the job runs in your tenant's "
             "workspace, not in the submit directory"
@@ -97,6 +101,7 @@ def sbatch(
         submit_host=os.uname().nodename,
         user=user,
         local=local,
+        vc=vc,
     )
     res.notes.extend(notes)
     if res.test_only:
@@ -114,6 +119,21 @@ def sbatch(
             typer.echo(str(job_id) if res.parsable else f"Submitted batch job {job_id}")
         if res.wait:
             raise typer.Exit(_wait(ctx, client, job, job_id))
+
+
+def _take_vc(args: list[str]) -> tuple[list[str], str | None]:
+    """virtuai's ``--vc NAME`` (run in that virtual cluster), when it comes before the script."""
+    for i, word in enumerate(args):
+        if word == "--vc" and i + 1 < len(args):
+            rest, name = [*args[:i], *args[i + 2 :]], args[i + 1]
+        elif word.startswith("--vc="):
+            rest, name = [*args[:i], *args[i + 1 :]], word.partition("=")[2]
+        else:
+            continue
+        if i <= _options_end(rest):  # else it is one of the script's own arguments
+            return rest, name
+        return args, None
+    return args, None
 
 
 def _options_end(args: list[str]) -> int:

@@ -12,16 +12,18 @@ import json
 import os
 import pwd
 import re
+import secrets
 import zlib
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 from virtuai.cli.client import ApiError, Client, JsonObject
 from virtuai.slurmfront.resolve import UNLIMITED_CAP_S, Resolution, virtuai_dependency
+from virtuai.slurmrun import bundle_source
 
 RUNNER_ENV = "VIRTUAI_SLURM_RUNNER"
+STEP_KEY_ENV = "VIRTUAI_SLURM_STEP_KEY"  # as slurmrun.runner.STEP_KEY_ENV (shipped)
 # The runner travels compressed in the job's environment (a few KiB per job, not 20).
 BOOTSTRAP = (
     "import base64, os, zlib; _RUNNER_SOURCE = zlib.decompress(base64.b64decode("
@@ -65,8 +67,9 @@ def submitter() -> str:
     return os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name
 
 
-def runner_source() -> str:
-    return resources.files("virtuai.slurmrun").joinpath("runner.py").read_text(encoding="utf-8")
+def runner_source(*, multi_node: bool = True) -> str:
+    """The in-task runner and its modules, as one source text (``virtuai.slurmrun``)."""
+    return bundle_source(multi_node=multi_node)
 
 
 def server_is_local(url: str) -> bool:
@@ -154,17 +157,27 @@ def job_body(
     submit_host: str,
     user: str,
     local: bool,
+    vc: str | None = None,
 ) -> tuple[JsonObject, list[str]]:
-    """The ``JobCreate`` body for the batch step, and notes on what virtuai did differently."""
+    """The ``JobCreate`` body for the batch step, and notes on what virtuai did differently.
+
+    ``vc``: run in that virtual cluster of the tenant, one task per cluster node."""
     notes: list[str] = []
     variables, left_out = exported_env(res, env)
     if left_out:
         notes.append(f"--export: not sent (too many or too large): {', '.join(left_out)}")
     config = runner_config(res, submit_host, user)
     config["submit_dir"] = submit_dir
-    variables[RUNNER_ENV] = base64.b64encode(zlib.compress(runner_source().encode(), 9)).decode()
-    workdir = res.workdir if (local or res.workdir_given) else None
-    if workdir is None:
+    source = runner_source(multi_node=res.nodes > 1)
+    variables[RUNNER_ENV] = base64.b64encode(zlib.compress(source.encode(), 9)).decode()
+    if res.nodes > 1:
+        # What the job's tasks prove to each other (``slurmrun.stepnet``): one random key per
+        # job, in its environment (never shown by the API), the same on every machine.
+        variables[STEP_KEY_ENV] = secrets.token_hex(32)
+    workdir = res.workdir if ((local and vc is None) or res.workdir_given) else None
+    if vc is not None and workdir is None:
+        notes.append(f"in virtual cluster {vc}: the job runs in its shared /shared directory")
+    elif workdir is None:
         notes.append(
             "the server is on another machine: the job runs in your tenant's workspace, "
             "not in the submit directory"
@@ -187,7 +200,8 @@ def job_body(
             "memory": res.mem_per_node,
             "gpu": res.gpus_per_node,
         },
-        "tasks": 1,
+        # One task per node: task 0 runs the script, the others srun's step agents.
+        "tasks": res.nodes,
         "time": res.time_limit_s or UNLIMITED_CAP_S,
         "priority": res.priority,
         "env": variables,
@@ -199,6 +213,8 @@ def job_body(
     }
     if res.constraints:
         body["constraints"] = list(res.constraints)
+    if vc is not None:
+        body["vc"] = vc
     return {k: value for k, value in body.items() if value is not None}, notes
 
 

@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from virtuai.domain.dependencies import Dependency, evaluate
+from virtuai.domain.dependencies import DependedJob, Dependency, DependencyKind, evaluate
 from virtuai.domain.workload import JobState
 from virtuai.store.inventory import HOLDING_STATES
 from virtuai.store.models import JobRow
@@ -40,9 +40,13 @@ def gate_pending(
     room = _array_room(session, pending)
     for job in sorted(pending, key=lambda j: (j.array_index or 0, j.id)):
         if job.dependencies:
-            status = evaluate(
-                [Dependency.from_json(d) for d in job.dependencies], dependency_states
+            terms = [Dependency.from_json(d) for d in job.dependencies]
+            blocker = (
+                _singleton_blocker(session, job)
+                if any(t.kind is DependencyKind.SINGLETON for t in terms)
+                else None
             )
+            status = evaluate(terms, dependency_states, now=now, singleton_blocker=blocker)
             if status.never is not None and not cancel_never:
                 gate.never[job.id] = f"dependency never satisfied: {status.never}"
                 continue
@@ -72,20 +76,43 @@ def gate_pending(
     return gate
 
 
-def _dependency_states(session: Session, pending: Sequence[JobRow]) -> dict[int, list[JobState]]:
-    """States of every job depended on; an array's id stands for all its elements."""
-    wanted = {int(d["job_id"]) for job in pending for d in job.dependencies}
-    states: dict[int, list[JobState]] = defaultdict(list)
+def _dependency_states(session: Session, pending: Sequence[JobRow]) -> dict[int, list[DependedJob]]:
+    """Every job depended on; an array's id stands for all its elements."""
+    wanted = {
+        int(d["job_id"])
+        for job in pending
+        for d in job.dependencies
+        if d["kind"] != DependencyKind.SINGLETON.value
+    }
+    states: dict[int, list[DependedJob]] = defaultdict(list)
     if not wanted:
         return states
     rows = session.execute(
-        select(JobRow.id, JobRow.array_id, JobRow.state).where(
-            or_(JobRow.id.in_(wanted), JobRow.array_id.in_(wanted))
+        select(
+            JobRow.id, JobRow.array_id, JobRow.state, JobRow.started_at, JobRow.finished_at
+        ).where(or_(JobRow.id.in_(wanted), JobRow.array_id.in_(wanted)))
+    )
+    for job_id, array_id, state, started_at, finished_at in rows:
+        states[array_id if array_id is not None else job_id].append(
+            DependedJob(JobState(state), started_at, finished_at)
+        )
+    return states
+
+
+def _singleton_blocker(session: Session, job: JobRow) -> int | None:
+    """A job of the same name and user that holds resources, or waits ahead of ``job``
+    (Slurm: running or suspended, or pending and submitted earlier)."""
+    return session.scalar(
+        select(func.min(JobRow.id)).where(
+            JobRow.user_id == job.user_id,
+            JobRow.name == job.name,
+            JobRow.id != job.id,
+            or_(
+                JobRow.state.in_(HOLDING_STATES),
+                and_(JobRow.state == JobState.PENDING.value, JobRow.id < job.id),
+            ),
         )
     )
-    for job_id, array_id, state in rows:
-        states[array_id if array_id is not None else job_id].append(JobState(state))
-    return states
 
 
 def _array_room(session: Session, pending: Sequence[JobRow]) -> dict[int, int]:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from virtuai.domain.arrays import ArraySpec
 from virtuai.domain.cluster import parse_constraint
-from virtuai.domain.dependencies import Dependency
+from virtuai.domain.dependencies import Dependency, DependencyKind
 from virtuai.domain.resources import GpuDevice, Node, Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.units import MIN_CPU_MILLI, MIN_MEMORY
@@ -230,7 +230,7 @@ def _check_dependencies(
     session: Session, caller: Caller, dependencies: Sequence[Dependency]
 ) -> None:
     """Every job depended on must exist and be visible to the caller (jobs or arrays)."""
-    wanted = {d.job_id for d in dependencies}
+    wanted = {d.job_id for d in dependencies if d.kind is not DependencyKind.SINGLETON}
     if not wanted:
         return
     found = session.execute(

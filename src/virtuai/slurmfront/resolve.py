@@ -307,20 +307,10 @@ def _derive(
     if per_node and ntasks and per_node * res.nodes < ntasks:
         res.ntasks_per_node = -(-ntasks // res.nodes)
     if res.nodes > 1:
-        entry = entries.get("nodes") or entries.get("ntasks-per-node")
-        why = (
-            f"{res.nodes} nodes: virtuai sbatch runs one-node allocations for now "
-            "(with --ignore-unsupported every task runs on one node)"
-        )
-        if entry is not None:
-            entry.fate, entry.note = Fate.UNSUPPORTED, why
-        res.problems.append(
-            Problem(
-                "unsupported",
-                why,
-                entry.line if entry else None,
-                entry.origin if entry else "script",
-            )
+        res.notes.append(
+            f"{res.nodes} nodes: a gang of {res.nodes} virtuai tasks, one per node, which "
+            "virtuai may place on one machine; srun reaches them all (no PMIx: ranks "
+            "rendezvous through the environment, MASTER_ADDR and MASTER_PORT)"
         )
     # GPUs: per node from --gres/--gpus-per-node, per task, or a job total.
     gres = parsed("gres", v.gres_gpus)
@@ -430,17 +420,21 @@ def _invalid(
 
 
 def _dependency_problems(res: Resolution) -> None:
-    """What virtuai's dependency model (afterok/afterany/afternotok on job ids) cannot hold."""
+    """What virtuai's dependency model (after, afterok, afterany, afternotok, singleton on
+    job ids, joined by ',' or '?') cannot hold: aftercorr, afterburstbuffer, array elements."""
     reasons: list[str] = []
-    if res.dependency_any and len(res.dependencies) > 1:
-        reasons.append("'?' (any of) lists")
+    supported = (
+        v.DepKind.AFTER,
+        v.DepKind.AFTER_OK,
+        v.DepKind.AFTER_ANY,
+        v.DepKind.AFTER_NOT_OK,
+        v.DepKind.SINGLETON,
+    )
     for term in res.dependencies:
-        if term.kind not in (v.DepKind.AFTER_OK, v.DepKind.AFTER_ANY, v.DepKind.AFTER_NOT_OK):
+        if term.kind not in supported:
             reasons.append(term.kind.value)
         elif term.job is not None and "_" in term.job:
             reasons.append(f"array elements ({term.job})")
-        elif term.delay_min:
-            reasons.append(f"+time delays ({term.job}+{term.delay_min})")
     if reasons:
         entry = next(
             (d for d in res.directives if d.option == "dependency" and d.fate == Fate.USED), None
@@ -454,11 +448,15 @@ def _dependency_problems(res: Resolution) -> None:
 
 
 def virtuai_dependency(res: Resolution) -> str | None:
-    """The dependency in virtuai's own syntax (``afterok:1:2,afterany:3``), when it has one."""
-    if not res.dependencies:
-        return None
-    by_kind: dict[str, list[str]] = {}
+    """The dependency in virtuai's own syntax (Slurm's, less what it cannot hold)."""
+    terms: list[str] = []
     for term in res.dependencies:
-        if term.job is not None:
-            by_kind.setdefault(term.kind.value, []).append(term.job)
-    return ",".join(f"{kind}:{':'.join(ids)}" for kind, ids in by_kind.items()) or None
+        if term.kind is v.DepKind.SINGLETON:
+            terms.append("singleton")
+        elif term.job is not None and "_" not in term.job and term.kind.value in _KINDS:
+            delay = f"+{term.delay_min}" if term.delay_min else ""
+            terms.append(f"{term.kind.value}:{term.job}{delay}")
+    return ("?" if res.dependency_any else ",").join(terms) or None
+
+
+_KINDS = frozenset({"after", "afterok", "afterany", "afternotok"})

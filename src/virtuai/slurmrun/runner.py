@@ -19,6 +19,7 @@ Standard library only: this file is copied into the task, not imported.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import json
 import os
@@ -35,80 +36,36 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from virtuai.slurmrun import hostlists, launch, stepnet
+else:
+
+    def _shipped(name: str) -> Any:
+        """The job's copy (registered by the bundle's loader, or a file beside the shims),
+        else the package's own (tests, tools); ``None`` if neither: a one-node job's bundle
+        leaves ``stepnet`` out, having no use for it."""
+        for module in (f"virtuai_{name}", f"virtuai.slurmrun.{name}"):
+            try:
+                return importlib.import_module(module)
+            except ImportError:
+                continue
+        return None
+
+    hostlists = _shipped("hostlists")
+    launch = _shipped("launch")
+    stepnet = _shipped("stepnet")
+
+expand_hostlist, compress_hostlist = hostlists.expand_hostlist, hostlists.compress_hostlist
+srun = launch.srun
 
 _PATTERN_RE = re.compile(r"%([0-9]*)([%AabJjNnstuxM])")
-_RANGE_RE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
-_SUFFIX_RE = re.compile(r"^(.*?)([0-9]+)$")
+# The bundle (``virtuai.slurmrun.bundle_source``): the loader, this line, then this file.
+BUNDLE_MARKER = "# -- virtuai slurm runner --\n"
+FUTURE = "from __future__ import annotations\n"
+STEP_KEY_ENV = "VIRTUAI_SLURM_STEP_KEY"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
-
-
-# -- hostlists (the same rules as virtuai.slurmfront.hostlist, which this file cannot import) --
-
-
-def expand_hostlist(text: str) -> list[str]:
-    hosts: list[str] = []
-    depth, current = 0, ""
-    for char in text.strip() + ",":
-        depth += (char == "[") - (char == "]")
-        if char == "," and depth == 0:
-            if current:
-                hosts.extend(_expand_one(current))
-            current = ""
-        else:
-            current += char
-    return hosts
-
-
-def _expand_one(item: str) -> list[str]:
-    start = item.find("[")
-    if start < 0:
-        return [item]
-    end = item.index("]", start)
-    tails = _expand_one(item[end + 1 :]) if item[end + 1 :] else [""]
-    out: list[str] = []
-    for part in item[start + 1 : end].split(","):
-        match = _RANGE_RE.match(part)
-        if not match:
-            raise ValueError(f"cannot read hostlist range {part!r}")
-        low_text = match.group(1)
-        width = len(low_text) if low_text.startswith("0") and len(low_text) > 1 else 0
-        for number in range(int(low_text), int(match.group(2) or low_text) + 1):
-            out.extend(f"{item[:start]}{number:0{width}d}{tail}" for tail in tails)
-    return out
-
-
-def compress_hostlist(hosts: Sequence[str]) -> str:
-    groups: dict[str, list[int]] = {}
-    order: list[str] = []
-    for host in hosts:
-        match = _SUFFIX_RE.match(host)
-        if not match or (match.group(2).startswith("0") and len(match.group(2)) > 1):
-            order.append("\0" + host)
-            continue
-        prefix = match.group(1)
-        if prefix not in groups:
-            groups[prefix] = []
-            order.append(prefix)
-        groups[prefix].append(int(match.group(2)))
-    out = []
-    for key in order:
-        if key.startswith("\0"):
-            out.append(key[1:])
-            continue
-        numbers = sorted(set(groups[key]))
-        if len(numbers) == 1:
-            out.append(f"{key}{numbers[0]}")
-            continue
-        ranges, low, prev = [], numbers[0], numbers[0]
-        for number in [*numbers[1:], -1]:
-            if number == prev + 1:
-                prev = number
-                continue
-            ranges.append(str(low) if low == prev else f"{low}-{prev}")
-            low = prev = number
-        out.append(f"{key}[{','.join(ranges)}]")
-    return ",".join(out)
 
 
 # -- the batch step ---------------------------------------------------------------------------
@@ -219,44 +176,80 @@ def _open_output(path: str, mode: str) -> IO[bytes]:
 
 
 def _write_shims(workdir: str, runner_source: str) -> str:
-    runner = os.path.join(workdir, "runner.py")
-    with open(runner, "w", encoding="utf-8") as handle:
-        handle.write(runner_source)
+    """``bin/srun`` and ``bin/scontrol``, running the runner's modules as files in ``lib``
+    (imported, so Python caches their bytecode: a step starts without compiling them)."""
+    lib = os.path.join(workdir, "lib")
+    os.mkdir(lib, 0o700)
+    bundled = globals().get("_BUNDLED") or ()
+    for name, text in bundled:
+        with open(os.path.join(lib, f"{name}.py"), "w", encoding="utf-8") as handle:
+            handle.write(text)
+    code = runner_source
+    if bundled and BUNDLE_MARKER in runner_source:
+        code = FUTURE + runner_source.split(BUNDLE_MARKER, 1)[1]
+    with open(os.path.join(lib, "virtuai_runner.py"), "w", encoding="utf-8") as handle:
+        handle.write(code)
     bin_dir = os.path.join(workdir, "bin")
     os.mkdir(bin_dir, 0o700)
     python = sys.executable or "python3"
     for name in ("srun", "scontrol"):
+        start = (
+            f"import sys; sys.path.insert(0, {lib!r}); import virtuai_runner; "
+            f"sys.exit(virtuai_runner.main([{name!r}, *sys.argv[1:]], ''))"
+        )
         path = os.path.join(bin_dir, name)
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(f'#!/bin/sh\nexec "{python}" "{runner}" {name} "$@"\n')
+            handle.write(f'#!/bin/sh\nexec "{python}" -c "{start}" "$@"\n')
         os.chmod(path, 0o700)
     return bin_dir
 
 
 def batch(argv: Sequence[str], runner_source: str) -> int:
     config = json.loads(argv[0])
-    script, args = argv[1], list(argv[2:])
     env = dict(os.environ)
     # Inside a real Slurm allocation (a Slurm site runs this task through sbatch), Slurm's
     # own SLURM_* and srun are the truth: neither is replaced.  virtuai never exports a
     # user's SLURM_* variables, so their presence means a real allocation.
     real_slurm = "SLURM_JOB_ID" in env and "SLURM_JOB_NODELIST" in env
+    if real_slurm and env.get("SLURM_PROCID", "0") != "0":
+        return 0  # a Slurm site runs every task of the gang: the batch script runs once
+    if real_slurm and "SLURM_STEP_ID" in env:
+        # Inside the site's own step: the script's sruns are steps nested in it, which
+        # must share its resources (Slurm >= 20.11 would otherwise wait for them).
+        env.setdefault("SLURM_OVERLAP", "1")
+    tasks = int(env.get("VIRTUAI_NUM_TASKS", "1") or 1)
+    if not real_slurm and tasks > 1:
+        return _multi_node(config, argv, env, runner_source, tasks)
     if not real_slurm:
         env.update(slurm_environment(config, env))
         # virtuai's own gang variables describe the one batch task, not the job's ranks: a
         # Slurm batch step has none (srun sets them per rank; torchrun sets its own).
         for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
             env.pop(name, None)
+    return batch_step(config, argv, env, runner_source, shims=not real_slurm)
+
+
+def batch_step(
+    config: Mapping[str, Any],
+    argv: Sequence[str],
+    env: dict[str, str],
+    runner_source: str,
+    *,
+    shims: bool = True,
+) -> int:
+    """Run the script once, with ``env`` (its SLURM_* set), writing Slurm's output files."""
+    script, args = argv[1], list(argv[2:])
     private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env['SLURM_JOB_ID']}-")
     try:
         script_path = os.path.join(private, "slurm_script")
         with open(script_path, "w", encoding="utf-8") as handle:
             handle.write(script)
         os.chmod(script_path, 0o700)
-        if not real_slurm:
+        if shims:
             bin_dir = _write_shims(private, runner_source)
             env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
         env["VIRTUAI_SLURM_CONFIG"] = argv[0]
+        env["VIRTUAI_SLURM_STEPS"] = os.path.join(private, "steps")
         if not config["output"]:  # `virtuai srun`: the task's own log is the terminal's
             return _run_batch(config, [script_path, *args], env, None, None)
         try:
@@ -272,6 +265,71 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
             return 1
         with out, err:
             return _run_batch(config, [script_path, *args], env, out, err)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _multi_node(
+    config: dict[str, Any],
+    argv: Sequence[str],
+    env: dict[str, str],
+    runner_source: str,
+    tasks: int,
+) -> int:
+    """One task per node: task 0 is the hub and runs the script, the others step agents."""
+    # The secret the tasks prove to each other: the job's own step key (made by sbatch,
+    # the same in every task wherever it runs), else the job token (the same in every
+    # task only when all machines share one job-token key).
+    token = env.pop(STEP_KEY_ENV, "") or env.get("VIRTUAI_JOB_TOKEN", "")
+    if stepnet is None:
+        print("sbatch: error: this runner was shipped for a one-node job", file=sys.stderr)
+        return 1
+    if not token:
+        print(
+            f"sbatch: error: a multi-node job needs {STEP_KEY_ENV} or its job token "
+            "(VIRTUAI_JOB_TOKEN) for its nodes to trust each other; it has neither",
+            file=sys.stderr,
+        )
+        return 1
+    index = int(env.get("VIRTUAI_TASK_INDEX", "0") or 0)
+    address, port = env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", "0") or 0)
+    host = socket.gethostname().split(".")[0]
+    timeout = float(config.get("join_timeout_s") or stepnet.JOIN_TIMEOUT_S)
+    if index > 0:
+        private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env.get('VIRTUAI_JOB_ID', '0')}-")
+        try:
+            bin_dir = _write_shims(private, runner_source)
+            try:
+                channel = stepnet.connect_agent(address, port, token, index, host, timeout)
+            except stepnet.ChannelError as error:
+                print(f"virtuai step agent: {error}", file=sys.stderr)
+                return 1
+            agent = stepnet.Agent(channel, env, bin_dir)
+            for signo in FORWARDED:
+                signal.signal(signo, lambda signo, _frame: agent.forward(signo))
+            return agent.serve()
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+    private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env.get('VIRTUAI_JOB_ID', '0')}-hub-")
+    try:
+        try:
+            hub = stepnet.Hub(token, tasks, address, port, os.path.join(private, "steps.sock"))
+            others = hub.join(timeout)
+        except (stepnet.ChannelError, OSError) as error:
+            print(f"sbatch: error: the allocation's nodes cannot meet: {error}", file=sys.stderr)
+            return 1
+        config["hosts"] = [host, *others]
+        env.update(slurm_environment(config, env))
+        env["VIRTUAI_SLURM_HUB"] = hub.socket_path
+        env["VIRTUAI_SLURM_MASTER_ADDR"] = address  # as node 0 sees itself
+        # The gang's port is the hub's: the script's own rendezvous gets a fresh one.
+        env["MASTER_PORT"] = str(stepnet.free_port(address))
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+            env.pop(name, None)
+        try:
+            return batch_step(config, argv, env, runner_source)
+        finally:
+            hub.close()
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
@@ -311,229 +369,6 @@ def _run_batch(
         timer.start()
     code = child.wait()
     return code if code >= 0 else 128 - code
-
-
-# -- srun -------------------------------------------------------------------------------------
-
-_SRUN_WITH_VALUE = {
-    "-n": "ntasks",
-    "--ntasks": "ntasks",
-    "-N": "nodes",
-    "--nodes": "nodes",
-    "--ntasks-per-node": "ntasks-per-node",
-    "-c": "cpus-per-task",
-    "--cpus-per-task": "",
-    "--mpi": "mpi",
-    "-J": "",
-    "--job-name": "",
-    "--export": "export",
-    "-o": "output",
-    "--output": "output",
-    "-e": "error",
-    "--error": "error",
-    "--cpu-bind": "",
-    "--cpu_bind": "",
-    "--gpus": "",
-    "-G": "",
-    "--gpus-per-task": "",
-    "--gpus-per-node": "",
-    "--gres": "",
-    "--mem": "",
-    "--mem-per-cpu": "",
-    "--mem-per-gpu": "",
-    "-t": "",
-    "--time": "",
-    "--distribution": "",
-    "-m": "",
-    "--kill-on-bad-exit": "",
-    "-K": "",
-    "--hint": "",
-    "--gpu-bind": "",
-    "--mem-bind": "",
-    "-w": "",
-    "--nodelist": "",
-    "-r": "relative",
-    "--relative": "relative",
-    "--het-group": "",
-    "--network": "",
-    "-p": "",
-    "--partition": "",
-    "-A": "",
-    "--account": "",
-    "--cpus-per-gpu": "",
-    "--ntasks-per-gpu": "",
-    "--signal": "",
-    "--comment": "",
-    "--propagate": "",
-    "--wait": "",
-    "-W": "",
-    "-C": "",
-    "--constraint": "",
-}
-_SRUN_FLAGS = {
-    "-l": "label",
-    "--label": "label",
-    "-u": "",
-    "--unbuffered": "",
-    "--exclusive": "",
-    "--overlap": "",
-    "--exact": "",
-    "-Q": "",
-    "--quiet": "",
-    "-v": "",
-    "--verbose": "",
-    "--whole": "",
-    "-X": "",
-    "--disable-status": "",
-    "--overcommit": "",
-    "-O": "",
-    "--kill-on-bad-exit": "",
-    "-K": "",
-    "--oversubscribe": "",
-    "-s": "",
-    "--pty": "",
-}
-
-
-def _srun_options(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    options: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word == "--":
-            return options, list(argv[i + 1 :])
-        if not word.startswith("-") or word == "-":
-            return options, list(argv[i:])
-        name, eq, value = word.partition("=")
-        if word.startswith("-") and not word.startswith("--") and len(word) > 2:
-            name, value, eq = word[:2], word[2:], "="
-        if name in _SRUN_FLAGS and not eq:
-            key = _SRUN_FLAGS[name]
-        elif name in _SRUN_WITH_VALUE:
-            key = _SRUN_WITH_VALUE[name]
-            if not eq:
-                i += 1
-                if i >= len(argv):
-                    raise SystemExit(f"srun: error: {name} needs a value")
-                value = argv[i]
-        elif name == "--kill-on-bad-exit" or name.startswith("--"):
-            key = ""  # a tuning option this launcher has no use for
-            print(f"srun: ignoring {word} (no effect in virtuai)", file=sys.stderr)
-        else:
-            raise SystemExit(f"srun: error: unknown option {word}")
-        if key:
-            options[key] = value if value or eq else "1"
-        i += 1
-    return options, []
-
-
-def srun(argv: Sequence[str]) -> int:
-    """Launch a job step: ``ntasks`` copies of the command on the allocation (here: this node)."""
-    options, command = _srun_options(argv)
-    if not command:
-        print("srun: fatal: no command to run", file=sys.stderr)
-        return 1
-    env = dict(os.environ)
-    hosts = expand_hostlist(env.get("SLURM_JOB_NODELIST", socket.gethostname()))
-    nodes = int(options.get("nodes", "1").split("-")[0]) if "nodes" in options else len(hosts)
-    nodes = max(1, min(nodes, len(hosts)))
-    if "ntasks" in options:
-        ntasks = int(options["ntasks"])
-    elif "ntasks-per-node" in options:
-        ntasks = nodes * int(options["ntasks-per-node"])
-    elif "nodes" in options:
-        ntasks = nodes
-    else:
-        ntasks = int(env.get("SLURM_NTASKS", "1"))
-    step = _next_step_id(env)
-    step_hosts = hosts[:nodes]
-    per_node = -(-ntasks // nodes)
-    procs = []
-    label = "label" in options
-    for rank in range(ntasks):
-        node = rank // per_node
-        task_env = dict(env)
-        task_env.update(
-            {
-                "SLURM_PROCID": str(rank),
-                "SLURM_LOCALID": str(rank % per_node),
-                "SLURM_NODEID": str(node),
-                "SLURMD_NODENAME": step_hosts[node],
-                "SLURM_STEP_ID": str(step),
-                "SLURM_STEPID": str(step),
-                "SLURM_STEP_NUM_TASKS": str(ntasks),
-                "SLURM_STEP_NUM_NODES": str(nodes),
-                "SLURM_STEP_NODELIST": compress_hostlist(step_hosts),
-                "SLURM_STEP_TASKS_PER_NODE": str(per_node),
-                "SLURM_NTASKS": str(ntasks),
-                "SLURM_NPROCS": str(ntasks),
-                "SLURM_TASK_PID": "",
-                "PMI_RANK": str(rank),
-                "PMI_SIZE": str(ntasks),
-                # What torch.distributed's env:// and most launchers read.
-                "RANK": str(rank),
-                "WORLD_SIZE": str(ntasks),
-                "LOCAL_RANK": str(rank % per_node),
-                "LOCAL_WORLD_SIZE": str(per_node),
-            }
-        )
-        task_env.pop("SLURM_TASK_PID")
-        task_env.update(_bound_gpus(env, rank % per_node))
-        pipe = subprocess.PIPE if label else None
-        procs.append(subprocess.Popen(command, env=task_env, stdout=pipe, stderr=pipe))
-    threads = []
-    if label:
-        for rank, proc in enumerate(procs):
-            for stream, sink in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
-                thread = threading.Thread(target=_label, args=(rank, stream, sink), daemon=True)
-                thread.start()
-                threads.append(thread)
-
-    def forward(signo: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signo)
-
-    for signo in FORWARDED:
-        signal.signal(signo, forward)
-    codes = [proc.wait() for proc in procs]
-    for thread in threads:
-        thread.join()
-    worst = max(codes, key=lambda c: (c != 0, abs(c)))
-    return worst if worst >= 0 else 128 - worst
-
-
-def _bound_gpus(env: Mapping[str, str], local_rank: int) -> dict[str, str]:
-    """With --gpus-per-task=G, local rank i sees its own G GPUs, as Slurm binds them."""
-    per_task = env.get("SLURM_GPUS_PER_TASK", "")
-    devices = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
-    if not (per_task.isascii() and per_task.isdigit() and int(per_task) > 0):
-        return {}
-    mine = devices[local_rank * int(per_task) : (local_rank + 1) * int(per_task)]
-    if len(mine) < int(per_task):
-        return {}  # fewer GPUs than asked: leave them all visible rather than none
-    return {"CUDA_VISIBLE_DEVICES": ",".join(mine), "SLURM_STEP_GPUS": ",".join(mine)}
-
-
-def _label(rank: int, stream: IO[bytes] | None, sink: IO[str]) -> None:
-    assert stream is not None
-    for line in iter(stream.readline, b""):
-        sink.write(f"{rank}: {line.decode(errors='replace')}")
-        sink.flush()
-
-
-def _next_step_id(env: Mapping[str, str]) -> int:
-    """Steps are numbered 0, 1, ... per job, as Slurm does; a counter file in the private dir."""
-    runner_dir = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."
-    path = os.path.join(runner_dir, "steps")
-    try:
-        with open(path, "a+", encoding="utf-8") as handle:
-            handle.seek(0)
-            step = len(handle.read())
-            handle.write(".")
-        return step
-    except OSError:
-        return 0
 
 
 # -- scontrol ---------------------------------------------------------------------------------

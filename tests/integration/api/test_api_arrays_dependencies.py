@@ -97,8 +97,45 @@ def test_dependencies_on_unknown_or_foreign_jobs_are_refused(
         assert response.status_code == 404, response.text
         assert response.json()["field"] == "dependency"
     bad = platform.call(
-        "POST", "/api/v1/jobs", alice, json={"command": ["true"], "dependency": "after:1"}
+        "POST", "/api/v1/jobs", alice, json={"command": ["true"], "dependency": "aftercorr:1"}
     )
     assert bad.status_code == 422 and bad.json()["field"] == "dependency"
     bad = platform.call("POST", "/api/v1/jobs", alice, json={"command": ["true"], "array": "5-1"})
     assert bad.status_code == 422 and bad.json()["field"] == "array"
+
+
+WAIT_FOR_RELEASE = "while [ ! -f release-$0 ]; do sleep 0.05; done"
+
+
+def test_after_singleton_and_any_of_run_when_slurm_would(platform: Platform, alice: str) -> None:
+    workspace = platform.state_dir / "workspaces" / "physics"
+    holder = platform.submit(alice, ["sh", "-c", WAIT_FOR_RELEASE, "a"], name="nightly")
+    # after: may start as soon as the holder started, while it still runs.
+    after = platform.submit(alice, ["true"], dependency=f"after:{holder['id']}")
+    # singleton: one running job named "nightly" per user, in submission order.
+    single = platform.submit(
+        alice, ["sh", "-c", WAIT_FOR_RELEASE, "b"], name="nightly", dependency="singleton"
+    )
+    failing = platform.submit(alice, ["false"])
+    # any of: the first term can never be met, the second is.
+    either = platform.submit(
+        alice, ["true"], dependency=f"afterok:{failing['id']}?afterany:{failing['id']}"
+    )
+    later = platform.submit(alice, ["true"], dependency=f"after:{holder['id']}+60")
+    done = platform.wait_for([after["id"], either["id"]])
+    assert done[after["id"]]["state"] == "succeeded"
+    assert done[either["id"]]["state"] == "succeeded"
+    assert done[either["id"]]["dependency"] == (f"afterok:{failing['id']}?afterany:{failing['id']}")
+    assert platform.job(holder["id"])["state"] == "running"
+    assert platform.job(single["id"])["reason"] == (
+        f"waiting for dependency: job {holder['id']} (singleton)"
+    )
+    assert platform.job(later["id"])["reason"] == (
+        f"waiting for dependency: job {holder['id']} (after) +60 min"
+    )
+    (workspace / "release-a").touch()
+    platform.wait_for([holder["id"]])
+    platform.wait_for([single["id"]], states={"running"})
+    (workspace / "release-b").touch()
+    assert platform.wait_for([single["id"]])[single["id"]]["state"] == "succeeded"
+    platform.ok("POST", f"/api/v1/jobs/{later['id']}/cancel", alice)

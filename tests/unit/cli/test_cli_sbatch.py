@@ -219,3 +219,24 @@ def test_srun_outside_a_job_submits_a_step_waits_and_prints(lab: FakeApi) -> Non
     assert body["command"][5] == "#!/bin/sh\nexec srun -l echo hello\n"
     config = json.loads(body["command"][4])
     assert (config["ntasks"], config["output"]) == (2, "")
+
+
+def test_multi_node_singleton_any_of_and_a_virtual_cluster(lab: FakeApi, tmp_path: Path) -> None:
+    text = (
+        "#!/bin/bash\n#SBATCH -N 2 --ntasks-per-node=4 -c 2 --mem=1G\n#SBATCH -d singleton\nrun\n"
+    )
+    path = script(tmp_path, text)
+    result = run(["sbatch", "--vc", "lab", "-d", "afterok:5?after:6+2", path, "--vc", "x"])
+    assert result.exit_code == 0, result.output
+    assert "in virtual cluster lab" in result.stderr
+    (request,) = lab.sent("POST", JOBS)
+    body = request.body
+    assert (body["tasks"], body["vc"], body["dependency"]) == (2, "lab", "afterok:5?after:6+2")
+    assert body["resources"] == {"cpu": 8, "memory": 2**30, "gpu": 0}
+    assert "workdir" not in body  # the cluster's /shared
+    assert body["command"][-2:] == ["--vc", "x"]  # the script's own arguments stay
+    runner = zlib.decompress(base64.b64decode(body["env"]["VIRTUAI_SLURM_RUNNER"])).decode()
+    assert "virtuai_stepnet" in runner  # the step agents travel with multi-node jobs only
+    assert len(body["env"]["VIRTUAI_SLURM_STEP_KEY"]) == 64  # what its nodes prove
+    refused = run(["sbatch", "--vc", "lab", "-p", "gpu", path])
+    assert refused.exit_code == 2 and "--vc and -p/--partition" in refused.stderr

@@ -46,7 +46,10 @@ def run_batch(tmp: Path, script: str, config: dict[str, Any], *args: str, **extr
         "VIRTUAI_TENANT": "ml",
         "RANK": "0",
         "WORLD_SIZE": "1",
-        RUNNER_ENV: base64.b64encode(zlib.compress(runner_source().encode())).decode(),
+        # One-node jobs get the runner without the step agents' module, as sbatch sends it.
+        RUNNER_ENV: base64.b64encode(
+            zlib.compress(runner_source(multi_node=False).encode())
+        ).decode(),
     }
     command = [PYTHON, "-c", BOOTSTRAP, "batch", json.dumps(config), script, *args]
     return subprocess.run(command, env=env, cwd=tmp, timeout=60, check=False).returncode

@@ -59,7 +59,10 @@ class JobCreate(StrictModel):
         description="run in a sandbox over this image's root (`virtuai image list`)",
     )
     dependency: str | None = Field(
-        default=None, max_length=16_384, description="afterok:ID[:ID...],afterany:ID,afternotok:ID"
+        default=None,
+        max_length=16_384,
+        description="Slurm's syntax: after:ID[+MIN], afterok:ID[:ID...], afterany:ID, "
+        "afternotok:ID, singleton; joined by ',' (all of) or '?' (any of)",
     )
     signal: str | None = Field(
         default=None,

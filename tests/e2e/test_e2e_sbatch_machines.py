@@ -1,0 +1,82 @@
+"""A two-node Slurm script over two machines: real `virtuai up` instances in their own
+network namespaces (``support.netcluster``), each with its own job-token key.
+
+Each node's task needs all of its machine's CPUs, so the gang spans both; the step
+agent on the second machine joins the batch task on the first over the bridge.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.netcluster import NetCluster, can_run
+from virtuai.cli.slurmjob import job_body
+from virtuai.slurmfront.resolve import Context, resolve
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.postgres,
+    pytest.mark.skipif(can_run() is not None, reason=str(can_run())),
+]
+
+SCRIPT = """#!/bin/bash
+#SBATCH -N 2 --ntasks-per-node=1 -c 2 --mem=256M -t 2
+echo "nnodes=$SLURM_NNODES ntasks=$SLURM_NTASKS"
+srun -l bash -c 'echo "node $SLURM_NODEID on $VIRTUAI_NODE master $MASTER_ADDR"' | sort
+# Rank 0 listens on every address (as torch's TCPStore does); rank 1 connects to its
+# MASTER_ADDR, which is how its own machine reaches the first one.
+srun -l python3 -c '
+import os, socket, time
+port, rank = int(os.environ["MASTER_PORT"]), os.environ["RANK"]
+if rank == "0":
+    with socket.create_server(("", port)) as server:
+        conn, _ = server.accept()
+        print("rank 0 heard:", conn.recv(64).decode())
+else:
+    for _ in range(100):
+        try:
+            socket.create_connection((os.environ["MASTER_ADDR"], port)).sendall(b"rank 1")
+            break
+        except OSError:
+            time.sleep(0.1)
+' | sort
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[NetCluster]:
+    net = NetCluster(Path(tempfile.mkdtemp(prefix="vai-netcluster-sb-")), size=2)
+    try:
+        net.start()
+        yield net
+    finally:
+        net.stop()
+
+
+def test_srun_reaches_the_node_on_the_other_machine(cluster: NetCluster) -> None:
+    res = resolve(SCRIPT, [], Context("two.sh", "/home/ann", "ann", {}))
+    body, _notes = job_body(
+        res, SCRIPT, env={}, submit_dir="/home/ann", submit_host="login", user="ann", local=False
+    )
+    job = cluster.user("POST", "/api/v1/jobs", json=body)
+    done = cluster.wait([job["id"]], timeout=120)[job["id"]]
+    assert done["state"] == "succeeded", done
+    nodes = [p["node"] for p in sorted(done["placement"], key=lambda p: p["index"])]
+    assert sorted(nodes) == ["n1", "n2"]
+    first = next(i for i in cluster.instances if i.name == nodes[0])
+    output = cluster.public / "workspaces" / "lab" / f"slurm-{job['id']}.out"
+    deadline = time.monotonic() + 10
+    while not output.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert output.read_text().splitlines() == [
+        "nnodes=2 ntasks=2",
+        f"0: node 0 on {nodes[0]} master 127.0.0.1",
+        f"1: node 1 on {nodes[1]} master {first.address}",
+        "0: rank 0 heard: rank 1",
+    ]
