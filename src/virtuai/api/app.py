@@ -9,6 +9,7 @@ from virtuai.api.context import ApiContext
 from virtuai.api.errors import install_error_handlers
 from virtuai.api.middleware import ContainErrors, MeasureRequests, RequestLimits
 from virtuai.api.routers import (
+    datasets,
     doctor,
     environments,
     fairshare,
@@ -80,6 +81,7 @@ def create_app(context: ApiContext) -> FastAPI:
         sites,
         vcexec,
         environments,
+        datasets,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

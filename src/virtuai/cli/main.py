@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from virtuai import __version__
 from virtuai.cli import (
     accounts,
+    datasets,
     doctor,
     environments,
     fairshare,
@@ -115,6 +116,7 @@ def build_app() -> typer.Typer:
     slurmctl.register(app, SLURM_PANEL)
     sites.register(app, PLATFORM_PANEL)
     environments.register(app, JOBS_PANEL)
+    datasets.register(app, JOBS_PANEL)
     return app
 
 

@@ -51,6 +51,8 @@ SPEC_KEYS = (
     "constraints",
     "site",
     "environment",
+    "data",
+    "stage",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 MAX_BULK = 1000  # as the API's MAX_BULK_JOBS
@@ -148,6 +150,18 @@ def submit(
             help="Run on this site (a Slurm cluster; `virtuai site list`), or `any`.",
         ),
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="A dataset of the tenant (`virtuai dataset list`): run where it is."
+        ),
+    ] = None,
+    stage: Annotated[
+        bool,
+        typer.Option(
+            "--stage", help="With --data: copy it (rsync) to the site the job runs at first."
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a job; print its id.
@@ -200,6 +214,11 @@ def submit(
         spec["constraints"] = list(constraint)
     if site is not None:
         spec["site"] = site
+    if stage and data is None:
+        raise typer.BadParameter("--stage copies the job's data: give --data too")
+    if data is not None:
+        spec["data"] = validate.name(data, "--data")
+        spec["stage"] = stage
     _create(spec, as_json)
 
 
@@ -372,7 +391,7 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
-    for key in ("tenant", "name", "vc", "site", "environment"):
+    for key in ("tenant", "name", "vc", "site", "environment", "data"):
         if spec.get(key) is not None:
             body[key] = _checked(spec[key], key, file, validate_name, str)
     body["command"] = _command(spec.get("command"), file)
@@ -398,6 +417,10 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
     ):
         if spec.get(key) is not None:
             body[key] = _checked(str(spec[key]), key, file, parse, str)
+    if spec.get("stage") is not None:
+        if not isinstance(spec["stage"], bool):
+            raise _bad(file, f"stage: {spec['stage']!r} is not true or false")
+        body["stage"] = spec["stage"]
     if spec.get("requeue") is not None:
         if not isinstance(spec["requeue"], bool):
             raise _bad(file, f"requeue: expected true or false, not {spec['requeue']!r}")

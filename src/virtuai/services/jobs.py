@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from virtuai.domain.arrays import ArraySpec
 from virtuai.domain.cluster import parse_constraint
+from virtuai.domain.datasets import DATA_ENV, needs_copy
 from virtuai.domain.dependencies import Dependency
 from virtuai.domain.resources import GpuDevice, Node, Resources
+from virtuai.domain.sites import site_of_pool
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.units import MIN_CPU_MILLI, MIN_MEMORY
 from virtuai.domain.vcluster import VcState, vnode_hostname
@@ -25,6 +27,7 @@ from virtuai.scheduler import Plan, never_reason
 from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantState
 from virtuai.services.access import Caller
 from virtuai.services.accounts import require_enabled_tenant
+from virtuai.services.datasets import JobData, job_data
 from virtuai.services.environments import job_environment
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
 from virtuai.services.sites import choose_pool
@@ -69,6 +72,8 @@ class JobRequest:
     constraints: tuple[str, ...] = ()  # node labels: key=value or a bare name
     site: str | None = None  # a site's name, "any", or None: this platform's own nodes
     environment: str | None = None  # a ready Python environment of the tenant
+    data: str | None = None  # a dataset of the tenant: the job runs where it is
+    stage: bool = False  # ... or where it asked, once the data is copied there
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,15 @@ def submit_job(
         raise InvalidRequest(
             "a job must ask for at least 1m CPU and 1Mi memory per task", field="resources"
         )
+    if request.stage and request.data is None:
+        raise InvalidRequest("--stage copies the job's data: give data too", field="stage")
     pool: str | None = None
+    data: JobData | None = None
+    if vc is None and request.data is not None:
+        data = job_data(session, tenant, request.data, request.stage, request.site)
+        request = dataclasses.replace(request, site=data.placement.site)
+    elif request.data is not None:
+        raise InvalidRequest("a job in a virtual cluster reads its cluster's /shared", field="data")
     if vc is None:
         _check_targeting(request, rules)
         allowed = allowed_nodes(
@@ -137,6 +150,9 @@ def submit_job(
                 field="environment",
             )
         env = job_environment(session, tenant, request.environment, env)
+    copy = data is not None and needs_copy(data.dataset.site, request.stage, site_of_pool(pool))
+    if data is not None and not copy:
+        env[DATA_ENV] = data.dataset.path  # a copy's path is set once it is made
     indices: Sequence[int | None] = request.array.indices if request.array else [None]
     first: JobRow | None = None
     for index in indices:
@@ -170,6 +186,8 @@ def submit_job(
             node_class=request.node_class,
             constraints=list(request.constraints),
             pool=pool,
+            data=request.data,
+            stage=copy,  # it waits for a copy of its data (control.staging)
             submitted_at=now,
             updated_at=now,
         )
@@ -429,7 +447,9 @@ def read_logs(
     if task is None or task.handle is None:
         # Not started yet: nothing to read, and more may come unless the job already ended.
         return LogChunk(b"", offset, JobState(job.state).is_finished())
-    driver = drivers[task.driver]
+    driver = drivers.get(task.driver)
+    if driver is None:
+        raise NotFound(f"the logs of job {job_id} were at {task.driver}, which is gone", field="id")
     data = driver.read_log(task.handle, stream, offset, MAX_LOG_CHUNK)
     full = len(data) == MAX_LOG_CHUNK
     if full:

@@ -76,6 +76,8 @@ def request_from_api(body: JobCreate, rules: SchedulingRules | None = None) -> s
         constraints=tuple(body.constraints),
         site=body.site,
         environment=body.environment,
+        data=body.data,
+        stage=body.stage,
     )
 
 
@@ -117,6 +119,8 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "finished_at": job.finished_at,
         "pool": job.pool,
         "site": site_of_pool(job.pool),
+        "data": job.data,
+        "stage": job.stage,
     }
 
 

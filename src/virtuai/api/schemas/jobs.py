@@ -81,6 +81,13 @@ class JobCreate(StrictModel):
         pattern=r"^[a-z][a-z0-9-]{0,30}$",
         description="run on this site (a Slurm cluster), or 'any' to let the platform choose",
     )
+    data: Name | None = Field(
+        default=None, description="a dataset of the tenant: the job runs only where it is"
+    )
+    stage: bool = Field(
+        default=False,
+        description="with data: copy it to the site the job runs at (rsync) before it starts",
+    )
 
     @field_validator("command")
     @classmethod
@@ -150,6 +157,8 @@ class JobOut(BaseModel):
     finished_at: dt.datetime | None
     pool: str | None = Field(default=None, description="the pool it asked for; none: local")
     site: str | None = Field(default=None, description="the site it runs on; none: local")
+    data: str | None = Field(default=None, description="the dataset it reads")
+    stage: bool = Field(default=False, description="its data is copied where it runs")
 
 
 class EventOut(BaseModel):
