@@ -305,8 +305,30 @@ def plan(
             ("Queue position", output.count(answer.get("queue_position"))),
             ("Expected start", output.timestamp(answer.get("expected_start"))),
             ("Would preempt", f"{answer.get('preempts', 0)} job(s)"),
+            ("Runs at", str(answer.get("site") or "this platform's nodes")),
+            ("Because", str(answer.get("site_reason") or output.NONE)),
         ]
     )
+    candidates = [c for c in answer.get("candidates") or [] if isinstance(c, dict)]
+    if candidates:
+        output.print_table(
+            ["PLACE", "FEASIBLE", "EXPECTED WAIT", "WHY"],
+            [
+                [
+                    str(c.get("site")),
+                    "yes" if c.get("feasible") else "no",
+                    output.NONE
+                    if c.get("expected_wait_s") is None
+                    else f"{c['expected_wait_s']} s",
+                    str(c.get("why", "")),
+                ]
+                for c in candidates
+            ],
+        )
+
+
+def _seconds(value: object) -> str:
+    return f"{value} s" if isinstance(value, int) else output.NONE
 
 
 def _create(spec: JsonObject, as_json: bool) -> None:

@@ -213,6 +213,7 @@ class SiteLoop:
                 "memory_mb": sum(n.memory_mb for n in healthy),
                 "gpus": sum(n.gpus for n in healthy),
             }
+            site.expected_wait_s = None if seen.backlog is None else seen.backlog.expected_wait_s()
             site.health = "ok" if len(healthy) == len(seen.nodes) and healthy else "degraded"
             down = [f"{n.name} {n.state}" for n in seen.nodes if not n.healthy]
             site.message = f"nodes not up: {', '.join(down)}" if down else ""

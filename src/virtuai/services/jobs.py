@@ -30,7 +30,7 @@ from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.datasets import JobData, job_data
 from virtuai.services.environments import job_environment
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
-from virtuai.services.sites import choose_pool
+from virtuai.services.sitechoice import SiteChoice, choose_site
 from virtuai.services.vclusters import live_vc, whole_node
 from virtuai.store.inventory import allowed_nodes
 from virtuai.store.models import (
@@ -131,7 +131,7 @@ def submit_job(
             max_walltime_by_class=rules.max_walltime_by_class,
         )
         job_probe = probe_of(tenant.name, request, priority, now, allowed)
-        pool = choose_pool(session, rules, request.site, job_probe, now)
+        pool = choose_site(session, rules, request.site, job_probe, now).pool
         job_probe = dataclasses.replace(job_probe, pool=pool)
         reject_if_never_runs(session, rules, job_probe, now)
     elif request.site is not None:
@@ -293,16 +293,29 @@ def plan_request(
     request: JobRequest,
     rules: SchedulingRules,
     now: dt.datetime,
-) -> Plan:
-    """What would happen to this job if it were submitted now; nothing is recorded."""
+) -> tuple[Plan, SiteChoice]:
+    """What would happen to this job if it were submitted now, and where it would go (and
+    why); nothing is recorded."""
     tenant = caller.default_tenant(request.tenant)
     caller.require_visible(tenant)
-    get_tenant_row(session, tenant)
+    tenant_row = get_tenant_row(session, tenant)
     if request.vc is not None:
         raise InvalidRequest("plan does not answer for jobs in virtual clusters yet", field="vc")
+    site = request.site
+    data = None
+    if request.data is not None:
+        data = job_data(session, tenant_row, request.data, request.stage, request.site)
+        site = data.placement.site
     job_probe = probe_of(tenant, request, rules.priority(request.priority), now)
-    pool = choose_pool(session, rules, request.site, job_probe, now)
-    return plan_job(session, rules, dataclasses.replace(job_probe, pool=pool), now)
+    choice = choose_site(session, rules, site, job_probe, now)
+    if data is not None:
+        where = f"site {data.dataset.site}" if data.dataset.site else "this platform's nodes"
+        copied = needs_copy(data.dataset.site, request.stage, choice.site)
+        note = f"; its data {data.dataset.name} is on {where}"
+        choice = dataclasses.replace(
+            choice, why=choice.why + note + (" (copied there first)" if copied else "")
+        )
+    return plan_job(session, rules, dataclasses.replace(job_probe, pool=choice.pool), now), choice
 
 
 def list_jobs(

@@ -199,6 +199,13 @@ class LogChunkOut(BaseModel):
     eof: bool = Field(description="the task has ended and everything was read")
 
 
+class SiteCandidateOut(BaseModel):
+    site: str = Field(description="a site, or 'local' for this platform's nodes")
+    feasible: bool
+    why: str = Field(description="why it could never run there, or when it would start")
+    expected_wait_s: int | None
+
+
 class PlanOut(BaseModel):
     """What would happen to a job submitted now (nothing is recorded)."""
 
@@ -210,6 +217,11 @@ class PlanOut(BaseModel):
     expected_start: dt.datetime | None
     placement: list[PlacementOut]
     preempts: int = Field(description="running jobs it would preempt before it starts")
+    site: str | None = Field(default=None, description="the site it would run at; none: here")
+    site_reason: str = Field(default="", description="why there")
+    candidates: list[SiteCandidateOut] = Field(
+        default_factory=list, description="with --site any: every place weighed"
+    )
 
 
 MAX_BULK_JOBS = 1000
