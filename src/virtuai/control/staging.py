@@ -37,6 +37,7 @@ from virtuai.domain.datasets import DATA_ENV, CopyState, staged_path
 from virtuai.domain.sites import site_of_pool
 from virtuai.domain.workload import JobState
 from virtuai.drivers.slurm.staging import Copy, CopyTarget, inside, rsync_argv, write_known_hosts
+from virtuai.drivers.slurm.transport import SiteUnreachable
 from virtuai.errors import VirtuaiError
 from virtuai.store.db import transaction
 from virtuai.store.models import DatasetCopyRow, DatasetRow, JobEventRow, JobRow, SiteRow
@@ -45,6 +46,9 @@ from virtuai.store.transitions import switch_job_state
 log = logging.getLogger(__name__)
 
 CopyKey = tuple[int, str]  # (dataset id, site)
+# rsync's exit codes for a lost connection or a timeout (ssh's own failures are 255).
+TRANSIENT_RSYNC = frozenset({10, 12, 30, 35, 255})
+MAX_RETRY_PAUSE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +71,16 @@ class StagingLoop:
         self._config = config
         self._wake = wake
         self._copies: dict[CopyKey, Copy] = {}
+        self._pause: dict[CopyKey, float] = {}
+        self._retry_at: dict[CopyKey, float] = {}
 
     def tick(self) -> None:
         now = self._clock.now()
         with transaction(self._sessions) as session:
             waiting = self._waiting(session)
             to_start = self._apply(session, waiting, now)
-        for key, target in to_start:
-            self._start(key, target, now)
+        for key, copy_id in to_start:
+            self._start(key, copy_id, now)
 
     def running(self) -> int:
         return sum(1 for c in self._copies.values() if not c.done)
@@ -108,9 +114,9 @@ class StagingLoop:
 
     def _apply(
         self, session: Session, waiting: dict[CopyKey, list[JobRow]], now: dt.datetime
-    ) -> list[tuple[CopyKey, DatasetCopyRow]]:
-        """Record what the copies did; the copies to (re)start."""
-        to_start: list[tuple[CopyKey, DatasetCopyRow]] = []
+    ) -> list[tuple[CopyKey, int]]:
+        """Record what the copies did; the copies to (re)start (key, copy row id)."""
+        to_start: list[tuple[CopyKey, int]] = []
         for key, jobs in waiting.items():
             dataset_id, site = key
             row = session.scalar(
@@ -130,7 +136,10 @@ class StagingLoop:
                 or (row.state == CopyState.COPYING.value and running is None)
                 or (row.state != CopyState.COPYING.value and _before(row.started_at, newest))
             )
+            if stale and self._retry_at.get(key, 0.0) > now.timestamp():
+                stale = False  # a transient failure: pausing before the next try
             if stale and running is None:
+                again = row is not None and row.state == CopyState.COPYING.value
                 if row is None:
                     row = DatasetCopyRow(dataset_id=dataset_id, site=site)
                     session.add(row)
@@ -138,8 +147,8 @@ class StagingLoop:
                 row.requested_at, row.started_at, row.finished_at = now, now, None
                 row.bytes_done = 0
                 session.flush()
-                to_start.append((key, row))
-                for job in jobs:
+                to_start.append((key, row.id))
+                for job in jobs if not again else ():  # a restart or a retry: said already
                     _event(session, job, now, f"staging data {job.data} to site {site}")
             assert row is not None
             self._tell(session, row, jobs, running, now)
@@ -182,6 +191,17 @@ class StagingLoop:
     def _finished(
         self, session: Session, row: DatasetCopyRow, done: Copy, now: dt.datetime
     ) -> None:
+        key = (row.dataset_id, row.site)
+        if done.status in TRANSIENT_RSYNC:
+            # The connection, not the copy: it stays `copying` and starts again after a
+            # doubling pause (rsync --partial resumes where it stopped).
+            pause = min(MAX_RETRY_PAUSE_S, 2 * self._pause.get(key, 1.0))
+            self._pause[key] = pause
+            self._retry_at[key] = now.timestamp() + pause
+            row.message = f"retrying in {pause:.0f} s: {done.error or done.status}"
+            row.progress = row.message
+            return
+        self._pause.pop(key, None)
         row.finished_at = now
         if done.status == 0:
             row.state = CopyState.READY.value
@@ -193,16 +213,20 @@ class StagingLoop:
             row.message = done.error or f"rsync exited with status {done.status}"
         log.info("copy of dataset %s to site %s: %s", row.dataset_id, row.site, row.state)
 
-    def _start(self, key: CopyKey, row: DatasetCopyRow, now: dt.datetime) -> None:
+    def _start(self, key: CopyKey, copy_id: int, now: dt.datetime) -> None:
         """Resolve where the copy goes and start rsync; a refusal fails the copy."""
         try:
             argv, dest = self._argv(key)
+        except SiteUnreachable as error:
+            # Not the copy's fault: it stays `copying` and the next pass tries again.
+            log.warning("copy to site %s waits: %s", key[1], error.message)
+            return
         except (VirtuaiError, OSError, ValueError) as error:
             message = getattr(error, "message", None) or str(error)
             self._record_refusal(key, message, now)
             return
         with transaction(self._sessions) as session:
-            copy_row = session.get(DatasetCopyRow, row.id)
+            copy_row = session.get(DatasetCopyRow, copy_id)
             if copy_row is not None:
                 copy_row.path = dest
         self._copies[key] = Copy(argv, on_done=self._wake).start()
