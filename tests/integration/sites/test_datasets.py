@@ -36,7 +36,11 @@ def test_a_job_with_data_on_the_site_runs_there_and_finds_it(
     where = f"/home/vsdlab/ds-{uuid.uuid4().hex[:8]}"
     slurm.ssh(f"mkdir -p {where} && echo measured > {where}/in.txt")
     try:
-        p.ok("POST", "/api/v1/datasets", json={"name": "runs", "site": "vsd", "path": where})
+        p.ok(
+            "POST",
+            "/api/v1/datasets",
+            json={"tenant": "physics", "name": "runs", "site": "vsd", "path": where},
+        )
         # No --site: the data decides.
         job = p.submit(
             p.admin_token,
@@ -75,7 +79,9 @@ def test_stage_copies_local_data_to_the_site_before_the_job_starts(
     blob = os.urandom(8 * 2**20)
     (data / "big.bin").write_bytes(blob)
     (data / "note.txt").write_text("first\n")
-    p.ok("POST", "/api/v1/datasets", json={"name": "inputs", "path": str(data)})
+    p.ok(
+        "POST", "/api/v1/datasets", json={"tenant": "physics", "name": "inputs", "path": str(data)}
+    )
     read = 'md5sum < "$VIRTUAI_DATA/big.bin"; cat "$VIRTUAI_DATA/note.txt"; echo "$VIRTUAI_DATA"'
     job = p.submit(
         p.admin_token,
@@ -128,7 +134,7 @@ def test_a_failed_copy_fails_the_job_with_rsyncs_words(
     data = p.state_dir / "workspaces" / "physics" / "gone"
     data.mkdir(parents=True)
     (data / "x").write_text("x")
-    p.ok("POST", "/api/v1/datasets", json={"name": "gone", "path": str(data)})
+    p.ok("POST", "/api/v1/datasets", json={"tenant": "physics", "name": "gone", "path": str(data)})
     # The copy cannot be written on the site: a file stands where its directory goes.
     slurm.ssh("mkdir -p virtuai/data/physics && touch virtuai/data/physics/gone")
     try:
