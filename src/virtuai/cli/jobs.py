@@ -228,8 +228,8 @@ def print_job(job: JsonObject) -> None:
             ("Workdir", str(job.get("workdir") or output.NONE)),
             # Values may be secrets: names only here, everything with --json.
             ("Env", ", ".join(sorted(env)) or output.NONE),
+            *_where_fields(job),
         ]
-        + _where_fields(job)
     )
     _section(
         "Placement",

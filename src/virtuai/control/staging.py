@@ -152,6 +152,17 @@ class StagingLoop:
                     _event(session, job, now, f"staging data {job.data} to site {site}")
             assert row is not None
             self._tell(session, row, jobs, running, now)
+        for key in [k for k, c in self._copies.items() if k not in waiting and c.done]:
+            # Every job waiting for it was cancelled meanwhile: the copy still says how it
+            # ended (a later job reuses it if it is newer than that job).
+            done = self._copies.pop(key)
+            row = session.scalar(
+                select(DatasetCopyRow).where(
+                    DatasetCopyRow.dataset_id == key[0], DatasetCopyRow.site == key[1]
+                )
+            )
+            if row is not None:
+                self._finished(session, row, done, now)
         return to_start
 
     def _tell(
