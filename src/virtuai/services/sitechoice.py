@@ -1,6 +1,8 @@
 """Where a job runs when it lets the platform choose (``--site any``), and why.
 
-Each place (this platform's nodes, each active and reachable site) is a
+When the job fits in the free room of this platform's nodes now, it runs here
+(nothing starts sooner; this costs what the choice always cost).  Otherwise
+each place (this platform's nodes, each active and reachable site) is a
 candidate.  A candidate is out when the job could never run there: the
 scheduler's own "never" answer over its nodes (CPUs, memory and GPUs per node,
 the tenant's quota in its pool) or, for a site, a time limit above its
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from virtuai.domain.sites import SiteState
+from virtuai.domain.resources import Resources
+from virtuai.domain.sites import SiteState, is_site_pool
 from virtuai.errors import InvalidRequest
 from virtuai.scheduler import never_reason, plan
 from virtuai.scheduler.snapshot import BlockKind, PendingJob, Snapshot
@@ -88,7 +91,11 @@ def choose_site(
         if limit is not None:
             raise InvalidRequest(limit, field="time")
         return SiteChoice(row.pool, row.name, f"pinned to site {row.name}")
-    snapshot = snapshot_now(session, rules, now, with_queue=True)
+    # The common case first, as cheap as it was: it fits in the free room here now, and
+    # nothing starts sooner than now (the sites are still listed, by their backlog).
+    quick = snapshot_now(session, rules, now, with_queue=False)
+    fits_here = never_reason(quick, job) is None and job.total.fits_in(_local_free(quick))
+    snapshot = quick if fits_here else snapshot_now(session, rules, now, with_queue=True)
     rows = list(
         session.scalars(
             select(SiteRow)
@@ -96,8 +103,12 @@ def choose_site(
             .order_by(SiteRow.name)
         )
     )
-    candidates = [_candidate(snapshot, job, LOCAL, None, None)]
-    candidates += [_candidate(snapshot, job, row.name, row.pool, row) for row in rows]
+    if fits_here:
+        candidates = [Candidate(LOCAL, None, True, "fits in the free room here now", 0)]
+        candidates += [_backlog_only(snapshot, job, row) for row in rows]
+    else:
+        candidates = [_candidate(snapshot, job, LOCAL, None, None)]
+        candidates += [_candidate(snapshot, job, row.name, row.pool, row) for row in rows]
     depth = {row.name: row.queue_depth for row in rows}
     feasible = [c for c in candidates if c.feasible]
     if not feasible:
@@ -141,6 +152,28 @@ def _candidate(
         return Candidate(name, pool, True, "Slurm gives no expected start (squeue --start)")
     wait = max(ledger, slurm)
     return Candidate(name, pool, True, f"Slurm's backlog: expected to start in {_s(wait)}", wait)
+
+
+def _local_free(snapshot: Snapshot) -> Resources:
+    free = Resources()
+    for state in snapshot.nodes:
+        if not is_site_pool(state.node.pool):
+            free += state.node.capacity - state.allocated
+    return free
+
+
+def _backlog_only(snapshot: Snapshot, job: PendingJob, row: SiteRow) -> Candidate:
+    """A site weighed by feasibility and Slurm's backlog only (no ledger pass)."""
+    there = dataclasses.replace(job, pool=row.pool)
+    never = never_reason(snapshot, there) or partition_limit(row, job.walltime_s or 0)
+    if never is not None:
+        return Candidate(row.name, row.pool, False, never)
+    wait = row.expected_wait_s
+    if wait is None:
+        return Candidate(row.name, row.pool, True, "Slurm gives no expected start")
+    return Candidate(
+        row.name, row.pool, True, f"Slurm's backlog: expected to start in {_s(wait)}", wait
+    )
 
 
 def _s(seconds: int | None) -> str:
