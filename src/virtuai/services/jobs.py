@@ -152,7 +152,9 @@ def submit_job(
         env = job_environment(session, tenant, request.environment, env)
     copy = data is not None and needs_copy(data.dataset.site, request.stage, site_of_pool(pool))
     if data is not None and not copy:
-        env[DATA_ENV] = data.dataset.path  # a copy's path is set once it is made
+        env[DATA_ENV] = data.dataset.path
+    elif copy:
+        env.pop(DATA_ENV, None)  # set by the staging loop once the copy is made, not before
     indices: Sequence[int | None] = request.array.indices if request.array else [None]
     first: JobRow | None = None
     for index in indices:

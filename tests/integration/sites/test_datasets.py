@@ -153,3 +153,38 @@ def test_a_failed_copy_fails_the_job_with_rsyncs_words(
         assert "rsync" in done["reason"]
     finally:
         slurm.ssh("rm -rf virtuai/data/physics/gone")
+
+
+def test_a_restart_during_a_copy_copies_again_and_says_so_once(
+    site_platform: Platform, slurm: SlurmDev
+) -> None:
+    p = site_platform
+    data = p.state_dir / "workspaces" / "physics" / "resumed"
+    data.mkdir(parents=True)
+    blob = os.urandom(4 * 2**20)
+    (data / "part.bin").write_bytes(blob)
+    p.ok(
+        "POST",
+        "/api/v1/datasets",
+        json={"tenant": "physics", "name": "resumed", "path": str(data)},
+    )
+    job = p.submit(
+        p.admin_token,
+        ["bash", "-c", 'md5sum < "$VIRTUAI_DATA/part.bin"'],
+        tenant="physics",
+        site="vsd",
+        data="resumed",
+        stage=True,
+        time="2m",
+    )
+    p.tick()  # the copy has started; then the server is gone (its rsync with it, or not)
+    restarted = p.restarted()
+    try:
+        done = restarted.wait_for([job["id"]], timeout=90)[job["id"]]
+        assert done["state"] == "succeeded", done
+        assert restarted.logs(job["id"]).split()[0] == hashlib.md5(blob).hexdigest()
+        said = [reason for _, reason in events(restarted, job["id"])]
+        assert said.count("staging data resumed to site vsd") == 1, said
+    finally:
+        restarted.sites.close()
+        slurm.ssh("rm -rf /home/vsdlab/virtuai/data/physics/resumed")
