@@ -27,7 +27,9 @@ from virtuai.api.context import ApiContext
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.sitereaders import DriversWithSiteReaders
 from virtuai.control.sites import SiteLoop, SiteLoopConfig
+from virtuai.control.staging import StagingConfig, StagingLoop
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
 from virtuai.domain.pyenvs import EnvOptions
@@ -70,6 +72,8 @@ class Platform:
         self.driver = LocalDriver(state_dir / "tasks", driver_settings, node_name="node-1")
         # Shared by the life cycle, the API and the site loop (which adds sites' drivers).
         self.drivers: dict[str, Driver] = {"local": self.driver}
+        # What the API reads logs through: a site this instance does not drive gets a reader.
+        self.readers = DriversWithSiteReaders(self.drivers, sessions)
         with transaction(sessions) as session:
             record_inventory(session, self.driver.inventory(), clock.now())
         first = bootstrap_admin(sessions, clock)
@@ -80,7 +84,7 @@ class Platform:
             sessions=sessions,
             clock=clock,
             verifier=OidcVerifier(oidc or OidcSettings()),
-            drivers=self.drivers,
+            drivers=self.readers,
             rules=SchedulingRules(
                 policy=policy_from_settings(SchedulerSettings()),
                 priority_classes={p.name: p for p in DEFAULT_PRIORITY_CLASSES},
@@ -95,6 +99,9 @@ class Platform:
         rules = self.context.rules
         self.scheduling = SchedulingLoop(sessions, clock, rules.policy, rules.preemptible)
         self.sites = SiteLoop(sessions, self.drivers, clock, SiteLoopConfig(kill_grace_s=1))
+        self.staging = StagingLoop(
+            sessions, self.sites, clock, StagingConfig(workspaces_dir=state_dir / "workspaces")
+        )
         self.lifecycle = LifecycleLoop(
             sessions,
             self.drivers,
@@ -169,6 +176,7 @@ class Platform:
 
     def tick(self) -> None:
         self.sites.tick()
+        self.staging.tick()
         self.lifecycle.tick()
         self.scheduling.tick()
         if self.vcs is not None:

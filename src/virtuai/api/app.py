@@ -9,6 +9,7 @@ from virtuai.api.context import ApiContext
 from virtuai.api.errors import install_error_handlers
 from virtuai.api.middleware import ContainErrors, MeasureRequests, RequestLimits
 from virtuai.api.routers import (
+    datasets,
     doctor,
     environments,
     fairshare,
@@ -82,6 +83,7 @@ def create_app(context: ApiContext) -> FastAPI:
         vcexec,
         environments,
         portforward,
+        datasets,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

@@ -228,6 +228,7 @@ def print_job(job: JsonObject) -> None:
             ("Workdir", str(job.get("workdir") or output.NONE)),
             # Values may be secrets: names only here, everything with --json.
             ("Env", ", ".join(sorted(env)) or output.NONE),
+            *_where_fields(job),
         ]
     )
     _section(
@@ -314,3 +315,14 @@ def display_id(job: JsonObject) -> str:
 
 def _is_array(job: JsonObject) -> bool:
     return job.get("array_id") is not None and job.get("array_id") == job.get("id")
+
+
+def _where_fields(job: JsonObject) -> list[tuple[str, str]]:
+    """Its site and dataset, for jobs that have them."""
+    fields = []
+    if job.get("site"):
+        fields.append(("Site", str(job["site"])))
+    if job.get("data"):
+        copied = " (copied where it runs)" if job.get("stage") else ""
+        fields.append(("Data", f"{job['data']}{copied}"))
+    return fields

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from virtuai import __version__
 from virtuai.cli import (
     accounts,
+    datasets,
     doctor,
     environments,
     fairshare,
@@ -117,6 +118,7 @@ def build_app() -> typer.Typer:
     sites.register(app, PLATFORM_PANEL)
     environments.register(app, JOBS_PANEL)
     portforward.register(app, JOBS_PANEL)
+    datasets.register(app, JOBS_PANEL)
     return app
 
 

@@ -165,6 +165,7 @@ def show_site(
             ("gpus", str(capacity.get("gpus", "-"))),
             ("running jobs", str(site.get("running_jobs", 0))),
             ("queue depth", str(site.get("queue_depth", 0))),
+            ("expected wait", _wait(site.get("expected_wait_s"))),
             ("last seen", output.timestamp(site.get("last_seen_at"))),
             ("unreachable since", output.timestamp(site.get("unreachable_since"))),
         ]
@@ -194,3 +195,10 @@ def remove_site(
         site = client.request("DELETE", f"{SITES}/{segment(name)}")
     state = site.get("state") if isinstance(site, dict) else None
     typer.echo(f"site {name} {'draining' if state == 'draining' else 'removed'}")
+
+
+def _wait(seconds: object) -> str:
+    """Slurm's backlog for a job submitted there now (``squeue --start``)."""
+    if not isinstance(seconds, int):
+        return "unknown"
+    return "none" if seconds == 0 else f"{seconds // 60} min {seconds % 60} s"

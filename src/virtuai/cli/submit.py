@@ -52,6 +52,8 @@ SPEC_KEYS = (
     "site",
     "environment",
     "image",
+    "data",
+    "stage",
 )
 RESOURCE_KEYS = ("cpu", "memory", "gpu")
 MAX_BULK = 1000  # as the API's MAX_BULK_JOBS
@@ -153,6 +155,18 @@ def submit(
             help="Run on this site (a Slurm cluster; `virtuai site list`), or `any`.",
         ),
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="A dataset of the tenant (`virtuai dataset list`): run where it is."
+        ),
+    ] = None,
+    stage: Annotated[
+        bool,
+        typer.Option(
+            "--stage", help="With --data: copy it (rsync) to the site the job runs at first."
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a job; print its id.
@@ -207,6 +221,11 @@ def submit(
         spec["site"] = site
     if image is not None:
         spec["image"] = validate.name(image, "--image")
+    if stage and data is None:
+        raise typer.BadParameter("--stage copies the job's data: give --data too")
+    if data is not None:
+        spec["data"] = validate.name(data, "--data")
+        spec["stage"] = stage
     _create(spec, as_json)
 
 
@@ -293,8 +312,30 @@ def plan(
             ("Queue position", output.count(answer.get("queue_position"))),
             ("Expected start", output.timestamp(answer.get("expected_start"))),
             ("Would preempt", f"{answer.get('preempts', 0)} job(s)"),
+            ("Runs at", str(answer.get("site") or "this platform's nodes")),
+            ("Because", str(answer.get("site_reason") or output.NONE)),
         ]
     )
+    candidates = [c for c in answer.get("candidates") or [] if isinstance(c, dict)]
+    if candidates:
+        output.print_table(
+            ["PLACE", "FEASIBLE", "EXPECTED WAIT", "WHY"],
+            [
+                [
+                    str(c.get("site")),
+                    "yes" if c.get("feasible") else "no",
+                    output.NONE
+                    if c.get("expected_wait_s") is None
+                    else f"{c['expected_wait_s']} s",
+                    str(c.get("why", "")),
+                ]
+                for c in candidates
+            ],
+        )
+
+
+def _seconds(value: object) -> str:
+    return f"{value} s" if isinstance(value, int) else output.NONE
 
 
 def _create(spec: JsonObject, as_json: bool) -> None:
@@ -379,7 +420,7 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
         raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
-    for key in ("tenant", "name", "vc", "site", "environment", "image"):
+    for key in ("tenant", "name", "vc", "site", "environment", "image", "data"):
         if spec.get(key) is not None:
             body[key] = _checked(spec[key], key, file, validate_name, str)
     body["command"] = _command(spec.get("command"), file)
@@ -405,6 +446,10 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
     ):
         if spec.get(key) is not None:
             body[key] = _checked(str(spec[key]), key, file, parse, str)
+    if spec.get("stage") is not None:
+        if not isinstance(spec["stage"], bool):
+            raise _bad(file, f"stage: {spec['stage']!r} is not true or false")
+        body["stage"] = spec["stage"]
     if spec.get("requeue") is not None:
         if not isinstance(spec["requeue"], bool):
             raise _bad(file, f"requeue: expected true or false, not {spec['requeue']!r}")

@@ -1,4 +1,5 @@
-"""Which pending jobs may be scheduled at all: dependencies met, array throttles respected.
+"""Which pending jobs may be scheduled at all: dependencies met, array throttles respected,
+data staged where they run.
 
 Jobs held here never reach the scheduler's snapshot; they say why they wait.
 Jobs whose dependencies can never be met are cancelled, so a broken chain
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from virtuai.domain.datasets import DATA_ENV
 from virtuai.domain.dependencies import DependedJob, Dependency, DependencyKind, evaluate
 from virtuai.domain.workload import JobState
 from virtuai.store.inventory import HOLDING_STATES
@@ -39,6 +41,11 @@ def gate_pending(
     dependency_states = _dependency_states(session, pending)
     room = _array_room(session, pending)
     for job in sorted(pending, key=lambda j: (j.array_index or 0, j.id)):
+        if job.stage and DATA_ENV not in (job.env or {}):
+            # Its data is being copied where it runs (control.staging says how far).
+            staging = job.reason if job.reason.startswith("staging data") else ""
+            gate.held[job.id] = staging or f"waiting to stage data {job.data}"
+            continue
         if job.dependencies:
             terms = [Dependency.from_json(d) for d in job.dependencies]
             blocker = (

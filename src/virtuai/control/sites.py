@@ -59,6 +59,25 @@ def driver_key(site: str) -> str:
     return f"site:{site}"
 
 
+def driver_of(row: SiteRow, max_sessions: int) -> SlurmSiteDriver:
+    """A site's driver, as its row describes it (connected lazily, at its first command)."""
+    config = SiteConfig(
+        name=row.name,
+        token=row.token,
+        pool=row.pool,
+        partition=row.partition,
+        account_map=dict(row.account_map),
+        max_jobs=row.max_jobs,
+    )
+    return build_site_driver(
+        config,
+        login=row.login,
+        identity_path=row.identity_path,
+        known_hosts=row.known_hosts,
+        max_sessions=max_sessions,
+    )
+
+
 class SiteLoop:
     def __init__(
         self,
@@ -117,21 +136,7 @@ class SiteLoop:
                 self._drivers[driver.name] = driver
 
     def _build(self, row: SiteRow) -> SlurmSiteDriver:
-        config = SiteConfig(
-            name=row.name,
-            token=row.token,
-            pool=row.pool,
-            partition=row.partition,
-            account_map=dict(row.account_map),
-            max_jobs=row.max_jobs,
-        )
-        driver = build_site_driver(
-            config,
-            login=row.login,
-            identity_path=row.identity_path,
-            known_hosts=row.known_hosts,
-            max_sessions=self._config.max_sessions,
-        )
+        driver = driver_of(row, self._config.max_sessions)
         # Until the first sinfo answers, the nodes recorded earlier are still this site's.
         with self._sessions() as session:
             driver.known_nodes = frozenset(
@@ -208,6 +213,7 @@ class SiteLoop:
                 "memory_mb": sum(n.memory_mb for n in healthy),
                 "gpus": sum(n.gpus for n in healthy),
             }
+            site.expected_wait_s = None if seen.backlog is None else seen.backlog.expected_wait_s()
             site.health = "ok" if len(healthy) == len(seen.nodes) and healthy else "degraded"
             down = [f"{n.name} {n.state}" for n in seen.nodes if not n.healthy]
             site.message = f"nodes not up: {', '.join(down)}" if down else ""

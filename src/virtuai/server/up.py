@@ -34,7 +34,9 @@ from virtuai.control.membership import Membership, MembershipConfig
 from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.sitereaders import DriversWithSiteReaders
 from virtuai.control.sites import SiteLoop, SiteLoopConfig
+from virtuai.control.staging import StagingConfig, StagingLoop
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
 from virtuai.domain.pyenvs import EnvOptions
@@ -142,7 +144,8 @@ def _serve(settings: Settings) -> None:
         sessions=sessions,
         clock=clock,
         verifier=OidcVerifier(settings.oidc),
-        drivers=drivers,
+        # Site jobs' logs on every instance: the leader's site drivers, or a reader of its own.
+        drivers=DriversWithSiteReaders(drivers, sessions),
         rules=SchedulingRules(
             policy=policy_from_settings(settings.scheduler),
             priority_classes={
@@ -236,6 +239,14 @@ def _serve(settings: Settings) -> None:
         wake=context.wake.set,
     )
     steps.append(leading(member, builder.tick))
+    staging = StagingLoop(
+        sessions,
+        sites,
+        clock,
+        StagingConfig(workspaces_dir=settings.workspaces_dir),
+        wake=context.wake.set,
+    )
+    steps.append(leading(member, staging.tick))
     steps.append(lifecycle.tick)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
     local.watch_results(context.wake.set)

@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from virtuai.domain.arrays import ArraySpec
 from virtuai.domain.cluster import parse_constraint
+from virtuai.domain.datasets import DATA_ENV, needs_copy
 from virtuai.domain.dependencies import Dependency, DependencyKind
 from virtuai.domain.resources import GpuDevice, Node, Resources
+from virtuai.domain.sites import site_of_pool
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.units import MIN_CPU_MILLI, MIN_MEMORY
 from virtuai.domain.vcluster import VcState, vnode_hostname
@@ -25,9 +27,10 @@ from virtuai.scheduler import Plan, never_reason
 from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantState
 from virtuai.services.access import Caller
 from virtuai.services.accounts import require_enabled_tenant
+from virtuai.services.datasets import JobData, job_data
 from virtuai.services.environments import job_environment
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
-from virtuai.services.sites import choose_pool
+from virtuai.services.sitechoice import SiteChoice, choose_site
 from virtuai.services.vclusters import VcRuntimeAccess, live_vc, whole_node
 from virtuai.store.inventory import allowed_nodes
 from virtuai.store.models import (
@@ -70,6 +73,8 @@ class JobRequest:
     site: str | None = None  # a site's name, "any", or None: this platform's own nodes
     environment: str | None = None  # a ready Python environment of the tenant
     image: str | None = None  # an image whose root the job runs over (a sandbox)
+    data: str | None = None  # a dataset of the tenant: the job runs where it is
+    stage: bool = False  # ... or where it asked, once the data is copied there
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,15 @@ def submit_job(
         raise InvalidRequest(
             "a job must ask for at least 1m CPU and 1Mi memory per task", field="resources"
         )
+    if request.stage and request.data is None:
+        raise InvalidRequest("--stage copies the job's data: give data too", field="stage")
     pool: str | None = None
+    data: JobData | None = None
+    if vc is None and request.data is not None:
+        data = job_data(session, tenant, request.data, request.stage, request.site)
+        request = dataclasses.replace(request, site=data.placement.site)
+    elif request.data is not None:
+        raise InvalidRequest("a job in a virtual cluster reads its cluster's /shared", field="data")
     if vc is None:
         _check_targeting(request, rules)
         allowed = allowed_nodes(
@@ -122,7 +135,7 @@ def submit_job(
             max_walltime_by_class=rules.max_walltime_by_class,
         )
         job_probe = probe_of(tenant.name, request, priority, now, allowed)
-        pool = choose_pool(session, rules, request.site, job_probe, now)
+        pool = choose_site(session, rules, request.site, job_probe, now).pool
         job_probe = dataclasses.replace(job_probe, pool=pool)
         reject_if_never_runs(session, rules, job_probe, now)
     elif request.site is not None:
@@ -143,6 +156,11 @@ def submit_job(
                 field="environment",
             )
         env = job_environment(session, tenant, request.environment, env)
+    copy = data is not None and needs_copy(data.dataset.site, request.stage, site_of_pool(pool))
+    if data is not None and not copy:
+        env[DATA_ENV] = data.dataset.path
+    elif copy:
+        env.pop(DATA_ENV, None)  # set by the staging loop once the copy is made, not before
     indices: Sequence[int | None] = request.array.indices if request.array else [None]
     first: JobRow | None = None
     for index in indices:
@@ -177,6 +195,8 @@ def submit_job(
             node_class=request.node_class,
             constraints=list(request.constraints),
             pool=pool,
+            data=request.data,
+            stage=copy,  # it waits for a copy of its data (control.staging)
             submitted_at=now,
             updated_at=now,
         )
@@ -305,16 +325,29 @@ def plan_request(
     request: JobRequest,
     rules: SchedulingRules,
     now: dt.datetime,
-) -> Plan:
-    """What would happen to this job if it were submitted now; nothing is recorded."""
+) -> tuple[Plan, SiteChoice]:
+    """What would happen to this job if it were submitted now, and where it would go (and
+    why); nothing is recorded."""
     tenant = caller.default_tenant(request.tenant)
     caller.require_visible(tenant)
-    get_tenant_row(session, tenant)
+    tenant_row = get_tenant_row(session, tenant)
     if request.vc is not None:
         raise InvalidRequest("plan does not answer for jobs in virtual clusters yet", field="vc")
+    site = request.site
+    data = None
+    if request.data is not None:
+        data = job_data(session, tenant_row, request.data, request.stage, request.site)
+        site = data.placement.site
     job_probe = probe_of(tenant, request, rules.priority(request.priority), now)
-    pool = choose_pool(session, rules, request.site, job_probe, now)
-    return plan_job(session, rules, dataclasses.replace(job_probe, pool=pool), now)
+    choice = choose_site(session, rules, site, job_probe, now)
+    if data is not None:
+        where = f"site {data.dataset.site}" if data.dataset.site else "this platform's nodes"
+        copied = needs_copy(data.dataset.site, request.stage, choice.site)
+        note = f"; its data {data.dataset.name} is on {where}"
+        choice = dataclasses.replace(
+            choice, why=choice.why + note + (" (copied there first)" if copied else "")
+        )
+    return plan_job(session, rules, dataclasses.replace(job_probe, pool=choice.pool), now), choice
 
 
 def list_jobs(
@@ -459,7 +492,9 @@ def read_logs(
     if task is None or task.handle is None:
         # Not started yet: nothing to read, and more may come unless the job already ended.
         return LogChunk(b"", offset, JobState(job.state).is_finished())
-    driver = drivers[task.driver]
+    driver = drivers.get(task.driver)
+    if driver is None:
+        raise NotFound(f"the logs of job {job_id} were at {task.driver}, which is gone", field="id")
     data = driver.read_log(task.handle, stream, offset, MAX_LOG_CHUNK)
     full = len(data) == MAX_LOG_CHUNK
     if full:

@@ -11,7 +11,6 @@ takes no new jobs and is removed by the site loop once its last job ended.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import re
@@ -23,16 +22,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from virtuai.domain.clock import Clock
-from virtuai.domain.resources import Resources
-from virtuai.domain.sites import SITE_NAME, SiteKind, SiteState, is_site_pool, site_pool
+from virtuai.domain.sites import SITE_NAME, SiteKind, SiteState, site_pool
 from virtuai.domain.workload import JobState
 from virtuai.drivers.slurm.driver import SiteConfig, build_site_driver, fetch_known_hosts
 from virtuai.drivers.slurm.transport import SshTarget
 from virtuai.errors import Conflict, InvalidRequest, NotFound, VirtuaiError
-from virtuai.scheduler import never_reason
-from virtuai.scheduler.snapshot import PendingJob
 from virtuai.services.access import Caller
-from virtuai.services.planning import SchedulingRules, snapshot_now
 from virtuai.store.models import JobRow, SiteRow
 
 ACCOUNT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -247,39 +242,6 @@ def site_for_job(session: Session, name: str) -> SiteRow:
 
 def ages(row: SiteRow, now: dt.datetime) -> float | None:
     return None if row.last_seen_at is None else (now - row.last_seen_at).total_seconds()
-
-
-def choose_pool(
-    session: Session,
-    rules: SchedulingRules,
-    site: str | None,
-    job: PendingJob,
-    now: dt.datetime,
-) -> str | None:
-    """The pool a job asks for: ``None`` (this platform's nodes) without ``site``; the
-    named site's pool; for ``any``, the first that could run it, in this order: the
-    local nodes if it fits in their free room now, then the sites by their queue
-    depth (Slurm's pending jobs), then the local nodes (it waits there)."""
-    if site is None:
-        return None
-    if site != "any":
-        return site_for_job(session, site).pool
-    snapshot = snapshot_now(session, rules, now, with_queue=False)
-    local_free = Resources()
-    for state in snapshot.nodes:
-        if not is_site_pool(state.node.pool):
-            local_free += state.node.capacity - state.allocated
-    if never_reason(snapshot, job) is None and job.total.fits_in(local_free):
-        return None
-    sites = session.scalars(
-        select(SiteRow)
-        .where(SiteRow.state == SiteState.ACTIVE.value, SiteRow.health != "unreachable")
-        .order_by(SiteRow.queue_depth, SiteRow.name)
-    )
-    for row in sites:
-        if never_reason(snapshot, dataclasses.replace(job, pool=row.pool)) is None:
-            return row.pool
-    return None
 
 
 def running_jobs(session: Session, site: SiteRow) -> int:

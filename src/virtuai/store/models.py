@@ -307,6 +307,10 @@ class JobRow(Base):
     environment: Mapped[str | None] = mapped_column(String(63), default=None)
     # An image (`virtuai image list`) whose root the job runs over, in a sandbox.
     image: Mapped[str | None] = mapped_column(String(63), default=None)
+    # The tenant's dataset it reads (runs only where it is), and whether it asked for a copy
+    # where it runs instead (``--stage``): it waits, pending, until the copy is made.
+    data: Mapped[str | None] = mapped_column(String(63), default=None)
+    stage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # Desired state set by users; the life-cycle loop acts on it.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -525,6 +529,8 @@ class SiteRow(Base):
     partitions: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
     capacity: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     queue_depth: Mapped[int] = mapped_column(Integer, default=0)
+    # How long a job would wait there now (Slurm's squeue --start backlog); NULL: unknown.
+    expected_wait_s: Mapped[int | None] = mapped_column(Integer, default=None)
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     unreachable_since: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
@@ -559,3 +565,53 @@ class EnvironmentRow(Base):
     tenant: Mapped[TenantRow] = relationship()
 
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class DatasetRow(Base):
+    """A tenant's data set: a path on a site (``site``) or on this platform's nodes (NULL).
+
+    Jobs naming it (``jobs.data``) run only where it is, unless they ask for a copy.
+    """
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    site: Mapped[str | None] = mapped_column(String(63), default=None)
+    path: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+    tenant: Mapped[TenantRow] = relationship()
+    copies: Mapped[list[DatasetCopyRow]] = relationship(
+        back_populates="dataset", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class DatasetCopyRow(Base):
+    """A copy of a dataset staged to a site (rsync over the site's SSH), one per site.
+
+    ``state`` is a ``CopyState``; ``progress`` is rsync's last word on it.  A copy made
+    at ``started_at`` serves the jobs submitted before then (rsync again for later ones).
+    """
+
+    __tablename__ = "dataset_copies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(63))
+    path: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[str] = mapped_column(Text, default="")
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    requested_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    dataset: Mapped[DatasetRow] = relationship(back_populates="copies")
+
+    __table_args__ = (UniqueConstraint("dataset_id", "site"),)

@@ -101,7 +101,9 @@ def test_pending_in_slurm_shows_slurms_reason_and_cancel_is_scancel(
         slurm.ssh(f"scancel {blocker}")
 
 
-def test_array_elements_are_slurm_jobs_each(site_platform: Platform) -> None:
+def test_array_elements_are_slurm_jobs_each_and_any_replica_reads_their_logs(
+    site_platform: Platform, slurm: SlurmDev
+) -> None:
     p = site_platform
     job = p.submit(
         p.admin_token,
@@ -115,8 +117,19 @@ def test_array_elements_are_slurm_jobs_each(site_platform: Platform) -> None:
     assert len(ids) == 3
     done = p.wait_for(ids, timeout=60)
     assert all(j["state"] == "succeeded" for j in done.values()), done
-    outputs = sorted(p.logs(i).strip() for i in ids)
-    assert outputs == [f"element {n} of {job['id']}" for n in range(3)]
+    # Each element is one Slurm job of its own, named and marked with its own attempt key.
+    per_element = {i: slurm_jobs_of(p, slurm, i) for i in ids}
+    assert all(len(found) == 1 for found in per_element.values()), per_element
+    assert len({found[0] for found in per_element.values()}) == 3
+    # An instance that does not lead (it drives no site) reads them through a reader of its
+    # own, over its own SSH connection.
+    replica = Platform(p.sessions, p.state_dir, driver_settings=p.driver_settings)
+    try:
+        assert "site:vsd" not in replica.drivers
+        outputs = sorted(replica.logs(i).strip() for i in ids)
+        assert outputs == [f"element {n} of {job['id']}" for n in range(3)]
+    finally:
+        replica.readers.close()
 
 
 def test_a_refused_sbatch_fails_the_job_with_slurms_message(

@@ -6,7 +6,7 @@ import pytest
 
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.slurm.batch import BatchRequest, batch_script, sbatch_options, submit_command
-from virtuai.drivers.slurm.client import _gpus, _limit
+from virtuai.drivers.slurm.client import Backlog, _gpus, _limit
 from virtuai.drivers.slurm.states import parse_sacct, parse_squeue, result_of
 from virtuai.drivers.slurm.transport import SshTarget
 
@@ -135,3 +135,15 @@ def test_ssh_logins_are_parsed(login: str, user: str, host: str, port: int) -> N
 def test_bad_logins_are_refused(login: str) -> None:
     with pytest.raises(ValueError):
         SshTarget.parse(login, "/k", "")
+
+
+def test_the_expected_wait_is_slurms_backlog() -> None:
+    # Behind the pending jobs: the latest start Slurm expects among them.
+    assert Backlog(1000, [1100, 1600, None], [1200], 0).expected_wait_s() == 600
+    # Pending jobs without any estimate: nobody can tell.
+    assert Backlog(1000, [None], [1200], 0).expected_wait_s() is None
+    # Nothing pending: now if CPUs are idle, else when the first running job ends.
+    assert Backlog(1000, [], [1300, 1200], 2).expected_wait_s() == 0
+    assert Backlog(1000, [], [1300, 1200], 0).expected_wait_s() == 200
+    assert Backlog(1000, [], [], 0).expected_wait_s() is None
+    assert Backlog(1000, [900], [], 0).expected_wait_s() == 0

@@ -16,6 +16,7 @@ from virtuai.api.schemas.jobs import (
     LogChunkOut,
     PlacementOut,
     PlanOut,
+    SiteCandidateOut,
     TaskOut,
 )
 from virtuai.domain.arrays import MAX_ARRAY_SIZE, parse_array
@@ -77,6 +78,8 @@ def request_from_api(body: JobCreate, rules: SchedulingRules | None = None) -> s
         site=body.site,
         environment=body.environment,
         image=body.image,
+        data=body.data,
+        stage=body.stage,
     )
 
 
@@ -119,6 +122,8 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "finished_at": job.finished_at,
         "pool": job.pool,
         "site": site_of_pool(job.pool),
+        "data": job.data,
+        "stage": job.stage,
     }
 
 
@@ -171,8 +176,21 @@ def plan(body: JobCreate, caller: CallerDep, context: Context) -> PlanOut:
     """Can it ever run, where and when would it start, what would it wait for: not submitted."""
     request = request_from_api(body, context.rules)
     with read_transaction(context.sessions) as session:
-        result = service.plan_request(session, caller, request, context.rules, context.clock.now())
+        result, choice = service.plan_request(
+            session, caller, request, context.rules, context.clock.now()
+        )
     return PlanOut(
+        site=choice.site,
+        site_reason=choice.why,
+        candidates=[
+            SiteCandidateOut(
+                site=c.site,
+                feasible=c.feasible,
+                why=c.why,
+                expected_wait_s=c.expected_wait_s,
+            )
+            for c in choice.candidates
+        ],
         can_ever_run=result.can_ever_run,
         starts_now=result.starts_now,
         reason=result.reason,

@@ -29,6 +29,7 @@ def site_to_api(session: Session, row: SiteRow) -> SiteOut:
         partitions=row.partitions,
         capacity=row.capacity,
         queue_depth=row.queue_depth,
+        expected_wait_s=row.expected_wait_s,
         running_jobs=service.running_jobs(session, row),
         last_seen_at=row.last_seen_at,
         unreachable_since=row.unreachable_since,

@@ -88,6 +88,13 @@ class JobCreate(StrictModel):
         pattern=r"^[a-z][a-z0-9-]{0,30}$",
         description="run on this site (a Slurm cluster), or 'any' to let the platform choose",
     )
+    data: Name | None = Field(
+        default=None, description="a dataset of the tenant: the job runs only where it is"
+    )
+    stage: bool = Field(
+        default=False,
+        description="with data: copy it to the site the job runs at (rsync) before it starts",
+    )
 
     @field_validator("command")
     @classmethod
@@ -158,6 +165,8 @@ class JobOut(BaseModel):
     finished_at: dt.datetime | None
     pool: str | None = Field(default=None, description="the pool it asked for; none: local")
     site: str | None = Field(default=None, description="the site it runs on; none: local")
+    data: str | None = Field(default=None, description="the dataset it reads")
+    stage: bool = Field(default=False, description="its data is copied where it runs")
 
 
 class EventOut(BaseModel):
@@ -198,6 +207,13 @@ class LogChunkOut(BaseModel):
     eof: bool = Field(description="the task has ended and everything was read")
 
 
+class SiteCandidateOut(BaseModel):
+    site: str = Field(description="a site, or 'local' for this platform's nodes")
+    feasible: bool
+    why: str = Field(description="why it could never run there, or when it would start")
+    expected_wait_s: int | None
+
+
 class PlanOut(BaseModel):
     """What would happen to a job submitted now (nothing is recorded)."""
 
@@ -209,6 +225,11 @@ class PlanOut(BaseModel):
     expected_start: dt.datetime | None
     placement: list[PlacementOut]
     preempts: int = Field(description="running jobs it would preempt before it starts")
+    site: str | None = Field(default=None, description="the site it would run at; none: here")
+    site_reason: str = Field(default="", description="why there")
+    candidates: list[SiteCandidateOut] = Field(
+        default_factory=list, description="with --site any: every place weighed"
+    )
 
 
 MAX_BULK_JOBS = 1000

@@ -44,6 +44,10 @@ class SiteOut(BaseModel):
     partitions: list[dict[str, Any]]
     capacity: dict[str, Any]
     queue_depth: int
+    expected_wait_s: int | None = Field(
+        default=None,
+        description="how long a job would wait there now (squeue --start); none: unknown",
+    )
     running_jobs: int
     last_seen_at: dt.datetime | None
     unreachable_since: dt.datetime | None

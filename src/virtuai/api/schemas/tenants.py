@@ -9,8 +9,9 @@ from virtuai.api.schemas.common import CpuText, MemoryText, Name, StrictModel
 PoolName = Field(
     default="*",
     max_length=63,
-    pattern=r"^(\*|[a-z0-9]([a-z0-9-]*[a-z0-9])?)$",
-    description="a pool of nodes, or * for all pools together",
+    # A site's pool is <site>:<partition> (Slurm's partition names allow more).
+    pattern=r"^(\*|[a-z0-9]([a-z0-9-]*[a-z0-9])?(:[A-Za-z0-9_.-]{1,63})?)$",
+    description="a pool of nodes (a site's: site:partition), or * for all pools together",
 )
 
 

@@ -59,6 +59,30 @@ class Partition:
     state: str
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    now: int  # the site's clock, seconds since the epoch
+    pending_starts: list[int | None]  # squeue --start: None where Slurm gives no estimate
+    running_ends: list[int]
+    idle_cpus: int
+
+    def expected_wait_s(self, cpus: int = 1) -> int | None:
+        """How long a job of ``cpus`` CPUs would wait there now; None: Slurm cannot tell.
+
+        Behind every pending job (first come, first served, as far as the estimates go):
+        the latest start Slurm expects among them; with none pending, nothing if there are
+        idle CPUs enough, else until the first running job ends (its time limit)."""
+        if self.pending_starts:
+            # Jobs Slurm gives no estimate (held, dependencies) do not tell either way.
+            known = [t for t in self.pending_starts if t is not None]
+            return max(0, max(known) - self.now) if known else None
+        if self.idle_cpus >= cpus:
+            return 0
+        if self.running_ends:
+            return max(0, min(self.running_ends) - self.now)
+        return None
+
+
 class SlurmClient:
     def __init__(self, transport: Transport, token: str) -> None:
         self.transport = transport
@@ -165,6 +189,34 @@ class SlurmClient:
                 name, limit, state = parts
                 out.append(Partition(name.rstrip("*"), name.endswith("*"), _limit(limit), state))
         return out
+
+    def backlog(self, partition: str | None) -> Backlog:
+        """The partition's queue as Slurm sees it, all users: when its pending jobs should
+        start (``squeue --start``; None where Slurm has no estimate), when the running ones
+        end, and the idle CPUs; times in the site's own clock, read in one round trip."""
+        where = f"-p {shlex.quote(partition)} " if partition else ""
+        result = self.transport.run(
+            "export SLURM_TIME_FORMAT=%s; date +%s; echo @@; "
+            f"squeue -h {where}-t PD --start -o '%S'; echo @@; "
+            f"squeue -h {where}-t R,CG -o '%e'; echo @@; "
+            f"sinfo -h {where}-o '%C'"
+        )
+        if result.status != 0:
+            raise SiteUnreachable(f"squeue --start failed: {result.err}")
+        parts = [p.split() for p in result.out.split("@@")]
+        if len(parts) != 4 or not parts[0] or not parts[0][0].isdigit():
+            raise SiteUnreachable(f"squeue --start: unexpected answer {result.out[:200]!r}")
+        idle = 0
+        for line in parts[3]:  # alloc/idle/other/total per partition line
+            bits = line.split("/")
+            if len(bits) == 4 and bits[1].isdigit():
+                idle += int(bits[1])
+        return Backlog(
+            now=int(parts[0][0]),
+            pending_starts=[int(t) if t.isdigit() else None for t in parts[1]],
+            running_ends=[int(t) for t in parts[2] if t.isdigit()],
+            idle_cpus=idle,
+        )
 
     def read(self, path: str, offset: int, limit: int) -> bytes:
         q = shlex.quote(path)

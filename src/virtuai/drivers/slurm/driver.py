@@ -32,7 +32,7 @@ from virtuai.drivers.base import (
     TemporaryDriverError,
 )
 from virtuai.drivers.slurm.batch import BatchRequest
-from virtuai.drivers.slurm.client import Partition, SlurmClient, SlurmNode
+from virtuai.drivers.slurm.client import Backlog, Partition, SlurmClient, SlurmNode
 from virtuai.drivers.slurm.states import AccountingEntry, QueueEntry, result_of
 from virtuai.drivers.slurm.transport import (
     LocalTransport,
@@ -68,6 +68,7 @@ class SiteObservation:
     ended: dict[str, AccountingEntry] = field(default_factory=dict)
     nodes: list[SlurmNode] = field(default_factory=list)
     partitions: list[Partition] = field(default_factory=list)
+    backlog: Backlog | None = None
     last_seen: float | None = None
     unreachable_since: float | None = None
     error: str = ""
@@ -101,11 +102,14 @@ class SlurmSiteDriver:
     # -- inventory --------------------------------------------------------------------------
 
     def refresh_inventory(self) -> None:
-        """One ``sinfo`` for nodes, one for partitions."""
+        """One ``sinfo`` for nodes, one for partitions, one ``squeue --start`` for the
+        partition's backlog."""
         nodes = self.client.nodes(self.config.partition)
         partitions = self.client.partitions()
+        backlog = self.client.backlog(self.config.partition)
         with self._lock:
             self.seen.nodes, self.seen.partitions = nodes, partitions
+            self.seen.backlog = backlog
             self._seen_now()
 
     def inventory(self) -> list[Node]:
