@@ -17,6 +17,7 @@ from virtuai.api.routers import (
     jobs,
     metrics,
     nodes,
+    notebooks,
     session,
     sites,
     tenants,
@@ -80,6 +81,7 @@ def create_app(context: ApiContext) -> FastAPI:
         sites,
         vcexec,
         environments,
+        notebooks,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

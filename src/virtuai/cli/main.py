@@ -23,6 +23,7 @@ from virtuai.cli import (
     images,
     jobs,
     nodes,
+    notebooks,
     output,
     sbatch,
     sim,
@@ -115,6 +116,7 @@ def build_app() -> typer.Typer:
     slurmctl.register(app, SLURM_PANEL)
     sites.register(app, PLATFORM_PANEL)
     environments.register(app, JOBS_PANEL)
+    notebooks.register(app, JOBS_PANEL)
     return app
 
 

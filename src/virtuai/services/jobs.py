@@ -69,6 +69,7 @@ class JobRequest:
     constraints: tuple[str, ...] = ()  # node labels: key=value or a bare name
     site: str | None = None  # a site's name, "any", or None: this platform's own nodes
     environment: str | None = None  # a ready Python environment of the tenant
+    kind: str = "job"  # job | notebook (services.notebooks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,7 @@ def submit_job(
             tenant_id=tenant.id,
             user_id=caller.user_id,
             name=request.name or default_job_name(request.command),
-            kind="job",
+            kind=request.kind,
             state=JobState.PENDING.value,
             reason="waiting for the scheduler",
             command=list(request.command),
