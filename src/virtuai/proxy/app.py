@@ -18,7 +18,7 @@ Refusals: no credentials -> 401 (a browser asking for a page is redirected to
 the sign-in page instead), another user's notebook -> 403, no such notebook ->
 404, one not running yet -> 503 with ``Retry-After`` and what it waits for.
 
-HTTP goes through one pooled ``httpx.AsyncClient``; WebSockets through the
+HTTP goes through one pooled ``aiohttp.ClientSession``; WebSockets through the
 ``websockets`` library's asyncio client (``docs/architecture.md`` says why).
 """
 
@@ -29,11 +29,11 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from urllib.parse import quote
 
+import aiohttp
 import anyio.to_thread
-import httpx
 import websockets
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,9 +72,9 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-_NOT_UPSTREAM = HOP_BY_HOP | {"authorization", "cookie", SECRET_HEADER.lower(), AUTH_HEADER.lower()}
+NOT_UPSTREAM = HOP_BY_HOP | {"authorization", "cookie", SECRET_HEADER.lower(), AUTH_HEADER.lower()}
 # A WebSocket's handshake headers are made by the client library.
-_NOT_UPSTREAM_WS = _NOT_UPSTREAM | {
+_NOT_UPSTREAM_WS = NOT_UPSTREAM | {
     "host",
     "origin",  # checked here (proxy.auth); the upstream sees a same-machine client
     "sec-websocket-key",
@@ -84,6 +84,8 @@ _NOT_UPSTREAM_WS = _NOT_UPSTREAM | {
     "content-length",
 }
 WS_MAX_MESSAGE = 64 * 2**20
+# Headers aiohttp would add by itself: only what the caller sent goes upstream.
+_NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
 
 class Activity:
@@ -112,13 +114,7 @@ class ProxyApp:
         self._fallback = fallback
         self.activity = activity or Activity()
         self._sessions = SessionCache()
-        # No proxy from the environment: upstreams are on the platform's own nodes.
-        self._client = httpx.AsyncClient(
-            trust_env=False,
-            follow_redirects=False,
-            timeout=httpx.Timeout(connect=10.0, read=None, write=None, pool=10.0),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
-        )
+        self._client: aiohttp.ClientSession | None = None  # made in the server's event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not scope["path"].startswith(PREFIXES):
@@ -134,7 +130,21 @@ class ProxyApp:
             await self._websocket(scope, receive, send, target)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.close()
+
+    def _http_client(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=30),
+                # Bytes pass as they are (compressed stays compressed); no cookies kept here;
+                # no proxy from the environment: upstreams are on the platform's own nodes.
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
+        return self._client
 
     # -- who, what, where ------------------------------------------------------------------
 
@@ -196,16 +206,21 @@ class ProxyApp:
             return
         self.activity.touch(route.job_id)
         url = upstream.url() + _raw_path(scope)
-        headers = _upstream_headers(connection, scope, upstream, route, _NOT_UPSTREAM)
+        headers = upstream_headers(connection, scope, upstream, route, NOT_UPSTREAM)
         has_body = "content-length" in connection.headers or (
             "transfer-encoding" in connection.headers
         )
-        request = self._client.build_request(
-            method, url, headers=headers, content=_body(receive) if has_body else None
-        )
+        client = self._http_client()
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as error:
+            response = await client.request(
+                method,
+                url,
+                headers=headers,
+                data=_body(receive) if has_body else None,
+                allow_redirects=False,
+                skip_auto_headers=_NO_AUTO_HEADERS,
+            )
+        except (aiohttp.ClientError, TimeoutError) as error:
             self._routes.forget(target)
             log.info("proxy: %s unreachable: %s", url, error)
             await _refuse(
@@ -216,16 +231,16 @@ class ProxyApp:
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": _downstream_headers(response.headers.raw),
+                    "status": response.status,
+                    "headers": downstream_headers(response.raw_headers),
                 }
             )
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 self.activity.touch(route.job_id)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await response.aclose()
+            response.release()
 
     # -- WebSocket -------------------------------------------------------------------------
 
@@ -243,7 +258,7 @@ class ProxyApp:
             await _refuse_websocket(scope, send, error)
             return
         url = upstream.url("ws") + _raw_path(scope)
-        headers = _upstream_headers(connection, scope, upstream, route, _NOT_UPSTREAM_WS)
+        headers = upstream_headers(connection, scope, upstream, route, _NOT_UPSTREAM_WS)
         try:
             server = await websockets.connect(
                 url,
@@ -320,7 +335,7 @@ def _query(scope: Scope) -> str:
     return "?" + query.decode("latin-1") if query else ""
 
 
-def _upstream_headers(
+def upstream_headers(
     connection: HTTPConnection,
     scope: Scope,
     upstream: Upstream,
@@ -357,7 +372,7 @@ def _cookie_pairs(header: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _downstream_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def downstream_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     result = []
     for key, value in raw:
         lower = key.lower()
