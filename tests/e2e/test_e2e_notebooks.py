@@ -276,6 +276,10 @@ def test_an_idle_notebook_is_culled_and_its_home_kept(lab: Lab) -> None:
     assert job["reason"] == "culled after 3s idle"
     home = lab.workspaces / "chem" / "home" / "carol"
     assert (home / "kept.txt").read_text() == "still here"
+    # Its time is accounted as a job's.
+    usage = lab.server.json("usage", "--tenant", "chem", token=lab.carol)
+    assert [(r["user"], r["jobs"]) for r in usage["rows"]] == [("carol", 1)]
+    assert usage["rows"][0]["wall_s"] >= 3
     # Alice's notebook, in a tenant with the default hour, is left alone.
     listed = lab.server.json("notebook", "list", token=lab.alice)
     assert all(n["state"] == "running" for n in listed), listed
