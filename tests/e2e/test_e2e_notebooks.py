@@ -240,6 +240,56 @@ def test_a_browser_session_cookie_reaches_the_notebook(lab: Lab) -> None:
         assert ours.status_code == 201 or "xsrf" in ours.text.lower(), ours.text
 
 
+BROWSER_RUN = """async () => {
+  const xsrf = document.cookie.split("; ").find((c) => c.startsWith("_xsrf="));
+  const headers = xsrf ? { "X-XSRFToken": decodeURIComponent(xsrf.slice(6)) } : {};
+  const made = await fetch("/user/alice/lab/api/kernels", { method: "POST", headers });
+  if (made.status !== 201) return `kernel: ${made.status} ${await made.text()}`;
+  const kernel = await made.json();
+  return await new Promise((resolve) => {
+    const ws = new WebSocket(`ws://${location.host}/user/alice/lab/api/kernels/${kernel.id}/channels`);
+    const id = crypto.randomUUID();
+    ws.onopen = () => ws.send(JSON.stringify({
+      header: { msg_id: id, username: "b", session: crypto.randomUUID(),
+                msg_type: "execute_request", version: "5.3" },
+      parent_header: {}, metadata: {}, content: { code: "6*7", silent: false }, channel: "shell",
+    }));
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.parent_header.msg_id === id && message.msg_type === "execute_result") {
+        resolve(message.content.data["text/plain"]);
+        ws.close();
+      }
+    };
+    ws.onerror = () => resolve("websocket refused");
+    setTimeout(() => resolve("timed out"), 30000);
+  });
+}"""
+
+
+def test_a_browser_signs_in_opens_jupyterlab_and_runs_a_cell(lab: Lab) -> None:
+    """The whole browser path: redirect to sign-in and back, JupyterLab's pages by cookie,
+    Jupyter's own XSRF check, and a kernel WebSocket authenticated by the cookie (Origin)."""
+    pytest.importorskip("playwright")
+    from support.browser import chromium, chromium_path, open_tab
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (scripts/system-packages.sh)")
+    with chromium() as browser:
+        tab = open_tab(browser, lab.server.url)
+        try:
+            tab.page.goto("/user/alice/lab/lab")
+            assert "/?next=" in tab.page.url
+            tab.page.fill("#token", lab.alice)
+            tab.page.click("form button[type=submit]")
+            tab.page.wait_for_url("**/user/alice/lab/lab**")
+            tab.page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+            assert tab.page.evaluate(BROWSER_RUN) == "42"
+            assert tab.foreign_requests == []
+        finally:
+            tab.close()
+
+
 def test_the_notebook_survives_a_server_restart(lab: Lab) -> None:
     kernels = httpx.get(
         f"{lab.server.url}/user/alice/lab/api/kernels", headers=_bearer(lab.alice), timeout=10
