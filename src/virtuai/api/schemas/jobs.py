@@ -150,6 +150,7 @@ class JobOut(BaseModel):
     finished_at: dt.datetime | None
     pool: str | None = Field(default=None, description="the pool it asked for; none: local")
     site: str | None = Field(default=None, description="the site it runs on; none: local")
+    kind: str = Field(default="job", description="job | notebook")
 
 
 class EventOut(BaseModel):
