@@ -115,6 +115,8 @@ class ProxyApp:
         self.activity = activity or Activity()
         self._sessions = SessionCache()
         self._client: aiohttp.ClientSession | None = None  # made in the server's event loop
+        self._refreshing: set[Target] = set()
+        self._background: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not scope["path"].startswith(PREFIXES):
@@ -168,9 +170,14 @@ class ProxyApp:
                 # Answered before any lookup: whether another user has a notebook of that
                 # name is not the caller's business.
                 raise Forbidden("a notebook is reachable by its owner only")
-        hit, route = self._routes.cached(target)
+        hit, route, refresh = self._routes.cached(target)
         if not hit:
             route = await anyio.to_thread.run_sync(self._routes.lookup, target)
+        elif refresh and target not in self._refreshing:
+            self._refreshing.add(target)
+            task = asyncio.ensure_future(self._refresh(target))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if route is None:
             raise NotFound(f"nothing is served at {target.prefix}")
         self._authorize(route, caller, found)
@@ -186,6 +193,14 @@ class ProxyApp:
             raise Forbidden("a notebook is reachable by its owner only")
         if route.access is Access.TENANT and route.tenant not in caller.roles:
             raise Forbidden(f"only members of tenant {route.tenant} may use this service")
+
+    async def _refresh(self, target: Target) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._routes.lookup, target)
+        except Exception:
+            log.exception("refreshing the route of %s failed", target.prefix)
+        finally:
+            self._refreshing.discard(target)
 
     # -- HTTP ------------------------------------------------------------------------------
 

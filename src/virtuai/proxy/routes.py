@@ -9,7 +9,10 @@ A path's first two segments after the kind name a route:
 Routes are read from the database (``control.notebooks.notebook_upstream``)
 and kept for ``ttl_s`` (2 s), so a busy notebook costs no query per request,
 while a stopped or moved one is forgotten quickly; a restarted server needs
-nothing but the database.
+nothing but the database.  An entry past its ``ttl_s`` but younger than
+``stale_s`` (10 s) is still used while one refresh runs in the background, so
+no request waits for the database on a busy route (a refresh that finds the
+route gone drops it; a request whose upstream refuses drops it at once).
 """
 
 from __future__ import annotations
@@ -118,20 +121,26 @@ class RouteTable:
         key: bytes,
         *,
         ttl_s: float = 2.0,
+        stale_s: float = 10.0,
         resolvers: dict[str, Resolver] | None = None,
     ) -> None:
         self._sessions = sessions
         self._key = key
         self._ttl_s = ttl_s
+        self._stale_s = stale_s
         self._resolvers = resolvers if resolvers is not None else {"user": resolve_notebook}
         self._cache: dict[tuple[str, str, str], tuple[float, Route | None]] = {}
 
-    def cached(self, target: Target) -> tuple[bool, Route | None]:
-        """``(True, route)`` if known and fresh (no I/O: called on the event loop)."""
+    def cached(self, target: Target) -> tuple[bool, Route | None, bool]:
+        """``(hit, route, refresh)``: a usable entry, and whether it should be read again
+        (no I/O: called on the event loop)."""
         hit = self._cache.get((target.kind, target.owner, target.name))
-        if hit is None or hit[0] < time.monotonic():
-            return False, None
-        return True, hit[1]
+        if hit is None:
+            return False, None, False
+        age = time.monotonic() - (hit[0] - self._ttl_s)
+        if age > self._stale_s:
+            return False, None, False
+        return True, hit[1], age > self._ttl_s
 
     def lookup(self, target: Target) -> Route | None:
         """Read the route from the database (blocking: run it on a worker thread)."""
@@ -142,7 +151,9 @@ class RouteTable:
                 route = resolver(session, target, self._key)
                 session.rollback()
         # Only reachable routes are kept: one that is starting is asked again next time.
-        if route is not None and route.upstreams:
+        if route is None or not route.upstreams:
+            self.forget(target)
+        else:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[(target.kind, target.owner, target.name)] = (

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden
 from virtuai.proxy.app import NOT_UPSTREAM, downstream_headers, upstream_headers
 from virtuai.proxy.auth import check_same_origin, credential
-from virtuai.proxy.routes import Access, Route, parse_target
+from virtuai.proxy.routes import Access, Route, RouteTable, Target, parse_target
 
 
 def _connection(headers: dict[str, str], method: str = "GET") -> HTTPConnection:
@@ -92,3 +95,30 @@ def test_a_workload_cannot_set_the_session_cookie() -> None:
         (b"set-cookie", b"_xsrf=1; Path=/user/alice/lab/"),
         (b"content-type", b"text/html"),
     ]
+
+
+def test_routes_are_cached_then_served_stale_while_refreshed_then_forgotten(
+    session_factory: sessionmaker[Session],
+) -> None:
+    answers: list[Route | None] = [
+        Route(1, Access.OWNER, 1, "t", "running", "", (Upstream("127.0.0.1", 9, "s"),))
+    ]
+
+    def resolve(_session: Session, _target: Target, _key: bytes) -> Route | None:
+        return answers[-1]
+
+    table = RouteTable(session_factory, b"k", ttl_s=0.2, stale_s=0.6, resolvers={"user": resolve})
+    target = parse_target("/user/alice/lab/")
+    assert target is not None
+    assert table.cached(target) == (False, None, False)
+    route = table.lookup(target)
+    assert table.cached(target) == (True, route, False)
+    time.sleep(0.3)
+    assert table.cached(target) == (True, route, True)  # used, and read again meanwhile
+    answers.append(None)  # the notebook ended
+    assert table.lookup(target) is None
+    assert table.cached(target) == (False, None, False)
+    answers.append(route)
+    table.lookup(target)
+    time.sleep(0.7)
+    assert table.cached(target) == (False, None, False)  # too old even to be used stale
