@@ -110,9 +110,11 @@ class NotebookCuller:
         for item in self._running():
             try:
                 last = self._last_activity(item)
-            except Exception:  # one notebook's trouble never stops the others
-                log.exception("reading the activity of notebook job %d failed", item.job_id)
-                continue
+            except Exception as error:  # one notebook's trouble never stops the others
+                # A Jupyter that does not answer is idle as far as anyone can tell: judged by
+                # its start and the proxy's traffic alone, so a hung one is culled too.
+                log.warning("notebook job %d: no activity report (%s)", item.job_id, error)
+                last = self._known_activity(item)
             idle = self._clock.now().timestamp() - last
             if idle >= item.idle_timeout_s:
                 self._cull(item)
@@ -142,12 +144,13 @@ class NotebookCuller:
             session.rollback()
         return result
 
+    def _known_activity(self, item: _Running) -> float:
+        seen = self._proxy_activity(item.job_id)
+        return max(item.started_at.timestamp(), seen or 0.0)
+
     def _last_activity(self, item: _Running) -> float:
         """Epoch seconds of the notebook's last activity (now, if a kernel is busy)."""
-        last = item.started_at.timestamp()
-        seen = self._proxy_activity(item.job_id)
-        if seen is not None:
-            last = max(last, seen)
+        last = self._known_activity(item)
         if item.upstream is None:
             return last
         headers = {SECRET_HEADER: item.upstream.secret, AUTH_HEADER: "bearer"}
