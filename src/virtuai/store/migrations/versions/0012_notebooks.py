@@ -19,14 +19,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("tenants") as batch:
-        batch.add_column(sa.Column("notebook_idle_timeout_s", sa.Integer(), nullable=True))
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("cancel_reason", sa.Text(), nullable=True))
+    op.add_column("tenants", sa.Column("notebook_idle_timeout_s", sa.Integer(), nullable=True))
+    op.add_column("jobs", sa.Column("cancel_reason", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("cancel_reason")
-    with op.batch_alter_table("tenants") as batch:
-        batch.drop_column("notebook_idle_timeout_s")
+    # ALTER TABLE ... DROP COLUMN (SQLite >= 3.35, PostgreSQL), never a batch copy: on SQLite
+    # that recreates the table, and the ON DELETE CASCADE of its children (tenant_quotas,
+    # tasks, job_events) would empty them.
+    op.execute("ALTER TABLE jobs DROP COLUMN cancel_reason")
+    op.execute("ALTER TABLE tenants DROP COLUMN notebook_idle_timeout_s")
