@@ -176,6 +176,7 @@ def main() -> None:
     server.env["VIRTUAI_WORKSPACES"] = str(workspaces)
     server.env["VIRTUAI_NOTEBOOKS__PYTHON"] = jupyter_python(server.root)
     server.env["VIRTUAI_LOCAL__USER_PREFIX"] = "vaib-"
+    server.env["VIRTUAI_LOCAL__KILL_GRACE_S"] = "5"
     try:
         server.start()
         token = server.setup_user()
@@ -228,7 +229,11 @@ def main() -> None:
         with_user = server.http(server.token)
         try:
             with_user.call("DELETE", f"/api/v1/notebooks/{NAME}?user=bench")
-            time.sleep(3)
+            deadline = time.monotonic() + 30  # its user goes once Jupyter has ended
+            while time.monotonic() < deadline:
+                if with_user.call("GET", f"/api/v1/notebooks/{NAME}?user=bench")[0] == 404:
+                    break
+                time.sleep(0.5)
         finally:
             with_user.close()
             server.stop()
