@@ -257,6 +257,35 @@ class ClusterSettings(BaseModel):
         }
 
 
+class NotebookSettings(BaseModel):
+    """Notebooks (``virtuai notebook``): JupyterLab behind the proxy at ``/user/<user>/<name>/``."""
+
+    python: Path | None = Field(
+        default=None,
+        description="a Python with JupyterLab installed that tenants' users can run, used by "
+        "notebooks started without --env; None = each tenant's environment `notebook` "
+        "(`requirements`), built from the package index on first use",
+    )
+    requirements: str = Field(
+        default="jupyterlab", description="what the default notebook environment installs"
+    )
+    idle_timeout_s: int = Field(
+        default=3600,
+        ge=1,
+        description="a notebook with no kernel or HTTP activity this long is stopped (tenants "
+        "may set their own); 1h",
+    )
+    cull_interval_s: float = Field(
+        default=30.0, gt=0, le=3600, description="how often notebooks' activity is checked"
+    )
+    default_time_s: int = Field(default=8 * 3600, ge=60, description="a notebook's time limit")
+
+    @field_validator("idle_timeout_s", "default_time_s", mode="before")
+    @classmethod
+    def _parse_durations(cls, value: Any) -> int:
+        return parse_duration(value, field="notebooks")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -281,6 +310,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    notebooks: NotebookSettings = Field(default_factory=NotebookSettings)
 
     @classmethod
     def settings_customise_sources(

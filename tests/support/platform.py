@@ -39,6 +39,7 @@ from virtuai.drivers.local import LocalDriver
 from virtuai.host.users import unix_name
 from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.server.up import policy_from_settings
+from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import LocalDriverSettings, OidcSettings, SchedulerSettings
@@ -93,6 +94,7 @@ class Platform:
             vc_options=self.vc_options,
             site_keys_dir=state_dir / "sites",
             environments=EnvOptions(state_dir / "workspaces", state_dir / "env-logs"),
+            notebooks=NotebookOptions(state_dir / "workspaces"),
         )
         self.http = TestClient(create_app(self.context), raise_server_exceptions=False)
         # The server's own default policy: fair share, backfill, preemption, borrowing.

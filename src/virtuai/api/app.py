@@ -18,6 +18,7 @@ from virtuai.api.routers import (
     jobs,
     metrics,
     nodes,
+    notebooks,
     portforward,
     session,
     sites,
@@ -84,6 +85,7 @@ def create_app(context: ApiContext) -> FastAPI:
         environments,
         portforward,
         datasets,
+        notebooks,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

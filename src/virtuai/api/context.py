@@ -15,6 +15,7 @@ from virtuai.domain.clock import Clock
 from virtuai.domain.pyenvs import EnvOptions
 from virtuai.drivers.base import Driver
 from virtuai.services.metrics import Metrics
+from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.tokencache import TokenCache
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
@@ -47,3 +48,5 @@ class ApiContext:
     site_keys_dir: Path | None = None
     # Python environments (`services.environments`); None: this server builds none.
     environments: EnvOptions | None = None
+    # Notebooks (`services.notebooks`); None: this server runs none.
+    notebooks: NotebookOptions | None = None

@@ -37,3 +37,12 @@ def looks_like_job_token(credential: str) -> bool:
 
 def _mac(key: bytes, job_id: int, attempt: int) -> str:
     return hmac.new(key, f"{job_id}.{attempt}".encode(), hashlib.sha256).hexdigest()
+
+
+def notebook_secret(key: bytes, job_id: int, attempt: int) -> str:
+    """What the proxy shows a notebook (``domain.notebooks.SECRET_HEADER``), and what the
+    notebook's launcher expects: recomputed by every server of the installation, never
+    stored, and not derivable from the job token (another message under the key)."""
+    if not key:
+        raise ValueError("notebook secrets need the installation's key")
+    return hmac.new(key, f"notebook:{job_id}.{attempt}".encode(), hashlib.sha256).hexdigest()

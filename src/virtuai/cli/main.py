@@ -24,6 +24,7 @@ from virtuai.cli import (
     images,
     jobs,
     nodes,
+    notebooks,
     output,
     portforward,
     sbatch,
@@ -119,6 +120,7 @@ def build_app() -> typer.Typer:
     environments.register(app, JOBS_PANEL)
     portforward.register(app, JOBS_PANEL)
     datasets.register(app, JOBS_PANEL)
+    notebooks.register(app, JOBS_PANEL)
     return app
 
 

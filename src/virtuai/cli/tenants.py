@@ -112,12 +112,22 @@ def update_tenant(
     weight: Annotated[float | None, typer.Option(help="Fair-share weight (> 0).")] = None,
     cohort: Annotated[str | None, typer.Option(help="Join this cohort.")] = None,
     leave_cohort: Annotated[bool, typer.Option(help="Leave its cohort.")] = False,
+    notebook_idle_timeout: Annotated[
+        str | None, typer.Option(help="Stop its notebooks after this long idle, e.g. 30m.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Change a tenant's fair-share weight or cohort (admins only)."""
-    if weight is None and cohort is None and not leave_cohort:
-        raise typer.BadParameter("nothing to change: give --weight, --cohort or --leave-cohort")
-    body = {"weight": weight, "cohort": cohort, "leave_cohort": leave_cohort}
+    """Change a tenant's fair-share weight, cohort or notebook idle timeout (admins only)."""
+    if weight is None and cohort is None and not leave_cohort and notebook_idle_timeout is None:
+        raise typer.BadParameter(
+            "nothing to change: give --weight, --cohort, --leave-cohort or --notebook-idle-timeout"
+        )
+    body = {
+        "weight": weight,
+        "cohort": cohort,
+        "leave_cohort": leave_cohort,
+        "notebook_idle_timeout": notebook_idle_timeout,
+    }
     with Client.from_environment() as client:
         updated = client.request("PATCH", f"{TENANTS}/{segment(name)}", body=body)
     if as_json:

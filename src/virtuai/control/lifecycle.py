@@ -48,7 +48,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from virtuai.auth.jobtokens import job_token
+from virtuai.auth.jobtokens import job_token, notebook_secret
 from virtuai.control.isolation import GAVE_UP, Backoff, Deadline, DriverTimeout
 from virtuai.control.tasks import ACTIVE_STATES, TaskReconciler
 from virtuai.control.vnodes import (
@@ -60,6 +60,7 @@ from virtuai.control.vnodes import (
 )
 from virtuai.domain.clock import Clock
 from virtuai.domain.environment import task_environment
+from virtuai.domain.notebooks import IP_ENV, KIND, SECRET_ENV
 from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
 from virtuai.drivers.base import (
@@ -402,6 +403,8 @@ class LifecycleLoop(TaskReconciler):
         if self._config.job_token_key:
             env["VIRTUAI_JOB_TOKEN"] = job_token(self._config.job_token_key, job.id, job.attempt)
             env["VIRTUAI_API_URL"] = self._config.api_url
+        if job.kind == KIND:
+            self._notebook_env(env, job, placement.node)
         return TaskSpec(
             job_id=str(job.id),
             attempt=job.attempt,
@@ -420,6 +423,14 @@ class LifecycleLoop(TaskReconciler):
             checkpoint_grace_s=job.checkpoint_grace_s,
             run_as=tenant,
         )
+
+    def _notebook_env(self, env: dict[str, str], job: JobRow, node: str) -> None:
+        """A notebook listens on its node's registered address (where the proxy of any
+        machine reaches it, ``proxy.routes``) and accepts only the proxy's secret."""
+        if not self._config.job_token_key:
+            raise DriverError("this server has no key for notebook secrets")
+        env[SECRET_ENV] = notebook_secret(self._config.job_token_key, job.id, job.attempt)
+        env[IP_ENV] = self._addresses.get(node) or "127.0.0.1"
 
     def _address_of(self, node: str) -> str:
         """Where tasks reach ``node``: its driver's answer here, the registered address else."""
@@ -497,6 +508,8 @@ class LifecycleLoop(TaskReconciler):
             [(TaskOutcome(t.outcome), t.exit_code) for t in tasks if t.outcome],
             cancel_requested=job.cancel_requested_at is not None,
         )
+        if job.cancel_reason and state is JobState.CANCELLED:
+            reason = job.cancel_reason  # the platform's own words ("culled after 1h idle")
         given_up = [
             t for t in tasks if t.outcome == TaskOutcome.LOST.value and GAVE_UP in t.message
         ]

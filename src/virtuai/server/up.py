@@ -32,6 +32,7 @@ from virtuai.control.environments import EnvBuildConfig, EnvBuilder
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.membership import Membership, MembershipConfig
 from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
+from virtuai.control.notebooks import CullerConfig, NotebookCuller
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
 from virtuai.control.sitereaders import DriversWithSiteReaders
@@ -44,9 +45,12 @@ from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError, VirtuaiError
+from virtuai.proxy.app import ProxyApp
+from virtuai.proxy.routes import RouteTable
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.services.metrics import Metrics
+from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import ClusterSettings, SchedulerSettings, Settings
@@ -173,6 +177,7 @@ def _serve(settings: Settings) -> None:
         environments=EnvOptions(
             workspaces_dir=settings.workspaces_dir, logs_dir=settings.home / "env-logs"
         ),
+        notebooks=notebook_options(settings),
     )
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
@@ -247,6 +252,21 @@ def _serve(settings: Settings) -> None:
         wake=context.wake.set,
     )
     steps.append(leading(member, staging.tick))
+    app = create_app(context)
+    web.mount(app)
+    # The proxy in front of the API: /user/... and /svc/... to workloads, the rest to `app`.
+    proxy = ProxyApp(context, RouteTable(sessions, context.job_token_key), app)
+    culler = NotebookCuller(
+        sessions,
+        clock,
+        CullerConfig(
+            job_token_key=context.job_token_key,
+            default_idle_timeout_s=settings.notebooks.idle_timeout_s,
+            interval_s=settings.notebooks.cull_interval_s,
+        ),
+        proxy_activity=proxy.activity.last,
+    )
+    steps.append(leading(member, culler.tick))
     steps.append(lifecycle.tick)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
     local.watch_results(context.wake.set)
@@ -254,11 +274,11 @@ def _serve(settings: Settings) -> None:
     member.start()
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
-    app = create_app(context)
-    web.mount(app)
     try:
-        # WebSockets (``vc exec``) by the ``websockets`` library's sans-I/O protocol.
-        config = uvicorn.Config(app, log_level="warning", access_log=False, ws="websockets-sansio")
+        # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
+        config = uvicorn.Config(
+            proxy, log_level="warning", access_log=False, ws="websockets-sansio"
+        )
         uvicorn.Server(config).run(sockets=[listener])
     finally:
         # Running jobs are not stopped: their supervisors live on, and the
@@ -401,6 +421,17 @@ def vc_runtime(settings: Settings) -> VcRuntimeAccess:
         return VcRuntimeAccess(None, error.message)
     log.info("virtual clusters: state in %s, prefix %s", settings.vc_state_dir, group.prefix)
     return VcRuntimeAccess(runtime)
+
+
+def notebook_options(settings: Settings) -> NotebookOptions:
+    group = settings.notebooks
+    return NotebookOptions(
+        workspaces_dir=settings.workspaces_dir,
+        python=None if group.python is None else str(group.python),
+        requirements=group.requirements,
+        default_time_s=group.default_time_s,
+        idle_timeout_s=group.idle_timeout_s,
+    )
 
 
 def vc_options(settings: Settings) -> VcOptions:

@@ -75,6 +75,7 @@ class JobRequest:
     image: str | None = None  # an image whose root the job runs over (a sandbox)
     data: str | None = None  # a dataset of the tenant: the job runs where it is
     stage: bool = False  # ... or where it asked, once the data is copied there
+    kind: str = "job"  # job | notebook (services.notebooks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ def submit_job(
             tenant_id=tenant.id,
             user_id=caller.user_id,
             name=request.name or default_job_name(request.command),
-            kind="job",
+            kind=request.kind,
             state=JobState.PENDING,
             reason="waiting for the scheduler",
             command=list(request.command),

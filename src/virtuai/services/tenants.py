@@ -112,8 +112,10 @@ def update_tenant(
     cohort: str | None,
     weight: float | None,
     clear_cohort: bool = False,
+    notebook_idle_timeout_s: int | None = None,
 ) -> TenantView:
-    """Set the tenant's cohort (tenants of one cohort lend and borrow) or fair-share weight."""
+    """Set the tenant's cohort (tenants of one cohort lend and borrow), fair-share weight,
+    or how long its notebooks may stay idle."""
     caller.require_admin("change tenants")
     row = get_tenant_row(session, name)
     if cohort is not None:
@@ -122,5 +124,9 @@ def update_tenant(
         row.cohort = None
     if weight is not None:
         row.weight = weight
+    if notebook_idle_timeout_s is not None:
+        if notebook_idle_timeout_s < 1:
+            raise InvalidRequest("at least 1s", field="notebook_idle_timeout")
+        row.notebook_idle_timeout_s = notebook_idle_timeout_s
     session.flush()
     return get_tenant(session, caller, name)

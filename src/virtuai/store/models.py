@@ -121,6 +121,9 @@ class TenantRow(Base):
     # from every list but its rows stay for accounting (its name stays reserved).
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # Notebooks (issue #10): stopped after this long without activity; NULL = the server's
+    # default (``notebooks.idle_timeout_s``).
+    notebook_idle_timeout_s: Mapped[int | None] = mapped_column(Integer)
 
     quotas: Mapped[list[TenantQuotaRow]] = relationship(
         back_populates="tenant", cascade="all, delete-orphan", order_by="TenantQuotaRow.pool"
@@ -316,6 +319,9 @@ class JobRow(Base):
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     # The job asked to be requeued (``scontrol requeue``): requeue it whatever its tasks' end.
     requeue_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # Why the platform (not a user) cancelled it, e.g. "culled after 1h idle": the reason
+    # its end shows instead of "cancelled by request".
+    cancel_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
     # Observed state.
     attempt: Mapped[int] = mapped_column(Integer, default=0)

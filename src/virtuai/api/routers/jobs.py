@@ -97,6 +97,7 @@ def _job_fields(job: JobRow) -> dict[str, object]:
         "reason": job.reason,
         "exit_code": job.exit_code,
         "command": job.command,
+        "kind": job.kind,
         "resources": ResourcesOut(cpu=job.cpu_milli / MILLI, memory=job.memory, gpu=job.gpu),
         "tasks": job.tasks,
         "time_limit": job.walltime_s,

@@ -18,7 +18,7 @@ from virtuai.api.schemas.tenants import (
 from virtuai.domain.cohorts import QuotaAccount, cohort_accounts
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import PoolQuota, Quota
-from virtuai.domain.units import MILLI, parse_cpu, parse_memory
+from virtuai.domain.units import MILLI, parse_cpu, parse_duration, parse_memory
 from virtuai.services import accounts
 from virtuai.services import tenants as service
 from virtuai.services.access import Caller
@@ -94,6 +94,7 @@ def _tenant_to_api(
         role=None if role is None else str(role),
         created_at=row.created_at,
         disabled_at=row.disabled_at,
+        notebook_idle_timeout=row.notebook_idle_timeout_s,
     )
 
 
@@ -135,6 +136,9 @@ def update_tenant(name: str, body: TenantUpdate, caller: CallerDep, context: Con
             cohort=body.cohort,
             weight=body.weight,
             clear_cohort=body.leave_cohort,
+            notebook_idle_timeout_s=None
+            if body.notebook_idle_timeout is None
+            else parse_duration(body.notebook_idle_timeout, field="notebook_idle_timeout"),
         )
         result = _one(session, caller, name)
     context.wake.set()  # a new cohort may lend at once

@@ -167,6 +167,7 @@ class JobOut(BaseModel):
     site: str | None = Field(default=None, description="the site it runs on; none: local")
     data: str | None = Field(default=None, description="the dataset it reads")
     stage: bool = Field(default=False, description="its data is copied where it runs")
+    kind: str = Field(default="job", description="job | notebook")
 
 
 class EventOut(BaseModel):

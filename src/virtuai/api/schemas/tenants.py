@@ -4,7 +4,7 @@ import datetime as dt
 
 from pydantic import BaseModel, Field
 
-from virtuai.api.schemas.common import CpuText, MemoryText, Name, StrictModel
+from virtuai.api.schemas.common import CpuText, DurationText, MemoryText, Name, StrictModel
 
 PoolName = Field(
     default="*",
@@ -62,6 +62,9 @@ class TenantUpdate(StrictModel):
     weight: float | None = Field(default=None, gt=0, le=1_000_000)
     cohort: Name | None = None
     leave_cohort: bool = False
+    notebook_idle_timeout: DurationText | None = Field(
+        default=None, description="stop its notebooks after this long idle (e.g. 30m)"
+    )
 
 
 class TenantOut(BaseModel):
@@ -74,3 +77,6 @@ class TenantOut(BaseModel):
     role: str | None = Field(default=None, description="the caller's role in this tenant")
     created_at: dt.datetime
     disabled_at: dt.datetime | None = Field(default=None, description="set: no new work")
+    notebook_idle_timeout: int | None = Field(
+        default=None, description="seconds; none: the server's default (notebooks.idle_timeout_s)"
+    )

@@ -84,6 +84,7 @@ async function showLogin(message) {
     try {
       const me = await post("/session", { token: input.value.trim() });
       input.value = "";
+      if (goNext()) return;
       showShell(me);
     } catch (e) { status.append(errorBox(e)); }
   } },
@@ -98,18 +99,30 @@ async function showLogin(message) {
     const options = await get("/session/options", { quiet401: true });
     if (options.oidc) {
       box.append(h("div", { class: "card" },
-        h("a", { href: `/api/v1/session/oidc/login?next=${encodeURIComponent("/" + location.hash)}` },
+        h("a", { href: `/api/v1/session/oidc/login?next=${encodeURIComponent(
+          new URLSearchParams(location.search).get("next") || "/" + location.hash)}` },
           h("button", { type: "button", id: "oidc" }, "Sign in with your organisation (OIDC)"))));
     }
   } catch (e) { /* token sign-in still works */ }
   input.focus();
 }
 
+// The proxy sends a browser without a session here with ?next=/user/...: back there once
+// signed in.  Only the proxy's own paths, never another site (no open redirect).
+function goNext() {
+  const next = new URLSearchParams(location.search).get("next") || "";
+  if (!/^\/(user|svc)\/[a-z0-9]/.test(next)) return false;
+  location.assign(next);
+  return true;
+}
+
 async function start() {
   whenSignedOut(() => { if (ctx) showLogin("Your session ended: sign in again."); });
   window.addEventListener("hashchange", route);
   try {
-    showShell(await get("/whoami", { quiet401: true }));
+    const me = await get("/whoami", { quiet401: true });
+    if (goNext()) return;
+    showShell(me);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) showLogin();
     else clear(main, errorBox(e));

@@ -1,0 +1,119 @@
+"""Who calls the proxy: the platform's own credentials, as the API checks them.
+
+* ``Authorization: Bearer <API token or OIDC JWT>`` (``api.deps.bearer_caller``,
+  with the API's token cache);
+* else the browser's session cookie (``api.browser``): an API token, or a
+  session signed at OIDC sign-in (``auth.sessions``).
+
+Other ``Authorization`` schemes (JupyterLab sends ``token ...`` when it has a
+token, which it never has here) are ignored, never forwarded.
+
+Cross-site requests: the cookie is ``SameSite=Strict``; in addition a request
+authenticated by the cookie that can change something (an unsafe method, or
+any WebSocket: browsers do not apply CORS to them) must come from this origin
+(its ``Origin`` names the host it was sent to) or carry ``X-Virtuai-Csrf: 1``.
+Jupyter's pages send ``Origin`` on such requests, so they pass unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from urllib.parse import urlsplit
+
+from starlette.requests import HTTPConnection
+
+from virtuai.api.browser import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Source
+from virtuai.api.context import ApiContext
+from virtuai.api.deps import bearer_caller
+from virtuai.auth.sessions import verify_session
+from virtuai.auth.tokens import hash_token, looks_like_api_token
+from virtuai.errors import Forbidden, Unauthenticated
+from virtuai.services.access import Caller
+from virtuai.services.identity import authenticate_identity
+from virtuai.store.db import transaction
+
+_SESSION_CACHE_S = 10.0
+
+
+def credential(connection: HTTPConnection) -> tuple[str, Source] | None:
+    """The caller's credential and where it came from; ``None`` when there is none."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip(), Source.BEARER
+    cookie = connection.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return cookie, Source.COOKIE
+    return None
+
+
+def check_same_origin(connection: HTTPConnection, method: str | None) -> None:
+    """Refuse a cookie-authenticated request that may come from another site."""
+    if method is not None and method in SAFE_METHODS:
+        return
+    if connection.headers.get(CSRF_HEADER) == "1":
+        return
+    origin = connection.headers.get("origin")
+    host = connection.headers.get("host", "")
+    if origin is not None and urlsplit(origin).netloc == host and host:
+        return
+    raise Forbidden(
+        "a request signed in by cookie must come from this site's pages "
+        f"(Origin) or send the header '{CSRF_HEADER}: 1'"
+    )
+
+
+class SessionCache:
+    """Callers of browser sessions for a few seconds, so that a page's hundred requests do
+    not each verify the session and read the user (a sign-out is seen within 10 s)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Caller]] = {}
+
+    def get(self, cookie: str) -> Caller | None:
+        entry = self._entries.get(_digest(cookie))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, cookie: str, caller: Caller) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[_digest(cookie)] = (time.monotonic() + _SESSION_CACHE_S, caller)
+
+
+def authenticate(context: ApiContext, value: str, source: Source, cache: SessionCache) -> Caller:
+    """The caller behind a credential (blocking: may read the database)."""
+    if source is Source.BEARER or looks_like_api_token(value):
+        # An API token (header or cookie) or a JWT: the API's own path and cache.
+        return bearer_caller(context, value)
+    cached = cache.get(value)
+    if cached is not None:
+        return cached
+    identity = verify_session(value, context.browser.key, context.clock.now().timestamp())
+    with transaction(context.sessions) as session:
+        caller = authenticate_identity(session, identity, context.clock.now())
+    cache.put(value, caller)
+    return caller
+
+
+def fast_caller(
+    context: ApiContext, value: str, source: Source, cache: SessionCache
+) -> Caller | None:
+    """The caller if it is known without I/O (token or session cache), else ``None``."""
+    if source is Source.BEARER or looks_like_api_token(value):
+        if not looks_like_api_token(value):
+            return None
+        return context.tokens.get(hash_token(value))
+    return cache.get(value)
+
+
+def require_credential(found: tuple[str, Source] | None) -> tuple[str, Source]:
+    if found is None:
+        raise Unauthenticated("missing credentials: send 'Authorization: Bearer <token>'")
+    return found
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()

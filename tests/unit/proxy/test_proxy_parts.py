@@ -1,0 +1,124 @@
+"""The proxy's pure parts: paths, same-origin rule, and what crosses to and from a workload."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import HTTPConnection
+
+from virtuai.control.notebooks import Upstream
+from virtuai.errors import Forbidden
+from virtuai.proxy.app import NOT_UPSTREAM, downstream_headers, upstream_headers
+from virtuai.proxy.auth import check_same_origin, credential
+from virtuai.proxy.routes import Access, Route, RouteTable, Target, parse_target
+
+
+def _connection(headers: dict[str, str], method: str = "GET") -> HTTPConnection:
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return HTTPConnection(
+        {"type": "http", "method": method, "headers": raw, "path": "/", "client": ("10.0.0.9", 1)}
+    )
+
+
+def test_paths_name_a_route() -> None:
+    target = parse_target("/user/alice/lab/api/kernels")
+    assert target is not None
+    assert (target.kind, target.owner, target.name, target.rest) == (
+        "user",
+        "alice",
+        "lab",
+        "/api/kernels",
+    )
+    assert target.prefix == "/user/alice/lab/"
+    bare = parse_target("/user/alice/lab")
+    assert bare is not None and bare.rest == ""
+    assert parse_target("/svc/physics/llm/v1/chat") is not None
+    for path in ("/user/alice", "/user/Alice/lab/", "/user/../x/", "/api/v1/jobs", "/users/a/b/"):
+        assert parse_target(path) is None, path
+
+
+def test_a_cookie_request_that_changes_something_must_be_same_origin() -> None:
+    check_same_origin(_connection({"host": "h:1"}), "GET")
+    check_same_origin(_connection({"host": "h:1", "origin": "http://h:1"}), "POST")
+    check_same_origin(_connection({"host": "h:1", "x-virtuai-csrf": "1"}), "DELETE")
+    for headers in ({"host": "h:1"}, {"host": "h:1", "origin": "http://evil:1"}):
+        with pytest.raises(Forbidden):
+            check_same_origin(_connection(headers), "POST")
+    with pytest.raises(Forbidden):  # a WebSocket (method None) from another site
+        check_same_origin(_connection({"host": "h:1", "origin": "http://evil"}), None)
+
+
+def test_credentials_bearer_first_then_cookie_other_schemes_ignored() -> None:
+    assert credential(_connection({"authorization": "Bearer vai_x"})) is not None
+    jupyter = _connection({"authorization": "token abc", "cookie": "virtuai_session=vai_y"})
+    found = credential(jupyter)
+    assert found is not None and found[0] == "vai_y"
+    assert credential(_connection({"authorization": "token abc"})) is None
+
+
+def test_the_callers_credentials_never_reach_the_workload() -> None:
+    connection = _connection(
+        {
+            "host": "h:1",
+            "authorization": "Bearer vai_secret",
+            "cookie": "virtuai_session=vai_secret; _xsrf=abc",
+            "x-virtuai-notebook-secret": "forged",
+            "connection": "keep-alive",
+        }
+    )
+    route = Route(1, Access.OWNER, 1, "t", "running", "")
+    headers = upstream_headers(
+        connection, connection.scope, Upstream("127.0.0.1", 1, "real"), route, NOT_UPSTREAM
+    )
+    flat = "\n".join(f"{k}: {v}" for k, v in headers)
+    assert "vai_secret" not in flat
+    assert "forged" not in flat
+    assert ("cookie", "_xsrf=abc") in headers
+    assert ("X-Virtuai-Notebook-Secret", "real") in headers
+    assert ("X-Virtuai-Auth", "bearer") in headers
+    assert ("x-forwarded-for", "10.0.0.9") in headers
+    assert not any(k == "connection" for k, _ in headers)
+
+
+def test_a_workload_cannot_set_the_session_cookie() -> None:
+    kept = downstream_headers(
+        [
+            (b"Set-Cookie", b"virtuai_session=stolen; Path=/"),
+            (b"Set-Cookie", b"_xsrf=1; Path=/user/alice/lab/"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Content-Type", b"text/html"),
+        ]
+    )
+    assert kept == [
+        (b"set-cookie", b"_xsrf=1; Path=/user/alice/lab/"),
+        (b"content-type", b"text/html"),
+    ]
+
+
+def test_routes_are_cached_then_served_stale_while_refreshed_then_forgotten(
+    session_factory: sessionmaker[Session],
+) -> None:
+    answers: list[Route | None] = [
+        Route(1, Access.OWNER, 1, "t", "running", "", (Upstream("127.0.0.1", 9, "s"),))
+    ]
+
+    def resolve(_session: Session, _target: Target, _key: bytes) -> Route | None:
+        return answers[-1]
+
+    table = RouteTable(session_factory, b"k", ttl_s=0.2, stale_s=0.6, resolvers={"user": resolve})
+    target = parse_target("/user/alice/lab/")
+    assert target is not None
+    assert table.cached(target) == (False, None, False)
+    route = table.lookup(target)
+    assert table.cached(target) == (True, route, False)
+    time.sleep(0.3)
+    assert table.cached(target) == (True, route, True)  # used, and read again meanwhile
+    answers.append(None)  # the notebook ended
+    assert table.lookup(target) is None
+    assert table.cached(target) == (False, None, False)
+    answers.append(route)
+    table.lookup(target)
+    time.sleep(0.7)
+    assert table.cached(target) == (False, None, False)  # too old even to be used stale
