@@ -24,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("requeue_requested_at")
+    # ALTER TABLE ... DROP COLUMN, never a batch copy: on SQLite that recreates the table,
+    # and the ON DELETE CASCADE of its children (tasks, job_events) would empty them.
+    op.execute("ALTER TABLE jobs DROP COLUMN requeue_requested_at")

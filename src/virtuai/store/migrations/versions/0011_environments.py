@@ -42,6 +42,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("environment")
+    # ALTER TABLE ... DROP COLUMN, never a batch copy: on SQLite that recreates the table,
+    # and the ON DELETE CASCADE of its children (tasks, job_events) would empty them.
+    op.execute("ALTER TABLE jobs DROP COLUMN environment")
     op.drop_table("environments")

@@ -24,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("image")
+    # ALTER TABLE ... DROP COLUMN, never a batch copy: on SQLite that recreates the table,
+    # and the ON DELETE CASCADE of its children (tasks, job_events) would empty them.
+    op.execute("ALTER TABLE jobs DROP COLUMN image")

@@ -61,10 +61,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sites") as batch:
-        batch.drop_column("expected_wait_s")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("stage")
-        batch.drop_column("data")
+    # ALTER TABLE ... DROP COLUMN, never a batch copy: on SQLite that recreates the table,
+    # and the ON DELETE CASCADE of its children (tasks, job_events) would empty them.
+    op.execute("ALTER TABLE sites DROP COLUMN expected_wait_s")
+    op.execute("ALTER TABLE jobs DROP COLUMN stage")
+    op.execute("ALTER TABLE jobs DROP COLUMN data")
     op.drop_table("dataset_copies")
     op.drop_table("datasets")
