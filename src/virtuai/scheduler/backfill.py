@@ -66,19 +66,44 @@ class _Room:
         return fit
 
 
+def _fit(free: tuple[int, int, int], need: tuple[int, int, int], limit: int) -> int:
+    """How many tasks of ``need`` fit in ``free`` (as ``_Room.tasks``, capped at ``limit``)."""
+    fit = limit
+    for have, want in zip(free, need, strict=True):
+        if want > 0:
+            fit = min(fit, have // want) if have > 0 else 0
+    return fit
+
+
+def _room_of(cluster: Cluster, name: str, pool: str | None) -> _Room | None:
+    """A room for node ``name`` as it is now, if it is one of ``pool``'s (``cluster.nodes``)."""
+    try:
+        node = cluster.node(name)
+    except KeyError:
+        return None
+    if pool is not None and node.pool != pool:
+        return None
+    return _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
+
+
 def reserve(
     cluster: Cluster, job: PendingJob, releases: Iterable[Release], now: float
 ) -> Reservation | None:
     """When ``job`` can start at the earliest and where; ``None`` if no known end frees room."""
     need, tasks = job.per_task, job.tasks
+    pool = job.pool
+    want = (need.cpu_milli, need.memory, need.gpu)
+    # Rooms only for nodes that fit a task now or get something back: a big pool is
+    # walked once with plain arithmetic, and the rest is created on demand.
     rooms: dict[str, _Room] = {}
     fits: dict[str, int] = {}
     total = 0
-    for node in cluster.nodes(job.pool):
-        room = _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
-        rooms[node.name] = room
-        fits[node.name] = n = room.tasks(need, tasks)
-        total += n
+    for node in cluster.nodes(pool):
+        n = _fit((node.cpu, node.memory, node.gpu), want, tasks)
+        if n > 0:
+            rooms[node.name] = _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
+            fits[node.name] = n
+            total += n
     start = now
     if total < tasks:
         ordered = sorted(releases, key=lambda r: r[0])
@@ -86,7 +111,11 @@ def reserve(
             for p in released:
                 held = rooms.get(p.node)
                 if held is None:
-                    continue
+                    held = _room_of(cluster, p.node, pool)
+                    if held is None:
+                        continue
+                    rooms[p.node] = held
+                    fits[p.node] = 0
                 room = held
                 room.cpu += p.resources.cpu_milli
                 room.memory += p.resources.memory
@@ -222,9 +251,20 @@ class Board:
         self.guard: Guard | None = None
         self._failed_held: set[tuple[str | None, int, int, int, int]] = set()
         self._failed_unheld: set[tuple[str | None, int, int, int, int]] = set()
+        # Bumped by every change made through the board; a shape that fitted unheld at
+        # generation g still fits while nothing changed (blocked jobs change nothing), so
+        # a queue of jobs behind the reservation costs one trial per shape, not per job.
+        self._generation = 0
+        self._fitted_unheld: dict[tuple[str | None, int, int, int, int], int] = {}
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the cluster, the holds or the slack change through the board."""
+        return self._generation
 
     def start_guard(self, reservation: Reservation) -> None:
         self._failed_unheld = set(self._failed_held)
+        self._generation += 1
         self.guard = Guard(self.cluster, reservation)
 
     def place(
@@ -236,11 +276,13 @@ class Board:
         if shape not in self._failed_held:
             placed = self.cluster.try_place(job, pool)
             if placed is not None:
+                self._generation += 1
                 return placed
             self._failed_held.add(shape)
         if short and self.guard is not None and shape not in self._failed_unheld:
             placed = self.guard.place_unheld(job, pool)
             if placed is not None:
+                self._generation += 1
                 return placed
             self._failed_unheld.add(shape)
         return None
@@ -253,29 +295,38 @@ class Board:
         shape = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
         if shape in self._failed_unheld:
             return False
+        if self._fitted_unheld.get(shape) == self._generation:
+            return True
         placed = self.guard.place_unheld(job, None)
         if placed is None:
             self._failed_unheld.add(shape)
             return False
-        self.release(placed)
+        self.release(placed)  # (back as it was: the trial leaves no change)
+        self._fitted_unheld[shape] = self._generation
         return True
 
     def try_place(self, job: PendingJob) -> tuple[TaskPlacement, ...] | None:
         """Place ``job`` in the current (held) view, without the failure cache (for trials)."""
-        return self.cluster.try_place(job)
+        placed = self.cluster.try_place(job)
+        if placed is not None:
+            self._generation += 1
+        return placed
 
     def keep(self, placements: Sequence[TaskPlacement], *, short: bool) -> None:
         """``placements`` stay: a job that runs past the reservation uses up its slack."""
+        self._generation += 1
         if self.guard is not None and not short:
             self.guard.keep_long(placements)
 
     def release(self, placements: Sequence[TaskPlacement]) -> None:
+        self._generation += 1
         if self.guard is None:
             self.cluster.release(placements)
         else:
             self.guard.release(placements)
 
     def occupy(self, placements: Sequence[TaskPlacement]) -> None:
+        self._generation += 1
         if self.guard is None:
             self.cluster.occupy(placements)
         else:

@@ -64,6 +64,11 @@ from virtuai.scheduler.snapshot import (
 __all__ = ["queue_order", "schedule"]
 
 _Placed = tuple[tuple[TaskPlacement, ...] | None, Charge, str | None]
+_MemoKey = tuple[str, str | None, Resources, int, frozenset[str] | None, bool, bool, bool]
+_Memo = tuple[int, PendingJob | None, BlockKind, str, float | None]
+# Remember blocked decisions per (tenant, shape) within a pass (``_Pass.memo``); tests
+# turn it off to check that it changes no decision.
+MEMO_BLOCKED = True
 
 
 def schedule(snapshot: Snapshot) -> Decisions:
@@ -84,12 +89,14 @@ def schedule(snapshot: Snapshot) -> Decisions:
 def share_tracker(snapshot: Snapshot) -> ShareTracker:
     """Fair-share standing of every tenant in ``snapshot`` (unknown tenants: weight 1)."""
     known = {t.name for t in snapshot.tenants}
-    ghosts = sorted(
-        ({j.tenant for j in snapshot.pending} | {r.tenant for r in snapshot.running}) - known
-    )
+    complete = snapshot.usage_complete  # usage already sums ``running``: no walk over it
+    seen = {j.tenant for j in snapshot.pending}
+    if not complete:
+        seen |= {r.tenant for r in snapshot.running}
+    ghosts = sorted(seen - known)
     tenants = [*snapshot.tenants, *(TenantState(name, Quota()) for name in ghosts)]
     held: dict[str, list[int]] = {}
-    for job in snapshot.running:
+    for job in () if complete else snapshot.running:
         total = job.total
         sums = held.setdefault(job.tenant, [0, 0, 0])
         sums[0] += total.cpu_milli
@@ -121,11 +128,12 @@ class _Pass:
         self.now = snapshot.now
         self.cluster = Cluster.reuse(snapshot.nodes)
         self.board = Board(self.cluster)
-        pool_of = {s.node.name: s.node.pool for s in snapshot.nodes}
+        nodes = [s.node for s in snapshot.nodes]
+        self.feasibility = Feasibility.reuse(nodes)
+        pool_of = self.feasibility.pool_of  # kept with it across passes on the same nodes
         self.ledger = QuotaLedger(
             snapshot.tenants, snapshot.running, pool_of, borrowing=policy.borrowing
         )
-        self.feasibility = Feasibility.reuse([s.node for s in snapshot.nodes])
         self.tracker = share_tracker(snapshot) if policy.fair_share else None
         self.preemptor: Preemptor | None = None
         if policy.preemption:
@@ -149,6 +157,14 @@ class _Pass:
         self.behind: str | None = None  # strict FIFO: the QUEUE reason once the head waits
         self.reservation: Reservation | None = None
         self.reasons: dict[tuple[object, ...], str] = {}
+        # Without preemption, a job that is blocked gets the same decision as the last job
+        # of its tenant and shape blocked while nothing changed (same board generation,
+        # same head): remembered here, a queue of thousands costs one full decision per
+        # (tenant, shape) and a lookup for the rest.  Off with preemption, whose trials
+        # depend on each job's priority, level and history.
+        self.memo: dict[_MemoKey, _Memo] | None = (
+            {} if MEMO_BLOCKED and self.preemptor is None else None
+        )
 
     def run(self) -> Decisions:
         pending = self.snapshot.pending
@@ -176,6 +192,36 @@ class _Pass:
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
 
     def decide(self, job: PendingJob, *, first_round: bool) -> None:
+        memo = self.memo
+        if memo is None:
+            self.decide_one(job, first_round=first_round)
+            return
+        key = (
+            job.tenant,
+            job.pool,
+            job.per_task,
+            job.tasks,
+            job.allowed_nodes,
+            job.preemptible,
+            self.is_short(job),
+            first_round,
+        )
+        generation, head = self.board.generation, self.head
+        hit = memo.get(key)
+        if hit is not None and hit[0] == generation and hit[1] is head:
+            self.block(job, hit[2], hit[3], hit[4])
+            return
+        count = len(self.blocked)
+        self.decide_one(job, first_round=first_round)
+        if (
+            len(self.blocked) == count + 1
+            and self.board.generation == generation
+            and self.head is head
+        ):
+            b = self.blocked[-1]
+            memo[key] = (generation, head, b.kind, b.reason, b.expected_start)
+
+    def decide_one(self, job: PendingJob, *, first_round: bool) -> None:
         ledger = self.ledger
         charge = ledger.charge_of_job(job)
         never = self.feasibility.node_reason(job) or ledger.never_reason(job, charge)

@@ -328,6 +328,7 @@ class Simulation:
             running=self._running_tuple,
             now=now,
             policy=self._policy,
+            usage_complete=True,  # ``_charge`` keeps each tenant's usage as jobs start and stop
         )
 
     def _apply(self, decisions: Decisions, t: float) -> None:
