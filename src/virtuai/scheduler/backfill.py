@@ -25,6 +25,7 @@ fact).  Its cost is one walk over the pool's nodes plus the releases replayed.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -98,7 +99,13 @@ def reserve(
     rooms: dict[str, _Room] = {}
     fits: dict[str, int] = {}
     total = 0
+    cpu_w, memory_w, gpu_w = want
     for node in cluster.nodes(pool):
+        # (Most nodes of a busy cluster fail one of these: no tuple, no call for them.)
+        if (gpu_w and node.gpu < gpu_w) or (cpu_w and node.cpu < cpu_w):
+            continue
+        if memory_w and node.memory < memory_w:
+            continue
         n = _fit((node.cpu, node.memory, node.gpu), want, tasks)
         if n > 0:
             rooms[node.name] = _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
@@ -106,8 +113,12 @@ def reserve(
             total += n
     start = now
     if total < tasks:
-        ordered = sorted(releases, key=lambda r: r[0])
-        for i, (end, released) in enumerate(ordered):
+        # A heap, not a sort: the reservation is usually found after a few of the
+        # thousands of running jobs' ends (O(n) to build, O(log n) per end taken).
+        heap = [(end, k, placed) for k, (end, placed) in enumerate(releases)]
+        heapq.heapify(heap)
+        while heap:
+            end, _, released = heapq.heappop(heap)
             for p in released:
                 held = rooms.get(p.node)
                 if held is None:
@@ -125,7 +136,7 @@ def reserve(
                 total += n - fits[p.node]
                 fits[p.node] = n
             # Everything ending at the same moment goes together (so input order cannot matter).
-            if total >= tasks and (i + 1 == len(ordered) or ordered[i + 1][0] > end):
+            if total >= tasks and (not heap or heap[0][0] > end):
                 start = max(now, end)
                 break
         else:
@@ -172,6 +183,10 @@ class Guard:
             slack[1] -= p.resources.memory
             self._slack_gpus[p.node].difference_update(p.gpu_indices)
         self._held: dict[str, TaskPlacement] = {}
+        # Holds lifted (``lift``) and not yet put back (``restore``): trials of the
+        # unheld view in a row (a queue of jobs behind the reservation) then cost one
+        # lift, not a lift and a restore per job.  Whoever needs the held view restores.
+        self._lifted = False
         self.hold(self._slack)
 
     @property
@@ -201,29 +216,45 @@ class Guard:
             if held is not None:
                 self.cluster.release((held,))
 
+    def lift(self) -> None:
+        """Lift every hold: the cluster shows what is free now, reservation or not."""
+        if not self._lifted:
+            self.unhold(sorted(self._held))
+            self._lifted = True
+
+    def restore(self) -> None:
+        """Put the holds back as what is free now says (after ``lift``)."""
+        if self._lifted:
+            self._lifted = False
+            self.hold(sorted(self._slack))
+
     def touching(self, placements: Iterable[TaskPlacement]) -> list[str]:
         """The reserved nodes among those of ``placements``, sorted."""
         return sorted({p.node for p in placements if p.node in self._slack})
 
     def release(self, placements: Sequence[TaskPlacement]) -> None:
+        if self._lifted:  # (``restore`` recomputes the holds from what is free then)
+            self.cluster.release(placements)
+            return
         nodes = self.touching(placements)
         self.unhold(nodes)
         self.cluster.release(placements)
         self.hold(nodes)
 
     def occupy(self, placements: Sequence[TaskPlacement]) -> None:
+        if self._lifted:
+            self.cluster.occupy(placements)
+            return
         nodes = self.touching(placements)
         self.unhold(nodes)
         self.cluster.occupy(placements)
         self.hold(nodes)
 
     def place_unheld(self, job: PendingJob, pool: str | None) -> tuple[TaskPlacement, ...] | None:
-        """Place ``job`` with every hold lifted (for a job that ends before the reservation)."""
-        nodes = sorted(self._held)
-        self.unhold(nodes)
-        placed = self.cluster.try_place(job, pool)
-        self.hold(nodes)
-        return placed
+        """Place ``job`` with every hold lifted (for a job that ends before the reservation);
+        the holds stay lifted until someone needs the held view (``restore``)."""
+        self.lift()
+        return self.cluster.try_place(job, pool)
 
     def keep_long(self, placements: Iterable[TaskPlacement]) -> None:
         """Record that ``placements`` (made with the holds on) still run at the reservation."""
@@ -247,7 +278,7 @@ class Board:
     """
 
     def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
+        self._cluster = cluster
         self.guard: Guard | None = None
         self._failed_held: set[tuple[str | None, int, int, int, int]] = set()
         self._failed_unheld: set[tuple[str | None, int, int, int, int]] = set()
@@ -265,7 +296,20 @@ class Board:
     def start_guard(self, reservation: Reservation) -> None:
         self._failed_unheld = set(self._failed_held)
         self._generation += 1
-        self.guard = Guard(self.cluster, reservation)
+        self.guard = Guard(self._cluster, reservation)
+
+    @property
+    def cluster(self) -> Cluster:
+        """The cluster in the held view (holds put back if a trial had lifted them)."""
+        if self.guard is not None:
+            self.guard.restore()
+        return self._cluster
+
+    def unheld(self) -> Cluster:
+        """The cluster with every hold lifted (until the held view is asked for again)."""
+        if self.guard is not None:
+            self.guard.lift()
+        return self._cluster
 
     def place(
         self, job: PendingJob, pool: str | None = None, *, short: bool = False

@@ -344,15 +344,9 @@ class _Pass:
         key = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
         reason = self.reasons.get(key)
         if reason is None:
-            guard = self.board.guard
-            nodes = sorted(guard.nodes) if guard is not None else []
-            if guard is not None:
-                guard.unhold(nodes)
             reason = self.reasons[key] = capacity_reason(
-                job, self.cluster, detailed=self.policy.detailed_reasons
+                job, self.board.unheld(), detailed=self.policy.detailed_reasons
             )
-            if guard is not None:
-                guard.hold(nodes)
         return reason
 
     def releases(self) -> list[Release]:
