@@ -34,10 +34,17 @@ from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.snapshot import PendingJob
 
-__all__ = ["Guard", "Release", "Reservation", "reserve"]
+__all__ = ["Board", "Guard", "Release", "Reservation", "Shape", "reserve", "shape_of"]
 
 # (expected end, placements): something that will give its resources back.
 Release = tuple[float, tuple[TaskPlacement, ...]]
+# (pool, cpu, memory, gpu per task, tasks): what decides whether a job fits.
+Shape = tuple[str | None, int, int, int, int]
+
+
+def shape_of(job: PendingJob) -> Shape:
+    r = job.per_task
+    return (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +294,18 @@ class Board:
         # a queue of jobs behind the reservation costs one trial per shape, not per job.
         self._generation = 0
         self._fitted_unheld: dict[tuple[str | None, int, int, int, int], int] = {}
+
+    @property
+    def failures(self) -> int:
+        """Grows whenever a shape is found not to fit (held or unheld view)."""
+        return len(self._failed_held) + len(self._failed_unheld)
+
+    def failed_held(self, shape: Shape) -> bool:
+        """Whether ``shape`` was found not to fit in the held view in this pass."""
+        return shape in self._failed_held
+
+    def failed_unheld(self, shape: Shape) -> bool:
+        return shape in self._failed_unheld
 
     @property
     def generation(self) -> int:

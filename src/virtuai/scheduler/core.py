@@ -31,10 +31,12 @@ visited in name order, and no decision depends on dict or set iteration order.
 
 from __future__ import annotations
 
+import math
+
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.workload import TaskPlacement
-from virtuai.scheduler.backfill import Board, Release, Reservation, reserve
+from virtuai.scheduler.backfill import Board, Release, Reservation, Shape, reserve, shape_of
 from virtuai.scheduler.fairshare import ShareTracker, cluster_capacity
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.las import pending_level
@@ -185,11 +187,27 @@ class _Pass:
             order = (
                 queue_order(pending) if self.tracker is None else fair_order(pending, self.tracker)
             )
+        stop = self.stopper(pending)
         for job in order:
             self.decide(job, first_round=True)
+            if stop is not None and stop.done(job):
+                break
         for job in self.deferred:
             self.decide(job, first_round=False)
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
+
+    def stopper(self, pending: tuple[PendingJob, ...]) -> _Stop | None:
+        """The early stop of ``Policy.report_blocked=False``, where it is exact: no
+        preemption (a blocked job changes nothing), no quotas (none is ever ``NEVER`` by
+        quota or deferred as a borrower), no targeted jobs (shapes say all)."""
+        if (
+            self.policy.report_blocked
+            or self.preemptor is not None
+            or self.ledger.limits_anyone()
+            or any(j.allowed_nodes is not None for j in pending)
+        ):
+            return None
+        return _Stop(self, pending)
 
     def decide(self, job: PendingJob, *, first_round: bool) -> None:
         memo = self.memo
@@ -363,3 +381,50 @@ class _Pass:
         self, job: PendingJob, kind: BlockKind, reason: str, expected: float | None = None
     ) -> None:
         self.blocked.append(Blocked(job.id, kind, reason, len(self.blocked) + 1, expected))
+
+
+class _Stop:
+    """Knows when no job left in a pass's queue can be admitted (``Policy.report_blocked``).
+
+    Every remaining job is then blocked, by the same rules ``decide`` applies: its
+    shape failed to fit in the held view (``Board``'s failure cache; free room only
+    shrinks in a pass), and, while a reservation stands, it either failed in the
+    unheld view too or ends after the reservation starts (not short).  Checked only
+    when a failure cache grew, so a pass pays for it once per shape at most.
+    """
+
+    def __init__(self, one: _Pass, pending: tuple[PendingJob, ...]) -> None:
+        self.one = one
+        # Remaining jobs per shape (``Board``'s key), and their walltimes (inf: none).
+        self.left: dict[Shape, dict[float, int]] = {}
+        for job in pending:
+            times = self.left.setdefault(shape_of(job), {})
+            w = math.inf if job.walltime_s is None else float(job.walltime_s)
+            times[w] = times.get(w, 0) + 1
+        self.seen = -1
+
+    def done(self, job: PendingJob) -> bool:
+        shape = shape_of(job)
+        times = self.left[shape]
+        w = math.inf if job.walltime_s is None else float(job.walltime_s)
+        times[w] -= 1
+        if not times[w]:
+            del times[w]
+            if not times:
+                del self.left[shape]
+        if not self.left:
+            return True
+        one = self.one
+        board = one.board
+        grown = board.failures
+        if grown == self.seen or one.head is None:
+            return False
+        self.seen = grown
+        res = one.reservation
+        for shape, times in self.left.items():
+            if not board.failed_held(shape) or one.feasibility.shape_never(shape):
+                return False
+            short = res is not None and one.now + min(times) <= res.start
+            if short and not board.failed_unheld(shape):  # it may backfill
+                return False
+        return True

@@ -94,6 +94,12 @@ class Feasibility:
             return node_reason
         return quota_never_reason(job.total, quota, tenant)
 
+    def shape_never(self, shape: tuple[str | None, int, int, int, int]) -> bool:
+        """Whether a job of ``shape`` (pool, per-task cpu, memory, gpu, tasks) can never run."""
+        pool, cpu, memory, gpu, tasks = shape
+        probe = PendingJob("", "", 0, 0.0, 0, Resources(cpu, memory, gpu), tasks, pool)
+        return self.node_reason(probe) is not None
+
     def node_reason(self, job: PendingJob) -> str | None:
         """Why ``job`` could not run even on idle nodes (quotas aside), or ``None``."""
         per_task = job.per_task

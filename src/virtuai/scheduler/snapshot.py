@@ -174,6 +174,10 @@ class Policy:
     # Capacity reasons that say how fragmented free room is spread (a scan of the
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True
+    # False: the caller reads only admissions, preemptions and ``NEVER`` (the simulator),
+    # so a pass without preemption or quotas may stop as soon as no job left in the queue
+    # can be admitted or be ``NEVER``; the jobs after that point get no ``Blocked``.
+    report_blocked: bool = True
 
     @classmethod
     def fifo(cls) -> Policy:
