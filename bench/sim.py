@@ -10,10 +10,16 @@ Run: ``.venv/bin/python bench/sim.py`` (``--quick`` for a smoke run; ``--help``)
    ratio to FIFO's, per-tenant mean JCT against fair share alone, Jain's index
    over the contended time against fair share's, rho (one common reference
    policy for every policy's T_id), preemptions and lost GPU-hours.
-2. **Light load** (offered load 0.45): FIFO and ``las-fairshare``, and the share
+2. **Light load** (offered load 0.45): FIFO, fair share + backfill and
+   ``las-fairshare``, and the share
    of the gap between FIFO's mean JCT and the zero-wait bound (the mean run
    time) that the new policy closes.
-3. **Speed**: ``--speed-jobs`` Philly-shaped jobs on ``--speed-nodes`` nodes under
+3. **Poor walltimes** (heavy load, same jobs): every job asks for the 3-day
+   default (``walltimes="default"``) or gives none (``"none"``), as on clusters
+   where users do not estimate.  FIFO (the baseline of each), fair share + EASY
+   backfill, and ``las-fairshare``; reported: mean JCT, ratio to FIFO, and the
+   ratio of fair share + backfill's mean JCT to ``las-fairshare``'s.
+4. **Speed**: ``--speed-jobs`` Philly-shaped jobs on ``--speed-nodes`` nodes under
    ``--speed-policy`` (``fairshare-backfill``, the policy of the issue's timing),
    timing ``simulate()`` alone (wall and CPU seconds); the same policy on a tenth
    of the jobs and nodes is the baseline in the same run (CPU is shared: read
@@ -39,12 +45,20 @@ from virtuai.sim.philly import philly_cluster, philly_trace, regime
 from virtuai.sim.policy import example_policy
 
 HEAVY = ("fifo", "fairshare", "fairshare-backfill", "las-fairshare")
-LIGHT = ("fifo", "las-fairshare")
+LIGHT = ("fifo", "fairshare-backfill", "las-fairshare")
 
 
-def replay(jobs: int, nodes: int, load: float, seed: int, policy: str, tick: float) -> SimRun:
+def replay(
+    jobs: int,
+    nodes: int,
+    load: float,
+    seed: int,
+    policy: str,
+    tick: float,
+    walltimes: str = "estimate",
+) -> SimRun:
     cluster = philly_cluster(nodes)
-    trace = philly_trace(cluster, jobs, seed=seed, load=load)
+    trace = philly_trace(cluster, jobs, seed=seed, load=load, walltimes=walltimes)
     return simulate(trace, cluster, example_policy(policy), tick_s=tick)
 
 
@@ -111,9 +125,35 @@ def light(args: argparse.Namespace) -> float:
         jct[name] = summarize(run)["metrics"]["jct_mean_s"]
         zero = sum(j.run_s for j in run.jobs) / len(run.jobs)
         print(f"light {name:<20} jct_mean={jct[name] / 3600:7.3f}h", flush=True)
-    closed = (jct["fifo"] - jct["las-fairshare"]) / max(1e-9, jct["fifo"] - zero)
-    print(f"light zero-wait bound {zero / 3600:.3f}h; gap closed {100 * closed:.1f}%")
-    return closed
+
+    def gap(name: str) -> float:
+        return (jct["fifo"] - jct[name]) / max(1e-9, jct["fifo"] - zero)
+
+    print(
+        f"light zero-wait bound {zero / 3600:.3f}h; gap closed: las-fairshare "
+        f"{100 * gap('las-fairshare'):.1f}%, fairshare-backfill "
+        f"{100 * gap('fairshare-backfill'):.1f}%"
+    )
+    return gap("las-fairshare")
+
+
+def poor(args: argparse.Namespace) -> dict[str, float]:
+    """Heavy load when walltimes say nothing: backfill has no short jobs to fit in."""
+    load = regime("heavy").load
+    found = {}
+    for kind in ("default", "none"):
+        jct: dict[str, float] = {}
+        for name in ("fifo", "fairshare-backfill", "las-fairshare"):
+            run = replay(args.jobs, args.nodes, load, args.seed, name, args.tick, kind)
+            jct[name] = summarize(run)["metrics"]["jct_mean_s"]
+            print(
+                f"poor walltimes={kind:<8} {name:<20} jct_mean={jct[name] / 3600:7.2f}h "
+                f"vs_fifo={jct['fifo'] / jct[name]:.2f}x preemptions={sum(run.preemptions)}",
+                flush=True,
+            )
+        found[kind] = jct["fairshare-backfill"] / jct["las-fairshare"]
+        print(f"poor walltimes={kind:<8} las-fairshare vs fairshare-backfill {found[kind]:.2f}x")
+    return found
 
 
 def speed(args: argparse.Namespace) -> float:
@@ -154,7 +194,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.jobs, args.nodes, args.speed_jobs, args.speed_nodes = 2000, 32, 10_000, 100
     found = heavy(args)
     closed = light(args)
+    worse = poor(args)
     wall = speed(args)
+    print(
+        f"las_vs_backfill_default_walltime={worse['default']:.2f} "
+        f"las_vs_backfill_no_walltime={worse['none']:.2f}"
+    )
     print(
         f"light_gap_closed={closed:.3f} worst_tenant_vs_fairshare="
         f"{found['worst_tenant_vs_fairshare']:.2f}"

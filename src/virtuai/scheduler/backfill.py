@@ -25,6 +25,7 @@ fact).  Its cost is one walk over the pool's nodes plus the releases replayed.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -33,10 +34,17 @@ from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.snapshot import PendingJob
 
-__all__ = ["Guard", "Release", "Reservation", "reserve"]
+__all__ = ["Board", "Guard", "Release", "Reservation", "Shape", "reserve", "shape_of"]
 
 # (expected end, placements): something that will give its resources back.
 Release = tuple[float, tuple[TaskPlacement, ...]]
+# (pool, cpu, memory, gpu per task, tasks): what decides whether a job fits.
+Shape = tuple[str | None, int, int, int, int]
+
+
+def shape_of(job: PendingJob) -> Shape:
+    r = job.per_task
+    return (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,27 +74,66 @@ class _Room:
         return fit
 
 
+def _fit(free: tuple[int, int, int], need: tuple[int, int, int], limit: int) -> int:
+    """How many tasks of ``need`` fit in ``free`` (as ``_Room.tasks``, capped at ``limit``)."""
+    fit = limit
+    for have, want in zip(free, need, strict=True):
+        if want > 0:
+            fit = min(fit, have // want) if have > 0 else 0
+    return fit
+
+
+def _room_of(cluster: Cluster, name: str, pool: str | None) -> _Room | None:
+    """A room for node ``name`` as it is now, if it is one of ``pool``'s (``cluster.nodes``)."""
+    try:
+        node = cluster.node(name)
+    except KeyError:
+        return None
+    if pool is not None and node.pool != pool:
+        return None
+    return _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
+
+
 def reserve(
     cluster: Cluster, job: PendingJob, releases: Iterable[Release], now: float
 ) -> Reservation | None:
     """When ``job`` can start at the earliest and where; ``None`` if no known end frees room."""
     need, tasks = job.per_task, job.tasks
+    pool = job.pool
+    want = (need.cpu_milli, need.memory, need.gpu)
+    # Rooms only for nodes that fit a task now or get something back: a big pool is
+    # walked once with plain arithmetic, and the rest is created on demand.
     rooms: dict[str, _Room] = {}
     fits: dict[str, int] = {}
     total = 0
-    for node in cluster.nodes(job.pool):
-        room = _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
-        rooms[node.name] = room
-        fits[node.name] = n = room.tasks(need, tasks)
-        total += n
+    cpu_w, memory_w, gpu_w = want
+    for node in cluster.nodes(pool):
+        # (Most nodes of a busy cluster fail one of these: no tuple, no call for them.)
+        if (gpu_w and node.gpu < gpu_w) or (cpu_w and node.cpu < cpu_w):
+            continue
+        if memory_w and node.memory < memory_w:
+            continue
+        n = _fit((node.cpu, node.memory, node.gpu), want, tasks)
+        if n > 0:
+            rooms[node.name] = _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
+            fits[node.name] = n
+            total += n
     start = now
     if total < tasks:
-        ordered = sorted(releases, key=lambda r: r[0])
-        for i, (end, released) in enumerate(ordered):
+        # A heap, not a sort: the reservation is usually found after a few of the
+        # thousands of running jobs' ends (O(n) to build, O(log n) per end taken).
+        heap = [(end, k, placed) for k, (end, placed) in enumerate(releases)]
+        heapq.heapify(heap)
+        while heap:
+            end, _, released = heapq.heappop(heap)
             for p in released:
                 held = rooms.get(p.node)
                 if held is None:
-                    continue
+                    held = _room_of(cluster, p.node, pool)
+                    if held is None:
+                        continue
+                    rooms[p.node] = held
+                    fits[p.node] = 0
                 room = held
                 room.cpu += p.resources.cpu_milli
                 room.memory += p.resources.memory
@@ -96,7 +143,7 @@ def reserve(
                 total += n - fits[p.node]
                 fits[p.node] = n
             # Everything ending at the same moment goes together (so input order cannot matter).
-            if total >= tasks and (i + 1 == len(ordered) or ordered[i + 1][0] > end):
+            if total >= tasks and (not heap or heap[0][0] > end):
                 start = max(now, end)
                 break
         else:
@@ -143,6 +190,10 @@ class Guard:
             slack[1] -= p.resources.memory
             self._slack_gpus[p.node].difference_update(p.gpu_indices)
         self._held: dict[str, TaskPlacement] = {}
+        # Holds lifted (``lift``) and not yet put back (``restore``): trials of the
+        # unheld view in a row (a queue of jobs behind the reservation) then cost one
+        # lift, not a lift and a restore per job.  Whoever needs the held view restores.
+        self._lifted = False
         self.hold(self._slack)
 
     @property
@@ -172,29 +223,45 @@ class Guard:
             if held is not None:
                 self.cluster.release((held,))
 
+    def lift(self) -> None:
+        """Lift every hold: the cluster shows what is free now, reservation or not."""
+        if not self._lifted:
+            self.unhold(sorted(self._held))
+            self._lifted = True
+
+    def restore(self) -> None:
+        """Put the holds back as what is free now says (after ``lift``)."""
+        if self._lifted:
+            self._lifted = False
+            self.hold(sorted(self._slack))
+
     def touching(self, placements: Iterable[TaskPlacement]) -> list[str]:
         """The reserved nodes among those of ``placements``, sorted."""
         return sorted({p.node for p in placements if p.node in self._slack})
 
     def release(self, placements: Sequence[TaskPlacement]) -> None:
+        if self._lifted:  # (``restore`` recomputes the holds from what is free then)
+            self.cluster.release(placements)
+            return
         nodes = self.touching(placements)
         self.unhold(nodes)
         self.cluster.release(placements)
         self.hold(nodes)
 
     def occupy(self, placements: Sequence[TaskPlacement]) -> None:
+        if self._lifted:
+            self.cluster.occupy(placements)
+            return
         nodes = self.touching(placements)
         self.unhold(nodes)
         self.cluster.occupy(placements)
         self.hold(nodes)
 
     def place_unheld(self, job: PendingJob, pool: str | None) -> tuple[TaskPlacement, ...] | None:
-        """Place ``job`` with every hold lifted (for a job that ends before the reservation)."""
-        nodes = sorted(self._held)
-        self.unhold(nodes)
-        placed = self.cluster.try_place(job, pool)
-        self.hold(nodes)
-        return placed
+        """Place ``job`` with every hold lifted (for a job that ends before the reservation);
+        the holds stay lifted until someone needs the held view (``restore``)."""
+        self.lift()
+        return self.cluster.try_place(job, pool)
 
     def keep_long(self, placements: Iterable[TaskPlacement]) -> None:
         """Record that ``placements`` (made with the holds on) still run at the reservation."""
@@ -218,14 +285,50 @@ class Board:
     """
 
     def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
+        self._cluster = cluster
         self.guard: Guard | None = None
         self._failed_held: set[tuple[str | None, int, int, int, int]] = set()
         self._failed_unheld: set[tuple[str | None, int, int, int, int]] = set()
+        # Bumped by every change made through the board; a shape that fitted unheld at
+        # generation g still fits while nothing changed (blocked jobs change nothing), so
+        # a queue of jobs behind the reservation costs one trial per shape, not per job.
+        self._generation = 0
+        self._fitted_unheld: dict[tuple[str | None, int, int, int, int], int] = {}
+
+    @property
+    def failures(self) -> int:
+        """Grows whenever a shape is found not to fit (held or unheld view)."""
+        return len(self._failed_held) + len(self._failed_unheld)
+
+    def failed_held(self, shape: Shape) -> bool:
+        """Whether ``shape`` was found not to fit in the held view in this pass."""
+        return shape in self._failed_held
+
+    def failed_unheld(self, shape: Shape) -> bool:
+        return shape in self._failed_unheld
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the cluster, the holds or the slack change through the board."""
+        return self._generation
 
     def start_guard(self, reservation: Reservation) -> None:
         self._failed_unheld = set(self._failed_held)
-        self.guard = Guard(self.cluster, reservation)
+        self._generation += 1
+        self.guard = Guard(self._cluster, reservation)
+
+    @property
+    def cluster(self) -> Cluster:
+        """The cluster in the held view (holds put back if a trial had lifted them)."""
+        if self.guard is not None:
+            self.guard.restore()
+        return self._cluster
+
+    def unheld(self) -> Cluster:
+        """The cluster with every hold lifted (until the held view is asked for again)."""
+        if self.guard is not None:
+            self.guard.lift()
+        return self._cluster
 
     def place(
         self, job: PendingJob, pool: str | None = None, *, short: bool = False
@@ -236,11 +339,13 @@ class Board:
         if shape not in self._failed_held:
             placed = self.cluster.try_place(job, pool)
             if placed is not None:
+                self._generation += 1
                 return placed
             self._failed_held.add(shape)
         if short and self.guard is not None and shape not in self._failed_unheld:
             placed = self.guard.place_unheld(job, pool)
             if placed is not None:
+                self._generation += 1
                 return placed
             self._failed_unheld.add(shape)
         return None
@@ -253,29 +358,38 @@ class Board:
         shape = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
         if shape in self._failed_unheld:
             return False
+        if self._fitted_unheld.get(shape) == self._generation:
+            return True
         placed = self.guard.place_unheld(job, None)
         if placed is None:
             self._failed_unheld.add(shape)
             return False
-        self.release(placed)
+        self.release(placed)  # (back as it was: the trial leaves no change)
+        self._fitted_unheld[shape] = self._generation
         return True
 
     def try_place(self, job: PendingJob) -> tuple[TaskPlacement, ...] | None:
         """Place ``job`` in the current (held) view, without the failure cache (for trials)."""
-        return self.cluster.try_place(job)
+        placed = self.cluster.try_place(job)
+        if placed is not None:
+            self._generation += 1
+        return placed
 
     def keep(self, placements: Sequence[TaskPlacement], *, short: bool) -> None:
         """``placements`` stay: a job that runs past the reservation uses up its slack."""
+        self._generation += 1
         if self.guard is not None and not short:
             self.guard.keep_long(placements)
 
     def release(self, placements: Sequence[TaskPlacement]) -> None:
+        self._generation += 1
         if self.guard is None:
             self.cluster.release(placements)
         else:
             self.guard.release(placements)
 
     def occupy(self, placements: Sequence[TaskPlacement]) -> None:
+        self._generation += 1
         if self.guard is None:
             self.cluster.occupy(placements)
         else:

@@ -31,10 +31,12 @@ visited in name order, and no decision depends on dict or set iteration order.
 
 from __future__ import annotations
 
+import math
+
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.workload import TaskPlacement
-from virtuai.scheduler.backfill import Board, Release, Reservation, reserve
+from virtuai.scheduler.backfill import Board, Release, Reservation, Shape, reserve, shape_of
 from virtuai.scheduler.fairshare import ShareTracker, cluster_capacity
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.las import pending_level
@@ -64,6 +66,11 @@ from virtuai.scheduler.snapshot import (
 __all__ = ["queue_order", "schedule"]
 
 _Placed = tuple[tuple[TaskPlacement, ...] | None, Charge, str | None]
+_MemoKey = tuple[str, str | None, Resources, int, frozenset[str] | None, bool, bool, bool]
+_Memo = tuple[int, PendingJob | None, BlockKind, str, float | None]
+# Remember blocked decisions per (tenant, shape) within a pass (``_Pass.memo``); tests
+# turn it off to check that it changes no decision.
+MEMO_BLOCKED = True
 
 
 def schedule(snapshot: Snapshot) -> Decisions:
@@ -84,12 +91,14 @@ def schedule(snapshot: Snapshot) -> Decisions:
 def share_tracker(snapshot: Snapshot) -> ShareTracker:
     """Fair-share standing of every tenant in ``snapshot`` (unknown tenants: weight 1)."""
     known = {t.name for t in snapshot.tenants}
-    ghosts = sorted(
-        ({j.tenant for j in snapshot.pending} | {r.tenant for r in snapshot.running}) - known
-    )
+    complete = snapshot.usage_complete  # usage already sums ``running``: no walk over it
+    seen = {j.tenant for j in snapshot.pending}
+    if not complete:
+        seen |= {r.tenant for r in snapshot.running}
+    ghosts = sorted(seen - known)
     tenants = [*snapshot.tenants, *(TenantState(name, Quota()) for name in ghosts)]
     held: dict[str, list[int]] = {}
-    for job in snapshot.running:
+    for job in () if complete else snapshot.running:
         total = job.total
         sums = held.setdefault(job.tenant, [0, 0, 0])
         sums[0] += total.cpu_milli
@@ -121,11 +130,12 @@ class _Pass:
         self.now = snapshot.now
         self.cluster = Cluster.reuse(snapshot.nodes)
         self.board = Board(self.cluster)
-        pool_of = {s.node.name: s.node.pool for s in snapshot.nodes}
+        nodes = [s.node for s in snapshot.nodes]
+        self.feasibility = Feasibility.reuse(nodes)
+        pool_of = self.feasibility.pool_of  # kept with it across passes on the same nodes
         self.ledger = QuotaLedger(
             snapshot.tenants, snapshot.running, pool_of, borrowing=policy.borrowing
         )
-        self.feasibility = Feasibility.reuse([s.node for s in snapshot.nodes])
         self.tracker = share_tracker(snapshot) if policy.fair_share else None
         self.preemptor: Preemptor | None = None
         if policy.preemption:
@@ -149,6 +159,14 @@ class _Pass:
         self.behind: str | None = None  # strict FIFO: the QUEUE reason once the head waits
         self.reservation: Reservation | None = None
         self.reasons: dict[tuple[object, ...], str] = {}
+        # Without preemption, a job that is blocked gets the same decision as the last job
+        # of its tenant and shape blocked while nothing changed (same board generation,
+        # same head): remembered here, a queue of thousands costs one full decision per
+        # (tenant, shape) and a lookup for the rest.  Off with preemption, whose trials
+        # depend on each job's priority, level and history.
+        self.memo: dict[_MemoKey, _Memo] | None = (
+            {} if MEMO_BLOCKED and self.preemptor is None else None
+        )
 
     def run(self) -> Decisions:
         pending = self.snapshot.pending
@@ -169,13 +187,59 @@ class _Pass:
             order = (
                 queue_order(pending) if self.tracker is None else fair_order(pending, self.tracker)
             )
+        stop = self.stopper(pending)
         for job in order:
             self.decide(job, first_round=True)
+            if stop is not None and stop.done(job):
+                break
         for job in self.deferred:
             self.decide(job, first_round=False)
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
 
+    def stopper(self, pending: tuple[PendingJob, ...]) -> _Stop | None:
+        """The early stop of ``Policy.report_blocked=False``, where it is exact: no
+        preemption (a blocked job changes nothing), no quotas (none is ever ``NEVER`` by
+        quota or deferred as a borrower), no targeted jobs (shapes say all)."""
+        if (
+            self.policy.report_blocked
+            or self.preemptor is not None
+            or self.ledger.limits_anyone()
+            or any(j.allowed_nodes is not None for j in pending)
+        ):
+            return None
+        return _Stop(self, pending)
+
     def decide(self, job: PendingJob, *, first_round: bool) -> None:
+        memo = self.memo
+        if memo is None:
+            self.decide_one(job, first_round=first_round)
+            return
+        key = (
+            job.tenant,
+            job.pool,
+            job.per_task,
+            job.tasks,
+            job.allowed_nodes,
+            job.preemptible,
+            self.is_short(job),
+            first_round,
+        )
+        generation, head = self.board.generation, self.head
+        hit = memo.get(key)
+        if hit is not None and hit[0] == generation and hit[1] is head:
+            self.block(job, hit[2], hit[3], hit[4])
+            return
+        count = len(self.blocked)
+        self.decide_one(job, first_round=first_round)
+        if (
+            len(self.blocked) == count + 1
+            and self.board.generation == generation
+            and self.head is head
+        ):
+            b = self.blocked[-1]
+            memo[key] = (generation, head, b.kind, b.reason, b.expected_start)
+
+    def decide_one(self, job: PendingJob, *, first_round: bool) -> None:
         ledger = self.ledger
         charge = ledger.charge_of_job(job)
         never = self.feasibility.node_reason(job) or ledger.never_reason(job, charge)
@@ -298,15 +362,9 @@ class _Pass:
         key = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
         reason = self.reasons.get(key)
         if reason is None:
-            guard = self.board.guard
-            nodes = sorted(guard.nodes) if guard is not None else []
-            if guard is not None:
-                guard.unhold(nodes)
             reason = self.reasons[key] = capacity_reason(
-                job, self.cluster, detailed=self.policy.detailed_reasons
+                job, self.board.unheld(), detailed=self.policy.detailed_reasons
             )
-            if guard is not None:
-                guard.hold(nodes)
         return reason
 
     def releases(self) -> list[Release]:
@@ -323,3 +381,50 @@ class _Pass:
         self, job: PendingJob, kind: BlockKind, reason: str, expected: float | None = None
     ) -> None:
         self.blocked.append(Blocked(job.id, kind, reason, len(self.blocked) + 1, expected))
+
+
+class _Stop:
+    """Knows when no job left in a pass's queue can be admitted (``Policy.report_blocked``).
+
+    Every remaining job is then blocked, by the same rules ``decide`` applies: its
+    shape failed to fit in the held view (``Board``'s failure cache; free room only
+    shrinks in a pass), and, while a reservation stands, it either failed in the
+    unheld view too or ends after the reservation starts (not short).  Checked only
+    when a failure cache grew, so a pass pays for it once per shape at most.
+    """
+
+    def __init__(self, one: _Pass, pending: tuple[PendingJob, ...]) -> None:
+        self.one = one
+        # Remaining jobs per shape (``Board``'s key), and their walltimes (inf: none).
+        self.left: dict[Shape, dict[float, int]] = {}
+        for job in pending:
+            times = self.left.setdefault(shape_of(job), {})
+            w = math.inf if job.walltime_s is None else float(job.walltime_s)
+            times[w] = times.get(w, 0) + 1
+        self.seen = -1
+
+    def done(self, job: PendingJob) -> bool:
+        shape = shape_of(job)
+        times = self.left[shape]
+        w = math.inf if job.walltime_s is None else float(job.walltime_s)
+        times[w] -= 1
+        if not times[w]:
+            del times[w]
+            if not times:
+                del self.left[shape]
+        if not self.left:
+            return True
+        one = self.one
+        board = one.board
+        grown = board.failures
+        if grown == self.seen or one.head is None:
+            return False
+        self.seen = grown
+        res = one.reservation
+        for shape, times in self.left.items():
+            if not board.failed_held(shape) or one.feasibility.shape_never(shape):
+                return False
+            short = res is not None and one.now + min(times) <= res.start
+            if short and not board.failed_unheld(shape):  # it may backfill
+                return False
+        return True

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import is_
 
 from virtuai.domain.resources import RESOURCE_NAMES, Node, Resources
 from virtuai.scheduler.feasibility import usable_gpus
@@ -95,7 +96,7 @@ def cluster_capacity(nodes: Iterable[NodeState]) -> Resources:
     simulator's) gets it without the walk over the nodes."""
     known = [state.node for state in nodes]
     for last, capacity in _last_capacity:
-        if len(last) == len(known) and all(a is b for a, b in zip(last, known, strict=True)):
+        if len(last) == len(known) and all(map(is_, last, known)):
             return capacity
     cpu = memory = gpu = 0
     for node in known:

@@ -13,6 +13,7 @@ dozen distinct shapes, and each shape costs at most one scan of the nodes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import is_
 
 from virtuai.domain.resources import RESOURCE_NAMES, Node, Resources, format_amount
 from virtuai.domain.sites import is_site_pool
@@ -55,7 +56,8 @@ class Feasibility:
         last = cls._last
         if last is not None:
             known, feasibility = last
-            if len(known) == len(nodes) and all(a is b for a, b in zip(known, nodes, strict=True)):
+            # (map over operator.is_: the check runs every pass over thousands of nodes)
+            if len(known) == len(nodes) and all(map(is_, known, nodes)):
                 return feasibility
         feasibility = cls(nodes)
         cls._last = (nodes, feasibility)
@@ -83,6 +85,7 @@ class Feasibility:
         }
         self._cache: dict[_Key, str | None] = {}
         self._nodes = {n.name: n for n in nodes_list}
+        self.pool_of: dict[str, str] = {n.name: n.pool for n in nodes_list}  # read only
 
     def reason(self, job: PendingJob, quota: Quota, tenant: str) -> str | None:
         """Why ``job`` can never run, in plain words, or ``None`` if it could some day."""
@@ -90,6 +93,12 @@ class Feasibility:
         if node_reason is not None:
             return node_reason
         return quota_never_reason(job.total, quota, tenant)
+
+    def shape_never(self, shape: tuple[str | None, int, int, int, int]) -> bool:
+        """Whether a job of ``shape`` (pool, per-task cpu, memory, gpu, tasks) can never run."""
+        pool, cpu, memory, gpu, tasks = shape
+        probe = PendingJob("", "", 0, 0.0, 0, Resources(cpu, memory, gpu), tasks, pool)
+        return self.node_reason(probe) is not None
 
     def node_reason(self, job: PendingJob) -> str | None:
         """Why ``job`` could not run even on idle nodes (quotas aside), or ``None``."""

@@ -23,10 +23,11 @@ Building the indexes is a walk over every node, the largest fixed cost of a
 pass on a big cluster.  ``Cluster.reuse`` keeps the last pass's cluster: nodes
 whose ``NodeState`` is the very same object as last time, and that the pass did
 not touch, are kept as they are; only the others are rebuilt.  A pass that
-mutated the cluster hands it back with ``done()``, which puts the touched nodes
-back as their ``NodeState`` says.  One thread at a time uses the kept cluster
-(the others build their own), and a pass that fails does not hand it back, so
-a half-updated cluster is never reused.
+mutated the cluster hands it back with ``done()``; the next ``reuse`` puts the
+touched nodes back as their (possibly new) ``NodeState`` says, once each.  One
+thread at a time uses the kept cluster (the others build their own), and a
+pass that fails does not hand it back, so a half-updated cluster is never
+reused.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from __future__ import annotations
 import threading
 from bisect import insort
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import compress
+from operator import is_not
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.sites import is_site_pool
@@ -144,6 +147,7 @@ class Cluster:
     shortfall: int | None
     _shared: bool
     _states: list[NodeState]
+    _given: list[NodeState]
 
     @classmethod
     def reuse(cls, nodes: Sequence[NodeState]) -> Cluster:
@@ -163,9 +167,8 @@ class Cluster:
             return
         self._shared = False
         try:
-            for number in sorted(self._touched):
-                self._reset(number, self._states[number])
-            self._touched.clear()
+            # The nodes it touched are put back by the next ``_refresh`` (at most once per
+            # node, with the node's new state if it changed meanwhile, as placed nodes do).
             self.shortfall = None
             Cluster._kept = self
         finally:
@@ -173,21 +176,23 @@ class Cluster:
 
     def _refresh(self, nodes: Sequence[NodeState]) -> bool:
         """Bring the kept cluster up to ``nodes``; ``False`` if they are other nodes."""
-        old = self._states
-        if len(nodes) != len(old):
+        given, order = self._given, self._order
+        if order is None or len(nodes) != len(given):
             return False
-        if self._order is None:
-            return False
-        for i, state in enumerate(nodes):
-            k = self._order[i] if i < len(self._order) else -1
-            if k < 0:
-                return False
-            was = old[k]
-            if state is was:
-                continue
+        # Only the positions whose state is another object (found at C speed: this runs
+        # every pass over thousands of nodes, of which a pass changes a few).
+        dirty = self._touched  # changed by the last pass and not put back yet
+        for i in compress(range(len(nodes)), map(is_not, nodes, given)):
+            state, k = nodes[i], order[i]
+            was = self._states[k]
             if state.node is not was.node and state.node != was.node:
                 return False
             self._reset(k, state)
+            dirty.discard(k)
+        for k in sorted(dirty):
+            self._reset(k, self._states[k])
+        dirty.clear()
+        self._given = list(nodes)
         return True
 
     def _reset(self, number: int, state: NodeState) -> None:
@@ -205,6 +210,7 @@ class Cluster:
         # (exact, by the greedy argument in ``try_place``); ``None`` if it gave up earlier.
         self.shortfall = None
         given = list(nodes)
+        self._given = given  # the states in input order, to spot changed ones (``_refresh``)
         ranked = sorted(range(len(given)), key=lambda i: given[i].node.name)
         ordered = [given[i] for i in ranked]
         self._states = ordered

@@ -173,6 +173,10 @@ class QuotaLedger:
 
     # --- charges -----------------------------------------------------------------------
 
+    def limits_anyone(self) -> bool:
+        """Whether any tenant has a quota entry (else no job is ever held back by quota)."""
+        return any(self._entries.values())
+
     def has_pool_entries(self, tenant: str) -> bool:
         """Whether ``tenant`` has quota entries for single pools (then a pool-less job's
         charge is known only once it is placed)."""

@@ -174,6 +174,10 @@ class Policy:
     # Capacity reasons that say how fragmented free room is spread (a scan of the
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True
+    # False: the caller reads only admissions, preemptions and ``NEVER`` (the simulator),
+    # so a pass without preemption or quotas may stop as soon as no job left in the queue
+    # can be admitted or be ``NEVER``; the jobs after that point get no ``Blocked``.
+    report_blocked: bool = True
 
     @classmethod
     def fifo(cls) -> Policy:
@@ -210,6 +214,11 @@ class Snapshot:
     running: tuple[RunningJob, ...] = ()
     now: float = 0.0  # seconds, on the same clock as submitted_at, started_at, expected_end
     policy: Policy = Policy()
+    # The caller vouches that every running job's tenant is in ``tenants`` and that each
+    # ``TenantState.usage`` already is the sum of its running jobs (the simulator keeps
+    # these sums as jobs start and stop): the scheduler then does not add up ``running``
+    # again, which is O(running jobs) per pass.  Decisions are the same either way.
+    usage_complete: bool = False
 
 
 class BlockKind(enum.StrEnum):

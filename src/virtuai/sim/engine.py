@@ -193,7 +193,10 @@ class Simulation:
         self.cluster = cluster.with_tenants(j.tenant for j in self.jobs)
         self.policy = policy
         # (No pending reason is shown, so the scan that details fragmentation is saved.)
-        self._policy = replace(policy.scheduler_policy(), detailed_reasons=False)
+        # (Nor any waiting job's decision: a pass may stop once nothing more can start.)
+        self._policy = replace(
+            policy.scheduler_policy(), detailed_reasons=False, report_blocked=False
+        )
         self.progress = progress
         nodes: list[Node] = self.cluster.nodes()
         pools = [p.name for p in self.cluster.pools]
@@ -328,6 +331,7 @@ class Simulation:
             running=self._running_tuple,
             now=now,
             policy=self._policy,
+            usage_complete=True,  # ``_charge`` keeps each tenant's usage as jobs start and stop
         )
 
     def _apply(self, decisions: Decisions, t: float) -> None:

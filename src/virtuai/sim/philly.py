@@ -14,7 +14,10 @@ USENIX ATC 2019) and what Tiresias (NSDI 2019) replays from it:
 - **users**: a few heavy tenants submit most jobs (shares 35/20/15/12/10/8% over
   6 tenants), in *bursts* of like jobs (hyper-parameter sweeps: a geometric number
   of copies, mean 6), and submissions follow the working day (a daily sine);
-- **walltimes** overestimate durations 1.2-4x (rounded up to 30 min), as users do.
+- **walltimes** overestimate durations 1.2-4x (rounded up to 30 min), as users do
+  who estimate (``walltimes="estimate"``, the default).  Two poorer kinds, as many
+  clusters see them: ``"default"``, everyone asks for the partition's limit (3 days,
+  Slurm's default when no ``--time`` is given), and ``"none"``, no walltime at all.
 
 ``philly_cluster(nodes)`` is ``nodes`` machines of 8 GPUs in one pool;
 ``philly_trace(cluster, jobs, seed, load)`` spreads ``jobs`` over a window chosen
@@ -33,7 +36,7 @@ from virtuai.domain.resources import Resources
 from virtuai.sim.cluster import DEFAULT_PRIORITIES, ClusterSpec, PoolSpec, TenantSpec
 from virtuai.sim.trace import TraceJob
 
-__all__ = ["PHILLY_TENANTS", "Regime", "philly_cluster", "philly_trace", "regime"]
+__all__ = ["PHILLY_TENANTS", "WALLTIMES", "Regime", "philly_cluster", "philly_trace", "regime"]
 
 Gi = 2**30
 DAY = 86400.0
@@ -42,6 +45,7 @@ _TENANT_SHARES = (0.35, 0.20, 0.15, 0.12, 0.10, 0.08)
 # GPUs per job and their odds (jobs, not GPU-time).
 _GPUS = ((1, 0.70), (2, 0.10), (4, 0.09), (8, 0.07), (16, 0.025), (32, 0.01), (64, 0.005))
 _MAX_S = 3 * DAY
+WALLTIMES = ("estimate", "default", "none")  # how users state time limits (see above)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +89,16 @@ def philly_trace(
     seed: int = 1,
     load: float = 1.2,
     burst: float = 6.0,
+    walltimes: str = "estimate",
 ) -> list[TraceJob]:
-    """``jobs`` Philly-shaped jobs at offered GPU ``load`` (see the module docstring)."""
+    """``jobs`` Philly-shaped jobs at offered GPU ``load`` (see the module docstring).
+
+    ``walltimes``: ``estimate`` (1.2-4x the duration), ``default`` (3 days for every
+    job) or ``none``; the jobs and their times are the same for all three."""
     if jobs < 0 or load <= 0 or burst < 0:
         raise ValueError("jobs must be >= 0, load > 0 and burst >= 0")
+    if walltimes not in WALLTIMES:
+        raise ValueError(f"walltimes must be one of {', '.join(WALLTIMES)}, not {walltimes!r}")
     rng = random.Random(seed)
     tenants = [t.name for t in cluster.tenants] or list(PHILLY_TENANTS)
     shares = [_TENANT_SHARES[k % len(_TENANT_SHARES)] for k in range(len(tenants))]
@@ -127,7 +137,9 @@ def philly_trace(
             times.append(math.floor(t))
     times.sort()
     out = []
-    for n, (b, tenant, gpus, duration, walltime) in enumerate(drafts):
+    for n, (b, tenant, gpus, duration, estimate) in enumerate(drafts):
+        # (The estimate is drawn either way, so the three kinds share every other draw.)
+        walltime = {"estimate": estimate, "default": _MAX_S, "none": math.inf}[walltimes]
         tasks, per = (gpus // 8, 8) if gpus > 8 else (1, gpus)
         per_task = Resources(per * per_gpu_cpu, per * per_gpu_mem, per)
         out.append(
