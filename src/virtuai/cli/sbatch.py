@@ -21,7 +21,13 @@ from virtuai.cli.clock import clock_of
 from virtuai.cli.config import load_connection
 from virtuai.cli.jobs import JOBS
 from virtuai.cli.jobs import _until_finished as until_finished
-from virtuai.cli.slurmjob import job_body, server_checks, server_is_local, submitter
+from virtuai.cli.slurmjob import (
+    job_body,
+    server_checks,
+    server_is_local,
+    site_of_partitions,
+    submitter,
+)
 from virtuai.slurmfront.options import OptionError, parse_words
 from virtuai.slurmfront.resolve import Context, Resolution, resolve
 
@@ -88,6 +94,9 @@ def sbatch(
     if vc is not None and res.partitions:
         output.echo_err("sbatch: error: --vc and -p/--partition: a cluster's jobs run on its nodes")
         raise typer.Exit(USAGE_EXIT)
+    if res.partitions and vc is None and not res.test_only:
+        with Client.from_environment() as client:
+            site_of_partitions(client, res)
     if not local and not res.workdir_given and vc is None:
         res.notes.append(
             "the server is on another machine: the job runs in your tenant's "

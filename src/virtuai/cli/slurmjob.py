@@ -174,9 +174,18 @@ def job_body(
         # What the job's tasks prove to each other (``slurmrun.stepnet``): one random key per
         # job, in its environment (never shown by the API), the same on every machine.
         variables[STEP_KEY_ENV] = secrets.token_hex(32)
-    workdir = res.workdir if ((local and vc is None) or res.workdir_given) else None
+    # A site's pools are "<site>:<partition>": such a job runs on the site's machines, where
+    # the submit directory is not (or is not the tenant's), so it runs in the site's workspace.
+    site = res.site or next((p.partition(":")[0] for p in res.partitions if ":" in p), None)
+    here = local and vc is None and site is None
+    workdir = res.workdir if (here or res.workdir_given) else None
     if vc is not None and workdir is None:
         notes.append(f"in virtual cluster {vc}: the job runs in its shared /shared directory")
+    elif site is not None and workdir is None:
+        notes.append(
+            f"on site {site}: the job runs in your tenant's workspace there, not in the "
+            "submit directory (-D names another)"
+        )
     elif workdir is None:
         notes.append(
             "the server is on another machine: the job runs in your tenant's workspace, "
@@ -215,7 +224,21 @@ def job_body(
         body["constraints"] = list(res.constraints)
     if vc is not None:
         body["vc"] = vc
+    elif site is not None:
+        body["site"] = site  # -p names a site or one of its pools: the job goes there
     return {k: value for k, value in body.items() if value is not None}, notes
+
+
+def site_of_partitions(client: Client, res: Resolution) -> None:
+    """``-p NAME`` may name a site ("hpc") rather than a pool: only the server knows its
+    sites, so ask it once (a pool of a site, "hpc:gpu", says so by itself)."""
+    if res.site is not None or len(res.partitions) != 1 or ":" in res.partitions[0]:
+        return
+    nodes = client.get_list("/api/v1/nodes")
+    sites = {str(n.get("site")) for n in nodes if n.get("site")}
+    pools = {str(n.get("pool")) for n in nodes}
+    if res.partitions[0] in sites - pools:
+        res.site = res.partitions[0]
 
 
 def server_checks(client: Client, res: Resolution, body: JsonObject) -> list[str]:

@@ -1,10 +1,11 @@
 """The leader's watch over machines: lost nodes, nodes back, and drains.
 
 - A node whose heartbeat counter stands still for ``node_lost_s`` (by the
-  leader's clock) is lost: ``lost_at`` is set (users see ``unreachable``) and
-  every job holding resources on it is requeued as its next attempt, or fails
-  with ``--no-requeue``, with the reason "node NAME lost".  Its tasks there get
-  the outcome ``lost``.  Tasks of the old attempt on other nodes are then
+  leader's clock) is lost (a Slurm site's nodes excepted: they send none):
+  ``lost_at`` is set (users see ``unreachable``) and every job holding
+  resources on it is requeued as its next attempt, or fails with
+  ``--no-requeue``, with the reason "node NAME lost".  Its tasks there get the
+  outcome ``lost``.  Tasks of the old attempt on other nodes are then
   killed by their own nodes' reconcilers (they belong to no current attempt).
 - When the counter moves again the node is back: ``lost_at`` is cleared.  Its
   reconciler kills the tasks of attempts moved elsewhere before anything else.
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.domain.clock import Clock
 from virtuai.domain.cluster import NodeState
+from virtuai.domain.sites import LOCAL_SITE
 from virtuai.domain.workload import JobState, TaskOutcome
 from virtuai.store.db import transaction
 from virtuai.store.inventory import placement_from_json
@@ -82,6 +84,15 @@ class NodeWatch:
         now = self._clock.now()
         mono = self._mono()
         for node in session.scalars(select(NodeRow).order_by(NodeRow.name)):
+            if node.site != LOCAL_SITE:
+                # A site's nodes send no heartbeat: their health is what the site loop reads
+                # from sinfo (down nodes unschedulable; an unreachable site keeps its jobs'
+                # last state).  A lost mark from before this rule is taken back.
+                if node.lost_at is not None:
+                    node.lost_at = None
+                elif node.state == NodeState.DRAINING.value and node.drain_requeue:
+                    preempt_jobs_on(session, node.name, f"node {node.name} is draining", now)
+                continue
             seen = self._seen.get(node.name)
             moved = seen is None or seen[0] != node.heartbeat_seq or node.name == self._own_node
             if moved:

@@ -19,6 +19,10 @@ SITE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 SITE_POOL_SEPARATOR = ":"
 
 
+# The site of this platform's own machines (every other site is a Slurm site's name).
+LOCAL_SITE = "local"
+
+
 class SiteState(enum.StrEnum):
     ACTIVE = "active"
     DRAINING = "draining"

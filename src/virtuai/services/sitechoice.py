@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from virtuai.domain.resources import Resources
-from virtuai.domain.sites import SiteState, is_site_pool
+from virtuai.domain.sites import LOCAL_SITE, SiteState, is_site_pool
 from virtuai.errors import InvalidRequest
 from virtuai.scheduler import never_reason, plan
 from virtuai.scheduler.snapshot import BlockKind, PendingJob, Snapshot
@@ -35,7 +35,7 @@ from virtuai.services.planning import SchedulingRules, snapshot_now
 from virtuai.services.sites import site_for_job
 from virtuai.store.models import SiteRow
 
-LOCAL = "local"
+LOCAL = LOCAL_SITE
 
 
 @dataclass(frozen=True, slots=True)

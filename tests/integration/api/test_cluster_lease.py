@@ -20,7 +20,9 @@ from virtuai.control.membership import Membership, MembershipConfig
 from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
 from virtuai.control.scheduling import SchedulingLoop
 from virtuai.domain.clock import SystemClock
+from virtuai.domain.resources import Node, Resources
 from virtuai.store.db import transaction
+from virtuai.store.inventory import record_inventory
 from virtuai.store.lease import NotLeader, read_lease, take_lease
 from virtuai.store.models import JobEventRow, NodeRow, TaskRow
 
@@ -224,6 +226,31 @@ def test_a_lost_node_is_unreachable_and_its_jobs_are_requeued_or_failed(
             )
         ).all()
         assert len(admitted) == 2  # once per attempt
+
+
+def test_a_sites_nodes_are_never_lost_for_want_of_heartbeats(
+    platform: Platform, session_factory: sessionmaker[Session]
+) -> None:
+    """A Slurm site's nodes send no heartbeat (sinfo says how they are): the watch leaves
+    them ready, and takes back a lost mark an older version put on them."""
+    mono = FakeMono()
+    leader = member(session_factory, "node-1", mono)
+    leader.step()
+    now = SystemClock().now()
+    with transaction(session_factory) as session:
+        nodes = [Node(f"hpc:n{i}", "hpc:gpu", "hpc", Resources(4000, 2**30, 0)) for i in (1, 2)]
+        record_inventory(session, nodes, now)
+    with transaction(session_factory) as session:
+        session.execute(update(NodeRow).where(NodeRow.name == "hpc:n2").values(lost_at=now))
+    watch = NodeWatch(
+        session_factory, SystemClock(), NodeWatchConfig(node_lost_s=2), leader.guard, mono
+    )
+    for _ in range(10):
+        mono.now += 0.5
+        leader.step()
+        watch.tick()
+    states = {n["name"]: n["state"] for n in platform.ok("GET", "/api/v1/nodes")}
+    assert states["hpc:n1"] == "ready" and states["hpc:n2"] == "ready", states
 
 
 def test_nodes_list_shows_class_labels_state_heartbeat_and_leader(

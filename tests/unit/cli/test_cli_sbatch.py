@@ -240,3 +240,29 @@ def test_multi_node_singleton_any_of_and_a_virtual_cluster(lab: FakeApi, tmp_pat
     assert len(body["env"]["VIRTUAI_SLURM_STEP_KEY"]) == 64  # what its nodes prove
     refused = run(["sbatch", "--vc", "lab", "-p", "gpu", path])
     assert refused.exit_code == 2 and "--vc and -p/--partition" in refused.stderr
+
+
+def test_a_sites_partition_pins_the_job_there_and_runs_it_in_the_sites_workspace() -> None:
+    """``-p hpc:gpu`` is a site's pool: the job goes to that site, where the submit
+    directory is not, so it runs in the tenant's workspace there (unless -D names one)."""
+    from virtuai.cli.slurmjob import job_body
+    from virtuai.slurmfront.resolve import Context, resolve
+
+    script = "#!/bin/bash\n#SBATCH -p hpc:gpu\n#SBATCH -t 5\nsrun hostname\n"
+    res = resolve(script, [], Context("s.sh", "/home/alice/exp", "alice", {}))
+    body, notes = job_body(
+        res, script, env={}, submit_dir="/home/alice/exp", submit_host="login",
+        user="alice", local=True,
+    )  # fmt: skip
+    assert body["site"] == "hpc" and "workdir" not in body
+    assert any("on site hpc" in note for note in notes)
+    given = resolve(script, ["-D", "/scratch/alice"], Context("s.sh", "/x", "alice", {}))
+    body, _ = job_body(
+        given, script, env={}, submit_dir="/x", submit_host="login", user="alice", local=True
+    )
+    assert body["site"] == "hpc" and body["workdir"] == "/scratch/alice"
+    local = resolve(script.replace("hpc:gpu", "gpu"), [], Context("s.sh", "/x", "a", {}))
+    body, _ = job_body(
+        local, script, env={}, submit_dir="/x", submit_host="h", user="a", local=True
+    )
+    assert "site" not in body and body["workdir"] == "/x"

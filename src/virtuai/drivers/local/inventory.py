@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from virtuai.domain.resources import GpuDevice, Node, Resources
+from virtuai.domain.sites import LOCAL_SITE
 from virtuai.domain.units import format_cpu, format_memory
 from virtuai.host.cgroups import own_limits
 
@@ -50,7 +51,7 @@ def detect_node(name: str, settings: LocalDriverSettings) -> Node:
         memory=detect_memory(settings.memory),
         gpu=len(gpus),
     )
-    return Node(name=name, pool=settings.pool, site="local", capacity=capacity, gpus=gpus)
+    return Node(name=name, pool=settings.pool, site=LOCAL_SITE, capacity=capacity, gpus=gpus)
 
 
 def detect_cpu_milli(declared: float | None) -> int:
