@@ -21,11 +21,18 @@ export async function api(method, path, body, { quiet401 = false } = {}) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
+  // A GET that failed at the network level (a kept-alive connection closed under it, the
+  // server restarting) is safe to ask again; anything else is reported at once.
+  const attempts = method === "GET" ? 3 : 1;
   let response;
-  try {
-    response = await fetch(`/api/v1${path}`, options);
-  } catch (error) {
-    throw new ApiError(0, { message: "the server cannot be reached" });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      response = await fetch(`/api/v1${path}`, options);
+      break;
+    } catch (error) {
+      if (attempt >= attempts) throw new ApiError(0, { message: "the server cannot be reached" });
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+    }
   }
   if (response.status === 204) return null;
   let data = null;
