@@ -7,8 +7,9 @@ it decided last time.  This digest, read with a handful of aggregate queries
 (the job part walks the ``state`` index of unfinished jobs only), tells the
 loop whether anything it reads has changed since its last pass:
 
-- unfinished jobs: how many, which (sum of ids), the latest state change
-  (every transition sets ``updated_at``) and the latest cancel request;
+- unfinished jobs: how many, which (sum of ids), how many in each state, the
+  latest state change (every transition sets ``updated_at``) and the latest
+  cancel request;
 - tenants, their quotas and fair-share bookkeeping, nodes, and virtual
   clusters that are not deleted: small tables, read whole (a node's admin state,
   loss, class and labels included).
@@ -41,6 +42,15 @@ def scheduling_fingerprint(session: Session) -> tuple[Any, ...]:
             func.max(JobRow.cancel_requested_at),
         ).where(unfinished)
     ).one()
+    # How many jobs are in each state: a transition committed late, with an ``updated_at``
+    # older than the newest one already seen (another thread's clock read came first),
+    # leaves the max unchanged, yet a job that started may release its dependants.
+    by_state = session.execute(
+        select(JobRow.state, func.count(JobRow.id))
+        .where(unfinished)
+        .group_by(JobRow.state)
+        .order_by(JobRow.state)
+    ).all()
     tenants = session.execute(
         select(
             TenantRow.id,
@@ -79,6 +89,7 @@ def scheduling_fingerprint(session: Session) -> tuple[Any, ...]:
     ).all()
     return (
         tuple(jobs),
+        tuple(tuple(row) for row in by_state),
         tuple(tuple(t) for t in tenants),
         tuple(_quota(q) for q in quotas),
         tuple(tuple(n) for n in nodes),
