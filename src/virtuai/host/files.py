@@ -69,3 +69,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def log_tail(path: Path, limit: int = 600) -> str:
+    """The end of a log on one line, for an error message ("no log" if it cannot be read)."""
+    try:
+        text = path.read_bytes()[-limit:].decode(errors="replace").strip()
+    except OSError:
+        return "no log"
+    return text.replace("\n", "; ") or "no output"

@@ -49,6 +49,7 @@ from typing import Any
 
 from virtuai.errors import DriverError
 from virtuai.host.cgroups import CgroupLayout, Limits, TaskCgroup
+from virtuai.host.files import log_tail
 from virtuai.host.processes import same_start, start_ticks
 from virtuai.vcruntime import enter, system
 from virtuai.vcruntime.network import NETNS_DIR
@@ -300,7 +301,7 @@ def finish_inits(
         with contextlib.suppress(subprocess.TimeoutExpired):
             s.proc.wait(timeout=5)
         results.append(
-            DriverError(f"node {s.launch.hostname} did not start: {_tail(s.launch.log)}")
+            DriverError(f"node {s.launch.hostname} did not start: {log_tail(s.launch.log)}")
         )
     return results
 
@@ -317,14 +318,6 @@ def _readiness(pid: int, keepalive: str) -> bool | None:
             if argv0.decode(errors="replace") == keepalive:
                 return True
     return None
-
-
-def _tail(path: Path, limit: int = 600) -> str:
-    try:
-        text = path.read_bytes()[-limit:].decode(errors="replace").strip()
-    except OSError:
-        return "no log"
-    return text.replace("\n", "; ") or "no output"
 
 
 def kill_init(record: InitRecord | None) -> None:

@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
+from virtuai.host.files import log_tail
+from virtuai.host.processes import create_time
 
 SANDBOX_DIR = "sandbox"
 LOG = "sandbox.log"
@@ -90,10 +91,10 @@ def start(
         with contextlib.suppress(OSError):
             os.kill(pid, 9)
         raise SandboxError(f"the sandbox over image {image.get('name')} did not start: "
-                           f"{_tail(task_dir / LOG)}")  # fmt: skip
+                           f"{log_tail(task_dir / LOG)}")  # fmt: skip
     return {
         "init_pid": child,
-        "init_create_time": _create_time(child),
+        "init_create_time": create_time(child),
         "hostname": f"the sandbox of image {image.get('name')}",
         "processes": [pid, child, keepalive_pid],
     }
@@ -195,17 +196,3 @@ def _wait_ready(pid: int, keepalive: str) -> int | None:
                     return int(kid)
         time.sleep(0.005)
     return None
-
-
-def _create_time(pid: int) -> float | None:
-    with contextlib.suppress(psutil.Error):
-        return float(psutil.Process(pid).create_time())
-    return None
-
-
-def _tail(path: Path, limit: int = 600) -> str:
-    try:
-        text = path.read_bytes()[-limit:].decode(errors="replace").strip()
-    except OSError:
-        return "no log"
-    return text.replace("\n", "; ") or "no output"
