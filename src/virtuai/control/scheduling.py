@@ -31,6 +31,11 @@ from virtuai.store.models import JobRow, VirtualClusterRow
 from virtuai.store.snapshot import build_snapshot, waiting_vcs
 from virtuai.store.transitions import switch_job_state, update_vc_if_state
 
+# How many of a job's preemptors it remembers (``JobRow.preempted_by``): the scheduler
+# never lets it preempt them back.  Bounded so that a job preempted all week long does
+# not grow a row without end; 32 distinct preemptors of one job is far beyond real load.
+PREEMPTED_BY_KEPT = 32
+
 log = logging.getLogger(__name__)
 
 
@@ -250,6 +255,10 @@ class SchedulingLoop:
         victim = session.get(JobRow, int(preemption.job_id))
         if victim is None:
             return False
+        vc_id = vc_row_id(preemption.preemptor_id)
+        preempted_by = list(victim.preempted_by or [])
+        if vc_id is None:
+            preempted_by = [*preempted_by, int(preemption.preemptor_id)][-PREEMPTED_BY_KEPT:]
         state = JobState(victim.state)
         if state is JobState.ADMITTED:
             return switch_job_state(
@@ -261,10 +270,10 @@ class SchedulingLoop:
                 placement=[],
                 admitted_at=None,
                 master_port=None,
+                preempted_by=preempted_by,
             )
         if state not in (JobState.STARTING, JobState.RUNNING):
             return False
-        vc_id = vc_row_id(preemption.preemptor_id)
         return switch_job_state(
             session,
             victim,
@@ -273,6 +282,7 @@ class SchedulingLoop:
             now=now,
             preempted_for=None if vc_id is not None else int(preemption.preemptor_id),
             preempted_for_vc=vc_id,
+            preempted_by=preempted_by,
         )
 
 

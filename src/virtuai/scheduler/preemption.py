@@ -21,7 +21,7 @@ Who may be a victim (``Policy.preemption``), never a job already preempting:
    queue does not make every pass search victims for every job.
 
 And never a job that has run less than ``Policy.min_run_s`` in its current
-attempt, nor the job whose preemption stopped the preemptor last
+attempt, nor any job whose preemption ever stopped the preemptor
 (``PendingJob.preempted_by``): every preemption buys some progress, and two jobs
 never evict each other back and forth.
 
@@ -226,7 +226,7 @@ class Preemptor:
         asks = job.total
         min_run, now = self._policy.min_run_s, self._now
         for c in heapq.merge(*lists, key=lambda c: c.rank):
-            if c.job.id in self._taken or c.job.id == job.preempted_by:
+            if c.job.id in self._taken or c.job.id in job.preempted_by:
                 continue
             if min_run > 0 and now - c.job.started_at < min_run:
                 continue  # has not run long enough since it (re)started

@@ -84,9 +84,10 @@ class PendingJob:
     # Service it attained in earlier attempts (GPU-seconds; ``las.gpu_weight``): the
     # least-attained-service order (``Policy.las_thresholds_gpu_s``) reads it.
     attained_gpu_s: float = 0.0
-    # The job whose preemption last stopped this one (``RunningJob.preempted_for`` of its
-    # last attempt): it never preempts that job back.
-    preempted_by: str | None = None
+    # The jobs whose preemptions stopped this one, in any earlier attempt: it never
+    # preempts them back.  Only the last one is not enough: A preempts B, C preempts B,
+    # then B (its last preemptor C) would preempt A, and A would in turn preempt B.
+    preempted_by: frozenset[str] = frozenset()
     # Targeting (node class, labels): the only nodes it may use; None = any node.
     allowed_nodes: frozenset[str] | None = None
 
@@ -117,7 +118,7 @@ class RunningJob:
     preempted_for: str | None = None
     seq: int = 0  # submission order (``PendingJob.seq``): breaks ties of ``started_at``
     attained_gpu_s: float = 0.0  # service of its earlier attempts (``PendingJob``'s)
-    preempted_by: str | None = None  # as ``PendingJob.preempted_by``, kept while it runs
+    preempted_by: frozenset[str] = frozenset()  # as ``PendingJob``'s, kept while it runs
 
     @property
     def total(self) -> Resources:

@@ -235,7 +235,7 @@ class Simulation:
         self._attempt = [0] * n
         self._left = [job.run_s for job in self.jobs]  # work still to do
         self._attained = [0.0] * n  # GPU-seconds held in finished attempts
-        self._preempted_by: list[str | None] = [None] * n
+        self._preempted_by: list[frozenset[str]] = [frozenset()] * n
         self._nominated: set[int] = set()  # preemptors not started since
         self._quiet = 0  # passes since a job last finished or was submitted
         self._stall_log: dict[int, int] = {}  # preemptions per job while quiet
@@ -498,7 +498,7 @@ class Simulation:
             attained_gpu_s=running.attained_gpu_s,
             preempted_by=running.preempted_by,
         )
-        self._preempted_by[j] = preemptor
+        self._preempted_by[j] = self._preempted_by[j] | {preemptor}
         self.result.evictions.append((running.id, preemptor))
         self._stall_log[j] = self._stall_log.get(j, 0) + 1
         self._running_dirty = True

@@ -297,6 +297,9 @@ class JobRow(Base):
     preempted_for: Mapped[int | None] = mapped_column(Integer)
     # ... or the virtual cluster it was preempted for (a cluster waiting for admission).
     preempted_for_vc: Mapped[int | None] = mapped_column(Integer)
+    # Every job whose preemption stopped this one (ids, oldest first, at most
+    # ``control.scheduling.PREEMPTED_BY_KEPT``): the scheduler never lets it preempt them back.
+    preempted_by: Mapped[list[int]] = mapped_column(Json, default=list, server_default="[]")
     expected_start_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     # The virtual cluster it runs in; NULL: on the physical nodes.  Jobs in a cluster are
     # scheduled onto its nodes only and hold nothing of the platform's capacity or quota.

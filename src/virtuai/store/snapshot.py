@@ -80,7 +80,7 @@ def build_snapshot(
                 ),
             ),
             attained_gpu_s=attained.get(job.id, 0.0),
-            preempted_by=None if job.preempted_for is None else str(job.preempted_for),
+            preempted_by=frozenset(str(i) for i in job.preempted_by or ()),
         )
         for job in pending
     ]

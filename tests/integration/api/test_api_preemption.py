@@ -7,6 +7,7 @@ import time
 import pytest
 
 from support.platform import Platform
+from virtuai.store.models import JobRow
 
 # Writes a checkpoint when told to (USR1), and resumes from it when started again.
 CHECKPOINTING = """
@@ -59,6 +60,9 @@ def test_a_lender_reclaims_its_quota_from_a_borrower(
     preempting = next(e for e in requeued["events"] if e["to_state"] == "preempting")
     assert "biology" in preempting["reason"]
     assert platform.job(holder["id"])["restart_count"] == 0
+    # It remembers its preemptor for good: the scheduler never lets it preempt that one back.
+    with platform.sessions() as session:
+        assert session.get_one(JobRow, borrower["id"]).preempted_by == [lender["id"]]
 
     # It resumes from its checkpoint once there is room again, with the same id.
     done = platform.wait_for([borrower["id"], holder["id"], lender["id"]], timeout=30)

@@ -1,5 +1,6 @@
-"""LAS in the live server: the snapshot carries attained service and ``preempted_by``
-from the database (real SQLite and PostgreSQL), so ``Policy.las()`` can run there."""
+"""LAS in the live server: the snapshot carries attained service and every preemptor
+(``preempted_by``) from the database (real SQLite and PostgreSQL), so ``Policy.las()``
+can run there."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from virtuai.store.snapshot import build_snapshot
 NOW = rows.T0 + dt.timedelta(hours=5)
 
 
-def test_the_snapshot_carries_attained_gpu_service_and_the_last_preemptor(
+def test_the_snapshot_carries_attained_gpu_service_and_every_preemptor(
     session_factory: sessionmaker[Session],
 ) -> None:
     with session_factory() as session, session.begin():
         team, ada = rows.tenant("vision"), rows.user("ada")
         session.add_all([team, ada])
         session.flush()
-        requeued = rows.job(ada, team, gpu=2, attempt=1, preempted_for=99)
+        requeued = rows.job(ada, team, gpu=2, attempt=1, preempted_for=99, preempted_by=[7, 99])
         fresh = rows.job(ada, team, gpu=1)
         done = rows.job(ada, team, gpu=4, state="succeeded")
         session.add_all([requeued, fresh, done])
@@ -51,8 +52,8 @@ def test_the_snapshot_carries_attained_gpu_service_and_the_last_preemptor(
         plain = build_snapshot(session, now=NOW, policy=Policy(), preemptible={}, pending=pending)
     by_id = {j.id: j for j in las.pending}
     assert by_id[str(ids[0])].attained_gpu_s == 2 * (1800.0 + 600.0)  # 2 GPUs
-    assert by_id[str(ids[0])].preempted_by == "99"
+    assert by_id[str(ids[0])].preempted_by == {"7", "99"}
     assert by_id[str(ids[1])].attained_gpu_s == 0.0
-    assert by_id[str(ids[1])].preempted_by is None
+    assert by_id[str(ids[1])].preempted_by == frozenset()
     # Without LAS the usage records are not read at all.
     assert all(j.attained_gpu_s == 0.0 for j in plain.pending)

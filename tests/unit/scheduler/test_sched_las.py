@@ -74,8 +74,20 @@ def test_same_level_jobs_do_not_preempt_each_other() -> None:
 
 def test_a_job_never_preempts_the_job_that_preempted_it() -> None:
     long = _running("long", "a", started=8 * HOUR)
-    back = replace(job("back", tenant="a", gpu=1, submitted_at=0), preempted_by="long")
+    back = replace(job("back", tenant="a", gpu=1, submitted_at=0), preempted_by=frozenset({"long"}))
     assert schedule(_snap([back], (long,))).preempted == ()
+
+
+def test_a_job_never_preempts_any_job_that_once_preempted_it() -> None:
+    # "long" preempted "back" once; later "other" preempted "back" too.  "back" remembers
+    # both, so it does not take the GPU back from "long" (which would then take it back).
+    long = _running("long", "a", started=8 * HOUR)
+    back = replace(
+        job("back", tenant="a", gpu=1, submitted_at=0), preempted_by=frozenset({"long", "other"})
+    )
+    assert schedule(_snap([back], (long,))).preempted == ()
+    fresh = replace(back, preempted_by=frozenset({"other"}))
+    assert [p.job_id for p in schedule(_snap([fresh], (long,))).preempted] == ["long"]
 
 
 def test_across_tenants_only_a_tenant_above_its_share_loses_jobs() -> None:

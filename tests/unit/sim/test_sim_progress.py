@@ -85,6 +85,31 @@ def test_every_job_finishes_with_preemption_on(
     assert sum(run.preemptions) <= run.passes
 
 
+def test_a_job_never_preempts_back_an_earlier_preemptor_of_its_own() -> None:
+    # Found by the property above (LAS): 9 preempted 6, then 2 preempted 6, then 6 (whose
+    # last preemptor was 2) preempted 9, and 9 preempted 6 again.  Every preemptor counts.
+    short = {"cpu": 1, "priority": 100, "tenant": "a"}
+    jobs = [
+        job("0", 0, 121, tenant="b", cpu=1, tasks=2, priority=100),
+        job("1", 0, 1, **short),
+        job("2", 1, 1, tenant="a", cpu=7, gpus=2),
+        job("3", 1, 1, tenant="c", cpu=1, gpus=2),
+        job("4", 0, 239, tenant="a", cpu=2, tasks=2),
+        job("5", 0, 1, **short),
+        job("6", 0, 106, tenant="a", cpu=1, gpus=2),
+        *(job(str(n), 0, 1, **short) for n in (7, 8)),
+        job("9", 0, 107, walltime=500.0, tenant="a", cpu=1, gpus=2),
+        job("10", 0, 1, **short),
+        job("11", 0, 1, tenant="c", cpu=5, tasks=2),
+        *(job(str(n), 0, 1, **short) for n in (12, 13, 14, 15)),
+    ]
+    run = simulate(jobs, cluster(pool(count=2, cpu=8, gpus=2)), POLICIES[1], stall_passes=200)
+    assert run.evictions, "the case must still preempt, or it tests nothing"
+    pairs = set(run.evictions)
+    assert not any((b, a) in pairs for a, b in pairs), run.evictions
+    assert all(outcome in DONE for outcome in run.outcome)
+
+
 def test_a_victim_is_not_preempted_again_before_its_minimum_run() -> None:
     policy = PolicySpec("p", preemption=True, min_run_s=500)
     jobs = [
