@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVarTuple
+
+from sqlalchemy import Select
 
 from virtuai.domain.tenancy import Role
 from virtuai.errors import Forbidden, InvalidRequest, NotFound
+from virtuai.store.models import TenantRow
+
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +67,14 @@ class Caller:
             f"you are a member of several tenants ({', '.join(submit_tenants)}): name one",
             field="tenant",
         )
+
+
+def scoped_to_tenants(query: Select[*Ts], caller: Caller, tenant: str | None) -> Select[*Ts]:
+    """``query`` (which joins ``TenantRow``) limited to ``tenant``, or to every tenant the
+    caller may see.  Naming a tenant one cannot see answers 404, as everywhere."""
+    if tenant is not None:
+        caller.require_visible(tenant)
+        return query.where(TenantRow.name == tenant)
+    if not caller.is_admin:
+        return query.where(TenantRow.name.in_(list(caller.roles)))
+    return query

@@ -26,7 +26,7 @@ from virtuai.domain.workload import FINISHED_STATES
 from virtuai.drivers.slurm.driver import SiteConfig, build_site_driver
 from virtuai.drivers.slurm.staging import inside
 from virtuai.errors import Conflict, InvalidRequest, NotFound, VirtuaiError
-from virtuai.services.access import Caller
+from virtuai.services.access import Caller, scoped_to_tenants
 from virtuai.store.models import DatasetRow, JobRow, SiteRow, TenantRow
 from virtuai.store.tenancy import get_tenant_row
 
@@ -126,11 +126,7 @@ def _find(session: Session, tenant: str, name: str) -> DatasetRow | None:
 
 def list_datasets(session: Session, caller: Caller, tenant: str | None) -> list[DatasetRow]:
     query = select(DatasetRow).join(TenantRow).order_by(TenantRow.name, DatasetRow.name)
-    if tenant is not None:
-        caller.require_visible(tenant)
-        query = query.where(TenantRow.name == tenant)
-    elif not caller.is_admin:
-        query = query.where(TenantRow.name.in_(list(caller.roles)))
+    query = scoped_to_tenants(query, caller, tenant)
     return list(session.scalars(query))
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from virtuai.domain.pyenvs import BASE_PATH, EnvOptions, input_digest
 from virtuai.domain.workload import FINISHED_STATES
 from virtuai.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from virtuai.services.access import Caller
+from virtuai.services.access import Caller, scoped_to_tenants
 from virtuai.store.models import EnvironmentRow, JobRow, TenantRow
 from virtuai.store.tenancy import get_tenant_row
 
@@ -113,11 +113,7 @@ def create_environment(
 
 def list_environments(session: Session, caller: Caller, tenant: str | None) -> list[EnvironmentRow]:
     query = select(EnvironmentRow).join(TenantRow).order_by(TenantRow.name, EnvironmentRow.name)
-    if tenant is not None:
-        caller.require_visible(tenant)
-        query = query.where(TenantRow.name == tenant)
-    elif not caller.is_admin:
-        query = query.where(TenantRow.name.in_(list(caller.roles)))
+    query = scoped_to_tenants(query, caller, tenant)
     return list(session.scalars(query))
 
 

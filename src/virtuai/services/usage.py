@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from virtuai.services.access import Caller
+from virtuai.services.access import Caller, scoped_to_tenants
 from virtuai.store.models import NodeRow, TenantRow, UsageRow, UserRow
 
 
@@ -49,11 +49,7 @@ def usage_report(
         .join(TenantRow, TenantRow.id == UsageRow.tenant_id)
         .join(UserRow, UserRow.id == UsageRow.user_id)
     )
-    if tenant is not None:
-        caller.require_visible(tenant)
-        base = base.where(TenantRow.name == tenant)
-    elif not caller.is_admin:
-        base = base.where(TenantRow.name.in_(list(caller.roles)))
+    base = scoped_to_tenants(base, caller, tenant)
     if since is not None:
         base = base.where(UsageRow.finished_at >= since)
     if until is not None:
@@ -108,11 +104,7 @@ def usage_by_site(
         .join(TenantRow, TenantRow.id == UsageRow.tenant_id)
         .outerjoin(NodeRow, NodeRow.name == UsageRow.node)
     )
-    if tenant is not None:
-        caller.require_visible(tenant)
-        query = query.where(TenantRow.name == tenant)
-    elif not caller.is_admin:
-        query = query.where(TenantRow.name.in_(list(caller.roles)))
+    query = scoped_to_tenants(query, caller, tenant)
     if since is not None:
         query = query.where(UsageRow.finished_at >= since)
     if until is not None:

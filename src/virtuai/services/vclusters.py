@@ -29,7 +29,7 @@ from virtuai.domain.resources import Resources
 from virtuai.domain.vcluster import LIVE_STATES, VcRequest, VcState
 from virtuai.errors import Conflict, InvalidRequest, NotFound, NotOffered
 from virtuai.scheduler.snapshot import PendingJob
-from virtuai.services.access import Caller
+from virtuai.services.access import Caller, scoped_to_tenants
 from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.planning import SchedulingRules, reject_if_never_runs
 from virtuai.store.models import TenantRow, VcEventRow, VirtualClusterRow
@@ -177,11 +177,7 @@ def list_vcs(
         .join(TenantRow, TenantRow.id == VirtualClusterRow.tenant_id)
         .order_by(TenantRow.name, VirtualClusterRow.name, VirtualClusterRow.id)
     )
-    if tenant is not None:
-        caller.require_visible(tenant)
-        query = query.where(TenantRow.name == tenant)
-    elif not caller.is_admin:
-        query = query.where(TenantRow.name.in_(list(caller.roles)))
+    query = scoped_to_tenants(query, caller, tenant)
     if not include_deleted:
         query = query.where(VirtualClusterRow.state != VcState.DELETED.value)
     return list(session.scalars(query))
@@ -199,11 +195,7 @@ def get_vc(session: Session, caller: Caller, name: str, tenant: str | None) -> V
         .where(VirtualClusterRow.name == name)
         .order_by(VirtualClusterRow.id.desc())
     )
-    if tenant is not None:
-        caller.require_visible(tenant)
-        query = query.where(TenantRow.name == tenant)
-    elif not caller.is_admin:
-        query = query.where(TenantRow.name.in_(list(caller.roles)))
+    query = scoped_to_tenants(query, caller, tenant)
     rows = list(session.scalars(query))
     tenants = {row.tenant_id for row in rows}
     if not rows:
