@@ -14,7 +14,7 @@ next tick (in this process or after a restart) finishes the work:
 A job inside a virtual cluster (``vc_id``) is placed on the cluster's nodes by
 ``control.vcjobs``; its tasks are launched by the driver of the physical
 node hosting each virtual node, with the node's reference as the
-``virtuai.vnode`` label (``VnodeLocator``), in ``/shared`` by default, with
+``TaskSpec.vnode`` (``VnodeLocator``), in ``/shared`` by default, with
 ``MASTER_ADDR`` the address of task 0's node.
 
 Several machines: every instance runs this loop as its *node reconciler*
@@ -368,7 +368,7 @@ class LifecycleLoop(TaskReconciler):
         """The task as launched inside its virtual node: the node's reference and environment."""
         assert self._vnodes is not None
         ref = self._vnodes.vnode(vnode.runtime_id, vnode.index)
-        return dataclasses.replace(spec, env={**ref.env, **spec.env}, labels=ref.label())
+        return dataclasses.replace(spec, env={**ref.env, **spec.env}, vnode=ref.node)
 
     def _spec(
         self,

@@ -6,7 +6,7 @@ life-cycle loop needs three more facts, all derived from the cluster's row:
 the physical node hosting virtual node ``i`` (its driver launches the task),
 the node's address (``MASTER_ADDR`` of a gang is task 0's node), and the
 runtime's reference to the running node (``VnodeLocator``), passed to the
-local driver as the ``virtuai.vnode`` label.
+local driver as ``TaskSpec.vnode`` (a typed ``host.sandbox.VirtualNode``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from virtuai.domain.resources import Node, Resources
 from virtuai.domain.workload import TaskOutcome
 from virtuai.errors import DriverError
-from virtuai.host.sandbox import JobImage
+from virtuai.host.sandbox import JobImage, VirtualNode
 
 Handle = dict[str, Any]
 
@@ -87,6 +87,8 @@ class TaskSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     # Run in a bubblewrap sandbox over this image's root (copy on write), the workdir bound in.
     image: JobImage | None = None
+    # Run inside this virtual node (a job in a virtual cluster); the local driver only.
+    vnode: VirtualNode | None = None
 
     @property
     def key(self) -> str:

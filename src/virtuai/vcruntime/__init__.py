@@ -34,10 +34,9 @@ from virtuai.vcruntime.spec import (
     hosts_file,
     node_env,
 )
-from virtuai.vcruntime.vnode import VNODE_LABEL, VnodeRef
+from virtuai.vcruntime.vnode import VnodeRef
 
 __all__ = [
-    "VNODE_LABEL",
     "DesiredState",
     "ExecResult",
     "Image",

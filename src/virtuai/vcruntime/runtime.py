@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from virtuai.errors import ConfigurationError, Conflict, DriverError, InvalidRequest, NotFound
 from virtuai.host.files import read_json, write_json_atomic
-from virtuai.host.sandbox import JobImage
+from virtuai.host.sandbox import JobImage, VirtualNode
 from virtuai.host.users import ensure_tenant_user
 from virtuai.vcruntime import firewall, host, inventory, network, nodes, ports, storage, system
 from virtuai.vcruntime.build import Ctx, FaultHook, NodeBuilder, Undo
@@ -383,15 +383,15 @@ class VcRuntime:
         """Where the local driver's supervisor launches a task inside node ``index``."""
         spec, record = self._running_node(vc_id, index)
         key = self.names(vc_id).cgroup(index)
-        return VnodeRef(
+        node = VirtualNode(
             vc=vc_id,
             index=index,
             hostname=spec.hostname(index),
             init_pid=record.pid,
             init_create_time=record.create_time,
             cgroup=self.cgroups.inner(key).to_json(),
-            env=node_env(spec, index),
         )
+        return VnodeRef(node, node_env(spec, index))
 
     def job_image(self, name: str) -> JobImage:
         """Image ``name`` as a job's sandbox uses it (``submit --image``); ``NotFound`` if none."""

@@ -16,6 +16,7 @@ from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, TaskSpec
 from virtuai.drivers.local import LocalDriver
 from virtuai.errors import DriverError
+from virtuai.host.sandbox import VirtualNode
 from virtuai.settings import LocalDriverSettings
 from virtuai.vcruntime import VcRuntime, VcSpec
 
@@ -37,7 +38,7 @@ def driver(tmp_path: Path, runtime: VcRuntime) -> Iterator[LocalDriver]:
             (Path(root) / driver.cgroups.parent).rmdir()
 
 
-def task(vc: VcSpec, command: list[str], labels: dict[str, str], env: dict[str, str]) -> TaskSpec:
+def task(vc: VcSpec, command: list[str], vnode: VirtualNode, env: dict[str, str]) -> TaskSpec:
     return TaskSpec(
         job_id=f"vj{uuid.uuid4().hex[:8]}",
         attempt=0,
@@ -51,7 +52,7 @@ def task(vc: VcSpec, command: list[str], labels: dict[str, str], env: dict[str, 
         gpu_indices=(),
         walltime_s=60,
         kill_grace_s=1,
-        labels=labels,
+        vnode=vnode,
     )
 
 
@@ -71,7 +72,7 @@ def test_task_runs_inside_the_node(runtime: VcRuntime, vc: VcSpec, driver: Local
         "ls /proc | grep -c '^[0-9]'; grep -E '^[0-9]+:(memory|cpu|pids)?:' /proc/self/cgroup | "
         "head -1"
     )
-    spec = task(vc, ["sh", "-c", script], ref.label(), dict(ref.env))
+    spec = task(vc, ["sh", "-c", script], ref.node, dict(ref.env))
     handle = driver.launch(spec)
     result = wait_result(driver, handle)
     out = driver.read_log(handle, LogStream.STDOUT, 0, 1 << 16).decode().splitlines()
@@ -93,7 +94,7 @@ def test_stop_and_node_loss_end_the_task(
     runtime: VcRuntime, vc: VcSpec, driver: LocalDriver
 ) -> None:
     ref = runtime.vnode(vc.id, 0)
-    handle = driver.launch(task(vc, ["sleep", "60"], ref.label(), dict(ref.env)))
+    handle = driver.launch(task(vc, ["sleep", "60"], ref.node, dict(ref.env)))
     started = Path(handle["task_dir"]) / "started.json"
     deadline = time.monotonic() + 10
     while not started.exists():
@@ -106,5 +107,5 @@ def test_stop_and_node_loss_end_the_task(
     # a task whose node is gone: refused at launch
     runtime.suspend(vc.id)
     with pytest.raises(DriverError, match="not running"):
-        driver.launch(task(vc, ["true"], ref.label(), {}))
+        driver.launch(task(vc, ["true"], ref.node, {}))
     runtime.resume(vc)

@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from virtuai.errors import InvalidRequest, Unschedulable
+from virtuai.host.sandbox import VirtualNode
 from virtuai.vcruntime import firewall, ipam
 from virtuai.vcruntime.images import _resolves_in, find_keepalive
 from virtuai.vcruntime.naming import IFNAMSIZ, MAX_NODE_INDEX, Names, Parser, vc_tag
 from virtuai.vcruntime.spec import NodeSpec, VcSpec, env_file, hostfile, hosts_file, node_env
 from virtuai.vcruntime.storage import _outermost, check_state_dir
-from virtuai.vcruntime.vnode import VNODE_LABEL, VnodeRef
 
 
 def spec(n: int = 3, **kw: object) -> VcSpec:
@@ -128,10 +128,11 @@ def test_generated_files() -> None:
     assert env_file({"A": "it's"}) == "A='it'\\''s'\n"
 
 
-def test_vnode_label_is_json() -> None:
-    ref = VnodeRef("42", 1, "lab-1", 1234, 1.5, {"version": 2, "roots": {}, "parent": "p/k"})
-    data = json.loads(ref.label()[VNODE_LABEL])
+def test_a_virtual_node_goes_to_the_supervisor_as_json() -> None:
+    node = VirtualNode("42", 1, "lab-1", 1234, 1.5, {"version": 2, "roots": {}, "parent": "p/k"})
+    data = json.loads(json.dumps(node.to_json()))
     assert data["init_pid"] == 1234 and data["cgroup"]["parent"] == "p/k"
+    assert (data["vc"], data["index"], data["hostname"]) == ("42", 1, "lab-1")
 
 
 # -- firewall -------------------------------------------------------------------------------

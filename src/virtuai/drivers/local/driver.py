@@ -21,7 +21,6 @@ service manager that kills a whole cgroup on stop (systemd's default
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -46,6 +45,7 @@ from virtuai.errors import DriverError
 from virtuai.host import files
 from virtuai.host.cgroups import CgroupLayout, detect_layout
 from virtuai.host.processes import kill_group, same_process
+from virtuai.host.sandbox import VirtualNode
 from virtuai.host.users import current_user, ensure_tenant_user
 
 if TYPE_CHECKING:
@@ -58,8 +58,6 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 START_TIMEOUT_S = 10.0
 SPAWN_TIMEOUT_S = files.READY_TIMEOUT_S + 5.0
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
-# A task inside a virtual node: JSON made by virtuai.vcruntime.vnode.VnodeRef.label().
-VNODE_LABEL = "virtuai.vnode"
 _STOP_SIGNALS = {
     StopReason.CANCEL: signal.SIGTERM,
     StopReason.PREEMPT: signal.SIGUSR1,
@@ -290,8 +288,9 @@ class LocalDriver:
             "env": task_env(spec.env, spec.workdir or "/", account, spec.gpu_indices),
             "workdir": spec.workdir,
             "user": user,
-            "cgroup": (vnode or {}).get("cgroup")
-            or (self.cgroups.to_json() if self.cgroups is not None else None),
+            "cgroup": dict(vnode.cgroup)
+            if vnode is not None
+            else (self.cgroups.to_json() if self.cgroups is not None else None),
             "limits": {
                 "cpu_milli": spec.resources.cpu_milli,
                 "memory": spec.resources.memory,
@@ -306,11 +305,11 @@ class LocalDriver:
             "gpu_indices": list(spec.gpu_indices),
             "job_id": spec.job_id,
             "tenant": spec.tenant,
-            "vnode": vnode,
+            "vnode": None if vnode is None else vnode.to_json(),
             "image": self._image_of(spec, vnode),
         }
 
-    def _image_of(self, spec: TaskSpec, vnode: dict[str, Any] | None) -> dict[str, str] | None:
+    def _image_of(self, spec: TaskSpec, vnode: VirtualNode | None) -> dict[str, str] | None:
         if spec.image is None:
             return None
         if vnode is not None:
@@ -322,22 +321,15 @@ class LocalDriver:
         image = spec.image
         return {"name": image.name, "root": image.root, "keepalive": image.keepalive}
 
-    def _vnode_of(self, spec: TaskSpec) -> dict[str, Any] | None:
-        """The virtual node the task runs in (its label), checked; ``None`` for a plain task."""
-        raw = spec.labels.get(VNODE_LABEL)
-        if raw is None:
+    def _vnode_of(self, spec: TaskSpec) -> VirtualNode | None:
+        """The virtual node the task runs in, checked; ``None`` for a plain task."""
+        vnode = spec.vnode
+        if vnode is None:
             return None
-        try:
-            vnode = json.loads(raw)
-        except ValueError:
-            vnode = None
-        if not isinstance(vnode, dict) or not isinstance(vnode.get("init_pid"), int):
-            raise DriverError(f"task {spec.key}: label {VNODE_LABEL} is not a virtual node")
         if not self.is_root:
             raise DriverError(f"task {spec.key}: running tasks in virtual nodes needs root")
-        if not same_process(vnode["init_pid"], vnode.get("init_create_time")):
-            where = vnode.get("hostname")
-            raise DriverError(f"task {spec.key}: virtual node {where} is not running")
+        if not same_process(vnode.init_pid, vnode.init_create_time):
+            raise DriverError(f"task {spec.key}: virtual node {vnode.hostname} is not running")
         return vnode
 
     def _spawn_supervisor(self, task_dir: Path) -> None:
