@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -123,4 +124,80 @@ def test_a_job_runs_over_an_image(server: Server, tmp_path: Path) -> None:  # no
         assert with_vc.returncode == 1 and "field: image" in with_vc.stderr, with_vc.stderr
         srv.cli("vc", "delete", "lab", "--wait", token=alice)
     finally:
+        srv.run("image", "delete", name)
+
+
+PYTHON_PROGRAMS = (*PROGRAMS, "/usr/bin/python3.11", "/usr/bin/flock", "/usr/bin/mkdir",
+                   "/usr/bin/date", "/usr/bin/dirname", "/usr/bin/rm")  # fmt: skip
+
+
+def _python_rootfs(target: Path) -> Path:
+    """A tiny image with Debian's Python 3.11 and its standard library (no pip in it)."""
+    rootfs = tiny_rootfs(target, PYTHON_PROGRAMS)
+    shutil.copytree(
+        "/usr/lib/python3.11",
+        rootfs / "usr/lib/python3.11",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("__pycache__", "test", "idlelib", "tkinter", "ensurepip"),
+    )
+    return rootfs
+
+
+def _wait_env(srv: Server, token: str, name: str) -> dict[str, object]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        shown = srv.json("env", "show", name, token=token)
+        if shown["state"] != "building":
+            return dict(shown)
+        time.sleep(0.3)
+    raise AssertionError(f"environment {name} was not built")
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3.11").exists(), reason="needs Debian's python3.11")
+def test_an_environment_built_for_an_image_runs_in_its_jobs(
+    server: Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    srv = server
+    rootfs = _python_rootfs(tmp_path / "rootfs")
+    name = "py-" + os.urandom(3).hex()
+    srv.cli("image", "import", name, "--from-dir", str(rootfs))
+    srv.cli("tenant", "create", "chemistry", "--cpu", "2", "--memory", "2Gi")
+    carol = srv.cli("user", "create", "carol", "--tenant", "chemistry").strip()
+    try:
+        # Built with the image's Python, in a sandbox over the image, as the tenant's user.
+        srv.cli("env", "create", "imaged", "--image", name, "--python", "3.11", token=carol)
+        env = _wait_env(srv, carol, "imaged")
+        assert env["state"] == "ready", srv.cli("env", "logs", "imaged", token=carol)
+        assert env["image"] == name
+        venv = Path(str(env["path"]))
+        uid = pwd.getpwnam(unix_name("chemistry", TEST_USER_PREFIX)).pw_uid
+        assert venv.stat().st_uid == uid
+        home = (venv / "pyvenv.cfg").read_text()
+        assert "home = /usr/bin" in home, home  # the image's interpreter made it
+        # The same inputs for the host are another build.
+        srv.cli("env", "create", "plain", "--python", "3.11", token=carol)
+        assert srv.json("env", "show", "plain", token=carol)["digest"] != env["digest"]
+
+        script = (
+            "python -c 'import sys; print(sys.prefix); print(sys.executable)'; cat /etc/hostname"
+        )
+        job = int(srv.cli("submit", "--image", name, "--env", "imaged", "--cpu", "0.5",
+                          "--memory", "256Mi", "--", "sh", "-c", script, token=carol))  # fmt: skip
+        shown = _wait_end(srv, carol, job)
+        out = srv.cli("logs", str(job), token=carol)
+        assert shown["state"] == "succeeded", (shown, out)
+        assert out.splitlines() == [str(venv), f"{venv}/bin/python", "image"], out
+
+        # An environment made for an image does not run on the host, nor the other way round.
+        on_host = srv.run("submit", "--env", "imaged", "--", "true", token=carol)
+        assert on_host.returncode == 1 and "field: environment" in on_host.stderr
+        assert f"built for image {name}" in on_host.stderr, on_host.stderr
+        _wait_env(srv, carol, "plain")
+        crossed = srv.run("submit", "--image", name, "--env", "plain", "--", "true", token=carol)
+        assert crossed.returncode == 1 and "field: environment" in crossed.stderr
+        missing = srv.run("env", "create", "x", "--image", "nope", token=carol)
+        assert missing.returncode == 1 and "image nope does not exist" in missing.stderr
+    finally:
+        srv.run("env", "delete", "imaged", token=carol)
         srv.run("image", "delete", name)

@@ -45,23 +45,32 @@ def create_environment(
     python: Annotated[
         str | None, typer.Option(help="Python version, e.g. 3.11 (default: the server's).")
     ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Build it with this image's Python, for jobs over the image (submit --image)."
+        ),
+    ] = None,
     tenant: TenantOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create an environment; the server builds it in the background (see `env logs -f`).
 
-    The same inputs (requirements and Python version) reuse an existing build.
+    The same inputs (requirements, Python version, image) reuse an existing build.
     """
     validate.name(name, "NAME")
     if pip is not None and pyproject is not None:
         raise typer.BadParameter("give at most one of --pip and --pyproject")
-    if pip is None and pyproject is None and python is None:
-        raise typer.BadParameter("give --pip FILE, --pyproject DIR or --python VERSION")
+    if pip is None and pyproject is None and python is None and image is None:
+        raise typer.BadParameter("give --pip FILE, --pyproject DIR, --python VERSION or --image")
     body: JsonObject = {"name": name}
     if tenant is not None:
         body["tenant"] = tenant
     if python is not None:
         body["python"] = python
+    if image is not None:
+        validate.name(image, "--image")
+        body["image"] = image
     if pip is not None:
         body["requirements"] = _read(pip, "--pip")
     if pyproject is not None:
@@ -84,13 +93,14 @@ def list_environments(tenant: TenantOption = None, as_json: JsonFlag = False) ->
         output.print_json(envs)
         return
     output.print_table(
-        ["TENANT", "NAME", "STATE", "PYTHON", "KIND", "DIGEST", "CREATED"],
+        ["TENANT", "NAME", "STATE", "PYTHON", "IMAGE", "KIND", "DIGEST", "CREATED"],
         [
             [
                 str(e.get("tenant", "")),
                 str(e.get("name", "")),
                 str(e.get("state", "")),
                 str(e.get("python", "")),
+                str(e.get("image") or "-"),
                 str(e.get("kind", "")),
                 _short(e),
                 output.timestamp(e.get("created_at")),
@@ -117,6 +127,7 @@ def show_environment(
             ("state", str(env.get("state", ""))),
             ("reason", str(env.get("reason", "")) or "-"),
             ("python", str(env.get("python", ""))),
+            ("image", str(env.get("image") or "-")),
             ("kind", str(env.get("kind", ""))),
             ("digest", str(env.get("digest", ""))),
             ("path", str(env.get("path", ""))),

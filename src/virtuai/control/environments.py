@@ -14,6 +14,10 @@ Unix user (when the server is root), in the tenant's workspace:
 - the marker is written last, so a half-built directory is never taken for a
   ready one.
 
+An environment for an image (``env create --image``) is built the same way, inside
+a bubblewrap sandbox over the image's root (``host.overimage``) with only the
+tenant's environments directory writable, so that the image's Python makes it.
+
 Directories of a tenant that no environment names any more are removed by
 ``collect()`` (as the tenant's user too: the server never deletes in a
 tenant-writable tree as root).
@@ -21,6 +25,7 @@ tenant-writable tree as root).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -36,6 +41,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.domain.clock import Clock
 from virtuai.domain.pyenvs import BASE_PATH, ENVS_SUBDIR, READY_MARKER, EnvOptions
+from virtuai.errors import VirtuaiError
+from virtuai.host.overimage import over_image
+from virtuai.host.sandbox import JobImage
 from virtuai.host.users import ensure_tenant_user
 from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import EnvironmentRow, TenantRow
@@ -60,9 +68,11 @@ echo "virtuai: creating a virtual environment in $dir with $python"
 if "$server" -m pip --version >/dev/null 2>&1; then
   "$python" -m venv --without-pip -- "$dir"
   set -- "$server" -m pip --python "$dir/bin/python"
-else
+elif [ "$install" = 1 ]; then
   "$python" -m venv -- "$dir"
   set -- "$dir/bin/python" -m pip
+else
+  "$python" -m venv --without-pip -- "$dir"
 fi
 if [ "$install" = 1 ]; then
   echo "virtuai: installing the requirements"
@@ -103,6 +113,7 @@ class _Job:
     path: str
     python: str
     requirements: str
+    image: str | None
 
 
 class EnvBuilder:
@@ -112,8 +123,12 @@ class EnvBuilder:
         clock: Clock,
         config: EnvBuildConfig,
         wake: Callable[[], None] | None = None,
+        images: Callable[[str], JobImage] | None = None,
     ) -> None:
+        """``images``: an image's root on this machine (``VcRuntime.job_image``); ``None``:
+        this server has no images, and builds for images fail saying so."""
         self._sessions = sessions
+        self._images = images
         self._clock = clock
         self._config = config
         self._wake = wake
@@ -132,7 +147,8 @@ class EnvBuilder:
                 .order_by(EnvironmentRow.id)
             ).all()
             jobs = [
-                _Job(r.id, tenant, r.digest, r.path, r.python, r.requirements) for r, tenant in rows
+                _Job(r.id, tenant, r.digest, r.path, r.python, r.requirements, r.image)
+                for r, tenant in rows
             ]
         with self._lock:
             busy = {(j.tenant, j.digest) for j in self._building()}
@@ -188,38 +204,77 @@ class EnvBuilder:
 
     def _run_build(self, job: _Job) -> tuple[bool, str]:
         log_path = self._config.options.log_path(job.env_id)
-        python = shutil.which(f"python{job.python}", path=BASE_PATH)
-        with log_path.open("ab") as out:
+        with log_path.open("ab") as out, contextlib.ExitStack() as stack:
             os.chmod(log_path, 0o600)
-            if python is None:
-                reason = f"no Python {job.python} on the server (python{job.python} not found)"
-                out.write(f"virtuai: {reason}\n".encode())
-                return False, reason
+            try:
+                root, python, server = self._builder_of(job)
+            except _CannotBuild as exc:
+                out.write(f"virtuai: {exc}\n".encode())
+                return False, str(exc)
             uid, gid = self._account(job.tenant)
+            env = self._environment(job.tenant)
+            install = "1" if job.requirements.strip() else "0"
+            argv = ["/bin/sh", "-c", BUILD_SCRIPT, "build", job.path, python, install, server]
+            if root is not None:  # over the image: only the envs writable, a home of its own
+                envs = Path(job.path).parent
+                self._make_envs_dir(envs, uid, gid)
+                env["HOME"] = "/tmp"
+                user = None if uid is None or gid is None else (uid, gid)
+                argv = [*stack.enter_context(over_image(root, [envs], user)), *argv]
+                uid = gid = None  # the sandbox drops to the tenant's user itself
             proc = subprocess.run(
-                [
-                    "/bin/sh",
-                    "-c",
-                    BUILD_SCRIPT,
-                    "build",
-                    job.path,
-                    python,
-                    "1" if job.requirements.strip() else "0",
-                    sys.executable,
-                ],
+                argv,
                 input=job.requirements.encode(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self._environment(job.tenant),
+                env=env,
                 user=uid,
                 group=gid,
-                extra_groups=[] if os.geteuid() == 0 else None,
+                extra_groups=[] if uid is not None else None,
                 cwd="/",
                 check=False,
             )
         if proc.returncode != 0:
             return False, f"the build exited with {proc.returncode}: {_last_line(log_path)}"
         return True, ""
+
+    def _builder_of(self, job: _Job) -> tuple[Path | None, str, str]:
+        """The image's root the build runs over (``None``: the host); the Python that makes
+        the environment; the server's Python, whose pip installs into it (over an image, a
+        name that does not run: the environment's own pip installs)."""
+        name = f"python{job.python}"
+        if job.image is None:
+            python = shutil.which(name, path=BASE_PATH)
+            if python is None:
+                raise _CannotBuild(f"no Python {job.python} on the server ({name} not found)")
+            return None, python, sys.executable
+        if self._images is None:
+            raise _CannotBuild(f"image {job.image}: this server has no images")
+        try:
+            root = Path(self._images(job.image).root)
+        except VirtuaiError as exc:
+            raise _CannotBuild(f"image {job.image}: {exc.message}") from None
+        python = next(
+            (f"{d}/{name}" for d in BASE_PATH.split(":") if os.path.lexists(f"{root}{d}/{name}")),
+            None,
+        )
+        if python is None:
+            raise _CannotBuild(f"no Python {job.python} in image {job.image} ({name} not found)")
+        return root, python, "/nonexistent/server-python"
+
+    def _make_envs_dir(self, path: Path, uid: int | None, gid: int | None) -> None:
+        """The tenant's environments directory, made by the tenant's user (it is bound into
+        the sandbox, so it must exist; root never writes in a tenant-writable tree)."""
+        subprocess.run(
+            ["mkdir", "-p", "--", str(path)],
+            env={"PATH": BASE_PATH, "LANG": "C.UTF-8"},
+            user=uid,
+            group=gid,
+            extra_groups=[] if os.geteuid() == 0 else None,
+            cwd="/",
+            check=True,
+            capture_output=True,
+        )
 
     def _account(self, tenant: str) -> tuple[int | None, int | None]:
         """The tenant's user when root (its workspace made first), else the server's own."""
@@ -300,3 +355,7 @@ def _last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1].strip()[:500] if lines else ""
+
+
+class _CannotBuild(Exception):
+    """The build cannot start; the message is the environment's reason."""

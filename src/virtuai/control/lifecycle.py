@@ -362,7 +362,11 @@ class LifecycleLoop(TaskReconciler):
         """The task in a sandbox over image ``name``'s root, as found on this machine."""
         if self._vnodes is None:
             raise DriverError(f"image {name}: this server has no virtual-cluster runtime")
-        return dataclasses.replace(spec, image=self._vnodes.job_image(name))
+        image = self._vnodes.job_image(name)
+        venv = spec.env.get("VIRTUAL_ENV")  # an environment built for the image: seen inside
+        if venv:
+            image = dataclasses.replace(image, binds=(venv,))
+        return dataclasses.replace(spec, image=image)
 
     def _in_vnode(self, spec: TaskSpec, vnode: VnodeTarget) -> TaskSpec:
         """The task as launched inside its virtual node: the node's reference and environment."""

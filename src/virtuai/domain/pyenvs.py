@@ -31,8 +31,12 @@ class EnvOptions:
         return self.logs_dir / f"{env_id}.log"
 
 
-def input_digest(requirements: str, python: str) -> str:
-    """The name of a build: equal inputs, equal digest (line endings and blank lines aside)."""
+def input_digest(requirements: str, python: str, image: str | None = None) -> str:
+    """The name of a build: equal inputs, equal digest (line endings and blank lines aside).
+    ``image``: built with that image's Python, for jobs over it (``None``: the host's)."""
     lines = [line.rstrip() for line in requirements.splitlines() if line.strip()]
-    blob = json.dumps({"python": python, "requirements": lines}, sort_keys=True)
+    inputs: dict[str, object] = {"python": python, "requirements": lines}
+    if image is not None:  # absent, not null, so host builds keep their digests
+        inputs["image"] = image
+    blob = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

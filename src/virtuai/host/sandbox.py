@@ -16,6 +16,9 @@ class JobImage:
     name: str
     root: str  # its read-only root file system here: the lower layer of the task's overlay
     keepalive: str  # a sleep program inside it (absolute path): the sandbox's idle init
+    # Host directories bound read-only at the same place (the job's environment, built
+    # for this image: ``env create --image``).
+    binds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

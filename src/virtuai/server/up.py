@@ -242,6 +242,7 @@ def _serve(settings: Settings) -> None:
         clock,
         EnvBuildConfig(context.environments, user_prefix=settings.local.user_prefix),
         wake=context.wake.set,
+        images=None if vcs.runtime is None else vcs.runtime.job_image,
     )
     steps.append(leading(member, builder.tick))
     staging = StagingLoop(

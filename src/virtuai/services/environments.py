@@ -6,6 +6,10 @@ requirement lines and the Python version) names the build directory
 ``<workspaces>/<tenant>/.virtuai/envs/<digest>``, so the same inputs reuse one
 build, whatever the environments' names.  Jobs naming an environment run with
 its ``bin`` first on ``PATH`` and ``VIRTUAL_ENV`` set.
+
+An environment may be built *for an image* (``image``): with the image's Python,
+in a sandbox over the image's root, for jobs over that image only (a virtual
+environment points at the Python that made it, which the host may not have).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from virtuai.domain.pyenvs import BASE_PATH, EnvOptions, input_digest
 from virtuai.domain.workload import FINISHED_STATES
 from virtuai.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from virtuai.services.access import Caller, scoped_to_tenants
+from virtuai.services.images import job_image
+from virtuai.services.vclusters import VcRuntimeAccess
 from virtuai.store.models import EnvironmentRow, JobRow, TenantRow
 from virtuai.store.tenancy import get_tenant_row
 
@@ -61,6 +67,8 @@ def create_environment(
     pyproject: str | None,
     python: str | None,
     now: dt.datetime,
+    image: str | None = None,
+    images: VcRuntimeAccess | None = None,
 ) -> EnvironmentRow:
     opts = _require(options)
     tenant_name = caller.default_tenant(tenant)
@@ -68,8 +76,8 @@ def create_environment(
     tenant_row = get_tenant_row(session, tenant_name)
     if requirements is not None and pyproject is not None:
         raise InvalidRequest("give at most one of requirements and pyproject", field="pyproject")
-    if requirements is None and pyproject is None and python is None:
-        raise InvalidRequest("give requirements, pyproject or python", field="requirements")
+    if requirements is None and pyproject is None and python is None and image is None:
+        raise InvalidRequest("give requirements, pyproject, python or image", field="requirements")
     version = python or opts.default_python
     if not PYTHON_RE.match(version):
         raise InvalidRequest(f"{version!r} is not a Python version such as 3.11", field="python")
@@ -81,6 +89,8 @@ def create_environment(
         kind, lines = "python", ""
     if "\x00" in lines:
         raise InvalidRequest("must not contain NUL characters", field="requirements")
+    if image is not None:
+        job_image(images, image)  # it exists here (its Python is checked by the build)
     existing = session.scalar(
         select(EnvironmentRow.id).where(
             EnvironmentRow.tenant_id == tenant_row.id, EnvironmentRow.name == name
@@ -91,13 +101,14 @@ def create_environment(
             f"environment {name} already exists in tenant {tenant_name}: delete it first",
             field="name",
         )
-    digest = input_digest(lines, version)
+    digest = input_digest(lines, version, image)
     row = EnvironmentRow(
         tenant_id=tenant_row.id,
         name=name,
         kind=kind,
         requirements=lines,
         python=version,
+        image=image,
         digest=digest,
         state="building",
         reason="waiting for the builder",
@@ -168,10 +179,16 @@ def read_log(options: EnvOptions | None, row: EnvironmentRow, offset: int) -> tu
 
 
 def job_environment(
-    session: Session, tenant: TenantRow, name: str, env: Mapping[str, str]
+    session: Session,
+    tenant: TenantRow,
+    name: str,
+    env: Mapping[str, str],
+    *,
+    image: str | None = None,
 ) -> dict[str, str]:
     """The variables of a job run in environment ``name``: ``VIRTUAL_ENV``, its ``bin``
-    first on ``PATH``; refused (naming the field) unless the environment is ready."""
+    first on ``PATH``; refused (naming the field) unless the environment is ready and was
+    built for the job's ``image`` (or, without one, for the host)."""
     row = session.scalar(
         select(EnvironmentRow).where(
             EnvironmentRow.tenant_id == tenant.id, EnvironmentRow.name == name
@@ -186,6 +203,15 @@ def job_environment(
         why = f": {row.reason}" if row.reason else ""
         raise InvalidRequest(
             f"environment {name} is {row.state}{why}; a job needs a ready one",
+            field="environment",
+        )
+    if row.image != image:
+        built_for = f"image {row.image}" if row.image else "the host's Python"
+        wanted = f"image {image}" if image else "the host (no --image)"
+        raise InvalidRequest(
+            f"environment {name} is built for {built_for}, and this job runs over {wanted}: "
+            f"create one with `virtuai env create ... "
+            f"{'--image ' + image if image else 'without --image'}`",
             field="environment",
         )
     result = dict(env)

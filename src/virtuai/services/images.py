@@ -12,11 +12,29 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from virtuai.errors import Conflict, InvalidRequest
+from virtuai.errors import Conflict, InvalidRequest, NotFound, NotOffered
+from virtuai.host.sandbox import JobImage
 from virtuai.services.access import Caller
 from virtuai.services.vclusters import LIVE, VcRuntimeAccess
 from virtuai.store.models import VirtualClusterRow
 from virtuai.vcruntime import Image
+
+
+def job_image(access: VcRuntimeAccess | None, name: str) -> JobImage:
+    """Image ``name`` as a sandbox on this server uses it; refused naming ``image``.
+
+    Any registered image may be named by any tenant: images are read-only roots made by
+    administrators, holding no tenant's data (as ``virtuai image list`` shows them to all).
+    """
+    if access is None or access.runtime is None:
+        reason = access.unavailable if access is not None else "no images on this server"
+        raise NotOffered(f"sandboxes over images are not offered here: {reason}", field="image")
+    try:
+        return access.runtime.job_image(name)
+    except NotFound:
+        raise InvalidRequest(
+            f"image {name} does not exist (`virtuai image list`)", field="image"
+        ) from None
 
 
 def list_images(caller: Caller, access: VcRuntimeAccess) -> list[Image]:

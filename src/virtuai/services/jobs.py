@@ -22,13 +22,14 @@ from virtuai.domain.units import MIN_CPU_MILLI, MIN_MEMORY
 from virtuai.domain.vcluster import VcState, vnode_hostname
 from virtuai.domain.workload import JobState, PriorityClass
 from virtuai.drivers.base import Driver, LogStream
-from virtuai.errors import Conflict, InvalidRequest, NotFound, NotOffered, Unschedulable
+from virtuai.errors import Conflict, InvalidRequest, NotFound, Unschedulable
 from virtuai.scheduler import Plan, never_reason
 from virtuai.scheduler.snapshot import NodeState, PendingJob, Snapshot, TenantState
 from virtuai.services.access import Caller
 from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.datasets import JobData, job_data
 from virtuai.services.environments import job_environment
+from virtuai.services.images import job_image
 from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
 from virtuai.services.sitechoice import SiteChoice, choose_site
 from virtuai.services.vclusters import VcRuntimeAccess, live_vc, whole_node
@@ -156,7 +157,7 @@ def submit_job(
                 "or on a site",
                 field="environment",
             )
-        env = job_environment(session, tenant, request.environment, env)
+        env = job_environment(session, tenant, request.environment, env, image=request.image)
     copy = data is not None and needs_copy(data.dataset.site, request.stage, site_of_pool(pool))
     if data is not None and not copy:
         env[DATA_ENV] = data.dataset.path
@@ -215,8 +216,6 @@ def submit_job(
 def _check_image(
     request: JobRequest, vc: VirtualClusterRow | None, images: VcRuntimeAccess | None
 ) -> None:
-    """Any registered image may be named by any tenant: images are read-only roots made by
-    administrators, holding no tenant's data (as ``virtuai image list`` shows them to all)."""
     if vc is not None:
         raise InvalidRequest(
             "a job in a virtual cluster runs on the cluster's image: drop image or vc",
@@ -224,15 +223,7 @@ def _check_image(
         )
     if request.site is not None:
         raise InvalidRequest("images are on this server's machines, not on sites", field="image")
-    if images is None or images.runtime is None:
-        reason = images.unavailable if images is not None else "no images on this server"
-        raise NotOffered(f"jobs cannot run over images here: {reason}", field="image")
-    try:
-        images.runtime.job_image(str(request.image))
-    except NotFound:
-        raise InvalidRequest(
-            f"image {request.image} does not exist (`virtuai image list`)", field="image"
-        ) from None
+    job_image(images, str(request.image))
 
 
 def _check_targeting(request: JobRequest, rules: SchedulingRules) -> None:

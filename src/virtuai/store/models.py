@@ -562,6 +562,8 @@ class EnvironmentRow(Base):
     kind: Mapped[str] = mapped_column(String(16))  # pip | pyproject | python
     requirements: Mapped[str] = mapped_column(Text, default="")
     python: Mapped[str] = mapped_column(String(16))
+    # Built with this image's Python, for jobs over that image (NULL: the host's Python).
+    image: Mapped[str | None] = mapped_column(String(63))
     digest: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="building")
     reason: Mapped[str] = mapped_column(Text, default="")

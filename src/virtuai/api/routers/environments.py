@@ -27,6 +27,7 @@ def environment_to_api(row: EnvironmentRow) -> EnvironmentOut:
         digest=row.digest,
         path=row.path,
         requirements=row.requirements,
+        image=row.image,
         created_by=row.created_by,
         created_at=row.created_at,
         ready_at=row.ready_at,
@@ -49,6 +50,8 @@ def create_environment(
             pyproject=body.pyproject,
             python=body.python,
             now=context.clock.now(),
+            image=body.image,
+            images=context.vcs,
         )
         out = environment_to_api(row)
     context.wake.set()

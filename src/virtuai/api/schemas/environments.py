@@ -24,6 +24,10 @@ class EnvironmentCreate(StrictModel):
     python: str | None = Field(
         default=None, max_length=8, description="Python version (3.11); default: the server's"
     )
+    image: Name | None = Field(
+        default=None,
+        description="build with this image's Python, for jobs over the image (submit --image)",
+    )
 
 
 class EnvironmentOut(BaseModel):
@@ -33,6 +37,7 @@ class EnvironmentOut(BaseModel):
     state: Literal["building", "ready", "failed"]
     reason: str
     python: str
+    image: str | None = Field(default=None, description="built for jobs over this image")
     digest: str = Field(description="SHA-256 of the inputs; names the build, shared by equals")
     path: str
     requirements: str

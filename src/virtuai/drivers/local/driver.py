@@ -309,7 +309,7 @@ class LocalDriver:
             "image": self._image_of(spec, vnode),
         }
 
-    def _image_of(self, spec: TaskSpec, vnode: VirtualNode | None) -> dict[str, str] | None:
+    def _image_of(self, spec: TaskSpec, vnode: VirtualNode | None) -> dict[str, Any] | None:
         if spec.image is None:
             return None
         if vnode is not None:
@@ -319,7 +319,12 @@ class LocalDriver:
         if not spec.workdir:
             raise DriverError(f"task {spec.key}: a task over an image needs a workdir to bind")
         image = spec.image
-        return {"name": image.name, "root": image.root, "keepalive": image.keepalive}
+        return {
+            "name": image.name,
+            "root": image.root,
+            "keepalive": image.keepalive,
+            "binds": list(image.binds),
+        }
 
     def _vnode_of(self, spec: TaskSpec) -> VirtualNode | None:
         """The virtual node the task runs in, checked; ``None`` for a plain task."""

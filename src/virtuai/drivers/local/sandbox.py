@@ -75,7 +75,8 @@ def start(
     for layer in (work, merged):
         layer.mkdir(mode=0o700, exist_ok=True)
     info_r, info_w = os.pipe()
-    argv = _bwrap_argv(bwrap, merged, workdir, keepalive, info_w)
+    binds = [str(b) for b in image.get("binds", ())]
+    argv = _bwrap_argv(bwrap, merged, workdir, keepalive, info_w, binds)
     options = f"lowerdir={root},upperdir={upper},workdir={work}"
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the init's child, reported through its log
@@ -105,7 +106,9 @@ def remove(task_dir: Path) -> None:
     shutil.rmtree(task_dir / SANDBOX_DIR, ignore_errors=True)
 
 
-def _bwrap_argv(bwrap: str, merged: Path, workdir: str, keepalive: str, info_fd: int) -> list[str]:
+def _bwrap_argv(
+    bwrap: str, merged: Path, workdir: str, keepalive: str, info_fd: int, binds: Sequence[str] = ()
+) -> list[str]:
     argv = [
         bwrap,
         "--info-fd", str(info_fd),
@@ -121,6 +124,10 @@ def _bwrap_argv(bwrap: str, merged: Path, workdir: str, keepalive: str, info_fd:
     for parent in reversed(Path(workdir).parents[:-1]):
         argv += ["--dir", str(parent)]
     argv += ["--bind", workdir, workdir]
+    for path in binds:  # read-only (an environment built for the image), parents as above
+        for parent in reversed(Path(path).parents[:-1]):
+            argv += ["--dir", str(parent)]
+        argv += ["--ro-bind", path, path]
     for path in HOST_FILES:
         argv += ["--ro-bind-try", path, path]
     return [*argv, "--cap-drop", "ALL", "--chdir", "/", "--", keepalive, KEEPALIVE_SECONDS]
