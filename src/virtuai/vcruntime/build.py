@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from virtuai.host.cgroups import Limits
+from virtuai.host.devices import gpu_devices
 from virtuai.host.processes import create_time
 from virtuai.vcruntime import firewall, network, nodes, storage, system
 from virtuai.vcruntime.config import RuntimeConfig
@@ -150,7 +151,7 @@ class NodeBuilder:
                     (paths.hostfile, "/etc/virtuai/hostfile"),
                     (node.env, "/etc/virtuai/node.env"),
                 ),
-                devices=nodes.gpu_devices(spec.nodes[i].gpu_indices),
+                devices=gpu_devices(spec.nodes[i].gpu_indices),
                 keepalive=ctx.keepalive,
                 cgroup_procs=tuple(self.cgroups.procs_files(ctx.names.cgroup(i), nodes.INIT_LEAF)),
                 log=node.init_log,

@@ -60,7 +60,6 @@ INIT_LEAF = "init"
 EXEC_LEAF = "exec"
 # Moves the shell into each cgroup.procs given before "--", then execs the rest.
 JOIN_SCRIPT = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
-NVIDIA_CONTROL = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,16 +324,6 @@ def kill_init(record: InitRecord | None) -> None:
     if record is not None and record.alive():
         with contextlib.suppress(ProcessLookupError):
             os.kill(record.pid, signal.SIGKILL)
-
-
-def gpu_devices(gpu_indices: Sequence[int]) -> tuple[str, ...]:
-    """Device nodes of the node's GPUs (NVIDIA's naming), where they exist on this host."""
-    if not gpu_indices:
-        return ()
-    found = [f"/dev/nvidia{i}" for i in gpu_indices if Path(f"/dev/nvidia{i}").exists()]
-    if found:
-        found += [d for d in NVIDIA_CONTROL if Path(d).exists()]
-    return tuple(found)
 
 
 # -- exec ------------------------------------------------------------------------------------

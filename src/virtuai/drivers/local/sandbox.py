@@ -55,7 +55,11 @@ class SandboxError(Exception):
 
 
 def start(
-    task_dir: Path, image: dict[str, Any], workdir: str, cgroup_procs: Sequence[Path]
+    task_dir: Path,
+    image: dict[str, Any],
+    workdir: str,
+    cgroup_procs: Sequence[Path],
+    devices: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Start the sandbox's init; returns ``{"init_pid", "init_create_time", "hostname"}``,
     what the supervisor enters as it enters a virtual node, and ``"processes"``: the
@@ -76,7 +80,7 @@ def start(
         layer.mkdir(mode=0o700, exist_ok=True)
     info_r, info_w = os.pipe()
     binds = [str(b) for b in image.get("binds", ())]
-    argv = _bwrap_argv(bwrap, merged, workdir, keepalive, info_w, binds)
+    argv = _bwrap_argv(bwrap, merged, workdir, keepalive, info_w, binds, devices)
     options = f"lowerdir={root},upperdir={upper},workdir={work}"
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the init's child, reported through its log
@@ -107,7 +111,13 @@ def remove(task_dir: Path) -> None:
 
 
 def _bwrap_argv(
-    bwrap: str, merged: Path, workdir: str, keepalive: str, info_fd: int, binds: Sequence[str] = ()
+    bwrap: str,
+    merged: Path,
+    workdir: str,
+    keepalive: str,
+    info_fd: int,
+    binds: Sequence[str] = (),
+    devices: Sequence[str] = (),
 ) -> list[str]:
     argv = [
         bwrap,
@@ -120,6 +130,8 @@ def _bwrap_argv(
         "--perms", "1777", "--tmpfs", "/tmp",
         "--perms", "1777", "--tmpfs", "/dev/shm",
     ]  # fmt: skip
+    for device in devices:  # the task's GPUs (``host.devices``): its own /dev lacks them
+        argv += ["--dev-bind", device, device]
     # bubblewrap would make the workdir's missing parents 0700 (root's): make them 0755 first.
     for parent in reversed(Path(workdir).parents[:-1]):
         argv += ["--dir", str(parent)]

@@ -56,6 +56,7 @@ from virtuai.drivers.base import FENCE_MESSAGE
 from virtuai.drivers.local import sandbox
 from virtuai.host import files
 from virtuai.host.cgroups import CgroupLayout, Limits, TaskCgroup
+from virtuai.host.devices import gpu_devices
 from virtuai.host.processes import create_time, same_process
 
 log = logging.getLogger("virtuai.supervisor")
@@ -237,7 +238,13 @@ class Supervisor:
         if self.spec.get("image"):  # a sandbox over an image, entered like a virtual node
             procs = [d / "cgroup.procs" for d in self.cgroup.dirs()] if self.cgroup else []
             try:
-                vnode = sandbox.start(self.dir, self.spec["image"], self.spec["workdir"], procs)
+                vnode = sandbox.start(
+                    self.dir,
+                    self.spec["image"],
+                    self.spec["workdir"],
+                    procs,
+                    gpu_devices([int(i) for i in self.spec.get("gpu_indices", ())]),
+                )
                 self.spared = frozenset(vnode["processes"])
             except sandbox.SandboxError as exc:
                 raise LaunchError(str(exc)) from None
