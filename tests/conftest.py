@@ -15,12 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from support.postgres import PostgresUnavailableError, fresh_database, postgres_session_url
 from virtuai.store.db import create_db_engine, make_session_factory
 from virtuai.store.migrate import migrate
+
+# Properties are about behaviour, never about time (speed is measured in bench/): no
+# per-example deadline and no "too slow" health check, which fail on a loaded machine.
+settings.register_profile("virtuai", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("virtuai")
 
 
 @pytest.fixture(scope="session")
