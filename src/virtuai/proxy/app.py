@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Hashable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -51,6 +53,7 @@ from virtuai.proxy.auth import (
     check_same_origin,
     credential,
     fast_caller,
+    forget,
     require_credential,
 )
 from virtuai.proxy.routes import PREFIXES, Access, Route, RouteTable, Target, parse_target
@@ -115,7 +118,7 @@ class ProxyApp:
         self.activity = activity or Activity()
         self._sessions = SessionCache()
         self._client: aiohttp.ClientSession | None = None  # made in the server's event loop
-        self._refreshing: set[Target] = set()
+        self._refreshing: set[Hashable] = set()
         self._background: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,11 +161,13 @@ class ProxyApp:
             value, source = found
             if source is Source.COOKIE:
                 check_same_origin(connection, method)
-            caller = fast_caller(self._context, value, source, self._sessions)
+            caller, refresh = fast_caller(self._context, value, source, self._sessions)
             if caller is None:
                 caller = await anyio.to_thread.run_sync(
                     authenticate, self._context, value, source, self._sessions
                 )
+            elif refresh:
+                self._in_background(("caller", value), self._refresh_caller(value, source))
         if target.kind == "user":
             require_credential(found)
             assert caller is not None
@@ -173,11 +178,8 @@ class ProxyApp:
         hit, route, refresh = self._routes.cached(target)
         if not hit:
             route = await anyio.to_thread.run_sync(self._routes.lookup, target)
-        elif refresh and target not in self._refreshing:
-            self._refreshing.add(target)
-            task = asyncio.ensure_future(self._refresh(target))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        elif refresh:
+            self._in_background(target, self._refresh(target))
         if route is None:
             raise NotFound(f"nothing is served at {target.prefix}")
         self._authorize(route, caller, found)
@@ -194,13 +196,35 @@ class ProxyApp:
         if route.access is Access.TENANT and route.tenant not in caller.roles:
             raise Forbidden(f"only members of tenant {route.tenant} may use this service")
 
+    def _in_background(self, key: Hashable, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` unless the same refresh (``key``) is already running."""
+        if key in self._refreshing:
+            work.close()
+            return
+        self._refreshing.add(key)
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _task: self._refreshing.discard(key))
+
     async def _refresh(self, target: Target) -> None:
         try:
             await anyio.to_thread.run_sync(self._routes.lookup, target)
         except Exception:
             log.exception("refreshing the route of %s failed", target.prefix)
-        finally:
-            self._refreshing.discard(target)
+
+    async def _refresh_caller(self, value: str, source: Source) -> None:
+        """Read a busy credential again before its cache entry ends (no request waits)."""
+        try:
+            await anyio.to_thread.run_sync(
+                functools.partial(
+                    authenticate, self._context, value, source, self._sessions, cached=False
+                )
+            )
+        except VirtuaiError:
+            forget(self._context, value, source, self._sessions)  # revoked, expired, disabled
+        except Exception:
+            log.exception("refreshing a caller failed")
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -222,9 +246,7 @@ class ProxyApp:
         self.activity.touch(route.job_id)
         url = upstream.url() + _raw_path(scope)
         headers = upstream_headers(connection, scope, upstream, route, NOT_UPSTREAM)
-        has_body = "content-length" in connection.headers or (
-            "transfer-encoding" in connection.headers
-        )
+        has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         client = self._http_client()
         try:
             response = await client.request(
@@ -250,8 +272,14 @@ class ProxyApp:
                     "headers": downstream_headers(response.raw_headers),
                 }
             )
-            async for chunk in response.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # Each chunk as it comes (SSE, downloads); a body already complete goes in the
+            # same message as its end, so a small answer costs one write, not two.
+            content = response.content
+            async for chunk in content.iter_any():
+                done = content.at_eof()
+                await send({"type": "http.response.body", "body": chunk, "more_body": not done})
+                if done:
+                    return
                 self.activity.touch(route.job_id)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -357,24 +385,34 @@ def upstream_headers(
     route: Route,
     drop: frozenset[str],
 ) -> list[tuple[str, str]]:
-    headers = [(k, v) for k, v in connection.headers.items() if k not in drop]
-    cookies = [
-        c for c in _cookie_pairs(connection.headers.get("cookie", "")) if c[0] != SESSION_COOKIE
-    ]
-    if cookies:
-        headers.append(("cookie", "; ".join(f"{k}={v}" for k, v in cookies)))
+    """What goes upstream: the caller's headers but ``drop`` (credentials, hop-by-hop), the
+    cookies but the session's, who forwarded it, and the workload's secret.  One pass
+    over the raw headers: this runs for every request."""
+    headers: list[tuple[str, str]] = []
+    prior = ""
+    bearer = False
+    for raw_key, raw_value in scope["headers"]:
+        key, value = raw_key.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if key == "cookie":
+            kept = [c for c in _cookie_pairs(value) if c[0] != SESSION_COOKIE]
+            if kept:
+                headers.append(("cookie", "; ".join(f"{k}={v}" for k, v in kept)))
+            continue
+        if key == "authorization":
+            bearer = value[:7].lower() == "bearer "
+        elif key == "x-forwarded-for":
+            prior = value
+            continue
+        if key not in drop:
+            headers.append((key, value))
     client = scope.get("client")
     if client:
-        prior = connection.headers.get("x-forwarded-for")
         headers.append(("x-forwarded-for", f"{prior}, {client[0]}" if prior else client[0]))
+    elif prior:
+        headers.append(("x-forwarded-for", prior))
     headers.append(("x-forwarded-proto", scope.get("scheme", "http").replace("ws", "http")))
     headers.append((SECRET_HEADER, upstream.secret))
-    source = (
-        "bearer"
-        if connection.headers.get("authorization", "").lower().startswith("bearer ")
-        else "cookie"
-    )
-    headers.append((AUTH_HEADER, source))
+    headers.append((AUTH_HEADER, "bearer" if bearer else "cookie"))
     return headers
 
 

@@ -276,8 +276,15 @@ def _serve(settings: Settings) -> None:
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
     try:
         # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
+        # uvloop and httptools (C) rather than asyncio's loop and h11 (pure Python): the
+        # proxy's per-request cost halves (docs/benchmarks.md, "The notebook proxy").
         config = uvicorn.Config(
-            proxy, log_level="warning", access_log=False, ws="websockets-sansio"
+            proxy,
+            log_level="warning",
+            access_log=False,
+            ws="websockets-sansio",
+            loop="uvloop",
+            http="httptools",
         )
         uvicorn.Server(config).run(sockets=[listener])
     finally:

@@ -11,8 +11,10 @@ from starlette.requests import HTTPConnection
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden
 from virtuai.proxy.app import NOT_UPSTREAM, downstream_headers, upstream_headers
-from virtuai.proxy.auth import check_same_origin, credential
+from virtuai.proxy.auth import SessionCache, check_same_origin, credential
 from virtuai.proxy.routes import Access, Route, RouteTable, Target, parse_target
+from virtuai.services.access import Caller
+from virtuai.services.tokencache import GENERATION
 
 
 def _connection(headers: dict[str, str], method: str = "GET") -> HTTPConnection:
@@ -122,3 +124,21 @@ def test_routes_are_cached_then_served_stale_while_refreshed_then_forgotten(
     table.lookup(target)
     time.sleep(0.7)
     assert table.cached(target) == (False, None, False)  # too old even to be used stale
+
+
+def test_session_callers_are_forgotten_when_who_may_do_what_changes() -> None:
+    ada = Caller(user_id=1, name="ada")
+    cache = SessionCache(ttl_s=0.4)
+    cache.put("cookie", ada, GENERATION.value)
+    assert cache.lookup("cookie") == (ada, False)
+    time.sleep(0.25)
+    assert cache.lookup("cookie") == (ada, True)  # past half its life: read again
+    GENERATION.bump()  # e.g. the user was disabled through this server
+    assert cache.lookup("cookie") == (None, False)
+    stale = GENERATION.value
+    GENERATION.bump()  # a change committed while it was being read
+    cache.put("cookie", ada, stale)
+    assert cache.get("cookie") is None
+    cache.put("cookie", ada, GENERATION.value)
+    time.sleep(0.45)
+    assert cache.get("cookie") is None  # never used after its TTL
