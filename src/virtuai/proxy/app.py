@@ -56,6 +56,7 @@ from virtuai.proxy.auth import (
     forget,
     require_credential,
 )
+from virtuai.proxy.peers import Peers, forwarded, peer_headers
 from virtuai.proxy.routes import PREFIXES, Access, Route, RouteTable, Target, parse_target
 from virtuai.services.access import Caller
 
@@ -111,11 +112,13 @@ class ProxyApp:
         routes: RouteTable,
         fallback: ASGIApp,
         activity: Activity | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self._context = context
         self._routes = routes
         self._fallback = fallback
         self.activity = activity or Activity()
+        self._peers = peers or Peers()
         self._sessions = SessionCache()
         self._client: aiohttp.ClientSession | None = None  # made in the server's event loop
         self._refreshing: set[Hashable] = set()
@@ -244,8 +247,11 @@ class ProxyApp:
             await _redirect(send, target.prefix + _query(scope))
             return
         self.activity.touch(route.job_id)
-        url = upstream.url() + _raw_path(scope)
-        headers = upstream_headers(connection, scope, upstream, route, NOT_UPSTREAM)
+        try:
+            url, headers = self._where(scope, connection, upstream, route)
+        except VirtuaiError as error:
+            await _refuse(send, connection, error, self._context)
+            return
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         client = self._http_client()
         try:
@@ -285,6 +291,23 @@ class ProxyApp:
         finally:
             response.release()
 
+    def _where(
+        self, scope: Scope, connection: HTTPConnection, upstream: Upstream, route: Route
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The URL and headers of the request upstream: the workload itself, or the server of
+        its node when that is another machine (``proxy.peers``)."""
+        websocket = scope["type"] == "websocket"
+        if not self._peers.remote(upstream):
+            drop = _NOT_UPSTREAM_WS if websocket else NOT_UPSTREAM
+            url = upstream.url("ws" if websocket else "http") + _raw_path(scope)
+            return url, upstream_headers(connection, scope, upstream, route, drop)
+        if forwarded(scope) or not self._peers.port:
+            raise Unavailable(
+                f"it runs on node {upstream.node}, which this server does not forward to"
+            )
+        url = self._peers.url(upstream, "ws" if websocket else "http") + _raw_path(scope)
+        return url, peer_headers(scope, self._peers.name, websocket=websocket)
+
     # -- WebSocket -------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send, target: Target) -> None:
@@ -300,8 +323,11 @@ class ProxyApp:
         except VirtuaiError as error:
             await _refuse_websocket(scope, send, error)
             return
-        url = upstream.url("ws") + _raw_path(scope)
-        headers = upstream_headers(connection, scope, upstream, route, _NOT_UPSTREAM_WS)
+        try:
+            url, headers = self._where(scope, connection, upstream, route)
+        except VirtuaiError as error:
+            await _refuse_websocket(scope, send, error)
+            return
         try:
             server = await websockets.connect(
                 url,

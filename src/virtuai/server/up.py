@@ -46,6 +46,7 @@ from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.app import ProxyApp
+from virtuai.proxy.peers import Peers
 from virtuai.proxy.routes import RouteTable
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
@@ -178,6 +179,7 @@ def _serve(settings: Settings) -> None:
             workspaces_dir=settings.workspaces_dir, logs_dir=settings.home / "env-logs"
         ),
         notebooks=notebook_options(settings),
+        peer_port=settings.port,
     )
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
@@ -255,7 +257,9 @@ def _serve(settings: Settings) -> None:
     app = create_app(context)
     web.mount(app)
     # The proxy in front of the API: /user/... and /svc/... to workloads, the rest to `app`.
-    proxy = ProxyApp(context, RouteTable(sessions, context.job_token_key), app)
+    # Workloads on other machines: through their node's server, on the same port as ours.
+    peers = Peers(frozenset(local.node_names()), settings.port, node_name)
+    proxy = ProxyApp(context, RouteTable(sessions, context.job_token_key), app, peers=peers)
     culler = NotebookCuller(
         sessions,
         clock,
