@@ -37,6 +37,7 @@ from urllib.parse import quote
 import aiohttp
 import anyio.to_thread
 import websockets
+import yarl
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
@@ -257,7 +258,8 @@ class ProxyApp:
         try:
             response = await client.request(
                 method,
-                url,
+                # The path as the caller sent it: already encoded, not parsed again.
+                yarl.URL(url, encoded=True),
                 headers=headers,
                 data=_body(receive) if has_body else None,
                 allow_redirects=False,
