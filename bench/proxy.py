@@ -16,6 +16,7 @@ installation's key), alternating in rounds so that both see the same noise:
 * WebSocket: 2,000 ``kernel_info`` requests sent at once on a kernel's channel;
   ``ws_msgs_per_s`` is how many messages per second come back through the
   proxy (direct in the line above it);
+* the paired difference: each proxied request less the direct one of the same tick;
 * the server's CPU time per proxied request (its process's CPU during the proxy's
   throughput rounds, less what it spends idle in the direct rounds).
 
@@ -221,6 +222,13 @@ def main() -> None:
                 f"p99={percentile(samples, 99):.2f} ms; {CLIENTS} clients: "
                 f"{max(rps[label]):.0f} req/s (rounds {', '.join(f'{r:.0f}' for r in rps[label])})"
             )
+        # Each proxied request against the direct one of the same tick: what the proxy adds
+        # when both meet the same machine, and how often the server alone was late.
+        pairs = [p - d for p, d in zip(lat["proxy"], lat["direct"], strict=True)]
+        print(
+            f"paired (proxied - direct, same tick): p50={percentile(pairs, 50):.2f} "
+            f"p90={percentile(pairs, 90):.2f} p99={percentile(pairs, 99):.2f} ms"
+        )
         proxied_requests = sum(rps["proxy"]) * args.seconds
         per_request = (cpu["proxy"] - cpu["direct"]) / max(1.0, proxied_requests)
         print(f"server CPU per proxied request: {per_request * 1e6:.0f} us")
