@@ -7,12 +7,18 @@ port (with the per-notebook secret the proxy would add, computed from the
 installation's key), alternating in rounds so that both see the same noise:
 
 * latency: ``GET api/status`` paced at 200 requests/s on one keep-alive
-  connection; ``proxy_added_p99_ms`` is the proxy's p99 minus direct p99;
+  connection per target, the two interleaved request by request (a direct one
+  and a proxied one back to back, which goes first alternating), so that both
+  meet the same moments of a loaded machine; ``proxy_added_p99_ms`` is the
+  proxy's p99 minus direct p99;
 * throughput: 8 closed-loop keep-alive clients for a few seconds on the same
   URL; ``proxy_throughput_ratio`` is proxy requests/s over direct requests/s;
 * WebSocket: 2,000 ``kernel_info`` requests sent at once on a kernel's channel;
   ``ws_msgs_per_s`` is how many messages per second come back through the
-  proxy (direct in the line above it).
+  proxy (direct in the line above it);
+* the paired difference: each proxied request less the direct one of the same tick;
+* the server's CPU time per proxied request (its process's CPU during the proxy's
+  throughput rounds, less what it spends idle in the direct rounds).
 
 Usage: ``python bench/proxy.py [--seconds 2] [--rounds 5]``.  The last line is
 ``proxy_added_p99_ms=X proxy_throughput_ratio=R ws_msgs_per_s=N``.
@@ -73,20 +79,24 @@ class Target:
         return response.status
 
 
-def paced_latencies(target: Target, seconds: float) -> list[float]:
-    conn = target.connection()
-    samples: list[float] = []
+def paced_latencies(targets: list[Target], seconds: float) -> dict[str, list[float]]:
+    """Each target at RATE requests/s, interleaved: at each tick one request to each, back to
+    back, the first one alternating."""
+    conns = {t.label: t.connection() for t in targets}
+    samples: dict[str, list[float]] = {t.label: [] for t in targets}
     start = time.perf_counter()
     for i in range(int(seconds * RATE)):
         due = start + i / RATE
         pause = due - time.perf_counter()
         if pause > 0:
             time.sleep(pause)
-        began = time.perf_counter()
-        status = target.get(conn, "api/status")
-        samples.append((time.perf_counter() - began) * 1000)
-        assert status == 200, status
-    conn.close()
+        for target in targets if i % 2 == 0 else targets[::-1]:
+            began = time.perf_counter()
+            status = target.get(conns[target.label], "api/status")
+            samples[target.label].append((time.perf_counter() - began) * 1000)
+            assert status == 200, status
+    for conn in conns.values():
+        conn.close()
     return samples
 
 
@@ -191,17 +201,19 @@ def main() -> None:
             prefix,
             {"X-Virtuai-Notebook-Secret": secret, "X-Virtuai-Auth": "bearer"},
         )
-        for target in (direct, proxied):  # warm both paths (route cache, pools)
-            paced_latencies(target, 0.5)
+        paced_latencies([direct, proxied], 0.5)  # warm both paths (route cache, pools)
 
         lat: dict[str, list[float]] = {"direct": [], "proxy": []}
         rps: dict[str, list[float]] = {"direct": [], "proxy": []}
+        cpu: dict[str, float] = {"direct": 0.0, "proxy": 0.0}
         for _ in range(args.rounds):
-            for target in (direct, proxied):
-                lat[target.label] += paced_latencies(target, args.seconds)
+            for label, samples in paced_latencies([direct, proxied], args.seconds).items():
+                lat[label] += samples
         for _ in range(max(2, args.rounds // 2)):
             for target in (direct, proxied):
+                before = server.cpu_seconds()
                 rps[target.label].append(throughput(target, args.seconds))
+                cpu[target.label] += server.cpu_seconds() - before
         for label in ("direct", "proxy"):
             samples = lat[label]
             print(
@@ -210,6 +222,16 @@ def main() -> None:
                 f"p99={percentile(samples, 99):.2f} ms; {CLIENTS} clients: "
                 f"{max(rps[label]):.0f} req/s (rounds {', '.join(f'{r:.0f}' for r in rps[label])})"
             )
+        # Each proxied request against the direct one of the same tick: what the proxy adds
+        # when both meet the same machine, and how often the server alone was late.
+        pairs = [p - d for p, d in zip(lat["proxy"], lat["direct"], strict=True)]
+        print(
+            f"paired (proxied - direct, same tick): p50={percentile(pairs, 50):.2f} "
+            f"p90={percentile(pairs, 90):.2f} p99={percentile(pairs, 99):.2f} ms"
+        )
+        proxied_requests = sum(rps["proxy"]) * args.seconds
+        per_request = (cpu["proxy"] - cpu["direct"]) / max(1.0, proxied_requests)
+        print(f"server CPU per proxied request: {per_request * 1e6:.0f} us")
 
         kernel = server.http(token).ok("POST", f"{prefix}api/kernels")["id"]
         ws_direct = ws_rate(direct, kernel)

@@ -95,6 +95,7 @@ class Instance:
             "VIRTUAI_CLUSTER__NODE_LOST_S": str(self.cluster.node_lost_s),
             "VIRTUAI_CLUSTER__SELF_FENCE_S": str(self.cluster.node_lost_s / 2),
             "VIRTUAI_CONFIG": str(self.home / "none.yaml"),
+            **self.cluster.extra_env,
         }
         for key in ("VIRTUAI_TOKEN", "VIRTUAI_URL", "VIRTUAI_DATABASE_URL"):
             env.pop(key, None)
@@ -155,8 +156,15 @@ class Instance:
 
 
 class NetCluster:
-    def __init__(self, root: Path, size: int = 3, node_lost_s: float = 4.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        node_lost_s: float = 4.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
+        self.extra_env = extra_env or {}
         self.tag = f"vcp{secrets.token_hex(2)}"
         self.subnet = f"10.213.{secrets.randbelow(200) + 20}"
         self.bridge = f"{self.tag}b"

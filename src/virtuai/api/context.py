@@ -50,3 +50,6 @@ class ApiContext:
     environments: EnvOptions | None = None
     # Notebooks (`services.notebooks`); None: this server runs none.
     notebooks: NotebookOptions | None = None
+    # The port every machine's server listens on: port-forward to a task on another node
+    # goes through that node's server (0: refused).
+    peer_port: int = 0

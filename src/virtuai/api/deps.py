@@ -61,10 +61,10 @@ def authenticate(request: Request, context: ApiContext) -> Caller:
     return bearer_caller(context, credential)
 
 
-def bearer_caller(context: ApiContext, credential: str) -> Caller:
+def bearer_caller(context: ApiContext, credential: str, *, cached: bool = True) -> Caller:
     """The caller behind an API token or an OIDC JWT sent as a Bearer credential."""
     if looks_like_api_token(credential):
-        return _token_caller(context, credential)
+        return _token_caller(context, credential, cached=cached)
     if not context.verifier.enabled:
         raise Unauthenticated("invalid token")
     # Verify before opening a transaction: fetching the provider's keys may take seconds.
@@ -86,13 +86,14 @@ def websocket_caller(connection: HTTPConnection, context: ApiContext) -> Caller:
     return bearer_caller(context, value.strip())
 
 
-def _token_caller(context: ApiContext, token: str) -> Caller:
+def _token_caller(context: ApiContext, token: str, *, cached: bool = True) -> Caller:
     """Cached by hash for a moment (``services.tokencache`` says why that is safe); a miss
-    reads without the write lock, and records the use at most once a minute."""
+    reads without the write lock, and records the use at most once a minute.  With
+    ``cached=False`` the database is read even on a hit (a refresh ahead of expiry)."""
     digest = hash_token(token)
-    cached = context.tokens.get(digest)
-    if cached is not None:
-        return cached
+    known = context.tokens.get(digest) if cached else None
+    if known is not None:
+        return known
     generation = context.tokens.generation()
     now = context.clock.now()
     with read_transaction(context.sessions) as session:

@@ -44,6 +44,9 @@ class Upstream:
     host: str
     port: int
     secret: str
+    # The node it runs on ("" if unknown): a proxy on another machine hands the request to
+    # that node's server (``proxy.peers``), which alone knows the secret there.
+    node: str = ""
 
     def url(self, scheme: str = "http") -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -66,6 +69,7 @@ def notebook_upstream(session: Session, job: JobRow, key: bytes) -> Upstream | N
         host=address or "127.0.0.1",
         port=job.master_port,
         secret=notebook_secret(key, job.id, job.attempt),
+        node=node,
     )
 
 

@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Hashable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import anyio.to_thread
 import websockets
+import yarl
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
@@ -51,8 +54,10 @@ from virtuai.proxy.auth import (
     check_same_origin,
     credential,
     fast_caller,
+    forget,
     require_credential,
 )
+from virtuai.proxy.peers import Peers, forwarded, peer_headers
 from virtuai.proxy.routes import PREFIXES, Access, Route, RouteTable, Target, parse_target
 from virtuai.services.access import Caller
 
@@ -108,14 +113,16 @@ class ProxyApp:
         routes: RouteTable,
         fallback: ASGIApp,
         activity: Activity | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self._context = context
         self._routes = routes
         self._fallback = fallback
         self.activity = activity or Activity()
+        self._peers = peers or Peers()
         self._sessions = SessionCache()
         self._client: aiohttp.ClientSession | None = None  # made in the server's event loop
-        self._refreshing: set[Target] = set()
+        self._refreshing: set[Hashable] = set()
         self._background: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,11 +165,13 @@ class ProxyApp:
             value, source = found
             if source is Source.COOKIE:
                 check_same_origin(connection, method)
-            caller = fast_caller(self._context, value, source, self._sessions)
+            caller, refresh = fast_caller(self._context, value, source, self._sessions)
             if caller is None:
                 caller = await anyio.to_thread.run_sync(
                     authenticate, self._context, value, source, self._sessions
                 )
+            elif refresh:
+                self._in_background(("caller", value), self._refresh_caller(value, source))
         if target.kind == "user":
             require_credential(found)
             assert caller is not None
@@ -173,11 +182,8 @@ class ProxyApp:
         hit, route, refresh = self._routes.cached(target)
         if not hit:
             route = await anyio.to_thread.run_sync(self._routes.lookup, target)
-        elif refresh and target not in self._refreshing:
-            self._refreshing.add(target)
-            task = asyncio.ensure_future(self._refresh(target))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        elif refresh:
+            self._in_background(target, self._refresh(target))
         if route is None:
             raise NotFound(f"nothing is served at {target.prefix}")
         self._authorize(route, caller, found)
@@ -194,13 +200,35 @@ class ProxyApp:
         if route.access is Access.TENANT and route.tenant not in caller.roles:
             raise Forbidden(f"only members of tenant {route.tenant} may use this service")
 
+    def _in_background(self, key: Hashable, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` unless the same refresh (``key``) is already running."""
+        if key in self._refreshing:
+            work.close()
+            return
+        self._refreshing.add(key)
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _task: self._refreshing.discard(key))
+
     async def _refresh(self, target: Target) -> None:
         try:
             await anyio.to_thread.run_sync(self._routes.lookup, target)
         except Exception:
             log.exception("refreshing the route of %s failed", target.prefix)
-        finally:
-            self._refreshing.discard(target)
+
+    async def _refresh_caller(self, value: str, source: Source) -> None:
+        """Read a busy credential again before its cache entry ends (no request waits)."""
+        try:
+            await anyio.to_thread.run_sync(
+                functools.partial(
+                    authenticate, self._context, value, source, self._sessions, cached=False
+                )
+            )
+        except VirtuaiError:
+            forget(self._context, value, source, self._sessions)  # revoked, expired, disabled
+        except Exception:
+            log.exception("refreshing a caller failed")
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -220,16 +248,18 @@ class ProxyApp:
             await _redirect(send, target.prefix + _query(scope))
             return
         self.activity.touch(route.job_id)
-        url = upstream.url() + _raw_path(scope)
-        headers = upstream_headers(connection, scope, upstream, route, NOT_UPSTREAM)
-        has_body = "content-length" in connection.headers or (
-            "transfer-encoding" in connection.headers
-        )
+        try:
+            url, headers = self._where(scope, connection, upstream, route)
+        except VirtuaiError as error:
+            await _refuse(send, connection, error, self._context)
+            return
+        has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         client = self._http_client()
         try:
             response = await client.request(
                 method,
-                url,
+                # The path as the caller sent it: already encoded, not parsed again.
+                yarl.URL(url, encoded=True),
                 headers=headers,
                 data=_body(receive) if has_body else None,
                 allow_redirects=False,
@@ -250,12 +280,35 @@ class ProxyApp:
                     "headers": downstream_headers(response.raw_headers),
                 }
             )
-            async for chunk in response.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # Each chunk as it comes (SSE, downloads); a body already complete goes in the
+            # same message as its end, so a small answer costs one write, not two.
+            content = response.content
+            async for chunk in content.iter_any():
+                done = content.at_eof()
+                await send({"type": "http.response.body", "body": chunk, "more_body": not done})
+                if done:
+                    return
                 self.activity.touch(route.job_id)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             response.release()
+
+    def _where(
+        self, scope: Scope, connection: HTTPConnection, upstream: Upstream, route: Route
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The URL and headers of the request upstream: the workload itself, or the server of
+        its node when that is another machine (``proxy.peers``)."""
+        websocket = scope["type"] == "websocket"
+        if not self._peers.remote(upstream):
+            drop = _NOT_UPSTREAM_WS if websocket else NOT_UPSTREAM
+            url = upstream.url("ws" if websocket else "http") + _raw_path(scope)
+            return url, upstream_headers(connection, scope, upstream, route, drop)
+        if forwarded(scope) or not self._peers.port:
+            raise Unavailable(
+                f"it runs on node {upstream.node}, which this server does not forward to"
+            )
+        url = self._peers.url(upstream, "ws" if websocket else "http") + _raw_path(scope)
+        return url, peer_headers(scope, self._peers.name, websocket=websocket)
 
     # -- WebSocket -------------------------------------------------------------------------
 
@@ -272,8 +325,11 @@ class ProxyApp:
         except VirtuaiError as error:
             await _refuse_websocket(scope, send, error)
             return
-        url = upstream.url("ws") + _raw_path(scope)
-        headers = upstream_headers(connection, scope, upstream, route, _NOT_UPSTREAM_WS)
+        try:
+            url, headers = self._where(scope, connection, upstream, route)
+        except VirtuaiError as error:
+            await _refuse_websocket(scope, send, error)
+            return
         try:
             server = await websockets.connect(
                 url,
@@ -357,24 +413,34 @@ def upstream_headers(
     route: Route,
     drop: frozenset[str],
 ) -> list[tuple[str, str]]:
-    headers = [(k, v) for k, v in connection.headers.items() if k not in drop]
-    cookies = [
-        c for c in _cookie_pairs(connection.headers.get("cookie", "")) if c[0] != SESSION_COOKIE
-    ]
-    if cookies:
-        headers.append(("cookie", "; ".join(f"{k}={v}" for k, v in cookies)))
+    """What goes upstream: the caller's headers but ``drop`` (credentials, hop-by-hop), the
+    cookies but the session's, who forwarded it, and the workload's secret.  One pass
+    over the raw headers: this runs for every request."""
+    headers: list[tuple[str, str]] = []
+    prior = ""
+    bearer = False
+    for raw_key, raw_value in scope["headers"]:
+        key, value = raw_key.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if key == "cookie":
+            kept = [c for c in _cookie_pairs(value) if c[0] != SESSION_COOKIE]
+            if kept:
+                headers.append(("cookie", "; ".join(f"{k}={v}" for k, v in kept)))
+            continue
+        if key == "authorization":
+            bearer = value[:7].lower() == "bearer "
+        elif key == "x-forwarded-for":
+            prior = value
+            continue
+        if key not in drop:
+            headers.append((key, value))
     client = scope.get("client")
     if client:
-        prior = connection.headers.get("x-forwarded-for")
         headers.append(("x-forwarded-for", f"{prior}, {client[0]}" if prior else client[0]))
+    elif prior:
+        headers.append(("x-forwarded-for", prior))
     headers.append(("x-forwarded-proto", scope.get("scheme", "http").replace("ws", "http")))
     headers.append((SECRET_HEADER, upstream.secret))
-    source = (
-        "bearer"
-        if connection.headers.get("authorization", "").lower().startswith("bearer ")
-        else "cookie"
-    )
-    headers.append((AUTH_HEADER, source))
+    headers.append((AUTH_HEADER, "bearer" if bearer else "cookie"))
     return headers
 
 

@@ -31,6 +31,7 @@ from virtuai.auth.tokens import hash_token, looks_like_api_token
 from virtuai.errors import Forbidden, Unauthenticated
 from virtuai.services.access import Caller
 from virtuai.services.identity import authenticate_identity
+from virtuai.services.tokencache import GENERATION
 from virtuai.store.db import transaction
 
 _SESSION_CACHE_S = 10.0
@@ -66,47 +67,79 @@ def check_same_origin(connection: HTTPConnection, method: str | None) -> None:
 
 class SessionCache:
     """Callers of browser sessions for a few seconds, so that a page's hundred requests do
-    not each verify the session and read the user (a sign-out is seen within 10 s)."""
+    not each verify the session and read the user.  As the API's token cache
+    (``services.tokencache``): a change of who may do what committed by this process
+    empties it at once, another server's within ``ttl_s``; past half its life an entry
+    is read again in the background, so a busy page never waits for the database."""
 
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Caller]] = {}
+    def __init__(self, ttl_s: float = _SESSION_CACHE_S) -> None:
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, int, Caller]] = {}
 
     def get(self, cookie: str) -> Caller | None:
-        entry = self._entries.get(_digest(cookie))
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
+        return self.lookup(cookie)[0]
 
-    def put(self, cookie: str, caller: Caller) -> None:
+    def lookup(self, cookie: str) -> tuple[Caller | None, bool]:
+        """The caller, and whether its entry is past half its life."""
+        key = _digest(cookie)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None, False
+        left = entry[0] - time.monotonic()
+        if left <= 0 or entry[1] != GENERATION.value:
+            self._entries.pop(key, None)
+            return None, False
+        return entry[2], left < self._ttl_s / 2
+
+    def put(self, cookie: str, caller: Caller, generation: int) -> None:
+        if generation != GENERATION.value:
+            return  # who may do what changed while it was read: do not keep it
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[_digest(cookie)] = (time.monotonic() + _SESSION_CACHE_S, caller)
+        self._entries[_digest(cookie)] = (time.monotonic() + self._ttl_s, generation, caller)
+
+    def forget(self, cookie: str) -> None:
+        self._entries.pop(_digest(cookie), None)
 
 
-def authenticate(context: ApiContext, value: str, source: Source, cache: SessionCache) -> Caller:
-    """The caller behind a credential (blocking: may read the database)."""
+def authenticate(
+    context: ApiContext, value: str, source: Source, cache: SessionCache, *, cached: bool = True
+) -> Caller:
+    """The caller behind a credential (blocking: may read the database).  ``cached=False``
+    reads it again even if it is cached (a refresh ahead of the entry's end)."""
     if source is Source.BEARER or looks_like_api_token(value):
         # An API token (header or cookie) or a JWT: the API's own path and cache.
-        return bearer_caller(context, value)
-    cached = cache.get(value)
-    if cached is not None:
-        return cached
+        return bearer_caller(context, value, cached=cached)
+    if cached:
+        known = cache.get(value)
+        if known is not None:
+            return known
+    generation = GENERATION.value
     identity = verify_session(value, context.browser.key, context.clock.now().timestamp())
     with transaction(context.sessions) as session:
         caller = authenticate_identity(session, identity, context.clock.now())
-    cache.put(value, caller)
+    cache.put(value, caller, generation)
     return caller
 
 
 def fast_caller(
     context: ApiContext, value: str, source: Source, cache: SessionCache
-) -> Caller | None:
-    """The caller if it is known without I/O (token or session cache), else ``None``."""
+) -> tuple[Caller | None, bool]:
+    """The caller if it is known without I/O (token or session cache), else ``None``; and
+    whether it should be read again in the background (``authenticate(cached=False)``)."""
     if source is Source.BEARER or looks_like_api_token(value):
         if not looks_like_api_token(value):
-            return None
-        return context.tokens.get(hash_token(value))
-    return cache.get(value)
+            return None, False  # a JWT: verified per request (its own key cache)
+        return context.tokens.lookup(hash_token(value))
+    return cache.lookup(value)
+
+
+def forget(context: ApiContext, value: str, source: Source, cache: SessionCache) -> None:
+    """Drop what is cached of a credential that was refused."""
+    if looks_like_api_token(value):
+        context.tokens.forget(hash_token(value))
+    if source is Source.COOKIE:
+        cache.forget(value)
 
 
 def require_credential(found: tuple[str, Source] | None) -> tuple[str, Source]:

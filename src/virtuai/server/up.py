@@ -46,6 +46,7 @@ from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.app import ProxyApp
+from virtuai.proxy.peers import Peers
 from virtuai.proxy.routes import RouteTable
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
@@ -178,6 +179,7 @@ def _serve(settings: Settings) -> None:
             workspaces_dir=settings.workspaces_dir, logs_dir=settings.home / "env-logs"
         ),
         notebooks=notebook_options(settings),
+        peer_port=settings.port,
     )
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
@@ -256,7 +258,9 @@ def _serve(settings: Settings) -> None:
     app = create_app(context)
     web.mount(app)
     # The proxy in front of the API: /user/... and /svc/... to workloads, the rest to `app`.
-    proxy = ProxyApp(context, RouteTable(sessions, context.job_token_key), app)
+    # Workloads on other machines: through their node's server, on the same port as ours.
+    peers = Peers(frozenset(local.node_names()), settings.port, node_name)
+    proxy = ProxyApp(context, RouteTable(sessions, context.job_token_key), app, peers=peers)
     culler = NotebookCuller(
         sessions,
         clock,
@@ -277,8 +281,15 @@ def _serve(settings: Settings) -> None:
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
     try:
         # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
+        # uvloop and httptools (C) rather than asyncio's loop and h11 (pure Python): the
+        # proxy's per-request cost halves (docs/benchmarks.md, "The notebook proxy").
         config = uvicorn.Config(
-            proxy, log_level="warning", access_log=False, ws="websockets-sansio"
+            proxy,
+            log_level="warning",
+            access_log=False,
+            ws="websockets-sansio",
+            loop="uvloop",
+            http="httptools",
         )
         uvicorn.Server(config).run(sockets=[listener])
     finally:

@@ -14,8 +14,10 @@ Where the connection goes:
 - a task of a job in a virtual cluster, or ``VC/NODE``: inside the node's network
   namespace (``VcRuntime.connect``), where everything belongs to the tenant's cluster.
 
-A task on another machine is refused for now: the servers do not forward to
-each other yet (the connection would need the other machine's check).
+A task on another machine: the request goes to the server of the task's node
+(``PeerTarget``: the node's registered address, on the port every server listens
+on), with the caller's credential, and that server checks and connects as above.
+A request handed over so (``FORWARDED_BY``) is never handed on again.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from virtuai.services.access import Caller
 from virtuai.services.jobs import get_job
 from virtuai.services.vclusters import VcRuntimeAccess, exec_target
 from virtuai.store.inventory import placement_from_json
-from virtuai.store.models import TaskRow, VirtualClusterRow
+from virtuai.store.models import NodeRow, TaskRow, VirtualClusterRow
 
 CONNECT_TIMEOUT_S = 5.0
+# Marks a request one server handed to another (port-forward and the proxy alike).
+FORWARDED_BY = "X-Virtuai-Forwarded-By"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,15 @@ class ForwardTarget:
 
     description: str  # "port 8000 of job 12 (task 0)"
     connect: Callable[[], socket.socket]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerTarget:
+    """A task on another machine: the same request goes to its node's server."""
+
+    description: str
+    url: str  # "ws://<node address>:<port>"; the request's own path and query follow
+    node: str
 
 
 def parse_port(value: str | None, field: str = "port") -> int:
@@ -76,7 +89,12 @@ def job_target(
     port: int,
     drivers: Mapping[str, Driver],
     vcs: VcRuntimeAccess,
-) -> ForwardTarget:
+    *,
+    peer_port: int = 0,
+    forwarded: bool = False,
+) -> ForwardTarget | PeerTarget:
+    """Where the connection goes.  ``peer_port``: the port of other machines' servers (0:
+    a task elsewhere is refused); ``forwarded``: another server sent this request."""
     job = get_job(session, caller, job_id)
     caller.require_submit(job.tenant.name)
     state = JobState(job.state)
@@ -121,11 +139,15 @@ def job_target(
             field="id",
         )
     if task.host is not None and task.host not in driver.node_names():
-        raise Conflict(
-            f"task {task_index} of job {job_id} runs on node {task.host}: port-forward reaches "
-            "the tasks of the machine whose server you ask; ask that node's server",
-            field="task",
-        )
+        address = session.scalar(select(NodeRow.address).where(NodeRow.name == task.host))
+        if not address or not peer_port or forwarded:
+            raise Conflict(
+                f"task {task_index} of job {job_id} runs on node {task.host}, whose server "
+                "this one cannot hand the connection to; ask that node's server",
+                field="task",
+            )
+        host = f"[{address}]" if ":" in address else address
+        return PeerTarget(f"{what} on {task.host}", f"ws://{host}:{peer_port}", task.host)
     handle = dict(task.handle)
 
     def connect() -> socket.socket:

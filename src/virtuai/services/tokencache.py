@@ -14,6 +14,11 @@ never kept).  It stays correct because:
   answer older than the change;
 - changes made by another server on the same database are seen after at most
   ``ttl_s`` seconds.
+
+A busy caller need not wait for the database when its entry ends: ``lookup``
+says when an entry is past half its life, and the proxy reads it again in the
+background then (``api.deps.bearer_caller(..., cached=False)``), so an entry is never used after
+``ttl_s`` and a caller with a request a second never meets a miss.
 """
 
 from __future__ import annotations
@@ -127,6 +132,23 @@ class TokenCache:
                 del self._entries[token_hash]
                 return None
             return entry.caller
+
+    def lookup(self, token_hash: str) -> tuple[Caller | None, bool]:
+        """The caller (as ``get``) and whether its entry is past half its life."""
+        with self._lock:
+            self._forget_if_changed()
+            entry = self._entries.get(token_hash)
+            if entry is None:
+                return None, False
+            left = entry.expires - self._monotonic()
+            if left <= 0:
+                del self._entries[token_hash]
+                return None, False
+            return entry.caller, left < self._ttl_s / 2
+
+    def forget(self, token_hash: str) -> None:
+        with self._lock:
+            self._entries.pop(token_hash, None)
 
     def put(self, token_hash: str, caller: Caller, generation: int) -> None:
         if self._ttl_s <= 0:

@@ -75,3 +75,19 @@ def test_changes_to_other_tables_keep_the_cache(session_factory: sessionmaker[Se
     with transaction(session_factory) as session:
         session.add(rows.job(ada, team))
     assert cache.get("h") == ADA
+
+
+def test_an_entry_past_half_its_life_asks_to_be_read_again_never_used_after_the_ttl() -> None:
+    clock = Clock()
+    cache = TokenCache(ttl_s=2.0, monotonic=clock)
+    cache.put("h", ADA, cache.generation())
+    assert cache.lookup("h") == (ADA, False)
+    clock.now += 1.5
+    assert cache.lookup("h") == (ADA, True)  # still good; the proxy refreshes it meanwhile
+    cache.put("h", ADA, cache.generation())
+    assert cache.lookup("h") == (ADA, False)
+    clock.now += 2.1
+    assert cache.lookup("h") == (None, False)
+    cache.put("h", ADA, cache.generation())
+    cache.forget("h")  # a refresh found the token revoked
+    assert cache.lookup("h") == (None, False)

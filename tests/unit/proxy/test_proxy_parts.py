@@ -11,8 +11,11 @@ from starlette.requests import HTTPConnection
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden
 from virtuai.proxy.app import NOT_UPSTREAM, downstream_headers, upstream_headers
-from virtuai.proxy.auth import check_same_origin, credential
+from virtuai.proxy.auth import SessionCache, check_same_origin, credential
+from virtuai.proxy.peers import Peers, forwarded, peer_headers
 from virtuai.proxy.routes import Access, Route, RouteTable, Target, parse_target
+from virtuai.services.access import Caller
+from virtuai.services.tokencache import GENERATION
 
 
 def _connection(headers: dict[str, str], method: str = "GET") -> HTTPConnection:
@@ -122,3 +125,52 @@ def test_routes_are_cached_then_served_stale_while_refreshed_then_forgotten(
     table.lookup(target)
     time.sleep(0.7)
     assert table.cached(target) == (False, None, False)  # too old even to be used stale
+
+
+def test_session_callers_are_forgotten_when_who_may_do_what_changes() -> None:
+    ada = Caller(user_id=1, name="ada")
+    cache = SessionCache(ttl_s=0.4)
+    cache.put("cookie", ada, GENERATION.value)
+    assert cache.lookup("cookie") == (ada, False)
+    time.sleep(0.25)
+    assert cache.lookup("cookie") == (ada, True)  # past half its life: read again
+    GENERATION.bump()  # e.g. the user was disabled through this server
+    assert cache.lookup("cookie") == (None, False)
+    stale = GENERATION.value
+    GENERATION.bump()  # a change committed while it was being read
+    cache.put("cookie", ada, stale)
+    assert cache.get("cookie") is None
+    cache.put("cookie", ada, GENERATION.value)
+    time.sleep(0.45)
+    assert cache.get("cookie") is None  # never used after its TTL
+
+
+def test_a_request_for_another_machine_keeps_the_callers_credential_for_that_server() -> None:
+    peers = Peers(frozenset({"n1"}), 8642, "n1")
+    here, there = Upstream("10.0.0.1", 9, "s", "n1"), Upstream("10.0.0.2", 9, "s", "n2")
+    assert not peers.remote(here) and peers.remote(there)
+    assert not Peers().remote(there)  # own nodes unknown: everything is local, as before
+    assert peers.url(there, "ws") == "ws://10.0.0.2:8642"
+    scope = {
+        "type": "http",
+        "client": ("192.0.2.7", 1),
+        "headers": [
+            (b"host", b"n1:8642"),
+            (b"authorization", b"Bearer vai_x"),
+            (b"cookie", b"virtuai_session=vai_y"),
+            (b"x-virtuai-notebook-secret", b"forged"),
+            (b"x-virtuai-forwarded-by", b"forged"),
+            (b"connection", b"keep-alive"),
+        ],
+    }
+    headers = peer_headers(scope, "n1")
+    assert ("authorization", "Bearer vai_x") in headers
+    assert ("cookie", "virtuai_session=vai_y") in headers
+    assert ("host", "n1:8642") in headers
+    assert ("x-forwarded-for", "192.0.2.7") in headers
+    assert headers[-2:] == [("X-Virtuai-Csrf", "1"), ("x-virtuai-forwarded-by", "n1")]
+    flat = "\n".join(f"{k}: {v}" for k, v in headers)
+    assert "forged" not in flat and "keep-alive" not in flat
+    assert not any(k == "host" for k, _ in peer_headers(scope, "n1", websocket=True))
+    assert forwarded({"headers": [(b"x-virtuai-forwarded-by", b"n1")]})
+    assert not forwarded(scope | {"headers": []})

@@ -21,8 +21,9 @@ import logging
 import socket
 from collections.abc import Callable
 
+import websockets
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from virtuai import errors, portwire
@@ -43,14 +44,22 @@ async def job_port_forward(
     """A TCP connection to a port a task of the job listens on."""
     context: ApiContext = websocket.app.state.context
 
-    def resolve() -> service.ForwardTarget:
+    def resolve() -> service.ForwardTarget | service.PeerTarget:
         caller = websocket_caller(websocket, context)
         number = service.parse_index(job_id, "id")
         index = service.parse_index(task, "task")
         wanted = service.parse_port(port)
         with read_transaction(context.sessions) as session:
             return service.job_target(
-                session, caller, number, index, wanted, context.drivers, context.vcs
+                session,
+                caller,
+                number,
+                index,
+                wanted,
+                context.drivers,
+                context.vcs,
+                peer_port=context.peer_port,
+                forwarded=service.FORWARDED_BY in websocket.headers,
             )
 
     await _forward(websocket, resolve)
@@ -77,17 +86,24 @@ async def node_port_forward(
     await _forward(websocket, resolve)
 
 
-async def _forward(websocket: WebSocket, resolve: Callable[[], service.ForwardTarget]) -> None:
-    def connect() -> tuple[service.ForwardTarget, socket.socket]:
+async def _forward(
+    websocket: WebSocket,
+    resolve: Callable[[], service.ForwardTarget | service.PeerTarget],
+) -> None:
+    def connect() -> tuple[service.ForwardTarget | service.PeerTarget, socket.socket | None]:
         target = resolve()  # the database is read here, and released before connecting
+        if isinstance(target, service.PeerTarget):
+            return target, None
         return target, target.connect()
 
     try:
         target, sock = await run_in_threadpool(connect)
     except errors.VirtuaiError as exc:
-        await websocket.send_denial_response(
-            JSONResponse(exc.to_dict(), status_code=status_of(exc))
-        )
+        await _deny(websocket, exc)
+        return
+    if sock is None:
+        assert isinstance(target, service.PeerTarget)
+        await _hand_over(websocket, target)
         return
     try:
         await websocket.accept()
@@ -102,6 +118,10 @@ async def _forward(websocket: WebSocket, resolve: Callable[[], service.ForwardTa
         sock.close()
         with contextlib.suppress(RuntimeError):
             await websocket.close()
+
+
+async def _deny(websocket: WebSocket, exc: errors.VirtuaiError) -> None:
+    await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=status_of(exc)))
 
 
 async def _relay(websocket: WebSocket, sock: socket.socket) -> None:
@@ -143,3 +163,71 @@ async def _relay(websocket: WebSocket, sock: socket.socket) -> None:
             running.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         writer.close()
+
+
+async def _hand_over(websocket: WebSocket, target: service.PeerTarget) -> None:
+    """The task is on another machine: the same request to its node's server, with the
+    caller's Bearer credential (that server authorises and connects again); its refusal
+    is ours, then messages pass both ways unchanged (they are ``portwire`` frames)."""
+    raw = websocket.scope.get("raw_path") or websocket.scope["path"].encode()
+    query = websocket.scope.get("query_string", b"")
+    url = target.url + raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    headers = [
+        ("Authorization", websocket.headers.get("authorization", "")),
+        (service.FORWARDED_BY, "1"),
+    ]
+    try:
+        peer = await websockets.connect(
+            url,
+            additional_headers=headers,
+            compression=None,
+            max_size=None,
+            ping_interval=None,
+            open_timeout=service.CONNECT_TIMEOUT_S * 2,
+            proxy=None,
+            user_agent_header=None,
+        )
+    except websockets.exceptions.InvalidStatus as exc:
+        answer = exc.response
+        await websocket.send_denial_response(
+            Response(
+                bytes(answer.body or b""),
+                status_code=answer.status_code,
+                media_type=answer.headers.get("content-type", "application/json"),
+            )
+        )
+        return
+    except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+        await _deny(
+            websocket,
+            errors.Unavailable(f"cannot reach the server of node {target.node}: {exc}"),
+        )
+        return
+    try:
+        await websocket.accept()
+
+        async def to_peer() -> None:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes"):
+                    await peer.send(message["bytes"])
+
+        async def from_peer() -> None:
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                async for data in peer:
+                    if isinstance(data, bytes):
+                        await websocket.send_bytes(data)
+
+        tasks = [asyncio.create_task(to_peer()), asyncio.create_task(from_peer())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for running in tasks:
+                running.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await peer.close()
+        with contextlib.suppress(RuntimeError):
+            await websocket.close()
