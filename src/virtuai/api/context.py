@@ -50,3 +50,5 @@ class ApiContext:
     environments: EnvOptions | None = None
     # Notebooks (`services.notebooks`); None: this server runs none.
     notebooks: NotebookOptions | None = None
+    # Services (`services.serving`): the idle timeout of those that do not set theirs.
+    service_idle_timeout_s: int = 900

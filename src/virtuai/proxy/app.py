@@ -54,6 +54,7 @@ from virtuai.proxy.auth import (
     require_credential,
 )
 from virtuai.proxy.routes import PREFIXES, Access, Route, RouteTable, Target, parse_target
+from virtuai.proxy.services import ServiceHolds
 from virtuai.services.access import Caller
 
 log = logging.getLogger(__name__)
@@ -108,11 +109,13 @@ class ProxyApp:
         routes: RouteTable,
         fallback: ASGIApp,
         activity: Activity | None = None,
+        services: ServiceHolds | None = None,
     ) -> None:
         self._context = context
         self._routes = routes
         self._fallback = fallback
         self.activity = activity or Activity()
+        self.services = services
         self._sessions = SessionCache()
         self._client: aiohttp.ClientSession | None = None  # made in the server's event loop
         self._refreshing: set[Target] = set()
@@ -210,6 +213,9 @@ class ProxyApp:
         try:
             route = await self._admit(connection, target, method)
             upstream = route.pick()
+            if upstream is None and route.service_id is not None and self.services is not None:
+                route = await self.services.hold(target, route)  # a cold start
+                upstream = route.pick()
             if upstream is None:
                 await _unavailable(send, connection, route)
                 return
@@ -220,7 +226,7 @@ class ProxyApp:
             await _redirect(send, target.prefix + _query(scope))
             return
         self.activity.touch(route.job_id)
-        url = upstream.url() + _raw_path(scope)
+        url = upstream.url() + _raw_path(scope)[route.strip :]
         headers = upstream_headers(connection, scope, upstream, route, NOT_UPSTREAM)
         has_body = "content-length" in connection.headers or (
             "transfer-encoding" in connection.headers
@@ -267,12 +273,15 @@ class ProxyApp:
         try:
             route = await self._admit(connection, target, None)
             upstream = route.pick()
+            if upstream is None and route.service_id is not None and self.services is not None:
+                route = await self.services.hold(target, route)
+                upstream = route.pick()
             if upstream is None:
                 raise Unavailable(f"not running yet: {route.state}, {route.reason}")
         except VirtuaiError as error:
             await _refuse_websocket(scope, send, error)
             return
-        url = upstream.url("ws") + _raw_path(scope)
+        url = upstream.url("ws") + _raw_path(scope)[route.strip :]
         headers = upstream_headers(connection, scope, upstream, route, _NOT_UPSTREAM_WS)
         try:
             server = await websockets.connect(
