@@ -292,7 +292,12 @@ class ServiceReconciler:
         replica.draining_at = now
         service.reason = f"replica job {replica.job_id} restarted: {why}"
         log.info("service %s: %s", service.name, service.reason)
-        request_cancel(session, replica.job, now=now, actor="services", why=f"restarted: {why}")
+        replica.probe_message = f"restarted: {why}"
+        if replica.ready_at is None:
+            # Never in the proxy's route: stopped at once.  A replica that was ready is
+            # drained first (stopped drain_s later, see _stop_if_drained): the proxy's
+            # cached routes may still send it a request meanwhile, and it may still answer.
+            request_cancel(session, replica.job, now=now, actor="services", why=f"restarted: {why}")
 
     def _drain(self, session: Session, replica: ServiceReplicaRow, now: dt.datetime) -> None:
         replica.draining_at = now
@@ -307,7 +312,8 @@ class ServiceReconciler:
         if replica.draining_at is None or replica.job.cancel_requested_at is not None:
             return
         if (now - replica.draining_at).total_seconds() >= self._config.drain_s:
-            request_cancel(session, replica.job, now=now, actor="services", why="drained")
+            why = replica.probe_message if replica.probe_message.startswith("restarted") else ""
+            request_cancel(session, replica.job, now=now, actor="services", why=why or "drained")
 
     def _desired(
         self,

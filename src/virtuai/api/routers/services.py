@@ -40,11 +40,7 @@ def spec_from_api(body: ServiceApply) -> ServiceSpec:
             gpu=resources.gpu,
         )
     )
-    if isinstance(body.replicas, int):
-        low = high = body.replicas
-        target = None
-    else:
-        low, high, target = body.replicas.min, body.replicas.max, body.replicas.target_rps
+    low, high, target = body.replicas.min, body.replicas.max, body.replicas.target_rps
     readiness = Readiness()
     if body.readiness is not None:
         r = body.readiness

@@ -57,7 +57,9 @@ class ServiceApply(StrictModel):
         default=None, description="a ready Python environment of the tenant (`virtuai env`)"
     )
     resources: ResourcesIn | None = Field(default=None, description="per replica; 1 CPU, 1Gi")
-    replicas: int | ReplicasIn = Field(default=1, description="a number, or {min, max, target_rps}")
+    replicas: ReplicasIn = Field(
+        default_factory=ReplicasIn, description="a number, or {min, max, target_rps}"
+    )
     readiness: ReadinessIn | None = None
     auth: Literal["tenant", "public"] = Field(
         default="tenant", description="tenant: its members only; public: anyone"
@@ -70,12 +72,15 @@ class ServiceApply(StrictModel):
     )
     priority: str | None = Field(default=None, max_length=32)
 
-    @field_validator("replicas")
+    @field_validator("replicas", mode="before")
     @classmethod
-    def _replicas(cls, value: int | ReplicasIn) -> int | ReplicasIn:
-        if isinstance(value, int) and not 0 <= value <= MAX_REPLICAS:
-            raise ValueError(f"a number from 0 to {MAX_REPLICAS}, or {{min, max, target_rps}}")
-        return value
+    def _replicas(cls, value: object) -> object:
+        """``replicas: 3`` is ``{min: 3, max: 3}``."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            return value
+        if not 1 <= value <= MAX_REPLICAS:
+            raise ValueError(f"a number from 1 to {MAX_REPLICAS}, or {{min, max, target_rps}}")
+        return {"min": value, "max": value}
 
 
 class ReplicaOut(BaseModel):
