@@ -467,7 +467,9 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
     if kind is None:
         raise _bad(file, "type: missing; this command takes `type: job`")
     if kind != "job":
-        raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
+        raise _bad(
+            file, f"type: unknown type {kind!r}; this command takes `type: job` or `service`"
+        )
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
     for key in ("tenant", "name", "vc", "site", "environment", "image", "data"):
