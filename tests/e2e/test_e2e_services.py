@@ -157,6 +157,12 @@ def test_replicas_are_balanced_and_reached_by_members_only(svc: Svc) -> None:
     assert _predict(svc, svc.carol).status_code == 403  # another tenant's member
     missing = _predict(svc, svc.alice, "/svc/physics/nothing/")
     assert missing.status_code == 404
+    assert _predict(svc, None, "/svc/physics/nothing/").status_code == 401  # tells nothing
+
+    # The same document again changes nothing: no roll.
+    assert _apply(svc, svc.alice, _iris_yaml(svc, "1")).startswith("service iris updated")
+    assert _show(svc, "iris", svc.alice)["generation"] == 1
+    assert "running" in svc.server.cli("service", "show", "iris", token=svc.alice)
 
     # Replicas are jobs of kind service, run as the tenant's user, listed with the service.
     listed = svc.server.json("service", "list", token=svc.alice)

@@ -135,7 +135,7 @@ def show_service(
     if replicas:
         typer.echo("")
         output.print_table(
-            ["JOB", "GEN", "STATE", "READY", "NODE", "PROBE"],
+            ["JOB", "GEN", "STATE", "READY", "NODE", "PROBE OR REASON"],
             [
                 [
                     str(r.get("job_id", "")),
@@ -143,7 +143,8 @@ def show_service(
                     str(r.get("state", "")) + (" (draining)" if r.get("draining") else ""),
                     "yes" if r.get("ready") else "no",
                     str(r.get("node") or output.NONE),
-                    output.truncate(str(r.get("probe") or ""), 50) or output.NONE,
+                    output.truncate(str(r.get("probe") or r.get("reason") or ""), 50)
+                    or output.NONE,
                 ]
                 for r in replicas
             ],

@@ -182,6 +182,8 @@ class ProxyApp:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         if route is None:
+            if target.kind == "svc":
+                require_credential(found)  # anonymous callers learn no service's name
             raise NotFound(f"nothing is served at {target.prefix}")
         self._authorize(route, caller, found)
         return route

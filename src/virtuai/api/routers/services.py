@@ -92,6 +92,7 @@ def service_to_api(row: ServiceRow, request: Request, default_idle_s: int) -> Se
                 job_id=job.id,
                 generation=replica.generation,
                 state=job.state,
+                reason=job.reason,
                 ready=replica.ready and replica.draining_at is None,
                 draining=replica.draining_at is not None,
                 probe=replica.probe_message,

@@ -87,6 +87,7 @@ class ReplicaOut(BaseModel):
     job_id: int
     generation: int
     state: str = Field(description="the job's state")
+    reason: str = Field(description="the job's reason (what a pending replica waits for)")
     ready: bool
     draining: bool
     probe: str = Field(description="the last readiness probe")
