@@ -51,6 +51,7 @@ from virtuai.store.transitions import request_cancel
 log = logging.getLogger(__name__)
 _FINISHED = frozenset(s.value for s in FINISHED_STATES)
 DELETING = "deleting"
+STARTING_PROBE_S = 0.25
 
 StartReplica = Callable[[Session, ServiceRow, dt.datetime], object]
 Probe = Callable[[str, float], tuple[bool, str]]
@@ -154,8 +155,10 @@ class ServiceReconciler:
             for replica in service.replicas:
                 job = replica.job
                 upstream = notebook_upstream(session, job, self._config.job_token_key)
+                # A replica that was never ready is asked often: a cold start waits on it.
+                every = spec.readiness.interval_s if replica.ready_at else STARTING_PROBE_S
                 due = replica.last_probe_at is None or (
-                    (now - replica.last_probe_at).total_seconds() >= spec.readiness.interval_s
+                    (now - replica.last_probe_at).total_seconds() >= every
                 )
                 url = None
                 if upstream is not None and job.cancel_requested_at is None:
