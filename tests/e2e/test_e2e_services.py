@@ -277,8 +277,13 @@ idle_timeout: 3s
 
     # Idle for its timeout: back to zero replicas, the replica's job drained and cancelled.
     _wait("scaled to zero", lambda: _show(svc, "cold", svc.alice)["replicas"] == [], 60)
-    answer = _predict(svc, svc.alice, "/svc/physics/cold/")
-    assert answer.status_code == 200, answer.text
+    answer = httpx.post(
+        f"{svc.server.url}/svc/physics/cold/predict",
+        json={"features": IRIS},
+        headers=_bearer(svc.alice),
+        timeout=150,
+    )
+    assert answer.status_code == 200, (answer.text, _show(svc, "cold", svc.alice))
 
 
 def test_public_services_need_no_credentials(svc: Svc) -> None:
