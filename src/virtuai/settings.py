@@ -286,6 +286,40 @@ class NotebookSettings(BaseModel):
         return parse_duration(value, field="notebooks")
 
 
+class ServiceSettings(BaseModel):
+    """Inference services (``type: service``) behind the proxy at ``/svc/<tenant>/<name>/``."""
+
+    idle_timeout_s: int = Field(
+        default=900,
+        ge=1,
+        description="a service with replicas.min 0 and no request this long scales to zero; 15m",
+    )
+    drain_s: float = Field(
+        default=12.0,
+        ge=0,
+        le=3600,
+        description="a replica taken out of the proxy is stopped this much later (longer than "
+        "the proxy's route cache, 10 s, so no request is sent to a stopped replica)",
+    )
+    cold_start_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="a request to a service with no ready replica is held this long at most",
+    )
+    reconcile_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="how often replicas are reconciled"
+    )
+    scale_down_delay_s: float = Field(
+        default=30.0, ge=0, description="at most one replica is removed per this period"
+    )
+
+    @field_validator("idle_timeout_s", mode="before")
+    @classmethod
+    def _parse_idle(cls, value: Any) -> int:
+        return parse_duration(value, field="services.idle_timeout_s")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -311,6 +345,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     notebooks: NotebookSettings = Field(default_factory=NotebookSettings)
+    services: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,7 @@ from virtuai.api.routers import (
     nodes,
     notebooks,
     portforward,
+    services,
     session,
     sites,
     tenants,
@@ -86,6 +87,7 @@ def create_app(context: ApiContext) -> FastAPI:
         portforward,
         datasets,
         notebooks,
+        services,
     ):
         app.include_router(module.router)
     app.include_router(jobs.arrays_router)

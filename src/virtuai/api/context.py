@@ -53,3 +53,5 @@ class ApiContext:
     # The port every machine's server listens on: port-forward to a task on another node
     # goes through that node's server (0: refused).
     peer_port: int = 0
+    # Services (`services.serving`): the idle timeout of those that do not set theirs.
+    service_idle_timeout_s: int = 900

@@ -54,11 +54,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         # ("body", "resources", "memory") -> "resources.memory"
-        location = [
-            str(part)
-            for part in first.get("loc", ())
-            if part not in ("body", "query", "path", "[key]")
-        ]
+        loc = tuple(first.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path"):
+            loc = loc[1:]  # where it came from; a field may itself be called "path"
+        location = [str(part) for part in loc if part != "[key]"]
         field = ".".join(location) or None
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         if field:

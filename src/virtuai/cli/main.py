@@ -28,6 +28,7 @@ from virtuai.cli import (
     output,
     portforward,
     sbatch,
+    services,
     sim,
     sites,
     slurmctl,
@@ -121,6 +122,7 @@ def build_app() -> typer.Typer:
     portforward.register(app, JOBS_PANEL)
     datasets.register(app, JOBS_PANEL)
     notebooks.register(app, JOBS_PANEL)
+    services.register(app, JOBS_PANEL)
     return app
 
 

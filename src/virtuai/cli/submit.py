@@ -17,7 +17,7 @@ import typer
 import yaml
 from yaml.nodes import ScalarNode
 
-from virtuai.cli import output, validate
+from virtuai.cli import output, services, validate
 from virtuai.cli.client import Client, JsonObject
 from virtuai.cli.output import JsonFlag
 from virtuai.domain.arrays import parse_array
@@ -241,7 +241,7 @@ def _checked_option(value: str | None, option: str, parse: Callable[[str], objec
 
 def apply(
     file: Annotated[
-        str, typer.Option("--file", "-f", help="YAML spec (type: job); - reads stdin.")
+        str, typer.Option("--file", "-f", help="YAML spec (type: job or service); - reads stdin.")
     ],
     as_json: JsonFlag = False,
 ) -> None:
@@ -249,9 +249,13 @@ def apply(
 
     Several jobs (documents separated by `---`, or one list of job specs) go in
     one request and one transaction: all are submitted, or none.  For sweeps of
-    the same command, `submit --array` is one request too.
+    the same command, `submit --array` is one request too.  A `type: service`
+    document creates or changes that service (see `virtuai service`).
     """
     specs = load_specs(file)
+    if any(isinstance(doc, dict) and doc.get("type") == "service" for doc in specs):
+        _apply_each(specs, file, as_json)
+        return
     if len(specs) == 1 and not isinstance(specs[0], list):
         _create(job_from_spec(specs[0], file), as_json)
         return
@@ -273,6 +277,52 @@ def apply(
     else:
         for job in jobs:
             typer.echo(str(job.get("id", "")))
+
+
+def _apply_each(specs: list[Any], file: str, as_json: bool) -> None:
+    """Documents with services: each is applied on its own (a service is changed in place,
+    not created with the jobs in one transaction).  A service prints its URL."""
+    bodies: list[tuple[str, JsonObject]] = []
+    for index, spec in enumerate(specs):
+        where = "" if len(specs) == 1 else f"document {index}: "
+        if isinstance(spec, dict) and spec.get("type") == "service":
+            bodies.append(
+                (
+                    "service",
+                    services.service_body(spec, _problem(file, where)),
+                )
+            )
+        else:
+            try:
+                bodies.append(("job", job_from_spec(spec, file)))
+            except typer.BadParameter as exc:
+                raise _bad(file, where + exc.message.split(": ", 1)[-1]) from None
+    results = []
+    with Client.from_environment() as client:
+        for kind, body in bodies:
+            if kind == "service":
+                results.append(services.apply_service(client, body))
+            else:
+                results.append(client.post_object(JOBS, body))
+    if as_json:
+        output.print_json(results if len(results) > 1 else results[0])
+        return
+    for (kind, _body), result in zip(bodies, results, strict=True):
+        if kind == "service":
+            what = (
+                "created"
+                if result.get("created")
+                else "rolling"
+                if result.get("rolled")
+                else "updated"
+            )
+            typer.echo(f"service {result.get('name')} {what}: {result.get('url')}")
+        else:
+            typer.echo(str(result.get("id", "")))
+
+
+def _problem(file: str, where: str) -> Callable[[str], typer.BadParameter]:
+    return lambda message: _bad(file, where + message)
 
 
 def plan(
@@ -417,7 +467,9 @@ def job_from_spec(spec: Any, file: str) -> JsonObject:
     if kind is None:
         raise _bad(file, "type: missing; this command takes `type: job`")
     if kind != "job":
-        raise _bad(file, f"type: unknown type {kind!r}; this command takes `type: job`")
+        raise _bad(
+            file, f"type: unknown type {kind!r}; this command takes `type: job` or `service`"
+        )
     _check_keys(spec, SPEC_KEYS, "", file)
     body: JsonObject = {"type": "job"}
     for key in ("tenant", "name", "vc", "site", "environment", "image", "data"):

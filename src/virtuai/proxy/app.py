@@ -59,6 +59,7 @@ from virtuai.proxy.auth import (
 )
 from virtuai.proxy.peers import Peers, forwarded, peer_headers
 from virtuai.proxy.routes import PREFIXES, Access, Route, RouteTable, Target, parse_target
+from virtuai.proxy.services import ServiceHolds
 from virtuai.services.access import Caller
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,14 @@ class ProxyApp:
         fallback: ASGIApp,
         activity: Activity | None = None,
         peers: Peers | None = None,
+        services: ServiceHolds | None = None,
     ) -> None:
         self._context = context
         self._routes = routes
         self._fallback = fallback
         self.activity = activity or Activity()
         self._peers = peers or Peers()
+        self.services = services
         self._sessions = SessionCache()
         self._client: aiohttp.ClientSession | None = None  # made in the server's event loop
         self._refreshing: set[Hashable] = set()
@@ -185,6 +188,8 @@ class ProxyApp:
         elif refresh:
             self._in_background(target, self._refresh(target))
         if route is None:
+            if target.kind == "svc":
+                require_credential(found)  # anonymous callers learn no service's name
             raise NotFound(f"nothing is served at {target.prefix}")
         self._authorize(route, caller, found)
         return route
@@ -238,6 +243,9 @@ class ProxyApp:
         try:
             route = await self._admit(connection, target, method)
             upstream = route.pick()
+            if upstream is None and route.service_id is not None and self.services is not None:
+                route = await self.services.hold(target, route)  # a cold start
+                upstream = route.pick()
             if upstream is None:
                 await _unavailable(send, connection, route)
                 return
@@ -301,12 +309,13 @@ class ProxyApp:
         websocket = scope["type"] == "websocket"
         if not self._peers.remote(upstream):
             drop = _NOT_UPSTREAM_WS if websocket else NOT_UPSTREAM
-            url = upstream.url("ws" if websocket else "http") + _raw_path(scope)
+            url = upstream.url("ws" if websocket else "http") + _raw_path(scope)[route.strip :]
             return url, upstream_headers(connection, scope, upstream, route, drop)
         if forwarded(scope) or not self._peers.port:
             raise Unavailable(
                 f"it runs on node {upstream.node}, which this server does not forward to"
             )
+        # The whole path: the node's server resolves the route (and strips it) again.
         url = self._peers.url(upstream, "ws" if websocket else "http") + _raw_path(scope)
         return url, peer_headers(scope, self._peers.name, websocket=websocket)
 
@@ -320,6 +329,9 @@ class ProxyApp:
         try:
             route = await self._admit(connection, target, None)
             upstream = route.pick()
+            if upstream is None and route.service_id is not None and self.services is not None:
+                route = await self.services.hold(target, route)
+                upstream = route.pick()
             if upstream is None:
                 raise Unavailable(f"not running yet: {route.state}, {route.reason}")
         except VirtuaiError as error:

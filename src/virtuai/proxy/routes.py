@@ -3,8 +3,9 @@
 A path's first two segments after the kind name a route:
 
 * ``/user/<user>/<name>/...``: a notebook, reachable by its owner only;
-* ``/svc/<tenant>/<name>/...``: a service (not yet: the table has its place,
-  ``Access.TENANT``/``Access.PUBLIC`` and several upstreams to balance over).
+* ``/svc/<tenant>/<name>/...``: a service (``proxy.services``: its tenant's members,
+  or anyone with ``auth: public``), balanced round robin over its ready replicas; the
+  prefix is stripped (a replica serves at its root).
 
 Routes are read from the database (``control.notebooks.notebook_upstream``)
 and kept for ``ttl_s`` (2 s), so a busy notebook costs no query per request,
@@ -76,9 +77,16 @@ class Route:
     reason: str
     upstreams: tuple[Upstream, ...] = ()  # empty: not reachable yet (see state, reason)
     _turn: itertools.count[int] = field(default_factory=itertools.count, compare=False)
+    # Services: which one (a cold start holds the request), how much of the path the
+    # upstream does not see, and what counts its requests (the autoscaler's rate).
+    service_id: int | None = None
+    strip: int = 0
+    meter: Callable[[], None] | None = field(default=None, compare=False)
 
     def pick(self) -> Upstream | None:
         """The next upstream, round robin (one for a notebook)."""
+        if self.meter is not None:
+            self.meter()
         if not self.upstreams:
             return None
         return self.upstreams[next(self._turn) % len(self.upstreams)]

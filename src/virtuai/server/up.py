@@ -35,6 +35,7 @@ from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
 from virtuai.control.notebooks import CullerConfig, NotebookCuller
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.serving import ReconcilerConfig, ServiceReconciler
 from virtuai.control.sitereaders import DriversWithSiteReaders
 from virtuai.control.sites import SiteLoop, SiteLoopConfig
 from virtuai.control.staging import StagingConfig, StagingLoop
@@ -47,12 +48,14 @@ from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.app import ProxyApp
 from virtuai.proxy.peers import Peers
-from virtuai.proxy.routes import RouteTable
+from virtuai.proxy.routes import RouteTable, resolve_notebook
+from virtuai.proxy.services import ServiceHolds, ServiceResolver, Traffic
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.services.metrics import Metrics
 from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
+from virtuai.services.serving import start_replica
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import ClusterSettings, SchedulerSettings, Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
@@ -180,6 +183,7 @@ def _serve(settings: Settings) -> None:
         ),
         notebooks=notebook_options(settings),
         peer_port=settings.port,
+        service_idle_timeout_s=settings.services.idle_timeout_s,
     )
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
@@ -260,7 +264,20 @@ def _serve(settings: Settings) -> None:
     # The proxy in front of the API: /user/... and /svc/... to workloads, the rest to `app`.
     # Workloads on other machines: through their node's server, on the same port as ours.
     peers = Peers(frozenset(local.node_names()), settings.port, node_name)
-    proxy = ProxyApp(context, RouteTable(sessions, context.job_token_key), app, peers=peers)
+    traffic = Traffic()
+    routes = RouteTable(
+        sessions,
+        context.job_token_key,
+        resolvers={"user": resolve_notebook, "svc": ServiceResolver(traffic)},
+    )
+    holds = ServiceHolds(
+        sessions,
+        clock,
+        routes,
+        timeout_s=settings.services.cold_start_timeout_s,
+        wake=context.wake.set,
+    )
+    proxy = ProxyApp(context, routes, app, services=holds, peers=peers)
     culler = NotebookCuller(
         sessions,
         clock,
@@ -272,6 +289,22 @@ def _serve(settings: Settings) -> None:
         proxy_activity=proxy.activity.last,
     )
     steps.append(leading(member, culler.tick))
+    reconciler = ServiceReconciler(
+        sessions,
+        clock,
+        ReconcilerConfig(
+            job_token_key=context.job_token_key,
+            idle_timeout_s=settings.services.idle_timeout_s,
+            drain_s=settings.services.drain_s,
+            interval_s=settings.services.reconcile_interval_s,
+            scale_down_delay_s=settings.services.scale_down_delay_s,
+        ),
+        lambda session, service, now: start_replica(session, service, context.rules, now),
+        traffic_last=traffic.last,
+        traffic_rate=traffic.rate,
+        wake=context.wake.set,
+    )
+    steps.append(leading(member, reconciler.tick))
     steps.append(lifecycle.tick)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
     local.watch_results(context.wake.set)

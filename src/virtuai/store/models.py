@@ -626,3 +626,68 @@ class DatasetCopyRow(Base):
     dataset: Mapped[DatasetRow] = relationship(back_populates="copies")
 
     __table_args__ = (UniqueConstraint("dataset_id", "site"),)
+
+
+class ServiceRow(Base):
+    """An inference service (``type: service``): its spec, and what the proxy saw of it.
+
+    ``generation`` goes up when the replicas' template changes (``digest``): replicas of
+    an older generation are rolled.  ``state``: ``active`` or ``deleting`` (the reconciler
+    stops its replicas, then deletes the row).  ``demand_at``: a request that found no
+    ready replica (a cold start); ``last_request_at``: the proxy's last request, as the
+    reconciler last heard of it.
+    """
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)
+    digest: Mapped[str] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    desired: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    last_request_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    demand_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    tenant: Mapped[TenantRow] = relationship()
+    user: Mapped[UserRow] = relationship()
+    replicas: Mapped[list[ServiceReplicaRow]] = relationship(
+        back_populates="service",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ServiceReplicaRow.id",
+    )
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class ServiceReplicaRow(Base):
+    """One replica of a service: a job of kind ``service``, and its readiness.
+
+    Only ready replicas that are not draining are in the proxy's route.  A draining one
+    is stopped ``services.drain_s`` later (the proxy's cached routes forget it first).
+    The row goes when its job has ended; the job stays, with its usage.
+    """
+
+    __tablename__ = "service_replicas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    ready_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    probe_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_probe_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    probe_message: Mapped[str] = mapped_column(Text, default="")
+    draining_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+    service: Mapped[ServiceRow] = relationship(back_populates="replicas")
+    job: Mapped[JobRow] = relationship()

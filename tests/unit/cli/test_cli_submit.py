@@ -187,7 +187,9 @@ def test_apply_reads_stdin(jobs_api: FakeApi) -> None:
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
-        ("type: service\ncommand: [x]\n", "unknown type 'service'"),
+        ("type: model\ncommand: [x]\n", "unknown type 'model'"),
+        ("type: service\ncommand: [x]\n", "name: missing"),
+        ("type: service\nname: s\ncommand: [x]\nports: 1\n", "ports: unknown field"),
         ("command: [x]\n", "type: missing"),
         ("type: job\ncommand: [x]\ngpus: 1\n", "gpus: unknown field"),
         ("type: job\ncommand: [x]\nresources: {gpus: 1}\n", "resources.gpus: unknown field"),

@@ -1,7 +1,7 @@
 """jobs.preempted_by: every job whose preemption ever stopped this one
 
 Revision ID: 0021
-Revises: '0016'
+Revises: '0017'
 Create Date: 2026-12-05 09:45:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0021"
-down_revision: str | Sequence[str] | None = "0016"
+down_revision: str | Sequence[str] | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,182 @@
+"""``/api/v1/services``: apply, list, show and delete inference services (services.serving)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
+
+from virtuai.api.deps import CallerDep, Context
+from virtuai.api.schemas.common import Name, ResourcesOut
+from virtuai.api.schemas.services import ReplicaOut, ServiceApply, ServiceOut
+from virtuai.domain.resources import Resources
+from virtuai.domain.services import Readiness, ServiceSpec, base_path
+from virtuai.domain.units import (
+    MILLI,
+    MIN_CPU_MILLI,
+    MIN_MEMORY,
+    parse_cpu,
+    parse_duration,
+    parse_memory,
+)
+from virtuai.services import serving as service
+from virtuai.store.db import read_transaction, transaction
+from virtuai.store.models import ServiceRow, TaskRow
+
+router = APIRouter(prefix="/api/v1/services", tags=["services"])
+TenantQuery = Annotated[Name | None, Query(description="default: the caller's only tenant")]
+
+
+def spec_from_api(body: ServiceApply) -> ServiceSpec:
+    resources = body.resources
+    per = (
+        Resources(cpu_milli=1000, memory=2**30, gpu=0)
+        if resources is None
+        else Resources(
+            cpu_milli=parse_cpu(resources.cpu, field="resources.cpu", minimum=MIN_CPU_MILLI),
+            memory=parse_memory(resources.memory, field="resources.memory", minimum=MIN_MEMORY),
+            gpu=resources.gpu,
+        )
+    )
+    low, high, target = body.replicas.min, body.replicas.max, body.replicas.target_rps
+    readiness = Readiness()
+    if body.readiness is not None:
+        r = body.readiness
+        readiness = Readiness(
+            path=r.path,
+            interval_s=max(1, parse_duration(r.interval, field="readiness.interval")),
+            timeout_s=max(1, parse_duration(r.timeout, field="readiness.timeout")),
+            failure_threshold=r.failure_threshold,
+            start_timeout_s=max(
+                1, parse_duration(r.start_timeout, field="readiness.start_timeout")
+            ),
+        )
+    return ServiceSpec(
+        command=tuple(body.command),
+        cpu_milli=per.cpu_milli,
+        memory=per.memory,
+        gpu=per.gpu,
+        env=dict(body.env),
+        environment=body.environment,
+        min_replicas=low,
+        max_replicas=max(low, high),
+        target_rps=target,
+        readiness=readiness,
+        auth=body.auth,
+        idle_timeout_s=None
+        if body.idle_timeout is None
+        else max(1, parse_duration(body.idle_timeout, field="idle_timeout")),
+        time_s=None if body.time is None else parse_duration(body.time, field="time"),
+        priority=body.priority,
+    )
+
+
+def service_to_api(row: ServiceRow, request: Request, default_idle_s: int) -> ServiceOut:
+    session = object_session(row)
+    spec = ServiceSpec.from_json(row.spec)
+    path = base_path(row.tenant.name, row.name)
+    replicas = []
+    for replica in row.replicas:
+        job = replica.job
+        node = None
+        if session is not None:
+            node = session.scalar(
+                select(TaskRow.node).where(
+                    TaskRow.job_id == job.id, TaskRow.attempt == job.attempt, TaskRow.index == 0
+                )
+            )
+        replicas.append(
+            ReplicaOut(
+                job_id=job.id,
+                generation=replica.generation,
+                state=job.state,
+                reason=job.reason,
+                ready=replica.ready and replica.draining_at is None,
+                draining=replica.draining_at is not None,
+                probe=replica.probe_message,
+                probe_failures=replica.probe_failures,
+                node=node,
+                started_at=job.started_at,
+                ready_at=replica.ready_at,
+            )
+        )
+    return ServiceOut(
+        name=row.name,
+        tenant=row.tenant.name,
+        user=row.user.name,
+        state=row.state,
+        reason=row.reason,
+        path=path,
+        url=str(request.base_url).rstrip("/") + path,
+        auth=spec.auth,
+        command=list(spec.command),
+        resources=ResourcesOut(cpu=spec.cpu_milli / MILLI, memory=spec.memory, gpu=spec.gpu),
+        environment=spec.environment,
+        generation=row.generation,
+        replicas_min=spec.min_replicas,
+        replicas_max=spec.max_replicas,
+        target_rps=spec.target_rps,
+        desired=row.desired,
+        ready=sum(1 for r in replicas if r.ready),
+        readiness_path=spec.readiness.path,
+        idle_timeout=spec.idle_timeout_s or default_idle_s,
+        last_request_at=row.last_request_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        replicas=replicas,
+    )
+
+
+def _idle(context: Context) -> int:
+    return context.service_idle_timeout_s
+
+
+@router.post("", status_code=status.HTTP_200_OK)
+def apply_service(
+    body: ServiceApply, request: Request, response: Response, caller: CallerDep, context: Context
+) -> ServiceOut:
+    """Create or change a service (201 when created).  A changed command, resources,
+    environment or readiness rolls the replicas one by one; scale and access apply at once."""
+    spec = spec_from_api(body)
+    with transaction(context.sessions) as session:
+        applied = service.apply_service(
+            session, caller, body.tenant, body.name, spec, context.rules, context.clock.now()
+        )
+        out = service_to_api(applied.service, request, _idle(context))
+    out.created, out.rolled = applied.created, applied.rolled
+    if applied.created:
+        response.status_code = status.HTTP_201_CREATED
+    context.wake.set()
+    return out
+
+
+@router.get("")
+def list_services(
+    request: Request, caller: CallerDep, context: Context, tenant: TenantQuery = None
+) -> list[ServiceOut]:
+    with read_transaction(context.sessions) as session:
+        rows = service.list_services(session, caller, tenant)
+        return [service_to_api(r, request, _idle(context)) for r in rows]
+
+
+@router.get("/{name}")
+def get_service(
+    name: str, request: Request, caller: CallerDep, context: Context, tenant: TenantQuery = None
+) -> ServiceOut:
+    with read_transaction(context.sessions) as session:
+        row = service.get_service(session, caller, tenant, name)
+        return service_to_api(row, request, _idle(context))
+
+
+@router.delete("/{name}")
+def delete_service(
+    name: str, request: Request, caller: CallerDep, context: Context, tenant: TenantQuery = None
+) -> ServiceOut:
+    """Stop every replica (SIGTERM); the service is gone once they have ended."""
+    with transaction(context.sessions) as session:
+        row = service.delete_service(session, caller, tenant, name, context.clock.now())
+        out = service_to_api(row, request, _idle(context))
+    context.wake.set()
+    return out

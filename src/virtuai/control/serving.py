@@ -1,0 +1,359 @@
+"""The services' reconciler: replicas started, probed, rolled, drained and scaled (leader step).
+
+Each pass, for every service (idempotent: it looks at what is, never at what it
+did last time):
+
+1. reads the service and its replicas (jobs of kind ``service``);
+2. probes the running replicas that are due (``readiness.path`` on the replica's
+   port; 2xx or 3xx is ready), with no database session open;
+3. in one transaction: records readiness; restarts a replica that failed its
+   probe ``failure_threshold`` times in a row, or was not ready
+   ``start_timeout_s`` after it started (cancelled with the reason; a new one is
+   started in its place); stops drained replicas ``drain_s`` after they left the
+   proxy's route; forgets replicas whose job has ended; then asks
+   ``domain.services`` how many replicas are wanted (request rate, idleness,
+   a cold start's demand) and which to start and drain (rolling one by one on a
+   changed spec), and does it.
+
+A deleted service has all its replicas cancelled, and its row goes once they
+have ended.  The proxy's traffic (``traffic_last``, ``traffic_rate``) is this
+server's: with several servers each proxies its own requests and the leader
+sees only its own (a cold start's demand, written to the database, is seen by
+all).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from virtuai.control.notebooks import notebook_upstream
+from virtuai.domain.clock import Clock
+from virtuai.domain.notebooks import format_duration
+from virtuai.domain.services import (
+    ReplicaView,
+    ServiceSpec,
+    desired_replicas,
+    plan_replicas,
+)
+from virtuai.domain.workload import FINISHED_STATES, JobState
+from virtuai.errors import VirtuaiError
+from virtuai.store.db import read_session, transaction
+from virtuai.store.models import ServiceReplicaRow, ServiceRow
+from virtuai.store.transitions import request_cancel
+
+log = logging.getLogger(__name__)
+_FINISHED = frozenset(s.value for s in FINISHED_STATES)
+DELETING = "deleting"
+STARTING_PROBE_S = 0.25
+
+StartReplica = Callable[[Session, ServiceRow, dt.datetime], object]
+Probe = Callable[[str, float], tuple[bool, str]]
+
+
+def http_probe(url: str, timeout_s: float) -> tuple[bool, str]:
+    """``(ready, what was seen)``: a GET answered 2xx or 3xx is ready."""
+    try:
+        response = httpx.get(url, timeout=timeout_s, trust_env=False, follow_redirects=False)
+    except httpx.HTTPError as error:
+        return False, f"GET {url}: {type(error).__name__}"
+    ok = 200 <= response.status_code < 400
+    return ok, f"GET {url}: {response.status_code}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerConfig:
+    job_token_key: bytes
+    idle_timeout_s: float = 900.0
+    drain_s: float = 12.0
+    interval_s: float = 0.5
+    scale_down_delay_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    replica_id: int
+    job_state: str
+    cancel_requested: bool
+    started_at: dt.datetime | None
+    url: str | None  # where to probe it now; None: not running
+    due: bool
+
+
+class ServiceReconciler:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        config: ReconcilerConfig,
+        start_replica: StartReplica,
+        *,
+        traffic_last: Callable[[int], float | None] = lambda _service: None,
+        traffic_rate: Callable[[int], float] = lambda _service: 0.0,
+        probe: Probe = http_probe,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._config = config
+        self._start_replica = start_replica
+        self._traffic_last = traffic_last
+        self._traffic_rate = traffic_rate
+        self._probe = probe
+        self._wake = wake
+        self._next_at = 0.0
+        self._last_down: dict[int, float] = {}
+
+    def tick(self) -> None:
+        now = self._clock.now().timestamp()
+        if now < self._next_at:
+            return
+        self._next_at = now + self._config.interval_s
+        with read_session(self._sessions) as session:
+            ids = list(session.scalars(select(ServiceRow.id).order_by(ServiceRow.id)))
+            session.rollback()
+        for service_id in ids:
+            try:  # one service's trouble never stops the others
+                self.reconcile(service_id)
+            except Exception:
+                log.exception("service %d: reconciling failed", service_id)
+
+    def reconcile(self, service_id: int) -> None:
+        seen = self._observe(service_id)
+        if seen is None:
+            return
+        spec, replicas = seen
+        results = {
+            r.replica_id: self._probe(r.url, spec.readiness.timeout_s)
+            for r in replicas
+            if r.url is not None and r.due
+        }
+        started = False
+        with transaction(self._sessions) as session:
+            service = session.get(ServiceRow, service_id)
+            if service is not None:
+                started = self._apply(session, service, results)
+        if started:
+            self._wake()
+
+    # -- 1. what is --------------------------------------------------------------------------
+
+    def _observe(self, service_id: int) -> tuple[ServiceSpec, list[_Seen]] | None:
+        now = self._clock.now()
+        with read_session(self._sessions) as session:
+            service = session.get(ServiceRow, service_id)
+            if service is None:
+                return None
+            spec = ServiceSpec.from_json(service.spec)
+            seen = []
+            for replica in service.replicas:
+                job = replica.job
+                upstream = notebook_upstream(session, job, self._config.job_token_key)
+                # A replica that was never ready is asked often: a cold start waits on it.
+                every = spec.readiness.interval_s if replica.ready_at else STARTING_PROBE_S
+                due = replica.last_probe_at is None or (
+                    (now - replica.last_probe_at).total_seconds() >= every
+                )
+                url = None
+                if upstream is not None and job.cancel_requested_at is None:
+                    url = upstream.url() + spec.readiness.path
+                seen.append(
+                    _Seen(
+                        replica_id=replica.id,
+                        job_state=job.state,
+                        cancel_requested=job.cancel_requested_at is not None,
+                        started_at=job.started_at,
+                        url=url,
+                        due=due and replica.draining_at is None,
+                    )
+                )
+            session.rollback()
+        return spec, seen
+
+    # -- 3. what to do -----------------------------------------------------------------------
+
+    def _apply(
+        self, session: Session, service: ServiceRow, results: dict[int, tuple[bool, str]]
+    ) -> bool:
+        now = self._clock.now()
+        spec = ServiceSpec.from_json(service.spec)
+        live: list[ServiceReplicaRow] = []
+        for replica in list(service.replicas):
+            job = replica.job
+            if job.state in _FINISHED:
+                if replica.draining_at is None and service.state != DELETING:
+                    service.reason = (
+                        f"replica job {job.id} ended ({job.state}: {job.reason}); replaced"
+                    )
+                    log.info("service %s: %s", service.name, service.reason)
+                service.replicas.remove(replica)  # delete-orphan: the row goes
+                continue
+            live.append(replica)
+            self._record_probe(session, service, spec, replica, results.get(replica.id), now)
+        if service.state == DELETING:
+            for replica in live:
+                if replica.job.cancel_requested_at is None:
+                    request_cancel(session, replica.job, now=now, actor="services", why="deleted")
+            if not live:
+                session.delete(service)
+                log.info("service %s deleted", service.name)
+            return False
+        for replica in live:
+            self._stop_if_drained(session, replica, now)
+        desired = self._desired(service, spec, live, now)
+        views = [
+            ReplicaView(
+                id=r.id,
+                generation=r.generation,
+                ready=r.ready,
+                draining=r.draining_at is not None,
+                order=r.id,
+            )
+            for r in live
+        ]
+        plan = plan_replicas(views, service.generation, desired)
+        by_id = {r.id: r for r in live}
+        for replica_id in plan.drain:
+            self._drain(session, by_id[replica_id], now)
+        service.desired = desired
+        for _ in range(plan.start):
+            try:
+                with session.begin_nested():
+                    self._start_replica(session, service, now)
+            except VirtuaiError as error:
+                service.reason = f"cannot start a replica: {error.message}"
+                log.warning("service %s: %s", service.name, service.reason)
+                return False
+            if service.reason.startswith("cannot start"):
+                service.reason = ""
+        return plan.start > 0
+
+    def _record_probe(
+        self,
+        session: Session,
+        service: ServiceRow,
+        spec: ServiceSpec,
+        replica: ServiceReplicaRow,
+        result: tuple[bool, str] | None,
+        now: dt.datetime,
+    ) -> None:
+        job = replica.job
+        if job.state != JobState.RUNNING.value or job.cancel_requested_at is not None:
+            replica.ready = False
+            return
+        if result is not None:
+            ok, message = result
+            replica.last_probe_at = now
+            replica.probe_message = message
+            if ok:
+                replica.probe_failures = 0
+                if not replica.ready:
+                    replica.ready = True
+                    replica.ready_at = now
+                return
+            replica.probe_failures += 1
+            if replica.ready and replica.probe_failures >= spec.readiness.failure_threshold:
+                replica.ready = False
+                self._restart(
+                    session,
+                    service,
+                    replica,
+                    f"readiness failed {replica.probe_failures} times ({message})",
+                    now,
+                )
+                return
+        if (
+            not replica.ready
+            and replica.ready_at is None
+            and job.started_at is not None
+            and (now - job.started_at).total_seconds() > spec.readiness.start_timeout_s
+        ):
+            limit = format_duration(spec.readiness.start_timeout_s)
+            self._restart(
+                session,
+                service,
+                replica,
+                f"not ready {limit} after it started ({replica.probe_message})",
+                now,
+            )
+
+    def _restart(
+        self,
+        session: Session,
+        service: ServiceRow,
+        replica: ServiceReplicaRow,
+        why: str,
+        now: dt.datetime,
+    ) -> None:
+        replica.ready = False
+        replica.draining_at = now
+        service.reason = f"replica job {replica.job_id} restarted: {why}"
+        log.info("service %s: %s", service.name, service.reason)
+        replica.probe_message = f"restarted: {why}"
+        if replica.ready_at is None:
+            # Never in the proxy's route: stopped at once.  A replica that was ready is
+            # drained first (stopped drain_s later, see _stop_if_drained): the proxy's
+            # cached routes may still send it a request meanwhile, and it may still answer.
+            request_cancel(session, replica.job, now=now, actor="services", why=f"restarted: {why}")
+
+    def _drain(self, session: Session, replica: ServiceReplicaRow, now: dt.datetime) -> None:
+        replica.draining_at = now
+        if replica.ready_at is None:
+            # Never in the proxy's route: nothing to wait for.
+            request_cancel(session, replica.job, now=now, actor="services", why="not needed")
+        replica.ready = False
+
+    def _stop_if_drained(
+        self, session: Session, replica: ServiceReplicaRow, now: dt.datetime
+    ) -> None:
+        if replica.draining_at is None or replica.job.cancel_requested_at is not None:
+            return
+        if (now - replica.draining_at).total_seconds() >= self._config.drain_s:
+            why = replica.probe_message if replica.probe_message.startswith("restarted") else ""
+            request_cancel(session, replica.job, now=now, actor="services", why=why or "drained")
+
+    def _desired(
+        self,
+        service: ServiceRow,
+        spec: ServiceSpec,
+        live: list[ServiceReplicaRow],
+        now: dt.datetime,
+    ) -> int:
+        stamps = [
+            t
+            for t in (
+                self._traffic_last(service.id),
+                None if service.last_request_at is None else service.last_request_at.timestamp(),
+                None if service.demand_at is None else service.demand_at.timestamp(),
+            )
+            if t is not None
+        ]
+        last = max(stamps) if stamps else None
+        if last is not None and (
+            service.last_request_at is None or last - service.last_request_at.timestamp() >= 1.0
+        ):
+            service.last_request_at = dt.datetime.fromtimestamp(last, dt.UTC)
+        idle = spec.idle_timeout_s or self._config.idle_timeout_s
+        desired = desired_replicas(
+            spec,
+            now=now.timestamp(),
+            last_request=last,
+            rate=self._traffic_rate(service.id),
+            idle_timeout_s=idle,
+        )
+        current = [r for r in live if r.draining_at is None and r.generation == service.generation]
+        if 0 < desired < len(current):
+            # Down one replica at a time, at most once per delay: a dip in the rate does not
+            # throw away warm replicas (scaling to zero after the idle timeout is at once).
+            since = now.timestamp() - self._last_down.get(service.id, 0.0)
+            if since < self._config.scale_down_delay_s:
+                return len(current)
+            self._last_down[service.id] = now.timestamp()
+            return len(current) - 1
+        return desired

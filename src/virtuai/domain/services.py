@@ -1,0 +1,188 @@
+"""Inference services, the pure part: the spec, how many replicas, which to start or drain.
+
+A service (``type: service`` in ``virtuai apply -f``) is a set of replicas behind
+the proxy at ``/svc/<tenant>/<name>/``.  Each replica is a job of kind
+``service`` (one task), so it is admitted, placed, accounted and preempted as
+jobs are.  A replica listens on ``$PORT`` (``$HOST`` is the address to bind):
+several replicas may share a machine, so the platform picks the port (the job's
+rendezvous port), as Heroku, Cloud Run and dstack do.
+
+The control loop (``control.serving``) asks two questions of this module every
+pass, both pure so that they are tested exhaustively:
+
+* :func:`desired_replicas`: how many replicas the service should have now
+  (its ``min``; at least one while it was asked something within its idle
+  timeout; ``ceil(rate / target_rps)`` when a target rate is given; never above
+  ``max``);
+* :func:`plan_replicas`: given the replicas that exist, which to start and which
+  to drain.  A changed spec rolls one replica at a time: a new one is started,
+  and an old one is drained only once a new one is ready, so the number of ready
+  replicas never drops below what is wanted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+KIND = "service"
+PORT_ENV = "PORT"
+HOST_ENV = "HOST"
+AUTH_TENANT = "tenant"
+AUTH_PUBLIC = "public"
+AUTH_MODES = (AUTH_TENANT, AUTH_PUBLIC)
+
+# The replica's command runs with $PORT set to the port the platform chose for it.
+_PORT_SHIM = 'export PORT="$MASTER_PORT"; exec "$@"'
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """An HTTP GET of ``path`` on the replica's port; 2xx or 3xx is ready."""
+
+    path: str = "/"
+    interval_s: float = 2.0
+    timeout_s: float = 1.0
+    failure_threshold: int = 3  # consecutive failures of a ready replica: restart it
+    start_timeout_s: int = 300  # a replica not ready this long after it started: restart it
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    command: tuple[str, ...]
+    cpu_milli: int
+    memory: int
+    gpu: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    environment: str | None = None
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_rps: float | None = None
+    readiness: Readiness = field(default_factory=Readiness)
+    auth: str = AUTH_TENANT
+    idle_timeout_s: int | None = None  # None: the server's services.idle_timeout_s
+    time_s: int | None = None  # a replica's time limit; None: the longest allowed
+    priority: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "command": list(self.command),
+            "cpu_milli": self.cpu_milli,
+            "memory": self.memory,
+            "gpu": self.gpu,
+            "env": dict(self.env),
+            "environment": self.environment,
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_rps": self.target_rps,
+            "readiness": {
+                "path": self.readiness.path,
+                "interval_s": self.readiness.interval_s,
+                "timeout_s": self.readiness.timeout_s,
+                "failure_threshold": self.readiness.failure_threshold,
+                "start_timeout_s": self.readiness.start_timeout_s,
+            },
+            "auth": self.auth,
+            "idle_timeout_s": self.idle_timeout_s,
+            "time_s": self.time_s,
+            "priority": self.priority,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServiceSpec:
+        r = data.get("readiness")
+        readiness = Readiness(**r) if isinstance(r, dict) else Readiness()
+        values = {k: v for k, v in data.items() if k != "readiness"}
+        values["command"] = tuple(values.get("command") or ())
+        values["env"] = dict(values.get("env") or {})
+        return cls(readiness=readiness, **values)
+
+    def template_digest(self) -> str:
+        """What a replica is made of: a change of it rolls the replicas.  Scaling, access and
+        idleness are not in it (they change without restarting anything)."""
+        template = self.to_json()
+        for key in ("min_replicas", "max_replicas", "target_rps", "auth", "idle_timeout_s"):
+            template.pop(key)
+        return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+
+
+def replica_command(command: Sequence[str]) -> tuple[str, ...]:
+    """The command a replica's task runs: ``command`` with ``$PORT`` set."""
+    return ("/bin/sh", "-c", _PORT_SHIM, "virtuai-service", *command)
+
+
+def base_path(tenant: str, name: str) -> str:
+    return f"/svc/{tenant}/{name}/"
+
+
+def desired_replicas(
+    spec: ServiceSpec,
+    *,
+    now: float,
+    last_request: float | None,
+    rate: float,
+    idle_timeout_s: float,
+) -> int:
+    """How many replicas ``spec`` wants now.  ``last_request``: epoch seconds of the last
+    request (a held cold-start request included); ``rate``: requests per second lately."""
+    wanted = spec.min_replicas
+    recent = last_request is not None and now - last_request < idle_timeout_s
+    if recent:
+        wanted = max(wanted, 1)
+    if spec.target_rps and rate > 0:
+        wanted = max(wanted, math.ceil(rate / spec.target_rps))
+    return max(0, min(wanted, spec.max_replicas))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """One replica as the planner sees it.  ``order``: creation order (larger is newer)."""
+
+    id: int
+    generation: int
+    ready: bool
+    draining: bool = False
+    order: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPlan:
+    start: int = 0  # new replicas of the current generation to start
+    drain: tuple[int, ...] = ()  # replicas to take out of the proxy, then stop
+
+
+def plan_replicas(replicas: Sequence[ReplicaView], generation: int, desired: int) -> ReplicaPlan:
+    """Which replicas to start and drain so that ``desired`` replicas of ``generation``
+    serve, never with fewer ready replicas than wanted while an old generation rolls."""
+    active = [r for r in replicas if not r.draining]
+    new = [r for r in active if r.generation == generation]
+    old = [r for r in active if r.generation != generation]
+    drain: list[ReplicaView] = []
+    if desired <= 0:
+        return ReplicaPlan(0, tuple(r.id for r in active))
+    # Old replicas that are not ready serve nothing: no reason to keep them.
+    drain.extend(r for r in old if not r.ready)
+    old_ready = sorted((r for r in old if r.ready), key=lambda r: r.order)
+    # Surplus of the current generation: the not-ready first, then the newest.
+    surplus = len(new) - desired
+    if surplus > 0:
+        by_use = sorted(new, key=lambda r: (r.ready, -r.order))
+        drain.extend(by_use[:surplus])
+        new = by_use[surplus:]
+    new_ready = [r for r in new if r.ready]
+    start = 0
+    if old_ready:
+        # Rolling: one new replica at a time, and an old one leaves only when a new one
+        # is ready to take its place.
+        excess = len(old_ready) + len(new_ready) - desired
+        if excess > 0:
+            drain.extend(old_ready[:excess])
+        if len(new) < desired and len(new) == len(new_ready):
+            start = 1
+    else:
+        start = max(0, desired - len(new))
+    return ReplicaPlan(start, tuple(r.id for r in drain))

@@ -1,0 +1,358 @@
+"""Inference services against a real ``virtuai up``: the example model
+(``examples/services/iris/model.py``, a real HTTP server) run as replicas by the local
+driver as the tenant's Unix user, reached only through the server's proxy.
+
+One server is shared by the module; the tests run in order: two replicas are balanced
+over, strangers are refused, a rolling ``apply`` under a client loop loses no request,
+a replica that fails its readiness is restarted, a ``min: 0`` service scales to zero and
+a request wakes it (held, not failed), bad documents get a 4xx naming the field, and
+``delete`` stops everything, with the replicas' usage recorded as jobs'."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support.platform import TEST_USER_PREFIX, public_dir, remove_state
+from support.server import Server
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="replicas run as the tenant's Unix user"),
+]
+EXAMPLE = Path(__file__).parents[2] / "examples" / "services" / "iris"
+IRIS = [6.3, 2.9, 5.6, 1.8]
+
+
+@dataclass
+class Svc:
+    server: Server
+    workspaces: Path
+    model: Path
+    alice: str
+    bob: str
+    carol: str
+    files: Path = field(default_factory=Path)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
+    root = tmp_path_factory.mktemp("services")
+    workspaces = public_dir("vai-svc-ws-")
+    models = public_dir("vai-svc-model-")
+    shutil.copy(EXAMPLE / "model.py", models / "model.py")
+    (models / "model.py").chmod(0o644)
+    server = Server(
+        root / "home",
+        root / "config",
+        {
+            "VIRTUAI_WORKSPACES": str(workspaces),
+            "VIRTUAI_LOCAL__USER_PREFIX": TEST_USER_PREFIX,
+            "VIRTUAI_LOCAL__KILL_GRACE_S": "3",
+            "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
+            "VIRTUAI_SERVICES__RECONCILE_INTERVAL_S": "0.2",
+        },
+    )
+    server.start()
+    server.cli("tenant", "create", "physics")
+    server.cli("tenant", "create", "chem")
+    lab = Svc(
+        server,
+        workspaces,
+        models / "model.py",
+        alice=_token(server, "alice", "--tenant", "physics"),
+        bob=_token(server, "bob", "--tenant", "physics"),
+        carol=_token(server, "carol", "--tenant", "chem"),
+        files=root,
+    )
+    try:
+        yield lab
+    finally:
+        for name, token in (("iris", lab.alice), ("cold", lab.alice), ("open", lab.carol)):
+            server.run("service", "delete", name, token=token)
+        time.sleep(4)
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
+        remove_state(workspaces, ["physics", "chem"])
+        shutil.rmtree(models, ignore_errors=True)
+
+
+def _token(server: Server, *args: str) -> str:
+    return server.cli("user", "create", *args).splitlines()[0].strip()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _apply(lab: Svc, token: str, text: str, name: str = "svc.yaml") -> str:
+    path = lab.files / name
+    path.write_text(text)
+    return lab.server.cli("apply", "-f", str(path), token=token)
+
+
+def _iris_yaml(lab: Svc, version: str, replicas: str = "2", extra: str = "") -> str:
+    return f"""
+type: service
+name: iris
+command: [python3, {lab.model}]
+env: {{MODEL_VERSION: "{version}", MODEL_LOAD_S: "0.5"}}
+resources: {{cpu: 0.2, memory: 128Mi}}
+replicas: {replicas}
+readiness: {{path: /healthz, interval: 1}}
+{extra}
+"""
+
+
+def _show(lab: Svc, name: str, token: str) -> dict[str, Any]:
+    shown: dict[str, Any] = lab.server.json("service", "show", name, token=token)
+    return shown
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _predict(lab: Svc, token: str | None, path: str = "/svc/physics/iris/") -> httpx.Response:
+    headers = {} if token is None else _bearer(token)
+    return httpx.post(
+        f"{lab.server.url}{path}predict", json={"features": IRIS}, headers=headers, timeout=30
+    )
+
+
+def test_replicas_are_balanced_and_reached_by_members_only(svc: Svc) -> None:
+    out = _apply(svc, svc.alice, _iris_yaml(svc, "1"))
+    assert out.strip() == f"service iris created: {svc.server.url}/svc/physics/iris/"
+    _wait("two ready replicas", lambda: _show(svc, "iris", svc.alice)["ready"] == 2)
+    shown = _show(svc, "iris", svc.alice)
+    assert shown["url"] == f"{svc.server.url}/svc/physics/iris/"
+    assert [r["state"] for r in shown["replicas"]] == ["running", "running"]
+
+    # Round robin over both replicas; the prefix is stripped (the model serves /predict).
+    replicas = Counter()
+    for _ in range(10):
+        answer = _predict(svc, svc.bob)  # another member of the tenant
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["class"] == "virginica"
+        replicas[answer.json()["replica"]] += 1
+    assert set(replicas) == {str(r["job_id"]) for r in shown["replicas"]}
+    assert sorted(replicas.values()) == [5, 5]
+
+    assert _predict(svc, None).status_code == 401
+    assert _predict(svc, svc.carol).status_code == 403  # another tenant's member
+    missing = _predict(svc, svc.alice, "/svc/physics/nothing/")
+    assert missing.status_code == 404
+    assert _predict(svc, None, "/svc/physics/nothing/").status_code == 401  # tells nothing
+
+    # The same document again changes nothing: no roll.
+    assert _apply(svc, svc.alice, _iris_yaml(svc, "1")).startswith("service iris updated")
+    assert _show(svc, "iris", svc.alice)["generation"] == 1
+    assert "running" in svc.server.cli("service", "show", "iris", token=svc.alice)
+
+    # Replicas are jobs of kind service, run as the tenant's user, listed with the service.
+    listed = svc.server.json("service", "list", token=svc.alice)
+    assert [(s["name"], s["ready"], s["desired"]) for s in listed] == [("iris", 2, 2)]
+    job = svc.server.json("job", str(shown["replicas"][0]["job_id"]), token=svc.alice)
+    assert job["kind"] == "service"
+    assert job["user"] == "alice"
+    assert "loaded" in svc.server.cli("service", "logs", "iris", token=svc.alice)
+
+
+def test_a_rolling_apply_loses_no_request(svc: Svc) -> None:
+    before = {r["job_id"] for r in _show(svc, "iris", svc.alice)["replicas"]}
+    results: list[tuple[int, str]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(headers=_bearer(svc.alice), timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.post(
+                        f"{svc.server.url}/svc/physics/iris/predict", json={"features": IRIS}
+                    )
+                except httpx.HTTPError as error:
+                    errors.append(repr(error))
+                    continue
+                version = answer.json().get("version", "") if answer.status_code == 200 else ""
+                results.append((answer.status_code, version))
+
+    clients = [threading.Thread(target=hammer) for _ in range(2)]
+    for thread in clients:
+        thread.start()
+    try:
+        time.sleep(1)
+        out = _apply(svc, svc.alice, _iris_yaml(svc, "2"))
+        assert "rolling" in out
+
+        def rolled() -> bool:
+            shown = _show(svc, "iris", svc.alice)
+            ids = {r["job_id"] for r in shown["replicas"]}
+            return shown["ready"] == 2 and not ids & before and shown["generation"] == 2
+
+        _wait("the replicas of generation 2 alone", rolled, timeout=120)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    statuses = Counter(status for status, _ in results)
+    versions = [v for _, v in results]
+    assert not errors, errors[:5]
+    assert statuses == {200: len(results)}, statuses
+    assert len(results) > 50
+    # Version 1 answered, then version 2, and never 1 again once the old replicas left.
+    assert versions[0] == "1"
+    assert versions[-1] == "2"
+    last_old = max(i for i, v in enumerate(versions) if v == "1")
+    assert set(versions[last_old + 1 :]) == {"2"}
+    # The old replicas were stopped, drained (not failed).
+    for job_id in before:
+        job = svc.server.json("job", str(job_id), token=svc.alice)
+        assert job["state"] == "cancelled", job
+
+
+def test_a_replica_failing_readiness_is_restarted(svc: Svc) -> None:
+    shown = _show(svc, "iris", svc.alice)
+    # Make one replica sick: ask until the answer comes from some replica, then watch it.
+    answer = httpx.post(
+        f"{svc.server.url}/svc/physics/iris/sick", headers=_bearer(svc.alice), timeout=30
+    )
+    assert answer.status_code == 200
+    sick = int(answer.json()["replica"])
+    assert sick in {r["job_id"] for r in shown["replicas"]}
+
+    def replaced() -> bool:
+        now = _show(svc, "iris", svc.alice)
+        ids = {r["job_id"] for r in now["replicas"]}
+        return sick not in ids and now["ready"] == 2
+
+    _wait("the sick replica replaced", replaced, timeout=60)
+    job = svc.server.json("job", str(sick), token=svc.alice)
+    assert job["state"] == "cancelled"
+    events = " ".join(e["reason"] for e in job.get("events", []))
+    assert "readiness failed" in events or "readiness failed" in job["reason"], job
+    # Requests still succeed, from the replicas that are left.
+    assert all(_predict(svc, svc.alice).status_code == 200 for _ in range(6))
+
+
+def test_scale_to_zero_and_a_cold_start_holds_the_request(svc: Svc) -> None:
+    text = f"""
+type: service
+name: cold
+command: [python3, {svc.model}]
+env: {{MODEL_LOAD_S: "1"}}
+resources: {{cpu: 0.2, memory: 128Mi}}
+replicas: {{min: 0, max: 2}}
+readiness: {{path: /healthz, interval: 1}}
+idle_timeout: 3s
+"""
+    assert "created" in _apply(svc, svc.alice, text, "cold.yaml")
+    time.sleep(1.5)
+    shown = _show(svc, "cold", svc.alice)
+    assert shown["desired"] == 0 and shown["replicas"] == []
+
+    # The first request starts a replica and waits for it to be ready.
+    started = time.monotonic()
+    answer = _predict(svc, svc.alice, "/svc/physics/cold/")
+    held = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert held > 1.0  # the model takes a second to load: the request was held, not failed
+    assert _show(svc, "cold", svc.alice)["ready"] == 1
+
+    # Idle for its timeout: back to zero replicas, the replica's job drained and cancelled.
+    _wait("scaled to zero", lambda: _show(svc, "cold", svc.alice)["replicas"] == [], 60)
+    answer = httpx.post(
+        f"{svc.server.url}/svc/physics/cold/predict",
+        json={"features": IRIS},
+        headers=_bearer(svc.alice),
+        timeout=150,
+    )
+    assert answer.status_code == 200, (answer.text, _show(svc, "cold", svc.alice))
+
+
+def test_public_services_need_no_credentials(svc: Svc) -> None:
+    text = f"""
+type: service
+name: open
+command: [python3, {svc.model}]
+resources: {{cpu: 0.2, memory: 128Mi}}
+readiness: {{path: /healthz, interval: 1}}
+auth: public
+"""
+    _apply(svc, svc.carol, text, "open.yaml")
+    _wait("a ready replica", lambda: _show(svc, "open", svc.carol)["ready"] == 1)
+    answer = _predict(svc, None, "/svc/chem/open/")
+    assert answer.status_code == 200, answer.text
+    # Alice (tenant physics) cannot see chem's service through the API.
+    assert svc.server.run("service", "show", "open", "--tenant", "chem", token=svc.alice).returncode
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "x", "command": []}, "command"),
+        ({"name": "x", "command": ["a"], "replicas": {"min": 3, "max": 1}}, "replicas"),
+        ({"name": "x", "command": ["a"], "replicas": -1}, "replicas"),
+        ({"name": "x", "command": ["a"], "port": 8080}, "port"),
+        ({"name": "x", "command": ["a"], "readiness": {"path": "health"}}, "readiness.path"),
+        ({"name": "x", "command": ["a"], "auth": "everyone"}, "auth"),
+        ({"name": "x", "command": ["a"], "resources": {"memory": "lots"}}, "resources.memory"),
+        ({"name": "x", "command": ["a"], "environment": "missing"}, "environment"),
+        ({"name": "Bad Name", "command": ["a"]}, "name"),
+    ],
+)
+def test_bad_documents_get_a_4xx_naming_the_field(
+    svc: Svc, body: dict[str, Any], field: str
+) -> None:
+    answer = httpx.post(
+        f"{svc.server.url}/api/v1/services",
+        json={"type": "service", **body},
+        headers=_bearer(svc.alice),
+        timeout=30,
+    )
+    assert 400 <= answer.status_code < 500, answer.text
+    assert field in answer.text, answer.text
+
+
+def test_the_cli_names_a_bad_field(svc: Svc) -> None:
+    path = svc.files / "bad.yaml"
+    path.write_text("type: service\nname: x\ncommand: [a]\nreplicas: {min: 0, maxx: 2}\n")
+    result = svc.server.run("apply", "-f", str(path), token=svc.alice)
+    assert result.returncode != 0
+    assert "maxx" in result.stderr and "Traceback" not in result.stderr
+
+
+def _alice_jobs_accounted(svc: Svc) -> int:
+    usage = svc.server.json("usage", "--tenant", "physics", token=svc.alice)
+    return sum(int(row["jobs"]) for row in usage["rows"] if row["user"] == "alice")
+
+
+def test_delete_stops_the_replicas_and_their_usage_is_recorded(svc: Svc) -> None:
+    jobs = [r["job_id"] for r in _show(svc, "iris", svc.alice)["replicas"]]
+    accounted = _alice_jobs_accounted(svc)
+    assert "deleting" in svc.server.cli("service", "delete", "iris", token=svc.alice)
+    _wait(
+        "the service gone",
+        lambda: svc.server.run("service", "show", "iris", token=svc.alice).returncode != 0,
+    )
+    for job_id in jobs:
+        assert svc.server.json("job", str(job_id), token=svc.alice)["state"] == "cancelled"
+    # Each replica is accounted as a job when it ends (other services' replicas may end too).
+    assert _alice_jobs_accounted(svc) >= accounted + len(jobs)
+    assert _predict(svc, svc.alice).status_code == 404

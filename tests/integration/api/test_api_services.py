@@ -1,0 +1,143 @@
+"""Services through the API and the reconciler, on SQLite and PostgreSQL, with real replicas
+(the example model, run by the local driver) probed over real HTTP: replicas come up
+ready, the proxy's resolver balances over the ready ones only, a changed spec rolls to a
+new generation, and delete stops everything."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from support.platform import Platform, public_dir
+from virtuai.control.serving import ReconcilerConfig, ServiceReconciler
+from virtuai.proxy.routes import parse_target
+from virtuai.proxy.services import ServiceResolver, Traffic
+from virtuai.services.serving import start_replica
+from virtuai.store.db import read_session
+from virtuai.store.models import JobRow
+
+MODEL = Path(__file__).parents[3] / "examples" / "services" / "iris" / "model.py"
+
+
+def _reconciler(platform: Platform) -> ServiceReconciler:
+    rules = platform.context.rules
+    return ServiceReconciler(
+        platform.sessions,
+        platform.context.clock,
+        ReconcilerConfig(job_token_key=b"k" * 32, drain_s=0, interval_s=0),
+        lambda session, service, now: start_replica(session, service, rules, now),
+    )
+
+
+def _until(platform: Platform, loop: ServiceReconciler, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 60
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        platform.tick()
+        loop.tick()
+        time.sleep(0.1)
+
+
+def _show(platform: Platform, token: str, name: str = "iris") -> dict[str, Any]:
+    shown: dict[str, Any] = platform.ok("GET", f"/api/v1/services/{name}", token)
+    return shown
+
+
+def _spec(model: Path, version: str) -> dict[str, Any]:
+    return {
+        "type": "service",
+        "name": "iris",
+        "command": ["python3", str(model)],
+        "env": {"MODEL_VERSION": version},
+        "resources": {"cpu": 0.2, "memory": "128Mi"},
+        "replicas": 2,
+        "readiness": {"path": "/healthz", "interval": 1},
+    }
+
+
+def test_replicas_roll_and_are_resolved_when_ready(platform: Platform) -> None:
+    models = public_dir("vai-svc-it-")
+    model = models / "model.py"
+    shutil.copy(MODEL, model)
+    model.chmod(0o644)
+    try:
+        platform.tenant("physics")
+        ada = platform.user("ada", "physics")
+        created = platform.call("POST", "/api/v1/services", ada, json=_spec(model, "1"))
+        assert created.status_code == 201, created.text
+        assert created.json()["path"] == "/svc/physics/iris/"
+        loop = _reconciler(platform)
+        _until(platform, loop, lambda: _show(platform, ada)["ready"] == 2)
+
+        resolver = ServiceResolver(Traffic())
+        target = parse_target("/svc/physics/iris/predict")
+        assert target is not None
+        with read_session(platform.sessions) as session:
+            route = resolver(session, target, b"k" * 32)
+        assert route is not None and len(route.upstreams) == 2
+        answers = {
+            httpx.get(route.upstreams[i].url() + "/", timeout=10).json()["replica"]
+            for i in range(2)
+        }
+        assert answers == {str(r["job_id"]) for r in _show(platform, ada)["replicas"]}
+
+        # Same spec: nothing changes.  A new version: generation 2 replaces both.
+        again = platform.ok("POST", "/api/v1/services", ada, json=_spec(model, "1"))
+        assert (again["created"], again["rolled"], again["generation"]) == (False, False, 1)
+        rolled = platform.ok("POST", "/api/v1/services", ada, json=_spec(model, "2"))
+        assert rolled["rolled"] and rolled["generation"] == 2
+
+        def only_new() -> bool:
+            shown = _show(platform, ada)
+            gens = [r["generation"] for r in shown["replicas"]]
+            return gens == [2, 2] and shown["ready"] == 2
+
+        _until(platform, loop, only_new)
+        for replica in _show(platform, ada)["replicas"]:
+            url = f"http://127.0.0.1:{_port(platform, replica['job_id'])}/"
+            assert httpx.get(url, timeout=10).json()["version"] == "2"
+
+        # Another tenant's member does not see it; delete stops the replicas.
+        platform.tenant("chem")
+        eve = platform.user("eve", "chem")
+        hidden = platform.call("GET", "/api/v1/services/iris", eve, params={"tenant": "physics"})
+        assert hidden.status_code == 404
+        jobs = [r["job_id"] for r in _show(platform, ada)["replicas"]]
+        platform.ok("DELETE", "/api/v1/services/iris", ada)
+        _until(
+            platform,
+            loop,
+            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
+        )
+        assert {platform.job(j)["state"] for j in jobs} == {"cancelled"}
+    finally:
+        shutil.rmtree(models, ignore_errors=True)
+
+
+def _port(platform: Platform, job_id: int) -> int:
+    with read_session(platform.sessions) as session:
+        job = session.get(JobRow, job_id)
+        assert job is not None and job.master_port
+        return job.master_port
+
+
+def test_bad_documents_are_refused_naming_the_field(platform: Platform) -> None:
+    platform.tenant("physics")
+    ada = platform.user("ada", "physics")
+    for body, field in (
+        ({"replicas": {"min": 2, "max": 1}}, "replicas"),
+        ({"readiness": {"path": "x"}}, "readiness.path"),
+        ({"resources": {"cpu": 10_000}}, "resources"),
+        ({"priority": "urgent"}, "priority"),
+        ({"time": "forever"}, "time"),
+    ):
+        spec = {**_spec(MODEL, "1"), **body}
+        answer = platform.call("POST", "/api/v1/services", ada, json=spec)
+        assert 400 <= answer.status_code < 500, answer.text
+        assert answer.json()["field"] == field or answer.json()["field"].startswith(field)
+    assert platform.ok("GET", "/api/v1/services", ada) == []
