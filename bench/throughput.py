@@ -256,7 +256,16 @@ def restart_to_healthz(server: VirtuaiServer) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-slurm",
+        action="store_true",
+        help="virtuai's half only (end to end, latency, restart), for a machine whose one "
+        "Slurm dev cluster is in use; the last line then has only virtuai's figures",
+    )
     args = parser.parse_args()
+    if args.no_slurm:
+        virtuai_only()
+        return
 
     slurm = Slurm()
     server = VirtuaiServer()
@@ -344,6 +353,28 @@ def main() -> None:
     finally:
         server.stop()
         slurm.stop()
+
+
+def virtuai_only() -> None:
+    """``--no-slurm``: the end-to-end, latency and restart parts, on an idle server."""
+    server = VirtuaiServer()
+    try:
+        server.start()
+        token = server.setup_user()
+        e2e_rate = e2e(server, token, E2E_JOBS, 0.1)
+        e2e_1cpu = e2e(server, token, E2E_1CPU_JOBS, 1.0)
+        print(f"e2e: {e2e_rate:.1f} jobs/s (0.1 CPU), {e2e_1cpu:.1f} jobs/s (1 CPU)", flush=True)
+        latencies = submit_to_running(server, token, 20)
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        print(f"submit->running on an idle server: p50 {p50:.3f} s, p99 {p99:.3f} s", flush=True)
+        restarts = [restart_to_healthz(server) for _ in range(5)]
+        print(f"restart to /healthz: median {median(restarts):.2f} s, max {max(restarts):.2f} s")
+        print(
+            f"e2e_jobs_per_s={e2e_rate:.1f} e2e_1cpu_jobs_per_s={e2e_1cpu:.1f} "
+            f"submit_running_p99_s={p99:.3f} restart_healthz_s={median(restarts):.2f}"
+        )
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import os
 import pwd
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -144,6 +145,14 @@ def _serve(settings: Settings) -> None:
         )
 
     vcs = vc_runtime(settings)
+    # The loops' own events (a task ended, a launch returned, a build finished) wake the
+    # next round without the pause that API writes get (see LoopRunner).
+    urgent = threading.Event()
+
+    def wake_now() -> None:
+        urgent.set()
+        context.wake.set()
+
     context = ApiContext(
         sessions=sessions,
         clock=clock,
@@ -195,14 +204,14 @@ def _serve(settings: Settings) -> None:
         ),
         vnodes=vcs.runtime,
         host=node_name,
-        wake=context.wake.set,
+        wake=wake_now,
         remote_nodes=lambda: sites.node_names() if member.is_leader else frozenset(),
     )
     member = Membership(
         sessions,
         clock,
         membership_config(settings, node_name, engine.dialect.name),
-        on_lead=context.wake.set,
+        on_lead=wake_now,
         # One database on this machine (SQLite): no other node can take its jobs over, and a
         # slow write lock is not a lost database.
         on_isolated=None if engine.dialect.name == "sqlite" else lifecycle.fence_local,
@@ -241,7 +250,7 @@ def _serve(settings: Settings) -> None:
         sessions,
         clock,
         EnvBuildConfig(context.environments, user_prefix=settings.local.user_prefix),
-        wake=context.wake.set,
+        wake=wake_now,
     )
     steps.append(leading(member, builder.tick))
     staging = StagingLoop(
@@ -249,7 +258,7 @@ def _serve(settings: Settings) -> None:
         sites,
         clock,
         StagingConfig(workspaces_dir=settings.workspaces_dir),
-        wake=context.wake.set,
+        wake=wake_now,
     )
     steps.append(leading(member, staging.tick))
     app = create_app(context)
@@ -269,8 +278,8 @@ def _serve(settings: Settings) -> None:
     steps.append(leading(member, culler.tick))
     steps.append(lifecycle.tick)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
-    local.watch_results(context.wake.set)
-    runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3)
+    local.watch_results(wake_now)
+    runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3, urgent=urgent)
     member.start()
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)

@@ -41,6 +41,7 @@ from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, TaskSpec
 from virtuai.drivers.local import sandbox
 from virtuai.drivers.local.inventory import detect_node, short_hostname
+from virtuai.drivers.local.launcher import Launcher
 from virtuai.drivers.local.ports import task_listener
 from virtuai.errors import DriverError
 from virtuai.host import files
@@ -86,6 +87,8 @@ class LocalDriver:
         # Task dirs seen running, watched for their result (see watch_results).
         self._watched: set[Path] = set()
         self._watcher: threading.Thread | None = None
+        # Supervisors are forked by one long-lived launcher (started at the first launch).
+        self._launcher = Launcher(supervisor_env(), self.runtime_dir / "launcher.log")
         self.cgroups, reason = detect_layout(settings.cgroup_name)
         if self.cgroups is not None:
             try:
@@ -341,13 +344,45 @@ class LocalDriver:
         return vnode
 
     def _spawn_supervisor(self, task_dir: Path) -> None:
-        """Start the supervisor and reap its short-lived first process (no zombie is left)."""
-        # Only what it takes to import virtuai and its dependencies: the server's
-        # environment may hold secrets, and the supervisor needs none of it.
-        python_path = [str(Path(virtuai.__file__).resolve().parent.parent)]
-        python_path += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "PYTHONPATH": os.pathsep.join(python_path)}
+        """Start the supervisor; its short-lived first process is reaped without waiting.
+
+        Through the launcher (``launcher.py``: a fork of a process that has the supervisor
+        imported, a few milliseconds) when it runs, else as a fresh Python process.
+        """
+        # Not awaited here: the first process lives until the supervisor has claimed the
+        # task, and waiting would hold the control loop for every task launched.  observe()
+        # already treats an unclaimed task dir as "still starting" for START_TIMEOUT_S, and a
+        # stop request waits in the STOP file.
+        with self._spawning_lock:
+            self._spawning.add(task_dir)
+            self._watched.add(task_dir)
         log_path = task_dir / files.SUPERVISOR_LOG
+
+        def answered(code: int | None) -> None:
+            if code is None:  # the launcher left first: launch again (idempotent)
+                try:
+                    self._spawn_process(task_dir, log_path)  # in _spawning until reaped
+                    return
+                except OSError as exc:
+                    log.warning("cannot start the supervisor of %s: %s", task_dir.name, exc)
+            else:
+                _first_process_exited(code, task_dir, log_path)
+            with self._spawning_lock:
+                self._spawning.discard(task_dir)
+
+        if self._launcher.launch(task_dir, answered):
+            return
+        try:
+            self._spawn_process(task_dir, log_path)
+        except BaseException:
+            with self._spawning_lock:
+                self._spawning.discard(task_dir)
+            raise
+
+    def _spawn_process(self, task_dir: Path, log_path: Path) -> None:
+        """A fresh ``python -m ...supervisor TASK_DIR``, its first process reaped in a thread."""
+        with self._spawning_lock:
+            self._spawning.add(task_dir)
         with open(log_path, "ab") as log_file:
             os.chmod(log_path, 0o600)
             proc = subprocess.Popen(
@@ -356,17 +391,10 @@ class LocalDriver:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 cwd="/",
-                env=env,
+                env=supervisor_env(),
                 start_new_session=True,
                 close_fds=True,
             )
-        # Not awaited here: the first process lives until the supervisor has claimed the
-        # task (a Python start-up, 0.1-0.3 s), and waiting would hold the control loop for
-        # every task launched.  observe() already treats an unclaimed task dir as "still
-        # starting" for START_TIMEOUT_S, and a stop request waits in the STOP file.
-        with self._spawning_lock:
-            self._spawning.add(task_dir)
-            self._watched.add(task_dir)
 
         def reap() -> None:
             try:
@@ -375,11 +403,11 @@ class LocalDriver:
                 with self._spawning_lock:
                     self._spawning.discard(task_dir)
 
-        threading.Thread(
-            target=reap,
-            name=f"reap-{task_dir.name}",
-            daemon=True,
-        ).start()
+        threading.Thread(target=reap, name=f"reap-{task_dir.name}", daemon=True).start()
+
+    def close(self) -> None:
+        """Let the launcher go (tasks and their supervisors are not touched)."""
+        self._launcher.close()
 
     def _record_lost(self, task_dir: Path, spec: Mapping[str, Any]) -> TaskResult:
         """The supervisor is gone without a result: kill what is left and say so, durably."""
@@ -409,15 +437,28 @@ class LocalDriver:
 _LAUNCHED_MARKERS = (files.SUPERVISOR_PID, files.STARTED, files.RESULT)
 
 
+def supervisor_env() -> dict[str, str]:
+    """Only what it takes to import virtuai and its dependencies: the server's environment
+    may hold secrets, and the supervisor (and its launcher) needs none of it."""
+    python_path = [str(Path(virtuai.__file__).resolve().parent.parent)]
+    python_path += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PATH": BASE_PATH, "LANG": "C.UTF-8", "PYTHONPATH": os.pathsep.join(python_path)}
+
+
 def _reap_first_process(proc: subprocess.Popen[bytes], task_dir: Path, log_path: Path) -> None:
-    """Reap the supervisor's first process; if the supervisor never claimed the task, record
-    the launch as failed at once (rather than LOST after START_TIMEOUT_S)."""
+    """Reap the supervisor's first process (a fresh process, not the launcher's child)."""
     try:
-        code = proc.wait(timeout=SPAWN_TIMEOUT_S)
+        code: int | None = proc.wait(timeout=SPAWN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         code = None
+    _first_process_exited(code, task_dir, log_path)
+
+
+def _first_process_exited(code: int | None, task_dir: Path, log_path: Path) -> None:
+    """If the supervisor never claimed the task, record the launch as failed at once (rather
+    than LOST after START_TIMEOUT_S); ``None``: the first process did not end in time."""
     if code in (files.EXIT_STARTED, files.EXIT_ALREADY):
         return
     why = "did not start in time" if code is None else f"failed to start (exit {code})"
