@@ -367,8 +367,14 @@ def virtuai_only() -> None:
         latencies = submit_to_running(server, token, 20)
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
         print(f"submit->running on an idle server: p50 {p50:.3f} s, p99 {p99:.3f} s", flush=True)
-        restarts = [restart_to_healthz(server) for _ in range(5)]
-        print(f"restart to /healthz: median {median(restarts):.2f} s, max {max(restarts):.2f} s")
+        restarts, ready = [], []
+        for _ in range(5):
+            restarts.append(restart_to_healthz(server))
+            ready.append(server.ready_s)
+        print(
+            f"restart to /healthz: median {median(restarts):.2f} s, max {max(restarts):.2f} s; "
+            f"to /readyz (the API up): median {median(ready):.2f} s, max {max(ready):.2f} s"
+        )
         print(
             f"e2e_jobs_per_s={e2e_rate:.1f} e2e_1cpu_jobs_per_s={e2e_1cpu:.1f} "
             f"submit_running_p99_s={p99:.3f} restart_healthz_s={median(restarts):.2f}"

@@ -88,7 +88,7 @@ class LocalDriver:
         self._watched: set[Path] = set()
         self._watcher: threading.Thread | None = None
         # Supervisors are forked by one long-lived launcher (started at the first launch).
-        self._launcher = Launcher(supervisor_env(), self.runtime_dir / "launcher.log")
+        self.launcher = Launcher(supervisor_env(), self.runtime_dir / "launcher.log")
         self.cgroups, reason = detect_layout(settings.cgroup_name)
         if self.cgroups is not None:
             try:
@@ -370,7 +370,7 @@ class LocalDriver:
             with self._spawning_lock:
                 self._spawning.discard(task_dir)
 
-        if self._launcher.launch(task_dir, answered):
+        if self.launcher.launch(task_dir, answered):
             return
         try:
             self._spawn_process(task_dir, log_path)
@@ -407,7 +407,7 @@ class LocalDriver:
 
     def close(self) -> None:
         """Let the launcher go (tasks and their supervisors are not touched)."""
-        self._launcher.close()
+        self.launcher.close()
 
     def _record_lost(self, task_dir: Path, spec: Mapping[str, Any]) -> TaskResult:
         """The supervisor is gone without a result: kill what is left and say so, durably."""

@@ -176,6 +176,12 @@ class Launcher:
                 return False
         return True
 
+    @property
+    def pid(self) -> int | None:
+        """The running launcher's pid, if one runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def close(self) -> None:
         with self._lock:
             proc, self._proc = self._proc, None
@@ -228,4 +234,3 @@ class Launcher:
             callbacks = [self._waiting.pop(key)[1] for key in orphans]
         for done in callbacks:
             done(None)
-
