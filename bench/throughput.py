@@ -262,9 +262,15 @@ def main() -> None:
         help="virtuai's half only (end to end, latency, restart), for a machine whose one "
         "Slurm dev cluster is in use; the last line then has only virtuai's figures",
     )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="with --no-slurm: also run a server from this source tree (its src/ folder, "
+        "e.g. from `git archive`), interleaved, and print the ratios",
+    )
     args = parser.parse_args()
     if args.no_slurm:
-        virtuai_only()
+        virtuai_only(args.baseline_src, args.rounds)
         return
 
     slurm = Slurm()
@@ -355,32 +361,47 @@ def main() -> None:
         slurm.stop()
 
 
-def virtuai_only() -> None:
-    """``--no-slurm``: the end-to-end, latency and restart parts, on an idle server."""
-    server = VirtuaiServer()
+def virtuai_only(baseline_src: Path | None, rounds: int) -> None:
+    """``--no-slurm``: the end-to-end, latency and restart parts on idle servers; with
+    ``--baseline-src``, the same on a server of that source tree, interleaved round by
+    round, and the ratios (this tree / baseline) measured in the same run."""
+    kinds = ["this"] + (["baseline"] if baseline_src is not None else [])
+    servers = {"this": VirtuaiServer()}
+    if baseline_src is not None:
+        servers["baseline"] = VirtuaiServer({"PYTHONPATH": str(baseline_src)})
+    results: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}
+
+    def note(kind: str, name: str, value: float) -> None:
+        results[kind].setdefault(name, []).append(value)
+
     try:
-        server.start()
-        token = server.setup_user()
-        e2e_rate = e2e(server, token, E2E_JOBS, 0.1)
-        e2e_1cpu = e2e(server, token, E2E_1CPU_JOBS, 1.0)
-        print(f"e2e: {e2e_rate:.1f} jobs/s (0.1 CPU), {e2e_1cpu:.1f} jobs/s (1 CPU)", flush=True)
-        latencies = submit_to_running(server, token, 20)
-        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-        print(f"submit->running on an idle server: p50 {p50:.3f} s, p99 {p99:.3f} s", flush=True)
-        restarts, ready = [], []
-        for _ in range(5):
-            restarts.append(restart_to_healthz(server))
-            ready.append(server.ready_s)
-        print(
-            f"restart to /healthz: median {median(restarts):.2f} s, max {max(restarts):.2f} s; "
-            f"to /readyz (the API up): median {median(ready):.2f} s, max {max(ready):.2f} s"
-        )
-        print(
-            f"e2e_jobs_per_s={e2e_rate:.1f} e2e_1cpu_jobs_per_s={e2e_1cpu:.1f} "
-            f"submit_running_p99_s={p99:.3f} restart_healthz_s={median(restarts):.2f}"
-        )
+        tokens = {}
+        for kind in kinds:
+            servers[kind].start()
+            tokens[kind] = servers[kind].setup_user()
+        for round_ in range(rounds):
+            for kind in kinds:
+                server, token = servers[kind], tokens[kind]
+                note(kind, "e2e_jobs_per_s", e2e(server, token, E2E_JOBS, 0.1))
+                note(kind, "e2e_1cpu_jobs_per_s", e2e(server, token, E2E_1CPU_JOBS, 1.0))
+                latencies = submit_to_running(server, token, 20)
+                note(kind, "submit_running_p50_s", percentile(latencies, 50))
+                note(kind, "submit_running_p99_s", percentile(latencies, 99))
+                for _ in range(3):
+                    note(kind, "restart_healthz_s", restart_to_healthz(server))
+                    note(kind, "restart_ready_s", server.ready_s)
+                line = " ".join(f"{k}={v[-1]:.3g}" for k, v in results[kind].items())
+                print(f"round {round_ + 1} {kind}: {line}", flush=True)
+        names = list(results["this"])
+        for kind in kinds:
+            print(f"{kind}: " + " ".join(f"{n}={median(results[kind][n]):.3g}" for n in names))
+        if baseline_src is not None:
+            ratios = {n: median(results["this"][n]) / median(results["baseline"][n]) for n in names}
+            print("ratio this/baseline: " + " ".join(f"{n}={r:.2f}" for n, r in ratios.items()))
+        print(" ".join(f"{n}={median(results['this'][n]):.3g}" for n in names))
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
 
 
 if __name__ == "__main__":

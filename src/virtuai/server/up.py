@@ -190,13 +190,15 @@ def compose(settings: Settings) -> Platform:
         member.guard,
         own_node=node_name,
     )
-    # Sites first (the leader only): their drivers (in `drivers`, shared with the life cycle
-    # and the API) and one batched look at each site's queue.  Then the leader's steps (a
-    # new leader admits at once), then the node reconciler, which starts what was admitted
-    # and records what ended; an end wakes the next round at once, so the room it frees is
-    # handed out without waiting a period.
+    # First the node reconciler's first half: it records what ended on this node and stops
+    # what must stop.  Then sites (the leader only): their drivers (in `drivers`, shared with
+    # the life cycle and the API) and one batched look at each site's queue.  Then the
+    # leader's steps (a new leader admits at once), which hand out the room just freed, and
+    # last the reconciler's second half, which starts and launches what was admitted: one
+    # round turns a slot over.  An end wakes the next round at once (no duty pause).
     assert context.metrics is not None
     steps = [
+        lifecycle.settle,
         leading(member, sites.tick),
         leading(member, context.metrics.timed(scheduling.tick)),
         leading(member, watch.tick),
@@ -235,7 +237,7 @@ def compose(settings: Settings) -> Platform:
         proxy_activity=proxy.activity.last,
     )
     steps.append(leading(member, culler.tick))
-    steps.append(lifecycle.tick)
+    steps.append(lifecycle.start)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
     local.watch_results(wake_now)
     runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3, urgent=urgent)

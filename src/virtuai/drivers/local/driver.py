@@ -153,7 +153,7 @@ class LocalDriver:
             raise DriverError(f"cannot launch task {spec.key}: {exc}") from exc
         return handle
 
-    def watch_results(self, on_result: Callable[[], None], period_s: float = 0.05) -> None:
+    def watch_results(self, on_result: Callable[[], None], period_s: float = 0.02) -> None:
         """Call ``on_result`` soon after any watched task writes its result.
 
         The control loop observes tasks once a round (every second when idle); a
