@@ -43,9 +43,10 @@ from virtuai.drivers.local import sandbox
 from virtuai.drivers.local.inventory import detect_node, short_hostname
 from virtuai.drivers.local.launcher import Launcher
 from virtuai.drivers.local.ports import task_listener
+from virtuai.drivers.local.records import SupervisorSpec, TaskUser, read_spec, write_spec
 from virtuai.errors import DriverError
 from virtuai.host import files
-from virtuai.host.cgroups import CgroupLayout, detect_layout
+from virtuai.host.cgroups import CgroupLayout, Limits, detect_layout
 from virtuai.host.processes import kill_group, same_process
 from virtuai.host.users import current_user, ensure_tenant_user
 
@@ -147,7 +148,7 @@ class LocalDriver:
             # Launches run in parallel: creating a tenant's user and workspace must not race.
             with self._prepare_lock:
                 supervisor_spec = self._supervisor_spec(spec)
-            files.write_json_atomic(task_dir / files.SPEC, supervisor_spec)
+            write_spec(task_dir, supervisor_spec)
             self._spawn_supervisor(task_dir)
         except OSError as exc:
             raise DriverError(f"cannot launch task {spec.key}: {exc}") from exc
@@ -200,16 +201,14 @@ class LocalDriver:
         result = files.read_json(task_dir / files.RESULT)
         if result is not None:
             return _to_result(result)
-        spec = files.read_json(task_dir / files.SPEC)
+        spec = read_spec(task_dir)
         if spec is None:
             return TaskResult(
                 TaskOutcome.LOST, None, None, time.time(), "task directory missing or unreadable"
             )
         with self._spawning_lock:
             spawning = task_dir in self._spawning
-        if alive is None and (
-            spawning or time.time() - float(spec.get("created_at", 0)) < START_TIMEOUT_S
-        ):
+        if alive is None and (spawning or time.time() - spec.created_at < START_TIMEOUT_S):
             return None  # the supervisor is still starting
         return self._record_lost(task_dir, spec)
 
@@ -251,12 +250,12 @@ class LocalDriver:
         task_dir = _task_dir(handle)
         if supervisor_alive(task_dir):
             return  # it cleans up after itself
-        spec = files.read_json(task_dir / files.SPEC)
-        if spec is not None and spec.get("cgroup"):
-            cgroup = CgroupLayout.from_json(spec["cgroup"]).task(str(spec["key"]))
+        spec = read_spec(task_dir)
+        if spec is not None and spec.cgroup:
+            cgroup = CgroupLayout.from_json(dict(spec.cgroup)).task(spec.key)
             if cgroup.exists() and not cgroup.remove():
-                log.warning("could not remove the cgroup of task %s", spec["key"])
-        if spec is not None and spec.get("image"):
+                log.warning("could not remove the cgroup of task %s", spec.key)
+        if spec is not None and spec.image:
             sandbox.remove(task_dir)  # the upper layer of its root: the image is not touched
 
     # -- helpers ---------------------------------------------------------------------------
@@ -273,45 +272,46 @@ class LocalDriver:
             result.get("limits_note") or "unknown reason",
         )
 
-    def _supervisor_spec(self, spec: TaskSpec) -> dict[str, Any]:
+    def _supervisor_spec(self, spec: TaskSpec) -> SupervisorSpec:
         vnode = self._vnode_of(spec)
-        user: dict[str, Any] | None = None
+        user: TaskUser | None = None
         if self.is_root:
             uid, gid, name = ensure_tenant_user(
                 spec.run_as or spec.tenant, self.settings.user_prefix
             )
-            user = {"uid": uid, "gid": gid, "name": name}
+            user = TaskUser(uid, gid, name)
             account = name
         else:
             uid, gid, account = current_user()
         if spec.create_workdir and spec.workdir and vnode is None:
             _create_workdir(Path(spec.workdir), uid, gid)
-        return {
-            "key": spec.key,
-            "created_at": time.time(),
-            "command": list(spec.command),
-            "env": task_env(spec.env, spec.workdir or "/", account, spec.gpu_indices),
-            "workdir": spec.workdir,
-            "user": user,
-            "cgroup": (vnode or {}).get("cgroup")
+        return SupervisorSpec(
+            key=spec.key,
+            created_at=time.time(),
+            command=tuple(spec.command),
+            env=task_env(spec.env, spec.workdir or "/", account, spec.gpu_indices),
+            workdir=spec.workdir or "/",
+            user=user,
+            cgroup=(vnode or {}).get("cgroup")
             or (self.cgroups.to_json() if self.cgroups is not None else None),
-            "limits": {
-                "cpu_milli": spec.resources.cpu_milli,
-                "memory": spec.resources.memory,
-                "pids": self.settings.max_pids,
-            },
-            "walltime_s": spec.walltime_s,
-            "kill_grace_s": spec.kill_grace_s,
-            "checkpoint_signal": spec.checkpoint_signal,
-            "checkpoint_grace_s": (
-                spec.kill_grace_s if spec.checkpoint_grace_s is None else spec.checkpoint_grace_s
+            limits=Limits(
+                cpu_milli=spec.resources.cpu_milli,
+                memory=spec.resources.memory,
+                pids=self.settings.max_pids,
             ),
-            "gpu_indices": list(spec.gpu_indices),
-            "job_id": spec.job_id,
-            "tenant": spec.tenant,
-            "vnode": vnode,
-            "image": self._image_of(spec, vnode),
-        }
+            walltime_s=spec.walltime_s,
+            kill_grace_s=max(0, spec.kill_grace_s),
+            checkpoint_signal=spec.checkpoint_signal,
+            checkpoint_grace_s=max(
+                0,
+                spec.kill_grace_s if spec.checkpoint_grace_s is None else spec.checkpoint_grace_s,
+            ),
+            gpu_indices=tuple(spec.gpu_indices),
+            job_id=spec.job_id,
+            tenant=spec.tenant,
+            vnode=vnode,
+            image=self._image_of(spec, vnode),
+        )
 
     def _image_of(self, spec: TaskSpec, vnode: dict[str, Any] | None) -> dict[str, str] | None:
         if spec.image is None:
@@ -409,13 +409,13 @@ class LocalDriver:
         """Let the launcher go (tasks and their supervisors are not touched)."""
         self.launcher.close()
 
-    def _record_lost(self, task_dir: Path, spec: Mapping[str, Any]) -> TaskResult:
+    def _record_lost(self, task_dir: Path, spec: SupervisorSpec) -> TaskResult:
         """The supervisor is gone without a result: kill what is left and say so, durably."""
         started = files.read_json(task_dir / files.STARTED)
         if started is not None:
             kill_group(int(started["pgid"]), started.get("create_time"))
-        if spec.get("cgroup"):
-            cgroup = CgroupLayout.from_json(spec["cgroup"]).task(str(spec["key"]))
+        if spec.cgroup:
+            cgroup = CgroupLayout.from_json(dict(spec.cgroup)).task(spec.key)
             cgroup.remove()
         message = (
             "supervisor vanished" if started else "supervisor vanished before the task started"
@@ -430,7 +430,7 @@ class LocalDriver:
         }
         # Written so that every later observe() answers the same.
         files.write_json_atomic(task_dir / files.RESULT, result)
-        log.warning("task %s lost: %s", spec.get("key"), message)
+        log.warning("task %s lost: %s", spec.key, message)
         return _to_result(result)
 
 
