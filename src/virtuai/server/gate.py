@@ -38,9 +38,15 @@ _POLL_S = 0.01
 
 class Gate:
     def __init__(
-        self, early_health: Callable[[], bool] | None = None, wait_s: float = 120.0
+        self,
+        early_health: Callable[[], bool] | None = None,
+        wait_s: float = 120.0,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self._early_health = early_health
+        # Called at the server's start-up (lifespan), just before it serves: the platform's
+        # build starts then, so that its imports do not slow the gate's own start.
+        self._on_start = on_start
         self._wait_s = wait_s
         self.app: App | None = None  # set, once, by the thread that builds the platform
         self.failed = False  # the platform could not be built: the server is going down
@@ -48,7 +54,7 @@ class Gate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, self._on_start)
             return
         path = scope.get("path", "")
         if kind == "http" and path == "/readyz":
@@ -106,12 +112,14 @@ def sqlite_health(database_url: str) -> Callable[[], bool] | None:
     return check
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def _lifespan(receive: Receive, send: Send, on_start: Callable[[], None] | None) -> None:
     # The platform's application has no start-up or shut-down handlers of its own: the
     # composition root starts and stops everything.
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            if on_start is not None:
+                on_start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})

@@ -82,10 +82,6 @@ def _serve(settings: Settings) -> None:
     # Listen before anything is written: a busy port must fail here, not after the first
     # administrator was created and the CLI config of a running installation rewritten.
     listener = listen(settings.host, settings.port)
-    gate = Gate(sqlite_health(settings.effective_database_url))
-    # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
-    config = uvicorn.Config(gate, log_level="warning", access_log=False, ws="websockets-sansio")
-    server = uvicorn.Server(config)
     built: list[Platform] = []
     failed: list[BaseException] = []
 
@@ -102,11 +98,18 @@ def _serve(settings: Settings) -> None:
             server.should_exit = True
 
     builder = threading.Thread(target=build, name="virtuai-start", daemon=True)
-    builder.start()
+    # The build starts when uvicorn is about to serve (the gate's lifespan start-up).
+    gate = Gate(sqlite_health(settings.effective_database_url), on_start=builder.start)
+    # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
+    config = uvicorn.Config(
+        gate, log_level="warning", access_log=False, ws="websockets-sansio", lifespan="on"
+    )
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[listener])
     finally:
-        builder.join(_BUILD_JOIN_S)
+        if builder.is_alive():
+            builder.join(_BUILD_JOIN_S)
         for platform in built:
             platform.stop()
     if failed:
