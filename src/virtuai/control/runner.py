@@ -72,9 +72,13 @@ class LoopRunner:
             self._urgent.clear()
             started = time.monotonic()
             self.run_once()
-            took = time.monotonic() - started
+            ended = time.monotonic()
+            took = ended - started
             if self._wake.wait(self._interval_s) and self._duty < 1.0:
-                self._urgent.wait(min(MAX_PAUSE_S, took * (1 / self._duty - 1)))
+                # The pause counts from the round's end: a wake-up after a quiet while (a
+                # submit on an idle server) starts the round at once.
+                pause = min(MAX_PAUSE_S, took * (1 / self._duty - 1))
+                self._urgent.wait(max(0.0, pause - (time.monotonic() - ended)))
 
 
 def _name(step: Callable[[], object]) -> str:
