@@ -29,6 +29,15 @@ e2e_jobs_per_s=N e2e_1cpu_jobs_per_s=N slurm_e2e_jobs_per_s=N
 
 (``api_submit_per_s`` and ``sbatch_per_s`` are the sequential rates; the ratio is
 the smaller of the sequential and 16-client ratios).
+
+``--no-slurm`` runs virtuai's end-to-end, latency and restart parts alone (no root,
+no Slurm: for a machine whose one Slurm dev cluster is in use), ``--rounds`` times;
+``--baseline-src DIR`` adds a server of another source tree (``DIR`` is its ``src``
+folder, e.g. ``git archive <commit> src | tar -x -C /tmp/base``), measured
+interleaved with this one, and prints the ratios this / baseline.  Its last line::
+
+    e2e_jobs_per_s=N e2e_1cpu_jobs_per_s=N submit_running_p50_s=X \
+submit_running_p99_s=X restart_healthz_s=X restart_ready_s=X
 """
 
 from __future__ import annotations
