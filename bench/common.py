@@ -93,9 +93,11 @@ class VirtuaiServer:
         self.env.pop("VIRTUAI_URL", None)
         self.process: subprocess.Popen[bytes] | None = None
         self.token = ""
+        self.ready_s = 0.0
 
     def start(self, timeout: float = 60) -> float:
-        """Start and wait for ``/healthz``; return the seconds it took."""
+        """Start and wait for ``/healthz``, then ``/readyz`` (the API up); return the seconds
+        to ``/healthz`` (``ready_s`` keeps the seconds to ``/readyz``)."""
         started = time.monotonic()
         log = (self.root / "server.log").open("ab")
         self.process = subprocess.Popen(
@@ -114,6 +116,12 @@ class VirtuaiServer:
         else:
             raise RuntimeError("virtuai up did not become healthy")
         elapsed = time.monotonic() - started
+        # Servers before the gate (server/gate.py) have no /readyz: their /healthz is both.
+        while self._healthy("/readyz") is False:
+            if time.monotonic() - started > timeout:
+                raise RuntimeError("virtuai up did not become ready")
+            time.sleep(0.05)  # each answer costs the starting server a little CPU
+        self.ready_s = time.monotonic() - started
         config = (self.root / "config" / "virtuai" / "cli.yaml").read_text()
         self.token = next(
             line.split(":", 1)[1].strip()
@@ -122,15 +130,16 @@ class VirtuaiServer:
         )
         return elapsed
 
-    def _healthy(self) -> bool:
+    def _healthy(self, path: str = "/healthz") -> bool | None:
+        """200: ``True``; another answer: ``False``; 404 (no such path): ``None``."""
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-            conn.request("GET", "/healthz")
-            ok = conn.getresponse().status == 200
+            conn.request("GET", path)
+            status = conn.getresponse().status
             conn.close()
-            return ok
         except OSError:
             return False
+        return None if status == 404 else status == 200
 
     def http(self, token: str | None = None) -> Http:
         return Http(self.port, token or self.token)

@@ -29,6 +29,15 @@ e2e_jobs_per_s=N e2e_1cpu_jobs_per_s=N slurm_e2e_jobs_per_s=N
 
 (``api_submit_per_s`` and ``sbatch_per_s`` are the sequential rates; the ratio is
 the smaller of the sequential and 16-client ratios).
+
+``--no-slurm`` runs virtuai's end-to-end, latency and restart parts alone (no root,
+no Slurm: for a machine whose one Slurm dev cluster is in use), ``--rounds`` times;
+``--baseline-src DIR`` adds a server of another source tree (``DIR`` is its ``src``
+folder, e.g. ``git archive <commit> src | tar -x -C /tmp/base``), measured
+interleaved with this one, and prints the ratios this / baseline.  Its last line::
+
+    e2e_jobs_per_s=N e2e_1cpu_jobs_per_s=N submit_running_p50_s=X \
+submit_running_p99_s=X restart_healthz_s=X restart_ready_s=X
 """
 
 from __future__ import annotations
@@ -256,7 +265,22 @@ def restart_to_healthz(server: VirtuaiServer) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-slurm",
+        action="store_true",
+        help="virtuai's half only (end to end, latency, restart), for a machine whose one "
+        "Slurm dev cluster is in use; the last line then has only virtuai's figures",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="with --no-slurm: also run a server from this source tree (its src/ folder, "
+        "e.g. from `git archive`), interleaved, and print the ratios",
+    )
     args = parser.parse_args()
+    if args.no_slurm:
+        virtuai_only(args.baseline_src, args.rounds)
+        return
 
     slurm = Slurm()
     server = VirtuaiServer()
@@ -344,6 +368,49 @@ def main() -> None:
     finally:
         server.stop()
         slurm.stop()
+
+
+def virtuai_only(baseline_src: Path | None, rounds: int) -> None:
+    """``--no-slurm``: the end-to-end, latency and restart parts on idle servers; with
+    ``--baseline-src``, the same on a server of that source tree, interleaved round by
+    round, and the ratios (this tree / baseline) measured in the same run."""
+    kinds = ["this"] + (["baseline"] if baseline_src is not None else [])
+    servers = {"this": VirtuaiServer()}
+    if baseline_src is not None:
+        servers["baseline"] = VirtuaiServer({"PYTHONPATH": str(baseline_src)})
+    results: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}
+
+    def note(kind: str, name: str, value: float) -> None:
+        results[kind].setdefault(name, []).append(value)
+
+    try:
+        tokens = {}
+        for kind in kinds:
+            servers[kind].start()
+            tokens[kind] = servers[kind].setup_user()
+        for round_ in range(rounds):
+            for kind in kinds:
+                server, token = servers[kind], tokens[kind]
+                note(kind, "e2e_jobs_per_s", e2e(server, token, E2E_JOBS, 0.1))
+                note(kind, "e2e_1cpu_jobs_per_s", e2e(server, token, E2E_1CPU_JOBS, 1.0))
+                latencies = submit_to_running(server, token, 20)
+                note(kind, "submit_running_p50_s", percentile(latencies, 50))
+                note(kind, "submit_running_p99_s", percentile(latencies, 99))
+                for _ in range(3):
+                    note(kind, "restart_healthz_s", restart_to_healthz(server))
+                    note(kind, "restart_ready_s", server.ready_s)
+                line = " ".join(f"{k}={v[-1]:.3g}" for k, v in results[kind].items())
+                print(f"round {round_ + 1} {kind}: {line}", flush=True)
+        names = list(results["this"])
+        for kind in kinds:
+            print(f"{kind}: " + " ".join(f"{n}={median(results[kind][n]):.3g}" for n in names))
+        if baseline_src is not None:
+            ratios = {n: median(results["this"][n]) / median(results["baseline"][n]) for n in names}
+            print("ratio this/baseline: " + " ".join(f"{n}={r:.2f}" for n, r in ratios.items()))
+        print(" ".join(f"{n}={median(results['this'][n]):.3g}" for n in names))
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from support.server import CLI, Server
@@ -65,3 +67,42 @@ def test_a_failed_start_never_rewrites_the_cli_config(server: Server, tmp_path: 
     assert not (tmp_path / "other-home" / "virtuai.db").exists()  # nothing was created
     # The CLI config still points at the running installation, with a working token.
     assert "admin" in server.cli("whoami")
+
+
+def test_a_restart_answers_healthz_early_and_serves_what_came_meanwhile(server: Server) -> None:
+    """After kill -9, /healthz answers while the platform is still being built; requests
+    sent before it is up wait for it and are served, not refused (server/gate.py)."""
+    server.start()
+    server.kill()
+    assert server.process is not None
+    server.process = subprocess.Popen(
+        [*CLI, "up", "--port", str(server.port)],
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    token = _admin_token(server)
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, "no /healthz in 60 s"
+        try:
+            health = httpx.get(f"{server.url}/healthz", timeout=5)
+            break
+        except httpx.TransportError:
+            time.sleep(0.02)
+    assert health.status_code == 200
+    assert health.json()["status"] in ("starting", "ok")
+    jobs = httpx.get(
+        f"{server.url}/api/v1/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    assert jobs.status_code == 200 and jobs.json() == []
+    assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+
+
+def _admin_token(server: Server) -> str:
+    config = Path(server.env["XDG_CONFIG_HOME"]) / "virtuai" / "cli.yaml"
+    for line in config.read_text().splitlines():
+        if line.startswith("token"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no token in {config}")

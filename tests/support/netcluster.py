@@ -126,7 +126,7 @@ class Instance:
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.name} exited:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
             time.sleep(0.1)
         raise AssertionError(f"{self.name} did not become healthy:\n{self.log_tail()}")

@@ -81,7 +81,7 @@ class Server:
             if self.process.poll() is not None:
                 raise AssertionError(f"virtuai up exited early:\n{self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

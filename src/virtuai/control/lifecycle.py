@@ -147,6 +147,22 @@ class LifecycleLoop(TaskReconciler):
         self.observe_tasks()
         self.finish_jobs()
 
+    # ``virtuai up`` runs the two halves of ``tick`` around the scheduler, so that one round
+    # turns a slot over: the ends are recorded, the room they free is handed out, and what
+    # was admitted is launched, without waiting for a second round.
+
+    def settle(self) -> None:
+        """What ended or must stop: before the scheduling pass."""
+        self.reap_orphans()
+        self.stop_cancelled()
+        self.observe_tasks()
+        self.finish_jobs()
+
+    def start(self) -> None:
+        """What was admitted: after the scheduling pass."""
+        self.start_admitted()
+        self.launch_tasks()
+
     # -- admitted -> starting --------------------------------------------------------------
 
     def start_admitted(self) -> None:
@@ -301,11 +317,11 @@ class LifecycleLoop(TaskReconciler):
             concurrent.futures.wait(
                 [f for f, _, _ in self._inflight.values()], timeout=self._config.launch_wait_s
             )
-        self._collect_launches()
-        self._mark_running()
+        self._mark_running(self._collect_launches())
 
-    def _collect_launches(self) -> None:
-        """Record the handles of finished launches; fail or retry the others' errors."""
+    def _collect_launches(self) -> dict[int, Handle]:
+        """The handles of finished launches, by task id; fail or retry the others' errors."""
+        handles: dict[int, Handle] = {}
         for task_id, (future, started, key) in list(self._inflight.items()):
             if not future.done():
                 if time.monotonic() - started < self._config.launch_timeout_s:
@@ -323,12 +339,8 @@ class LifecycleLoop(TaskReconciler):
                 self._launch_failed(task_id, key, error)
                 continue
             self._backoff.succeeded(("launch", task_id))
-            with transaction(self._sessions) as session:
-                session.execute(
-                    update(TaskRow)
-                    .where(TaskRow.id == task_id, TaskRow.handle.is_(None))
-                    .values(handle=handle)
-                )
+            handles[task_id] = handle
+        return handles
 
     def _launch_failed(self, task_id: int, key: str, error: Exception) -> None:
         """A driver's refusal fails the task at once (as before); a timeout or an unexpected
@@ -446,8 +458,16 @@ class LifecycleLoop(TaskReconciler):
             raise DriverError(f"node {node} has no registered address for MASTER_ADDR")
         return address
 
-    def _mark_running(self) -> None:
+    def _mark_running(self, handles: Mapping[int, Handle]) -> None:
+        """Record the new ``handles``, and start the jobs whose every task has one: one
+        transaction (one commit) for all the launches of a pass."""
         with transaction(self._sessions) as session:
+            for task_id, handle in handles.items():
+                session.execute(
+                    update(TaskRow)
+                    .where(TaskRow.id == task_id, TaskRow.handle.is_(None))
+                    .values(handle=handle)
+                )
             jobs = session.scalars(select(JobRow).where(JobRow.state == JobState.STARTING.value))
             now = self._clock.now()
             for job in jobs:

@@ -24,6 +24,7 @@ class LoopRunner:
         interval_s: float,
         wake: threading.Event,
         duty: float = 1.0,
+        urgent: threading.Event | None = None,
     ) -> None:
         self._steps = steps
         self._interval_s = interval_s
@@ -35,14 +36,24 @@ class LoopRunner:
         # The pause is capped at MAX_PAUSE_S, so slow rounds (a loaded machine) still
         # follow each other closely enough to turn jobs over.
         self._duty = duty
+        # Set (with ``wake``) by the loops' own events, a task's end or a launch done: a
+        # slot that turned over is handed out at once, without the duty pause, which is
+        # there for storms of API writes.  See ``wake_now``.
+        self._urgent = urgent or threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="virtuai-control", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake_now(self) -> None:
+        """The next round at once, without the duty pause."""
+        self._urgent.set()
+        self._wake.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._urgent.set()
         self._wake.set()
         self._thread.join(timeout)
 
@@ -58,11 +69,16 @@ class LoopRunner:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            self._urgent.clear()
             started = time.monotonic()
             self.run_once()
-            took = time.monotonic() - started
+            ended = time.monotonic()
+            took = ended - started
             if self._wake.wait(self._interval_s) and self._duty < 1.0:
-                self._stop.wait(min(MAX_PAUSE_S, took * (1 / self._duty - 1)))
+                # The pause counts from the round's end: a wake-up after a quiet while (a
+                # submit on an idle server) starts the round at once.
+                pause = min(MAX_PAUSE_S, took * (1 / self._duty - 1))
+                self._urgent.wait(max(0.0, pause - (time.monotonic() - ended)))
 
 
 def _name(step: Callable[[], object]) -> str:

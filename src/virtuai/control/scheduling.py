@@ -138,8 +138,10 @@ class SchedulingLoop:
         if report.admitted or report.preempted:
             self._seen = None  # its own decisions changed the state: look again next tick
         else:
-            with read_session(self._sessions) as session:
-                self._seen, self._seen_at = scheduling_fingerprint(session), now
+            # The digest read *before* the pass: a change committed while the pass ran (a
+            # submit just after it read the queue) makes the next digest differ, so that
+            # change is never left waiting for the next full pass.
+            self._seen, self._seen_at = fingerprint, now
         return report
 
     def _full_tick(self) -> TickReport:

@@ -191,7 +191,7 @@ class TaskReconciler:
         with self._known_lock:
             self._known = {task_id: (driver, handle) for task_id, _, driver, handle in rows}
         failed_jobs: set[int] = set()
-        ended = 0
+        ended: list[tuple[int, TaskResult]] = []
         for task_id, job_id, driver_name, handle in rows:
             if not self._backoff.ready(("observe", task_id)):
                 continue
@@ -206,10 +206,12 @@ class TaskReconciler:
                 self._backoff.succeeded(("observe", task_id))
             if result is None:
                 continue
-            self._record_result(task_id, result)
-            ended += 1
+            ended.append((task_id, result))
             if result.outcome is not TaskOutcome.EXITED or result.exit_code:
                 failed_jobs.add(job_id)
+        # One commit for every end seen in this pass (a crash before it loses nothing: the
+        # results are on the drivers' side, and observed again).
+        self._record_results(ended)
         for job_id in failed_jobs:
             self._stop_gang_siblings(job_id)
         if ended:
@@ -238,6 +240,7 @@ class TaskReconciler:
                 .where(self._my_tasks())
             ).all()
             session.rollback()
+        released: list[int] = []
         for task_id, driver_name, handle, outcome in rows:
             driver = self._drivers.get(driver_name)
             if driver is None or not self._backoff.ready(("reap", task_id)):
@@ -254,8 +257,12 @@ class TaskReconciler:
             except Exception as error:
                 self._backoff.failed(("reap", task_id), error, f"reaping task {task_id}")
                 continue
+            released.append(task_id)
+        if released:  # one commit for the pass; releasing again after a crash is harmless
             with transaction(self._sessions) as session:
-                session.execute(update(TaskRow).where(TaskRow.id == task_id).values(released=True))
+                session.execute(
+                    update(TaskRow).where(TaskRow.id.in_(released)).values(released=True)
+                )
 
     def fence_local(self) -> None:
         """This node lost the database: kill every task it knows of, at once (no grace),
@@ -269,18 +276,24 @@ class TaskReconciler:
                 log.exception("could not kill a task while fencing this node")
 
     def _record_result(self, task_id: int, result: TaskResult) -> None:
+        self._record_results([(task_id, result)])
+
+    def _record_results(self, results: list[tuple[int, TaskResult]]) -> None:
+        if not results:
+            return
         with transaction(self._sessions) as session:
-            session.execute(
-                update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.outcome.is_(None))
-                .values(
-                    outcome=result.outcome.value,
-                    exit_code=result.exit_code,
-                    message=result.message,
-                    started_at=_utc(result.started_at),
-                    finished_at=_utc(result.finished_at),
+            for task_id, result in results:
+                session.execute(
+                    update(TaskRow)
+                    .where(TaskRow.id == task_id, TaskRow.outcome.is_(None))
+                    .values(
+                        outcome=result.outcome.value,
+                        exit_code=result.exit_code,
+                        message=result.message,
+                        started_at=_utc(result.started_at),
+                        finished_at=_utc(result.finished_at),
+                    )
                 )
-            )
 
     def _stop_gang_siblings(self, job_id: int) -> None:
         """A gang is all or nothing: when one task fails, the others are stopped (like srun)."""

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from virtuai.domain.cluster import parse_labels
-from virtuai.server.up import run_server
+from virtuai.server.start import run_server
 
 
 def main() -> None:

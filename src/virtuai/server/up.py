@@ -4,19 +4,16 @@ virtual clusters when the host can run them)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import pwd
 import socket
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,7 +42,7 @@ from virtuai.domain.pyenvs import EnvOptions
 from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
-from virtuai.errors import ConfigurationError, VirtuaiError
+from virtuai.errors import ConfigurationError
 from virtuai.proxy.app import ProxyApp
 from virtuai.proxy.peers import Peers
 from virtuai.proxy.routes import RouteTable, resolve_notebook
@@ -57,7 +54,7 @@ from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.serving import start_replica
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
-from virtuai.settings import ClusterSettings, SchedulerSettings, Settings
+from virtuai.settings import SchedulerSettings, Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
 from virtuai.store.installation import installation_id
 from virtuai.store.inventory import describe_nodes, record_inventory
@@ -67,55 +64,18 @@ from virtuai.vcruntime import RuntimeConfig, VcRuntime
 log = logging.getLogger("virtuai")
 
 
-def run_server(
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    database_url: str | None = None,
-    home: Path | None = None,
-    node: str | None = None,
-    node_class: str | None = None,
-    labels: dict[str, str] | None = None,
-    address: str | None = None,
-) -> None:
-    cluster: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "node": node,
-            "node_class": node_class,
-            "labels": labels,
-            "address": address,
-        }.items()
-        if value is not None
-    }
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "host": host,
-            "port": port,
-            "database_url": database_url,
-            "home": home,
-        }.items()
-        if value is not None
-    }
-    settings = Settings(**overrides)
-    if cluster:
-        merged = settings.cluster.model_dump() | cluster
-        settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
-    _configure_logging()
-    try:
-        with _single_server(settings.home):
-            _serve(settings)
-    except VirtuaiError as error:
-        log.error("%s", error.message)
-        sys.exit(1)
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """What ``compose`` built and started: the application to serve, and how to stop."""
+
+    app: Any
+    stop: Callable[[], None]
 
 
-def _serve(settings: Settings) -> None:
+def compose(settings: Settings) -> Platform:
+    """Build and start everything behind the listening socket (``server/start.py`` listens,
+    and serves the gate meanwhile): database, drivers, loops, the API and the proxy."""
     clock = SystemClock()
-    # Listen before anything is written: a busy port must fail here, not after the first
-    # administrator was created and the CLI config of a running installation rewritten.
-    listener = listen(settings.host, settings.port)
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)
     sessions = make_session_factory(engine)
@@ -148,6 +108,14 @@ def _serve(settings: Settings) -> None:
         )
 
     vcs = vc_runtime(settings)
+    # The loops' own events (a task ended, a launch returned, a build finished) wake the
+    # next round without the pause that API writes get (see LoopRunner).
+    urgent = threading.Event()
+
+    def wake_now() -> None:
+        urgent.set()
+        context.wake.set()
+
     context = ApiContext(
         sessions=sessions,
         clock=clock,
@@ -201,14 +169,14 @@ def _serve(settings: Settings) -> None:
         ),
         vnodes=vcs.runtime,
         host=node_name,
-        wake=context.wake.set,
+        wake=wake_now,
         remote_nodes=lambda: sites.node_names() if member.is_leader else frozenset(),
     )
     member = Membership(
         sessions,
         clock,
         membership_config(settings, node_name, engine.dialect.name),
-        on_lead=context.wake.set,
+        on_lead=wake_now,
         # One database on this machine (SQLite): no other node can take its jobs over, and a
         # slow write lock is not a lost database.
         on_isolated=None if engine.dialect.name == "sqlite" else lifecycle.fence_local,
@@ -228,13 +196,15 @@ def _serve(settings: Settings) -> None:
         member.guard,
         own_node=node_name,
     )
-    # Sites first (the leader only): their drivers (in `drivers`, shared with the life cycle
-    # and the API) and one batched look at each site's queue.  Then the leader's steps (a
-    # new leader admits at once), then the node reconciler, which starts what was admitted
-    # and records what ended; an end wakes the next round at once, so the room it frees is
-    # handed out without waiting a period.
+    # First the node reconciler's first half: it records what ended on this node and stops
+    # what must stop.  Then sites (the leader only): their drivers (in `drivers`, shared with
+    # the life cycle and the API) and one batched look at each site's queue.  Then the
+    # leader's steps (a new leader admits at once), which hand out the room just freed, and
+    # last the reconciler's second half, which starts and launches what was admitted: one
+    # round turns a slot over.  An end wakes the next round at once (no duty pause).
     assert context.metrics is not None
     steps = [
+        lifecycle.settle,
         leading(member, sites.tick),
         leading(member, context.metrics.timed(scheduling.tick)),
         leading(member, watch.tick),
@@ -247,7 +217,7 @@ def _serve(settings: Settings) -> None:
         sessions,
         clock,
         EnvBuildConfig(context.environments, user_prefix=settings.local.user_prefix),
-        wake=context.wake.set,
+        wake=wake_now,
         images=None if vcs.runtime is None else vcs.runtime.job_image,
     )
     steps.append(leading(member, builder.tick))
@@ -256,7 +226,7 @@ def _serve(settings: Settings) -> None:
         sites,
         clock,
         StagingConfig(workspaces_dir=settings.workspaces_dir),
-        wake=context.wake.set,
+        wake=wake_now,
     )
     steps.append(leading(member, staging.tick))
     app = create_app(context)
@@ -305,55 +275,25 @@ def _serve(settings: Settings) -> None:
         wake=context.wake.set,
     )
     steps.append(leading(member, reconciler.tick))
-    steps.append(lifecycle.tick)
+    steps.append(lifecycle.start)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
-    local.watch_results(context.wake.set)
-    runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3)
+    local.watch_results(wake_now)
+    runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3, urgent=urgent)
     member.start()
     runner.start()
     log.info("virtuai is up at %s (state in %s)", url, settings.home)
-    try:
-        # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
-        # uvloop and httptools (C) rather than asyncio's loop and h11 (pure Python): the
-        # proxy's per-request cost halves (docs/benchmarks.md, "The notebook proxy").
-        config = uvicorn.Config(
-            proxy,
-            log_level="warning",
-            access_log=False,
-            ws="websockets-sansio",
-            loop="uvloop",
-            http="httptools",
-        )
-        uvicorn.Server(config).run(sockets=[listener])
-    finally:
+
+    def stop() -> None:
         # Running jobs are not stopped: their supervisors live on, and the
         # next `virtuai up` takes them back.
         runner.stop()
         member.stop()
         sites.close()
+        local.close()
         engine.dispose()
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 
-
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` and listening, as uvicorn would make it."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as error:
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {error}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as error:
-        sock.close()
-        why = error.strerror or str(error)
-        raise ConfigurationError(
-            f"cannot listen on {host}:{port}: {why}; nothing was started or changed"
-        ) from None
-    sock.set_inheritable(True)
-    return sock
+    return Platform(app=proxy, stop=stop)
 
 
 def secure_state(settings: Settings) -> None:
@@ -424,28 +364,6 @@ def _advertised_address(host: str) -> str:
         return "127.0.0.1"
 
 
-@contextmanager
-def _single_server(home: Path) -> Iterator[None]:
-    """One server per state directory: two would launch the same work twice."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    home.chmod(0o700)  # mkdir does not change an existing directory's mode
-    lock_path = home / "server.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = Path(lock_path).read_text().strip() or "?"
-            raise ConfigurationError(
-                f"another virtuai server (pid {other}) is running with state in {home}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        os.close(fd)
-
-
 def vc_runtime(settings: Settings) -> VcRuntimeAccess:
     """The virtual-cluster runtime if this host can run clusters; else why not (logged)."""
     group = settings.vclusters
@@ -514,13 +432,6 @@ def policy_from_settings(scheduler: SchedulerSettings) -> Policy:
         half_life_s=scheduler.half_life_s,
         allocation_weight=scheduler.allocation_weight,
         min_run_s=scheduler.min_run_s,
-    )
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("VIRTUAI_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 

@@ -56,3 +56,26 @@ def test_an_idle_tick_skips_the_queue_and_changes_wake_it(platform: Platform) ->
     platform.ok("POST", f"/api/v1/jobs/{waiting[0]['id']}/cancel")
     platform.wait_for([waiting[0]["id"]])
     platform.wait_for([third["id"]], states={"running", "starting", "admitted"})
+
+
+def test_a_submit_committed_during_a_pass_is_seen_at_the_next_tick(
+    platform: Platform, monkeypatch: Any
+) -> None:
+    """The digest a pass remembers is the one read before it: a job submitted while the
+    pass ran (after it read the queue) is not left for the next full pass, a minute on."""
+    platform.tenant("physics", cpu=4, memory="1Gi")
+    alice = platform.user("alice", "physics")
+    loop = platform.scheduling
+    full_pass = loop._full_tick
+    late: list[dict[str, Any]] = []
+
+    def pass_then_a_submit() -> Any:
+        report = full_pass()
+        if not late:  # committed as the pass ends, before the loop reads the digest again
+            late.append(platform.submit(alice, ["true"], resources={"cpu": 1, "memory": "64Mi"}))
+        return report
+
+    monkeypatch.setattr(loop, "_full_tick", pass_then_a_submit)
+    loop.tick()
+    assert late and platform.job(late[0]["id"])["state"] == "pending"
+    assert loop.tick().admitted == 1

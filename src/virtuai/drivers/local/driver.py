@@ -40,10 +40,12 @@ from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, TaskSpec
 from virtuai.drivers.local import sandbox
 from virtuai.drivers.local.inventory import detect_node, short_hostname
+from virtuai.drivers.local.launcher import Launcher
 from virtuai.drivers.local.ports import task_listener
+from virtuai.drivers.local.records import SupervisorSpec, TaskUser, read_spec, write_spec
 from virtuai.errors import DriverError
 from virtuai.host import files
-from virtuai.host.cgroups import CgroupLayout, detect_layout
+from virtuai.host.cgroups import CgroupLayout, Limits, detect_layout
 from virtuai.host.processes import kill_group, same_process
 from virtuai.host.sandbox import VirtualNode
 from virtuai.host.users import current_user, ensure_tenant_user
@@ -84,6 +86,8 @@ class LocalDriver:
         # Task dirs seen running, watched for their result (see watch_results).
         self._watched: set[Path] = set()
         self._watcher: threading.Thread | None = None
+        # Supervisors are forked by one long-lived launcher (started at the first launch).
+        self.launcher = Launcher(supervisor_env(), self.runtime_dir / "launcher.log")
         self.cgroups, reason = detect_layout(settings.cgroup_name)
         if self.cgroups is not None:
             try:
@@ -142,13 +146,13 @@ class LocalDriver:
             # Launches run in parallel: creating a tenant's user and workspace must not race.
             with self._prepare_lock:
                 supervisor_spec = self._supervisor_spec(spec)
-            files.write_json_atomic(task_dir / files.SPEC, supervisor_spec)
+            write_spec(task_dir, supervisor_spec)
             self._spawn_supervisor(task_dir)
         except OSError as exc:
             raise DriverError(f"cannot launch task {spec.key}: {exc}") from exc
         return handle
 
-    def watch_results(self, on_result: Callable[[], None], period_s: float = 0.05) -> None:
+    def watch_results(self, on_result: Callable[[], None], period_s: float = 0.02) -> None:
         """Call ``on_result`` soon after any watched task writes its result.
 
         The control loop observes tasks once a round (every second when idle); a
@@ -195,16 +199,14 @@ class LocalDriver:
         result = files.read_json(task_dir / files.RESULT)
         if result is not None:
             return _to_result(result)
-        spec = files.read_json(task_dir / files.SPEC)
+        spec = read_spec(task_dir)
         if spec is None:
             return TaskResult(
                 TaskOutcome.LOST, None, None, time.time(), "task directory missing or unreadable"
             )
         with self._spawning_lock:
             spawning = task_dir in self._spawning
-        if alive is None and (
-            spawning or time.time() - float(spec.get("created_at", 0)) < START_TIMEOUT_S
-        ):
+        if alive is None and (spawning or time.time() - spec.created_at < START_TIMEOUT_S):
             return None  # the supervisor is still starting
         return self._record_lost(task_dir, spec)
 
@@ -246,12 +248,12 @@ class LocalDriver:
         task_dir = _task_dir(handle)
         if supervisor_alive(task_dir):
             return  # it cleans up after itself
-        spec = files.read_json(task_dir / files.SPEC)
-        if spec is not None and spec.get("cgroup"):
-            cgroup = CgroupLayout.from_json(spec["cgroup"]).task(str(spec["key"]))
+        spec = read_spec(task_dir)
+        if spec is not None and spec.cgroup:
+            cgroup = CgroupLayout.from_json(dict(spec.cgroup)).task(spec.key)
             if cgroup.exists() and not cgroup.remove():
-                log.warning("could not remove the cgroup of task %s", spec["key"])
-        if spec is not None and spec.get("image"):
+                log.warning("could not remove the cgroup of task %s", spec.key)
+        if spec is not None and spec.image:
             sandbox.remove(task_dir)  # the upper layer of its root: the image is not touched
 
     # -- helpers ---------------------------------------------------------------------------
@@ -268,46 +270,47 @@ class LocalDriver:
             result.get("limits_note") or "unknown reason",
         )
 
-    def _supervisor_spec(self, spec: TaskSpec) -> dict[str, Any]:
+    def _supervisor_spec(self, spec: TaskSpec) -> SupervisorSpec:
         vnode = self._vnode_of(spec)
-        user: dict[str, Any] | None = None
+        user: TaskUser | None = None
         if self.is_root:
             uid, gid, name = ensure_tenant_user(
                 spec.run_as or spec.tenant, self.settings.user_prefix
             )
-            user = {"uid": uid, "gid": gid, "name": name}
+            user = TaskUser(uid, gid, name)
             account = name
         else:
             uid, gid, account = current_user()
         if spec.create_workdir and spec.workdir and vnode is None:
             _create_workdir(Path(spec.workdir), uid, gid)
-        return {
-            "key": spec.key,
-            "created_at": time.time(),
-            "command": list(spec.command),
-            "env": task_env(spec.env, spec.workdir or "/", account, spec.gpu_indices),
-            "workdir": spec.workdir,
-            "user": user,
-            "cgroup": dict(vnode.cgroup)
+        return SupervisorSpec(
+            key=spec.key,
+            created_at=time.time(),
+            command=tuple(spec.command),
+            env=task_env(spec.env, spec.workdir or "/", account, spec.gpu_indices),
+            workdir=spec.workdir or "/",
+            user=user,
+            cgroup=dict(vnode.cgroup)
             if vnode is not None
             else (self.cgroups.to_json() if self.cgroups is not None else None),
-            "limits": {
-                "cpu_milli": spec.resources.cpu_milli,
-                "memory": spec.resources.memory,
-                "pids": self.settings.max_pids,
-            },
-            "walltime_s": spec.walltime_s,
-            "kill_grace_s": spec.kill_grace_s,
-            "checkpoint_signal": spec.checkpoint_signal,
-            "checkpoint_grace_s": (
-                spec.kill_grace_s if spec.checkpoint_grace_s is None else spec.checkpoint_grace_s
+            limits=Limits(
+                cpu_milli=spec.resources.cpu_milli,
+                memory=spec.resources.memory,
+                pids=self.settings.max_pids,
             ),
-            "gpu_indices": list(spec.gpu_indices),
-            "job_id": spec.job_id,
-            "tenant": spec.tenant,
-            "vnode": None if vnode is None else vnode.to_json(),
-            "image": self._image_of(spec, vnode),
-        }
+            walltime_s=spec.walltime_s,
+            kill_grace_s=max(0, spec.kill_grace_s),
+            checkpoint_signal=spec.checkpoint_signal,
+            checkpoint_grace_s=max(
+                0,
+                spec.kill_grace_s if spec.checkpoint_grace_s is None else spec.checkpoint_grace_s,
+            ),
+            gpu_indices=tuple(spec.gpu_indices),
+            job_id=spec.job_id,
+            tenant=spec.tenant,
+            vnode=None if vnode is None else vnode.to_json(),
+            image=self._image_of(spec, vnode),
+        )
 
     def _image_of(self, spec: TaskSpec, vnode: VirtualNode | None) -> dict[str, Any] | None:
         if spec.image is None:
@@ -338,13 +341,45 @@ class LocalDriver:
         return vnode
 
     def _spawn_supervisor(self, task_dir: Path) -> None:
-        """Start the supervisor and reap its short-lived first process (no zombie is left)."""
-        # Only what it takes to import virtuai and its dependencies: the server's
-        # environment may hold secrets, and the supervisor needs none of it.
-        python_path = [str(Path(virtuai.__file__).resolve().parent.parent)]
-        python_path += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "PYTHONPATH": os.pathsep.join(python_path)}
+        """Start the supervisor; its short-lived first process is reaped without waiting.
+
+        Through the launcher (``launcher.py``: a fork of a process that has the supervisor
+        imported, a few milliseconds) when it runs, else as a fresh Python process.
+        """
+        # Not awaited here: the first process lives until the supervisor has claimed the
+        # task, and waiting would hold the control loop for every task launched.  observe()
+        # already treats an unclaimed task dir as "still starting" for START_TIMEOUT_S, and a
+        # stop request waits in the STOP file.
+        with self._spawning_lock:
+            self._spawning.add(task_dir)
+            self._watched.add(task_dir)
         log_path = task_dir / files.SUPERVISOR_LOG
+
+        def answered(code: int | None) -> None:
+            if code is None:  # the launcher left first: launch again (idempotent)
+                try:
+                    self._spawn_process(task_dir, log_path)  # in _spawning until reaped
+                    return
+                except OSError as exc:
+                    log.warning("cannot start the supervisor of %s: %s", task_dir.name, exc)
+            else:
+                _first_process_exited(code, task_dir, log_path)
+            with self._spawning_lock:
+                self._spawning.discard(task_dir)
+
+        if self.launcher.launch(task_dir, answered):
+            return
+        try:
+            self._spawn_process(task_dir, log_path)
+        except BaseException:
+            with self._spawning_lock:
+                self._spawning.discard(task_dir)
+            raise
+
+    def _spawn_process(self, task_dir: Path, log_path: Path) -> None:
+        """A fresh ``python -m ...supervisor TASK_DIR``, its first process reaped in a thread."""
+        with self._spawning_lock:
+            self._spawning.add(task_dir)
         with open(log_path, "ab") as log_file:
             os.chmod(log_path, 0o600)
             proc = subprocess.Popen(
@@ -353,17 +388,10 @@ class LocalDriver:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 cwd="/",
-                env=env,
+                env=supervisor_env(),
                 start_new_session=True,
                 close_fds=True,
             )
-        # Not awaited here: the first process lives until the supervisor has claimed the
-        # task (a Python start-up, 0.1-0.3 s), and waiting would hold the control loop for
-        # every task launched.  observe() already treats an unclaimed task dir as "still
-        # starting" for START_TIMEOUT_S, and a stop request waits in the STOP file.
-        with self._spawning_lock:
-            self._spawning.add(task_dir)
-            self._watched.add(task_dir)
 
         def reap() -> None:
             try:
@@ -372,19 +400,19 @@ class LocalDriver:
                 with self._spawning_lock:
                     self._spawning.discard(task_dir)
 
-        threading.Thread(
-            target=reap,
-            name=f"reap-{task_dir.name}",
-            daemon=True,
-        ).start()
+        threading.Thread(target=reap, name=f"reap-{task_dir.name}", daemon=True).start()
 
-    def _record_lost(self, task_dir: Path, spec: Mapping[str, Any]) -> TaskResult:
+    def close(self) -> None:
+        """Let the launcher go (tasks and their supervisors are not touched)."""
+        self.launcher.close()
+
+    def _record_lost(self, task_dir: Path, spec: SupervisorSpec) -> TaskResult:
         """The supervisor is gone without a result: kill what is left and say so, durably."""
         started = files.read_json(task_dir / files.STARTED)
         if started is not None:
             kill_group(int(started["pgid"]), started.get("create_time"))
-        if spec.get("cgroup"):
-            cgroup = CgroupLayout.from_json(spec["cgroup"]).task(str(spec["key"]))
+        if spec.cgroup:
+            cgroup = CgroupLayout.from_json(dict(spec.cgroup)).task(spec.key)
             cgroup.remove()
         message = (
             "supervisor vanished" if started else "supervisor vanished before the task started"
@@ -399,22 +427,35 @@ class LocalDriver:
         }
         # Written so that every later observe() answers the same.
         files.write_json_atomic(task_dir / files.RESULT, result)
-        log.warning("task %s lost: %s", spec.get("key"), message)
+        log.warning("task %s lost: %s", spec.key, message)
         return _to_result(result)
 
 
 _LAUNCHED_MARKERS = (files.SUPERVISOR_PID, files.STARTED, files.RESULT)
 
 
+def supervisor_env() -> dict[str, str]:
+    """Only what it takes to import virtuai and its dependencies: the server's environment
+    may hold secrets, and the supervisor (and its launcher) needs none of it."""
+    python_path = [str(Path(virtuai.__file__).resolve().parent.parent)]
+    python_path += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PATH": BASE_PATH, "LANG": "C.UTF-8", "PYTHONPATH": os.pathsep.join(python_path)}
+
+
 def _reap_first_process(proc: subprocess.Popen[bytes], task_dir: Path, log_path: Path) -> None:
-    """Reap the supervisor's first process; if the supervisor never claimed the task, record
-    the launch as failed at once (rather than LOST after START_TIMEOUT_S)."""
+    """Reap the supervisor's first process (a fresh process, not the launcher's child)."""
     try:
-        code = proc.wait(timeout=SPAWN_TIMEOUT_S)
+        code: int | None = proc.wait(timeout=SPAWN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         code = None
+    _first_process_exited(code, task_dir, log_path)
+
+
+def _first_process_exited(code: int | None, task_dir: Path, log_path: Path) -> None:
+    """If the supervisor never claimed the task, record the launch as failed at once (rather
+    than LOST after START_TIMEOUT_S); ``None``: the first process did not end in time."""
     if code in (files.EXIT_STARTED, files.EXIT_ALREADY):
         return
     why = "did not start in time" if code is None else f"failed to start (exit {code})"

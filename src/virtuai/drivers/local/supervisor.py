@@ -54,6 +54,7 @@ from virtuai.domain.units import format_memory
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import FENCE_MESSAGE
 from virtuai.drivers.local import sandbox
+from virtuai.drivers.local.records import RecordError, SupervisorSpec
 from virtuai.host import files
 from virtuai.host.cgroups import CgroupLayout, Limits, TaskCgroup
 from virtuai.host.devices import gpu_devices
@@ -122,7 +123,7 @@ def _wait_ready(ready_r: int) -> int:
 class Supervisor:
     def __init__(self, task_dir: Path) -> None:
         self.dir = task_dir
-        self.spec: dict[str, Any] = {}
+        self.spec = SupervisorSpec(key=task_dir.name)  # read from spec.json by run()
         self.cgroup: TaskCgroup | None = None
         self.limits_label = "none"
         self.limits_note = ""
@@ -136,12 +137,15 @@ class Supervisor:
     # -- claiming the task --------------------------------------------------------------
 
     def run(self, ready_w: int) -> int:
-        spec = files.read_json(self.dir / files.SPEC)
-        if spec is None:
+        data = files.read_json(self.dir / files.SPEC)
+        try:
+            if data is None:
+                raise RecordError(f"no readable {files.SPEC} in {self.dir}")
+            self.spec = SupervisorSpec.from_json(data)
+        except RecordError as exc:
             os.write(ready_w, b"E")
-            log.error("no readable %s in %s", files.SPEC, self.dir)
+            log.error("%s", exc)
             return files.EXIT_ERROR
-        self.spec = spec
         if (self.dir / files.RESULT).exists():
             os.write(ready_w, b"D")
             return files.EXIT_ALREADY
@@ -156,7 +160,7 @@ class Supervisor:
             return files.EXIT_ALREADY
         os.write(ready_w, b"K")
         os.close(ready_w)
-        log.info("supervising task %s", self.spec.get("key"))
+        log.info("supervising task %s", self.spec.key)
         try:
             self.supervise()
         except Exception as exc:
@@ -206,12 +210,12 @@ class Supervisor:
         self.watch(started_mono)
 
     def setup_cgroup(self) -> None:
-        layout_json = self.spec.get("cgroup")
+        layout_json = self.spec.cgroup
         if not layout_json:
             self.limits_note = "cgroups are not available to the server"
             return
         layout = CgroupLayout.from_json(layout_json)
-        cgroup = layout.task(self.spec["key"])
+        cgroup = layout.task(self.spec.key)
         try:
             layout.prepare()
             cgroup.create(self.limits())
@@ -225,25 +229,20 @@ class Supervisor:
         self.limits_label = layout.label
 
     def limits(self) -> Limits:
-        raw = self.spec.get("limits") or {}
-        return Limits(
-            cpu_milli=int(raw.get("cpu_milli", 0)),
-            memory=int(raw.get("memory", 0)),
-            pids=int(raw.get("pids", 0)),
-        )
+        return self.spec.limits
 
     def fork_task(self, out_fd: int, err_fd: int) -> int:
         """Start the command; returns its pid once it has exec'd, else raises LaunchError."""
-        vnode = self.spec.get("vnode")
-        if self.spec.get("image"):  # a sandbox over an image, entered like a virtual node
+        vnode = None if self.spec.vnode is None else dict(self.spec.vnode)
+        if self.spec.image:  # a sandbox over an image, entered like a virtual node
             procs = [d / "cgroup.procs" for d in self.cgroup.dirs()] if self.cgroup else []
             try:
                 vnode = sandbox.start(
                     self.dir,
-                    self.spec["image"],
-                    self.spec["workdir"],
+                    dict(self.spec.image),
+                    self.spec.workdir,
                     procs,
-                    gpu_devices([int(i) for i in self.spec.get("gpu_indices", ())]),
+                    gpu_devices(self.spec.gpu_indices),
                 )
                 self.spared = frozenset(vnode["processes"])
             except sandbox.SandboxError as exc:
@@ -289,10 +288,10 @@ class Supervisor:
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         os.umask(0o022)
-        user = self.spec.get("user")
-        user_name = str(user["name"]) if user else _current_user_name()
+        user = self.spec.user
+        user_name = user.name if user else _current_user_name()
         # Resolved on the host, before entering a virtual node (never its NSS files as root).
-        groups = os.getgrouplist(user_name, int(user["gid"])) if user else []
+        groups = os.getgrouplist(user_name, user.gid) if user else []
         for name, nstype in _VNODE_NAMESPACES if self.vnode_fds else ():
             _setns(self.vnode_fds[name], nstype, name)
         if user and not self.vnode_fds:  # a virtual node has its own pid namespace and /proc
@@ -300,11 +299,11 @@ class Supervisor:
         if user:
             try:
                 os.setgroups(groups)
-                os.setgid(int(user["gid"]))
-                os.setuid(int(user["uid"]))
+                os.setgid(user.gid)
+                os.setuid(user.uid)
             except OSError as exc:
                 raise LaunchError(f"cannot switch to user {user_name}: {exc}") from None
-        workdir = str(self.spec["workdir"])
+        workdir = self.spec.workdir
         try:
             os.chdir(workdir)
         except FileNotFoundError:
@@ -313,10 +312,10 @@ class Supervisor:
             raise LaunchError(f"workdir {workdir} is not a directory") from None
         except PermissionError:
             raise LaunchError(f"workdir {workdir} is not accessible to user {user_name}") from None
-        command = [str(c) for c in self.spec["command"]]
+        command = list(self.spec.command)
         if not command or not command[0]:
             raise LaunchError("empty command")
-        env = {str(k): str(v) for k, v in self.spec["env"].items()}
+        env = dict(self.spec.env)
         try:
             os.execvpe(command[0], command, env)
         except FileNotFoundError:
@@ -330,8 +329,8 @@ class Supervisor:
 
     def watch(self, started_mono: float) -> None:
         """Wait for the task's end, enforcing walltime and stop requests."""
-        walltime = int(self.spec.get("walltime_s") or 0)
-        grace = max(0, int(self.spec.get("kill_grace_s") or 0))
+        walltime = self.spec.walltime_s
+        grace = self.spec.kill_grace_s
         deadline = started_mono + walltime if walltime > 0 else None
         memory_limit = self.limits().memory
         poll_rss = self.cgroup is None and memory_limit > 0
@@ -345,8 +344,8 @@ class Supervisor:
             # A preempted task gets its checkpoint signal and grace (Slurm's --signal).
             signo, wait_s = signal.SIGTERM, grace
             if reason == "preempt":
-                signo = signal.Signals(int(self.spec.get("checkpoint_signal") or signal.SIGTERM))
-                wait_s = max(0, int(self.spec.get("checkpoint_grace_s", grace)))
+                signo = signal.Signals(self.spec.checkpoint_signal)
+                wait_s = self.spec.checkpoint_grace_s
             elif reason == "fence":
                 signo, wait_s = signal.SIGKILL, 0  # another attempt may start elsewhere
             log.info("stopping the task (%s): %s, SIGKILL in %ss", reason, signo.name, wait_s)

@@ -1,0 +1,174 @@
+"""``virtuai up`` starts here: settings, the one-server lock and the listening socket, then
+the gate (``gate.py``) is served at once while another thread imports and builds the
+platform (``up.py``'s ``compose``).
+
+Only light modules are imported here (the settings, uvicorn, the standard library), so
+that a restart after ``kill -9`` answers ``/healthz`` before the server's heavy modules
+(FastAPI, SQLAlchemy's ORM, the drivers) are even loaded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from virtuai.errors import ConfigurationError, VirtuaiError
+from virtuai.server.gate import Gate, sqlite_health
+from virtuai.settings import ClusterSettings, Settings
+
+if TYPE_CHECKING:
+    from virtuai.server.up import Platform
+
+log = logging.getLogger("virtuai")
+# How long a stop waits for a platform still being built (a database that does not answer).
+_BUILD_JOIN_S = 60.0
+
+
+def run_server(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    database_url: str | None = None,
+    home: Path | None = None,
+    node: str | None = None,
+    node_class: str | None = None,
+    labels: dict[str, str] | None = None,
+    address: str | None = None,
+) -> None:
+    cluster: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "node": node,
+            "node_class": node_class,
+            "labels": labels,
+            "address": address,
+        }.items()
+        if value is not None
+    }
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "host": host,
+            "port": port,
+            "database_url": database_url,
+            "home": home,
+        }.items()
+        if value is not None
+    }
+    settings = Settings(**overrides)
+    if cluster:
+        merged = settings.cluster.model_dump() | cluster
+        settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
+    _configure_logging()
+    try:
+        with _single_server(settings.home):
+            _serve(settings)
+    except VirtuaiError as error:
+        log.error("%s", error.message)
+        sys.exit(1)
+
+
+def _serve(settings: Settings) -> None:
+    # Listen before anything is written: a busy port must fail here, not after the first
+    # administrator was created and the CLI config of a running installation rewritten.
+    listener = listen(settings.host, settings.port)
+    built: list[Platform] = []
+    failed: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            from virtuai.server.up import compose  # the heavy half, imported here
+
+            platform = compose(settings)
+            built.append(platform)
+            gate.app = platform.app
+        except BaseException as error:
+            failed.append(error)
+            gate.failed = True
+            server.should_exit = True
+
+    builder = threading.Thread(target=build, name="virtuai-start", daemon=True)
+    # The build starts when uvicorn is about to serve (the gate's lifespan start-up).
+    gate = Gate(sqlite_health(settings.effective_database_url), on_start=builder.start)
+    # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
+    # uvloop and httptools (C) rather than asyncio's loop and h11 (pure Python): the
+    # proxy's per-request cost halves (docs/benchmarks.md, "The notebook proxy").
+    config = uvicorn.Config(
+        gate,
+        log_level="warning",
+        access_log=False,
+        ws="websockets-sansio",
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        if builder.is_alive():
+            builder.join(_BUILD_JOIN_S)
+        for platform in built:
+            platform.stop()
+    if failed:
+        raise failed[0]
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, as uvicorn would make it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {error}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        why = error.strerror or str(error)
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {why}; nothing was started or changed"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextmanager
+def _single_server(home: Path) -> Iterator[None]:
+    """One server per state directory: two would launch the same work twice."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home.chmod(0o700)  # mkdir does not change an existing directory's mode
+    lock_path = home / "server.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = Path(lock_path).read_text().strip() or "?"
+            raise ConfigurationError(
+                f"another virtuai server (pid {other}) is running with state in {home}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("VIRTUAI_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

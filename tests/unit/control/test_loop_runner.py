@@ -1,0 +1,80 @@
+"""``LoopRunner``'s wake-ups: API writes get the duty pause, the loops' own events do not."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from virtuai.control import runner as runner_module
+from virtuai.control.runner import LoopRunner
+
+ROUND_S = 0.05
+DUTY = 0.01  # a woken round waits ROUND_S * 99 (about 5 s) after the last one ended
+
+
+class Rounds:
+    def __init__(self) -> None:
+        self.started: list[float] = []
+        self.lock = threading.Lock()
+
+    def step(self) -> None:
+        with self.lock:
+            self.started.append(time.monotonic())
+        time.sleep(ROUND_S)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.started)
+
+    def wait_for(self, n: int, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while self.count() < n:
+            assert time.monotonic() < deadline, f"round {n} did not start in {timeout} s"
+            time.sleep(0.01)
+        return self.started[n - 1]
+
+
+Looping = tuple[Rounds, LoopRunner, threading.Event]
+
+
+@pytest.fixture
+def rounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[Looping]:
+    monkeypatch.setattr(runner_module, "MAX_PAUSE_S", 60.0)
+    counted, wake = Rounds(), threading.Event()  # ``wake``: what an API write sets
+    loop = LoopRunner([counted.step], 600.0, wake, duty=DUTY)
+    loop.start()
+    counted.wait_for(1, 10)
+    yield counted, loop, wake
+    loop.stop()
+
+
+def test_an_api_wake_right_after_a_round_waits_the_duty_pause(
+    rounds: Looping,
+) -> None:
+    counted, _, wake = rounds
+    time.sleep(ROUND_S * 2)  # the first round has ended
+    wake.set()
+    time.sleep(1.5)
+    assert counted.count() == 1  # still pausing: a storm of writes is one round later
+
+
+def test_the_loops_own_events_skip_the_pause(rounds: Looping) -> None:
+    counted, loop, wake = rounds
+    time.sleep(ROUND_S * 2)
+    wake.set()  # an API write: pausing...
+    time.sleep(0.2)
+    woken = time.monotonic()
+    loop.wake_now()  # ...a task ended: now
+    assert counted.wait_for(2, 10) - woken < 2.0
+
+
+def test_a_wake_after_a_quiet_while_starts_at_once(rounds: Looping) -> None:
+    counted, _, wake = rounds
+    pause = ROUND_S * (1 / DUTY - 1)
+    time.sleep(pause + 0.5)  # idle for longer than the pause
+    woken = time.monotonic()
+    wake.set()
+    assert counted.wait_for(2, 10) - woken < pause / 2
