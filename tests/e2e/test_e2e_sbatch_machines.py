@@ -59,8 +59,11 @@ def cluster() -> Iterator[NetCluster]:
 
 
 @pytest.mark.skip(
-    reason="known defect (issue #9): in a full suite run the job fails in two runs of three, "
-    "while it passes alone and after the cluster tests; cause not found yet"
+    reason="known defect (issue #9): after tests/e2e/test_e2e_sbatch.py the job failed in 3 "
+    "runs of 8 (passes alone: 4 of 4), each time task 1 or 0 refused its workspace as 'not "
+    "accessible'. One cause is fixed (the workspace was root's between mkdir and chown on "
+    "the other machine: host.files.create_owned_dir); one failure in 6 runs remained after "
+    "it, cause unknown; the message now names the directory, its owner and mode"
 )
 def test_srun_reaches_the_node_on_the_other_machine(cluster: NetCluster) -> None:
     res = resolve(SCRIPT, [], Context("two.sh", "/home/ann", "ann", {}))

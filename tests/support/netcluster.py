@@ -32,7 +32,6 @@ import yaml
 from support.postgres import PostgresServer, find_bindir, start_server, stop_server
 
 API_PORT = 8642
-USER_PREFIX = "vait-"
 FINISHED = {"succeeded", "failed", "cancelled", "timed_out", "preempted"}
 
 
@@ -88,7 +87,7 @@ class Instance:
             "VIRTUAI_LOCAL__CPU": "2",
             "VIRTUAI_LOCAL__MEMORY": "2Gi",
             "VIRTUAI_LOCAL__KILL_GRACE_S": "1",
-            "VIRTUAI_LOCAL__USER_PREFIX": USER_PREFIX,
+            "VIRTUAI_LOCAL__USER_PREFIX": self.cluster.user_prefix,
             "VIRTUAI_LOCAL__CGROUP_NAME": f"virtuai-{self.netns}",
             "VIRTUAI_VCLUSTERS__ENABLED": "false",
             "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
@@ -168,6 +167,10 @@ class NetCluster:
         self.tag = f"vcp{secrets.token_hex(2)}"
         self.subnet = f"10.213.{secrets.randbelow(200) + 20}"
         self.bridge = f"{self.tag}b"
+        # The tenants' Unix users are this cluster's own: users are global to the machine,
+        # and another test run's cluster (or platform) must not delete the user whose
+        # uid owns this cluster's workspaces, nor this one its.
+        self.user_prefix = f"{self.tag}-"
         self.bridge_ip = f"{self.subnet}.1"
         self.node_lost_s = node_lost_s
         self.public = Path(root) / "public"
@@ -242,7 +245,7 @@ class NetCluster:
         _ip("link", "del", self.bridge, check=False)
         if self.pg is not None:
             stop_server(self.pg)
-        subprocess.run(["userdel", f"{USER_PREFIX}lab"], capture_output=True, check=False)
+        subprocess.run(["userdel", f"{self.user_prefix}lab"], capture_output=True, check=False)
         for node in self.instances:
             cgroup = Path(f"/sys/fs/cgroup/virtuai-{node.netns}")
             with contextlib.suppress(OSError):

@@ -8,7 +8,6 @@ batch step with the ``SLURM_*`` environment, ``srun`` and ``scontrol``.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import pwd
 import re
@@ -21,16 +20,8 @@ from urllib.parse import urlsplit
 from virtuai.cli.client import ApiError, Client, JsonObject
 from virtuai.slurmfront.resolve import UNLIMITED_CAP_S, Resolution, virtuai_dependency
 from virtuai.slurmrun import bundle_source
+from virtuai.slurmrun.command import RUNNER_ENV, STEP_KEY_ENV, batch_command
 
-RUNNER_ENV = "VIRTUAI_SLURM_RUNNER"
-STEP_KEY_ENV = "VIRTUAI_SLURM_STEP_KEY"  # as slurmrun.runner.STEP_KEY_ENV (shipped)
-# The runner travels compressed in the job's environment (a few KiB per job, not 20).
-BOOTSTRAP = (
-    "import base64, os, zlib; _RUNNER_SOURCE = zlib.decompress(base64.b64decode("
-    f"os.environ.pop({RUNNER_ENV!r}))).decode(); exec(_RUNNER_SOURCE)"
-)
-# Not the first python3 on the user's PATH (--export sends it): one every user can run.
-PYTHON = "/usr/bin/python3"
 MAX_ENV_ENTRIES = 200  # the API takes 256; room for the runner's own
 MAX_ENV_VALUE = 32 * 1024
 # Not sent with --export=ALL: they describe the submitting session, or hold virtuai's secrets.
@@ -128,6 +119,10 @@ def runner_config(res: Resolution, submit_host: str, user: str) -> dict[str, Any
         "cpus_per_task": res.cpus_per_task,
         "gpus_per_task": res.gpus_per_task,
         "mem_per_node": res.mem_per_node,
+        # For a Slurm site's own sbatch (``drivers.slurm``); the runner does not read them.
+        "nodes": res.nodes,
+        "gpus_per_node": res.gpus_per_node,
+        "gpu_type": res.gpu_type,
         "submit_dir": res.workdir if res.workdir_given else "",
         "submit_host": submit_host,
         "user": user,
@@ -195,15 +190,7 @@ def job_body(
         "type": "job",
         "tenant": res.tenant,
         "name": res.api_name,
-        "command": [
-            PYTHON,
-            "-c",
-            BOOTSTRAP,
-            "batch",
-            json.dumps(config),
-            script,
-            *res.script_args,
-        ],
+        "command": batch_command(config, script, res.script_args),
         "resources": {
             "cpu": res.cpus_per_node,
             "memory": res.mem_per_node,

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from virtuai.domain.clock import Clock
 from virtuai.domain.pyenvs import BASE_PATH, ENVS_SUBDIR, READY_MARKER, EnvOptions
 from virtuai.errors import VirtuaiError
+from virtuai.host import files
 from virtuai.host.overimage import over_image
 from virtuai.host.sandbox import JobImage
 from virtuai.host.users import ensure_tenant_user
@@ -281,13 +282,8 @@ class EnvBuilder:
         if os.geteuid() != 0:
             return None, None
         uid, gid, _ = ensure_tenant_user(tenant, self._config.user_prefix)
-        workspace = self._config.options.workspaces_dir / tenant
-        workspace.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            workspace.mkdir(mode=0o700)
-            os.chown(workspace, uid, gid)
-        except FileExistsError:
-            pass  # the tenant's already: left as it is
+        # The tenant's already (left as it is), or made and given to it in one step.
+        files.create_owned_dir(self._config.options.workspaces_dir / tenant, uid, gid)
         return uid, gid
 
     def _environment(self, tenant: str) -> dict[str, str]:

@@ -53,7 +53,13 @@ def gate_pending(
                 if any(t.kind is DependencyKind.SINGLETON for t in terms)
                 else None
             )
-            status = evaluate(terms, dependency_states, now=now, singleton_blocker=blocker)
+            status = evaluate(
+                terms,
+                dependency_states,
+                now=now,
+                singleton_blocker=blocker,
+                own_index=job.array_index,
+            )
             if status.never is not None and not cancel_never:
                 gate.never[job.id] = f"dependency never satisfied: {status.never}"
                 continue
@@ -84,7 +90,8 @@ def gate_pending(
 
 
 def _dependency_states(session: Session, pending: Sequence[JobRow]) -> dict[int, list[DependedJob]]:
-    """Every job depended on; an array's id stands for all its elements."""
+    """Every job depended on; an array's id stands for all its elements (each with its
+    index: ``ID_IDX`` and ``aftercorr`` pick among them), an element's own id for itself."""
     wanted = {
         int(d["job_id"])
         for job in pending
@@ -96,13 +103,20 @@ def _dependency_states(session: Session, pending: Sequence[JobRow]) -> dict[int,
         return states
     rows = session.execute(
         select(
-            JobRow.id, JobRow.array_id, JobRow.state, JobRow.started_at, JobRow.finished_at
+            JobRow.id,
+            JobRow.array_id,
+            JobRow.array_index,
+            JobRow.state,
+            JobRow.started_at,
+            JobRow.finished_at,
         ).where(or_(JobRow.id.in_(wanted), JobRow.array_id.in_(wanted)))
     )
-    for job_id, array_id, state, started_at, finished_at in rows:
-        states[array_id if array_id is not None else job_id].append(
-            DependedJob(JobState(state), started_at, finished_at)
-        )
+    for job_id, array_id, index, state, started_at, finished_at in rows:
+        depended = DependedJob(JobState(state), started_at, finished_at, index)
+        if array_id is not None and array_id in wanted:
+            states[array_id].append(depended)
+        if job_id in wanted and job_id != array_id:
+            states[job_id].append(depended)
     return states
 
 

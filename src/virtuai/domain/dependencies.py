@@ -1,7 +1,10 @@
 """Job dependencies, as Slurm writes them: ``afterok:12:13,afterany:14``, ``after:7+5``,
 ``singleton``, or any-of lists ``afterok:1?afternotok:2``.
 
-A dependency on an array's id means every element of the array.  Terms joined by ``,``
+A dependency on an array's id means every element of the array, ``ID_IDX`` one element
+of it; ``aftercorr:ID`` makes each element of an array wait for the element of array
+``ID`` with the same index to succeed (met when that array has no such element, as there
+is nothing to wait for).  Terms joined by ``,``
 must all be met; terms joined by ``?`` are met when any one is (one separator per list,
 as Slurm has it).  ``after:ID[+MIN]`` waits until the job started (or ended without
 starting) and MIN more minutes passed; ``+MIN`` on the other kinds counts from the end.
@@ -25,9 +28,11 @@ MAX_DEPENDENCIES = 1000
 MAX_DELAY_MIN = 365 * 24 * 60
 # Only ASCII digits: "afterok:" + ARABIC-INDIC DIGIT ONE must not become a dependency on job 1.
 _PART_RE = re.compile(
-    r"^(after|afterok|afterany|afternotok)((?::\d{1,10}(?:\+\d{1,6})?)+)$", re.ASCII
+    r"^(after|afterok|afterany|afternotok|aftercorr)"
+    r"((?::\d{1,10}(?:_\d{1,10})?(?:\+\d{1,6})?)+)$",
+    re.ASCII,
 )
-_JOB_RE = re.compile(r"^(\d{1,10})(?:\+(\d{1,6}))?$", re.ASCII)
+_JOB_RE = re.compile(r"^(\d{1,10})(?:_(\d{1,10}))?(?:\+(\d{1,6}))?$", re.ASCII)
 MAX_JOB_ID = 2**31 - 1  # jobs.id is a 32-bit INTEGER on PostgreSQL
 
 
@@ -36,6 +41,7 @@ class DependencyKind(enum.StrEnum):
     AFTER_OK = "afterok"  # start after the jobs succeeded
     AFTER_ANY = "afterany"  # start after the jobs ended, however
     AFTER_NOT_OK = "afternotok"  # start after the jobs ended without success
+    AFTER_CORR = "aftercorr"  # each element after the same element of the array succeeded
     SINGLETON = "singleton"  # one running job per name and user
 
 
@@ -47,6 +53,7 @@ class Dependency:
     # Set on every term of an any-of ("?") list: it travels with each term so that the
     # stored list (one JSON column) stays a list of terms.
     any_of: bool = False
+    index: int | None = None  # ID_IDX: only that element of array ID
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"kind": self.kind.value, "job_id": self.job_id}
@@ -54,22 +61,31 @@ class Dependency:
             out["delay_min"] = self.delay_min
         if self.any_of:
             out["any"] = True
+        if self.index is not None:
+            out["index"] = self.index
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Dependency:
+        index = data.get("index")
         return cls(
             DependencyKind(str(data["kind"])),
             int(str(data["job_id"])),
             int(str(data.get("delay_min", 0))),
             bool(data.get("any", False)),
+            None if index is None else int(str(index)),
         )
+
+    @property
+    def target(self) -> str:
+        """``12`` or ``12_3``, as Slurm names a job or an element of an array."""
+        return f"{self.job_id}" if self.index is None else f"{self.job_id}_{self.index}"
 
     def text(self) -> str:
         if self.kind is DependencyKind.SINGLETON:
             return "singleton"
         delay = f"+{self.delay_min}" if self.delay_min else ""
-        return f"{self.kind}:{self.job_id}{delay}"
+        return f"{self.kind}:{self.target}{delay}"
 
 
 def parse_dependencies(text: str, *, field: str = "dependency") -> tuple[Dependency, ...]:
@@ -89,22 +105,29 @@ def parse_dependencies(text: str, *, field: str = "dependency") -> tuple[Depende
         if not match:
             raise InvalidRequest(
                 f"{field}: cannot read {part!r}; use after:ID[+MIN], afterok:ID[:ID...], "
-                "afterany:ID, afternotok:ID or singleton, separated by ',' (all of) "
-                "or '?' (any of)",
+                "afterany:ID, afternotok:ID, aftercorr:ID or singleton (ID_IDX: one element "
+                "of array ID), separated by ',' (all of) or '?' (any of)",
                 field=field,
             )
         kind = DependencyKind(match.group(1))
         for item in match.group(2).strip(":").split(":"):
             job = _JOB_RE.match(item)
             assert job is not None  # the part's pattern admits only these
-            job_id, delay = int(job.group(1)), int(job.group(2) or 0)
-            if job_id > MAX_JOB_ID:
+            job_id, delay = int(job.group(1)), int(job.group(3) or 0)
+            index = None if job.group(2) is None else int(job.group(2))
+            if kind is DependencyKind.AFTER_CORR and (index is not None or delay):
+                raise InvalidRequest(
+                    f"{field}: aftercorr names a whole array (aftercorr:ID), with no element "
+                    "or +MIN",
+                    field=field,
+                )
+            if job_id > MAX_JOB_ID or (index is not None and index > MAX_JOB_ID):
                 raise InvalidRequest(f"{field}: job ids go up to {MAX_JOB_ID}", field=field)
             if delay > MAX_DELAY_MIN:
                 raise InvalidRequest(
                     f"{field}: +MIN delays go up to {MAX_DELAY_MIN} minutes", field=field
                 )
-            found.append(Dependency(kind, job_id, delay, any_of))
+            found.append(Dependency(kind, job_id, delay, any_of, index))
     if len(found) > MAX_DEPENDENCIES:
         raise InvalidRequest(f"{field}: at most {MAX_DEPENDENCIES} dependencies", field=field)
     return tuple(dict.fromkeys(found))
@@ -133,6 +156,7 @@ class DependedJob:
     state: JobState
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    index: int | None = None  # its index, when it is an element of an array
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +173,7 @@ def evaluate(
     *,
     now: dt.datetime | None = None,
     singleton_blocker: int | None = None,
+    own_index: int | None = None,
 ) -> DependencyStatus:
     """Whether a job may be scheduled, given the jobs it depends on.
 
@@ -156,9 +181,10 @@ def evaluate(
     array); a bare ``JobState`` stands for a job with no times.  Missing ids count as
     never satisfiable.  ``singleton_blocker`` is a job of the same name and user that
     holds resources or is queued ahead (``None``: there is none).  ``now`` is needed
-    only for ``+MIN`` delays.
+    only for ``+MIN`` delays; ``own_index`` (the job's index in its array) only for
+    ``aftercorr``.
     """
-    statuses = [_term(dep, jobs, now, singleton_blocker) for dep in dependencies]
+    statuses = [_term(dep, jobs, now, singleton_blocker, own_index) for dep in dependencies]
     if not statuses:
         return DependencyStatus(True)
     if any(d.any_of for d in dependencies):
@@ -182,6 +208,7 @@ def _term(
     jobs: Mapping[int, Sequence[DependedJob | JobState]],
     now: dt.datetime | None,
     singleton_blocker: int | None,
+    own_index: int | None = None,
 ) -> DependencyStatus:
     if dep.kind is DependencyKind.SINGLETON:
         if singleton_blocker is not None:
@@ -190,7 +217,17 @@ def _term(
     found = [j if isinstance(j, DependedJob) else DependedJob(j) for j in jobs.get(dep.job_id, ())]
     if not found:
         return DependencyStatus(False, never=f"job {dep.job_id} does not exist")
-    label = f"job {dep.job_id} ({dep.text().partition(':')[0]})"
+    target = dep.target
+    if dep.index is not None:
+        found = [j for j in found if j.index == dep.index]
+        if not found:
+            return DependencyStatus(False, never=f"job {target} does not exist")
+    if dep.kind is DependencyKind.AFTER_CORR and own_index is not None:
+        found = [j for j in found if j.index == own_index]
+        target = f"{dep.job_id}_{own_index}"
+        if not found:
+            return DependencyStatus(True)  # no element of that index: nothing to wait for
+    label = f"job {target} ({dep.text().partition(':')[0]})"
     if dep.kind is DependencyKind.AFTER:
         # Started, or ended without starting (cancelled while pending): the clock starts.
         anchors = [
@@ -202,10 +239,10 @@ def _term(
     if not all(j.state.is_finished() for j in found):
         return DependencyStatus(False, waiting_for=label)
     succeeded = all(j.state is JobState.SUCCEEDED for j in found)
-    if dep.kind is DependencyKind.AFTER_OK and not succeeded:
-        return DependencyStatus(False, never=f"job {dep.job_id} did not succeed (afterok)")
+    if dep.kind in (DependencyKind.AFTER_OK, DependencyKind.AFTER_CORR) and not succeeded:
+        return DependencyStatus(False, never=f"job {target} did not succeed ({dep.kind})")
     if dep.kind is DependencyKind.AFTER_NOT_OK and succeeded:
-        return DependencyStatus(False, never=f"job {dep.job_id} succeeded (afternotok)")
+        return DependencyStatus(False, never=f"job {target} succeeded (afternotok)")
     ends = [j.finished_at for j in found if j.finished_at is not None]
     return _after_delay(dep, ends, now, label)
 

@@ -9,8 +9,11 @@ rename, fsync the directory).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,38 @@ EXIT_STARTED = 0  # the supervisor has claimed the task and runs it
 EXIT_ERROR = 1  # see supervisor.log
 EXIT_ALREADY = 3  # another supervisor owns this task dir, or the task has ended
 READY_TIMEOUT_S = 15.0  # how long the first process waits for the supervisor's claim
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created ``0600`` if missing): one holder at a
+    time among threads and processes alike (each open is its own lock)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+DIR_LOCK = ".virtuai-mkdir.lock"
+
+
+def create_owned_dir(path: Path, uid: int | None, gid: int | None, mode: int = 0o700) -> bool:
+    """Make ``path`` (``mode``, given to ``uid``/``gid`` when set) unless it exists; True if
+    made.  Making it and giving it away are one step under a lock in the parent, shared
+    by every server (and thread) making directories there: another one finding the
+    directory waits until its maker has given it away, so it never sees it root's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.parent / DIR_LOCK):
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            return False
+        if uid is not None and gid is not None:
+            os.chown(path, uid, gid)
+        path.chmod(mode)  # mkdir's mode went through the umask
+        return True
 
 
 def write_json_atomic(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:

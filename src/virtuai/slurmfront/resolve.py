@@ -420,21 +420,23 @@ def _invalid(
 
 
 def _dependency_problems(res: Resolution) -> None:
-    """What virtuai's dependency model (after, afterok, afterany, afternotok, singleton on
-    job ids, joined by ',' or '?') cannot hold: aftercorr, afterburstbuffer, array elements."""
+    """What virtuai's dependency model (after, afterok, afterany, afternotok, aftercorr,
+    singleton on job ids or array elements, joined by ',' or '?') cannot hold:
+    afterburstbuffer, and aftercorr on an element or with a delay."""
     reasons: list[str] = []
     supported = (
         v.DepKind.AFTER,
         v.DepKind.AFTER_OK,
         v.DepKind.AFTER_ANY,
         v.DepKind.AFTER_NOT_OK,
+        v.DepKind.AFTER_CORR,
         v.DepKind.SINGLETON,
     )
     for term in res.dependencies:
         if term.kind not in supported:
             reasons.append(term.kind.value)
-        elif term.job is not None and "_" in term.job:
-            reasons.append(f"array elements ({term.job})")
+        elif term.kind is v.DepKind.AFTER_CORR and term.job is not None and "_" in term.job:
+            reasons.append(f"aftercorr on an array element ({term.job})")
     if reasons:
         entry = next(
             (d for d in res.directives if d.option == "dependency" and d.fate == Fate.USED), None
@@ -453,10 +455,12 @@ def virtuai_dependency(res: Resolution) -> str | None:
     for term in res.dependencies:
         if term.kind is v.DepKind.SINGLETON:
             terms.append("singleton")
-        elif term.job is not None and "_" not in term.job and term.kind.value in _KINDS:
+        elif term.job is not None and term.kind.value in _KINDS:
+            if term.kind is v.DepKind.AFTER_CORR and "_" in term.job:
+                continue
             delay = f"+{term.delay_min}" if term.delay_min else ""
             terms.append(f"{term.kind.value}:{term.job}{delay}")
     return ("?" if res.dependency_any else ",").join(terms) or None
 
 
-_KINDS = frozenset({"after", "afterok", "afterany", "afternotok"})
+_KINDS = frozenset({"after", "afterok", "afterany", "afternotok", "aftercorr"})

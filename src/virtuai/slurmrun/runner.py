@@ -65,6 +65,11 @@ _PATTERN_RE = re.compile(r"%([0-9]*)([%AabJjNnstuxM])")
 BUNDLE_MARKER = "# -- virtuai slurm runner --\n"
 FUTURE = "from __future__ import annotations\n"
 STEP_KEY_ENV = "VIRTUAI_SLURM_STEP_KEY"
+# A Slurm site gave the job its own allocation (``drivers.slurm``: the site's sbatch with the
+# script's sizes): this runner is Slurm's batch step, and links the script's output files
+# at LOG_PREFIX (``.out``/``.err``), where virtuai reads the job's logs.
+NATIVE_ENV = "VIRTUAI_SLURM_NATIVE"
+LOG_PREFIX_ENV = "VIRTUAI_SLURM_LOG_PREFIX"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -119,16 +124,26 @@ def slurm_environment(config: Mapping[str, Any], env: Mapping[str, str]) -> dict
         out["GPU_DEVICE_ORDINAL"] = gpus
     if config.get("gpus_per_task"):
         out["SLURM_GPUS_PER_TASK"] = str(config["gpus_per_task"])
-    if "VIRTUAI_ARRAY_ID" in env:
-        array = config.get("array") or []
-        out["SLURM_ARRAY_JOB_ID"] = env["VIRTUAI_ARRAY_ID"]
-        out["SLURM_ARRAY_TASK_ID"] = env.get("VIRTUAI_ARRAY_INDEX", "0")
-        if array:
-            steps = {b - a for a, b in itertools.pairwise(array)}
-            out["SLURM_ARRAY_TASK_MIN"] = str(min(array))
-            out["SLURM_ARRAY_TASK_MAX"] = str(max(array))
-            out["SLURM_ARRAY_TASK_COUNT"] = str(len(array))
-            out["SLURM_ARRAY_TASK_STEP"] = str(steps.pop() if len(steps) == 1 else 1)
+    out.update(array_environment(config, env))
+    return out
+
+
+def array_environment(config: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """``SLURM_ARRAY_*`` of an element of a virtuai array (each element is a job of its own,
+    locally and on a Slurm site alike)."""
+    if "VIRTUAI_ARRAY_ID" not in env:
+        return {}
+    array = config.get("array") or []
+    out = {
+        "SLURM_ARRAY_JOB_ID": env["VIRTUAI_ARRAY_ID"],
+        "SLURM_ARRAY_TASK_ID": env.get("VIRTUAI_ARRAY_INDEX", "0"),
+    }
+    if array:
+        steps = {b - a for a, b in itertools.pairwise(array)}
+        out["SLURM_ARRAY_TASK_MIN"] = str(min(array))
+        out["SLURM_ARRAY_TASK_MAX"] = str(max(array))
+        out["SLURM_ARRAY_TASK_COUNT"] = str(len(array))
+        out["SLURM_ARRAY_TASK_STEP"] = str(steps.pop() if len(steps) == 1 else 1)
     return out
 
 
@@ -211,6 +226,8 @@ def batch(argv: Sequence[str], runner_source: str) -> int:
     # own SLURM_* and srun are the truth: neither is replaced.  virtuai never exports a
     # user's SLURM_* variables, so their presence means a real allocation.
     real_slurm = "SLURM_JOB_ID" in env and "SLURM_JOB_NODELIST" in env
+    if real_slurm and env.pop(NATIVE_ENV, "") == "1":
+        return _native(config, argv, env, runner_source)
     if real_slurm and env.get("SLURM_PROCID", "0") != "0":
         return 0  # a Slurm site runs every task of the gang: the batch script runs once
     if real_slurm and "SLURM_STEP_ID" in env:
@@ -236,8 +253,11 @@ def batch_step(
     runner_source: str,
     *,
     shims: bool = True,
+    log_prefix: str = "",
+    own_group: bool = True,
 ) -> int:
-    """Run the script once, with ``env`` (its SLURM_* set), writing Slurm's output files."""
+    """Run the script once, with ``env`` (its SLURM_* set), writing Slurm's output files
+    (linked at ``log_prefix``.out/.err when given)."""
     script, args = argv[1], list(argv[2:])
     private = tempfile.mkdtemp(prefix=f"virtuai-slurm-{env['SLURM_JOB_ID']}-")
     try:
@@ -251,7 +271,7 @@ def batch_step(
         env["VIRTUAI_SLURM_CONFIG"] = argv[0]
         env["VIRTUAI_SLURM_STEPS"] = os.path.join(private, "steps")
         if not config["output"]:  # `virtuai srun`: the task's own log is the terminal's
-            return _run_batch(config, [script_path, *args], env, None, None)
+            return _run_batch(config, [script_path, *args], env, None, None, own_group)
         try:
             out = _open_output(expand_pattern(config["output"], env), config["open_mode"])
             same = config["error"] == config["output"]
@@ -263,10 +283,40 @@ def batch_step(
         except OSError as error:
             print(f"sbatch: error: {error}", file=sys.stderr)
             return 1
+        if log_prefix:
+            _link_logs(log_prefix, out.name, err.name)
         with out, err:
-            return _run_batch(config, [script_path, *args], env, out, err)
+            return _run_batch(config, [script_path, *args], env, out, err, own_group)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def _native(
+    config: Mapping[str, Any], argv: Sequence[str], env: dict[str, str], runner_source: str
+) -> int:
+    """Slurm's own batch step of a job a site runs with the script's sizes: Slurm's SLURM_*,
+    srun, scontrol and --signal stay; only what virtuai knows better is added (its array,
+    its requeue count: each element and attempt is a Slurm job of its own)."""
+    env.update(array_environment(config, env))
+    env["SLURM_RESTART_COUNT"] = env.get("VIRTUAI_RESTART_COUNT", "0")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(name, None)
+    log_prefix = env.pop(LOG_PREFIX_ENV, "")
+    config = {**config, "signal": None}  # --signal went to Slurm, which delivers it itself
+    # Same process group as this runner, as the batch shell would be (see _run_batch).
+    return batch_step(
+        config, argv, env, runner_source, shims=False, log_prefix=log_prefix, own_group=False
+    )
+
+
+def _link_logs(prefix: str, out: str, err: str) -> None:
+    """``prefix.out``/``prefix.err`` point at the script's output files (virtuai's logs)."""
+    for ext, path in (("out", out), ("err", err)):
+        link = f"{prefix}.{ext}"
+        with contextlib.suppress(OSError):
+            tmp = f"{link}.{os.getpid()}"
+            os.symlink(os.path.abspath(path), tmp)
+            os.replace(tmp, link)
 
 
 def _multi_node(
@@ -340,15 +390,27 @@ def _run_batch(
     env: dict[str, str],
     out: IO[bytes] | None,
     err: IO[bytes] | None,
+    own_group: bool = True,
 ) -> int:
     started = time.monotonic()
     child = subprocess.Popen(
-        command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, process_group=0
+        command,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
+        process_group=0 if own_group else None,
     )
 
     def forward(signo: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signo)
+            if own_group:
+                os.killpg(child.pid, signo)
+            elif signo != signal.SIGTERM:
+                # Slurm's batch step: a signal to it (scancel -b, --signal=B:) reaches this
+                # process only, and is the batch shell's; SIGTERM (scancel, the time limit)
+                # reaches every process of the job by itself.
+                os.kill(child.pid, signo)
 
     for signo in FORWARDED:
         signal.signal(signo, forward)

@@ -139,3 +139,36 @@ def test_after_singleton_and_any_of_run_when_slurm_would(platform: Platform, ali
     (workspace / "release-b").touch()
     assert platform.wait_for([single["id"]])[single["id"]]["state"] == "succeeded"
     platform.ok("POST", f"/api/v1/jobs/{later['id']}/cancel", alice)
+
+
+def test_aftercorr_and_a_dependency_on_one_element(platform: Platform, alice: str) -> None:
+    # Element 1 of the first array fails; the others succeed after a moment.
+    first = platform.submit(
+        alice, ["sh", "-c", 'sleep 0.5; [ "$VIRTUAI_ARRAY_INDEX" != 1 ]'], array="0-2"
+    )
+    array_id = first["id"]
+    corr = platform.submit(alice, ["true"], array="0-3", dependency=f"aftercorr:{array_id}")
+    on_two = platform.submit(alice, ["true"], dependency=f"afterok:{array_id}_2")
+    on_one = platform.submit(alice, ["true"], dependency=f"afterok:{array_id}_1")
+    assert platform.job(on_two["id"], alice)["dependency"] == f"afterok:{array_id}_2"
+    platform.tick()
+    waiting = platform.job(on_two["id"], alice)
+    assert waiting["state"] == "pending"
+    assert waiting["reason"] == f"waiting for dependency: job {array_id}_2 (afterok)"
+    elements = platform.ok("GET", "/api/v1/jobs", alice, params={"array_id": corr["id"]})
+    ids = [*(e["id"] for e in elements), on_two["id"], on_one["id"]]
+    done = platform.wait_for(ids, timeout=60)
+    by_index = {done[e["id"]]["array_index"]: done[e["id"]] for e in elements}
+    assert by_index[0]["state"] == "succeeded" and by_index[2]["state"] == "succeeded"
+    assert by_index[1]["state"] == "cancelled"
+    assert f"job {array_id}_1 did not succeed (aftercorr)" in by_index[1]["reason"]
+    assert by_index[3]["state"] == "succeeded"  # the first array has no element 3
+    assert done[on_two["id"]]["state"] == "succeeded"
+    assert done[on_one["id"]]["state"] == "cancelled"
+    missing = platform.call(
+        "POST",
+        "/api/v1/jobs",
+        alice,
+        json={"command": ["true"], "dependency": f"aftercorr:{array_id}_1"},
+    )
+    assert missing.status_code == 422 and "aftercorr names a whole array" in missing.text

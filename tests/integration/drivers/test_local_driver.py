@@ -94,8 +94,12 @@ def test_workdir_not_accessible_to_tenant(
     os.mkdir(private, 0o700)  # root's, closed to others
     result = wait_result(driver, driver.launch(make_spec(["true"], workdir=private)))
     assert result.outcome == TaskOutcome.LAUNCH_FAILED
-    user = unix_name(tenant, USER_PREFIX)
-    assert result.message == f"workdir {private} is not accessible to user {user}"
+    user = pwd.getpwnam(unix_name(tenant, USER_PREFIX))
+    # It says which directory refused the task, and whose it is: what the task was.
+    assert result.message == (
+        f"workdir {private} is not accessible to user {user.pw_name} "
+        f"(uid {user.pw_uid}, gid {user.pw_gid}): {private} is 0:0 mode 700"
+    )
 
 
 def test_walltime_sends_sigterm_then_sigkill(driver: LocalDriver, make_spec: MakeSpec) -> None:

@@ -52,7 +52,10 @@ def test_every_kind_and_both_separators_parse() -> None:
         ("afterok:1,afterany:2?afterok:3", "either ','"),
         ("singleton:3", "cannot read 'singleton:3'"),
         ("after:1+", "cannot read"),
-        ("aftercorr:1", "cannot read 'aftercorr:1'"),
+        ("aftercor:1", "cannot read 'aftercor:1'"),
+        ("aftercorr:1_2", "aftercorr names a whole array"),
+        ("aftercorr:1+5", "aftercorr names a whole array"),
+        ("afterok:1_", "cannot read"),
         ("after:1+9999999", "cannot read"),
         ("after:1+600000", "+MIN delays go up to"),
     ],
@@ -114,17 +117,62 @@ def test_any_of_is_met_by_one_and_never_only_when_all_are_never() -> None:
     assert evaluate(all_of, {1: [JobState.FAILED], 2: [JobState.RUNNING]}).never is not None
 
 
+def test_array_elements_and_aftercorr_parse_and_read_back() -> None:
+    terms = parse_dependencies("afterok:12_3:14,aftercorr:20,after:12_0+5")
+    assert terms == (
+        Dependency(K.AFTER_OK, 12, index=3),
+        Dependency(K.AFTER_OK, 14),
+        Dependency(K.AFTER_CORR, 20),
+        Dependency(K.AFTER, 12, 5, index=0),
+    )
+    assert format_dependencies(terms) == "afterok:12_3:14,aftercorr:20,after:12_0+5"
+    assert [Dependency.from_json(t.to_json()) for t in terms] == list(terms)
+
+
+def test_a_dependency_on_an_element_waits_for_that_element_only() -> None:
+    array = {12: [DependedJob(JobState.SUCCEEDED, index=0), DependedJob(JobState.RUNNING, index=3)]}
+    assert evaluate(parse_dependencies("afterok:12_0"), array).ready
+    waiting = evaluate(parse_dependencies("afterok:12_3"), array)
+    assert not waiting.ready and waiting.waiting_for == "job 12_3 (afterok)"
+    assert evaluate(parse_dependencies("afterok:12_7"), array).never == "job 12_7 does not exist"
+    assert not evaluate(parse_dependencies("afterok:12"), array).ready  # the whole array
+
+
+def test_aftercorr_waits_for_the_element_of_the_same_index() -> None:
+    other = {
+        20: [
+            DependedJob(JobState.SUCCEEDED, index=0),
+            DependedJob(JobState.RUNNING, index=1),
+            DependedJob(JobState.FAILED, index=2),
+        ]
+    }
+    corr = parse_dependencies("aftercorr:20")
+    assert evaluate(corr, other, own_index=0).ready
+    assert evaluate(corr, other, own_index=1).waiting_for == "job 20_1 (aftercorr)"
+    assert evaluate(corr, other, own_index=2).never == "job 20_2 did not succeed (aftercorr)"
+    assert evaluate(corr, other, own_index=5).ready  # no such element: nothing to wait for
+    # A job that is not an element waits for the whole array, as afterok.
+    assert evaluate(corr, other).waiting_for == "job 20 (aftercorr)"
+
+
 # -- properties -------------------------------------------------------------------------------
 
 STATES = st.sampled_from(list(JobState))
 TIMES = st.none() | st.integers(0, 30).map(minutes)
-JOBS = st.builds(DependedJob, STATES, TIMES, TIMES)
-TERMS = st.builds(
-    Dependency,
-    st.sampled_from([K.AFTER, K.AFTER_OK, K.AFTER_ANY, K.AFTER_NOT_OK]),
-    st.integers(1, 4),
-    st.sampled_from([0, 0, 5]),
-) | st.just(Dependency(K.SINGLETON, 0))
+INDEXES = st.none() | st.integers(0, 2)
+JOBS = st.builds(DependedJob, STATES, TIMES, TIMES, INDEXES)
+TERMS = (
+    st.builds(
+        Dependency,
+        st.sampled_from([K.AFTER, K.AFTER_OK, K.AFTER_ANY, K.AFTER_NOT_OK]),
+        st.integers(1, 4),
+        st.sampled_from([0, 0, 5]),
+        st.just(False),
+        INDEXES,
+    )
+    | st.builds(Dependency, st.just(K.AFTER_CORR), st.integers(1, 4))
+    | st.just(Dependency(K.SINGLETON, 0))
+)
 
 
 @given(
@@ -132,20 +180,22 @@ TERMS = st.builds(
     jobs=st.dictionaries(st.integers(1, 4), st.lists(JOBS, min_size=1, max_size=3)),
     now=st.integers(0, 40).map(minutes),
     blocker=st.none() | st.integers(5, 9),
+    own=INDEXES,
 )
 def test_any_of_is_the_disjunction_and_all_of_the_conjunction(
     terms: list[Dependency],
     jobs: dict[int, list[DependedJob]],
     now: dt.datetime,
     blocker: int | None,
+    own: int | None,
 ) -> None:
     """A list is met as a whole exactly when each (all of) / one (any of) of its terms is,
     can never be met exactly when one (all of) / each (any of) can never be, and one term
     alone means the same under both separators."""
-    one = [evaluate([t], jobs, now=now, singleton_blocker=blocker) for t in terms]
-    all_of = evaluate(terms, jobs, now=now, singleton_blocker=blocker)
+    one = [evaluate([t], jobs, now=now, singleton_blocker=blocker, own_index=own) for t in terms]
+    all_of = evaluate(terms, jobs, now=now, singleton_blocker=blocker, own_index=own)
     any_terms = [dataclasses.replace(t, any_of=True) for t in terms]
-    any_of = evaluate(any_terms, jobs, now=now, singleton_blocker=blocker)
+    any_of = evaluate(any_terms, jobs, now=now, singleton_blocker=blocker, own_index=own)
     assert all_of.ready == all(s.ready for s in one)
     assert (all_of.never is not None) == any(s.never is not None for s in one)
     assert any_of.ready == any(s.ready for s in one)

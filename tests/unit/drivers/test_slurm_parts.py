@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
+from virtuai.cli.slurmjob import job_body
 from virtuai.domain.workload import TaskOutcome
-from virtuai.drivers.slurm.batch import BatchRequest, batch_script, sbatch_options, submit_command
-from virtuai.drivers.slurm.client import Backlog, _gpus, _limit
+from virtuai.drivers.slurm.batch import (
+    BatchRequest,
+    batch_script,
+    sbatch_command,
+    sbatch_options,
+    submit_command,
+)
+from virtuai.drivers.slurm.client import Backlog, SlurmClient, _gpus, _limit
+from virtuai.drivers.slurm.driver import native_batch
 from virtuai.drivers.slurm.states import parse_sacct, parse_squeue, result_of
 from virtuai.drivers.slurm.transport import SshTarget
+from virtuai.slurmfront.resolve import Context, resolve
+from virtuai.slurmrun.command import parse_batch_command
 
 MIB = 2**20
 
@@ -147,3 +159,84 @@ def test_the_expected_wait_is_slurms_backlog() -> None:
     assert Backlog(1000, [], [1300, 1200], 0).expected_wait_s() == 200
     assert Backlog(1000, [], [], 0).expected_wait_s() is None
     assert Backlog(1000, [900], [], 0).expected_wait_s() == 0
+
+
+SBATCH_SCRIPT = "#!/bin/bash\n#SBATCH -N 2 --ntasks-per-node=4 -c 2 --gres=gpu:a100:2\nsrun x\n"
+
+
+def sbatch_request(*cli: str) -> BatchRequest:
+    """What the site driver asks for a job of ``virtuai sbatch`` (its command as the CLI
+    makes it, the sizes as virtuai holds them: per node)."""
+    res = resolve(SBATCH_SCRIPT, list(cli), Context("t.sh", "/home/a", "a", {}), ["arg 1"])
+    body, _notes = job_body(
+        res, SBATCH_SCRIPT, env={}, submit_dir="/home/a", submit_host="h", user="a", local=False
+    )
+    return request(
+        key="7.1",
+        command=body["command"],
+        env={**body["env"], "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_PORT": "29500"},
+        tasks=2,
+        nodes=1,  # virtuai packed both nodes on one: Slurm must still get two
+        cpu_milli=8000,
+        memory=res.mem_per_node,
+        gpus=2,
+        walltime_s=600,
+        workdir="/home/u/w",
+        native=native_batch(body["command"], 2),
+    )
+
+
+def test_a_job_of_virtuai_sbatch_is_recognised_by_its_command_and_no_other_is() -> None:
+    native = sbatch_request().native
+    assert native is not None
+    assert (native.nodes, native.ntasks, native.ntasks_per_node, native.cpus_per_task) == (
+        2,
+        8,
+        4,
+        2,
+    )
+    assert (native.gpus_per_node, native.gpu_type, native.name) == (2, "a100", "t.sh")
+    assert native_batch(["python", "-c", "x", "batch", "{}", "s"], 1) is None
+    assert native_batch(["python", "train.py"], 1) is None
+    assert parse_batch_command(sbatch_request().command) is not None
+
+
+def test_a_job_of_virtuai_sbatch_gives_slurm_the_scripts_own_sizes() -> None:
+    opts = sbatch_options(sbatch_request("--signal=B:USR1@90", "-J", "my job"))
+    assert '--job-name="my job"' in opts
+    assert "--nodes=2" in opts and "--ntasks=8" in opts and "--ntasks-per-node=4" in opts
+    assert "--cpus-per-task=2" in opts and "--gres=gpu:a100:2" in opts
+    assert f"--mem={sbatch_request().memory // MIB}M" in opts  # per node
+    assert "--time=10" in opts and "--signal=B:10@90" in opts
+    assert "--chdir=/home/u/w" in opts and "--output=/home/u/virtuai/logs/vai-7.1.batch.out" in opts
+    assert not any(o.startswith("--mem-per-cpu") for o in opts)
+
+
+def test_a_job_of_virtuai_sbatch_execs_its_runner_as_the_batch_step_without_srun() -> None:
+    req = sbatch_request()
+    script = batch_script(req)
+    assert "srun" not in script.split("# written by virtuai")[1].split("exec ")[0]
+    last = "exec " + script.split("\nexec ", 1)[1]
+    assert shlex.split(last) == ["exec", *req.command]
+    prefix = "/home/u/virtuai/logs/vai-7.1.0"
+    assert f"export VIRTUAI_SLURM_NATIVE=1 VIRTUAI_SLURM_LOG_PREFIX={prefix}" in script
+    assert "export WORLD_SIZE" not in script  # per task: Slurm's srun sets its own
+    assert "export MASTER_PORT=29500" in script
+    # sbatch runs in the working directory: SLURM_SUBMIT_DIR is where the job runs.
+    assert sbatch_command(req).endswith("&& cd /home/u/w && sbatch --parsable")
+
+
+def test_a_native_checkpoint_signal_goes_to_the_batch_step() -> None:
+    sent: list[str] = []
+
+    class Recorder:
+        def run(self, command: str, stdin: bytes | None = None) -> object:
+            sent.append(command)
+            return type("R", (), {"status": 0, "err": "", "out": "", "stdout": b""})()
+
+    client = SlurmClient(Recorder(), "tok")  # type: ignore[arg-type]
+    client.cancel("41", signal=10, batch=True)
+    client.cancel("42", signal=10)
+    client.read("/l/a.err", 0, 10, fallback="/l/a.batch.out")
+    assert sent[:2] == ["scancel -b -s 10 41", "scancel -s 10 42"]
+    assert '[ -e "$f" ] || f=/l/a.batch.out' in sent[2]

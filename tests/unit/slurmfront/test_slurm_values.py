@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from virtuai.slurmfront import hostlist
 from virtuai.slurmfront import values as v
 from virtuai.slurmfront.options import OptionError, lookup_long, parse_words
-from virtuai.slurmfront.resolve import Context, resolve
+from virtuai.slurmfront.resolve import Context, resolve, virtuai_dependency
 from virtuai.slurmfront.script import ScriptError, scan, split_words
 
 CTX = Context("job.sh", "/home/ada", "ada", {})
@@ -91,6 +91,18 @@ def test_dependencies() -> None:
     for bad in ("afterok", "before:1", "afterok:1,afterany:2?afterok:3", "singleton:3"):
         with pytest.raises(v.BadValue):
             v.dependencies(bad)
+
+
+def test_array_elements_and_aftercorr_reach_virtuai_and_aftercorr_on_an_element_does_not() -> None:
+    script = "#!/bin/sh\n#SBATCH -d afterok:12_3:13,aftercorr:14\nrun\n"
+    res = resolve(script, [], Context("t.sh", "/home/a", "a", {}))
+    assert res.problems == []
+    assert virtuai_dependency(res) == "afterok:12_3,afterok:13,aftercorr:14"
+    odd = resolve(
+        script.replace("aftercorr:14", "aftercorr:14_1"), [], Context("t.sh", "/", "a", {})
+    )
+    assert [p.kind for p in odd.problems] == ["unsupported"]
+    assert "aftercorr on an array element (14_1)" in str(odd.problems[0])
 
 
 def test_signals() -> None:

@@ -13,7 +13,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from virtuai.cli.slurmjob import BOOTSTRAP, PYTHON, RUNNER_ENV, runner_source
+from virtuai.cli.slurmjob import runner_source
+from virtuai.slurmrun.command import BOOTSTRAP, PYTHON, RUNNER_ENV
 
 CONFIG: dict[str, Any] = {
     "name": "demo job",

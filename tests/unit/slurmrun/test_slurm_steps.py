@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from virtuai.cli.slurmjob import BOOTSTRAP, PYTHON, RUNNER_ENV, runner_source
+from virtuai.cli.slurmjob import runner_source
+from virtuai.slurmrun.command import BOOTSTRAP, PYTHON, RUNNER_ENV
 
 TOKEN = "vaij_88_0_" + "ab" * 32
 CONFIG: dict[str, Any] = {

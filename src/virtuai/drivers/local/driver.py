@@ -482,20 +482,14 @@ def _create_workdir(path: Path, uid: int, gid: int) -> None:
 
     Missing parents are created as the server's (``0755`` with the usual umask)
     so the tenant can reach its workspace; an existing directory is left alone.
+    Made and given away in one step (``files.create_owned_dir``): the tasks of a gang
+    on several machines share the workspace, and one launched while another machine
+    had made the directory but not yet given it away found it root's and failed.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        return
+        files.create_owned_dir(path, uid if os.geteuid() == 0 else None, gid)
     except OSError as exc:
         raise DriverError(f"cannot create the workdir {path}: {exc.strerror}") from None
-    try:
-        if os.geteuid() == 0:
-            os.chown(path, uid, gid)
-        path.chmod(0o700)
-    except OSError as exc:
-        raise DriverError(f"cannot give the workdir {path} to its tenant: {exc.strerror}") from None
 
 
 def task_env(

@@ -311,7 +311,10 @@ class Supervisor:
         except NotADirectoryError:
             raise LaunchError(f"workdir {workdir} is not a directory") from None
         except PermissionError:
-            raise LaunchError(f"workdir {workdir} is not accessible to user {user_name}") from None
+            raise LaunchError(
+                f"workdir {workdir} is not accessible to user {user_name} "
+                f"(uid {os.getuid()}, gid {os.getgid()}): {_denied_at(workdir)}"
+            ) from None
         command = list(self.spec.command)
         if not command or not command[0]:
             raise LaunchError("empty command")
@@ -532,6 +535,22 @@ def _current_user_name() -> str:
         return psutil.Process().username()
     except (psutil.Error, KeyError):
         return str(os.getuid())
+
+
+def _denied_at(path: str) -> str:
+    """The first directory of ``path`` this process may not enter, with its owner and mode
+    (read as root's stat would not be: these are what the task itself is refused)."""
+    current = "/"
+    for part in [p for p in path.split("/") if p]:
+        current = os.path.join(current, part)
+        if os.access(current, os.X_OK):
+            continue
+        try:
+            info = os.stat(current)
+        except OSError as error:
+            return f"{current}: {error.strerror}"
+        return f"{current} is {info.st_uid}:{info.st_gid} mode {info.st_mode & 0o7777:o}"
+    return "every directory on the way may be entered (changed since?)"
 
 
 def _private_proc() -> None:  # pragma: no cover - runs in the task's child

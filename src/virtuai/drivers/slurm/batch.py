@@ -10,6 +10,12 @@ task gets virtuai's environment with ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` from
 Slurm's ``SLURM_PROCID``/``SLURM_LOCALID``/``SLURM_NTASKS`` and ``MASTER_ADDR``
 the first node of the allocation.  Every task writes its own
 ``vai-<key>.<rank>.out|err`` in the site's log directory.
+
+A job of ``virtuai sbatch`` (``NativeBatch``) is not a gang step: its script's own
+sizes become the Slurm job's (``-N 2`` is ``--nodes=2``, whatever virtuai's
+placement), and the runner is exec'd as Slurm's batch step, so the script's
+``srun`` is the site's, natively, with the allocation's resources free for it.
+The runner links the script's output files at ``vai-<key>.0.out|err``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import math
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from virtuai.slurmrun.command import LOG_PREFIX_ENV, NATIVE_ENV
 
 MIB = 1024 * 1024
 
@@ -45,6 +53,21 @@ def comment(token: str, key: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class NativeBatch:
+    """A ``virtuai sbatch`` script's resolved sizes, for the site's own sbatch."""
+
+    name: str
+    nodes: int
+    ntasks: int
+    ntasks_per_node: int
+    cpus_per_task: int
+    gpus_per_node: int = 0
+    gpus_per_task: int = 0
+    gpu_type: str = ""
+    signal: str = ""  # "[B:]SIG@T", Slurm's own --signal
+
+
+@dataclass(frozen=True, slots=True)
 class BatchRequest:
     key: str  # "<job>.<attempt>"
     token: str  # the site's token: tells this installation's jobs from others'
@@ -63,9 +86,12 @@ class BatchRequest:
     # Asked for with the job's --signal: Slurm sends it this long before the time limit.
     checkpoint_signal: int = 15
     checkpoint_grace_s: int | None = None
+    native: NativeBatch | None = None
 
 
 def sbatch_options(req: BatchRequest) -> list[str]:
+    if req.native is not None:
+        return native_options(req, req.native)
     cpus = max(1, math.ceil(req.cpu_milli / 1000))
     opts = [
         f"--job-name={job_name(req.key)}",
@@ -99,6 +125,71 @@ def sbatch_options(req: BatchRequest) -> list[str]:
     return opts
 
 
+def native_options(req: BatchRequest, native: NativeBatch) -> list[str]:
+    """The script's sizes as Slurm's options (memory and time as virtuai holds them)."""
+    opts = [
+        f"--job-name={_directive_word(native.name)}",
+        f"--comment={comment(req.token, req.key)}",
+        f"--time={max(1, math.ceil(req.walltime_s / 60))}",
+        f"--nodes={native.nodes}",
+        f"--ntasks={native.ntasks}",
+    ]
+    if native.ntasks == native.nodes * native.ntasks_per_node:
+        opts.append(f"--ntasks-per-node={native.ntasks_per_node}")
+    opts += [
+        f"--cpus-per-task={native.cpus_per_task}",
+        f"--mem={max(1, math.ceil(req.memory / MIB))}M",  # per node, as the job holds it
+        f"--output={req.log_dir}/vai-{req.key}.batch.out",
+        "--no-requeue",  # virtuai requeues: a new attempt is a new Slurm job
+        "--kill-on-invalid-dep=yes",
+    ]
+    kind = f"{native.gpu_type}:" if native.gpu_type else ""
+    if native.gpus_per_task:
+        opts.append(f"--gpus-per-task={kind}{native.gpus_per_task}")
+    elif native.gpus_per_node:
+        opts.append(f"--gres=gpu:{kind}{native.gpus_per_node}")
+    if native.signal:
+        opts.append(f"--signal={native.signal}")
+    if req.partition:
+        opts.append(f"--partition={req.partition}")
+    if req.account:
+        opts.append(f"--account={req.account}")
+    if req.workdir:
+        opts.append(f"--chdir={req.workdir}")
+    return opts
+
+
+def _directive_word(text: str) -> str:
+    """One word of an #SBATCH line, as sbatch splits it (double quotes group)."""
+    if text and all(c.isalnum() or c in "._+-@" for c in text):
+        return text
+    return '"' + "".join(c for c in text if c not in '"\\\n\r') + '"'
+
+
+def log_prefix(req: BatchRequest) -> str:
+    return f"{req.log_dir}/vai-{req.key}.0"
+
+
+def native_script(req: BatchRequest) -> str:
+    """The runner as Slurm's batch step (no srun): the script's own sruns are the job's."""
+    lines = ["#!/bin/bash"]
+    lines += [f"#SBATCH {opt}" for opt in sbatch_options(req)]
+    lines.append("# written by virtuai: one attempt of one job of virtuai sbatch")
+    for name, value in sorted(req.env.items()):
+        if name in PER_TASK_VARS or not _env_name(name):
+            continue
+        lines.append(f"export {name}={shlex.quote(value)}")
+    lines.append(f"export {NATIVE_ENV}=1 {LOG_PREFIX_ENV}={shlex.quote(log_prefix(req))}")
+    lines.append('MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
+    lines.append("export MASTER_ADDR")
+    lines.append("exec " + " ".join(shlex.quote(part) for part in req.command))
+    return "\n".join(lines) + "\n"
+
+
+def _env_name(name: str) -> bool:
+    return name.replace("_", "a").isalnum()
+
+
 # Runs as each task: Slurm's per-task facts become virtuai's variables, then the command.
 _TASK_WRAPPER = (
     'export RANK="$SLURM_PROCID" VIRTUAI_TASK_INDEX="$SLURM_PROCID" '
@@ -109,11 +200,13 @@ _TASK_WRAPPER = (
 
 
 def batch_script(req: BatchRequest) -> str:
+    if req.native is not None:
+        return native_script(req)
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH {opt}" for opt in sbatch_options(req)]
     lines.append("# written by virtuai: one attempt of one job")
     for name, value in sorted(req.env.items()):
-        if name in PER_TASK_VARS or not name.replace("_", "a").isalnum():
+        if name in PER_TASK_VARS or not _env_name(name):
             continue
         lines.append(f"export {name}={shlex.quote(value)}")
     lines.append('MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
@@ -136,8 +229,13 @@ def batch_script(req: BatchRequest) -> str:
 def sbatch_command(req: BatchRequest) -> str:
     """Submit the script on stdin; prints the Slurm job id.  Only for an attempt known not
     to be on the site (``SlurmSiteDriver`` knows it from its recovery index)."""
+    return f"{_prepare(req)} && sbatch --parsable"
+
+
+def _prepare(req: BatchRequest) -> str:
+    """Make the directories; sbatch runs in the working directory (``SLURM_SUBMIT_DIR``)."""
     dirs = " ".join(shlex.quote(d) for d in (req.log_dir, req.workdir) if d)
-    return f"mkdir -p {dirs} && sbatch --parsable"
+    return f"mkdir -p {dirs}" + (f" && cd {shlex.quote(req.workdir)}" if req.workdir else "")
 
 
 def recovery_command(token: str) -> str:
@@ -156,11 +254,10 @@ def submit_command(req: BatchRequest) -> str:
     Prints the Slurm job id.  One round trip: what makes a crash between sbatch
     and recording its id harmless is that the lookup and the submit are one step.
     """
-    name = shlex.quote(job_name(req.key))
+    name = shlex.quote(req.native.name if req.native is not None else job_name(req.key))
     want = shlex.quote(comment(req.token, req.key))
-    dirs = " ".join(shlex.quote(d) for d in (req.log_dir, req.workdir) if d)
     return (
-        f"mkdir -p {dirs} && "
+        f"{_prepare(req)} && "
         f"id=$(squeue -h --me --name={name} -t all -o '%i|%k' | "
         f"awk -F'|' -v c={want} '$2==c {{print $1; exit}}'); "
         f'[ -n "$id" ] || id=$(sacct -n -X -P --name={name} -S now-30days -o JobIDRaw,Comment '

@@ -148,9 +148,12 @@ class SlurmClient:
             raise SiteUnreachable(f"sacct failed: {result.err}")
         return parse_sacct(result.out)
 
-    def cancel(self, slurm_id: str, signal: int | None = None) -> None:
-        """``scancel``; with ``signal``, only signal the job's steps (the checkpoint)."""
+    def cancel(self, slurm_id: str, signal: int | None = None, *, batch: bool = False) -> None:
+        """``scancel``; with ``signal``, only signal the job's steps (the checkpoint), or with
+        ``batch`` its batch step (whose ``srun`` processes pass it on to their steps)."""
         flag = f"-s {int(signal)} " if signal is not None else ""
+        if signal is not None and batch:
+            flag = f"-b {flag}"
         result = self.transport.run(f"scancel {flag}{shlex.quote(slurm_id)}")
         if result.status != 0 and "already completed" not in result.err.lower():
             raise DriverError(f"scancel {slurm_id} failed: {result.err}")
@@ -218,10 +221,14 @@ class SlurmClient:
             idle_cpus=idle,
         )
 
-    def read(self, path: str, offset: int, limit: int) -> bytes:
+    def read(self, path: str, offset: int, limit: int, fallback: str | None = None) -> bytes:
+        """Bytes of ``path`` (``fallback`` while ``path`` does not exist); none if neither."""
         q = shlex.quote(path)
+        pick = f"f={q}; "
+        if fallback is not None:
+            pick += f'[ -e "$f" ] || f={shlex.quote(fallback)}; '
         result = self.transport.run(
-            f"[ -f {q} ] && tail -c +{int(offset) + 1} {q} | head -c {int(limit)}"
+            f'{pick}[ -f "$f" ] && tail -c +{int(offset) + 1} "$f" | head -c {int(limit)}'
         )
         return result.stdout
 

@@ -19,7 +19,7 @@ import signal as signals
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from virtuai.domain.resources import GpuDevice, Node, Resources
@@ -31,7 +31,7 @@ from virtuai.drivers.base import (
     TaskSpec,
     TemporaryDriverError,
 )
-from virtuai.drivers.slurm.batch import BatchRequest
+from virtuai.drivers.slurm.batch import BatchRequest, NativeBatch
 from virtuai.drivers.slurm.client import Backlog, Partition, SlurmClient, SlurmNode
 from virtuai.drivers.slurm.states import AccountingEntry, QueueEntry, result_of
 from virtuai.drivers.slurm.transport import (
@@ -41,6 +41,7 @@ from virtuai.drivers.slurm.transport import (
     SshTransport,
     Transport,
 )
+from virtuai.slurmrun.command import parse_batch_command
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ class SlurmSiteDriver:
         self._submitted: dict[str, str] = {}
         self._recovered = False
         self._since_refresh: set[str] = set()  # submitted since the last squeue
-        self._pending_stops: dict[str, int | None] = {}  # scancel to retry: id -> signal
+        # scancel to retry: id -> (signal, to the batch step)
+        self._pending_stops: dict[str, tuple[int | None, bool]] = {}
         self._stopped: set[tuple[str, str]] = set()
         # Node names recorded before this process saw the site (until sinfo answers).
         self.known_nodes: frozenset[str] = frozenset()
@@ -144,9 +146,10 @@ class SlurmSiteDriver:
                 self._submitted = {**self.client.submitted(), **self._submitted}
                 self._recovered = True
             slurm_id = self._submitted.get(key)
+            request = self._request(spec, key)
             if slurm_id is None:
                 self._check_max_jobs()
-                slurm_id, found = self.client.submit(self._request(spec, key), lookup=False)
+                slurm_id, found = self.client.submit(request, lookup=False)
                 with self._lock:
                     self._since_refresh.add(slurm_id)
                 self._submitted[key] = slurm_id
@@ -157,14 +160,17 @@ class SlurmSiteDriver:
                     slurm_id,
                     " (found: submitted before)" if found else "",
                 )
-        return {
+        handle: Handle = {
             "site": self.config.name,
             "slurm_id": slurm_id,
             "key": key,
             "index": spec.index,
-            "log_dir": self.client.absolute(self.config.log_dir),
+            "log_dir": request.log_dir,
             "checkpoint_signal": spec.checkpoint_signal,
         }
+        if request.native is not None:
+            handle["native"] = True  # the script is Slurm's batch step: see read_log, stop
+        return handle
 
     def _check_max_jobs(self) -> None:
         limit = self.config.max_jobs
@@ -204,6 +210,7 @@ class SlurmSiteDriver:
             account=self.config.account_map.get(spec.tenant),
             checkpoint_signal=spec.checkpoint_signal,
             checkpoint_grace_s=spec.checkpoint_grace_s,
+            native=native_batch(spec.command, tasks),
         )
 
     def observe(self, handle: Handle) -> TaskResult | None:
@@ -230,24 +237,32 @@ class SlurmSiteDriver:
             return
         signal = sig if reason is StopReason.PREEMPT and sig != signals.SIGTERM else None
         self._stopped.add(once)
+        batch = bool(handle.get("native"))
         try:
-            self.client.cancel(slurm_id, signal=signal)
+            self.client.cancel(slurm_id, signal=signal, batch=batch)
         except SiteUnreachable:
             # Recorded as asked; the site loop sends it when the site answers again.
-            self._pending_stops[slurm_id] = signal
+            self._pending_stops[slurm_id] = (signal, batch)
 
     def retry_stops(self) -> None:
-        for slurm_id, signal in list(self._pending_stops.items()):
-            self.client.cancel(slurm_id, signal=signal)
+        for slurm_id, (signal, batch) in list(self._pending_stops.items()):
+            self.client.cancel(slurm_id, signal=signal, batch=batch)
             del self._pending_stops[slurm_id]
 
     def kill(self, handle: Handle) -> None:
         self.client.cancel(str(handle["slurm_id"]))
 
     def read_log(self, handle: Handle, stream: LogStream, offset: int, limit: int) -> bytes:
+        if handle.get("native") and handle["index"] != 0:
+            return b""  # the script runs once, as task 0; Slurm's steps write to it
         ext = "out" if stream is LogStream.STDOUT else "err"
         path = f"{handle['log_dir']}/vai-{handle['key']}.{handle['index']}.{ext}"
-        return self.client.read(path, offset, limit)
+        fallback = None
+        if handle.get("native") and stream is LogStream.STDERR:
+            # Until the runner has linked the script's error file (or when it could not
+            # open it), the batch step's own output says why.
+            fallback = f"{handle['log_dir']}/vai-{handle['key']}.batch.out"
+        return self.client.read(path, offset, limit, fallback=fallback)
 
     def release(self, handle: Handle) -> None:
         self._submitted.pop(str(handle.get("key")), None)
@@ -305,6 +320,31 @@ class SlurmSiteDriver:
 
     def close(self) -> None:
         self.client.transport.close()
+
+
+def native_batch(command: Sequence[str], tasks: int) -> NativeBatch | None:
+    """The sizes of a ``virtuai sbatch`` job (its command's config), for the site's sbatch;
+    ``None`` for any other job.  ``tasks`` (one per node) stands in for what an older
+    client did not send."""
+    parsed = parse_batch_command(command)
+    if parsed is None:
+        return None
+    config = parsed.config
+    signal = config.get("signal") or None
+    return NativeBatch(
+        name=str(config.get("name") or "sbatch"),
+        nodes=int(config.get("nodes") or tasks),
+        ntasks=int(config["ntasks"]),
+        ntasks_per_node=int(config.get("ntasks_per_node") or 1),
+        cpus_per_task=int(config["cpus_per_task"]),
+        gpus_per_node=int(config.get("gpus_per_node") or 0),
+        gpus_per_task=int(config.get("gpus_per_task") or 0),
+        gpu_type=str(config.get("gpu_type") or ""),
+        signal=""
+        if signal is None
+        else f"{'B:' if signal.get('batch_only') else ''}{int(signal['number'])}"
+        f"@{int(signal['seconds'])}",
+    )
 
 
 _STILL_QUEUED = frozenset(
