@@ -171,6 +171,10 @@ class Policy:
     # as long as it ran (and at least ``starvation_min_s``); 0: off.
     starvation_factor: float = 0.0
     starvation_min_s: float = 0.0
+    # With LAS and backfill: a job that backfill would start within this long (its
+    # reservation, were it the head now) preempts no job for its level, since the victim
+    # would lose work and wait again, often longer; 0: LAS preempts whenever it may.
+    las_patience_s: float = 0.0
     # Capacity reasons that say how fragmented free room is spread (a scan of the
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True
@@ -192,8 +196,9 @@ class Policy:
     @classmethod
     def las(cls, *, half_life_s: float = 7 * DAY_S) -> Policy:
         """``fair()`` plus least attained service within a tenant (``las.py``), 3 levels
-        (8 and 32 GPU-hours), a starvation guard, and an hour's minimum run (tuned on
-        Philly-shaped load: ``docs/benchmarks.md``)."""
+        (8 and 32 GPU-hours), a starvation guard, an hour's minimum run, and no LAS preemption
+        for a job that backfill would start within 12 hours (tuned on Philly-shaped load:
+        ``docs/benchmarks.md``)."""
         return cls(
             fair_share=True,
             backfill=True,
@@ -203,6 +208,7 @@ class Policy:
             las_thresholds_gpu_s=(8 * 3600.0, 32 * 3600.0),
             starvation_factor=4.0,
             starvation_min_s=3600.0,
+            las_patience_s=12 * 3600.0,
         )
 
 
