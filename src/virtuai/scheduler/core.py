@@ -407,9 +407,15 @@ class _Pass:
         """What will give resources back, in end order: running jobs as they are (the kept
         order of ``Ends``), and admissions of this pass."""
         taken = self.preemptor.taken if self.preemptor is not None else frozenset()
+        mine = sorted(self.ends, key=_end_of)
+        given = self.snapshot.running_by_end
+        if given is not None:
+            theirs: Iterator[Release] = (
+                (job.expected_end or 0.0, job.placements) for job in given if job.id not in taken
+            )
+            return heapq.merge(theirs, mine, key=_end_of)
         if self.running_ends is None:
             self.running_ends = Ends.take(self.snapshot.running)
-        mine = sorted(self.ends, key=_end_of)
         return heapq.merge(self.running_ends.releases(taken), mine, key=_end_of)
 
     def block(

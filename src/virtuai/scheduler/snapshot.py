@@ -10,6 +10,7 @@ nodes, tenants and pending jobs alone is scheduled exactly as before.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from virtuai.domain.resources import ZERO, Node, Resources
@@ -225,6 +226,11 @@ class Snapshot:
     # these sums as jobs start and stop): the scheduler then does not add up ``running``
     # again, which is O(running jobs) per pass.  Decisions are the same either way.
     usage_complete: bool = False
+    # The caller vouches that these are exactly the ``running`` jobs that have an
+    # ``expected_end`` and are not preempting, in ascending ``expected_end`` order (the
+    # simulator keeps them so as jobs start and stop; re-iterable, read lazily): backfill
+    # then reads its releases from them instead of ordering ``running`` (``ends.Ends``).
+    running_by_end: Iterable[RunningJob] | None = None
 
 
 class BlockKind(enum.StrEnum):

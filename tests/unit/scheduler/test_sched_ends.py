@@ -66,3 +66,16 @@ def test_passes_with_kept_ends_decide_as_fresh_ones(snapshot: Snapshot, fair: bo
         kept = schedule(world)
         Ends._kept = None  # the next pass builds its order from scratch
         assert schedule(world) == kept
+
+
+@settings(max_examples=100, deadline=None)
+@given(worlds(), st.booleans())
+def test_ends_given_by_the_caller_decide_as_ends_ordered_here(
+    snapshot: Snapshot, fair: bool
+) -> None:
+    world = replace(snapshot, policy=replace(snapshot.policy, backfill=True, fair_share=fair))
+    by_end = sorted(
+        (j for j in world.running if j.expected_end is not None and not j.preempting),
+        key=lambda j: j.expected_end or 0.0,
+    )
+    assert schedule(replace(world, running_by_end=by_end)) == schedule(world)
