@@ -25,7 +25,6 @@ fact).  Its cost is one walk over the pool's nodes plus the releases replayed.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +39,10 @@ __all__ = ["Board", "Guard", "Release", "Reservation", "Shape", "reserve", "shap
 Release = tuple[float, tuple[TaskPlacement, ...]]
 # (pool, cpu, memory, gpu per task, tasks): what decides whether a job fits.
 Shape = tuple[str | None, int, int, int, int]
+
+
+def _end_of(release: Release) -> float:
+    return release[0]
 
 
 def shape_of(job: PendingJob) -> Shape:
@@ -95,9 +98,18 @@ def _room_of(cluster: Cluster, name: str, pool: str | None) -> _Room | None:
 
 
 def reserve(
-    cluster: Cluster, job: PendingJob, releases: Iterable[Release], now: float
+    cluster: Cluster,
+    job: PendingJob,
+    releases: Iterable[Release],
+    now: float,
+    *,
+    ordered: bool = False,
 ) -> Reservation | None:
-    """When ``job`` can start at the earliest and where; ``None`` if no known end frees room."""
+    """When ``job`` can start at the earliest and where; ``None`` if no known end frees room.
+
+    ``ordered``: ``releases`` already come in ascending end order (``ends.Ends``), and
+    are read lazily, only as far as the reservation needs.
+    """
     need, tasks = job.per_task, job.tasks
     pool = job.pool
     want = (need.cpu_milli, need.memory, need.gpu)
@@ -120,12 +132,15 @@ def reserve(
             total += n
     start = now
     if total < tasks:
-        # A heap, not a sort: the reservation is usually found after a few of the
-        # thousands of running jobs' ends (O(n) to build, O(log n) per end taken).
-        heap = [(end, k, placed) for k, (end, placed) in enumerate(releases)]
-        heapq.heapify(heap)
-        while heap:
-            end, _, released = heapq.heappop(heap)
+        if not ordered:
+            releases = sorted(releases, key=_end_of)
+        last: float | None = None
+        for end, released in releases:
+            # Everything ending at the same moment goes together (so the order of ties
+            # cannot matter): stop before the first end after the one that was enough.
+            if total >= tasks and last is not None and end > last:
+                break
+            last = end
             for p in released:
                 held = rooms.get(p.node)
                 if held is None:
@@ -142,12 +157,9 @@ def reserve(
                 n = room.tasks(need, tasks)
                 total += n - fits[p.node]
                 fits[p.node] = n
-            # Everything ending at the same moment goes together (so input order cannot matter).
-            if total >= tasks and (not heap or heap[0][0] > end):
-                start = max(now, end)
-                break
-        else:
+        if total < tasks or last is None:
             return None
+        start = max(now, last)
     # Where: the tightest nodes first (fewest free GPUs, then cpu, then memory, then name).
     candidates = sorted(
         (name for name, n in fits.items() if n > 0),
@@ -294,6 +306,7 @@ class Board:
         # a queue of jobs behind the reservation costs one trial per shape, not per job.
         self._generation = 0
         self._fitted_unheld: dict[tuple[str | None, int, int, int, int], int] = {}
+        self._fitted_held: dict[tuple[str | None, int, int, int, int], int] = {}
 
     @property
     def failures(self) -> int:
@@ -349,6 +362,24 @@ class Board:
                 return placed
             self._failed_unheld.add(shape)
         return None
+
+    def fits_held(self, job: PendingJob) -> bool:
+        """Whether ``job`` would fit now in the held view (a trial: nothing changes); a
+        failure is remembered as ``place`` remembers it."""
+        r = job.per_task
+        shape = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
+        if shape in self._failed_held:
+            return False
+        if self._fitted_held.get(shape) == self._generation:
+            return True
+        cluster = self.cluster
+        placed = cluster.try_place(job)
+        if placed is None:
+            self._failed_held.add(shape)
+            return False
+        cluster.release(placed)  # (the very state it had: the holds stay right)
+        self._fitted_held[shape] = self._generation
+        return True
 
     def fits_unheld(self, job: PendingJob) -> bool:
         """Whether ``job`` would fit now if the reservation's holds were lifted (nothing kept)."""

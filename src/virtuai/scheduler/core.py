@@ -31,12 +31,15 @@ visited in name order, and no decision depends on dict or set iteration order.
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections.abc import Iterator
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.backfill import Board, Release, Reservation, Shape, reserve, shape_of
+from virtuai.scheduler.ends import Ends
 from virtuai.scheduler.fairshare import ShareTracker, cluster_capacity
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.las import pending_level
@@ -65,6 +68,11 @@ from virtuai.scheduler.snapshot import (
 
 __all__ = ["queue_order", "schedule"]
 
+
+def _end_of(release: Release) -> float:
+    return release[0]
+
+
 _Placed = tuple[tuple[TaskPlacement, ...] | None, Charge, str | None]
 _MemoKey = tuple[str, str | None, Resources, int, frozenset[str] | None, bool, bool, bool]
 _Memo = tuple[int, PendingJob | None, BlockKind, str, float | None]
@@ -85,6 +93,8 @@ def schedule(snapshot: Snapshot) -> Decisions:
     one = _Pass(snapshot)
     decisions = one.run()
     one.cluster.done()  # (not reached if the pass failed: its cluster is not reused)
+    if one.running_ends is not None:
+        one.running_ends.done()
     return decisions
 
 
@@ -158,6 +168,8 @@ class _Pass:
         self.head: PendingJob | None = None  # the first job blocked for capacity
         self.behind: str | None = None  # strict FIFO: the QUEUE reason once the head waits
         self.reservation: Reservation | None = None
+        self.running_ends: Ends | None = None  # taken at the first reservation of the pass
+        self.soon: dict[Shape, bool] = {}  # ``starts_soon`` per job shape
         self.reasons: dict[tuple[object, ...], str] = {}
         # Without preemption, a job that is blocked gets the same decision as the last job
         # of its tenant and shape blocked while nothing changed (same board generation,
@@ -323,7 +335,7 @@ class _Pass:
         if stopping:
             outcome = preemptor.wait(job, may_borrow)
         else:
-            outcome = preemptor.preempt(job, may_borrow)
+            outcome = preemptor.preempt(job, may_borrow, las=not self.starts_soon(job))
             if outcome is None:
                 return False
             self.preempted.extend(outcome.preempted)
@@ -333,13 +345,37 @@ class _Pass:
         self.block(job, BlockKind.PREEMPTION, preemption_reason(stopping))
         return True
 
+    def starts_soon(self, job: PendingJob) -> bool:
+        """Least attained service with backfill: whether ``job`` would get a reservation
+        within ``Policy.las_patience_s`` if it were the head now; it then preempts no job
+        for its level (the victim would lose work and wait again, often longer: at light
+        load a gang evicting a gang cost more than it saved).  Once per shape and pass."""
+        policy = self.policy
+        if (
+            not policy.backfill
+            or policy.las_patience_s <= 0
+            or not policy.las_thresholds_gpu_s
+            or self.now - job.submitted_at < policy.min_run_s
+        ):
+            return False
+        key = shape_of(job)
+        soon = self.soon.get(key)
+        if soon is None:
+            found = reserve(self.board.cluster, job, self.releases(), self.now, ordered=True)
+            soon = self.soon[key] = (
+                found is not None and found.start <= self.now + policy.las_patience_s
+            )
+        return soon
+
     def capacity(self, job: PendingJob) -> None:
         """``job`` does not fit now: the first such job is the head and may get a reservation."""
         if self.head is None:
             self.head = job
             reason = capacity_reason(job, self.cluster, detailed=self.policy.detailed_reasons)
             if self.policy.backfill:
-                self.reservation = reserve(self.cluster, job, self.releases(), self.now)
+                self.reservation = reserve(
+                    self.cluster, job, self.releases(), self.now, ordered=True
+                )
             if self.reservation is None:
                 self.behind = queue_reason(job)
                 self.block(job, BlockKind.CAPACITY, reason)
@@ -367,15 +403,20 @@ class _Pass:
             )
         return reason
 
-    def releases(self) -> list[Release]:
-        """What will give resources back, and when: running jobs as they are, and admissions."""
+    def releases(self) -> Iterator[Release]:
+        """What will give resources back, in end order: running jobs as they are (the kept
+        order of ``Ends``), and admissions of this pass."""
         taken = self.preemptor.taken if self.preemptor is not None else frozenset()
-        ends = [
-            (job.expected_end, job.placements)
-            for job in self.snapshot.running
-            if job.expected_end is not None and not job.preempting and job.id not in taken
-        ]
-        return [*ends, *self.ends]
+        mine = sorted(self.ends, key=_end_of)
+        given = self.snapshot.running_by_end
+        if given is not None:
+            theirs: Iterator[Release] = (
+                (job.expected_end or 0.0, job.placements) for job in given if job.id not in taken
+            )
+            return heapq.merge(theirs, mine, key=_end_of)
+        if self.running_ends is None:
+            self.running_ends = Ends.take(self.snapshot.running)
+        return heapq.merge(self.running_ends.releases(taken), mine, key=_end_of)
 
     def block(
         self, job: PendingJob, kind: BlockKind, reason: str, expected: float | None = None
@@ -389,8 +430,13 @@ class _Stop:
     Every remaining job is then blocked, by the same rules ``decide`` applies: its
     shape failed to fit in the held view (``Board``'s failure cache; free room only
     shrinks in a pass), and, while a reservation stands, it either failed in the
-    unheld view too or ends after the reservation starts (not short).  Checked only
-    when a failure cache grew, so a pass pays for it once per shape at most.
+    unheld view too or ends after the reservation starts (not short).  A remaining
+    shape not tried yet is tried here (``Board.fits_held``, ``fits_unheld``: trials
+    that leave the cluster as it was), so the pass stops right after its last
+    admission instead of deciding every job behind it one by one.  Behind a head
+    without reservation (strict FIFO) every job waits in the queue: nothing to try.
+    Checked only when a failure cache grew, so a pass pays for it a few times per
+    shape at most.
     """
 
     def __init__(self, one: _Pass, pending: tuple[PendingJob, ...]) -> None:
@@ -419,12 +465,23 @@ class _Stop:
         grown = board.failures
         if grown == self.seen or one.head is None:
             return False
-        self.seen = grown
         res = one.reservation
-        for shape, times in self.left.items():
-            if not board.failed_held(shape) or one.feasibility.shape_never(shape):
+        for shape in self.left:
+            if one.feasibility.shape_never(shape):
                 return False
-            short = res is not None and one.now + min(times) <= res.start
-            if short and not board.failed_unheld(shape):  # it may backfill
-                return False
-        return True
+        if one.behind is not None:
+            return True  # strict FIFO behind the head: every job left waits (QUEUE)
+        try:
+            for shape, times in self.left.items():
+                if not board.failed_held(shape) and board.fits_held(self.probe(shape)):
+                    return False
+                short = res is not None and one.now + min(times) <= res.start
+                if short and board.fits_unheld(self.probe(shape)):  # it may backfill
+                    return False
+            return True
+        finally:
+            self.seen = board.failures
+
+    def probe(self, shape: Shape) -> PendingJob:
+        pool, cpu, memory, gpu, tasks = shape
+        return PendingJob("", "", 0, 0.0, 0, Resources(cpu, memory, gpu), tasks, pool)

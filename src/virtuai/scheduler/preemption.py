@@ -155,14 +155,16 @@ class Preemptor:
 
     # --- new preemptions ----------------------------------------------------------------
 
-    def preempt(self, job: PendingJob, may_borrow: bool) -> Outcome | None:
-        """Choose and promise victims for ``job``; ``None`` (nothing changed) if none help."""
+    def preempt(self, job: PendingJob, may_borrow: bool, *, las: bool = True) -> Outcome | None:
+        """Choose and promise victims for ``job``; ``None`` (nothing changed) if none help.
+        ``las=False``: no attained-service victims for it (backfill starts it soon)."""
         r = job.per_task
         # LAS preemption only for a job that waited ``min_run_s`` itself: on a lightly
         # loaded cluster backfill starts it soon enough, and preempting would only cost
         # the victim's restart.
         las = (
-            self._las
+            las
+            and self._las
             and self._las_failed < LAS_SEARCHES
             and self._now - job.submitted_at >= self._policy.min_run_s
         )

@@ -10,6 +10,7 @@ nodes, tenants and pending jobs alone is scheduled exactly as before.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from virtuai.domain.resources import ZERO, Node, Resources
@@ -172,6 +173,10 @@ class Policy:
     # as long as it ran (and at least ``starvation_min_s``); 0: off.
     starvation_factor: float = 0.0
     starvation_min_s: float = 0.0
+    # With LAS and backfill: a job that backfill would start within this long (its
+    # reservation, were it the head now) preempts no job for its level, since the victim
+    # would lose work and wait again, often longer; 0: LAS preempts whenever it may.
+    las_patience_s: float = 0.0
     # Capacity reasons that say how fragmented free room is spread (a scan of the
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True
@@ -193,8 +198,9 @@ class Policy:
     @classmethod
     def las(cls, *, half_life_s: float = 7 * DAY_S) -> Policy:
         """``fair()`` plus least attained service within a tenant (``las.py``), 3 levels
-        (8 and 32 GPU-hours), a starvation guard, and an hour's minimum run (tuned on
-        Philly-shaped load: ``docs/benchmarks.md``)."""
+        (8 and 32 GPU-hours), a starvation guard, an hour's minimum run, and no LAS preemption
+        for a job that backfill would start within 12 hours (tuned on Philly-shaped load:
+        ``docs/benchmarks.md``)."""
         return cls(
             fair_share=True,
             backfill=True,
@@ -204,6 +210,7 @@ class Policy:
             las_thresholds_gpu_s=(8 * 3600.0, 32 * 3600.0),
             starvation_factor=4.0,
             starvation_min_s=3600.0,
+            las_patience_s=12 * 3600.0,
         )
 
 
@@ -220,6 +227,11 @@ class Snapshot:
     # these sums as jobs start and stop): the scheduler then does not add up ``running``
     # again, which is O(running jobs) per pass.  Decisions are the same either way.
     usage_complete: bool = False
+    # The caller vouches that these are exactly the ``running`` jobs that have an
+    # ``expected_end`` and are not preempting, in ascending ``expected_end`` order (the
+    # simulator keeps them so as jobs start and stop; re-iterable, read lazily): backfill
+    # then reads its releases from them instead of ordering ``running`` (``ends.Ends``).
+    running_by_end: Iterable[RunningJob] | None = None
 
 
 class BlockKind(enum.StrEnum):

@@ -24,6 +24,8 @@ priority-FIFO)::
                                   #   of the levels within a priority
     starvation_factor: 4          # las: a job waiting 4x as long as it ran is level 0 again
     starvation_min: 1h            #   (and at least this long)
+    las_patience: 0               # las + backfill: no LAS preemption for a job whose
+                                  #   reservation would start within this long (0: off)
     checkpoint_interval: 0        # simulator only: a preempted job keeps work up to its last
                                   #   checkpoint, every this much work (0: none, from scratch)
     restart_overhead: 0           # simulator only: seconds each restart spends before progress
@@ -83,7 +85,7 @@ _KEYS = frozenset(
         "name", "description", "order", "half_life", "allocation_weight", "backfill",
         "preemption", "max_victim_candidates", "borrowing", "preemption_grace", "min_run",
         "las_thresholds", "starvation_factor", "starvation_min", "checkpoint_interval",
-        "restart_overhead",
+        "restart_overhead", "las_patience",
     }
 )  # fmt: skip
 _V1 = Policy()
@@ -118,6 +120,7 @@ class PolicySpec:
     starvation_min_s: float = 3600.0
     checkpoint_interval_s: float = 0.0
     restart_overhead_s: float = 0.0
+    las_patience_s: float = 0.0
 
     def scheduler_policy(self) -> Policy:
         """The ``Policy`` the scheduler gets in every snapshot of this run."""
@@ -134,6 +137,7 @@ class PolicySpec:
             las_thresholds_gpu_s=self.las_thresholds_gpu_s if las else (),
             starvation_factor=self.starvation_factor if las else 0.0,
             starvation_min_s=self.starvation_min_s if las else 0.0,
+            las_patience_s=self.las_patience_s if las else 0.0,
         )
 
     def knobs(self) -> dict[str, Any]:
@@ -153,6 +157,7 @@ class PolicySpec:
             "starvation_min_s": self.starvation_min_s,
             "checkpoint_interval_s": self.checkpoint_interval_s,
             "restart_overhead_s": self.restart_overhead_s,
+            "las_patience_s": self.las_patience_s,
         }
 
 
@@ -218,6 +223,7 @@ def _policy(root: Section, default_name: str) -> PolicySpec:
         starvation_min_s=root.get("starvation_min", _as_grace, 3600.0),
         checkpoint_interval_s=root.get("checkpoint_interval", _as_grace, 0.0),
         restart_overhead_s=root.get("restart_overhead", _as_grace, 0.0),
+        las_patience_s=root.get("las_patience", _as_grace, 0.0),
     )
 
 

@@ -103,3 +103,16 @@ def test_the_live_server_selects_it_by_settings() -> None:
     plain = policy_from_settings(SchedulerSettings(min_run_s=120))
     assert plain.las_thresholds_gpu_s == ()
     assert plain.min_run_s == 120
+
+
+def test_no_las_preemption_for_a_job_backfill_starts_within_the_patience() -> None:
+    # ``las_patience_s`` (12 h in ``Policy.las()``): the victim's known end decides.
+    new = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR - 700)
+    for ends_in, preempts in ((HOUR, False), (11 * HOUR, False), (13 * HOUR, True)):
+        long = replace(_running("long", "a", started=8 * HOUR), expected_end=10 * HOUR + ends_in)
+        decisions = schedule(_snap([new], (long,)))
+        assert [p.job_id for p in decisions.preempted] == (["long"] if preempts else [])
+    # Off (0): LAS preempts whenever it may, as before.
+    soon = replace(_running("long", "a", started=8 * HOUR), expected_end=11 * HOUR)
+    eager = replace(_snap([new], (soon,)), policy=replace(LAS, las_patience_s=0.0))
+    assert [p.job_id for p in schedule(eager).preempted] == ["long"]
