@@ -97,7 +97,7 @@ def test_dependencies_on_unknown_or_foreign_jobs_are_refused(
         assert response.status_code == 404, response.text
         assert response.json()["field"] == "dependency"
     bad = platform.call(
-        "POST", "/api/v1/jobs", alice, json={"command": ["true"], "dependency": "aftercorr:1"}
+        "POST", "/api/v1/jobs", alice, json={"command": ["true"], "dependency": "afterwards:1"}
     )
     assert bad.status_code == 422 and bad.json()["field"] == "dependency"
     bad = platform.call("POST", "/api/v1/jobs", alice, json={"command": ["true"], "array": "5-1"})
