@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,10 @@ def run(gate: Gate, *calls: tuple[str, float], ready_after: float | None = None)
             results = await asyncio.gather(build(), *(get(p, d) for p, d in calls))
             return list(results[1:])
 
-    return asyncio.run(main())
+    # In a thread of its own: in a full run, Playwright's sync API (tests/e2e/test_web.py)
+    # keeps an event loop running in the main thread, where asyncio.run() is refused.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
 
 
 def test_healthz_answers_at_once_while_other_requests_wait_for_the_platform() -> None:
