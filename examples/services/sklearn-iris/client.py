@@ -1,0 +1,28 @@
+"""Ask the sklearn-iris service through virtuai's proxy (standard library only):
+
+    VIRTUAI_URL=http://127.0.0.1:8642 VIRTUAI_TOKEN=vai_... VIRTUAI_TENANT=physics \
+        python3 client.py [SEPAL_L SEPAL_W PETAL_L PETAL_W]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+
+url = os.environ.get("VIRTUAI_URL", "http://127.0.0.1:8642").rstrip("/")
+tenant = os.environ["VIRTUAI_TENANT"]
+flower = [float(x) for x in sys.argv[1:5]] or [6.3, 2.9, 5.6, 1.8]
+request = urllib.request.Request(
+    f"{url}/svc/{tenant}/sklearn-iris/predict",
+    data=json.dumps({"features": [flower]}).encode(),
+    headers={
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {os.environ['VIRTUAI_TOKEN']}",
+    },
+    method="POST",
+)
+# A service scaled to zero starts a replica: the request is held until it is ready.
+with urllib.request.urlopen(request, timeout=180) as response:
+    print(json.dumps(json.loads(response.read()), indent=2))
