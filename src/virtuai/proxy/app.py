@@ -57,27 +57,14 @@ from virtuai.proxy.auth import (
     forget,
     require_credential,
 )
-from virtuai.proxy.peers import Peers, forwarded, peer_headers
+from virtuai.proxy.peers import HOP_BY_HOP, Peers, forwarded, peer_headers
 from virtuai.proxy.routes import PREFIXES, Access, Route, RouteTable, Target, parse_target
 from virtuai.proxy.services import ServiceHolds
 from virtuai.services.access import Caller
 
 log = logging.getLogger(__name__)
 
-# Never forwarded, either way (RFC 9110 7.6.1), plus what only the proxy may say.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
+# Never forwarded upstream: hop-by-hop headers, plus what only the proxy may say.
 NOT_UPSTREAM = HOP_BY_HOP | {"authorization", "cookie", SECRET_HEADER.lower(), AUTH_HEADER.lower()}
 # A WebSocket's handshake headers are made by the client library.
 _NOT_UPSTREAM_WS = NOT_UPSTREAM | {

@@ -31,7 +31,8 @@ from virtuai.services.portforward import FORWARDED_BY as PORT_FORWARDED_BY
 
 FORWARDED_BY = PORT_FORWARDED_BY.lower()
 _FORWARDED_BY_RAW = FORWARDED_BY.encode()
-_HOP_BY_HOP = frozenset(
+# Never forwarded, either way (RFC 9110 7.6.1), by any hop of the proxy (``app`` too).
+HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
@@ -45,7 +46,7 @@ _HOP_BY_HOP = frozenset(
     }
 )
 # Never passed on: what only a proxy may say to a workload, and a forged hop mark.
-_NEVER = _HOP_BY_HOP | {SECRET_HEADER.lower(), AUTH_HEADER.lower(), FORWARDED_BY}
+_NEVER = HOP_BY_HOP | {SECRET_HEADER.lower(), AUTH_HEADER.lower(), FORWARDED_BY}
 # A WebSocket's handshake headers are made by the client library.
 _NEVER_WS = _NEVER | {
     "host",

@@ -178,6 +178,21 @@ def read_log(options: EnvOptions | None, row: EnvironmentRow, offset: int) -> tu
     return data.decode(errors="replace"), offset + len(data)
 
 
+def named_environment(session: Session, tenant: TenantRow, name: str) -> EnvironmentRow:
+    """Environment ``name`` of ``tenant``, whatever its state; refused naming the field."""
+    row = session.scalar(
+        select(EnvironmentRow).where(
+            EnvironmentRow.tenant_id == tenant.id, EnvironmentRow.name == name
+        )
+    )
+    if row is None:
+        raise InvalidRequest(
+            f"no environment {name} in tenant {tenant.name} (see `virtuai env list`)",
+            field="environment",
+        )
+    return row
+
+
 def job_environment(
     session: Session,
     tenant: TenantRow,
@@ -189,16 +204,7 @@ def job_environment(
     """The variables of a job run in environment ``name``: ``VIRTUAL_ENV``, its ``bin``
     first on ``PATH``; refused (naming the field) unless the environment is ready and was
     built for the job's ``image`` (or, without one, for the host)."""
-    row = session.scalar(
-        select(EnvironmentRow).where(
-            EnvironmentRow.tenant_id == tenant.id, EnvironmentRow.name == name
-        )
-    )
-    if row is None:
-        raise InvalidRequest(
-            f"no environment {name} in tenant {tenant.name} (see `virtuai env list`)",
-            field="environment",
-        )
+    row = named_environment(session, tenant, name)
     if row.state != "ready":
         why = f": {row.reason}" if row.reason else ""
         raise InvalidRequest(

@@ -31,7 +31,7 @@ from virtuai.domain.resources import Resources
 from virtuai.domain.workload import FINISHED_STATES
 from virtuai.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from virtuai.services.access import Caller
-from virtuai.services.environments import create_environment
+from virtuai.services.environments import create_environment, named_environment
 from virtuai.services.jobs import JobRequest, submit_job
 from virtuai.services.planning import SchedulingRules
 from virtuai.store.models import EnvironmentRow, JobRow, TenantRow, UserRow
@@ -119,16 +119,7 @@ def _interpreter(
         bindir = str(Path(opts.python).parent)
         return opts.python, {"PATH": f"{bindir}:{BASE_PATH}"}, None
     name = environment or DEFAULT_ENV
-    row = session.scalar(
-        select(EnvironmentRow).where(
-            EnvironmentRow.tenant_id == tenant.id, EnvironmentRow.name == name
-        )
-    )
-    if row is None:
-        raise InvalidRequest(
-            f"no environment {name} in tenant {tenant.name} (see `virtuai env list`)",
-            field="environment",
-        )
+    row = named_environment(session, tenant, name)
     if row.state == "building":
         raise Conflict(
             f"environment {name} of tenant {tenant.name} is being built "

@@ -116,13 +116,7 @@ def sbatch_options(req: BatchRequest) -> list[str]:
             opts.append(f"--gpus-per-task={req.gpus}")
     if req.checkpoint_grace_s is not None:
         opts.append(f"--signal={req.checkpoint_signal}@{max(1, req.checkpoint_grace_s)}")
-    if req.partition:
-        opts.append(f"--partition={req.partition}")
-    if req.account:
-        opts.append(f"--account={req.account}")
-    if req.workdir:
-        opts.append(f"--chdir={req.workdir}")
-    return opts
+    return opts + _where(req)
 
 
 def native_options(req: BatchRequest, native: NativeBatch) -> list[str]:
@@ -150,8 +144,12 @@ def native_options(req: BatchRequest, native: NativeBatch) -> list[str]:
         opts.append(f"--gres=gpu:{kind}{native.gpus_per_node}")
     if native.signal:
         opts.append(f"--signal={native.signal}")
-    if req.partition:
-        opts.append(f"--partition={req.partition}")
+    return opts + _where(req)
+
+
+def _where(req: BatchRequest) -> list[str]:
+    """Partition, account and working directory: the same for every kind of batch job."""
+    opts = [f"--partition={req.partition}"] if req.partition else []
     if req.account:
         opts.append(f"--account={req.account}")
     if req.workdir:
