@@ -7,12 +7,20 @@ machine with no address, loopback), the port chosen when the job started
 the database every time the proxy's short cache misses, so a restarted server
 finds its notebooks again with nothing kept in memory.
 
-``NotebookCuller.tick`` (the leader's step) stops a running notebook idle for
-its tenant's ``idle_timeout``: idle means no request through the proxy *and*
-no activity in Jupyter itself (``/api/status``' ``last_activity``, which kernel
-messages and terminals move; a busy kernel counts as active).  The job is
-cancelled as a user would (SIGTERM: Jupyter shuts its kernels down), with
-``cancel_reason`` "culled after 1h idle"; the home directory is not touched.
+Idle culling is split in two, so that it holds with notebooks on several machines:
+
+- ``NotebookActivity.tick`` runs on *every* server.  For the notebooks whose task 0 runs on
+  its own node(s) it asks Jupyter (``/api/status``' ``last_activity``, which kernel messages
+  and terminals move; a busy kernel counts as active now) with the key only that machine
+  has, adds its own proxy's last request (a request reaching a notebook from another
+  server's proxy is handed over through this one, ``proxy.peers``), and records the later
+  of them in ``jobs.activity_at``.  The write only moves the time forward.
+- ``NotebookCuller.tick`` (the leader's step) reads ``activity_at`` alone and stops a
+  running notebook idle for its tenant's ``idle_timeout``, counted from the later of its
+  start and its last recorded activity.  A notebook whose server no longer reports (gone,
+  or Jupyter hung) is judged by what was recorded, so it is culled too.  The job is
+  cancelled as a user would (SIGTERM: Jupyter shuts its kernels down), with
+  ``cancel_reason`` "culled after 1h idle"; the home directory is not touched.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.auth.jobtokens import notebook_secret
@@ -87,78 +95,85 @@ class _Running:
     user: str
     name: str
     idle_timeout_s: int
-    started_at: dt.datetime
+    # The later of its start and its last recorded activity (epoch seconds).
+    active_at: float
     upstream: Upstream | None
 
 
-class NotebookCuller:
+def _running_notebooks(sessions: sessionmaker[Session], config: CullerConfig) -> list[_Running]:
+    with read_session(sessions) as session:
+        rows = session.execute(
+            select(JobRow, TenantRow.notebook_idle_timeout_s)
+            .join(TenantRow, TenantRow.id == JobRow.tenant_id)
+            .where(
+                JobRow.kind == KIND,
+                JobRow.state == JobState.RUNNING.value,
+                JobRow.cancel_requested_at.is_(None),
+            )
+        ).all()
+        result = [
+            _Running(
+                job_id=job.id,
+                user=job.user.name,
+                name=job.name,
+                idle_timeout_s=timeout or config.default_idle_timeout_s,
+                active_at=max(
+                    (job.started_at or job.submitted_at).timestamp(),
+                    job.activity_at.timestamp() if job.activity_at else 0.0,
+                ),
+                upstream=notebook_upstream(session, job, config.job_token_key),
+            )
+            for job, timeout in rows
+        ]
+        session.rollback()
+    return result
+
+
+class NotebookActivity:
+    """Every server's step: when its own nodes' notebooks were last used, into the database."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
         clock: Clock,
         config: CullerConfig,
+        own_nodes: frozenset[str],
         proxy_activity: Callable[[int], float | None] = lambda _job: None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
         self._config = config
+        self._own_nodes = own_nodes
         # Epoch seconds of the last request this server's proxy forwarded to a job.
         self._proxy_activity = proxy_activity
         self._next_at = 0.0
 
     def tick(self) -> None:
-        now = self._clock.now()
-        if now.timestamp() < self._next_at:
+        now = self._clock.now().timestamp()
+        if now < self._next_at:
             return
-        self._next_at = now.timestamp() + self._config.interval_s
-        for item in self._running():
+        self._next_at = now + self._config.interval_s
+        seen: dict[int, float] = {}
+        for item in _running_notebooks(self._sessions, self._config):
+            if item.upstream is None or item.upstream.node not in self._own_nodes:
+                continue
+            last = max(item.active_at, self._proxy_activity(item.job_id) or 0.0)
             try:
-                last = self._last_activity(item)
+                last = max(last, self._jupyter_activity(item.upstream, item))
             except Exception as error:  # one notebook's trouble never stops the others
-                # A Jupyter that does not answer is idle as far as anyone can tell: judged by
-                # its start and the proxy's traffic alone, so a hung one is culled too.
+                # Not recorded as activity: a Jupyter that does not answer is idle as far
+                # as anyone can tell, so a hung one is culled too.
                 log.warning("notebook job %d: no activity report (%s)", item.job_id, error)
-                last = self._known_activity(item)
-            idle = self._clock.now().timestamp() - last
-            if idle >= item.idle_timeout_s:
-                self._cull(item)
+            if last > item.active_at:
+                seen[item.job_id] = last
+        if seen:
+            self._record(seen)
 
-    def _running(self) -> list[_Running]:
-        with read_session(self._sessions) as session:
-            rows = session.execute(
-                select(JobRow, TenantRow.notebook_idle_timeout_s)
-                .join(TenantRow, TenantRow.id == JobRow.tenant_id)
-                .where(
-                    JobRow.kind == KIND,
-                    JobRow.state == JobState.RUNNING.value,
-                    JobRow.cancel_requested_at.is_(None),
-                )
-            ).all()
-            result = [
-                _Running(
-                    job_id=job.id,
-                    user=job.user.name,
-                    name=job.name,
-                    idle_timeout_s=timeout or self._config.default_idle_timeout_s,
-                    started_at=job.started_at or job.submitted_at,
-                    upstream=notebook_upstream(session, job, self._config.job_token_key),
-                )
-                for job, timeout in rows
-            ]
-            session.rollback()
-        return result
-
-    def _known_activity(self, item: _Running) -> float:
-        seen = self._proxy_activity(item.job_id)
-        return max(item.started_at.timestamp(), seen or 0.0)
-
-    def _last_activity(self, item: _Running) -> float:
-        """Epoch seconds of the notebook's last activity (now, if a kernel is busy)."""
-        last = self._known_activity(item)
-        if item.upstream is None:
-            return last
-        headers = {SECRET_HEADER: item.upstream.secret, AUTH_HEADER: "bearer"}
-        api = item.upstream.url() + base_path(item.user, item.name) + "api"
+    def _jupyter_activity(self, upstream: Upstream, item: _Running) -> float:
+        """Epoch seconds of Jupyter's last activity (now, if a kernel is busy)."""
+        headers = {SECRET_HEADER: upstream.secret, AUTH_HEADER: "bearer"}
+        api = upstream.url() + base_path(item.user, item.name) + "api"
+        last = 0.0
         with httpx.Client(
             timeout=self._config.status_timeout_s, trust_env=False, headers=headers
         ) as client:
@@ -166,13 +181,46 @@ class NotebookCuller:
             status.raise_for_status()
             reported = status.json().get("last_activity")
             if isinstance(reported, str):
-                last = max(last, dt.datetime.fromisoformat(reported).timestamp())
+                last = dt.datetime.fromisoformat(reported).timestamp()
             # Asking must not count as activity (Jupyter counts API requests but these).
             kernels = client.get(f"{api}/kernels", params={"no_track_activity": "1"})
             kernels.raise_for_status()
             if any(k.get("execution_state") == "busy" for k in kernels.json()):
                 return self._clock.now().timestamp()
         return last
+
+    def _record(self, seen: dict[int, float]) -> None:
+        with transaction(self._sessions) as session:
+            for job_id, last in seen.items():
+                at = dt.datetime.fromtimestamp(last, dt.UTC)
+                # Only forward: another server's older report never takes activity back.
+                session.execute(
+                    update(JobRow)
+                    .where(
+                        JobRow.id == job_id,
+                        or_(JobRow.activity_at.is_(None), JobRow.activity_at < at),
+                    )
+                    .values(activity_at=at)
+                )
+
+
+class NotebookCuller:
+    """The leader's step: stop notebooks idle for their tenant's timeout."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock, config: CullerConfig) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._config = config
+        self._next_at = 0.0
+
+    def tick(self) -> None:
+        now = self._clock.now().timestamp()
+        if now < self._next_at:
+            return
+        self._next_at = now + self._config.interval_s
+        for item in _running_notebooks(self._sessions, self._config):
+            if now - item.active_at >= item.idle_timeout_s:
+                self._cull(item)
 
     def _cull(self, item: _Running) -> None:
         reason = culled_reason(item.idle_timeout_s)

@@ -29,7 +29,7 @@ from virtuai.control.environments import EnvBuildConfig, EnvBuilder
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.membership import Membership, MembershipConfig
 from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
-from virtuai.control.notebooks import CullerConfig, NotebookCuller
+from virtuai.control.notebooks import CullerConfig, NotebookActivity, NotebookCuller
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
 from virtuai.control.serving import ReconcilerConfig, ServiceReconciler
@@ -248,17 +248,21 @@ def compose(settings: Settings) -> Platform:
         wake=context.wake.set,
     )
     proxy = ProxyApp(context, routes, app, services=holds, peers=peers)
-    culler = NotebookCuller(
+    culling = CullerConfig(
+        job_token_key=context.job_token_key,
+        default_idle_timeout_s=settings.notebooks.idle_timeout_s,
+        interval_s=settings.notebooks.cull_interval_s,
+    )
+    # Every server records its own notebooks' activity; the leader culls on what is recorded.
+    activity = NotebookActivity(
         sessions,
         clock,
-        CullerConfig(
-            job_token_key=context.job_token_key,
-            default_idle_timeout_s=settings.notebooks.idle_timeout_s,
-            interval_s=settings.notebooks.cull_interval_s,
-        ),
+        culling,
+        own_nodes=frozenset(local.node_names()),
         proxy_activity=proxy.activity.last,
     )
-    steps.append(leading(member, culler.tick))
+    steps.append(activity.tick)
+    steps.append(leading(member, NotebookCuller(sessions, clock, culling).tick))
     reconciler = ServiceReconciler(
         sessions,
         clock,

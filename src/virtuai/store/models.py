@@ -325,6 +325,9 @@ class JobRow(Base):
     # Why the platform (not a user) cancelled it, e.g. "culled after 1h idle": the reason
     # its end shows instead of "cancelled by request".
     cancel_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # A notebook's last activity (Jupyter's own, or a request through the proxy), recorded
+    # by the server of the machine it runs on; the idle culler reads it.
+    activity_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
 
     # Observed state.
     attempt: Mapped[int] = mapped_column(Integer, default=0)
