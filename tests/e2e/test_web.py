@@ -458,6 +458,10 @@ def test_a_member_creates_opens_scales_and_deletes_a_service(
     expect(page.locator("#service-ready")).to_contain_text("2 ready, 2 wanted", timeout=60_000)
     shown = api(lab, lab.alice, "GET", "/services/iris").json()
     assert shown["generation"] == 1 and {r["generation"] for r in shown["replicas"]} == {1}
+    # Edit loads the service's own document, in YAML, scaled.
+    page.click("#edit")
+    expect(page.locator("#service-edit #svc-spec")).to_have_value(re.compile(r"min: 2\n"))
+    expect(page.locator("#service-edit #svc-spec")).to_have_value(re.compile("MODEL_VERSION"))
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete")

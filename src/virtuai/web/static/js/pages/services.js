@@ -28,8 +28,9 @@ export function render(main, params, ctx) {
 
 const servicePath = (s) => `/services/${encodeURIComponent(s.name)}${query({ tenant: s.tenant })}`;
 
-function openLink(s) {
-  return h("a", { href: s.path, target: "_blank", rel: "noopener", class: "open", title: s.url }, "Open");
+function openLink(s, asButton = false) {
+  return h("a", { href: s.path, target: "_blank", rel: "noopener", class: "open", title: s.url },
+    asButton ? h("button", { type: "button" }, "Open") : "Open");
 }
 
 // YAML is read by a vendored js-yaml, fetched only when a document is not plain JSON, so
@@ -164,7 +165,7 @@ function detail(main, tenant, name, ctx) {
     if (!actions.childElementCount) {  // kept between polls, so typing in the inputs is not lost
       scaleMin.value = service.replicas_min;
       scaleMax.value = service.replicas_max;
-      clear(actions, openLink(service),
+      clear(actions, openLink(service, true),
         h("label", {}, "Min", scaleMin), h("label", {}, "Max", scaleMax),
         h("button", { class: "secondary", id: "scale", onclick: scale }, "Scale"),
         h("button", { class: "secondary", id: "edit", onclick: showEditor }, "Edit the document"),
