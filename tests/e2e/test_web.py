@@ -335,7 +335,8 @@ def _sees_nothing_of_webphys(browser: Browser, lab: Lab, running: str) -> None:
         sign_in(other, lab.bob)
         page = other.page
         page.goto("/#/notebooks")
-        expect(page.locator("#notebooks-table")).to_contain_text("No notebook yet")
+        expect(page.locator("#notebooks-table table")).to_be_visible()
+        expect(page.locator("#notebooks-table")).not_to_contain_text("weblab")
         page.goto("/#/services")
         expect(page.locator("#services-table")).to_contain_text("No service")
         page.goto("/#/services/webphys/iris")
