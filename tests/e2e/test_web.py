@@ -8,6 +8,7 @@ is checked for script errors and for requests to anywhere but the server (offlin
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -374,7 +375,7 @@ def test_a_member_launches_a_notebook_opens_jupyterlab_and_stops_it(
     row = _row(page, "notebooks-table", "notebook", "weblab")
     expect(row).to_contain_text("running", timeout=60_000)
     expect(row).to_contain_text("0.5 CPU, 512 MiB")
-    expect(row).to_contain_text("1h 0m idle")
+    expect(row).to_contain_text("(stops at 1h 0m)")
     _sees_nothing_of_webphys(browser, lab, "/user/alice/weblab/api/status")
 
     # Open: JupyterLab through the proxy, signed in by the dashboard's own session cookie.
@@ -385,6 +386,10 @@ def test_a_member_launches_a_notebook_opens_jupyterlab_and_stops_it(
     jupyter.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
     assert "/user/alice/weblab/lab" in jupyter.url
     jupyter.close()
+    # The proxy's traffic is the notebook's activity, shown as how long it has been idle.
+    [shown] = [n for n in api(lab, lab.alice, "GET", "/notebooks").json() if n["name"] == "weblab"]
+    seen = dt.datetime.fromisoformat(shown["last_activity_at"].replace("Z", "+00:00"))
+    assert abs((dt.datetime.now(dt.UTC) - seen).total_seconds()) < 120
 
     page.once("dialog", lambda dialog: dialog.accept())
     row.locator("button[data-action=stop]").click()

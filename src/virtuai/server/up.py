@@ -248,6 +248,7 @@ def compose(settings: Settings) -> Platform:
         wake=context.wake.set,
     )
     proxy = ProxyApp(context, routes, app, services=holds, peers=peers)
+    app.state.notebook_activity = proxy.activity.last  # the notebooks' "idle for" in the API
     culler = NotebookCuller(
         sessions,
         clock,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
@@ -27,6 +29,16 @@ router = APIRouter(prefix="/api/v1/notebooks", tags=["notebooks"])
 UserQuery = Annotated[Name | None, Query(description="another user's (admins, tenant members)")]
 
 
+def _last_activity(request: Request, job_id: int) -> dt.datetime | None:
+    """When the proxy in front of this API last forwarded something to the notebook
+    (``virtuai up`` sets ``app.state.notebook_activity``; None without a proxy)."""
+    last: Callable[[int], float | None] | None = getattr(
+        request.app.state, "notebook_activity", None
+    )
+    seen = None if last is None else last(job_id)
+    return None if seen is None else dt.datetime.fromtimestamp(seen, dt.UTC)
+
+
 def notebook_to_api(row: JobRow, request: Request, default_idle_s: int) -> NotebookOut:
     path = base_path(row.user.name, row.name)
     return NotebookOut(
@@ -45,6 +57,7 @@ def notebook_to_api(row: JobRow, request: Request, default_idle_s: int) -> Noteb
         submitted_at=row.submitted_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        last_activity_at=_last_activity(request, row.id),
     )
 
 

@@ -40,3 +40,8 @@ class NotebookOut(BaseModel):
     submitted_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    last_activity_at: dt.datetime | None = Field(
+        default=None,
+        description="the last request to it through this server's proxy (the idle culler "
+        "also counts Jupyter's own activity and busy kernels)",
+    )

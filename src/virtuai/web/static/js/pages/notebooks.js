@@ -1,5 +1,6 @@
 // Notebooks: the caller's JupyterLabs (live ones first, then the ended ones with why
-// they ended, e.g. "culled after 1h idle"), a launch form, Open and Stop.
+// they ended, e.g. "culled after 1h idle"; how long a running one has been idle), a
+// launch form, Open and Stop.
 //
 // Open is a plain link to the proxy's /user/<user>/<name>/: the browser sends the
 // dashboard's session cookie with it (same site), so JupyterLab opens without a second
@@ -34,7 +35,11 @@ export function render(main, _params, ctx) {
       { title: "Resources", cell: (n) => resources(n.resources) },
       { title: "Environment", cell: (n) => n.environment || "default" },
       { title: "Age", cell: (n) => since(n.started_at || n.submitted_at, n.finished_at), num: true },
-      { title: "Culled after", cell: (n) => `${duration(n.idle_timeout)} idle` },
+      // Idle as the proxy sees it (the culler also counts busy kernels), and when it is stopped.
+      { title: "Idle", cell: (n) => (n.state === "running"
+        ? h("span", { class: "idle", title: "since the last request through the proxy" },
+          `${since(n.last_activity_at || n.started_at)} (stops at ${duration(n.idle_timeout)})`)
+        : h("span", { class: "muted small" }, `stops after ${duration(n.idle_timeout)} idle`)) },
       { title: "Started", cell: (n) => when(n.started_at) },
       { title: "URL", cell: (n) => (n.state === "running"
         ? h("a", { href: n.path, target: "_blank", rel: "noopener", class: "open", title: n.url }, "Open")
