@@ -39,7 +39,7 @@ export function render(main, _params, ctx) {
       { title: "Idle", cell: (n) => (n.state === "running"
         ? h("span", { class: "idle", title: "since the last request through the proxy" },
           `${since(n.last_activity_at || n.started_at)} (stops at ${duration(n.idle_timeout)})`)
-        : h("span", { class: "muted small" }, `stops after ${duration(n.idle_timeout)} idle`)) },
+        : FINISHED.has(n.state) ? "—" : h("span", { class: "muted small" }, `stops after ${duration(n.idle_timeout)} idle`)) },
       { title: "Started", cell: (n) => when(n.started_at) },
       { title: "URL", cell: (n) => (n.state === "running"
         ? h("a", { href: n.path, target: "_blank", rel: "noopener", class: "open", title: n.url }, "Open")
