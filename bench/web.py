@@ -1,7 +1,8 @@
 """The web dashboard on a real server: first paint with 10,000 jobs stored, and screenshots.
 
 Run: ``.venv/bin/python bench/web.py`` (``--screenshots docs/screenshots`` also writes
-PNGs of the main pages; ``--jobs N`` changes the number of stored jobs).
+PNGs of the main pages; ``--jobs N`` changes the number of stored jobs; ``--only
+notebooks,services`` writes only those screenshots).
 
 It starts ``virtuai up`` in a temporary state directory on a free port of 127.0.0.1,
 makes three tenants with quotas and users, runs a few real jobs (some succeed, one
@@ -45,7 +46,24 @@ PAGES = [
     ("vcs", "#/vcs", "#vcs-table table"),
     ("admin", "#/admin", "#admin-users table"),
     ("tokens", "#/tokens", "#tokens table, #tokens-unavailable"),
+    # Bob's own (notebooks are per user); as root only (they run as the tenant's user).
+    ("notebooks", "#/notebooks", "#notebooks-table [data-notebook='lab']"),
+    ("services", "#/services/biology/iris", "#service-replicas table"),
 ]
+MODEL = Path(__file__).parents[1] / "examples" / "services" / "iris" / "model.py"
+
+
+def public_jupyter(directory: Path) -> Path | None:
+    """A Python that tenant users can run, with this venv's JupyterLab (as the notebook
+    tests make it): a venv of Debian's python3 reading this venv's site-packages."""
+    system = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not system.exists():
+        return None
+    subprocess.run([str(system), "-m", "venv", "--without-pip", str(directory)], check=True)
+    site = next((directory / "lib").glob("python3*/site-packages"))
+    ours = [p for p in sys.path if p.endswith("site-packages") and Path(p, "jupyterlab").is_dir()]
+    (site / "virtuai-bench.pth").write_text("\n".join(ours) + "\n")
+    return directory / "bin" / "python"
 
 
 def free_port() -> int:
@@ -71,12 +89,16 @@ class Server:
             "VIRTUAI_LOCAL__USER_PREFIX": "vaib-",
             "VIRTUAI_SCHEDULER__INTERVAL_S": "0.5",
         }
+        home.chmod(0o755)
+        self.jupyter = public_jupyter(home / "jupyter")
+        if self.jupyter is not None:
+            self.env["VIRTUAI_NOTEBOOKS__PYTHON"] = str(self.jupyter)
         for name in ("VIRTUAI_TOKEN", "VIRTUAI_URL", "VIRTUAI_CONFIG"):
             self.env.pop(name, None)
         (home / "ws").mkdir(mode=0o755)
         # Jobs up to this id were submitted one by one (not in the big held arrays).
         self.last_single_job = 0
-        home.chmod(0o755)
+        self.home = home
         self.log = (home / "server.log").open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "virtuai", "up", "--port", str(self.port)],
@@ -124,7 +146,7 @@ class Server:
             self.process.kill()
 
 
-def seed(server: Server) -> dict[str, Any]:
+def seed(server: Server, workloads_too: bool = False) -> dict[str, Any]:
     """Three tenants in a cohort, users, and real jobs in every state worth showing."""
     for name, cpu, memory, gpu in (
         ("physics", 4, "6Gi", 1),
@@ -167,14 +189,45 @@ def seed(server: Server) -> dict[str, Any]:
     submit("alice", "sleep 600", name="sweep", resources={"cpu": 2, "memory": "4Gi"})
     submit("carol", "sleep 600", name="md-long", resources={"cpu": 2, "memory": "1Gi"})
     submit("carol", "sleep 600", name="md-queued", resources={"cpu": 2, "memory": "1Gi"})
+    if workloads_too and server.jupyter is not None:
+        workloads(server, tokens["bob"])  # biology has room left
     time.sleep(2)
     return {"tokens": tokens, "running": running}
+
+
+def workloads(server: Server, bob: str) -> None:
+    """A running notebook, a stopped one, and the example service with two replicas."""
+    small = {"cpu": 0.5, "memory": "512Mi"}
+    server.call("POST", "/notebooks", bob, json={"name": "scratch", "resources": small})
+    server.call("DELETE", "/notebooks/scratch", bob)
+    server.call("POST", "/notebooks", bob, json={"name": "lab", "resources": small})
+    model = server.home / "model.py"
+    shutil.copy(MODEL, model)
+    model.chmod(0o644)
+    service = {
+        "name": "iris",
+        "command": ["python3", str(model)],
+        "env": {"MODEL_VERSION": "3"},
+        "resources": {"cpu": 0.2, "memory": "128Mi"},
+        "replicas": {"min": 2, "max": 4, "target_rps": 50},
+        "readiness": {"path": "/healthz", "interval": 1},
+    }
+    server.call("POST", "/services", bob, json=service)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready = server.call("GET", "/services/iris", bob)["ready"] == 2
+        lab = server.call("GET", "/notebooks/lab", bob)["state"] == "running"
+        if ready and lab:
+            return
+        time.sleep(0.5)
 
 
 def stop_work(server: Server) -> None:
     """Cancel every job that may hold a process (supervisors outlive the server), by id,
     and wait until each has ended."""
     live = {"pending", "admitted", "starting", "running", "preempting"}
+    for service in server.call("GET", "/services"):  # or it starts its replicas again
+        server.call("DELETE", f"/services/{service['name']}", params={"tenant": service["tenant"]})
     ids = [j["id"] for j in server.call("GET", "/jobs", params={"limit": 10_000})]
     ids = [i for i in ids if i <= server.last_single_job]
     deadline = time.monotonic() + 120
@@ -195,6 +248,14 @@ def stop_work(server: Server) -> None:
         print(f"warning: jobs {ids} did not end; their processes may still run", file=sys.stderr)
 
 
+def sign_in(page: Page, url: str, token: str) -> Page:
+    page.goto(url)
+    page.fill("#token", token)
+    page.click("form button[type=submit]")
+    page.wait_for_selector("#logout")
+    return page
+
+
 def first_paint(page: Page, url: str, runs: int = 5) -> float:
     """Milliseconds from navigation to the first jobs row, best of ``runs``."""
     best = float("inf")
@@ -211,6 +272,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs stored for the measure")
     parser.add_argument("--screenshots", type=Path, help="write PNGs of the main pages here")
+    parser.add_argument("--only", help="these screenshots only, e.g. notebooks,services")
     args = parser.parse_args()
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -219,28 +281,41 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="vai-bench-web-"))
     server = Server(home)
     try:
-        seeded = seed(server)
+        seeded = seed(server, workloads_too=args.screenshots is not None)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             context = browser.new_context(viewport={"width": 1360, "height": 820})
-            page = context.new_page()
-            page.goto(server.url)
-            page.fill("#token", server.admin)
-            page.click("form button[type=submit]")
-            page.wait_for_selector("#logout")
+            page = sign_in(context.new_page(), server.url, server.admin)
             if args.screenshots:
                 args.screenshots.mkdir(parents=True, exist_ok=True)
+                only = set(args.only.split(",")) if args.only else None
+                owner: Page | None = None  # notebooks and services: bob's own
                 for name, route, ready in PAGES:
+                    own = name in {"notebooks", "services"}
+                    if (only is not None and name not in only) or (own and not server.jupyter):
+                        continue
+                    shot = page
+                    if own:
+                        if owner is None:
+                            owner = sign_in(
+                                browser.new_context(
+                                    viewport={"width": 1360, "height": 820}
+                                ).new_page(),
+                                server.url,
+                                seeded["tokens"]["bob"],
+                            )
+                        shot = owner
                     where = route or f"#/jobs/{seeded['running']}"
-                    page.goto(f"{server.url}/{where}")
-                    page.wait_for_selector(ready)
-                    page.wait_for_timeout(1500 if name in {"job", "usage"} else 400)
-                    page.screenshot(path=str(args.screenshots / f"{name}.png"))
+                    shot.goto(f"{server.url}/{where}")
+                    shot.wait_for_selector(ready)
+                    shot.wait_for_timeout(1500 if name in {"job", "usage", "services"} else 400)
+                    shot.screenshot(path=str(args.screenshots / f"{name}.png"))
                     print(f"screenshot {args.screenshots / f'{name}.png'}", flush=True)
-                login = browser.new_context(viewport={"width": 1360, "height": 600}).new_page()
-                login.goto(server.url)
-                login.wait_for_selector("#token")
-                login.screenshot(path=str(args.screenshots / "login.png"))
+                if only is None or "login" in only:
+                    login = browser.new_context(viewport={"width": 1360, "height": 600}).new_page()
+                    login.goto(server.url)
+                    login.wait_for_selector("#token")
+                    login.screenshot(path=str(args.screenshots / "login.png"))
             baseline = first_paint(page, server.url)
             stored = len(server.call("GET", "/jobs", params={"limit": 10_000}))
             print(f"first paint, {stored} jobs stored: {baseline:.0f} ms (baseline)", flush=True)

@@ -8,7 +8,11 @@ is checked for script errors and for requests to anywhere but the server (offlin
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import re
+import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Locator, Page, expect
+from test_e2e_notebooks import public_jupyter
 
 from support.browser import Tab, chromium, chromium_path, open_tab, sign_in
 from support.oidc_provider import Provider
@@ -33,17 +38,59 @@ TENANTS = ["webphys", "webbio"]
 expect.set_options(timeout=15_000)
 
 
+EXAMPLE_MODEL = Path(__file__).parents[2] / "examples" / "services" / "iris" / "model.py"
+
+
 @dataclass
 class Lab:
     server: Server
     alice: str  # member of webphys
     bob: str  # member of webbio
+    model: Path  # the example service's model, where tenant users can read it
+    jupyter: Path | None  # a Python with JupyterLab for notebooks (None: none here)
+
+
+def _jupyter(directory: Path) -> Path | None:
+    """The notebooks' Python, as tests/e2e/test_e2e_notebooks.py makes it (this venv's
+    JupyterLab, nothing installed); None where notebooks cannot run (not root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return public_jupyter(directory / "venv")
+    except pytest.skip.Exception:
+        return None
+
+
+def _stop_workloads(lab: Lab) -> None:
+    """Whatever the tests left running is stopped before the server goes (its tasks
+    would outlive it otherwise)."""
+    for token, path in (
+        (lab.alice, "/notebooks/weblab"),
+        (lab.alice, "/services/iris"),
+        (lab.bob, "/notebooks/idle"),
+    ):
+        api(lab, token, "DELETE", path)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        live = [
+            j
+            for token in (lab.alice, lab.bob)
+            for j in api(lab, token, "GET", "/jobs").json()
+            if j["state"] in ("pending", "admitted", "starting", "running", "preempting")
+        ]
+        if not live:
+            return
+        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("web")
     workspaces = public_dir("vai-web-ws-")
+    shared = public_dir("vai-web-files-")
+    shutil.copy(EXAMPLE_MODEL, shared / "model.py")
+    (shared / "model.py").chmod(0o644)
+    jupyter = _jupyter(shared)
     server = Server(
         tmp / "home",
         tmp / "config",
@@ -55,19 +102,27 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             "VIRTUAI_LOCAL__USER_PREFIX": TEST_USER_PREFIX,
             "VIRTUAI_LOCAL__CGROUP_NAME": f"virtuai-web-{uuid.uuid4().hex[:6]}",
             "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
+            "VIRTUAI_SERVICES__RECONCILE_INTERVAL_S": "0.2",
+            "VIRTUAI_NOTEBOOKS__CULL_INTERVAL_S": "0.5",
+            **({"VIRTUAI_NOTEBOOKS__PYTHON": str(jupyter)} if jupyter else {}),
         },
     )
     server.start()
+    lab = None
     try:
         server.cli("tenant", "create", "webphys", "--cpu", "2", "--memory", "2Gi")
         server.cli("tenant", "create", "webbio", "--cpu", "1", "--memory", "1Gi")
         alice = server.cli("user", "create", "alice", "--tenant", "webphys").strip()
         bob = server.cli("user", "create", "bob", "--tenant", "webbio").strip()
-        yield Lab(server, alice, bob)
+        lab = Lab(server, alice, bob, shared / "model.py", jupyter)
+        yield lab
     finally:
         if server.process and server.process.poll() is None:
+            if lab is not None:
+                _stop_workloads(lab)
             server.kill()
         remove_state(workspaces, TENANTS)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -171,7 +226,14 @@ def test_a_member_of_one_tenant_sees_nothing_of_another(tab: Tab, lab: Lab) -> N
         expect(page.locator("#tenants")).to_contain_text("webbio")
         page.goto("/#/usage")
         expect(page.locator("#usage-totals")).to_be_visible()
-        for view in ("/#/tenants", "/#/usage", "/#/submit", "/#/vcs"):
+        for view in (
+            "/#/tenants",
+            "/#/usage",
+            "/#/submit",
+            "/#/vcs",
+            "/#/notebooks",
+            "/#/services",
+        ):
             page.goto(view)
             page.wait_for_timeout(200)
             assert "webphys" not in page.content()
@@ -253,3 +315,162 @@ def test_signing_in_with_oidc_code_and_pkce(
             server.kill()
         assert tab.errors == [], tab.errors
         assert tab.foreign_requests == [], tab.foreign_requests
+
+
+# Notebooks and services (root: they run as the tenant's Unix user) ---------------------
+
+needs_workloads = pytest.mark.skipif(
+    os.geteuid() != 0, reason="notebooks and services run as the tenant's Unix user (root)"
+)
+
+
+def _row(page: Page, table: str, key: str, name: str) -> Locator:
+    return page.locator(f"#{table} tbody tr", has=page.locator(f"[data-{key}='{name}']"))
+
+
+def _sees_nothing_of_webphys(browser: Browser, lab: Lab, running: str) -> None:
+    """Bob (webbio) sees neither alice's notebook nor her service in the pages, and is
+    refused at the proxy path of the one ``running`` now."""
+    other = open_tab(browser, lab.server.url)
+    try:
+        sign_in(other, lab.bob)
+        page = other.page
+        page.goto("/#/notebooks")
+        expect(page.locator("#notebooks-table table")).to_be_visible()
+        expect(page.locator("#notebooks-table")).not_to_contain_text("weblab")
+        page.goto("/#/services")
+        expect(page.locator("#services-table")).to_contain_text("No service")
+        page.goto("/#/services/webphys/iris")
+        expect(page.locator("#service-summary .error")).to_contain_text("not found")
+        assert page.request.get(running).status == 403
+        for view in ("/#/notebooks", "/#/services"):
+            page.goto(view)
+            page.wait_for_timeout(200)
+            assert "weblab" not in page.content() and "iris" not in page.content()
+        assert other.errors == [] and other.foreign_requests == []
+    finally:
+        other.close()
+
+
+@needs_workloads
+def test_a_member_launches_a_notebook_opens_jupyterlab_and_stops_it(
+    tab: Tab, lab: Lab, browser: Browser
+) -> None:
+    if lab.jupyter is None:
+        pytest.skip("needs the system's Python 3.11 for JupyterLab")
+    page = tab.page
+    sign_in(tab, lab.alice)
+    page.click("nav a[href='#/notebooks']")
+    page.fill("#nb-name", "weblab")
+    page.fill("#nb-cpu", "0.5")
+    # A refusal is shown at the field it names.
+    page.fill("#nb-memory", "lots")
+    page.click("#nb-launch")
+    expect(page.locator("#nb-memory + .field-error")).to_contain_text("resources.memory")
+    expect(page.locator("#nb-memory")).to_have_class(re.compile(r"\binvalid\b"))
+    page.fill("#nb-memory", "512Mi")
+    page.click("#nb-launch")
+    expect(page.locator(".field-error")).to_have_count(0)
+
+    row = _row(page, "notebooks-table", "notebook", "weblab")
+    expect(row).to_contain_text("running", timeout=60_000)
+    expect(row).to_contain_text("0.5 CPU, 512 MiB")
+    expect(row).to_contain_text("(stops at 1h 0m)")
+    _sees_nothing_of_webphys(browser, lab, "/user/alice/weblab/api/status")
+
+    # Open: JupyterLab through the proxy, signed in by the dashboard's own session cookie.
+    with page.expect_popup() as popup:
+        row.locator("a.open").click()
+    jupyter = popup.value
+    # (Opened while JupyterLab still starts: the proxy's page that reloads itself, then it.)
+    jupyter.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
+    assert "/user/alice/weblab/lab" in jupyter.url
+    jupyter.close()
+    # The proxy's traffic is the notebook's activity, shown as how long it has been idle.
+    [shown] = [n for n in api(lab, lab.alice, "GET", "/notebooks").json() if n["name"] == "weblab"]
+    seen = dt.datetime.fromisoformat(shown["last_activity_at"].replace("Z", "+00:00"))
+    assert abs((dt.datetime.now(dt.UTC) - seen).total_seconds()) < 120
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button[data-action=stop]").click()
+    expect(row).to_contain_text("cancelled", timeout=30_000)
+    expect(row.locator("a.open")).to_have_count(0)
+
+
+@needs_workloads
+def test_an_idle_notebook_shows_why_it_ended(tab: Tab, lab: Lab) -> None:
+    if lab.jupyter is None:
+        pytest.skip("needs the system's Python 3.11 for JupyterLab")
+    lab.server.cli("tenant", "set", "webbio", "--notebook-idle-timeout", "3s")
+    page = tab.page
+    sign_in(tab, lab.bob)
+    page.goto("/#/notebooks")
+    page.fill("#nb-name", "idle")
+    page.fill("#nb-cpu", "0.5")
+    page.fill("#nb-memory", "512Mi")
+    page.click("#nb-launch")
+    row = _row(page, "notebooks-table", "notebook", "idle")
+    expect(row).to_contain_text("culled after 3s idle", timeout=60_000)
+    expect(row).to_contain_text("cancelled")
+
+
+def _iris_document(lab: Lab) -> str:
+    return f"""type: service
+name: iris
+command: [python3, {lab.model}]
+env: {{MODEL_VERSION: "7", MODEL_LOAD_S: "0.2"}}
+resources: {{cpu: 0.2, memory: 128Mi}}
+replicas: 1
+readiness: {{path: /healthz, interval: 1}}
+"""
+
+
+@needs_workloads
+def test_a_member_creates_opens_scales_and_deletes_a_service(
+    tab: Tab, lab: Lab, browser: Browser
+) -> None:
+    page = tab.page
+    sign_in(tab, lab.alice)
+    page.click("nav a[href='#/services']")
+    # A document the API refuses says which field is wrong.
+    page.fill("#svc-spec", "name: iris\ncommand: [python3]\nreplicas: {min: 3, max: 1}\n")
+    page.click("#svc-apply")
+    expect(page.locator("#service-messages .error")).to_contain_text("replicas")
+    page.fill("#svc-spec", _iris_document(lab))
+    page.click("#svc-apply")
+    page.wait_for_url("**/#/services/webphys/iris")
+    expect(page.locator("#service-ready")).to_contain_text("1 ready, 1 wanted", timeout=60_000)
+    expect(page.locator("#service-replicas")).to_contain_text("ready")
+    expect(page.locator("#log")).to_contain_text("model 7 loaded")
+
+    # Open: the service answers through the proxy, to the dashboard's session.
+    with page.expect_popup() as popup:
+        page.click("#service-actions a.open")
+    answer = popup.value
+    expect(answer.locator("body")).to_contain_text('"version": "7"')
+    answer.close()
+
+    page.goto("/#/services")
+    row = _row(page, "services-table", "service", "iris")
+    expect(row).to_contain_text("1 / 1")
+    expect(row).to_contain_text("tenant")
+    _sees_nothing_of_webphys(browser, lab, "/svc/webphys/iris/")
+
+    # Scaling re-applies the service's own document: one more replica, nothing rolled.
+    page.goto("/#/services/webphys/iris")
+    page.fill("#scale-min", "2")
+    page.fill("#scale-max", "2")
+    page.click("#scale")
+    expect(page.locator("#service-ready")).to_contain_text("2 ready, 2 wanted", timeout=60_000)
+    shown = api(lab, lab.alice, "GET", "/services/iris").json()
+    assert shown["generation"] == 1 and {r["generation"] for r in shown["replicas"]} == {1}
+    # Edit loads the service's own document, in YAML, scaled.
+    page.click("#edit")
+    expect(page.locator("#service-edit #svc-spec")).to_have_value(re.compile(r"min: 2\n"))
+    expect(page.locator("#service-edit #svc-spec")).to_have_value(re.compile("MODEL_VERSION"))
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete")
+    expect(page.locator("#service-gone")).to_be_visible(timeout=30_000)
+    page.goto("/#/services")
+    expect(page.locator("#services-table")).to_contain_text("No service")

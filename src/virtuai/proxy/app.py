@@ -263,6 +263,11 @@ class ProxyApp:
         except (aiohttp.ClientError, TimeoutError) as error:
             self._routes.forget(target)
             log.info("proxy: %s unreachable: %s", url, error)
+            if _wants_page(connection) and scope["method"] in ("GET", "HEAD"):
+                # A browser that came while the job runs but its server does not listen
+                # yet (JupyterLab takes seconds): the page that reloads itself, not JSON.
+                await _starting_page(send, "it does not answer yet")
+                return
             await _refuse(
                 send, connection, Unavailable("the workload does not answer (yet)"), self._context
             )
@@ -509,15 +514,19 @@ async def _unavailable(send: Send, connection: HTTPConnection, route: Route) -> 
     message = f"it is {route.state}: {route.reason}" if route.reason else f"it is {route.state}"
     error = Unavailable(f"not running yet ({message}); try again in a moment")
     if _wants_page(connection):
-        page = (
-            "<!doctype html><meta charset='utf-8'><meta http-equiv='refresh' content='2'>"
-            f"<title>Starting</title><p>Your notebook is starting ({_html(message)}).</p>"
-        ).encode()
-        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"retry-after", b"2")]
-        await _respond(send, 503, headers, page)
+        await _starting_page(send, message)
         return
     headers = [(b"content-type", b"application/json"), (b"retry-after", b"2")]
     await _respond(send, 503, headers, _error_body(error))
+
+
+async def _starting_page(send: Send, message: str) -> None:
+    page = (
+        "<!doctype html><meta charset='utf-8'><meta http-equiv='refresh' content='2'>"
+        f"<title>Starting</title><p>It is starting ({_html(message)}).</p>"
+    ).encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"retry-after", b"2")]
+    await _respond(send, 503, headers, page)
 
 
 async def _redirect(send: Send, location: str) -> None:

@@ -45,6 +45,7 @@ def notebook_to_api(row: JobRow, request: Request, default_idle_s: int) -> Noteb
         submitted_at=row.submitted_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        last_activity_at=row.activity_at,
     )
 
 

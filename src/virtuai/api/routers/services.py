@@ -73,6 +73,61 @@ def spec_from_api(body: ServiceApply) -> ServiceSpec:
     )
 
 
+def _seconds(s: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s % size == 0:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def _memory(n: int) -> str | int:
+    for unit, size in (("Gi", 2**30), ("Mi", 2**20)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return n
+
+
+def _default_readiness(r: Readiness) -> bool:
+    """Whether the document had no ``readiness`` at all: only then are the periods floats
+    (the API's are whole seconds), and written out they would change the replica's digest."""
+    return r == Readiness() and isinstance(r.interval_s, float)
+
+
+def spec_to_api(spec: ServiceSpec, tenant: str, name: str) -> dict[str, object]:
+    """The ``apply -f`` document of ``spec``: applied again unchanged, it rolls nothing
+    (the web dashboard edits and scales services through it)."""
+    r = spec.readiness
+    document: dict[str, object] = {
+        "type": "service",
+        "tenant": tenant,
+        "name": name,
+        "command": list(spec.command),
+        "env": dict(spec.env),
+        "environment": spec.environment,
+        "resources": {
+            "cpu": spec.cpu_milli // MILLI if spec.cpu_milli % MILLI == 0 else f"{spec.cpu_milli}m",
+            "memory": _memory(spec.memory),
+            "gpu": spec.gpu,
+        },
+        "replicas": {"min": spec.min_replicas, "max": spec.max_replicas}
+        | ({} if spec.target_rps is None else {"target_rps": spec.target_rps}),
+        "readiness": None
+        if _default_readiness(r)
+        else {
+            "path": r.path,
+            "interval": _seconds(int(r.interval_s)),
+            "timeout": _seconds(int(r.timeout_s)),
+            "failure_threshold": r.failure_threshold,
+            "start_timeout": _seconds(r.start_timeout_s),
+        },
+        "auth": spec.auth,
+        "idle_timeout": None if spec.idle_timeout_s is None else _seconds(spec.idle_timeout_s),
+        "time": None if spec.time_s is None else _seconds(spec.time_s),
+        "priority": spec.priority,
+    }
+    return {k: v for k, v in document.items() if v is not None}
+
+
 def service_to_api(row: ServiceRow, request: Request, default_idle_s: int) -> ServiceOut:
     session = object_session(row)
     spec = ServiceSpec.from_json(row.spec)
@@ -126,6 +181,7 @@ def service_to_api(row: ServiceRow, request: Request, default_idle_s: int) -> Se
         created_at=row.created_at,
         updated_at=row.updated_at,
         replicas=replicas,
+        spec=spec_to_api(spec, row.tenant.name, row.name),
     )
 
 

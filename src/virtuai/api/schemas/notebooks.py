@@ -40,3 +40,9 @@ class NotebookOut(BaseModel):
     submitted_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    last_activity_at: dt.datetime | None = Field(
+        default=None,
+        description="its last activity as the idle culler counts it (Jupyter's own, a busy "
+        "kernel, a request through the proxy), recorded by its machine's server every "
+        "notebooks.cull_interval_s",
+    )

@@ -121,5 +121,9 @@ class ServiceOut(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
     replicas: list[ReplicaOut]
+    spec: dict[str, object] = Field(
+        default_factory=dict,
+        description="the document as `apply -f` takes it: edit and apply it again",
+    )
     created: bool = False
     rolled: bool = False

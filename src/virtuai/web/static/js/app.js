@@ -13,16 +13,20 @@ import * as tenants from "./pages/tenants.js";
 import * as usage from "./pages/usage.js";
 import * as admin from "./pages/admin.js";
 import * as tokens from "./pages/tokens.js";
+import * as notebooks from "./pages/notebooks.js";
+import * as services from "./pages/services.js";
 
 const ROUTES = [
   [/^jobs$/, jobs], [/^jobs\/(\d+)$/, job], [/^submit$/, submit],
   [/^vcs$/, vcs], [/^vcs\/([^/]+)\/([a-z0-9-]+)$/, vcs],
   [/^nodes$/, nodes], [/^tenants$/, tenants], [/^usage$/, usage],
   [/^admin$/, admin], [/^tokens$/, tokens],
+  [/^notebooks$/, notebooks], [/^services$/, services], [/^services\/([^/]+)\/([^/]+)$/, services],
 ];
 
 const NAV = [
-  ["jobs", "Jobs"], ["submit", "Submit"], ["vcs", "Virtual clusters"], ["nodes", "Nodes"],
+  ["jobs", "Jobs"], ["submit", "Submit"], ["notebooks", "Notebooks"], ["services", "Services"],
+  ["vcs", "Virtual clusters"], ["nodes", "Nodes"],
   ["tenants", "Tenants"], ["usage", "Usage"], ["tokens", "Tokens"],
 ];
 

@@ -89,3 +89,45 @@ export function resources(r) {
 }
 
 export const FINISHED = new Set(["succeeded", "failed", "cancelled", "timed_out", "preempted"]);
+
+// A refusal naming a field (the API's `field`, e.g. "resources.cpu") is shown under the
+// input that carries that data-field (or the nearest enclosing one); anything else in `box`.
+export function showError(form, box, error) {
+  clearErrors(form);
+  let name = error.field || "";
+  let input = null;
+  while (name && !(input = form.querySelector(`[data-field="${CSS.escape(name)}"]`))) {
+    name = name.includes(".") ? name.slice(0, name.lastIndexOf(".")) : "";
+  }
+  if (!input) { box.append(errorBox(error)); return; }
+  input.classList.add("invalid");
+  input.setAttribute("aria-invalid", "true");
+  input.after(h("span", { class: "field-error", role: "alert" }, error.message));
+}
+
+export function clearErrors(form) {
+  for (const el of form.querySelectorAll(".field-error")) el.remove();
+  for (const el of form.querySelectorAll(".invalid")) { el.classList.remove("invalid"); el.removeAttribute("aria-invalid"); }
+}
+
+// Pages of an in-memory list (notebooks and services come whole from the API; the jobs
+// list is paged by the server instead): `slice(rows)` gives the rows of the page shown
+// and sets the buttons; `element` holds them.
+export function localPager(size, onChange) {
+  let page = 0;
+  const prev = h("button", { class: "secondary", disabled: true, onclick: () => { page -= 1; onChange(); } }, "← Previous");
+  const next = h("button", { class: "secondary", disabled: true, onclick: () => { page += 1; onChange(); } }, "Next →");
+  const status = h("span", { class: "muted small" });
+  return {
+    element: h("div", { class: "pager" }, prev, next, status),
+    slice(rows) {
+      const pages = Math.max(1, Math.ceil(rows.length / size));
+      page = Math.min(page, pages - 1);
+      prev.disabled = page === 0;
+      next.disabled = page >= pages - 1;
+      status.textContent = rows.length > size
+        ? `${page * size + 1}–${Math.min(rows.length, (page + 1) * size)} of ${rows.length}` : "";
+      return rows.slice(page * size, (page + 1) * size);
+    },
+  };
+}

@@ -1,19 +1,18 @@
 // One job: what it is, why it waits or how it ended, its events and task runs, live logs
 // per task (stdout and stderr, read by offset as they grow), and cancel.
 
-import { ApiError, get, post, query } from "../api.js";
+import { get, post } from "../api.js";
 import { clear, errorBox, fields, FINISHED, h, resources, since, stateBadge, table, when } from "../dom.js";
+import { followLog } from "../logs.js";
 
 const POLL_MS = 1500;
-const MAX_SHOWN = 2 * 1024 * 1024;
 
 export function render(main, [id]) {
   let stopped = false;
   let timer = null;
-  let logTimer = null;
+  let stopLog = () => {};
   let job = null;
   let logKey = null;  // "task:stream" shown now
-  let offset = 0;
 
   const title = h("h1", {}, `Job ${id}`);
   const summary = h("div", { class: "card", id: "job-summary" }, h("p", { class: "muted" }, "Loading…"));
@@ -80,40 +79,15 @@ export function render(main, [id]) {
     clear(tabs, keys.map((k) => {
       const [task, stream] = k.split(":");
       return h("button", { class: k === logKey ? "active" : "", dataset: { log: k },
-        onclick: () => { logKey = k; offset = 0; log.textContent = ""; renderTabs(); readLog(); } },
+        onclick: () => { logKey = k; renderTabs(); readLog(); } },
       job.tasks > 1 ? `task ${task} ${stream}` : stream);
     }));
   }
 
-  async function readLog() {
-    clearTimeout(logTimer);
-    const key = logKey;
-    const [task, stream] = key.split(":");
-    let eof = false;
-    try {
-      // Read everything there is now, 1 MiB at most per round, then wait for more.
-      for (let round = 0; round < 16; round += 1) {
-        const chunk = await get(`/jobs/${id}/logs${query({ task, stream, offset })}`);
-        if (stopped || key !== logKey) return;
-        const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-        if (chunk.data) log.append(chunk.data);
-        // Keep the page light on huge logs: the newest MiB or so stays.
-        if (log.textContent.length > MAX_SHOWN) {
-          log.textContent = `[… earlier output not shown: ${offset} bytes read so far]\n${log.textContent.slice(-MAX_SHOWN / 2)}`;
-        }
-        if (atBottom) log.scrollTop = log.scrollHeight;
-        const grew = chunk.offset !== offset;
-        offset = chunk.offset;
-        eof = chunk.eof;
-        if (eof || !grew) break;
-      }
-      logStatus.textContent = eof ? "end of log" : "following…";
-    } catch (e) {
-      if (stopped || key !== logKey) return;
-      // A task that has not started yet has no log: not an error worth a red box.
-      logStatus.textContent = e instanceof ApiError && e.status === 404 ? "no log yet" : e.message;
-    }
-    if (!eof && !stopped) logTimer = setTimeout(readLog, POLL_MS);
+  function readLog() {
+    stopLog();
+    const [task, stream] = logKey.split(":");
+    stopLog = followLog(log, logStatus, id, task, stream);
   }
 
   async function cancel(event) {
@@ -123,5 +97,5 @@ export function render(main, [id]) {
   }
 
   refresh();
-  return () => { stopped = true; clearTimeout(timer); clearTimeout(logTimer); };
+  return () => { stopped = true; clearTimeout(timer); stopLog(); };
 }
