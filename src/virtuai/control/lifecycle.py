@@ -62,6 +62,7 @@ from virtuai.control.vnodes import (
 from virtuai.domain.clock import Clock
 from virtuai.domain.environment import task_environment
 from virtuai.domain.notebooks import IP_ENV, KIND, SECRET_ENV
+from virtuai.domain.services import HOST_ENV
 from virtuai.domain.services import KIND as SERVICE
 from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
@@ -322,7 +323,7 @@ class LifecycleLoop(TaskReconciler):
                 if item.image is not None:
                     spec = self._over_image(spec, item.image)
                 driver = self._drivers[self._driver_name_for(spec.node)]
-                if item.guarded_port and self._ports is not None:
+                if item.guarded_port and self._ports and driver is self._drivers.get("local"):
                     # Before the replica exists: no moment where any process may reach it.
                     self._ports.guard_port(item.guarded_port)
             except VirtuaiError as error:
@@ -442,6 +443,10 @@ class LifecycleLoop(TaskReconciler):
             env["VIRTUAI_API_URL"] = self._config.api_url
         if job.kind == KIND:
             self._notebook_env(env, job, placement.node)
+        elif job.kind == SERVICE and job.vc_id is None:
+            # Where the proxy and the probes reach it (``notebook_upstream``): its node's
+            # registered address; the port guard keeps everyone but the server out.
+            env[HOST_ENV] = self._addresses.get(placement.node) or "127.0.0.1"
         return TaskSpec(
             job_id=str(job.id),
             attempt=job.attempt,

@@ -55,10 +55,12 @@ class ReplicaPorts:
         host: str | None,
         ports: PortRange = PortRange(),
         interval_s: float = 5.0,
+        problem: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self.guard = guard  # None: not guarded (not root, no nft)
+        self.problem = problem  # why not (said by `virtuai doctor`)
         self._host = host
         self._range = ports
         self._interval_s = interval_s
@@ -101,8 +103,11 @@ class ReplicaPorts:
             return
         self._next_at = self._mono() + self._interval_s
         try:
+            wanted = self.live_ports()
+            if not wanted and not self._ready and not self.guard.exists():
+                return  # no replica here, ever: no table made on a machine that needs none
             self._setup()
-            added, removed = self.guard.sync(self.live_ports())
+            added, removed = self.guard.sync(wanted)
         except VirtuaiError as error:
             log.warning("guarding the replicas' ports failed: %s", error.message)
             return

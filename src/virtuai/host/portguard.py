@@ -96,6 +96,9 @@ class PortGuard:
     def add(self, port: int) -> None:
         self._nft(f"add element {self._t} {SET} {{ {_port(port)} }}\n", f"guarding port {port}")
 
+    def exists(self) -> bool:
+        return self._run(["nft", "list", "table", FAMILY, self.table], check=False).returncode == 0
+
     def ports(self) -> set[int]:
         proc = self._run(["nft", "-j", "list", "set", FAMILY, self.table, SET], check=False)
         if proc.returncode != 0:

@@ -111,6 +111,7 @@ def compose(settings: Settings) -> Platform:
         )
 
     vcs = vc_runtime(settings)
+    ports = replica_ports(settings, sessions, iid, node_name)
     # The loops' own events (a task ended, a launch returned, a build finished) wake the
     # next round without the pause that API writes get (see LoopRunner).
     urgent = threading.Event()
@@ -155,6 +156,7 @@ def compose(settings: Settings) -> Platform:
         notebooks=notebook_options(settings),
         peer_port=settings.port,
         service_idle_timeout_s=settings.services.idle_timeout_s,
+        service_ports_problem=ports.problem,
     )
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
@@ -174,7 +176,7 @@ def compose(settings: Settings) -> Platform:
         host=node_name,
         wake=wake_now,
         remote_nodes=lambda: sites.node_names() if member.is_leader else frozenset(),
-        ports=replica_ports(settings, sessions, iid, node_name),
+        ports=ports,
     )
     member = Membership(
         sessions,
@@ -363,7 +365,9 @@ def replica_ports(
             "through the proxy: %s",
             why,
         )
-    return ReplicaPorts(sessions, guard, host=node, ports=PortRange(group.port_min, group.port_max))
+    return ReplicaPorts(
+        sessions, guard, host=node, ports=PortRange(group.port_min, group.port_max), problem=why
+    )
 
 
 def membership_config(settings: Settings, node: str, dialect: str) -> MembershipConfig:

@@ -65,9 +65,7 @@ def listener() -> Iterator[int]:
         sock.close()
 
 
-def test_a_guarded_port_refuses_every_user_but_the_servers(
-    guard: PortGuard, listener: int
-) -> None:
+def test_a_guarded_port_refuses_every_user_but_the_servers(guard: PortGuard, listener: int) -> None:
     assert unavailable() is None
     guard.setup()
     assert _connect_as(NOBODY, listener) == "connected"  # not guarded yet
