@@ -17,6 +17,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -32,7 +33,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from support.platform import TEST_USER_PREFIX, public_dir, remove_state
+from support.platform import public_dir
 from support.server import Server
 from virtuai import portwire
 
@@ -42,6 +43,9 @@ pytestmark = [
 ]
 EXAMPLE = Path(__file__).parents[2] / "examples" / "services" / "iris"
 IRIS = [6.3, 2.9, 5.6, 1.8]
+# Tenants' Unix users of this run only: another run's teardown (the shared test prefix's
+# `userdel`) would otherwise take the users whose uids own this run's workspaces.
+PREFIX = f"vs{secrets.token_hex(2)}-"
 
 
 @dataclass
@@ -67,7 +71,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
         root / "config",
         {
             "VIRTUAI_WORKSPACES": str(workspaces),
-            "VIRTUAI_LOCAL__USER_PREFIX": TEST_USER_PREFIX,
+            "VIRTUAI_LOCAL__USER_PREFIX": PREFIX,
             "VIRTUAI_LOCAL__KILL_GRACE_S": "3",
             "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
             "VIRTUAI_SERVICES__RECONCILE_INTERVAL_S": "0.2",
@@ -105,7 +109,9 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
         table = re.search(r"nftables (virtuai_ports_\w+)", server.log.read_text())
         if table:  # the guard's table outlives its server: it is this test's to remove
             subprocess.run(["nft", "delete", "table", "inet", table.group(1)], check=False)
-        remove_state(workspaces, ["physics", "chem"])
+        shutil.rmtree(workspaces, ignore_errors=True)
+        for tenant in ("physics", "chem"):
+            subprocess.run(["userdel", PREFIX + tenant], capture_output=True, check=False)
         shutil.rmtree(models, ignore_errors=True)
 
 
@@ -430,7 +436,7 @@ def test_a_replicas_port_is_reached_through_the_server_only(svc: Svc) -> None:
     for port in ports.values():
         # Another tenant's user (chem's replica runs as it), the tenant's own user (its
         # other jobs and notebooks: they reach it through the proxy like anyone), a stranger.
-        for user in (f"{TEST_USER_PREFIX}chem", f"{TEST_USER_PREFIX}physics", "nobody"):
+        for user in (f"{PREFIX}chem", f"{PREFIX}physics", "nobody"):
             assert _connect_as(user, port) == "ConnectionRefusedError", (user, port)
         assert _connect_as("root", port) == "HTTP/1.0 200"  # the server's user
     # port-forward goes through the server too: still open to the tenant's members.
