@@ -439,6 +439,7 @@ def test_a_replicas_port_is_reached_through_the_server_only(svc: Svc) -> None:
         for user in (f"{PREFIX}chem", f"{PREFIX}physics", "nobody"):
             assert _connect_as(user, port) == "ConnectionRefusedError", (user, port)
         assert _connect_as("root", port) == "HTTP/1.0 200"  # the server's user
+    assert svc.server.json("doctor")["services_isolated"] is True  # as the administrator
     # port-forward goes through the server too: still open to the tenant's members.
     job_id, port = next(iter(ports.items()))
     url = svc.server.url.replace("http", "ws") + f"/api/v1/jobs/{job_id}/port-forward/ws"
