@@ -63,9 +63,11 @@ def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.3)
 
 
-def _call(net: NetCluster, method: str, path: str, via: Instance, **kwargs: Any) -> Any:
+def _call(
+    net: NetCluster, method: str, path: str, via: Instance, token: str = "", **kwargs: Any
+) -> Any:
     """As ``net.user``, with room for a loaded machine (the shared helper waits 3 s)."""
-    headers = {"Authorization": f"Bearer {net.token}"}
+    headers = {"Authorization": f"Bearer {token or net.token}"}
     answer = httpx.request(method, f"{via.url}{path}", headers=headers, timeout=60, **kwargs)
     assert answer.status_code < 300, (answer.status_code, answer.text)
     return answer.json()
@@ -79,7 +81,8 @@ def _show(net: NetCluster) -> dict[str, Any]:
 def test_requests_to_another_server_scale_the_service(cluster: NetCluster) -> None:
     leader = cluster.leader()
     other: Instance = next(i for i in cluster.instances if i is not leader)
-    cluster.admin("POST", f"/api/v1/nodes/{other.name}/cordon")  # replicas on the leader's
+    cordon = f"/api/v1/nodes/{other.name}/cordon"  # the replicas run on the leader's machine
+    _call(cluster, "POST", cordon, leader, cluster.admin_token)
     model = cluster.public / "model.py"
     shutil.copy(EXAMPLE, model)
     model.chmod(0o644)
