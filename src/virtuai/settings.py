@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -313,11 +313,41 @@ class ServiceSettings(BaseModel):
     scale_down_delay_s: float = Field(
         default=30.0, ge=0, description="at most one replica is removed per this period"
     )
+    isolate: bool = Field(
+        default=True,
+        description="replicas' ports refuse every local process but the server (nftables; "
+        "needs root and nft, else a warning at start)",
+    )
+    port_min: int = Field(
+        default=30000, ge=1024, le=65535, description="lowest port of the replicas' range"
+    )
+    port_max: int = Field(
+        default=32767,
+        ge=1024,
+        le=65535,
+        description="highest port of the replicas' range; keep it out of the kernel's "
+        "ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default)",
+    )
+    rate_window_s: int = Field(
+        default=30, ge=1, le=60, description="the request rate is averaged over this window"
+    )
+    traffic_publish_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="how often each server records its requests per service for the leader",
+    )
 
     @field_validator("idle_timeout_s", mode="before")
     @classmethod
     def _parse_idle(cls, value: Any) -> int:
         return parse_duration(value, field="services.idle_timeout_s")
+
+    @model_validator(mode="after")
+    def _port_range(self) -> ServiceSettings:
+        if self.port_min > self.port_max:
+            raise ValueError("services.port_min is above services.port_max")
+        return self
 
 
 class Settings(BaseSettings):

@@ -5,13 +5,22 @@ driver as the tenant's Unix user, reached only through the server's proxy.
 One server is shared by the module; the tests run in order: two replicas are balanced
 over, strangers are refused, a rolling ``apply`` under a client loop loses no request,
 a replica that fails its readiness is restarted, a ``min: 0`` service scales to zero and
-a request wakes it (held, not failed), bad documents get a 4xx naming the field, and
-``delete`` stops everything, with the replicas' usage recorded as jobs'."""
+a request wakes it (held, not failed), a ``target_rps`` service follows its load up and
+down, a replica's port refuses every process but the server (other tenants' users and
+its own tenant's; the guarded set survives a restart, stale ports dropped), bad
+documents get a 4xx naming the field, and ``delete`` stops everything, with the
+replicas' usage recorded as jobs' and their ports no longer guarded."""
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
+import re
+import secrets
 import shutil
+import sqlite3
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,9 +31,11 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
-from support.platform import TEST_USER_PREFIX, public_dir, remove_state
+from support.platform import public_dir
 from support.server import Server
+from virtuai import portwire
 
 pytestmark = [
     pytest.mark.root,
@@ -32,6 +43,9 @@ pytestmark = [
 ]
 EXAMPLE = Path(__file__).parents[2] / "examples" / "services" / "iris"
 IRIS = [6.3, 2.9, 5.6, 1.8]
+# Tenants' Unix users of this run only: another run's teardown (the shared test prefix's
+# `userdel`) would otherwise take the users whose uids own this run's workspaces.
+PREFIX = f"vs{secrets.token_hex(2)}-"
 
 
 @dataclass
@@ -57,10 +71,13 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
         root / "config",
         {
             "VIRTUAI_WORKSPACES": str(workspaces),
-            "VIRTUAI_LOCAL__USER_PREFIX": TEST_USER_PREFIX,
+            "VIRTUAI_LOCAL__USER_PREFIX": PREFIX,
             "VIRTUAI_LOCAL__KILL_GRACE_S": "3",
             "VIRTUAI_SCHEDULER__INTERVAL_S": "0.2",
             "VIRTUAI_SERVICES__RECONCILE_INTERVAL_S": "0.2",
+            # target_rps follows a few seconds of load, and gives a replica back soon after.
+            "VIRTUAI_SERVICES__RATE_WINDOW_S": "3",
+            "VIRTUAI_SERVICES__SCALE_DOWN_DELAY_S": "2",
         },
     )
     server.start()
@@ -78,12 +95,23 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
     try:
         yield lab
     finally:
-        for name, token in (("iris", lab.alice), ("cold", lab.alice), ("open", lab.carol)):
+        services = (
+            ("iris", lab.alice),
+            ("cold", lab.alice),
+            ("busy", lab.alice),
+            ("open", lab.carol),
+        )
+        for name, token in services:
             server.run("service", "delete", name, token=token)
         time.sleep(4)
         if server.process is not None and server.process.poll() is None:
             server.kill()
-        remove_state(workspaces, ["physics", "chem"])
+        table = re.search(r"nftables (virtuai_ports_\w+)", server.log.read_text())
+        if table:  # the guard's table outlives its server: it is this test's to remove
+            subprocess.run(["nft", "delete", "table", "inet", table.group(1)], check=False)
+        shutil.rmtree(workspaces, ignore_errors=True)
+        for tenant in ("physics", "chem"):
+            subprocess.run(["userdel", PREFIX + tenant], capture_output=True, check=False)
         shutil.rmtree(models, ignore_errors=True)
 
 
@@ -303,6 +331,139 @@ auth: public
     assert svc.server.run("service", "show", "open", "--tenant", "chem", token=svc.alice).returncode
 
 
+def test_target_rps_follows_the_load_up_and_down(svc: Svc) -> None:
+    text = f"""
+type: service
+name: busy
+command: [python3, {svc.model}]
+resources: {{cpu: 0.2, memory: 128Mi}}
+replicas: {{min: 1, max: 2, target_rps: 5}}
+readiness: {{path: /healthz, interval: 1}}
+"""
+    _apply(svc, svc.alice, text, "busy.yaml")
+    _wait("one ready replica", lambda: _show(svc, "busy", svc.alice)["ready"] == 1)
+    time.sleep(2)
+    assert _show(svc, "busy", svc.alice)["desired"] == 1  # no load: its minimum
+    statuses: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:  # far above 5 requests/s per replica, for as long as it runs
+        with httpx.Client(headers=_bearer(svc.alice), timeout=30) as client:
+            while not stop.is_set():
+                statuses[client.get(f"{svc.server.url}/svc/physics/busy/healthz").status_code] += 1
+                time.sleep(0.01)
+
+    clients = [threading.Thread(target=load) for _ in range(2)]
+    for thread in clients:
+        thread.start()
+    try:
+        _wait("two ready replicas under load", lambda: _show(svc, "busy", svc.alice)["ready"] == 2)
+        assert _show(svc, "busy", svc.alice)["desired"] == 2  # and never more than max
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    assert set(statuses) == {200}, statuses
+
+    def back_to_one() -> bool:
+        shown = _show(svc, "busy", svc.alice)
+        return shown["desired"] == 1 and shown["ready"] == 1
+
+    _wait("one replica again once the load stopped", back_to_one, timeout=30)
+    assert _predict(svc, svc.alice, "/svc/physics/busy/").status_code == 200
+
+
+def _guard_table(svc: Svc) -> str:
+    found = re.search(r"nftables (virtuai_ports_\w+)", svc.server.log.read_text())
+    assert found, "the server guards no port"
+    return found.group(1)
+
+
+def _guarded(svc: Svc) -> set[int]:
+    out = subprocess.run(
+        ["nft", "-j", "list", "set", "inet", _guard_table(svc), "ports"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    items = json.loads(out.stdout)["nftables"]
+    return {int(e) for item in items for e in item.get("set", {}).get("elem", [])}
+
+
+def _ports(svc: Svc, name: str) -> dict[int, int]:
+    """job id -> the port a replica of ``name`` listens on (read from the database)."""
+    jobs = [r["job_id"] for r in _show(svc, name, svc.alice)["replicas"]]
+    with sqlite3.connect(svc.server.home / "virtuai.db") as db:
+        return {
+            j: int(db.execute("SELECT master_port FROM jobs WHERE id = ?", (j,)).fetchone()[0])
+            for j in jobs
+        }
+
+
+_CONNECT = """
+import socket, sys
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"GET /healthz HTTP/1.0\\r\\n\\r\\n")
+    print(s.recv(12).decode())
+except OSError as e:
+    print(type(e).__name__)
+"""
+
+
+def _connect_as(user: str, port: int) -> str:
+    uid = pwd.getpwnam(user).pw_uid
+    out = subprocess.run(
+        ["/usr/bin/python3", "-c", _CONNECT, str(port)],
+        user=uid,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_a_replicas_port_is_reached_through_the_server_only(svc: Svc) -> None:
+    ports = _ports(svc, "iris")
+    assert len(ports) == 2
+    assert all(30000 <= p <= 32767 for p in ports.values())  # the range reserved for replicas
+    assert set(ports.values()) <= _guarded(svc)
+    assert _predict(svc, svc.alice).status_code == 200  # through the proxy (the server)
+    for port in ports.values():
+        # Another tenant's user (chem's replica runs as it), the tenant's own user (its
+        # other jobs and notebooks: they reach it through the proxy like anyone), a stranger.
+        for user in (f"{PREFIX}chem", f"{PREFIX}physics", "nobody"):
+            assert _connect_as(user, port) == "ConnectionRefusedError", (user, port)
+        assert _connect_as("root", port) == "HTTP/1.0 200"  # the server's user
+    assert svc.server.json("doctor")["services_isolated"] is True  # as the administrator
+    # port-forward goes through the server too: still open to the tenant's members.
+    job_id, port = next(iter(ports.items()))
+    url = svc.server.url.replace("http", "ws") + f"/api/v1/jobs/{job_id}/port-forward/ws"
+    with connect(f"{url}?port={port}", additional_headers=_bearer(svc.bob)) as ws:
+        ws.send(portwire.frame(portwire.DATA, b"GET /healthz HTTP/1.0\r\n\r\n"))
+        ws.send(portwire.frame(portwire.EOF))
+        channel, payload = portwire.split(bytes(ws.recv(timeout=30)))
+    assert channel == portwire.DATA and payload.startswith(b"HTTP/1.0 200"), payload
+
+
+def test_a_restart_keeps_the_live_ports_guarded_and_drops_stale_ones(svc: Svc) -> None:
+    live = set(_ports(svc, "iris").values())
+    stale = next(p for p in range(32767, 30000, -1) if p not in _guarded(svc))
+    subprocess.run(
+        ["nft", "add", "element", "inet", _guard_table(svc), "ports", f"{{ {stale} }}"],
+        check=True,
+    )
+    svc.server.kill()
+    svc.server.start()
+    _wait("the stale port dropped", lambda: stale not in _guarded(svc), timeout=30)
+    assert live <= _guarded(svc)
+    assert _predict(svc, svc.alice).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -345,6 +506,8 @@ def _alice_jobs_accounted(svc: Svc) -> int:
 
 def test_delete_stops_the_replicas_and_their_usage_is_recorded(svc: Svc) -> None:
     jobs = [r["job_id"] for r in _show(svc, "iris", svc.alice)["replicas"]]
+    ports = set(_ports(svc, "iris").values())
+    assert ports <= _guarded(svc)
     accounted = _alice_jobs_accounted(svc)
     assert "deleting" in svc.server.cli("service", "delete", "iris", token=svc.alice)
     _wait(
@@ -356,3 +519,5 @@ def test_delete_stops_the_replicas_and_their_usage_is_recorded(svc: Svc) -> None
     # Each replica is accounted as a job when it ends (other services' replicas may end too).
     assert _alice_jobs_accounted(svc) >= accounted + len(jobs)
     assert _predict(svc, svc.alice).status_code == 404
+    # Their ports are no longer guarded (the next pass after their end).
+    _wait("the ports released", lambda: not ports & _guarded(svc), timeout=30)

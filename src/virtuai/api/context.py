@@ -55,3 +55,5 @@ class ApiContext:
     peer_port: int = 0
     # Services (`services.serving`): the idle timeout of those that do not set theirs.
     service_idle_timeout_s: int = 900
+    # Why services' replicas' ports are not guarded on this machine (None: they are).
+    service_ports_problem: str | None = None

@@ -56,5 +56,10 @@ def _print(report: JsonObject) -> None:
         )
     elif report.get("virtual_clusters"):
         typer.echo("no leaked objects")
+    if report.get("services_isolated"):
+        typer.echo("services' replicas: reachable through the server only")
+    elif "services_isolated" in report:
+        problem = report.get("services_problem")
+        typer.echo(f"services' replicas: reachable by any process of the machine: {problem}")
     for error in report.get("errors") or []:
         output.echo_err(f"error: {error}")

@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.auth.jobtokens import job_token, notebook_secret
 from virtuai.control.isolation import GAVE_UP, Backoff, Deadline, DriverTimeout
+from virtuai.control.replicaports import ReplicaPorts
 from virtuai.control.tasks import ACTIVE_STATES, TaskReconciler
 from virtuai.control.vnodes import (
     VC_WORKDIR,
@@ -61,6 +62,8 @@ from virtuai.control.vnodes import (
 from virtuai.domain.clock import Clock
 from virtuai.domain.environment import task_environment
 from virtuai.domain.notebooks import IP_ENV, KIND, SECRET_ENV
+from virtuai.domain.services import HOST_ENV
+from virtuai.domain.services import KIND as SERVICE
 from virtuai.domain.vcluster import VcState
 from virtuai.domain.workload import JobState, TaskOutcome, job_outcome
 from virtuai.drivers.base import (
@@ -104,6 +107,7 @@ class _Launch:
     vnode: VnodeTarget | None = None  # the virtual node it runs in
     problem: str | None = None  # why it cannot be launched at all
     image: str | None = None  # the image whose root it runs over (``submit --image``)
+    guarded_port: int | None = None  # a service replica's port: guarded before launch
 
 
 class LifecycleLoop(TaskReconciler):
@@ -118,8 +122,11 @@ class LifecycleLoop(TaskReconciler):
         host: str | None = None,
         wake: Callable[[], None] | None = None,
         remote_nodes: Callable[[], frozenset[str]] | None = None,
+        ports: ReplicaPorts | None = None,
     ) -> None:
         self._sessions = sessions
+        # Services' replicas: their ports picked from the reserved range and guarded.
+        self._ports = ports
         # Nodes no machine of ours hosts (a Slurm site's): their tasks are driven through
         # the site's driver by the instance that leads, which this callable says.
         self._remote_nodes = remote_nodes or frozenset
@@ -140,6 +147,7 @@ class LifecycleLoop(TaskReconciler):
         self._known_lock = threading.Lock()
 
     def tick(self) -> None:
+        self.guard_ports()
         self.reap_orphans()
         self.start_admitted()
         self.launch_tasks()
@@ -153,6 +161,7 @@ class LifecycleLoop(TaskReconciler):
 
     def settle(self) -> None:
         """What ended or must stop: before the scheduling pass."""
+        self.guard_ports()
         self.reap_orphans()
         self.stop_cancelled()
         self.observe_tasks()
@@ -162,6 +171,11 @@ class LifecycleLoop(TaskReconciler):
         """What was admitted: after the scheduling pass."""
         self.start_admitted()
         self.launch_tasks()
+
+    def guard_ports(self) -> None:
+        """The guarded ports are this machine's live replicas' (at start, then every period)."""
+        if self._ports is not None:
+            self._ports.tick()
 
     # -- admitted -> starting --------------------------------------------------------------
 
@@ -207,7 +221,7 @@ class LifecycleLoop(TaskReconciler):
             JobState.STARTING,
             reason="starting its tasks",
             now=now,
-            master_port=self._rendezvous_port(job),
+            master_port=self._rendezvous_port(session, job),
         )
 
     @staticmethod
@@ -254,11 +268,14 @@ class LifecycleLoop(TaskReconciler):
         placements = placement_from_json(job.placement)
         return bool(placements) and self._mine(self._host_of(placements[0].node, targets))
 
-    def _rendezvous_port(self, job: JobRow) -> int:
+    def _rendezvous_port(self, session: Session, job: JobRow) -> int:
         if job.vc_id is not None:
             return vc_master_port(job.id)
         first = placement_from_json(job.placement)[0]
-        return self._drivers[self._driver_name_for(first.node)].rendezvous(first.node)[1]
+        driver = self._driver_name_for(first.node)
+        if job.kind == SERVICE and self._ports is not None and driver == "local":
+            return self._ports.pick(session)  # from the range reserved for replicas
+        return self._drivers[driver].rendezvous(first.node)[1]
 
     def _driver_name_for(self, node: str) -> str:
         # One driver per site; on a single machine that is the local driver.
@@ -306,6 +323,9 @@ class LifecycleLoop(TaskReconciler):
                 if item.image is not None:
                     spec = self._over_image(spec, item.image)
                 driver = self._drivers[self._driver_name_for(spec.node)]
+                if item.guarded_port and self._ports and driver is self._drivers.get("local"):
+                    # Before the replica exists: no moment where any process may reach it.
+                    self._ports.guard_port(item.guarded_port)
             except VirtuaiError as error:
                 log.warning("launching task %s failed: %s", spec.key, error.message)
                 self._record_result(task_id, self._never_started(error.message, launch_failed=True))
@@ -359,7 +379,9 @@ class LifecycleLoop(TaskReconciler):
 
     def _launch_of(self, session: Session, job: JobRow, tenant: str, task: TaskRow) -> _Launch:
         if job.vc_id is None:
-            return _Launch(task.id, self._spec(job, tenant, task), image=job.image)
+            guarded = job.master_port if job.kind == SERVICE else None
+            spec = self._spec(job, tenant, task)
+            return _Launch(task.id, spec, image=job.image, guarded_port=guarded)
         placements = placement_from_json(job.placement)
         targets = self._vc_targets(session, job) or {}
         vnode = targets.get(placements[task.index].node)
@@ -421,6 +443,10 @@ class LifecycleLoop(TaskReconciler):
             env["VIRTUAI_API_URL"] = self._config.api_url
         if job.kind == KIND:
             self._notebook_env(env, job, placement.node)
+        elif job.kind == SERVICE and job.vc_id is None:
+            # Where the proxy and the probes reach it (``notebook_upstream``): its node's
+            # registered address; the port guard keeps everyone but the server out.
+            env[HOST_ENV] = self._addresses.get(placement.node) or "127.0.0.1"
         return TaskSpec(
             job_id=str(job.id),
             attempt=job.attempt,

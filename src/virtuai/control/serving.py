@@ -16,10 +16,9 @@ did last time):
    changed spec), and does it.
 
 A deleted service has all its replicas cancelled, and its row goes once they
-have ended.  The proxy's traffic (``traffic_last``, ``traffic_rate``) is this
-server's: with several servers each proxies its own requests and the leader
-sees only its own (a cold start's demand, written to the database, is seen by
-all).
+have ended.  The proxy's traffic (``traffic_last``, ``traffic_rate``) is every
+server's: ``control.servicetraffic.TrafficBoard`` adds what the other servers
+recorded in the database to this server's own counts.
 """
 
 from __future__ import annotations
@@ -96,6 +95,7 @@ class ServiceReconciler:
         *,
         traffic_last: Callable[[int], float | None] = lambda _service: None,
         traffic_rate: Callable[[int], float] = lambda _service: 0.0,
+        forget_traffic: Callable[[Session, int], None] = lambda _session, _service: None,
         probe: Probe = http_probe,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
@@ -105,6 +105,7 @@ class ServiceReconciler:
         self._start_replica = start_replica
         self._traffic_last = traffic_last
         self._traffic_rate = traffic_rate
+        self._forget_traffic = forget_traffic
         self._probe = probe
         self._wake = wake
         self._next_at = 0.0
@@ -201,6 +202,7 @@ class ServiceReconciler:
                 if replica.job.cancel_requested_at is None:
                     request_cancel(session, replica.job, now=now, actor="services", why="deleted")
             if not live:
+                self._forget_traffic(session, service.id)
                 session.delete(service)
                 log.info("service %s deleted", service.name)
             return False

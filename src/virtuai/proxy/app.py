@@ -229,10 +229,10 @@ class ProxyApp:
         method: str = scope["method"]
         try:
             route = await self._admit(connection, target, method)
-            upstream = route.pick()
+            upstream = route.pick(not forwarded(scope))
             if upstream is None and route.service_id is not None and self.services is not None:
                 route = await self.services.hold(target, route)  # a cold start
-                upstream = route.pick()
+                upstream = route.pick(not forwarded(scope))
             if upstream is None:
                 await _unavailable(send, connection, route)
                 return
@@ -320,10 +320,10 @@ class ProxyApp:
             return
         try:
             route = await self._admit(connection, target, None)
-            upstream = route.pick()
+            upstream = route.pick(not forwarded(scope))
             if upstream is None and route.service_id is not None and self.services is not None:
                 route = await self.services.hold(target, route)
-                upstream = route.pick()
+                upstream = route.pick(not forwarded(scope))
             if upstream is None:
                 raise Unavailable(f"not running yet: {route.state}, {route.reason}")
         except VirtuaiError as error:

@@ -83,9 +83,10 @@ class Route:
     strip: int = 0
     meter: Callable[[], None] | None = field(default=None, compare=False)
 
-    def pick(self) -> Upstream | None:
-        """The next upstream, round robin (one for a notebook)."""
-        if self.meter is not None:
+    def pick(self, count: bool = True) -> Upstream | None:
+        """The next upstream, round robin (one for a notebook).  ``count``: a request that
+        another server handed over was counted there (``meter``), not again here."""
+        if self.meter is not None and count:
             self.meter()
         if not self.upstreams:
             return None

@@ -62,6 +62,11 @@ class Traffic:
     def last(self, service_id: int) -> float | None:
         return self._last.get(service_id)
 
+    def services(self) -> list[int]:
+        """The services this proxy has counted requests of (read from another thread: a
+        copy of the keys, which the GIL makes atomic)."""
+        return list(self._last)
+
     def rate(self, service_id: int) -> float:
         """Requests per second over the window (the current, partial second excluded)."""
         counts = self._counts.get(service_id)

@@ -30,8 +30,10 @@ from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.membership import Membership, MembershipConfig
 from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
 from virtuai.control.notebooks import CullerConfig, NotebookActivity, NotebookCuller
+from virtuai.control.replicaports import PortRange, ReplicaPorts
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
+from virtuai.control.servicetraffic import LocalTraffic, TrafficBoard
 from virtuai.control.serving import ReconcilerConfig, ServiceReconciler
 from virtuai.control.sitereaders import DriversWithSiteReaders
 from virtuai.control.sites import SiteLoop, SiteLoopConfig
@@ -43,6 +45,7 @@ from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError
+from virtuai.host import portguard
 from virtuai.proxy.app import ProxyApp
 from virtuai.proxy.peers import Peers
 from virtuai.proxy.routes import RouteTable, resolve_notebook
@@ -108,6 +111,7 @@ def compose(settings: Settings) -> Platform:
         )
 
     vcs = vc_runtime(settings)
+    ports = replica_ports(settings, sessions, iid, node_name)
     # The loops' own events (a task ended, a launch returned, a build finished) wake the
     # next round without the pause that API writes get (see LoopRunner).
     urgent = threading.Event()
@@ -152,6 +156,7 @@ def compose(settings: Settings) -> Platform:
         notebooks=notebook_options(settings),
         peer_port=settings.port,
         service_idle_timeout_s=settings.services.idle_timeout_s,
+        service_ports_problem=ports.problem,
     )
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
@@ -171,6 +176,7 @@ def compose(settings: Settings) -> Platform:
         host=node_name,
         wake=wake_now,
         remote_nodes=lambda: sites.node_names() if member.is_leader else frozenset(),
+        ports=ports,
     )
     member = Membership(
         sessions,
@@ -234,7 +240,16 @@ def compose(settings: Settings) -> Platform:
     # The proxy in front of the API: /user/... and /svc/... to workloads, the rest to `app`.
     # Workloads on other machines: through their node's server, on the same port as ours.
     peers = Peers(frozenset(local.node_names()), settings.port, node_name)
-    traffic = Traffic()
+    traffic = Traffic(settings.services.rate_window_s)
+    # Requests through every server count: each writes its own, the leader sums them.
+    board = TrafficBoard(
+        sessions,
+        clock,
+        node_name,
+        LocalTraffic(traffic.services, traffic.last, traffic.rate),
+        publish_s=settings.services.traffic_publish_s,
+    )
+    steps.append(board.publish)
     routes = RouteTable(
         sessions,
         context.job_token_key,
@@ -274,8 +289,9 @@ def compose(settings: Settings) -> Platform:
             scale_down_delay_s=settings.services.scale_down_delay_s,
         ),
         lambda session, service, now: start_replica(session, service, context.rules, now),
-        traffic_last=traffic.last,
-        traffic_rate=traffic.rate,
+        traffic_last=board.last,
+        traffic_rate=board.rate,
+        forget_traffic=board.forget,
         wake=context.wake.set,
     )
     steps.append(leading(member, reconciler.tick))
@@ -333,6 +349,29 @@ def register_node(
             len(node.gpus),
         )
     return nodes[0].name
+
+
+def replica_ports(
+    settings: Settings, sessions: sessionmaker[Session], iid: str, node: str
+) -> ReplicaPorts:
+    """Services' replicas' ports: from the reserved range, and guarded when this host can
+    (root and nft); else one warning, here, and ``virtuai doctor`` says it again."""
+    group = settings.services
+    guard = None
+    why = "disabled (services.isolate: false)" if not group.isolate else portguard.unavailable()
+    if why is None:
+        guard = portguard.PortGuard(portguard.table_name(iid))
+        log.info("services' replicas: ports %d-%d, reachable by the server only (nftables %s)",
+                 group.port_min, group.port_max, guard.table)  # fmt: skip
+    else:
+        log.warning(
+            "services' replicas are reachable by any process of this machine, not only "
+            "through the proxy: %s",
+            why,
+        )
+    return ReplicaPorts(
+        sessions, guard, host=node, ports=PortRange(group.port_min, group.port_max), problem=why
+    )
 
 
 def membership_config(settings: Settings, node: str, dialect: str) -> MembershipConfig:

@@ -694,3 +694,22 @@ class ServiceReplicaRow(Base):
 
     service: Mapped[ServiceRow] = relationship(back_populates="replicas")
     job: Mapped[JobRow] = relationship()
+
+
+class ServiceTrafficRow(Base):
+    """What one server's proxy saw of one service lately (``control.servicetraffic``).
+
+    Every server writes its own rows (``node``: its node's name) every few seconds while
+    a service has traffic; the leader sums the fresh rates and takes the latest request
+    of all, so requests to any server scale the service.  No foreign key: a row written
+    just after its service was deleted is harmless, and the reconciler deletes the rows
+    of a service it deletes.
+    """
+
+    __tablename__ = "service_traffic"
+
+    service_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rate: Mapped[float] = mapped_column(Float, default=0.0)  # requests/s over its window
+    last_request_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

@@ -15,3 +15,7 @@ class DoctorOut(BaseModel):
     leaked: list[LeakedObjectOut] = Field(description="left behind: belong to no known cluster")
     removed: list[LeakedObjectOut]
     errors: list[str]
+    services_isolated: bool = Field(
+        default=False, description="services' replicas are reachable through the server only"
+    )
+    services_problem: str | None = Field(default=None, description="why they are not")

@@ -1,7 +1,7 @@
 """jobs.activity_at: a notebook's last activity, recorded by the server of its machine
 
 Revision ID: 0027
-Revises: '0022'
+Revises: '0023'
 Create Date: 2026-12-05 13:00:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0027"
-down_revision: str | Sequence[str] | None = "0022"
+down_revision: str | Sequence[str] | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
