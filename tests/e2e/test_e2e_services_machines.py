@@ -145,3 +145,47 @@ def test_requests_to_another_server_scale_the_service(cluster: NetCluster) -> No
     # No more requests: back to one, then to none after the idle timeout.
     _wait("scaled to zero", lambda: _show(cluster)["desired"] == 0, timeout=60)
     assert _show(cluster)["ready"] == 0
+
+
+def test_a_replica_on_a_machine_that_does_not_lead_is_probed_there_and_served(
+    cluster: NetCluster,
+) -> None:
+    # Its port refuses every other machine, the leader's included: only its own server can
+    # ask it whether it is ready (control.serving probes on each server's own nodes).
+    leader = cluster.leader()
+    other: Instance = next(i for i in cluster.instances if i is not leader)
+    _call(cluster, "POST", f"/api/v1/nodes/{other.name}/uncordon", leader, cluster.admin_token)
+    _call(cluster, "POST", f"/api/v1/nodes/{leader.name}/cordon", leader, cluster.admin_token)
+    try:
+        model = cluster.public / "model.py"
+        shutil.copy(EXAMPLE, model)
+        model.chmod(0o644)
+        _call(
+            cluster,
+            "POST",
+            "/api/v1/services",
+            leader,
+            json={
+                "type": "service",
+                "name": "far",
+                "command": ["python3", str(model)],
+                "resources": {"cpu": 0.2, "memory": "128Mi"},
+                "replicas": 1,
+                "readiness": {"path": "/healthz", "interval": 1},
+            },
+        )
+
+        def show() -> Any:
+            return _call(cluster, "GET", "/api/v1/services/far", leader)
+
+        _wait("the replica ready on the other machine", lambda: show()["ready"] == 1, 90)
+        [replica] = show()["replicas"]
+        job = _call(cluster, "GET", f"/api/v1/jobs/{replica['job_id']}", leader)
+        assert [p["node"] for p in job["placement"]] == [other.name]
+        headers = {"Authorization": f"Bearer {cluster.token}"}
+        for via in (leader, other):  # through the leader's proxy, handed over, and directly
+            answer = httpx.get(f"{via.url}/svc/lab/far/healthz", headers=headers, timeout=60)
+            assert answer.status_code == 200, (via.name, answer.status_code, answer.text)
+        _call(cluster, "DELETE", "/api/v1/services/far", leader)
+    finally:
+        _call(cluster, "POST", f"/api/v1/nodes/{leader.name}/uncordon", leader, cluster.admin_token)

@@ -1,11 +1,14 @@
-"""The services' reconciler: replicas started, probed, rolled, drained and scaled (leader step).
+"""The services' reconciler: replicas started, probed, rolled, drained and scaled.
 
-Each pass, for every service (idempotent: it looks at what is, never at what it
-did last time):
+Every server runs it; only the leader decides.  Each pass, for every service
+(idempotent: it looks at what is, never at what it did last time):
 
 1. reads the service and its replicas (jobs of kind ``service``);
-2. probes the running replicas that are due (``readiness.path`` on the replica's
-   port; 2xx or 3xx is ready), with no database session open;
+2. probes the running replicas *on this server's own nodes* that are due
+   (``readiness.path`` on the replica's port; 2xx or 3xx is ready), with no
+   database session open.  Probes are the node's, as a kubelet's are: a
+   replica's port refuses every other machine (``control.replicaports``), and
+   only its own server holds the secret of a notebook-like upstream;
 3. in one transaction: records readiness; restarts a replica that failed its
    probe ``failure_threshold`` times in a row, or was not ready
    ``start_timeout_s`` after it started (cancelled with the reason; a new one is
@@ -13,7 +16,8 @@ did last time):
    proxy's route; forgets replicas whose job has ended; then asks
    ``domain.services`` how many replicas are wanted (request rate, idleness,
    a cold start's demand) and which to start and drain (rolling one by one on a
-   changed spec), and does it.
+   changed spec), and does it.  A server that does not lead only records its
+   own probes (and restarts a replica of its node that failed them).
 
 A deleted service has all its replicas cancelled, and its row goes once they
 have ended.  The proxy's traffic (``traffic_last``, ``traffic_rate``) is every
@@ -82,6 +86,7 @@ class _Seen:
     cancel_requested: bool
     started_at: dt.datetime | None
     url: str | None  # where to probe it now; None: not running
+    node: str  # where it runs ("" if not yet)
     due: bool
 
 
@@ -98,6 +103,8 @@ class ServiceReconciler:
         forget_traffic: Callable[[Session, int], None] = lambda _session, _service: None,
         probe: Probe = http_probe,
         wake: Callable[[], None] = lambda: None,
+        own_nodes: frozenset[str] | None = None,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -108,6 +115,9 @@ class ServiceReconciler:
         self._forget_traffic = forget_traffic
         self._probe = probe
         self._wake = wake
+        # The nodes whose replicas this server probes (None: every node, one machine).
+        self._own_nodes = own_nodes
+        self._leads = leads
         self._next_at = 0.0
         self._last_down: dict[int, float] = {}
 
@@ -133,15 +143,33 @@ class ServiceReconciler:
         results = {
             r.replica_id: self._probe(r.url, spec.readiness.timeout_s)
             for r in replicas
-            if r.url is not None and r.due
+            if r.url is not None and r.due and self._owns(r.node)
         }
+        leads = self._leads()
+        if not leads and not results:
+            return
         started = False
         with transaction(self._sessions) as session:
             service = session.get(ServiceRow, service_id)
-            if service is not None:
+            if service is not None and leads:
                 started = self._apply(session, service, results)
+            elif service is not None:
+                self._record_own(session, service, results)
         if started:
             self._wake()
+
+    def _owns(self, node: str) -> bool:
+        return self._own_nodes is None or node in self._own_nodes
+
+    def _record_own(
+        self, session: Session, service: ServiceRow, results: dict[int, tuple[bool, str]]
+    ) -> None:
+        """A server that does not lead: its own nodes' probes, nothing else."""
+        spec = ServiceSpec.from_json(service.spec)
+        now = self._clock.now()
+        for replica in service.replicas:
+            if replica.id in results and replica.job.state not in _FINISHED:
+                self._record_probe(session, service, spec, replica, results[replica.id], now)
 
     # -- 1. what is --------------------------------------------------------------------------
 
@@ -171,6 +199,7 @@ class ServiceReconciler:
                         cancel_requested=job.cancel_requested_at is not None,
                         started_at=job.started_at,
                         url=url,
+                        node="" if upstream is None else upstream.node,
                         due=due and replica.draining_at is None,
                     )
                 )

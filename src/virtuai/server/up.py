@@ -293,8 +293,11 @@ def compose(settings: Settings) -> Platform:
         traffic_rate=board.rate,
         forget_traffic=board.forget,
         wake=context.wake.set,
+        own_nodes=frozenset(local.node_names()),
+        leads=lambda: member.is_leader,
     )
-    steps.append(leading(member, reconciler.tick))
+    # Every server probes its own nodes' replicas; the leader alone decides.
+    steps.append(reconciler.tick)
     steps.append(lifecycle.start)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
     local.watch_results(wake_now)
