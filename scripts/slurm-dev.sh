@@ -145,7 +145,8 @@ write_config() {
     local i=${n#vsd-[ns]} addr
     if [[ $mode == single ]]; then addr=127.0.0.1; else addr="$NET.$((10 + i))"; fi
     nodes_line+="NodeName=$n NodeAddr=$addr NodeHostname=$n CPUs=4 RealMemory=3000 Gres=gpu:2 State=UNKNOWN"$'\n'
-    mkdir -p "$DIR/dev/$n"
+    mkdir -p "$DIR/dev/$n" "$DIR/tmp/$n"
+    chmod 1777 "$DIR/tmp/$n"
     for g in 0 1; do [[ -e $DIR/dev/$n/gpu$g ]] || mknod -m 666 "$DIR/dev/$n/gpu$g" c 1 3; done
     echo "NodeName=$n Name=gpu File=$DIR/dev/$n/gpu[0-1]" >>"$DIR/etc/gres.conf"
   done
@@ -197,7 +198,9 @@ InactiveLimit=0
 KillWait=5
 MinJobAge=600
 MessageTimeout=10
-TmpFS=/tmp
+# Each node's own TmpFS (Slurm expands %n): the nodes share one file system, and
+# srun --mpi=pmix makes its per-step directory (spmix_appdir_UID_JOB.STEP) there.
+TmpFS=$DIR/tmp/%n
 MailProg=/bin/true
 $nodes_line
 PartitionName=debug Nodes=$names Default=YES MaxTime=60 PriorityTier=1 State=UP

@@ -9,6 +9,12 @@ packages=(postgresql iproute2 bubblewrap procps nftables util-linux chromium)
 # slurmctld/slurmd/slurmdbd, munge, MariaDB for accounting (sacct), an SSH login node;
 # rsync stages datasets to a site.
 packages+=(slurm-wlm slurmdbd munge mariadb-server openssh-server openssh-client rsync)
+# Open MPI 4.1 (with PMIx 4.2, libpmix2) for `srun --mpi=pmix` steps: mpirun/orted wire the
+# ranks of virtuai's own srun, and Slurm's mpi_pmix plugin dlopens pmix2/lib/libpmix.so
+# (from libpmix-dev, which libopenmpi-dev brings) on the dev cluster; mpicc
+# (libopenmpi-dev) builds the tests' MPI program.  About 24 MB of .debs
+# (97 MB installed, most of it the compiler wrappers' gfortran and headers), ~30 s.
+packages+=(openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,8 @@
 network namespaces (``support.netcluster``), each with its own job-token key.
 
 Each node's task needs all of its machine's CPUs, so the gang spans both; the step
-agent on the second machine joins the batch task on the first over the bridge.
+agent on the second machine joins the batch task on the first over the bridge.  An
+MPI step (``srun --mpi=pmix``) makes one MPI world of ranks on both machines.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from support import mpi as mpi_program
 from support.netcluster import NetCluster, can_run
 from virtuai.cli.slurmjob import job_body
 from virtuai.slurmfront.resolve import Context, resolve
@@ -58,13 +60,6 @@ def cluster() -> Iterator[NetCluster]:
         net.stop()
 
 
-@pytest.mark.skip(
-    reason="known defect (issue #9): after tests/e2e/test_e2e_sbatch.py the job failed in 3 "
-    "runs of 8 (passes alone: 4 of 4), each time task 1 or 0 refused its workspace as 'not "
-    "accessible'. One cause is fixed (the workspace was root's between mkdir and chown on "
-    "the other machine: host.files.create_owned_dir); one failure in 6 runs remained after "
-    "it, cause unknown; the message now names the directory, its owner and mode"
-)
 def test_srun_reaches_the_node_on_the_other_machine(cluster: NetCluster) -> None:
     res = resolve(SCRIPT, [], Context("two.sh", "/home/ann", "ann", {}))
     body, _notes = job_body(
@@ -92,4 +87,30 @@ def test_srun_reaches_the_node_on_the_other_machine(cluster: NetCluster) -> None
         f"0: node 0 on {nodes[0]} master 127.0.0.1",
         f"1: node 1 on {nodes[1]} master {first.address}",
         "0: rank 0 heard: rank 1",
+    ]
+
+
+MPI_SCRIPT = """#!/bin/bash
+#SBATCH -N 2 --ntasks-per-node=2 -c 1 --mem=256M -t 2
+srun -l --mpi=pmix {hello} | sort
+"""
+
+
+@pytest.mark.slow
+def test_an_mpi_step_is_one_world_over_both_machines(cluster: NetCluster) -> None:
+    """``srun --mpi=pmix``: Open MPI's orteds started through the step agents, the
+    ranks' allreduce over the bridge between the two machines' namespaces."""
+    hello = mpi_program.build(cluster.public / "mpi")
+    script = MPI_SCRIPT.format(hello=hello)
+    res = resolve(script, [], Context("mpi.sh", "/home/ann", "ann", {}))
+    body, _notes = job_body(
+        res, script, env={}, submit_dir="/home/ann", submit_host="login", user="ann", local=False
+    )
+    job = cluster.user("POST", "/api/v1/jobs", json=body)
+    done = cluster.wait([job["id"]], timeout=180)[job["id"]]
+    output = cluster.public / "workspaces" / "lab" / f"slurm-{job['id']}.out"
+    text = output.read_text() if output.exists() else "(no output file)"
+    assert done["state"] == "succeeded", (done["reason"], text)
+    assert [line for line in text.splitlines() if ": rank " in line] == [
+        f"{r}: rank {r} of 4 on node {r // 2} sum 10" for r in range(4)
     ]

@@ -15,8 +15,10 @@ import pwd
 import re
 import subprocess
 import time
+from pathlib import Path
 
 from virtuai.errors import DriverError
+from virtuai.host.files import locked
 
 MAX_NAME = 32  # useradd's limit on Linux
 _VALID = re.compile(r"^[a-z_][a-z0-9_-]*$")
@@ -26,6 +28,13 @@ _INVALID_CHARS = re.compile(r"[^a-z0-9_-]")
 _NAME_IN_USE = 9
 _LOCKED = 10
 _ATTEMPTS = 20
+# useradd is not safe against itself: two at once for one new name both exit 0, the later
+# rewriting the earlier's entry (its "name in use" check comes before its lock), maybe
+# with another uid.  A gang's tasks launched at once on two machines of one host then ran
+# as two uids, and one was refused the workspace the other had made and given to its uid
+# (issue #9).  Every virtuai server on a host looks up and creates under this lock, beside
+# the file it guards.
+USERADD_LOCK = Path("/etc/.virtuai-useradd.lock")
 
 
 def unix_name(tenant: str, prefix: str) -> str:
@@ -59,12 +68,28 @@ def ensure_tenant_user(tenant: str, prefix: str) -> tuple[int, int, str]:
     """``(uid, gid, name)`` of the account that runs ``tenant``'s tasks, created if needed.
 
     Idempotent and safe when several servers (or tests) create the same user at
-    once: "already exists" counts as success and the account is read back.
+    once: they take turns (``USERADD_LOCK``), and "already exists" (another tool made
+    it) counts as success; the account is read back.
     Not root: the current user, since no other can be assumed.
     """
     if os.geteuid() != 0:
         return current_user()
     name = unix_name(tenant, prefix)
+    account = _lookup(name)
+    if account is not None:
+        return _checked(account)
+    try:
+        with locked(USERADD_LOCK):
+            return _create(name, tenant)
+    except OSError as exc:  # the lock's file (useradd's own failures are DriverErrors)
+        raise DriverError(
+            f"cannot create the Unix user {name} for tenant {tenant}: "
+            f"cannot lock {USERADD_LOCK}: {exc.strerror}"
+        ) from None
+
+
+def _create(name: str, tenant: str) -> tuple[int, int, str]:
+    """Look ``name`` up and create it if missing, holding ``USERADD_LOCK``."""
     for _ in range(_ATTEMPTS):
         account = _lookup(name)
         if account is not None:

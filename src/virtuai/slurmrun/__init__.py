@@ -13,7 +13,7 @@ import ast
 from importlib import resources
 
 # In import order: each may use those before it.  ``stepnet`` only for multi-node jobs.
-SHIPPED = ("hostlists", "stepnet", "launch")
+SHIPPED = ("hostlists", "stepnet", "mpi", "launch")
 _FUTURE = "from __future__ import annotations\n"
 BUNDLE_MARKER = "# -- virtuai slurm runner --\n"  # as runner.BUNDLE_MARKER (which is shipped)
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from virtuai.slurmrun import hostlists, stepnet
+    from virtuai.slurmrun import hostlists, mpi, stepnet
 else:
 
     def _shipped(name: str) -> Any:
@@ -36,6 +38,7 @@ else:
 
     hostlists = _shipped("hostlists")
     stepnet = _shipped("stepnet")
+    mpi = _shipped("mpi")
 
 expand_hostlist, compress_hostlist = hostlists.expand_hostlist, hostlists.compress_hostlist
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -160,6 +163,9 @@ def srun(argv: Sequence[str]) -> int:
     (``stepnet``) on their nodes' step agents.  Block distribution, as Slurm's default.
     """
     options, command = _srun_options(argv)
+    if options.get("mpi") == "list":
+        print("MPI plugin types are...\n" + "\n".join(f"\t{t}" for t in mpi.MPI_TYPES))
+        return 0
     if not command:
         print("srun: fatal: no command to run", file=sys.stderr)
         return 1
@@ -223,12 +229,11 @@ def srun(argv: Sequence[str]) -> int:
             local.append((rank, task_env))
         else:
             remote.setdefault(step_nodes[node], []).append({"rank": rank, "env": task_env})
-    if options.get("mpi", "none") not in ("none", ""):
-        print(
-            f"srun: note: --mpi={options['mpi']}: no PMI/PMIx server in virtuai; ranks get "
-            "PMI_RANK, PMI_SIZE, RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT",
-            file=sys.stderr,
-        )
+    try:
+        mpi_type = mpi.wanted(options.get("mpi"), env)
+    except mpi.MpiError as error:
+        print(f"srun: error: {error}", file=sys.stderr)
+        return 1
     if remote and not env.get("VIRTUAI_SLURM_HUB"):
         print(
             "srun: error: only the batch script's srun reaches the other nodes of the "
@@ -238,7 +243,100 @@ def srun(argv: Sequence[str]) -> int:
         return 1
     kill = options.get("kill", "0") != "0"
     hub = env.get("VIRTUAI_SLURM_HUB", "")
+    if mpi_type != "none":
+        counts = [(n, min(per_node, ntasks - i * per_node)) for i, n in enumerate(step_nodes)]
+        return _mpi_step(step, mpi_type, command, counts, ntasks, env, label)
     return _run_step(step, command, local, remote, hub, label=label, kill_on_bad_exit=kill)
+
+
+def _mpi_step(
+    step: int,
+    mpi_type: str,
+    command: list[str],
+    counts: list[tuple[int, int]],
+    ntasks: int,
+    env: dict[str, str],
+    label: bool,
+) -> int:
+    """The step as Open MPI's mpirun, with this runner as its remote-launch agent
+    (``slurmrun/mpi.py`` says why and how)."""
+    try:
+        mpirun = mpi.find_mpirun(mpi_type, env)
+    except mpi.MpiError as error:
+        print(f"srun: error: {error}", file=sys.stderr)
+        return 1
+    node_tmp = env.get(mpi.NODE_TMP_ENV, "")
+    agent = os.path.join(node_tmp, "lib", mpi.AGENT)
+    if not os.access(agent, os.X_OK):
+        print(f"srun: error: --mpi={mpi_type}: this step has no {agent}", file=sys.stderr)
+        return 1
+    work = tempfile.mkdtemp(prefix=f"mpi-{step}-", dir=node_tmp)
+    try:
+        hostfile = os.path.join(work, "hostfile")
+        with open(hostfile, "w", encoding="utf-8") as handle:
+            handle.write(mpi.hostfile_text(counts))
+        argv = mpi.mpirun_argv(mpirun, hostfile, agent, ntasks, command, label)
+        proc = subprocess.Popen(
+            argv,
+            env=mpi.mpirun_env(env, work, step),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+        def forward(signo: int, _frame: object) -> None:
+            if proc.poll() is None:
+                proc.send_signal(signo)
+
+        for signo in FORWARDED:
+            signal.signal(signo, forward)
+        pumps = [
+            threading.Thread(target=_mpi_pump, args=(stream, sink, label), daemon=True)
+            for stream, sink in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))
+        ]
+        for pump in pumps:
+            pump.start()
+        code = _exit_code(proc.wait())
+        for pump in pumps:
+            pump.join()
+        return code
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _mpi_pump(stream: IO[bytes] | None, sink: TextIO, label: bool) -> None:
+    assert stream is not None
+    with stream:
+        for line in stream:
+            shown = mpi.filter_line(line, label)
+            if shown is not None:
+                sink.buffer.write(shown)
+                sink.flush()
+
+
+def mpi_agent(argv: Sequence[str]) -> int:
+    """mpirun's remote-launch agent: ``mpi-agent HOST WORDS...`` runs the words (an orted)
+    on the allocation's node HOST names, as a one-rank step of its own."""
+    if len(argv) < 2:
+        print("mpi-agent: usage: mpi-agent HOST COMMAND...", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    try:
+        node = mpi.node_of(argv[0])
+    except mpi.MpiError as error:
+        print(error, file=sys.stderr)
+        return 2
+    hosts = expand_hostlist(env.get("SLURM_JOB_NODELIST", socket.gethostname()))
+    if node >= len(hosts):
+        print(f"mpi-agent: the allocation has no node {node}", file=sys.stderr)
+        return 2
+    orted_env = mpi.agent_env(env, node, hosts[node])
+    command = mpi.orted_command(argv[1:])
+    step = f"{env.get(mpi.STEP_ENV, '0')}.{node}"
+    local = [(0, orted_env)] if node == 0 else []
+    remote = {node: [{"rank": 0, "env": orted_env}]} if node else {}
+    hub = env.get("VIRTUAI_SLURM_HUB", "")
+    return _run_step(step, command, local, remote, hub, label=False, kill_on_bad_exit=False)
 
 
 def _step_nodes(options: Mapping[str, str], hosts: Sequence[str]) -> list[int]:
@@ -263,7 +361,7 @@ def _step_nodes(options: Mapping[str, str], hosts: Sequence[str]) -> list[int]:
 
 
 def _run_step(
-    step: int,
+    step: int | str,
     command: list[str],
     local: list[tuple[int, dict[str, str]]],
     remote: Mapping[int, list[dict[str, Any]]],

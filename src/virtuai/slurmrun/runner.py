@@ -70,6 +70,8 @@ STEP_KEY_ENV = "VIRTUAI_SLURM_STEP_KEY"
 # at LOG_PREFIX (``.out``/``.err``), where virtuai reads the job's logs.
 NATIVE_ENV = "VIRTUAI_SLURM_NATIVE"
 LOG_PREFIX_ENV = "VIRTUAI_SLURM_LOG_PREFIX"
+# This node's private step directory (``launch``/``mpi``: mpirun's agent and work files).
+NODE_TMP_ENV = "VIRTUAI_SLURM_NODE_TMP"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -207,12 +209,13 @@ def _write_shims(workdir: str, runner_source: str) -> str:
     bin_dir = os.path.join(workdir, "bin")
     os.mkdir(bin_dir, 0o700)
     python = sys.executable or "python3"
-    for name in ("srun", "scontrol"):
+    # mpi-agent: mpirun's remote-launch agent (``mpi.py``), not a command for the script.
+    for where, name in ((bin_dir, "srun"), (bin_dir, "scontrol"), (lib, "mpi-agent")):
         start = (
             f"import sys; sys.path.insert(0, {lib!r}); import virtuai_runner; "
             f"sys.exit(virtuai_runner.main([{name!r}, *sys.argv[1:]], ''))"
         )
-        path = os.path.join(bin_dir, name)
+        path = os.path.join(where, name)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(f'#!/bin/sh\nexec "{python}" -c "{start}" "$@"\n')
         os.chmod(path, 0o700)
@@ -268,6 +271,7 @@ def batch_step(
         if shims:
             bin_dir = _write_shims(private, runner_source)
             env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
+            env[NODE_TMP_ENV] = private
         env["VIRTUAI_SLURM_CONFIG"] = argv[0]
         env["VIRTUAI_SLURM_STEPS"] = os.path.join(private, "steps")
         if not config["output"]:  # `virtuai srun`: the task's own log is the terminal's
@@ -354,7 +358,7 @@ def _multi_node(
             except stepnet.ChannelError as error:
                 print(f"virtuai step agent: {error}", file=sys.stderr)
                 return 1
-            agent = stepnet.Agent(channel, env, bin_dir)
+            agent = stepnet.Agent(channel, {**env, NODE_TMP_ENV: private}, bin_dir)
             for signo in FORWARDED:
                 signal.signal(signo, lambda signo, _frame: agent.forward(signo))
             return agent.serve()
@@ -500,6 +504,8 @@ def main(argv: Sequence[str], source: str) -> int:
         return srun(rest)
     if mode == "scontrol":
         return scontrol(rest)
+    if mode == "mpi-agent":
+        return launch.mpi_agent(rest)
     print(f"runner: unknown mode {mode!r}", file=sys.stderr)
     return 2
 

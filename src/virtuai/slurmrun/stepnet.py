@@ -58,6 +58,7 @@ NODE_LOCAL = (
     "VIRTUAI_TASK_INDEX",
     "HOSTNAME",
     "TMPDIR",
+    "VIRTUAI_SLURM_NODE_TMP",
 )
 
 
@@ -368,7 +369,7 @@ def free_port(address: str) -> int:
 
 def remote_step(
     socket_path: str,
-    step: int,
+    step: int | str,
     nodes: Mapping[int, Sequence[Mapping[str, Any]]],
     argv: Sequence[str],
     on_output: Callable[[int, int, bytes], None],

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -468,3 +469,56 @@ def test_a_tasks_end_is_reported_without_observing(
     assert ended.wait(30)
     result = driver.observe(handle)
     assert result is not None and result.outcome is TaskOutcome.EXITED
+
+
+_CREATE = """
+import json, sys, time
+from pathlib import Path
+from virtuai.host import users
+made = []
+real = users._useradd
+def counting(name, tenant):
+    proc = real(name, tenant)
+    if proc.returncode == 0:
+        made.append(name)
+    return proc
+users._useradd = counting
+start = Path(sys.argv[1])
+while not start.exists():
+    time.sleep(0.001)
+accounts = [users.ensure_tenant_user(tenant, sys.argv[2]) for tenant in sys.argv[3:]]
+print(json.dumps({"accounts": accounts, "made": made}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
+def test_servers_creating_one_tenant_user_at_once_create_it_once(tmp_path: Path) -> None:
+    """Processes (as servers on one host are) creating the same new users at the same
+    moment: one useradd per user, and every process gets its one uid.  useradd alone is not
+    safe: two at once for one name both succeed, the later rewriting the earlier's entry,
+    and a gang's tasks on two machines then ran as two uids (issue #9)."""
+    prefix = f"tcr{uuid.uuid4().hex[:4]}-"
+    tenants = ["a", "b", "c"]
+    start = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CREATE, str(start), prefix, *tenants],
+            env={**os.environ, "PYTHONPATH": SRC},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        time.sleep(1.0)  # every process waits for the start
+        start.touch()
+        outputs = [json.loads(proc.communicate(timeout=120)[0]) for proc in procs]
+        made = sorted(name for out in outputs for name in out["made"])
+        assert made == sorted(unix_name(t, prefix) for t in tenants)  # each exactly once
+        for index, tenant in enumerate(tenants):
+            seen = {tuple(out["accounts"][index]) for out in outputs}
+            account = pwd.getpwnam(unix_name(tenant, prefix))
+            assert seen == {(account.pw_uid, account.pw_gid, account.pw_name)}
+    finally:
+        for tenant in tenants:
+            subprocess.run(["userdel", unix_name(tenant, prefix)], capture_output=True, check=False)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from conftest import SlurmDev
+from support import mpi as mpi_program
 from support.platform import Platform
 from virtuai.cli.slurmjob import job_body
 from virtuai.slurmfront.resolve import Context, resolve
@@ -168,3 +169,25 @@ def test_cancel_scancels_the_native_job(site_platform: Platform, slurm: SlurmDev
         handle = session.scalars(select(TaskRow.handle).where(TaskRow.job_id == job["id"])).first()
     assert handle is not None
     assert "CANCELLED" in slurm.ssh(f"sacct -n -X -o State -j {handle['slurm_id']}")
+
+
+MPI = """#!/bin/bash
+#SBATCH -N 2 --ntasks-per-node=2 -c 1 --mem=300M -t 3
+#SBATCH -o mpi-%j.out
+srun --mpi=pmix {hello} | sort
+"""
+
+
+def test_an_mpi_script_gets_one_world_from_the_sites_own_srun_mpi_pmix(
+    site_platform: Platform, slurm: SlurmDev
+) -> None:
+    """The site's srun with Slurm's PMIx plugin (libpmix2) wires a real Open MPI program's
+    four ranks on two nodes into one world (an allreduce over them)."""
+    p = site_platform
+    hello = mpi_program.build(slurm.dir / "mpi")  # the nodes share this file system
+    job = p.ok("POST", "/api/v1/jobs", json=sbatch_body(MPI.format(hello=hello)))
+    done = p.wait_for([job["id"]], timeout=120)[job["id"]]
+    assert done["state"] == "succeeded", (done["reason"], p.logs(job["id"], stream="stderr"))
+    assert p.logs(job["id"]).splitlines() == [
+        f"rank {r} of 4 on node {r // 2} sum 10" for r in range(4)
+    ], p.logs(job["id"], stream="stderr")

@@ -38,8 +38,8 @@ CONFIG: dict[str, Any] = {
 
 def run_batch(tmp: Path, script: str, config: dict[str, Any], *args: str, **extra_env: str) -> int:
     env = {
+        "PATH": extra_env.pop("PATH", "/usr/bin:/bin"),
         **extra_env,
-        "PATH": "/usr/bin:/bin",
         "VIRTUAI_JOB_ID": "77",
         "VIRTUAI_ARRAY_ID": "75",
         "VIRTUAI_ARRAY_INDEX": "4",

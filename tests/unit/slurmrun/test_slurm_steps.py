@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from support import mpi as mpi_program
 from virtuai.cli.slurmjob import runner_source
 from virtuai.slurmrun.command import BOOTSTRAP, PYTHON, RUNNER_ENV
 
@@ -101,7 +102,7 @@ echo "killed rank: $?"
 srun -N 1 -r 2 false; echo "remote false: $?"
 srun -N 1 -r 2 /no/such/program; echo "no program: $?"
 srun -K -l bash -c '[ "$SLURM_PROCID" = 5 ] && exit 3; sleep 30'; echo "-K: $?"
-srun --mpi=pmix true
+srun --mpi=pmix3 true; echo "unknown mpi: $?"
 srun -n 1 -l bash -c 'echo "one task: $SLURM_STEP_NUM_NODES node(s), $SLURM_STEP_NODELIST"'
 exit 4
 """
@@ -134,7 +135,8 @@ exit 4
     assert "-K: 3" in lines
     assert "srun: error: task 5 failed: terminating the step (-K)" in lines
     assert any(line.endswith("task 0: Exited with exit code 137") for line in lines)
-    assert any("--mpi=pmix: no PMI/PMIx server in virtuai" in line for line in lines)
+    assert "unknown mpi: 1" in lines
+    assert any("--mpi=pmix3: unknown MPI type" in line for line in lines)
     host = socket.gethostname().split(".")[0]
     assert f"0: one task: 1 node(s), {host}" in lines
 
@@ -191,3 +193,25 @@ def test_a_step_key_lets_nodes_with_different_job_tokens_meet(tmp_path: Path) ->
     assert wait_all(tasks) == [0, 0]
     # The key does not travel into the script nor its ranks.
     assert (tmp_path / "slurm-88.out").read_text() == "0: .\n1: .\n"
+
+
+@pytest.mark.slow
+def test_srun_mpi_pmix_makes_one_mpi_world_across_the_nodes(tmp_path: Path) -> None:
+    """A real MPI program (an allreduce) in a step over two "nodes": Open MPI's mpirun
+    with this runner as its remote-launch agent (``slurmrun/mpi.py``); ``--mpi=pmi2``
+    and ``-l`` too, and a failed rank's code is the step's."""
+    hello = mpi_program.build(tmp_path / "mpi")
+    script = f"""#!/bin/bash
+srun -l --mpi=pmix {hello} | sort
+srun --mpi=pmi2 -n 3 bash -c 'echo "$SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID $RANK/$WORLD_SIZE"
+  exit $(( SLURM_PROCID == 2 ? 3 : 0 ))' | sort
+echo "exit of the pmi2 step: ${{PIPESTATUS[0]}}"
+"""
+    config = {**CONFIG, "ntasks": 4}
+    assert wait_all(start_tasks(tmp_path, script, 2, config)) == [0, 0]
+    lines = (tmp_path / "slurm-88.out").read_text().splitlines()
+    assert [line for line in lines if ": rank " in line] == [
+        f"{r}: rank {r} of 4 on node {r // 2} sum 10" for r in range(4)
+    ]
+    assert [line for line in lines if "/3" in line] == ["0 0 0 0/3", "1 1 0 1/3", "2 0 1 2/3"]
+    assert "exit of the pmi2 step: 3" in lines
