@@ -45,7 +45,7 @@ from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.las import pending_level
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.preemption import Preemptor
-from virtuai.scheduler.queue import fair_order, queue_order
+from virtuai.scheduler.queue import due_by, fair_order, queue_order
 from virtuai.scheduler.quota import Charge, QuotaLedger
 from virtuai.scheduler.reasons import (
     NEVER_PREFIX,
@@ -183,6 +183,7 @@ class _Pass:
     def run(self) -> Decisions:
         pending = self.snapshot.pending
         policy, now = self.policy, self.now
+        due = due_by(policy.short_first_cap_s) if policy.short_first_cap_s > 0 else None
         if policy.las_thresholds_gpu_s:
             levels = {j.id: pending_level(j, now, policy) for j in pending}
             level = levels.__getitem__
@@ -191,9 +192,15 @@ class _Pass:
                 return level(job.id)
 
             order = (
-                queue_order(pending, by_level)
+                queue_order(pending, by_level, due)
                 if self.tracker is None
-                else fair_order(pending, self.tracker, by_level)
+                else fair_order(pending, self.tracker, by_level, due)
+            )
+        elif due is not None:
+            order = (
+                queue_order(pending, due=due)
+                if self.tracker is None
+                else fair_order(pending, self.tracker, due=due)
             )
         else:
             order = (

@@ -177,6 +177,12 @@ class Policy:
     # reservation, were it the head now) preempts no job for its level, since the victim
     # would lose work and wait again, often longer; 0: LAS preempts whenever it may.
     las_patience_s: float = 0.0
+    # Shortest first: within a priority (and LAS level), jobs go by submission time plus
+    # their time limit, capped at this (a job without one counts the cap), instead of by
+    # submission time (``queue.due_by``): a burst that meets a full cluster runs its short
+    # jobs first, and a job is overtaken only by jobs due before it (no starvation).
+    # 0: off, submission order.
+    short_first_cap_s: float = 0.0
     # Capacity reasons that say how fragmented free room is spread (a scan of the
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True
@@ -198,8 +204,9 @@ class Policy:
     @classmethod
     def las(cls, *, half_life_s: float = 7 * DAY_S) -> Policy:
         """``fair()`` plus least attained service within a tenant (``las.py``), 3 levels
-        (8 and 32 GPU-hours), a starvation guard, an hour's minimum run, and no LAS preemption
-        for a job that backfill would start within 12 hours (tuned on Philly-shaped load:
+        (8 and 32 GPU-hours), a starvation guard, an hour's minimum run, no LAS preemption
+        for a job that backfill would start within 12 hours, and shortest (time limit)
+        first within a level, capped at 3 days (tuned on Philly-shaped load:
         ``docs/benchmarks.md``)."""
         return cls(
             fair_share=True,
@@ -211,6 +218,7 @@ class Policy:
             starvation_factor=4.0,
             starvation_min_s=3600.0,
             las_patience_s=12 * 3600.0,
+            short_first_cap_s=3 * DAY_S,
         )
 
 

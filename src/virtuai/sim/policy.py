@@ -26,6 +26,9 @@ priority-FIFO)::
     starvation_min: 1h            #   (and at least this long)
     las_patience: 0               # las + backfill: no LAS preemption for a job whose
                                   #   reservation would start within this long (0: off)
+    short_first: 0                # within a priority (and LAS level), order by submission
+                                  #   time plus time limit capped at this (3d), shortest
+                                  #   first; 0: off, submission order
     checkpoint_interval: 0        # simulator only: a preempted job keeps work up to its last
                                   #   checkpoint, every this much work (0: none, from scratch)
     restart_overhead: 0           # simulator only: seconds each restart spends before progress
@@ -85,7 +88,7 @@ _KEYS = frozenset(
         "name", "description", "order", "half_life", "allocation_weight", "backfill",
         "preemption", "max_victim_candidates", "borrowing", "preemption_grace", "min_run",
         "las_thresholds", "starvation_factor", "starvation_min", "checkpoint_interval",
-        "restart_overhead", "las_patience",
+        "restart_overhead", "las_patience", "short_first",
     }
 )  # fmt: skip
 _V1 = Policy()
@@ -121,6 +124,7 @@ class PolicySpec:
     checkpoint_interval_s: float = 0.0
     restart_overhead_s: float = 0.0
     las_patience_s: float = 0.0
+    short_first_cap_s: float = 0.0
 
     def scheduler_policy(self) -> Policy:
         """The ``Policy`` the scheduler gets in every snapshot of this run."""
@@ -138,6 +142,7 @@ class PolicySpec:
             starvation_factor=self.starvation_factor if las else 0.0,
             starvation_min_s=self.starvation_min_s if las else 0.0,
             las_patience_s=self.las_patience_s if las else 0.0,
+            short_first_cap_s=self.short_first_cap_s,
         )
 
     def knobs(self) -> dict[str, Any]:
@@ -158,6 +163,7 @@ class PolicySpec:
             "checkpoint_interval_s": self.checkpoint_interval_s,
             "restart_overhead_s": self.restart_overhead_s,
             "las_patience_s": self.las_patience_s,
+            "short_first_cap_s": self.short_first_cap_s,
         }
 
 
@@ -224,6 +230,7 @@ def _policy(root: Section, default_name: str) -> PolicySpec:
         checkpoint_interval_s=root.get("checkpoint_interval", _as_grace, 0.0),
         restart_overhead_s=root.get("restart_overhead", _as_grace, 0.0),
         las_patience_s=root.get("las_patience", _as_grace, 0.0),
+        short_first_cap_s=root.get("short_first", _as_grace, 0.0),
     )
 
 

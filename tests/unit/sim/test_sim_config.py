@@ -162,3 +162,12 @@ def test_example_policies_load() -> None:
     assert (las.checkpoint_interval_s, las.restart_overhead_s) == (600, 60)
     with pytest.raises(InvalidRequest):
         example_policy("nope")
+
+
+def test_short_first_is_read_and_reaches_the_scheduler() -> None:
+    spec = parse_policy("order: fairshare\nshort_first: 2h\n")
+    assert spec.scheduler_policy().short_first_cap_s == 7200
+    assert spec.knobs()["short_first_cap_s"] == 7200
+    assert parse_policy("{}").scheduler_policy().short_first_cap_s == 0
+    with pytest.raises(InvalidRequest, match="short_first"):
+        parse_policy("short_first: soon\n")
