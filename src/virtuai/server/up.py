@@ -45,7 +45,7 @@ from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError
 from virtuai.proxy.app import ProxyApp
 from virtuai.proxy.peers import Peers
-from virtuai.proxy.routes import RouteTable, resolve_notebook
+from virtuai.proxy.routes import RouteTable, Suspects, resolve_notebook
 from virtuai.proxy.services import ServiceHolds, ServiceResolver, Traffic
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
@@ -240,14 +240,17 @@ def compose(settings: Settings) -> Platform:
         context.job_token_key,
         resolvers={"user": resolve_notebook, "svc": ServiceResolver(traffic)},
     )
+    suspects = Suspects()  # replicas a request could not reach (retried on another)
     holds = ServiceHolds(
         sessions,
         clock,
         routes,
         timeout_s=settings.services.cold_start_timeout_s,
         wake=context.wake.set,
+        suspects=suspects,
+        waiting=traffic.waiting,
     )
-    proxy = ProxyApp(context, routes, app, services=holds, peers=peers)
+    proxy = ProxyApp(context, routes, app, services=holds, peers=peers, suspects=suspects)
     culler = NotebookCuller(
         sessions,
         clock,
