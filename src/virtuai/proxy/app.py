@@ -457,7 +457,7 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            return
+            raise ConnectionAbortedError("the caller went away before the end of its body")
         chunk = message.get("body", b"")
         if chunk:
             yield chunk

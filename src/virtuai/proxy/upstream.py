@@ -384,3 +384,7 @@ async def _send_body(
         response.request_sent = True
     except UpstreamError:
         pass  # the connection is gone: the answer's reader says so
+    except Exception:
+        # The caller went away mid-body (or its body broke): the upstream must not wait
+        # for the rest; the answer's reader learns it from the connection's end.
+        connection.close()

@@ -68,7 +68,10 @@ def read_request(conn: socket.socket) -> tuple[bytes, bytes]:
     if b"content-length:" in lower:
         length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
         while len(rest) < length:
-            rest += conn.recv(65536)
+            more = conn.recv(65536)
+            if not more:
+                break  # the client gave up
+            rest += more
         return head, rest
     if b"transfer-encoding: chunked" in lower:
         while not rest.endswith(b"0\r\n\r\n"):
@@ -291,3 +294,27 @@ def test_an_idle_connection_closed_by_the_upstream_is_not_a_failure(
 
     assert run(main()) == [(200, b"once")] * 3
     assert server.connections == 3
+
+
+def test_a_body_cut_short_by_the_caller_ends_the_exchange(servers: list[Upstream]) -> None:
+    """The caller goes away mid-upload: the upstream is not left waiting for the rest."""
+    ended = threading.Event()
+
+    def handler(conn: socket.socket) -> None:
+        read_request(conn)  # waits for all 100 bytes, or the connection's end
+        ended.set()
+
+    server = serve(servers, handler)
+
+    async def gone() -> AsyncIterator[bytes]:
+        yield b"x" * 10
+        raise ConnectionAbortedError("the caller went away")
+
+    async def main() -> None:
+        pool = UpstreamPool()
+        head = b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 100\r\n\r\n"
+        with pytest.raises(UpstreamError):
+            await pool.request("127.0.0.1", server.port, head, body=gone())
+
+    run(main())
+    assert ended.wait(5)
