@@ -203,6 +203,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.response is not None:
             self.response._on_lost(f"connection lost: {exc or 'closed by the upstream'}")
+        else:
+            self.pool._discard(self)  # idle: the upstream closed it, or went away
         self._wake_writer()
 
     def pause_writing(self) -> None:
@@ -341,6 +343,7 @@ class UpstreamPool:
             if not connection.closed and connection.idle_since > oldest:
                 return connection
             connection.close()
+        del self._idle[key]  # replicas come and go on new ports: no empty lists kept
         return None
 
     def _release(self, connection: _Connection) -> None:
@@ -351,6 +354,13 @@ class UpstreamPool:
             idle.pop(0).close()
         connection.idle_since = time.monotonic()
         idle.append(connection)
+
+    def _discard(self, connection: _Connection) -> None:
+        idle = self._idle.get(connection.key)
+        if idle and connection in idle:
+            idle.remove(connection)
+            if not idle:
+                del self._idle[connection.key]
 
     async def _connect(self, key: tuple[str, int]) -> _Connection:
         loop = asyncio.get_running_loop()
