@@ -321,7 +321,7 @@ env: {{MODEL_LOAD_S: "1"}}
 resources: {{cpu: 0.2, memory: 128Mi}}
 replicas: {{min: 0, max: 2}}
 readiness: {{path: /healthz, interval: 1}}
-idle_timeout: 8s
+idle_timeout: 3s
 """
     assert "created" in _apply(svc, svc.alice, text, "cold.yaml")
     time.sleep(1.5)
