@@ -4,7 +4,8 @@ driver as the tenant's Unix user, reached only through the server's proxy.
 
 One server is shared by the module; the tests run in order: two replicas are balanced
 over, strangers are refused, a rolling ``apply`` under a client loop loses no request,
-a replica that fails its readiness is restarted, a ``min: 0`` service scales to zero and
+a replica that fails its readiness is restarted, a replica killed under a client loop
+loses no request (retried on the other one), a ``min: 0`` service scales to zero and
 a request wakes it (held, not failed), a ``target_rps`` service follows its load up and
 down, a replica's port refuses every process but the server (other tenants' users and
 its own tenant's; the guarded set survives a restart, stale ports dropped), bad
@@ -19,6 +20,7 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -277,6 +279,65 @@ def test_a_replica_failing_readiness_is_restarted(svc: Svc) -> None:
     assert "readiness failed" in events or "readiness failed" in job["reason"], job
     # Requests still succeed, from the replicas that are left.
     assert all(_predict(svc, svc.alice).status_code == 200 for _ in range(6))
+
+
+def _replica_pid(job_id: int) -> int:
+    """The process of a replica: the model's Python, with its job's id in its environment."""
+    mark = f"VIRTUAI_JOB_ID={job_id}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"model.py" in cmdline and b"/bin/sh" not in cmdline and mark in environ.split(b"\0"):
+            return int(proc.name)
+    raise AssertionError(f"no process for replica {job_id}")
+
+
+def test_a_replica_killed_loses_no_request(svc: Svc) -> None:
+    """kill -9 of one of two replicas under a steady client: requests that found it gone
+    go to the other one (and it is skipped until probed again); none fails."""
+    _wait("two ready replicas", lambda: _show(svc, "iris", svc.alice)["ready"] == 2)
+    shown = _show(svc, "iris", svc.alice)
+    victim = int(shown["replicas"][0]["job_id"])
+    pid = _replica_pid(victim)
+    results: list[tuple[int, str]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def steady() -> None:
+        with httpx.Client(headers=_bearer(svc.alice), timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.get(f"{svc.server.url}/svc/physics/iris/")
+                except httpx.HTTPError as error:
+                    errors.append(repr(error))
+                    continue
+                results.append((answer.status_code, answer.text))
+
+    clients = [threading.Thread(target=steady) for _ in range(2)]
+    for thread in clients:
+        thread.start()
+    try:
+        time.sleep(1)
+        before = len(results)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(4)  # longer than the route's cache: the crash is met, then dropped
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    failed = [r for r in results if r[0] != 200]
+    assert not errors, errors[:5]
+    assert not failed, (len(failed), failed[:3])
+    assert before > 10 and len(results) > before + 50
+    # The other replica answered after the kill; the crashed one is replaced.
+    assert any(f'"replica": "{victim}"' not in text for _, text in results[before:])
+    _wait("the killed replica replaced", lambda: _show(svc, "iris", svc.alice)["ready"] == 2)
+    assert victim not in {r["job_id"] for r in _show(svc, "iris", svc.alice)["replicas"]}
 
 
 def test_scale_to_zero_and_a_cold_start_holds_the_request(svc: Svc) -> None:

@@ -18,8 +18,11 @@ Refusals: no credentials -> 401 (a browser asking for a page is redirected to
 the sign-in page instead), another user's notebook -> 403, no such notebook ->
 404, one not running yet -> 503 with ``Retry-After`` and what it waits for.
 
-HTTP goes through one pooled ``aiohttp.ClientSession``; WebSockets through the
-``websockets`` library's asyncio client (``docs/architecture.md`` says why).
+HTTP goes through the proxy's own keep-alive pool (``proxy.upstream``, httptools);
+WebSockets through the ``websockets`` library's asyncio client
+(``docs/architecture.md`` says why).  A service's request that could not reach a
+replica is sent to another one (``_http``; the failed replica is ``Suspects`` until
+its next readiness probe).
 """
 
 from __future__ import annotations
@@ -30,23 +33,20 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Hashable, Iterable
+from collections.abc import AsyncIterator, Coroutine, Hashable
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import anyio.to_thread
 import websockets
-import yarl
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from virtuai.api.browser import SESSION_COOKIE, Source
+from virtuai.api.browser import Source
 from virtuai.api.context import ApiContext
 from virtuai.control.notebooks import Upstream
-from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
 from virtuai.errors import Forbidden, NotFound, Unavailable, VirtuaiError
 from virtuai.proxy.auth import (
     SessionCache,
@@ -57,15 +57,30 @@ from virtuai.proxy.auth import (
     forget,
     require_credential,
 )
-from virtuai.proxy.peers import HOP_BY_HOP, Peers, forwarded, peer_headers
-from virtuai.proxy.routes import PREFIXES, Access, Route, RouteTable, Target, parse_target
+from virtuai.proxy.headers import (
+    NOT_UPSTREAM,
+    RequestHead,
+    downstream_headers,
+    head_of,
+    upstream_headers,
+)
+from virtuai.proxy.peers import Peers, forwarded, peer_headers
+from virtuai.proxy.routes import (
+    PREFIXES,
+    Access,
+    Route,
+    RouteTable,
+    Suspects,
+    Target,
+    parse_target,
+)
 from virtuai.proxy.services import ServiceHolds
+from virtuai.proxy.upstream import Response, UpstreamError, UpstreamPool
 from virtuai.services.access import Caller
 
 log = logging.getLogger(__name__)
 
-# Never forwarded upstream: hop-by-hop headers, plus what only the proxy may say.
-NOT_UPSTREAM = HOP_BY_HOP | {"authorization", "cookie", SECRET_HEADER.lower(), AUTH_HEADER.lower()}
+__all__ = ["NOT_UPSTREAM", "ProxyApp", "downstream_headers", "upstream_headers"]
 # A WebSocket's handshake headers are made by the client library.
 _NOT_UPSTREAM_WS = NOT_UPSTREAM | {
     "host",
@@ -77,8 +92,9 @@ _NOT_UPSTREAM_WS = NOT_UPSTREAM | {
     "content-length",
 }
 WS_MAX_MESSAGE = 64 * 2**20
-# Headers aiohttp would add by itself: only what the caller sent goes upstream.
-_NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+# Sent again to another replica after a reset with no answer (RFC 9110 9.2.2): at most
+# twice the effect of once, which is none.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Activity:
@@ -103,6 +119,7 @@ class ProxyApp:
         activity: Activity | None = None,
         peers: Peers | None = None,
         services: ServiceHolds | None = None,
+        suspects: Suspects | None = None,
     ) -> None:
         self._context = context
         self._routes = routes
@@ -111,7 +128,8 @@ class ProxyApp:
         self._peers = peers or Peers()
         self.services = services
         self._sessions = SessionCache()
-        self._client: aiohttp.ClientSession | None = None  # made in the server's event loop
+        self._pool = UpstreamPool()
+        self._suspects = suspects or Suspects()
         self._refreshing: set[Hashable] = set()
         self._background: set[asyncio.Future[None]] = set()
 
@@ -129,21 +147,7 @@ class ProxyApp:
             await self._websocket(scope, receive, send, target)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-
-    def _http_client(self) -> aiohttp.ClientSession:
-        if self._client is None:
-            self._client = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=30),
-                # Bytes pass as they are (compressed stays compressed); no cookies kept here;
-                # no proxy from the environment: upstreams are on the platform's own nodes.
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            )
-        return self._client
+        await self._pool.aclose()
 
     # -- who, what, where ------------------------------------------------------------------
 
@@ -229,10 +233,9 @@ class ProxyApp:
         method: str = scope["method"]
         try:
             route = await self._admit(connection, target, method)
-            upstream = route.pick(not forwarded(scope))
-            if upstream is None and route.service_id is not None and self.services is not None:
-                route = await self.services.hold(target, route)  # a cold start
-                upstream = route.pick(not forwarded(scope))
+            upstream = route.pick(self._suspects, count=not forwarded(scope))
+            if upstream is None:
+                route, upstream = await self._hold(target, route, count=not forwarded(scope))
             if upstream is None:
                 await _unavailable(send, connection, route)
                 return
@@ -243,73 +246,123 @@ class ProxyApp:
             await _redirect(send, target.prefix + _query(scope))
             return
         self.activity.touch(route.job_id)
-        try:
-            url, headers = self._where(scope, connection, upstream, route)
-        except VirtuaiError as error:
-            await _refuse(send, connection, error, self._context)
-            return
-        has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
-        client = self._http_client()
-        try:
-            response = await client.request(
-                method,
-                # The path as the caller sent it: already encoded, not parsed again.
-                yarl.URL(url, encoded=True),
-                headers=headers,
-                data=_body(receive) if has_body else None,
-                allow_redirects=False,
-                skip_auto_headers=_NO_AUTO_HEADERS,
-            )
-        except (aiohttp.ClientError, TimeoutError) as error:
-            self._routes.forget(target)
-            log.info("proxy: %s unreachable: %s", url, error)
-            if _wants_page(connection) and scope["method"] in ("GET", "HEAD"):
-                # A browser that came while the job runs but its server does not listen
-                # yet (JupyterLab takes seconds): the page that reloads itself, not JSON.
-                await _starting_page(send, "it does not answer yet")
+        path = _raw_path(scope)
+        head = RequestHead(scope, path[route.strip :])
+        body = _body(receive) if head.has_body else None
+        tried: set[Upstream] = set()
+        while True:
+            try:
+                response = await self._send(scope, path, head, body, upstream, route)
+                break
+            except VirtuaiError as error:
+                await _refuse(send, connection, error, self._context)
                 return
-            await _refuse(
-                send, connection, Unavailable("the workload does not answer (yet)"), self._context
-            )
-            return
+            except UpstreamError as error:
+                log.info("proxy: %s:%s unreachable: %s", upstream.host, upstream.port, error)
+                self._routes.forget(target)
+                if route.service_id is None:
+                    if _wants_page(connection) and method in ("GET", "HEAD"):
+                        # A browser that came while the job runs but its server does not
+                        # listen yet (JupyterLab takes seconds): the page that reloads
+                        # itself, not JSON.
+                        await _starting_page(send, "it does not answer yet")
+                        return
+                    await _refuse(send, connection, _NO_ANSWER, self._context)
+                    return
+                # A replica that failed: skipped until its next probe; the request goes to
+                # another if it cannot have reached this one's application (or cannot
+                # do harm twice), else held as a cold start until one is ready.
+                self._suspects.mark(upstream, self._context.clock.now().timestamp())
+                tried.add(upstream)
+                if error.answered or (
+                    error.sent and (body is not None or method not in _IDEMPOTENT)
+                ):
+                    await _refuse(send, connection, _NO_ANSWER, self._context)
+                    return
+                upstream = route.pick(self._suspects, count=False)
+                if upstream is None or upstream in tried:
+                    route, upstream = await self._hold(target, route)
+                    if upstream is None or upstream in tried:
+                        await _refuse(send, connection, _NO_ANSWER, self._context)
+                        return
         try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": response.status,
-                    "headers": downstream_headers(response.raw_headers),
+                    "headers": downstream_headers(response.headers),
                 }
             )
-            # Each chunk as it comes (SSE, downloads); a body already complete goes in the
-            # same message as its end, so a small answer costs one write, not two.
-            content = response.content
-            async for chunk in content.iter_any():
-                done = content.at_eof()
+            # What has come, as it comes (SSE, downloads); a body already complete goes in
+            # the same message as its end, so a small answer costs one write, not two.
+            while True:
+                chunk, done = await response.next()
                 await send({"type": "http.response.body", "body": chunk, "more_body": not done})
                 if done:
                     return
                 self.activity.touch(route.job_id)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except UpstreamError as error:
+            log.info("proxy: %s:%s broke off: %s", upstream.host, upstream.port, error)
+            raise  # the answer has begun: the caller's connection is closed
         finally:
-            response.release()
+            response.close()
 
-    def _where(
-        self, scope: Scope, connection: HTTPConnection, upstream: Upstream, route: Route
-    ) -> tuple[str, list[tuple[str, str]]]:
-        """The URL and headers of the request upstream: the workload itself, or the server of
-        its node when that is another machine (``proxy.peers``)."""
-        websocket = scope["type"] == "websocket"
+    async def _hold(
+        self, target: Target, route: Route, *, count: bool = True
+    ) -> tuple[Route, Upstream | None]:
+        """A service without a usable replica: the request waits for one (a cold start).
+        ``count``: as for ``Route.pick`` (a request handed over by a peer is counted there)."""
+        if route.service_id is None or self.services is None:
+            return route, None
+        route = await self.services.hold(target, route)
+        # Counted again: the service's last request is now, not when the wait began (a
+        # long cold start must not look idle to the autoscaler as it ends).
+        return route, route.pick(self._suspects, count=count)
+
+    async def _send(
+        self,
+        scope: Scope,
+        path: str,
+        head: RequestHead,
+        body: AsyncIterator[bytes] | None,
+        upstream: Upstream,
+        route: Route,
+    ) -> Response:
+        """Send the request to ``upstream``: the workload itself, or the server of its node
+        when that is another machine (``proxy.peers``)."""
+        kind = scope["method"] == "HEAD"
         if not self._peers.remote(upstream):
-            drop = _NOT_UPSTREAM_WS if websocket else NOT_UPSTREAM
-            url = upstream.url("ws" if websocket else "http") + _raw_path(scope)[route.strip :]
-            return url, upstream_headers(connection, scope, upstream, route, drop)
+            data = head.to(upstream)
+            return await self._pool.request(
+                upstream.host, upstream.port, data, body, chunked=head.chunked, head_only=kind
+            )
         if forwarded(scope) or not self._peers.port:
             raise Unavailable(
                 f"it runs on node {upstream.node}, which this server does not forward to"
             )
         # The whole path: the node's server resolves the route (and strips it) again.
-        url = self._peers.url(upstream, "ws" if websocket else "http") + _raw_path(scope)
-        return url, peer_headers(scope, self._peers.name, websocket=websocket)
+        headers = peer_headers(scope, self._peers.name)
+        if head.chunked:
+            headers.append(("transfer-encoding", "chunked"))
+        data = head_of(scope, path, headers)
+        return await self._pool.request(
+            upstream.host, self._peers.port, data, body, chunked=head.chunked, head_only=kind
+        )
+
+    def _where(
+        self, scope: Scope, connection: HTTPConnection, upstream: Upstream, route: Route
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The URL and headers of a WebSocket upstream: the workload itself, or the server
+        of its node when that is another machine (``proxy.peers``)."""
+        if not self._peers.remote(upstream):
+            url = upstream.url("ws") + _raw_path(scope)[route.strip :]
+            return url, upstream_headers(connection, scope, upstream, route, _NOT_UPSTREAM_WS)
+        if forwarded(scope) or not self._peers.port:
+            raise Unavailable(
+                f"it runs on node {upstream.node}, which this server does not forward to"
+            )
+        url = self._peers.url(upstream, "ws") + _raw_path(scope)
+        return url, peer_headers(scope, self._peers.name, websocket=True)
 
     # -- WebSocket -------------------------------------------------------------------------
 
@@ -320,10 +373,9 @@ class ProxyApp:
             return
         try:
             route = await self._admit(connection, target, None)
-            upstream = route.pick(not forwarded(scope))
-            if upstream is None and route.service_id is not None and self.services is not None:
-                route = await self.services.hold(target, route)
-                upstream = route.pick(not forwarded(scope))
+            upstream = route.pick(self._suspects, count=not forwarded(scope))
+            if upstream is None:
+                route, upstream = await self._hold(target, route, count=not forwarded(scope))
             if upstream is None:
                 raise Unavailable(f"not running yet: {route.state}, {route.reason}")
         except VirtuaiError as error:
@@ -410,71 +462,11 @@ def _query(scope: Scope) -> str:
     return "?" + query.decode("latin-1") if query else ""
 
 
-def upstream_headers(
-    connection: HTTPConnection,
-    scope: Scope,
-    upstream: Upstream,
-    route: Route,
-    drop: frozenset[str],
-) -> list[tuple[str, str]]:
-    """What goes upstream: the caller's headers but ``drop`` (credentials, hop-by-hop), the
-    cookies but the session's, who forwarded it, and the workload's secret.  One pass
-    over the raw headers: this runs for every request."""
-    headers: list[tuple[str, str]] = []
-    prior = ""
-    bearer = False
-    for raw_key, raw_value in scope["headers"]:
-        key, value = raw_key.decode("latin-1").lower(), raw_value.decode("latin-1")
-        if key == "cookie":
-            kept = [c for c in _cookie_pairs(value) if c[0] != SESSION_COOKIE]
-            if kept:
-                headers.append(("cookie", "; ".join(f"{k}={v}" for k, v in kept)))
-            continue
-        if key == "authorization":
-            bearer = value[:7].lower() == "bearer "
-        elif key == "x-forwarded-for":
-            prior = value
-            continue
-        if key not in drop:
-            headers.append((key, value))
-    client = scope.get("client")
-    if client:
-        headers.append(("x-forwarded-for", f"{prior}, {client[0]}" if prior else client[0]))
-    elif prior:
-        headers.append(("x-forwarded-for", prior))
-    headers.append(("x-forwarded-proto", scope.get("scheme", "http").replace("ws", "http")))
-    headers.append((SECRET_HEADER, upstream.secret))
-    headers.append((AUTH_HEADER, "bearer" if bearer else "cookie"))
-    return headers
-
-
-def _cookie_pairs(header: str) -> list[tuple[str, str]]:
-    pairs = []
-    for part in header.split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name:
-            pairs.append((name, value))
-    return pairs
-
-
-def downstream_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    result = []
-    for key, value in raw:
-        lower = key.lower()
-        if lower.decode("latin-1") in HOP_BY_HOP:
-            continue
-        # A workload must not sign its user out, or in as someone else.
-        if lower == b"set-cookie" and value.lstrip().startswith(SESSION_COOKIE.encode() + b"="):
-            continue
-        result.append((lower, value))
-    return result
-
-
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            return
+            raise ConnectionAbortedError("the caller went away before the end of its body")
         chunk = message.get("body", b"")
         if chunk:
             yield chunk
@@ -490,6 +482,7 @@ def _error_body(error: VirtuaiError) -> bytes:
     return json.dumps(error.to_dict()).encode()
 
 
+_NO_ANSWER = Unavailable("the workload does not answer (yet)")
 _STATUS = {"unauthenticated": 401, "forbidden": 403, "not_found": 404, "unavailable": 503}
 
 

@@ -18,6 +18,7 @@ route gone drops it; a request whose upstream refuses drops it at once).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import re
@@ -82,15 +83,59 @@ class Route:
     service_id: int | None = None
     strip: int = 0
     meter: Callable[[], None] | None = field(default=None, compare=False)
+    # When each upstream's readiness was last probed (epoch seconds; services): a replica
+    # marked suspect after that is skipped (``Suspects``).
+    probed_at: tuple[float, ...] = ()
 
-    def pick(self, count: bool = True) -> Upstream | None:
-        """The next upstream, round robin (one for a notebook).  ``count``: a request that
-        another server handed over was counted there (``meter``), not again here."""
-        if self.meter is not None and count:
+    def pick(self, suspects: Suspects | None = None, *, count: bool = True) -> Upstream | None:
+        """The next upstream, round robin (one for a notebook), skipping what ``suspects``
+        says failed since its last probe; ``None`` if there is none.  ``count=False``: a
+        retry of a request already counted."""
+        if count and self.meter is not None:
             self.meter()
-        if not self.upstreams:
+        upstreams = self.upstreams
+        if not upstreams:
             return None
-        return self.upstreams[next(self._turn) % len(self.upstreams)]
+        turn = next(self._turn)
+        if not suspects:
+            return upstreams[turn % len(upstreams)]
+        for i in range(len(upstreams)):
+            index = (turn + i) % len(upstreams)
+            if not suspects.suspect(self, index):
+                return upstreams[index]
+        return None
+
+
+class Suspects:
+    """Upstreams a request could not reach, skipped by ``Route.pick`` until their replica's
+    next readiness probe (the reconciler's, ``Route.probed_at``) says again; a notebook
+    (never probed) is not skipped.  Event loop only: no locks."""
+
+    def __init__(self) -> None:
+        self._marked: dict[tuple[str, int], float] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._marked)
+
+    def mark(self, upstream: Upstream, now: float) -> None:
+        if len(self._marked) > 10_000:
+            self._marked.clear()
+        self._marked[(upstream.host, upstream.port)] = now
+
+    def suspect(self, route: Route, index: int) -> bool:
+        upstream = route.upstreams[index]
+        key = (upstream.host, upstream.port)
+        marked = self._marked.get(key)
+        if marked is None or index >= len(route.probed_at):
+            return False
+        if route.probed_at[index] > marked:
+            del self._marked[key]  # probed since: the probe decides again
+            return False
+        return True
+
+    def usable(self, route: Route) -> bool:
+        """Whether ``route`` has an upstream that is not suspect."""
+        return any(not self.suspect(route, i) for i in range(len(route.upstreams)))
 
 
 Resolver = Callable[[Session, Target, bytes], Route | None]
@@ -163,12 +208,15 @@ class RouteTable:
         if route is None or not route.upstreams:
             self.forget(target)
         else:
+            key = (target.kind, target.owner, target.name)
+            previous = self._cache.get(key)
+            if previous is not None and previous[1] is not None:
+                # The round robin goes on where it was: a refresh every ``ttl_s`` must not
+                # send the first request after it to the first replica again.
+                route = dataclasses.replace(route, _turn=previous[1]._turn)
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[(target.kind, target.owner, target.name)] = (
-                time.monotonic() + self._ttl_s,
-                route,
-            )
+            self._cache[key] = (time.monotonic() + self._ttl_s, route)
         return route
 
     def forget(self, target: Target) -> None:

@@ -12,6 +12,8 @@
   which makes the reconciler want a replica), wakes the loops, and is *held*
   until a replica is ready or ``cold_start_timeout_s`` passes (then 503 with
   ``Retry-After``).  Concurrent held requests of one service share one waiter.
+  A request whose every replica failed it (crashed, ``Suspects``) is held the same
+  way, until a replica that did not fail is ready.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from virtuai.control.notebooks import Upstream, notebook_upstream
 from virtuai.domain.clock import Clock
 from virtuai.domain.services import AUTH_PUBLIC, ServiceSpec
 from virtuai.domain.workload import JobState
-from virtuai.proxy.routes import Access, Route, RouteTable, Target
+from virtuai.proxy.routes import Access, Route, RouteTable, Suspects, Target
 from virtuai.store.db import transaction
 from virtuai.store.models import JobRow, ServiceReplicaRow, ServiceRow, TenantRow
 
@@ -66,6 +68,10 @@ class Traffic:
         """The services this proxy has counted requests of (read from another thread: a
         copy of the keys, which the GIL makes atomic)."""
         return list(self._last)
+
+    def waiting(self, service_id: int) -> None:
+        """A request is held for the service: it is not idle (its rate is not raised)."""
+        self._last[service_id] = time.time()
 
     def rate(self, service_id: int) -> float:
         """Requests per second over the window (the current, partial second excluded)."""
@@ -107,10 +113,13 @@ class ServiceResolver:
             .order_by(ServiceReplicaRow.id)
         ).all()
         upstreams: list[Upstream] = []
-        for _replica, job in rows:
+        probed_at: list[float] = []
+        for replica, job in rows:
             upstream = notebook_upstream(session, job, key)
             if upstream is not None:
                 upstreams.append(upstream)
+                probed = replica.last_probe_at
+                probed_at.append(probed.timestamp() if probed is not None else 0.0)
         spec = ServiceSpec.from_json(service.spec)
         service_id = service.id
         traffic = self._traffic
@@ -126,6 +135,7 @@ class ServiceResolver:
             service_id=service_id,
             strip=len(target.prefix) - 1,
             meter=lambda: traffic.hit(service_id),
+            probed_at=tuple(probed_at),
         )
 
 
@@ -141,6 +151,8 @@ class ServiceHolds:
         timeout_s: float = 120.0,
         poll_s: float = 0.25,
         wake: Callable[[], None] = lambda: None,
+        suspects: Suspects | None = None,
+        waiting: Callable[[int], None] = lambda _service_id: None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -148,6 +160,11 @@ class ServiceHolds:
         self._timeout_s = timeout_s
         self._poll_s = poll_s
         self._wake = wake
+        # A replica that failed a request is not one to wait for (``Suspects``).
+        self._suspects = suspects
+        # Said while a request waits: a start longer than the idle timeout must not scale
+        # the service back to zero under the request that woke it.
+        self._waiting = waiting
         self._waits: dict[Target, asyncio.Future[Route]] = {}
 
     async def hold(self, target: Target, route: Route) -> Route:
@@ -166,12 +183,13 @@ class ServiceHolds:
         deadline = time.monotonic() + self._timeout_s
         latest = route
         while time.monotonic() < deadline:
+            self._waiting(route.service_id)
             await asyncio.sleep(self._poll_s)
             found = await anyio.to_thread.run_sync(self._routes.lookup, target)
             if found is None:
                 return latest  # deleted meanwhile: the caller answers as it would have
             latest = found
-            if found.upstreams:
+            if found.upstreams and (not self._suspects or self._suspects.usable(found)):
                 return found
         return latest
 

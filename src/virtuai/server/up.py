@@ -48,7 +48,7 @@ from virtuai.errors import ConfigurationError
 from virtuai.host import portguard
 from virtuai.proxy.app import ProxyApp
 from virtuai.proxy.peers import Peers
-from virtuai.proxy.routes import RouteTable, resolve_notebook
+from virtuai.proxy.routes import RouteTable, Suspects, resolve_notebook
 from virtuai.proxy.services import ServiceHolds, ServiceResolver, Traffic
 from virtuai.scheduler.snapshot import Policy
 from virtuai.server.bootstrap import bootstrap_admin
@@ -255,14 +255,17 @@ def compose(settings: Settings) -> Platform:
         context.job_token_key,
         resolvers={"user": resolve_notebook, "svc": ServiceResolver(traffic)},
     )
+    suspects = Suspects()  # replicas a request could not reach (retried on another)
     holds = ServiceHolds(
         sessions,
         clock,
         routes,
         timeout_s=settings.services.cold_start_timeout_s,
         wake=context.wake.set,
+        suspects=suspects,
+        waiting=traffic.waiting,
     )
-    proxy = ProxyApp(context, routes, app, services=holds, peers=peers)
+    proxy = ProxyApp(context, routes, app, services=holds, peers=peers, suspects=suspects)
     culling = CullerConfig(
         job_token_key=context.job_token_key,
         default_idle_timeout_s=settings.notebooks.idle_timeout_s,

@@ -10,10 +10,15 @@ from starlette.requests import HTTPConnection
 
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden
-from virtuai.proxy.app import NOT_UPSTREAM, downstream_headers, upstream_headers
 from virtuai.proxy.auth import SessionCache, check_same_origin, credential
+from virtuai.proxy.headers import (
+    NOT_UPSTREAM,
+    RequestHead,
+    downstream_headers,
+    upstream_headers,
+)
 from virtuai.proxy.peers import Peers, forwarded, peer_headers
-from virtuai.proxy.routes import Access, Route, RouteTable, Target, parse_target
+from virtuai.proxy.routes import Access, Route, RouteTable, Suspects, Target, parse_target
 from virtuai.services.access import Caller
 from virtuai.services.tokencache import GENERATION
 
@@ -83,6 +88,41 @@ def test_the_callers_credentials_never_reach_the_workload() -> None:
     assert ("X-Virtuai-Auth", "bearer") in headers
     assert ("x-forwarded-for", "10.0.0.9") in headers
     assert not any(k == "connection" for k, _ in headers)
+
+
+def test_the_request_head_passes_on_only_what_the_workload_may_see() -> None:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "headers": [
+            (b"host", b"h:1"),
+            (b"authorization", b"Bearer vai_secret"),
+            (b"cookie", b"virtuai_session=vai_secret; _xsrf=abc"),
+            (b"x-virtuai-notebook-secret", b"forged"),
+            (b"connection", b"keep-alive"),
+            (b"expect", b"100-continue"),
+            (b"x-forwarded-for", b"10.0.0.1"),
+            (b"transfer-encoding", b"chunked"),
+            (b"content-length", b"5"),
+        ],
+        "client": ("10.0.0.9", 5),
+    }
+    head = RequestHead(scope, "/predict?x=1")
+    assert head.chunked and head.has_body
+    text = head.to(Upstream("127.0.0.1", 1, "real")).decode()
+    assert text.startswith("POST /predict?x=1 HTTP/1.1\r\n")
+    assert text.endswith("\r\n\r\n")
+    lines = text.split("\r\n")
+    assert "vai_secret" not in text and "forged" not in text
+    assert "cookie: _xsrf=abc" in lines
+    assert "X-Virtuai-Notebook-Secret: real" in lines
+    assert "X-Virtuai-Auth: bearer" in lines
+    assert "x-forwarded-for: 10.0.0.1, 10.0.0.9" in lines
+    assert "transfer-encoding: chunked" in lines  # both framings given: chunked wins
+    assert not any(line.startswith(("connection", "expect", "content-length")) for line in lines)
+    # An HTTP/1.0 caller sent no Host: HTTP/1.1 needs one.
+    bare = RequestHead({"method": "GET", "headers": []}, "/").to(Upstream("::1", 8, "s"))
+    assert b"host: [::1]:8\r\n" in bare
 
 
 def test_a_workload_cannot_set_the_session_cookie() -> None:
@@ -174,3 +214,21 @@ def test_a_request_for_another_machine_keeps_the_callers_credential_for_that_ser
     assert not any(k == "host" for k, _ in peer_headers(scope, "n1", websocket=True))
     assert forwarded({"headers": [(b"x-virtuai-forwarded-by", b"n1")]})
     assert not forwarded(scope | {"headers": []})
+
+
+def test_a_suspect_replica_is_skipped_until_probed_again() -> None:
+    a, b = Upstream("127.0.0.1", 1, "a"), Upstream("127.0.0.1", 2, "b")
+    route = Route(1, Access.TENANT, None, "t", "ready", "", (a, b), probed_at=(100.0, 100.0))
+    suspects = Suspects()
+    assert {route.pick(suspects) for _ in range(4)} == {a, b}  # round robin
+    suspects.mark(a, 105.0)
+    assert {route.pick(suspects) for _ in range(4)} == {b}
+    assert suspects.usable(route)
+    suspects.mark(b, 105.0)
+    assert route.pick(suspects) is None and not suspects.usable(route)
+    # The reconciler probed a again after the mark: the probe decides, a is back.
+    later = Route(1, Access.TENANT, None, "t", "ready", "", (a, b), probed_at=(106.0, 100.0))
+    assert {later.pick(suspects) for _ in range(4)} == {a}
+    # A notebook (never probed) is never skipped: it has no other replica to go to.
+    notebook = Route(2, Access.OWNER, 1, "t", "running", "", (a,))
+    assert notebook.pick(suspects) == a
