@@ -468,10 +468,13 @@ class LifecycleLoop(TaskReconciler):
                     .where(TaskRow.id == task_id, TaskRow.handle.is_(None))
                     .values(handle=handle)
                 )
-            jobs = session.scalars(select(JobRow).where(JobRow.state == JobState.STARTING.value))
+            jobs = list(
+                session.scalars(select(JobRow).where(JobRow.state == JobState.STARTING.value))
+            )
+            of_job = self._tasks_of_jobs(session, [job.id for job in jobs])
             now = self._clock.now()
             for job in jobs:
-                tasks = self._current_tasks(session, job)
+                tasks = of_job.get(job.id, [])
                 if tasks and not self._mine(tasks[0].host):
                     continue  # the job's home machine records it
                 if tasks and all(t.handle is not None or t.outcome is not None for t in tasks):
@@ -488,37 +491,68 @@ class LifecycleLoop(TaskReconciler):
     # -- running -> finished ---------------------------------------------------------------
 
     def finish_jobs(self) -> None:
-        with transaction(self._sessions) as session:
+        """Record the end of every job whose tasks have all ended, then release ended tasks.
+
+        What can end is found in a read (no write lock: most passes end nothing, and a pass
+        must not queue behind the API's writes for that); the jobs that can are ended in
+        one transaction, each as a compare-and-set from the state it was read in.
+        """
+        with read_session(self._sessions) as session:
             jobs = list(session.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))))
-            now = self._clock.now()
-            for job in jobs:
-                if not self._backoff.ready(("finish", job.id)):
-                    continue
-                try:
-                    with session.begin_nested():  # one job's failure undoes only its own work
-                        self._finish_one(session, job, now)
-                except Exception as error:
-                    why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
-                    if why is not None:
-                        switch_job_state(
-                            session, job, JobState.FAILED, reason=why, now=now, finished_at=now
-                        )
+            tasks = self._tasks_of_jobs(session, [job.id for job in jobs])
+            done = [
+                job.id
+                for job in jobs
+                if self._all_ended(job, tasks.get(job.id, []))
+                and self._backoff.ready(("finish", job.id))
+            ]
             # Every task whose end is recorded, also those a crash kept from being released.
-            ended = list(
-                session.scalars(
-                    select(TaskRow).where(
+            ended = [
+                (task_id, driver, handle)
+                for task_id, driver, handle in session.execute(
+                    select(TaskRow.id, TaskRow.driver, TaskRow.handle).where(
                         TaskRow.outcome.is_not(None),
                         TaskRow.released.is_(False),
                         TaskRow.handle.is_not(None),
                         self._my_tasks(),
                     )
                 )
-            )
+            ]
+            session.rollback()
+        if done:
+            self._finish(done)
         self._release(ended)
 
-    def _finish_one(self, session: Session, job: JobRow, now: dt.datetime) -> None:
-        tasks = self._current_tasks(session, job)
-        if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
+    def _finish(self, job_ids: list[int]) -> None:
+        with transaction(self._sessions) as session:
+            jobs = list(
+                session.scalars(
+                    select(JobRow)
+                    .where(JobRow.id.in_(job_ids), JobRow.state.in_(ACTIVE_STATES))
+                    .order_by(JobRow.id)
+                )
+            )
+            tasks = self._tasks_of_jobs(session, [job.id for job in jobs])
+            now = self._clock.now()
+            for job in jobs:
+                try:
+                    with session.begin_nested():  # one job's failure undoes only its own work
+                        self._finish_one(session, job, tasks.get(job.id, []), now)
+                except Exception as error:
+                    why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
+                    if why is not None:
+                        switch_job_state(
+                            session, job, JobState.FAILED, reason=why, now=now, finished_at=now
+                        )
+
+    @staticmethod
+    def _all_ended(job: JobRow, tasks: list[TaskRow]) -> bool:
+        return len(tasks) >= job.tasks and all(t.outcome is not None for t in tasks)
+
+    def _finish_one(
+        self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
+    ) -> None:
+        if not self._all_ended(job, tasks):
             return
         if not self._mine(tasks[0].host):
             return  # the job's home machine records its end
@@ -598,11 +632,18 @@ class LifecycleLoop(TaskReconciler):
         return True
 
     @staticmethod
-    def _current_tasks(session: Session, job: JobRow) -> list[TaskRow]:
-        return list(
-            session.scalars(
-                select(TaskRow)
-                .where(TaskRow.job_id == job.id, TaskRow.attempt == job.attempt)
-                .order_by(TaskRow.index)
-            )
+    def _tasks_of_jobs(session: Session, job_ids: list[int]) -> dict[int, list[TaskRow]]:
+        """The tasks of the jobs' current attempts, in index order, by job id: one query for
+        a pass rather than one per job."""
+        if not job_ids:
+            return {}
+        rows = session.scalars(
+            select(TaskRow)
+            .join(JobRow, JobRow.id == TaskRow.job_id)
+            .where(TaskRow.job_id.in_(job_ids), TaskRow.attempt == JobRow.attempt)
+            .order_by(TaskRow.job_id, TaskRow.index)
         )
+        tasks: dict[int, list[TaskRow]] = {}
+        for task in rows:
+            tasks.setdefault(task.job_id, []).append(task)
+        return tasks
