@@ -166,6 +166,9 @@ class LifecycleLoop(TaskReconciler):
     # -- admitted -> starting --------------------------------------------------------------
 
     def start_admitted(self) -> None:
+        # Most rounds admit nothing: find that out without queueing for the write lock.
+        if not self._any_job_in(JobState.ADMITTED):
+            return
         with transaction(self._sessions) as session:
             jobs = list(
                 session.scalars(select(JobRow).where(JobRow.state == JobState.ADMITTED.value))
@@ -461,6 +464,8 @@ class LifecycleLoop(TaskReconciler):
     def _mark_running(self, handles: Mapping[int, Handle]) -> None:
         """Record the new ``handles``, and start the jobs whose every task has one: one
         transaction (one commit) for all the launches of a pass."""
+        if not handles and not self._any_job_in(JobState.STARTING):
+            return  # nothing launched and nothing starting: no write lock to take
         with transaction(self._sessions) as session:
             for task_id, handle in handles.items():
                 session.execute(
@@ -630,6 +635,12 @@ class LifecycleLoop(TaskReconciler):
                 exit_code=codes[0] if codes else None,
             )
         return True
+
+    def _any_job_in(self, state: JobState) -> bool:
+        with read_session(self._sessions) as session:
+            found = session.scalar(select(JobRow.id).where(JobRow.state == state.value).limit(1))
+            session.rollback()
+        return found is not None
 
     @staticmethod
     def _tasks_of_jobs(session: Session, job_ids: list[int]) -> dict[int, list[TaskRow]]:
