@@ -68,6 +68,7 @@ from virtuai.drivers.base import (
     Driver,
     DriverBusy,
     Handle,
+    TaskResult,
     TaskSpec,
     TemporaryDriverError,
 )
@@ -138,14 +139,16 @@ class LifecycleLoop(TaskReconciler):
         # Handles of this node's live tasks, as last observed: what self-fencing kills.
         self._known: dict[int, tuple[str, Handle]] = {}
         self._known_lock = threading.Lock()
+        # Tasks released by this process whose ``released`` mark is not committed yet: it
+        # goes with the next pass's commit.
+        self._unmarked: set[int] = set()
 
     def tick(self) -> None:
         self.reap_orphans()
         self.start_admitted()
         self.launch_tasks()
         self.stop_cancelled()
-        self.observe_tasks()
-        self.finish_jobs()
+        self.observe_and_finish()
 
     # ``virtuai up`` runs the two halves of ``tick`` around the scheduler, so that one round
     # turns a slot over: the ends are recorded, the room they free is handed out, and what
@@ -155,8 +158,7 @@ class LifecycleLoop(TaskReconciler):
         """What ended or must stop: before the scheduling pass."""
         self.reap_orphans()
         self.stop_cancelled()
-        self.observe_tasks()
-        self.finish_jobs()
+        self.observe_and_finish()
 
     def start(self) -> None:
         """What was admitted: after the scheduling pass."""
@@ -495,24 +497,39 @@ class LifecycleLoop(TaskReconciler):
 
     # -- running -> finished ---------------------------------------------------------------
 
-    def finish_jobs(self) -> None:
-        """Record the end of every job whose tasks have all ended, then release ended tasks.
+    def observe_and_finish(self) -> None:
+        """Observe the running tasks, then record their ends and the jobs they end in one
+        commit (see ``finish_jobs``)."""
+        ended = self._observe_ends()
+        self.finish_jobs(ended)
+        self._after_ends(ended)
 
-        What can end is found in a read (no write lock: most passes end nothing, and a pass
-        must not queue behind the API's writes for that); the jobs that can are ended in
-        one transaction, each as a compare-and-set from the state it was read in.
+    def finish_jobs(self, new_ends: list[tuple[int, int, TaskResult]] | None = None) -> None:
+        """Record ``new_ends`` (``(task id, job id, result)`` just observed), the end of every
+        job whose tasks have all ended, and the releases of the last pass, in one commit
+        (SQLite commits are ``fsync``s: this was three of them per pass); then release
+        the ended tasks.
+
+        What can end is found in a read, without the write lock: most passes end nothing,
+        and a pass must not queue behind the API's writes to learn that.  The jobs that
+        can end are ended as compare-and-sets from the state they are read in again.  A
+        crash anywhere loses nothing: the ends are on the drivers' side and are observed
+        again; a release whose mark was not committed is done again (harmless).
         """
+        new_ends = new_ends or []
+        just_ended = {task_id for task_id, _, _ in new_ends}
         with read_session(self._sessions) as session:
             jobs = list(session.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))))
             tasks = self._tasks_of_jobs(session, [job.id for job in jobs])
             done = [
                 job.id
                 for job in jobs
-                if self._all_ended(job, tasks.get(job.id, []))
+                if self._all_ended(job, tasks.get(job.id, []), just_ended)
                 and self._backoff.ready(("finish", job.id))
             ]
-            # Every task whose end is recorded, also those a crash kept from being released.
-            ended = [
+            # Every task whose end is recorded, also those a crash kept from being released,
+            # and those whose end is recorded below.
+            to_release = [
                 (task_id, driver, handle)
                 for task_id, driver, handle in session.execute(
                     select(TaskRow.id, TaskRow.driver, TaskRow.handle).where(
@@ -522,37 +539,55 @@ class LifecycleLoop(TaskReconciler):
                         self._my_tasks(),
                     )
                 )
+                if task_id not in self._unmarked
+            ]
+            to_release += [
+                (t.id, t.driver, t.handle)
+                for job_tasks in tasks.values()
+                for t in job_tasks
+                if t.id in just_ended and t.handle is not None
             ]
             session.rollback()
-        if done:
-            self._finish(done)
-        self._release(ended)
+        unmarked = sorted(self._unmarked)
+        if done or new_ends or unmarked:
+            with transaction(self._sessions) as session:
+                self._write_results(session, new_ends)
+                self._finish(session, done)
+                self._mark_released(session, unmarked)
+            self._unmarked.difference_update(unmarked)
+        # Marked in the next pass's commit (one more round follows any end: it wakes them).
+        self._unmarked.update(self._release_calls(to_release))
 
-    def _finish(self, job_ids: list[int]) -> None:
-        with transaction(self._sessions) as session:
-            jobs = list(
-                session.scalars(
-                    select(JobRow)
-                    .where(JobRow.id.in_(job_ids), JobRow.state.in_(ACTIVE_STATES))
-                    .order_by(JobRow.id)
-                )
+    def _finish(self, session: Session, job_ids: list[int]) -> None:
+        if not job_ids:
+            return
+        jobs = list(
+            session.scalars(
+                select(JobRow)
+                .where(JobRow.id.in_(job_ids), JobRow.state.in_(ACTIVE_STATES))
+                .order_by(JobRow.id)
             )
-            tasks = self._tasks_of_jobs(session, [job.id for job in jobs])
-            now = self._clock.now()
-            for job in jobs:
-                try:
-                    with session.begin_nested():  # one job's failure undoes only its own work
-                        self._finish_one(session, job, tasks.get(job.id, []), now)
-                except Exception as error:
-                    why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
-                    if why is not None:
-                        switch_job_state(
-                            session, job, JobState.FAILED, reason=why, now=now, finished_at=now
-                        )
+        )
+        tasks = self._tasks_of_jobs(session, [job.id for job in jobs])
+        now = self._clock.now()
+        for job in jobs:
+            try:
+                with session.begin_nested():  # one job's failure undoes only its own work
+                    self._finish_one(session, job, tasks.get(job.id, []), now)
+            except Exception as error:
+                why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
+                if why is not None:
+                    switch_job_state(
+                        session, job, JobState.FAILED, reason=why, now=now, finished_at=now
+                    )
 
     @staticmethod
-    def _all_ended(job: JobRow, tasks: list[TaskRow]) -> bool:
-        return len(tasks) >= job.tasks and all(t.outcome is not None for t in tasks)
+    def _all_ended(job: JobRow, tasks: list[TaskRow], just_ended: set[int] | None = None) -> bool:
+        """Every task of the job's attempt has ended (recorded, or in ``just_ended``)."""
+        just_ended = just_ended or set()
+        return len(tasks) >= job.tasks and all(
+            t.outcome is not None or t.id in just_ended for t in tasks
+        )
 
     def _finish_one(
         self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
