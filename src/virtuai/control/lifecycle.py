@@ -142,6 +142,7 @@ class LifecycleLoop(TaskReconciler):
         # Tasks released by this process whose ``released`` mark is not committed yet: it
         # goes with the next pass's commit.
         self._unmarked: set[int] = set()
+        self._waiting_launches = False
 
     def tick(self) -> None:
         self.reap_orphans()
@@ -298,31 +299,43 @@ class LifecycleLoop(TaskReconciler):
                     self._launch_failed(task.id, f"{job.id}.{job.attempt}.{task.index}", error)
             cancelled = {job.id for _, job, _ in rows if job.cancel_requested_at is not None}
             session.rollback()
-        for item in work:
-            task_id, spec = item.task_id, item.spec
-            if int(spec.job_id) in cancelled:
-                self._record_result(task_id, self._never_started("cancelled before it started"))
-                continue
-            try:
-                if item.problem is not None:
-                    raise DriverError(item.problem)
-                if item.vnode is not None:
-                    spec = self._in_vnode(spec, item.vnode)
-                if item.image is not None:
-                    spec = self._over_image(spec, item.image)
-                driver = self._drivers[self._driver_name_for(spec.node)]
-            except VirtuaiError as error:
-                log.warning("launching task %s failed: %s", spec.key, error.message)
-                self._record_result(task_id, self._never_started(error.message, launch_failed=True))
-                continue
-            future = self._deadline.submit(driver.launch, spec)
-            future.add_done_callback(lambda _f: self._wake())
-            self._inflight[task_id] = (future, time.monotonic(), spec.key)
-        if work and self._inflight:
-            concurrent.futures.wait(
-                [f for f, _, _ in self._inflight.values()], timeout=self._config.launch_wait_s
-            )
+        self._waiting_launches = True  # until the wait below is over (see _launch_done)
+        try:
+            for item in work:
+                task_id, spec = item.task_id, item.spec
+                if int(spec.job_id) in cancelled:
+                    self._record_result(task_id, self._never_started("cancelled before it started"))
+                    continue
+                try:
+                    if item.problem is not None:
+                        raise DriverError(item.problem)
+                    if item.vnode is not None:
+                        spec = self._in_vnode(spec, item.vnode)
+                    if item.image is not None:
+                        spec = self._over_image(spec, item.image)
+                    driver = self._drivers[self._driver_name_for(spec.node)]
+                except VirtuaiError as error:
+                    log.warning("launching task %s failed: %s", spec.key, error.message)
+                    failed = self._never_started(error.message, launch_failed=True)
+                    self._record_result(task_id, failed)
+                    continue
+                future = self._deadline.submit(driver.launch, spec)
+                future.add_done_callback(self._launch_done)
+                self._inflight[task_id] = (future, time.monotonic(), spec.key)
+            if work and self._inflight:
+                concurrent.futures.wait(
+                    [f for f, _, _ in self._inflight.values()], timeout=self._config.launch_wait_s
+                )
+        finally:
+            self._waiting_launches = False
         self._mark_running(self._collect_launches())
+
+    def _launch_done(self, _future: object) -> None:
+        """A launch returned: wake the next round to record it, unless this pass is still
+        waiting for its launches and records it itself (a woken round for nothing costs
+        the reads of every step, and the next submit its duty pause)."""
+        if not self._waiting_launches:
+            self._wake()
 
     def _collect_launches(self) -> dict[int, Handle]:
         """The handles of finished launches, by task id; fail or retry the others' errors."""
@@ -555,7 +568,8 @@ class LifecycleLoop(TaskReconciler):
                 self._finish(session, done)
                 self._mark_released(session, unmarked)
             self._unmarked.difference_update(unmarked)
-        # Marked in the next pass's commit (one more round follows any end: it wakes them).
+        # Marked with the next pass's commit (until then, this process does not release them
+        # again; after a crash, the next one does, which is harmless).
         self._unmarked.update(self._release_calls(to_release))
 
     def _finish(self, session: Session, job_ids: list[int]) -> None:

@@ -180,12 +180,7 @@ class TaskReconciler:
     # -- observe ---------------------------------------------------------------------------
 
     def _observe_ends(self) -> list[tuple[int, int, TaskResult]]:
-        """``(task id, job id, result)`` of this node's live tasks that have ended.
-
-        The driver calls run side by side and are then collected: one after the other,
-        each call's hand-over to a worker thread and back waited for the GIL (up to its
-        5 ms switch interval while the API's threads are busy), for every running task on
-        every round."""
+        """``(task id, job id, result)`` of this node's live tasks that have ended."""
         with read_session(self._sessions) as session:
             rows = session.execute(
                 select(TaskRow.id, TaskRow.job_id, TaskRow.driver, TaskRow.handle)
@@ -198,15 +193,12 @@ class TaskReconciler:
             session.rollback()
         with self._known_lock:
             self._known = {task_id: (driver, handle) for task_id, _, driver, handle in rows}
-        calls = [
-            (task_id, job_id, self._deadline.submit(self._drivers[driver_name].observe, handle))
-            for task_id, job_id, driver_name, handle in rows
-            if self._backoff.ready(("observe", task_id))
-        ]
         ended: list[tuple[int, int, TaskResult]] = []
-        for task_id, job_id, future in calls:
+        for task_id, job_id, driver_name, handle in rows:
+            if not self._backoff.ready(("observe", task_id)):
+                continue
             try:
-                result = self._deadline.result(future, "observe")
+                result = self._deadline.call(self._drivers[driver_name].observe, handle)
             except Exception as error:
                 why = self._backoff.failed(("observe", task_id), error, f"observing task {task_id}")
                 if why is None:
@@ -219,7 +211,12 @@ class TaskReconciler:
         return ended
 
     def _after_ends(self, ended: list[tuple[int, int, TaskResult]]) -> None:
-        """Once the ends are recorded: stop the rest of a failed gang; wake the loops."""
+        """Once the ends are recorded: stop the rest of a failed gang.
+
+        No second round is woken for the ends: ``virtuai up`` observes them in the first
+        half of a round (``LifecycleLoop.settle``), before the scheduling pass that hands
+        out the room they free.  A woken round right after would only carry the release
+        marks, and make the next submit wait out its duty pause (``LoopRunner``)."""
         failed_jobs = {
             job_id
             for _, job_id, result in ended
@@ -227,8 +224,6 @@ class TaskReconciler:
         }
         for job_id in sorted(failed_jobs):
             self._stop_gang_siblings(job_id)
-        if ended:
-            self._wake()
 
     def _lost(self, why: str) -> TaskResult:
         return TaskResult(
