@@ -121,10 +121,13 @@ class Deadline:
 
     def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         future = self._pool.submit(fn, *args, **kwargs)
+        return self.result(future, getattr(fn, "__qualname__", "driver call"))
+
+    def result(self, future: concurrent.futures.Future[R], name: str) -> R:
+        """The result of a ``submit``ted call, waiting at most ``timeout_s`` for it."""
         try:
             return future.result(self.timeout_s)
         except concurrent.futures.TimeoutError:
-            name = getattr(fn, "__qualname__", "driver call")
             raise DriverTimeout(f"{name} did not return within {self.timeout_s:g}s") from None
 
     def shutdown(self) -> None:

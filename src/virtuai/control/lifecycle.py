@@ -71,6 +71,7 @@ from virtuai.drivers.base import (
     Driver,
     DriverBusy,
     Handle,
+    TaskResult,
     TaskSpec,
     TemporaryDriverError,
 )
@@ -145,6 +146,10 @@ class LifecycleLoop(TaskReconciler):
         # Handles of this node's live tasks, as last observed: what self-fencing kills.
         self._known: dict[int, tuple[str, Handle]] = {}
         self._known_lock = threading.Lock()
+        # Tasks released by this process whose ``released`` mark is not committed yet: it
+        # goes with the next pass's commit.
+        self._unmarked: set[int] = set()
+        self._waiting_launches = False
 
     def tick(self) -> None:
         self.guard_ports()
@@ -152,8 +157,7 @@ class LifecycleLoop(TaskReconciler):
         self.start_admitted()
         self.launch_tasks()
         self.stop_cancelled()
-        self.observe_tasks()
-        self.finish_jobs()
+        self.observe_and_finish()
 
     # ``virtuai up`` runs the two halves of ``tick`` around the scheduler, so that one round
     # turns a slot over: the ends are recorded, the room they free is handed out, and what
@@ -164,8 +168,7 @@ class LifecycleLoop(TaskReconciler):
         self.guard_ports()
         self.reap_orphans()
         self.stop_cancelled()
-        self.observe_tasks()
-        self.finish_jobs()
+        self.observe_and_finish()
 
     def start(self) -> None:
         """What was admitted: after the scheduling pass."""
@@ -180,6 +183,9 @@ class LifecycleLoop(TaskReconciler):
     # -- admitted -> starting --------------------------------------------------------------
 
     def start_admitted(self) -> None:
+        # Most rounds admit nothing: find that out without queueing for the write lock.
+        if not self._any_job_in(JobState.ADMITTED):
+            return
         with transaction(self._sessions) as session:
             jobs = list(
                 session.scalars(select(JobRow).where(JobRow.state == JobState.ADMITTED.value))
@@ -310,34 +316,46 @@ class LifecycleLoop(TaskReconciler):
                     self._launch_failed(task.id, f"{job.id}.{job.attempt}.{task.index}", error)
             cancelled = {job.id for _, job, _ in rows if job.cancel_requested_at is not None}
             session.rollback()
-        for item in work:
-            task_id, spec = item.task_id, item.spec
-            if int(spec.job_id) in cancelled:
-                self._record_result(task_id, self._never_started("cancelled before it started"))
-                continue
-            try:
-                if item.problem is not None:
-                    raise DriverError(item.problem)
-                if item.vnode is not None:
-                    spec = self._in_vnode(spec, item.vnode)
-                if item.image is not None:
-                    spec = self._over_image(spec, item.image)
-                driver = self._drivers[self._driver_name_for(spec.node)]
-                if item.guarded_port and self._ports and driver is self._drivers.get("local"):
-                    # Before the replica exists: no moment where any process may reach it.
-                    self._ports.guard_port(item.guarded_port)
-            except VirtuaiError as error:
-                log.warning("launching task %s failed: %s", spec.key, error.message)
-                self._record_result(task_id, self._never_started(error.message, launch_failed=True))
-                continue
-            future = self._deadline.submit(driver.launch, spec)
-            future.add_done_callback(lambda _f: self._wake())
-            self._inflight[task_id] = (future, time.monotonic(), spec.key)
-        if work and self._inflight:
-            concurrent.futures.wait(
-                [f for f, _, _ in self._inflight.values()], timeout=self._config.launch_wait_s
-            )
+        self._waiting_launches = True  # until the wait below is over (see _launch_done)
+        try:
+            for item in work:
+                task_id, spec = item.task_id, item.spec
+                if int(spec.job_id) in cancelled:
+                    self._record_result(task_id, self._never_started("cancelled before it started"))
+                    continue
+                try:
+                    if item.problem is not None:
+                        raise DriverError(item.problem)
+                    if item.vnode is not None:
+                        spec = self._in_vnode(spec, item.vnode)
+                    if item.image is not None:
+                        spec = self._over_image(spec, item.image)
+                    driver = self._drivers[self._driver_name_for(spec.node)]
+                    if item.guarded_port and self._ports and driver is self._drivers.get("local"):
+                        # Before the replica exists: no moment where any process may reach it.
+                        self._ports.guard_port(item.guarded_port)
+                except VirtuaiError as error:
+                    log.warning("launching task %s failed: %s", spec.key, error.message)
+                    failed = self._never_started(error.message, launch_failed=True)
+                    self._record_result(task_id, failed)
+                    continue
+                future = self._deadline.submit(driver.launch, spec)
+                future.add_done_callback(self._launch_done)
+                self._inflight[task_id] = (future, time.monotonic(), spec.key)
+            if work and self._inflight:
+                concurrent.futures.wait(
+                    [f for f, _, _ in self._inflight.values()], timeout=self._config.launch_wait_s
+                )
+        finally:
+            self._waiting_launches = False
         self._mark_running(self._collect_launches())
+
+    def _launch_done(self, _future: object) -> None:
+        """A launch returned: wake the next round to record it, unless this pass is still
+        waiting for its launches and records it itself (a woken round for nothing costs
+        the reads of every step, and the next submit its duty pause)."""
+        if not self._waiting_launches:
+            self._wake()
 
     def _collect_launches(self) -> dict[int, Handle]:
         """The handles of finished launches, by task id; fail or retry the others' errors."""
@@ -487,6 +505,8 @@ class LifecycleLoop(TaskReconciler):
     def _mark_running(self, handles: Mapping[int, Handle]) -> None:
         """Record the new ``handles``, and start the jobs whose every task has one: one
         transaction (one commit) for all the launches of a pass."""
+        if not handles and not self._any_job_in(JobState.STARTING):
+            return  # nothing launched and nothing starting: no write lock to take
         with transaction(self._sessions) as session:
             for task_id, handle in handles.items():
                 session.execute(
@@ -494,10 +514,13 @@ class LifecycleLoop(TaskReconciler):
                     .where(TaskRow.id == task_id, TaskRow.handle.is_(None))
                     .values(handle=handle)
                 )
-            jobs = session.scalars(select(JobRow).where(JobRow.state == JobState.STARTING.value))
+            jobs = list(
+                session.scalars(select(JobRow).where(JobRow.state == JobState.STARTING.value))
+            )
+            of_job = self._tasks_of_jobs(session, [job.id for job in jobs])
             now = self._clock.now()
             for job in jobs:
-                tasks = self._current_tasks(session, job)
+                tasks = of_job.get(job.id, [])
                 if tasks and not self._mine(tasks[0].host):
                     continue  # the job's home machine records it
                 if tasks and all(t.handle is not None or t.outcome is not None for t in tasks):
@@ -513,38 +536,103 @@ class LifecycleLoop(TaskReconciler):
 
     # -- running -> finished ---------------------------------------------------------------
 
-    def finish_jobs(self) -> None:
-        with transaction(self._sessions) as session:
+    def observe_and_finish(self) -> None:
+        """Observe the running tasks, then record their ends and the jobs they end in one
+        commit (see ``finish_jobs``)."""
+        ended = self._observe_ends()
+        self.finish_jobs(ended)
+        self._after_ends(ended)
+
+    def finish_jobs(self, new_ends: list[tuple[int, int, TaskResult]] | None = None) -> None:
+        """Record ``new_ends`` (``(task id, job id, result)`` just observed), the end of every
+        job whose tasks have all ended, and the releases of the last pass, in one commit
+        (SQLite commits are ``fsync``s: this was three of them per pass); then release
+        the ended tasks.
+
+        What can end is found in a read, without the write lock: most passes end nothing,
+        and a pass must not queue behind the API's writes to learn that.  The jobs that
+        can end are ended as compare-and-sets from the state they are read in again.  A
+        crash anywhere loses nothing: the ends are on the drivers' side and are observed
+        again; a release whose mark was not committed is done again (harmless).
+        """
+        new_ends = new_ends or []
+        just_ended = {task_id for task_id, _, _ in new_ends}
+        with read_session(self._sessions) as session:
             jobs = list(session.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))))
-            now = self._clock.now()
-            for job in jobs:
-                if not self._backoff.ready(("finish", job.id)):
-                    continue
-                try:
-                    with session.begin_nested():  # one job's failure undoes only its own work
-                        self._finish_one(session, job, now)
-                except Exception as error:
-                    why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
-                    if why is not None:
-                        switch_job_state(
-                            session, job, JobState.FAILED, reason=why, now=now, finished_at=now
-                        )
-            # Every task whose end is recorded, also those a crash kept from being released.
-            ended = list(
-                session.scalars(
-                    select(TaskRow).where(
+            tasks = self._tasks_of_jobs(session, [job.id for job in jobs])
+            done = [
+                job.id
+                for job in jobs
+                if self._all_ended(job, tasks.get(job.id, []), just_ended)
+                and self._backoff.ready(("finish", job.id))
+            ]
+            # Every task whose end is recorded, also those a crash kept from being released,
+            # and those whose end is recorded below.
+            to_release = [
+                (task_id, driver, handle)
+                for task_id, driver, handle in session.execute(
+                    select(TaskRow.id, TaskRow.driver, TaskRow.handle).where(
                         TaskRow.outcome.is_not(None),
                         TaskRow.released.is_(False),
                         TaskRow.handle.is_not(None),
                         self._my_tasks(),
                     )
                 )
-            )
-        self._release(ended)
+                if task_id not in self._unmarked
+            ]
+            to_release += [
+                (t.id, t.driver, t.handle)
+                for job_tasks in tasks.values()
+                for t in job_tasks
+                if t.id in just_ended and t.handle is not None
+            ]
+            session.rollback()
+        unmarked = sorted(self._unmarked)
+        if done or new_ends or unmarked:
+            with transaction(self._sessions) as session:
+                self._write_results(session, new_ends)
+                self._finish(session, done)
+                self._mark_released(session, unmarked)
+            self._unmarked.difference_update(unmarked)
+        # Marked with the next pass's commit (until then, this process does not release them
+        # again; after a crash, the next one does, which is harmless).
+        self._unmarked.update(self._release_calls(to_release))
 
-    def _finish_one(self, session: Session, job: JobRow, now: dt.datetime) -> None:
-        tasks = self._current_tasks(session, job)
-        if len(tasks) < job.tasks or any(t.outcome is None for t in tasks):
+    def _finish(self, session: Session, job_ids: list[int]) -> None:
+        if not job_ids:
+            return
+        jobs = list(
+            session.scalars(
+                select(JobRow)
+                .where(JobRow.id.in_(job_ids), JobRow.state.in_(ACTIVE_STATES))
+                .order_by(JobRow.id)
+            )
+        )
+        tasks = self._tasks_of_jobs(session, [job.id for job in jobs])
+        now = self._clock.now()
+        for job in jobs:
+            try:
+                with session.begin_nested():  # one job's failure undoes only its own work
+                    self._finish_one(session, job, tasks.get(job.id, []), now)
+            except Exception as error:
+                why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
+                if why is not None:
+                    switch_job_state(
+                        session, job, JobState.FAILED, reason=why, now=now, finished_at=now
+                    )
+
+    @staticmethod
+    def _all_ended(job: JobRow, tasks: list[TaskRow], just_ended: set[int] | None = None) -> bool:
+        """Every task of the job's attempt has ended (recorded, or in ``just_ended``)."""
+        just_ended = just_ended or set()
+        return len(tasks) >= job.tasks and all(
+            t.outcome is not None or t.id in just_ended for t in tasks
+        )
+
+    def _finish_one(
+        self, session: Session, job: JobRow, tasks: list[TaskRow], now: dt.datetime
+    ) -> None:
+        if not self._all_ended(job, tasks):
             return
         if not self._mine(tasks[0].host):
             return  # the job's home machine records its end
@@ -623,12 +711,25 @@ class LifecycleLoop(TaskReconciler):
             )
         return True
 
+    def _any_job_in(self, state: JobState) -> bool:
+        with read_session(self._sessions) as session:
+            found = session.scalar(select(JobRow.id).where(JobRow.state == state.value).limit(1))
+            session.rollback()
+        return found is not None
+
     @staticmethod
-    def _current_tasks(session: Session, job: JobRow) -> list[TaskRow]:
-        return list(
-            session.scalars(
-                select(TaskRow)
-                .where(TaskRow.job_id == job.id, TaskRow.attempt == job.attempt)
-                .order_by(TaskRow.index)
-            )
+    def _tasks_of_jobs(session: Session, job_ids: list[int]) -> dict[int, list[TaskRow]]:
+        """The tasks of the jobs' current attempts, in index order, by job id: one query for
+        a pass rather than one per job."""
+        if not job_ids:
+            return {}
+        rows = session.scalars(
+            select(TaskRow)
+            .join(JobRow, JobRow.id == TaskRow.job_id)
+            .where(TaskRow.job_id.in_(job_ids), TaskRow.attempt == JobRow.attempt)
+            .order_by(TaskRow.job_id, TaskRow.index)
         )
+        tasks: dict[int, list[TaskRow]] = {}
+        for task in rows:
+            tasks.setdefault(task.job_id, []).append(task)
+        return tasks

@@ -67,6 +67,7 @@ class LoopRunner:
                 log.exception("control step %s failed; it will be retried", _name(step))
 
     def _run(self) -> None:
+        api_round = False  # this round was started by an API write (``wake`` alone)
         while not self._stop.is_set():
             self._wake.clear()
             self._urgent.clear()
@@ -74,11 +75,16 @@ class LoopRunner:
             self.run_once()
             ended = time.monotonic()
             took = ended - started
-            if self._wake.wait(self._interval_s) and self._duty < 1.0:
+            woken = self._wake.wait(self._interval_s)
+            if woken and self._duty < 1.0 and api_round:
                 # The pause counts from the round's end: a wake-up after a quiet while (a
-                # submit on an idle server) starts the round at once.
+                # submit on an idle server) starts the round at once.  Only a round an API
+                # write started is followed by one: a storm of writes is then paced, while
+                # a submit made during a round for a task's end (the next job of a user
+                # who waits for each) is not held back.
                 pause = min(MAX_PAUSE_S, took * (1 / self._duty - 1))
                 self._urgent.wait(max(0.0, pause - (time.monotonic() - ended)))
+            api_round = woken and not self._urgent.is_set()
 
 
 def _name(step: Callable[[], object]) -> str:

@@ -8,6 +8,7 @@ retried, then recorded as lost with the reason, while the others go on.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import logging
 import threading
@@ -41,6 +42,7 @@ class TaskReconciler:
     _wake: Callable[[], None]
     _known: dict[int, tuple[str, Handle]]
     _known_lock: threading.Lock
+    _unmarked: set[int]  # released here, the mark not committed yet (``LifecycleLoop``)
     # Nodes no machine of ours hosts (a Slurm site's): their tasks are driven through the
     # site's driver by the instance that leads, which this callable says.
     _remote_nodes: Callable[[], frozenset[str]]
@@ -177,7 +179,8 @@ class TaskReconciler:
 
     # -- observe ---------------------------------------------------------------------------
 
-    def observe_tasks(self) -> None:
+    def _observe_ends(self) -> list[tuple[int, int, TaskResult]]:
+        """``(task id, job id, result)`` of this node's live tasks that have ended."""
         with read_session(self._sessions) as session:
             rows = session.execute(
                 select(TaskRow.id, TaskRow.job_id, TaskRow.driver, TaskRow.handle)
@@ -190,8 +193,7 @@ class TaskReconciler:
             session.rollback()
         with self._known_lock:
             self._known = {task_id: (driver, handle) for task_id, _, driver, handle in rows}
-        failed_jobs: set[int] = set()
-        ended: list[tuple[int, TaskResult]] = []
+        ended: list[tuple[int, int, TaskResult]] = []
         for task_id, job_id, driver_name, handle in rows:
             if not self._backoff.ready(("observe", task_id)):
                 continue
@@ -204,18 +206,24 @@ class TaskReconciler:
                 result = self._lost(why)
             else:
                 self._backoff.succeeded(("observe", task_id))
-            if result is None:
-                continue
-            ended.append((task_id, result))
-            if result.outcome is not TaskOutcome.EXITED or result.exit_code:
-                failed_jobs.add(job_id)
-        # One commit for every end seen in this pass (a crash before it loses nothing: the
-        # results are on the drivers' side, and observed again).
-        self._record_results(ended)
-        for job_id in failed_jobs:
+            if result is not None:
+                ended.append((task_id, job_id, result))
+        return ended
+
+    def _after_ends(self, ended: list[tuple[int, int, TaskResult]]) -> None:
+        """Once the ends are recorded: stop the rest of a failed gang.
+
+        No second round is woken for the ends: ``virtuai up`` observes them in the first
+        half of a round (``LifecycleLoop.settle``), before the scheduling pass that hands
+        out the room they free.  A woken round right after would only carry the release
+        marks, and make the next submit wait out its duty pause (``LoopRunner``)."""
+        failed_jobs = {
+            job_id
+            for _, job_id, result in ended
+            if result.outcome is not TaskOutcome.EXITED or result.exit_code
+        }
+        for job_id in sorted(failed_jobs):
             self._stop_gang_siblings(job_id)
-        if ended:
-            self._wake()
 
     def _lost(self, why: str) -> TaskResult:
         return TaskResult(
@@ -245,6 +253,8 @@ class TaskReconciler:
             driver = self._drivers.get(driver_name)
             if driver is None or not self._backoff.ready(("reap", task_id)):
                 continue
+            if task_id in self._unmarked:
+                continue  # released already; marked with the next commit
             try:
                 result = self._deadline.call(driver.observe, handle)
                 if result is None:
@@ -276,24 +286,29 @@ class TaskReconciler:
                 log.exception("could not kill a task while fencing this node")
 
     def _record_result(self, task_id: int, result: TaskResult) -> None:
-        self._record_results([(task_id, result)])
+        self._record_results([(task_id, 0, result)])
 
-    def _record_results(self, results: list[tuple[int, TaskResult]]) -> None:
+    def _record_results(self, results: list[tuple[int, int, TaskResult]]) -> None:
         if not results:
             return
         with transaction(self._sessions) as session:
-            for task_id, result in results:
-                session.execute(
-                    update(TaskRow)
-                    .where(TaskRow.id == task_id, TaskRow.outcome.is_(None))
-                    .values(
-                        outcome=result.outcome.value,
-                        exit_code=result.exit_code,
-                        message=result.message,
-                        started_at=_utc(result.started_at),
-                        finished_at=_utc(result.finished_at),
-                    )
+            self._write_results(session, results)
+
+    @staticmethod
+    def _write_results(session: Session, results: list[tuple[int, int, TaskResult]]) -> None:
+        """``(task id, job id, result)``: each recorded once (``outcome IS NULL``)."""
+        for task_id, _, result in results:
+            session.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.outcome.is_(None))
+                .values(
+                    outcome=result.outcome.value,
+                    exit_code=result.exit_code,
+                    message=result.message,
+                    started_at=_utc(result.started_at),
+                    finished_at=_utc(result.finished_at),
                 )
+            )
 
     def _stop_gang_siblings(self, job_id: int) -> None:
         """A gang is all or nothing: when one task fails, the others are stopped (like srun)."""
@@ -309,19 +324,30 @@ class TaskReconciler:
         for task_id, driver_name, handle in rows:
             self._stop_task(task_id, driver_name, handle)
 
-    def _release(self, tasks: list[TaskRow]) -> None:
-        for task in tasks:
-            assert task.handle is not None
-            if not self._backoff.ready(("release", task.id)):
+    def _release_calls(self, tasks: list[tuple[int, str, Handle | None]]) -> list[int]:
+        """The drivers' ``release`` of ended tasks ``(id, driver, handle)``, side by side;
+        the ids of those released."""
+        calls: list[tuple[int, concurrent.futures.Future[None]]] = []
+        for task_id, driver, handle in tasks:
+            assert handle is not None
+            if not self._backoff.ready(("release", task_id)):
                 continue
+            calls.append((task_id, self._deadline.submit(self._drivers[driver].release, handle)))
+        released: list[int] = []
+        for task_id, future in calls:
             try:
-                self._deadline.call(self._drivers[task.driver].release, task.handle)
+                self._deadline.result(future, "release")
             except Exception as error:
                 # Nothing to fail: the job's end is recorded; what is left waits for a retry.
-                self._backoff.failed(("release", task.id), error, f"releasing task {task.id}")
+                self._backoff.failed(("release", task_id), error, f"releasing task {task_id}")
                 continue
-            with transaction(self._sessions) as session:
-                session.execute(update(TaskRow).where(TaskRow.id == task.id).values(released=True))
+            released.append(task_id)
+        return released
+
+    @staticmethod
+    def _mark_released(session: Session, task_ids: list[int]) -> None:
+        if task_ids:
+            session.execute(update(TaskRow).where(TaskRow.id.in_(task_ids)).values(released=True))
 
 
 def _utc(timestamp: float | None) -> dt.datetime | None:

@@ -68,23 +68,29 @@ def create_owned_dir(path: Path, uid: int | None, gid: int | None, mode: int = 0
         return True
 
 
-def write_json_atomic(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:
-    """Replace ``path`` by ``data`` so that readers never see a partial file."""
-    write_atomic(path, json.dumps(data, sort_keys=True).encode(), mode)
+def write_json_atomic(
+    path: Path, data: dict[str, Any], mode: int = 0o600, *, durable: bool = True
+) -> None:
+    """Replace ``path`` by ``data`` so that readers never see a partial file
+    (``durable``: see ``fsio.write_atomic``)."""
+    write_atomic(path, json.dumps(data, sort_keys=True).encode(), mode, durable=durable)
 
 
-def link_json_exclusive(path: Path, data: dict[str, Any], mode: int = 0o600) -> bool:
+def link_json_exclusive(
+    path: Path, data: dict[str, Any], mode: int = 0o600, *, durable: bool = True
+) -> bool:
     """Create ``path`` with ``data`` unless it exists; ``False`` when another writer won.
 
     Writing a temporary file and hard-linking it into place is both atomic
     (no reader sees it empty) and exclusive (``link`` fails on an existing
-    name), which ``O_CREAT | O_EXCL`` alone is not.
+    name), which ``O_CREAT | O_EXCL`` alone is not.  ``durable``: see ``fsio.write_atomic``.
     """
     tmp = temporary_sibling(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, json.dumps(data, sort_keys=True).encode())
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     try:
@@ -93,7 +99,8 @@ def link_json_exclusive(path: Path, data: dict[str, Any], mode: int = 0o600) -> 
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return True
 
 

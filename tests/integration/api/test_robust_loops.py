@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 import virtuai.control.lifecycle as lifecycle_module
 from support.platform import Platform, public_dir, remove_state
@@ -292,3 +292,43 @@ def test_a_crash_at_any_step_loses_nothing_and_runs_nothing_twice(
             assert len(tasks) == 1 and tasks[0].released
     finally:
         platform.lifecycle = again.lifecycle
+
+
+# -- what a pass writes ---------------------------------------------------------------------
+
+
+def test_the_ends_a_pass_sees_are_one_commit(platform: Platform, alice: str) -> None:
+    """Several tasks ended: their ends, their jobs' ends and usage are one commit; the
+    releases' marks go with the next pass's; a pass with nothing to write commits nothing."""
+    jobs = [platform.submit(alice, ["true"]) for _ in range(3)]
+    platform.scheduling.tick()
+    platform.lifecycle.start()  # start and launch all three
+    results = [platform.state_dir / "tasks" / f"{job['id']}.0.0" / "result.json" for job in jobs]
+    deadline = time.monotonic() + 30
+    while not all(path.exists() for path in results):
+        assert time.monotonic() < deadline, "the tasks did not end"
+        time.sleep(0.02)
+    engine = platform.sessions.kw["bind"]
+    commits: list[int] = []
+
+    def count(_connection: Any) -> None:
+        commits.append(1)
+
+    event.listen(engine, "commit", count)
+    try:
+        platform.lifecycle.settle()
+        assert len(commits) == 1
+        assert {platform.job(job["id"])["state"] for job in jobs} == {"succeeded"}
+        with transaction(platform.sessions) as session:
+            assert session.scalar(select(func.count()).select_from(UsageRow)) == 3
+        commits.clear()
+        platform.lifecycle.settle()  # the marks of the releases done by the first pass
+        assert len(commits) == 1
+        with transaction(platform.sessions) as session:
+            assert all(t.released for t in session.scalars(select(TaskRow)))
+        commits.clear()
+        platform.lifecycle.settle()
+        platform.lifecycle.start()
+        assert commits == []
+    finally:
+        event.remove(engine, "commit", count)

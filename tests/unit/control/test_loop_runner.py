@@ -1,4 +1,5 @@
-"""``LoopRunner``'s wake-ups: API writes get the duty pause, the loops' own events do not."""
+"""``LoopRunner``'s wake-ups: API writes after an API write's round get the duty pause; the
+loops' own events, and the first write after another kind of round, do not."""
 
 from __future__ import annotations
 
@@ -51,24 +52,44 @@ def rounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[Looping]:
     loop.stop()
 
 
-def test_an_api_wake_right_after_a_round_waits_the_duty_pause(
+def test_an_api_wake_right_after_an_api_round_waits_the_duty_pause(
     rounds: Looping,
 ) -> None:
     counted, _, wake = rounds
-    time.sleep(ROUND_S * 2)  # the first round has ended
+    time.sleep(ROUND_S * 2)  # the first round (not an API write's) has ended
+    wake.set()
+    counted.wait_for(2, 10)  # at once: the round before was not an API write's
+    time.sleep(ROUND_S * 2)
     wake.set()
     time.sleep(1.5)
-    assert counted.count() == 1  # still pausing: a storm of writes is one round later
+    assert counted.count() == 2  # still pausing: a storm of writes is one round later
+
+
+def test_an_api_wake_after_a_round_for_the_loops_own_event_starts_at_once(
+    rounds: Looping,
+) -> None:
+    counted, loop, wake = rounds
+    time.sleep(ROUND_S * 2)
+    loop.wake_now()  # a task ended
+    counted.wait_for(2, 10)
+    time.sleep(ROUND_S * 2)  # that round has ended
+    woken = time.monotonic()
+    wake.set()  # a submit right after it
+    assert counted.wait_for(3, 10) - woken < 1.0
 
 
 def test_the_loops_own_events_skip_the_pause(rounds: Looping) -> None:
     counted, loop, wake = rounds
     time.sleep(ROUND_S * 2)
-    wake.set()  # an API write: pausing...
+    wake.set()  # an API write's round...
+    counted.wait_for(2, 10)
+    time.sleep(ROUND_S * 2)
+    wake.set()  # ...and another API write: pausing...
     time.sleep(0.2)
+    assert counted.count() == 2
     woken = time.monotonic()
     loop.wake_now()  # ...a task ended: now
-    assert counted.wait_for(2, 10) - woken < 2.0
+    assert counted.wait_for(3, 10) - woken < 2.0
 
 
 def test_a_wake_after_a_quiet_while_starts_at_once(rounds: Looping) -> None:

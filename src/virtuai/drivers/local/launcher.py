@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import select
 import signal
 import subprocess
@@ -55,6 +56,7 @@ def main(idle_s: float = IDLE_S) -> None:
     work; a line the launcher did not take before it left is launched again by the driver
     (launching is idempotent: one supervisor claims a task).
     """
+    _load_name_services()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -94,6 +96,14 @@ def main(idle_s: float = IDLE_S) -> None:
                 with contextlib.suppress(BrokenPipeError):
                     out.write(f"{code} {task_dir}\n")
                     out.flush()
+
+
+def _load_name_services() -> None:
+    """Load the C library's name-service modules (``libnss_*``) once, here: every task's
+    start looks up its user's groups, and a fork of a process that has them loaded does
+    not load them again (a fresh child did, from disk, for every task)."""
+    with contextlib.suppress(KeyError, OSError):
+        os.getgrouplist(pwd.getpwuid(0).pw_name, 0)
 
 
 def _reaped() -> list[tuple[int, int]]:

@@ -151,7 +151,10 @@ def read_spec(task_dir: Path) -> SupervisorSpec | None:
 
 
 def write_spec(task_dir: Path, spec: SupervisorSpec) -> None:
-    files.write_json_atomic(task_dir / files.SPEC, spec.to_json())
+    # Not fsynced: it matters only while the machine is up.  After a power cut its task is
+    # gone either way (lost, or launched again with a new spec if its handle was not yet
+    # recorded); result.json, the record that outlives the task, is written durably.
+    files.write_json_atomic(task_dir / files.SPEC, spec.to_json(), durable=False)
 
 
 def _mapping(value: object) -> Mapping[str, Any] | None:

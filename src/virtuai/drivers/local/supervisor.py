@@ -154,7 +154,9 @@ class Supervisor:
             "create_time": psutil.Process().create_time(),
             "claimed_at": time.time(),
         }
-        if not files.link_json_exclusive(self.dir / files.SUPERVISOR_PID, claim):
+        # Not fsynced (here nor in started.json): a pid means nothing after a power cut,
+        # which ends the task too, and the claim's exclusivity is the link's, not the disk's.
+        if not files.link_json_exclusive(self.dir / files.SUPERVISOR_PID, claim, durable=False):
             os.write(ready_w, b"D")
             log.info("another supervisor owns %s; exiting", self.dir)
             return files.EXIT_ALREADY
@@ -206,6 +208,7 @@ class Supervisor:
                 "limits_note": self.limits_note,
                 "cgroup_dirs": [str(p) for p in self.cgroup.dirs()] if self.cgroup else [],
             },
+            durable=False,
         )
         self.watch(started_mono)
 
@@ -422,7 +425,7 @@ class Supervisor:
                 os.killpg(self.pid, sig)
         spared = self.spared if sig != signal.SIGKILL else frozenset()
         pids = (self.cgroup.procs() if self.cgroup is not None else set()) - spared
-        pids |= {proc.pid for proc in _descendants()} - spared
+        pids |= _descendant_pids() - spared
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
@@ -448,7 +451,7 @@ class Supervisor:
 
     def reap_all(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
-        while _descendants() and time.monotonic() < deadline:
+        while _descendant_pids() and time.monotonic() < deadline:
             self.signal_task(signal.SIGKILL)
             self.reap()
             time.sleep(0.02)
@@ -528,6 +531,37 @@ def _descendants() -> list[psutil.Process]:
         return psutil.Process().children(recursive=True)
     except psutil.Error:
         return []
+
+
+def _descendant_pids() -> set[int]:
+    """The pids below this process, from the kernel's own lists of each thread's children
+    (``/proc/PID/task/TID/children``): a few small reads, where psutil reads the status of
+    every process on the machine (a few milliseconds of CPU per call on a busy host, and a
+    task's end makes several calls).  Without those lists (a kernel built without
+    ``CONFIG_PROC_CHILDREN``), psutil's walk."""
+    found: set[int] = set()
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue  # it exited meanwhile
+        except OSError:
+            return {proc.pid for proc in _descendants()}
+        for tid in threads:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    children = f.read().split()
+            except FileNotFoundError:
+                if pid == os.getpid():  # our own list is missing: the kernel has none
+                    return {proc.pid for proc in _descendants()}
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
 
 
 def _current_user_name() -> str:
