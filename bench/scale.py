@@ -162,7 +162,7 @@ def main() -> None:
             print(f"-- round {round_ + 1}: {kind} server", flush=True)
             results[kind].append(measure(args, env))
     if args.baseline_src is not None:
-        names = ["api_p50_ms", "api_p99_ms", "req_per_s", "rss_mb", "idle_cpu_pct"]
+        names = ["api_p50_ms", "api_p99_ms", "req_per_s", "cpu_ms_per_req", "rss_mb", "idle_cpu_pct"]
         for kind in kinds:
             medians = {n: median([r[n] for r in results[kind]]) for n in names}
             print(f"{kind}: " + " ".join(f"{n}={v:.1f}" for n, v in medians.items()))
@@ -213,19 +213,24 @@ def measure(args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
         print(f"idle with {args.pending} pending: {idle_pct:.1f}% of a CPU, RSS {rss:.0f} MB")
 
         load_avg = os.getloadavg()[0]
+        cpu0 = server.cpu_seconds()
         latencies, errors, requests = load(server, token, args, args.stored)
+        # The server's CPU per request: what a loaded machine's queueing does not change much.
+        cpu_ms = 1000 * (server.cpu_seconds() - cpu0) / max(1, requests)
         rss = max(rss, server.rss_mb())
         p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
         print(
             f"{args.clients} clients, one request per {args.pace_s:g} s each: {requests} requests, "
             f"{requests / args.load_s:.0f} req/s, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
-            f"{errors} errors (>= 500); load average {load_avg:.1f} -> {os.getloadavg()[0]:.1f}",
+            f"{errors} errors (>= 500); server CPU {cpu_ms:.1f} ms per request; "
+            f"load average {load_avg:.1f} -> {os.getloadavg()[0]:.1f}",
             flush=True,
         )
         return {
             "api_p50_ms": p50,
             "api_p99_ms": p99,
             "req_per_s": requests / args.load_s,
+            "cpu_ms_per_req": cpu_ms,
             "rss_mb": rss,
             "idle_cpu_pct": idle_pct,
         }
