@@ -162,7 +162,14 @@ def main() -> None:
             print(f"-- round {round_ + 1}: {kind} server", flush=True)
             results[kind].append(measure(args, env))
     if args.baseline_src is not None:
-        names = ["api_p50_ms", "api_p99_ms", "req_per_s", "cpu_ms_per_req", "rss_mb", "idle_cpu_pct"]
+        names = [
+            "api_p50_ms",
+            "api_p99_ms",
+            "req_per_s",
+            "cpu_ms_per_req",
+            "rss_mb",
+            "idle_cpu_pct",
+        ]
         for kind in kinds:
             medians = {n: median([r[n] for r in results[kind]]) for n in names}
             print(f"{kind}: " + " ".join(f"{n}={v:.1f}" for n, v in medians.items()))
