@@ -157,7 +157,9 @@ def submit(body: JobCreate, caller: CallerDep, context: Context) -> Response:
         job = service.submit_job(
             session, caller, request, context.rules, context.clock.now(), context.vcs
         )
-        result = job_to_api(job)
+        # The submitter is the caller: its name saves loading the user's row again.
+        vc = None if job.vc is None else job.vc.name
+        result = JobOut(**_job_fields(job, job.tenant.name, caller.name, vc))
     context.wake.set()
     return _json(_JOB, result, status.HTTP_201_CREATED)
 
