@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("virtuai")
 # How long a stop waits for a platform still being built (a database that does not answer).
 _BUILD_JOIN_S = 60.0
-_SWITCH_INTERVAL_S = 0.001
 
 
 def run_server(
@@ -80,11 +79,6 @@ def run_server(
 
 
 def _serve(settings: Settings) -> None:
-    # The API's worker threads wait on SQLite and sockets, releasing the GIL each time; a
-    # CPU-bound control loop then keeps it for the whole switch interval (5 ms) before a
-    # request can go on.  A request releases it a dozen times, so under load its latency
-    # grew by tens of ms of pure waiting (docs/benchmarks.md, "API under 200 clients").
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     # Listen before anything is written: a busy port must fail here, not after the first
     # administrator was created and the CLI config of a running installation rewritten.
     listener = listen(settings.host, settings.port)
