@@ -18,13 +18,18 @@ Method, on a real ``virtuai up`` over SQLite:
    page of 50 jobs (60%), one job in detail (30%), a submit (10%).  Latency is
    measured per request; any status >= 500 counts as an error.
 
-Last line: ``api_p99_ms=N rss_mb=N idle_cpu_pct=N``.
+``--baseline-src DIR`` measures a server of another source tree too (``DIR`` is its
+``src``, e.g. ``git archive main src | tar -x -C /tmp/base``), in turn with this one for
+``--rounds`` rounds, and prints the ratios this / baseline (medians over the rounds).
+
+Last line: ``api_p99_ms=N rss_mb=N idle_cpu_pct=N`` (this tree; medians over the rounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import sys
 import threading
@@ -34,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import VirtuaiServer, percentile
+from common import VirtuaiServer, median, percentile
 from sqlalchemy import insert, select
 
 from virtuai.store.db import create_db_engine
@@ -140,9 +145,48 @@ def main() -> None:
     parser.add_argument("--pace-s", type=float, default=2.0)
     parser.add_argument("--load-s", type=float, default=20.0)
     parser.add_argument("--idle-s", type=float, default=20.0)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also measure a server of this source tree (its src), in turn with this one",
+    )
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
 
-    server = VirtuaiServer()
+    kinds = ["this"] + (["baseline"] if args.baseline_src is not None else [])
+    results: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    for round_ in range(args.rounds):
+        # Alternate which goes first, so that neither always meets the same machine load.
+        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+            env = {} if kind == "this" else {"PYTHONPATH": str(args.baseline_src)}
+            print(f"-- round {round_ + 1}: {kind} server", flush=True)
+            results[kind].append(measure(args, env))
+    if args.baseline_src is not None:
+        names = [
+            "api_p50_ms",
+            "api_p99_ms",
+            "req_per_s",
+            "cpu_ms_per_req",
+            "rss_mb",
+            "idle_cpu_pct",
+        ]
+        for kind in kinds:
+            medians = {n: median([r[n] for r in results[kind]]) for n in names}
+            print(f"{kind}: " + " ".join(f"{n}={v:.1f}" for n, v in medians.items()))
+        ratios = {
+            n: median([r[n] for r in results["this"]]) / median([r[n] for r in results["baseline"]])
+            for n in names
+        }
+        print("ratio this/baseline: " + " ".join(f"{n}={r:.2f}" for n, r in ratios.items()))
+    this = results["this"]
+    p99 = median([r["api_p99_ms"] for r in this])
+    rss = median([r["rss_mb"] for r in this])
+    idle = median([r["idle_cpu_pct"] for r in this])
+    print(f"api_p99_ms={p99:.0f} rss_mb={rss:.0f} idle_cpu_pct={idle:.1f}")
+
+
+def measure(args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
+    server = VirtuaiServer(env)
     holder: dict[str, Any] = {}
     token = ""
     try:
@@ -175,15 +219,28 @@ def main() -> None:
         rss = server.rss_mb()
         print(f"idle with {args.pending} pending: {idle_pct:.1f}% of a CPU, RSS {rss:.0f} MB")
 
+        load_avg = os.getloadavg()[0]
+        cpu0 = server.cpu_seconds()
         latencies, errors, requests = load(server, token, args, args.stored)
+        # The server's CPU per request: what a loaded machine's queueing does not change much.
+        cpu_ms = 1000 * (server.cpu_seconds() - cpu0) / max(1, requests)
         rss = max(rss, server.rss_mb())
         p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
         print(
             f"{args.clients} clients, one request per {args.pace_s:g} s each: {requests} requests, "
             f"{requests / args.load_s:.0f} req/s, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
-            f"{errors} errors (>= 500)"
+            f"{errors} errors (>= 500); server CPU {cpu_ms:.1f} ms per request; "
+            f"load average {load_avg:.1f} -> {os.getloadavg()[0]:.1f}",
+            flush=True,
         )
-        print(f"api_p99_ms={p99:.0f} rss_mb={rss:.0f} idle_cpu_pct={idle_pct:.1f}")
+        return {
+            "api_p50_ms": p50,
+            "api_p99_ms": p99,
+            "req_per_s": requests / args.load_s,
+            "cpu_ms_per_req": cpu_ms,
+            "rss_mb": rss,
+            "idle_cpu_pct": idle_pct,
+        }
     finally:
         if holder and server.process is not None and server.process.poll() is None:
             # Its supervisor outlives the server: end the job before leaving.

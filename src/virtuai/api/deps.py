@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from virtuai.api.browser import Source, credential_from_request
@@ -32,7 +33,12 @@ _NO_CACHE_BEFORE_EXPIRY = dt.timedelta(seconds=10)
 _bearer = HTTPBearer(auto_error=False, description="an API token (vai_...) or an OIDC JWT")
 
 
-def get_context(request: Request) -> ApiContext:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in its thread
+# pool, one hop there and back per dependency and per request; under 200 clients those hops
+# queued behind the endpoints themselves (docs/benchmarks.md, "API under 200 clients").
+
+
+async def get_context(request: Request) -> ApiContext:
     context: ApiContext = request.app.state.context
     return context
 
@@ -40,10 +46,17 @@ def get_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(get_context)]
 
 
-def get_caller(
+async def get_caller(
     request: Request, context: Context, _schema: Annotated[object, Depends(_bearer)]
 ) -> Caller:
-    return authenticate(request, context)
+    # A cached API token costs a hash and a dict lookup: answered on the event loop.  Any
+    # other case may read (or write) the database, which must never block the loop.
+    credential, _ = credential_from_request(request)
+    if looks_like_api_token(credential):
+        known = context.tokens.get(hash_token(credential))
+        if known is not None:
+            return known
+    return await run_in_threadpool(authenticate, request, context)
 
 
 def authenticate(request: Request, context: ApiContext) -> Caller:
@@ -118,7 +131,7 @@ class JobCredential:
     attempt: int
 
 
-def get_caller_or_job(
+async def get_caller_or_job(
     request: Request, context: Context, _schema: Annotated[object, Depends(_bearer)]
 ) -> Caller | JobCredential:
     credential, source = credential_from_request(request)
@@ -127,7 +140,7 @@ def get_caller_or_job(
         if found is None:
             raise Unauthenticated("invalid job token")
         return JobCredential(*found)
-    return get_caller(request, context, _schema)
+    return await get_caller(request, context, _schema)
 
 
 CallerOrJobDep = Annotated[Caller | JobCredential, Depends(get_caller_or_job)]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
-MAX_PAUSE_S = 0.25
+MAX_PAUSE_S = 1.0
 
 
 class LoopRunner:
@@ -33,8 +33,11 @@ class LoopRunner:
         # take the GIL and the database from the requests.  With duty < 1 a woken round
         # starts no sooner than a round's length * (1/duty - 1) after the last ended, so
         # the loops take at most that share of the time; a burst of wake-ups is one round.
-        # The pause is capped at MAX_PAUSE_S, so slow rounds (a loaded machine) still
-        # follow each other closely enough to turn jobs over.
+        # The pause is capped at MAX_PAUSE_S, so that a submit to a slow server still waits
+        # at most about a second for its round.  It was 0.25 s while a slot's turnover
+        # waited for API-paced rounds; turnover now comes by ``wake_now`` without any
+        # pause, and with 0.25 s a 0.4 s pass over 10k pending jobs (bench/scale.py) took
+        # 60% of the GIL under a steady trickle of submits, starving the API.
         self._duty = duty
         # Set (with ``wake``) by the loops' own events, a task's end or a launch done: a
         # slot that turned over is handed out at once, without the duty pause, which is
