@@ -279,6 +279,13 @@ class ProxyApp:
                 ):
                     await _refuse(send, connection, _NO_ANSWER, self._context)
                     return
+                # The route came from the cache: the service may be gone, or have others.
+                fresh = await anyio.to_thread.run_sync(self._routes.lookup, target)
+                if fresh is None:
+                    gone = NotFound(f"nothing is served at {target.prefix}")
+                    await _refuse(send, connection, gone, self._context)
+                    return
+                route = fresh
                 upstream = route.pick(self._suspects, count=False)
                 if upstream is None or upstream in tried:
                     route, upstream = await self._hold(target, route)
