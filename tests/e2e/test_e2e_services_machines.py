@@ -78,28 +78,29 @@ def _show(net: NetCluster) -> dict[str, Any]:
     return shown
 
 
+def _apply_iris(cluster: NetCluster, via: Instance, name: str, **fields: Any) -> None:
+    """The example model as service ``name`` of tenant ``lab``, applied through ``via``."""
+    model = cluster.public / "model.py"
+    shutil.copy(EXAMPLE, model)
+    model.chmod(0o644)
+    document = {
+        "type": "service",
+        "name": name,
+        "command": ["python3", str(model)],
+        "resources": {"cpu": 0.2, "memory": "128Mi"},
+        "readiness": {"path": "/healthz", "interval": 1},
+        **fields,
+    }
+    _call(cluster, "POST", "/api/v1/services", via, json=document)
+
+
 def test_requests_to_another_server_scale_the_service(cluster: NetCluster) -> None:
     leader = cluster.leader()
     other: Instance = next(i for i in cluster.instances if i is not leader)
     cordon = f"/api/v1/nodes/{other.name}/cordon"  # the replicas run on the leader's machine
     _call(cluster, "POST", cordon, leader, cluster.admin_token)
-    model = cluster.public / "model.py"
-    shutil.copy(EXAMPLE, model)
-    model.chmod(0o644)
-    _call(
-        cluster,
-        "POST",
-        "/api/v1/services",
-        other,
-        json={
-            "type": "service",
-            "name": "iris",
-            "command": ["python3", str(model)],
-            "resources": {"cpu": 0.2, "memory": "128Mi"},
-            "replicas": {"min": 0, "max": 2, "target_rps": 5},
-            "readiness": {"path": "/healthz", "interval": 1},
-            "idle_timeout": "4s",
-        },
+    _apply_iris(
+        cluster, other, "iris", replicas={"min": 0, "max": 2, "target_rps": 5}, idle_timeout="4s"
     )
     url = f"{other.url}/svc/lab/iris/healthz"
     headers = {"Authorization": f"Bearer {cluster.token}"}
@@ -157,23 +158,7 @@ def test_a_replica_on_a_machine_that_does_not_lead_is_probed_there_and_served(
     _call(cluster, "POST", f"/api/v1/nodes/{other.name}/uncordon", leader, cluster.admin_token)
     _call(cluster, "POST", f"/api/v1/nodes/{leader.name}/cordon", leader, cluster.admin_token)
     try:
-        model = cluster.public / "model.py"
-        shutil.copy(EXAMPLE, model)
-        model.chmod(0o644)
-        _call(
-            cluster,
-            "POST",
-            "/api/v1/services",
-            leader,
-            json={
-                "type": "service",
-                "name": "far",
-                "command": ["python3", str(model)],
-                "resources": {"cpu": 0.2, "memory": "128Mi"},
-                "replicas": 1,
-                "readiness": {"path": "/healthz", "interval": 1},
-            },
-        )
+        _apply_iris(cluster, leader, "far", replicas=1)
 
         def show() -> Any:
             return _call(cluster, "GET", "/api/v1/services/far", leader)
