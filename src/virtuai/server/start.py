@@ -34,6 +34,11 @@ log = logging.getLogger("virtuai")
 _BUILD_JOIN_S = 60.0
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The options given on the command line (the others keep the settings' values)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def run_server(
     *,
     host: str | None = None,
@@ -45,27 +50,8 @@ def run_server(
     labels: dict[str, str] | None = None,
     address: str | None = None,
 ) -> None:
-    cluster: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "node": node,
-            "node_class": node_class,
-            "labels": labels,
-            "address": address,
-        }.items()
-        if value is not None
-    }
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "host": host,
-            "port": port,
-            "database_url": database_url,
-            "home": home,
-        }.items()
-        if value is not None
-    }
-    settings = Settings(**overrides)
+    cluster = _given(node=node, node_class=node_class, labels=labels, address=address)
+    settings = Settings(**_given(host=host, port=port, database_url=database_url, home=home))
     if cluster:
         merged = settings.cluster.model_dump() | cluster
         settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})

@@ -168,18 +168,30 @@ def log_prefix(req: BatchRequest) -> str:
     return f"{req.log_dir}/vai-{req.key}.0"
 
 
-def native_script(req: BatchRequest) -> str:
-    """The runner as Slurm's batch step (no srun): the script's own sruns are the job's."""
+def _script_head(req: BatchRequest, what: str) -> list[str]:
+    """The lines both kinds of batch script begin with: options, what wrote it, the env."""
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH {opt}" for opt in sbatch_options(req)]
-    lines.append("# written by virtuai: one attempt of one job of virtuai sbatch")
+    lines.append(f"# written by virtuai: {what}")
     for name, value in sorted(req.env.items()):
         if name in PER_TASK_VARS or not _env_name(name):
             continue
         lines.append(f"export {name}={shlex.quote(value)}")
+    return lines
+
+
+# The allocation's first node, as torchrun's and accelerate's rendezvous want it.
+_MASTER_ADDR = [
+    'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+    "export MASTER_ADDR",
+]
+
+
+def native_script(req: BatchRequest) -> str:
+    """The runner as Slurm's batch step (no srun): the script's own sruns are the job's."""
+    lines = _script_head(req, "one attempt of one job of virtuai sbatch")
     lines.append(f"export {NATIVE_ENV}=1 {LOG_PREFIX_ENV}={shlex.quote(log_prefix(req))}")
-    lines.append('MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
-    lines.append("export MASTER_ADDR")
+    lines += _MASTER_ADDR
     lines.append("exec " + " ".join(shlex.quote(part) for part in req.command))
     return "\n".join(lines) + "\n"
 
@@ -200,15 +212,7 @@ _TASK_WRAPPER = (
 def batch_script(req: BatchRequest) -> str:
     if req.native is not None:
         return native_script(req)
-    lines = ["#!/bin/bash"]
-    lines += [f"#SBATCH {opt}" for opt in sbatch_options(req)]
-    lines.append("# written by virtuai: one attempt of one job")
-    for name, value in sorted(req.env.items()):
-        if name in PER_TASK_VARS or not _env_name(name):
-            continue
-        lines.append(f"export {name}={shlex.quote(value)}")
-    lines.append('MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
-    lines.append("export MASTER_ADDR")
+    lines = _script_head(req, "one attempt of one job") + _MASTER_ADDR
     srun = [
         "srun",
         "--kill-on-bad-exit=1",
