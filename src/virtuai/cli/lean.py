@@ -5,7 +5,11 @@ costs about 300 ms of CPU per call, 50 times what ``sbatch`` costs.  Scripts
 that submit sweeps call ``virtuai submit`` thousands of times, so the commands
 used in loops (``submit``, ``jobs --json``, ``job --json``, ``cancel``,
 ``wait``, ``logs``) are parsed here with the standard library only and sent
-with ``http.client`` (no SSL set up for ``http://``).
+over a plain socket (``cli/leanapi.py``).  Only modules built into the
+interpreter or loaded at its start are imported on the way (see
+``test_the_lean_path_imports_nothing_it_can_do_without``): ``re``, ``json``,
+``socket``, ``typing`` and the domain's parsers cost a few ms each, and the
+parsers are asked only when ``cli/leancheck.py``'s quick checks are unsure.
 
 The rule that keeps both paths the same: this module handles a call only when
 it is sure to do exactly what the Typer app would do.  Anything else (an
@@ -19,19 +23,17 @@ paths on the same calls and compares what they print.
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
-import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
+from virtuai.cli import leancheck, leanjson
 from virtuai.cli.leanapi import Api, Failed, Fallback, expect_list, expect_object
-from virtuai.domain.units import parse_cpu, parse_duration, parse_memory, parse_signal_spec
-from virtuai.errors import VirtuaiError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
 __all__ = ["COMMANDS", "FINISHED", "STATES", "Fallback", "main", "run"]
 
@@ -45,9 +47,10 @@ WAIT_MAX_POLL_S = 2.0
 JOB_CHECK_EVERY = 10
 OUTAGE_GRACE_S = 60.0
 TIMEOUT_EXIT = 124
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+ENV_NAME_CHARS = ENV_NAME_FIRST | frozenset("0123456789")
 # What click.echo strips from text written to something that is not a terminal.
-ANSI_RE = re.compile(r"\033\[[0-?]*[ -/]*[@-~]")
+ANSI_PATTERN = r"\033\[[0-?]*[ -/]*[@-~]"
 
 
 def main() -> None:
@@ -77,9 +80,6 @@ def run(argv: Sequence[str]) -> int | None:
         return handler(args)
     except Failed as failure:
         _echo_err(_error_line(failure.message, failure.field))
-        return 1
-    except VirtuaiError as error:  # a broken config file, as the full app reports it
-        _echo_err(_error_line(error.message, error.field))
         return 1
 
 
@@ -140,33 +140,44 @@ class Options:
         return values, positional
 
 
-def _checked(value: str | None, parse: Callable[[str], object]) -> str | None:
-    if value is None:
-        return None
-    try:
-        parse(value)
-    except VirtuaiError:
-        raise Fallback from None  # the full app words the usage error
-    return value
-
-
-# Parsers imported only when an option needs them: each module costs a few ms, and most
-# submits name no tenant, array or dependency.
-_LAZY_PARSERS = {
-    "validate_name": "virtuai.domain.tenancy",
-    "parse_array": "virtuai.domain.arrays",
-    "parse_dependencies": "virtuai.domain.dependencies",
+# The domain's parser of each checked value.  A module is imported only when the quick
+# check of ``cli/leancheck.py`` is unsure: each costs a few ms, more than the rest of a call.
+_PARSERS = {
+    "name": ("virtuai.domain.tenancy", "validate_name"),
+    "cpu": ("virtuai.domain.units", "parse_cpu"),
+    "memory": ("virtuai.domain.units", "parse_memory"),
+    "duration": ("virtuai.domain.units", "parse_duration"),
+    "signal": ("virtuai.domain.units", "parse_signal_spec"),
+    "array": ("virtuai.domain.arrays", "parse_array"),
+    "dependency": ("virtuai.domain.dependencies", "parse_dependencies"),
+}
+_QUICK: dict[str, Callable[[str], bool]] = {
+    "name": leancheck.name,
+    "cpu": leancheck.cpu,
+    "memory": leancheck.memory,
+    "duration": leancheck.duration,
+    "array": leancheck.array,
+    "dependency": leancheck.dependency,
 }
 
 
-def _parser(name: str) -> Callable[[str], object]:
-    def parse(value: str) -> object:
-        function: Callable[[str], object] = getattr(
-            importlib.import_module(_LAZY_PARSERS[name]), name
-        )
-        return function(value)
+def _checked(value: str | None, kind: str) -> str | None:
+    """``value`` if the domain's parser of ``kind`` takes it; else Fallback (the full app
+    words the usage error)."""
+    if value is None:
+        return None
+    quick = _QUICK.get(kind)
+    if quick is not None and quick(value):
+        return value
+    module, function = _PARSERS[kind]
+    parse: Callable[[str], object] = getattr(__import__(module, fromlist=[function]), function)
+    from virtuai.errors import VirtuaiError
 
-    return parse
+    try:
+        parse(value)
+    except VirtuaiError:
+        raise Fallback from None
+    return value
 
 
 def _whole(value: str | None, minimum: int) -> int | None:
@@ -219,7 +230,7 @@ def submit(args: list[str]) -> int:
     if not command:
         raise Fallback
     for key in ("tenant", "name", "vc"):
-        _checked(values.get(key), _parser("validate_name"))
+        _checked(values.get(key), "name")
     cpu, memory = values.get("cpu"), values.get("memory")
     gpu = _whole(values.get("gpu"), 0) or 0
     tasks = _whole(values.get("tasks"), 1)
@@ -228,7 +239,7 @@ def submit(args: list[str]) -> int:
     env: dict[str, str] = {}
     for item in values.get("env", []):
         key, sep, value = item.partition("=")
-        if not sep or not ENV_NAME_RE.match(key):
+        if not sep or not _env_name(key):
             raise Fallback
         env[key] = value
     workdir = values.get("workdir")
@@ -240,19 +251,19 @@ def submit(args: list[str]) -> int:
         "resources": None
         if whole_nodes
         else {
-            "cpu": _checked(cpu or "1", parse_cpu),
-            "memory": _checked(memory or "1Gi", parse_memory),
+            "cpu": _checked(cpu or "1", "cpu"),
+            "memory": _checked(memory or "1Gi", "memory"),
             "gpu": gpu,
         },
         "tasks": tasks if tasks is not None or vc is not None else 1,
         "vc": vc,
-        "time": _checked(values.get("time", "1h"), parse_duration),
+        "time": _checked(values.get("time", "1h"), "duration"),
         "priority": values.get("priority", "normal"),
         "env": env,
         "workdir": None if workdir is None else os.path.abspath(workdir),
-        "array": _checked(values.get("array"), _parser("parse_array")),
-        "dependency": _checked(values.get("dependency"), _parser("parse_dependencies")),
-        "signal": _checked(values.get("signal"), parse_signal_spec),
+        "array": _checked(values.get("array"), "array"),
+        "dependency": _checked(values.get("dependency"), "dependency"),
+        "signal": _checked(values.get("signal"), "signal"),
         "requeue": values.get("requeue", True),
     }
     body = {key: value for key, value in spec.items() if value is not None}
@@ -315,6 +326,11 @@ def cancel(args: list[str]) -> int:
     return 0
 
 
+def _env_name(key: str) -> bool:
+    """``validate.ENV_NAME_RE``'s names (letters, digits and _, not first a digit)."""
+    return bool(key) and key[0] in ENV_NAME_FIRST and all(c in ENV_NAME_CHARS for c in key)
+
+
 def _ended(job: Mapping[str, Any]) -> str:
     text = str(job.get("state"))
     if job.get("exit_code") is not None:
@@ -371,7 +387,8 @@ def wait(args: list[str]) -> int:
 def _seconds(value: str | None) -> float | None:
     if value is None:
         return None
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
+    whole, dot, fraction = value.partition(".")
+    if not leancheck.digits(whole, 30) or (dot and not leancheck.digits(fraction, 30)):
         raise Fallback  # Click's float parsing and its errors: the full app
     return float(value)
 
@@ -434,9 +451,15 @@ def up(args: list[str]) -> int:
         if value is not None:
             argv += [
                 flag,
-                str(Path(value)) if key == "home" else str(int(value) if key == "port" else value),
+                _path_text(value) if key == "home" else str(int(value) if key == "port" else value),
             ]
     os.execv(sys.executable, argv)
+
+
+def _path_text(value: str) -> str:
+    from pathlib import Path
+
+    return str(Path(value))
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
@@ -460,7 +483,7 @@ def _error_line(message: str, field: str | None) -> str:
 
 
 def _print_json(data: Any) -> None:
-    _echo(json.dumps(data, indent=2, ensure_ascii=False))
+    _echo(leanjson.dumps(data, indent=2))
 
 
 def _echo(text: str) -> None:
@@ -473,7 +496,9 @@ def _echo_err(text: str) -> None:
 
 def _write(text: str, *, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
-    if not stream.isatty():
-        text = ANSI_RE.sub("", text)
+    if "\033" in text and not stream.isatty():
+        import re
+
+        text = re.sub(ANSI_PATTERN, "", text)
     stream.write(text)
     stream.flush()

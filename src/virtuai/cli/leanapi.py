@@ -1,5 +1,13 @@
-"""Plain HTTP and the CLI config for the lean entry point (``cli/lean.py``): standard
-library only, the same words as ``cli.client`` and ``cli.config`` for what they do.
+"""Plain HTTP and the CLI config for the lean entry point (``cli/lean.py``): the same
+words as ``cli.client`` and ``cli.config`` for what they do.
+
+Only modules that are built into the interpreter or already loaded at start-up
+are imported here (``os``, ``_socket``, ``_json`` through ``cli.leanjson``): the
+``socket`` module imports ``enum`` and ``selectors``, ``urllib.parse`` and
+``pathlib`` import ``re`` and more, ``http.client`` imports ``ssl`` and
+``email``; together they cost more CPU than the rest of a ``virtuai submit``.
+Whatever this module does not read plainly (an ``https://`` or IPv6 URL, YAML
+beyond ``key: value`` lines) is left to the full app.
 
 ``Fallback`` means "the full Typer app takes this call" and is raised only
 before any request is sent; ``Failed`` is a request that failed, printed as the
@@ -8,20 +16,26 @@ full app prints its errors.
 
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import re
-import socket
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from virtuai import __version__
+from virtuai.cli import leanjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 TIMEOUT_S = 30.0
-SIMPLE_LINE = re.compile(r"^([a-z]+):[ \t]*([^'\"#\[\]{}&*!|>%@`]*?)[ \t]*$")
+# What may not appear in a value for PyYAML to read it as the same plain string.
+_YAML_SPECIAL = frozenset("'\"#[]{}&*!|>%@`")
+# Plain scalars that YAML 1.1 (PyYAML) reads as booleans or null, not text.
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null"})
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+# What urllib.parse.quote_plus leaves as it is.
+_QUERY_SAFE = _HOST_CHARS | frozenset("_~")
 
 
 class Fallback(Exception):
@@ -38,20 +52,30 @@ class Failed(Exception):
         self.unreachable = unreachable
 
 
-def config_path(environ: Mapping[str, str]) -> Path:
+def config_path(environ: Mapping[str, str]) -> str:
+    """``clientconfig.cli_config_path``, as a string (``pathlib`` costs an import)."""
     base = environ.get("XDG_CONFIG_HOME", "")
-    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
-    return root / "virtuai" / "cli.yaml"
+    root = base if base.startswith("/") else os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(root, "virtuai", "cli.yaml")
 
 
-def read_simple_config(path: Path) -> dict[str, str]:
+def config_path_text(environ: Mapping[str, str]) -> str:
+    """The path as the full app prints it (``pathlib`` spelling: no ``//`` or ``/./``)."""
+    from pathlib import Path
+
+    return str(Path(config_path(environ)))
+
+
+def read_simple_config(path: str) -> dict[str, str]:
     """The file as ``virtuai up`` writes it (``key: value`` lines); anything fancier -> Fallback.
 
     Reading YAML would cost an import of PyYAML (~30 ms); the full app reads
-    whatever YAML a user wrote, with its own errors.
+    whatever YAML a user wrote, with its own errors.  A line is taken only when
+    PyYAML would read the same text from it.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError):
@@ -61,21 +85,53 @@ def read_simple_config(path: Path) -> dict[str, str]:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        match = SIMPLE_LINE.match(line)
-        if match is None or match.group(1) in found or not match.group(2):
+        key, colon, rest = line.partition(":")
+        value = rest.strip(" \t")
+        if not (colon and key.isascii() and key.isalpha() and key.islower()) or key in found:
             raise Fallback
-        found[match.group(1)] = match.group(2)
+        if not _plain_text(value):
+            raise Fallback
+        found[key] = value
     if set(found) - {"url", "token"}:
         raise Fallback
     return found
+
+
+def _plain_text(value: str) -> bool:
+    """A YAML plain scalar that PyYAML reads as this very string."""
+    return (
+        value[:1].isascii()
+        and value[:1].isalpha()
+        and value.lower() not in _YAML_WORDS
+        and not any(c in _YAML_SPECIAL for c in value)
+        and ": " not in value
+        and not value.endswith(":")
+        and value.isprintable()
+    )
 
 
 def split_urls(text: str) -> list[str]:
     return [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
 
 
+def server_address(url: str) -> tuple[str, int]:
+    """``http://host[:port]`` as (host, port); any other URL is the full app's (Fallback)."""
+    if not url.startswith("http://"):
+        raise Fallback  # https (SSL), odd URLs and their errors: the full app
+    host, colon, port = url[7:].partition(":")
+    if not all(c in _HOST_CHARS for c in host) or not host[:1].isalnum():
+        raise Fallback
+    if not all(0 < len(label) < 64 for label in host.removesuffix(".").split(".")):
+        raise Fallback  # what the IDNA codec refuses
+    if colon and not (0 < len(port) <= 5 and port.isascii() and port.isdigit()):
+        raise Fallback
+    if colon and not 0 < int(port) <= 65535:
+        raise Fallback
+    return host.lower(), int(port) if colon else 80
+
+
 class Api:
-    """JSON over ``http.client`` to the first server that answers, as ``cli.client.Client``."""
+    """JSON over HTTP/1.1 to the first server that answers, as ``cli.client.Client``."""
 
     def __init__(self, urls: list[str], token: str | None) -> None:
         self.urls = urls
@@ -89,10 +145,10 @@ class Api:
         env_token = env.get("VIRTUAI_TOKEN", "").strip()
         file = {} if env_url and env_token else read_simple_config(config_path(env))
         urls = split_urls(env_url or file.get("url") or DEFAULT_URL)
+        if not urls:
+            raise Fallback
         for url in urls:
-            parts = urlsplit(url)
-            if parts.scheme != "http" or not parts.hostname or parts.path or parts.query:
-                raise Fallback  # https (SSL), odd URLs and their errors: the full app
+            server_address(url)
         token = env_token or None
         if token is None and file.get("token"):
             file_urls = split_urls(file["url"]) if file.get("url") else None
@@ -109,14 +165,14 @@ class Api:
         body: object = None,
     ) -> Any:
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        target = path + ("?" + urlencode(query) if query else "")
-        headers = {"User-Agent": f"virtuai-cli/{__version__}", "Accept": "application/json"}
+        target = path + ("?" + query_string(query) if query else "")
+        headers = [f"User-Agent: virtuai-cli/{__version__}", "Accept: application/json"]
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        payload = None
+            headers.append(f"Authorization: Bearer {self.token}")
+        payload = b""
         if body is not None:
-            payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-            headers["Content-Type"] = "application/json"
+            payload = leanjson.dumps(body).encode("utf-8")
+            headers.append("Content-Type: application/json")
         status, reason, raw = self._send(method, target, payload, headers)
         url = self.urls[self._current]
         if not 200 <= status < 300:
@@ -124,7 +180,7 @@ class Api:
         if status == 204 or not raw:
             return None
         try:
-            return json.loads(raw)
+            return leanjson.loads(raw)
         except ValueError:
             raise Failed(
                 f"the server at {url} answered {method} {path} with something "
@@ -132,7 +188,7 @@ class Api:
             ) from None
 
     def _send(
-        self, method: str, target: str, payload: bytes | None, headers: dict[str, str]
+        self, method: str, target: str, payload: bytes, headers: list[str]
     ) -> tuple[int, str, bytes]:
         # Try each server in turn while none answers; an answer, even an error, is final.
         first = self._current
@@ -161,7 +217,7 @@ class Api:
         message: str | None = None
         field: str | None = None
         try:
-            data = json.loads(raw)
+            data = leanjson.loads(raw)
         except ValueError:
             data = None
         if isinstance(data, dict):
@@ -175,51 +231,104 @@ class Api:
         if status == 401 and not self.token:
             message = (
                 f"{message} (no token is configured for {self.urls[0]}: set VIRTUAI_TOKEN, or "
-                f"start the server once with `virtuai up` to write {config_path(os.environ)})"
+                f"start the server once with `virtuai up` to write "
+                f"{config_path_text(os.environ)})"
             )
         return Failed(message, field)
 
 
+def query_string(query: Mapping[str, object]) -> str:
+    """``urllib.parse.urlencode(query)``; that module is imported only for unusual text."""
+    pairs = [(key, str(value)) for key, value in query.items()]
+    if all(c in _QUERY_SAFE for pair in pairs for text in pair for c in text):
+        return "&".join(f"{key}={value}" for key, value in pairs)
+    from urllib.parse import urlencode
+
+    return urlencode(pairs)
+
+
 def http_exchange(
-    url: str, method: str, target: str, payload: bytes | None, headers: Mapping[str, str]
+    url: str, method: str, target: str, payload: bytes, headers: Sequence[str]
 ) -> tuple[int, str, bytes]:
     """One HTTP/1.1 request on its own connection: (status, reason, body).
 
-    A plain socket rather than ``http.client``, which imports ``ssl`` and the
-    ``email`` package (20-30 ms) to parse headers this client never needs.
+    The request goes out in one ``send`` (headers and body together, so neither
+    Nagle's algorithm nor a delayed ACK holds a second segment), and the answer
+    is taken as soon as its ``Content-Length`` is in, without waiting for the
+    server to close.
     """
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or 80
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    lines.append(f"Content-Length: {len(payload or b'')}")
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (payload or b"")
-    with socket.create_connection((host, port), timeout=TIMEOUT_S) as sock:
+    host, port = server_address(url)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {url[7:]}", "Connection: close", *headers]
+    lines.append(f"Content-Length: {len(payload)}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+    sock = _connect(host, port)
+    try:
         sock.sendall(request)
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    raw = b"".join(chunks)
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
+        return _answer(sock)
+    finally:
+        sock.close()
+
+
+def _connect(host: str, port: int) -> _socket.socket:
+    """``socket.create_connection((host, port), TIMEOUT_S)`` on ``_socket``: each address
+    in turn, the last error if none takes the connection."""
+    error: OSError | None = None
+    # The name as bytes: given text, getaddrinfo encodes it with the IDNA codec, whose
+    # module imports re, stringprep and unicodedata (server_address admits ASCII only).
+    for family, kind, proto, _name, address in _socket.getaddrinfo(
+        host.encode("ascii"), port, 0, _socket.SOCK_STREAM
+    ):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(TIMEOUT_S)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        return sock
+    raise error or OSError("getaddrinfo returns an empty list")
+
+
+def _answer(sock: _socket.socket) -> tuple[int, str, bytes]:
+    data = b""
+    status, reason, chunked = 0, "", False
+    length: int | None = None
+    head_end = -1
+    while True:
+        chunk = sock.recv(65536)
+        data += chunk
+        if head_end < 0:
+            head_end = data.find(b"\r\n\r\n")
+            if head_end >= 0:
+                status, reason, fields = _head(data[:head_end])
+                chunked = fields.get("transfer-encoding", "").lower() == "chunked"
+                if "content-length" in fields and not chunked:
+                    length = int(fields["content-length"])
+        if not chunk or (length is not None and len(data) - head_end - 4 >= length):
+            break
+    if head_end < 0:
         raise ValueError("the connection closed before a whole answer came")
+    body = data[head_end + 4 :]
+    if length is not None:
+        body = body[:length]
+    elif chunked:
+        body = _dechunked(body)
+    return status, reason, body
+
+
+def _head(head: bytes) -> tuple[int, str, dict[str, str]]:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/") or not code.isdigit():
+    if not version.startswith("HTTP/") or not (code.isascii() and code.isdigit()):
         raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
     fields = {
         name.strip().lower(): value.strip()
         for name, _, value in (line.partition(":") for line in header_lines)
     }
-    if fields.get("transfer-encoding", "").lower() == "chunked":
-        body = _dechunked(body)
-    elif "content-length" in fields:
-        body = body[: int(fields["content-length"])]
-    return int(code), reason, body
+    return int(code), reason, fields
 
 
 def _dechunked(data: bytes) -> bytes:
@@ -240,7 +349,7 @@ def unreachable_message(urls: Sequence[str]) -> str:
 
 def _not_connected(exc: OSError) -> bool:
     """No server there (refused, unreachable, unknown host): the next one may answer."""
-    return isinstance(exc, ConnectionRefusedError | socket.gaierror) or exc.errno in (
+    return isinstance(exc, ConnectionRefusedError | _socket.gaierror) or exc.errno in (
         101,  # ENETUNREACH
         113,  # EHOSTUNREACH
         111,  # ECONNREFUSED
