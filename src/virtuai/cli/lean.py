@@ -65,7 +65,18 @@ def main() -> None:
 
         full_main()
         return
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Exit at once once the output is out: tearing the interpreter down (modules, garbage
+    collection) costs about 2 ms, a tenth of a call, and this path holds nothing to close."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        sys.exit(code)  # a closed pipe: Python's own exit reports it as usual
+    os._exit(code)
 
 
 def run(argv: Sequence[str]) -> int | None:

@@ -86,8 +86,10 @@ def read_simple_config(path: str) -> dict[str, str]:
         if not stripped or stripped.startswith("#"):
             continue
         key, colon, rest = line.partition(":")
-        value = rest.strip(" \t")
+        value = rest.strip(" ")
         if not (colon and key.isascii() and key.isalpha() and key.islower()) or key in found:
+            raise Fallback
+        if not rest.startswith(" ") or "\t" in line:  # `key:value` is one string to YAML
             raise Fallback
         if not _plain_text(value):
             raise Fallback
