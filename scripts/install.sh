@@ -18,3 +18,6 @@ fi
 # Playwright (dev) drives the system chromium: never let anything fetch a browser.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".${extras}"
+# Byte-compile the package now, as a non-editable install does: with PYTHONDONTWRITEBYTECODE
+# set, an editable install would otherwise compile every module at every `virtuai` call.
+.venv/bin/python -m compileall -q src/virtuai
