@@ -201,16 +201,17 @@ class Api:
                 answer = http_exchange(url, method, target, payload, headers)
                 self._current = index
                 return answer
+            except NotConnected:
+                # As httpx's ConnectError and ConnectTimeout in cli.client: nothing was sent.
+                if attempt == len(order) - 1:
+                    raise Failed(unreachable_message(self.urls), unreachable=True) from None
             except TimeoutError:
                 raise Failed(
                     f"the virtuai server at {url} did not answer within {TIMEOUT_S:g} s",
                     unreachable=True,
                 ) from None
             except OSError as exc:
-                if not _not_connected(exc):
-                    raise Failed(f"talking to the virtuai server at {url} failed: {exc}") from None
-                if attempt == len(order) - 1:
-                    raise Failed(unreachable_message(self.urls), unreachable=True) from None
+                raise Failed(f"talking to the virtuai server at {url} failed: {exc}") from None
             except ValueError as exc:
                 raise Failed(f"talking to the virtuai server at {url} failed: {exc}") from None
         raise AssertionError("unreachable")
@@ -271,26 +272,31 @@ def http_exchange(
         sock.close()
 
 
+class NotConnected(Exception):
+    """No connection was made (unknown name, refused, unreachable, no answer in time):
+    nothing was sent, so the next server may take the request."""
+
+
 def _connect(host: str, port: int) -> _socket.socket:
     """``socket.create_connection((host, port), TIMEOUT_S)`` on ``_socket``: each address
-    in turn, the last error if none takes the connection."""
-    error: OSError | None = None
-    # The name as bytes: given text, getaddrinfo encodes it with the IDNA codec, whose
-    # module imports re, stringprep and unicodedata (server_address admits ASCII only).
-    for family, kind, proto, _name, address in _socket.getaddrinfo(
-        host.encode("ascii"), port, 0, _socket.SOCK_STREAM
-    ):
+    in turn; ``NotConnected`` if none takes the connection."""
+    try:
+        # The name as bytes: given text, getaddrinfo encodes it with the IDNA codec, whose
+        # module imports re, stringprep and unicodedata (server_address admits ASCII only).
+        addresses = _socket.getaddrinfo(host.encode("ascii"), port, 0, _socket.SOCK_STREAM)
+    except OSError as exc:
+        raise NotConnected(str(exc)) from None
+    for family, kind, proto, _name, address in addresses:
         sock = _socket.socket(family, kind, proto)
         try:
             sock.settimeout(TIMEOUT_S)
             sock.connect(address)
-        except OSError as exc:
+        except OSError:
             sock.close()
-            error = exc
             continue
         sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         return sock
-    raise error or OSError("getaddrinfo returns an empty list")
+    raise NotConnected(f"no address of {host} took the connection")
 
 
 def _answer(sock: _socket.socket) -> tuple[int, str, bytes]:
@@ -347,15 +353,6 @@ def _dechunked(data: bytes) -> bytes:
 def unreachable_message(urls: Sequence[str]) -> str:
     """The same words as ``cli.client``: one server, or every server tried."""
     return f"cannot reach the virtuai server at {' or '.join(urls)}: is `virtuai up` running?"
-
-
-def _not_connected(exc: OSError) -> bool:
-    """No server there (refused, unreachable, unknown host): the next one may answer."""
-    return isinstance(exc, ConnectionRefusedError | _socket.gaierror) or exc.errno in (
-        101,  # ENETUNREACH
-        113,  # EHOSTUNREACH
-        111,  # ECONNREFUSED
-    )
 
 
 def _detail(detail: Any) -> tuple[str, str | None]:

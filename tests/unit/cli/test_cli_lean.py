@@ -253,3 +253,31 @@ def test_up_execs_the_same_server_command(monkeypatch: pytest.MonkeyPatch, args:
 def test_up_leaves_odd_calls_to_the_full_app(args: list[str]) -> None:
     with pytest.raises(lean.Fallback):
         lean.run(args)
+
+
+def test_a_server_that_takes_no_connection_in_time_is_skipped_on_both_paths(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener whose queue is full drops the SYN: the connection times out, nothing is
+    sent, and both clients go on to the next server (httpx's ConnectTimeout)."""
+    from virtuai.cli import leanapi
+    from virtuai.cli.client import Client
+    from virtuai.cli.config import load_connection
+
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        waiting = [socket.socket() for _ in range(3)]
+        for sock in waiting:
+            sock.setblocking(False)
+            sock.connect_ex(full.getsockname())
+        monkeypatch.setenv("VIRTUAI_URL", f"http://127.0.0.1:{full.getsockname()[1]},{api.url}")
+        monkeypatch.setattr(leanapi, "TIMEOUT_S", 0.3)
+        submitted(api)()
+        assert lean.run(["submit", "--", "true"]) == 0
+        assert capsys.readouterr() == ("42\n", "")
+        with Client(load_connection(), timeout=0.3) as client:
+            assert client.post_object(JOBS, {"command": ["true"]})["id"] == 42
+        assert len(api.requests) == 2
+        for sock in waiting:
+            sock.close()
