@@ -16,6 +16,8 @@ its median CPU time (user + system, from ``wait4``).
   ``git archive main src | tar -x -C /tmp/base``, then ``/tmp/base/src``),
   each first on ``PYTHONPATH``: the same interpreter, the same shape of ``sys.path``.
 - ``python``: ``python -c pass``, the floor of any Python command.
+- ``request``: the same submit sent from this process by the lean path's own client
+  (``cli.leanapi.Api``, a new connection each time): the server's share of a call.
 
 Both trees are byte-compiled first (``compileall``), as a ``pip install`` leaves
 them: with ``PYTHONDONTWRITEBYTECODE`` set, an editable install would otherwise
@@ -23,7 +25,7 @@ compile every module at every call.
 
 The last line is machine-readable::
 
-    cli_submit_ms=N cli_submit_cpu_ms=N base_submit_ms=N ratio=R python_ms=N load=L
+    cli_submit_ms=N cli_submit_cpu_ms=N base_submit_ms=N ratio=R python_ms=N request_ms=N load=L
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import VirtuaiServer, percentile
+
+from virtuai.cli.leanapi import Api
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = "import sys; from virtuai.cli.lean import main; sys.argv[0] = 'virtuai'; sys.exit(main())"
@@ -92,8 +96,15 @@ def main() -> None:
             "jobs --json --limit 20": ["jobs", "--json", "--limit", "20"],
         }
         results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        api = Api([server.url], token)
+        body = {"command": ["true"], "resources": {"cpu": "0.1", "memory": "16Mi", "gpu": 0}}
+        body["dependency"] = f"afterok:{blocker}"
         load_before = os.getloadavg()
         for _ in range(args.calls):
+            started = time.perf_counter()
+            api.call("POST", "/api/v1/jobs", body=body)
+            wall = (time.perf_counter() - started) * 1000
+            results.setdefault(("submit", "request"), []).append((wall, float("nan")))
             for command, words in commands.items():
                 for case, (argv, case_env) in cases.items():
                     if case == "python" and command != "submit":
@@ -121,9 +132,11 @@ def main() -> None:
     base = figures(("submit", "base-src"))[0] if args.baseline_src else float("nan")
     this_src = figures(("submit", "this-src"))[0]
     load = (load_before[0] + load_after[0]) / 2
+    request = figures(("submit", "request"))[0]
     print(
         f"cli_submit_ms={this:.1f} cli_submit_cpu_ms={this_cpu:.1f} base_submit_ms={base:.1f} "
-        f"ratio={this_src / base:.2f} python_ms={floor:.1f} load={load:.2f}"
+        f"ratio={this_src / base:.2f} python_ms={floor:.1f} request_ms={request:.1f} "
+        f"load={load:.2f}"
     )
 
 
