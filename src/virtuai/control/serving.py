@@ -49,6 +49,7 @@ from virtuai.domain.workload import FINISHED_STATES, JobState
 from virtuai.drivers.base import Handle
 from virtuai.drivers.local.ports import Holder
 from virtuai.errors import VirtuaiError
+from virtuai.scheduler.reasons import PORT_PREFIX
 from virtuai.store.db import read_session, transaction
 from virtuai.store.models import ServiceReplicaRow, ServiceRow, TaskRow
 from virtuai.store.transitions import request_cancel
@@ -276,6 +277,8 @@ class ServiceReconciler:
                 ready=r.ready,
                 draining=r.draining_at is not None,
                 order=r.id,
+                waits_for_port=r.job.state == JobState.PENDING.value
+                and r.job.reason.startswith(PORT_PREFIX),
             )
             for r in live
         ]

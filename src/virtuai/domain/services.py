@@ -186,6 +186,9 @@ class ReplicaView:
     ready: bool
     draining: bool = False
     order: int = 0
+    # Pending because its fixed port is taken on every node it may use (by the replicas
+    # it is to replace, mostly): a roll cannot add one before it takes one away.
+    waits_for_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +225,11 @@ def plan_replicas(replicas: Sequence[ReplicaView], generation: int, desired: int
             drain.extend(old_ready[:excess])
         if len(new) < desired and len(new) == len(new_ready):
             start = 1
+        stopping = any(r.draining and r.generation != generation for r in replicas)
+        if any(r.waits_for_port for r in new) and not stopping and excess <= 0:
+            # A fixed port on nodes all taken by old replicas: one old replica leaves
+            # first (Kubernetes' maxUnavailable instead of maxSurge), one at a time.
+            drain.append(old_ready[0])
     else:
         start = max(0, desired - len(new))
     return ReplicaPlan(start, tuple(r.id for r in drain))

@@ -17,6 +17,7 @@ from virtuai.scheduler.snapshot import PendingJob
 
 __all__ = [
     "NEVER_PREFIX",
+    "PORT_PREFIX",
     "capacity_reason",
     "expected_in",
     "preemption_reason",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 NEVER_PREFIX = "can never run: "
+# How the reason of a job waiting for its fixed ports begins ("port 8000", "ports 80, 81").
+PORT_PREFIX = "waiting for port"
 
 
 def _describe(amounts: Resources, *, gpu: bool) -> str:
@@ -82,8 +85,8 @@ def _port_reason(job: PendingJob, cluster: Cluster, *, detailed: bool) -> str:
     where = f" of pool {job.pool}" if job.pool else ""
     free = cluster.port_free_nodes(job)
     if not free:
-        verb = "is" if len(ports) == 1 else "are"
-        return f"waiting for {named}: it {verb} taken on every node{where}"
+        they = "it is" if len(ports) == 1 else "they are"
+        return f"waiting for {named}: {they} taken on every node{where}"
     if len(free) < job.tasks:
         return (
             f"waiting for {named}: free on {_count(len(free), 'node')}{where}, "

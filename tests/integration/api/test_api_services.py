@@ -192,6 +192,17 @@ def test_a_fixed_port_takes_one_replica_per_node_and_the_other_waits_naming_it(
         answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
         assert answer["replica"] == str(ready["job_id"])
         assert platform.job(pending["job_id"], ada)["reason"] == waiting  # `virtuai jobs`
+
+        # A roll cannot add a replica before one leaves the port: one old one goes first.
+        platform.ok("POST", "/api/v1/services", ada, json={**spec, "env": {"MODEL_VERSION": "2"}})
+
+        def rolled() -> bool:
+            shown = _show(platform, ada)
+            return [r["generation"] for r in shown["replicas"] if r["ready"]] == [2]
+
+        _until(platform, loop, rolled)
+        answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
+        assert answer["version"] == "2"
         platform.ok("DELETE", "/api/v1/services/iris", ada)
         _until(
             platform,

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from virtuai.domain.services import (
     PortRules,
+    ReplicaPlan,
     ReplicaView,
     ServiceSpec,
     desired_replicas,
@@ -128,3 +129,14 @@ def test_fixed_ports_outside_the_ephemeral_and_replica_ranges_and_the_servers() 
     assert ranged is not None and "$PORT" in ranged
     server = rules.problem(8642)
     assert server is not None and "virtuai server" in server
+
+
+def test_a_roll_whose_new_replica_waits_for_its_fixed_port_takes_one_old_away_first() -> None:
+    old = [ReplicaView(i, 1, ready=True, order=i) for i in (1, 2)]
+    waiting = ReplicaView(3, 2, ready=False, order=3, waits_for_port=True)
+    assert plan_replicas([*old, waiting], 2, 2) == ReplicaPlan(0, (1,))
+    # While that one stops, nothing more leaves.
+    stopping = replace(old[0], draining=True)
+    assert plan_replicas([stopping, old[1], waiting], 2, 2) == ReplicaPlan(0, ())
+    # Without a port to wait for, the roll adds before it takes away (as before).
+    assert plan_replicas([*old, replace(waiting, waits_for_port=False)], 2, 2) == ReplicaPlan()
