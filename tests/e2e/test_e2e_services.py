@@ -362,7 +362,7 @@ idle_timeout: 3s
     held = time.monotonic() - started
     assert answer.status_code == 200, answer.text
     assert held > 1.0  # the model takes a second to load: the request was held, not failed
-    assert _show(svc, "cold", svc.alice)["ready"] == 1
+    assert _show(svc, "cold", svc.alice)["ready"] == 1, _show(svc, "cold", svc.alice)
 
     # Idle for its timeout: back to zero replicas, the replica's job drained and cancelled.
     _wait("scaled to zero", lambda: _show(svc, "cold", svc.alice)["replicas"] == [], 60)

@@ -204,6 +204,9 @@ class LifecycleLoop(TaskReconciler):
                         switch_job_state(
                             session, job, JobState.FAILED, reason=why, now=now, finished_at=now
                         )
+                    elif isinstance(error, DriverError):
+                        # What it waits for meanwhile (a fixed port held by another process).
+                        job.reason = f"not started yet, retrying: {error.message}"
 
     def _start_one(self, session: Session, job: JobRow, now: dt.datetime) -> None:
         if job.cancel_requested_at is not None:

@@ -273,3 +273,44 @@ def test_a_process_that_holds_a_replicas_port_is_never_taken_for_it(platform: Pl
             squatter.kill()
             squatter.wait()
         shutil.rmtree(models, ignore_errors=True)
+
+
+def test_a_fixed_port_another_process_holds_keeps_the_replica_waiting(platform: Platform) -> None:
+    models = public_dir("vai-svc-held-")
+    model = models / "model.py"
+    shutil.copy(MODEL, model)
+    model.chmod(0o644)
+    port = _free_fixed_port()
+    squatter = subprocess.Popen([sys.executable, "-c", SQUATTER, str(port)])
+    try:
+        platform.tenant("physics")
+        ada = platform.user("ada", "physics")
+        platform.ok("POST", "/api/v1/services", ada, json={**_spec(model, "1"), "port": port})
+        loop = _reconciler(platform)
+        _until(
+            platform, loop, lambda: port_listened(port) and bool(_show(platform, ada)["replicas"])
+        )
+        held = f"port {port} is taken on node node-1 by a process that is not a virtuai workload"
+
+        def told() -> bool:
+            replicas = _show(platform, ada)["replicas"]
+            assert not any(r["ready"] for r in replicas)
+            return any(held in r["reason"] for r in replicas)
+
+        _until(platform, loop, told)
+        # The port is let go: the replica starts on it and serves.
+        squatter.kill()
+        squatter.wait()
+        _until(platform, loop, lambda: _show(platform, ada)["ready"] >= 1)
+        answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
+        assert answer["version"] == "1"
+        platform.ok("DELETE", "/api/v1/services/iris", ada)
+        _until(
+            platform,
+            loop,
+            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
+        )
+    finally:
+        squatter.kill()
+        squatter.wait()
+        shutil.rmtree(models, ignore_errors=True)
