@@ -83,7 +83,7 @@ class NodeFree:
         node = state.node
         free = state.free
         self.accepting = state.accepting
-        self.ports = set(state.ports)  # fixed ports held here (``host_ports``)
+        self.ports = state.ports  # fixed ports held here (``host_ports``); replaced, not mutated
         self.cpu = free.cpu_milli
         self.memory = free.memory
         # Two views of GPUs that a consistent snapshot keeps equal; trust the smaller.
@@ -347,7 +347,7 @@ class Cluster:
                 return None
             node = min(fitting, key=lambda n: (n.gpu, n.cpu, n.memory, n.name))
             devices = self._take(node, per_task)
-            node.ports.update(held)
+            node.ports = node.ports.union(held)
             placed.append(TaskPlacement(task, node.name, per_task, devices, held))
         return tuple(placed)
 
@@ -364,7 +364,8 @@ class Cluster:
             node.gpu_budget += placement.resources.gpu
             for gpu_index in placement.gpu_indices:
                 insort(node.free_gpus, gpu_index)
-            node.ports.difference_update(placement.host_ports)
+            if placement.host_ports:
+                node.ports = node.ports.difference(placement.host_ports)
             node.settle()
             for index in indexes:
                 index.add(node)
@@ -387,7 +388,8 @@ class Cluster:
             node.gpu_budget -= placement.resources.gpu
             for gpu_index in placement.gpu_indices:
                 node.free_gpus.remove(gpu_index)
-            node.ports.update(placement.host_ports)
+            if placement.host_ports:
+                node.ports = node.ports.union(placement.host_ports)
             node.settle()
             for index in indexes:
                 index.add(node)
