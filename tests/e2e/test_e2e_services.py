@@ -531,7 +531,8 @@ def test_a_restart_keeps_the_live_ports_guarded_and_drops_stale_ones(svc: Svc) -
         ({"name": "x", "command": []}, "command"),
         ({"name": "x", "command": ["a"], "replicas": {"min": 3, "max": 1}}, "replicas"),
         ({"name": "x", "command": ["a"], "replicas": -1}, "replicas"),
-        ({"name": "x", "command": ["a"], "port": 8080}, "port"),
+        ({"name": "x", "command": ["a"], "port": 80}, "port"),  # fixed ports: above 1024
+        ({"name": "x", "command": ["a"], "port": 40000}, "port"),  # not ephemeral
         ({"name": "x", "command": ["a"], "readiness": {"path": "health"}}, "readiness.path"),
         ({"name": "x", "command": ["a"], "auth": "everyone"}, "auth"),
         ({"name": "x", "command": ["a"], "resources": {"memory": "lots"}}, "resources.memory"),
