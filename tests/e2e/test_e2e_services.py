@@ -362,7 +362,7 @@ idle_timeout: 3s
     held = time.monotonic() - started
     assert answer.status_code == 200, answer.text
     assert held > 1.0  # the model takes a second to load: the request was held, not failed
-    assert _show(svc, "cold", svc.alice)["ready"] == 1
+    assert _show(svc, "cold", svc.alice)["ready"] == 1, _show(svc, "cold", svc.alice)
 
     # Idle for its timeout: back to zero replicas, the replica's job drained and cancelled.
     _wait("scaled to zero", lambda: _show(svc, "cold", svc.alice)["replicas"] == [], 60)
@@ -531,7 +531,8 @@ def test_a_restart_keeps_the_live_ports_guarded_and_drops_stale_ones(svc: Svc) -
         ({"name": "x", "command": []}, "command"),
         ({"name": "x", "command": ["a"], "replicas": {"min": 3, "max": 1}}, "replicas"),
         ({"name": "x", "command": ["a"], "replicas": -1}, "replicas"),
-        ({"name": "x", "command": ["a"], "port": 8080}, "port"),
+        ({"name": "x", "command": ["a"], "port": 80}, "port"),  # fixed ports: above 1024
+        ({"name": "x", "command": ["a"], "port": 40000}, "port"),  # not ephemeral
         ({"name": "x", "command": ["a"], "readiness": {"path": "health"}}, "readiness.path"),
         ({"name": "x", "command": ["a"], "auth": "everyone"}, "auth"),
         ({"name": "x", "command": ["a"], "resources": {"memory": "lots"}}, "resources.memory"),

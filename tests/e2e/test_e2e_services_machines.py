@@ -174,3 +174,27 @@ def test_a_replica_on_a_machine_that_does_not_lead_is_probed_there_and_served(
         _call(cluster, "DELETE", "/api/v1/services/far", leader)
     finally:
         _call(cluster, "POST", f"/api/v1/nodes/{leader.name}/uncordon", leader, cluster.admin_token)
+
+
+def test_a_fixed_port_spreads_the_replicas_over_the_machines(cluster: NetCluster) -> None:
+    # `port: 8000` on two machines: one replica on each, ready (probed by its own server,
+    # which found the listener on 8000 to be the replica's), the third waits for the port.
+    leader = cluster.leader()
+    for instance in cluster.instances:
+        uncordon = f"/api/v1/nodes/{instance.name}/uncordon"
+        _call(cluster, "POST", uncordon, leader, cluster.admin_token)
+    _apply_iris(cluster, leader, "fixed", replicas=3, port=8000)
+
+    def show() -> Any:
+        return _call(cluster, "GET", "/api/v1/services/fixed", leader)
+
+    _wait("a ready replica on each machine", lambda: show()["ready"] == 2, 90)
+    waiting = "waiting for port 8000: it is taken on every node"
+    _wait(
+        "the third replica waiting for the port",
+        lambda: [r["reason"] for r in show()["replicas"] if not r["ready"]] == [waiting],
+    )
+    shown = show()
+    ready = [r for r in shown["replicas"] if r["ready"]]
+    assert sorted(r["node"] for r in ready) == sorted(i.name for i in cluster.instances)
+    _call(cluster, "DELETE", "/api/v1/services/fixed", leader)

@@ -13,6 +13,7 @@ from virtuai.api.browser import BrowserSessions
 from virtuai.auth.oidc import OidcVerifier
 from virtuai.domain.clock import Clock
 from virtuai.domain.pyenvs import EnvOptions
+from virtuai.domain.services import PortRules
 from virtuai.drivers.base import Driver
 from virtuai.services.metrics import Metrics
 from virtuai.services.notebooks import NotebookOptions
@@ -55,5 +56,8 @@ class ApiContext:
     peer_port: int = 0
     # Services (`services.serving`): the idle timeout of those that do not set theirs.
     service_idle_timeout_s: int = 900
+    # Which fixed ports (`port: N`) services may take (not the ephemeral range, the
+    # replicas' range or the server's own port).
+    service_port_rules: PortRules = field(default_factory=PortRules)
     # Why services' replicas' ports are not guarded on this machine (None: they are).
     service_ports_problem: str | None = None

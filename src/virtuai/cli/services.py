@@ -117,6 +117,7 @@ def show_service(
             ("URL", str(row.get("url", ""))),
             ("Auth", str(row.get("auth", ""))),
             ("Command", " ".join(str(c) for c in row.get("command") or [])),
+            ("Port", str((row.get("spec") or {}).get("port") or "auto ($PORT)")),
             ("Generation", str(row.get("generation", ""))),
             (
                 "Replicas",

@@ -75,6 +75,7 @@ from virtuai.drivers.base import (
     TaskSpec,
     TemporaryDriverError,
 )
+from virtuai.drivers.local.ports import port_listened
 from virtuai.errors import DriverError, VirtuaiError
 from virtuai.store.db import read_session, transaction
 from virtuai.store.inventory import placement_from_json
@@ -203,6 +204,9 @@ class LifecycleLoop(TaskReconciler):
                         switch_job_state(
                             session, job, JobState.FAILED, reason=why, now=now, finished_at=now
                         )
+                    elif isinstance(error, DriverError):
+                        # What it waits for meanwhile (a fixed port held by another process).
+                        job.reason = f"not started yet, retrying: {error.message}"
 
     def _start_one(self, session: Session, job: JobRow, now: dt.datetime) -> None:
         if job.cancel_requested_at is not None:
@@ -279,6 +283,16 @@ class LifecycleLoop(TaskReconciler):
             return vc_master_port(job.id)
         first = placement_from_json(job.placement)[0]
         driver = self._driver_name_for(first.node)
+        if job.kind == SERVICE and job.host_port is not None:
+            # A fixed port: the scheduler put no other holder of it on this node, but a
+            # process of the machine may hold it.  Then the replica waits admitted here
+            # (retried with backoff, then failed and replaced): it would not bind it.
+            if driver == "local" and port_listened(job.host_port):
+                raise DriverError(
+                    f"port {job.host_port} is taken on node {first.node} by a process "
+                    "that is not a virtuai workload"
+                )
+            return job.host_port
         if job.kind == SERVICE and self._ports is not None and driver == "local":
             return self._ports.pick(session)  # from the range reserved for replicas
         return self._drivers[driver].rendezvous(first.node)[1]

@@ -46,15 +46,20 @@ from virtuai.domain.services import (
     plan_replicas,
 )
 from virtuai.domain.workload import FINISHED_STATES, JobState
+from virtuai.drivers.base import Handle
+from virtuai.drivers.local.ports import Holder
 from virtuai.errors import VirtuaiError
+from virtuai.scheduler.reasons import PORT_PREFIX
 from virtuai.store.db import read_session, transaction
-from virtuai.store.models import ServiceReplicaRow, ServiceRow
+from virtuai.store.models import ServiceReplicaRow, ServiceRow, TaskRow
 from virtuai.store.transitions import request_cancel
 
 log = logging.getLogger(__name__)
 _FINISHED = frozenset(s.value for s in FINISHED_STATES)
 DELETING = "deleting"
 STARTING_PROBE_S = 0.25
+# What a probe that found another process listening on the replica's port says.
+FOREIGN = "is held by a process that is not the replica's"
 
 StartReplica = Callable[[Session, ServiceRow, dt.datetime], object]
 Probe = Callable[[str, float], tuple[bool, str]]
@@ -88,6 +93,8 @@ class _Seen:
     url: str | None  # where to probe it now; None: not running
     node: str  # where it runs ("" if not yet)
     due: bool
+    port: int = 0  # its $PORT
+    handle: Handle | None = None  # its task's, to tell its own listener from another's
 
 
 class ServiceReconciler:
@@ -105,6 +112,7 @@ class ServiceReconciler:
         wake: Callable[[], None] = lambda: None,
         own_nodes: frozenset[str] | None = None,
         leads: Callable[[], bool] = lambda: True,
+        port_holder: Callable[[Handle, int], Holder] | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -118,6 +126,9 @@ class ServiceReconciler:
         # The nodes whose replicas this server probes (None: every node, one machine).
         self._own_nodes = own_nodes
         self._leads = leads
+        # Who listens on a replica's port (``drivers.local.ports.port_holder``); None: no
+        # check (a driver that cannot tell).
+        self._port_holder = port_holder
         self._next_at = 0.0
         self._last_down: dict[int, float] = {}
 
@@ -141,7 +152,7 @@ class ServiceReconciler:
             return
         spec, replicas = seen
         results = {
-            r.replica_id: self._probe(r.url, spec.readiness.timeout_s)
+            r.replica_id: self._check(r, r.url, spec)
             for r in replicas
             if r.url is not None and r.due and self._owns(r.node)
         }
@@ -157,6 +168,17 @@ class ServiceReconciler:
                 self._record_own(session, service, results)
         if started:
             self._wake()
+
+    def _check(self, replica: _Seen, url: str, spec: ServiceSpec) -> tuple[bool, str]:
+        """The readiness probe, asked only of the replica's own listener: a process of the
+        machine that binds the port first (or beside it) is never probed as the replica."""
+        if self._port_holder is not None and replica.handle is not None:
+            holder = self._port_holder(replica.handle, replica.port)
+            if holder is Holder.FOREIGN:
+                return False, f"port {replica.port} {FOREIGN}"
+            if holder is Holder.NONE:
+                return False, f"nothing listens on port {replica.port} yet"
+        return self._probe(url, spec.readiness.timeout_s)
 
     def _owns(self, node: str) -> bool:
         return self._own_nodes is None or node in self._own_nodes
@@ -190,8 +212,16 @@ class ServiceReconciler:
                     (now - replica.last_probe_at).total_seconds() >= every
                 )
                 url = None
+                handle = None
                 if upstream is not None and job.cancel_requested_at is None:
                     url = upstream.url() + spec.readiness.path
+                    handle = session.scalar(
+                        select(TaskRow.handle).where(
+                            TaskRow.job_id == job.id,
+                            TaskRow.attempt == job.attempt,
+                            TaskRow.index == 0,
+                        )
+                    )
                 seen.append(
                     _Seen(
                         replica_id=replica.id,
@@ -201,6 +231,8 @@ class ServiceReconciler:
                         url=url,
                         node="" if upstream is None else upstream.node,
                         due=due and replica.draining_at is None,
+                        port=job.master_port or 0,
+                        handle=None if handle is None else dict(handle),
                     )
                 )
             session.rollback()
@@ -245,6 +277,8 @@ class ServiceReconciler:
                 ready=r.ready,
                 draining=r.draining_at is not None,
                 order=r.id,
+                waits_for_port=r.job.state == JobState.PENDING.value
+                and r.job.reason.startswith(PORT_PREFIX),
             )
             for r in live
         ]
@@ -282,6 +316,12 @@ class ServiceReconciler:
             ok, message = result
             replica.last_probe_at = now
             replica.probe_message = message
+            if message.endswith(FOREIGN):
+                # Never the replica's answer: out of the route at once, and replaced (an
+                # `auto` replica gets another port; a fixed one waits for its port).
+                replica.ready = False
+                self._restart(session, service, replica, message, now)
+                return
             if ok:
                 replica.probe_failures = 0
                 if not replica.ready:

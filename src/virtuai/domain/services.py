@@ -5,7 +5,9 @@ the proxy at ``/svc/<tenant>/<name>/``.  Each replica is a job of kind
 ``service`` (one task), so it is admitted, placed, accounted and preempted as
 jobs are.  A replica listens on ``$PORT`` (``$HOST`` is the address to bind):
 several replicas may share a machine, so the platform picks the port (the job's
-rendezvous port), as Heroku, Cloud Run and dstack do.
+rendezvous port), as Heroku, Cloud Run and dstack do.  A fixed ``port: N`` is
+honoured too (Nomad's static port, Kubernetes' ``hostPort``): every replica's
+``$PORT`` is N, and the scheduler puts at most one holder of N on a node.
 
 The control loop (``control.serving``) asks two questions of this module every
 pass, both pure so that they are tested exhaustively:
@@ -67,9 +69,14 @@ class ServiceSpec:
     idle_timeout_s: int | None = None  # None: the server's services.idle_timeout_s
     time_s: int | None = None  # a replica's time limit; None: the longest allowed
     priority: str | None = None
+    # A fixed port (``port: N``): every replica's $PORT, one replica per node; None: the
+    # platform picks each replica's port (``port: auto``, preferred).
+    port: int | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        # ``port`` only when fixed: the template digest of every `auto` service stays the
+        # same as before fixed ports existed (no roll on upgrade).
+        return ({"port": self.port} if self.port is not None else {}) | {
             "command": list(self.command),
             "cpu_milli": self.cpu_milli,
             "memory": self.memory,
@@ -110,6 +117,38 @@ class ServiceSpec:
         return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class PortRules:
+    """Which fixed ports (``port: N``) a service may take on the platform's machines.
+
+    Refused: the kernel's ephemeral range (``net.ipv4.ip_local_port_range``: any
+    outgoing connection or ``bind(0)``, a gang's rendezvous included, may hold such a
+    port at any moment), the range the platform picks replicas' ``$PORT`` from (an
+    `auto` replica may hold it), and the server's own ports."""
+
+    ephemeral: tuple[int, int] = (32768, 60999)
+    replicas: tuple[int, int] = (30000, 32767)
+    server: frozenset[int] = frozenset()
+
+    def problem(self, port: int) -> str | None:
+        """Why ``port`` cannot be a service's fixed port; ``None``: it can."""
+        low, high = self.ephemeral
+        if low <= port <= high:
+            return (
+                f"{port} is in the kernel's ephemeral range ({low}-{high}), where any "
+                "connection may hold it; choose another port, or `auto` (preferred)"
+            )
+        low, high = self.replicas
+        if low <= port <= high:
+            return (
+                f"{port} is in the range the platform gives replicas' $PORT from "
+                f"({low}-{high}); choose another port, or `auto` (preferred)"
+            )
+        if port in self.server:
+            return f"{port} is a port of the virtuai server itself; choose another port"
+        return None
+
+
 def replica_command(command: Sequence[str]) -> tuple[str, ...]:
     """The command a replica's task runs: ``command`` with ``$PORT`` set."""
     return ("/bin/sh", "-c", _PORT_SHIM, "virtuai-service", *command)
@@ -147,6 +186,9 @@ class ReplicaView:
     ready: bool
     draining: bool = False
     order: int = 0
+    # Pending because its fixed port is taken on every node it may use (by the replicas
+    # it is to replace, mostly): a roll cannot add one before it takes one away.
+    waits_for_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +225,11 @@ def plan_replicas(replicas: Sequence[ReplicaView], generation: int, desired: int
             drain.extend(old_ready[:excess])
         if len(new) < desired and len(new) == len(new_ready):
             start = 1
+        stopping = any(r.draining and r.generation != generation for r in replicas)
+        if any(r.waits_for_port for r in new) and not stopping and excess <= 0:
+            # A fixed port on nodes all taken by old replicas: one old replica leaves
+            # first (Kubernetes' maxUnavailable instead of maxSurge), one at a time.
+            drain.append(old_ready[0])
     else:
         start = max(0, desired - len(new))
     return ReplicaPlan(start, tuple(r.id for r in drain))

@@ -146,12 +146,17 @@ class JobSpec:
 
 @dataclass(frozen=True, slots=True)
 class TaskPlacement:
-    """Where one task of a gang runs: a node and the concrete devices it owns there."""
+    """Where one task of a gang runs: a node and the concrete devices it owns there.
+
+    ``host_ports``: the fixed TCP ports the task holds on its node (a service's
+    ``port: N``, as Nomad's static ports and Kubernetes' ``hostPort``): at most one
+    task of a node holds a port at a time."""
 
     index: int
     node: str
     resources: Resources
     gpu_indices: tuple[int, ...] = ()
+    host_ports: tuple[int, ...] = ()
 
 
 class TaskOutcome(enum.StrEnum):

@@ -163,3 +163,14 @@ def _port(port: int) -> int:
     if not 1 <= int(port) <= 65535:
         raise DriverError(f"port {port} is not a TCP port")
     return int(port)
+
+
+def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's ephemeral port range (what ``bind(0)`` and outgoing connections use);
+    Linux's default when it cannot be read."""
+    try:
+        with open(path, encoding="ascii") as f:
+            low, high = (int(part) for part in f.read().split()[:2])
+    except (OSError, ValueError):
+        return (32768, 60999)
+    return (low, high)

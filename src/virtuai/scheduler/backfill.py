@@ -349,18 +349,22 @@ class Board:
         """Place ``job`` for good; ``short``: it ends before the reservation (holds may lift)."""
         r = job.per_task
         shape = (job.pool if pool is None else pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
-        if shape not in self._failed_held:
+        # A job holding fixed ports fits where its ports are free, which its shape does not
+        # say: it neither reads nor feeds the failure caches.
+        failed_held = self._failed_held if not job.host_ports else set()
+        failed_unheld = self._failed_unheld if not job.host_ports else set()
+        if shape not in failed_held:
             placed = self.cluster.try_place(job, pool)
             if placed is not None:
                 self._generation += 1
                 return placed
-            self._failed_held.add(shape)
-        if short and self.guard is not None and shape not in self._failed_unheld:
+            failed_held.add(shape)
+        if short and self.guard is not None and shape not in failed_unheld:
             placed = self.guard.place_unheld(job, pool)
             if placed is not None:
                 self._generation += 1
                 return placed
-            self._failed_unheld.add(shape)
+            failed_unheld.add(shape)
         return None
 
     def fits_held(self, job: PendingJob) -> bool:
@@ -368,17 +372,20 @@ class Board:
         failure is remembered as ``place`` remembers it."""
         r = job.per_task
         shape = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
-        if shape in self._failed_held:
+        cached = not job.host_ports  # (see ``place``)
+        if cached and shape in self._failed_held:
             return False
-        if self._fitted_held.get(shape) == self._generation:
+        if cached and self._fitted_held.get(shape) == self._generation:
             return True
         cluster = self.cluster
         placed = cluster.try_place(job)
         if placed is None:
-            self._failed_held.add(shape)
+            if cached:
+                self._failed_held.add(shape)
             return False
         cluster.release(placed)  # (the very state it had: the holds stay right)
-        self._fitted_held[shape] = self._generation
+        if cached:
+            self._fitted_held[shape] = self._generation
         return True
 
     def fits_unheld(self, job: PendingJob) -> bool:
@@ -387,16 +394,19 @@ class Board:
             return False
         r = job.per_task
         shape = (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
-        if shape in self._failed_unheld:
+        cached = not job.host_ports  # (see ``place``)
+        if cached and shape in self._failed_unheld:
             return False
-        if self._fitted_unheld.get(shape) == self._generation:
+        if cached and self._fitted_unheld.get(shape) == self._generation:
             return True
         placed = self.guard.place_unheld(job, None)
         if placed is None:
-            self._failed_unheld.add(shape)
+            if cached:
+                self._failed_unheld.add(shape)
             return False
         self.release(placed)  # (back as it was: the trial leaves no change)
-        self._fitted_unheld[shape] = self._generation
+        if cached:
+            self._fitted_unheld[shape] = self._generation
         return True
 
     def try_place(self, job: PendingJob) -> tuple[TaskPlacement, ...] | None:

@@ -74,7 +74,9 @@ def _end_of(release: Release) -> float:
 
 
 _Placed = tuple[tuple[TaskPlacement, ...] | None, Charge, str | None]
-_MemoKey = tuple[str, str | None, Resources, int, frozenset[str] | None, bool, bool, bool]
+_MemoKey = tuple[
+    str, str | None, Resources, int, frozenset[str] | None, frozenset[int], bool, bool, bool
+]
 _Memo = tuple[int, PendingJob | None, BlockKind, str, float | None]
 # Remember blocked decisions per (tenant, shape) within a pass (``_Pass.memo``); tests
 # turn it off to check that it changes no decision.
@@ -223,7 +225,7 @@ class _Pass:
             self.policy.report_blocked
             or self.preemptor is not None
             or self.ledger.limits_anyone()
-            or any(j.allowed_nodes is not None for j in pending)
+            or any(j.allowed_nodes is not None or j.host_ports for j in pending)
         ):
             return None
         return _Stop(self, pending)
@@ -239,6 +241,7 @@ class _Pass:
             job.per_task,
             job.tasks,
             job.allowed_nodes,
+            job.host_ports,
             job.preemptible,
             self.is_short(job),
             first_round,
@@ -375,7 +378,16 @@ class _Pass:
         return soon
 
     def capacity(self, job: PendingJob) -> None:
-        """``job`` does not fit now: the first such job is the head and may get a reservation."""
+        """``job`` does not fit now: the first such job is the head and may get a reservation.
+
+        A job holding fixed ports is never the head: what it waits for is mostly a port
+        that another task holds, which no reservation of resources brings nearer, so it
+        holds back neither the queue nor the room of others (as a Kubernetes pod waiting
+        for its ``hostPort``)."""
+        if job.host_ports:
+            reason = capacity_reason(job, self.board.cluster, detailed=self.policy.detailed_reasons)
+            self.block(job, BlockKind.CAPACITY, reason)
+            return
         if self.head is None:
             self.head = job
             reason = capacity_reason(job, self.cluster, detailed=self.policy.detailed_reasons)

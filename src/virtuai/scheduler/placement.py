@@ -11,6 +11,13 @@ GPU-full) nodes first keeps whole GPU nodes free for GPU jobs, and packing
 tightly keeps large holes for large jobs.  The lowest free device indices are
 handed out, so placements are reproducible.
 
+Fixed ports (``PendingJob.host_ports``, a service's ``port: N``) are a per-node
+resource of their own: a node holds a set of ports, a job asking for port N
+goes only where N is not held, and each of its tasks takes N on its node, so
+no two tasks of a node ever hold one port (Nomad's static ports, Kubernetes'
+``hostPort``).  Such jobs are few and small: they take the plain scan of
+``_try_place_on`` rather than the indexes.
+
 Speed: a pass may admit tens of thousands of tasks over thousands of nodes, so
 a linear scan per task is too slow.  Nodes are indexed by (pool, free GPUs),
 each bucket a ``FitList`` sorted by (free cpu, free memory, name).  The best
@@ -61,6 +68,7 @@ class NodeFree:
         "name",
         "number",
         "pool",
+        "ports",
     )
 
     def __init__(self, number: int, state: NodeState) -> None:
@@ -75,6 +83,7 @@ class NodeFree:
         node = state.node
         free = state.free
         self.accepting = state.accepting
+        self.ports = state.ports  # fixed ports held here (``host_ports``); replaced, not mutated
         self.cpu = free.cpu_milli
         self.memory = free.memory
         # Two views of GPUs that a consistent snapshot keeps equal; trust the smaller.
@@ -246,6 +255,19 @@ class Cluster:
         """The pools that have nodes, by name (a site's pools only if it is asked for)."""
         return sorted(p for p in self._indexes if p is not None and not is_site_pool(p))
 
+    def port_free_nodes(self, job: PendingJob) -> list[NodeFree]:
+        """The accepting nodes ``job`` may use on which none of its fixed ports is held."""
+        allowed, ports = job.allowed_nodes, job.host_ports
+        return [
+            n
+            for n in self._nodes
+            if n.accepting
+            and (allowed is None or n.name in allowed)
+            and (job.pool is None or n.pool == job.pool)
+            and (job.pool is not None or not is_site_pool(n.pool))
+            and n.ports.isdisjoint(ports)
+        ]
+
     def nodes(self, pool: str | None = None) -> Iterator[NodeFree]:
         """The nodes of ``pool`` (all if ``None``), by name. Read only: do not mutate."""
         return (n for n in self._nodes if pool is None or n.pool == pool)
@@ -267,7 +289,7 @@ class Cluster:
         exists, since a task on a node only ever uses up that node's own room.
         ``pool`` narrows a job that names no pool to one pool.
         """
-        if job.allowed_nodes is not None:
+        if job.allowed_nodes is not None or job.host_ports:
             return self._try_place_on(job, job.pool if pool is None else pool)
         index = self._indexes.get(job.pool if pool is None else pool)
         per_task = job.per_task
@@ -290,9 +312,11 @@ class Cluster:
         return tuple(placed)
 
     def _try_place_on(self, job: PendingJob, pool: str | None) -> tuple[TaskPlacement, ...] | None:
-        """``try_place`` for a job that targets some nodes (class, labels): a plain best-fit
-        scan over those nodes, since the indexes are per pool only."""
-        allowed = job.allowed_nodes or frozenset()
+        """``try_place`` for a job that targets some nodes (class, labels) or holds fixed
+        ports: a plain best-fit scan over those nodes, since the indexes are per pool only
+        (and know no ports)."""
+        allowed = job.allowed_nodes
+        ports = job.host_ports
         per_task = job.per_task
         self.shortfall = None
         if job.tasks < 1 or min(per_task.cpu_milli, per_task.memory, per_task.gpu) < 0:
@@ -300,8 +324,13 @@ class Cluster:
         candidates = [
             n
             for n in self._nodes
-            if n.accepting and n.name in allowed and (pool is None or n.pool == pool)
+            if n.accepting
+            and (allowed is None or n.name in allowed)
+            and (pool is None or n.pool == pool)
+            # A replica's port is a port of this platform's machines: never a site's node.
+            and not (ports and pool is None and is_site_pool(n.pool))
         ]
+        held = tuple(sorted(ports))
         placed: list[TaskPlacement] = []
         for task in range(job.tasks):
             fitting = [
@@ -310,13 +339,16 @@ class Cluster:
                 if n.cpu >= per_task.cpu_milli
                 and n.memory >= per_task.memory
                 and n.gpu >= per_task.gpu
+                and n.ports.isdisjoint(ports)  # (a task placed here took them: one per node)
             ]
             if not fitting:
                 self.release(placed)
                 self.shortfall = job.tasks - task
                 return None
             node = min(fitting, key=lambda n: (n.gpu, n.cpu, n.memory, n.name))
-            placed.append(TaskPlacement(task, node.name, per_task, self._take(node, per_task)))
+            devices = self._take(node, per_task)
+            node.ports = node.ports.union(held)
+            placed.append(TaskPlacement(task, node.name, per_task, devices, held))
         return tuple(placed)
 
     def release(self, placements: Iterable[TaskPlacement]) -> None:
@@ -332,6 +364,8 @@ class Cluster:
             node.gpu_budget += placement.resources.gpu
             for gpu_index in placement.gpu_indices:
                 insort(node.free_gpus, gpu_index)
+            if placement.host_ports:
+                node.ports = node.ports.difference(placement.host_ports)
             node.settle()
             for index in indexes:
                 index.add(node)
@@ -354,6 +388,8 @@ class Cluster:
             node.gpu_budget -= placement.resources.gpu
             for gpu_index in placement.gpu_indices:
                 node.free_gpus.remove(gpu_index)
+            if placement.host_ports:
+                node.ports = node.ports.union(placement.host_ports)
             node.settle()
             for index in indexes:
                 index.add(node)

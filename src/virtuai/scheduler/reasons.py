@@ -8,6 +8,8 @@ afford a scan of the nodes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from virtuai.domain.resources import RESOURCE_NAMES, Resources, format_amount
 from virtuai.domain.units import format_duration
 from virtuai.scheduler.placement import Cluster
@@ -15,6 +17,7 @@ from virtuai.scheduler.snapshot import PendingJob
 
 __all__ = [
     "NEVER_PREFIX",
+    "PORT_PREFIX",
     "capacity_reason",
     "expected_in",
     "preemption_reason",
@@ -23,6 +26,8 @@ __all__ = [
 ]
 
 NEVER_PREFIX = "can never run: "
+# How the reason of a job waiting for its fixed ports begins ("port 8000", "ports 80, 81").
+PORT_PREFIX = "waiting for port"
 
 
 def _describe(amounts: Resources, *, gpu: bool) -> str:
@@ -38,6 +43,8 @@ def capacity_reason(job: PendingJob, cluster: Cluster, *, detailed: bool = True)
     """Why ``job`` does not fit on the free capacity now, naming the short resource
     (``detailed=False``: without the scan of the nodes that says how the room is spread)."""
     per_task, total = job.per_task, job.total
+    if job.host_ports:
+        return _port_reason(job, cluster, detailed=detailed)
     free = cluster.free_total(job.pool)
     gpu = total.gpu > 0
     where = f" in pool {job.pool}" if job.pool else ""
@@ -69,6 +76,24 @@ def capacity_reason(job: PendingJob, cluster: Cluster, *, detailed: bool = True)
     if fits == 0:
         return f"{head}; but no node has {_describe(per_task, gpu=gpu)} free at once for one task"
     return f"{head}; but it is spread over the nodes so that only {fits} of {job.tasks} tasks fit"
+
+
+def _port_reason(job: PendingJob, cluster: Cluster, *, detailed: bool) -> str:
+    """Why a job holding fixed ports waits: the ports, or the room where they are free."""
+    ports = sorted(job.host_ports)
+    named = f"port {ports[0]}" if len(ports) == 1 else "ports " + ", ".join(map(str, ports))
+    where = f" of pool {job.pool}" if job.pool else ""
+    free = cluster.port_free_nodes(job)
+    if not free:
+        they = "it is" if len(ports) == 1 else "they are"
+        return f"waiting for {named}: {they} taken on every node{where}"
+    if len(free) < job.tasks:
+        return (
+            f"waiting for {named}: free on {_count(len(free), 'node')}{where}, "
+            f"and each of its {job.tasks} tasks needs a node of its own"
+        )
+    rest = capacity_reason(replace(job, host_ports=frozenset()), cluster, detailed=detailed)
+    return f"{rest} ({named} is free on {_count(len(free), 'node')})"
 
 
 def _tasks_in(room: Resources, per_task: Resources) -> int:

@@ -28,6 +28,8 @@ class NodeState:
     # False for a cordoned, draining or unreachable machine: what runs there stays in the
     # books, but nothing new is placed on it (it still counts for "can this ever run?").
     accepting: bool = True
+    # Fixed ports held on the node by admitted work (``TaskPlacement.host_ports``).
+    ports: frozenset[int] = frozenset()
 
     @property
     def free(self) -> Resources:
@@ -91,6 +93,9 @@ class PendingJob:
     preempted_by: frozenset[str] = frozenset()
     # Targeting (node class, labels): the only nodes it may use; None = any node.
     allowed_nodes: frozenset[str] | None = None
+    # Fixed TCP ports every task holds on its node (a service's ``port: N``): a node where
+    # one of them is held already is not for it, and no two of its tasks share a node.
+    host_ports: frozenset[int] = frozenset()
 
     @property
     def total(self) -> Resources:

@@ -41,6 +41,7 @@ from virtuai.control.staging import StagingConfig, StagingLoop
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
 from virtuai.domain.pyenvs import EnvOptions
+from virtuai.domain.services import PortRules
 from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
@@ -157,6 +158,11 @@ def compose(settings: Settings) -> Platform:
         peer_port=settings.port,
         service_idle_timeout_s=settings.services.idle_timeout_s,
         service_ports_problem=ports.problem,
+        service_port_rules=PortRules(
+            ephemeral=portguard.ephemeral_range(),
+            replicas=(settings.services.port_min, settings.services.port_max),
+            server=frozenset({settings.port}),
+        ),
     )
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
@@ -298,6 +304,7 @@ def compose(settings: Settings) -> Platform:
         wake=context.wake.set,
         own_nodes=frozenset(local.node_names()),
         leads=lambda: member.is_leader,
+        port_holder=local.port_holder,
     )
     # Every server probes its own nodes' replicas; the leader alone decides.
     steps.append(reconciler.tick)

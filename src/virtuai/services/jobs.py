@@ -78,6 +78,7 @@ class JobRequest:
     data: str | None = None  # a dataset of the tenant: the job runs where it is
     stage: bool = False  # ... or where it asked, once the data is copied there
     kind: str = "job"  # job | notebook (services.notebooks)
+    host_port: int | None = None  # a fixed port each task holds on its node (a service's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ def submit_job(
             user_id=caller.user_id,
             name=request.name or default_job_name(request.command),
             kind=request.kind,
+            host_port=request.host_port,
             state=JobState.PENDING,
             reason="waiting for the scheduler",
             command=list(request.command),

@@ -60,6 +60,7 @@ def replica_request(
         workdir=None,
         environment=spec.environment,
         kind=KIND,
+        host_port=spec.port,
     )
 
 

@@ -62,6 +62,7 @@ def placement_to_json(placements: Iterable[TaskPlacement]) -> list[dict[str, Any
             "gpu": p.resources.gpu,
             "gpu_indices": list(p.gpu_indices),
         }
+        | ({"host_ports": list(p.host_ports)} if p.host_ports else {})
         for p in placements
     ]
 
@@ -73,6 +74,7 @@ def placement_from_json(data: Sequence[dict[str, Any]]) -> list[TaskPlacement]:
             node=p["node"],
             resources=Resources(p["cpu_milli"], p["memory"], p["gpu"]),
             gpu_indices=tuple(p["gpu_indices"]),
+            host_ports=tuple(p.get("host_ports") or ()),
         )
         for p in data
     ]
@@ -87,18 +89,21 @@ def load_node_states(session: Session) -> list[sched.NodeState]:
     accepting = {r.name: node_accepts_work(r) for r in rows}
     allocated: dict[str, Resources] = defaultdict(Resources)
     busy: dict[str, set[int]] = defaultdict(set)
+    ports: dict[str, set[int]] = defaultdict(set)
     placements = list(session.scalars(select(JobRow.placement).where(platform_job_holds())))
     placements += session.scalars(select(VirtualClusterRow.placement).where(vc_holds()))
     for placement in placements:
         for task in placement_from_json(placement):
             allocated[task.node] += task.resources
             busy[task.node].update(task.gpu_indices)
+            ports[task.node].update(task.host_ports)
     return [
         sched.NodeState(
             node=n,
             allocated=allocated[n.name],
             busy_gpus=frozenset(busy[n.name]),
             accepting=accepting[n.name],
+            ports=frozenset(ports[n.name]),
         )
         for n in nodes
     ]

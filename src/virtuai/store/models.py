@@ -335,6 +335,8 @@ class JobRow(Base):
     placement: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
     # Rendezvous port of a gang (MASTER_PORT), chosen once per attempt.
     master_port: Mapped[int | None] = mapped_column(Integer)
+    # A fixed port its every task holds on its node (a service's ``port: N``; migration 0030).
+    host_port: Mapped[int | None] = mapped_column(Integer, default=None)
     queue_position: Mapped[int | None] = mapped_column(Integer)
     submitted_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     admitted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

@@ -144,6 +144,7 @@ def pending_job(
         preemptible=preemptible.get(job.priority_class, True),
         nominated=nominated,
         allowed_nodes=allowed,
+        host_ports=frozenset(() if job.host_port is None else (job.host_port,)),
     )
 
 

@@ -5,7 +5,10 @@ new generation, and delete stops everything."""
 
 from __future__ import annotations
 
+import random
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +18,7 @@ import httpx
 
 from support.platform import Platform, public_dir
 from virtuai.control.serving import ReconcilerConfig, ServiceReconciler
+from virtuai.drivers.local.ports import port_listened
 from virtuai.proxy.routes import parse_target
 from virtuai.proxy.services import ServiceResolver, Traffic
 from virtuai.services.serving import start_replica
@@ -31,6 +35,7 @@ def _reconciler(platform: Platform) -> ServiceReconciler:
         platform.context.clock,
         ReconcilerConfig(job_token_key=b"k" * 32, drain_s=0, interval_s=0),
         lambda session, service, now: start_replica(session, service, rules, now),
+        port_holder=platform.driver.port_holder,
     )
 
 
@@ -135,9 +140,177 @@ def test_bad_documents_are_refused_naming_the_field(platform: Platform) -> None:
         ({"resources": {"cpu": 10_000}}, "resources"),
         ({"priority": "urgent"}, "priority"),
         ({"time": "forever"}, "time"),
+        ({"port": 80}, "port"),  # not above 1024
+        ({"port": "eighty"}, "port"),
+        ({"port": 40000}, "port"),  # the kernel's ephemeral range
+        ({"port": 31000}, "port"),  # the range replicas' $PORT comes from
     ):
         spec = {**_spec(MODEL, "1"), **body}
         answer = platform.call("POST", "/api/v1/services", ada, json=spec)
         assert 400 <= answer.status_code < 500, answer.text
         assert answer.json()["field"] == field or answer.json()["field"].startswith(field)
     assert platform.ok("GET", "/api/v1/services", ada) == []
+
+
+def _free_fixed_port() -> int:
+    """A port below the replicas' range that nothing listens on (tests run side by side)."""
+    for port in random.sample(range(20000, 29000), 200):
+        if not port_listened(port):
+            return port
+    raise AssertionError("no free port")
+
+
+def test_a_fixed_port_takes_one_replica_per_node_and_the_other_waits_naming_it(
+    platform: Platform,
+) -> None:
+    models = public_dir("vai-svc-fixed-")
+    model = models / "model.py"
+    shutil.copy(MODEL, model)
+    model.chmod(0o644)
+    port = _free_fixed_port()
+    try:
+        platform.tenant("physics")
+        ada = platform.user("ada", "physics")
+        spec = {**_spec(model, "1"), "port": port}
+        created = platform.ok("POST", "/api/v1/services", ada, json=spec)
+        assert created["spec"]["port"] == port  # shown as applied
+        loop = _reconciler(platform)
+        _until(platform, loop, lambda: _show(platform, ada)["ready"] == 1)
+        waiting = f"waiting for port {port}: it is taken on every node"
+
+        def one_waits() -> bool:
+            return [r["reason"] for r in _show(platform, ada)["replicas"] if not r["ready"]] == [
+                waiting
+            ]
+
+        _until(platform, loop, one_waits)
+        shown = _show(platform, ada)
+        (ready,) = [r for r in shown["replicas"] if r["ready"]]
+        (pending,) = [r for r in shown["replicas"] if not r["ready"]]
+        assert pending["state"] == "pending" and pending["node"] is None
+        assert _port(platform, ready["job_id"]) == port  # $PORT is the fixed port
+        answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
+        assert answer["replica"] == str(ready["job_id"])
+        assert platform.job(pending["job_id"], ada)["reason"] == waiting  # `virtuai jobs`
+
+        # A roll cannot add a replica before one leaves the port: one old one goes first.
+        platform.ok("POST", "/api/v1/services", ada, json={**spec, "env": {"MODEL_VERSION": "2"}})
+
+        def rolled() -> bool:
+            shown = _show(platform, ada)
+            return [r["generation"] for r in shown["replicas"] if r["ready"]] == [2]
+
+        _until(platform, loop, rolled)
+        answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
+        assert answer["version"] == "2"
+        platform.ok("DELETE", "/api/v1/services/iris", ada)
+        _until(
+            platform,
+            loop,
+            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
+        )
+        assert not port_listened(port)
+    finally:
+        shutil.rmtree(models, ignore_errors=True)
+
+
+SQUATTER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"squatter")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_process_that_holds_a_replicas_port_is_never_taken_for_it(platform: Platform) -> None:
+    models = public_dir("vai-svc-squat-")
+    model = models / "model.py"
+    shutil.copy(MODEL, model)
+    model.chmod(0o644)
+    squatter: subprocess.Popen[bytes] | None = None
+    try:
+        platform.tenant("physics")
+        ada = platform.user("ada", "physics")
+        # The first replica binds late: a squatter takes its port first (and answers 200).
+        slow = f"sleep 3; exec python3 {model}"
+        spec = {**_spec(model, "1"), "replicas": 1, "command": ["/bin/sh", "-c", slow]}
+        spec["readiness"] = {"path": "/", "interval": 1}
+        platform.ok("POST", "/api/v1/services", ada, json=spec)
+        loop = _reconciler(platform)
+
+        def running() -> bool:
+            replicas = _show(platform, ada)["replicas"]
+            return bool(replicas) and replicas[0]["state"] == "running"
+
+        _until(platform, loop, running)
+        first = _show(platform, ada)["replicas"][0]["job_id"]
+        taken = _port(platform, first)
+        squatter = subprocess.Popen([sys.executable, "-c", SQUATTER, str(taken)])
+        _until(platform, loop, lambda: port_listened(taken))
+        held = f"port {taken} is held by a process that is not the replica's"
+
+        def replaced() -> bool:
+            shown = _show(platform, ada)
+            assert not any(r["ready"] and r["job_id"] == first for r in shown["replicas"])
+            return held in shown["reason"]
+
+        _until(platform, loop, replaced)
+        # Its replacement listens on another port (`auto`), and serves.
+        _until(platform, loop, lambda: _show(platform, ada)["ready"] == 1)
+        (serving,) = [r for r in _show(platform, ada)["replicas"] if r["ready"]]
+        assert serving["job_id"] != first and _port(platform, serving["job_id"]) != taken
+        assert platform.job(first, ada)["state"] in {"cancelled", "failed"}
+        platform.ok("DELETE", "/api/v1/services/iris", ada)
+        _until(
+            platform,
+            loop,
+            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
+        )
+    finally:
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait()
+        shutil.rmtree(models, ignore_errors=True)
+
+
+def test_a_fixed_port_another_process_holds_keeps_the_replica_waiting(platform: Platform) -> None:
+    models = public_dir("vai-svc-held-")
+    model = models / "model.py"
+    shutil.copy(MODEL, model)
+    model.chmod(0o644)
+    port = _free_fixed_port()
+    squatter = subprocess.Popen([sys.executable, "-c", SQUATTER, str(port)])
+    try:
+        platform.tenant("physics")
+        ada = platform.user("ada", "physics")
+        platform.ok("POST", "/api/v1/services", ada, json={**_spec(model, "1"), "port": port})
+        loop = _reconciler(platform)
+        _until(
+            platform, loop, lambda: port_listened(port) and bool(_show(platform, ada)["replicas"])
+        )
+        held = f"port {port} is taken on node node-1 by a process that is not a virtuai workload"
+
+        def told() -> bool:
+            replicas = _show(platform, ada)["replicas"]
+            assert not any(r["ready"] for r in replicas)
+            return any(held in r["reason"] for r in replicas)
+
+        _until(platform, loop, told)
+        # The port is let go: the replica starts on it and serves.
+        squatter.kill()
+        squatter.wait()
+        _until(platform, loop, lambda: _show(platform, ada)["ready"] >= 1)
+        answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
+        assert answer["version"] == "1"
+        platform.ok("DELETE", "/api/v1/services/iris", ada)
+        _until(
+            platform,
+            loop,
+            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
+        )
+    finally:
+        squatter.kill()
+        squatter.wait()
+        shutil.rmtree(models, ignore_errors=True)

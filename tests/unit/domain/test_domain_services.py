@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from virtuai.domain.services import (
+    PortRules,
+    ReplicaPlan,
     ReplicaView,
     ServiceSpec,
     desired_replicas,
@@ -107,3 +109,34 @@ def test_a_roll_never_serves_with_fewer_ready_replicas_than_wanted(
                 value[1] = True
     assert sorted(g for g, _, _ in world.values()) == [2] * desired
     assert all(r for _, r, _ in world.values())
+
+
+def test_a_fixed_port_is_kept_and_an_auto_spec_digests_as_before_fixed_ports() -> None:
+    auto = _spec()
+    assert "port" not in auto.to_json()  # so `auto` services do not roll on upgrade
+    fixed = _spec(port=8000)
+    assert ServiceSpec.from_json(fixed.to_json()) == fixed
+    assert fixed.template_digest() != auto.template_digest()  # a new port rolls
+
+
+def test_fixed_ports_outside_the_ephemeral_and_replica_ranges_and_the_servers() -> None:
+    rules = PortRules(ephemeral=(32768, 60999), replicas=(30000, 32767), server=frozenset({8642}))
+    assert rules.problem(8000) is None
+    assert rules.problem(61000) is None
+    ephemeral = rules.problem(40000)
+    assert ephemeral is not None and "ephemeral range (32768-60999)" in ephemeral
+    ranged = rules.problem(30000)
+    assert ranged is not None and "$PORT" in ranged
+    server = rules.problem(8642)
+    assert server is not None and "virtuai server" in server
+
+
+def test_a_roll_whose_new_replica_waits_for_its_fixed_port_takes_one_old_away_first() -> None:
+    old = [ReplicaView(i, 1, ready=True, order=i) for i in (1, 2)]
+    waiting = ReplicaView(3, 2, ready=False, order=3, waits_for_port=True)
+    assert plan_replicas([*old, waiting], 2, 2) == ReplicaPlan(0, (1,))
+    # While that one stops, nothing more leaves.
+    stopping = replace(old[0], draining=True)
+    assert plan_replicas([stopping, old[1], waiting], 2, 2) == ReplicaPlan(0, ())
+    # Without a port to wait for, the roll adds before it takes away (as before).
+    assert plan_replicas([*old, replace(waiting, waits_for_port=False)], 2, 2) == ReplicaPlan()

@@ -12,7 +12,7 @@ from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.common import Name, ResourcesOut
 from virtuai.api.schemas.services import ReplicaOut, ServiceApply, ServiceOut
 from virtuai.domain.resources import Resources
-from virtuai.domain.services import Readiness, ServiceSpec, base_path
+from virtuai.domain.services import PortRules, Readiness, ServiceSpec, base_path
 from virtuai.domain.units import (
     MILLI,
     MIN_CPU_MILLI,
@@ -21,6 +21,7 @@ from virtuai.domain.units import (
     parse_duration,
     parse_memory,
 )
+from virtuai.errors import InvalidRequest
 from virtuai.services import serving as service
 from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import ServiceRow, TaskRow
@@ -29,7 +30,11 @@ router = APIRouter(prefix="/api/v1/services", tags=["services"])
 TenantQuery = Annotated[Name | None, Query(description="default: the caller's only tenant")]
 
 
-def spec_from_api(body: ServiceApply) -> ServiceSpec:
+def spec_from_api(body: ServiceApply, ports: PortRules | None = None) -> ServiceSpec:
+    port = None if body.port in (None, "auto") else int(body.port)
+    problem = None if port is None else (ports or PortRules()).problem(port)
+    if problem is not None:
+        raise InvalidRequest(f"port: {problem}", field="port")
     resources = body.resources
     per = (
         Resources(cpu_milli=1000, memory=2**30, gpu=0)
@@ -70,6 +75,7 @@ def spec_from_api(body: ServiceApply) -> ServiceSpec:
         else max(1, parse_duration(body.idle_timeout, field="idle_timeout")),
         time_s=None if body.time is None else parse_duration(body.time, field="time"),
         priority=body.priority,
+        port=port,
     )
 
 
@@ -124,6 +130,7 @@ def spec_to_api(spec: ServiceSpec, tenant: str, name: str) -> dict[str, object]:
         "idle_timeout": None if spec.idle_timeout_s is None else _seconds(spec.idle_timeout_s),
         "time": None if spec.time_s is None else _seconds(spec.time_s),
         "priority": spec.priority,
+        "port": spec.port,
     }
     return {k: v for k, v in document.items() if v is not None}
 
@@ -195,7 +202,7 @@ def apply_service(
 ) -> ServiceOut:
     """Create or change a service (201 when created).  A changed command, resources,
     environment or readiness rolls the replicas one by one; scale and access apply at once."""
-    spec = spec_from_api(body)
+    spec = spec_from_api(body, context.service_port_rules)
     with transaction(context.sessions) as session:
         applied = service.apply_service(
             session, caller, body.tenant, body.name, spec, context.rules, context.clock.now()

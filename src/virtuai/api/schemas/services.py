@@ -48,9 +48,11 @@ class ServiceApply(StrictModel):
     command: list[Annotated[str, Field(max_length=32 * 1024)]] = Field(
         min_length=1, max_length=4096, description="listens on $HOST:$PORT"
     )
-    port: Literal["auto"] | None = Field(
+    port: Literal["auto"] | Annotated[int, Field(gt=1024, lt=65536)] | None = Field(
         default=None,
-        description="only `auto`: replicas share machines, so each is given its port in $PORT",
+        description="`auto` (the default, preferred): each replica is given its port in $PORT, "
+        "so replicas share machines; a number N (1024 < N < 65536): $PORT is N for every "
+        "replica, and at most one replica of anything holds N on a node",
     )
     env: dict[EnvName, Annotated[str, Field(max_length=32 * 1024)]] = Field(default_factory=dict)
     environment: Name | None = Field(

@@ -41,7 +41,7 @@ from virtuai.drivers.base import Handle, LogStream, StopReason, TaskResult, Task
 from virtuai.drivers.local import sandbox
 from virtuai.drivers.local.inventory import detect_node, short_hostname
 from virtuai.drivers.local.launcher import Launcher
-from virtuai.drivers.local.ports import task_listener
+from virtuai.drivers.local.ports import Holder, port_holder, task_listener
 from virtuai.drivers.local.records import SupervisorSpec, TaskUser, read_spec, write_spec
 from virtuai.errors import DriverError
 from virtuai.host import files
@@ -242,6 +242,10 @@ class LocalDriver:
     def listener(self, handle: Handle, port: int) -> str | None:
         """Where the task itself listens on ``port`` (``drivers.base.PortReach``)."""
         return task_listener(_task_dir(handle), port)
+
+    def port_holder(self, handle: Handle, port: int) -> Holder:
+        """Whether only the task's own processes listen on ``port`` (a replica's probe)."""
+        return port_holder(_task_dir(handle), port)
 
     def release(self, handle: Handle) -> None:
         """Remove cgroup leftovers of an ended task; logs and records stay."""

@@ -13,9 +13,10 @@ bind), or ``None``.
 from __future__ import annotations
 
 import contextlib
+import enum
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -25,20 +26,53 @@ from virtuai.host import files
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
 
 
+class Holder(enum.StrEnum):
+    """Who listens on a task's port (``port_holder``): the readiness probe of a service's
+    replica trusts an answer only from ``OWN``."""
+
+    NONE = "none"  # nothing listens on the port
+    OWN = "own"  # only processes of the task listen on it
+    FOREIGN = "foreign"  # another process of the machine listens on it (too)
+
+
 def task_listener(task_dir: Path, port: int, proc_root: Path = Path("/proc")) -> str | None:
     """The address to reach the task's listener on ``port``, or ``None`` if it has none."""
     listeners = dict(_listeners(proc_root, port))  # inode -> bound address
     if not listeners:
         return None
-    for pid in _task_pids(task_dir):
+    for inode in _socket_inodes(_task_pids(task_dir), proc_root, listeners):
+        return _connectable(listeners[inode])
+    return None
+
+
+def port_holder(task_dir: Path, port: int, proc_root: Path = Path("/proc")) -> Holder:
+    """Whether the sockets listening on ``port`` (any address) are all the task's own.
+
+    A process of the machine that binds a replica's port first (or beside it, on
+    another address) would otherwise answer the readiness probe and be sent the
+    proxy's traffic: it is ``FOREIGN`` as soon as one listener is not the task's."""
+    listeners = dict(_listeners(proc_root, port))
+    if not listeners:
+        return Holder.NONE
+    own = set(_socket_inodes(_task_pids(task_dir), proc_root, listeners))
+    return Holder.OWN if own == set(listeners) else Holder.FOREIGN
+
+
+def port_listened(port: int, proc_root: Path = Path("/proc")) -> bool:
+    """Whether any process of the machine listens on ``port`` now (any address)."""
+    return any(True for _ in _listeners(proc_root, port))
+
+
+def _socket_inodes(pids: Iterable[int], proc_root: Path, wanted: Container[str]) -> Iterator[str]:
+    """The inodes among ``wanted`` of the sockets open in ``pids``."""
+    for pid in pids:
         fd_dir = proc_root / str(pid) / "fd"
         with contextlib.suppress(OSError):
             for fd in os.listdir(fd_dir):
                 with contextlib.suppress(OSError):
                     link = os.readlink(fd_dir / fd)
-                    if link.startswith("socket:[") and link[8:-1] in listeners:
-                        return _connectable(listeners[link[8:-1]])
-    return None
+                    if link.startswith("socket:[") and link[8:-1] in wanted:
+                        yield link[8:-1]
 
 
 def _task_pids(task_dir: Path) -> set[int]:
