@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -181,7 +182,10 @@ def speed(args: argparse.Namespace) -> float:
 
 def seeds(args: argparse.Namespace, numbers: Sequence[int]) -> None:
     """Heavy and light load for other seeds of the generator: a policy is judged on many
-    traces, not tuned to one (one line per seed and regime)."""
+    traces, not tuned to one (one line per seed and regime, then the spread over seeds:
+    min/median/max of the light gap closed, of the heavy ratio to FIFO, and of the worst
+    tenant against fair share alone)."""
+    spread: dict[str, list[float]] = {"light gap": [], "heavy vs fifo": [], "heavy worst": []}
     for seed in numbers:
         for kind in ("heavy", "light"):
             load = regime(kind).load
@@ -210,6 +214,20 @@ def seeds(args: argparse.Namespace, numbers: Sequence[int]) -> None:
                 f"{100 * gap['fairshare-backfill']:.1f}% {worst['fairshare-backfill']:.3f})",
                 flush=True,
             )
+            if kind == "light":
+                spread["light gap"].append(100 * gap["las-fairshare"])
+            else:
+                spread["heavy vs fifo"].append(jct["fifo"] / jct["las-fairshare"])
+                spread["heavy worst"].append(worst["las-fairshare"])
+    print(
+        f"seeds={len(numbers)} las-fairshare "
+        + " ".join(
+            f"{name.replace(' ', '_')}(min/median/max)="
+            f"{min(v):.3f}/{statistics.median(v):.3f}/{max(v):.3f}"
+            for name, v in spread.items()
+        ),
+        flush=True,
+    )
 
 
 def tenant_n(run: SimRun) -> list[float]:

@@ -104,11 +104,15 @@ def reserve(
     now: float,
     *,
     ordered: bool = False,
+    late: bool = False,
 ) -> Reservation | None:
     """When ``job`` can start at the earliest and where; ``None`` if no known end frees room.
 
     ``ordered``: ``releases`` already come in ascending end order (``ends.Ends``), and
-    are read lazily, only as far as the reservation needs.
+    are read lazily, only as far as the reservation needs.  ``late``
+    (``Policy.reserve_late``): of the nodes that will have room at the start, take
+    those that get it last (then the tightest), so that room free earlier stays
+    usable by other jobs meanwhile instead of being held idle for the head.
     """
     need, tasks = job.per_task, job.tasks
     pool = job.pool
@@ -117,6 +121,7 @@ def reserve(
     # walked once with plain arithmetic, and the rest is created on demand.
     rooms: dict[str, _Room] = {}
     fits: dict[str, int] = {}
+    ready: dict[str, float] = {}  # (``late``) when a node's count last grew
     total = 0
     cpu_w, memory_w, gpu_w = want
     for node in cluster.nodes(pool):
@@ -156,14 +161,18 @@ def reserve(
                 room.gpus.update(p.gpu_indices)
                 n = room.tasks(need, tasks)
                 total += n - fits[p.node]
+                if late and n > fits[p.node]:
+                    ready[p.node] = end
                 fits[p.node] = n
         if total < tasks or last is None:
             return None
         start = max(now, last)
-    # Where: the tightest nodes first (fewest free GPUs, then cpu, then memory, then name).
+    # Where: the tightest nodes first (fewest free GPUs, then cpu, then memory, then name);
+    # with ``late``, the nodes whose room comes last go before them.
     candidates = sorted(
         (name for name, n in fits.items() if n > 0),
         key=lambda name: (
+            -ready.get(name, now) if late else 0.0,
             min(rooms[name].gpu_budget, len(rooms[name].gpus)),
             rooms[name].cpu,
             rooms[name].memory,

@@ -393,7 +393,12 @@ class _Pass:
             reason = capacity_reason(job, self.cluster, detailed=self.policy.detailed_reasons)
             if self.policy.backfill:
                 self.reservation = reserve(
-                    self.cluster, job, self.releases(), self.now, ordered=True
+                    self.cluster,
+                    job,
+                    self.releases(),
+                    self.now,
+                    ordered=True,
+                    late=self.policy.reserve_late,
                 )
             if self.reservation is None:
                 self.behind = queue_reason(job)

@@ -188,6 +188,11 @@ class Policy:
     # jobs first, and a job is overtaken only by jobs due before it (no starvation).
     # 0: off, submission order.
     short_first_cap_s: float = 0.0
+    # EASY backfill: of the nodes that will have room when the head's reservation starts,
+    # reserve those whose room comes last (``backfill.reserve``), so that nodes free
+    # earlier are not held idle for it and stay usable by other jobs meanwhile (its start
+    # is the same).  False: the tightest nodes, ties by name.
+    reserve_late: bool = False
     # Capacity reasons that say how fragmented free room is spread (a scan of the
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True
@@ -210,9 +215,9 @@ class Policy:
     def las(cls, *, half_life_s: float = 7 * DAY_S) -> Policy:
         """``fair()`` plus least attained service within a tenant (``las.py``), 3 levels
         (8 and 32 GPU-hours), a starvation guard, an hour's minimum run, no LAS preemption
-        for a job that backfill would start within 12 hours, and shortest (time limit)
-        first within a level, capped at 3 days (tuned on Philly-shaped load:
-        ``docs/benchmarks.md``)."""
+        for a job that backfill would start within 12 hours, shortest (time limit) first
+        within a level, capped at 3 days, and the head's reservation on the nodes whose
+        room comes last (tuned on Philly-shaped load: ``docs/benchmarks.md``)."""
         return cls(
             fair_share=True,
             backfill=True,
@@ -224,6 +229,7 @@ class Policy:
             starvation_min_s=3600.0,
             las_patience_s=12 * 3600.0,
             short_first_cap_s=3 * DAY_S,
+            reserve_late=True,
         )
 
 

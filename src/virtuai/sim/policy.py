@@ -29,6 +29,8 @@ priority-FIFO)::
     short_first: 0                # within a priority (and LAS level), order by submission
                                   #   time plus time limit capped at this (3d), shortest
                                   #   first; 0: off, submission order
+    reserve_late: false           # backfill: reserve for the head the nodes whose room
+                                  #   comes last, so that room free earlier stays usable
     checkpoint_interval: 0        # simulator only: a preempted job keeps work up to its last
                                   #   checkpoint, every this much work (0: none, from scratch)
     restart_overhead: 0           # simulator only: seconds each restart spends before progress
@@ -88,7 +90,7 @@ _KEYS = frozenset(
         "name", "description", "order", "half_life", "allocation_weight", "backfill",
         "preemption", "max_victim_candidates", "borrowing", "preemption_grace", "min_run",
         "las_thresholds", "starvation_factor", "starvation_min", "checkpoint_interval",
-        "restart_overhead", "las_patience", "short_first",
+        "restart_overhead", "las_patience", "short_first", "reserve_late",
     }
 )  # fmt: skip
 _V1 = Policy()
@@ -125,6 +127,7 @@ class PolicySpec:
     restart_overhead_s: float = 0.0
     las_patience_s: float = 0.0
     short_first_cap_s: float = 0.0
+    reserve_late: bool = False
 
     def scheduler_policy(self) -> Policy:
         """The ``Policy`` the scheduler gets in every snapshot of this run."""
@@ -143,6 +146,7 @@ class PolicySpec:
             starvation_min_s=self.starvation_min_s if las else 0.0,
             las_patience_s=self.las_patience_s if las else 0.0,
             short_first_cap_s=self.short_first_cap_s,
+            reserve_late=self.reserve_late,
         )
 
     def knobs(self) -> dict[str, Any]:
@@ -164,6 +168,7 @@ class PolicySpec:
             "restart_overhead_s": self.restart_overhead_s,
             "las_patience_s": self.las_patience_s,
             "short_first_cap_s": self.short_first_cap_s,
+            "reserve_late": self.reserve_late,
         }
 
 
@@ -231,6 +236,7 @@ def _policy(root: Section, default_name: str) -> PolicySpec:
         restart_overhead_s=root.get("restart_overhead", _as_grace, 0.0),
         las_patience_s=root.get("las_patience", _as_grace, 0.0),
         short_first_cap_s=root.get("short_first", _as_grace, 0.0),
+        reserve_late=root.get("reserve_late", as_bool, False),
     )
 
 

@@ -105,3 +105,23 @@ def test_a_job_too_big_for_the_free_room_is_blocked_for_capacity_not_by_the_queu
     d = schedule(world([node("n1", cpu=8)], jobs, [], RUNNING, policy=BACKFILL))
     assert blocked(d)["huge"].kind is BlockKind.CAPACITY
     assert blocked(d)["huge"].expected_start is None
+
+
+def test_reserve_late_keeps_room_that_is_free_now_usable() -> None:
+    """The head needs two whole nodes: a is free now, b and c free up at t=100.  Plain
+    EASY reserves a and b (tightest, then by name), so a sits idle until t=100 and a
+    long job cannot use it; with ``reserve_late`` the head gets b and c, which come
+    last, and a runs the long job meanwhile.  The head's start is the same."""
+    nodes = [node("a", cpu=8), node("b", cpu=8), node("c", cpu=8)]
+    running = [run("rb", "b", cpu=8, end=100.0), run("rc", "c", cpu=8, end=100.0)]
+    jobs = [
+        job("head", cpu=8, tasks=2, walltime=500, seq=1),
+        job("long", cpu=8, walltime=900, seq=2),
+    ]
+    plain = schedule(world(nodes, jobs, [], running, policy=BACKFILL))
+    assert admitted(plain) == {}
+    assert blocked(plain)["long"].kind is BlockKind.QUEUE
+    late_policy = Policy(backfill=True, reserve_late=True)
+    late = schedule(world(nodes, jobs, [], running, policy=late_policy))
+    assert admitted(late) == {"long": ["a"]}
+    assert blocked(late)["head"].expected_start == blocked(plain)["head"].expected_start == 100.0

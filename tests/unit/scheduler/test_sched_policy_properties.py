@@ -347,6 +347,16 @@ def test_deterministic_under_any_listing_order(snapshot: Snapshot, rnd: random.R
 @settings(max_examples=120, deadline=None)
 @given(worlds(Policy(backfill=True)))
 def test_backfill_never_delays_the_reserved_job(snapshot: Snapshot) -> None:
+    never_delays_the_reserved_job(snapshot)
+
+
+@settings(max_examples=60, deadline=None)
+@given(worlds(Policy(backfill=True, reserve_late=True)))
+def test_backfill_reserving_late_nodes_never_delays_the_reserved_job(snapshot: Snapshot) -> None:
+    never_delays_the_reserved_job(snapshot)
+
+
+def never_delays_the_reserved_job(snapshot: Snapshot) -> None:
     """Run what this pass admitted (backfilled jobs included) and plan the head alone again."""
     decisions = schedule(snapshot)
     heads = [b for b in decisions.blocked if b.expected_start is not None]
