@@ -141,14 +141,21 @@ def capacity_snapshot(session: Session, rules: SchedulingRules, now: dt.datetime
 
 
 def reject_if_never_runs(
-    session: Session, rules: SchedulingRules, job: PendingJob, now: dt.datetime
+    session: Session,
+    rules: SchedulingRules,
+    job: PendingJob,
+    now: dt.datetime,
+    capacity: Snapshot | None = None,
 ) -> None:
     """A request that can never run is refused at submit instead of waiting forever.
 
     With cohorts, a job above its tenant's nominal quota but within what it may
-    borrow is accepted.
+    borrow is accepted.  ``capacity``: ``capacity_snapshot`` read already in this
+    transaction (the submits of one group commit share it).
     """
-    reason = never_reason(capacity_snapshot(session, rules, now), job)
+    if capacity is None:
+        capacity = capacity_snapshot(session, rules, now)
+    reason = never_reason(capacity, job)
     if reason is not None:
         raise Unschedulable(reason, field="resources")
 
