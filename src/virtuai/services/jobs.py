@@ -140,8 +140,11 @@ def submit_job(
         raise InvalidRequest("a job in a virtual cluster reads its cluster's /shared", field="data")
     if vc is None:
         _check_targeting(request, rules)
+        node_rows = _in_transaction(
+            session, "nodes", lambda: list(session.scalars(select(NodeRow)))
+        )
         allowed = allowed_nodes(
-            _in_transaction(session, "nodes", lambda: list(session.scalars(select(NodeRow)))),
+            node_rows,
             request.node_class,
             request.constraints,
             walltime_s=request.walltime_s,
@@ -151,7 +154,7 @@ def submit_job(
         pool = choose_site(session, rules, request.site, job_probe, now).pool
         job_probe = dataclasses.replace(job_probe, pool=pool)
         capacity = _in_transaction(
-            session, "capacity", lambda: capacity_snapshot(session, rules, now)
+            session, "capacity", lambda: capacity_snapshot(session, rules, now, node_rows)
         )
         reject_if_never_runs(session, rules, job_probe, now, capacity)
     elif request.site is not None:

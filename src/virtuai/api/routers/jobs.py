@@ -167,7 +167,8 @@ async def submit(body: JobCreate, caller: CallerDep, context: Context) -> Respon
         return _JOB.dump_json(JobOut(**_job_fields(job, job.tenant.name, caller.name, vc)))
 
     answer = await context.submits.run(record)
-    context.wake.set()
+    if not context.wake.is_set():  # set() takes a lock and notifies: most are set already
+        context.wake.set()
     return Response(answer, status.HTTP_201_CREATED, media_type="application/json")
 
 
