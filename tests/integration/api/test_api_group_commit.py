@@ -60,3 +60,44 @@ def test_concurrent_submits_are_all_recorded_and_a_refusal_is_its_own(
     listed = {j["id"] for j in platform.ok("GET", "/api/v1/jobs", params={"limit": 1000})}
     assert {job["id"] for job in accepted} <= listed
     assert platform.context.submits.works >= len(answers)
+
+
+def test_the_fast_path_answers_as_the_endpoint_does(platform: Platform) -> None:
+    """A cached token and a valid body are answered by api/fastsubmit.py; any other case
+    by the endpoint: the same answers, the same errors, revocation at once."""
+    platform.tenant("physics", cpu=2, memory="2Gi")
+    alice = platform.user("alice", "physics")
+    body = {**HELD, "name": "same", "env": {"A": "1"}}
+    # The first call of a token reads the database (the endpoint); then it is cached.
+    first = platform.ok("POST", "/api/v1/jobs", alice, json=body)
+    second = platform.ok("POST", "/api/v1/jobs", alice, json=body)
+    volatile = {"id", "submitted_at"}
+    assert {k: v for k, v in first.items() if k not in volatile} == {
+        k: v for k, v in second.items() if k not in volatile
+    }
+    assert second["id"] == first["id"] + 1
+    # Refused by the service (answered on the fast path) and by validation (the endpoint).
+    too_big = platform.call(
+        "POST", "/api/v1/jobs", alice, json={**HELD, "resources": {"cpu": 64, "memory": "1Mi"}}
+    )
+    assert too_big.status_code == 422 and too_big.json()["field"] == "resources"
+    missing = platform.call(
+        "POST", "/api/v1/jobs", alice, json={**HELD, "dependency": "afterok:99999"}
+    )
+    assert (missing.status_code, missing.json()["field"]) == (404, "dependency")
+    bad = platform.call("POST", "/api/v1/jobs", alice, json={**HELD, "resources": {"cpu": "x"}})
+    assert bad.status_code == 422 and bad.json()["field"] == "resources.cpu"
+    unknown = platform.call("POST", "/api/v1/jobs", alice, json={**HELD, "colour": "red"})
+    assert unknown.status_code == 422 and unknown.json()["field"] == "colour"
+    not_json = platform.http.post(
+        "/api/v1/jobs",
+        content=b"{",
+        headers={"Authorization": f"Bearer {alice}", "Content-Type": "application/json"},
+    )
+    assert not_json.status_code in (400, 422)
+    # A revoked token is refused at once, cached or not.
+    mine = platform.ok("GET", "/api/v1/tokens", alice)
+    for token in mine:
+        assert platform.call("DELETE", f"/api/v1/tokens/{token['id']}", alice).status_code == 204
+    assert platform.call("POST", "/api/v1/jobs", alice, json=body).status_code == 401
+    assert [j["name"] for j in platform.ok("GET", "/api/v1/jobs")] == ["same", "same"]
