@@ -85,6 +85,11 @@ def test_a_failing_work_is_refused_alone(session_factory: sessionmaker[Session])
         futures[2].result(30)
     names = tenants(session_factory)
     assert {"a", "b", "taken"} <= names and "half-done" not in names
+    # Alone in its transaction (no savepoint then), a failure is its own all the same.
+    with pytest.raises(InvalidRequest):
+        group.submit(refused).result(30)
+    assert "half-done" not in tenants(session_factory)
+    assert group.submit(add_tenant("c")).result(30) == "c"  # type: ignore[arg-type]
 
 
 def test_a_failed_commit_fails_every_work_of_the_batch_and_records_none(
