@@ -13,7 +13,11 @@ Slurm dev cluster), or with its figures recorded in ``docs/benchmarks.md``.
 
 Last line::
 
-    api_seq_per_s=N api_seq_p99_ms=N api_x16_per_s=N api_x16_p99_ms=N
+    api_seq_per_s=N api_seq_p99_ms=N api_x16_per_s=N api_x16_p99_ms=N \
+cpu_ms_per_seq_submit=N cpu_ms_per_x16_submit=N
+
+(the server's CPU time per submit, all its threads: a figure that the machine's
+other load changes little, unlike the rates).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import VirtuaiServer, median, percentile
 from throughput import CONCURRENT_CLIENTS, PER_CLIENT, SEQUENTIAL, api_submits, in_parallel, rate
 
+IDLE_S = 3.0
+
 
 def blocker_of(server: VirtuaiServer, token: str) -> int:
     http = server.http(token)
@@ -39,14 +45,28 @@ def blocker_of(server: VirtuaiServer, token: str) -> int:
 
 
 def measure(server: VirtuaiServer, token: str, blocker: int) -> dict[str, float]:
+    # What the server spends doing nothing (its loops' ticks, the drivers' watches), per
+    # second: taken off the CPU per submit below, which would otherwise count it.
+    cpu, idle_started = server.cpu_seconds(), time.perf_counter()
+    time.sleep(IDLE_S)
+    idle = (server.cpu_seconds() - cpu) / (time.perf_counter() - idle_started)
+    cpu = server.cpu_seconds()
     started = time.perf_counter()
     latencies = api_submits(server, token, blocker, SEQUENTIAL)
-    seq = rate(SEQUENTIAL, time.perf_counter() - started)
+    seq_s = time.perf_counter() - started
+    seq_cpu, cpu = server.cpu_seconds() - cpu, server.cpu_seconds()
     wall, many = in_parallel(
         CONCURRENT_CLIENTS, lambda _i: api_submits(server, token, blocker, PER_CLIENT)
     )
+    x16_cpu = server.cpu_seconds() - cpu
     return {
-        "api_seq_per_s": seq,
+        # The server's CPU time per submit (every thread, the loops' included, the idle
+        # server's own taken off): unlike the rates, it hardly depends on what else the
+        # machine runs.
+        "idle_cpu_pct": idle * 100,
+        "cpu_ms_per_seq_submit": (seq_cpu - idle * seq_s) / SEQUENTIAL * 1000,
+        "cpu_ms_per_x16_submit": (x16_cpu - idle * wall) / (CONCURRENT_CLIENTS * PER_CLIENT) * 1000,
+        "api_seq_per_s": rate(SEQUENTIAL, seq_s),
         "api_seq_p50_ms": percentile(latencies, 50) * 1000,
         "api_seq_p99_ms": percentile(latencies, 99) * 1000,
         "api_x16_per_s": rate(CONCURRENT_CLIENTS * PER_CLIENT, wall),
@@ -87,6 +107,7 @@ def main() -> None:
             ratios = {n: median(results["this"][n]) / median(results["baseline"][n]) for n in names}
             print("ratio this/baseline: " + " ".join(f"{n}={r:.2f}" for n, r in ratios.items()))
         last = ("api_seq_per_s", "api_seq_p99_ms", "api_x16_per_s", "api_x16_p99_ms")
+        last += ("cpu_ms_per_seq_submit", "cpu_ms_per_x16_submit")
         print(" ".join(f"{n}={median(results['this'][n]):.3g}" for n in last))
     finally:
         for server in servers.values():
