@@ -12,31 +12,34 @@ the common case: a Bearer API token already in the token cache, a JSON body that
 ``JobCreate`` accepts.  It does what the endpoint does, with the same functions:
 ``request_from_api``, ``service.submit_job`` through the group commit, the same
 bytes out.  A refusal of the service (quota, dependency, tenant: a ``VirtuaiError``)
-is answered as the error handler would.  Anything else (another credential, a token
-not cached, a body that does not validate, an unexpected error) goes to the full
-application with the body replayed, so that every other behaviour, and every error
-message, stays that of the one endpoint: a submit that failed here recorded nothing
-(its savepoint or its whole batch was rolled back), so trying it there is safe.
+and a database error are answered as the error handlers would.  Anything before the
+work (another credential, a token not cached, a body that does not validate) goes to
+the full application with the body replayed, so that every other behaviour, and
+every error message, stays that of the one endpoint.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from virtuai.api.context import ApiContext
-from virtuai.api.errors import status_of
+from virtuai.api.errors import database_error_body, status_of
 from virtuai.api.routers import jobs
 from virtuai.api.schemas.jobs import JobCreate
 from virtuai.auth.tokens import hash_token, looks_like_api_token
 from virtuai.errors import VirtuaiError
 
 PATH = "/api/v1/jobs"
+
+log = logging.getLogger(__name__)
 
 
 class FastSubmit:
@@ -90,12 +93,17 @@ class FastSubmit:
         except (ValueError, ValidationError, VirtuaiError):
             return None  # the endpoint words the error (field and all)
 
+        # Once the work was handed over, an error is answered here, never by a second
+        # try through the endpoint: a commit that failed on a lost PostgreSQL
+        # connection may have been applied, and a retry would record the job twice.
         try:
             content = await context.submits.run(jobs.recorder(caller, request, context))
         except VirtuaiError as error:  # as api/errors.py answers it
             return JSONResponse(error.to_dict(), status_code=status_of(error))
-        except Exception:
-            return None  # nothing was recorded: the full application answers
+        except OperationalError as error:
+            log.error("database error in POST %s: %s", PATH, error.orig)
+            return JSONResponse(database_error_body(error), status_code=503)
+        # Anything else goes up to the application's handler of unexpected errors (500).
         if not context.wake.is_set():
             context.wake.set()
         return Response(content, 201, media_type="application/json")
