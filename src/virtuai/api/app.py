@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from virtuai import __version__
 from virtuai.api.context import ApiContext
 from virtuai.api.errors import install_error_handlers
+from virtuai.api.fastsubmit import FastSubmit
 from virtuai.api.middleware import ContainErrors, MeasureRequests, RequestLimits
 from virtuai.api.routers import (
     datasets,
@@ -63,6 +64,8 @@ def create_app(context: ApiContext) -> FastAPI:
     install_error_handlers(app)
     if context.metrics is None:
         context.metrics = Metrics(context.sessions)
+    # Innermost: the common submit answered without the framework's per-request work.
+    app.add_middleware(FastSubmit, context=context)
     app.add_middleware(MeasureRequests, metrics=context.metrics)
     # Added last = outermost: the size limit runs before authentication and parsing.
     app.add_middleware(ContainErrors)

@@ -20,6 +20,7 @@ from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.tokencache import TokenCache
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
+from virtuai.store.groupcommit import GroupCommit
 
 
 @dataclass
@@ -61,3 +62,8 @@ class ApiContext:
     service_port_rules: PortRules = field(default_factory=PortRules)
     # Why services' replicas' ports are not guarded on this machine (None: they are).
     service_ports_problem: str | None = None
+    # Submits are committed in groups, several per transaction (store/groupcommit.py).
+    submits: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submits = GroupCommit(self.sessions, name="virtuai-submits")

@@ -42,6 +42,17 @@ def _body(code: str, message: str, field: str | None) -> dict[str, str | None]:
     return {"code": code, "message": message, "field": field}
 
 
+def database_error_body(exc: OperationalError) -> dict[str, str | None]:
+    """The answer (503) to a database error: the transaction was rolled back."""
+    text = str(exc.orig).lower()
+    message = (
+        "the server's disk is full: nothing was recorded; try again when there is space"
+        if "full" in text or "no space" in text
+        else "the database is unavailable: nothing was recorded; try again"
+    )
+    return _body("unavailable", message, None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.VirtuaiError)
     async def _virtuai(_: Request, exc: errors.VirtuaiError) -> JSONResponse:
@@ -73,13 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:
         # The transaction was rolled back: nothing of the request was recorded.
         log.error("database error in %s %s: %s", request.method, request.url.path, exc.orig)
-        text = str(exc.orig).lower()
-        message = (
-            "the server's disk is full: nothing was recorded; try again when there is space"
-            if "full" in text or "no space" in text
-            else "the database is unavailable: nothing was recorded; try again"
-        )
-        return JSONResponse(_body("unavailable", message, None), status_code=503)
+        return JSONResponse(database_error_body(exc), status_code=503)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -64,7 +64,16 @@ def run_server(
         sys.exit(1)
 
 
+SWITCH_INTERVAL_S = 0.001
+
+
 def _serve(settings: Settings) -> None:
+    # The API's event loop, the group-commit writer and the control loops share the GIL.
+    # Each SQLite call releases it, and taking it back from a thread that computes (a
+    # scheduling pass) waits up to the switch interval, 5 ms by default: a submit makes
+    # about ten such calls and hops between two threads.  1 ms bounds that wait; the
+    # cost is more frequent switches between threads that compute.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # Listen before anything is written: a busy port must fail here, not after the first
     # administrator was created and the CLI config of a running installation rewritten.
     listener = listen(settings.host, settings.port)

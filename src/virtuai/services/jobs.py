@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, or_, select
 from sqlalchemy.orm import Session
@@ -31,7 +31,13 @@ from virtuai.services.accounts import require_enabled_tenant
 from virtuai.services.datasets import JobData, job_data
 from virtuai.services.environments import job_environment
 from virtuai.services.images import job_image
-from virtuai.services.planning import SchedulingRules, plan_job, probe, reject_if_never_runs
+from virtuai.services.planning import (
+    SchedulingRules,
+    capacity_snapshot,
+    plan_job,
+    probe,
+    reject_if_never_runs,
+)
 from virtuai.services.sitechoice import SiteChoice, choose_site
 from virtuai.services.vclusters import VcRuntimeAccess, live_vc, whole_node
 from virtuai.store.inventory import allowed_nodes
@@ -49,6 +55,8 @@ from virtuai.store.transitions import record_creation, request_cancel, switch_jo
 
 MAX_LOG_CHUNK = 1024 * 1024
 DEFAULT_PER_TASK = Resources(cpu_milli=1000, memory=2**30)  # as the API's ResourcesIn
+_MEMO = "virtuai_submit_memo"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +115,9 @@ def submit_job(
     virtual-cluster runtime); ``None``: this server offers no images."""
     tenant_name = caller.default_tenant(request.tenant)
     caller.require_submit(tenant_name)
-    tenant = get_tenant_row(session, tenant_name)
+    tenant = _in_transaction(
+        session, f"tenant {tenant_name}", lambda: get_tenant_row(session, tenant_name)
+    )
     require_enabled_tenant(tenant)
     priority = rules.priority(request.priority)
     rules.check_walltime(request.walltime_s)
@@ -131,8 +141,11 @@ def submit_job(
         raise InvalidRequest("a job in a virtual cluster reads its cluster's /shared", field="data")
     if vc is None:
         _check_targeting(request, rules)
+        node_rows = _in_transaction(
+            session, "nodes", lambda: list(session.scalars(select(NodeRow)))
+        )
         allowed = allowed_nodes(
-            session.scalars(select(NodeRow)),
+            node_rows,
             request.node_class,
             request.constraints,
             walltime_s=request.walltime_s,
@@ -141,7 +154,10 @@ def submit_job(
         job_probe = probe_of(tenant.name, request, priority, now, allowed)
         pool = choose_site(session, rules, request.site, job_probe, now).pool
         job_probe = dataclasses.replace(job_probe, pool=pool)
-        reject_if_never_runs(session, rules, job_probe, now)
+        capacity = _in_transaction(
+            session, "capacity", lambda: capacity_snapshot(session, rules, now, node_rows)
+        )
+        reject_if_never_runs(session, rules, job_probe, now, capacity)
     elif request.site is not None:
         raise InvalidRequest(
             "a job in a virtual cluster runs on its nodes, not a site", field="site"
@@ -214,6 +230,23 @@ def submit_job(
         record_creation(session, job, now=now, actor=caller.name)
     assert first is not None
     return first
+
+
+def _in_transaction(session: Session, key: str, read: Callable[[], T]) -> T:
+    """``read()``, once per transaction: the submits of one group commit
+    (store.groupcommit), or of one bulk request, share the rows every submit reads (the
+    tenant, the nodes, the capacity).  Nothing a submit writes changes them, and the
+    next transaction reads them afresh."""
+    current = session.get_transaction()
+    memo = session.info.get(_MEMO)
+    if memo is None or memo[0] is not current:
+        memo = (current, {})
+        session.info[_MEMO] = memo
+    values: dict[str, Any] = memo[1]
+    if key not in values:
+        values[key] = read()
+    found: T = values[key]
+    return found
 
 
 def _check_image(

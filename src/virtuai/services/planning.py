@@ -5,7 +5,7 @@ how the tenants stand in fair share (``virtuai fairshare``)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -117,16 +117,25 @@ def snapshot_now(
     )
 
 
-def capacity_snapshot(session: Session, rules: SchedulingRules, now: dt.datetime) -> Snapshot:
+def capacity_snapshot(
+    session: Session,
+    rules: SchedulingRules,
+    now: dt.datetime,
+    node_rows: Iterable[NodeRow] | None = None,
+) -> Snapshot:
     """Nodes and quotas only: all that "can it ever run" depends on.
 
     Whether a job can *ever* run does not depend on what runs now, so the
     submit path reads neither allocations, nor usage, nor running jobs: two
-    small tables instead of the whole scheduler's view.
+    small tables instead of the whole scheduler's view.  ``node_rows``: every
+    node's row, read already in this transaction (the submit path has them).
     """
-    nodes = session.scalars(
-        select(NodeRow).where(NodeRow.schedulable.is_(True)).order_by(NodeRow.name)
-    )
+    if node_rows is None:
+        nodes: Iterable[NodeRow] = session.scalars(
+            select(NodeRow).where(NodeRow.schedulable.is_(True)).order_by(NodeRow.name)
+        )
+    else:
+        nodes = sorted((row for row in node_rows if row.schedulable), key=lambda r: r.name)
     tenants = session.scalars(select(TenantRow).options(selectinload(TenantRow.quotas)))
     return Snapshot(
         nodes=tuple(NodeState(node=node_from_row(row)) for row in nodes),
@@ -141,14 +150,21 @@ def capacity_snapshot(session: Session, rules: SchedulingRules, now: dt.datetime
 
 
 def reject_if_never_runs(
-    session: Session, rules: SchedulingRules, job: PendingJob, now: dt.datetime
+    session: Session,
+    rules: SchedulingRules,
+    job: PendingJob,
+    now: dt.datetime,
+    capacity: Snapshot | None = None,
 ) -> None:
     """A request that can never run is refused at submit instead of waiting forever.
 
     With cohorts, a job above its tenant's nominal quota but within what it may
-    borrow is accepted.
+    borrow is accepted.  ``capacity``: ``capacity_snapshot`` read already in this
+    transaction (the submits of one group commit share it).
     """
-    reason = never_reason(capacity_snapshot(session, rules, now), job)
+    if capacity is None:
+        capacity = capacity_snapshot(session, rules, now)
+    reason = never_reason(capacity, job)
     if reason is not None:
         raise Unschedulable(reason, field="resources")
 

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import TypeAdapter
 from sqlalchemy import Row
+from sqlalchemy.orm import Session
 
+from virtuai.api.context import ApiContext
 from virtuai.api.deps import CallerDep, CallerOrJobDep, Context, JobCredential
 from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.jobs import (
@@ -37,6 +40,7 @@ from virtuai.domain.units import (
 from virtuai.drivers.base import LogStream
 from virtuai.errors import NotFound, VirtuaiError
 from virtuai.services import jobs as service
+from virtuai.services.access import Caller
 from virtuai.services.planning import SchedulingRules
 from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import JobRow
@@ -151,17 +155,33 @@ def _job_fields(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
-def submit(body: JobCreate, caller: CallerDep, context: Context) -> Response:
+async def submit(body: JobCreate, caller: CallerDep, context: Context) -> Response:
+    # A coroutine: the body is checked on the event loop, then the work joins the group
+    # commit (store.groupcommit) with the other submits of the moment, and the answer
+    # is sent once that transaction is committed.  No trip through the thread pool.
+    # The common case (a cached token, a valid body) is answered before this, by
+    # api/fastsubmit.py with the same functions; this is every other case.
     request = request_from_api(body, context.rules)
-    with transaction(context.sessions) as session:
+    answer = await context.submits.run(recorder(caller, request, context))
+    if not context.wake.is_set():  # set() takes a lock and notifies: most are set already
+        context.wake.set()
+    return Response(answer, status.HTTP_201_CREATED, media_type="application/json")
+
+
+def recorder(
+    caller: Caller, request: service.JobRequest, context: ApiContext
+) -> Callable[[Session], bytes]:
+    """The work of one submit in a group commit: the job recorded, its answer's bytes."""
+
+    def record(session: Session) -> bytes:
         job = service.submit_job(
             session, caller, request, context.rules, context.clock.now(), context.vcs
         )
         # The submitter is the caller: its name saves loading the user's row again.
         vc = None if job.vc is None else job.vc.name
-        result = JobOut(**_job_fields(job, job.tenant.name, caller.name, vc))
-    context.wake.set()
-    return _json(_JOB, result, status.HTTP_201_CREATED)
+        return _JOB.dump_json(JobOut(**_job_fields(job, job.tenant.name, caller.name, vc)))
+
+    return record
 
 
 @router.post("/bulk", status_code=status.HTTP_201_CREATED)

@@ -1,0 +1,174 @@
+"""Group commit (store/groupcommit.py): many works, one transaction; each answered after
+the commit, each failure its own, and a crash loses nothing that was answered."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from virtuai.errors import InvalidRequest
+from virtuai.store.db import create_db_engine, make_session_factory, read_transaction
+from virtuai.store.groupcommit import GroupCommit
+from virtuai.store.migrate import migrate
+from virtuai.store.models import TenantRow
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SRC = Path(__file__).resolve().parents[3] / "src"
+
+
+def add_tenant(name: str) -> object:
+    def work(session: Session) -> str:
+        session.add(TenantRow(name=name, created_at=NOW))
+        session.flush()
+        return name
+
+    return work
+
+
+def tenants(sessions: sessionmaker[Session]) -> set[str]:
+    with read_transaction(sessions) as session:
+        return set(session.scalars(select(TenantRow.name)))
+
+
+def held_batch(group: GroupCommit, works: list[object]) -> list[Future[object]]:
+    """Queue ``works`` while the writer is busy with another work, so that they form one
+    batch of their own (the second)."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        busy.set()
+        release.wait(30)
+
+    first = group.submit(hold)
+    assert busy.wait(30)
+    futures = [group.submit(work) for work in works]  # type: ignore[arg-type]
+    release.set()
+    first.result(30)
+    return futures
+
+
+def test_concurrent_works_share_one_commit_and_all_are_recorded(
+    session_factory: sessionmaker[Session],
+) -> None:
+    group = GroupCommit(session_factory)
+    futures = held_batch(group, [add_tenant(f"t{i}") for i in range(20)])
+    assert [f.result(30) for f in futures] == [f"t{i}" for i in range(20)]
+    assert group.batches == 2 and group.works == 21  # the holder, then the twenty at once
+    assert tenants(session_factory) >= {f"t{i}" for i in range(20)}
+
+
+def test_a_failing_work_is_refused_alone(session_factory: sessionmaker[Session]) -> None:
+    group = GroupCommit(session_factory)
+    group.submit(add_tenant("taken")).result(30)  # type: ignore[arg-type]
+
+    def refused(session: Session) -> None:
+        session.add(TenantRow(name="half-done", created_at=NOW))
+        session.flush()
+        raise InvalidRequest("no", field="name")
+
+    works = [add_tenant("a"), refused, add_tenant("taken"), add_tenant("b")]
+    futures = held_batch(group, works)
+    assert futures[0].result(30) == "a" and futures[3].result(30) == "b"
+    with pytest.raises(InvalidRequest):
+        futures[1].result(30)
+    with pytest.raises(IntegrityError):  # a database error, inside its savepoint only
+        futures[2].result(30)
+    names = tenants(session_factory)
+    assert {"a", "b", "taken"} <= names and "half-done" not in names
+    # Alone in its transaction (no savepoint then), a failure is its own all the same.
+    with pytest.raises(InvalidRequest):
+        group.submit(refused).result(30)
+    assert "half-done" not in tenants(session_factory)
+    assert group.submit(add_tenant("c")).result(30) == "c"  # type: ignore[arg-type]
+
+
+def test_a_failed_commit_fails_every_work_of_the_batch_and_records_none(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    failing = make_session_factory(engine)
+    broken = {"on": False}
+
+    @event.listens_for(failing, "before_commit")
+    def _fail(_session: Session) -> None:
+        if broken["on"]:
+            raise RuntimeError("the disk is gone")
+
+    group = GroupCommit(failing)
+    group.submit(lambda _s: None).result(30)  # the writer runs
+    busy, release = threading.Event(), threading.Event()
+    first = group.submit(lambda _s: (busy.set(), release.wait(30)))
+    assert busy.wait(30)
+    broken["on"] = True
+    futures = [group.submit(add_tenant(f"lost{i}")) for i in range(3)]  # type: ignore[arg-type]
+    release.set()
+    for future in [first, *futures]:
+        with pytest.raises(RuntimeError, match="the disk is gone"):
+            future.result(30)
+    broken["on"] = False
+    assert not any(name.startswith("lost") for name in tenants(session_factory))
+    assert group.submit(add_tenant("after")).result(30) == "after"  # type: ignore[arg-type]
+
+
+CHILD = textwrap.dedent(
+    """
+    import datetime, sys, threading, time
+    from virtuai.store.db import create_db_engine, make_session_factory
+    from virtuai.store.groupcommit import GroupCommit
+    from virtuai.store.models import TenantRow
+
+    group = GroupCommit(make_session_factory(create_db_engine(sys.argv[1])))
+
+    def add(name, stall=False):
+        def work(session):
+            session.add(TenantRow(name=name, created_at=datetime.datetime.now(datetime.UTC)))
+            session.flush()
+            if stall:
+                print("stalled", flush=True)
+                time.sleep(3600)
+            return name
+        return work
+
+    print("acked", group.submit(add("acked")).result(), flush=True)
+    busy, release = threading.Event(), threading.Event()
+    group.submit(lambda s: (busy.set(), release.wait()))
+    busy.wait()
+    group.submit(add("in-batch"))
+    group.submit(add("stalled", stall=True))
+    release.set()
+    time.sleep(3600)
+    """
+)
+
+
+def test_kill_9_in_the_middle_of_a_batch_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/virtuai.db"
+    engine = create_db_engine(url)
+    migrate(engine)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(SRC)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().split() == ["acked", "acked"]
+        assert child.stdout.readline().strip() == "stalled"  # mid-batch, with a write done
+    finally:
+        child.kill()
+        child.wait(30)
+    # A fresh engine, as a restarted server opens the database after kill -9.
+    sessions = make_session_factory(create_db_engine(url))
+    names = tenants(sessions)
+    assert "acked" in names
+    assert "in-batch" not in names and "stalled" not in names  # the batch is all or nothing
