@@ -59,7 +59,8 @@ def test_concurrent_submits_are_all_recorded_and_a_refusal_is_its_own(
         assert detail["events"][0]["to_state"] == "pending"
     listed = {j["id"] for j in platform.ok("GET", "/api/v1/jobs", params={"limit": 1000})}
     assert {job["id"] for job in accepted} <= listed
-    assert platform.context.submits.works >= len(answers)
+    # Every accepted submit went through the group commit (a refusal may come before it).
+    assert platform.context.submits.works >= len(accepted)
 
 
 def test_the_fast_path_answers_as_the_endpoint_does(platform: Platform) -> None:
