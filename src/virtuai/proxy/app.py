@@ -39,12 +39,12 @@ from urllib.parse import quote
 
 import anyio.to_thread
 import websockets
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from virtuai.api.browser import Source
+from virtuai.api.browser import SESSION_COOKIE, Source
 from virtuai.api.context import ApiContext
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden, NotFound, Unavailable, VirtuaiError
@@ -57,6 +57,7 @@ from virtuai.proxy.auth import (
     forget,
     require_credential,
 )
+from virtuai.proxy.fastpath import FastRequest
 from virtuai.proxy.headers import (
     NOT_UPSTREAM,
     RequestHead,
@@ -64,7 +65,7 @@ from virtuai.proxy.headers import (
     head_of,
     upstream_headers,
 )
-from virtuai.proxy.peers import Peers, forwarded, peer_headers
+from virtuai.proxy.peers import FORWARDED_BY, Peers, forwarded, peer_headers
 from virtuai.proxy.routes import (
     PREFIXES,
     Access,
@@ -149,6 +150,50 @@ class ProxyApp:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
+    def fast(self, scope: Scope) -> FastRequest | None:
+        """The request, ready to relay, if it can take the fast path (``proxy.fastpath``):
+        an idempotent one without a body, whose caller and route are cached and admitted,
+        to a workload on this machine with an idle connection; else ``None`` and the ASGI
+        path takes it, as always.  No I/O: called on the event loop for every request."""
+        if scope["method"] not in _IDEMPOTENT or not scope["path"].startswith(PREFIXES):
+            return None
+        target = parse_target(scope["path"])
+        if target is None or not target.rest:
+            return None
+        plain, found = _plain(scope["headers"])
+        if not plain:
+            return None
+        caller: Caller | None = None
+        if found is not None:
+            value, source = found
+            caller, refresh = fast_caller(self._context, value, source, self._sessions)
+            if caller is None:
+                return None
+            if refresh:
+                self._in_background(("caller", value), self._refresh_caller(value, source))
+        if target.kind == "user" and (caller is None or caller.name != target.owner):
+            return None
+        _hit, route, refresh = self._routes.cached(target)
+        if route is None:
+            return None
+        if refresh:
+            self._in_background(target, self._refresh(target))
+        try:
+            self._authorize(route, caller, found)
+        except VirtuaiError:
+            return None
+        upstream = route.pick(self._suspects)
+        scope["virtuai.counted"] = True  # the ASGI path, if it takes it, counts it no more
+        if upstream is None or self._peers.remote(upstream):
+            return None
+        connection = self._pool.take(upstream.host, upstream.port)
+        if connection is None:
+            return None
+        self.activity.touch(route.job_id)
+        head = RequestHead(scope, _raw_path(scope)[route.strip :]).to(upstream)
+        touch = functools.partial(self.activity.touch, route.job_id)
+        return FastRequest(connection, head, touch, downstream_headers)
+
     # -- who, what, where ------------------------------------------------------------------
 
     async def _admit(self, connection: HTTPConnection, target: Target, method: str | None) -> Route:
@@ -231,11 +276,13 @@ class ProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send, target: Target) -> None:
         connection = HTTPConnection(scope)
         method: str = scope["method"]
+        # Counted here unless another server did (``peers``) or the fast path tried it.
+        count = not forwarded(scope) and "virtuai.counted" not in scope
         try:
             route = await self._admit(connection, target, method)
-            upstream = route.pick(self._suspects, count=not forwarded(scope))
+            upstream = route.pick(self._suspects, count=count)
             if upstream is None:
-                route, upstream = await self._hold(target, route, count=not forwarded(scope))
+                route, upstream = await self._hold(target, route, count=count)
             if upstream is None:
                 await _unavailable(send, connection, route)
                 return
@@ -456,6 +503,34 @@ class ProxyApp:
             for task in (down, up):
                 with contextlib.suppress(BaseException):
                     await task
+
+
+_FORWARDED_BY_RAW = FORWARDED_BY.encode()
+_NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"upgrade", _FORWARDED_BY_RAW})
+
+
+def _plain(headers: list[tuple[bytes, bytes]]) -> tuple[bool, tuple[str, Source] | None]:
+    """Whether a request is plain for the fast path (no body, no upgrade, not handed over
+    by another server), and its credential as ``proxy.auth.credential`` finds it."""
+    bearer: str | None = None
+    cookie: bytes | None = None
+    for key, value in headers:
+        if key in _NOT_PLAIN:
+            if key != b"content-length" or value.strip() != b"0":
+                return False, None
+        elif key == b"authorization":
+            scheme, _, rest = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and rest.strip():
+                bearer = rest.strip()
+        elif key == b"cookie" and cookie is None:
+            cookie = value
+    if bearer is not None:
+        return True, (bearer, Source.BEARER)
+    if cookie is not None:
+        session = cookie_parser(cookie.decode("latin-1")).get(SESSION_COOKIE)
+        if session:
+            return True, (session, Source.COOKIE)
+    return True, None
 
 
 def _raw_path(scope: Scope) -> str:
