@@ -78,6 +78,7 @@ class Relay:
         "_head_only",
         "_headers",
         "_interim",
+        "_out",
         "_protocol",
         "_request",
         "_started",
@@ -96,7 +97,8 @@ class Relay:
         self._framed = False  # the upstream said where its body ends
         self._chunked = False  # the caller gets it chunked
         self._interim = False
-        self._started = False  # the answer's head went to the caller
+        self._started = False  # the answer's head is on its way to the caller
+        self._out: list[bytes] = []  # what goes to the caller at the end of this read
         self.answered = False
 
     def start(self) -> None:
@@ -139,7 +141,7 @@ class Relay:
         content.append(b"\r\n")
         cycle.response_started = True
         self._started = True
-        self._protocol.transport.write(b"".join(content))
+        self._out.append(b"".join(content))
         if self._head_only or status in (204, 304):
             self._finish(reuse=False)  # no body follows, whatever the headers say
 
@@ -148,8 +150,19 @@ class Relay:
             return
         if self._chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        self._protocol.transport.write(data)
+        self._out.append(data)
         self._request.touch()
+
+    def _on_data_end(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        """What came of the answer in this read, in one write: a small answer's head and
+        body cost the caller's socket one system call, not two."""
+        out = self._out
+        if out:
+            self._protocol.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def _on_complete(self, keep_alive: bool) -> None:
         if self._interim:
@@ -171,12 +184,14 @@ class Relay:
             self._finish(reuse=False)  # a body that ends with the connection
             return
         log.info("proxy: upstream broke off: %s", reason)
+        self._flush()
         self._connection.finish(reuse=False)
         self._protocol.relay_done(self._cycle, broken=True)
 
     def _finish(self, reuse: bool) -> None:
         if self._chunked:
-            self._protocol.transport.write(b"0\r\n\r\n")
+            self._out.append(b"0\r\n\r\n")
+        self._flush()
         self._connection.finish(reuse=reuse)
         self._protocol.relay_done(self._cycle, broken=False)
 

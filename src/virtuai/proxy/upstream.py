@@ -59,6 +59,7 @@ class Exchange(Protocol):
     def _on_body(self, data: bytes) -> None: ...
     def _on_complete(self, keep_alive: bool) -> None: ...
     def _on_lost(self, reason: str) -> None: ...
+    def _on_data_end(self) -> None: ...
 
 
 class Response:
@@ -178,6 +179,9 @@ class Response:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _on_data_end(self) -> None:
+        pass  # the caller takes what came when it is woken
+
 
 class Connection(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool, key: tuple[str, int], loop: asyncio.AbstractEventLoop):
@@ -211,6 +215,9 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             response._on_lost(f"bad answer: {error}")
             self.close()
+            return
+        if self.response is response:
+            response._on_data_end()  # all of this read is parsed: one write of it onwards
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
