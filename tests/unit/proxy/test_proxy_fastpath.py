@@ -30,6 +30,7 @@ class Upstream:
         self.answers = answers
         self.connections = 0
         self.requests: list[bytes] = []
+        self.sent_at = 0.0  # when the last answer was all sent
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -57,6 +58,7 @@ class Upstream:
                 if not reply:
                     return  # closes without answering
                 conn.sendall(reply)
+                self.sent_at = time.monotonic()
                 if b"connection: close" in reply.lower():
                     return
 
@@ -268,3 +270,20 @@ def test_pipelined_requests_are_answered_in_order(made: list[Any]) -> None:
             assert chunk, data
             data += chunk
     assert data.index(b"first") < data.index(b"second")
+
+
+def test_a_slow_caller_slows_the_upstream_down(made: list[Any]) -> None:
+    """Backpressure: while the caller does not read, the relay stops reading the upstream,
+    so a large answer is not piled up in the server's memory."""
+    size = 48 * 2**20
+    body = b"y" * size
+    proxy = front(made, {b"/small": fixed(b"x"), b"/large": fixed(body)})
+    conn = proxy.client()
+    get(conn, "/small")  # the pool's first connection
+    conn.request("GET", "/large")
+    response = conn.getresponse()
+    time.sleep(1.5)  # the caller does not read: the upstream must be held up
+    began_reading = time.monotonic()
+    assert response.read() == body
+    assert proxy.fast == 1
+    assert proxy.upstream.sent_at > began_reading  # its sendall ended once the caller read
