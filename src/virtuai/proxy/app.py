@@ -38,12 +38,12 @@ from urllib.parse import quote
 
 import anyio.to_thread
 import websockets
-from starlette.requests import HTTPConnection, cookie_parser
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from virtuai.api.browser import SESSION_COOKIE, Source
+from virtuai.api.browser import Source
 from virtuai.api.context import ApiContext
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden, NotFound, Unavailable, VirtuaiError
@@ -64,6 +64,7 @@ from virtuai.proxy.auth import (
     credential,
     fast_caller,
     forget,
+    plain_credential,
     require_credential,
 )
 from virtuai.proxy.fastpath import FastRequest
@@ -74,7 +75,7 @@ from virtuai.proxy.headers import (
     head_of,
     upstream_headers,
 )
-from virtuai.proxy.peers import FORWARDED_BY, Peers, forwarded, peer_headers
+from virtuai.proxy.peers import Peers, forwarded, peer_headers
 from virtuai.proxy.routes import (
     PREFIXES,
     Access,
@@ -169,7 +170,7 @@ class ProxyApp:
         target = parse_target(scope["path"])
         if target is None or not target.rest:
             return None
-        plain, found = _plain(scope["headers"])
+        plain, found = plain_credential(scope["headers"])
         if not plain:
             return None
         caller: Caller | None = None
@@ -512,34 +513,6 @@ class ProxyApp:
             for task in (down, up):
                 with contextlib.suppress(BaseException):
                     await task
-
-
-_FORWARDED_BY_RAW = FORWARDED_BY.encode()
-_NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"upgrade", _FORWARDED_BY_RAW})
-
-
-def _plain(headers: list[tuple[bytes, bytes]]) -> tuple[bool, tuple[str, Source] | None]:
-    """Whether a request is plain for the fast path (no body, no upgrade, not handed over
-    by another server), and its credential as ``proxy.auth.credential`` finds it."""
-    bearer: str | None = None
-    cookie: bytes | None = None
-    for key, value in headers:
-        if key in _NOT_PLAIN:
-            if key != b"content-length" or value.strip() != b"0":
-                return False, None
-        elif key == b"authorization":
-            scheme, _, rest = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and rest.strip():
-                bearer = rest.strip()
-        elif key == b"cookie" and cookie is None:
-            cookie = value
-    if bearer is not None:
-        return True, (bearer, Source.BEARER)
-    if cookie is not None:
-        session = cookie_parser(cookie.decode("latin-1")).get(SESSION_COOKIE)
-        if session:
-            return True, (session, Source.COOKIE)
-    return True, None
 
 
 def _raw_path(scope: Scope) -> str:
