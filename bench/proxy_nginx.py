@@ -38,6 +38,25 @@ http {{
   client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
   fastcgi_temp_path {dir}/f; uwsgi_temp_path {dir}/u; scgi_temp_path {dir}/s;
   upstream nb {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+  upstream api {{ server 127.0.0.1:{api}; keepalive 8; }}
+  proxy_cache_path {dir}/auth keys_zone=auth:1m;
+  server {{
+    listen 127.0.0.1:{authport};
+    location {prefix} {{
+      auth_request /_auth;
+      proxy_pass http://nb; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Virtuai-Notebook-Secret {secret};
+      proxy_set_header X-Virtuai-Auth bearer; proxy_set_header Authorization "";
+      proxy_buffering off;
+    }}
+    location = /_auth {{
+      internal;
+      proxy_pass http://api/api/v1/whoami; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_cache auth; proxy_cache_key $http_authorization; proxy_cache_valid 200 5s;
+    }}
+  }}
   server {{
     listen 127.0.0.1:{port};
     location {prefix} {{
@@ -63,8 +82,10 @@ def main() -> None:
     nginx: subprocess.Popen[bytes] | None = None
     try:
         setup.start()
-        port = free_port()
+        port, authport = free_port(), free_port()
         conf = _CONF.format(
+            api=setup.server.port,
+            authport=authport,
             dir=work,
             upstream=setup.direct.port,
             port=port,
@@ -75,7 +96,8 @@ def main() -> None:
         nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-e", str(work / "e")])
         time.sleep(1)
         front = Target("nginx", port, setup.prefix, {"Authorization": "Bearer unused"})
-        targets = [setup.direct, setup.proxied, front]
+        authed = Target("nginx+auth", authport, setup.prefix, setup.proxied.headers)
+        targets = [setup.direct, setup.proxied, front, authed]
         paced_latencies(targets, 0.5)
         lat: dict[str, list[float]] = {t.label: [] for t in targets}
         rps: dict[str, list[float]] = {t.label: [] for t in targets}
@@ -96,7 +118,7 @@ def main() -> None:
             median = statistics.median(rps[label]) / statistics.median(rps["direct"])
             results[label] = (added, ratio)
             print(
-                f"{label:6} p50={percentile(lat[label], 50):.2f} "
+                f"{label:10} p50={percentile(lat[label], 50):.2f} "
                 f"p99={percentile(lat[label], 99):.2f} ms, paired p50 "
                 f"{percentile(pairs, 50):.2f} ms; req/s "
                 f"{', '.join(f'{r:.0f}' for r in rps[label])}; ratio {ratio:.2f} "
@@ -106,6 +128,8 @@ def main() -> None:
         print(
             f"nginx_added_p99_ms={results['nginx'][0]:.2f} "
             f"nginx_throughput_ratio={results['nginx'][1]:.2f} "
+            f"nginx_auth_added_p99_ms={results['nginx+auth'][0]:.2f} "
+            f"nginx_auth_throughput_ratio={results['nginx+auth'][1]:.2f} "
             f"proxy_added_p99_ms={results['proxy'][0]:.2f} "
             f"proxy_throughput_ratio={results['proxy'][1]:.2f}"
         )
