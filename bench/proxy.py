@@ -20,8 +20,11 @@ installation's key), alternating in rounds so that both see the same noise:
 * the server's CPU time per proxied request (its process's CPU during the proxy's
   throughput rounds, less what it spends idle in the direct rounds).
 
-Usage: ``python bench/proxy.py [--seconds 2] [--rounds 5]``.  The last line is
-``proxy_added_p99_ms=X proxy_throughput_ratio=R ws_msgs_per_s=N``.
+Usage: ``python bench/proxy.py [--seconds 2] [--rounds 5] [--baseline-src DIR]``.
+``--baseline-src`` (e.g. the ``src`` of ``git archive main``) starts a second server
+from that tree, with its own notebook, and measures it round by round in turn with
+this one, so that both meet the same load; the load average is printed.  The last
+line is this tree's ``proxy_added_p99_ms=X proxy_throughput_ratio=R ws_msgs_per_s=N``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import hmac
 import http.client
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -174,50 +178,58 @@ def start_notebook(server: VirtuaiServer, token: str) -> tuple[int, int]:
     return job_id, int(spec["env"]["MASTER_PORT"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="per round and target")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+class Setup:
+    """One tree's server with its notebook, reached directly and through the proxy."""
 
-    server = VirtuaiServer()
-    workspaces = server.root / "workspaces"
-    workspaces.mkdir(mode=0o755)
-    server.env["VIRTUAI_WORKSPACES"] = str(workspaces)
-    server.env["VIRTUAI_NOTEBOOKS__PYTHON"] = jupyter_python(server.root)
-    server.env["VIRTUAI_LOCAL__USER_PREFIX"] = "vaib-"
-    server.env["VIRTUAI_LOCAL__KILL_GRACE_S"] = "5"
-    try:
+    def __init__(self, label: str, env: dict[str, str], user_prefix: str) -> None:
+        self.label = label
+        self.user_prefix = user_prefix
+        self.server = VirtuaiServer(env)
+        workspaces = self.server.root / "workspaces"
+        workspaces.mkdir(mode=0o755)
+        self.server.env["VIRTUAI_WORKSPACES"] = str(workspaces)
+        self.server.env["VIRTUAI_NOTEBOOKS__PYTHON"] = jupyter_python(self.server.root)
+        self.server.env["VIRTUAI_LOCAL__USER_PREFIX"] = user_prefix
+        self.server.env["VIRTUAI_LOCAL__KILL_GRACE_S"] = "5"
+        self.lat: dict[str, list[float]] = {"direct": [], "proxy": []}
+        self.rps: dict[str, list[float]] = {"direct": [], "proxy": []}
+        self.cpu: dict[str, float] = {"direct": 0.0, "proxy": 0.0}
+        self.token = ""
+
+    def start(self) -> None:
+        server = self.server
         server.start()
-        token = server.setup_user()
+        self.token = token = server.setup_user()
         job_id, port = start_notebook(server, token)
         key = (server.home / "job-token.key").read_bytes()
         secret = hmac.new(key, f"notebook:{job_id}.0".encode(), hashlib.sha256).hexdigest()
-        prefix = f"/user/bench/{NAME}/"
-        proxied = Target("proxy", server.port, prefix, {"Authorization": f"Bearer {token}"})
-        direct = Target(
+        self.prefix = prefix = f"/user/bench/{NAME}/"
+        self.proxied = Target("proxy", server.port, prefix, {"Authorization": f"Bearer {token}"})
+        self.direct = Target(
             "direct",
             port,
             prefix,
             {"X-Virtuai-Notebook-Secret": secret, "X-Virtuai-Auth": "bearer"},
         )
-        paced_latencies([direct, proxied], 0.5)  # warm both paths (route cache, pools)
+        paced_latencies([self.direct, self.proxied], 0.5)  # warm both paths (caches, pools)
 
-        lat: dict[str, list[float]] = {"direct": [], "proxy": []}
-        rps: dict[str, list[float]] = {"direct": [], "proxy": []}
-        cpu: dict[str, float] = {"direct": 0.0, "proxy": 0.0}
-        for _ in range(args.rounds):
-            for label, samples in paced_latencies([direct, proxied], args.seconds).items():
-                lat[label] += samples
-        for _ in range(max(2, args.rounds // 2)):
-            for target in (direct, proxied):
-                before = server.cpu_seconds()
-                rps[target.label].append(throughput(target, args.seconds))
-                cpu[target.label] += server.cpu_seconds() - before
+    def latency_round(self, seconds: float) -> None:
+        for label, samples in paced_latencies([self.direct, self.proxied], seconds).items():
+            self.lat[label] += samples
+
+    def throughput_round(self, seconds: float) -> None:
+        for target in (self.direct, self.proxied):
+            before = self.server.cpu_seconds()
+            self.rps[target.label].append(throughput(target, seconds))
+            self.cpu[target.label] += self.server.cpu_seconds() - before
+
+    def report(self, seconds: float) -> tuple[float, float, float]:
+        """Print this tree's figures; return (added p99, throughput ratio, paired p50)."""
+        lat, rps = self.lat, self.rps
         for label in ("direct", "proxy"):
             samples = lat[label]
             print(
-                f"{label:6} at {RATE:.0f} req/s: n={len(samples)} "
+                f"[{self.label}] {label:6} at {RATE:.0f} req/s: n={len(samples)} "
                 f"p50={percentile(samples, 50):.2f} "
                 f"p99={percentile(samples, 99):.2f} ms; {CLIENTS} clients: "
                 f"{max(rps[label]):.0f} req/s (rounds {', '.join(f'{r:.0f}' for r in rps[label])})"
@@ -226,29 +238,28 @@ def main() -> None:
         # when both meet the same machine, and how often the server alone was late.
         pairs = [p - d for p, d in zip(lat["proxy"], lat["direct"], strict=True)]
         print(
-            f"paired (proxied - direct, same tick): p50={percentile(pairs, 50):.2f} "
+            f"[{self.label}] paired (proxied - direct, same tick): "
+            f"p50={percentile(pairs, 50):.2f} "
             f"p90={percentile(pairs, 90):.2f} p99={percentile(pairs, 99):.2f} ms"
         )
-        proxied_requests = sum(rps["proxy"]) * args.seconds
-        per_request = (cpu["proxy"] - cpu["direct"]) / max(1.0, proxied_requests)
-        print(f"server CPU per proxied request: {per_request * 1e6:.0f} us")
-
-        kernel = server.http(token).ok("POST", f"{prefix}api/kernels")["id"]
-        ws_direct = ws_rate(direct, kernel)
-        ws_proxy = ws_rate(proxied, kernel)
-        print(
-            f"websocket: {WS_REQUESTS} kernel_info requests, messages relayed: "
-            f"direct {ws_direct:.0f}/s, proxy {ws_proxy:.0f}/s"
-        )
-
+        proxied_requests = sum(rps["proxy"]) * seconds
+        per_request = (self.cpu["proxy"] - self.cpu["direct"]) / max(1.0, proxied_requests)
+        print(f"[{self.label}] server CPU per proxied request: {per_request * 1e6:.0f} us")
         added = percentile(lat["proxy"], 99) - percentile(lat["direct"], 99)
         ratio = max(rps["proxy"]) / max(rps["direct"])
         print(
-            f"proxy_added_p99_ms={added:.2f} proxy_throughput_ratio={ratio:.2f} "
-            f"ws_msgs_per_s={ws_proxy:.0f}"
+            f"[{self.label}] added p99 {added:.2f} ms, throughput ratio {ratio:.2f} "
+            f"(best round each; median of rounds "
+            f"{statistics.median(rps['proxy']) / statistics.median(rps['direct']):.2f})"
         )
-    finally:
-        with_user = server.http(server.token)
+        return added, ratio, percentile(pairs, 50)
+
+    def websocket(self) -> tuple[float, float]:
+        kernel = self.server.http(self.token).ok("POST", f"{self.prefix}api/kernels")["id"]
+        return ws_rate(self.direct, kernel), ws_rate(self.proxied, kernel)
+
+    def stop(self) -> None:
+        with_user = self.server.http(self.server.token)
         try:
             with_user.call("DELETE", f"/api/v1/notebooks/{NAME}?user=bench")
             deadline = time.monotonic() + 30  # its user goes once Jupyter has ended
@@ -258,8 +269,68 @@ def main() -> None:
                 time.sleep(0.5)
         finally:
             with_user.close()
-            server.stop()
-            subprocess.run(["userdel", "vaib-bench"], capture_output=True, check=False)
+            self.server.stop()
+            subprocess.run(
+                ["userdel", f"{self.user_prefix}bench"], capture_output=True, check=False
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="per round and target")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="the src directory of another tree (e.g. a git archive of main): its server "
+        "is measured too, round by round in turn with this one's",
+    )
+    args = parser.parse_args()
+
+    setups = [Setup("this", {}, "vaib-")]
+    if args.baseline_src is not None:
+        baseline = {"PYTHONPATH": str(args.baseline_src.resolve())}
+        setups.append(Setup("baseline", baseline, "vaic-"))
+    loads = [os.getloadavg()[0]]
+    try:
+        for setup in setups:
+            setup.start()
+        # Round by round in turn, the first alternating: both trees meet the same machine.
+        for i in range(args.rounds):
+            for setup in setups if i % 2 == 0 else setups[::-1]:
+                setup.latency_round(args.seconds)
+        loads.append(os.getloadavg()[0])
+        for i in range(max(2, args.rounds // 2)):
+            for setup in setups if i % 2 == 0 else setups[::-1]:
+                setup.throughput_round(args.seconds)
+        loads.append(os.getloadavg()[0])
+        results = {setup.label: setup.report(args.seconds) for setup in setups}
+        ws: dict[str, tuple[float, float]] = {}
+        for setup in setups:
+            ws[setup.label] = setup.websocket()
+            print(
+                f"[{setup.label}] websocket: {WS_REQUESTS} kernel_info requests, messages "
+                f"relayed: direct {ws[setup.label][0]:.0f}/s, proxy {ws[setup.label][1]:.0f}/s"
+            )
+        print(f"load average (1 min) during the run: {', '.join(f'{x:.2f}' for x in loads)}")
+        if args.baseline_src is not None:
+            added, ratio, paired = results["baseline"]
+            print(
+                f"baseline: proxy_added_p99_ms={added:.2f} proxy_throughput_ratio={ratio:.2f} "
+                f"paired_p50_ms={paired:.2f} ws_msgs_per_s={ws['baseline'][1]:.0f}"
+            )
+        added, ratio, _paired = results["this"]
+        print(
+            f"proxy_added_p99_ms={added:.2f} proxy_throughput_ratio={ratio:.2f} "
+            f"ws_msgs_per_s={ws['this'][1]:.0f}"
+        )
+    finally:
+        for setup in setups:
+            try:
+                setup.stop()
+            except Exception as error:  # the other tree's server is still stopped
+                print(f"[{setup.label}] stopping: {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Hashable
@@ -48,6 +47,16 @@ from virtuai.api.browser import Source
 from virtuai.api.context import ApiContext
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden, NotFound, Unavailable, VirtuaiError
+from virtuai.proxy.answers import (
+    NO_ANSWER,
+    query,
+    redirect,
+    refuse,
+    refuse_websocket,
+    starting_page,
+    unavailable,
+    wants_page,
+)
 from virtuai.proxy.auth import (
     SessionCache,
     authenticate,
@@ -55,8 +64,10 @@ from virtuai.proxy.auth import (
     credential,
     fast_caller,
     forget,
+    plain_credential,
     require_credential,
 )
+from virtuai.proxy.fastpath import FastRequest
 from virtuai.proxy.headers import (
     NOT_UPSTREAM,
     RequestHead,
@@ -149,6 +160,50 @@ class ProxyApp:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
+    def fast(self, scope: Scope) -> FastRequest | None:
+        """The request, ready to relay, if it can take the fast path (``proxy.fastpath``):
+        an idempotent one without a body, whose caller and route are cached and admitted,
+        to a workload on this machine with an idle connection; else ``None`` and the ASGI
+        path takes it, as always.  No I/O: called on the event loop for every request."""
+        if scope["method"] not in _IDEMPOTENT or not scope["path"].startswith(PREFIXES):
+            return None
+        target = parse_target(scope["path"])
+        if target is None or not target.rest:
+            return None
+        plain, found = plain_credential(scope["headers"])
+        if not plain:
+            return None
+        caller: Caller | None = None
+        if found is not None:
+            value, source = found
+            caller, refresh = fast_caller(self._context, value, source, self._sessions)
+            if caller is None:
+                return None
+            if refresh:
+                self._in_background(("caller", value), self._refresh_caller(value, source))
+        if target.kind == "user" and (caller is None or caller.name != target.owner):
+            return None
+        _hit, route, refresh = self._routes.cached(target)
+        if route is None:
+            return None
+        if refresh:
+            self._in_background(target, self._refresh(target))
+        try:
+            self._authorize(route, caller, found)
+        except VirtuaiError:
+            return None
+        upstream = route.pick(self._suspects)
+        scope["virtuai.counted"] = True  # the ASGI path, if it takes it, counts it no more
+        if upstream is None or self._peers.remote(upstream):
+            return None
+        connection = self._pool.take(upstream.host, upstream.port)
+        if connection is None:
+            return None
+        self.activity.touch(route.job_id)
+        head = RequestHead(scope, _raw_path(scope)[route.strip :]).to(upstream)
+        touch = functools.partial(self.activity.touch, route.job_id)
+        return FastRequest(connection, head, touch, downstream_headers)
+
     # -- who, what, where ------------------------------------------------------------------
 
     async def _admit(self, connection: HTTPConnection, target: Target, method: str | None) -> Route:
@@ -231,19 +286,21 @@ class ProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send, target: Target) -> None:
         connection = HTTPConnection(scope)
         method: str = scope["method"]
+        # Counted here unless another server did (``peers``) or the fast path tried it.
+        count = not forwarded(scope) and "virtuai.counted" not in scope
         try:
             route = await self._admit(connection, target, method)
-            upstream = route.pick(self._suspects, count=not forwarded(scope))
+            upstream = route.pick(self._suspects, count=count)
             if upstream is None:
-                route, upstream = await self._hold(target, route, count=not forwarded(scope))
+                route, upstream = await self._hold(target, route, count=count)
             if upstream is None:
-                await _unavailable(send, connection, route)
+                await unavailable(send, connection, route)
                 return
         except VirtuaiError as error:
-            await _refuse(send, connection, error, self._context)
+            await refuse(send, connection, error, self._context)
             return
         if not target.rest:  # /user/alice/lab -> /user/alice/lab/ (Jupyter's base_url)
-            await _redirect(send, target.prefix + _query(scope))
+            await redirect(send, target.prefix + query(scope))
             return
         self.activity.touch(route.job_id)
         path = _raw_path(scope)
@@ -255,19 +312,19 @@ class ProxyApp:
                 response = await self._send(scope, path, head, body, upstream, route)
                 break
             except VirtuaiError as error:
-                await _refuse(send, connection, error, self._context)
+                await refuse(send, connection, error, self._context)
                 return
             except UpstreamError as error:
                 log.info("proxy: %s:%s unreachable: %s", upstream.host, upstream.port, error)
                 self._routes.forget(target)
                 if route.service_id is None:
-                    if _wants_page(connection) and method in ("GET", "HEAD"):
+                    if wants_page(connection) and method in ("GET", "HEAD"):
                         # A browser that came while the job runs but its server does not
                         # listen yet (JupyterLab takes seconds): the page that reloads
                         # itself, not JSON.
-                        await _starting_page(send, "it does not answer yet")
+                        await starting_page(send, "it does not answer yet")
                         return
-                    await _refuse(send, connection, _NO_ANSWER, self._context)
+                    await refuse(send, connection, NO_ANSWER, self._context)
                     return
                 # A replica that failed: skipped until its next probe; the request goes to
                 # another if it cannot have reached this one's application (or cannot
@@ -277,20 +334,20 @@ class ProxyApp:
                 if error.answered or (
                     error.sent and (body is not None or method not in _IDEMPOTENT)
                 ):
-                    await _refuse(send, connection, _NO_ANSWER, self._context)
+                    await refuse(send, connection, NO_ANSWER, self._context)
                     return
                 # The route came from the cache: the service may be gone, or have others.
                 fresh = await anyio.to_thread.run_sync(self._routes.lookup, target)
                 if fresh is None:
                     gone = NotFound(f"nothing is served at {target.prefix}")
-                    await _refuse(send, connection, gone, self._context)
+                    await refuse(send, connection, gone, self._context)
                     return
                 route = fresh
                 upstream = route.pick(self._suspects, count=False)
                 if upstream is None or upstream in tried:
                     route, upstream = await self._hold(target, route)
                     if upstream is None or upstream in tried:
-                        await _refuse(send, connection, _NO_ANSWER, self._context)
+                        await refuse(send, connection, NO_ANSWER, self._context)
                         return
         try:
             await send(
@@ -386,12 +443,12 @@ class ProxyApp:
             if upstream is None:
                 raise Unavailable(f"not running yet: {route.state}, {route.reason}")
         except VirtuaiError as error:
-            await _refuse_websocket(scope, send, error)
+            await refuse_websocket(scope, send, error)
             return
         try:
             url, headers = self._where(scope, connection, upstream, route)
         except VirtuaiError as error:
-            await _refuse_websocket(scope, send, error)
+            await refuse_websocket(scope, send, error)
             return
         try:
             server = await websockets.connect(
@@ -410,9 +467,9 @@ class ProxyApp:
             status = getattr(getattr(error, "response", None), "status_code", None)
             log.info("proxy: websocket %s refused: %s", url, error)
             if isinstance(status, int) and 400 <= status < 500:
-                await _refuse_websocket(scope, send, Forbidden(f"the workload said {status}"))
+                await refuse_websocket(scope, send, Forbidden(f"the workload said {status}"))
             else:
-                await _refuse_websocket(scope, send, Unavailable("the workload does not answer"))
+                await refuse_websocket(scope, send, Unavailable("the workload does not answer"))
             return
         self.activity.touch(route.job_id)
         await send({"type": "websocket.accept", "subprotocol": server.subprotocol})
@@ -461,12 +518,7 @@ class ProxyApp:
 def _raw_path(scope: Scope) -> str:
     raw = scope.get("raw_path")
     path = raw.decode("latin-1") if raw else quote(scope["path"])
-    return path + _query(scope)
-
-
-def _query(scope: Scope) -> str:
-    query: bytes = scope.get("query_string", b"")
-    return "?" + query.decode("latin-1") if query else ""
+    return path + query(scope)
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
@@ -479,87 +531,3 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             yield chunk
         if not message.get("more_body", False):
             return
-
-
-def _wants_page(connection: HTTPConnection) -> bool:
-    return "text/html" in connection.headers.get("accept", "")
-
-
-def _error_body(error: VirtuaiError) -> bytes:
-    return json.dumps(error.to_dict()).encode()
-
-
-_NO_ANSWER = Unavailable("the workload does not answer (yet)")
-_STATUS = {"unauthenticated": 401, "forbidden": 403, "not_found": 404, "unavailable": 503}
-
-
-async def _refuse(
-    send: Send, connection: HTTPConnection, error: VirtuaiError, context: ApiContext
-) -> None:
-    status = _STATUS.get(error.code, 400)
-    if status == 401 and _wants_page(connection) and connection.scope["method"] in ("GET", "HEAD"):
-        path = connection.scope["path"] + _query(connection.scope)
-        login = "/api/v1/session/oidc/login" if context.browser.oidc is not None else "/"
-        await _redirect(send, f"{login}?next={quote(path, safe='')}")
-        return
-    headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    if status == 503:
-        headers.append((b"retry-after", b"2"))
-    await _respond(send, status, headers, _error_body(error))
-
-
-async def _unavailable(send: Send, connection: HTTPConnection, route: Route) -> None:
-    message = f"it is {route.state}: {route.reason}" if route.reason else f"it is {route.state}"
-    error = Unavailable(f"not running yet ({message}); try again in a moment")
-    if _wants_page(connection):
-        await _starting_page(send, message)
-        return
-    headers = [(b"content-type", b"application/json"), (b"retry-after", b"2")]
-    await _respond(send, 503, headers, _error_body(error))
-
-
-async def _starting_page(send: Send, message: str) -> None:
-    page = (
-        "<!doctype html><meta charset='utf-8'><meta http-equiv='refresh' content='2'>"
-        f"<title>Starting</title><p>It is starting ({_html(message)}).</p>"
-    ).encode()
-    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"retry-after", b"2")]
-    await _respond(send, 503, headers, page)
-
-
-async def _redirect(send: Send, location: str) -> None:
-    await _respond(send, 302, [(b"location", location.encode("latin-1"))], b"")
-
-
-async def _respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _refuse_websocket(scope: Scope, send: Send, error: VirtuaiError) -> None:
-    """A plain HTTP answer to the handshake when the server can give one (uvicorn can)."""
-    status = _STATUS.get(error.code, 400)
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = _error_body(error)
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

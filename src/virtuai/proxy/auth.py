@@ -21,7 +21,7 @@ import hashlib
 import time
 from urllib.parse import urlsplit
 
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, cookie_parser
 
 from virtuai.api.browser import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Source
 from virtuai.api.context import ApiContext
@@ -29,6 +29,7 @@ from virtuai.api.deps import bearer_caller
 from virtuai.auth.sessions import verify_session
 from virtuai.auth.tokens import hash_token, looks_like_api_token
 from virtuai.errors import Forbidden, Unauthenticated
+from virtuai.proxy.peers import FORWARDED_BY
 from virtuai.services.access import Caller
 from virtuai.services.identity import authenticate_identity
 from virtuai.services.tokencache import GENERATION
@@ -47,6 +48,35 @@ def credential(connection: HTTPConnection) -> tuple[str, Source] | None:
     if cookie:
         return cookie, Source.COOKIE
     return None
+
+
+_FORWARDED_BY_RAW = FORWARDED_BY.encode()
+_NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"upgrade", _FORWARDED_BY_RAW})
+
+
+def plain_credential(headers: list[tuple[bytes, bytes]]) -> tuple[bool, tuple[str, Source] | None]:
+    """Whether a request is plain for the fast path (no body, no upgrade, not handed over
+    by another server), and its credential as :func:`credential` finds it (from the raw
+    headers: this runs for every request)."""
+    bearer: str | None = None
+    cookie: bytes | None = None
+    for key, value in headers:
+        if key in _NOT_PLAIN:
+            if key != b"content-length" or value.strip() != b"0":
+                return False, None
+        elif key == b"authorization":
+            scheme, _, rest = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and rest.strip():
+                bearer = rest.strip()
+        elif key == b"cookie" and cookie is None:
+            cookie = value
+    if bearer is not None:
+        return True, (bearer, Source.BEARER)
+    if cookie is not None:
+        session = cookie_parser(cookie.decode("latin-1")).get(SESSION_COOKIE)
+        if session:
+            return True, (session, Source.COOKIE)
+    return True, None
 
 
 def check_same_origin(connection: HTTPConnection, method: str | None) -> None:

@@ -30,7 +30,7 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -48,10 +48,24 @@ class UpstreamError(Exception):
         self.answered = answered
 
 
+class Exchange(Protocol):
+    """What a connection hands the answer's parts to: a :class:`Response`, or the fast
+    path's relay (``proxy.fastpath``), which writes them straight to the caller."""
+
+    answered: bool
+
+    def _on_header(self, name: bytes, value: bytes) -> None: ...
+    def _on_head(self, status: int, keep_alive: bool) -> None: ...
+    def _on_body(self, data: bytes) -> None: ...
+    def _on_complete(self, keep_alive: bool) -> None: ...
+    def _on_lost(self, reason: str) -> None: ...
+    def _on_data_end(self) -> None: ...
+
+
 class Response:
     """An answer being read: its status and headers, then its body chunk by chunk."""
 
-    def __init__(self, connection: _Connection, head_only: bool) -> None:
+    def __init__(self, connection: Connection, head_only: bool) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self._connection = connection
@@ -165,15 +179,18 @@ class Response:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _on_data_end(self) -> None:
+        pass  # the caller takes what came when it is woken
 
-class _Connection(asyncio.Protocol):
+
+class Connection(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool, key: tuple[str, int], loop: asyncio.AbstractEventLoop):
         self.pool = pool
         self.key = key
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.response: Response | None = None
+        self.response: Exchange | None = None
         self.closed = False
         self.idle_since = 0.0
         self._drained: asyncio.Future[None] | None = None
@@ -198,6 +215,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             response._on_lost(f"bad answer: {error}")
             self.close()
+            return
+        if self.response is response:
+            response._on_data_end()  # all of this read is parsed: one write of it onwards
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -261,6 +281,20 @@ class _Connection(asyncio.Protocol):
     def release(self) -> None:
         self.pool._release(self)
 
+    def start(self, exchange: Exchange, head: bytes) -> None:
+        """Send a request without a body, its answer to go to ``exchange`` (the fast path;
+        a connection taken from the pool by ``UpstreamPool.take``)."""
+        self.response = exchange
+        self.write(head)
+
+    def finish(self, reuse: bool) -> None:
+        """Done with the exchange: back to the pool (``reuse``), else closed."""
+        self.response = None
+        if reuse:
+            self.release()
+        else:
+            self.close()
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -273,7 +307,7 @@ class UpstreamPool:
     def __init__(self, *, connect_timeout_s: float = 10.0, idle_s: float = 4.0) -> None:
         self._connect_timeout_s = connect_timeout_s
         self._idle_s = idle_s
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
 
     async def request(
         self,
@@ -301,6 +335,10 @@ class UpstreamPool:
             connection = await self._connect(key)
         return await self._exchange(connection, head, body, chunked, head_only)
 
+    def take(self, host: str, port: int) -> Connection | None:
+        """An idle keep-alive connection to ``host:port``, if there is one (no I/O)."""
+        return self._take((host, port))
+
     async def aclose(self) -> None:
         for connections in self._idle.values():
             for connection in connections:
@@ -309,7 +347,7 @@ class UpstreamPool:
 
     async def _exchange(
         self,
-        connection: _Connection,
+        connection: Connection,
         head: bytes,
         body: AsyncIterator[bytes] | None,
         chunked: bool,
@@ -333,7 +371,7 @@ class UpstreamPool:
             raise
         return response
 
-    def _take(self, key: tuple[str, int]) -> _Connection | None:
+    def _take(self, key: tuple[str, int]) -> Connection | None:
         idle = self._idle.get(key)
         if not idle:
             return None
@@ -346,7 +384,7 @@ class UpstreamPool:
         del self._idle[key]  # replicas come and go on new ports: no empty lists kept
         return None
 
-    def _release(self, connection: _Connection) -> None:
+    def _release(self, connection: Connection) -> None:
         if connection.closed:
             return
         idle = self._idle.setdefault(connection.key, [])
@@ -355,19 +393,19 @@ class UpstreamPool:
         connection.idle_since = time.monotonic()
         idle.append(connection)
 
-    def _discard(self, connection: _Connection) -> None:
+    def _discard(self, connection: Connection) -> None:
         idle = self._idle.get(connection.key)
         if idle and connection in idle:
             idle.remove(connection)
             if not idle:
                 del self._idle[connection.key]
 
-    async def _connect(self, key: tuple[str, int]) -> _Connection:
+    async def _connect(self, key: tuple[str, int]) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _transport, connection = await loop.create_connection(
-                    lambda: _Connection(self, key, loop), key[0], key[1]
+                    lambda: Connection(self, key, loop), key[0], key[1]
                 )
         except (OSError, TimeoutError) as error:
             raise UpstreamError(
@@ -377,7 +415,7 @@ class UpstreamPool:
 
 
 async def _send_body(
-    connection: _Connection, response: Response, body: AsyncIterator[bytes], chunked: bool
+    connection: Connection, response: Response, body: AsyncIterator[bytes], chunked: bool
 ) -> None:
     """Write the request body as it comes from the caller, at the pace the upstream reads."""
     try:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from virtuai.errors import ConfigurationError, VirtuaiError
+from virtuai.proxy.fastpath import Switch, fast_protocol
 from virtuai.server.gate import Gate, sqlite_health
 from virtuai.settings import ClusterSettings, Settings
 
@@ -86,6 +87,7 @@ def _serve(settings: Settings) -> None:
 
             platform = compose(settings)
             built.append(platform)
+            switch.hook = platform.fast
             gate.app = platform.app
         except BaseException as error:
             failed.append(error)
@@ -97,14 +99,17 @@ def _serve(settings: Settings) -> None:
     gate = Gate(sqlite_health(settings.effective_database_url), on_start=builder.start)
     # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
     # uvloop and httptools (C) rather than asyncio's loop and h11 (pure Python): the
-    # proxy's per-request cost halves (docs/benchmarks.md, "The notebook proxy").
+    # proxy's per-request cost halves (docs/benchmarks.md, "The notebook proxy"); and
+    # httptools' protocol with the proxy's fast path (``proxy.fastpath``), which relays
+    # plain proxied requests without ASGI once the platform is built.
+    switch = Switch()
     config = uvicorn.Config(
         gate,
         log_level="warning",
         access_log=False,
         ws="websockets-sansio",
         loop="uvloop",
-        http="httptools",
+        http=fast_protocol(switch),
         lifespan="on",
     )
     server = uvicorn.Server(config)

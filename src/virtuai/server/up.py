@@ -74,6 +74,8 @@ class Platform:
 
     app: Any
     stop: Callable[[], None]
+    # The proxy's fast path (``proxy.fastpath``): plain proxied requests without ASGI.
+    fast: Callable[[dict[str, Any]], Any] | None = None
 
 
 def compose(settings: Settings) -> Platform:
@@ -326,7 +328,7 @@ def compose(settings: Settings) -> Platform:
         engine.dispose()
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 
-    return Platform(app=proxy, stop=stop)
+    return Platform(app=proxy, stop=stop, fast=proxy.fast)
 
 
 def secure_state(settings: Settings) -> None:

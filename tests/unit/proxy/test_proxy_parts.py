@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden
-from virtuai.proxy.auth import SessionCache, check_same_origin, credential
+from virtuai.proxy.auth import SessionCache, check_same_origin, credential, plain_credential
 from virtuai.proxy.headers import (
     NOT_UPSTREAM,
     RequestHead,
@@ -64,6 +64,29 @@ def test_credentials_bearer_first_then_cookie_other_schemes_ignored() -> None:
     found = credential(jupyter)
     assert found is not None and found[0] == "vai_y"
     assert credential(_connection({"authorization": "token abc"})) is None
+
+
+def test_the_fast_paths_reading_of_a_request_agrees_with_the_asgi_paths() -> None:
+    cases = [
+        {"authorization": "Bearer vai_x"},
+        {"authorization": "token abc", "cookie": "a=1; virtuai_session=vai_y; b=2"},
+        {"authorization": "token abc"},
+        {"cookie": "a=1"},
+        {"content-length": "0", "authorization": "Bearer vai_z"},  # no body after all
+        {},
+    ]
+    for headers in cases:
+        raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+        assert plain_credential(raw) == (True, credential(_connection(headers))), headers
+    # A body, an upgrade, or a request another server handed over: the ASGI path's.
+    for odd in (
+        {"content-length": "3"},
+        {"transfer-encoding": "chunked"},
+        {"upgrade": "websocket", "connection": "upgrade"},
+        {"x-virtuai-forwarded-by": "n2"},
+    ):
+        raw = [(k.encode(), v.encode()) for k, v in {**odd, "authorization": "Bearer v"}.items()]
+        assert plain_credential(raw)[0] is False, odd
 
 
 def test_the_callers_credentials_never_reach_the_workload() -> None:
