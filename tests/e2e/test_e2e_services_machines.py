@@ -197,4 +197,12 @@ def test_a_fixed_port_spreads_the_replicas_over_the_machines(cluster: NetCluster
     shown = show()
     ready = [r for r in shown["replicas"] if r["ready"]]
     assert sorted(r["node"] for r in ready) == sorted(i.name for i in cluster.instances)
+    # Through either server's proxy: half the requests are handed to the other machine,
+    # whose server must serve them with its own replica (balancing them again over both
+    # machines' replicas would pick the first machine's, which it does not forward to).
+    headers = {"Authorization": f"Bearer {cluster.token}"}
+    for via in cluster.instances:
+        for _ in range(8):
+            answer = httpx.get(f"{via.url}/svc/lab/fixed/healthz", headers=headers, timeout=60)
+            assert answer.status_code == 200, (via.name, answer.status_code, answer.text)
     _call(cluster, "DELETE", "/api/v1/services/fixed", leader)

@@ -290,9 +290,9 @@ class ProxyApp:
         count = not forwarded(scope) and "virtuai.counted" not in scope
         try:
             route = await self._admit(connection, target, method)
-            upstream = route.pick(self._suspects, count=count)
+            upstream = self._pick(scope, route, count=count)
             if upstream is None:
-                route, upstream = await self._hold(target, route, count=count)
+                route, upstream = await self._hold(scope, target, route, count=count)
             if upstream is None:
                 await unavailable(send, connection, route)
                 return
@@ -343,9 +343,9 @@ class ProxyApp:
                     await refuse(send, connection, gone, self._context)
                     return
                 route = fresh
-                upstream = route.pick(self._suspects, count=False)
+                upstream = self._pick(scope, route, count=False)
                 if upstream is None or upstream in tried:
-                    route, upstream = await self._hold(target, route)
+                    route, upstream = await self._hold(scope, target, route)
                     if upstream is None or upstream in tried:
                         await refuse(send, connection, NO_ANSWER, self._context)
                         return
@@ -371,8 +371,15 @@ class ProxyApp:
         finally:
             response.close()
 
+    def _pick(self, scope: Scope, route: Route, *, count: bool) -> Upstream | None:
+        """``route.pick``; a request another server handed here goes to a replica of this
+        machine's own (that server chose one here; balancing it again over every replica
+        could pick a third machine's, and a handed request is never handed on)."""
+        only = self._peers.local if forwarded(scope) else None
+        return route.pick(self._suspects, count=count, only=only)
+
     async def _hold(
-        self, target: Target, route: Route, *, count: bool = True
+        self, scope: Scope, target: Target, route: Route, *, count: bool = True
     ) -> tuple[Route, Upstream | None]:
         """A service without a usable replica: the request waits for one (a cold start).
         ``count``: as for ``Route.pick`` (a request handed over by a peer is counted there)."""
@@ -381,7 +388,7 @@ class ProxyApp:
         route = await self.services.hold(target, route)
         # Counted again: the service's last request is now, not when the wait began (a
         # long cold start must not look idle to the autoscaler as it ends).
-        return route, route.pick(self._suspects, count=count)
+        return route, self._pick(scope, route, count=count)
 
     async def _send(
         self,
@@ -437,9 +444,9 @@ class ProxyApp:
             return
         try:
             route = await self._admit(connection, target, None)
-            upstream = route.pick(self._suspects, count=not forwarded(scope))
+            upstream = self._pick(scope, route, count=not forwarded(scope))
             if upstream is None:
-                route, upstream = await self._hold(target, route, count=not forwarded(scope))
+                route, upstream = await self._hold(scope, target, route, count=not forwarded(scope))
             if upstream is None:
                 raise Unavailable(f"not running yet: {route.state}, {route.reason}")
         except VirtuaiError as error:

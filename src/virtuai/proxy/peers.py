@@ -72,6 +72,9 @@ class Peers:
         own nodes are not known: then everything is taken for local, as on one machine)."""
         return bool(upstream.node and self.own_nodes) and upstream.node not in self.own_nodes
 
+    def local(self, upstream: Upstream) -> bool:
+        return not self.remote(upstream)
+
     def url(self, upstream: Upstream, scheme: str = "http") -> str:
         """Where the server of ``upstream``'s node listens."""
         host = f"[{upstream.host}]" if ":" in upstream.host else upstream.host

@@ -87,21 +87,29 @@ class Route:
     # marked suspect after that is skipped (``Suspects``).
     probed_at: tuple[float, ...] = ()
 
-    def pick(self, suspects: Suspects | None = None, *, count: bool = True) -> Upstream | None:
+    def pick(
+        self,
+        suspects: Suspects | None = None,
+        *,
+        count: bool = True,
+        only: Callable[[Upstream], bool] | None = None,
+    ) -> Upstream | None:
         """The next upstream, round robin (one for a notebook), skipping what ``suspects``
-        says failed since its last probe; ``None`` if there is none.  ``count=False``: a
-        retry of a request already counted."""
+        says failed since its last probe, and what ``only`` refuses; ``None`` if there is
+        none.  ``count=False``: a retry of a request already counted."""
         if count and self.meter is not None:
             self.meter()
         upstreams = self.upstreams
         if not upstreams:
             return None
         turn = next(self._turn)
-        if not suspects:
+        if not suspects and only is None:
             return upstreams[turn % len(upstreams)]
         for i in range(len(upstreams)):
             index = (turn + i) % len(upstreams)
-            if not suspects.suspect(self, index):
+            if only is not None and not only(upstreams[index]):
+                continue
+            if not (suspects and suspects.suspect(self, index)):
                 return upstreams[index]
         return None
 
