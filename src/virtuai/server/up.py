@@ -194,6 +194,7 @@ def compose(settings: Settings) -> Platform:
         context.rules.preemptible,
         guard=member.guard,
         max_walltime_by_class=settings.cluster.max_walltime_by_class,
+        epoch=member.epoch,
     )
     watch = NodeWatch(
         sessions,
