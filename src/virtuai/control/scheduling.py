@@ -23,7 +23,14 @@ from virtuai.domain.clock import Clock
 from virtuai.domain.vcluster import vc_job_id, vc_row_id
 from virtuai.domain.workload import JobState
 from virtuai.scheduler import schedule
-from virtuai.scheduler.snapshot import Admission, Blocked, Decisions, Policy, Preemption
+from virtuai.scheduler.snapshot import (
+    Admission,
+    Blocked,
+    Decisions,
+    PendingJob,
+    Policy,
+    Preemption,
+)
 from virtuai.store.changes import change_horizon
 from virtuai.store.db import read_session, transaction
 from virtuai.store.fingerprint import (
@@ -215,6 +222,8 @@ class SchedulingLoop:
         self._seen_at = 0.0
         self._pass_every_s = pass_every_s(self._policy)
         self._pending = PendingCache()
+        # The scheduler's view of each cached job, kept while the row is unchanged.
+        self._converted: dict[int, tuple[tuple[object, ...], PendingJob]] = {}
 
     def tick(self) -> TickReport:
         """A full pass, unless nothing the scheduler reads changed since the last one."""
@@ -266,6 +275,7 @@ class SchedulingLoop:
                     pending=gate.schedulable,
                     pending_vcs=vcs,
                     max_walltime_by_class=self._max_walltime_by_class,
+                    memo=self._converted,
                 )
                 decisions = schedule(snapshot)
         return Plan(pending, vcs, now, gate, decisions)
