@@ -315,13 +315,13 @@ class SchedulingLoop:
             report = TickReport(0, len(gate.held))
             if decisions is not None:
                 report = self._apply(session, gate.schedulable, decisions, now, vcs, reasons)
-            _write_reasons(session, pending, reasons)
+            written = _write_reasons(session, pending, reasons)
             if self._guard is not None:
                 # Last, just before the commit: the epoch is checked and held for as short a
                 # time as can be, so a takeover rarely waits for us; if it moved, nothing of
                 # this pass is written.
                 self._guard(session)
-        self._pending.remember_reasons(reasons)
+        self._pending.remember_reasons(written)
         return report
 
     def _apply(
@@ -443,17 +443,23 @@ def _set_vc_reason(vc: VirtualClusterRow, blocked: Blocked) -> None:
 _Reason = tuple[str, int | None, dt.datetime | None]  # reason, queue position, expected start
 
 
-def _write_reasons(session: Session, pending: list[JobRow], reasons: dict[int, _Reason]) -> None:
+def _write_reasons(
+    session: Session, pending: list[JobRow], reasons: dict[int, _Reason]
+) -> dict[int, _Reason]:
     """Pending reasons change often; they are state, not events.  Only changed rows are
-    written, and only while the job is still pending."""
-    changed = [
-        {"_id": job.id, "_reason": r[0], "_position": r[1], "_expected": r[2]}
+    written, and only while the job is still pending; returns those."""
+    written = {
+        job.id: r
         for job in pending
         if (r := reasons.get(job.id)) is not None
         and (job.reason, job.queue_position, job.expected_start_at) != r
+    }
+    changed = [
+        {"_id": job_id, "_reason": r[0], "_position": r[1], "_expected": r[2]}
+        for job_id, r in written.items()
     ]
     if not changed:
-        return
+        return {}
     jobs = JobRow.metadata.tables[JobRow.__tablename__]
     session.connection().execute(
         update(jobs)
@@ -465,3 +471,4 @@ def _write_reasons(session: Session, pending: list[JobRow], reasons: dict[int, _
         ),
         changed,
     )
+    return written
