@@ -231,19 +231,26 @@ class SchedulingLoop:
         if epoch != self._cached_epoch:
             self._pending.invalidate()
             self._cached_epoch, self._seen = epoch, None
+        # One read-only session for the look at what changed and, if anything did, for the
+        # pass's reads and decisions: no lock held, and one snapshot for both.
         with read_session(self._sessions) as session:
             jobs_changed = self._pending.refresh(session)
             fingerprint = small_tables_fingerprint(session)
-        now = self._clock.now().timestamp()
-        if (
-            not jobs_changed
-            and fingerprint == self._seen
-            and now - self._seen_at < self._pass_every_s
-        ):
-            return TickReport(0, 0)
-        self._seen = None  # until this pass has ended well
+            now = self._clock.now().timestamp()
+            if (
+                not jobs_changed
+                and fingerprint == self._seen
+                and now - self._seen_at < self._pass_every_s
+            ):
+                return TickReport(0, 0)
+            self._seen = None  # until this pass has ended well
+            try:
+                plan = self._decide(session)
+            except Exception:
+                self._pending.invalidate()
+                raise
         try:
-            report = self._full_tick()
+            report = self._full_tick(plan)
         except Exception:
             self._pending.invalidate()  # what it wrote is unknown: read everything again
             raise
@@ -259,33 +266,35 @@ class SchedulingLoop:
         the database, and the two must agree (the hypothesis property of the tests)."""
         with read_session(self._sessions) as session:
             self._pending.refresh(session)
-            pending = self._pending.rows()
-            vcs = waiting_vcs(session)
-            if not pending and not vcs:
-                return None
-            now = self._clock.now()
-            gate = gate_pending(session, pending, now, cancel_never=False)
-            decisions = None
-            if gate.schedulable or vcs:
-                snapshot = build_snapshot(
-                    session,
-                    now=now,
-                    policy=self._policy,
-                    preemptible=self._preemptible,
-                    pending=gate.schedulable,
-                    pending_vcs=vcs,
-                    max_walltime_by_class=self._max_walltime_by_class,
-                    memo=self._converted,
-                )
-                decisions = schedule(snapshot)
+            return self._decide(session)
+
+    def _decide(self, session: Session) -> Plan | None:
+        pending = self._pending.rows()
+        vcs = waiting_vcs(session)
+        if not pending and not vcs:
+            return None
+        now = self._clock.now()
+        gate = gate_pending(session, pending, now, cancel_never=False)
+        decisions = None
+        if gate.schedulable or vcs:
+            snapshot = build_snapshot(
+                session,
+                now=now,
+                policy=self._policy,
+                preemptible=self._preemptible,
+                pending=gate.schedulable,
+                pending_vcs=vcs,
+                max_walltime_by_class=self._max_walltime_by_class,
+                memo=self._converted,
+            )
+            decisions = schedule(snapshot)
         return Plan(pending, vcs, now, gate, decisions)
 
-    def _full_tick(self) -> TickReport:
-        # Read and decide without the write lock, so that submissions never queue behind a
-        # pass that reads the whole queue; then apply in one short write transaction, as
-        # compare-and-sets from the states read (what changed meanwhile is skipped, and
-        # the next pass sees it).  Only rows whose reason or position changed are written.
-        plan = self.plan()
+    def _full_tick(self, plan: Plan | None) -> TickReport:
+        """Apply what ``plan`` decided: decided without the write lock, so that submissions
+        never queue behind a pass over the whole queue, applied in one short write
+        transaction as compare-and-sets from the states read (what changed meanwhile is
+        skipped, and the next pass sees it).  Only rows whose reason changed are written."""
         if plan is None:
             return TickReport(0, 0)
         pending, vcs, now, gate, decisions = (

@@ -192,9 +192,9 @@ def test_the_cached_pass_decides_as_a_fresh_one(fresh_copy: Any, stream: list[Op
     passes: list[int] = []
     full_pass = loop._full_tick
 
-    def counted() -> Any:
+    def counted(plan: Any) -> Any:
         passes.append(1)
-        return full_pass()
+        return full_pass(plan)
 
     loop._full_tick = counted  # type: ignore[method-assign]
     for _ in range(10):
