@@ -203,3 +203,34 @@ def test_the_cached_pass_decides_as_a_fresh_one(fresh_copy: Any, stream: list[Op
         if not passes:
             break
     assert not passes
+
+
+def test_a_new_lease_epoch_or_a_failed_pass_reads_the_queue_whole(fresh_copy: Any) -> None:
+    factory = fresh_copy()
+    clock = ManualClock()
+    epoch = [1]
+    loop = SchedulingLoop(factory, clock, POLICY, epoch=lambda: epoch[0])
+    apply_op(factory, clock, ("submit", 0, 1, 1), loop)
+    loop.tick()
+    assert loop._pending.rebuilds == 1
+    apply_op(factory, clock, ("submit", 0, 1, 1), loop)
+    loop.tick()  # a change: read incrementally
+    loop.tick()  # no change: no read at all
+    assert loop._pending.rebuilds == 1
+    epoch[0] = 2  # another leader may have decided meanwhile
+    loop.tick()
+    assert loop._pending.rebuilds == 2
+
+    def fails(plan: Any) -> Any:
+        raise RuntimeError("the write transaction failed")
+
+    apply_op(factory, clock, ("submit", 0, 1, 1), loop)
+    loop._full_tick = fails  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        loop.tick()
+    del loop._full_tick
+    loop.tick()  # what the failed pass wrote is unknown: read whole, and decided again
+    assert loop._pending.rebuilds == 3
+    with factory() as session:
+        states = set(session.scalars(select(JobRow.state)))
+    assert states <= {JobState.PENDING, JobState.ADMITTED}
