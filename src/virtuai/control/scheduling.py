@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,14 +18,26 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
-from virtuai.control.gating import gate_pending
+from virtuai.control.gating import Gate, gate_pending
 from virtuai.domain.clock import Clock
 from virtuai.domain.vcluster import vc_job_id, vc_row_id
 from virtuai.domain.workload import JobState
 from virtuai.scheduler import schedule
-from virtuai.scheduler.snapshot import Admission, Blocked, Decisions, Policy, Preemption
+from virtuai.scheduler.snapshot import (
+    Admission,
+    Blocked,
+    Decisions,
+    PendingJob,
+    Policy,
+    Preemption,
+)
+from virtuai.store.changes import change_horizon
 from virtuai.store.db import read_session, transaction
-from virtuai.store.fingerprint import FULL_PASS_EVERY_S, scheduling_fingerprint
+from virtuai.store.fingerprint import (
+    FULL_PASS_EVERY_S,
+    TIMED_PASS_EVERY_S,
+    small_tables_fingerprint,
+)
 from virtuai.store.inventory import placement_to_json
 from virtuai.store.lease import limit_idle
 from virtuai.store.models import JobRow, VirtualClusterRow
@@ -46,45 +59,104 @@ class TickReport:
     preempted: int = 0
 
 
-class PendingCache:
-    """The queue between passes: each pass reads every pending job's id and ``updated_at``
-    (two columns), and loads whole only the jobs that are new or changed since.
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one pass read and decided, before anything is written."""
 
-    Every state change sets ``updated_at``, and a cancel request takes the job out of
-    the query, so a cached row is never older than its ``updated_at`` says.  The pass's
-    own reason writes (which do not touch ``updated_at``) are copied in after commit.
+    pending: list[JobRow]
+    vcs: list[VirtualClusterRow]
+    now: dt.datetime
+    gate: Gate
+    decisions: Decisions | None
+
+
+class PendingCache:
+    """The queue between passes, kept in memory and refreshed by what changed.
+
+    Each refresh reads the jobs whose ``change_seq`` (set by the database on every
+    insert and every update of what the scheduler reads: ``store.changes``) is at or
+    above the horizon of the last refresh: an index scan of the few rows that changed,
+    not the whole queue.  Those that are (still) schedulable pending jobs are loaded
+    whole; the others leave the cache.  The pass's own reason writes do not count as
+    changes; they are copied into the cached rows after commit.
+
+    Rebuilt from scratch when first used, when ``invalidate``d (a new lease epoch, a
+    failed pass), and every ``rebuild_every_s`` as a safety net.  The cache only chooses
+    what to consider: every decision is still a compare-and-set from the state read,
+    fenced by the lease epoch, so a row that changed meanwhile is skipped, never
+    overwritten.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, rebuild_every_s: float = FULL_PASS_EVERY_S) -> None:
         self._rows: dict[int, JobRow] = {}
+        self._horizon: int | None = None
+        # Rows read at or above the current horizon, by id: on PostgreSQL a row stays
+        # above it until every older transaction has ended, and is read again meanwhile.
+        self._seen: dict[int, int] = {}
+        self._rebuild_every_s = rebuild_every_s
+        self._rebuilt_at = 0.0
+        self.rebuilds = 0  # how many times it was read whole (tests, metrics)
 
-    def read(self, session: Session) -> list[JobRow]:
-        current = session.execute(
-            select(JobRow.id, JobRow.updated_at, JobRow.restart_count)
-            .where(JobRow.state == JobState.PENDING.value)
-            .where(JobRow.cancel_requested_at.is_(None))
-            .where(JobRow.vc_id.is_(None))
-            .order_by(JobRow.id)
+    def invalidate(self) -> None:
+        self._horizon = None
+
+    def rows(self) -> list[JobRow]:
+        return sorted(self._rows.values(), key=lambda row: row.id)
+
+    def refresh(self, session: Session) -> bool:
+        """Bring the cache up to ``session``'s view; True when a job changed (or on a rebuild)."""
+        horizon = change_horizon(session)  # before the rows: see store.changes
+        mono = time.monotonic()
+        if self._horizon is None:
+            self._rebuild(session, horizon, mono)
+            return True
+        # Jobs inside virtual clusters too: one may be what a platform job depends on.
+        changed = session.execute(
+            select(
+                JobRow.id, JobRow.change_seq, JobRow.state, JobRow.cancel_requested_at, JobRow.vc_id
+            ).where(JobRow.change_seq >= self._horizon)
         ).all()
-        stale = [
-            job_id
-            for job_id, updated_at, restarts in current
-            if (row := self._rows.get(job_id)) is None
-            or (row.updated_at, row.restart_count) != (updated_at, restarts)
+        fresh = [row for row in changed if self._seen.get(row.id) != row.change_seq]
+        for row in fresh:
+            self._seen[row.id] = row.change_seq
+            self._rows.pop(row.id, None)
+        wanted = [
+            row.id
+            for row in fresh
+            if row.state == JobState.PENDING
+            and row.cancel_requested_at is None
+            and row.vc_id is None
         ]
-        fresh: dict[int, JobRow] = {}
-        for start in range(0, len(stale), 500):
-            chunk = stale[start : start + 500]
-            fresh.update(
-                (row.id, row) for row in session.scalars(select(JobRow).where(JobRow.id.in_(chunk)))
-            )
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            for job in session.scalars(select(JobRow).where(JobRow.id.in_(chunk))):
+                # Read again in this snapshot: still what the change feed said.
+                if job.state == JobState.PENDING and job.cancel_requested_at is None:
+                    self._rows[job.id] = job
+        self._seen = {i: seq for i, seq in self._seen.items() if seq >= horizon}
+        self._horizon = horizon
+        if mono - self._rebuilt_at >= self._rebuild_every_s:
+            self._rebuild(session, horizon, mono)
+        return bool(fresh)
+
+    def _rebuild(self, session: Session, horizon: int, mono: float) -> None:
         rows = {
-            job_id: fresh.get(job_id) or self._rows[job_id]
-            for job_id, _, _ in current
-            if job_id in fresh or job_id in self._rows
+            row.id: row
+            for row in session.scalars(
+                select(JobRow)
+                .where(JobRow.state == JobState.PENDING.value)
+                .where(JobRow.cancel_requested_at.is_(None))
+                .where(JobRow.vc_id.is_(None))
+            )
         }
-        self._rows = rows
-        return list(rows.values())
+        if self._horizon is not None and _versions(rows) != _versions(self._rows):
+            # Just brought up to date in this snapshot, so a difference is a write the
+            # change feed did not show (or, on PostgreSQL, one committed between the two
+            # statements): the safety net at work.
+            log.info("the pending-job cache differed from the database; read whole again")
+        self._rows, self._seen = rows, {}
+        self._horizon, self._rebuilt_at = horizon, mono
+        self.rebuilds += 1
 
     def remember_reasons(self, reasons: dict[int, _Reason]) -> None:
         for job_id, (reason, position, expected) in reasons.items():
@@ -95,6 +167,20 @@ class PendingCache:
                 set_committed_value(row, "expected_start_at", expected)
 
 
+def _versions(rows: Mapping[int, JobRow]) -> dict[int, int]:
+    return {job_id: row.change_seq for job_id, row in rows.items()}
+
+
+def pass_every_s(policy: Policy) -> float:
+    """How long an idle server may go without a pass.  Decisions that time alone can
+    change (a job reaching its minimum run time, a LAS level, the starvation guard)
+    need a pass soon after; otherwise only shown reasons and expected starts age."""
+    timed = policy.preemption and (
+        policy.min_run_s > 0 or bool(policy.las_thresholds_gpu_s) or policy.starvation_factor > 0
+    )
+    return TIMED_PASS_EVERY_S if timed else FULL_PASS_EVERY_S
+
+
 class SchedulingLoop:
     """One tick admits what fits now, preempts what the policy says must make room, and
     tells every waiting job why it waits.
@@ -102,6 +188,10 @@ class SchedulingLoop:
     The tick is idempotent: it reads everything it needs in one transaction
     and applies every decision as a compare-and-set transition from the state
     it was read in, so a job cancelled or ended meanwhile is simply skipped.
+
+    Event-driven: a tick first reads what changed since the last (jobs by their change
+    counter, and the small tables: tenants, quotas, nodes, virtual clusters); when
+    nothing did and no time-driven pass is due, it does nothing more.
     """
 
     def __init__(
@@ -112,62 +202,108 @@ class SchedulingLoop:
         preemptible: Mapping[str, bool] | None = None,
         guard: Callable[[Session], None] | None = None,
         max_walltime_by_class: Mapping[str, int] | None = None,
+        epoch: Callable[[], int | None] | None = None,
     ) -> None:
         self._max_walltime_by_class = max_walltime_by_class or {}
         self._sessions = sessions
         # Several machines: the lease's fencing check, first in every transaction (it raises
         # ``NotLeader`` once another instance has taken over, so nothing of ours is written).
         self._guard = guard
+        # The lease epoch the cache was built under: another one means another leader may
+        # have decided meanwhile, so the cache is read whole again.
+        self._epoch = epoch
+        self._cached_epoch: int | None = None
         self._clock = clock
         self._policy = policy or Policy()
         self._preemptible = preemptible or {}
-        # What the last full pass saw (store.fingerprint): an idle tick that finds the same
-        # skips reading the whole queue again.
+        # What the last pass saw of the small tables (store.fingerprint), and whether it
+        # ended well: an idle tick that finds no change skips the pass.
         self._seen: tuple[object, ...] | None = None
         self._seen_at = 0.0
+        self._pass_every_s = pass_every_s(self._policy)
         self._pending = PendingCache()
+        # The scheduler's view of each cached job, kept while the row is unchanged.
+        self._converted: dict[int, tuple[tuple[object, ...], PendingJob]] = {}
 
     def tick(self) -> TickReport:
         """A full pass, unless nothing the scheduler reads changed since the last one."""
+        epoch = None if self._epoch is None else self._epoch()
+        if epoch != self._cached_epoch:
+            self._pending.invalidate()
+            self._cached_epoch, self._seen = epoch, None
+        # One read-only session for the look at what changed and, if anything did, for the
+        # pass's reads and decisions: no lock held, and one snapshot for both.
         with read_session(self._sessions) as session:
-            fingerprint = scheduling_fingerprint(session)
-        now = self._clock.now().timestamp()
-        if fingerprint == self._seen and now - self._seen_at < FULL_PASS_EVERY_S:
-            return TickReport(0, 0)
-        report = self._full_tick()
-        if report.admitted or report.preempted:
-            self._seen = None  # its own decisions changed the state: look again next tick
-        else:
-            # The digest read *before* the pass: a change committed while the pass ran (a
-            # submit just after it read the queue) makes the next digest differ, so that
-            # change is never left waiting for the next full pass.
-            self._seen, self._seen_at = fingerprint, now
+            jobs_changed = self._pending.refresh(session)
+            fingerprint = small_tables_fingerprint(session)
+            now = self._clock.now().timestamp()
+            if (
+                not jobs_changed
+                and fingerprint == self._seen
+                and now - self._seen_at < self._pass_every_s
+            ):
+                return TickReport(0, 0)
+            self._seen = None  # until this pass has ended well
+            try:
+                plan = self._decide(session)
+            except Exception:
+                self._pending.invalidate()
+                raise
+        try:
+            report = self._full_tick(plan)
+        except Exception:
+            self._pending.invalidate()  # what it wrote is unknown: read everything again
+            raise
+        # The digest read *before* the pass: a change committed while the pass ran makes
+        # the next one differ (jobs: their change counter is above the horizon read).
+        self._seen, self._seen_at = fingerprint, now
         return report
 
-    def _full_tick(self) -> TickReport:
-        # Read and decide without the write lock, so that submissions never queue behind a
-        # pass that reads the whole queue; then apply in one short write transaction, as
-        # compare-and-sets from the states read (what changed meanwhile is skipped, and
-        # the next pass sees it).  Only rows whose reason or position changed are written.
+    def plan(self) -> Plan | None:
+        """Read and decide, writing nothing: what a pass would do now (None: nothing waits).
+
+        From the cache brought up to date; a loop made afresh decides from a whole read of
+        the database, and the two must agree (the hypothesis property of the tests)."""
         with read_session(self._sessions) as session:
-            pending = self._pending.read(session)
-            vcs = waiting_vcs(session)
-            if not pending and not vcs:
-                return TickReport(0, 0)
-            now = self._clock.now()
-            gate = gate_pending(session, pending, now, cancel_never=False)
-            decisions = None
-            if gate.schedulable or vcs:
-                snapshot = build_snapshot(
-                    session,
-                    now=now,
-                    policy=self._policy,
-                    preemptible=self._preemptible,
-                    pending=gate.schedulable,
-                    pending_vcs=vcs,
-                    max_walltime_by_class=self._max_walltime_by_class,
-                )
-                decisions = schedule(snapshot)
+            self._pending.refresh(session)
+            return self._decide(session)
+
+    def _decide(self, session: Session) -> Plan | None:
+        pending = self._pending.rows()
+        vcs = waiting_vcs(session)
+        if not pending and not vcs:
+            return None
+        now = self._clock.now()
+        gate = gate_pending(session, pending, now, cancel_never=False)
+        decisions = None
+        if gate.schedulable or vcs:
+            snapshot = build_snapshot(
+                session,
+                now=now,
+                policy=self._policy,
+                preemptible=self._preemptible,
+                pending=gate.schedulable,
+                pending_vcs=vcs,
+                max_walltime_by_class=self._max_walltime_by_class,
+                memo=self._converted,
+            )
+            decisions = schedule(snapshot)
+        return Plan(pending, vcs, now, gate, decisions)
+
+    def _full_tick(self, plan: Plan | None) -> TickReport:
+        """Apply what ``plan`` decided: decided without the write lock, so that submissions
+        never queue behind a pass over the whole queue, applied in one short write
+        transaction as compare-and-sets from the states read (what changed meanwhile is
+        skipped, and the next pass sees it).  Only rows whose reason changed are written."""
+        if plan is None:
+            return TickReport(0, 0)
+        pending, vcs, now, gate, decisions = (
+            plan.pending,
+            plan.vcs,
+            plan.now,
+            plan.gate,
+            plan.decisions,
+        )
         reasons: dict[int, _Reason] = {
             job.id: (gate.held[job.id], None, None) for job in pending if job.id in gate.held
         }
@@ -188,13 +324,13 @@ class SchedulingLoop:
             report = TickReport(0, len(gate.held))
             if decisions is not None:
                 report = self._apply(session, gate.schedulable, decisions, now, vcs, reasons)
-            _write_reasons(session, pending, reasons)
+            written = _write_reasons(session, pending, reasons)
             if self._guard is not None:
                 # Last, just before the commit: the epoch is checked and held for as short a
                 # time as can be, so a takeover rarely waits for us; if it moved, nothing of
                 # this pass is written.
                 self._guard(session)
-        self._pending.remember_reasons(reasons)
+        self._pending.remember_reasons(written)
         return report
 
     def _apply(
@@ -316,17 +452,23 @@ def _set_vc_reason(vc: VirtualClusterRow, blocked: Blocked) -> None:
 _Reason = tuple[str, int | None, dt.datetime | None]  # reason, queue position, expected start
 
 
-def _write_reasons(session: Session, pending: list[JobRow], reasons: dict[int, _Reason]) -> None:
+def _write_reasons(
+    session: Session, pending: list[JobRow], reasons: dict[int, _Reason]
+) -> dict[int, _Reason]:
     """Pending reasons change often; they are state, not events.  Only changed rows are
-    written, and only while the job is still pending."""
-    changed = [
-        {"_id": job.id, "_reason": r[0], "_position": r[1], "_expected": r[2]}
+    written, and only while the job is still pending; returns those."""
+    written = {
+        job.id: r
         for job in pending
         if (r := reasons.get(job.id)) is not None
         and (job.reason, job.queue_position, job.expected_start_at) != r
+    }
+    changed = [
+        {"_id": job_id, "_reason": r[0], "_position": r[1], "_expected": r[2]}
+        for job_id, r in written.items()
     ]
     if not changed:
-        return
+        return {}
     jobs = JobRow.metadata.tables[JobRow.__tablename__]
     session.connection().execute(
         update(jobs)
@@ -338,3 +480,4 @@ def _write_reasons(session: Session, pending: list[JobRow], reasons: dict[int, _
         ),
         changed,
     )
+    return written

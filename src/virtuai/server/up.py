@@ -202,6 +202,7 @@ def compose(settings: Settings) -> Platform:
         context.rules.preemptible,
         guard=member.guard,
         max_walltime_by_class=settings.cluster.max_walltime_by_class,
+        epoch=member.epoch,
     )
     watch = NodeWatch(
         sessions,

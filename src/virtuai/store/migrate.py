@@ -28,6 +28,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
 from virtuai.errors import ConfigurationError
+from virtuai.store.changes import install_change_triggers
 from virtuai.store.db import create_db_engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -93,6 +94,7 @@ def _upgrade(connection: Connection) -> None:
     # current revision, every migration and the new version stamp commit together.
     with connection.begin():
         command.upgrade(alembic_config(connection), "head")
+        install_change_triggers(connection)
 
 
 def _upgrade_postgresql(connection: Connection) -> None:
@@ -128,6 +130,7 @@ def _upgrade_sqlite(connection: Connection) -> None:
     try:
         with connection.begin():  # BEGIN IMMEDIATE: the database's write lock
             command.upgrade(alembic_config(connection), "head")
+            install_change_triggers(connection)
             broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
             if broken:
                 raise ConfigurationError(

@@ -343,6 +343,10 @@ class JobRow(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # Set by the database itself on every insert and every update of what the scheduler
+    # reads (triggers: ``store.changes``): the scheduling pass reads only the jobs changed
+    # since its last one.  Never written by the code.
+    change_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), index=True)
 
     tenant: Mapped[TenantRow] = relationship()
     user: Mapped[UserRow] = relationship()

@@ -58,32 +58,54 @@ def build_snapshot(
     pending: Sequence[JobRow],
     pending_vcs: Sequence[VirtualClusterRow] = (),
     max_walltime_by_class: Mapping[str, int] | None = None,
+    memo: dict[int, tuple[tuple[object, ...], PendingJob]] | None = None,
 ) -> Snapshot:
+    """``memo``: the pending jobs converted by the last call, reused when unchanged (the
+    scheduling loop keeps one across its passes; ``preemptible`` must stay the same)."""
     tenants = list(session.scalars(select(TenantRow).options(selectinload(TenantRow.quotas))))
     names = {t.id: t.name for t in tenants}
     nominated = nominated_ids(session)
     node_rows = list(session.scalars(select(NodeRow).where(NodeRow.schedulable.is_(True))))
     attained = attained_by_job(session) if policy.las_thresholds_gpu_s else {}
-    waiting = [
-        replace(
-            pending_job(
-                job,
-                names[job.tenant_id],
-                preemptible,
-                nominated=job.id in nominated,
-                allowed=allowed_nodes(
-                    node_rows,
-                    job.node_class,
-                    job.constraints or [],
-                    walltime_s=job.walltime_s,
-                    max_walltime_by_class=max_walltime_by_class,
-                ),
-            ),
-            attained_gpu_s=attained.get(job.id, 0.0),
-            preempted_by=frozenset(str(i) for i in job.preempted_by or ()),
+    waiting = []
+    kept: dict[int, tuple[tuple[object, ...], PendingJob]] = {}
+    for job in pending:
+        allowed = allowed_nodes(
+            node_rows,
+            job.node_class,
+            job.constraints or [],
+            walltime_s=job.walltime_s,
+            max_walltime_by_class=max_walltime_by_class,
         )
-        for job in pending
-    ]
+        # Everything the conversion reads: the row (its change counter stands for every
+        # column the scheduler reads), and what this pass adds to it.
+        key: tuple[object, ...] = (
+            job.change_seq,
+            names[job.tenant_id],
+            job.id in nominated,
+            allowed,
+            attained.get(job.id, 0.0),
+        )
+        known = None if memo is None else memo.get(job.id)
+        if known is not None and known[0] == key:
+            converted = known[1]
+        else:
+            converted = replace(
+                pending_job(
+                    job,
+                    names[job.tenant_id],
+                    preemptible,
+                    nominated=job.id in nominated,
+                    allowed=allowed,
+                ),
+                attained_gpu_s=attained.get(job.id, 0.0),
+                preempted_by=frozenset(str(i) for i in job.preempted_by or ()),
+            )
+        kept[job.id] = (key, converted)
+        waiting.append(converted)
+    if memo is not None:
+        memo.clear()
+        memo.update(kept)
     waiting += [pending_vc(vc, names[vc.tenant_id]) for vc in pending_vcs]
     return Snapshot(
         nodes=tuple(load_node_states(session)),

@@ -69,8 +69,8 @@ def test_a_submit_committed_during_a_pass_is_seen_at_the_next_tick(
     full_pass = loop._full_tick
     late: list[dict[str, Any]] = []
 
-    def pass_then_a_submit() -> Any:
-        report = full_pass()
+    def pass_then_a_submit(plan: Any) -> Any:
+        report = full_pass(plan)
         if not late:  # committed as the pass ends, before the loop reads the digest again
             late.append(platform.submit(alice, ["true"], resources={"cpu": 1, "memory": "64Mi"}))
         return report

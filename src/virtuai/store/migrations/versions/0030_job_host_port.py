@@ -1,7 +1,7 @@
 """jobs.host_port: a fixed port every task of the job holds on its node (service `port: N`)
 
 Revision ID: 0030
-Revises: '0027'
+Revises: '0028'
 Create Date: 2026-12-05 16:00:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0030"
-down_revision: str | Sequence[str] | None = "0027"
+down_revision: str | Sequence[str] | None = "0028"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
