@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import Connection, TypeDecorator
+from sqlalchemy import Connection, TypeDecorator, inspect
 
 from virtuai.errors import ConfigurationError
+from virtuai.store.changes import drop_change_triggers
 from virtuai.store.models import Base
 
 config = context.config
@@ -27,6 +28,14 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     return False
 
 
+def _bound_below_head() -> bool:
+    try:
+        destination = context.get_revision_argument()
+    except KeyError:  # a revision being written (``make_revision``): nothing is run
+        return False
+    return bool(destination != context.script.get_current_head())
+
+
 def run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -38,6 +47,12 @@ def run_migrations(connection: Connection) -> None:
         render_item=render_item,
     )
     with context.begin_transaction():
+        if _bound_below_head() and inspect(connection).has_table("jobs"):
+            # Bound anywhere but the head (a downgrade, or a step to an older revision):
+            # the jobs' change triggers name every column of the model, and PostgreSQL
+            # refuses to drop a column a trigger names.  ``migrate()`` installs them
+            # again once at the head (``store.changes``).
+            drop_change_triggers(connection)
         context.run_migrations()
 
 
