@@ -24,6 +24,7 @@ import uvicorn
 
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.fastpath import Switch, fast_protocol
+from virtuai.proxy.nginx import Nginx
 from virtuai.server.gate import Gate, sqlite_health
 from virtuai.settings import ClusterSettings, Settings
 
@@ -50,9 +51,13 @@ def run_server(
     node_class: str | None = None,
     labels: dict[str, str] | None = None,
     address: str | None = None,
+    proxy_engine: str | None = None,
 ) -> None:
     cluster = _given(node=node, node_class=node_class, labels=labels, address=address)
     settings = Settings(**_given(host=host, port=port, database_url=database_url, home=home))
+    if proxy_engine is not None:
+        proxy = settings.proxy.model_copy(update={"engine": proxy_engine})
+        settings = settings.model_copy(update={"proxy": proxy})
     if cluster:
         merged = settings.cluster.model_dump() | cluster
         settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
@@ -77,7 +82,19 @@ def _serve(settings: Settings) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     # Listen before anything is written: a busy port must fail here, not after the first
     # administrator was created and the CLI config of a running installation rewritten.
-    listener = listen(settings.host, settings.port)
+    nginx: Nginx | None = None
+    if settings.proxy.engine == "nginx":
+        # nginx takes the public address; the server listens on a private loopback port.
+        listener = listen("127.0.0.1", 0)
+        nginx = Nginx(
+            settings.home,
+            settings.host,
+            settings.port,
+            listener.getsockname()[1],
+            lambda prefix, job: built[0].count(prefix, job) if built and built[0].count else None,
+        )
+    else:
+        listener = listen(settings.host, settings.port)
     built: list[Platform] = []
     failed: list[BaseException] = []
 
@@ -85,7 +102,11 @@ def _serve(settings: Settings) -> None:
         try:
             from virtuai.server.up import compose  # the heavy half, imported here
 
-            platform = compose(settings)
+            platform = compose(
+                settings,
+                nginx_token=nginx.token if nginx else None,
+                nginx_uid=nginx.worker_uid if nginx else None,
+            )
             built.append(platform)
             switch.hook = platform.fast
             gate.app = platform.app
@@ -114,8 +135,12 @@ def _serve(settings: Settings) -> None:
     )
     server = uvicorn.Server(config)
     try:
+        if nginx is not None:
+            nginx.start()
         server.run(sockets=[listener])
     finally:
+        if nginx is not None:
+            nginx.stop()
         if builder.is_alive():
             builder.join(_BUILD_JOIN_S)
         for platform in built:
