@@ -83,20 +83,22 @@ class NginxAuth:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send(_END)
 
-    def count(self, prefix: str, job_id: int) -> None:
-        """A request nginx served (called on the counter's thread)."""
+    def count(self, batch: dict[tuple[str, int], int]) -> None:
+        """Requests nginx served (called on the counter's thread)."""
         loop = self._loop
         if loop is not None:
-            loop.call_soon_threadsafe(self._count, prefix, job_id)
+            loop.call_soon_threadsafe(self._count, batch)
 
-    def _count(self, prefix: str, job_id: int) -> None:
-        self._proxy.activity.touch(job_id)
-        target = parse_target(prefix)
-        if target is None:
-            return
-        _hit, route, _refresh = self._routes.cached(target)
-        if route is not None and route.job_id == job_id and route.meter is not None:
-            route.meter()
+    def _count(self, batch: dict[tuple[str, int], int]) -> None:
+        for (prefix, job_id), requests in batch.items():
+            self._proxy.activity.touch(job_id)
+            target = parse_target(prefix)
+            if target is None:
+                continue
+            _hit, route, _refresh = self._routes.cached(target)
+            if route is not None and route.job_id == job_id and route.meter is not None:
+                for _ in range(requests):
+                    route.meter()
 
 
 def _question(scope: Scope, token: bytes) -> Scope | None:

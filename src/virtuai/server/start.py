@@ -91,7 +91,7 @@ def _serve(settings: Settings) -> None:
             settings.host,
             settings.port,
             listener.getsockname()[1],
-            lambda prefix, job: built[0].count(prefix, job) if built and built[0].count else None,
+            lambda batch: built[0].count(batch) if built and built[0].count else None,
         )
     else:
         listener = listen(settings.host, settings.port)

@@ -78,7 +78,7 @@ class Platform:
     # The proxy's fast path (``proxy.fastpath``): plain proxied requests without ASGI.
     fast: Callable[[dict[str, Any]], Any] | None = None
     # ``proxy.engine: nginx``: a request nginx served itself (``proxy.nginxauth``).
-    count: Callable[[str, int], None] | None = None
+    count: Callable[[dict[tuple[str, int], int]], None] | None = None
 
 
 def compose(
