@@ -35,6 +35,7 @@ import grp
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -43,7 +44,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
@@ -56,6 +57,8 @@ AUTH_CACHE_S = 1
 AUTH_PATH = "/_virtuai/nginx-auth"
 TOKEN_HEADER = "X-Virtuai-Nginx"
 _START_S = 10.0
+RELOAD_S = 1.0
+FORGET_S = 600.0  # an address not asked for this long loses its block at the next reload
 _PR_SET_PDEATHSIG = 1
 
 _CONF = """# Written by virtuai up (proxy/nginx.py) at each start; edits are lost.
@@ -76,6 +79,7 @@ http {{
   proxy_cache_path {work}/auth levels=1 keys_zone=vai_auth:4m max_size=64m inactive=10s
     use_temp_path=off;
   upstream vai_api {{ server {api}; keepalive 64; }}
+{upstreams}
   map $http_upgrade $vai_connection {{ default upgrade; "" ""; }}
   # The route a request names, as the server's proxy parses it (proxy/routes.py).
   map $request_uri $vai_route {{ "~^(?<p>/(?:user|svc)/[^/?]+/[^/?]+/)" $p; default ""; }}
@@ -115,6 +119,7 @@ http {{
       proxy_set_header Host $http_host;
       proxy_set_header Authorization "";
       proxy_set_header Cookie $vai_cookie;
+      proxy_set_header Connection "";
 {hop}
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
@@ -167,7 +172,14 @@ _TO_API = """      proxy_pass http://vai_api;
 
 
 def render(
-    *, listen: str, api: str, directory: Path, work: Path, token: str, user: str | None
+    *,
+    listen: str,
+    api: str,
+    directory: Path,
+    work: Path,
+    token: str,
+    user: str | None,
+    upstreams: Iterable[tuple[str, int]] = (),
 ) -> str:
     hop = "\n".join(
         f'      proxy_set_header {name} "";'
@@ -188,7 +200,17 @@ def render(
         auth_path=AUTH_PATH,
         ttl=AUTH_CACHE_S,
         key=_KEY,
+        upstreams="\n".join(
+            f"  upstream {group_name(host, port)} {{ server {_address(host, port)}; "
+            "keepalive 16; keepalive_timeout 4s; }"
+            for host, port in sorted(upstreams)
+        ),
     )
+
+
+def group_name(host: str, port: int) -> str:
+    """The ``upstream`` block of a workload's address (its keep-alive pool)."""
+    return "vai_" + re.sub(r"[^0-9A-Za-z]", "_", host) + f"_{port}"
 
 
 def _address(host: str, port: int) -> str:
@@ -239,6 +261,14 @@ class Nginx:
         # When root: the workers' own user, which the replicas' port guard lets through
         # (``host.portguard``), made at the first start.
         self.worker_uid = _worker_user() if os.geteuid() == 0 else None
+        # Workloads' addresses with an ``upstream`` block (a keep-alive pool) in the running
+        # configuration, and when each was last asked for; new ones are written by a reload
+        # (``SIGHUP``: nginx's graceful one) at most every ``RELOAD_S``.
+        self._lock = threading.Lock()
+        self._written: set[tuple[str, int]] = set()
+        self._seen: dict[tuple[str, int], float] = {}
+        self._reload: threading.Timer | None = None
+        self._user: str | None = None
 
     def start(self) -> None:
         binary = shutil.which("nginx") or next(
@@ -267,20 +297,8 @@ class Nginx:
             shutil.rmtree(self._work, ignore_errors=True)
             self._work.mkdir(mode=0o700)
         self._counter = Counter(self._work / "count.log", self._count, self._reopen)
-        conf = self._home / "nginx.conf"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(
-                render(
-                    listen=_address(self._host, self._port),
-                    api=_address("127.0.0.1", self._api_port),
-                    directory=self._home,
-                    work=self._work,
-                    token=self.token,
-                    user=user,
-                )
-            )
-        conf.chmod(0o600)
+        self._user = user
+        conf = self._write(set())
         self._process = subprocess.Popen(
             [binary, "-c", str(conf), "-p", str(self._home), "-e", str(self._home / "error.log")],
             stdin=subprocess.DEVNULL,
@@ -301,6 +319,9 @@ class Nginx:
         raise ConfigurationError(f"nginx did not listen within {_START_S:.0f} s")
 
     def stop(self) -> None:
+        with self._lock:
+            if self._reload is not None:
+                self._reload.cancel()
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()  # SIGTERM: nginx's fast shutdown
             try:
@@ -312,6 +333,59 @@ class Nginx:
             self._counter.close()
         if self._work is not None:
             shutil.rmtree(self._work, ignore_errors=True)
+
+    def upstream(self, host: str, port: int) -> str:
+        """What nginx's ``proxy_pass`` names for a workload: its ``upstream`` block if the
+        running configuration has one, else its address (no keep-alive pool; a block is
+        written, and nginx reloaded, soon).  Called on the event loop: no waiting."""
+        key = (host, port)
+        with self._lock:
+            self._seen[key] = time.monotonic()
+            if key in self._written:
+                return group_name(host, port)
+            if self._reload is None:
+                self._reload = threading.Timer(RELOAD_S, self._rewrite)
+                self._reload.daemon = True
+                self._reload.start()
+        return _address(host, port)
+
+    def _rewrite(self) -> None:
+        with self._lock:
+            self._reload = None
+            now = time.monotonic()
+            wanted = {k for k, at in self._seen.items() if now - at < FORGET_S}
+            self._seen = {k: self._seen[k] for k in wanted}
+            if wanted == self._written:
+                return
+            try:
+                self._write(wanted)
+            except OSError:
+                log.exception("writing nginx's configuration failed")
+                return
+            if self._process is not None and self._process.poll() is None:
+                self._process.send_signal(signal.SIGHUP)  # a graceful reload
+            # Blocks written but not yet loaded answer nothing worse than an address: a
+            # name nginx does not know yet is refused (502) and the builtin proxy takes it.
+            self._written = wanted
+
+    def _write(self, upstreams: set[tuple[str, int]]) -> Path:
+        assert self._work is not None
+        conf = self._home / "nginx.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(
+                render(
+                    listen=_address(self._host, self._port),
+                    api=_address("127.0.0.1", self._api_port),
+                    directory=self._home,
+                    work=self._work,
+                    token=self.token,
+                    user=self._user,
+                    upstreams=upstreams,
+                )
+            )
+        conf.chmod(0o600)
+        return conf
 
     def _reopen(self) -> None:
         if self._process is not None:
@@ -346,8 +420,9 @@ class Nginx:
 class Counter:
     """Reads nginx's access log (``<route> <job>`` per line, written by nginx in 64 KiB
     buffers at most 1 s late) every ``FLUSH_S`` on a thread of its own, and calls
-    ``count({(route, job_id): requests})`` with what came since.  Read in bulk: a Python call per request (syslog
-    datagrams were tried) cost the server as much CPU as proxying it, measured.  Past
+    ``count({(route, job_id): requests})`` with what came since.  Read in bulk: a Python
+    call per request (syslog datagrams were tried) cost the server as much CPU as
+    proxying it, measured.  Past
     ``ROTATE_BYTES`` the log is renamed and nginx told to reopen it (``SIGUSR1``), the old
     one read to its end a round later and removed: nothing counted twice or lost."""
 

@@ -4,7 +4,8 @@ to the workload itself, and where?
 The question is the original request rebuilt from the subrequest (its method, raw
 URI, headers, and whether it had a body or asked for an upgrade); the builtin proxy
 decides with its own caches and rules (``ProxyApp.admitted``, as its fast path).
-200 with the workload's address, secret, whether the prefix is stripped, how the
+200 with the workload's address (its ``upstream`` block's name once nginx has one:
+``Nginx.upstream``), secret, whether the prefix is stripped, how the
 caller signed in and the cookies to pass (the session's removed, as
 ``proxy.headers`` does); 401 for anything else, which nginx answers by handing the
 request to the builtin proxy.  Only nginx may ask: the request must carry the token
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,11 +40,19 @@ _END = {"type": "http.response.body", "body": b""}
 class NginxAuth:
     """The server's app with nginx's question answered in front of it."""
 
-    def __init__(self, app: ASGIApp, proxy: ProxyApp, routes: RouteTable, token: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        proxy: ProxyApp,
+        routes: RouteTable,
+        token: str,
+        upstream: Callable[[str, int], str],
+    ) -> None:
         self._app = app
         self._proxy = proxy
         self._routes = routes
         self._token = token.encode()
+        self._upstream = upstream
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,7 +73,6 @@ class NginxAuth:
             await send(_NO)  # not a prefix nginx knows how to strip
             await send(_END)
             return
-        host = f"[{upstream.host}]" if ":" in upstream.host else upstream.host
         bearer = False
         cookies = b""
         for key, value in question["headers"]:
@@ -72,7 +81,7 @@ class NginxAuth:
             elif key == b"cookie":
                 cookies = _kept_cookies(value)
         headers = [
-            (b"x-virtuai-upstream", f"{host}:{upstream.port}".encode()),
+            (b"x-virtuai-upstream", self._upstream(upstream.host, upstream.port).encode()),
             (b"x-virtuai-secret", upstream.secret.encode("latin-1")),
             (b"x-virtuai-strip", b"1" if route.strip else b"0"),
             (b"x-virtuai-as", b"bearer" if bearer else b"cookie"),

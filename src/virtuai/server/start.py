@@ -102,11 +102,7 @@ def _serve(settings: Settings) -> None:
         try:
             from virtuai.server.up import compose  # the heavy half, imported here
 
-            platform = compose(
-                settings,
-                nginx_token=nginx.token if nginx else None,
-                nginx_uid=nginx.worker_uid if nginx else None,
-            )
+            platform = compose(settings, nginx=nginx)
             built.append(platform)
             switch.hook = platform.fast
             gate.app = platform.app

@@ -48,6 +48,7 @@ from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError
 from virtuai.host import portguard
 from virtuai.proxy.app import ProxyApp
+from virtuai.proxy.nginx import Nginx
 from virtuai.proxy.nginxauth import NginxAuth
 from virtuai.proxy.peers import Peers
 from virtuai.proxy.routes import RouteTable, Suspects, resolve_notebook
@@ -81,9 +82,7 @@ class Platform:
     count: Callable[[dict[tuple[str, int], int]], None] | None = None
 
 
-def compose(
-    settings: Settings, *, nginx_token: str | None = None, nginx_uid: int | None = None
-) -> Platform:
+def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
     """Build and start everything behind the listening socket (``server/start.py`` listens,
     and serves the gate meanwhile): database, drivers, loops, the API and the proxy."""
     clock = SystemClock()
@@ -119,7 +118,7 @@ def compose(
         )
 
     vcs = vc_runtime(settings)
-    ports = replica_ports(settings, sessions, iid, node_name, nginx_uid)
+    ports = replica_ports(settings, sessions, iid, node_name, nginx.worker_uid if nginx else None)
     # The loops' own events (a task ended, a launch returned, a build finished) wake the
     # next round without the pause that API writes get (see LoopRunner).
     urgent = threading.Event()
@@ -333,8 +332,8 @@ def compose(
         engine.dispose()
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 
-    if nginx_token is not None:  # nginx in front (``proxy.nginx``): its question answered
-        front = NginxAuth(proxy, proxy, routes, nginx_token)
+    if nginx is not None:  # nginx in front (``proxy.nginx``): its question answered
+        front = NginxAuth(proxy, proxy, routes, nginx.token, nginx.upstream)
         return Platform(app=front, stop=stop, fast=proxy.fast, count=front.count)
     return Platform(app=proxy, stop=stop, fast=proxy.fast)
 
