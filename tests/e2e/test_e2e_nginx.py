@@ -137,6 +137,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         time.sleep(3)
         if server.process is not None and server.process.poll() is None:
             server.kill()
+        # nginx's workers' directory, left by the kill -9 (the next start would remove it).
+        work = server.home / "nginx" / "work-path"
+        if work.exists():
+            shutil.rmtree(work.read_text().strip(), ignore_errors=True)
         shutil.rmtree(workspaces, ignore_errors=True)
         subprocess.run(["userdel", PREFIX + "physics"], capture_output=True, check=False)
         subprocess.run(["userdel", PREFIX + "chem"], capture_output=True, check=False)

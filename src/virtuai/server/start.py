@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -130,6 +131,11 @@ def _serve(settings: Settings) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    if nginx is not None:
+        # uvicorn re-raises a SIGTERM it drained with the handler found before it: the
+        # default one would end the process before nginx is stopped and its files (cached
+        # auth answers) removed, below.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if nginx is not None:
             nginx.start()
@@ -143,6 +149,10 @@ def _serve(settings: Settings) -> None:
             platform.stop()
     if failed:
         raise failed[0]
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)
 
 
 def listen(host: str, port: int) -> socket.socket:
