@@ -5,6 +5,8 @@
 # Needs root.
 set -euo pipefail
 packages=(postgresql iproute2 bubblewrap procps nftables util-linux chromium)
+# nginx for the proxy engine `proxy.engine: nginx` (tests/e2e/test_e2e_nginx.py, bench/proxy.py).
+packages+=(nginx-light)
 # A real Slurm cluster for the Slurm-site tests and benchmarks (scripts/slurm-dev.sh):
 # slurmctld/slurmd/slurmdbd, munge, MariaDB for accounting (sacct), an SSH login node;
 # rsync stages datasets to a site.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -350,6 +350,17 @@ class ServiceSettings(BaseModel):
         return self
 
 
+class ProxySettings(BaseModel):
+    """What serves ``/user/`` and ``/svc/``: virtuai's own proxy, or nginx in front of it."""
+
+    engine: Literal["builtin", "nginx"] = Field(
+        default="builtin",
+        description="builtin = virtuai's own proxy; nginx = an nginx child of `virtuai up` "
+        "on the public port (proxy/nginx.py), falling back to the builtin proxy for what it "
+        "does not take; needs nginx on the PATH (Debian: nginx-light)",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -376,6 +387,7 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     notebooks: NotebookSettings = Field(default_factory=NotebookSettings)
     services: ServiceSettings = Field(default_factory=ServiceSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
 
     @classmethod
     def settings_customise_sources(

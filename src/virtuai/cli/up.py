@@ -49,6 +49,14 @@ def up(
     address: Annotated[
         str | None, typer.Option(help="Where other machines reach this one.")
     ] = None,
+    proxy_engine: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-engine",
+            help="builtin, or nginx in front (needs nginx installed); default: the "
+            "settings' proxy.engine (builtin).",
+        ),
+    ] = None,
 ) -> None:
     """Start the virtuai server on this machine; unset options come from its settings."""
     argv = [sys.executable, "-m", "virtuai.server"]
@@ -60,6 +68,7 @@ def up(
         ("--node", node),
         ("--class", node_class),
         ("--address", address),
+        ("--proxy-engine", proxy_engine),
     ):
         if value is not None:
             argv += [flag, str(value)]

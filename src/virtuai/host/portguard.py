@@ -68,9 +68,11 @@ def unavailable() -> str | None:
 class PortGuard:
     """The guarded ports of one installation on this machine (needs root and ``nft``)."""
 
-    def __init__(self, table: str, uid: int | None = None) -> None:
+    def __init__(self, table: str, uid: int | None = None, also: int | None = None) -> None:
         self.table = table
         self.uid = os.geteuid() if uid is None else uid
+        # ``proxy.engine: nginx``: nginx's workers' own user passes too (``proxy.nginx``).
+        self._who = str(self.uid) if also is None else f"{{ {self.uid}, {also} }}"
         self._t = f"{FAMILY} {table}"
 
     def setup(self) -> None:
@@ -88,7 +90,7 @@ class PortGuard:
             f"flush chain {t} output\n"
             f"flush chain {t} input\n"
             f'add rule {t} output oifname "lo" tcp dport @{SET} {syn} '
-            f"meta skuid != {self.uid} reject with tcp reset\n"
+            f"meta skuid != {self._who} reject with tcp reset\n"
             f'add rule {t} input iifname != "lo" tcp dport @{SET} {syn} reject with tcp reset\n',
             f"creating the nftables table {self.table}",
         )

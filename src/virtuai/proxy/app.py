@@ -204,6 +204,44 @@ class ProxyApp:
         touch = functools.partial(self.activity.touch, route.job_id)
         return FastRequest(connection, head, touch, downstream_headers)
 
+    def admitted(self, scope: Scope) -> tuple[Route, Upstream] | None:
+        """For nginx's ``auth_request`` (``proxy.nginxauth``): the route and upstream of a
+        request nginx may pass on itself, decided as :meth:`fast` decides (caller and route
+        cached and admitted, a plain idempotent request, a workload on this machine); else
+        ``None``: the request goes to this proxy, which answers as always.  Not counted
+        here: nginx's access log counts what nginx serves."""
+        if scope["method"] not in _IDEMPOTENT or not scope["path"].startswith(PREFIXES):
+            return None
+        target = parse_target(scope["path"])
+        if target is None or not target.rest:
+            return None
+        plain, found = plain_credential(scope["headers"])
+        if not plain:
+            return None
+        caller: Caller | None = None
+        if found is not None:
+            value, source = found
+            caller, refresh = fast_caller(self._context, value, source, self._sessions)
+            if caller is None:
+                return None
+            if refresh:
+                self._in_background(("caller", value), self._refresh_caller(value, source))
+        if target.kind == "user" and (caller is None or caller.name != target.owner):
+            return None
+        _hit, route, refresh = self._routes.cached(target)
+        if route is None:
+            return None
+        if refresh:
+            self._in_background(target, self._refresh(target))
+        try:
+            self._authorize(route, caller, found)
+        except VirtuaiError:
+            return None
+        upstream = route.pick(self._suspects, count=False)
+        if upstream is None or self._peers.remote(upstream):
+            return None
+        return route, upstream
+
     # -- who, what, where ------------------------------------------------------------------
 
     async def _admit(self, connection: HTTPConnection, target: Target, method: str | None) -> Route:

@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--class", dest="node_class", choices=["light", "fat", "gpu"])
     parser.add_argument("--label", action="append", default=[])
     parser.add_argument("--address")
+    parser.add_argument("--proxy-engine", choices=["builtin", "nginx"])
     args = parser.parse_args()
     run_server(
         host=args.host,
@@ -29,6 +30,7 @@ def main() -> None:
         node_class=args.node_class,
         labels=parse_labels(args.label, field="label") if args.label else None,
         address=args.address,
+        proxy_engine=args.proxy_engine,
     )
 
 

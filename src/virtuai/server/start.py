@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -24,6 +25,7 @@ import uvicorn
 
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.fastpath import Switch, fast_protocol
+from virtuai.proxy.nginx import Nginx
 from virtuai.server.gate import Gate, sqlite_health
 from virtuai.settings import ClusterSettings, Settings
 
@@ -50,9 +52,13 @@ def run_server(
     node_class: str | None = None,
     labels: dict[str, str] | None = None,
     address: str | None = None,
+    proxy_engine: str | None = None,
 ) -> None:
     cluster = _given(node=node, node_class=node_class, labels=labels, address=address)
     settings = Settings(**_given(host=host, port=port, database_url=database_url, home=home))
+    if proxy_engine is not None:
+        proxy = settings.proxy.model_copy(update={"engine": proxy_engine})
+        settings = settings.model_copy(update={"proxy": proxy})
     if cluster:
         merged = settings.cluster.model_dump() | cluster
         settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
@@ -77,7 +83,19 @@ def _serve(settings: Settings) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     # Listen before anything is written: a busy port must fail here, not after the first
     # administrator was created and the CLI config of a running installation rewritten.
-    listener = listen(settings.host, settings.port)
+    nginx: Nginx | None = None
+    if settings.proxy.engine == "nginx":
+        # nginx takes the public address; the server listens on a private loopback port.
+        listener = listen("127.0.0.1", 0)
+        nginx = Nginx(
+            settings.home,
+            settings.host,
+            settings.port,
+            listener.getsockname()[1],
+            lambda batch: built[0].count(batch) if built and built[0].count else None,
+        )
+    else:
+        listener = listen(settings.host, settings.port)
     built: list[Platform] = []
     failed: list[BaseException] = []
 
@@ -85,7 +103,7 @@ def _serve(settings: Settings) -> None:
         try:
             from virtuai.server.up import compose  # the heavy half, imported here
 
-            platform = compose(settings)
+            platform = compose(settings, nginx=nginx)
             built.append(platform)
             switch.hook = platform.fast
             gate.app = platform.app
@@ -113,15 +131,28 @@ def _serve(settings: Settings) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    if nginx is not None:
+        # uvicorn re-raises a SIGTERM it drained with the handler found before it: the
+        # default one would end the process before nginx is stopped and its files (cached
+        # auth answers) removed, below.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        if nginx is not None:
+            nginx.start()
         server.run(sockets=[listener])
     finally:
+        if nginx is not None:
+            nginx.stop()
         if builder.is_alive():
             builder.join(_BUILD_JOIN_S)
         for platform in built:
             platform.stop()
     if failed:
         raise failed[0]
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -48,6 +48,8 @@ from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError
 from virtuai.host import portguard
 from virtuai.proxy.app import ProxyApp
+from virtuai.proxy.nginx import Nginx
+from virtuai.proxy.nginxauth import NginxAuth
 from virtuai.proxy.peers import Peers
 from virtuai.proxy.routes import RouteTable, Suspects, resolve_notebook
 from virtuai.proxy.services import ServiceHolds, ServiceResolver, Traffic
@@ -76,9 +78,11 @@ class Platform:
     stop: Callable[[], None]
     # The proxy's fast path (``proxy.fastpath``): plain proxied requests without ASGI.
     fast: Callable[[dict[str, Any]], Any] | None = None
+    # ``proxy.engine: nginx``: a request nginx served itself (``proxy.nginxauth``).
+    count: Callable[[dict[tuple[str, int], int]], None] | None = None
 
 
-def compose(settings: Settings) -> Platform:
+def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
     """Build and start everything behind the listening socket (``server/start.py`` listens,
     and serves the gate meanwhile): database, drivers, loops, the API and the proxy."""
     clock = SystemClock()
@@ -114,7 +118,7 @@ def compose(settings: Settings) -> Platform:
         )
 
     vcs = vc_runtime(settings)
-    ports = replica_ports(settings, sessions, iid, node_name)
+    ports = replica_ports(settings, sessions, iid, node_name, nginx.worker_uid if nginx else None)
     # The loops' own events (a task ended, a launch returned, a build finished) wake the
     # next round without the pause that API writes get (see LoopRunner).
     urgent = threading.Event()
@@ -329,6 +333,9 @@ def compose(settings: Settings) -> Platform:
         engine.dispose()
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 
+    if nginx is not None:  # nginx in front (``proxy.nginx``): its question answered
+        front = NginxAuth(proxy, proxy, routes, nginx.token, nginx.upstream)
+        return Platform(app=front, stop=stop, fast=proxy.fast, count=front.count)
     return Platform(app=proxy, stop=stop, fast=proxy.fast)
 
 
@@ -368,7 +375,11 @@ def register_node(
 
 
 def replica_ports(
-    settings: Settings, sessions: sessionmaker[Session], iid: str, node: str
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    iid: str,
+    node: str,
+    nginx_uid: int | None = None,
 ) -> ReplicaPorts:
     """Services' replicas' ports: from the reserved range, and guarded when this host can
     (root and nft); else one warning, here, and ``virtuai doctor`` says it again."""
@@ -376,7 +387,7 @@ def replica_ports(
     guard = None
     why = "disabled (services.isolate: false)" if not group.isolate else portguard.unavailable()
     if why is None:
-        guard = portguard.PortGuard(portguard.table_name(iid))
+        guard = portguard.PortGuard(portguard.table_name(iid), also=nginx_uid)
         log.info("services' replicas: ports %d-%d, reachable by the server only (nftables %s)",
                  group.port_min, group.port_max, guard.table)  # fmt: skip
     else:

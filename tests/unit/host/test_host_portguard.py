@@ -99,3 +99,16 @@ def test_the_table_is_the_installations() -> None:
 def test_free_port_skips_a_bound_port(listener: int) -> None:
     assert free_port([listener]) is None
     assert free_port([listener, 0]) == 0
+
+
+def test_a_second_user_passes_when_given(listener: int) -> None:
+    """``proxy.engine: nginx``: nginx's workers' user passes beside the server's."""
+    both = PortGuard(f"vai_test_{secrets.token_hex(4)}", also=NOBODY)
+    try:
+        both.setup()
+        both.add(listener)
+        assert _connect_as(NOBODY, listener) == "connected"
+        assert _connect_as(0, listener) == "connected"
+        assert _connect_as(NOBODY - 1, listener) == "refused"
+    finally:
+        both.drop()

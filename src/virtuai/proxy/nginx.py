@@ -1,0 +1,486 @@
+"""nginx in front of ``virtuai up`` (``proxy.engine: nginx``, #10's option (c)).
+
+nginx, a child of the server, listens on the public address; the server itself (API,
+dashboard, its own proxy) listens on a private loopback port.  nginx passes every
+request to the server unchanged, but for ``/user/`` and ``/svc/`` it first asks the
+server (``auth_request`` to ``proxy.nginxauth``) whether it may pass the request to
+the workload itself: yes for a plain idempotent request whose caller and route the
+server's proxy has cached and admitted, for a workload on this machine; the answer
+gives the workload's address and secret (``auth_request_set``), and nginx keeps it
+``AUTH_CACHE_S`` (1 s) per credential, cookies and route, so a revoked credential or
+a moved workload is seen by nginx at most that much later than by the builtin proxy.
+Any other answer (no credential, another tenant, a cold start, another machine, a
+WebSocket, a body) sends the request to the server's own proxy (``error_page`` to a
+named location), which answers exactly as it does without nginx; so does a workload
+nginx cannot reach (a GET sent again: only idempotent requests take nginx's path).
+
+Requests nginx serves itself are counted from its access log, which the server reads
+in bulk (``Counter``): the autoscaler's rate and
+the notebooks' activity see them, as the auth answers are cached.
+
+nginx runs with its workers as a user of their own, ``virtuai-nginx`` (made at the first
+start), when the server is root: the replicas' port guard lets it through as it lets the
+server (``host.portguard``), and its files (the auth cache, which holds workloads'
+secrets, and the count log) are in a directory of its own, mode 0700.  It dies with
+the server (``PR_SET_PDEATHSIG``), and a stale one left by a killed server is stopped
+at the next start (its pid file).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import grp
+import logging
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
+from virtuai.errors import ConfigurationError
+from virtuai.proxy.peers import HOP_BY_HOP
+
+log = logging.getLogger(__name__)
+
+AUTH_CACHE_S = 1
+AUTH_PATH = "/_virtuai/nginx-auth"
+TOKEN_HEADER = "X-Virtuai-Nginx"
+_START_S = 10.0
+RELOAD_S = 1.0
+FORGET_S = 600.0  # an address not asked for this long loses its block at the next reload
+_PR_SET_PDEATHSIG = 1
+
+_CONF = """# Written by virtuai up (proxy/nginx.py) at each start; edits are lost.
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  server_tokens off;
+  client_max_body_size 0;
+  large_client_header_buffers 4 32k;
+  client_body_temp_path {work}/body; proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
+  proxy_cache_path {work}/auth levels=1 keys_zone=vai_auth:4m max_size=64m inactive=10s
+    use_temp_path=off;
+  upstream vai_api {{ server {api}; keepalive 64; }}
+{upstreams}
+  map $http_upgrade $vai_connection {{ default upgrade; "" ""; }}
+  # The route a request names, as the server's proxy parses it (proxy/routes.py).
+  map $request_uri $vai_route {{ "~^(?<p>/(?:user|svc)/[^/?]+/[^/?]+/)" $p; default ""; }}
+  # A service's replica serves at its root: its prefix is stripped, a notebook's is not.
+  map "$vai_strip:$request_uri" $vai_path {{
+    "~^1:/svc/[^/?]+/[^/?]+(?<rest>/.*)$" $rest;
+    "~^0:(?<all>.*)$" $all;
+  }}
+  log_format vai_count '$vai_route $vai_job';
+  proxy_http_version 1.1;
+  proxy_buffering off;
+  proxy_request_buffering off;
+  proxy_read_timeout 3600s;
+  proxy_send_timeout 3600s;
+  server {{
+    listen {listen} backlog=2048;
+    # The server's own, and its proxy for all nginx does not take.
+    location / {{
+{to_api}
+    }}
+    location @vai_builtin {{
+{to_api}
+    }}
+    # nginx's question to the server: public callers never reach it.
+    location ^~ /_virtuai/ {{ return 404; }}
+    location ~ ^/(user|svc)/ {{
+      auth_request /_vai_auth;
+      auth_request_set $vai_upstream $upstream_http_x_virtuai_upstream;
+      auth_request_set $vai_secret $upstream_http_x_virtuai_secret;
+      auth_request_set $vai_strip $upstream_http_x_virtuai_strip;
+      auth_request_set $vai_as $upstream_http_x_virtuai_as;
+      auth_request_set $vai_cookie $upstream_http_x_virtuai_cookie;
+      auth_request_set $vai_job $upstream_http_x_virtuai_job;
+      error_page 401 403 500 502 503 504 = @vai_builtin;
+      access_log {work}/count.log vai_count buffer=64k flush=1s;
+      proxy_pass http://$vai_upstream$vai_path;
+      proxy_set_header Host $http_host;
+      proxy_set_header Authorization "";
+      proxy_set_header Cookie $vai_cookie;
+      proxy_set_header Connection "";
+{hop}
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header {secret_header} $vai_secret;
+      proxy_set_header {auth_header} $vai_as;
+    }}
+    location = /_vai_auth {{
+      internal;
+      proxy_pass http://vai_api{auth_path};
+      proxy_method GET;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Original-Uri $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Virtuai-Upgrade $http_upgrade;
+      proxy_set_header X-Virtuai-Body "$http_content_length$http_transfer_encoding";
+      proxy_set_header {token_header} {token};
+      proxy_buffering on;  # nginx caches only what it buffers
+      proxy_cache vai_auth;
+      proxy_cache_valid 200 {ttl}s;
+      proxy_ignore_headers Cache-Control Expires Set-Cookie X-Accel-Expires Vary;
+      proxy_cache_key "{key}";
+    }}
+  }}
+}}
+"""
+
+# All that the answer depends on: what makes a request plain, the credential, the cookies
+# passed on (the session's removed), the route.
+_KEY = "|".join(
+    (
+        "$request_method",
+        "$http_upgrade",
+        "$http_content_length$http_transfer_encoding",
+        "$http_x_virtuai_forwarded_by",
+        "$http_authorization",
+        "$http_cookie",
+        "$vai_route",
+    )
+)
+
+_TO_API = """      proxy_pass http://vai_api;
+      proxy_set_header Host $http_host;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $vai_connection;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;"""
+
+
+def render(
+    *,
+    listen: str,
+    api: str,
+    directory: Path,
+    work: Path,
+    token: str,
+    user: str | None,
+    upstreams: Iterable[tuple[str, int]] = (),
+) -> str:
+    hop = "\n".join(
+        f'      proxy_set_header {name} "";'
+        for name in sorted(HOP_BY_HOP - {"connection", "upgrade", "transfer-encoding"})
+    )
+    return _CONF.format(
+        listen=listen,
+        api=api,
+        dir=directory,
+        work=work,
+        token=token,
+        user=f"user {user};" if user else "",
+        to_api=_TO_API,
+        hop=hop,
+        secret_header=SECRET_HEADER,
+        auth_header=AUTH_HEADER,
+        token_header=TOKEN_HEADER,
+        auth_path=AUTH_PATH,
+        ttl=AUTH_CACHE_S,
+        key=_KEY,
+        upstreams="\n".join(
+            f"  upstream {group_name(host, port)} {{ server {_address(host, port)}; "
+            "keepalive 16; keepalive_timeout 4s; }"
+            for host, port in sorted(upstreams)
+        ),
+    )
+
+
+def group_name(host: str, port: int) -> str:
+    """The ``upstream`` block of a workload's address (its keep-alive pool)."""
+    return "vai_" + re.sub(r"[^0-9A-Za-z]", "_", host) + f"_{port}"
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+WORKER_USER = "virtuai-nginx"
+
+
+def _worker_user() -> int:
+    try:
+        return pwd.getpwnam(WORKER_USER).pw_uid
+    except KeyError:
+        pass
+    argv = ["useradd", "--system", "--user-group", "--no-create-home"]
+    argv += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", WORKER_USER]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0 and "already exists" not in done.stderr:
+        raise ConfigurationError(f"cannot create nginx's user {WORKER_USER}: {done.stderr}")
+    return pwd.getpwnam(WORKER_USER).pw_uid
+
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class Nginx:
+    """nginx as a child of ``virtuai up``: started on the public address, in front of the
+    server's private ``api`` address; ``count`` is called with how many requests nginx
+    served per route prefix and job id (``Counter``, on its thread)."""
+
+    def __init__(
+        self,
+        home: Path,
+        host: str,
+        port: int,
+        api_port: int,
+        count: Callable[[dict[tuple[str, int], int]], None],
+    ) -> None:
+        self.token = secrets.token_urlsafe(32)
+        self._home = home / "nginx"
+        self._host, self._port, self._api_port = host, port, api_port
+        self._count = count
+        self._process: subprocess.Popen[bytes] | None = None
+        self._work: Path | None = None
+        self._counter: Counter | None = None
+        # When root: the workers' own user, which the replicas' port guard lets through
+        # (``host.portguard``), made at the first start.
+        self.worker_uid = _worker_user() if os.geteuid() == 0 else None
+        # Workloads' addresses with an ``upstream`` block (a keep-alive pool) in the running
+        # configuration, and when each was last asked for; new ones are written by a reload
+        # (``SIGHUP``: nginx's graceful one) at most every ``RELOAD_S``.
+        self._lock = threading.Lock()
+        self._written: set[tuple[str, int]] = set()
+        self._seen: dict[tuple[str, int], float] = {}
+        self._reload: threading.Timer | None = None
+        self._user: str | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("nginx") or next(
+            (p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None
+        )
+        if binary is None:
+            raise ConfigurationError(
+                "proxy.engine is nginx but nginx is not installed (Debian: apt-get install "
+                "nginx-light), or set proxy.engine: builtin"
+            )
+        self._home.mkdir(mode=0o700, exist_ok=True)
+        self._stop_stale()
+        user = None
+        if os.geteuid() == 0:
+            worker = pwd.getpwuid(self.worker_uid or 0)
+            user = f"{worker.pw_name} {grp.getgrgid(worker.pw_gid).gr_name}"
+            # The workers' own files (cached auth answers hold workloads' secrets); the last
+            # start's, left by a kill -9, removed.
+            with contextlib.suppress(OSError):
+                shutil.rmtree((self._home / "work-path").read_text().strip())
+            self._work = Path(tempfile.mkdtemp(prefix="virtuai-nginx-"))
+            (self._home / "work-path").write_text(str(self._work))
+            os.chown(self._work, worker.pw_uid, worker.pw_gid)
+        else:
+            self._work = self._home / "work"
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work.mkdir(mode=0o700)
+        self._counter = Counter(self._work / "count.log", self._count, self._reopen)
+        self._user = user
+        conf = self._write(set())
+        self._process = subprocess.Popen(
+            [binary, "-c", str(conf), "-p", str(self._home), "-e", str(self._home / "error.log")],
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_pdeathsig,  # noqa: PLW1509 - before exec: dies with the server
+        )
+        deadline = time.monotonic() + _START_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ConfigurationError(f"nginx did not start: {self._error_tail()}")
+            with contextlib.suppress(OSError):
+                host = "127.0.0.1" if self._host in ("0.0.0.0", "") else self._host
+                host = "::1" if host == "::" else host
+                socket.create_connection((host, self._port), timeout=1).close()
+                log.info("nginx (pid %s) serves %s", self._process.pid, self._port)
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigurationError(f"nginx did not listen within {_START_S:.0f} s")
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._reload is not None:
+                self._reload.cancel()
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()  # SIGTERM: nginx's fast shutdown
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._counter is not None:
+            self._counter.close()
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+
+    def upstream(self, host: str, port: int) -> str:
+        """What nginx's ``proxy_pass`` names for a workload: its ``upstream`` block if the
+        running configuration has one, else its address (no keep-alive pool; a block is
+        written, and nginx reloaded, soon).  Called on the event loop: no waiting."""
+        key = (host, port)
+        with self._lock:
+            self._seen[key] = time.monotonic()
+            if key in self._written:
+                return group_name(host, port)
+            if self._reload is None:
+                self._reload = threading.Timer(RELOAD_S, self._rewrite)
+                self._reload.daemon = True
+                self._reload.start()
+        return _address(host, port)
+
+    def _rewrite(self) -> None:
+        with self._lock:
+            self._reload = None
+            now = time.monotonic()
+            wanted = {k for k, at in self._seen.items() if now - at < FORGET_S}
+            self._seen = {k: self._seen[k] for k in wanted}
+            if wanted == self._written:
+                return
+            try:
+                self._write(wanted)
+            except OSError:
+                log.exception("writing nginx's configuration failed")
+                return
+            if self._process is not None and self._process.poll() is None:
+                self._process.send_signal(signal.SIGHUP)  # a graceful reload
+            # Blocks written but not yet loaded answer nothing worse than an address: a
+            # name nginx does not know yet is refused (502) and the builtin proxy takes it.
+            self._written = wanted
+
+    def _write(self, upstreams: set[tuple[str, int]]) -> Path:
+        assert self._work is not None
+        conf = self._home / "nginx.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(
+                render(
+                    listen=_address(self._host, self._port),
+                    api=_address("127.0.0.1", self._api_port),
+                    directory=self._home,
+                    work=self._work,
+                    token=self.token,
+                    user=self._user,
+                    upstreams=upstreams,
+                )
+            )
+        conf.chmod(0o600)
+        return conf
+
+    def _reopen(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGUSR1)  # reopen the logs
+
+    def _stop_stale(self) -> None:
+        """An nginx left by a server killed before it could stop it (the death signal
+        covers the common case; this one, a kill between fork and prctl)."""
+        pidfile = self._home / "nginx.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self._home / "nginx.conf").encode() not in cmdline:
+            return
+        log.warning("stopping a stale nginx (pid %s)", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)
+
+    def _error_tail(self) -> str:
+        try:
+            return (self._home / "error.log").read_text()[-500:].strip()
+        except OSError:
+            return "(no error log)"
+
+
+class Counter:
+    """Reads nginx's access log (``<route> <job>`` per line, written by nginx in 64 KiB
+    buffers at most 1 s late) every ``FLUSH_S`` on a thread of its own, and calls
+    ``count({(route, job_id): requests})`` with what came since.  Read in bulk: a Python
+    call per request (syslog datagrams were tried) cost the server as much CPU as
+    proxying it, measured.  Past
+    ``ROTATE_BYTES`` the log is renamed and nginx told to reopen it (``SIGUSR1``), the old
+    one read to its end a round later and removed: nothing counted twice or lost."""
+
+    FLUSH_S = 0.5
+    ROTATE_BYTES = 8 * 2**20
+
+    def __init__(
+        self,
+        path: Path,
+        count: Callable[[dict[tuple[str, int], int]], None],
+        reopen: Callable[[], None],
+    ) -> None:
+        self._path = path
+        self._count = count
+        self._reopen = reopen
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="virtuai-nginx-count", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        offset = 0
+        old: tuple[Path, int] | None = None  # a rotated log still to read to its end
+        while not self._stop.wait(self.FLUSH_S):
+            lines: list[bytes] = []
+            if old is not None:
+                lines += self._read(*old)[0]
+                old[0].unlink(missing_ok=True)
+                old = None
+            more, offset = self._read(self._path, offset)
+            lines += more
+            if offset > self.ROTATE_BYTES:
+                rotated = self._path.with_suffix(".old")
+                with contextlib.suppress(OSError):
+                    self._path.rename(rotated)
+                    self._reopen()
+                    old, offset = (rotated, offset), 0
+            if lines:
+                batch: dict[tuple[str, int], int] = {}
+                for line, requests in collections.Counter(lines).items():
+                    route, _, job = line.decode("latin-1").partition(" ")
+                    if route and job.isdigit():
+                        batch[(route, int(job))] = requests
+                try:
+                    self._count(batch)
+                except Exception:
+                    log.exception("counting requests nginx served failed")
+
+    @staticmethod
+    def _read(path: Path, offset: int) -> tuple[list[bytes], int]:
+        """Whole lines from ``offset``, and where the next read starts."""
+        try:
+            with path.open("rb") as log_file:
+                log_file.seek(offset)
+                data = log_file.read()
+        except OSError:
+            return [], offset
+        end = data.rfind(b"\n") + 1
+        return data[:end].splitlines(), offset + end
+
+    def close(self) -> None:
+        self._stop.set()
