@@ -25,11 +25,11 @@ import uvicorn
 
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.fastpath import Switch, fast_protocol
-from virtuai.proxy.nginx import Nginx
 from virtuai.server.gate import Gate, sqlite_health
 from virtuai.settings import ClusterSettings, Settings
 
 if TYPE_CHECKING:
+    from virtuai.proxy.nginx import Nginx
     from virtuai.server.up import Platform
 
 log = logging.getLogger("virtuai")
@@ -85,6 +85,10 @@ def _serve(settings: Settings) -> None:
     # administrator was created and the CLI config of a running installation rewritten.
     nginx: Nginx | None = None
     if settings.proxy.engine == "nginx":
+        # Imported only here: it reaches the proxy's heavy half (``proxy.peers``), which the
+        # default engine imports after /healthz answers (``compose`` below).
+        from virtuai.proxy.nginx import Nginx
+
         # nginx takes the public address; the server listens on a private loopback port.
         listener = listen("127.0.0.1", 0)
         nginx = Nginx(
