@@ -162,40 +162,13 @@ class ProxyApp:
 
     def fast(self, scope: Scope) -> FastRequest | None:
         """The request, ready to relay, if it can take the fast path (``proxy.fastpath``):
-        an idempotent one without a body, whose caller and route are cached and admitted,
-        to a workload on this machine with an idle connection; else ``None`` and the ASGI
-        path takes it, as always.  No I/O: called on the event loop for every request."""
-        if scope["method"] not in _IDEMPOTENT or not scope["path"].startswith(PREFIXES):
+        admitted as :meth:`admitted` says, to a workload with an idle connection; else
+        ``None`` and the ASGI path takes it, as always.  No I/O: called on the event loop
+        for every request."""
+        admitted = self.admitted(scope, count=True)
+        if admitted is None:
             return None
-        target = parse_target(scope["path"])
-        if target is None or not target.rest:
-            return None
-        plain, found = plain_credential(scope["headers"])
-        if not plain:
-            return None
-        caller: Caller | None = None
-        if found is not None:
-            value, source = found
-            caller, refresh = fast_caller(self._context, value, source, self._sessions)
-            if caller is None:
-                return None
-            if refresh:
-                self._in_background(("caller", value), self._refresh_caller(value, source))
-        if target.kind == "user" and (caller is None or caller.name != target.owner):
-            return None
-        _hit, route, refresh = self._routes.cached(target)
-        if route is None:
-            return None
-        if refresh:
-            self._in_background(target, self._refresh(target))
-        try:
-            self._authorize(route, caller, found)
-        except VirtuaiError:
-            return None
-        upstream = route.pick(self._suspects)
-        scope["virtuai.counted"] = True  # the ASGI path, if it takes it, counts it no more
-        if upstream is None or self._peers.remote(upstream):
-            return None
+        route, upstream = admitted
         connection = self._pool.take(upstream.host, upstream.port)
         if connection is None:
             return None
@@ -204,12 +177,13 @@ class ProxyApp:
         touch = functools.partial(self.activity.touch, route.job_id)
         return FastRequest(connection, head, touch, downstream_headers)
 
-    def admitted(self, scope: Scope) -> tuple[Route, Upstream] | None:
-        """For nginx's ``auth_request`` (``proxy.nginxauth``): the route and upstream of a
-        request nginx may pass on itself, decided as :meth:`fast` decides (caller and route
-        cached and admitted, a plain idempotent request, a workload on this machine); else
-        ``None``: the request goes to this proxy, which answers as always.  Not counted
-        here: nginx's access log counts what nginx serves."""
+    def admitted(self, scope: Scope, *, count: bool = False) -> tuple[Route, Upstream] | None:
+        """The route and upstream of a request that may be passed on without this proxy's
+        ASGI path (the fast path, and nginx's ``auth_request``: ``proxy.nginxauth``): a
+        plain idempotent request without a body, whose caller and route are cached and
+        admitted, to a workload on this machine; else ``None``: the request goes to this
+        proxy, which answers as always.  ``count``: counted here for the autoscaler (the
+        fast path; nginx's access log counts what nginx serves).  No I/O."""
         if scope["method"] not in _IDEMPOTENT or not scope["path"].startswith(PREFIXES):
             return None
         target = parse_target(scope["path"])
@@ -237,7 +211,9 @@ class ProxyApp:
             self._authorize(route, caller, found)
         except VirtuaiError:
             return None
-        upstream = route.pick(self._suspects, count=False)
+        upstream = route.pick(self._suspects, count=count)
+        if count:
+            scope["virtuai.counted"] = True  # the ASGI path, if it takes it, counts it no more
         if upstream is None or self._peers.remote(upstream):
             return None
         return route, upstream
