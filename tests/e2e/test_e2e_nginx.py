@@ -132,11 +132,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         yield new
     finally:
+        if server.process is None or server.process.poll() is not None:
+            server.start()  # the last test kills it: its replicas outlive it, as tasks do
         for name in ("echo", "cold"):
             server.run("service", "delete", name, token=new.alice)
-        time.sleep(3)
-        if server.process is not None and server.process.poll() is None:
-            server.kill()
+        _wait("the replicas stopped", lambda: not _running(code), 30)
+        server.kill()
         # nginx's workers' directory, left by the kill -9 (the next start would remove it).
         work = server.home / "nginx" / "work-path"
         if work.exists():
@@ -160,6 +161,12 @@ readiness: {{path: /healthz, interval: 1}}
 """
     )
     lab.server.cli("apply", "-f", str(path), token=lab.alice)
+
+
+def _running(code: Path) -> bool:
+    """Whether a replica of this module's code still runs."""
+    found = subprocess.run(["pgrep", "-f", str(code / "echo.py")], check=False, capture_output=True)
+    return found.returncode == 0
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
