@@ -48,6 +48,16 @@ def _until(platform: Platform, loop: ServiceReconciler, check: Callable[[], bool
         time.sleep(0.1)
 
 
+def _delete(platform: Platform, loop: ServiceReconciler, token: str) -> None:
+    """Delete the iris service and wait until it is gone."""
+    platform.ok("DELETE", "/api/v1/services/iris", token)
+    _until(
+        platform,
+        loop,
+        lambda: platform.call("GET", "/api/v1/services/iris", token).status_code == 404,
+    )
+
+
 def _show(platform: Platform, token: str, name: str = "iris") -> dict[str, Any]:
     shown: dict[str, Any] = platform.ok("GET", f"/api/v1/services/{name}", token)
     return shown
@@ -113,12 +123,7 @@ def test_replicas_roll_and_are_resolved_when_ready(platform: Platform) -> None:
         hidden = platform.call("GET", "/api/v1/services/iris", eve, params={"tenant": "physics"})
         assert hidden.status_code == 404
         jobs = [r["job_id"] for r in _show(platform, ada)["replicas"]]
-        platform.ok("DELETE", "/api/v1/services/iris", ada)
-        _until(
-            platform,
-            loop,
-            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
-        )
+        _delete(platform, loop, ada)
         assert {platform.job(j)["state"] for j in jobs} == {"cancelled"}
     finally:
         shutil.rmtree(models, ignore_errors=True)
@@ -203,12 +208,7 @@ def test_a_fixed_port_takes_one_replica_per_node_and_the_other_waits_naming_it(
         _until(platform, loop, rolled)
         answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
         assert answer["version"] == "2"
-        platform.ok("DELETE", "/api/v1/services/iris", ada)
-        _until(
-            platform,
-            loop,
-            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
-        )
+        _delete(platform, loop, ada)
         assert not port_listened(port)
     finally:
         shutil.rmtree(models, ignore_errors=True)
@@ -262,12 +262,7 @@ def test_a_process_that_holds_a_replicas_port_is_never_taken_for_it(platform: Pl
         (serving,) = [r for r in _show(platform, ada)["replicas"] if r["ready"]]
         assert serving["job_id"] != first and _port(platform, serving["job_id"]) != taken
         assert platform.job(first, ada)["state"] in {"cancelled", "failed"}
-        platform.ok("DELETE", "/api/v1/services/iris", ada)
-        _until(
-            platform,
-            loop,
-            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
-        )
+        _delete(platform, loop, ada)
     finally:
         if squatter is not None:
             squatter.kill()
@@ -304,12 +299,7 @@ def test_a_fixed_port_another_process_holds_keeps_the_replica_waiting(platform: 
         _until(platform, loop, lambda: _show(platform, ada)["ready"] >= 1)
         answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
         assert answer["version"] == "1"
-        platform.ok("DELETE", "/api/v1/services/iris", ada)
-        _until(
-            platform,
-            loop,
-            lambda: platform.call("GET", "/api/v1/services/iris", ada).status_code == 404,
-        )
+        _delete(platform, loop, ada)
     finally:
         squatter.kill()
         squatter.wait()
