@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from support.loopback import LoopbackServer
 from virtuai.proxy.fastpath import FastRequest, Switch, fast_protocol
 from virtuai.proxy.headers import downstream_headers
 from virtuai.proxy.upstream import UpstreamPool
@@ -21,46 +22,33 @@ from virtuai.proxy.upstream import UpstreamPool
 Answer = Callable[[bytes], bytes]
 
 
-class Upstream:
+class Upstream(LoopbackServer):
     """A loopback server: each request's answer is ``answers[path]`` (its head's path)."""
 
     def __init__(self, answers: dict[bytes, Answer]) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.answers = answers
-        self.connections = 0
         self.requests: list[bytes] = []
         self.sent_at = 0.0  # when the last answer was all sent
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(self._answer)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def _answer(self, conn: socket.socket) -> None:
         data = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                self.requests.append(head)
-                path = head.split(b" ")[1]
-                reply = self.answers[path.split(b"?")[0]](head)
-                if not reply:
-                    return  # closes without answering
-                conn.sendall(reply)
-                self.sent_at = time.monotonic()
-                if b"connection: close" in reply.lower():
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
                     return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            self.requests.append(head)
+            path = head.split(b" ")[1]
+            reply = self.answers[path.split(b"?")[0]](head)
+            if not reply:
+                return  # closes without answering
+            conn.sendall(reply)
+            self.sent_at = time.monotonic()
+            if b"connection: close" in reply.lower():
+                return
 
 
 def fixed(body: bytes, extra: bytes = b"") -> Answer:

@@ -7,16 +7,15 @@ import asyncio
 import concurrent.futures
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
 import uvloop
 
+from support.loopback import Handler
+from support.loopback import LoopbackServer as Upstream
 from virtuai.proxy.upstream import UpstreamError, UpstreamPool
-
-Handler = Callable[[socket.socket], None]
-
 
 T = TypeVar("T")
 
@@ -26,33 +25,6 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     # keeps an event loop running in the main thread, where asyncio.run() is refused.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(uvloop.run, main).result(timeout=30)
-
-
-class Upstream:
-    """A loopback server whose every connection is served by ``handler`` in a thread."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self._handler = handler
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            self._handler(conn)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def read_request(conn: socket.socket) -> tuple[bytes, bytes]:
