@@ -106,7 +106,9 @@ def faulty(platform: Platform) -> Iterator[Faulty]:
             workspaces_dir=platform.state_dir / "workspaces",
             kill_grace_s=1,
             call_timeout_s=0.5,
-            launch_timeout_s=2.0,
+            # No test here needs a launch to time out; a loaded machine (CI) can take
+            # seconds to create a tenant's user and spawn a supervisor.
+            launch_timeout_s=20.0,
             launch_wait_s=0.2,
             retry_base_s=0.1,
             retry_attempts=3,
