@@ -243,12 +243,18 @@ def test_a_websocket_goes_through(lab: Lab) -> None:
 
 
 def test_requests_served_by_nginx_count_as_traffic(lab: Lab) -> None:
-    _by_nginx(lab, lab.alice)
-    time.sleep(1.5)  # what the builtin proxy counted is older than ``since``
-    since = dt.datetime.now(dt.UTC)
-    for _ in range(5):  # each one passed on by nginx itself
-        seen = _get(lab, "/svc/physics/echo/", lab.alice).json()
-        assert any(name == "Host" for name, _ in seen["headers"])
+    # Only a round whose every request nginx passed on itself proves nginx's counting: on
+    # a loaded machine the route cached by the builtin proxy (2 s) can lapse during the
+    # pause, and the builtin then serves (and counts) the request; such a round is redone.
+    for _ in range(5):
+        _by_nginx(lab, lab.alice)
+        time.sleep(1.5)  # what the builtin proxy counted is older than ``since``
+        since = dt.datetime.now(dt.UTC)
+        answers = [_get(lab, "/svc/physics/echo/", lab.alice).json() for _ in range(5)]
+        if all(any(name == "Host" for name, _ in seen["headers"]) for seen in answers):
+            break
+    else:
+        raise AssertionError("no round of 5 requests was passed on by nginx alone")
 
     def counted() -> bool:
         shown = lab.server.json("service", "show", "echo", token=lab.alice)
