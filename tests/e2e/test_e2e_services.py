@@ -102,6 +102,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
             ("cold", lab.alice),
             ("busy", lab.alice),
             ("limited", lab.alice),
+            ("crashy", lab.alice),
             ("open", lab.carol),
         )
         for name, token in services:
@@ -339,6 +340,63 @@ def test_a_replica_killed_loses_no_request(svc: Svc) -> None:
     assert any(f'"replica": "{victim}"' not in text for _, text in results[before:])
     _wait("the killed replica replaced", lambda: _show(svc, "iris", svc.alice)["ready"] == 2)
     assert victim not in {r["job_id"] for r in _show(svc, "iris", svc.alice)["replicas"]}
+
+
+# A replica that answers its probe and dies on any POST once it has read it: a crash
+# while a request is in its hands.
+CRASHER = """
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        os._exit(1)
+
+HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def test_a_post_a_crashing_replica_broke_off_is_a_502_naming_it(svc: Svc) -> None:
+    """Not retried (the replica may have acted on it, as nginx and Envoy reason): a 502
+    that names the service and the replica, no traceback; a GET after it is served by
+    the replica that replaces it."""
+    script = svc.model.parent / "crasher.py"
+    script.write_text(CRASHER)
+    script.chmod(0o644)
+    text = f"""
+type: service
+name: crashy
+command: [python3, {script}]
+resources: {{cpu: 0.2, memory: 128Mi}}
+readiness: {{path: /, interval: 1}}
+"""
+    assert "created" in _apply(svc, svc.alice, text, "crashy.yaml")
+    try:
+        _wait("a ready replica", lambda: _show(svc, "crashy", svc.alice)["ready"] == 1)
+        (replica,) = [r["job_id"] for r in _show(svc, "crashy", svc.alice)["replicas"]]
+        logged = len(svc.server.log.read_bytes())
+        answer = _predict(svc, svc.alice, "/svc/physics/crashy/")
+        assert answer.status_code == 502, answer.text
+        error = answer.json()
+        assert error["code"] == "upstream_failed"
+        assert f"service physics/crashy: replica job {replica}" in error["message"]
+        assert "not sent again" in error["message"]
+        assert "Traceback" not in answer.text
+        assert "Traceback" not in svc.server.log.read_bytes()[logged:].decode()
+        # A GET finds the crashed replica replaced (held until then, not failed).
+        again = httpx.get(
+            f"{svc.server.url}/svc/physics/crashy/", headers=_bearer(svc.alice), timeout=150
+        )
+        assert again.status_code == 200 and again.text == "ok"
+    finally:
+        svc.server.run("service", "delete", "crashy", token=svc.alice)
 
 
 def _hammer(
