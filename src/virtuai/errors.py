@@ -8,6 +8,8 @@
     ├── Conflict                      conflict          409   already exists / wrong state
     ├── Unschedulable                 unschedulable     422   can never run (quota, capacity)
     ├── DriverError                   driver_error      502   a driver failed (process, cgroup)
+    ├── UpstreamFailed                upstream_failed   502   a workload behind the proxy broke off
+                                                              a request it had received
     ├── Unavailable                   unavailable       503   the database cannot be written now
     └── ConfigurationError            configuration     500   the platform is set up wrongly
         └── NotOffered                configuration     409   a feature this server cannot offer
@@ -62,6 +64,13 @@ class DriverError(VirtuaiError):
     code = "driver_error"
 
 
+class UpstreamFailed(VirtuaiError):
+    """A workload (a service's replica) crashed or closed the connection after a request
+    that cannot be sent twice had reached it: the proxy does not retry it."""
+
+    code = "upstream_failed"
+
+
 class Unavailable(VirtuaiError):
     code = "unavailable"
 
@@ -86,5 +95,6 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unschedulable",
+    "UpstreamFailed",
     "VirtuaiError",
 ]

@@ -337,6 +337,14 @@ class ServiceSettings(BaseModel):
         le=60,
         description="how often each server records its requests per service for the leader",
     )
+    renew_before_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=86400,
+        description="a replica's replacement is started at least this long before the "
+        "replica's time limit, and the replica drained once the replacement is ready (more "
+        "when the drain and the replica's own start need it; at most half its time limit)",
+    )
 
     @field_validator("idle_timeout_s", mode="before")
     @classmethod

@@ -101,6 +101,8 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
             ("iris", lab.alice),
             ("cold", lab.alice),
             ("busy", lab.alice),
+            ("limited", lab.alice),
+            ("crashy", lab.alice),
             ("open", lab.carol),
         )
         for name, token in services:
@@ -338,6 +340,133 @@ def test_a_replica_killed_loses_no_request(svc: Svc) -> None:
     assert any(f'"replica": "{victim}"' not in text for _, text in results[before:])
     _wait("the killed replica replaced", lambda: _show(svc, "iris", svc.alice)["ready"] == 2)
     assert victim not in {r["job_id"] for r in _show(svc, "iris", svc.alice)["replicas"]}
+
+
+# A replica that answers its probe and dies on any POST once it has read it: a crash
+# while a request is in its hands.
+CRASHER = """
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        os._exit(1)
+
+HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def test_a_post_a_crashing_replica_broke_off_is_a_502_naming_it(svc: Svc) -> None:
+    """Not retried (the replica may have acted on it, as nginx and Envoy reason): a 502
+    that names the service and the replica, no traceback; a GET after it is served by
+    the replica that replaces it."""
+    script = svc.model.parent / "crasher.py"
+    script.write_text(CRASHER)
+    script.chmod(0o644)
+    text = f"""
+type: service
+name: crashy
+command: [python3, {script}]
+resources: {{cpu: 0.2, memory: 128Mi}}
+readiness: {{path: /, interval: 1}}
+"""
+    assert "created" in _apply(svc, svc.alice, text, "crashy.yaml")
+    try:
+        _wait("a ready replica", lambda: _show(svc, "crashy", svc.alice)["ready"] == 1)
+        (replica,) = [r["job_id"] for r in _show(svc, "crashy", svc.alice)["replicas"]]
+        logged = len(svc.server.log.read_bytes())
+        answer = _predict(svc, svc.alice, "/svc/physics/crashy/")
+        assert answer.status_code == 502, answer.text
+        error = answer.json()
+        assert error["code"] == "upstream_failed"
+        assert f"service physics/crashy: replica job {replica}" in error["message"]
+        assert "not sent again" in error["message"]
+        assert "Traceback" not in answer.text
+        assert "Traceback" not in svc.server.log.read_bytes()[logged:].decode()
+        # A GET finds the crashed replica replaced (held until then, not failed).
+        again = httpx.get(
+            f"{svc.server.url}/svc/physics/crashy/", headers=_bearer(svc.alice), timeout=150
+        )
+        assert again.status_code == 200 and again.text == "ok"
+    finally:
+        svc.server.run("service", "delete", "crashy", token=svc.alice)
+
+
+def _hammer(
+    lab: Svc, path: str, results: list[tuple[int, str]], errors: list[str], stop: threading.Event
+) -> None:
+    """POST predictions through the proxy until ``stop``: (status, replica) of each."""
+    with httpx.Client(headers=_bearer(lab.alice), timeout=30) as client:
+        while not stop.is_set():
+            try:
+                answer = client.post(f"{lab.server.url}{path}predict", json={"features": IRIS})
+            except httpx.HTTPError as error:
+                errors.append(repr(error))
+                continue
+            replica = answer.json().get("replica", "") if answer.status_code == 200 else ""
+            results.append((answer.status_code, replica or answer.text))
+
+
+def test_a_replica_near_its_time_limit_is_replaced_before_it_losing_no_request(
+    svc: Svc,
+) -> None:
+    """A 20 s time limit: the replacement starts half-way (the margin is at most half the
+    limit), the old replica is drained once it is ready, and the limit ends a replica
+    that no longer serves; a steady client sees every answer 200, from both replicas."""
+    text = f"""
+type: service
+name: limited
+command: [python3, {svc.model}]
+env: {{MODEL_LOAD_S: "0.5"}}
+resources: {{cpu: 0.2, memory: 128Mi}}
+readiness: {{path: /healthz, interval: 1}}
+time: 20s
+"""
+    assert "created" in _apply(svc, svc.alice, text, "limited.yaml")
+    _wait("a ready replica", lambda: _show(svc, "limited", svc.alice)["ready"] == 1)
+    (first,) = [r["job_id"] for r in _show(svc, "limited", svc.alice)["replicas"]]
+    results: list[tuple[int, str]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    clients = [
+        threading.Thread(target=_hammer, args=(svc, "/svc/physics/limited/", results, errors, stop))
+        for _ in range(2)
+    ]
+    for thread in clients:
+        thread.start()
+    try:
+
+        def first_ended() -> bool:
+            job = svc.server.json("job", str(first), token=svc.alice)
+            return job["state"] in ("cancelled", "timed_out", "failed", "succeeded")
+
+        _wait("the first replica's end", first_ended, timeout=40)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+        shown = _show(svc, "limited", svc.alice)
+        svc.server.run("service", "delete", "limited", token=svc.alice)
+    assert not errors, errors[:5]
+    failed = [r for r in results if r[0] != 200]
+    assert not failed, (len(failed), failed[:3])
+    assert len(results) > 50
+    replicas = [replica for _, replica in results]
+    assert replicas[0] == str(first) and replicas[-1] != str(first)
+    # Ended at (or drained before) its limit, not failed; its replacement serves alone.
+    assert svc.server.json("job", str(first), token=svc.alice)["state"] in (
+        "cancelled",
+        "timed_out",
+    )
+    assert shown["ready"] == 1 and first not in {r["job_id"] for r in shown["replicas"]}
 
 
 def test_scale_to_zero_and_a_cold_start_holds_the_request(svc: Svc) -> None:

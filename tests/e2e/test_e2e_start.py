@@ -3,6 +3,10 @@ changes nothing (issue #11)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
 import stat
 import subprocess
 import time
@@ -106,3 +110,57 @@ def _admin_token(server: Server) -> str:
         if line.startswith("token"):
             return line.split(":", 1)[1].strip()
     raise AssertionError(f"no token in {config}")
+
+
+def _session_processes(sid: int) -> list[str]:
+    """The processes of session ``sid`` (``virtuai up`` starts one of its own)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:  # after ")": state, ppid, pgrp, session
+            found.append(f"{proc.name} {cmdline}")
+    return found
+
+
+@pytest.mark.parametrize("engine", ["builtin", "nginx"])
+def test_sigterm_stops_the_server_cleanly_in_every_proxy_engine(
+    tmp_path: Path, engine: str
+) -> None:
+    """SIGTERM: the server's own cleanup runs (the platform stopped, nginx and its files
+    gone), it exits 143, its port is free and no process of its session is left."""
+    if engine == "nginx" and shutil.which("nginx") is None:
+        pytest.skip("nginx-light is not installed")
+    server = Server(tmp_path / "home", tmp_path / "config", {"VIRTUAI_PROXY__ENGINE": engine})
+    server.start()
+    try:
+        assert server.process is not None
+        pid = server.process.pid
+        if engine == "nginx":
+            nginx_pid = int((server.home / "nginx" / "nginx.pid").read_text())
+            os.kill(nginx_pid, 0)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
+    assert "virtuai stopped" in server.log.read_text()
+    assert "Traceback" not in server.log.read_text()
+    deadline = time.monotonic() + 10
+    while _session_processes(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _session_processes(pid) == []
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", server.port)) != 0
+    if engine == "nginx":
+        assert not Path(f"/proc/{nginx_pid}").exists()
+        # Its work directory (cached auth answers): in the state directory, or, as root,
+        # a directory of nginx's worker user that the server noted.
+        noted = server.home / "nginx" / "work-path"
+        work = Path(noted.read_text()) if noted.exists() else server.home / "nginx" / "work"
+        assert not work.exists()

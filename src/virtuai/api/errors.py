@@ -25,6 +25,7 @@ STATUS: dict[type[errors.VirtuaiError], int] = {
     errors.Conflict: 409,
     errors.Unschedulable: 422,
     errors.DriverError: 502,
+    errors.UpstreamFailed: 502,
     errors.Unavailable: 503,
     errors.ConfigurationError: 500,
     errors.NotOffered: 409,

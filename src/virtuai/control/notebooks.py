@@ -55,6 +55,7 @@ class Upstream:
     # The node it runs on ("" if unknown): a proxy on another machine hands the request to
     # that node's server (``proxy.peers``), which alone knows the secret there.
     node: str = ""
+    job_id: int = 0  # the job it belongs to (0: unknown), named when it fails a request
 
     def url(self, scheme: str = "http") -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -78,6 +79,7 @@ def notebook_upstream(session: Session, job: JobRow, key: bytes) -> Upstream | N
         port=job.master_port,
         secret=notebook_secret(key, job.id, job.attempt),
         node=node,
+        job_id=job.id,
     )
 
 

@@ -16,8 +16,10 @@ Every server runs it; only the leader decides.  Each pass, for every service
    proxy's route; forgets replicas whose job has ended; then asks
    ``domain.services`` how many replicas are wanted (request rate, idleness,
    a cold start's demand) and which to start and drain (rolling one by one on a
-   changed spec), and does it.  A server that does not lead only records its
-   own probes (and restarts a replica of its node that failed them).
+   changed spec, and replacing a replica near its time limit before the limit
+   ends it: ``domain.services.renewal_margin_s``), and does it.  A server that
+   does not lead only records its own probes (and restarts a replica of its node
+   that failed them).
 
 A deleted service has all its replicas cancelled, and its row goes once they
 have ended.  The proxy's traffic (``traffic_last``, ``traffic_rate``) is every
@@ -44,6 +46,7 @@ from virtuai.domain.services import (
     ServiceSpec,
     desired_replicas,
     plan_replicas,
+    renewal_margin_s,
 )
 from virtuai.domain.workload import FINISHED_STATES, JobState
 from virtuai.drivers.base import Handle
@@ -82,6 +85,9 @@ class ReconcilerConfig:
     drain_s: float = 12.0
     interval_s: float = 0.5
     scale_down_delay_s: float = 30.0
+    # A replica's replacement starts at least this long before its time limit
+    # (``domain.services.renewal_margin_s``).
+    renew_before_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +275,8 @@ class ServiceReconciler:
             return False
         for replica in live:
             self._stop_if_drained(session, replica, now)
-        desired = self._desired(service, spec, live, now)
+        expiring = {r.id for r in live if self._expiring(spec, r, now)}
+        desired = self._desired(service, spec, [r for r in live if r.id not in expiring], now)
         views = [
             ReplicaView(
                 id=r.id,
@@ -279,6 +286,7 @@ class ServiceReconciler:
                 order=r.id,
                 waits_for_port=r.job.state == JobState.PENDING.value
                 and r.job.reason.startswith(PORT_PREFIX),
+                expiring=r.id in expiring,
             )
             for r in live
         ]
@@ -298,6 +306,23 @@ class ServiceReconciler:
             if service.reason.startswith("cannot start"):
                 service.reason = ""
         return plan.start > 0
+
+    def _expiring(self, spec: ServiceSpec, replica: ServiceReplicaRow, now: dt.datetime) -> bool:
+        """Whether ``replica`` is so near its time limit that its replacement must start."""
+        job = replica.job
+        if job.started_at is None or job.state != JobState.RUNNING.value or not job.walltime_s:
+            return False
+        started, ready_at = job.started_at, replica.ready_at
+        startup = 0.0 if ready_at is None else max(0.0, (ready_at - started).total_seconds())
+        margin = renewal_margin_s(
+            time_s=job.walltime_s,
+            startup_s=startup,
+            interval_s=spec.readiness.interval_s,
+            drain_s=self._config.drain_s,
+            floor_s=self._config.renew_before_s,
+        )
+        left = job.walltime_s - (now - started).total_seconds()
+        return left < margin
 
     def _record_probe(
         self,

@@ -19,7 +19,8 @@ pass, both pure so that they are tested exhaustively:
 * :func:`plan_replicas`: given the replicas that exist, which to start and which
   to drain.  A changed spec rolls one replica at a time: a new one is started,
   and an old one is drained only once a new one is ready, so the number of ready
-  replicas never drops below what is wanted.
+  replicas never drops below what is wanted.  A replica near its time limit
+  (:func:`renewal_margin_s`) is replaced the same way, before the limit ends it.
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ class ReplicaView:
     # Pending because its fixed port is taken on every node it may use (by the replicas
     # it is to replace, mostly): a roll cannot add one before it takes one away.
     waits_for_port: bool = False
+    # Within ``renewal_margin_s`` of its time limit: replaced as an old generation is.
+    expiring: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,18 +200,37 @@ class ReplicaPlan:
     drain: tuple[int, ...] = ()  # replicas to take out of the proxy, then stop
 
 
+def renewal_margin_s(
+    *, time_s: float, startup_s: float, interval_s: float, drain_s: float, floor_s: float
+) -> float:
+    """How long before its time limit (``time_s`` after it started) a replica's replacement
+    is started.  The replacement must be ready, and the old replica then drained (out of
+    every proxy's route for ``drain_s``), before the limit ends the old one: so at least
+    ``drain_s`` plus twice the replica's own start-to-ready time (``startup_s``: the
+    replacement's is alike) plus two readiness probes, and never below ``floor_s`` (the
+    setting ``services.renew_before_s``: placement and a slower start).  At most half
+    the time limit: a short-lived replica serves half its time before it is replaced,
+    rather than being replaced as soon as it is ready."""
+    wanted = max(floor_s, drain_s + 2 * startup_s + 2 * interval_s)
+    return min(wanted, time_s / 2)
+
+
 def plan_replicas(replicas: Sequence[ReplicaView], generation: int, desired: int) -> ReplicaPlan:
     """Which replicas to start and drain so that ``desired`` replicas of ``generation``
-    serve, never with fewer ready replicas than wanted while an old generation rolls."""
+    serve, never with fewer ready replicas than wanted while an old generation rolls.
+    A replica near its time limit (``expiring``) is one of the old: its replacement is
+    started at once (one per expiring replica: each has a deadline), and it is drained
+    once a replacement is ready."""
     active = [r for r in replicas if not r.draining]
-    new = [r for r in active if r.generation == generation]
-    old = [r for r in active if r.generation != generation]
+    new = [r for r in active if r.generation == generation and not r.expiring]
+    old = [r for r in active if r.generation != generation or r.expiring]
     drain: list[ReplicaView] = []
     if desired <= 0:
         return ReplicaPlan(0, tuple(r.id for r in active))
     # Old replicas that are not ready serve nothing: no reason to keep them.
     drain.extend(r for r in old if not r.ready)
-    old_ready = sorted((r for r in old if r.ready), key=lambda r: r.order)
+    # The expiring leave first: the others could serve on.
+    old_ready = sorted((r for r in old if r.ready), key=lambda r: (not r.expiring, r.order))
     # Surplus of the current generation: the not-ready first, then the newest.
     surplus = len(new) - desired
     if surplus > 0:
@@ -223,9 +245,12 @@ def plan_replicas(replicas: Sequence[ReplicaView], generation: int, desired: int
         excess = len(old_ready) + len(new_ready) - desired
         if excess > 0:
             drain.extend(old_ready[:excess])
-        if len(new) < desired and len(new) == len(new_ready):
-            start = 1
-        stopping = any(r.draining and r.generation != generation for r in replicas)
+        # One new replica at a time for a changed spec (maxSurge 1); one per expiring
+        # replica, as each must be replaced before its own limit.
+        in_flight = len(new) - len(new_ready)
+        wave = max(1, sum(1 for r in old_ready if r.expiring))
+        start = max(0, min(desired - len(new), wave - in_flight))
+        stopping = any(r.draining and (r.generation != generation or r.expiring) for r in replicas)
         if any(r.waits_for_port for r in new) and not stopping and excess <= 0:
             # A fixed port on nodes all taken by old replicas: one old replica leaves
             # first (Kubernetes' maxUnavailable instead of maxSurge), one at a time.

@@ -1,6 +1,7 @@
 """The proxy's own answers: refusals (401 or the sign-in redirect, 403, 404, 503 with
-``Retry-After``), the page that reloads itself while a workload starts, redirects, and
-a WebSocket handshake's refusal as a plain HTTP answer."""
+``Retry-After``, 502 for a request a service's replica broke off), the page that reloads
+itself while a workload starts, redirects, and a WebSocket handshake's refusal as a plain
+HTTP answer."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope, Send
 
 from virtuai.api.context import ApiContext
-from virtuai.errors import Unavailable, VirtuaiError
-from virtuai.proxy.routes import Route
+from virtuai.control.notebooks import Upstream
+from virtuai.errors import Unavailable, UpstreamFailed, VirtuaiError
+from virtuai.proxy.routes import Route, Target
 
 
 def query(scope: Scope) -> str:
@@ -29,7 +31,27 @@ def error_body(error: VirtuaiError) -> bytes:
 
 
 NO_ANSWER = Unavailable("the workload does not answer (yet)")
-STATUS = {"unauthenticated": 401, "forbidden": 403, "not_found": 404, "unavailable": 503}
+STATUS = {
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "unavailable": 503,
+    "upstream_failed": 502,
+}
+
+
+def broken_off(target: Target, upstream: Upstream, method: str) -> UpstreamFailed:
+    """A replica crashed (or closed the connection) after the request reached it, and the
+    request is not one to send twice (a body, or a method that is not idempotent): as
+    nginx and Envoy do, it is not retried, since the replica may have acted on it."""
+    replica = f"replica job {upstream.job_id}" if upstream.job_id else "a replica"
+    where = upstream.node or f"{upstream.host}:{upstream.port}"
+    return UpstreamFailed(
+        f"service {target.owner}/{target.name}: {replica} (on {where}) broke off this "
+        f"{method} request after it reached it (it crashed or closed the connection); the "
+        "request is not sent again, as the replica may have acted on it: retry it if it "
+        "is safe to repeat"
+    )
 
 
 async def refuse(

@@ -22,7 +22,9 @@ HTTP goes through the proxy's own keep-alive pool (``proxy.upstream``, httptools
 WebSockets through the ``websockets`` library's asyncio client
 (``docs/architecture.md`` says why).  A service's request that could not reach a
 replica is sent to another one (``_http``; the failed replica is ``Suspects`` until
-its next readiness probe).
+its next readiness probe); one that reached a replica which then broke off is retried
+only if it can do no harm twice (idempotent, no body), else answered 502 naming the
+replica (``answers.broken_off``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden, NotFound, Unavailable, VirtuaiError
 from virtuai.proxy.answers import (
     NO_ANSWER,
+    broken_off,
     query,
     redirect,
     refuse,
@@ -348,7 +351,9 @@ class ProxyApp:
                 if error.answered or (
                     error.sent and (body is not None or method not in _IDEMPOTENT)
                 ):
-                    await refuse(send, connection, NO_ANSWER, self._context)
+                    # It may have acted on it: a 502 naming the replica, not a retry.
+                    failed = broken_off(target, upstream, method)
+                    await refuse(send, connection, failed, self._context)
                     return
                 # The route came from the cache: the service may be gone, or have others.
                 fresh = await anyio.to_thread.run_sync(self._routes.lookup, target)

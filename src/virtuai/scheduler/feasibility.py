@@ -5,9 +5,14 @@ and, worse, could hold up the queue behind it.  The scheduler reports such jobs
 as ``NEVER`` (they do not block anyone), and the API calls
 ``never_runs_reason`` at submit time to refuse them with the same words.
 
+A job holding fixed ports (``host_ports``, a service's ``port: N``) puts at most
+one task on a node: a gang of them needs as many nodes as tasks that can each
+take one, else it is ``NEVER`` with the port named.
+
 The node part of the answer depends only on (pool, per-task request, task
-count), so ``Feasibility`` caches it: a queue of 100,000 jobs usually has a few
-dozen distinct shapes, and each shape costs at most one scan of the nodes.
+count, allowed nodes, fixed ports), so ``Feasibility`` caches it: a queue of
+100,000 jobs usually has a few dozen distinct shapes, and each shape costs at
+most one scan of the nodes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from virtuai.scheduler.snapshot import PendingJob
 __all__ = ["Feasibility", "never_runs_reason", "quota_never_reason", "usable_gpus"]
 
 _Shape = tuple[int, int, int]  # cpu_milli, memory, gpu of one task
-_Key = tuple[str | None, _Shape, int, frozenset[str] | None]
+_Key = tuple[str | None, _Shape, int, frozenset[str] | None, frozenset[int]]
 
 
 def usable_gpus(node: Node) -> int:
@@ -104,7 +109,7 @@ class Feasibility:
         """Why ``job`` could not run even on idle nodes (quotas aside), or ``None``."""
         per_task = job.per_task
         shape = (per_task.cpu_milli, per_task.memory, per_task.gpu)
-        key = (job.pool, shape, job.tasks, job.allowed_nodes)
+        key = (job.pool, shape, job.tasks, job.allowed_nodes, job.host_ports)
         try:
             return self._cache[key]
         except KeyError:
@@ -112,8 +117,32 @@ class Feasibility:
                 reason = self._node_reason(job.pool, shape, job.tasks)
             else:
                 reason = self._targeted_reason(job.pool, shape, job.tasks, job.allowed_nodes)
+            if reason is None and job.host_ports and job.tasks > 1:
+                reason = self._ports_reason(job, shape)
             self._cache[key] = reason
             return reason
+
+    def _ports_reason(self, job: PendingJob, need: _Shape) -> str | None:
+        """A task holding fixed ports has its node to itself (no two holders of a port on a
+        node): a gang needs as many nodes that can each take one of its tasks."""
+        pool, allowed = job.pool, job.allowed_nodes
+        fit = sum(
+            1
+            for n in self._nodes.values()
+            if (n.pool == pool if pool is not None else not is_site_pool(n.pool))
+            and (allowed is None or n.name in allowed)
+            and _tasks_fitting((n.capacity.cpu_milli, n.capacity.memory, usable_gpus(n)), need, 1)
+        )
+        if fit >= job.tasks:
+            return None
+        ports = sorted(job.host_ports)
+        named = f"port {ports[0]}" if len(ports) == 1 else "ports " + ", ".join(map(str, ports))
+        where = "" if pool is None else f" in pool {pool}"
+        nodes = "1 node" if fit == 1 else f"{fit} nodes"
+        return (
+            f"holds {named} on its node, so each of its {job.tasks} tasks needs a node of "
+            f"its own, but only {nodes}{where} can take one of its tasks"
+        )
 
     def _targeted_reason(
         self, pool: str | None, need: _Shape, tasks: int, allowed: frozenset[str]

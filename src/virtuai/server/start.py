@@ -135,11 +135,11 @@ def _serve(settings: Settings) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    if nginx is not None:
-        # uvicorn re-raises a SIGTERM it drained with the handler found before it: the
-        # default one would end the process before nginx is stopped and its files (cached
-        # auth answers) removed, below.
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # uvicorn re-raises a SIGTERM it drained with the handler found before it: the
+    # default one would end the process before the cleanup below, in every proxy engine
+    # (nginx stopped and its files, cached auth answers, removed; the platform's loops,
+    # leader lease, proxy pools and database closed).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if nginx is not None:
             nginx.start()

@@ -303,6 +303,7 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
             drain_s=settings.services.drain_s,
             interval_s=settings.services.reconcile_interval_s,
             scale_down_delay_s=settings.services.scale_down_delay_s,
+            renew_before_s=settings.services.renew_before_s,
         ),
         lambda session, service, now: start_replica(session, service, context.rules, now),
         traffic_last=board.last,

@@ -344,7 +344,10 @@ def probe_of(
     allowed: frozenset[str] | None = None,
 ) -> PendingJob:
     per_task = request.per_task or DEFAULT_PER_TASK
-    return probe(tenant, per_task, request.tasks or 1, request.walltime_s, priority, now, allowed)
+    ports = frozenset(() if request.host_port is None else (request.host_port,))
+    return probe(
+        tenant, per_task, request.tasks or 1, request.walltime_s, priority, now, allowed, ports
+    )
 
 
 def plan_request(

@@ -69,10 +69,12 @@ def probe(
     priority: PriorityClass,
     now: dt.datetime,
     allowed_nodes: frozenset[str] | None = None,
+    host_ports: frozenset[int] = frozenset(),
 ) -> PendingJob:
     """The job as the scheduler would see it if it were submitted now: last of its class."""
     return PendingJob(
         allowed_nodes=allowed_nodes,
+        host_ports=host_ports,
         id=PROBE_ID,
         tenant=tenant,
         priority=priority.value,

@@ -19,6 +19,7 @@ from virtuai.domain.services import (
     ServiceSpec,
     desired_replicas,
     plan_replicas,
+    renewal_margin_s,
     replica_command,
 )
 
@@ -140,3 +141,74 @@ def test_a_roll_whose_new_replica_waits_for_its_fixed_port_takes_one_old_away_fi
     assert plan_replicas([stopping, old[1], waiting], 2, 2) == ReplicaPlan(0, ())
     # Without a port to wait for, the roll adds before it takes away (as before).
     assert plan_replicas([*old, replace(waiting, waits_for_port=False)], 2, 2) == ReplicaPlan()
+
+
+def test_the_renewal_margin_covers_the_drain_and_a_start_and_is_at_most_half_the_limit() -> None:
+    def margin(time_s: float, startup_s: float = 1.0, floor_s: float = 30.0) -> float:
+        return renewal_margin_s(
+            time_s=time_s, startup_s=startup_s, interval_s=2.0, drain_s=12.0, floor_s=floor_s
+        )
+
+    assert margin(3600) == 30.0  # the setting
+    assert margin(3600, startup_s=20.0) == 12.0 + 40.0 + 4.0  # a slow start: more
+    assert margin(3600, floor_s=0.0) == 12.0 + 2.0 + 4.0
+    assert margin(20) == 10.0  # half a short limit: it serves half its time
+
+
+def test_an_expiring_replica_gets_its_replacement_and_is_drained_once_that_is_ready() -> None:
+    expiring = ReplicaView(1, 1, ready=True, order=1, expiring=True)
+    other = ReplicaView(2, 1, ready=True, order=2)
+    assert plan_replicas([expiring, other], 1, 2) == ReplicaPlan(start=1)
+    starting = ReplicaView(3, 1, ready=False, order=3)
+    assert plan_replicas([expiring, other, starting], 1, 2) == ReplicaPlan()
+    ready = replace(starting, ready=True)
+    assert plan_replicas([expiring, other, ready], 1, 2) == ReplicaPlan(drain=(1,))
+    # Two expiring at once (started together): both replacements start together.
+    both = [expiring, replace(other, expiring=True)]
+    assert plan_replicas(both, 1, 2) == ReplicaPlan(start=2)
+    # One replica and a changed spec as it expires: one replacement, of the new generation.
+    assert plan_replicas([expiring], 2, 1) == ReplicaPlan(start=1)
+    # Scaled to zero: it goes at once.
+    assert plan_replicas([expiring], 1, 0) == ReplicaPlan(drain=(1,))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=5),
+    desired=st.integers(min_value=1, max_value=5),
+    roll=st.booleans(),
+    coins=st.lists(st.booleans(), min_size=400, max_size=400),
+)
+def test_replicas_near_their_limit_are_replaced_without_serving_fewer_than_wanted(
+    count: int, desired: int, roll: bool, coins: list[bool]
+) -> None:
+    # The world: id -> [generation, ready, draining, expiring].  Any ready replica may
+    # come near its limit at any pass (and a changed spec may roll meanwhile); it ends
+    # at its limit only after its replacement had time to be ready (the margin's job).
+    generation = 2 if roll else 1
+    world = {i: [1, True, False, False] for i in range(1, count + 1)}
+    next_id = count + 1
+    coin = iter(coins)
+    floor = min(count, desired)
+    for step in range(100):
+        views = [
+            ReplicaView(i, g, ready=r, draining=d, order=i, expiring=e)
+            for i, (g, r, d, e) in world.items()
+        ]
+        plan = plan_replicas(views, generation, desired)
+        for rid in plan.drain:
+            world[rid][2] = True
+        for _ in range(plan.start):
+            world[next_id] = [generation, False, False, False]
+            next_id += 1
+        serving = sum(1 for g, r, d, _ in world.values() if r and not d)
+        assert serving >= floor
+        world = {i: v for i, v in world.items() if not v[2]}
+        for value in world.values():
+            settle = step >= 60  # then every replica becomes ready and none expires
+            if not value[1] and (next(coin, True) or settle):
+                value[1] = True
+            elif value[1] and not value[3] and not settle and next(coin, False):
+                value[3] = True
+    assert sorted(g for g, *_ in world.values()) == [generation] * desired
+    assert all(r and not e for _, r, _, e in world.values())

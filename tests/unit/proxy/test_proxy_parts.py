@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
+from virtuai.api.errors import status_of
 from virtuai.control.notebooks import Upstream
 from virtuai.errors import Forbidden
+from virtuai.proxy.answers import STATUS, broken_off
 from virtuai.proxy.auth import SessionCache, check_same_origin, credential, plain_credential
 from virtuai.proxy.headers import (
     NOT_UPSTREAM,
@@ -255,3 +257,14 @@ def test_a_suspect_replica_is_skipped_until_probed_again() -> None:
     # A notebook (never probed) is never skipped: it has no other replica to go to.
     notebook = Route(2, Access.OWNER, 1, "t", "running", "", (a,))
     assert notebook.pick(suspects) == a
+
+
+def test_a_request_a_replica_broke_off_is_a_502_naming_the_service_and_the_replica() -> None:
+    target = parse_target("/svc/physics/iris/predict")
+    assert target is not None
+    error = broken_off(target, Upstream("10.0.0.7", 30123, "s", node="n1", job_id=42), "POST")
+    assert STATUS[error.code] == status_of(error) == 502
+    assert error.message.startswith("service physics/iris: replica job 42 (on n1) broke off")
+    assert "POST" in error.message and "retry it if it is safe to repeat" in error.message
+    unknown = broken_off(target, Upstream("10.0.0.7", 30123, "s"), "PUT")
+    assert "a replica (on 10.0.0.7:30123)" in unknown.message

@@ -13,9 +13,11 @@ from sched_builders import Gi
 from test_sched_properties import snapshots
 
 from virtuai.domain.resources import Node, Resources
+from virtuai.domain.sites import is_site_pool
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler import schedule
+from virtuai.scheduler.plan import never_reason
 from virtuai.scheduler.snapshot import (
     BlockKind,
     NodeState,
@@ -207,3 +209,65 @@ def test_a_higher_priority_job_preempts_the_holder_of_its_port() -> None:
     decisions = schedule(snapshot)
     assert [p.job_id for p in decisions.preempted] == ["r1"]
     assert decisions.admitted == ()
+
+
+def _nodes_taking_a_task(snapshot: Snapshot, job: PendingJob) -> int:
+    """Nodes (of its pool, among those it may use) that could take one task when idle."""
+    need = job.per_task
+    return sum(
+        1
+        for s in snapshot.nodes
+        if (s.node.pool == job.pool if job.pool is not None else not is_site_pool(s.node.pool))
+        and (job.allowed_nodes is None or s.node.name in job.allowed_nodes)
+        and need.cpu_milli <= s.node.capacity.cpu_milli
+        and need.memory <= s.node.capacity.memory
+        and need.gpu <= min(s.node.capacity.gpu, len(s.node.gpus))
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(snapshots(), st.data(), st.sampled_from(POLICIES))
+def test_a_gang_holding_a_port_with_more_tasks_than_nodes_is_never_naming_the_port(
+    snapshot: Snapshot, data: st.DataObject, policy: Policy
+) -> None:
+    snapshot = replace(_with_ports(snapshot, data), policy=policy)
+    decisions = schedule(snapshot)
+    admitted = {a.job_id for a in decisions.admitted}
+    never = {b.job_id: b.reason for b in decisions.blocked if b.kind is BlockKind.NEVER}
+    for job in snapshot.pending:
+        if not job.host_ports:
+            continue
+        short = _nodes_taking_a_task(snapshot, job) < job.tasks
+        if short:
+            assert job.id not in admitted
+            assert job.id in never, (job, decisions.blocked)
+        if "holds port" in never.get(job.id, ""):
+            assert short
+            assert all(str(p) in never[job.id] for p in job.host_ports)
+        # The submit-time check says the same as the scheduler.
+        if job.id in never:
+            assert never_reason(replace(snapshot, pending=()), job) == never[job.id]
+
+
+def test_a_gang_on_a_port_needs_a_node_per_task_and_is_never_otherwise() -> None:
+    nodes = (
+        _node("a"),
+        _node("b"),
+        replace(_node("c"), node=Node("c", "default", "local", Resources(500, Gi))),
+    )
+    three = replace(_job("j1", 8000), tasks=3)
+    decisions = schedule(_snapshot(nodes, three, policy=Policy.fifo()))
+    (blocked,) = decisions.blocked
+    assert blocked.kind is BlockKind.NEVER
+    assert blocked.reason == (
+        "can never run: holds port 8000 on its node, so each of its 3 tasks needs a node "
+        "of its own, but only 2 nodes can take one of its tasks"
+    )
+    two = replace(_job("j2", 8000), tasks=2)
+    decisions = schedule(_snapshot(nodes, two, policy=Policy.fifo()))
+    assert sorted(p.node for p in decisions.admitted[0].placements) == ["a", "b"]
+    # Without a port, three tasks share the two big nodes.
+    decisions = schedule(
+        _snapshot(nodes, replace(three, host_ports=frozenset()), policy=Policy.fifo())
+    )
+    assert [a.job_id for a in decisions.admitted] == ["j1"]
