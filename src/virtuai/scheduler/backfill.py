@@ -25,7 +25,9 @@ fact).  Its cost is one walk over the pool's nodes plus the releases replayed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from virtuai.domain.resources import Resources
@@ -45,6 +47,10 @@ def _end_of(release: Release) -> float:
     return release[0]
 
 
+def _end_of3(release: tuple[float, int, tuple[TaskPlacement, ...]]) -> float:
+    return release[0]
+
+
 def shape_of(job: PendingJob) -> Shape:
     r = job.per_task
     return (job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
@@ -57,6 +63,9 @@ class Reservation:
     placements: tuple[TaskPlacement, ...]  # on the cluster as it will be at ``start``
     # What is free at ``start`` (before the job's share) on each node of ``placements``.
     future: tuple[TaskPlacement, ...] = ()
+    # ``start`` plus the job's time limit (inf: none): when a later reservation, made
+    # around this one (``reserve(taken=...)``), may count on its room again.
+    end: float = math.inf
 
 
 class _Room:
@@ -105,6 +114,7 @@ def reserve(
     *,
     ordered: bool = False,
     late: bool = False,
+    taken: Sequence[Reservation] = (),
 ) -> Reservation | None:
     """When ``job`` can start at the earliest and where; ``None`` if no known end frees room.
 
@@ -113,7 +123,14 @@ def reserve(
     (``Policy.reserve_late``): of the nodes that will have room at the start, take
     those that get it last (then the tightest), so that room free earlier stays
     usable by other jobs meanwhile instead of being held idle for the head.
+
+    ``taken`` (``Policy.reserve_depth``): reservations already made in this pass.  Their
+    shares count as held from now until their ``end`` (a debt on each of their nodes,
+    and their GPU indices are not handed out), so that this reservation never needs
+    what an earlier one was promised, whenever either starts.
     """
+    if taken:
+        return _reserve_around(cluster, job, releases, now, ordered=ordered, late=late, taken=taken)
     need, tasks = job.per_task, job.tasks
     pool = job.pool
     want = (need.cpu_milli, need.memory, need.gpu)
@@ -179,6 +196,17 @@ def reserve(
             name,
         ),
     )
+    return _placed(job, start, candidates, rooms, fits)
+
+
+def _placed(
+    job: PendingJob,
+    start: float,
+    candidates: Sequence[str],
+    rooms: dict[str, _Room],
+    fits: dict[str, int],
+) -> Reservation:
+    need, tasks = job.per_task, job.tasks
     placements: list[TaskPlacement] = []
     future: list[TaskPlacement] = []
     for name in candidates:
@@ -191,25 +219,144 @@ def reserve(
             placements.append(TaskPlacement(len(placements), name, need, devices))
         if len(placements) == tasks:
             break
-    return Reservation(job.id, start, tuple(placements), tuple(future))
+    end = start + job.walltime_s if job.walltime_s is not None else math.inf
+    return Reservation(job.id, start, tuple(placements), tuple(future), end)
+
+
+def _reserve_around(
+    cluster: Cluster,
+    job: PendingJob,
+    releases: Iterable[Release],
+    now: float,
+    *,
+    ordered: bool,
+    late: bool,
+    taken: Sequence[Reservation],
+) -> Reservation | None:
+    """``reserve`` with earlier reservations' shares held from now until their ends.
+
+    The plain path (``reserve`` without ``taken``) skips nodes that fit nothing now and
+    stops at the first end that is enough; this one is the same walk with a debt per
+    node: what ``taken`` was promised there is subtracted from the room (which may go
+    below zero until releases pay it back), its GPU indices are banned, and its own end
+    is one more release that pays the debt back and lifts the ban.
+    """
+    need, tasks = job.per_task, job.tasks
+    pool = job.pool
+    debt: dict[str, list[int]] = {}  # node -> [cpu, memory, gpus]
+    banned: dict[str, set[int]] = {}
+    for res in taken:
+        for p in res.placements:
+            d = debt.setdefault(p.node, [0, 0, 0])
+            d[0] += p.resources.cpu_milli
+            d[1] += p.resources.memory
+            d[2] += p.resources.gpu
+            banned.setdefault(p.node, set()).update(p.gpu_indices)
+    rooms: dict[str, _Room] = {}
+    fits: dict[str, int] = {}
+    ready: dict[str, float] = {}
+    total = 0
+
+    def room_of(name: str) -> _Room | None:
+        room = rooms.get(name)
+        if room is not None:
+            return room
+        room = _room_of(cluster, name, pool)
+        if room is None:
+            return None
+        d = debt.get(name)
+        if d is not None:
+            room.cpu -= d[0]
+            room.memory -= d[1]
+            room.gpu_budget -= d[2]
+            room.gpus.difference_update(banned[name])
+        rooms[name] = room
+        fits[name] = 0
+        return room
+
+    want = (need.cpu_milli, need.memory, need.gpu)
+    for node in cluster.nodes(pool):
+        # As in ``reserve``: a node that fits no task now gets its room on its first release.
+        if _fit((node.cpu, node.memory, node.gpu), want, tasks) <= 0:
+            continue
+        room = room_of(node.name)
+        assert room is not None
+        n = room.tasks(need, tasks) if room.cpu >= 0 and room.memory >= 0 else 0
+        fits[node.name] = n
+        total += n
+    start = now
+    if total < tasks:
+        ends: list[tuple[float, int, tuple[TaskPlacement, ...]]] = sorted(
+            ((res.end, 1, res.placements) for res in taken if math.isfinite(res.end)),
+            key=_end_of3,
+        )
+        plain: Iterable[Release] = releases if ordered else sorted(releases, key=_end_of)
+        tagged: Iterator[tuple[float, int, tuple[TaskPlacement, ...]]] = heapq.merge(
+            ((end, 0, placed) for end, placed in plain), ends, key=_end_of3
+        )
+        last: float | None = None
+        for end, mine, released in tagged:
+            if total >= tasks and last is not None and end > last:
+                break
+            last = end
+            for p in released:
+                room = room_of(p.node)
+                if room is None:
+                    continue
+                room.cpu += p.resources.cpu_milli
+                room.memory += p.resources.memory
+                room.gpu_budget += p.resources.gpu
+                if mine:  # a reservation made earlier ends: its indices are free again
+                    banned[p.node].difference_update(p.gpu_indices)
+                    room.gpus.update(p.gpu_indices)
+                else:
+                    ban = banned.get(p.node)
+                    room.gpus.update(p.gpu_indices if ban is None else set(p.gpu_indices) - ban)
+                n = room.tasks(need, tasks) if room.cpu >= 0 and room.memory >= 0 else 0
+                total += n - fits[p.node]
+                if late and n > fits[p.node]:
+                    ready[p.node] = end
+                fits[p.node] = n
+        if total < tasks or last is None:
+            return None
+        start = max(now, last)
+    candidates = sorted(
+        (name for name, n in fits.items() if n > 0),
+        key=lambda name: (
+            -ready.get(name, now) if late else 0.0,
+            min(rooms[name].gpu_budget, len(rooms[name].gpus)),
+            rooms[name].cpu,
+            rooms[name].memory,
+            name,
+        ),
+    )
+    return _placed(job, start, candidates, rooms, fits)
+
+
+def _slack_of(reservation: Reservation) -> tuple[dict[str, list[int]], dict[str, set[int]]]:
+    """Per node of ``reservation``: what is left at its start after its share (cpu,
+    memory) and the GPU indices it will not take."""
+    slack: dict[str, list[int]] = {}
+    gpus: dict[str, set[int]] = {}
+    for room in reservation.future:
+        slack[room.node] = [room.resources.cpu_milli, room.resources.memory]
+        gpus[room.node] = set(room.gpu_indices)
+    for p in reservation.placements:
+        left = slack[p.node]
+        left[0] -= p.resources.cpu_milli
+        left[1] -= p.resources.memory
+        gpus[p.node].difference_update(p.gpu_indices)
+    return slack, gpus
 
 
 class Guard:
-    """Keeps a reservation's resources away from jobs that would still run at its start."""
+    """Keeps reserved resources away from jobs that would still run at the reservations'
+    start (the head's, and with ``Policy.reserve_depth`` those of the next blocked jobs)."""
 
     def __init__(self, cluster: Cluster, reservation: Reservation) -> None:
         self.cluster = cluster
         self.reservation = reservation
-        self._slack: dict[str, list[int]] = {}
-        self._slack_gpus: dict[str, set[int]] = {}
-        for room in reservation.future:
-            self._slack[room.node] = [room.resources.cpu_milli, room.resources.memory]
-            self._slack_gpus[room.node] = set(room.gpu_indices)
-        for p in reservation.placements:
-            slack = self._slack[p.node]
-            slack[0] -= p.resources.cpu_milli
-            slack[1] -= p.resources.memory
-            self._slack_gpus[p.node].difference_update(p.gpu_indices)
+        self._slack, self._slack_gpus = _slack_of(reservation)
         self._held: dict[str, TaskPlacement] = {}
         # Holds lifted (``lift``) and not yet put back (``restore``): trials of the
         # unheld view in a row (a queue of jobs behind the reservation) then cost one
@@ -220,6 +367,25 @@ class Guard:
     @property
     def nodes(self) -> frozenset[str]:
         return frozenset(self._slack)
+
+    def add(self, reservation: Reservation) -> None:
+        """Keep one more reservation (``Policy.reserve_depth``), made around the earlier
+        ones (``reserve(taken=...)``): on a node that several use, a long job may take only
+        the least slack of them, and only GPU indices none of them will get."""
+        slack, gpus = _slack_of(reservation)
+        nodes = sorted(slack)
+        if not self._lifted:
+            self.unhold(nodes)
+        for name in nodes:
+            kept = self._slack.get(name)
+            if kept is None:
+                self._slack[name], self._slack_gpus[name] = slack[name], gpus[name]
+            else:
+                kept[0] = min(kept[0], slack[name][0])
+                kept[1] = min(kept[1], slack[name][1])
+                self._slack_gpus[name] &= gpus[name]
+        if not self._lifted:
+            self.hold(nodes)
 
     def hold(self, nodes: Iterable[str]) -> None:
         """Occupy, on each of ``nodes``, what is free now beyond its slack."""
@@ -338,6 +504,13 @@ class Board:
         self._failed_unheld = set(self._failed_held)
         self._generation += 1
         self.guard = Guard(self._cluster, reservation)
+
+    def add_reservation(self, reservation: Reservation) -> None:
+        """One more reservation after the head's (holds only grow: the failure caches of
+        the held view stay true, and the unheld view does not change)."""
+        assert self.guard is not None
+        self._generation += 1
+        self.guard.add(reservation)
 
     @property
     def cluster(self) -> Cluster:

@@ -169,7 +169,12 @@ class _Pass:
         self.deferred: list[PendingJob] = []  # would borrow: after the others
         self.head: PendingJob | None = None  # the first job blocked for capacity
         self.behind: str | None = None  # strict FIFO: the QUEUE reason once the head waits
-        self.reservation: Reservation | None = None
+        self.reservation: Reservation | None = None  # the head's
+        # Every reservation of the pass: the head's, then (``Policy.reserve_depth``) those
+        # of the next jobs blocked for capacity; a job is short if it ends before all start.
+        self.reservations: list[Reservation] = []
+        self.short_until = math.inf
+        self.soonest: PendingJob | None = None  # the reserved job that starts first
         self.running_ends: Ends | None = None  # taken at the first reservation of the pass
         self.soon: dict[Shape, bool] = {}  # ``starts_soon`` per job shape
         self.reasons: dict[tuple[object, ...], str] = {}
@@ -298,11 +303,10 @@ class _Pass:
 
     def is_short(self, job: PendingJob) -> bool:
         """Whether ``job`` ends before the reservation's start (so it cannot delay it)."""
-        res = self.reservation
         return (
-            res is not None
+            bool(self.reservations)
             and job.walltime_s is not None
-            and self.now + job.walltime_s <= res.start
+            and self.now + job.walltime_s <= self.short_until
         )
 
     def place(self, job: PendingJob, charge: Charge, short: bool, may_borrow: bool) -> _Placed:
@@ -405,16 +409,47 @@ class _Pass:
                 self.block(job, BlockKind.CAPACITY, reason)
                 return
             self.board.start_guard(self.reservation)
-            start = self.reservation.start
+            self.reservations.append(self.reservation)
+            start = self.short_until = self.reservation.start
+            self.soonest = job
             reason += f"; expected to start {expected_in(start, self.now)}"
             self.block(job, BlockKind.CAPACITY, reason, start)
             return
         assert self.reservation is not None  # strict FIFO never gets here after the head
+        if len(self.reservations) < self.policy.reserve_depth and self.reserve_next(job):
+            return
         if self.board.fits_unheld(job):
-            reason = reserved_reason(self.head, self.reservation.start, self.now)
+            assert self.soonest is not None
+            reason = reserved_reason(self.soonest, self.short_until, self.now)
             self.block(job, BlockKind.QUEUE, reason)
             return
         self.block(job, BlockKind.CAPACITY, self.unheld_capacity_reason(job))
+
+    def reserve_next(self, job: PendingJob) -> bool:
+        """Conservative backfill to a depth (``Policy.reserve_depth``): a blocked job after
+        the head gets a reservation too, made around the earlier ones, so that no job
+        started later in the pass delays it.  Without it (plain EASY), a whole-node job
+        behind a wide gang at the head is overtaken, pass after pass, by small jobs that
+        take the nodes as they drain, while the gang's reservation holds others idle."""
+        found = reserve(
+            self.board.unheld(),
+            job,
+            self.releases(),
+            self.now,
+            ordered=True,
+            late=self.policy.reserve_late,
+            taken=self.reservations,
+        )
+        if found is None:
+            return False
+        self.reservations.append(found)
+        self.board.add_reservation(found)
+        if found.start < self.short_until:
+            self.short_until, self.soonest = found.start, job
+        reason = self.unheld_capacity_reason(job)
+        reason += f"; expected to start {expected_in(found.start, self.now)}"
+        self.block(job, BlockKind.CAPACITY, reason, found.start)
+        return True
 
     def unheld_capacity_reason(self, job: PendingJob) -> str:
         """``capacity_reason`` as if nothing were reserved, once per job shape in a pass."""
@@ -489,7 +524,6 @@ class _Stop:
         grown = board.failures
         if grown == self.seen or one.head is None:
             return False
-        res = one.reservation
         for shape in self.left:
             if one.feasibility.shape_never(shape):
                 return False
@@ -499,7 +533,7 @@ class _Stop:
             for shape, times in self.left.items():
                 if not board.failed_held(shape) and board.fits_held(self.probe(shape)):
                     return False
-                short = res is not None and one.now + min(times) <= res.start
+                short = one.now + min(times) <= one.short_until
                 if short and board.fits_unheld(self.probe(shape)):  # it may backfill
                     return False
             return True

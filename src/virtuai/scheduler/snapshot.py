@@ -193,6 +193,10 @@ class Policy:
     # earlier are not held idle for it and stay usable by other jobs meanwhile (its start
     # is the same).  False: the tightest nodes, ties by name.
     reserve_late: bool = False
+    # Backfill reservations per pass: 1 is EASY (the head's only); k > 1 also reserves for
+    # the next k - 1 jobs blocked for capacity, each around the earlier ones, and a job
+    # may pass them only if it delays none (conservative backfill to depth k).
+    reserve_depth: int = 1
     # Capacity reasons that say how fragmented free room is spread (a scan of the
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True

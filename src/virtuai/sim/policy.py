@@ -31,6 +31,9 @@ priority-FIFO)::
                                   #   first; 0: off, submission order
     reserve_late: false           # backfill: reserve for the head the nodes whose room
                                   #   comes last, so that room free earlier stays usable
+    reservations: 1               # backfill: jobs with a reservation per pass; 1 is EASY
+                                  #   (the first blocked job), 2-4 also the next blocked
+                                  #   jobs (conservative backfill to that depth)
     checkpoint_interval: 0        # simulator only: a preempted job keeps work up to its last
                                   #   checkpoint, every this much work (0: none, from scratch)
     restart_overhead: 0           # simulator only: seconds each restart spends before progress
@@ -90,7 +93,7 @@ _KEYS = frozenset(
         "name", "description", "order", "half_life", "allocation_weight", "backfill",
         "preemption", "max_victim_candidates", "borrowing", "preemption_grace", "min_run",
         "las_thresholds", "starvation_factor", "starvation_min", "checkpoint_interval",
-        "restart_overhead", "las_patience", "short_first", "reserve_late",
+        "restart_overhead", "las_patience", "short_first", "reserve_late", "reservations",
     }
 )  # fmt: skip
 _V1 = Policy()
@@ -128,6 +131,7 @@ class PolicySpec:
     las_patience_s: float = 0.0
     short_first_cap_s: float = 0.0
     reserve_late: bool = False
+    reserve_depth: int = 1
 
     def scheduler_policy(self) -> Policy:
         """The ``Policy`` the scheduler gets in every snapshot of this run."""
@@ -147,6 +151,7 @@ class PolicySpec:
             las_patience_s=self.las_patience_s if las else 0.0,
             short_first_cap_s=self.short_first_cap_s,
             reserve_late=self.reserve_late,
+            reserve_depth=self.reserve_depth,
         )
 
     def knobs(self) -> dict[str, Any]:
@@ -169,6 +174,7 @@ class PolicySpec:
             "las_patience_s": self.las_patience_s,
             "short_first_cap_s": self.short_first_cap_s,
             "reserve_late": self.reserve_late,
+            "reserve_depth": self.reserve_depth,
         }
 
 
@@ -237,6 +243,7 @@ def _policy(root: Section, default_name: str) -> PolicySpec:
         las_patience_s=root.get("las_patience", _as_grace, 0.0),
         short_first_cap_s=root.get("short_first", _as_grace, 0.0),
         reserve_late=root.get("reserve_late", as_bool, False),
+        reserve_depth=root.get("reservations", _as_depth, 1),
     )
 
 
@@ -249,6 +256,15 @@ def _as_thresholds(value: Any, field: str) -> tuple[float, ...]:
     if any(b <= a for a, b in pairwise(out)):
         raise InvalidRequest(f"{field}: must be increasing, not {value!r}", field=field)
     return out
+
+
+def _as_depth(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16:
+        raise InvalidRequest(
+            f"{field}: expected a whole number of reservations from 1 to 16, not {value!r}",
+            field=field,
+        )
+    return value
 
 
 def _as_factor(value: Any, field: str) -> float:
