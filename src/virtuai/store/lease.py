@@ -10,6 +10,8 @@ epoch with the caller's.  A takeover updates that row, so it waits for every
 open transaction of the old leader that passed the check, and every
 transaction the old leader starts afterwards fails it.  A leader paused (SIGSTOP,
 a long GC, a lost network) therefore cannot write once another has taken over.
+On SQLite every transaction takes the database's write lock (``BEGIN
+IMMEDIATE``), which gives the same order.
 
 No row another instance needs may stay locked for longer than the lease's time after the
 process holding it stops (SIGSTOP, a lost network): the takeover, and the new leader's first
@@ -17,9 +19,8 @@ round, would wait for it.  On PostgreSQL the server ends such a transaction once
 idle (waiting for its stopped client) that long: ``limit_idle`` (1 s) in the leader's and the
 node reconciler's writing transactions, 0.5 s in the lease's and heartbeat's own one-statement
 transactions and after ``check_epoch`` (only the commit follows it).  The connections' default
-(``store.db``) is 10 s, for the API.
-On SQLite every transaction takes the database's write lock (``BEGIN
-IMMEDIATE``), which gives the same order.
+(``store.db``) is 10 s, for the API.  A live process starved of the CPU that long loses the
+transaction (its loop retries it); it would lose the lease too.
 """
 
 from __future__ import annotations
