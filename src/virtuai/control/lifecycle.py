@@ -77,8 +77,9 @@ from virtuai.drivers.base import (
 )
 from virtuai.drivers.local.ports import port_listened
 from virtuai.errors import DriverError, VirtuaiError
-from virtuai.store.db import read_session, transaction
+from virtuai.store.db import read_session
 from virtuai.store.inventory import placement_from_json
+from virtuai.store.lease import loop_transaction
 from virtuai.store.models import JobRow, NodeRow, TaskRow, TenantRow, VirtualClusterRow
 from virtuai.store.transitions import requeue_next_attempt, switch_job_state
 from virtuai.store.usage import record_task_usage
@@ -187,7 +188,7 @@ class LifecycleLoop(TaskReconciler):
         # Most rounds admit nothing: find that out without queueing for the write lock.
         if not self._any_job_in(JobState.ADMITTED):
             return
-        with transaction(self._sessions) as session:
+        with loop_transaction(self._sessions) as session:
             jobs = list(
                 session.scalars(select(JobRow).where(JobRow.state == JobState.ADMITTED.value))
             )
@@ -521,7 +522,7 @@ class LifecycleLoop(TaskReconciler):
         transaction (one commit) for all the launches of a pass."""
         if not handles and not self._any_job_in(JobState.STARTING):
             return  # nothing launched and nothing starting: no write lock to take
-        with transaction(self._sessions) as session:
+        with loop_transaction(self._sessions) as session:
             for task_id, handle in handles.items():
                 session.execute(
                     update(TaskRow)
@@ -603,7 +604,7 @@ class LifecycleLoop(TaskReconciler):
             session.rollback()
         unmarked = sorted(self._unmarked)
         if done or new_ends or unmarked:
-            with transaction(self._sessions) as session:
+            with loop_transaction(self._sessions) as session:
                 self._write_results(session, new_ends)
                 self._finish(session, done)
                 self._mark_released(session, unmarked)

@@ -22,7 +22,8 @@ from virtuai.control.isolation import Backoff, Deadline
 from virtuai.domain.clock import Clock
 from virtuai.domain.workload import FINISHED_STATES, JobState, TaskOutcome
 from virtuai.drivers.base import Driver, Handle, StopReason, TaskResult
-from virtuai.store.db import read_session, transaction
+from virtuai.store.db import read_session
+from virtuai.store.lease import loop_transaction
 from virtuai.store.models import JobRow, TaskRow
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class TaskReconciler:
                 self._record_result(task_id, self._lost(why))
             return
         self._backoff.succeeded(("stop", task_id))
-        with transaction(self._sessions) as session:
+        with loop_transaction(self._sessions) as session:
             session.execute(
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.stop_requested_at.is_(None))
@@ -269,7 +270,7 @@ class TaskReconciler:
                 continue
             released.append(task_id)
         if released:  # one commit for the pass; releasing again after a crash is harmless
-            with transaction(self._sessions) as session:
+            with loop_transaction(self._sessions) as session:
                 session.execute(
                     update(TaskRow).where(TaskRow.id.in_(released)).values(released=True)
                 )
@@ -291,7 +292,7 @@ class TaskReconciler:
     def _record_results(self, results: list[tuple[int, int, TaskResult]]) -> None:
         if not results:
             return
-        with transaction(self._sessions) as session:
+        with loop_transaction(self._sessions) as session:
             self._write_results(session, results)
 
     @staticmethod

@@ -35,10 +35,12 @@ PG_CONNECT_DEFAULTS: dict[str, Any] = {
     "keepalives_interval": 2,
     "keepalives_count": 2,
     # A paused process (SIGSTOP) inside a transaction loses it, and its locks, after 10 s
-    # (the leader's own transactions set 1.5 s: store.lease); the server notices a client
-    # whose network is gone within seconds.
+    # (the loops' writing transactions set 1 s or less: store.lease); the server notices a
+    # client whose network is gone within seconds: by keepalives when the connection is
+    # idle, by tcp_user_timeout when a result it sends goes unacknowledged (a backend
+    # blocked writing to a cut-off client is *active*, and keeps its locks until then).
     "options": "-c idle_in_transaction_session_timeout=10000 -c tcp_keepalives_idle=2 "
-    "-c tcp_keepalives_interval=1 -c tcp_keepalives_count=2",
+    "-c tcp_keepalives_interval=1 -c tcp_keepalives_count=2 -c tcp_user_timeout=5000",
 }
 
 
