@@ -31,6 +31,7 @@ from virtuai.settings import ClusterSettings, Settings
 if TYPE_CHECKING:
     from virtuai.proxy.nginx import Nginx
     from virtuai.server.up import Platform
+    from virtuai.server.workers import ApiWorkers
 
 log = logging.getLogger("virtuai")
 # How long a stop waits for a platform still being built (a database that does not answer).
@@ -102,6 +103,7 @@ def _serve(settings: Settings) -> None:
         listener = listen(settings.host, settings.port)
     built: list[Platform] = []
     failed: list[BaseException] = []
+    workers: list[ApiWorkers] = []
 
     def build() -> None:
         try:
@@ -111,6 +113,9 @@ def _serve(settings: Settings) -> None:
             built.append(platform)
             switch.hook = platform.fast
             gate.app = platform.app
+            started = start_workers(settings, platform, listener)
+            if started is not None:
+                workers.append(started)
         except BaseException as error:
             failed.append(error)
             gate.failed = True
@@ -149,10 +154,31 @@ def _serve(settings: Settings) -> None:
             nginx.stop()
         if builder.is_alive():
             builder.join(_BUILD_JOIN_S)
+        for group in workers:  # before the platform: they finish their requests first
+            group.stop()
         for platform in built:
             platform.stop()
     if failed:
         raise failed[0]
+
+
+def start_workers(
+    settings: Settings, platform: Platform, listener: socket.socket
+) -> ApiWorkers | None:
+    """The API worker processes of ``server.api_workers`` (``server/workers.py``), if more
+    than the main process; None: the main process serves alone."""
+    from virtuai.server.workers import ApiWorkers, worker_count
+
+    dialect = "sqlite" if settings.effective_database_url.startswith("sqlite") else "other"
+    count = worker_count(settings.server.api_workers, dialect)
+    if count <= 1 or platform.settings is None or platform.wake is None:
+        if count > 1:  # nginx in front asks the main process's own answers (proxy.nginxauth)
+            log.warning("server.api_workers is ignored with proxy.engine: nginx")
+        return None
+    workers = ApiWorkers(count, listener, platform.settings, platform.node, platform.wake)
+    workers.start()
+    log.info("the API is served by %d processes", count)
+    return workers
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
