@@ -369,7 +369,7 @@ class ServerSettings(BaseModel):
         description="processes serving the REST API on the server's port: 1 = the main "
         "process alone; N = N-1 more, API only (no loops, no lease); auto = one per core, "
         "at most 4, on PostgreSQL, and 1 on SQLite (its one write lock gains nothing from "
-        "more writers: docs/benchmarks.md, \"API worker processes\")",
+        'more writers: docs/benchmarks.md, "API worker processes")',
     )
 
     @field_validator("api_workers")

@@ -26,7 +26,7 @@ import uvicorn
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.fastpath import Switch, fast_protocol
 from virtuai.server.gate import Gate, sqlite_health
-from virtuai.settings import ClusterSettings, Settings
+from virtuai.settings import ClusterSettings, ServerSettings, Settings
 
 if TYPE_CHECKING:
     from virtuai.proxy.nginx import Nginx
@@ -54,12 +54,20 @@ def run_server(
     labels: dict[str, str] | None = None,
     address: str | None = None,
     proxy_engine: str | None = None,
+    api_workers: str | None = None,
 ) -> None:
     cluster = _given(node=node, node_class=node_class, labels=labels, address=address)
     settings = Settings(**_given(host=host, port=port, database_url=database_url, home=home))
     if proxy_engine is not None:
         proxy = settings.proxy.model_copy(update={"engine": proxy_engine})
         settings = settings.model_copy(update={"proxy": proxy})
+    if api_workers is not None:
+        try:
+            group = ServerSettings(api_workers=_workers_value(api_workers))
+        except ValueError as error:
+            print(f"virtuai up: --api-workers: {error}", file=sys.stderr)
+            sys.exit(2)
+        settings = settings.model_copy(update={"server": group})
     if cluster:
         merged = settings.cluster.model_dump() | cluster
         settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
@@ -70,6 +78,10 @@ def run_server(
     except VirtuaiError as error:
         log.error("%s", error.message)
         sys.exit(1)
+
+
+def _workers_value(text: str) -> int | str:
+    return text if text == "auto" else int(text) if text.strip().isdigit() else text
 
 
 SWITCH_INTERVAL_S = 0.001
@@ -140,10 +152,11 @@ def _serve(settings: Settings) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    if nginx is not None:
+    if nginx is not None or settings.server.api_workers != 1:
         # uvicorn re-raises a SIGTERM it drained with the handler found before it: the
         # default one would end the process before nginx is stopped and its files (cached
-        # auth answers) removed, below.
+        # auth answers) removed, or the API workers stopped (they finish their requests),
+        # below.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if nginx is not None:
