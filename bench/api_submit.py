@@ -28,6 +28,7 @@ other load changes little, unlike the rates).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -88,8 +89,14 @@ def databases(postgres: bool) -> Iterator[Iterator[dict[str, str]]]:
     if not postgres:
         yield iter(lambda: {}, None)
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
-    from postgres import fresh_database, postgres_session_url
+    # By its path: tests/support has a platform.py, which must not shadow the standard one.
+    path = Path(__file__).resolve().parent.parent / "tests" / "support" / "postgres.py"
+    spec = importlib.util.spec_from_file_location("virtuai_test_postgres", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    fresh_database, postgres_session_url = module.fresh_database, module.postgres_session_url
 
     with ExitStack() as stack:
         server = stack.enter_context(postgres_session_url())
