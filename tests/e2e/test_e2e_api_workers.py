@@ -207,8 +207,9 @@ def test_workers_serve_wake_and_record_every_submit_once(server: Server) -> None
     assert status == 200
     recorded = [j["id"] for j in listed if j["id"] != job["id"]]
     assert sorted(recorded) == sorted(acknowledged)
-    # /metrics still answers, whichever process holds the connection.
+    # /readyz and /metrics still answer, whichever process holds the connection.
     for conn in conns.values():
+        assert conn.call("GET", "/readyz")[0] == 200
         conn.http.request("GET", "/metrics", headers={"Authorization": f"Bearer {admin}"})
         response = conn.http.getresponse()
         assert response.status == 200 and b"virtuai" in response.read()

@@ -40,6 +40,7 @@ from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
 from virtuai.proxy.fastpath import Switch, fast_protocol
 from virtuai.server.apiparts import api_context, auth_generation_path, proxy_front
+from virtuai.server.gate import Gate
 from virtuai.server.up import vc_runtime
 from virtuai.services.tokencache import GENERATION
 from virtuai.settings import Settings
@@ -104,8 +105,11 @@ def serve(spec: dict[str, Any]) -> None:
     )
     switch = Switch()
     switch.hook = parts.proxy.fast
+    # The main process's gate, open from the start: /readyz answers as /healthz, as there.
+    gate = Gate()
+    gate.app = parts.proxy
     config = uvicorn.Config(
-        parts.proxy,
+        gate,
         log_level="warning",
         access_log=False,
         ws="websockets-sansio",
