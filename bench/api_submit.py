@@ -114,6 +114,12 @@ def main() -> None:
     parser.add_argument("--baseline-src", type=Path, default=None)
     parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument(
+        "--baseline-workers",
+        type=int,
+        default=1,
+        help="the baseline server's server.api_workers (a change to the workers themselves)",
+    )
     args = parser.parse_args()
     with databases(args.postgres) as envs:
         run(args, envs)
@@ -124,6 +130,8 @@ def run(args: argparse.Namespace, envs: Iterator[dict[str, str]]) -> None:
     servers = {"this": VirtuaiServer(next(envs))}
     if args.baseline_src is not None:
         baseline = {"PYTHONPATH": str(args.baseline_src.resolve())}
+        if args.baseline_workers > 1:
+            baseline["VIRTUAI_SERVER__API_WORKERS"] = str(args.baseline_workers)
         servers["baseline"] = VirtuaiServer(next(envs) | baseline)
     workers = f"workers{args.api_workers}"
     if args.api_workers > 1:
@@ -135,7 +143,8 @@ def run(args: argparse.Namespace, envs: Iterator[dict[str, str]]) -> None:
         tokens, blockers = {}, {}
         for kind in kinds:
             servers[kind].start()
-            servers[kind].wait_workers(args.api_workers if kind == workers else 1)
+            wanted = {workers: args.api_workers, "baseline": args.baseline_workers}
+            servers[kind].wait_workers(wanted.get(kind, 1))
             tokens[kind] = servers[kind].setup_user()
             blockers[kind] = blocker_of(servers[kind], tokens[kind])
         time.sleep(1)  # the blockers started

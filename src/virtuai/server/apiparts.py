@@ -89,6 +89,9 @@ def api_context(
         peer_port=settings.port,
         service_idle_timeout_s=settings.services.idle_timeout_s,
         service_ports_problem=ports_problem,
+        submit_lock=settings.home / "submits.lock"
+        if settings.effective_database_url.startswith("sqlite")
+        else None,
         service_port_rules=PortRules(
             ephemeral=portguard.ephemeral_range(),
             replicas=(settings.services.port_min, settings.services.port_max),
