@@ -64,8 +64,11 @@ def run_server(
     if api_workers is not None:
         try:
             group = ServerSettings(api_workers=_workers_value(api_workers))
-        except ValueError as error:
-            print(f"virtuai up: --api-workers: {error}", file=sys.stderr)
+        except ValueError:
+            print(
+                f"virtuai up: --api-workers: a number from 1 to 64, or auto (not {api_workers!r})",
+                file=sys.stderr,
+            )
             sys.exit(2)
         settings = settings.model_copy(update={"server": group})
     if cluster:
