@@ -164,17 +164,54 @@ class VirtuaiServer:
 
     # -- what the process costs ------------------------------------------------------------
 
-    def cpu_seconds(self) -> float:
+    def pids(self) -> list[int]:
+        """The server's process and its API workers (``server.api_workers``)."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        pids = [self.process.pid]
+        for task in Path(f"/proc/{self.process.pid}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    if b"virtuai.server.apiworker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        pids.append(int(child))
+                except OSError:
+                    continue
+        return pids
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return total
 
     def rss_mb(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        total = 0.0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total += next(
+                (int(x.split()[1]) / 1024 for x in status.splitlines() if x.startswith("VmRSS:")),
+                0.0,
+            )
+        return total
+
+    def wait_workers(self, count: int, timeout: float = 120) -> None:
+        """Until ``count`` processes serve (workers start after ``/readyz``) and listen."""
+        deadline = time.monotonic() + timeout
+        while len(self.pids()) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(self.pids())} of {count} API processes")
+            time.sleep(0.1)
+        time.sleep(0 if count <= 1 else 5)  # their imports, before they accept
 
 
 def median(values: list[float]) -> float:

@@ -22,6 +22,10 @@ Method, on a real ``virtuai up`` over SQLite:
 ``src``, e.g. ``git archive main src | tar -x -C /tmp/base``), in turn with this one for
 ``--rounds`` rounds, and prints the ratios this / baseline (medians over the rounds).
 
+``--api-workers N`` measures a server of this tree with ``server.api_workers: N`` too
+(kind ``workersN``), in turn with the one of 1 process, and prints workersN / this;
+its CPU and RSS are those of all its processes.
+
 Last line: ``api_p99_ms=N rss_mb=N idle_cpu_pct=N`` (this tree; medians over the rounds).
 """
 
@@ -151,17 +155,25 @@ def main() -> None:
         help="also measure a server of this source tree (its src), in turn with this one",
     )
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--api-workers", type=int, default=1)
     args = parser.parse_args()
 
     kinds = ["this"] + (["baseline"] if args.baseline_src is not None else [])
+    workers = f"workers{args.api_workers}"
+    envs: dict[str, dict[str, str]] = {"this": {}, "baseline": {}}
+    if args.baseline_src is not None:
+        envs["baseline"] = {"PYTHONPATH": str(args.baseline_src)}
+    if args.api_workers > 1:
+        kinds.append(workers)
+        envs[workers] = {"VIRTUAI_SERVER__API_WORKERS": str(args.api_workers)}
     results: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     for round_ in range(args.rounds):
         # Alternate which goes first, so that neither always meets the same machine load.
         for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
-            env = {} if kind == "this" else {"PYTHONPATH": str(args.baseline_src)}
-            print(f"-- round {round_ + 1}: {kind} server", flush=True)
-            results[kind].append(measure(args, env))
-    if args.baseline_src is not None:
+            print(f"-- round {round_ + 1}: {kind} server (load {os.getloadavg()})", flush=True)
+            processes = args.api_workers if kind == workers else 1
+            results[kind].append(measure(args, envs[kind], processes))
+    if len(kinds) > 1:
         names = [
             "api_p50_ms",
             "api_p99_ms",
@@ -173,11 +185,14 @@ def main() -> None:
         for kind in kinds:
             medians = {n: median([r[n] for r in results[kind]]) for n in names}
             print(f"{kind}: " + " ".join(f"{n}={v:.1f}" for n, v in medians.items()))
-        ratios = {
-            n: median([r[n] for r in results["this"]]) / median([r[n] for r in results["baseline"]])
-            for n in names
-        }
-        print("ratio this/baseline: " + " ".join(f"{n}={r:.2f}" for n, r in ratios.items()))
+        for other in kinds[1:]:
+            # this/baseline as before; workersN/this: what N processes change.
+            a, b = ("this", other) if other == "baseline" else (other, "this")
+            ratios = {
+                n: median([r[n] for r in results[a]]) / median([r[n] for r in results[b]])
+                for n in names
+            }
+            print(f"ratio {a}/{b}: " + " ".join(f"{n}={r:.2f}" for n, r in ratios.items()))
     this = results["this"]
     p99 = median([r["api_p99_ms"] for r in this])
     rss = median([r["rss_mb"] for r in this])
@@ -185,7 +200,7 @@ def main() -> None:
     print(f"api_p99_ms={p99:.0f} rss_mb={rss:.0f} idle_cpu_pct={idle:.1f}")
 
 
-def measure(args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
+def measure(args: argparse.Namespace, env: dict[str, str], processes: int) -> dict[str, float]:
     server = VirtuaiServer(env)
     holder: dict[str, Any] = {}
     token = ""
@@ -212,6 +227,7 @@ def measure(args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
 
         restart_s = server.start()
         print(f"restart to /healthz with {args.stored} jobs: {restart_s:.2f} s", flush=True)
+        server.wait_workers(processes)
         time.sleep(10)  # the first passes give every pending job its reason
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         time.sleep(args.idle_s)

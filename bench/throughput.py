@@ -30,6 +30,11 @@ e2e_jobs_per_s=N e2e_1cpu_jobs_per_s=N slurm_e2e_jobs_per_s=N
 (``api_submit_per_s`` and ``sbatch_per_s`` are the sequential rates; the ratio is
 the smaller of the sequential and 16-client ratios).
 
+``--api-workers N`` adds a second ``virtuai up`` with ``server.api_workers: N`` whose
+submits are measured in every round beside the first's (one process) and Slurm's; the
+last line then ends with ``api_workers_ratio=R`` (the same min of both ratios to sbatch,
+for the server of N processes).
+
 ``--no-slurm`` runs virtuai's end-to-end, latency and restart parts alone (no root,
 no Slurm: for a machine whose one Slurm dev cluster is in use), ``--rounds`` times;
 ``--baseline-src DIR`` adds a server of another source tree (``DIR`` is its ``src``
@@ -287,6 +292,12 @@ def main() -> None:
         help="with --no-slurm: also run a server from this source tree (its src/ folder, "
         "e.g. from `git archive`), interleaved, and print the ratios",
     )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        help="also measure the submits of a server with server.api_workers: N, interleaved",
+    )
     args = parser.parse_args()
     if args.no_slurm:
         virtuai_only(args.baseline_src, args.rounds)
@@ -294,6 +305,7 @@ def main() -> None:
 
     slurm = Slurm()
     server = VirtuaiServer()
+    many = VirtuaiServer({"VIRTUAI_SERVER__API_WORKERS": str(args.api_workers)})
     try:
         slurm.start()
         server.start()
@@ -304,6 +316,17 @@ def main() -> None:
             "/api/v1/jobs",
             {"command": ["sleep", "3600"], "resources": {"cpu": 0.1, "memory": "16Mi"}},
         )["id"]
+        many_seq: list[float] = []
+        many_conc: list[float] = []
+        if args.api_workers > 1:
+            many.start()
+            many.wait_workers(args.api_workers)
+            many_token = many.setup_user()
+            many_blocker = many.http(many_token).ok(
+                "POST",
+                "/api/v1/jobs",
+                {"command": ["sleep", "3600"], "resources": {"cpu": 0.1, "memory": "16Mi"}},
+            )["id"]
 
         api_seq, sb_seq, api_conc, sb_conc = [], [], [], []
         api_lat: list[float] = []
@@ -325,6 +348,19 @@ def main() -> None:
                 lambda _i: [slurm.sbatch("--hold", "--wrap", "true") for _ in range(PER_CLIENT)],
             )
             sb_conc.append(rate(CONCURRENT_CLIENTS * PER_CLIENT, wall))
+            if args.api_workers > 1:
+                latencies = api_submits(many, many_token, many_blocker, SEQUENTIAL)
+                many_seq.append(rate(SEQUENTIAL, sum(latencies)))
+                wall, _ = in_parallel(
+                    CONCURRENT_CLIENTS,
+                    lambda _i: api_submits(many, many_token, many_blocker, PER_CLIENT),
+                )
+                many_conc.append(rate(CONCURRENT_CLIENTS * PER_CLIENT, wall))
+                print(
+                    f"round {round_ + 1}: api with {args.api_workers} processes "
+                    f"{many_seq[-1]:.0f}/s seq, {many_conc[-1]:.0f}/s x16",
+                    flush=True,
+                )
             print(
                 f"round {round_ + 1}: api {api_seq[-1]:.0f}/s seq, {api_conc[-1]:.0f}/s x16; "
                 f"sbatch {sb_seq[-1]:.0f}/s seq, {sb_conc[-1]:.0f}/s x16",
@@ -369,13 +405,18 @@ def main() -> None:
             f"x16: api {median(api_conc):.0f}/s, sbatch {median(sb_conc):.0f}/s"
         )
         ratio = min(median(api_seq) / median(sb_seq), median(api_conc) / median(sb_conc))
+        extra = ""
+        if args.api_workers > 1:
+            many_ratio = min(median(many_seq) / median(sb_seq), median(many_conc) / median(sb_conc))
+            extra = f" api_workers_ratio={many_ratio:.2f}"
         print(
             f"api_submit_per_s={median(api_seq):.0f} sbatch_per_s={median(sb_seq):.0f} "
             f"api_ratio={ratio:.2f} cli_submit_ms={cli_ms:.0f} sbatch_ms={sb_ms:.0f} "
             f"e2e_jobs_per_s={e2e_rate:.1f} e2e_1cpu_jobs_per_s={e2e_1cpu:.1f} "
-            f"slurm_e2e_jobs_per_s={slurm_e2e:.2f}"
+            f"slurm_e2e_jobs_per_s={slurm_e2e:.2f}{extra}"
         )
     finally:
+        many.stop()
         server.stop()
         slurm.stop()
 

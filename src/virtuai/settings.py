@@ -369,6 +369,25 @@ class ProxySettings(BaseModel):
     )
 
 
+class ServerSettings(BaseModel):
+    """The server's own processes (``server/workers.py``)."""
+
+    api_workers: int | Literal["auto"] = Field(
+        default=1,
+        description="processes serving the REST API on the server's port: 1 = the main "
+        "process alone; N = N-1 more, API only (no loops, no lease); auto = one per core, "
+        "at most 4, on PostgreSQL, and 1 on SQLite (its one write lock gains nothing from "
+        'more writers: docs/benchmarks.md, "API worker processes")',
+    )
+
+    @field_validator("api_workers")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("server.api_workers must be between 1 and 64, or auto")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIRTUAI_", env_nested_delimiter="__", extra="ignore"
@@ -396,6 +415,7 @@ class Settings(BaseSettings):
     notebooks: NotebookSettings = Field(default_factory=NotebookSettings)
     services: ServiceSettings = Field(default_factory=ServiceSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -64,6 +64,10 @@ class ApiContext:
     service_ports_problem: str | None = None
     # Submits are committed in groups, several per transaction (store/groupcommit.py).
     submits: GroupCommit = field(init=False)
+    # SQLite with API workers: the file their group commits take turns on (groupcommit.py).
+    submit_lock: Path | None = None
 
     def __post_init__(self) -> None:
-        self.submits = GroupCommit(self.sessions, name="virtuai-submits")
+        self.submits = GroupCommit(
+            self.sessions, name="virtuai-submits", lock_path=self.submit_lock
+        )

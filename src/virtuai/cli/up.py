@@ -57,6 +57,14 @@ def up(
             "settings' proxy.engine (builtin).",
         ),
     ] = None,
+    api_workers: Annotated[
+        str | None,
+        typer.Option(
+            "--api-workers",
+            help="Processes serving the REST API (N, or auto); default: the settings' "
+            "server.api_workers (1).",
+        ),
+    ] = None,
 ) -> None:
     """Start the virtuai server on this machine; unset options come from its settings."""
     argv = [sys.executable, "-m", "virtuai.server"]
@@ -69,6 +77,7 @@ def up(
         ("--class", node_class),
         ("--address", address),
         ("--proxy-engine", proxy_engine),
+        ("--api-workers", api_workers),
     ):
         if value is not None:
             argv += [flag, str(value)]

@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--label", action="append", default=[])
     parser.add_argument("--address")
     parser.add_argument("--proxy-engine", choices=["builtin", "nginx"])
+    parser.add_argument("--api-workers")
     args = parser.parse_args()
     run_server(
         host=args.host,
@@ -31,6 +32,7 @@ def main() -> None:
         labels=parse_labels(args.label, field="label") if args.label else None,
         address=args.address,
         proxy_engine=args.proxy_engine,
+        api_workers=args.api_workers,
     )
 
 

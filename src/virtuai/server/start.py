@@ -26,11 +26,12 @@ import uvicorn
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.fastpath import Switch, fast_protocol
 from virtuai.server.gate import Gate, sqlite_health
-from virtuai.settings import ClusterSettings, Settings
+from virtuai.settings import ClusterSettings, ServerSettings, Settings
 
 if TYPE_CHECKING:
     from virtuai.proxy.nginx import Nginx
     from virtuai.server.up import Platform
+    from virtuai.server.workers import ApiWorkers
 
 log = logging.getLogger("virtuai")
 # How long a stop waits for a platform still being built (a database that does not answer).
@@ -53,12 +54,23 @@ def run_server(
     labels: dict[str, str] | None = None,
     address: str | None = None,
     proxy_engine: str | None = None,
+    api_workers: str | None = None,
 ) -> None:
     cluster = _given(node=node, node_class=node_class, labels=labels, address=address)
     settings = Settings(**_given(host=host, port=port, database_url=database_url, home=home))
     if proxy_engine is not None:
         proxy = settings.proxy.model_copy(update={"engine": proxy_engine})
         settings = settings.model_copy(update={"proxy": proxy})
+    if api_workers is not None:
+        try:
+            group = ServerSettings(api_workers=_workers_value(api_workers))
+        except ValueError:
+            print(
+                f"virtuai up: --api-workers: a number from 1 to 64, or auto (not {api_workers!r})",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        settings = settings.model_copy(update={"server": group})
     if cluster:
         merged = settings.cluster.model_dump() | cluster
         settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
@@ -69,6 +81,10 @@ def run_server(
     except VirtuaiError as error:
         log.error("%s", error.message)
         sys.exit(1)
+
+
+def _workers_value(text: str) -> int | str:
+    return text if text == "auto" else int(text) if text.strip().isdigit() else text
 
 
 SWITCH_INTERVAL_S = 0.001
@@ -102,6 +118,7 @@ def _serve(settings: Settings) -> None:
         listener = listen(settings.host, settings.port)
     built: list[Platform] = []
     failed: list[BaseException] = []
+    workers: list[ApiWorkers] = []
 
     def build() -> None:
         try:
@@ -111,6 +128,9 @@ def _serve(settings: Settings) -> None:
             built.append(platform)
             switch.hook = platform.fast
             gate.app = platform.app
+            started = start_workers(settings, platform, listener)
+            if started is not None:
+                workers.append(started)
         except BaseException as error:
             failed.append(error)
             gate.failed = True
@@ -137,8 +157,9 @@ def _serve(settings: Settings) -> None:
     server = uvicorn.Server(config)
     # uvicorn re-raises a SIGTERM it drained with the handler found before it: the
     # default one would end the process before the cleanup below, in every proxy engine
-    # (nginx stopped and its files, cached auth answers, removed; the platform's loops,
-    # leader lease, proxy pools and database closed).
+    # and with API workers (nginx stopped and its files, cached auth answers, removed; the
+    # API workers stopped, finishing their requests; the platform's loops, leader lease,
+    # proxy pools and database closed).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if nginx is not None:
@@ -149,10 +170,31 @@ def _serve(settings: Settings) -> None:
             nginx.stop()
         if builder.is_alive():
             builder.join(_BUILD_JOIN_S)
+        for group in workers:  # before the platform: they finish their requests first
+            group.stop()
         for platform in built:
             platform.stop()
     if failed:
         raise failed[0]
+
+
+def start_workers(
+    settings: Settings, platform: Platform, listener: socket.socket
+) -> ApiWorkers | None:
+    """The API worker processes of ``server.api_workers`` (``server/workers.py``), if more
+    than the main process; None: the main process serves alone."""
+    from virtuai.server.workers import ApiWorkers, worker_count
+
+    dialect = "sqlite" if settings.effective_database_url.startswith("sqlite") else "other"
+    count = worker_count(settings.server.api_workers, dialect)
+    if count <= 1 or platform.settings is None or platform.wake is None:
+        if count > 1:  # nginx in front asks the main process's own answers (proxy.nginxauth)
+            log.warning("server.api_workers is ignored with proxy.engine: nginx")
+        return None
+    workers = ApiWorkers(count, listener, platform.settings, platform.node, platform.wake)
+    workers.start()
+    log.info("the API is served by %d processes", count)
+    return workers
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -10,7 +10,7 @@ import pwd
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,48 +19,37 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai import web
 from virtuai.api.app import create_app
-from virtuai.api.browser import BrowserSessions
-from virtuai.api.context import ApiContext
-from virtuai.auth.keys import load_or_create_key
-from virtuai.auth.oidc import OidcVerifier
-from virtuai.auth.oidc_login import OidcLogin
 from virtuai.clientconfig import cli_config_path, write_cli_config
 from virtuai.control.environments import EnvBuildConfig, EnvBuilder
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.control.membership import Membership, MembershipConfig
 from virtuai.control.nodewatch import NodeWatch, NodeWatchConfig
-from virtuai.control.notebooks import CullerConfig, NotebookActivity, NotebookCuller
+from virtuai.control.notebooks import NotebookCuller
 from virtuai.control.replicaports import PortRange, ReplicaPorts
 from virtuai.control.runner import LoopRunner
 from virtuai.control.scheduling import SchedulingLoop
-from virtuai.control.servicetraffic import LocalTraffic, TrafficBoard
 from virtuai.control.serving import ReconcilerConfig, ServiceReconciler
-from virtuai.control.sitereaders import DriversWithSiteReaders
 from virtuai.control.sites import SiteLoop, SiteLoopConfig
 from virtuai.control.staging import StagingConfig, StagingLoop
 from virtuai.control.vclusters import VcLoop, VcLoopConfig
 from virtuai.domain.clock import SystemClock
-from virtuai.domain.pyenvs import EnvOptions
-from virtuai.domain.services import PortRules
-from virtuai.domain.workload import PriorityClass
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
 from virtuai.errors import ConfigurationError
 from virtuai.host import portguard
-from virtuai.proxy.app import ProxyApp
 from virtuai.proxy.nginx import Nginx
 from virtuai.proxy.nginxauth import NginxAuth
-from virtuai.proxy.peers import Peers
-from virtuai.proxy.routes import RouteTable, Suspects, resolve_notebook
-from virtuai.proxy.services import ServiceHolds, ServiceResolver, Traffic
-from virtuai.scheduler.snapshot import Policy
+from virtuai.server.apiparts import (
+    api_context,
+    auth_generation_path,
+    policy_from_settings,
+    proxy_front,
+)
 from virtuai.server.bootstrap import bootstrap_admin
-from virtuai.services.metrics import Metrics
-from virtuai.services.notebooks import NotebookOptions
-from virtuai.services.planning import SchedulingRules
 from virtuai.services.serving import start_replica
-from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
-from virtuai.settings import SchedulerSettings, Settings
+from virtuai.services.tokencache import GENERATION
+from virtuai.services.vclusters import VcRuntimeAccess
+from virtuai.settings import Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
 from virtuai.store.installation import installation_id
 from virtuai.store.inventory import describe_nodes, record_inventory
@@ -68,6 +57,8 @@ from virtuai.store.migrate import migrate
 from virtuai.vcruntime import RuntimeConfig, VcRuntime
 
 log = logging.getLogger("virtuai")
+
+__all__ = ["Platform", "compose", "policy_from_settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +71,11 @@ class Platform:
     fast: Callable[[dict[str, Any]], Any] | None = None
     # ``proxy.engine: nginx``: a request nginx served itself (``proxy.nginxauth``).
     count: Callable[[dict[tuple[str, int], int]], None] | None = None
+    # What API worker processes (``server/workers.py``) are started with: the settings
+    # with the installation's names, this machine's node, and what wakes the loops.
+    settings: Settings | None = None
+    node: str = ""
+    wake: Callable[[], None] | None = None
 
 
 def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
@@ -95,6 +91,9 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
     settings = settings.for_installation(iid)
     log.info("installation %s", iid or "(before installation ids: original names)")
     secure_state(settings)
+    # Every process of this server (API workers) empties its token cache when any of
+    # them commits an auth change (``services.tokencache``).
+    GENERATION.share(auth_generation_path(settings))
 
     if os.geteuid() != 0:
         log.warning(
@@ -127,49 +126,7 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
         urgent.set()
         context.wake.set()
 
-    context = ApiContext(
-        sessions=sessions,
-        clock=clock,
-        verifier=OidcVerifier(settings.oidc),
-        # Site jobs' logs on every instance: the leader's site drivers, or a reader of its own.
-        drivers=DriversWithSiteReaders(drivers, sessions),
-        rules=SchedulingRules(
-            policy=policy_from_settings(settings.scheduler),
-            priority_classes={
-                p.name: PriorityClass(p.name, p.value, p.preemptible)
-                for p in settings.scheduler.priority_classes
-            },
-            max_walltime_s=settings.limits.max_walltime_s,
-            max_array_size=settings.limits.max_array_size,
-            max_walltime_by_class=settings.cluster.max_walltime_by_class,
-        ),
-        max_body_bytes=settings.limits.max_body,
-        metrics=Metrics(sessions),
-        metrics_readers=frozenset(settings.metrics.readers),
-        vcs=vcs,
-        vc_options=vc_options(settings),
-        job_token_key=load_or_create_key(settings.home / "job-token.key"),
-        browser=BrowserSessions(
-            key=load_or_create_key(settings.session_key_path),
-            ttl_s=settings.web.session_ttl_s,
-            oidc=OidcLogin(settings.oidc)
-            if settings.oidc.issuer and settings.oidc.client_id
-            else None,
-        ),
-        site_keys_dir=settings.home / "sites",
-        environments=EnvOptions(
-            workspaces_dir=settings.workspaces_dir, logs_dir=settings.home / "env-logs"
-        ),
-        notebooks=notebook_options(settings),
-        peer_port=settings.port,
-        service_idle_timeout_s=settings.services.idle_timeout_s,
-        service_ports_problem=ports.problem,
-        service_port_rules=PortRules(
-            ephemeral=portguard.ephemeral_range(),
-            replicas=(settings.services.port_min, settings.services.port_max),
-            server=frozenset({settings.port}),
-        ),
-    )
+    context = api_context(settings, sessions, clock, drivers, vcs, ports.problem)
     sites = SiteLoop(
         sessions, drivers, clock, SiteLoopConfig(kill_grace_s=settings.local.kill_grace_s)
     )
@@ -250,48 +207,9 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
     steps.append(leading(member, staging.tick))
     app = create_app(context)
     web.mount(app)
-    # The proxy in front of the API: /user/... and /svc/... to workloads, the rest to `app`.
-    # Workloads on other machines: through their node's server, on the same port as ours.
-    peers = Peers(frozenset(local.node_names()), settings.port, node_name)
-    traffic = Traffic(settings.services.rate_window_s)
-    # Requests through every server count: each writes its own, the leader sums them.
-    board = TrafficBoard(
-        sessions,
-        clock,
-        node_name,
-        LocalTraffic(traffic.services, traffic.last, traffic.rate),
-        publish_s=settings.services.traffic_publish_s,
-    )
+    parts = proxy_front(settings, sessions, clock, context, app, local, node_name, node_name)
+    proxy, board, activity, culling = parts.proxy, parts.board, parts.activity, parts.culling
     steps.append(board.publish)
-    routes = RouteTable(
-        sessions,
-        context.job_token_key,
-        resolvers={"user": resolve_notebook, "svc": ServiceResolver(traffic)},
-    )
-    suspects = Suspects()  # replicas a request could not reach (retried on another)
-    holds = ServiceHolds(
-        sessions,
-        clock,
-        routes,
-        timeout_s=settings.services.cold_start_timeout_s,
-        wake=context.wake.set,
-        suspects=suspects,
-        waiting=traffic.waiting,
-    )
-    proxy = ProxyApp(context, routes, app, services=holds, peers=peers, suspects=suspects)
-    culling = CullerConfig(
-        job_token_key=context.job_token_key,
-        default_idle_timeout_s=settings.notebooks.idle_timeout_s,
-        interval_s=settings.notebooks.cull_interval_s,
-    )
-    # Every server records its own notebooks' activity; the leader culls on what is recorded.
-    activity = NotebookActivity(
-        sessions,
-        clock,
-        culling,
-        own_nodes=frozenset(local.node_names()),
-        proxy_activity=proxy.activity.last,
-    )
     steps.append(activity.tick)
     steps.append(leading(member, NotebookCuller(sessions, clock, culling).tick))
     reconciler = ServiceReconciler(
@@ -335,9 +253,12 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 
     if nginx is not None:  # nginx in front (``proxy.nginx``): its question answered
-        front = NginxAuth(proxy, proxy, routes, nginx.token, nginx.upstream)
+        front = NginxAuth(proxy, proxy, parts.routes, nginx.token, nginx.upstream)
         return Platform(app=front, stop=stop, fast=proxy.fast, count=front.count)
-    return Platform(app=proxy, stop=stop, fast=proxy.fast)
+    wake = context.wake.set
+    return Platform(
+        app=proxy, stop=stop, fast=proxy.fast, settings=settings, node=node_name, wake=wake
+    )
 
 
 def secure_state(settings: Settings) -> None:
@@ -457,52 +378,10 @@ def vc_runtime(settings: Settings) -> VcRuntimeAccess:
     return VcRuntimeAccess(runtime)
 
 
-def notebook_options(settings: Settings) -> NotebookOptions:
-    group = settings.notebooks
-    return NotebookOptions(
-        workspaces_dir=settings.workspaces_dir,
-        python=None if group.python is None else str(group.python),
-        requirements=group.requirements,
-        default_time_s=group.default_time_s,
-        idle_timeout_s=group.idle_timeout_s,
-    )
-
-
-def vc_options(settings: Settings) -> VcOptions:
-    group = settings.vclusters
-    return VcOptions(
-        subnet_pool=group.subnet_pool,
-        subnet_prefixlen=group.subnet_prefixlen,
-        exec_timeout_s=group.exec_timeout_s,
-    )
-
-
 def vc_loop_config(settings: Settings) -> VcLoopConfig:
     group = settings.vclusters
     return VcLoopConfig(
         reconcile_interval_s=group.reconcile_interval_s, stop_grace_s=group.stop_grace_s
-    )
-
-
-def policy_from_settings(scheduler: SchedulerSettings) -> Policy:
-    if scheduler.las:
-        return replace(
-            Policy.las(half_life_s=scheduler.half_life_s),
-            fair_share=scheduler.fair_share,
-            backfill=scheduler.backfill,
-            preemption=scheduler.preemption,
-            borrowing=scheduler.borrowing,
-            allocation_weight=scheduler.allocation_weight,
-            min_run_s=max(scheduler.min_run_s, Policy.las().min_run_s),
-        )
-    return Policy(
-        fair_share=scheduler.fair_share,
-        backfill=scheduler.backfill,
-        preemption=scheduler.preemption,
-        borrowing=scheduler.borrowing,
-        half_life_s=scheduler.half_life_s,
-        allocation_weight=scheduler.allocation_weight,
-        min_run_s=scheduler.min_run_s,
     )
 
 

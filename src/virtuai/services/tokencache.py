@@ -12,6 +12,10 @@ never kept).  It stays correct because:
 - an entry recorded while such a change was committing is thrown away (the
   generation it was read under is stale), so a reader never puts back an
   answer older than the change;
+- the API worker processes of one server (``server/workers.py``) share a counter
+  in a file of the state directory (``SharedCounter``, mapped in memory): a
+  change committed by any of them bumps it, and every process's cache is
+  emptied at its next lookup, so all of them refuse a revoked token at once;
 - changes made by another server on the same database are seen after at most
   ``ttl_s`` seconds.
 
@@ -23,6 +27,10 @@ background then (``api.deps.bearer_caller(..., cached=False)``), so an entry is 
 
 from __future__ import annotations
 
+import fcntl
+import mmap
+import os
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -51,17 +59,64 @@ class _Entry:
     expires: float
 
 
+class SharedCounter:
+    """A 64-bit counter in a file, mapped in memory by every process of one server.
+
+    Read without a lock (one aligned 8-byte load, ~0.2 us: checked per request);
+    incremented under ``flock`` so that two processes' bumps never merge into one.
+    It only grows, so a reader that saw a value sees any later bump as a change."""
+
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            self._map = mmap.mmap(fd, 8)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def read(self) -> int:
+        value: int = struct.unpack_from("=Q", self._map)[0]
+        return value
+
+    def bump(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            struct.pack_into("=Q", self._map, 0, self.read() + 1)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
 class _Generation:
-    """Bumped after every commit that changed who may do what; shared by every cache."""
+    """Bumped after every commit that changed who may do what; shared by every cache
+    of this process and, once ``share`` was called, by every process of the server."""
 
     def __init__(self) -> None:
-        self.value = 0
+        self._local = 0
+        self._shared: SharedCounter | None = None
         self._lock = threading.Lock()
         self._installed = False
 
+    @property
+    def value(self) -> int:
+        # Both parts only grow: their sum changes whenever either does.
+        shared = self._shared
+        return self._local if shared is None else self._local + shared.read()
+
+    def share(self, path: os.PathLike[str] | str) -> None:
+        """Count with the other processes that share ``path`` (a file in the state dir)."""
+        counter = SharedCounter(path)
+        with self._lock:
+            self._shared = counter
+
     def bump(self) -> None:
         with self._lock:
-            self.value += 1
+            self._local += 1
+            shared = self._shared
+        if shared is not None:
+            shared.bump()
 
     def install(self) -> None:
         with self._lock:

@@ -18,12 +18,20 @@ and commits once; only then is each request answered.  So:
 
 Nothing waits to fill a batch: a request arriving at an idle writer is committed at
 once; batches form from the requests that arrive while the previous commit runs.
+
+Several processes of one server (API workers, ``server/workers.py``) each have a
+writer.  On SQLite they would meet at its write lock, whose busy handler polls with
+sleeps; ``lock_path`` (a file in the state directory) makes them take turns on an
+``flock`` instead, which wakes the next one as soon as the lock is released.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -63,8 +71,11 @@ class GroupCommit:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         name: str = "virtuai-group-commit",
+        lock_path: os.PathLike[str] | str | None = None,
     ) -> None:
         self._sessions = sessions
+        self._lock_path = lock_path
+        self._lock_fd: int | None = None
         self._max_batch = max_batch
         self._name = name
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -135,7 +146,7 @@ class GroupCommit:
             return
         done: list[tuple[_Item, bool, Any]] = []
         try:
-            with transaction(self._sessions) as session:
+            with self._turn(), transaction(self._sessions) as session:
                 if len(live) == 1:
                     # Alone (a client in sequence): its failure rolls back the whole
                     # transaction, which is its own; a savepoint would cost two statements.
@@ -158,6 +169,20 @@ class GroupCommit:
         self.works += len(live)
         for item, ok, value in done:
             item.settle(ok, value)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Any:
+        """The other processes' writers wait in the kernel meanwhile (``lock_path``)."""
+        if self._lock_path is None:
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

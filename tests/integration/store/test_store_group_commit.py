@@ -172,3 +172,27 @@ def test_kill_9_in_the_middle_of_a_batch_loses_nothing_acknowledged(tmp_path: Pa
     names = tenants(sessions)
     assert "acked" in names
     assert "in-batch" not in names and "stalled" not in names  # the batch is all or nothing
+
+
+def test_writers_of_several_processes_take_turns_on_the_lock_file(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """API workers' group commits (server/workers.py) queue on one ``flock``: while
+    another holder has it (another process's writer), nothing is committed here."""
+    import fcntl
+    import os
+
+    lock = tmp_path / "submits.lock"
+    other = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)  # its own open file: as a process
+    fcntl.flock(other, fcntl.LOCK_EX)
+    group = GroupCommit(session_factory, lock_path=lock)
+    try:
+        pending = group.submit(add_tenant("waits"))
+        with pytest.raises(TimeoutError):
+            pending.result(timeout=0.5)
+        assert "waits" not in tenants(session_factory)
+        fcntl.flock(other, fcntl.LOCK_UN)
+        pending.result(timeout=30)
+        assert "waits" in tenants(session_factory)
+    finally:
+        os.close(other)
