@@ -216,11 +216,6 @@ class Setup:
             {"X-Virtuai-Notebook-Secret": secret, "X-Virtuai-Auth": "bearer"},
         )
         paced_latencies([self.direct, self.proxied], 0.5)  # warm both paths (caches, pools)
-        if self.server.env.get("VIRTUAI_PROXY__ENGINE") == "nginx":
-            # nginx reloads once to give the notebook's address a keep-alive pool, closing
-            # idle client connections (which http.client does not retry): past it first.
-            time.sleep(2.5)
-            paced_latencies([self.direct, self.proxied], 0.5)
 
     def latency_round(self, seconds: float) -> None:
         for label, samples in paced_latencies([self.direct, self.proxied], seconds).items():
