@@ -357,7 +357,8 @@ class ProxySettings(BaseModel):
         default="builtin",
         description="builtin = virtuai's own proxy; nginx = an nginx child of `virtuai up` "
         "on the public port (proxy/nginx.py), falling back to the builtin proxy for what it "
-        "does not take; needs nginx on the PATH (Debian: nginx-light)",
+        "does not take; needs nginx on the PATH and its Lua module (Debian: nginx-light, "
+        "libnginx-mod-http-lua)",
     )
 
 
