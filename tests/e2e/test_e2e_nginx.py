@@ -34,7 +34,7 @@ import pytest
 from websockets.sync.client import connect
 
 from support.platform import public_dir
-from support.server import Server
+from support.server import CLI, Server
 from virtuai.proxy.nginx import AUTH_CACHE_S, find_modules
 
 pytestmark = [
@@ -325,6 +325,17 @@ def _by_nginx_at(lab: Lab, path: str) -> bool:
     answer = _get(lab, path, lab.alice)
     assert answer.status_code == 200, answer.text
     return any(name == "Host" for name, _ in answer.json()["headers"])
+
+
+def test_a_busy_port_fails_the_start_as_without_nginx(lab: Lab, tmp_path: Path) -> None:
+    """Another installation on the port: nginx would fail to bind it, but a connection
+    would reach the running one; the start fails at once, nothing created."""
+    env = {**lab.server.env, "VIRTUAI_HOME": str(tmp_path / "other")}
+    argv = [*CLI, "up", "--port", lab.server.url.rsplit(":", 1)[1], "--proxy-engine", "nginx"]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "cannot listen on" in result.stdout + result.stderr
+    assert not (tmp_path / "other" / "virtuai.db").exists()
 
 
 def test_nginx_dies_with_the_server(lab: Lab) -> None:

@@ -348,6 +348,10 @@ class Nginx:
             self._work.mkdir(mode=0o700)
         self._counter = Counter(self._work / "count.log", self._count, self._reopen)
         conf = self._write(user, modules)
+        # nginx writes its pid file once its listening sockets are bound (a busy address
+        # makes it exit instead): a connection alone may reach whoever holds the port.
+        pidfile = self._home / "nginx.pid"
+        pidfile.unlink(missing_ok=True)
         self._process = subprocess.Popen(
             [binary, "-c", str(conf), "-p", str(self._home), "-e", str(self._home / "error.log")],
             stdin=subprocess.DEVNULL,
@@ -358,6 +362,7 @@ class Nginx:
             if self._process.poll() is not None:
                 raise ConfigurationError(f"nginx did not start: {self._error_tail()}")
             with contextlib.suppress(OSError):
+                pidfile.stat()
                 host = "127.0.0.1" if self._host in ("0.0.0.0", "") else self._host
                 host = "::1" if host == "::" else host
                 socket.create_connection((host, self._port), timeout=1).close()

@@ -90,6 +90,8 @@ def _serve(settings: Settings) -> None:
         from virtuai.proxy.nginx import Nginx
 
         # nginx takes the public address; the server listens on a private loopback port.
+        # A busy public address fails here, as without nginx, before anything is written.
+        listen(settings.host, settings.port).close()
         listener = listen("127.0.0.1", 0)
         nginx = Nginx(
             settings.home,
