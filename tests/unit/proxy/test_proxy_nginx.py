@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from virtuai.proxy.nginx import Counter, render
-from virtuai.proxy.nginxfind import find_modules
+from virtuai.proxy.nginx import Counter, find_modules, render
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx-light is not installed")
