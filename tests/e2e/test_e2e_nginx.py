@@ -35,7 +35,8 @@ from websockets.sync.client import connect
 
 from support.platform import public_dir
 from support.server import CLI, Server
-from virtuai.proxy.nginx import AUTH_CACHE_S, find_modules
+from virtuai.proxy.nginx import AUTH_CACHE_S
+from virtuai.proxy.nginxfind import find_modules
 
 pytestmark = [
     pytest.mark.root,

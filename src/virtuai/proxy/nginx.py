@@ -57,6 +57,7 @@ from pathlib import Path
 from virtuai.api.browser import SESSION_COOKIE
 from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
 from virtuai.errors import ConfigurationError
+from virtuai.proxy.nginxfind import MODULES_PACKAGE, find_binary, find_modules
 from virtuai.proxy.peers import HOP_BY_HOP
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,6 @@ AUTH_PATH = "/_virtuai/nginx-auth"
 TOKEN_HEADER = "X-Virtuai-Nginx"
 _START_S = 10.0
 _PR_SET_PDEATHSIG = 1
-# Where Debian's nginx modules are (``/usr/share/nginx/modules`` links to the first), and
-# the ones the engine needs, in load order: the Lua module needs the development kit.
-MODULE_DIRS = (Path("/usr/lib/nginx/modules"), Path("/usr/share/nginx/modules"))
-MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so")
-MODULES_PACKAGE = "libnginx-mod-http-lua"
 
 _CONF = """# Written by virtuai up (proxy/nginx.py) at each start; edits are lost.
 worker_processes 1;
@@ -253,22 +249,6 @@ def render(
 def address(host: str, port: int) -> str:
     """A workload's address as nginx names it (the auth answer's, for the balancer)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def find_binary() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None
-    )
-
-
-def find_modules() -> list[Path] | None:
-    """The dynamic modules the engine loads (Lua, for the balancer and the cookie filter),
-    from the first of Debian's module directories that has them all; ``None`` if none."""
-    for directory in MODULE_DIRS:
-        paths = [directory / name for name in MODULES]
-        if all(path.is_file() for path in paths):
-            return paths
-    return None
 
 
 WORKER_USER = "virtuai-nginx"

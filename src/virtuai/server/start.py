@@ -25,6 +25,7 @@ import uvicorn
 
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.fastpath import Switch, fast_protocol
+from virtuai.proxy.nginxfind import missing
 from virtuai.server.gate import Gate, sqlite_health
 from virtuai.settings import ClusterSettings, Settings
 
@@ -63,6 +64,7 @@ def run_server(
         merged = settings.cluster.model_dump() | cluster
         settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
     _configure_logging()
+    settings = resolve_engine(settings, missing())
     try:
         with _single_server(settings.home):
             _serve(settings)
@@ -72,6 +74,22 @@ def run_server(
 
 
 SWITCH_INTERVAL_S = 0.001
+
+
+def resolve_engine(settings: Settings, nginx_missing: str | None) -> Settings:
+    """``proxy.engine: auto`` (the default): nginx in front when this machine can run it
+    (``nginx_missing`` is None: ``proxy.nginxfind.missing``), else the builtin proxy,
+    with a line saying why.  An explicit ``nginx`` or ``builtin`` is kept."""
+    if settings.proxy.engine != "auto":
+        return settings
+    if nginx_missing is None:
+        engine = "nginx"
+        log.info("proxy.engine auto: nginx in front of the proxy")
+    else:
+        engine = "builtin"
+        log.info("proxy.engine auto: the builtin proxy alone, because %s", nginx_missing)
+    proxy = settings.proxy.model_copy(update={"engine": engine})
+    return settings.model_copy(update={"proxy": proxy})
 
 
 def _serve(settings: Settings) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from virtuai.proxy.nginx import Counter, find_modules, render
+from virtuai.proxy.nginx import Counter, render
+from virtuai.proxy.nginxfind import find_modules
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx-light is not installed")
