@@ -20,15 +20,17 @@ installation's key), alternating in rounds so that both see the same noise:
 * the server's CPU time per proxied request (its process's CPU during the proxy's
   throughput rounds, less what it spends idle in the direct rounds).
 
-Usage: ``python bench/proxy.py [--seconds 2] [--rounds 5] [--baseline-src DIR]
-[--engine nginx]``.  ``--engine nginx`` starts a second server of this tree with
-``proxy.engine: nginx`` (nginx in front, ``proxy/nginx.py``), measured round by round in
-turn with the builtin one; its line is ``nginx: ...`` (its CPU per request counts the
-server's process only, not nginx's).
+Usage: ``python bench/proxy.py [--seconds 2] [--rounds 5] [--baseline-src DIR
+[--baseline-engine builtin|nginx]] [--engine nginx]``.  ``--engine nginx`` starts a
+second server of this tree with ``proxy.engine: nginx`` (nginx in front,
+``proxy/nginx.py``), measured round by round in turn with the builtin one (this tree's
+first server runs ``proxy.engine: builtin`` whatever the default); its line is
+``nginx: ...`` (its CPU per request counts the server's process only, not nginx's).
 ``--baseline-src`` (e.g. the ``src`` of ``git archive main``) starts a second server
 from that tree, with its own notebook, and measures it round by round in turn with
-this one, so that both meet the same load; the load average is printed.  The last
-line is this tree's ``proxy_added_p99_ms=X proxy_throughput_ratio=R ws_msgs_per_s=N``.
+this one, so that both meet the same load (``--baseline-engine``: with that engine);
+the load average is printed.  The last line is this tree's
+``proxy_added_p99_ms=X proxy_throughput_ratio=R ws_msgs_per_s=N``.
 """
 
 from __future__ import annotations
@@ -185,8 +187,11 @@ def start_notebook(server: VirtuaiServer, token: str) -> tuple[int, int]:
 class Setup:
     """One tree's server with its notebook, reached directly and through the proxy."""
 
-    def __init__(self, label: str, env: dict[str, str], user_prefix: str) -> None:
+    def __init__(
+        self, label: str, env: dict[str, str], user_prefix: str, *, reloads: bool = False
+    ) -> None:
         self.label = label
+        self.reloads = reloads
         self.user_prefix = user_prefix
         self.server = VirtuaiServer(env)
         workspaces = self.server.root / "workspaces"
@@ -216,9 +221,10 @@ class Setup:
             {"X-Virtuai-Notebook-Secret": secret, "X-Virtuai-Auth": "bearer"},
         )
         paced_latencies([self.direct, self.proxied], 0.5)  # warm both paths (caches, pools)
-        if self.server.env.get("VIRTUAI_PROXY__ENGINE") == "nginx":
-            # nginx reloads once to give the notebook's address a keep-alive pool, closing
-            # idle client connections (which http.client does not retry): past it first.
+        if self.reloads:
+            # An older tree's nginx engine reloads once to give the notebook's address a
+            # keep-alive pool, closing idle client connections (which http.client does not
+            # retry): past it first.
             time.sleep(2.5)
             paced_latencies([self.direct, self.proxied], 0.5)
 
@@ -301,14 +307,24 @@ def main() -> None:
         default="builtin",
         help="nginx: also a server of this tree with proxy.engine nginx, in the same rounds",
     )
+    parser.add_argument(
+        "--baseline-engine",
+        choices=["builtin", "nginx"],
+        default=None,
+        help="the baseline tree's proxy.engine (default: its own default); nginx: a tree "
+        "whose engine reloads nginx once per new workload address is waited past",
+    )
     args = parser.parse_args()
 
-    setups = [Setup("this", {}, "vaib-")]
+    setups = [Setup("this", {"VIRTUAI_PROXY__ENGINE": "builtin"}, "vaib-")]
     if args.engine == "nginx":
         setups.append(Setup("nginx", {"VIRTUAI_PROXY__ENGINE": "nginx"}, "vaid-"))
     if args.baseline_src is not None:
         baseline = {"PYTHONPATH": str(args.baseline_src.resolve())}
-        setups.append(Setup("baseline", baseline, "vaic-"))
+        if args.baseline_engine is not None:
+            baseline["VIRTUAI_PROXY__ENGINE"] = args.baseline_engine
+        reloads = args.baseline_engine == "nginx"
+        setups.append(Setup("baseline", baseline, "vaic-", reloads=reloads))
     loads = [os.getloadavg()[0]]
     try:
         for setup in setups:

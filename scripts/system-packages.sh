@@ -7,6 +7,10 @@ set -euo pipefail
 packages=(postgresql iproute2 bubblewrap procps nftables util-linux chromium)
 # nginx for the proxy engine `proxy.engine: nginx` (tests/e2e/test_e2e_nginx.py, bench/proxy.py).
 packages+=(nginx-light)
+# nginx's Lua module (and its development kit, LuaJIT, lua-resty-core): the engine's one
+# keep-alive pool for every workload (balancer_by_lua: no reload as workloads come and go)
+# and its filter of the platform's session cookie out of workloads' Set-Cookie.
+packages+=(libnginx-mod-http-lua)
 # A real Slurm cluster for the Slurm-site tests and benchmarks (scripts/slurm-dev.sh):
 # slurmctld/slurmd/slurmdbd, munge, MariaDB for accounting (sacct), an SSH login node;
 # rsync stages datasets to a site.

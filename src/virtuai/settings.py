@@ -361,11 +361,14 @@ class ServiceSettings(BaseModel):
 class ProxySettings(BaseModel):
     """What serves ``/user/`` and ``/svc/``: virtuai's own proxy, or nginx in front of it."""
 
-    engine: Literal["builtin", "nginx"] = Field(
-        default="builtin",
-        description="builtin = virtuai's own proxy; nginx = an nginx child of `virtuai up` "
+    engine: Literal["auto", "builtin", "nginx"] = Field(
+        default="auto",
+        description="auto = nginx if it and its Lua module are installed, else builtin (a "
+        "log line at start says which and why); "
+        "builtin = virtuai's own proxy; nginx = an nginx child of `virtuai up` "
         "on the public port (proxy/nginx.py), falling back to the builtin proxy for what it "
-        "does not take; needs nginx on the PATH (Debian: nginx-light)",
+        "does not take; needs nginx on the PATH and its Lua module (Debian: nginx-light, "
+        "libnginx-mod-http-lua)",
     )
 
 

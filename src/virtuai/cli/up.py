@@ -53,8 +53,8 @@ def up(
         str | None,
         typer.Option(
             "--proxy-engine",
-            help="builtin, or nginx in front (needs nginx installed); default: the "
-            "settings' proxy.engine (builtin).",
+            help="auto (nginx if installed, else builtin), builtin, or nginx in front "
+            "(needs nginx and its Lua module); default: the settings' proxy.engine (auto).",
         ),
     ] = None,
     api_workers: Annotated[

@@ -34,7 +34,6 @@ _NOT_UPSTREAM_HTTP = frozenset(
     k.encode() for k in NOT_UPSTREAM | {"expect", "x-forwarded-for", "content-length"}
 )
 _HOP_BY_HOP_RAW = frozenset(k.encode() for k in HOP_BY_HOP)
-_SESSION_SET = SESSION_COOKIE.encode() + b"="
 _SESSION_RAW = SESSION_COOKIE.encode()
 _SECRET_LINE = SECRET_HEADER.encode() + b": "
 _AUTH_BEARER = AUTH_HEADER.encode() + b": bearer\r\n"
@@ -167,6 +166,14 @@ def _cookie_pairs(header: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def sets_session(set_cookie: bytes) -> bool:
+    """Whether a ``Set-Cookie`` value sets the platform's session cookie: its name, as a
+    browser reads it (RFC 6265 5.2: what comes before the first ``=``, whitespace around it
+    removed; names are case-sensitive), is the session's.  nginx's engine applies the same
+    rule (``proxy.nginx``'s header filter)."""
+    return set_cookie.partition(b"=")[0].strip() == _SESSION_RAW
+
+
 def downstream_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     result = []
     for key, value in raw:
@@ -174,7 +181,7 @@ def downstream_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, 
         if lower in _HOP_BY_HOP_RAW:
             continue
         # A workload must not sign its user out, or in as someone else.
-        if lower == b"set-cookie" and value.lstrip().startswith(_SESSION_SET):
+        if lower == b"set-cookie" and sets_session(value):
             continue
         result.append((lower, value))
     return result

@@ -14,6 +14,14 @@ WebSocket, a body) sends the request to the server's own proxy (``error_page`` t
 named location), which answers exactly as it does without nginx; so does a workload
 nginx cannot reach (a GET sent again: only idempotent requests take nginx's path).
 
+nginx reaches every workload through one ``upstream`` block whose peer is picked per
+request by a few lines of Lua (``balancer_by_lua``, Debian's ``libnginx-mod-http-lua``)
+from the auth answer's address: its keep-alive pool holds connections to any workload
+(nginx keys them by the peer's address), so nothing is reloaded as workloads come and
+go, and no idle client connection is ever closed by a reload.  A Lua header filter
+drops any ``Set-Cookie`` of the platform's session cookie from the workload's answer,
+by the builtin proxy's rule (``proxy.headers.sets_session``).
+
 Requests nginx serves itself are counted from its access log, which the server reads
 in bulk (``Counter``): the autoscaler's rate and
 the notebooks' activity see them, as the auth answers are cached.
@@ -35,7 +43,6 @@ import grp
 import logging
 import os
 import pwd
-import re
 import secrets
 import shutil
 import signal
@@ -47,8 +54,10 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from virtuai.api.browser import SESSION_COOKIE
 from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
 from virtuai.errors import ConfigurationError
+from virtuai.proxy.nginxfind import MODULES_PACKAGE, find_binary, find_modules
 from virtuai.proxy.peers import HOP_BY_HOP
 
 log = logging.getLogger(__name__)
@@ -57,8 +66,6 @@ AUTH_CACHE_S = 1
 AUTH_PATH = "/_virtuai/nginx-auth"
 TOKEN_HEADER = "X-Virtuai-Nginx"
 _START_S = 10.0
-RELOAD_S = 1.0
-FORGET_S = 600.0  # an address not asked for this long loses its block at the next reload
 _PR_SET_PDEATHSIG = 1
 
 _CONF = """# Written by virtuai up (proxy/nginx.py) at each start; edits are lost.
@@ -68,6 +75,7 @@ master_process on;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 {user}
+{modules}
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
@@ -79,7 +87,23 @@ http {{
   proxy_cache_path {work}/auth levels=1 keys_zone=vai_auth:4m max_size=64m inactive=10s
     use_temp_path=off;
   upstream vai_api {{ server {api}; keepalive 64; }}
-{upstreams}
+  # Every workload, through one keep-alive pool: the peer is the auth answer's address,
+  # picked per request (no reload as workloads come and go: a reload closes idle client
+  # connections); nginx keys idle connections by the peer's address.  The server line is
+  # a placeholder the balancer replaces.
+  upstream vai_workloads {{
+    server 127.0.0.1:9;
+    balancer_by_lua_block {{
+      local host, port = ngx.var.vai_upstream:match("^(.+):(%d+)$")
+      local ok, err = require("ngx.balancer").set_current_peer(host, tonumber(port))
+      if not ok then
+        ngx.log(ngx.ERR, "virtuai: no workload peer: ", err)
+        return ngx.exit(ngx.ERROR)
+      end
+    }}
+    keepalive 128;
+    keepalive_timeout 4s;
+  }}
   map $http_upgrade $vai_connection {{ default upgrade; "" ""; }}
   # The route a request names, as the server's proxy parses it (proxy/routes.py).
   map $request_uri $vai_route {{ "~^(?<p>/(?:user|svc)/[^/?]+/[^/?]+/)" $p; default ""; }}
@@ -115,7 +139,24 @@ http {{
       auth_request_set $vai_job $upstream_http_x_virtuai_job;
       error_page 401 403 500 502 503 504 = @vai_builtin;
       access_log {work}/count.log vai_count buffer=64k flush=1s;
-      proxy_pass http://$vai_upstream$vai_path;
+      proxy_pass http://vai_workloads$vai_path;
+      # A workload must not sign its user out, or in as someone else: its Set-Cookie of the
+      # platform's session cookie is dropped, by the builtin proxy's rule
+      # (``proxy.headers.sets_session``: the name before the first "=", trimmed).
+      header_filter_by_lua_block {{
+        local set = ngx.header["Set-Cookie"]
+        if set == nil then return end
+        if type(set) == "string" then set = {{ set }} end
+        local kept, dropped = {{}}, false
+        for _, cookie in ipairs(set) do
+          if cookie:match("^[^=]*"):match("^%s*(.-)%s*$") == "{session}" then
+            dropped = true
+          else
+            kept[#kept + 1] = cookie
+          end
+        end
+        if dropped then ngx.header["Set-Cookie"] = #kept > 0 and kept or nil end
+      }}
       proxy_set_header Host $http_host;
       proxy_set_header Authorization "";
       proxy_set_header Cookie $vai_cookie;
@@ -179,7 +220,7 @@ def render(
     work: Path,
     token: str,
     user: str | None,
-    upstreams: Iterable[tuple[str, int]] = (),
+    modules: Iterable[Path] = (),
 ) -> str:
     hop = "\n".join(
         f'      proxy_set_header {name} "";'
@@ -200,20 +241,13 @@ def render(
         auth_path=AUTH_PATH,
         ttl=AUTH_CACHE_S,
         key=_KEY,
-        upstreams="\n".join(
-            f"  upstream {group_name(host, port)} {{ server {_address(host, port)}; "
-            "keepalive 16; keepalive_timeout 4s; }"
-            for host, port in sorted(upstreams)
-        ),
+        session=SESSION_COOKIE,
+        modules="\n".join(f"load_module {path};" for path in modules),
     )
 
 
-def group_name(host: str, port: int) -> str:
-    """The ``upstream`` block of a workload's address (its keep-alive pool)."""
-    return "vai_" + re.sub(r"[^0-9A-Za-z]", "_", host) + f"_{port}"
-
-
-def _address(host: str, port: int) -> str:
+def address(host: str, port: int) -> str:
+    """A workload's address as nginx names it (the auth answer's, for the balancer)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -261,23 +295,19 @@ class Nginx:
         # When root: the workers' own user, which the replicas' port guard lets through
         # (``host.portguard``), made at the first start.
         self.worker_uid = _worker_user() if os.geteuid() == 0 else None
-        # Workloads' addresses with an ``upstream`` block (a keep-alive pool) in the running
-        # configuration, and when each was last asked for; new ones are written by a reload
-        # (``SIGHUP``: nginx's graceful one) at most every ``RELOAD_S``.
-        self._lock = threading.Lock()
-        self._written: set[tuple[str, int]] = set()
-        self._seen: dict[tuple[str, int], float] = {}
-        self._reload: threading.Timer | None = None
-        self._user: str | None = None
 
     def start(self) -> None:
-        binary = shutil.which("nginx") or next(
-            (p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None
-        )
+        binary = find_binary()
         if binary is None:
             raise ConfigurationError(
                 "proxy.engine is nginx but nginx is not installed (Debian: apt-get install "
                 "nginx-light), or set proxy.engine: builtin"
+            )
+        modules = find_modules()
+        if modules is None:
+            raise ConfigurationError(
+                f"proxy.engine is nginx but nginx's Lua module is not installed (Debian: "
+                f"apt-get install {MODULES_PACKAGE}), or set proxy.engine: builtin"
             )
         self._home.mkdir(mode=0o700, exist_ok=True)
         self._stop_stale()
@@ -297,8 +327,11 @@ class Nginx:
             shutil.rmtree(self._work, ignore_errors=True)
             self._work.mkdir(mode=0o700)
         self._counter = Counter(self._work / "count.log", self._count, self._reopen)
-        self._user = user
-        conf = self._write(set())
+        conf = self._write(user, modules)
+        # nginx writes its pid file once its listening sockets are bound (a busy address
+        # makes it exit instead): a connection alone may reach whoever holds the port.
+        pidfile = self._home / "nginx.pid"
+        pidfile.unlink(missing_ok=True)
         self._process = subprocess.Popen(
             [binary, "-c", str(conf), "-p", str(self._home), "-e", str(self._home / "error.log")],
             stdin=subprocess.DEVNULL,
@@ -309,6 +342,7 @@ class Nginx:
             if self._process.poll() is not None:
                 raise ConfigurationError(f"nginx did not start: {self._error_tail()}")
             with contextlib.suppress(OSError):
+                pidfile.stat()
                 host = "127.0.0.1" if self._host in ("0.0.0.0", "") else self._host
                 host = "::1" if host == "::" else host
                 socket.create_connection((host, self._port), timeout=1).close()
@@ -319,9 +353,6 @@ class Nginx:
         raise ConfigurationError(f"nginx did not listen within {_START_S:.0f} s")
 
     def stop(self) -> None:
-        with self._lock:
-            if self._reload is not None:
-                self._reload.cancel()
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()  # SIGTERM: nginx's fast shutdown
             try:
@@ -334,54 +365,20 @@ class Nginx:
         if self._work is not None:
             shutil.rmtree(self._work, ignore_errors=True)
 
-    def upstream(self, host: str, port: int) -> str:
-        """What nginx's ``proxy_pass`` names for a workload: its ``upstream`` block if the
-        running configuration has one, else its address (no keep-alive pool; a block is
-        written, and nginx reloaded, soon).  Called on the event loop: no waiting."""
-        key = (host, port)
-        with self._lock:
-            self._seen[key] = time.monotonic()
-            if key in self._written:
-                return group_name(host, port)
-            if self._reload is None:
-                self._reload = threading.Timer(RELOAD_S, self._rewrite)
-                self._reload.daemon = True
-                self._reload.start()
-        return _address(host, port)
-
-    def _rewrite(self) -> None:
-        with self._lock:
-            self._reload = None
-            now = time.monotonic()
-            wanted = {k for k, at in self._seen.items() if now - at < FORGET_S}
-            self._seen = {k: self._seen[k] for k in wanted}
-            if wanted == self._written:
-                return
-            try:
-                self._write(wanted)
-            except OSError:
-                log.exception("writing nginx's configuration failed")
-                return
-            if self._process is not None and self._process.poll() is None:
-                self._process.send_signal(signal.SIGHUP)  # a graceful reload
-            # Blocks written but not yet loaded answer nothing worse than an address: a
-            # name nginx does not know yet is refused (502) and the builtin proxy takes it.
-            self._written = wanted
-
-    def _write(self, upstreams: set[tuple[str, int]]) -> Path:
+    def _write(self, user: str | None, modules: list[Path]) -> Path:
         assert self._work is not None
         conf = self._home / "nginx.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(
                 render(
-                    listen=_address(self._host, self._port),
-                    api=_address("127.0.0.1", self._api_port),
+                    listen=address(self._host, self._port),
+                    api=address("127.0.0.1", self._api_port),
                     directory=self._home,
                     work=self._work,
                     token=self.token,
-                    user=self._user,
-                    upstreams=upstreams,
+                    user=user,
+                    modules=modules,
                 )
             )
         conf.chmod(0o600)

@@ -4,8 +4,8 @@ to the workload itself, and where?
 The question is the original request rebuilt from the subrequest (its method, raw
 URI, headers, and whether it had a body or asked for an upgrade); the builtin proxy
 decides with its own caches and rules (``ProxyApp.admitted``, as its fast path).
-200 with the workload's address (its ``upstream`` block's name once nginx has one:
-``Nginx.upstream``), secret, whether the prefix is stripped, how the
+200 with the workload's address (the peer nginx's balancer picks), secret, whether
+the prefix is stripped, how the
 caller signed in and the cookies to pass (the session's removed, as
 ``proxy.headers`` does); 401 for anything else, which nginx answers by handing the
 request to the builtin proxy.  Only nginx may ask: the request must carry the token
@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
 from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from virtuai.proxy.app import ProxyApp
 from virtuai.proxy.headers import _kept_cookies
-from virtuai.proxy.nginx import AUTH_PATH, TOKEN_HEADER
+from virtuai.proxy.nginx import AUTH_PATH, TOKEN_HEADER, address
 from virtuai.proxy.routes import RouteTable, parse_target
 
 _TOKEN = TOKEN_HEADER.lower().encode()
@@ -46,13 +45,11 @@ class NginxAuth:
         proxy: ProxyApp,
         routes: RouteTable,
         token: str,
-        upstream: Callable[[str, int], str],
     ) -> None:
         self._app = app
         self._proxy = proxy
         self._routes = routes
         self._token = token.encode()
-        self._upstream = upstream
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,7 +78,7 @@ class NginxAuth:
             elif key == b"cookie":
                 cookies = _kept_cookies(value)
         headers = [
-            (b"x-virtuai-upstream", self._upstream(upstream.host, upstream.port).encode()),
+            (b"x-virtuai-upstream", address(upstream.host, upstream.port).encode()),
             (b"x-virtuai-secret", upstream.secret.encode("latin-1")),
             (b"x-virtuai-strip", b"1" if route.strip else b"0"),
             (b"x-virtuai-as", b"bearer" if bearer else b"cookie"),

@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--class", dest="node_class", choices=["light", "fat", "gpu"])
     parser.add_argument("--label", action="append", default=[])
     parser.add_argument("--address")
-    parser.add_argument("--proxy-engine", choices=["builtin", "nginx"])
+    parser.add_argument("--proxy-engine", choices=["auto", "builtin", "nginx"])
     parser.add_argument("--api-workers")
     args = parser.parse_args()
     run_server(

@@ -25,6 +25,7 @@ import uvicorn
 
 from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.fastpath import Switch, fast_protocol
+from virtuai.proxy.nginxfind import missing
 from virtuai.server.gate import Gate, sqlite_health
 from virtuai.settings import ClusterSettings, ServerSettings, Settings
 
@@ -75,6 +76,7 @@ def run_server(
         merged = settings.cluster.model_dump() | cluster
         settings = settings.model_copy(update={"cluster": ClusterSettings(**merged)})
     _configure_logging()
+    settings = resolve_engine(settings, missing())
     try:
         with _single_server(settings.home):
             _serve(settings)
@@ -88,6 +90,26 @@ def _workers_value(text: str) -> int | str:
 
 
 SWITCH_INTERVAL_S = 0.001
+
+
+def resolve_engine(settings: Settings, nginx_missing: str | None) -> Settings:
+    """``proxy.engine: auto`` (the default): nginx in front when this machine can run it
+    (``nginx_missing`` is None: ``proxy.nginxfind.missing``), else the builtin proxy,
+    with a line saying why.  An explicit ``nginx`` or ``builtin`` is kept."""
+    if settings.proxy.engine != "auto":
+        return settings
+    if nginx_missing is None and _api_workers(settings) > 1:
+        # nginx in front asks the main process's own answers (``proxy.nginxauth``): API
+        # workers would serve nothing, so a choice of them keeps the builtin proxy.
+        nginx_missing = "server.api_workers asks for API worker processes"
+    if nginx_missing is None:
+        engine = "nginx"
+        log.info("proxy.engine auto: nginx in front of the proxy")
+    else:
+        engine = "builtin"
+        log.info("proxy.engine auto: the builtin proxy alone, because %s", nginx_missing)
+    proxy = settings.proxy.model_copy(update={"engine": engine})
+    return settings.model_copy(update={"proxy": proxy})
 
 
 def _serve(settings: Settings) -> None:
@@ -106,6 +128,8 @@ def _serve(settings: Settings) -> None:
         from virtuai.proxy.nginx import Nginx
 
         # nginx takes the public address; the server listens on a private loopback port.
+        # A busy public address fails here, as without nginx, before anything is written.
+        listen(settings.host, settings.port).close()
         listener = listen("127.0.0.1", 0)
         nginx = Nginx(
             settings.home,
@@ -178,15 +202,21 @@ def _serve(settings: Settings) -> None:
         raise failed[0]
 
 
+def _api_workers(settings: Settings) -> int:
+    from virtuai.server.workers import worker_count
+
+    dialect = "sqlite" if settings.effective_database_url.startswith("sqlite") else "other"
+    return worker_count(settings.server.api_workers, dialect)
+
+
 def start_workers(
     settings: Settings, platform: Platform, listener: socket.socket
 ) -> ApiWorkers | None:
     """The API worker processes of ``server.api_workers`` (``server/workers.py``), if more
     than the main process; None: the main process serves alone."""
-    from virtuai.server.workers import ApiWorkers, worker_count
+    from virtuai.server.workers import ApiWorkers
 
-    dialect = "sqlite" if settings.effective_database_url.startswith("sqlite") else "other"
-    count = worker_count(settings.server.api_workers, dialect)
+    count = _api_workers(settings)
     if count <= 1 or platform.settings is None or platform.wake is None:
         if count > 1:  # nginx in front asks the main process's own answers (proxy.nginxauth)
             log.warning("server.api_workers is ignored with proxy.engine: nginx")

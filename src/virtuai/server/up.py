@@ -253,7 +253,7 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
         log.info("virtuai stopped; running jobs go on and will be taken back at the next start")
 
     if nginx is not None:  # nginx in front (``proxy.nginx``): its question answered
-        front = NginxAuth(proxy, proxy, parts.routes, nginx.token, nginx.upstream)
+        front = NginxAuth(proxy, proxy, parts.routes, nginx.token)
         return Platform(app=front, stop=stop, fast=proxy.fast, count=front.count)
     wake = context.wake.set
     return Platform(

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from virtuai.proxy.nginx import Counter, render
+from virtuai.proxy.nginxfind import find_modules
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx-light is not installed")
+@pytest.mark.skipif(find_modules() is None, reason="libnginx-mod-http-lua is not installed")
 def test_the_configuration_is_valid_nginx(tmp_path: Path) -> None:
     conf = tmp_path / "nginx.conf"
     conf.write_text(
@@ -25,6 +27,7 @@ def test_the_configuration_is_valid_nginx(tmp_path: Path) -> None:
             work=tmp_path,
             token="t0ken",
             user=None,
+            modules=find_modules() or [],
         )
     )
     checked = subprocess.run(
@@ -37,6 +40,8 @@ def test_the_configuration_is_valid_nginx(tmp_path: Path) -> None:
     text = conf.read_text()
     assert 'proxy_set_header Authorization "";' in text
     assert "proxy_cache_valid 200 1s;" in text
+    assert "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;" in text
+    assert "virtuai_session" in text  # the header filter names the session cookie
 
 
 class _Fast(Counter):

@@ -155,12 +155,22 @@ def test_a_workload_cannot_set_the_session_cookie() -> None:
         [
             (b"Set-Cookie", b"virtuai_session=stolen; Path=/"),
             (b"Set-Cookie", b"_xsrf=1; Path=/user/alice/lab/"),
+            # A browser trims the name (RFC 6265 5.2): this one sets the session too.
+            (b"set-cookie", b" virtuai_session\t= stolen"),
+            (b"Set-Cookie", b"virtuai_session"),  # no "=": a nameless cookie, dropped anyway
+            # Other names, however alike, are the workload's own (names are case-sensitive).
+            (b"Set-Cookie", b"Virtuai_Session=1"),
+            (b"Set-Cookie", b"virtuai_session_x=1"),
+            (b"Set-Cookie", b"k=virtuai_session=1"),
             (b"Transfer-Encoding", b"chunked"),
             (b"Content-Type", b"text/html"),
         ]
     )
     assert kept == [
         (b"set-cookie", b"_xsrf=1; Path=/user/alice/lab/"),
+        (b"set-cookie", b"Virtuai_Session=1"),
+        (b"set-cookie", b"virtuai_session_x=1"),
+        (b"set-cookie", b"k=virtuai_session=1"),
         (b"content-type", b"text/html"),
     ]
 
