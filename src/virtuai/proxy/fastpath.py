@@ -29,8 +29,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -270,4 +271,23 @@ def fast_protocol(switch: Switch) -> type[FastProtocol]:
     return type("FastProtocol", (FastProtocol,), {"switch": switch})
 
 
-__all__ = ["FastProtocol", "FastRequest", "Relay", "Switch", "fast_protocol"]
+def uvicorn_config(
+    app: Any, switch: Switch, lifespan: Literal["on", "off"] = "on"
+) -> uvicorn.Config:
+    """How every process of ``virtuai up`` serves: WebSockets (``vc exec``, notebooks) by
+    the ``websockets`` library's sans-I/O protocol; uvloop and httptools (C) rather than
+    asyncio's loop and h11 (pure Python), which halves the proxy's per-request cost
+    (docs/benchmarks.md, "The notebook proxy"); and httptools' protocol with this fast
+    path, which relays plain proxied requests without ASGI once ``switch`` has its hook."""
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        ws="websockets-sansio",
+        loop="uvloop",
+        http=fast_protocol(switch),
+        lifespan=lifespan,
+    )
+
+
+__all__ = ["FastProtocol", "FastRequest", "Relay", "Switch", "fast_protocol", "uvicorn_config"]

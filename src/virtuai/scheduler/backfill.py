@@ -184,19 +184,27 @@ def reserve(
         if total < tasks or last is None:
             return None
         start = max(now, last)
-    # Where: the tightest nodes first (fewest free GPUs, then cpu, then memory, then name);
-    # with ``late``, the nodes whose room comes last go before them.
-    candidates = sorted(
+    return _placed(
+        job, start, _tightest_first(fits, rooms, ready if late else None, now), rooms, fits
+    )
+
+
+def _tightest_first(
+    fits: dict[str, int], rooms: dict[str, _Room], ready: dict[str, float] | None, now: float
+) -> list[str]:
+    """Where a reservation goes: the nodes that fit a task, tightest first (fewest free
+    GPUs, then cpu, then memory, then name); with ``ready`` (``late``), the nodes whose
+    room comes last go before them."""
+    return sorted(
         (name for name, n in fits.items() if n > 0),
         key=lambda name: (
-            -ready.get(name, now) if late else 0.0,
+            -ready.get(name, now) if ready is not None else 0.0,
             min(rooms[name].gpu_budget, len(rooms[name].gpus)),
             rooms[name].cpu,
             rooms[name].memory,
             name,
         ),
     )
-    return _placed(job, start, candidates, rooms, fits)
 
 
 def _placed(
@@ -320,17 +328,9 @@ def _reserve_around(
         if total < tasks or last is None:
             return None
         start = max(now, last)
-    candidates = sorted(
-        (name for name, n in fits.items() if n > 0),
-        key=lambda name: (
-            -ready.get(name, now) if late else 0.0,
-            min(rooms[name].gpu_budget, len(rooms[name].gpus)),
-            rooms[name].cpu,
-            rooms[name].memory,
-            name,
-        ),
+    return _placed(
+        job, start, _tightest_first(fits, rooms, ready if late else None, now), rooms, fits
     )
-    return _placed(job, start, candidates, rooms, fits)
 
 
 def _slack_of(reservation: Reservation) -> tuple[dict[str, list[int]], dict[str, set[int]]]:

@@ -38,7 +38,7 @@ from virtuai.control.runner import LoopRunner
 from virtuai.domain.clock import SystemClock
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
-from virtuai.proxy.fastpath import Switch, fast_protocol
+from virtuai.proxy.fastpath import Switch, uvicorn_config
 from virtuai.server.apiparts import api_context, auth_generation_path, proxy_front
 from virtuai.server.gate import Gate
 from virtuai.server.up import vc_runtime
@@ -108,15 +108,7 @@ def serve(spec: dict[str, Any]) -> None:
     # The main process's gate, open from the start: /readyz answers as /healthz, as there.
     gate = Gate()
     gate.app = parts.proxy
-    config = uvicorn.Config(
-        gate,
-        log_level="warning",
-        access_log=False,
-        ws="websockets-sansio",
-        loop="uvloop",
-        http=fast_protocol(switch),
-        lifespan="off",
-    )
+    config = uvicorn_config(gate, switch, lifespan="off")
     runner.start()
     log.info("API worker %d serving (pid %d)", index, os.getpid())
     try:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from virtuai.errors import ConfigurationError, VirtuaiError
-from virtuai.proxy.fastpath import Switch, fast_protocol
+from virtuai.proxy.fastpath import Switch, uvicorn_config
 from virtuai.proxy.nginxfind import missing
 from virtuai.server.gate import Gate, sqlite_health
 from virtuai.settings import ClusterSettings, ServerSettings, Settings
@@ -163,21 +163,8 @@ def _serve(settings: Settings) -> None:
     builder = threading.Thread(target=build, name="virtuai-start", daemon=True)
     # The build starts when uvicorn is about to serve (the gate's lifespan start-up).
     gate = Gate(sqlite_health(settings.effective_database_url), on_start=builder.start)
-    # WebSockets (``vc exec``, notebooks) by the ``websockets`` library's sans-I/O protocol.
-    # uvloop and httptools (C) rather than asyncio's loop and h11 (pure Python): the
-    # proxy's per-request cost halves (docs/benchmarks.md, "The notebook proxy"); and
-    # httptools' protocol with the proxy's fast path (``proxy.fastpath``), which relays
-    # plain proxied requests without ASGI once the platform is built.
-    switch = Switch()
-    config = uvicorn.Config(
-        gate,
-        log_level="warning",
-        access_log=False,
-        ws="websockets-sansio",
-        loop="uvloop",
-        http=fast_protocol(switch),
-        lifespan="on",
-    )
+    switch = Switch()  # the proxy's fast path, hooked in once the platform is built
+    config = uvicorn_config(gate, switch)
     server = uvicorn.Server(config)
     # uvicorn re-raises a SIGTERM it drained with the handler found before it: the
     # default one would end the process before the cleanup below, in every proxy engine
