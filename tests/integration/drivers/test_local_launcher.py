@@ -61,8 +61,9 @@ def test_a_launch_after_the_launcher_was_killed_still_runs(
     wait_result(driver, driver.launch(make_spec(["true"])))
     pid = driver.launcher.pid
     assert pid is not None
+    launcher = psutil.Process(pid)  # before the kill: the driver may reap it at once
     os.kill(pid, signal.SIGKILL)
-    psutil.Process(pid).wait(10)
+    launcher.wait(10)
     handles = [driver.launch(make_spec(["true"])) for _ in range(5)]
     for handle in handles:
         result = wait_result(driver, handle, timeout=30)
@@ -75,8 +76,9 @@ def test_the_launcher_leaves_with_the_server_and_when_idle(
     wait_result(driver, driver.launch(make_spec(["true"])))
     pid = driver.launcher.pid
     assert pid is not None
+    launcher = psutil.Process(pid)
     driver.close()  # the server's end of its pipe closes, as when the server dies
-    psutil.Process(pid).wait(10)
+    launcher.wait(10)
     idle = subprocess.Popen(
         [sys.executable, "-c", COMMAND.replace("main()", "main(0.2)")],
         stdin=subprocess.PIPE,
