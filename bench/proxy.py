@@ -29,8 +29,11 @@ first server runs ``proxy.engine: builtin`` whatever the default); its line is
 ``--baseline-src`` (e.g. the ``src`` of ``git archive main``) starts a second server
 from that tree, with its own notebook, and measures it round by round in turn with
 this one, so that both meet the same load (``--baseline-engine``: with that engine);
-the load average is printed.  The last line is this tree's
-``proxy_added_p99_ms=X proxy_throughput_ratio=R ws_msgs_per_s=N``.
+the load average is printed.  The last line is this tree's, with the engine
+``virtuai up`` takes by default on this machine (``proxy.engine: auto``: nginx where
+it and its Lua module are installed, which then is always measured, else the builtin):
+``proxy_added_p99_ms=X proxy_throughput_ratio=R ws_msgs_per_s=N``; the other engine's
+figures are the line before it (``builtin: ...`` or ``nginx: ...``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import VirtuaiServer, percentile
+
+from virtuai.proxy.nginxfind import missing
 
 NAME = "nb"
 RATE = 200.0
@@ -316,8 +321,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    default = "nginx" if missing() is None else "builtin"
     setups = [Setup("this", {"VIRTUAI_PROXY__ENGINE": "builtin"}, "vaib-")]
-    if args.engine == "nginx":
+    if args.engine == "nginx" or default == "nginx":
         setups.append(Setup("nginx", {"VIRTUAI_PROXY__ENGINE": "nginx"}, "vaid-"))
     if args.baseline_src is not None:
         baseline = {"PYTHONPATH": str(args.baseline_src.resolve())}
@@ -353,16 +359,19 @@ def main() -> None:
                 f"baseline: proxy_added_p99_ms={added:.2f} proxy_throughput_ratio={ratio:.2f} "
                 f"paired_p50_ms={paired:.2f} ws_msgs_per_s={ws['baseline'][1]:.0f}"
             )
-        if args.engine == "nginx":
-            added, ratio, paired = results["nginx"]
+        engines = {"builtin": "this", "nginx": "nginx"}
+        other = "builtin" if default == "nginx" else "nginx"
+        if engines[other] in results:
+            added, ratio, paired = results[engines[other]]
             print(
-                f"nginx: proxy_added_p99_ms={added:.2f} proxy_throughput_ratio={ratio:.2f} "
-                f"paired_p50_ms={paired:.2f} ws_msgs_per_s={ws['nginx'][1]:.0f}"
+                f"{other}: proxy_added_p99_ms={added:.2f} proxy_throughput_ratio={ratio:.2f} "
+                f"paired_p50_ms={paired:.2f} ws_msgs_per_s={ws[engines[other]][1]:.0f}"
             )
-        added, ratio, _paired = results["this"]
+        print(f"the default engine here (proxy.engine auto): {default}")
+        added, ratio, _paired = results[engines[default]]
         print(
             f"proxy_added_p99_ms={added:.2f} proxy_throughput_ratio={ratio:.2f} "
-            f"ws_msgs_per_s={ws['this'][1]:.0f}"
+            f"ws_msgs_per_s={ws[engines[default]][1]:.0f}"
         )
     finally:
         for setup in setups:
