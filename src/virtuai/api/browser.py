@@ -26,9 +26,9 @@ from starlette.responses import Response
 
 from virtuai.auth.keys import KEY_BYTES
 from virtuai.auth.oidc_login import OidcLogin
+from virtuai.domain.http import SESSION_COOKIE
 from virtuai.errors import Forbidden, Unauthenticated
 
-SESSION_COOKIE = "virtuai_session"
 FLOW_COOKIE = "virtuai_oidc_flow"
 FLOW_PATH = "/api/v1/session/oidc"
 CSRF_HEADER = "X-Virtuai-Csrf"

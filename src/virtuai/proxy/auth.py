@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection, cookie_parser
 
-from virtuai.api.browser import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Source
+from virtuai.api.browser import CSRF_HEADER, SAFE_METHODS, Source
 from virtuai.api.context import ApiContext
 from virtuai.api.deps import bearer_caller
 from virtuai.auth.sessions import verify_session
 from virtuai.auth.tokens import hash_token, looks_like_api_token
+from virtuai.domain.http import SESSION_COOKIE
 from virtuai.errors import Forbidden, Unauthenticated
 from virtuai.proxy.peers import FORWARDED_BY
 from virtuai.services.access import Caller

@@ -20,10 +20,9 @@ from collections.abc import Iterable
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
-from virtuai.api.browser import SESSION_COOKIE
 from virtuai.control.notebooks import Upstream
+from virtuai.domain.http import HOP_BY_HOP, SESSION_COOKIE
 from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
-from virtuai.proxy.peers import HOP_BY_HOP
 from virtuai.proxy.routes import Route
 
 # Never forwarded upstream: hop-by-hop headers, plus what only the proxy may say.

@@ -54,11 +54,10 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from virtuai.api.browser import SESSION_COOKIE
+from virtuai.domain.http import HOP_BY_HOP, SESSION_COOKIE
 from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
 from virtuai.errors import ConfigurationError
 from virtuai.proxy.nginxfind import MODULES_PACKAGE, find_binary, find_modules
-from virtuai.proxy.peers import HOP_BY_HOP
 
 log = logging.getLogger(__name__)
 

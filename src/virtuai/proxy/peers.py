@@ -26,25 +26,12 @@ from starlette.types import Scope
 
 from virtuai.api.browser import CSRF_HEADER
 from virtuai.control.notebooks import Upstream
+from virtuai.domain.http import HOP_BY_HOP
 from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
 from virtuai.services.portforward import FORWARDED_BY as PORT_FORWARDED_BY
 
 FORWARDED_BY = PORT_FORWARDED_BY.lower()
 _FORWARDED_BY_RAW = FORWARDED_BY.encode()
-# Never forwarded, either way (RFC 9110 7.6.1), by any hop of the proxy (``app`` too).
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # Never passed on: what only a proxy may say to a workload, and a forged hop mark.
 _NEVER = HOP_BY_HOP | {SECRET_HEADER.lower(), AUTH_HEADER.lower(), FORWARDED_BY}
 # A WebSocket's handshake headers are made by the client library.

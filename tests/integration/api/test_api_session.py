@@ -25,10 +25,11 @@ from jwt.algorithms import RSAAlgorithm
 from sqlalchemy.orm import Session, sessionmaker
 
 from support.platform import Platform, driver_settings_for_tests, public_dir, remove_state
-from virtuai.api.browser import CSRF_HEADER, SESSION_COOKIE
+from virtuai.api.browser import CSRF_HEADER
 from virtuai.auth.identity import Identity
 from virtuai.auth.oidc_login import OidcLogin
 from virtuai.auth.sessions import sign_session
+from virtuai.domain.http import SESSION_COOKIE
 from virtuai.settings import OidcSettings
 
 ISSUER = "https://sso.example.test/realms/lab"
