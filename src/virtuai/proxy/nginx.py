@@ -43,6 +43,7 @@ import grp
 import logging
 import os
 import pwd
+import resource
 import secrets
 import shutil
 import signal
@@ -66,6 +67,7 @@ AUTH_PATH = "/_virtuai/nginx-auth"
 TOKEN_HEADER = "X-Virtuai-Nginx"
 _START_S = 10.0
 _PR_SET_PDEATHSIG = 1
+_OPEN_FILES = 2 * 4096 + 64  # worker_connections' two sides, and nginx's own files
 
 _CONF = """# Written by virtuai up (proxy/nginx.py) at each start; edits are lost.
 worker_processes 1;
@@ -269,6 +271,12 @@ def _worker_user() -> int:
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # Room for its worker_connections (each proxied request holds two descriptors): a
+    # user's session often starts with a soft limit of 1024, below them, and nginx warns.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, _OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 class Nginx:
