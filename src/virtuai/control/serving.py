@@ -421,10 +421,15 @@ class ServiceReconciler:
         live: list[ServiceReplicaRow],
         now: dt.datetime,
     ) -> int:
+        # The proxies' counts are by service id, and SQLite gives a deleted service's id to
+        # the next one created: requests older than this service were another's (its
+        # counters, in this server's memory and in other servers' rows, outlive it).
+        traffic_last = self._traffic_last(service.id)
+        ours = traffic_last is not None and traffic_last >= service.created_at.timestamp()
         stamps = [
             t
             for t in (
-                self._traffic_last(service.id),
+                traffic_last if ours else None,
                 None if service.last_request_at is None else service.last_request_at.timestamp(),
                 None if service.demand_at is None else service.demand_at.timestamp(),
             )
@@ -440,7 +445,7 @@ class ServiceReconciler:
             spec,
             now=now.timestamp(),
             last_request=last,
-            rate=self._traffic_rate(service.id),
+            rate=self._traffic_rate(service.id) if ours else 0.0,
             idle_timeout_s=idle,
         )
         current = [r for r in live if r.draining_at is None and r.generation == service.generation]

@@ -5,6 +5,7 @@ new generation, and delete stops everything."""
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import shutil
 import subprocess
@@ -304,3 +305,30 @@ def test_a_fixed_port_another_process_holds_keeps_the_replica_waiting(platform: 
         squatter.kill()
         squatter.wait()
         shutil.rmtree(models, ignore_errors=True)
+
+
+def test_requests_counted_before_a_service_existed_do_not_scale_it(platform: Platform) -> None:
+    """SQLite gives a deleted service's id to the next one created; the proxies' counts of
+    the deleted one (by id, in memory and in other servers' rows) must not wake it."""
+    platform.tenant("physics")
+    ada = platform.user("ada", "physics")
+    spec = {**_spec(MODEL, "1"), "replicas": {"min": 0, "max": 2}, "idle_timeout": "60s"}
+    platform.ok("POST", "/api/v1/services", ada, json=spec)
+    created = dt.datetime.fromisoformat(_show(platform, ada)["created_at"]).timestamp()
+    counted = {"last": created - 5.0, "rate": 10.0}  # the previous owner's of this id
+    rules = platform.context.rules
+    loop = ServiceReconciler(
+        platform.sessions,
+        platform.context.clock,
+        ReconcilerConfig(job_token_key=b"k" * 32, drain_s=0, interval_s=0),
+        lambda session, service, now: start_replica(session, service, rules, now),
+        traffic_last=lambda _service: counted["last"],
+        traffic_rate=lambda _service: counted["rate"],
+    )
+    for _ in range(3):
+        loop.tick()
+    assert _show(platform, ada)["desired"] == 0
+    counted["last"] = time.time()  # a request to this service: it scales from zero
+    loop.tick()
+    assert _show(platform, ada)["desired"] >= 1
+    _delete(platform, loop, ada)
