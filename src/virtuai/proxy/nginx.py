@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import grp
 import logging
 import os
@@ -58,6 +57,7 @@ from pathlib import Path
 from virtuai.domain.http import HOP_BY_HOP, SESSION_COOKIE
 from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
 from virtuai.errors import ConfigurationError
+from virtuai.host.deathsignal import die_with_parent
 from virtuai.proxy.nginxfind import MODULES_PACKAGE, find_binary, find_modules
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ AUTH_CACHE_S = 1
 AUTH_PATH = "/_virtuai/nginx-auth"
 TOKEN_HEADER = "X-Virtuai-Nginx"
 _START_S = 10.0
-_PR_SET_PDEATHSIG = 1
 _OPEN_FILES = 2 * 4096 + 64  # worker_connections' two sides, and nginx's own files
 
 _CONF = """# Written by virtuai up (proxy/nginx.py) at each start; edits are lost.
@@ -269,8 +268,7 @@ def _worker_user() -> int:
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    die_with_parent(signal.SIGTERM)
     # Room for its worker_connections (each proxied request holds two descriptors): a
     # user's session often starts with a soft limit of 1024, below them, and nginx warns.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -20,7 +20,6 @@ can read); the two sockets are inherited descriptors.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -38,17 +37,17 @@ from virtuai.control.runner import LoopRunner
 from virtuai.domain.clock import SystemClock
 from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
+from virtuai.host.deathsignal import die_with_parent
 from virtuai.proxy.fastpath import Switch, uvicorn_config
 from virtuai.server.apiparts import api_context, auth_generation_path, proxy_front
 from virtuai.server.gate import Gate
+from virtuai.server.start import SWITCH_INTERVAL_S
 from virtuai.server.up import vc_runtime
 from virtuai.services.tokencache import GENERATION
 from virtuai.settings import Settings
 from virtuai.store.db import create_db_engine, make_session_factory
 
 log = logging.getLogger("virtuai")
-
-_PR_SET_PDEATHSIG = 1
 
 
 class WakeSender(threading.Event):
@@ -71,10 +70,9 @@ class WakeSender(threading.Event):
             log.debug("wake not sent: %s", error)
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_main(parent: int) -> None:
     """SIGTERM when the main process dies, even by kill -9 (``PR_SET_PDEATHSIG``)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # it died before the line above: nobody would tell us
         sys.exit(0)
 
@@ -85,7 +83,7 @@ def serve(spec: dict[str, Any]) -> None:
     listener = socket.socket(fileno=int(spec["listen_fd"]))
     wake = WakeSender(socket.socket(fileno=int(spec["wake_fd"])))
     GENERATION.share(auth_generation_path(settings))
-    sys.setswitchinterval(0.001)  # as the main process (server/start.py)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the main process
 
     clock = SystemClock()
     engine = create_db_engine(settings.effective_database_url)  # migrated by the main process
@@ -121,7 +119,7 @@ def serve(spec: dict[str, Any]) -> None:
 
 def main() -> None:
     spec = json.loads(sys.stdin.buffer.read())
-    die_with_parent(int(spec["parent"]))
+    die_with_main(int(spec["parent"]))
     logging.basicConfig(
         level=os.environ.get("VIRTUAI_LOG_LEVEL", "INFO").upper(),
         format=f"%(asctime)s %(levelname)s %(name)s[api{spec['index']}]: %(message)s",
