@@ -45,6 +45,18 @@ def sbatch_body(script: str, *args: str) -> dict[str, Any]:
     return body
 
 
+def without_step_waits(stderr: str) -> str:
+    """The stderr without srun's notes that a step waited for the previous one's CPUs: Slurm
+    frees a finished step's CPUs asynchronously, so the script's second ``srun`` sometimes
+    waits a moment for them, and says so."""
+    waits = ("step creation temporarily disabled", "Step created for job")
+    return "".join(
+        line
+        for line in stderr.splitlines(keepends=True)
+        if not (line.startswith("srun: ") and any(w in line for w in waits))
+    )
+
+
 def test_a_two_node_script_gets_two_slurm_nodes_and_its_sruns_run_natively(
     site_platform: Platform, slurm: SlurmDev
 ) -> None:
@@ -70,7 +82,7 @@ def test_a_two_node_script_gets_two_slurm_nodes_and_its_sruns_run_natively(
         "0: step with memory on vsd-n1 rank 0",
         "1: step with memory on vsd-n2 rank 1",
     ], out
-    assert p.logs(job["id"], stream="stderr") == "done\n"
+    assert without_step_waits(p.logs(job["id"], stream="stderr")) == "done\n"
     assert p.logs(job["id"], task=1) == ""
     workspace = slurm.ssh("cat virtuai/work/physics/out-" + slurm_id + ".txt")
     assert workspace == out
