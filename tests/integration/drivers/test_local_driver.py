@@ -137,6 +137,36 @@ def test_cancel(driver: LocalDriver, make_spec: MakeSpec) -> None:
     assert_cgroup_gone(driver, spec.key)
 
 
+# Counts the SIGTERMs it gets; its handler takes a while, as a checkpoint does, so a second
+# signal meanwhile would run it again.
+_COUNT_TERMS = """
+import signal, time
+got = []
+def on_term(signo, frame):
+    got.append(signo)
+    time.sleep(0.5)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+while not got:
+    time.sleep(0.01)
+time.sleep(1)
+print(f"got {len(got)}", flush=True)
+"""
+
+
+def test_a_stop_signals_each_process_once(driver: LocalDriver, make_spec: MakeSpec) -> None:
+    # Slurm signals each process of a step once: a handler that saves a checkpoint, or a
+    # shell trap that echoes, must not run twice (the process group's signal and the one
+    # for whatever left the group were both sent to the group's members).
+    spec = make_spec(["python3", "-c", _COUNT_TERMS], kill_grace_s=5)
+    handle = driver.launch(spec)
+    wait_for(lambda: "ready" in stdout_of(driver, handle), what="the handler to be set")
+    driver.stop(handle, StopReason.CANCEL)
+    result = wait_result(driver, handle)
+    assert result.outcome == TaskOutcome.KILLED_CANCEL
+    assert stdout_of(driver, handle) == "ready\ngot 1\n"
+
+
 def test_preempt_sends_the_checkpoint_signal_and_keeps_the_real_exit_code(
     driver: LocalDriver, make_spec: MakeSpec
 ) -> None:

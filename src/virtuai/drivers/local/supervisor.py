@@ -417,7 +417,8 @@ class Supervisor:
         return reason if reason in ("cancel", "preempt", "fence") else default
 
     def signal_task(self, sig: int) -> None:
-        """``sig`` to the task's process group and to whatever left it (cgroup, descendants).
+        """``sig`` to the task's process group and to whatever left it (cgroup, descendants),
+        once each: a handler that saves a checkpoint, or a shell's trap, must not run twice.
         An image sandbox's own processes get SIGKILL only: a SIGTERM to them would end the
         sandbox, and the task inside with it, before its grace period."""
         if self.pid:
@@ -428,6 +429,8 @@ class Supervisor:
         pids |= _descendant_pids() - spared
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
+                if self.pid and os.getpgid(pid) == self.pid:
+                    continue  # the group's signal reached it
                 os.kill(pid, sig)
 
     def kill_everything(self) -> None:
