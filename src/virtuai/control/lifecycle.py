@@ -77,7 +77,7 @@ from virtuai.drivers.base import (
 )
 from virtuai.drivers.local.ports import port_listened
 from virtuai.errors import DriverError, VirtuaiError
-from virtuai.store.db import read_session
+from virtuai.store.db import lost_transaction, read_session
 from virtuai.store.inventory import placement_from_json
 from virtuai.store.lease import loop_transaction
 from virtuai.store.models import JobRow, NodeRow, TaskRow, TenantRow, VirtualClusterRow
@@ -200,6 +200,8 @@ class LifecycleLoop(TaskReconciler):
                     with session.begin_nested():  # one job's failure undoes only its own work
                         self._start_one(session, job, now)
                 except Exception as error:
+                    if lost_transaction(error):
+                        raise
                     why = self._backoff.failed(("start", job.id), error, f"starting job {job.id}")
                     if why is not None:
                         switch_job_state(
@@ -328,6 +330,8 @@ class LifecycleLoop(TaskReconciler):
                 try:
                     work.append(self._launch_of(session, job, tenant, task))
                 except Exception as error:  # a corrupt record: this task only
+                    if lost_transaction(error):
+                        raise
                     self._launch_failed(task.id, f"{job.id}.{job.attempt}.{task.index}", error)
             cancelled = {job.id for _, job, _ in rows if job.cancel_requested_at is not None}
             session.rollback()
@@ -630,6 +634,8 @@ class LifecycleLoop(TaskReconciler):
                 with session.begin_nested():  # one job's failure undoes only its own work
                     self._finish_one(session, job, tasks.get(job.id, []), now)
             except Exception as error:
+                if lost_transaction(error):
+                    raise
                 why = self._backoff.failed(("finish", job.id), error, f"ending job {job.id}")
                 if why is not None:
                     switch_job_state(

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.session import ORMExecuteState
 
@@ -106,6 +107,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def lost_transaction(error: BaseException) -> bool:
+    """Whether ``error`` is the database's, not one item's: the connection is gone (a server
+    that ended an idle transaction, a lost network) or the database refused (locked, full).
+    The whole transaction is lost; code that catches one item's failure inside it (a
+    savepoint per job) must let this one through, to be retried by its loop, rather than
+    charge it to the item and go on with a dead session."""
+    if isinstance(error, OperationalError | InterfaceError | PendingRollbackError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 @contextmanager

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from virtuai.store.db import transaction
+from virtuai.store.db import lost_transaction, transaction
 
 T = TypeVar("T")
 
@@ -156,6 +156,8 @@ class GroupCommit:
                         with session.begin_nested():
                             value = item.work(session)
                     except Exception as error:  # its own savepoint is rolled back, no more
+                        if lost_transaction(error):
+                            raise
                         done.append((item, False, error))
                     else:
                         done.append((item, True, value))

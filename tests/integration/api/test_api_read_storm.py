@@ -14,6 +14,7 @@ import threading
 import time
 
 import httpx
+from sqlalchemy.exc import OperationalError
 
 from support.platform import Platform
 from support.server import serving
@@ -49,16 +50,23 @@ def test_two_hundred_readers_get_no_server_error(platform: Platform) -> None:
         for thread in readers:
             thread.start()
         # Meanwhile the writer side works as hard as it can: submits and full ticks.
-        submitted = 0
+        submitted = lost_ticks = 0
         deadline = time.monotonic() + SECONDS
         while time.monotonic() < deadline:
             platform.submit(alice, ["true"], resources={"cpu": 0.1, "memory": "16Mi"})
-            platform.tick()
+            try:
+                platform.tick()
+            except OperationalError:
+                # On PostgreSQL a leader's writing transaction that sits idle for a second
+                # is ended by the server (store.lease: its locks must not outlive a stopped
+                # leader); this thread, fighting 200 reader threads for the GIL, can stall
+                # that long.  The server's loops retry such a pass (LoopRunner); so does this.
+                lost_ticks += 1
             submitted += 1
         stop.set()
         for thread in readers:
             thread.join(60)
 
-    assert submitted > 0
+    assert submitted > 0 and lost_ticks < submitted, (submitted, lost_ticks)
     assert sum(statuses.values()) >= CLIENTS, statuses
     assert set(statuses) == {200}, statuses

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import OperationalError
 
 import virtuai.control.lifecycle as lifecycle_module
 from support.platform import Platform, public_dir, remove_state
@@ -334,3 +335,44 @@ def test_the_ends_a_pass_sees_are_one_commit(platform: Platform, alice: str) -> 
         assert commits == []
     finally:
         event.remove(engine, "commit", count)
+
+
+def test_a_connection_lost_mid_pass_fails_the_pass_not_its_jobs(
+    platform: Platform,
+    alice: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server ends the pass's connection while it finishes the first of two jobs (as
+    PostgreSQL does to a transaction left idle too long): the pass fails with the database's
+    own error, no job is charged with it, and the next pass finishes both."""
+    engine = platform.sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to end a connection")
+    jobs = [platform.submit(alice, ["true"]) for _ in range(2)]
+    platform.scheduling.tick()
+    platform.lifecycle.start()
+    results = [platform.state_dir / "tasks" / f"{job['id']}.0.0" / "result.json" for job in jobs]
+    deadline = time.monotonic() + 30
+    while not all(path.exists() for path in results):
+        assert time.monotonic() < deadline, "the tasks did not end"
+        time.sleep(0.02)
+    finish_one = LifecycleLoop._finish_one
+    cuts: list[int] = []
+
+    def cut_then_finish(self: LifecycleLoop, session: Any, *args: Any) -> None:
+        if len(cuts) < 2:  # two passes in a row
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            cuts.append(pid)
+        finish_one(self, session, *args)
+
+    monkeypatch.setattr(LifecycleLoop, "_finish_one", cut_then_finish)
+    for _ in range(2):
+        with pytest.raises(OperationalError):
+            platform.lifecycle.settle()
+        assert {platform.job(job["id"])["state"] for job in jobs} == {"running"}
+    platform.lifecycle.settle()
+    assert {platform.job(job["id"])["state"] for job in jobs} == {"succeeded"}
+    assert "ending job" not in caplog.text  # neither job was charged with the database's fault
