@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -217,3 +217,26 @@ def record_vc_event(
             actor=actor,
         )
     )
+
+
+def lock_unheld(
+    session: Session, model: type[JobRow] | type[VirtualClusterRow], ids: set[int]
+) -> set[int]:
+    """Lock those of the rows ``ids`` that no other transaction holds; return their ids.
+
+    For a writer that must never wait behind another's row lock (the scheduling pass: a
+    stopped instance's open transaction, e.g. a cancel, holds a job's row until the server
+    ends it, 10 s for the API's connections; #7).  It writes only the rows returned; the
+    others are left for its next run.  ``FOR NO KEY UPDATE``, the lock its UPDATEs take
+    anyway, so foreign-key checks of children (``FOR KEY SHARE``) do not make it skip.
+    SQLite: every writer holds the database's write lock, so no row is held by another.
+    """
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return set(ids)
+    query = (
+        select(model.id)
+        .where(model.id.in_(sorted(ids)))
+        .order_by(model.id)
+        .with_for_update(skip_locked=True, key_share=True)
+    )
+    return set(session.scalars(query))
