@@ -219,6 +219,9 @@ def record_vc_event(
     )
 
 
+LOCK_CHUNK = 10_000
+
+
 def lock_unheld(
     session: Session, model: type[JobRow] | type[VirtualClusterRow], ids: set[int]
 ) -> set[int]:
@@ -233,10 +236,15 @@ def lock_unheld(
     """
     if not ids or session.get_bind().dialect.name != "postgresql":
         return set(ids)
-    query = (
-        select(model.id)
-        .where(model.id.in_(sorted(ids)))
-        .order_by(model.id)
-        .with_for_update(skip_locked=True, key_share=True)
-    )
-    return set(session.scalars(query))
+    locked: set[int] = set()
+    ordered = sorted(ids)
+    # In chunks: a first pass over a long queue writes every job's reason, and a statement
+    # takes at most 65535 parameters.
+    for start in range(0, len(ordered), LOCK_CHUNK):
+        query = (
+            select(model.id)
+            .where(model.id.in_(ordered[start : start + LOCK_CHUNK]))
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        locked.update(session.scalars(query))
+    return locked

@@ -25,6 +25,7 @@ from support.postgres import fresh_database
 from virtuai.control.scheduling import SchedulingLoop, TickReport
 from virtuai.domain.clock import ManualClock
 from virtuai.domain.workload import JobState
+from virtuai.store import transitions
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
 from virtuai.store.migrate import migrate
 from virtuai.store.models import JobRow, NodeRow
@@ -71,9 +72,11 @@ def _states(sessions: sessionmaker[Session]) -> dict[str, JobState]:
         return {j.name: JobState(j.state) for j in session.scalars(select(JobRow))}
 
 
+@pytest.mark.parametrize("chunk", [transitions.LOCK_CHUNK, 1], ids=["one-lock", "chunked"])
 def test_a_pass_admits_around_a_held_pending_job_then_admits_it_once_freed(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
+    monkeypatch.setattr(transitions, "LOCK_CHUNK", chunk)
     with transaction(sessions) as session:
         team, owner = rows.tenant(), rows.user()
         session.add_all([team, owner])
