@@ -42,7 +42,7 @@ from virtuai.store.inventory import placement_to_json
 from virtuai.store.lease import limit_idle
 from virtuai.store.models import JobRow, VirtualClusterRow
 from virtuai.store.snapshot import build_snapshot, waiting_vcs
-from virtuai.store.transitions import switch_job_state, update_vc_if_state
+from virtuai.store.transitions import lock_unheld, switch_job_state, update_vc_if_state
 
 # How many of a job's preemptors it remembers (``JobRow.preempted_by``): the scheduler
 # never lets it preempt them back.  Bounded so that a job preempted all week long does
@@ -57,6 +57,9 @@ class TickReport:
     admitted: int
     waiting: int
     preempted: int = 0
+    # Rows the pass left alone because another transaction held them (#7): the next tick
+    # runs a pass again even if nothing changed.
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +258,9 @@ class SchedulingLoop:
             self._pending.invalidate()  # what it wrote is unknown: read everything again
             raise
         # The digest read *before* the pass: a change committed while the pass ran makes
-        # the next one differ (jobs: their change counter is above the horizon read).
-        self._seen, self._seen_at = fingerprint, now
+        # the next one differ (jobs: their change counter is above the horizon read).  A
+        # pass that skipped held rows is not done: their holder may end without a change.
+        self._seen, self._seen_at = (None if report.skipped else fingerprint), now
         return report
 
     def plan(self) -> Plan | None:
@@ -307,11 +311,25 @@ class SchedulingLoop:
         reasons: dict[int, _Reason] = {
             job.id: (gate.held[job.id], None, None) for job in pending if job.id in gate.held
         }
+        vc_by_id = {vc_job_id(vc.id): vc for vc in vcs}
+        if decisions is not None:
+            _blocked_reasons(decisions, vc_by_id, reasons)
+        changed = _changed_reasons(pending, reasons)
         with transaction(self._sessions) as session:
             if self._guard is not None:
                 limit_idle(session)
+            # Never wait behind another transaction's row lock (a stopped instance's open
+            # cancel holds a job's row until the server ends it): lock the rows this pass
+            # writes, skipping held ones, and write only those.  The compare-and-sets
+            # below still check each state; a skipped decision is taken again next pass.
+            wanted = _jobs_written(gate, decisions, changed)
+            locked = lock_unheld(session, JobRow, wanted)
+            locked_vcs = lock_unheld(session, VirtualClusterRow, {vc.id for vc in vcs})
+            skipped = len(wanted - locked) + len(vcs) - len(locked_vcs)
+            if skipped:
+                log.info("%d row(s) held by another transaction: left for the next pass", skipped)
             for job in pending:
-                if job.id in gate.never:
+                if job.id in gate.never and job.id in locked:
                     switch_job_state(
                         session,
                         session.merge(job, load=False),
@@ -323,15 +341,17 @@ class SchedulingLoop:
                     )
             report = TickReport(0, len(gate.held))
             if decisions is not None:
-                report = self._apply(session, gate.schedulable, decisions, now, vcs, reasons)
-            written = _write_reasons(session, pending, reasons)
+                report = self._apply(
+                    session, gate.schedulable, decisions, now, vc_by_id, locked, locked_vcs
+                )
+            written = _write_reasons(session, {i: r for i, r in changed.items() if i in locked})
             if self._guard is not None:
                 # Last, just before the commit: the epoch is checked and held for as short a
                 # time as can be, so a takeover rarely waits for us; if it moved, nothing of
                 # this pass is written.
                 self._guard(session)
         self._pending.remember_reasons(written)
-        return report
+        return TickReport(report.admitted, report.waiting, report.preempted, skipped)
 
     def _apply(
         self,
@@ -339,17 +359,21 @@ class SchedulingLoop:
         pending: list[JobRow],
         decisions: Decisions,
         now: dt.datetime,
-        vcs: list[VirtualClusterRow],
-        reasons: dict[int, _Reason],
+        vc_by_id: Mapping[str, VirtualClusterRow],
+        locked: set[int],
+        locked_vcs: set[int],
     ) -> TickReport:
-        """Record ``decisions`` about rows read in another session (merged here unloaded)."""
+        """Record ``decisions`` about rows read in another session (merged here unloaded),
+        on the rows this transaction locked (``locked``, ``locked_vcs``) only."""
         by_id = {str(job.id): job for job in pending}
-        vc_by_id = {vc_job_id(vc.id): vc for vc in vcs}
         admitted = 0
         for admission in decisions.admitted:
             if admission.job_id in vc_by_id:
-                vc = session.merge(vc_by_id[admission.job_id], load=False)
-                admitted += _admit_vc(session, vc, admission, now)
+                if vc_by_id[admission.job_id].id in locked_vcs:
+                    vc = session.merge(vc_by_id[admission.job_id], load=False)
+                    admitted += _admit_vc(session, vc, admission, now)
+                continue
+            if int(admission.job_id) not in locked:
                 continue
             job = session.merge(by_id[admission.job_id], load=False)
             nodes = sorted({p.node for p in admission.placements})
@@ -366,16 +390,13 @@ class SchedulingLoop:
             ):
                 admitted += 1
         for blocked in decisions.blocked:
-            if blocked.job_id in vc_by_id:
+            if blocked.job_id in vc_by_id and vc_by_id[blocked.job_id].id in locked_vcs:
                 _set_vc_reason(session.merge(vc_by_id[blocked.job_id], load=False), blocked)
-                continue
-            expected = (
-                None
-                if blocked.expected_start is None
-                else dt.datetime.fromtimestamp(blocked.expected_start, dt.UTC)
-            )
-            reasons[int(blocked.job_id)] = (blocked.reason, blocked.position, expected)
-        preempted = sum(self._preempt(session, p, now) for p in decisions.preempted)
+        preempted = sum(
+            self._preempt(session, p, now)
+            for p in decisions.preempted
+            if vc_row_id(p.job_id) is None and int(p.job_id) in locked
+        )
         if admitted or preempted:
             log.info(
                 "admitted %d job(s), preempted %d; %d waiting",
@@ -452,17 +473,50 @@ def _set_vc_reason(vc: VirtualClusterRow, blocked: Blocked) -> None:
 _Reason = tuple[str, int | None, dt.datetime | None]  # reason, queue position, expected start
 
 
-def _write_reasons(
-    session: Session, pending: list[JobRow], reasons: dict[int, _Reason]
-) -> dict[int, _Reason]:
-    """Pending reasons change often; they are state, not events.  Only changed rows are
-    written, and only while the job is still pending; returns those."""
-    written = {
+def _blocked_reasons(
+    decisions: Decisions,
+    vc_by_id: Mapping[str, VirtualClusterRow],
+    reasons: dict[int, _Reason],
+) -> None:
+    """Add why each blocked job waits to ``reasons`` (clusters' reasons go on their rows)."""
+    for blocked in decisions.blocked:
+        if blocked.job_id in vc_by_id:
+            continue
+        expected = (
+            None
+            if blocked.expected_start is None
+            else dt.datetime.fromtimestamp(blocked.expected_start, dt.UTC)
+        )
+        reasons[int(blocked.job_id)] = (blocked.reason, blocked.position, expected)
+
+
+def _changed_reasons(pending: list[JobRow], reasons: dict[int, _Reason]) -> dict[int, _Reason]:
+    """The reasons that differ from what the job's row says (only those are written)."""
+    return {
         job.id: r
         for job in pending
         if (r := reasons.get(job.id)) is not None
         and (job.reason, job.queue_position, job.expected_start_at) != r
     }
+
+
+def _jobs_written(
+    gate: Gate, decisions: Decisions | None, changed: Mapping[int, _Reason]
+) -> set[int]:
+    """The ids of the job rows a pass writes: cancelled, admitted, preempted, reasons."""
+    ids = set(gate.never) | set(changed)
+    if decisions is not None:
+        for job_id in [a.job_id for a in decisions.admitted] + [
+            p.job_id for p in decisions.preempted
+        ]:
+            if vc_row_id(job_id) is None:
+                ids.add(int(job_id))
+    return ids
+
+
+def _write_reasons(session: Session, written: dict[int, _Reason]) -> dict[int, _Reason]:
+    """Pending reasons change often; they are state, not events.  Only changed rows are
+    written (``written``), and only while the job is still pending; returns those."""
     changed = [
         {"_id": job_id, "_reason": r[0], "_position": r[1], "_expected": r[2]}
         for job_id, r in written.items()

@@ -421,9 +421,10 @@ class ServiceReconciler:
         live: list[ServiceReplicaRow],
         now: dt.datetime,
     ) -> int:
-        # The proxies' counts are by service id, and SQLite gives a deleted service's id to
-        # the next one created: requests older than this service were another's (its
-        # counters, in this server's memory and in other servers' rows, outlive it).
+        # The proxies' counts are by service id, and before migration 0031 SQLite gave a
+        # deleted service's id to the next one created: requests older than this service
+        # were another's (its counters, in memory and in other servers' rows, outlive it).
+        # Ids are never reused now (0031); this stays as a second guard, one comparison.
         traffic_last = self._traffic_last(service.id)
         ours = traffic_last is not None and traffic_last >= service.created_at.timestamp()
         stamps = [

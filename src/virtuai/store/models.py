@@ -129,6 +129,9 @@ class TenantRow(Base):
         back_populates="tenant", cascade="all, delete-orphan", order_by="TenantQuotaRow.pool"
     )
 
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = {"sqlite_autoincrement": True}
+
 
 class TenantQuotaRow(Base):
     """A tenant's quota in one pool, or over all pools (pool ``*``); NULL = unlimited.
@@ -177,6 +180,9 @@ class UserRow(Base):
         back_populates="user", cascade="all, delete-orphan"
     )
 
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = {"sqlite_autoincrement": True}
+
 
 class MembershipRow(Base):
     __tablename__ = "memberships"
@@ -207,6 +213,9 @@ class ApiTokenRow(Base):
     # Checked at every request: an expired or revoked token answers 401 at once.
     expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = {"sqlite_autoincrement": True}
 
 
 class NodeRow(Base):
@@ -554,6 +563,9 @@ class SiteRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = {"sqlite_autoincrement": True}
+
 
 class EnvironmentRow(Base):
     """A tenant's Python environment: desired (the inputs) and observed (the build).
@@ -584,7 +596,8 @@ class EnvironmentRow(Base):
 
     tenant: Mapped[TenantRow] = relationship()
 
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = (UniqueConstraint("tenant_id", "name"), {"sqlite_autoincrement": True})
 
 
 class DatasetRow(Base):
@@ -608,7 +621,8 @@ class DatasetRow(Base):
         back_populates="dataset", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = (UniqueConstraint("tenant_id", "name"), {"sqlite_autoincrement": True})
 
 
 class DatasetCopyRow(Base):
@@ -634,7 +648,8 @@ class DatasetCopyRow(Base):
 
     dataset: Mapped[DatasetRow] = relationship(back_populates="copies")
 
-    __table_args__ = (UniqueConstraint("dataset_id", "site"),)
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = (UniqueConstraint("dataset_id", "site"), {"sqlite_autoincrement": True})
 
 
 class ServiceRow(Base):
@@ -673,7 +688,8 @@ class ServiceRow(Base):
         order_by="ServiceReplicaRow.id",
     )
 
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = (UniqueConstraint("tenant_id", "name"), {"sqlite_autoincrement": True})
 
 
 class ServiceReplicaRow(Base):
@@ -700,6 +716,9 @@ class ServiceReplicaRow(Base):
 
     service: Mapped[ServiceRow] = relationship(back_populates="replicas")
     job: Mapped[JobRow] = relationship()
+
+    # Ids never reused, even on SQLite (migration 0031): rows go, their ids outlive them.
+    __table_args__ = {"sqlite_autoincrement": True}
 
 
 class ServiceTrafficRow(Base):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -217,3 +217,34 @@ def record_vc_event(
             actor=actor,
         )
     )
+
+
+LOCK_CHUNK = 10_000
+
+
+def lock_unheld(
+    session: Session, model: type[JobRow] | type[VirtualClusterRow], ids: set[int]
+) -> set[int]:
+    """Lock those of the rows ``ids`` that no other transaction holds; return their ids.
+
+    For a writer that must never wait behind another's row lock (the scheduling pass: a
+    stopped instance's open transaction, e.g. a cancel, holds a job's row until the server
+    ends it, 10 s for the API's connections; #7).  It writes only the rows returned; the
+    others are left for its next run.  ``FOR NO KEY UPDATE``, the lock its UPDATEs take
+    anyway, so foreign-key checks of children (``FOR KEY SHARE``) do not make it skip.
+    SQLite: every writer holds the database's write lock, so no row is held by another.
+    """
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return set(ids)
+    locked: set[int] = set()
+    ordered = sorted(ids)
+    # In chunks: a first pass over a long queue writes every job's reason, and a statement
+    # takes at most 65535 parameters.
+    for start in range(0, len(ordered), LOCK_CHUNK):
+        query = (
+            select(model.id)
+            .where(model.id.in_(ordered[start : start + LOCK_CHUNK]))
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        locked.update(session.scalars(query))
+    return locked

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from support.platform import Platform, public_dir
 from virtuai.control.serving import ReconcilerConfig, ServiceReconciler
@@ -24,7 +25,7 @@ from virtuai.proxy.routes import parse_target
 from virtuai.proxy.services import ServiceResolver, Traffic
 from virtuai.services.serving import start_replica
 from virtuai.store.db import read_session
-from virtuai.store.models import JobRow
+from virtuai.store.models import JobRow, ServiceRow
 
 MODEL = Path(__file__).parents[3] / "examples" / "services" / "iris" / "model.py"
 
@@ -331,4 +332,26 @@ def test_requests_counted_before_a_service_existed_do_not_scale_it(platform: Pla
     counted["last"] = time.time()  # a request to this service: it scales from zero
     loop.tick()
     assert _show(platform, ada)["desired"] >= 1
+    _delete(platform, loop, ada)
+
+
+def test_a_deleted_services_id_is_never_given_to_the_next_service(platform: Platform) -> None:
+    """The proxies count requests by service id: the id of a deleted service (the last one
+    created) must not go to the next service (SQLite did so before migration 0031)."""
+    platform.tenant("physics")
+    ada = platform.user("ada", "physics")
+    spec = {**_spec(MODEL, "1"), "replicas": {"min": 0, "max": 1}}
+    loop = _reconciler(platform)
+
+    def service_id() -> int:
+        with read_session(platform.sessions) as session:
+            found = session.scalar(select(ServiceRow.id).where(ServiceRow.name == "iris"))
+        assert found is not None
+        return found
+
+    platform.ok("POST", "/api/v1/services", ada, json=spec)
+    first = service_id()
+    _delete(platform, loop, ada)
+    platform.ok("POST", "/api/v1/services", ada, json=spec)
+    assert service_id() > first
     _delete(platform, loop, ada)
