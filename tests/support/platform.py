@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import LocalDriverSettings, OidcSettings, SchedulerSettings
-from virtuai.store.db import transaction
+from virtuai.store.db import lost_transaction, transaction
 from virtuai.store.inventory import record_inventory
 from virtuai.vcruntime import VcRuntime
 
@@ -177,13 +177,11 @@ class Platform:
     # -- loops ------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        self.sites.tick()
-        self.staging.tick()
-        self.lifecycle.tick()
-        self.scheduling.tick()
+        steps = [self.sites.tick, self.staging.tick, self.lifecycle.tick, self.scheduling.tick]
         if self.vcs is not None:
-            self.vcs.tick()
-        self.lifecycle.tick()
+            steps.append(self.vcs.tick)
+        for step in [*steps, self.lifecycle.tick]:
+            _retrying_lost_transactions(step)
 
     def wait_for(
         self, job_ids: Iterable[int], states: set[str] = FINISHED, timeout: float = 30.0
@@ -199,6 +197,20 @@ class Platform:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {states}: {jobs}")
             time.sleep(0.05)
+
+
+def _retrying_lost_transactions(step: Callable[[], object], attempts: int = 3) -> None:
+    """Run a loop's step as the server's ``LoopRunner`` does: a step whose transaction the
+    database ended (on PostgreSQL, one left idle past the loops' 1 s limit by a process
+    starved of the CPU: ``store.lease``) wrote nothing and is run again.  Any other error,
+    or a loss ``attempts`` times in a row, fails the test."""
+    for attempt in range(1, attempts + 1):
+        try:
+            step()
+            return
+        except Exception as error:
+            if attempt == attempts or not lost_transaction(error):
+                raise
 
 
 def public_dir(prefix: str) -> Path:

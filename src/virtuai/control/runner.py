@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from virtuai.store.db import lost_transaction
+
 log = logging.getLogger(__name__)
 MAX_PAUSE_S = 1.0
 
@@ -66,7 +68,17 @@ class LoopRunner:
                 return
             try:
                 step()
-            except Exception:
+            except Exception as error:
+                if lost_transaction(error):
+                    # The database ended the step's transaction (a connection lost, or left
+                    # idle past its limit by a starved process: store.lease): nothing of it
+                    # was written, and the next round does it again.  Not a bug to page for.
+                    log.warning(
+                        "control step %s lost its database transaction, retried next round: %s",
+                        _name(step),
+                        " ".join(str(error).split())[:200],
+                    )
+                    continue
                 log.exception("control step %s failed; it will be retried", _name(step))
 
     def _run(self) -> None:

@@ -117,6 +117,8 @@ def lost_transaction(error: BaseException) -> bool:
     charge it to the item and go on with a dead session."""
     if isinstance(error, OperationalError | InterfaceError | PendingRollbackError):
         return True
+    # PostgreSQL's end of a transaction left idle too long (``store.lease``) is an
+    # ``InternalError`` (SQLSTATE 25P03) on a connection SQLAlchemy then invalidates.
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 

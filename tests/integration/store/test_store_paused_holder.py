@@ -17,10 +17,11 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from support.postgres import fresh_database
-from virtuai.store.db import create_db_engine, make_session_factory, transaction
+from virtuai.store.db import create_db_engine, lost_transaction, make_session_factory, transaction
 from virtuai.store.lease import (
     LEADER_IDLE_TIMEOUT_MS,
     SHORT_IDLE_TIMEOUT_MS,
@@ -114,3 +115,18 @@ def test_a_node_reconcilers_transaction_left_open_frees_the_tenants_row(
         with transaction(sessions) as other:
             other.execute(text("SET LOCAL lock_timeout = '200ms'"))
             other.execute(update(TenantRow).values(usage_as_of=2.0))
+
+
+def test_a_transaction_the_server_ended_for_idling_is_a_lost_transaction(
+    sessions: sessionmaker[Session],
+) -> None:
+    # What a starved (not stopped) process meets when it comes back: the server's error,
+    # of SQLSTATE class 25 ("internal" to the driver), is the whole transaction's, and the
+    # loops treat it as such (retried, never charged to the job at hand).
+    with pytest.raises(DBAPIError) as ended, loop_transaction(sessions) as session:
+        session.execute(text("SELECT 1"))
+        time.sleep(LEADER_IDLE_TIMEOUT_MS / 1000 + MARGIN_S)
+        session.execute(text("SELECT 1"))
+    assert lost_transaction(ended.value)
+    with transaction(sessions) as session:  # the pool hands out a live connection again
+        assert session.scalar(text("SELECT 1")) == 1

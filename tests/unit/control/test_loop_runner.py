@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from virtuai.control import runner as runner_module
 from virtuai.control.runner import LoopRunner
@@ -99,3 +100,30 @@ def test_a_wake_after_a_quiet_while_starts_at_once(rounds: Looping) -> None:
     woken = time.monotonic()
     wake.set()
     assert counted.wait_for(2, 10) - woken < pause / 2
+
+
+def test_a_step_that_lost_its_transaction_is_a_warning_and_the_next_steps_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # PostgreSQL ended the step's transaction (left idle too long by a starved process):
+    # nothing of it was written and the next round retries it; a traceback would page an
+    # operator for what is not a bug.  Any other error keeps its traceback.
+    ran: list[str] = []
+
+    def lost() -> None:
+        ran.append("lost")
+        raise OperationalError("UPDATE jobs ...", {}, Exception("server closed the connection"))
+
+    def buggy() -> None:
+        ran.append("buggy")
+        raise KeyError("task_dir")
+
+    runner = LoopRunner([lost, buggy, lambda: ran.append("after")], 1.0, threading.Event())
+    with caplog.at_level("WARNING", logger=runner_module.__name__):
+        runner.run_once()
+    assert ran == ["lost", "buggy", "after"]
+    lost_record, bug_record = caplog.records
+    assert lost_record.levelname == "WARNING" and lost_record.exc_info is None
+    assert "lost its database transaction" in lost_record.getMessage()
+    assert "server closed the connection" in lost_record.getMessage()
+    assert bug_record.levelname == "ERROR" and bug_record.exc_info is not None
