@@ -103,6 +103,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
             ("busy", lab.alice),
             ("limited", lab.alice),
             ("crashy", lab.alice),
+            ("scaled", lab.alice),
             ("open", lab.carol),
         )
         for name, token in services:
@@ -680,6 +681,22 @@ def test_bad_documents_get_a_4xx_naming_the_field(
     )
     assert 400 <= answer.status_code < 500, answer.text
     assert field in answer.text, answer.text
+
+
+def test_service_scale_changes_the_replicas_not_the_generation(svc: Svc) -> None:
+    _apply(svc, svc.alice, _iris_yaml(svc, "1", replicas="1").replace("name: iris", "name: scaled"))
+    _wait("one replica", lambda: _show(svc, "scaled", svc.alice)["ready"] == 1)
+    said = svc.server.cli("service", "scale", "scaled", "--replicas", "2", token=svc.alice)
+    assert "2-2 replicas" in said
+    _wait("two replicas", lambda: _show(svc, "scaled", svc.alice)["ready"] == 2)
+    shown = _show(svc, "scaled", svc.alice)
+    assert shown["generation"] == 1 and shown["spec"]["env"]["MODEL_VERSION"] == "1"
+    svc.server.cli("service", "scale", "scaled", "--min", "0", "--max", "3", token=svc.alice)
+    shown = _show(svc, "scaled", svc.alice)
+    assert (shown["replicas_min"], shown["replicas_max"], shown["generation"]) == (0, 3, 1)
+    both = svc.server.run("service", "scale", "scaled", "--replicas", "1", "--max", "2")
+    assert both.returncode != 0 and "--replicas" in both.stderr
+    svc.server.cli("service", "delete", "scaled", token=svc.alice)
 
 
 def test_the_cli_names_a_bad_field(svc: Svc) -> None:
