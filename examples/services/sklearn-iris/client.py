@@ -12,6 +12,9 @@ import sys
 import urllib.request
 
 url = os.environ.get("VIRTUAI_URL", "http://127.0.0.1:8642").rstrip("/")
+missing = [v for v in ("VIRTUAI_TOKEN", "VIRTUAI_TENANT") if not os.environ.get(v)]
+if missing:
+    sys.exit(f"set {' and '.join(missing)} (your API token, the service's tenant)")
 tenant = os.environ["VIRTUAI_TENANT"]
 flower = [float(x) for x in sys.argv[1:5]] or [6.3, 2.9, 5.6, 1.8]
 request = urllib.request.Request(
