@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 
 url = os.environ.get("VIRTUAI_URL", "http://127.0.0.1:8642").rstrip("/")
@@ -29,5 +30,8 @@ request = urllib.request.Request(
     method="POST",
 )
 # A service scaled to zero starts a replica: the request is held until it is ready.
-with urllib.request.urlopen(request, timeout=180) as response:
-    print(json.dumps(json.loads(response.read()), indent=2))
+try:
+    with urllib.request.urlopen(request, timeout=180) as response:
+        print(json.dumps(json.loads(response.read()), indent=2))
+except urllib.error.HTTPError as error:  # the platform's answer says why (JSON)
+    sys.exit(f"{error.code} {error.reason}: {error.read().decode(errors='replace')}")
