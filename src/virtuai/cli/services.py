@@ -164,7 +164,11 @@ def service_logs(
     """Print a replica's output (stdout to stdout, stderr to stderr)."""
     with Client.from_environment() as client:
         row = client.get_object(f"{SERVICES}/{segment(name)}", {"tenant": tenant})
-        jobs = [int(r["job_id"]) for r in row.get("replicas") or [] if isinstance(r, dict)]
+        replicas = [r for r in row.get("replicas") or [] if isinstance(r, dict)]
+        jobs = [int(r["job_id"]) for r in replicas]
+        # The newest replica that has started: one still pending (a roll's new replica
+        # waiting for room) has written nothing yet.
+        started = [int(r["job_id"]) for r in replicas if r.get("state") != "pending"]
         if replica is not None:
             if replica not in jobs:
                 raise typer.BadParameter(
@@ -172,11 +176,18 @@ def service_logs(
                     param_hint="--replica",
                 )
             job_id = replica
+        elif started:
+            job_id = max(started)
         elif jobs:
-            job_id = max(jobs)
+            output.echo_err(
+                f"service {name}: no replica has started yet (see `virtuai service show {name}`)"
+            )
+            raise typer.Exit(1)
         else:
             output.echo_err(f"service {name} has no replica now (scaled to zero?)")
             raise typer.Exit(1)
+        if len(jobs) > 1 and replica is None:
+            output.echo_err(f"replica job {job_id} (--replica JOB for another: {jobs})")
         for stream in ("stdout", "stderr"):
             chunk = client.get_object(
                 f"{JOBS}/{job_id}/logs", {"task": 0, "stream": stream, "offset": 0}
