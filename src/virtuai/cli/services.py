@@ -184,7 +184,10 @@ def service_logs(
             )
             raise typer.Exit(1)
         else:
-            output.echo_err(f"service {name} has no replica now (scaled to zero?)")
+            output.echo_err(
+                f"service {name} has no replica now (scaled to zero?); an ended replica's "
+                "output: `virtuai logs JOB` (`virtuai jobs` lists them)"
+            )
             raise typer.Exit(1)
         if len(jobs) > 1 and replica is None:
             output.echo_err(f"replica job {job_id} (--replica JOB for another: {jobs})")

@@ -334,7 +334,7 @@ class ServiceReconciler:
         self._retry_at[service.id] = now.timestamp() + delay
         return (
             f"replica job {job.id} ended before it was ready ({job.state}: {job.reason}; "
-            f"`virtuai service logs {service.name} --replica {job.id}`); "
+            f"its output: `virtuai logs {job.id}`); "
             f"{crashes} in a row, the next one starts in {format_duration(delay)}"
         )
 
