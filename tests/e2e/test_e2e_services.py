@@ -104,6 +104,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
             ("limited", lab.alice),
             ("crashy", lab.alice),
             ("scaled", lab.alice),
+            ("fixme", lab.alice),
             ("open", lab.carol),
         )
         for name, token in services:
@@ -503,6 +504,39 @@ idle_timeout: 3s
         timeout=150,
     )
     assert answer.status_code == 200, (answer.text, _show(svc, "cold", svc.alice))
+
+
+def test_a_crash_loop_answers_at_once_and_a_fixed_spec_starts_at_once(svc: Svc) -> None:
+    """The model not where the spec says: the request that wakes the service is answered
+    503 with why (not held for the whole cold-start timeout), and replicas are started
+    further and further apart; applying the fixed spec starts one without that wait."""
+    broken = f"""
+type: service
+name: fixme
+command: [python3, {svc.model}.missing]
+resources: {{cpu: 0.2, memory: 128Mi}}
+replicas: {{min: 0, max: 1}}
+"""
+    _apply(svc, svc.alice, broken, "fixme.yaml")
+    started = time.monotonic()
+    answer = httpx.get(
+        f"{svc.server.url}/svc/physics/fixme/", headers=_bearer(svc.alice), timeout=150
+    )
+    assert answer.status_code == 503, answer.text
+    assert "ended before it was ready" in answer.text and "virtuai logs" in answer.text
+    assert time.monotonic() - started < 60  # the cold-start timeout is 120 s
+    _wait("a back-off", lambda: "starts in" in _show(svc, "fixme", svc.alice)["reason"])
+
+    fixed = broken.replace(f"{svc.model}.missing", str(svc.model))
+    _apply(svc, svc.alice, fixed, "fixme.yaml")
+    started = time.monotonic()
+    answer = httpx.get(
+        f"{svc.server.url}/svc/physics/fixme/", headers=_bearer(svc.alice), timeout=150
+    )
+    assert answer.status_code == 200, (answer.text, _show(svc, "fixme", svc.alice))
+    assert time.monotonic() - started < 30
+    assert _show(svc, "fixme", svc.alice)["reason"] == ""
+    svc.server.cli("service", "delete", "fixme", token=svc.alice)
 
 
 def test_public_services_need_no_credentials(svc: Svc) -> None:

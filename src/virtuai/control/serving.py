@@ -42,6 +42,7 @@ from virtuai.control.notebooks import notebook_upstream
 from virtuai.domain.clock import Clock
 from virtuai.domain.notebooks import format_duration
 from virtuai.domain.services import (
+    NOT_READY_END,
     ReplicaView,
     ServiceSpec,
     crash_backoff_s,
@@ -146,6 +147,7 @@ class ServiceReconciler:
         # next one may start.  In memory: a restarted leader tries once more at once.
         self._crashes: dict[int, int] = {}
         self._retry_at: dict[int, float] = {}
+        self._crash_generation: dict[int, int] = {}  # the spec those crashes were of
 
     def tick(self) -> None:
         now = self._clock.now().timestamp()
@@ -260,6 +262,8 @@ class ServiceReconciler:
     ) -> bool:
         now = self._clock.now()
         spec = ServiceSpec.from_json(service.spec)
+        if self._crash_generation.get(service.id, service.generation) != service.generation:
+            self._forget_crashes(service)  # a new spec (the fix, maybe): no back-off for it
         live: list[ServiceReplicaRow] = []
         for replica in list(service.replicas):
             job = replica.job
@@ -272,8 +276,7 @@ class ServiceReconciler:
             live.append(replica)
             self._record_probe(session, service, spec, replica, results.get(replica.id), now)
             if replica.ready:
-                self._crashes.pop(service.id, None)
-                self._retry_at.pop(service.id, None)
+                self._forget_crashes(service)
         if service.state == DELETING:
             for replica in live:
                 if replica.job.cancel_requested_at is None:
@@ -324,19 +327,31 @@ class ServiceReconciler:
         a row that ended before they were ready: each delays the next start more."""
         job = replica.job
         what = f"replica job {job.id} ended ({job.state}: {job.reason})"
-        if replica.ready_at is not None or job.cancel_requested_at is not None:
+        if (
+            replica.ready_at is not None
+            or job.cancel_requested_at is not None
+            or replica.generation != service.generation
+        ):
             return f"{what}; replaced"
         crashes = self._crashes.get(service.id, 0) + 1
         self._crashes[service.id] = crashes
+        self._crash_generation[service.id] = service.generation
         delay = crash_backoff_s(
             crashes, self._config.crash_backoff_s, self._config.crash_backoff_max_s
         )
         self._retry_at[service.id] = now.timestamp() + delay
         return (
-            f"replica job {job.id} ended before it was ready ({job.state}: {job.reason}; "
+            f"replica job {job.id} {NOT_READY_END} ({job.state}: {job.reason}; "
             f"its output: `virtuai logs {job.id}`); "
             f"{crashes} in a row, the next one starts in {format_duration(delay)}"
         )
+
+    def _forget_crashes(self, service: ServiceRow) -> None:
+        self._crashes.pop(service.id, None)
+        self._retry_at.pop(service.id, None)
+        self._crash_generation.pop(service.id, None)
+        if NOT_READY_END in service.reason:
+            service.reason = ""  # over: a later cold start is held again, not refused
 
     def _expiring(self, spec: ServiceSpec, replica: ServiceReplicaRow, now: dt.datetime) -> bool:
         """Whether ``replica`` is so near its time limit that its replacement must start."""

@@ -260,6 +260,12 @@ def plan_replicas(replicas: Sequence[ReplicaView], generation: int, desired: int
     return ReplicaPlan(start, tuple(r.id for r in drain))
 
 
+# In a service's reason while its replicas end before they are ready (a crash loop): the
+# proxy then answers a held request at once, with the reason, instead of holding it for
+# the whole cold-start timeout while the next replica waits out its back-off.
+NOT_READY_END = "ended before it was ready"
+
+
 def crash_backoff_s(crashes: int, base_s: float, max_s: float) -> float:
     """How long to wait before the next replica after ``crashes`` replicas in a row ended
     before they were ready (a wrong command, a missing file): doubling from ``base_s`` up
