@@ -162,6 +162,27 @@ def test_bad_documents_are_refused_naming_the_field(platform: Platform) -> None:
     assert platform.ok("GET", "/api/v1/services", ada) == []
 
 
+def test_a_replica_that_ends_before_it_is_ready_delays_the_next_one(platform: Platform) -> None:
+    """A wrong command (the example's model not copied where the spec says) must not start a
+    replica job every pass: each crash in a row doubles the wait, which the reason names."""
+    platform.tenant("physics")
+    ada = platform.user("ada", "physics")
+    spec = {**_spec(Path("/nonexistent/model.py"), "1"), "replicas": 1}
+    platform.ok("POST", "/api/v1/services", ada, json=spec)
+    loop = _reconciler(platform)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        platform.tick()
+        loop.tick()
+        time.sleep(0.05)
+    replicas = [j for j in platform.ok("GET", "/api/v1/jobs", ada) if j["name"] == "iris"]
+    # 1 s, then 2 s, then 4 s between starts: at most three replicas in five seconds.
+    assert 1 <= len(replicas) <= 3, [j["id"] for j in replicas]
+    reason = _show(platform, ada)["reason"]
+    assert "ended before it was ready" in reason and "the next one starts in" in reason, reason
+    _delete(platform, loop, ada)
+
+
 def _free_fixed_port() -> int:
     """A port below the replicas' range that nothing listens on (tests run side by side)."""
     for port in random.sample(range(20000, 29000), 200):
@@ -335,25 +356,4 @@ def test_requests_counted_before_a_service_existed_do_not_scale_it(platform: Pla
     counted["last"] = time.time()  # a request to this service: it scales from zero
     loop.tick()
     assert _show(platform, ada)["desired"] >= 1
-    _delete(platform, loop, ada)
-
-
-def test_a_replica_that_ends_before_it_is_ready_delays_the_next_one(platform: Platform) -> None:
-    """A wrong command (the example's model not copied where the spec says) must not start a
-    replica job every pass: each crash in a row doubles the wait, which the reason names."""
-    platform.tenant("physics")
-    ada = platform.user("ada", "physics")
-    spec = {**_spec(Path("/nonexistent/model.py"), "1"), "replicas": 1}
-    platform.ok("POST", "/api/v1/services", ada, json=spec)
-    loop = _reconciler(platform)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        platform.tick()
-        loop.tick()
-        time.sleep(0.05)
-    replicas = [j for j in platform.ok("GET", "/api/v1/jobs", ada) if j["name"] == "iris"]
-    # 1 s, then 2 s, then 4 s between starts: at most three replicas in five seconds.
-    assert 1 <= len(replicas) <= 3, [j["id"] for j in replicas]
-    reason = _show(platform, ada)["reason"]
-    assert "ended before it was ready" in reason and "the next one starts in" in reason, reason
     _delete(platform, loop, ada)
