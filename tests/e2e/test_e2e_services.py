@@ -103,6 +103,8 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
             ("busy", lab.alice),
             ("limited", lab.alice),
             ("crashy", lab.alice),
+            ("scaled", lab.alice),
+            ("fixme", lab.alice),
             ("open", lab.carol),
         )
         for name, token in services:
@@ -504,6 +506,39 @@ idle_timeout: 3s
     assert answer.status_code == 200, (answer.text, _show(svc, "cold", svc.alice))
 
 
+def test_a_crash_loop_answers_at_once_and_a_fixed_spec_starts_at_once(svc: Svc) -> None:
+    """The model not where the spec says: the request that wakes the service is answered
+    503 with why (not held for the whole cold-start timeout), and replicas are started
+    further and further apart; applying the fixed spec starts one without that wait."""
+    broken = f"""
+type: service
+name: fixme
+command: [python3, {svc.model}.missing]
+resources: {{cpu: 0.2, memory: 128Mi}}
+replicas: {{min: 0, max: 1}}
+"""
+    _apply(svc, svc.alice, broken, "fixme.yaml")
+    started = time.monotonic()
+    answer = httpx.get(
+        f"{svc.server.url}/svc/physics/fixme/", headers=_bearer(svc.alice), timeout=150
+    )
+    assert answer.status_code == 503, answer.text
+    assert "ended before it was ready" in answer.text and "virtuai logs" in answer.text
+    assert time.monotonic() - started < 60  # the cold-start timeout is 120 s
+    _wait("a back-off", lambda: "starts in" in _show(svc, "fixme", svc.alice)["reason"])
+
+    fixed = broken.replace(f"{svc.model}.missing", str(svc.model))
+    _apply(svc, svc.alice, fixed, "fixme.yaml")
+    started = time.monotonic()
+    answer = httpx.get(
+        f"{svc.server.url}/svc/physics/fixme/", headers=_bearer(svc.alice), timeout=150
+    )
+    assert answer.status_code == 200, (answer.text, _show(svc, "fixme", svc.alice))
+    assert time.monotonic() - started < 30
+    assert _show(svc, "fixme", svc.alice)["reason"] == ""
+    svc.server.cli("service", "delete", "fixme", token=svc.alice)
+
+
 def test_public_services_need_no_credentials(svc: Svc) -> None:
     text = f"""
 type: service
@@ -680,6 +715,22 @@ def test_bad_documents_get_a_4xx_naming_the_field(
     )
     assert 400 <= answer.status_code < 500, answer.text
     assert field in answer.text, answer.text
+
+
+def test_service_scale_changes_the_replicas_not_the_generation(svc: Svc) -> None:
+    _apply(svc, svc.alice, _iris_yaml(svc, "1", replicas="1").replace("name: iris", "name: scaled"))
+    _wait("one replica", lambda: _show(svc, "scaled", svc.alice)["ready"] == 1)
+    said = svc.server.cli("service", "scale", "scaled", "--replicas", "2", token=svc.alice)
+    assert "2-2 replicas" in said
+    _wait("two replicas", lambda: _show(svc, "scaled", svc.alice)["ready"] == 2)
+    shown = _show(svc, "scaled", svc.alice)
+    assert shown["generation"] == 1 and shown["spec"]["env"]["MODEL_VERSION"] == "1"
+    svc.server.cli("service", "scale", "scaled", "--min", "0", "--max", "3", token=svc.alice)
+    shown = _show(svc, "scaled", svc.alice)
+    assert (shown["replicas_min"], shown["replicas_max"], shown["generation"]) == (0, 3, 1)
+    both = svc.server.run("service", "scale", "scaled", "--replicas", "1", "--max", "2")
+    assert both.returncode != 0 and "--replicas" in both.stderr
+    svc.server.cli("service", "delete", "scaled", token=svc.alice)
 
 
 def test_the_cli_names_a_bad_field(svc: Svc) -> None:

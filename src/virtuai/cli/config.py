@@ -77,8 +77,9 @@ def load_connection(env: Mapping[str, str] | None = None, path: Path | None = No
 
 def missing_token_hint(connection: Connection) -> str:
     return (
-        f"no token is configured for {connection.url}: set {TOKEN_VAR}, or start the "
-        f"server once with `virtuai up` to write {connection.config_path}"
+        f"no token is configured for {connection.url}: `virtuai login URL` with your "
+        f"token, or set {TOKEN_VAR} (`virtuai up` writes {connection.config_path} for its "
+        "administrator at first start)"
     )
 
 

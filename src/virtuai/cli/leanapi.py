@@ -233,9 +233,9 @@ class Api:
             message = f"the server answered {status} {reason} to {method} {path}"
         if status == 401 and not self.token:
             message = (
-                f"{message} (no token is configured for {self.urls[0]}: set VIRTUAI_TOKEN, or "
-                f"start the server once with `virtuai up` to write "
-                f"{config_path_text(os.environ)})"
+                f"{message} (no token is configured for {self.urls[0]}: `virtuai login URL` "
+                f"with your token, or set VIRTUAI_TOKEN (`virtuai up` writes "
+                f"{config_path_text(os.environ)} for its administrator at first start))"
             )
         return Failed(message, field)
 

@@ -23,6 +23,7 @@ from virtuai.cli import (
     fairshare,
     images,
     jobs,
+    login,
     nodes,
     notebooks,
     output,
@@ -123,6 +124,7 @@ def build_app() -> typer.Typer:
     datasets.register(app, JOBS_PANEL)
     notebooks.register(app, JOBS_PANEL)
     services.register(app, JOBS_PANEL)
+    login.register(app, ACCOUNTS_PANEL)
     return app
 
 

@@ -55,8 +55,8 @@ def start_notebook(
 ) -> None:
     """Start a notebook; `virtuai notebook open NAME` prints its address.
 
-    Without --env, the first notebook of a tenant waits while the server builds the
-    tenant's `notebook` environment (JupyterLab, from the package index).
+    Without --env, the tenant's first notebook waits while the server
+    builds its `notebook` environment (JupyterLab, from the package index).
     """
     validate.name(name, "NAME")
     body: JsonObject = {"name": name, "priority": priority}
@@ -81,7 +81,7 @@ def start_notebook(
                     raise
                 if time.monotonic() > deadline:
                     raise
-                _wait_for_environment(client, env or "notebook", tenant, error.message)
+                _wait_for_environment(client, env or "notebook", tenant)
     if as_json:
         output.print_json(notebook)
         return
@@ -91,11 +91,17 @@ def start_notebook(
     typer.echo(f"  {notebook.get('url')}")
 
 
-def _wait_for_environment(client: Client, name: str, tenant: str | None, message: str) -> None:
-    typer.echo(f"{message}; waiting", err=True)
+def _wait_for_environment(client: Client, name: str, tenant: str | None) -> None:
+    # Not the server's message ("start the notebook when it is ready"): this does it.
+    typer.echo(
+        f"building the environment {name} first (`virtuai env logs {name} -f` follows it); "
+        "the notebook starts when it is ready",
+        err=True,
+    )
     while True:
         found = client.get_object(f"{ENVIRONMENTS}/{segment(name)}", {"tenant": tenant})
         if found.get("state") != "building":
+            sys.stderr.write("\n")
             return
         sys.stderr.write(".")
         sys.stderr.flush()

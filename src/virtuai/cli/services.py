@@ -47,6 +47,7 @@ def register(app: typer.Typer, panel: str) -> None:
     service.command("list")(list_services)
     service.command("show")(show_service)
     service.command("logs")(service_logs)
+    service.command("scale")(scale_service)
     service.command("delete")(delete_service)
     app.add_typer(service, name="service", no_args_is_help=True, rich_help_panel=panel)
 
@@ -163,7 +164,11 @@ def service_logs(
     """Print a replica's output (stdout to stdout, stderr to stderr)."""
     with Client.from_environment() as client:
         row = client.get_object(f"{SERVICES}/{segment(name)}", {"tenant": tenant})
-        jobs = [int(r["job_id"]) for r in row.get("replicas") or [] if isinstance(r, dict)]
+        replicas = [r for r in row.get("replicas") or [] if isinstance(r, dict)]
+        jobs = [int(r["job_id"]) for r in replicas]
+        # The newest replica that has started: one still pending (a roll's new replica
+        # waiting for room) has written nothing yet.
+        started = [int(r["job_id"]) for r in replicas if r.get("state") != "pending"]
         if replica is not None:
             if replica not in jobs:
                 raise typer.BadParameter(
@@ -171,11 +176,21 @@ def service_logs(
                     param_hint="--replica",
                 )
             job_id = replica
+        elif started:
+            job_id = max(started)
         elif jobs:
-            job_id = max(jobs)
-        else:
-            output.echo_err(f"service {name} has no replica now (scaled to zero?)")
+            output.echo_err(
+                f"service {name}: no replica has started yet (see `virtuai service show {name}`)"
+            )
             raise typer.Exit(1)
+        else:
+            output.echo_err(
+                f"service {name} has no replica now (scaled to zero?); an ended replica's "
+                "output: `virtuai logs JOB` (`virtuai jobs` lists them)"
+            )
+            raise typer.Exit(1)
+        if len(jobs) > 1 and replica is None:
+            output.echo_err(f"replica job {job_id} (--replica JOB for another: {jobs})")
         for stream in ("stdout", "stderr"):
             chunk = client.get_object(
                 f"{JOBS}/{job_id}/logs", {"task": 0, "stream": stream, "offset": 0}
@@ -183,6 +198,54 @@ def service_logs(
             data = str(chunk.get("data") or "")
             if data:
                 typer.echo(data, nl=False, err=stream == "stderr")
+
+
+def scale_service(
+    name: NameArgument,
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            help="A fixed number of replicas (min = max; 0: none until a request).",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
+    min_replicas: Annotated[
+        int | None,
+        typer.Option("--min", help="Fewest replicas (0: scale to zero when idle).", min=0),
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option("--max", help="Most replicas.", min=1, show_default=False)
+    ] = None,
+    tenant: TenantOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change how many replicas a service runs (the rest of its spec stays: no roll)."""
+    given = (min_replicas, max_replicas)
+    if (replicas is None) == all(v is None for v in given):
+        raise typer.BadParameter("give --replicas N, or --min/--max", param_hint="--replicas")
+    with Client.from_environment() as client:
+        row = client.get_object(f"{SERVICES}/{segment(name)}", {"tenant": tenant})
+        spec = row.get("spec")
+        if not isinstance(spec, dict):
+            raise typer.BadParameter(f"service {name} has no spec to change", param_hint="name")
+        current = spec.get("replicas")
+        wanted: JsonObject = dict(current) if isinstance(current, dict) else {}
+        if replicas is not None:
+            # 0: none until a request comes (a service has at least one replica at most).
+            wanted = {"min": replicas, "max": max(replicas, 1)}
+        if min_replicas is not None:
+            wanted["min"] = min_replicas
+        if max_replicas is not None:
+            wanted["max"] = max_replicas
+        applied = client.post_object(SERVICES, {**spec, "replicas": wanted})
+    if as_json:
+        output.print_json(applied)
+        return
+    typer.echo(
+        f"service {name}: {applied.get('replicas_min')}-{applied.get('replicas_max')} replicas"
+        f" ({applied.get('ready', 0)} ready now)"
+    )
 
 
 def delete_service(

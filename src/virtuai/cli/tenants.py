@@ -9,6 +9,7 @@ import typer
 from virtuai.cli import accounts, output, validate
 from virtuai.cli.client import Client, JsonObject, segment
 from virtuai.cli.output import JsonFlag
+from virtuai.domain.notebooks import culled_reason
 
 TENANTS = "/api/v1/tenants"
 RESOURCES = ("cpu", "memory", "gpu")
@@ -134,7 +135,11 @@ def update_tenant(
         output.print_json(updated)
     else:
         cohort_text = updated.get("cohort") or output.NONE
-        typer.echo(f"tenant {name}: weight {updated.get('weight', 1):g}, cohort {cohort_text}")
+        said = f"tenant {name}: weight {updated.get('weight', 1):g}, cohort {cohort_text}"
+        idle = updated.get("notebook_idle_timeout")
+        if isinstance(idle, int | float):
+            said += f", notebooks {culled_reason(idle)}"
+        typer.echo(said)
 
 
 def set_quota(

@@ -42,8 +42,10 @@ from virtuai.control.notebooks import notebook_upstream
 from virtuai.domain.clock import Clock
 from virtuai.domain.notebooks import format_duration
 from virtuai.domain.services import (
+    NOT_READY_END,
     ReplicaView,
     ServiceSpec,
+    crash_backoff_s,
     desired_replicas,
     plan_replicas,
     renewal_margin_s,
@@ -88,6 +90,10 @@ class ReconcilerConfig:
     # A replica's replacement starts at least this long before its time limit
     # (``domain.services.renewal_margin_s``).
     renew_before_s: float = 30.0
+    # Replicas that end before they are ready, in a row, delay the next one: doubling from
+    # ``crash_backoff_s`` up to ``crash_backoff_max_s`` (``domain.services.crash_backoff_s``).
+    crash_backoff_s: float = 1.0
+    crash_backoff_max_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,11 @@ class ServiceReconciler:
         self._port_holder = port_holder
         self._next_at = 0.0
         self._last_down: dict[int, float] = {}
+        # Per service: replicas in a row that ended before they were ready, and when the
+        # next one may start.  In memory: a restarted leader tries once more at once.
+        self._crashes: dict[int, int] = {}
+        self._retry_at: dict[int, float] = {}
+        self._crash_generation: dict[int, int] = {}  # the spec those crashes were of
 
     def tick(self) -> None:
         now = self._clock.now().timestamp()
@@ -251,19 +262,21 @@ class ServiceReconciler:
     ) -> bool:
         now = self._clock.now()
         spec = ServiceSpec.from_json(service.spec)
+        if self._crash_generation.get(service.id, service.generation) != service.generation:
+            self._forget_crashes(service)  # a new spec (the fix, maybe): no back-off for it
         live: list[ServiceReplicaRow] = []
         for replica in list(service.replicas):
             job = replica.job
             if job.state in _FINISHED:
                 if replica.draining_at is None and service.state != DELETING:
-                    service.reason = (
-                        f"replica job {job.id} ended ({job.state}: {job.reason}); replaced"
-                    )
+                    service.reason = self._ended(service, replica, now)
                     log.info("service %s: %s", service.name, service.reason)
                 service.replicas.remove(replica)  # delete-orphan: the row goes
                 continue
             live.append(replica)
             self._record_probe(session, service, spec, replica, results.get(replica.id), now)
+            if replica.ready:
+                self._forget_crashes(service)
         if service.state == DELETING:
             for replica in live:
                 if replica.job.cancel_requested_at is None:
@@ -295,6 +308,8 @@ class ServiceReconciler:
         for replica_id in plan.drain:
             self._drain(session, by_id[replica_id], now)
         service.desired = desired
+        if plan.start and now.timestamp() < self._retry_at.get(service.id, 0.0):
+            return False  # crash loop: the reason says when the next replica starts
         for _ in range(plan.start):
             try:
                 with session.begin_nested():
@@ -306,6 +321,37 @@ class ServiceReconciler:
             if service.reason.startswith("cannot start"):
                 service.reason = ""
         return plan.start > 0
+
+    def _ended(self, service: ServiceRow, replica: ServiceReplicaRow, now: dt.datetime) -> str:
+        """Why the service lost ``replica`` (which ended on its own), counting the replicas in
+        a row that ended before they were ready: each delays the next start more."""
+        job = replica.job
+        what = f"replica job {job.id} ended ({job.state}: {job.reason})"
+        if (
+            replica.ready_at is not None
+            or job.cancel_requested_at is not None
+            or replica.generation != service.generation
+        ):
+            return f"{what}; replaced"
+        crashes = self._crashes.get(service.id, 0) + 1
+        self._crashes[service.id] = crashes
+        self._crash_generation[service.id] = service.generation
+        delay = crash_backoff_s(
+            crashes, self._config.crash_backoff_s, self._config.crash_backoff_max_s
+        )
+        self._retry_at[service.id] = now.timestamp() + delay
+        return (
+            f"replica job {job.id} {NOT_READY_END} ({job.state}: {job.reason}; "
+            f"its output: `virtuai logs {job.id}`); "
+            f"{crashes} in a row, the next one starts in {format_duration(delay)}"
+        )
+
+    def _forget_crashes(self, service: ServiceRow) -> None:
+        self._crashes.pop(service.id, None)
+        self._retry_at.pop(service.id, None)
+        self._crash_generation.pop(service.id, None)
+        if NOT_READY_END in service.reason:
+            service.reason = ""  # over: a later cold start is held again, not refused
 
     def _expiring(self, spec: ServiceSpec, replica: ServiceReplicaRow, now: dt.datetime) -> bool:
         """Whether ``replica`` is so near its time limit that its replacement must start."""

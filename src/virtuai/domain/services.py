@@ -258,3 +258,19 @@ def plan_replicas(replicas: Sequence[ReplicaView], generation: int, desired: int
     else:
         start = max(0, desired - len(new))
     return ReplicaPlan(start, tuple(r.id for r in drain))
+
+
+# In a service's reason while its replicas end before they are ready (a crash loop): the
+# proxy then answers a held request at once, with the reason, instead of holding it for
+# the whole cold-start timeout while the next replica waits out its back-off.
+NOT_READY_END = "ended before it was ready"
+
+
+def crash_backoff_s(crashes: int, base_s: float, max_s: float) -> float:
+    """How long to wait before the next replica after ``crashes`` replicas in a row ended
+    before they were ready (a wrong command, a missing file): doubling from ``base_s`` up
+    to ``max_s``, as Kubernetes' CrashLoopBackOff, so that a broken service does not start
+    a job every pass of the reconciler.  ``0`` for no crash."""
+    if crashes <= 0:
+        return 0.0
+    return float(min(max_s, base_s * 2.0 ** min(crashes - 1, 32)))

@@ -13,7 +13,8 @@
   until a replica is ready or ``cold_start_timeout_s`` passes (then 503 with
   ``Retry-After``).  Concurrent held requests of one service share one waiter.
   A request whose every replica failed it (crashed, ``Suspects``) is held the same
-  way, until a replica that did not fail is ready.
+  way, until a replica that did not fail is ready.  While replicas end before they are
+  ready (a crash loop, ``domain.services.NOT_READY_END``), it is answered 503 at once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai.control.notebooks import Upstream, notebook_upstream
 from virtuai.domain.clock import Clock
-from virtuai.domain.services import AUTH_PUBLIC, ServiceSpec
+from virtuai.domain.services import AUTH_PUBLIC, NOT_READY_END, ServiceSpec
 from virtuai.domain.workload import JobState
 from virtuai.proxy.routes import Access, Route, RouteTable, Suspects, Target
 from virtuai.store.db import transaction
@@ -182,6 +183,8 @@ class ServiceHolds:
         self._wake()
         deadline = time.monotonic() + self._timeout_s
         latest = route
+        if NOT_READY_END in route.reason:
+            return route  # a crash loop: its reason now, not a 503 after the whole timeout
         while time.monotonic() < deadline:
             self._waiting(route.service_id)
             await asyncio.sleep(self._poll_s)
@@ -190,6 +193,8 @@ class ServiceHolds:
                 return latest  # deleted meanwhile: the caller answers as it would have
             latest = found
             if found.upstreams and (not self._suspects or self._suspects.usable(found)):
+                return found
+            if not found.upstreams and NOT_READY_END in found.reason:
                 return found
         return latest
 

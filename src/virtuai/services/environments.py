@@ -28,7 +28,7 @@ from virtuai.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from virtuai.services.access import Caller, scoped_to_tenants
 from virtuai.services.images import job_image
 from virtuai.services.vclusters import VcRuntimeAccess
-from virtuai.store.models import EnvironmentRow, JobRow, TenantRow
+from virtuai.store.models import EnvironmentRow, JobRow, ServiceRow, TenantRow
 from virtuai.store.tenancy import get_tenant_row
 
 KINDS = ("pip", "pyproject", "python")
@@ -162,6 +162,20 @@ def delete_environment(session: Session, caller: Caller, tenant: str | None, nam
     if users:
         raise Conflict(
             f"environment {name} is used by live jobs {', '.join(map(str, users))}", field="name"
+        )
+    # A service at zero replicas has no live job, but its next replica needs the environment.
+    services = [
+        service.name
+        for service in session.scalars(
+            select(ServiceRow).where(ServiceRow.tenant_id == row.tenant_id)
+        )
+        if service.spec.get("environment") == name and service.state != "deleting"
+    ]
+    if services:
+        raise Conflict(
+            f"environment {name} is used by the services {', '.join(sorted(services))}: "
+            "change or delete them first",
+            field="name",
         )
     session.delete(row)
 

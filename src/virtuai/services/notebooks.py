@@ -130,7 +130,25 @@ def _interpreter(
         raise InvalidRequest(
             f"environment {name} is {row.state}: {row.reason}", field="environment"
         )
+    if _lacks_jupyter(Path(row.path)):
+        raise InvalidRequest(
+            f"environment {name} has no JupyterLab (no jupyter_server in it): create one "
+            "whose requirements include jupyterlab, or leave --env out for the tenant's "
+            f"`{DEFAULT_ENV}` environment",
+            field="environment",
+        )
     return f"{row.path}/bin/python", {}, name
+
+
+def _lacks_jupyter(root: Path) -> bool:
+    """Whether a built environment certainly has no Jupyter server to run (else the job
+    would start and fail at once with ModuleNotFoundError).  An environment not on this
+    machine, or one this process cannot read, is given the benefit of the doubt."""
+    try:
+        sites = list(root.glob("lib/python3*/site-packages"))
+        return bool(sites) and not any((site / "jupyter_server").is_dir() for site in sites)
+    except OSError:
+        return False
 
 
 def prepare_environment(

@@ -145,6 +145,13 @@ def test_environments_are_tenant_scoped_and_not_deleted_while_in_use(
     assert refused.status_code == 409 and str(job["id"]) in refused.json()["message"]
     platform.ok("POST", f"/api/v1/jobs/{job['id']}/cancel", alice)
     platform.wait_for([job["id"]])
+    # A service at zero replicas has no live job, but its next replica needs it.
+    service = {"name": "web", "command": ["python", "-m", "http.server"], "environment": "bare"}
+    platform.ok("POST", "/api/v1/services", alice, json={**service, "replicas": {"min": 0}})
+    refused = platform.call("DELETE", f"{ENVS}/bare", alice)
+    assert refused.status_code == 409 and "services web" in refused.json()["message"]
+    assert refused.json()["field"] == "name"
+    platform.ok("DELETE", "/api/v1/services/web", alice)  # deleting: no longer in the way
 
     path = Path(platform.ok("GET", f"{ENVS}/bare", alice)["path"])
     assert platform.call("DELETE", f"{ENVS}/bare", alice).status_code == 204

@@ -4,8 +4,12 @@ JupyterLab behind the proxy is ``tests/e2e/test_e2e_notebooks.py``)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from support.platform import Platform
+from virtuai.store.db import transaction
+from virtuai.store.models import EnvironmentRow
+from virtuai.store.tenancy import get_tenant_row
 
 NOTEBOOKS = "/api/v1/notebooks"
 
@@ -88,3 +92,30 @@ def test_a_tenant_sets_its_idle_timeout(platform: Platform) -> None:
     assert updated["notebook_idle_timeout"] == 1800
     bad = platform.call("PATCH", "/api/v1/tenants/physics", json={"notebook_idle_timeout": "x"})
     assert bad.status_code == 422
+
+
+def test_an_environment_without_jupyterlab_is_refused_naming_it(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """Accepted, the notebook would start and fail at once (ModuleNotFoundError)."""
+    alice, *_ = _members(platform)
+    for name, packages in (("bare", ["numpy"]), ("lab", ["jupyter_server", "jupyterlab"])):
+        site = tmp_path / name / "lib" / "python3.11" / "site-packages"
+        for package in packages:
+            (site / package).mkdir(parents=True)
+        with transaction(platform.sessions) as session:
+            tenant = get_tenant_row(session, "physics")
+            now = platform.context.clock.now()
+            session.add(
+                EnvironmentRow(
+                    tenant_id=tenant.id, name=name, kind="pip", requirements="",
+                    python="3.11", digest=name * 8, state="ready", reason="",
+                    path=str(tmp_path / name), created_at=now, updated_at=now, ready_at=now,
+                )
+            )  # fmt: skip
+    refused = platform.call("POST", NOTEBOOKS, alice, json={"name": "x", "environment": "bare"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "environment"
+    assert "no JupyterLab" in refused.json()["message"]
+    started = platform.call("POST", NOTEBOOKS, alice, json={"name": "y", "environment": "lab"})
+    assert started.status_code < 300, started.text

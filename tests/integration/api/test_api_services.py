@@ -155,8 +155,33 @@ def test_bad_documents_are_refused_naming_the_field(platform: Platform) -> None:
         spec = {**_spec(MODEL, "1"), **body}
         answer = platform.call("POST", "/api/v1/services", ada, json=spec)
         assert 400 <= answer.status_code < 500, answer.text
-        assert answer.json()["field"] == field or answer.json()["field"].startswith(field)
+        said = answer.json()
+        # `port` itself, never a branch of its type (`port.literal['auto']`).
+        assert said["field"] == field or (field != "port" and said["field"].startswith(field))
+        if body == {"port": 80}:
+            assert "1025" in said["message"], said
     assert platform.ok("GET", "/api/v1/services", ada) == []
+
+
+def test_a_replica_that_ends_before_it_is_ready_delays_the_next_one(platform: Platform) -> None:
+    """A wrong command (the example's model not copied where the spec says) must not start a
+    replica job every pass: each crash in a row doubles the wait, which the reason names."""
+    platform.tenant("physics")
+    ada = platform.user("ada", "physics")
+    spec = {**_spec(Path("/nonexistent/model.py"), "1"), "replicas": 1}
+    platform.ok("POST", "/api/v1/services", ada, json=spec)
+    loop = _reconciler(platform)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        platform.tick()
+        loop.tick()
+        time.sleep(0.05)
+    replicas = [j for j in platform.ok("GET", "/api/v1/jobs", ada) if j["name"] == "iris"]
+    # 1 s, then 2 s, then 4 s between starts: at most three replicas in five seconds.
+    assert 1 <= len(replicas) <= 3, [j["id"] for j in replicas]
+    reason = _show(platform, ada)["reason"]
+    assert "ended before it was ready" in reason and "the next one starts in" in reason, reason
+    _delete(platform, loop, ada)
 
 
 def _free_fixed_port() -> int:

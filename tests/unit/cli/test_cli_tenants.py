@@ -112,3 +112,11 @@ def test_quota_show_all_and_one(api: FakeApi) -> None:
     ]
     one = run(["quota", "show", "ml", "--json"])
     assert '"role": "owner"' in one.stdout
+
+
+def test_tenant_set_says_the_notebook_idle_timeout_it_set(api: FakeApi) -> None:
+    updated = {"name": "ml", "weight": 1, "cohort": None, "notebook_idle_timeout": 1800}
+    api.on("PATCH", "/api/v1/tenants/ml", updated)
+    result = run(["tenant", "set", "ml", "--notebook-idle-timeout", "30m"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "tenant ml: weight 1, cohort -, notebooks culled after 30m idle\n"

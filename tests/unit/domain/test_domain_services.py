@@ -17,6 +17,7 @@ from virtuai.domain.services import (
     ReplicaPlan,
     ReplicaView,
     ServiceSpec,
+    crash_backoff_s,
     desired_replicas,
     plan_replicas,
     renewal_margin_s,
@@ -212,3 +213,13 @@ def test_replicas_near_their_limit_are_replaced_without_serving_fewer_than_wante
                 value[3] = True
     assert sorted(g for g, *_ in world.values()) == [generation] * desired
     assert all(r and not e for _, r, _, e in world.values())
+
+
+@given(st.integers(min_value=0, max_value=10_000))
+def test_crash_backoff_doubles_up_to_its_cap(crashes: int) -> None:
+    wait = crash_backoff_s(crashes, 1.0, 300.0)
+    if crashes == 0:
+        assert wait == 0.0
+    else:
+        assert 1.0 <= wait <= 300.0
+        assert wait == min(300.0, 2 * crash_backoff_s(crashes - 1, 1.0, 300.0)) or crashes == 1

@@ -84,6 +84,17 @@ class ServiceApply(StrictModel):
             raise ValueError(f"a number from 1 to {MAX_REPLICAS}, or {{min, max, target_rps}}")
         return {"min": value, "max": value}
 
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: object) -> object:
+        """One message for both kinds (else pydantic names the union's branch that failed
+        last: ``port.literal['auto']: Input should be 'auto'`` for ``port: 80``)."""
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and 1024 < value < 65536:
+            return value
+        raise ValueError(f"{value!r}: give `auto` (the default) or a number from 1025 to 65535")
+
 
 class ReplicaOut(BaseModel):
     job_id: int
