@@ -250,6 +250,13 @@ def _set(res: Resolution, option: str, value: str, ctx: Context) -> None:
 
 def _constraints(value: str) -> list[str]:
     """``-C a100&nvlink`` -> ``["a100", "nvlink"]``; OR, counts and brackets are refused."""
+    if "," in value:
+        # Slurm's feature parser refuses a comma ("Invalid feature specification"),
+        # at submission; read as one feature name, the job would wait forever.
+        raise v.BadValue(
+            f"Slurm refuses ',' in constraint {value!r}; join features with '&' "
+            "(all of them) or '|' (any of them)"
+        )
     if any(char in value for char in "|[]*"):
         raise v.UnsupportedValue(
             f"cannot use constraint {value!r}: virtuai takes features joined by '&' (all of them)"

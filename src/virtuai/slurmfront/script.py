@@ -64,6 +64,13 @@ def scan(text: str) -> ScriptScan:
         )
     lines = text.split("\n")
     result = ScriptScan(interpreter=lines[0][2:].strip())
+    if MAGIC in lines[0] or OLD_MAGIC in lines[0]:
+        # "#!/bin/bash #SBATCH -p gpu": the kernel passes "#SBATCH -p gpu" to bash as
+        # one argument (a script name that does not exist), and sbatch reads no directive.
+        result.warnings.append(
+            "line 1: the #! line holds a directive; neither Slurm nor virtuai reads it, "
+            "and the interpreter is given it as an argument (put it on a line of its own)"
+        )
     in_header = True
     warned_old = False
     for number, line in enumerate(lines, start=1):
