@@ -69,13 +69,7 @@ def resolve(
                 _bad_directive(res, entry.line, entry.text, error.message, "unknown")
                 continue
             if rest:
-                _bad_directive(
-                    res,
-                    entry.line,
-                    entry.text,
-                    f"{rest[0]!r} is not an option (sbatch stops reading the line there)",
-                    "unknown",
-                )
+                _bad_directive(res, entry.line, entry.text, _not_an_option(rest[0]), "unknown")
             settings.extend(found)
         for entry in scanned.foreign:
             reason = (
@@ -116,6 +110,21 @@ def resolve(
     _apply(res, settings, ctx, wrap is not None)
     res.directives.sort(key=lambda d: (d.line is None, d.line or 0))
     return res
+
+
+# Dashes that look like '-' (copied from a PDF or a word processor): sbatch takes
+# only ASCII '-', so "\\u2212\\u2212nodes=1" is a stray word, not an option.
+_LOOKALIKE_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"
+
+
+def _not_an_option(word: str) -> str:
+    lead = word[:1]
+    if lead and lead in _LOOKALIKE_DASHES:
+        return (
+            f"{word!r} starts with {lead!r} (U+{ord(lead):04X}), not an ASCII '-': sbatch "
+            "does not read it as an option (retype the dashes)"
+        )
+    return f"{word!r} is not an option (sbatch stops reading the line there)"
 
 
 def _cli_settings(words: Sequence[str], res: Resolution) -> tuple[list[Setting], list[str]]:

@@ -175,3 +175,10 @@ def test_a_directive_on_the_shebang_line_is_noted_not_read() -> None:
     res = resolve("#!/bin/bash #SBATCH -p gpu\ntrue\n", [], Context("j", "/h", "ada"))
     assert res.partitions == []
     assert any("#! line holds a directive" in note for note in res.notes)
+
+
+def test_lookalike_dashes_are_named_in_the_problem() -> None:
+    res = resolve("#!/bin/bash\n#SBATCH \u2014time=5\ntrue\n", [], Context("j", "/h", "ada"))
+    assert [(p.kind, p.line) for p in res.problems] == [("unknown", 2)]
+    assert "U+2014" in res.problems[0].reason
+    assert "retype the dashes" in res.problems[0].reason
