@@ -113,7 +113,7 @@ def resolve(
 
 
 # Dashes that look like '-' (copied from a PDF or a word processor): sbatch takes
-# only ASCII '-', so "\\u2212\\u2212nodes=1" is a stray word, not an option.
+# only ASCII '-', so "\u2212\u2212nodes=1" (two minus signs) is a stray word.
 _LOOKALIKE_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"
 
 
