@@ -258,19 +258,15 @@ def _set(res: Resolution, option: str, value: str, ctx: Context) -> None:
 
 
 def _constraints(value: str) -> list[str]:
-    """``-C a100&nvlink`` -> ``["a100", "nvlink"]``; OR, counts and brackets are refused."""
-    if "," in value:
-        # Slurm's feature parser refuses a comma ("Invalid feature specification"),
-        # at submission; read as one feature name, the job would wait forever.
-        raise v.BadValue(
-            f"Slurm refuses ',' in constraint {value!r}; join features with '&' "
-            "(all of them) or '|' (any of them)"
-        )
+    """``-C a100&nvlink`` -> ``["a100", "nvlink"]``; OR, counts and brackets are refused.
+
+    Slurm 22.05 reads ``,`` as ``&`` (``-C blade,ib`` is stored as ``blade&ib``).
+    """
     if any(char in value for char in "|[]*"):
         raise v.UnsupportedValue(
             f"cannot use constraint {value!r}: virtuai takes features joined by '&' (all of them)"
         )
-    return [part.strip() for part in value.split("&") if part.strip()]
+    return [part.strip() for part in value.replace(",", "&").split("&") if part.strip()]
 
 
 def _derive(

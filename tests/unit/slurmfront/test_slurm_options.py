@@ -164,11 +164,16 @@ def test_tasks_per_node_alias_sets_the_task_count() -> None:
     )
 
 
-def test_a_comma_in_a_constraint_is_refused_as_slurm_does() -> None:
-    res = resolve("#!/bin/bash\n#SBATCH -C a,b\ntrue\n", [], Context("j", "/h", "ada"))
+def test_a_comma_in_a_constraint_means_all_as_slurm_stores_it() -> None:
+    # sbatch 22.05 on nodes with features blade,ib: `-C blade,ib` is Features=blade&ib.
+    res = resolve("#!/bin/bash\n#SBATCH -C a,b&c\ntrue\n", [], Context("j", "/h", "ada"))
+    assert (res.constraints, res.problems) == (["a", "b", "c"], [])
+
+
+def test_an_open_node_range_is_refused_as_sbatch_does() -> None:
+    res = resolve("#!/bin/bash\n#SBATCH -N 2-\ntrue\n", [], Context("j", "/h", "ada"))
     assert [(p.kind, p.line) for p in res.problems] == [("invalid", 2)]
-    assert "'&'" in res.problems[0].reason
-    assert res.constraints == []
+    assert "maximum is missing" in res.problems[0].reason
 
 
 def test_a_directive_on_the_shebang_line_is_noted_not_read() -> None:
