@@ -62,11 +62,20 @@ def resolve(
     if scanned is not None:
         res.interpreter = scanned.interpreter
         res.notes.extend(scanned.warnings)
-        for entry in scanned.directives:
+        for index, entry in enumerate(scanned.directives):
             try:
                 found, rest = parse_words(entry.words, "script", [entry.line] * len(entry.words))
             except OptionError as error:
-                _bad_directive(res, entry.line, entry.text, error.message, "unknown")
+                message = error.message
+                following = scanned.directives[index + 1 : index + 2]
+                if message.endswith("needs a value") and following and following[0].words:
+                    # sbatch joins every directive into one argv, so its getopt would take
+                    # the next line's first word as the value: say so rather than do it.
+                    message += (
+                        f" (Slurm would take line {following[0].line}'s "
+                        f"{following[0].words[0]!r} as it)"
+                    )
+                _bad_directive(res, entry.line, entry.text, message, "unknown")
                 continue
             if rest:
                 _bad_directive(res, entry.line, entry.text, _not_an_option(rest[0]), "unknown")

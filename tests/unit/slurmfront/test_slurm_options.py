@@ -187,3 +187,10 @@ def test_lookalike_dashes_are_named_in_the_problem() -> None:
     assert [(p.kind, p.line) for p in res.problems] == [("unknown", 2)]
     assert "U+2014" in res.problems[0].reason
     assert "retype the dashes" in res.problems[0].reason
+
+
+def test_a_missing_value_names_what_slurm_would_take_instead() -> None:
+    text = "#!/bin/bash\n#SBATCH --mail-user\n#SBATCH --mail-type=ALL\ntrue\n"
+    res = resolve(text, [], Context("j", "/h", "ada"))
+    assert [(p.kind, p.line) for p in res.problems] == [("unknown", 2)]
+    assert "line 3's '--mail-type=ALL'" in res.problems[0].reason
