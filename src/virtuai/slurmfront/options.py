@@ -60,6 +60,7 @@ OPTIONS: tuple[OptionDef, ...] = (
     _o("nodes", "N", R),
     _o("ntasks", "n", R),
     _o("ntasks-per-node", None, R),
+    _o("ntasks-per-gpu", None, R),
     _o("cpus-per-task", "c", R),
     _o("cpus-per-gpu", None, R),
     _o("mincpus", None, R),
@@ -142,8 +143,6 @@ OPTIONS: tuple[OptionDef, ...] = (
     _o("thread-spec", None, R, NO, "virtuai does not reserve threads"),
     _o("overcommit", "O", N, NO, "virtuai gives each task its own CPUs"),
     _o("tmp", None, R, NO, "virtuai does not reserve scratch disk"),
-    _o("ntasks-per-gpu", None, R, NO, "use --gpus-per-task"),
-    _o("ntasks-per-tres", None, R, NO, "use --gpus-per-task"),
     _o("gpus-per-socket", None, R, NO, "virtuai does not place by socket"),
     _o("input", "i", R, NO, "a batch job's stdin is empty in virtuai"),
     _o("uid", None, R, NO, "jobs run as their tenant's user"),
@@ -171,7 +170,11 @@ BY_SHORT = {o.short: o for o in OPTIONS if o.short}
 ALIASES = {"U": "account", "P": "dependency"}
 # Long names Slurm 22.05 takes for another option (same getopt value, so a prefix
 # matching both, as --tasks does --tasks-per-node only, is not ambiguous).
-LONG_ALIASES = {"tasks-per-node": "ntasks-per-node", "cluster": "clusters"}
+LONG_ALIASES = {
+    "tasks-per-node": "ntasks-per-node",
+    "cluster": "clusters",
+    "ntasks-per-tres": "ntasks-per-gpu",  # GPUs are the only TRES it counts in 22.05
+}
 
 # SBATCH_* input variables Slurm 22.05 reads, and the option each sets.
 ENV_OPTIONS: Mapping[str, str] = {

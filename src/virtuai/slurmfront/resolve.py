@@ -358,6 +358,12 @@ def _derive(
                 f"{res.gpus_per_node}"
             )
     res.gpus = res.gpus_per_node * res.nodes
+    per_gpu_tasks = number("ntasks-per-gpu")
+    if per_gpu_tasks is not None and not res.gpus:
+        message = "it needs GPUs (--gres=gpu:N, --gpus-per-node or --gpus)"
+        _invalid(res, entries, "ntasks-per-gpu", v.BadValue(message))
+    elif per_gpu_tasks is not None:
+        _tasks_per_gpu(res, per_gpu_tasks, ntasks is not None or per_node is not None)
     # CPUs.
     cpus = number("cpus-per-task")
     per_gpu = number("cpus-per-gpu")
@@ -414,6 +420,18 @@ def _derive(
     res.output = _file(out, res.workdir)
     res.error = _file(err, res.workdir)
     _dependency_problems(res)
+
+
+def _tasks_per_gpu(res: Resolution, count: int, tasks_given: bool) -> None:
+    """``--ntasks-per-gpu=N``: N tasks for each GPU (sbatch 22.05: ``--gpus-per-node=2
+    --ntasks-per-gpu=1`` is NumTasks=2 a node), each bound to its GPU when N is 1."""
+    if not tasks_given:
+        res.ntasks_per_node = count * res.gpus_per_node
+        res.ntasks = res.ntasks_per_node * res.nodes
+    if count == 1 and res.gpus_per_task is None and res.ntasks_per_node == res.gpus_per_node:
+        res.gpus_per_task = 1
+    elif count > 1:
+        res.notes.append(f"--ntasks-per-gpu={count}: the tasks of a node share its GPUs")
 
 
 def _file(pattern: str, workdir: str) -> str:

@@ -194,3 +194,25 @@ def test_a_missing_value_names_what_slurm_would_take_instead() -> None:
     res = resolve(text, [], Context("j", "/h", "ada"))
     assert [(p.kind, p.line) for p in res.problems] == [("unknown", 2)]
     assert "line 3's '--mail-type=ALL'" in res.problems[0].reason
+
+
+@pytest.mark.parametrize(
+    ("directives", "ntasks", "gpus_per_task"),
+    [
+        # What sbatch 22.05 gave on the dev cluster (NumTasks), for each form.
+        ("-N 1 --gpus-per-node=2 --ntasks-per-gpu=1", 2, 1),
+        ("--gpus=2 --ntasks-per-gpu=2", 4, None),
+        ("--gres=gpu:2 --ntasks-per-tres=1", 2, 1),
+        ("-n 2 --gpus-per-node=2 --ntasks-per-gpu=1", 2, 1),
+    ],
+)
+def test_tasks_per_gpu_count_tasks_from_the_gpus(
+    directives: str, ntasks: int, gpus_per_task: int | None
+) -> None:
+    res = resolve(f"#!/bin/bash\n#SBATCH {directives}\ntrue\n", [], Context("j", "/h", "ada"))
+    assert (res.ntasks, res.gpus_per_task, res.problems) == (ntasks, gpus_per_task, [])
+
+
+def test_tasks_per_gpu_without_gpus_is_invalid() -> None:
+    res = resolve("#!/bin/bash\n#SBATCH --ntasks-per-gpu=1\ntrue\n", [], Context("j", "/h", "ada"))
+    assert [(p.kind, p.line) for p in res.problems] == [("invalid", 2)]
