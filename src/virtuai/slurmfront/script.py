@@ -51,6 +51,12 @@ def scan(text: str) -> ScriptScan:
     """Directives of a script; ``ScriptError`` where sbatch itself would refuse the script."""
     if "\x00" in text:
         raise ScriptError("the script contains a NUL character; sbatch refuses it")
+    if text.startswith("\ufeff#!"):
+        raise ScriptError(
+            "the script starts with a byte-order mark (U+FEFF, saved by a Windows editor) "
+            "before #!; sbatch refuses it (save it as UTF-8 without BOM)",
+            1,
+        )
     if not text.startswith("#!"):
         raise ScriptError(
             "this does not look like a batch script: the first line must start with #! "

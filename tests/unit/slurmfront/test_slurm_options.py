@@ -216,3 +216,9 @@ def test_tasks_per_gpu_count_tasks_from_the_gpus(
 def test_tasks_per_gpu_without_gpus_is_invalid() -> None:
     res = resolve("#!/bin/bash\n#SBATCH --ntasks-per-gpu=1\ntrue\n", [], Context("j", "/h", "ada"))
     assert [(p.kind, p.line) for p in res.problems] == [("invalid", 2)]
+
+
+def test_a_byte_order_mark_is_named() -> None:
+    res = resolve("\ufeff#!/bin/bash\ntrue\n", [], Context("j", "/h", "ada"))
+    assert [(p.kind, p.line) for p in res.problems] == [("invalid", 1)]
+    assert "byte-order mark" in res.problems[0].reason
