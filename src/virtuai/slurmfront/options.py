@@ -60,6 +60,7 @@ OPTIONS: tuple[OptionDef, ...] = (
     _o("nodes", "N", R),
     _o("ntasks", "n", R),
     _o("ntasks-per-node", None, R),
+    _o("ntasks-per-gpu", None, R),
     _o("cpus-per-task", "c", R),
     _o("cpus-per-gpu", None, R),
     _o("mincpus", None, R),
@@ -124,7 +125,9 @@ OPTIONS: tuple[OptionDef, ...] = (
     _o("contiguous", None, N, NOTE, _PLACEMENT),
     _o("no-kill", "k", OPT, NOTE, "a lost node fails the job in virtuai"),
     _o("wait-all-nodes", None, R, NOTE, "a virtuai job starts when all its nodes are up"),
-    _o("immediate", "I", OPT, NOTE, "sbatch itself ignores it"),
+    _o("gres-flags", None, R, NOTE, "virtuai does not place GPUs by socket"),
+    _o("switches", None, R, NOTE, "virtuai has no network topology"),
+    _o("context", None, R, NOTE, "virtuai has no SELinux contexts"),
     # refused: they change what the job is, and virtuai cannot do it (yet)
     _o("begin", "b", R, NO, "virtuai cannot hold a job until a start time"),
     _o("deadline", None, R, NO, "virtuai has no deadlines"),
@@ -136,14 +139,11 @@ OPTIONS: tuple[OptionDef, ...] = (
     _o("nodelist", "w", R, NO, _PLACEMENT + "; use -C with a node label"),
     _o("exclude", "x", R, NO, _PLACEMENT),
     _o("nodefile", "F", R, NO, _PLACEMENT),
-    _o("switches", None, R, NO, "virtuai has no network topology"),
     _o("core-spec", "S", R, NO, "virtuai does not reserve cores"),
     _o("thread-spec", None, R, NO, "virtuai does not reserve threads"),
     _o("overcommit", "O", N, NO, "virtuai gives each task its own CPUs"),
     _o("tmp", None, R, NO, "virtuai does not reserve scratch disk"),
-    _o("ntasks-per-gpu", None, R, NO, "use --gpus-per-task"),
     _o("gpus-per-socket", None, R, NO, "virtuai does not place by socket"),
-    _o("gres-flags", None, R, NO, "virtuai does not place by socket"),
     _o("input", "i", R, NO, "a batch job's stdin is empty in virtuai"),
     _o("uid", None, R, NO, "jobs run as their tenant's user"),
     _o("gid", None, R, NO, "jobs run as their tenant's user"),
@@ -168,6 +168,13 @@ BY_LONG = {o.long: o for o in OPTIONS}
 BY_SHORT = {o.short: o for o in OPTIONS if o.short}
 # Old spellings Slurm still takes.
 ALIASES = {"U": "account", "P": "dependency"}
+# Long names Slurm 22.05 takes for another option (same getopt value, so a prefix
+# matching both, as --tasks does --tasks-per-node only, is not ambiguous).
+LONG_ALIASES = {
+    "tasks-per-node": "ntasks-per-node",
+    "cluster": "clusters",
+    "ntasks-per-tres": "ntasks-per-gpu",  # GPUs are the only TRES it counts in 22.05
+}
 
 # SBATCH_* input variables Slurm 22.05 reads, and the option each sets.
 ENV_OPTIONS: Mapping[str, str] = {
@@ -252,13 +259,32 @@ def lookup_long(name: str) -> OptionDef:
     """An exact long name, else a unique prefix of one, as ``getopt_long`` matches."""
     if name in BY_LONG:
         return BY_LONG[name]
-    matches = [o for o in OPTIONS if o.long.startswith(name)]
-    if len(matches) == 1 and name:
-        return matches[0]
+    if name in LONG_ALIASES:
+        return BY_LONG[LONG_ALIASES[name]]
+    spellings = [*BY_LONG, *LONG_ALIASES]
+    matches = [s for s in spellings if s.startswith(name)] if name else []
+    found = {LONG_ALIASES.get(s, s) for s in matches}
+    if len(found) == 1:
+        return BY_LONG[found.pop()]
     if not matches:
-        raise OptionError(f"--{name} is not an sbatch option")
-    names = ", ".join(f"--{o.long}" for o in matches)
+        raise OptionError(_unknown_long(name))
+    names = ", ".join(f"--{s}" for s in matches)
     raise OptionError(f"--{name} is ambiguous: {names}")
+
+
+# Options of other tools, or of older Slurm, seen in real scripts: what to do instead.
+_NOT_SBATCH = {
+    "workdir": "Slurm 22.05 dropped it: use --chdir",
+    "immediate": "salloc and srun have it, sbatch does not",
+    "pty": "it is srun's",
+    "cpu-bind": "it is srun's (sbatch passes SLURM_CPU_BIND on to srun)",
+    "cpu_bind": "it is srun's (sbatch passes SLURM_CPU_BIND on to srun)",
+}
+
+
+def _unknown_long(name: str) -> str:
+    hint = _NOT_SBATCH.get(name)
+    return f"--{name} is not an sbatch option" + (f" ({hint})" if hint else "")
 
 
 def parse_words(

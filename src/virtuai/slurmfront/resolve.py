@@ -62,20 +62,23 @@ def resolve(
     if scanned is not None:
         res.interpreter = scanned.interpreter
         res.notes.extend(scanned.warnings)
-        for entry in scanned.directives:
+        for index, entry in enumerate(scanned.directives):
             try:
                 found, rest = parse_words(entry.words, "script", [entry.line] * len(entry.words))
             except OptionError as error:
-                _bad_directive(res, entry.line, entry.text, error.message, "unknown")
+                message = error.message
+                following = scanned.directives[index + 1 : index + 2]
+                if message.endswith("needs a value") and following and following[0].words:
+                    # sbatch joins every directive into one argv, so its getopt would take
+                    # the next line's first word as the value: say so rather than do it.
+                    message += (
+                        f" (Slurm would take line {following[0].line}'s "
+                        f"{following[0].words[0]!r} as it)"
+                    )
+                _bad_directive(res, entry.line, entry.text, message, "unknown")
                 continue
             if rest:
-                _bad_directive(
-                    res,
-                    entry.line,
-                    entry.text,
-                    f"{rest[0]!r} is not an option (sbatch stops reading the line there)",
-                    "unknown",
-                )
+                _bad_directive(res, entry.line, entry.text, _not_an_option(rest[0]), "unknown")
             settings.extend(found)
         for entry in scanned.foreign:
             reason = (
@@ -116,6 +119,21 @@ def resolve(
     _apply(res, settings, ctx, wrap is not None)
     res.directives.sort(key=lambda d: (d.line is None, d.line or 0))
     return res
+
+
+# Dashes that look like '-' (copied from a PDF or a word processor): sbatch takes
+# only ASCII '-', so "\u2212\u2212nodes=1" (two minus signs) is a stray word.
+_LOOKALIKE_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"
+
+
+def _not_an_option(word: str) -> str:
+    lead = word[:1]
+    if lead and lead in _LOOKALIKE_DASHES:
+        return (
+            f"{word!r} starts with {lead!r} (U+{ord(lead):04X}), not an ASCII '-': sbatch "
+            "does not read it as an option (retype the dashes)"
+        )
+    return f"{word!r} is not an option (sbatch stops reading the line there)"
 
 
 def _cli_settings(words: Sequence[str], res: Resolution) -> tuple[list[Setting], list[str]]:
@@ -249,12 +267,15 @@ def _set(res: Resolution, option: str, value: str, ctx: Context) -> None:
 
 
 def _constraints(value: str) -> list[str]:
-    """``-C a100&nvlink`` -> ``["a100", "nvlink"]``; OR, counts and brackets are refused."""
+    """``-C a100&nvlink`` -> ``["a100", "nvlink"]``; OR, counts and brackets are refused.
+
+    Slurm 22.05 reads ``,`` as ``&`` (``-C blade,ib`` is stored as ``blade&ib``).
+    """
     if any(char in value for char in "|[]*"):
         raise v.UnsupportedValue(
             f"cannot use constraint {value!r}: virtuai takes features joined by '&' (all of them)"
         )
-    return [part.strip() for part in value.split("&") if part.strip()]
+    return [part.strip() for part in value.replace(",", "&").split("&") if part.strip()]
 
 
 def _derive(
@@ -337,6 +358,12 @@ def _derive(
                 f"{res.gpus_per_node}"
             )
     res.gpus = res.gpus_per_node * res.nodes
+    per_gpu_tasks = number("ntasks-per-gpu")
+    if per_gpu_tasks is not None and not res.gpus:
+        message = "it needs GPUs (--gres=gpu:N, --gpus-per-node or --gpus)"
+        _invalid(res, entries, "ntasks-per-gpu", v.BadValue(message))
+    elif per_gpu_tasks is not None:
+        _tasks_per_gpu(res, per_gpu_tasks, ntasks is not None or per_node is not None)
     # CPUs.
     cpus = number("cpus-per-task")
     per_gpu = number("cpus-per-gpu")
@@ -393,6 +420,18 @@ def _derive(
     res.output = _file(out, res.workdir)
     res.error = _file(err, res.workdir)
     _dependency_problems(res)
+
+
+def _tasks_per_gpu(res: Resolution, count: int, tasks_given: bool) -> None:
+    """``--ntasks-per-gpu=N``: N tasks for each GPU (sbatch 22.05: ``--gpus-per-node=2
+    --ntasks-per-gpu=1`` is NumTasks=2 a node), each bound to its GPU when N is 1."""
+    if not tasks_given:
+        res.ntasks_per_node = count * res.gpus_per_node
+        res.ntasks = res.ntasks_per_node * res.nodes
+    if count == 1 and res.gpus_per_task is None and res.ntasks_per_node == res.gpus_per_node:
+        res.gpus_per_task = 1
+    elif count > 1:
+        res.notes.append(f"--ntasks-per-gpu={count}: the tasks of a node share its GPUs")
 
 
 def _file(pattern: str, workdir: str) -> str:

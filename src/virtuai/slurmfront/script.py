@@ -51,6 +51,12 @@ def scan(text: str) -> ScriptScan:
     """Directives of a script; ``ScriptError`` where sbatch itself would refuse the script."""
     if "\x00" in text:
         raise ScriptError("the script contains a NUL character; sbatch refuses it")
+    if text.startswith("\ufeff#!"):
+        raise ScriptError(
+            "the script starts with a byte-order mark (U+FEFF, saved by a Windows editor) "
+            "before #!; sbatch refuses it (save it as UTF-8 without BOM)",
+            1,
+        )
     if not text.startswith("#!"):
         raise ScriptError(
             "this does not look like a batch script: the first line must start with #! "
@@ -64,6 +70,13 @@ def scan(text: str) -> ScriptScan:
         )
     lines = text.split("\n")
     result = ScriptScan(interpreter=lines[0][2:].strip())
+    if MAGIC in lines[0] or OLD_MAGIC in lines[0]:
+        # "#!/bin/bash #SBATCH -p gpu": the kernel passes "#SBATCH -p gpu" to bash as
+        # one argument (a script name that does not exist), and sbatch reads no directive.
+        result.warnings.append(
+            "line 1: the #! line holds a directive; neither Slurm nor virtuai reads it, "
+            "and the interpreter is given it as an argument (put it on a line of its own)"
+        )
     in_header = True
     warned_old = False
     for number, line in enumerate(lines, start=1):

@@ -42,7 +42,8 @@ def integer(text: str, what: str, *, minimum: int = 0) -> int:
 
 # -- time ------------------------------------------------------------------------------------
 
-_DAYS_RE = re.compile(r"^([0-9]+)-([0-9]+)(?::([0-9]+))?(?::([0-9]+))?$")
+# "D-" (no hours) is D days to sbatch 22.05, as its time_str2secs reads it.
+_DAYS_RE = re.compile(r"^([0-9]+)-([0-9]*)(?::([0-9]+))?(?::([0-9]+))?$")
 _CLOCK_RE = re.compile(r"^([0-9]+)(?::([0-9]+))?(?::([0-9]+))?$")
 
 
@@ -56,7 +57,8 @@ def time_seconds(text: str) -> int:
     raw = text.strip()
     if raw.upper() in ("UNLIMITED", "INFINITE", "-1"):
         return UNLIMITED_TIME
-    if match := _DAYS_RE.match(raw):
+    match = _DAYS_RE.match(raw)
+    if match and (match.group(2) or match.group(3) is None):
         days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
     elif match := _CLOCK_RE.match(raw):
         parts = [int(g) for g in match.groups() if g is not None]
@@ -160,11 +162,13 @@ def gres_gpus(text: str) -> tuple[GpuCount | None, list[str]]:
 
 
 def node_range(text: str) -> tuple[int, int]:
-    """``-N``: ``N`` or ``MIN-MAX``; ``MAX`` is taken as ``MIN`` when empty."""
+    """``-N``: ``N`` or ``MIN-MAX`` (``MIN-`` is refused, as sbatch refuses it)."""
     raw = text.strip()
     low, dash, high = raw.partition("-")
     minimum = integer(low, "--nodes", minimum=1)
-    maximum = integer(high, "--nodes", minimum=minimum) if dash and high else minimum
+    if dash and not high:
+        raise BadValue(f"--nodes={raw}: the maximum is missing (use {minimum} or {minimum}-MAX)")
+    maximum = integer(high, "--nodes", minimum=minimum) if dash else minimum
     return minimum, maximum
 
 

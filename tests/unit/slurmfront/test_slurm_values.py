@@ -26,6 +26,8 @@ CTX = Context("job.sh", "/home/ada", "ada", {})
         ("2-12", 216000),
         ("1-2:30", 95400),
         ("1-02:03:04", 93840),
+        ("1-", 86400),  # sbatch 22.05: TimeLimit=1-00:00:00
+        ("0:90", 120),  # 90 s, as sbatch reads M:S
         ("UNLIMITED", v.UNLIMITED_TIME),
         ("0", v.UNLIMITED_TIME),
     ],
@@ -34,7 +36,7 @@ def test_slurm_times(text: str, seconds: int) -> None:
     assert v.time_seconds(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["1h", "1:2:3:4", "-5", "\u0661\u0660", "1.5", ""])
+@pytest.mark.parametrize("text", ["1h", "1:2:3:4", "-5", "\u0661\u0660", "1.5", "", "1-:30"])
 def test_bad_times(text: str) -> None:
     with pytest.raises(v.BadValue):
         v.time_seconds(text)

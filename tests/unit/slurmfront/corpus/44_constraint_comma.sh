@@ -1,0 +1,4 @@
+#!/bin/bash
+#SBATCH --constraint=blade,ib
+#SBATCH --time=10
+hostname

@@ -1,0 +1,4 @@
+#!/bin/bash
+#SBATCH --workdir=/scratch/ada
+#SBATCH --time=10
+pwd

@@ -1,0 +1,4 @@
+#!/bin/bash
+#SBATCH --time=1-
+#SBATCH --nodes=2-2
+srun hostname
