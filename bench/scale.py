@@ -71,7 +71,10 @@ def seed(db: Path, stored: int, pending: int) -> None:
         "tasks": 1,
         "walltime_s": 3600,
         "priority_class": "normal",
-        "priority": 0,
+        # What the API gives a job of the class "normal" (settings' priority classes):
+        # with 0, every job submitted during the load went ahead of the 10k stored
+        # ones, and each pass moved all 10k one place back.
+        "priority": 500,
         "placement": [],
         "dependencies": [],
         "checkpoint_signal": 15,
@@ -90,10 +93,11 @@ def seed(db: Path, stored: int, pending: int) -> None:
         "finished_at": now,
     }
     waiting = {**base, "state": "pending", "reason": "waiting for the scheduler"}
-    rows = [finished] * (stored - pending) + [waiting] * pending
     with engine.begin() as conn:
-        for start in range(0, len(rows), BATCH):
-            conn.execute(insert(JobRow), rows[start : start + BATCH])
+        # Apart: a batch must not mix the two kinds' columns.
+        for row, count in ((finished, stored - pending), (waiting, pending)):
+            for start in range(0, count, BATCH):
+                conn.execute(insert(JobRow), [row] * min(BATCH, count - start))
     engine.dispose()
 
 

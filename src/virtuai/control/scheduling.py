@@ -12,9 +12,9 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -23,13 +23,16 @@ from virtuai.domain.clock import Clock
 from virtuai.domain.vcluster import vc_job_id, vc_row_id
 from virtuai.domain.workload import JobState
 from virtuai.scheduler import schedule
+from virtuai.scheduler.queue import due_by
 from virtuai.scheduler.snapshot import (
     Admission,
     Blocked,
+    BlockKind,
     Decisions,
     PendingJob,
     Policy,
     Preemption,
+    Snapshot,
 )
 from virtuai.store.changes import change_horizon
 from virtuai.store.db import read_session, transaction
@@ -41,7 +44,7 @@ from virtuai.store.fingerprint import (
 from virtuai.store.inventory import placement_to_json
 from virtuai.store.lease import limit_idle
 from virtuai.store.models import JobRow, VirtualClusterRow
-from virtuai.store.snapshot import build_snapshot, waiting_vcs
+from virtuai.store.snapshot import build_snapshot, new_pending_views, waiting_vcs
 from virtuai.store.transitions import lock_unheld, switch_job_state, update_vc_if_state
 
 # How many of a job's preemptors it remembers (``JobRow.preempted_by``): the scheduler
@@ -63,6 +66,16 @@ class TickReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Tail:
+    """The last job a pass decided, when that pass admitted and preempted nothing and the
+    job waits for its tenant's quota: a new job just like it (``SchedulingLoop``'s
+    newcomer shortcut) would be decided right after it, the same way."""
+
+    job: PendingJob
+    blocked: Blocked
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What one pass read and decided, before anything is written."""
 
@@ -71,6 +84,7 @@ class Plan:
     now: dt.datetime
     gate: Gate
     decisions: Decisions | None
+    tail: Tail | None = None
 
 
 class PendingCache:
@@ -99,6 +113,11 @@ class PendingCache:
         self._rebuild_every_s = rebuild_every_s
         self._rebuilt_at = 0.0
         self.rebuilds = 0  # how many times it was read whole (tests, metrics)
+        # The greatest job id the cache has heard of (every job, any state): a changed row
+        # above it was inserted since.  What the last refresh brought: the ids of the new
+        # pending jobs when nothing else changed, else None (``SchedulingLoop``'s shortcut).
+        self._max_id = 0
+        self.newcomers: list[int] | None = None
 
     def invalidate(self) -> None:
         self._horizon = None
@@ -110,6 +129,7 @@ class PendingCache:
         """Bring the cache up to ``session``'s view; True when a job changed (or on a rebuild)."""
         horizon = change_horizon(session)  # before the rows: see store.changes
         mono = time.monotonic()
+        self.newcomers = None
         if self._horizon is None:
             self._rebuild(session, horizon, mono)
             return True
@@ -138,8 +158,15 @@ class PendingCache:
                     self._rows[job.id] = job
         self._seen = {i: seq for i, seq in self._seen.items() if seq >= horizon}
         self._horizon = horizon
+        # New pending jobs and nothing else: the ids above every one heard of (a row
+        # inserted out of id order, as PostgreSQL may commit them, only costs a full pass).
+        new = [row.id for row in fresh if row.id > self._max_id]
+        if fresh and len(new) == len(fresh) and all(row.id in self._rows for row in fresh):
+            self.newcomers = sorted(new)
+        self._max_id = max([self._max_id, *(row.id for row in fresh)])
         if mono - self._rebuilt_at >= self._rebuild_every_s:
             self._rebuild(session, horizon, mono)
+            self.newcomers = None
         return bool(fresh)
 
     def _rebuild(self, session: Session, horizon: int, mono: float) -> None:
@@ -159,7 +186,11 @@ class PendingCache:
             log.info("the pending-job cache differed from the database; read whole again")
         self._rows, self._seen = rows, {}
         self._horizon, self._rebuilt_at = horizon, mono
+        self._max_id = session.scalar(select(func.max(JobRow.id))) or 0
         self.rebuilds += 1
+
+    def get(self, job_id: int) -> JobRow | None:
+        return self._rows.get(job_id)
 
     def remember_reasons(self, reasons: dict[int, _Reason]) -> None:
         for job_id, (reason, position, expected) in reasons.items():
@@ -225,43 +256,109 @@ class SchedulingLoop:
         self._seen_at = 0.0
         self._pass_every_s = pass_every_s(self._policy)
         self._pending = PendingCache()
+        # What the last pass decided last, when new jobs like it may skip a pass.
+        self._tail: Tail | None = None
+        self.shortcuts = 0  # passes the newcomer shortcut replaced (tests, benchmarks)
         # The scheduler's view of each cached job, kept while the row is unchanged.
         self._converted: dict[int, tuple[tuple[object, ...], PendingJob]] = {}
 
     def tick(self) -> TickReport:
-        """A full pass, unless nothing the scheduler reads changed since the last one."""
+        """A full pass, unless nothing the scheduler reads changed since the last one, or
+        only new jobs arrived that wait behind the last one for their tenant's quota."""
         epoch = None if self._epoch is None else self._epoch()
         if epoch != self._cached_epoch:
             self._pending.invalidate()
-            self._cached_epoch, self._seen = epoch, None
+            self._cached_epoch, self._seen, self._tail = epoch, None, None
         # One read-only session for the look at what changed and, if anything did, for the
         # pass's reads and decisions: no lock held, and one snapshot for both.
         with read_session(self._sessions) as session:
             jobs_changed = self._pending.refresh(session)
             fingerprint = small_tables_fingerprint(session)
             now = self._clock.now().timestamp()
-            if (
-                not jobs_changed
-                and fingerprint == self._seen
-                and now - self._seen_at < self._pass_every_s
-            ):
+            quiet = fingerprint == self._seen and now - self._seen_at < self._pass_every_s
+            if not jobs_changed and quiet:
                 return TickReport(0, 0)
-            self._seen = None  # until this pass has ended well
             try:
-                plan = self._decide(session)
+                plan = None
+                newcomers = self._pending.newcomers
+                if quiet and newcomers and self._tail is not None:
+                    plan = self._newcomers_plan(session, newcomers, self._tail)
+                shortcut = plan is not None
+                if plan is None:
+                    self._seen, self._tail = None, None  # until this pass has ended well
+                    plan = self._decide(session)
             except Exception:
                 self._pending.invalidate()
+                self._tail = None
                 raise
         try:
             report = self._full_tick(plan)
         except Exception:
             self._pending.invalidate()  # what it wrote is unknown: read everything again
+            self._seen, self._tail = None, None
             raise
+        self._tail = None if plan is None else plan.tail
+        if shortcut:
+            assert self._tail is not None
+            self.shortcuts += 1
+            if report.skipped:
+                self._seen = None  # as below: a held row's holder may end without a change
+            return TickReport(0, self._tail.blocked.position, skipped=report.skipped)
         # The digest read *before* the pass: a change committed while the pass ran makes
         # the next one differ (jobs: their change counter is above the horizon read).  A
         # pass that skipped held rows is not done: their holder may end without a change.
         self._seen, self._seen_at = (None if report.skipped else fingerprint), now
         return report
+
+    def _newcomers_plan(self, session: Session, ids: list[int], tail: Tail) -> Plan | None:
+        """The newcomer shortcut: the decisions of a full pass, without one, when the only
+        change since the last pass is new jobs that would be decided after its last job,
+        and the same way: waiting for their tenant's quota, each one place further back.
+
+        It holds when every new job's view is the last job's but for its id, submission
+        time and ``seq``, and comes after it in the queue order: the last pass admitted
+        and preempted nothing (``Tail``), so a pass now would take every job before them
+        in the same state and decide each as before (the scheduler is deterministic),
+        reach the new ones last with the state it had after the last job (a job blocked
+        for quota changes none of it), and decide them as it (same tenant, shape, limit,
+        priority and class; ``_Pass.memo`` relies on the same).  Nothing else changed:
+        the small tables' digest, the time-driven pass not due, and no job but the new
+        ones (``PendingCache.newcomers``).  New jobs that the gate might hold (with
+        dependencies, in an array, staging data) take the full pass.  None: not so."""
+        policy = self._policy
+        if not policy.report_blocked or policy.las_thresholds_gpu_s:
+            return None
+        rows = [self._pending.get(i) for i in ids]
+        jobs = [row for row in rows if row is not None]
+        if len(jobs) != len(rows) or any(
+            job.dependencies or job.array_id is not None or job.stage for job in jobs
+        ):
+            return None
+        due = due_by(policy.short_first_cap_s) if policy.short_first_cap_s > 0 else None
+
+        def order(job: PendingJob) -> tuple[float, float, int, str]:
+            return (
+                job.submitted_at if due is None else due(job),
+                job.submitted_at,
+                job.seq,
+                job.id,
+            )
+
+        views = new_pending_views(session, jobs, self._preemptible, self._max_walltime_by_class)
+        like = tail.job
+        blocked: list[Blocked] = []
+        last = tail
+        for view in sorted(views, key=order):
+            if replace(view, id=like.id, submitted_at=like.submitted_at, seq=like.seq) != like:
+                return None
+            if order(view) <= order(last.job):
+                return None
+            last = Tail(
+                view, replace(tail.blocked, job_id=view.id, position=last.blocked.position + 1)
+            )
+            blocked.append(last.blocked)
+        decisions = Decisions(blocked=tuple(blocked))
+        return Plan(jobs, [], self._clock.now(), Gate(schedulable=jobs), decisions, last)
 
     def plan(self) -> Plan | None:
         """Read and decide, writing nothing: what a pass would do now (None: nothing waits).
@@ -279,7 +376,7 @@ class SchedulingLoop:
             return None
         now = self._clock.now()
         gate = gate_pending(session, pending, now, cancel_never=False)
-        decisions = None
+        decisions, snapshot = None, None
         if gate.schedulable or vcs:
             snapshot = build_snapshot(
                 session,
@@ -292,7 +389,28 @@ class SchedulingLoop:
                 memo=self._converted,
             )
             decisions = schedule(snapshot)
-        return Plan(pending, vcs, now, gate, decisions)
+        return Plan(pending, vcs, now, gate, decisions, self._tail_of(gate, decisions, snapshot))
+
+    def _tail_of(
+        self, gate: Gate, decisions: Decisions | None, snapshot: Snapshot | None
+    ) -> Tail | None:
+        """The last job decided, when new jobs like it may be decided without a pass."""
+        if (
+            decisions is None
+            or snapshot is None
+            or decisions.admitted
+            or decisions.preempted
+            or gate.never
+            or not decisions.blocked
+        ):
+            return None
+        last = decisions.blocked[-1]
+        if last.kind is not BlockKind.QUOTA or last.position != len(decisions.blocked):
+            return None
+        for job in reversed(snapshot.pending):
+            if job.id == last.job_id:
+                return Tail(job, last)
+        return None  # a virtual cluster's gang
 
     def _full_tick(self, plan: Plan | None) -> TickReport:
         """Apply what ``plan`` decided: decided without the write lock, so that submissions

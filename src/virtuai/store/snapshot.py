@@ -120,6 +120,38 @@ def build_snapshot(
     )
 
 
+def new_pending_views(
+    session: Session,
+    rows: Sequence[JobRow],
+    preemptible: Mapping[str, bool],
+    max_walltime_by_class: Mapping[str, int] | None = None,
+) -> list[PendingJob]:
+    """The scheduler's view of jobs just submitted, as ``build_snapshot`` converts them,
+    without reading the rest of the world: a new job is nominated by no preemption,
+    was preempted by no one and attained no service yet (what it is not is not read:
+    the caller must know it new).  Its reads: tenants' names and schedulable nodes."""
+    names = {i: name for i, name in session.execute(select(TenantRow.id, TenantRow.name))}
+    node_rows = list(session.scalars(select(NodeRow).where(NodeRow.schedulable.is_(True))))
+    return [
+        replace(
+            pending_job(
+                job,
+                names[job.tenant_id],
+                preemptible,
+                allowed=allowed_nodes(
+                    node_rows,
+                    job.node_class,
+                    job.constraints or [],
+                    walltime_s=job.walltime_s,
+                    max_walltime_by_class=max_walltime_by_class,
+                ),
+            ),
+            preempted_by=frozenset(str(i) for i in job.preempted_by or ()),
+        )
+        for job in rows
+    ]
+
+
 def tenant_states(session: Session, tenants: Sequence[TenantRow]) -> list[TenantState]:
     usage = usage_by_tenant(session)
     return [
