@@ -21,7 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from virtuai.domain.resources import Resources
-from virtuai.domain.services import HOST_ENV, KIND, ServiceSpec, replica_command
+from virtuai.domain.services import (
+    HOST_ENV,
+    KIND,
+    NOT_READY_END,
+    ServiceSpec,
+    replica_command,
+)
 from virtuai.domain.workload import FINISHED_STATES
 from virtuai.errors import InvalidRequest, NotFound
 from virtuai.services.access import Caller
@@ -111,6 +117,10 @@ def apply_service(
     if rolled:
         row.digest = digest
         row.generation += 1
+        if NOT_READY_END in row.reason:
+            # The crash loop was the old spec's: until the reconciler's next pass sees the
+            # new generation, the proxy must hold a request for it, not answer it 503.
+            row.reason = ""
     return Applied(row, created=False, rolled=rolled)
 
 
