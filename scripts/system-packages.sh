@@ -21,6 +21,8 @@ packages+=(slurm-wlm slurmdbd munge mariadb-server openssh-server openssh-client
 # (libopenmpi-dev) builds the tests' MPI program.  About 24 MB of .debs
 # (97 MB installed, most of it the compiler wrappers' gfortran and headers), ~30 s.
 packages+=(openmpi-bin libopenmpi-dev)
+# systemd-analyze, which checks deploy/systemd/virtuai.service (tests/e2e/test_e2e_systemd.py);
+packages+=(systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -66,11 +66,12 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = home / "server.log"
 
-    def start(self) -> None:
+    def start(self, command: list[str] | None = None) -> None:
+        """``virtuai up`` on this port, or ``command`` (which must listen on it)."""
         self.home.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [*CLI, "up", "--port", str(self.port)],
+                command or [*CLI, "up", "--port", str(self.port)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

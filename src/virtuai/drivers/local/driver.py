@@ -14,8 +14,9 @@ request made while it is starting is not lost.
 
 Deployment: supervisors are detached from the server (own session, not its children), but a
 service manager that kills a whole cgroup on stop (systemd's default
-``KillMode=control-group``) kills them with the server.  Run the server with
-``KillMode=process`` (or ``mixed``) so that restarting it leaves tasks running.
+``KillMode=control-group``) kills them with the server, and so does ``mixed`` (its final
+SIGKILL goes to whatever is left in the cgroup).  Run the server with ``KillMode=process``
+(``deploy/systemd/virtuai.service``) so that restarting it leaves tasks running.
 """
 
 from __future__ import annotations
