@@ -181,6 +181,10 @@ def test_a_replica_that_ends_before_it_is_ready_delays_the_next_one(platform: Pl
     assert 1 <= len(replicas) <= 3, [j["id"] for j in replicas]
     reason = _show(platform, ada)["reason"]
     assert "ended before it was ready" in reason and "the next one starts in" in reason, reason
+    # The fixed spec: the crash loop was the old spec's, and the proxy must hold a request
+    # for the new one at once, before the reconciler has seen it (not answer the old 503).
+    platform.ok("POST", "/api/v1/services", ada, json={**spec, "command": ["python3", str(MODEL)]})
+    assert _show(platform, ada)["reason"] == ""
     _delete(platform, loop, ada)
 
 
