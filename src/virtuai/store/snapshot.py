@@ -70,13 +70,7 @@ def build_snapshot(
     waiting = []
     kept: dict[int, tuple[tuple[object, ...], PendingJob]] = {}
     for job in pending:
-        allowed = allowed_nodes(
-            node_rows,
-            job.node_class,
-            job.constraints or [],
-            walltime_s=job.walltime_s,
-            max_walltime_by_class=max_walltime_by_class,
-        )
+        allowed = _allowed(job, node_rows, max_walltime_by_class)
         # Everything the conversion reads: the row (its change counter stands for every
         # column the scheduler reads), and what this pass adds to it.
         key: tuple[object, ...] = (
@@ -138,18 +132,25 @@ def new_pending_views(
                 job,
                 names[job.tenant_id],
                 preemptible,
-                allowed=allowed_nodes(
-                    node_rows,
-                    job.node_class,
-                    job.constraints or [],
-                    walltime_s=job.walltime_s,
-                    max_walltime_by_class=max_walltime_by_class,
-                ),
+                allowed=_allowed(job, node_rows, max_walltime_by_class),
             ),
             preempted_by=frozenset(str(i) for i in job.preempted_by or ()),
         )
         for job in rows
     ]
+
+
+def _allowed(
+    job: JobRow, node_rows: Sequence[NodeRow], max_walltime_by_class: Mapping[str, int] | None
+) -> frozenset[str] | None:
+    """The nodes ``job`` may run on (None: any), by its class, constraints and limit."""
+    return allowed_nodes(
+        node_rows,
+        job.node_class,
+        job.constraints or [],
+        walltime_s=job.walltime_s,
+        max_walltime_by_class=max_walltime_by_class,
+    )
 
 
 def tenant_states(session: Session, tenants: Sequence[TenantRow]) -> list[TenantState]:
