@@ -40,6 +40,11 @@ def predict(features: list[float]) -> tuple[str, dict[str, float]]:
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Buffered: an answer's headers and body leave in one write when the request is done,
+    # not the headers first.  A replica killed between two writes would leave its client
+    # (through any proxy) with headers and no body, which no proxy can retry.
+    wbufsize = -1
+
     def do_GET(self) -> None:
         if self.path == "/healthz":
             ok = STATE["loaded"] and STATE["healthy"]

@@ -166,7 +166,7 @@ def test_a_slurmctld_restart_is_survived(site_platform: Platform, slurm: SlurmDe
     assert p.job(job["id"])["state"] == "running"
     slurm.script("start")
     done = p.wait_for([job["id"]], timeout=90)[job["id"]]
-    assert done["state"] == "succeeded"
+    assert done["state"] == "succeeded", (done["reason"], done.get("task_runs"))
 
 
 def test_a_killed_node_fails_the_job_with_node_fail(
