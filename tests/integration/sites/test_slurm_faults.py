@@ -150,7 +150,10 @@ def test_an_unreachable_login_node_keeps_jobs_in_their_last_state(
 
 def test_a_slurmctld_restart_is_survived(site_platform: Platform, slurm: SlurmDev) -> None:
     p = site_platform
-    job = p.submit(p.admin_token, ["sleep", "6"], tenant="physics", site="vsd", time="2m")
+    # Long enough to outlive the outage (the stop, three passes whose squeue waits out its
+    # own retries, the start): a job that ends while slurmctld is down is one real Slurm
+    # may itself fail ("missing from batch node") when slurmd re-registers.
+    job = p.submit(p.admin_token, ["sleep", "30"], tenant="physics", site="vsd", time="2m")
     p.wait_for([job["id"]], states={"running"}, timeout=30)
     os.kill(slurm.pid("slurmctld"), signal.SIGTERM)
     for _ in range(50):
