@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from support import rows
-from support.postgres import fresh_database
 from virtuai.control.scheduling import SchedulingLoop, TickReport
 from virtuai.domain.clock import ManualClock
 from virtuai.domain.workload import JobState
 from virtuai.store import transitions
-from virtuai.store.db import create_db_engine, make_session_factory, transaction
-from virtuai.store.migrate import migrate
+from virtuai.store.db import transaction
 from virtuai.store.models import JobRow, NodeRow
 
 pytestmark = pytest.mark.postgres
@@ -35,17 +32,6 @@ pytestmark = pytest.mark.postgres
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 # Far beyond a pass on this machine, even loaded; a pass that waits never returns.
 HUNG_S = 30.0
-
-
-@pytest.fixture
-def sessions(postgres_url: str) -> Iterator[sessionmaker[Session]]:
-    with fresh_database(postgres_url) as url:
-        engine = create_db_engine(url)
-        migrate(engine)
-        try:
-            yield make_session_factory(engine)
-        finally:
-            engine.dispose()
 
 
 def _tick(loop: SchedulingLoop) -> TickReport:
@@ -67,17 +53,17 @@ def _tick(loop: SchedulingLoop) -> TickReport:
     return done[0]
 
 
-def _states(sessions: sessionmaker[Session]) -> dict[str, JobState]:
-    with transaction(sessions) as session:
+def _states(pg_sessions: sessionmaker[Session]) -> dict[str, JobState]:
+    with transaction(pg_sessions) as session:
         return {j.name: JobState(j.state) for j in session.scalars(select(JobRow))}
 
 
 @pytest.mark.parametrize("chunk", [transitions.LOCK_CHUNK, 1], ids=["one-lock", "chunked"])
 def test_a_pass_admits_around_a_held_pending_job_then_admits_it_once_freed(
-    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, chunk: int
+    pg_sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
     monkeypatch.setattr(transitions, "LOCK_CHUNK", chunk)
-    with transaction(sessions) as session:
+    with transaction(pg_sessions) as session:
         team, owner = rows.tenant(), rows.user()
         session.add_all([team, owner])
         session.flush()
@@ -88,15 +74,15 @@ def test_a_pass_admits_around_a_held_pending_job_then_admits_it_once_freed(
             )
         )  # fmt: skip
         session.add_all([rows.job(owner, team, name=name) for name in ("held", "free")])
-    loop = SchedulingLoop(sessions, ManualClock(NOW))
-    holder = sessions()
+    loop = SchedulingLoop(pg_sessions, ManualClock(NOW))
+    holder = pg_sessions()
     try:
         # A cancel left open by a stopped process (the server would end it after 10 s).
         holder.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
         holder.execute(update(JobRow).where(JobRow.name == "held").values(cancel_requested_at=NOW))
         report = _tick(loop)
         assert report.admitted == 1 and report.skipped >= 1
-        assert _states(sessions) == {"held": JobState.PENDING, "free": JobState.ADMITTED}
+        assert _states(pg_sessions) == {"held": JobState.PENDING, "free": JobState.ADMITTED}
         # Still held: the next pass skips it again, and still does not wait.
         assert _tick(loop).admitted == 0
     finally:
@@ -104,5 +90,5 @@ def test_a_pass_admits_around_a_held_pending_job_then_admits_it_once_freed(
         holder.close()
     report = _tick(loop)
     assert report.admitted == 1 and report.skipped == 0
-    assert _states(sessions) == {"held": JobState.ADMITTED, "free": JobState.ADMITTED}
+    assert _states(pg_sessions) == {"held": JobState.ADMITTED, "free": JobState.ADMITTED}
     assert _tick(loop) == TickReport(0, 0)  # and then idle again
