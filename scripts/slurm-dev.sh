@@ -25,8 +25,9 @@
 # leaves no daemon, namespace or link behind (the user `vsdlab` and its home stay).  A
 # --single instance may run beside the default one with its own state dir and ports
 # (VSD_DB_PORT, VSD_DBD_PORT, VSD_CTLD_PORT, VSD_SLURMD_PORT, VSD_SSH_PORT); two
-# multi-node instances cannot (the namespaces and the bridge have fixed names). Memory limits are enforced by Slurm's own polling
-# (OverMemoryKill), not cgroups, so several slurmd can share one kernel.
+# multi-node instances cannot (the namespaces and the bridge have fixed names). Limits are Slurm's cgroup v1 ones
+# (task/cgroup, proctrack/cgroup); each node has its own hierarchy (slurm_<node>), so
+# several slurmd share one kernel.
 set -euo pipefail
 
 DIR=${VIRTUAI_SLURM_DEV_DIR:-/tmp/virtuai-slurm-dev}
@@ -222,7 +223,7 @@ StorageUser=root
 StorageLoc=slurm_acct_db
 EOF
   chmod 600 "$DIR/etc/slurmdbd.conf"
-  # No cgroup use (task/none, proctrack/linuxproc); the plugin still loads.
+  # Memory as a real site constrains it: an overrun is an OOM kill, not swapping.
   printf 'CgroupAutomount=no\nConstrainRAMSpace=yes\nConstrainSwapSpace=yes\nAllowedSwapSpace=0\n' >"$DIR/etc/cgroup.conf"
   chmod 644 "$DIR/etc/slurm.conf" "$DIR/etc/gres.conf" "$DIR/etc/cgroup.conf"
 }

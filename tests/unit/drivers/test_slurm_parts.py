@@ -8,6 +8,7 @@ import pytest
 
 from virtuai.cli.slurmjob import job_body
 from virtuai.domain.workload import TaskOutcome
+from virtuai.drivers.slurm import driver as slurm_driver
 from virtuai.drivers.slurm.batch import (
     BatchRequest,
     batch_script,
@@ -16,7 +17,7 @@ from virtuai.drivers.slurm.batch import (
     submit_command,
 )
 from virtuai.drivers.slurm.client import Backlog, SlurmClient, _gpus, _limit
-from virtuai.drivers.slurm.driver import native_batch
+from virtuai.drivers.slurm.driver import SiteConfig, SlurmSiteDriver, native_batch
 from virtuai.drivers.slurm.states import parse_sacct, parse_squeue, result_of
 from virtuai.drivers.slurm.transport import SshTarget
 from virtuai.slurmfront.resolve import Context, resolve
@@ -240,3 +241,51 @@ def test_a_native_checkpoint_signal_goes_to_the_batch_step() -> None:
     client.read("/l/a.err", 0, 10, fallback="/l/a.batch.out")
     assert sent[:2] == ["scancel -b -s 10 41", "scancel -s 10 42"]
     assert '[ -e "$f" ] || f=/l/a.batch.out' in sent[2]
+
+
+class SiteAnswers:
+    """A transport answering squeue with nothing and sacct with the lines it is given."""
+
+    def __init__(self) -> None:
+        self.sacct = ""
+
+    def run(self, command: str, stdin: bytes | None = None) -> object:
+        out = self.sacct if command.startswith("sacct") else ""
+        return type("R", (), {"status": 0, "err": "", "out": out, "stdout": out.encode()})()
+
+
+ALLOCATION_FAILED = """\
+21|FAILED|1:0|2026-12-06T01:12:08|2026-12-06T01:12:09|1|cpu=1,mem=100M|n1|None
+21.batch|FAILED|1:0|2026-12-06T01:12:08|2026-12-06T01:12:09|1|cpu=1|n1|
+"""
+
+
+def test_a_failed_allocation_waits_for_its_steps_record_before_it_is_an_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The batch step ends when its srun returns; the OOM-killed step's own record can
+    # reach accounting seconds later (3 s in one CI run): read early, it was "exit 1".
+    site = SiteAnswers()
+    driver = SlurmSiteDriver(
+        SiteConfig(name="s", token="tok", pool="hpc"), SlurmClient(site, "tok")
+    )  # type: ignore[arg-type]
+    handle = {"slurm_id": "21"}
+    site.sacct = ALLOCATION_FAILED + "21.0|RUNNING|0:0|2026-12-06T01:12:08|Unknown|1|cpu=1|n1|\n"
+    driver.refresh(["21"])
+    assert driver.observe(handle) is None
+    site.sacct = (
+        ALLOCATION_FAILED
+        + "21.0|OUT_OF_MEMORY|0:125|2026-12-06T01:12:08|2026-12-06T01:12:12|4|cpu=1|n1|\n"
+    )
+    driver.refresh(["21"])
+    result = driver.observe(handle)
+    assert result is not None and result.outcome is TaskOutcome.KILLED_OOM
+    # A step that never reports (its node died) holds the outcome only so long.
+    monkeypatch.setattr(slurm_driver, "STEP_RECORD_WAIT_S", 0.0)
+    site.sacct = (
+        ALLOCATION_FAILED.replace("21", "22")
+        + "22.0|RUNNING|0:0|2026-12-06T01:12:08|Unknown|1|cpu=1|n1|\n"
+    )
+    driver.refresh(["22"])
+    stuck = driver.observe({"slurm_id": "22"})
+    assert stuck is not None and (stuck.outcome, stuck.exit_code) == (TaskOutcome.EXITED, 1)

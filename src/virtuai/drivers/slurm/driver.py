@@ -98,6 +98,8 @@ class SlurmSiteDriver:
         # scancel to retry: id -> (signal, to the batch step)
         self._pending_stops: dict[str, tuple[int | None, bool]] = {}
         self._stopped: set[tuple[str, str]] = set()
+        # Ended allocations whose steps' records are still on their way: id -> when first seen.
+        self._settling: dict[str, float] = {}
         # Node names recorded before this process saw the site (until sinfo answers).
         self.known_nodes: frozenset[str] = frozenset()
 
@@ -291,7 +293,7 @@ class SlurmSiteDriver:
             self.seen.queue = queue
             self._since_refresh -= submitted_before
             for slurm_id, entry in accounted.items():
-                if entry.ended:
+                if entry.ended and self._settled(slurm_id, entry, now):
                     self.seen.ended[slurm_id] = entry
             for slurm_id in gone:
                 if slurm_id not in accounted and slurm_id not in queue:
@@ -304,7 +306,21 @@ class SlurmSiteDriver:
             for slurm_id in list(self.seen.ended):
                 if slurm_id not in wanted:
                     del self.seen.ended[slurm_id]
+            for slurm_id in list(self._settling):
+                if slurm_id not in wanted or slurm_id in self.seen.ended:
+                    del self._settling[slurm_id]
             self._seen_now()
+
+    def _settled(self, slurm_id: str, entry: AccountingEntry, now: float) -> bool:
+        """Whether an ended allocation's outcome is final: its steps' records are in, or
+        they have had STEP_RECORD_WAIT_S to arrive.  The batch script ends (and with it
+        the allocation) as soon as its ``srun`` returns, while the step's slurmstepd may
+        still be counting OOM kills: read too early, an OOM-killed job is a plain exit 1.
+        Only a FAILED allocation waits: that is the outcome a step's record can change."""
+        if entry.state != "FAILED" or not entry.steps_active:
+            return True
+        first = self._settling.setdefault(slurm_id, now)
+        return now - first >= STEP_RECORD_WAIT_S
 
     def _seen_now(self) -> None:
         self.seen.last_seen = time.time()
@@ -346,6 +362,10 @@ def native_batch(command: Sequence[str], tasks: int) -> NativeBatch | None:
         f"@{int(signal['seconds'])}",
     )
 
+
+# How long an ended allocation waits for its steps' accounting records (seconds): a step
+# that never reports (its node died) must not hold the job's outcome for ever.
+STEP_RECORD_WAIT_S = 30.0
 
 _STILL_QUEUED = frozenset(
     {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}

@@ -11,7 +11,7 @@ PREEMPTED, BOOT_FAIL, DEADLINE) a failure whose message names Slurm's state.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from virtuai.domain.workload import TaskOutcome
 from virtuai.drivers.base import TaskResult
@@ -59,7 +59,7 @@ class QueueEntry:
 
 @dataclass(frozen=True, slots=True)
 class AccountingEntry:
-    """The allocation line of ``sacct`` (plus what its steps say of OOM)."""
+    """The allocation line of ``sacct`` (plus what its steps say)."""
 
     slurm_id: str
     state: str
@@ -72,6 +72,10 @@ class AccountingEntry:
     nodes: str
     reason: str = ""
     oom_step: bool = False
+    # A step still active in accounting: the batch step can end (and with it the
+    # allocation) while a step's slurmstepd is still checking for OOM kills and sending
+    # its record, seconds later on a loaded node.
+    steps_active: bool = False
 
     @property
     def ended(self) -> bool:
@@ -107,6 +111,7 @@ def parse_sacct(text: str) -> dict[str, AccountingEntry]:
     """``sacct -n -P -o SACCT_FIELDS -j ids`` (allocations and their steps)."""
     jobs: dict[str, AccountingEntry] = {}
     oom: set[str] = set()
+    active: set[str] = set()
     for line in text.splitlines():
         parts = line.split("|")
         if len(parts) != 9:
@@ -117,6 +122,8 @@ def parse_sacct(text: str) -> dict[str, AccountingEntry]:
         if dot:
             if state == "OUT_OF_MEMORY":
                 oom.add(base)
+            elif state in ACTIVE:
+                active.add(base)
             continue
         exit_code, _, signal = code.partition(":")
         jobs[raw] = AccountingEntry(
@@ -131,26 +138,7 @@ def parse_sacct(text: str) -> dict[str, AccountingEntry]:
             nodes=nodes,
             reason=reason if reason != "None" else "",
         )
-    return {
-        k: (
-            v
-            if k not in oom
-            else AccountingEntry(
-                v.slurm_id,
-                v.state,
-                v.exit_code,
-                v.signal,
-                v.start,
-                v.end,
-                v.elapsed_s,
-                v.alloc_tres,
-                v.nodes,
-                v.reason,
-                oom_step=True,
-            )
-        )
-        for k, v in jobs.items()
-    }
+    return {k: replace(v, oom_step=k in oom, steps_active=k in active) for k, v in jobs.items()}
 
 
 def _time(text: str) -> float | None:
