@@ -15,8 +15,11 @@ Who may be a victim (``Policy.preemption``), never a job already preempting:
    tenant that stands worse in fair share (a higher usage over share) than its own,
    and holding no more GPUs than the preemptor asks for (a big gang is not thrown
    back for a small job: the rest of its room would go to others and it would
-   wait long to get it all back), and only once the preemptor itself has waited
-   ``min_run_s``.  At most ``LAS_SEARCHES`` such searches fail
+   wait long to get it all back; except, with ``Policy.gang_victim_ratio``, a gang
+   on several nodes of a tenant whose fair-share ratio is above that bound: a burst
+   of wide gangs beyond the tenant's share, whose room beyond the preemptor's goes
+   to the next blocked jobs of the pass as spare room), and only once the preemptor
+   itself has waited ``min_run_s``.  At most ``LAS_SEARCHES`` such searches fail
    per pass; after that only priority and reclaim preemptions are tried, so a long
    queue does not make every pass search victims for every job.
 
@@ -233,7 +236,7 @@ class Preemptor:
             if min_run > 0 and now - c.job.started_at < min_run:
                 continue  # has not run long enough since it (re)started
             same = c.rank[0] == job.priority
-            if same and c.total.gpu > asks.gpu:
+            if same and c.total.gpu > asks.gpu and not self._gang_victim(c):
                 continue  # LAS: never a bigger job for a smaller one
             if c.job.tenant in richer:
                 if not same or -c.rank[1] <= level:
@@ -247,6 +250,17 @@ class Preemptor:
             ):
                 continue  # holds nothing the job asks for
             yield c
+
+    def _gang_victim(self, c: Candidate) -> bool:
+        """``Policy.gang_victim_ratio``: ``c`` is a gang (on several nodes) of a tenant whose
+        fair-share ratio (usage over share) is above that bound, which a smaller job may
+        preempt for its level."""
+        bound = self._policy.gang_victim_ratio
+        if bound <= 0 or self._tracker is None:
+            return False
+        if len({p.node for p in c.job.placements}) < 2:
+            return False
+        return self._tracker.ratio(c.job.tenant) > bound
 
     def _untaken(self, tenant: str, end: int) -> Iterator[Candidate]:
         """``tenant``'s candidates before ``end``, skipping (for good) the taken ones in front."""

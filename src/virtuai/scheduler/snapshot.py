@@ -197,6 +197,12 @@ class Policy:
     # the next k - 1 jobs blocked for capacity, each around the earlier ones, and a job
     # may pass them only if it delays none (conservative backfill to depth k).
     reserve_depth: int = 1
+    # LAS victims: a running gang (on several nodes) of a tenant whose fair-share ratio
+    # (usage over share) is above this may be preempted for a smaller job (an exception to
+    # "never a bigger job for a smaller one"): a burst of wide gangs beyond the tenant's
+    # share; what it frees beyond the preemptor is spare room for the next blocked jobs.
+    # 0: off.
+    gang_victim_ratio: float = 0.0
     # Capacity reasons that say how fragmented free room is spread (a scan of the
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True
@@ -220,8 +226,9 @@ class Policy:
         """``fair()`` plus least attained service within a tenant (``las.py``), 3 levels
         (8 and 32 GPU-hours), a starvation guard, an hour's minimum run, no LAS preemption
         for a job that backfill would start within 12 hours, shortest (time limit) first
-        within a level, capped at 3 days, and the head's reservation on the nodes whose
-        room comes last (tuned on Philly-shaped load: ``docs/benchmarks.md``)."""
+        within a level, capped at 3 days, the head's reservation on the nodes whose
+        room comes last, and gangs of a tenant at twice its fair share preemptible by
+        smaller jobs (tuned on Philly-shaped load: ``docs/benchmarks.md``)."""
         return cls(
             fair_share=True,
             backfill=True,
@@ -234,6 +241,7 @@ class Policy:
             las_patience_s=12 * 3600.0,
             short_first_cap_s=3 * DAY_S,
             reserve_late=True,
+            gang_victim_ratio=2.0,
         )
 
 

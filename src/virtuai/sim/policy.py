@@ -94,6 +94,7 @@ _KEYS = frozenset(
         "preemption", "max_victim_candidates", "borrowing", "preemption_grace", "min_run",
         "las_thresholds", "starvation_factor", "starvation_min", "checkpoint_interval",
         "restart_overhead", "las_patience", "short_first", "reserve_late", "reservations",
+        "gang_victim_ratio",
     }
 )  # fmt: skip
 _V1 = Policy()
@@ -132,6 +133,7 @@ class PolicySpec:
     short_first_cap_s: float = 0.0
     reserve_late: bool = False
     reserve_depth: int = 1
+    gang_victim_ratio: float = 0.0
 
     def scheduler_policy(self) -> Policy:
         """The ``Policy`` the scheduler gets in every snapshot of this run."""
@@ -152,6 +154,7 @@ class PolicySpec:
             short_first_cap_s=self.short_first_cap_s,
             reserve_late=self.reserve_late,
             reserve_depth=self.reserve_depth,
+            gang_victim_ratio=self.gang_victim_ratio if las else 0.0,
         )
 
     def knobs(self) -> dict[str, Any]:
@@ -175,6 +178,7 @@ class PolicySpec:
             "short_first_cap_s": self.short_first_cap_s,
             "reserve_late": self.reserve_late,
             "reserve_depth": self.reserve_depth,
+            "gang_victim_ratio": self.gang_victim_ratio,
         }
 
 
@@ -244,6 +248,7 @@ def _policy(root: Section, default_name: str) -> PolicySpec:
         short_first_cap_s=root.get("short_first", _as_grace, 0.0),
         reserve_late=root.get("reserve_late", as_bool, False),
         reserve_depth=root.get("reservations", _as_depth, 1),
+        gang_victim_ratio=root.get("gang_victim_ratio", _as_factor, 0.0),
     )
 
 

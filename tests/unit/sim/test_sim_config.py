@@ -171,3 +171,15 @@ def test_short_first_is_read_and_reaches_the_scheduler() -> None:
     assert parse_policy("{}").scheduler_policy().short_first_cap_s == 0
     with pytest.raises(InvalidRequest, match="short_first"):
         parse_policy("short_first: soon\n")
+
+
+def test_gang_victim_ratio_is_read_and_reaches_the_scheduler_only_with_las() -> None:
+    spec = parse_policy("order: las\ngang_victim_ratio: 1.5\n")
+    assert spec.scheduler_policy().gang_victim_ratio == 1.5
+    assert spec.knobs()["gang_victim_ratio"] == 1.5
+    # Without LAS there are no LAS victims: the bound would mean nothing.
+    assert parse_policy("order: fairshare\ngang_victim_ratio: 2\n").scheduler_policy() == (
+        replace(Policy(), fair_share=True)
+    )
+    with pytest.raises(InvalidRequest, match="gang_victim_ratio"):
+        parse_policy("order: las\ngang_victim_ratio: -1\n")

@@ -1,0 +1,143 @@
+"""Variants of ``las-fairshare`` on the fixed-seed traces of #12's rounds (``docs/benchmarks.md``).
+
+Run: ``.venv/bin/python bench/sim_variants.py --kind light --seeds 1-10 --variants base,early``
+(``--jobs 2000 --nodes 32`` by default; 5,000 on 64 for the larger traces).
+
+Each trace is ``bench/sim.py``'s Philly-shaped trace of that seed (light load 0.45 or
+heavy 1.2), replayed through ``simulate()`` with tick 0 under FIFO, fair share alone and
+each variant: ``las-fairshare`` as shipped with some ``PolicySpec`` fields replaced.
+FIFO and fair share are cached in ``--cache`` (JSON per trace and policy, nothing else),
+so a new variant costs one replay per trace.  One line per trace and variant:
+
+- light: the share of the gap between FIFO's mean JCT and the zero-wait bound (the mean
+  run time) that the variant closes;
+- heavy: FIFO's mean JCT over the variant's, and the worst tenant (highest ratio of its
+  mean JCT to its mean JCT under fair share alone).
+
+Then, per variant, min / median / max and how many traces meet the light target (90%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from virtuai.sim.engine import SimRun, simulate
+from virtuai.sim.philly import philly_cluster, philly_trace, regime
+from virtuai.sim.policy import PolicySpec, example_policy
+
+# name -> the fields of ``las-fairshare`` it replaces.  Round 9: "base" is
+# ``las-fairshare`` before it (no gang victims); "gvict2" is ``las-fairshare`` since (a
+# tenant's gangs are LAS victims of smaller jobs above twice its fair share).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {"gang_victim_ratio": 0.0},
+    "gvict": {"gang_victim_ratio": 1.0},
+    "gvict2": {"gang_victim_ratio": 2.0},
+    "gvict3": {"gang_victim_ratio": 3.0},
+}
+
+
+def _spec(name: str) -> PolicySpec:
+    if name in ("fifo", "fairshare"):
+        return example_policy(name)
+    return dataclasses.replace(example_policy("las-fairshare"), **VARIANTS[name])
+
+
+def _summary(run: SimRun) -> dict[str, Any]:
+    sums: dict[str, list[float]] = {}
+    total, count = 0.0, 0
+    for k, job in enumerate(run.jobs):
+        if math.isfinite(run.finish[k]):
+            jct = run.finish[k] - job.submit
+            acc = sums.setdefault(job.tenant, [0.0, 0.0])
+            acc[0] += jct
+            acc[1] += 1
+            total += jct
+            count += 1
+    return {
+        "jct": total / max(1, count),
+        "bound": sum(j.run_s for j in run.jobs) / len(run.jobs),
+        "tenants": {t: s / n for t, (s, n) in sorted(sums.items())},
+        "preemptions": sum(run.preemptions),
+        "passes": run.passes,
+    }
+
+
+def replay(args: argparse.Namespace, seed: int, name: str) -> dict[str, Any]:
+    path = Path(args.cache) / f"{args.jobs}-{args.nodes}-{args.kind}-{seed}-{name}.json"
+    cached = name in ("fifo", "fairshare") or args.cache_variants
+    if cached and path.exists():
+        found: dict[str, Any] = json.loads(path.read_text())
+        return found
+    cluster = philly_cluster(args.nodes)
+    trace = philly_trace(cluster, args.jobs, seed=seed, load=regime(args.kind).load)
+    began = time.process_time()
+    result = _summary(simulate(trace, cluster, _spec(name), tick_s=0.0))
+    result["cpu_s"] = time.process_time() - began
+    if cached:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+    return result
+
+
+def _seeds(text: str) -> list[int]:
+    found: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        found.extend(range(int(lo), int(hi or lo) + 1))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--kind", choices=("light", "heavy"), default="light")
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--nodes", type=int, default=32)
+    parser.add_argument("--seeds", default="1-10")
+    parser.add_argument("--variants", default="base", help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--cache", default="/tmp/virtuai-sim-variants")
+    parser.add_argument(
+        "--cache-variants", action="store_true", help="cache the variants' replays too"
+    )
+    args = parser.parse_args()
+    names = args.variants.split(",")
+    score: dict[str, list[float]] = {n: [] for n in names}
+    for seed in _seeds(args.seeds):
+        fifo = replay(args, seed, "fifo")
+        fair = replay(args, seed, "fairshare") if args.kind == "heavy" else None
+        for name in names:
+            run = replay(args, seed, name)
+            if fair is None:
+                value = (fifo["jct"] - run["jct"]) / max(1e-9, fifo["jct"] - fifo["bound"])
+                score[name].append(100 * value)
+                shown = f"gap_closed={100 * value:.1f}%"
+            else:
+                worst = max(run["tenants"], key=lambda t: run["tenants"][t] / fair["tenants"][t])
+                ratio = fifo["jct"] / run["jct"]
+                score[name].append(ratio)
+                shown = (
+                    f"vs_fifo={ratio:.2f}x worst={worst} "
+                    f"{run['tenants'][worst] / fair['tenants'][worst]:.3f}"
+                )
+            print(
+                f"{args.kind} {args.jobs} seed={seed} {name:<12} {shown} "
+                f"jct={run['jct'] / 3600:.3f}h preemptions={run['preemptions']} "
+                f"cpu={run.get('cpu_s', 0.0):.1f}s",
+                flush=True,
+            )
+    for name, values in score.items():
+        extra = f" >=90%: {sum(v >= 90 for v in values)}" if args.kind == "light" else ""
+        print(
+            f"{name}: min/median/max {min(values):.2f} / {statistics.median(values):.2f} / "
+            f"{max(values):.2f}{extra}"
+        )
+
+
+if __name__ == "__main__":
+    main()
