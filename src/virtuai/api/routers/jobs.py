@@ -111,9 +111,10 @@ def _json(adapter: TypeAdapter[Any], value: object, status_code: int = 200) -> R
 
 
 def _job_fields(
-    job: JobRow | Row[Any], tenant: str, user: str, vc: str | None
+    job: JobRow | Row[Any] | service.SubmittedJob, tenant: str, user: str, vc: str | None
 ) -> dict[str, object]:
-    """The fields of ``JobOut`` from a job's row (an ORM object or a ``LISTED_COLUMNS`` row)."""
+    """The fields of ``JobOut`` from a job's row (an ORM object, a ``LISTED_COLUMNS`` row,
+    or the columns ``service.submit_one`` inserted)."""
     return {
         "id": job.id,
         "name": job.name,
@@ -174,10 +175,14 @@ def recorder(
     """The work of one submit in a group commit: the job recorded, its answer's bytes."""
 
     def record(session: Session) -> bytes:
-        job = service.submit_job(
-            session, caller, request, context.rules, context.clock.now(), context.vcs
-        )
+        now, basis = context.clock.now(), context.submit_basis
         # The submitter is the caller: its name saves loading the user's row again.
+        if request.array is None:  # the common case: no ORM object, two plain inserts
+            one = service.submit_one(
+                session, caller, request, context.rules, now, context.vcs, basis
+            )
+            return _JOB.dump_json(JobOut(**_job_fields(one, one.tenant, caller.name, one.vc)))
+        job = service.submit_job(session, caller, request, context.rules, now, context.vcs, basis)
         vc = None if job.vc is None else job.vc.name
         return _JOB.dump_json(JobOut(**_job_fields(job, job.tenant.name, caller.name, vc)))
 
