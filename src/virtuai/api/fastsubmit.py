@@ -97,14 +97,16 @@ class FastSubmit:
         # try through the endpoint: a commit that failed on a lost PostgreSQL
         # connection may have been applied, and a retry would record the job twice.
         try:
-            content = await context.submits.run(jobs.recorder(caller, request, context))
+            content, wake = await context.submits.run(jobs.recorder(caller, request, context))
         except VirtuaiError as error:  # as api/errors.py answers it
             return JSONResponse(error.to_dict(), status_code=status_of(error))
         except OperationalError as error:
             log.error("database error in POST %s: %s", PATH, error.orig)
             return JSONResponse(database_error_body(error), status_code=503)
         # Anything else goes up to the application's handler of unexpected errors (500).
-        if not context.wake.is_set():
+        # A job that waits for another's end cannot start now: its pass can wait for the
+        # next tick, or for that end, which wakes the loops itself.
+        if wake and not context.wake.is_set():
             context.wake.set()
         return Response(content, 201, media_type="application/json")
 

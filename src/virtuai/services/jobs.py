@@ -110,6 +110,7 @@ class _Prepared:
     vc: VirtualClusterRow | None
     request: JobRequest  # with its defaults (per task, tasks) and chosen site
     columns: dict[str, Any]  # every column of a job of the request, but ids and array
+    held: bool  # it waits for the end of a job that has not ended (``_check_dependencies``)
 
 
 def submit_job(
@@ -153,6 +154,7 @@ class SubmittedJob:
     columns: Mapping[str, Any]  # every column a job's answer reads, its id included
     tenant: str
     vc: str | None
+    held: bool  # it cannot start before a job it depends on ends: no need to wake the loops
 
     def __getattr__(self, name: str) -> Any:  # read as a row is: job.id, job.state...
         try:
@@ -208,6 +210,7 @@ def submit_one(
         {**_INSERT_DEFAULTS, **columns, "id": job_id},
         prepared.tenant.name,
         None if vc is None else vc.name,
+        prepared.held,
     )
 
 
@@ -275,7 +278,7 @@ def _prepare(
         )
     else:
         _reject_if_never_runs_in(vc, probe_of(tenant.name, request, priority, now))
-    _check_dependencies(session, caller, request.dependencies)
+    held = _check_dependencies(session, caller, request.dependencies)
     if request.image is not None:
         _check_image(request, vc, images)
     env = dict(request.env)
@@ -329,7 +332,7 @@ def _prepare(
         "submitted_at": now,
         "updated_at": now,
     }
-    return _Prepared(tenant, vc, request, columns)
+    return _Prepared(tenant, vc, request, columns, held)
 
 
 def _row(session: Session, tenant: TenantRef) -> TenantRow:
@@ -384,31 +387,54 @@ def _check_targeting(request: JobRequest, rules: SchedulingRules) -> None:
 
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 _DEPENDED_ON = (
-    select(JobRow.id, JobRow.array_id, TenantRow.name)
+    select(JobRow.id, JobRow.array_id, TenantRow.name, JobRow.state)
     .join(TenantRow)
     .where(or_(JobRow.id.in_(_IDS), JobRow.array_id.in_(_IDS)))
+)
+# Terms that wait for the end of the job they name: while it has not ended, a job with
+# such a term (not one of an any-of list) cannot start.
+_WAIT_FOR_END = frozenset(
+    {
+        DependencyKind.AFTER_OK,
+        DependencyKind.AFTER_ANY,
+        DependencyKind.AFTER_NOT_OK,
+        DependencyKind.AFTER_CORR,
+    }
 )
 
 
 def _check_dependencies(
     session: Session, caller: Caller, dependencies: Sequence[Dependency]
-) -> None:
-    """Every job depended on must exist and be visible to the caller (jobs or arrays)."""
+) -> bool:
+    """Every job depended on must exist and be visible to the caller (jobs or arrays).
+
+    True: the job surely cannot start now, one of the jobs it waits the end of (a
+    single job, not an array) has not ended: the scheduler need not be woken for it,
+    that job's end will (and the next pass sees it anyway)."""
     wanted = {d.job_id for d in dependencies if d.kind is not DependencyKind.SINGLETON}
     if not wanted:
-        return
+        return False
     # Built once: a statement per call cost more than the query (its cache key, the
     # ``in_`` coercions).  The jobs it looks for are flushed already (no autoflush needed).
     found = session.connection().execute(_DEPENDED_ON, {"ids": sorted(wanted)}).all()
     visible = {
         ident
-        for job_id, array_id, tenant in found
+        for job_id, array_id, tenant, _state in found
         if caller.can_see(tenant)
         for ident in (job_id, array_id)
     }
     missing = sorted(wanted - visible)
     if missing:
         raise NotFound(f"dependency: job {missing[0]} not found", field="dependency")
+    running = {
+        job_id
+        for job_id, array_id, _tenant, state in found
+        if array_id is None and not JobState(state).is_finished()
+    }
+    return any(
+        d.kind in _WAIT_FOR_END and not d.any_of and d.index is None and d.job_id in running
+        for d in dependencies
+    )
 
 
 def _target_vc(session: Session, tenant: TenantRow, name: str) -> VirtualClusterRow:

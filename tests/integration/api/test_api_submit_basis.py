@@ -198,3 +198,25 @@ def test_the_common_submit_records_what_the_orm_path_records(
         assert {k: v for k, v in events[row.id].items() if k not in skip} == {
             k: v for k, v in events[one.id].items() if k not in skip
         }
+
+
+def test_a_job_held_by_an_unfinished_job_does_not_wake_the_loops(platform: Platform) -> None:
+    platform.tenant("physics", cpu=4, memory="4Gi")
+    alice = platform.user("alice", "physics")
+    wake = platform.context.wake
+
+    def wakes(body: dict[str, Any]) -> bool:
+        wake.clear()
+        platform.ok("POST", "/api/v1/jobs", alice, json=body)
+        return wake.is_set()
+
+    assert wakes(SMALL)
+    blocker = platform.ok("POST", "/api/v1/jobs", alice, json=SMALL)["id"]
+    assert not wakes({**SMALL, "dependency": f"afterok:{blocker}"})
+    assert not wakes({**SMALL, "dependency": f"afterany:{blocker}"})
+    assert wakes({**SMALL, "dependency": f"after:{blocker}"})  # not sure: woken
+    assert wakes({**SMALL, "dependency": f"afterok:{blocker}?afterok:1"})
+    assert wakes({**SMALL, "dependency": "singleton"})
+    platform.ok("POST", f"/api/v1/jobs/{blocker}/cancel")
+    platform.wait_for([blocker])
+    assert wakes({**SMALL, "dependency": f"afterok:{blocker}"})  # it ended: the pass decides
