@@ -391,6 +391,13 @@ _DEPENDED_ON = (
     .join(TenantRow)
     .where(or_(JobRow.id.in_(_IDS), JobRow.array_id.in_(_IDS)))
 )
+# The common case, one job depended on: no list to expand into the statement at each call.
+_ID: BindParameter[int] = bindparam("id")
+_DEPENDED_ON_ONE = (
+    select(JobRow.id, JobRow.array_id, TenantRow.name, JobRow.state)
+    .join(TenantRow)
+    .where(or_(JobRow.id == _ID, JobRow.array_id == _ID))
+)
 # Terms that wait for the end of the job they name: while it has not ended, a job with
 # such a term (not one of an any-of list) cannot start.
 _WAIT_FOR_END = frozenset(
@@ -416,7 +423,11 @@ def _check_dependencies(
         return False
     # Built once: a statement per call cost more than the query (its cache key, the
     # ``in_`` coercions).  The jobs it looks for are flushed already (no autoflush needed).
-    found = session.connection().execute(_DEPENDED_ON, {"ids": sorted(wanted)}).all()
+    connection = session.connection()
+    if len(wanted) == 1:
+        found = connection.execute(_DEPENDED_ON_ONE, {"id": next(iter(wanted))}).all()
+    else:
+        found = connection.execute(_DEPENDED_ON, {"ids": sorted(wanted)}).all()
     visible = {
         ident
         for job_id, array_id, tenant, _state in found
