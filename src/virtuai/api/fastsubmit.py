@@ -38,6 +38,7 @@ from virtuai.auth.tokens import hash_token, looks_like_api_token
 from virtuai.errors import VirtuaiError
 
 PATH = "/api/v1/jobs"
+_JSON = (b"content-type", b"application/json")
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ class FastSubmit:
             await self.app(scope, _replay(body, receive), send)
             return
         scope["route"] = self.route
+        if isinstance(response, bytes):  # the job's answer: as Response(...) sends it
+            headers = [(b"content-length", b"%d" % len(response)), _JSON]
+            await send({"type": "http.response.start", "status": 201, "headers": headers})
+            await send({"type": "http.response.body", "body": response})
+            return
         await response(scope, receive, send)
 
     def _cached_caller(self, scope: Scope) -> Any:
@@ -85,7 +91,8 @@ class FastSubmit:
             return None
         return self.context.tokens.get(hash_token(credential))
 
-    async def _submit(self, caller: Any, body: bytes) -> Response | None:
+    async def _submit(self, caller: Any, body: bytes) -> Response | bytes | None:
+        """The answer: a job's (bytes, 201), an error's, or None: the endpoint's to give."""
         context = self.context
         try:
             parsed = json.loads(body)
@@ -108,7 +115,7 @@ class FastSubmit:
         # next tick, or for that end, which wakes the loops itself.
         if wake and not context.wake.is_set():
             context.wake.set()
-        return Response(content, 201, media_type="application/json")
+        return content
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -220,3 +220,19 @@ def test_a_job_held_by_an_unfinished_job_does_not_wake_the_loops(platform: Platf
     platform.ok("POST", f"/api/v1/jobs/{blocker}/cancel")
     platform.wait_for([blocker])
     assert wakes({**SMALL, "dependency": f"afterok:{blocker}"})  # it ended: the pass decides
+
+
+def test_the_fast_answer_has_the_endpoints_headers(platform: Platform) -> None:
+    platform.tenant("physics", cpu=4, memory="4Gi")
+    alice = platform.user("alice", "physics")
+    platform.context.tokens.forget(hash_token(alice))
+    by_endpoint = platform.call("POST", "/api/v1/jobs", alice, json=SMALL)  # not cached yet
+    assert platform.context.tokens.get(hash_token(alice)) is not None
+    by_fast_path = platform.call("POST", "/api/v1/jobs", alice, json=SMALL)
+    for response in (by_endpoint, by_fast_path):
+        assert response.status_code == 201
+        assert response.headers["content-type"] == "application/json"
+        assert int(response.headers["content-length"]) == len(response.content)
+    assert list(by_endpoint.headers) == list(by_fast_path.headers)
+    first, second = by_endpoint.json(), by_fast_path.json()
+    assert list(first) == list(second) and second["id"] == first["id"] + 1
