@@ -38,7 +38,7 @@ from virtuai.services.planning import (
     reject_if_never_runs,
 )
 from virtuai.services.sitechoice import SiteChoice, choose_site
-from virtuai.services.submitbasis import SubmitBasisCache, TenantRef, read_basis
+from virtuai.services.submitbasis import SubmitBasis, SubmitBasisCache, TenantRef, read_basis
 from virtuai.services.vclusters import VcRuntimeAccess, live_vc, whole_node
 from virtuai.store.inventory import allowed_nodes
 from virtuai.store.models import (
@@ -228,13 +228,32 @@ def _prepare(
     basis_cache: SubmitBasisCache | None,
 ) -> _Prepared:
     """Every check of a submit, and the columns of its job."""
+    if basis_cache is None:
+        basis = _in_transaction(session, "basis", lambda: read_basis(session, rules, now))
+        return _prepare_on(session, caller, request, rules, now, images, basis)
+    try:
+        return _prepare_on(
+            session, caller, request, rules, now, images, basis_cache.get(session, now)
+        )
+    except (NotFound, Conflict, Unschedulable):
+        # A kept basis may miss another server's change of the last second (a tenant
+        # created or enabled, a quota raised, a node added): a refusal is only given on
+        # what the database says now.  Refusals are rare; the read costs them alone.
+        basis = basis_cache.refresh(session, now)
+        return _prepare_on(session, caller, request, rules, now, images, basis)
+
+
+def _prepare_on(
+    session: Session,
+    caller: Caller,
+    request: JobRequest,
+    rules: SchedulingRules,
+    now: dt.datetime,
+    images: VcRuntimeAccess | None,
+    basis: SubmitBasis,
+) -> _Prepared:
     tenant_name = caller.default_tenant(request.tenant)
     caller.require_submit(tenant_name)
-    basis = (
-        basis_cache.get(session, now)
-        if basis_cache is not None
-        else _in_transaction(session, "basis", lambda: read_basis(session, rules, now))
-    )
     tenant = basis.tenants.get(tenant_name)
     if tenant is None or tenant.deleted_at is not None:
         raise NotFound(f"tenant {tenant_name!r} not found", field="tenant")

@@ -16,7 +16,9 @@ for at most ``ttl_s`` seconds.  It stays correct as the token cache does
 - the API worker processes of one server share that generation through a file of
   the state directory (``share``), as they share the token cache's;
 - a change made by another server on the same database is seen after at most
-  ``ttl_s`` seconds (as a revoked token is).
+  ``ttl_s`` seconds (as a revoked token is); and a submit the kept basis would refuse
+  (a tenant not found or disabled, a job that could never run) is checked again on a
+  basis read afresh, so that only an acceptance may rest on the last second's view.
 
 What changes all the time and decides nothing here is left out, or the basis would
 never live: a node's heartbeat (four times a second), a tenant's fair-share usage.
@@ -221,6 +223,14 @@ class SubmitBasisCache:
         kept = self._kept
         if kept is not None and kept[1] == generation and kept[2] > self._monotonic():
             return kept[0]
+        return self._read(session, now, generation)
+
+    def refresh(self, session: Session, now: dt.datetime) -> SubmitBasis:
+        """Read afresh (and keep): before a refusal, which must not rest on a kept basis
+        that misses another server's change."""
+        return self._read(session, now, GENERATION.value)
+
+    def _read(self, session: Session, now: dt.datetime, generation: int) -> SubmitBasis:
         basis = read_basis(session, self._rules, now)
         if self._ttl_s > 0 and GENERATION.value == generation:
             self._kept = (basis, generation, self._monotonic() + self._ttl_s)

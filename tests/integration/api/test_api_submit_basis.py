@@ -236,3 +236,20 @@ def test_the_fast_answer_has_the_endpoints_headers(platform: Platform) -> None:
     assert list(by_endpoint.headers) == list(by_fast_path.headers)
     first, second = by_endpoint.json(), by_fast_path.json()
     assert list(first) == list(second) and second["id"] == first["id"] + 1
+
+
+def test_a_refusal_never_rests_on_a_kept_basis(platform: Platform, db_url: str) -> None:
+    """Another server enables a tenant, or raises its quota: the next submit here is
+    accepted at once, though the kept basis (within its second) says otherwise."""
+    platform.tenant("physics", cpu=1, memory="1Gi")
+    alice = platform.user("alice", "physics")
+    platform.ok("POST", "/api/v1/tenants/physics/disable")
+    assert platform.call("POST", "/api/v1/jobs", alice, json=SMALL).status_code == 409
+    two_cpus = {**SMALL, "resources": {"cpu": 2, "memory": "16Mi"}}
+    other = create_db_engine(db_url)  # another server: no session of this process
+    with other.begin() as connection:
+        connection.execute(text("UPDATE tenants SET disabled_at = NULL"))
+        connection.execute(text("UPDATE tenant_quotas SET nominal_cpu_milli = 4000"))
+    other.dispose()
+    assert platform.call("POST", "/api/v1/jobs", alice, json=SMALL).status_code == 201
+    assert platform.call("POST", "/api/v1/jobs", alice, json=two_cpus).status_code == 201
