@@ -18,6 +18,7 @@ from virtuai.drivers.base import Driver
 from virtuai.services.metrics import Metrics
 from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
+from virtuai.services.submitbasis import SubmitBasisCache
 from virtuai.services.tokencache import TokenCache
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.store.groupcommit import GroupCommit
@@ -66,8 +67,12 @@ class ApiContext:
     submits: GroupCommit = field(init=False)
     # SQLite with API workers: the file their group commits take turns on (groupcommit.py).
     submit_lock: Path | None = None
+    # What every submit reads (its tenant, the nodes, the quotas), kept between
+    # transactions for a moment (services/submitbasis.py).
+    submit_basis: SubmitBasisCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.submits = GroupCommit(
             self.sessions, name="virtuai-submits", lock_path=self.submit_lock
         )
+        self.submit_basis = SubmitBasisCache(self.rules)

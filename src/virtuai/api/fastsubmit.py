@@ -38,6 +38,7 @@ from virtuai.auth.tokens import hash_token, looks_like_api_token
 from virtuai.errors import VirtuaiError
 
 PATH = "/api/v1/jobs"
+_JSON = (b"content-type", b"application/json")
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ class FastSubmit:
             await self.app(scope, _replay(body, receive), send)
             return
         scope["route"] = self.route
+        if isinstance(response, bytes):  # the job's answer: as Response(...) sends it
+            headers = [(b"content-length", b"%d" % len(response)), _JSON]
+            await send({"type": "http.response.start", "status": 201, "headers": headers})
+            await send({"type": "http.response.body", "body": response})
+            return
         await response(scope, receive, send)
 
     def _cached_caller(self, scope: Scope) -> Any:
@@ -85,7 +91,8 @@ class FastSubmit:
             return None
         return self.context.tokens.get(hash_token(credential))
 
-    async def _submit(self, caller: Any, body: bytes) -> Response | None:
+    async def _submit(self, caller: Any, body: bytes) -> Response | bytes | None:
+        """The answer: a job's (bytes, 201), an error's, or None: the endpoint's to give."""
         context = self.context
         try:
             parsed = json.loads(body)
@@ -97,16 +104,18 @@ class FastSubmit:
         # try through the endpoint: a commit that failed on a lost PostgreSQL
         # connection may have been applied, and a retry would record the job twice.
         try:
-            content = await context.submits.run(jobs.recorder(caller, request, context))
+            content, wake = await context.submits.run(jobs.recorder(caller, request, context))
         except VirtuaiError as error:  # as api/errors.py answers it
             return JSONResponse(error.to_dict(), status_code=status_of(error))
         except OperationalError as error:
             log.error("database error in POST %s: %s", PATH, error.orig)
             return JSONResponse(database_error_body(error), status_code=503)
         # Anything else goes up to the application's handler of unexpected errors (500).
-        if not context.wake.is_set():
+        # A job that waits for another's end cannot start now: its pass can wait for the
+        # next tick, or for that end, which wakes the loops itself.
+        if wake and not context.wake.is_set():
             context.wake.set()
-        return Response(content, 201, media_type="application/json")
+        return content
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -33,6 +33,8 @@ from virtuai.scheduler.snapshot import Policy
 from virtuai.services.metrics import Metrics
 from virtuai.services.notebooks import NotebookOptions
 from virtuai.services.planning import SchedulingRules
+from virtuai.services.submitbasis import GENERATION as BASIS_GENERATION
+from virtuai.services.tokencache import GENERATION
 from virtuai.services.vclusters import VcOptions, VcRuntimeAccess
 from virtuai.settings import SchedulerSettings, Settings
 
@@ -40,6 +42,14 @@ from virtuai.settings import SchedulerSettings, Settings
 def auth_generation_path(settings: Settings) -> Path:
     """The counter every process of one server bumps at an auth change."""
     return settings.home / "auth-generation"
+
+
+def share_generations(settings: Settings) -> None:
+    """Every process of this server (API workers) empties its token cache when any of them
+    commits an auth change (``services.tokencache``), and its submits' basis when any of
+    them changes a tenant, a quota or a node (``services.submitbasis``)."""
+    GENERATION.share(auth_generation_path(settings))
+    BASIS_GENERATION.share(settings.home / "submit-basis-generation")
 
 
 def api_context(

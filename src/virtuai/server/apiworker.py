@@ -39,11 +39,10 @@ from virtuai.drivers.base import Driver
 from virtuai.drivers.local.driver import LocalDriver
 from virtuai.host.deathsignal import die_with_parent
 from virtuai.proxy.fastpath import Switch, uvicorn_config
-from virtuai.server.apiparts import api_context, auth_generation_path, proxy_front
+from virtuai.server.apiparts import api_context, proxy_front, share_generations
 from virtuai.server.gate import Gate
 from virtuai.server.start import SWITCH_INTERVAL_S
 from virtuai.server.up import vc_runtime
-from virtuai.services.tokencache import GENERATION
 from virtuai.settings import Settings
 from virtuai.store.db import create_db_engine, make_session_factory
 
@@ -82,7 +81,7 @@ def serve(spec: dict[str, Any]) -> None:
     settings = Settings.model_validate(spec["settings"])
     listener = socket.socket(fileno=int(spec["listen_fd"]))
     wake = WakeSender(socket.socket(fileno=int(spec["wake_fd"])))
-    GENERATION.share(auth_generation_path(settings))
+    share_generations(settings)
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the main process
 
     clock = SystemClock()

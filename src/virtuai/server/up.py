@@ -41,13 +41,12 @@ from virtuai.proxy.nginx import Nginx
 from virtuai.proxy.nginxauth import NginxAuth
 from virtuai.server.apiparts import (
     api_context,
-    auth_generation_path,
     policy_from_settings,
     proxy_front,
+    share_generations,
 )
 from virtuai.server.bootstrap import bootstrap_admin
 from virtuai.services.serving import start_replica
-from virtuai.services.tokencache import GENERATION
 from virtuai.services.vclusters import VcRuntimeAccess
 from virtuai.settings import Settings
 from virtuai.store.db import create_db_engine, make_session_factory, transaction
@@ -91,9 +90,7 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
     settings = settings.for_installation(iid)
     log.info("installation %s", iid or "(before installation ids: original names)")
     secure_state(settings)
-    # Every process of this server (API workers) empties its token cache when any of
-    # them commits an auth change (``services.tokencache``).
-    GENERATION.share(auth_generation_path(settings))
+    share_generations(settings)
 
     if os.geteuid() != 0:
         log.warning(

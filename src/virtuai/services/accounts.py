@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
@@ -121,7 +122,14 @@ def delete_tenant(
     session.flush()
 
 
-def require_enabled_tenant(tenant: TenantRow) -> None:
+class _TenantLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def disabled_at(self) -> dt.datetime | None: ...
+
+
+def require_enabled_tenant(tenant: _TenantLike) -> None:
     """New work is refused in a disabled tenant (running and queued work goes on)."""
     if tenant.disabled_at is not None:
         raise Conflict(

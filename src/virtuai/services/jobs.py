@@ -7,9 +7,9 @@ import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Row, or_, select
+from sqlalchemy import BindParameter, Row, Table, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from virtuai.domain.arrays import ArraySpec
@@ -33,18 +33,17 @@ from virtuai.services.environments import job_environment
 from virtuai.services.images import job_image
 from virtuai.services.planning import (
     SchedulingRules,
-    capacity_snapshot,
     plan_job,
     probe,
     reject_if_never_runs,
 )
 from virtuai.services.sitechoice import SiteChoice, choose_site
+from virtuai.services.submitbasis import SubmitBasis, SubmitBasisCache, TenantRef, read_basis
 from virtuai.services.vclusters import VcRuntimeAccess, live_vc, whole_node
 from virtuai.store.inventory import allowed_nodes
 from virtuai.store.models import (
     JobEventRow,
     JobRow,
-    NodeRow,
     TaskRow,
     TenantRow,
     UserRow,
@@ -103,6 +102,17 @@ def default_job_name(command: Sequence[str]) -> str:
     return name or "job"
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A request checked and completed: the columns of its job(s), before the insert."""
+
+    tenant: TenantRef
+    vc: VirtualClusterRow | None
+    request: JobRequest  # with its defaults (per task, tasks) and chosen site
+    columns: dict[str, Any]  # every column of a job of the request, but ids and array
+    held: bool  # it waits for the end of a job that has not ended (``_check_dependencies``)
+
+
 def submit_job(
     session: Session,
     caller: Caller,
@@ -110,18 +120,147 @@ def submit_job(
     rules: SchedulingRules,
     now: dt.datetime,
     images: VcRuntimeAccess | None = None,
+    basis: SubmitBasisCache | None = None,
 ) -> JobRow:
     """Record a pending job.  ``images``: where ``request.image`` is looked up (the
-    virtual-cluster runtime); ``None``: this server offers no images."""
+    virtual-cluster runtime); ``None``: this server offers no images.  ``basis``: what
+    every submit reads, kept between transactions (``services.submitbasis``); None: read
+    once per transaction."""
+    prepared = _prepare(session, caller, request, rules, now, images, basis)
+    request = prepared.request
+    indices: Sequence[int | None] = request.array.indices if request.array else [None]
+    first: JobRow | None = None
+    for index in indices:
+        job = JobRow(
+            **prepared.columns,
+            array_id=first.id if first is not None else None,
+            array_index=index,
+        )
+        session.add(job)
+        session.flush()
+        if first is None:
+            first = job
+            if index is not None:
+                job.array_id = job.id  # an array is named by its first element's id
+        record_creation(session, job, now=now, actor=caller.name)
+    assert first is not None
+    return first
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedJob:
+    """One job just recorded by ``submit_one``: its columns, its tenant's and VC's names."""
+
+    columns: Mapping[str, Any]  # every column a job's answer reads, its id included
+    tenant: str
+    vc: str | None
+    held: bool  # it cannot start before a job it depends on ends: no need to wake the loops
+
+    def __getattr__(self, name: str) -> Any:  # read as a row is: job.id, job.state...
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+# Columns an insert leaves to their defaults whose values a job's answer shows.
+_INSERT_DEFAULTS = {
+    "exit_code": None,
+    "restart_count": 0,
+    "queue_position": None,
+    "expected_start_at": None,
+    "started_at": None,
+    "finished_at": None,
+}
+
+
+def submit_one(
+    session: Session,
+    caller: Caller,
+    request: JobRequest,
+    rules: SchedulingRules,
+    now: dt.datetime,
+    images: VcRuntimeAccess | None = None,
+    basis: SubmitBasisCache | None = None,
+) -> SubmittedJob:
+    """``submit_job`` for a request that is not an array, without the ORM's unit of work:
+    two inserts (the job, its creation event), each a cached statement.  The same checks,
+    the same columns (the database's triggers set ``change_seq`` as for any insert)."""
+    if request.array is not None:
+        raise ValueError("submit_one takes one job: submit_job records arrays")
+    prepared = _prepare(session, caller, request, rules, now, images, basis)
+    columns = {**prepared.columns, "array_id": None, "array_index": None}
+    connection = session.connection()
+    key = connection.execute(_INSERT_JOB, columns).inserted_primary_key
+    assert key is not None
+    job_id = key[0]
+    connection.execute(
+        _INSERT_EVENT,
+        {
+            "job_id": job_id,
+            "at": now,
+            "from_state": None,
+            "to_state": columns["state"],
+            "reason": "submitted",
+            "actor": caller.name,
+        },
+    )
+    vc = prepared.vc
+    return SubmittedJob(
+        {**_INSERT_DEFAULTS, **columns, "id": job_id},
+        prepared.tenant.name,
+        None if vc is None else vc.name,
+        prepared.held,
+    )
+
+
+_INSERT_JOB = insert(cast(Table, JobRow.__table__))
+_INSERT_EVENT = insert(cast(Table, JobEventRow.__table__))
+
+
+def _prepare(
+    session: Session,
+    caller: Caller,
+    request: JobRequest,
+    rules: SchedulingRules,
+    now: dt.datetime,
+    images: VcRuntimeAccess | None,
+    basis_cache: SubmitBasisCache | None,
+) -> _Prepared:
+    """Every check of a submit, and the columns of its job."""
+    if basis_cache is None:
+        basis = _in_transaction(session, "basis", lambda: read_basis(session, rules, now))
+        return _prepare_on(session, caller, request, rules, now, images, basis)
+    try:
+        return _prepare_on(
+            session, caller, request, rules, now, images, basis_cache.get(session, now)
+        )
+    except (NotFound, Conflict, Unschedulable):
+        # A kept basis may miss another server's change of the last second (a tenant
+        # created or enabled, a quota raised, a node added): a refusal is only given on
+        # what the database says now.  Refusals are rare; the read costs them alone.
+        basis = basis_cache.refresh(session, now)
+        return _prepare_on(session, caller, request, rules, now, images, basis)
+
+
+def _prepare_on(
+    session: Session,
+    caller: Caller,
+    request: JobRequest,
+    rules: SchedulingRules,
+    now: dt.datetime,
+    images: VcRuntimeAccess | None,
+    basis: SubmitBasis,
+) -> _Prepared:
     tenant_name = caller.default_tenant(request.tenant)
     caller.require_submit(tenant_name)
-    tenant = _in_transaction(
-        session, f"tenant {tenant_name}", lambda: get_tenant_row(session, tenant_name)
-    )
+    tenant = basis.tenants.get(tenant_name)
+    if tenant is None or tenant.deleted_at is not None:
+        raise NotFound(f"tenant {tenant_name!r} not found", field="tenant")
     require_enabled_tenant(tenant)
     priority = rules.priority(request.priority)
     rules.check_walltime(request.walltime_s)
-    vc = None if request.vc is None else _target_vc(session, tenant, request.vc)
+    vc = None if request.vc is None else _target_vc(session, _row(session, tenant), request.vc)
     request = _with_defaults(request, vc)
     per_task, tasks = request.per_task, request.tasks
     assert per_task is not None and tasks is not None
@@ -135,17 +274,14 @@ def submit_job(
     pool: str | None = None
     data: JobData | None = None
     if vc is None and request.data is not None:
-        data = job_data(session, tenant, request.data, request.stage, request.site)
+        data = job_data(session, _row(session, tenant), request.data, request.stage, request.site)
         request = dataclasses.replace(request, site=data.placement.site)
     elif request.data is not None:
         raise InvalidRequest("a job in a virtual cluster reads its cluster's /shared", field="data")
     if vc is None:
         _check_targeting(request, rules)
-        node_rows = _in_transaction(
-            session, "nodes", lambda: list(session.scalars(select(NodeRow)))
-        )
         allowed = allowed_nodes(
-            node_rows,
+            basis.nodes,
             request.node_class,
             request.constraints,
             walltime_s=request.walltime_s,
@@ -154,17 +290,14 @@ def submit_job(
         job_probe = probe_of(tenant.name, request, priority, now, allowed)
         pool = choose_site(session, rules, request.site, job_probe, now).pool
         job_probe = dataclasses.replace(job_probe, pool=pool)
-        capacity = _in_transaction(
-            session, "capacity", lambda: capacity_snapshot(session, rules, now, node_rows)
-        )
-        reject_if_never_runs(session, rules, job_probe, now, capacity)
+        reject_if_never_runs(session, rules, job_probe, now, basis.at(now))
     elif request.site is not None:
         raise InvalidRequest(
             "a job in a virtual cluster runs on its nodes, not a site", field="site"
         )
     else:
         _reject_if_never_runs_in(vc, probe_of(tenant.name, request, priority, now))
-    _check_dependencies(session, caller, request.dependencies)
+    held = _check_dependencies(session, caller, request.dependencies)
     if request.image is not None:
         _check_image(request, vc, images)
     env = dict(request.env)
@@ -175,61 +308,58 @@ def submit_job(
                 "or on a site",
                 field="environment",
             )
-        env = job_environment(session, tenant, request.environment, env, image=request.image)
+        env = job_environment(
+            session, _row(session, tenant), request.environment, env, image=request.image
+        )
     copy = data is not None and needs_copy(data.dataset.site, request.stage, site_of_pool(pool))
     if data is not None and not copy:
         env[DATA_ENV] = data.dataset.path
     elif copy:
         env.pop(DATA_ENV, None)  # set by the staging loop once the copy is made, not before
-    indices: Sequence[int | None] = request.array.indices if request.array else [None]
-    first: JobRow | None = None
-    for index in indices:
-        job = JobRow(
-            tenant_id=tenant.id,
-            user_id=caller.user_id,
-            name=request.name or default_job_name(request.command),
-            kind=request.kind,
-            host_port=request.host_port,
-            state=JobState.PENDING,
-            reason="waiting for the scheduler",
-            command=list(request.command),
-            env=env,
-            environment=request.environment,
-            image=request.image,
-            workdir=request.workdir,
-            cpu_milli=per_task.cpu_milli,
-            memory=per_task.memory,
-            gpu=per_task.gpu,
-            tasks=tasks,
-            walltime_s=request.walltime_s,
-            priority_class=priority.name,
-            priority=priority.value,
-            placement=[],
-            dependencies=[d.to_json() for d in request.dependencies],
-            checkpoint_signal=request.checkpoint_signal,
-            checkpoint_grace_s=request.checkpoint_grace_s,
-            requeue=request.requeue,
-            array_id=first.id if first is not None else None,
-            array_index=index,
-            array_max_running=request.array.max_running if request.array else None,
-            vc_id=None if vc is None else vc.id,
-            node_class=request.node_class,
-            constraints=list(request.constraints),
-            pool=pool,
-            data=request.data,
-            stage=copy,  # it waits for a copy of its data (control.staging)
-            submitted_at=now,
-            updated_at=now,
-        )
-        session.add(job)
-        session.flush()
-        if first is None:
-            first = job
-            if index is not None:
-                job.array_id = job.id  # an array is named by its first element's id
-        record_creation(session, job, now=now, actor=caller.name)
-    assert first is not None
-    return first
+    columns: dict[str, Any] = {
+        "tenant_id": tenant.id,
+        "user_id": caller.user_id,
+        "name": request.name or default_job_name(request.command),
+        "kind": request.kind,
+        "host_port": request.host_port,
+        "state": JobState.PENDING,
+        "reason": "waiting for the scheduler",
+        "command": list(request.command),
+        "env": env,
+        "environment": request.environment,
+        "image": request.image,
+        "workdir": request.workdir,
+        "cpu_milli": per_task.cpu_milli,
+        "memory": per_task.memory,
+        "gpu": per_task.gpu,
+        "tasks": tasks,
+        "walltime_s": request.walltime_s,
+        "priority_class": priority.name,
+        "priority": priority.value,
+        "placement": [],
+        "dependencies": [d.to_json() for d in request.dependencies],
+        "checkpoint_signal": request.checkpoint_signal,
+        "checkpoint_grace_s": request.checkpoint_grace_s,
+        "requeue": request.requeue,
+        "array_max_running": request.array.max_running if request.array else None,
+        "vc_id": None if vc is None else vc.id,
+        "node_class": request.node_class,
+        "constraints": list(request.constraints),
+        "pool": pool,
+        "data": request.data,
+        "stage": copy,  # it waits for a copy of its data (control.staging)
+        "submitted_at": now,
+        "updated_at": now,
+    }
+    return _Prepared(tenant, vc, request, columns, held)
+
+
+def _row(session: Session, tenant: TenantRef) -> TenantRow:
+    """The tenant's row, for the less common paths that read more of it (VCs, data...)."""
+    row = session.get(TenantRow, tenant.id)
+    if row is None:  # removed since the basis was read
+        raise NotFound(f"tenant {tenant.name!r} not found", field="tenant")
+    return row
 
 
 def _in_transaction(session: Session, key: str, read: Callable[[], T]) -> T:
@@ -274,27 +404,67 @@ def _check_targeting(request: JobRequest, rules: SchedulingRules) -> None:
         )
 
 
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_DEPENDED_ON = (
+    select(JobRow.id, JobRow.array_id, TenantRow.name, JobRow.state)
+    .join(TenantRow)
+    .where(or_(JobRow.id.in_(_IDS), JobRow.array_id.in_(_IDS)))
+)
+# The common case, one job depended on: no list to expand into the statement at each call.
+_ID: BindParameter[int] = bindparam("id")
+_DEPENDED_ON_ONE = (
+    select(JobRow.id, JobRow.array_id, TenantRow.name, JobRow.state)
+    .join(TenantRow)
+    .where(or_(JobRow.id == _ID, JobRow.array_id == _ID))
+)
+# Terms that wait for the end of the job they name: while it has not ended, a job with
+# such a term (not one of an any-of list) cannot start.
+_WAIT_FOR_END = frozenset(
+    {
+        DependencyKind.AFTER_OK,
+        DependencyKind.AFTER_ANY,
+        DependencyKind.AFTER_NOT_OK,
+        DependencyKind.AFTER_CORR,
+    }
+)
+
+
 def _check_dependencies(
     session: Session, caller: Caller, dependencies: Sequence[Dependency]
-) -> None:
-    """Every job depended on must exist and be visible to the caller (jobs or arrays)."""
+) -> bool:
+    """Every job depended on must exist and be visible to the caller (jobs or arrays).
+
+    True: the job surely cannot start now, one of the jobs it waits the end of (a
+    single job, not an array) has not ended: the scheduler need not be woken for it,
+    that job's end will (and the next pass sees it anyway)."""
     wanted = {d.job_id for d in dependencies if d.kind is not DependencyKind.SINGLETON}
     if not wanted:
-        return
-    found = session.execute(
-        select(JobRow.id, JobRow.array_id, TenantRow.name)
-        .join(TenantRow)
-        .where(or_(JobRow.id.in_(wanted), JobRow.array_id.in_(wanted)))
-    ).all()
+        return False
+    # Built once: a statement per call cost more than the query (its cache key, the
+    # ``in_`` coercions).  The jobs it looks for are flushed already (no autoflush needed).
+    connection = session.connection()
+    if len(wanted) == 1:
+        found = connection.execute(_DEPENDED_ON_ONE, {"id": next(iter(wanted))}).all()
+    else:
+        found = connection.execute(_DEPENDED_ON, {"ids": sorted(wanted)}).all()
     visible = {
         ident
-        for job_id, array_id, tenant in found
+        for job_id, array_id, tenant, _state in found
         if caller.can_see(tenant)
         for ident in (job_id, array_id)
     }
     missing = sorted(wanted - visible)
     if missing:
         raise NotFound(f"dependency: job {missing[0]} not found", field="dependency")
+    running = {
+        job_id
+        for job_id, array_id, _tenant, state in found
+        if array_id is None and not JobState(state).is_finished()
+    }
+    return any(
+        d.kind in _WAIT_FOR_END and not d.any_of and d.index is None and d.job_id in running
+        for d in dependencies
+    )
 
 
 def _target_vc(session: Session, tenant: TenantRow, name: str) -> VirtualClusterRow:

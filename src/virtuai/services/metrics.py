@@ -280,6 +280,7 @@ class Metrics:
             buckets=API_BUCKETS,
             registry=self.registry,
         )
+        self._latency_children: dict[tuple[str, str], Histogram] = {}
         self.api_errors = Counter(
             "virtuai_api_errors",
             "API answers with status >= 400, by route and status",
@@ -294,7 +295,13 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.api_latency.labels(method, route).observe(seconds)
+        # The labelled child by (method, route), kept: ``labels()`` checks the labels and
+        # takes a lock at every request.  Routes are templates: the map stays small.
+        key = (method, route)
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self._latency_children[key] = self.api_latency.labels(method, route)
+        child.observe(seconds)
         if status >= 400:
             self.api_errors.labels(method, route, str(status)).inc()
 

@@ -19,6 +19,12 @@ and commits once; only then is each request answered.  So:
 Nothing waits to fill a batch: a request arriving at an idle writer is committed at
 once; batches form from the requests that arrive while the previous commit runs.
 
+A savepoint per request costs two statements (round trips on PostgreSQL, where that
+was more than the commit a batch saves), and refusals are rare.  So a batch first runs
+without savepoints; only when one of its works fails is it rolled back and run again,
+one savepoint per work.  A work may therefore run twice: everything it does must be
+inside the transaction (the submit's is: checks, inserts, the answer's bytes).
+
 Several processes of one server (API workers, ``server/workers.py``) each have a
 writer.  On SQLite they would meet at its write lock, whose busy handler polls with
 sleeps; ``lock_path`` (a file in the state directory) makes them take turns on an
@@ -144,14 +150,39 @@ class GroupCommit:
         live = [item for item in batch if item.wanted()]
         if not live:
             return
+        # First without savepoints (two statements per work, round trips on PostgreSQL);
+        # if a work of the batch fails, everything is rolled back and the batch runs
+        # again with one savepoint per work, so that the failure is that work's alone.
+        try:
+            done = self._run(live, savepoints=False)
+        except _WorkFailed:  # rolled back
+            done = self._run(live, savepoints=True)
+        if done is None:
+            return  # every work of the batch was settled with the error
+        self.batches += 1
+        self.works += len(live)
+        for item, ok, value in done:
+            item.settle(ok, value)
+
+    def _run(self, live: list[_Item], *, savepoints: bool) -> list[tuple[_Item, bool, Any]] | None:
+        """The batch in one transaction, committed; None: every work settled with the
+        error already (a failed commit, a lost transaction).  Without savepoints, a work
+        that fails in a batch raises ``_WorkFailed``, once everything is rolled back."""
         done: list[tuple[_Item, bool, Any]] = []
         try:
             with self._turn(), transaction(self._sessions) as session:
-                if len(live) == 1:
-                    # Alone (a client in sequence): its failure rolls back the whole
-                    # transaction, which is its own; a savepoint would cost two statements.
-                    done.append((live[0], True, live[0].work(session)))
-                for item in live if len(live) > 1 else ():
+                if len(live) == 1 or not savepoints:
+                    # Alone (a client in sequence), its failure rolls back the whole
+                    # transaction, which is its own; in a batch, it sends the batch to
+                    # the second run.
+                    for item in live:
+                        try:
+                            done.append((item, True, item.work(session)))
+                        except Exception as error:
+                            if len(live) > 1 and not lost_transaction(error):
+                                raise _WorkFailed from error
+                            raise
+                for item in live if len(live) > 1 and savepoints else ():
                     try:
                         with session.begin_nested():
                             value = item.work(session)
@@ -161,16 +192,15 @@ class GroupCommit:
                         done.append((item, False, error))
                     else:
                         done.append((item, True, value))
+        except _WorkFailed:
+            raise  # rolled back: the batch runs again, with savepoints
         except BaseException as error:  # nothing of the batch was committed
             for item in live:
                 item.settle(False, error)
             if not isinstance(error, Exception):
                 raise
-            return
-        self.batches += 1
-        self.works += len(live)
-        for item, ok, value in done:
-            item.settle(ok, value)
+            return None
+        return done
 
     @contextlib.contextmanager
     def _turn(self) -> Any:
@@ -185,6 +215,10 @@ class GroupCommit:
             yield
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+
+class _WorkFailed(Exception):
+    """A work of a batch run without savepoints failed: roll back, run it with them."""
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session
@@ -119,8 +119,19 @@ def shown_state(row: NodeRow) -> str:
     return NodeState.UNREACHABLE.value if row.lost_at is not None else row.state
 
 
+class Targetable(Protocol):
+    """What targeting reads of a node (a ``NodeRow``, or a copy of those columns)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def node_class(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+
 def allowed_nodes(
-    rows: Iterable[NodeRow],
+    rows: Iterable[Targetable],
     node_class: str | None,
     constraints: Sequence[str],
     *,

@@ -196,3 +196,40 @@ def test_writers_of_several_processes_take_turns_on_the_lock_file(
         assert "waits" in tenants(session_factory)
     finally:
         os.close(other)
+
+
+def test_a_batch_without_failures_takes_no_savepoints_and_one_with_one_is_redone(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """Savepoints cost two statements per work: a batch runs first without them, and
+    again with one per work only when one of its works failed."""
+    statements: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.split(maxsplit=1)[0].upper())
+
+    group = GroupCommit(session_factory)
+    runs = {"a": 0, "b": 0}
+
+    def counted(name: str) -> object:
+        def work(session: Session) -> str:
+            runs[name] += 1
+            session.add(TenantRow(name=name, created_at=NOW))
+            session.flush()
+            return name
+
+        return work
+
+    ok = held_batch(group, [add_tenant(f"s{i}") for i in range(5)])
+    assert [f.result(30) for f in ok] == [f"s{i}" for i in range(5)]
+    assert "SAVEPOINT" not in statements
+    failing = held_batch(group, [counted("a"), add_tenant("s0"), counted("b")])  # s0: taken
+    assert failing[0].result(30) == "a" and failing[2].result(30) == "b"
+    with pytest.raises(IntegrityError):
+        failing[1].result(30)
+    assert runs == {"a": 2, "b": 1}  # a ran again, in its savepoint; b once, after the failure
+    assert "SAVEPOINT" in statements
+    with read_transaction(session_factory) as session:  # each recorded once
+        names = list(session.scalars(select(TenantRow.name).where(TenantRow.name.in_(["a", "b"]))))
+    assert sorted(names) == ["a", "b"]

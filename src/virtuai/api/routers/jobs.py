@@ -111,9 +111,10 @@ def _json(adapter: TypeAdapter[Any], value: object, status_code: int = 200) -> R
 
 
 def _job_fields(
-    job: JobRow | Row[Any], tenant: str, user: str, vc: str | None
+    job: JobRow | Row[Any] | service.SubmittedJob, tenant: str, user: str, vc: str | None
 ) -> dict[str, object]:
-    """The fields of ``JobOut`` from a job's row (an ORM object or a ``LISTED_COLUMNS`` row)."""
+    """The fields of ``JobOut`` from a job's row (an ORM object, a ``LISTED_COLUMNS`` row,
+    or the columns ``service.submit_one`` inserted)."""
     return {
         "id": job.id,
         "name": job.name,
@@ -162,24 +163,30 @@ async def submit(body: JobCreate, caller: CallerDep, context: Context) -> Respon
     # The common case (a cached token, a valid body) is answered before this, by
     # api/fastsubmit.py with the same functions; this is every other case.
     request = request_from_api(body, context.rules)
-    answer = await context.submits.run(recorder(caller, request, context))
-    if not context.wake.is_set():  # set() takes a lock and notifies: most are set already
+    answer, wake = await context.submits.run(recorder(caller, request, context))
+    if wake and not context.wake.is_set():  # set() takes a lock and notifies
         context.wake.set()
     return Response(answer, status.HTTP_201_CREATED, media_type="application/json")
 
 
 def recorder(
     caller: Caller, request: service.JobRequest, context: ApiContext
-) -> Callable[[Session], bytes]:
-    """The work of one submit in a group commit: the job recorded, its answer's bytes."""
+) -> Callable[[Session], tuple[bytes, bool]]:
+    """The work of one submit in a group commit: the job recorded, its answer's bytes, and
+    whether the loops are to be woken (not for a job that waits for another's end)."""
 
-    def record(session: Session) -> bytes:
-        job = service.submit_job(
-            session, caller, request, context.rules, context.clock.now(), context.vcs
-        )
+    def record(session: Session) -> tuple[bytes, bool]:
+        now, basis = context.clock.now(), context.submit_basis
         # The submitter is the caller: its name saves loading the user's row again.
+        if request.array is None:  # the common case: no ORM object, two plain inserts
+            one = service.submit_one(
+                session, caller, request, context.rules, now, context.vcs, basis
+            )
+            answer = _JOB.dump_json(JobOut(**_job_fields(one, one.tenant, caller.name, one.vc)))
+            return answer, not one.held
+        job = service.submit_job(session, caller, request, context.rules, now, context.vcs, basis)
         vc = None if job.vc is None else job.vc.name
-        return _JOB.dump_json(JobOut(**_job_fields(job, job.tenant.name, caller.name, vc)))
+        return _JOB.dump_json(JobOut(**_job_fields(job, job.tenant.name, caller.name, vc))), True
 
     return record
 
