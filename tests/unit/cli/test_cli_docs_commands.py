@@ -78,6 +78,8 @@ def problems(command_line: str, root: Any) -> list[str]:
     command, path, found, i = root, ["virtuai"], [], 0
     while i < len(words):
         word = words[i]
+        if word.startswith("[-"):  # an optional option in a synopsis: [-u USER]
+            word = word[1:].rstrip("]")
         if word in SHELL_END or word[:1] in (">", ")") or word.startswith(("2>", "<<")):
             break
         if word.startswith("-") and len(word) > 1 and not word[1].isdigit():
@@ -160,6 +162,8 @@ def test_the_check_catches_unknown_subcommands_and_options(root: Any) -> None:
         "virtuai vc has no subcommand frobnicate"
     ]
     assert problems("virtuai sbatch -A physics --test-only x.sh", root) == []
+    nope = problems("virtuai squeue [-u USER] [--nope]", root)
+    assert nope == ["virtuai squeue has no option --nope"]
 
 
 def test_every_command_line_in_the_docs_exists(root: Any) -> None:
