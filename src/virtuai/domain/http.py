@@ -4,6 +4,12 @@ answers (``server/start.py``), when the proxy's heavy half is not loaded yet."""
 
 from __future__ import annotations
 
+# How long every process of ``virtuai up`` keeps an idle HTTP connection (uvicorn's
+# ``timeout_keep_alive``).  A proxy in front (nginx) must drop its idle ones sooner: a
+# POST sent on a connection just as the server closes it gets a 502, since a proxy
+# never retries a request that is not idempotent.
+API_KEEP_ALIVE_S = 5
+
 # The browser's session cookie (``api/browser.py``); a workload may never set it.
 SESSION_COOKIE = "virtuai_session"
 

@@ -38,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from virtuai.domain.http import API_KEEP_ALIVE_S
 from virtuai.proxy.upstream import Connection
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ def uvicorn_config(
         loop="uvloop",
         http=fast_protocol(switch),
         lifespan=lifespan,
+        timeout_keep_alive=API_KEEP_ALIVE_S,
     )
 
 

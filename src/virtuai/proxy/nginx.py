@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from virtuai.domain.http import HOP_BY_HOP, SESSION_COOKIE
+from virtuai.domain.http import API_KEEP_ALIVE_S, HOP_BY_HOP, SESSION_COOKIE
 from virtuai.domain.notebooks import AUTH_HEADER, SECRET_HEADER
 from virtuai.errors import ConfigurationError
 from virtuai.host.deathsignal import die_with_parent
@@ -86,7 +86,8 @@ http {{
   fastcgi_temp_path {work}/fastcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
   proxy_cache_path {work}/auth levels=1 keys_zone=vai_auth:4m max_size=64m inactive=10s
     use_temp_path=off;
-  upstream vai_api {{ server {api}; keepalive 64; }}
+  # Idle connections to the API closed before the API closes them (API_KEEP_ALIVE_S).
+  upstream vai_api {{ server {api}; keepalive 64; keepalive_timeout {api_keepalive}s; }}
   # Every workload, through one keep-alive pool: the peer is the auth answer's address,
   # picked per request (no reload as workloads come and go: a reload closes idle client
   # connections); nginx keys idle connections by the peer's address.  The server line is
@@ -229,6 +230,7 @@ def render(
     return _CONF.format(
         listen=listen,
         api=api,
+        api_keepalive=API_KEEP_ALIVE_S - 1,
         dir=directory,
         work=work,
         token=token,

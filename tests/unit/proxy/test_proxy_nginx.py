@@ -3,6 +3,7 @@ files, a rotation in the middle: every request counted once)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from virtuai.proxy.fastpath import Switch, uvicorn_config
 from virtuai.proxy.nginx import Counter, render
 from virtuai.proxy.nginxfind import find_modules
 
@@ -42,6 +44,11 @@ def test_the_configuration_is_valid_nginx(tmp_path: Path) -> None:
     assert "proxy_cache_valid 200 1s;" in text
     assert "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;" in text
     assert "virtuai_session" in text  # the header filter names the session cookie
+    # nginx drops an idle connection to the API before the API does: else a POST sent on
+    # one as the API closes it is a 502 (nginx retries no POST).
+    api_pool = re.search(r"upstream vai_api \{[^}]*keepalive_timeout (\d+)s;", text)
+    assert api_pool is not None
+    assert int(api_pool.group(1)) < uvicorn_config(None, Switch()).timeout_keep_alive
 
 
 class _Fast(Counter):
