@@ -105,6 +105,7 @@ def test_booleans_and_numbers_are_not_taken_for_each_other(
             {"name": "s1", "command": ["true"], "readiness": {"path": "/\x00"}},
             "readiness.path",
         ),
+        ("/api/v1/services", {"name": "s1", "command": ["sh", "\x00"]}, "command"),
         ("/api/v1/datasets", {"name": "d1", "path": "/tmp/a\x00b"}, "path"),
         ("/api/v1/environments", {"name": "e1", "requirements": "numpy\x00"}, "requirements"),
         ("/api/v1/tokens", {"name": "laptop\x00"}, "name"),
