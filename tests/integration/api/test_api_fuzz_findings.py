@@ -123,3 +123,13 @@ def test_nul_is_refused_in_every_text_of_a_body(
     assert field is None or error["field"] == field, error
     assert error["field"] and "NUL" in error["message"], error
     assert platform.ok("GET", "/api/v1/services", alice) == []
+
+
+def test_a_token_for_a_user_refuses_fields_it_would_ignore(platform: Platform, alice: str) -> None:
+    # Was: 201 with a token that never expires, though the body asked for "expires".
+    response = platform.call("POST", "/api/v1/users/alice/tokens", json={"expires": "1d"})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "expires"
+    for body in ({}, None):
+        response = platform.call("POST", "/api/v1/users/alice/tokens", json=body)
+        assert response.status_code == 201, response.text
