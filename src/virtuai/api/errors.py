@@ -67,10 +67,18 @@ def _not_json(error: Mapping[str, Any]) -> dict[str, str | None]:
 
 def _allowed(request: Request) -> list[str]:
     """The methods the OpenAPI document gives the request's path (405s are rare: no cache)."""
+    # Of the templates that match, those with the most literal segments: /jobs/plan is
+    # its own resource, not a /jobs/{job_id}.
+    best = -1
     methods: set[str] = set()
     for template, operations in request.app.openapi().get("paths", {}).items():
         pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, request.url.path):
+        if not re.fullmatch(pattern, request.url.path):
+            continue
+        literal = sum(1 for part in template.split("/") if not part.startswith("{"))
+        if literal > best:
+            best, methods = literal, set()
+        if literal == best:
             methods.update(m.upper() for m in operations)
     if "GET" in methods:
         methods.add("HEAD")

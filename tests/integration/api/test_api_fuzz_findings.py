@@ -133,3 +133,26 @@ def test_a_token_for_a_user_refuses_fields_it_would_ignore(platform: Platform, a
     for body in ({}, None):
         response = platform.call("POST", "/api/v1/users/alice/tokens", json=body)
         assert response.status_code == 201, response.text
+
+
+def test_the_allow_header_names_the_resource_not_a_lookalike(platform: Platform) -> None:
+    # /jobs/plan also matches /jobs/{job_id} (GET), which is another resource.
+    response = platform.call("OPTIONS", "/api/v1/jobs/plan")
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST"
+    response = platform.call("PUT", "/api/v1/jobs/12/cancel")
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_service_of_an_empty_program_is_refused(platform: Platform, alice: str) -> None:
+    # Was: 201, a service whose replicas could never start.
+    body = {"name": "s1", "command": [""]}
+    response = platform.call("POST", "/api/v1/services", alice, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "command"
+    assert platform.ok("GET", "/api/v1/services", alice) == []
+
+
+def test_a_created_service_is_a_documented_201(platform: Platform) -> None:
+    responses = platform.ok("GET", "/api/v1/openapi.json")["paths"]["/api/v1/services"]["post"]
+    assert {"200", "201"} <= set(responses["responses"])
