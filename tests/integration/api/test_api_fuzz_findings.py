@@ -156,3 +156,26 @@ def test_a_service_of_an_empty_program_is_refused(platform: Platform, alice: str
 def test_a_created_service_is_a_documented_201(platform: Platform) -> None:
     responses = platform.ok("GET", "/api/v1/openapi.json")["paths"]["/api/v1/services"]["post"]
     assert {"200", "201"} <= set(responses["responses"])
+
+
+def test_a_tenant_with_a_service_is_live_work(platform: Platform, alice: str) -> None:
+    # Found by the stateful fuzzer: the tenant was deleted (204), its service stayed
+    # listed as active and could never be deleted (tenant not found).
+    platform.ok("POST", "/api/v1/services", alice, json={"name": "s1", "command": ["true"]})
+    refused = platform.call("DELETE", "/api/v1/tenants/physics")
+    assert refused.status_code == 409, refused.text
+    assert "1 service" in refused.json()["message"]
+    assert platform.call("DELETE", "/api/v1/tenants/physics?force=true").status_code == 204
+    assert [s["state"] for s in platform.ok("GET", "/api/v1/services")] in ([], ["deleting"])
+
+
+def test_a_tenant_that_owns_only_a_dataset_is_deleted(platform: Platform) -> None:
+    # Its dataset row names it: a hard delete failed on the foreign key (a 500).
+    platform.tenant("physics", cpu=4, memory="4Gi")
+    path = platform.state_dir / "workspaces" / "physics" / "inputs"
+    path.mkdir(parents=True)
+    body = {"tenant": "physics", "name": "inputs", "path": str(path)}
+    platform.ok("POST", "/api/v1/datasets", json=body)
+    response = platform.call("DELETE", "/api/v1/tenants/physics")
+    assert response.status_code == 204, response.text
+    assert platform.call("GET", "/api/v1/tenants/physics").status_code == 404
