@@ -6,11 +6,15 @@ Run on SQLite and PostgreSQL: PostgreSQL refuses NUL in text, SQLite 64-bit over
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.platform import Platform
+from virtuai.domain.pyenvs import EnvOptions
+from virtuai.services.environments import read_log
+from virtuai.store.models import EnvironmentRow
 
 
 @pytest.fixture
@@ -179,3 +183,14 @@ def test_a_tenant_that_owns_only_a_dataset_is_deleted(platform: Platform) -> Non
     response = platform.call("DELETE", "/api/v1/tenants/physics")
     assert response.status_code == 204, response.text
     assert platform.call("GET", "/api/v1/tenants/physics").status_code == 404
+
+
+@pytest.mark.parametrize("offset", [2**53 - 1, 2**53, 6, 100])
+def test_an_environment_log_offset_past_its_end_reads_nothing(tmp_path: Path, offset: int) -> None:
+    # Was: OSError EINVAL from seek() past what the file system allows (a 500 for
+    # GET /environments/{name}/log?offset=9007199254740991, found by scripts/fuzz-api.sh).
+    options = EnvOptions(tmp_path / "workspaces", tmp_path / "env-logs")
+    options.logs_dir.mkdir()
+    options.log_path(7).write_text("built\n")
+    assert read_log(options, EnvironmentRow(id=7), offset) == ("", offset)
+    assert read_log(options, EnvironmentRow(id=7), 0) == ("built\n", 6)
