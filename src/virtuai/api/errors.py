@@ -94,8 +94,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
+        if tuple(first.get("loc", ()))[:1] == ("path",):
+            # GET /jobs/bulk reaches GET /jobs/{job_id} ("bulk" is no id), but /jobs/bulk
+            # is a resource of its own that takes POST only: that is a 405, not a 422.
+            allowed = _allowed(request)
+            if allowed and request.method not in allowed:
+                return JSONResponse(
+                    _body("http_error", "Method Not Allowed", None),
+                    status_code=405,
+                    headers={"Allow": ", ".join(allowed)},
+                )
         if first.get("type") == "json_invalid":
             # Its loc is ("body", <character offset>): the offset is no field.
             return JSONResponse(_not_json(first), status_code=422)

@@ -194,3 +194,14 @@ def test_an_environment_log_offset_past_its_end_reads_nothing(tmp_path: Path, of
     options.log_path(7).write_text("built\n")
     assert read_log(options, EnvironmentRow(id=7), offset) == ("", offset)
     assert read_log(options, EnvironmentRow(id=7), 0) == ("built\n", 6)
+
+
+def test_a_method_a_literal_path_does_not_take_is_a_405(platform: Platform) -> None:
+    # Was: 422 "job_id: Input should be a valid integer" (GET /jobs/{job_id} with "bulk").
+    for path in ("/api/v1/jobs/bulk", "/api/v1/jobs/plan"):
+        response = platform.call("GET", path)
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == "POST"
+    # A path that is only a /jobs/{job_id} still names its field.
+    response = platform.call("GET", "/api/v1/jobs/abc")
+    assert response.status_code == 422 and response.json()["field"] == "job_id"
