@@ -14,7 +14,7 @@ from virtuai.api.routers.services import spec_from_api, spec_to_api
 from virtuai.api.schemas.services import ServiceApply
 from virtuai.domain.services import ServiceSpec
 
-# A request with NUL in any text is refused at the edge (api/schemas/common.py).
+# A request with NUL in any text, or a blank program, is refused at the edge.
 NO_NUL = st.characters(exclude_characters="\x00")
 
 durations = st.one_of(st.integers(1, 200_000), st.sampled_from(["2s", "15m", "1h", "90", "1d"]))
@@ -31,7 +31,9 @@ readiness = st.fixed_dictionaries(
 documents = st.fixed_dictionaries(
     {
         "name": st.just("iris"),
-        "command": st.lists(st.text(NO_NUL, min_size=1, max_size=8), min_size=1, max_size=3),
+        "command": st.lists(
+            st.text(NO_NUL, min_size=1, max_size=8).filter(str.strip), min_size=1, max_size=3
+        ),
     },
     optional={
         "env": st.dictionaries(
