@@ -45,6 +45,7 @@ expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 TOML
 
 status=0
+cd "$work"  # schemathesis keeps its cache (.schemathesis/) where it runs
 "$bin/st" --config-file "$work/schemathesis.toml" run "http://127.0.0.1:$port/api/v1/openapi.json" \
   -H "Authorization: Bearer $token" \
   --checks all --max-examples "$examples" --max-time "$seconds" --workers 1 \
