@@ -6,6 +6,9 @@ Every error answers ``{code, message, field}``; never a traceback.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +57,34 @@ def database_error_body(exc: OperationalError) -> dict[str, str | None]:
     return _body("unavailable", message, None)
 
 
+def _not_json(error: Mapping[str, Any]) -> dict[str, str | None]:
+    loc = tuple(error.get("loc", ()))
+    where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+    reason = str((error.get("ctx") or {}).get("error", "")).strip()
+    detail = f" ({reason}{where})" if reason else where
+    return _body("invalid", f"body: the request body is not valid JSON{detail}", "body")
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods the OpenAPI document gives the request's path (405s are rare: no cache)."""
+    # Of the templates that match, those with the most literal segments: /jobs/plan is
+    # its own resource, not a /jobs/{job_id}.
+    best = -1
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if not re.fullmatch(pattern, request.url.path):
+            continue
+        literal = sum(1 for part in template.split("/") if not part.startswith("{"))
+        if literal > best:
+            best, methods = literal, set()
+        if literal == best:
+            methods.update(m.upper() for m in operations)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.VirtuaiError)
     async def _virtuai(_: Request, exc: errors.VirtuaiError) -> JSONResponse:
@@ -63,8 +94,21 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
+        if tuple(first.get("loc", ()))[:1] == ("path",):
+            # GET /jobs/bulk reaches GET /jobs/{job_id} ("bulk" is no id), but /jobs/bulk
+            # is a resource of its own that takes POST only: that is a 405, not a 422.
+            allowed = _allowed(request)
+            if allowed and request.method not in allowed:
+                return JSONResponse(
+                    _body("http_error", "Method Not Allowed", None),
+                    status_code=405,
+                    headers={"Allow": ", ".join(allowed)},
+                )
+        if first.get("type") == "json_invalid":
+            # Its loc is ("body", <character offset>): the offset is no field.
+            return JSONResponse(_not_json(first), status_code=422)
         # ("body", "resources", "memory") -> "resources.memory"
         loc = tuple(first.get("loc", ()))
         if loc and loc[0] in ("body", "query", "path"):
@@ -77,9 +121,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(_body("invalid", message, field), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
-        return JSONResponse(_body(code, str(exc.detail), None), status_code=exc.status_code)
+        # A body FastAPI could not parse at all (JSON nested too deep to read) is a 400.
+        field = "body" if exc.status_code == 400 else None
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # The Allow header (RFC 9110), of every route of the path: Starlette names only
+            # the first route's methods (POST for /jobs, which also takes GET).
+            headers = {"Allow": ", ".join(_allowed(request))}
+        return JSONResponse(
+            _body(code, str(exc.detail), field), status_code=exc.status_code, headers=headers
+        )
 
     @app.exception_handler(OperationalError)
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:

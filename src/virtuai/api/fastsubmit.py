@@ -97,7 +97,8 @@ class FastSubmit:
         try:
             parsed = json.loads(body)
             request = jobs.request_from_api(JobCreate.model_validate(parsed), context.rules)
-        except (ValueError, ValidationError, VirtuaiError):
+        except (ValueError, RecursionError, ValidationError, VirtuaiError):
+            # RecursionError: JSON nested thousands deep, which json.loads cannot read.
             return None  # the endpoint words the error (field and all)
 
         # Once the work was handed over, an error is answered here, never by a second

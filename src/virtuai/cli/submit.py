@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from yaml.nodes import ScalarNode
+from yaml.nodes import MappingNode, ScalarNode
 
 from virtuai.cli import output, services, validate
 from virtuai.cli.client import Client, JsonObject
@@ -411,7 +411,21 @@ class SpecLoader(yaml.SafeLoader):
     ``1:30:00`` is a Slurm time, not YAML 1.1's base-60 number 5400 (which would
     then be taken as seconds); ``yes``, ``no``, ``on``, ``off`` are words, not
     booleans (``command: [echo, yes]``).
+
+    A key given twice is an error, not the last one silently winning: a spec that
+    says ``time:`` twice was most likely edited in one place and not the other.
     """
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _clock_text_or_number(loader: SpecLoader, node: ScalarNode) -> Any:
@@ -454,6 +468,8 @@ def load_specs(file: str) -> list[Any]:
         documents = [doc for doc in yaml.load_all(text, Loader=SpecLoader) if doc is not None]
     except yaml.YAMLError as exc:
         raise _bad(file, f"not valid YAML: {exc}") from None
+    except RecursionError:  # lists or mappings nested thousands deep
+        raise _bad(file, "not valid YAML: nested too deeply") from None
     if not documents:
         raise _bad(file, "expected one YAML document, found 0")
     return documents

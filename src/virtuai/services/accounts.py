@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Protocol
 
 from sqlalchemy import ColumnElement, delete, func, select, update
@@ -27,14 +28,21 @@ from virtuai.services.access import Caller
 from virtuai.services.identity import find_user
 from virtuai.store.models import (
     ApiTokenRow,
+    DatasetRow,
+    EnvironmentRow,
     JobRow,
     MembershipRow,
+    ServiceRow,
     TenantRow,
     UserRow,
     VirtualClusterRow,
 )
 from virtuai.store.tenancy import get_tenant_row
 from virtuai.store.transitions import request_cancel, switch_vc_state
+
+# ServiceRow.state, as services/serving.py writes them (it imports this module).
+SERVICE_ACTIVE = "active"
+SERVICE_DELETING = "deleting"
 
 _ENDED = [s.value for s in FINISHED_STATES]
 _LIVE_VC = [s.value for s in LIVE_STATES]
@@ -96,10 +104,19 @@ def delete_tenant(
     jobs, vcs = _live_work(
         session, JobRow.tenant_id == tenant.id, VirtualClusterRow.tenant_id == tenant.id
     )
-    if (jobs or vcs) and not force:
+    # A service is live work even with no replica running (scaled to zero, or not yet
+    # reconciled): it used to outlive its tenant, listed and never deletable again.
+    services = list(
+        session.scalars(
+            select(ServiceRow).where(
+                ServiceRow.tenant_id == tenant.id, ServiceRow.state == SERVICE_ACTIVE
+            )
+        )
+    )
+    if (jobs or vcs or services) and not force:
         raise Conflict(
-            f"tenant {name!r} has live work ({_describe(jobs, vcs)}); cancel it first, "
-            "or delete with force (virtuai tenant delete --force) to cancel it",
+            f"tenant {name!r} has live work ({_describe(jobs, vcs, services)}); cancel it "
+            "first, or delete with force (virtuai tenant delete --force) to cancel it",
             field="name",
         )
     why = f"tenant {name} deleted by {caller.name}"
@@ -108,13 +125,15 @@ def delete_tenant(
     for vc in vcs:
         if vc.state != VcState.DELETING.value:
             switch_vc_state(session, vc, VcState.DELETING, reason=why, now=now, actor=caller.name)
+    for service in services:  # the reconciler removes it once its replicas have ended
+        service.state, service.reason, service.updated_at = SERVICE_DELETING, why, now
     session.execute(delete(MembershipRow).where(MembershipRow.tenant_id == tenant.id))
     session.execute(
         update(UserRow).where(UserRow.home_tenant_id == tenant.id).values(home_tenant_id=None)
     )
     if _has_history(
         session, JobRow.tenant_id == tenant.id, VirtualClusterRow.tenant_id == tenant.id
-    ):
+    ) or _owns_rows(session, tenant.id):
         tenant.deleted_at = now
         tenant.disabled_at = tenant.disabled_at or now
     else:
@@ -163,12 +182,25 @@ def _has_history(
     return bool(jobs or vcs)
 
 
-def _describe(jobs: list[JobRow], vcs: list[VirtualClusterRow]) -> str:
+def _owns_rows(session: Session, tenant_id: int) -> bool:
+    """Rows that name the tenant (a foreign key): deleting it would fail (a 500 on
+    PostgreSQL for a tenant with only an environment, a dataset or a service)."""
+    return any(
+        session.scalar(select(row.id).where(row.tenant_id == tenant_id).limit(1)) is not None
+        for row in (ServiceRow, EnvironmentRow, DatasetRow)
+    )
+
+
+def _describe(
+    jobs: list[JobRow], vcs: list[VirtualClusterRow], services: Sequence[ServiceRow] = ()
+) -> str:
     parts = []
     if jobs:
         parts.append(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}")
     if vcs:
         parts.append(f"{len(vcs)} virtual cluster{'s' if len(vcs) != 1 else ''}")
+    if services:
+        parts.append(f"{len(services)} service{'s' if len(services) != 1 else ''}")
     return ", ".join(parts)
 
 

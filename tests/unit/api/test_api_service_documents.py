@@ -14,6 +14,9 @@ from virtuai.api.routers.services import spec_from_api, spec_to_api
 from virtuai.api.schemas.services import ServiceApply
 from virtuai.domain.services import ServiceSpec
 
+# A request with NUL in any text, or a blank program, is refused at the edge.
+NO_NUL = st.characters(exclude_characters="\x00")
+
 durations = st.one_of(st.integers(1, 200_000), st.sampled_from(["2s", "15m", "1h", "90", "1d"]))
 readiness = st.fixed_dictionaries(
     {},
@@ -28,10 +31,14 @@ readiness = st.fixed_dictionaries(
 documents = st.fixed_dictionaries(
     {
         "name": st.just("iris"),
-        "command": st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3),
+        "command": st.lists(
+            st.text(NO_NUL, min_size=1, max_size=8).filter(str.strip), min_size=1, max_size=3
+        ),
     },
     optional={
-        "env": st.dictionaries(st.sampled_from(["A", "MODEL_VERSION"]), st.text(max_size=5)),
+        "env": st.dictionaries(
+            st.sampled_from(["A", "MODEL_VERSION"]), st.text(NO_NUL, max_size=5)
+        ),
         "environment": st.sampled_from(["torch", "default"]),
         "resources": st.fixed_dictionaries(
             {

@@ -202,6 +202,10 @@ def test_apply_reads_stdin(jobs_api: FakeApi) -> None:
         ("type: job\ncommand: [x\n", "not valid YAML"),
         ("just words\n", "must be a mapping"),
         ("[]\n", "the list of jobs is empty"),  # several documents are a bulk submit
+        # Found by hand probes (Dec 6): a RecursionError traceback; the last key winning.
+        ("[" * 10_000 + "]" * 10_000 + "\n", "nested too deeply"),
+        ("type: job\ncommand: [x]\ntime: 1h\ntime: 2h\n", "duplicate key 'time'"),
+        ("type: job\ncommand: [x]\nresources: {cpu: 1, cpu: 2}\n", "duplicate key 'cpu'"),
     ],
 )
 def test_apply_bad_specs_are_usage_errors(

@@ -319,7 +319,7 @@ def cancel(job_id: JobId, caller: CallerDep, context: Context) -> JobOut:
 
 
 @router.post("/{job_id}/requeue")
-def requeue(job_id: int, who: CallerOrJobDep, context: Context) -> JobOut:
+def requeue(job_id: JobId, who: CallerOrJobDep, context: Context) -> JobOut:
     """Stop a running job and queue it again, same id (Slurm's ``scontrol requeue``).
 
     A member of the job's tenant may ask, or the job itself with its job token

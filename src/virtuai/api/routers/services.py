@@ -196,7 +196,11 @@ def _idle(context: Context) -> int:
     return context.service_idle_timeout_s
 
 
-@router.post("", status_code=status.HTTP_200_OK)
+@router.post(
+    "",
+    status_code=status.HTTP_200_OK,
+    responses={status.HTTP_201_CREATED: {"model": ServiceOut, "description": "Created"}},
+)
 def apply_service(
     body: ServiceApply, request: Request, response: Response, caller: CallerDep, context: Context
 ) -> ServiceOut:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Body, status
 
 from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.users import (
@@ -10,6 +12,7 @@ from virtuai.api.schemas.users import (
     UserCreate,
     UserCreated,
     UserOut,
+    UserTokenCreate,
 )
 from virtuai.domain.tenancy import Role
 from virtuai.services import accounts
@@ -107,6 +110,11 @@ def delete_user(name: str, caller: CallerDep, context: Context) -> None:
 
 
 @router.post("/users/{name}/tokens", status_code=status.HTTP_201_CREATED)
-def new_token(name: str, caller: CallerDep, context: Context) -> TokenCreated:
+def new_token(
+    name: str,
+    caller: CallerDep,
+    context: Context,
+    body: Annotated[UserTokenCreate | None, Body()] = None,
+) -> TokenCreated:
     with transaction(context.sessions) as session:
         return TokenCreated(token=service.new_token_for(session, caller, name, context.clock.now()))

@@ -4,7 +4,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from virtuai.api.schemas.common import ResourcesOut
+from virtuai.api.schemas.common import ResourcesOut, StrictModel
 
 
 class GpuOut(BaseModel):
@@ -34,9 +34,7 @@ class NodeOut(BaseModel):
     updated_at: dt.datetime
 
 
-class DrainIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DrainIn(StrictModel):
     requeue: bool = Field(
         default=False, description="requeue running jobs (checkpoint signal, grace) at once"
     )

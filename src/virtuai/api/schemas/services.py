@@ -74,6 +74,14 @@ class ServiceApply(StrictModel):
     )
     priority: str | None = Field(default=None, max_length=32)
 
+    @field_validator("command")
+    @classmethod
+    def _program(cls, command: list[str]) -> list[str]:
+        # As a job's: an empty program cannot start (the fuzzer's service of [""] was 201).
+        if not command[0].strip():
+            raise ValueError("the command's program must not be empty")
+        return command
+
     @field_validator("replicas", mode="before")
     @classmethod
     def _replicas(cls, value: object) -> object:

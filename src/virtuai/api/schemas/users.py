@@ -45,6 +45,11 @@ class TokenCreated(BaseModel):
     token: str
 
 
+class UserTokenCreate(StrictModel):
+    """Nothing to give (an empty object, or no body): the token is named for who issued it
+    and does not expire.  A field sent here (``expires``) is refused, not silently ignored."""
+
+
 class TokenCreate(StrictModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     expires: str | None = Field(
