@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from virtuai.api.context import ApiContext
 from virtuai.api.deps import CallerDep, CallerOrJobDep, Context, JobCredential
+from virtuai.api.jobwire import JOB_PAGE, listed_job
 from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.jobs import (
     EventOut,
@@ -102,7 +103,6 @@ def _orm_fields(job: JobRow) -> dict[str, object]:
 # FastAPI would use (the same bytes): a returned model would be validated once more in
 # another trip through the thread pool (docs/benchmarks.md, "API under 200 clients").
 _JOB = TypeAdapter(JobOut)
-_JOBS = TypeAdapter(list[JobOut])
 _DETAIL = TypeAdapter(JobDetailOut)
 
 
@@ -281,10 +281,10 @@ def list_jobs(
     ``X-Next-Before-Id`` header."""
     with read_transaction(context.sessions) as session:
         rows = service.list_jobs(session, caller, tenant, state, limit, array_id, user, before_id)
-    result = [JobOut(**_job_fields(r, r.tenant_name, r.user_name, r.vc_name)) for r in rows]
-    response = _json(_JOBS, result)
-    if len(result) == limit:
-        response.headers[NEXT_PAGE_HEADER] = str(result[-1].id)
+    page = [listed_job(r) for r in rows]  # plain dicts, the same bytes (api/jobwire.py)
+    response = Response(JOB_PAGE.dump_json(page), media_type="application/json")
+    if len(page) == limit:
+        response.headers[NEXT_PAGE_HEADER] = str(page[-1]["id"])
     return response
 
 
