@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import Row
+from sqlalchemy import Row, RowMapping
 from typing_extensions import TypedDict
 
 from virtuai.domain.dependencies import Dependency, format_dependencies
 from virtuai.domain.sites import site_of_pool
 from virtuai.domain.units import MILLI
+from virtuai.services.jobs import JobDetail
 
 
 class ResourcesWire(TypedDict):
@@ -75,7 +76,36 @@ class JobWire(TypedDict):
     kind: str
 
 
+class EventWire(TypedDict):
+    at: dt.datetime
+    from_state: str | None
+    to_state: str
+    reason: str
+    actor: str
+
+
+class TaskWire(TypedDict):
+    attempt: int
+    index: int
+    node: str
+    outcome: str | None
+    exit_code: int | None
+    message: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class JobDetailWire(JobWire):
+    """``JobDetailOut``'s fields: ``JobOut``'s, then these."""
+
+    env: dict[str, str]
+    workdir: str | None
+    events: list[EventWire]
+    task_runs: list[TaskWire]
+
+
 JOB_PAGE: TypeAdapter[list[JobWire]] = TypeAdapter(list[JobWire])
+JOB_DETAIL: TypeAdapter[JobDetailWire] = TypeAdapter(JobDetailWire)
 
 
 def listed_job(row: Row[Any]) -> JobWire:
@@ -121,4 +151,39 @@ def listed_job(row: Row[Any]) -> JobWire:
         "data": row.data,
         "stage": row.stage,
         "kind": row.kind,
+    }
+
+
+def detailed_job(detail: JobDetail) -> JobDetailWire:
+    """A job's JSON object in detail from ``services.jobs.get_job_detail``'s rows."""
+    job = detail.job
+    return {
+        **listed_job(job),
+        "env": job.env,
+        "workdir": job.workdir,
+        "events": [
+            {
+                "at": e.at,
+                "from_state": e.from_state,
+                "to_state": e.to_state,
+                "reason": e.reason,
+                "actor": e.actor,
+            }
+            for e in detail.events
+        ],
+        "task_runs": [_task(t._mapping) for t in detail.tasks],
+    }
+
+
+def _task(task: RowMapping) -> TaskWire:
+    # By its mapping: a row is a tuple too, whose ``index`` is ``tuple.index``.
+    return {
+        "attempt": task["attempt"],
+        "index": task["index"],
+        "node": task["node"],
+        "outcome": task["outcome"],
+        "exit_code": task["exit_code"],
+        "message": task["message"],
+        "started_at": task["started_at"],
+        "finished_at": task["finished_at"],
     }

@@ -92,9 +92,11 @@ class JobRequest:
 
 @dataclass(frozen=True, slots=True)
 class JobDetail:
-    job: JobRow
-    events: list[JobEventRow]
-    tasks: list[TaskRow]
+    """A job in detail, as rows (``DETAIL_COLUMNS``, ``EVENT_COLUMNS``, ``TASK_COLUMNS``)."""
+
+    job: Row[Any]
+    events: list[Row[Any]]
+    tasks: list[Row[Any]]
 
 
 def default_job_name(command: Sequence[str]) -> str:
@@ -518,18 +520,51 @@ def get_job(session: Session, caller: Caller, job_id: int) -> JobRow:
 
 
 def get_job_detail(session: Session, caller: Caller, job_id: int) -> JobDetail:
-    job = get_job(session, caller, job_id)
-    events = list(
-        session.scalars(
-            select(JobEventRow).where(JobEventRow.job_id == job.id).order_by(JobEventRow.id)
-        )
-    )
-    tasks = list(
-        session.scalars(
-            select(TaskRow).where(TaskRow.job_id == job.id).order_by(TaskRow.attempt, TaskRow.index)
-        )
-    )
+    """A job, its events and its tasks: three Core queries of statements built once (see
+    ``_page_query``), no ORM objects, nor their lazy loads of the tenant, user and vc."""
+    connection = session.connection()
+    job = connection.execute(_DETAIL, {"id": job_id}).one_or_none()
+    if job is None or not caller.can_see(job.tenant_name):
+        raise NotFound(f"job {job_id} not found", field="id")
+    events: list[Row[Any]] = list(connection.execute(_EVENTS, {"id": job_id}))
+    tasks: list[Row[Any]] = list(connection.execute(_TASKS, {"id": job_id}))
     return JobDetail(job, events, tasks)
+
+
+# What a job's detail shows beyond its listing (``api.routers.jobs``).
+DETAIL_COLUMNS = (*LISTED_COLUMNS, JobRow.env, JobRow.workdir)
+EVENT_COLUMNS = (
+    JobEventRow.at,
+    JobEventRow.from_state,
+    JobEventRow.to_state,
+    JobEventRow.reason,
+    JobEventRow.actor,
+)
+TASK_COLUMNS = (
+    TaskRow.attempt,
+    TaskRow.index,
+    TaskRow.node,
+    TaskRow.outcome,
+    TaskRow.exit_code,
+    TaskRow.message,
+    TaskRow.started_at,
+    TaskRow.finished_at,
+)
+_DETAIL = (
+    select(*DETAIL_COLUMNS)
+    .join(TenantRow, TenantRow.id == JobRow.tenant_id)
+    .join(UserRow, UserRow.id == JobRow.user_id)
+    .outerjoin(VirtualClusterRow, VirtualClusterRow.id == JobRow.vc_id)
+    .where(JobRow.id == bindparam("id"))
+)
+_EVENTS = (
+    select(*EVENT_COLUMNS).where(JobEventRow.job_id == bindparam("id")).order_by(JobEventRow.id)
+)
+_TASKS = (
+    select(*TASK_COLUMNS)
+    .where(TaskRow.job_id == bindparam("id"))
+    .order_by(TaskRow.attempt, TaskRow.index)
+)
 
 
 def cancel_job(session: Session, caller: Caller, job_id: int, now: dt.datetime) -> JobRow:

@@ -10,10 +10,21 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from virtuai.api.jobwire import JOB_PAGE, JobWire, listed_job
+from virtuai.api.jobwire import (
+    JOB_DETAIL,
+    JOB_PAGE,
+    EventWire,
+    JobDetailWire,
+    JobWire,
+    TaskWire,
+    detailed_job,
+    listed_job,
+)
 from virtuai.api.routers.jobs import _job_fields
-from virtuai.api.schemas.jobs import JobOut
+from virtuai.api.schemas.jobs import EventOut, JobDetailOut, JobOut, TaskOut
 from virtuai.domain.dependencies import parse_dependencies
+from virtuai.domain.workload import TaskOutcome
+from virtuai.services.jobs import JobDetail
 
 MODELS = TypeAdapter(list[JobOut])
 AT = dt.datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=dt.UTC)
@@ -118,3 +129,60 @@ def test_a_page_of_many_is_the_models_page() -> None:
 def test_the_fields_are_the_models_in_its_order() -> None:
     # A field added to JobOut must be added here too (and the bytes test above covers it).
     assert list(JobWire.__annotations__) == list(JobOut.model_fields)
+
+
+def event(**changes: Any) -> Any:
+    fields = {"at": AT, "from_state": None, "to_state": "pending", "reason": "", "actor": "alice"}
+    return SimpleNamespace(**(fields | changes))
+
+
+def task(**changes: Any) -> Any:
+    fields: dict[str, Any] = {
+        "attempt": 0,
+        "index": 0,
+        "node": "n1",
+        "outcome": None,
+        "exit_code": None,
+        "message": "",
+        "started_at": AT,
+        "finished_at": None,
+    }
+    # A row's fields by name, as SQLAlchemy's Row._mapping gives them.
+    return SimpleNamespace(_mapping=fields | changes)
+
+
+DETAILS = {
+    "pending, nothing yet": JobDetail(row(env={}, workdir=None), [event()], []),
+    "ended, two attempts": JobDetail(
+        row(state="succeeded", env={"LR": "0.1", "É": "ü"}, workdir="/home/alice/run"),
+        [
+            event(),
+            event(from_state="pending", to_state="running", reason="started", actor="system"),
+            event(from_state="running", to_state="succeeded", reason="exited with code 0"),
+        ],
+        [
+            task(outcome=TaskOutcome.LOST, message="node lost", finished_at=AT),
+            task(attempt=1, index=1, node="n2", outcome=TaskOutcome.EXITED, exit_code=0),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DETAILS))
+def test_the_detail_bytes_are_the_models(name: str) -> None:
+    detail = DETAILS[name]
+    job = detail.job
+    model = JobDetailOut(
+        **_job_fields(job, job.tenant_name, job.user_name, job.vc_name),
+        env=job.env,
+        workdir=job.workdir,
+        events=[EventOut.model_validate(e) for e in detail.events],
+        task_runs=[TaskOut.model_validate(SimpleNamespace(**t._mapping)) for t in detail.tasks],
+    )
+    assert JOB_DETAIL.dump_json(detailed_job(detail)) == TypeAdapter(JobDetailOut).dump_json(model)
+
+
+def test_the_detail_fields_are_the_models_in_its_order() -> None:
+    assert list(JobDetailWire.__annotations__) == list(JobDetailOut.model_fields)
+    assert list(EventWire.__annotations__) == list(EventOut.model_fields)
+    assert list(TaskWire.__annotations__) == list(TaskOut.model_fields)

@@ -11,10 +11,9 @@ from sqlalchemy.orm import Session
 
 from virtuai.api.context import ApiContext
 from virtuai.api.deps import CallerDep, CallerOrJobDep, Context, JobCredential
-from virtuai.api.jobwire import JOB_PAGE, listed_job
+from virtuai.api.jobwire import JOB_DETAIL, JOB_PAGE, detailed_job, listed_job
 from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.jobs import (
-    EventOut,
     JobBatchCreate,
     JobCreate,
     JobDetailOut,
@@ -23,7 +22,6 @@ from virtuai.api.schemas.jobs import (
     PlacementOut,
     PlanOut,
     SiteCandidateOut,
-    TaskOut,
 )
 from virtuai.domain.arrays import MAX_ARRAY_SIZE, parse_array
 from virtuai.domain.dependencies import Dependency, format_dependencies, parse_dependencies
@@ -103,7 +101,6 @@ def _orm_fields(job: JobRow) -> dict[str, object]:
 # FastAPI would use (the same bytes): a returned model would be validated once more in
 # another trip through the thread pool (docs/benchmarks.md, "API under 200 clients").
 _JOB = TypeAdapter(JobOut)
-_DETAIL = TypeAdapter(JobDetailOut)
 
 
 def _json(adapter: TypeAdapter[Any], value: object, status_code: int = 200) -> Response:
@@ -292,15 +289,8 @@ def list_jobs(
 def get_job(job_id: JobId, caller: CallerDep, context: Context) -> Response:
     with read_transaction(context.sessions) as session:
         detail = service.get_job_detail(session, caller, job_id)
-        job = detail.job
-        result = JobDetailOut(
-            **_orm_fields(job),
-            env=job.env,
-            workdir=job.workdir,
-            events=[EventOut.model_validate(e) for e in detail.events],
-            task_runs=[TaskOut.model_validate(t) for t in detail.tasks],
-        )
-    return _json(_DETAIL, result)
+    # A plain dict, the same bytes as JobDetailOut's (api/jobwire.py).
+    return Response(JOB_DETAIL.dump_json(detailed_job(detail)), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel")
