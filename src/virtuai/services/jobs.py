@@ -94,9 +94,9 @@ class JobRequest:
 class JobDetail:
     """A job in detail, as rows (``DETAIL_COLUMNS``, ``EVENT_COLUMNS``, ``TASK_COLUMNS``)."""
 
-    job: Row[Any]
-    events: list[Row[Any]]
-    tasks: list[Row[Any]]
+    job: Sequence[Any]
+    events: Sequence[Sequence[Any]]
+    tasks: Sequence[Sequence[Any]]
 
 
 def default_job_name(command: Sequence[str]) -> str:
@@ -526,8 +526,8 @@ def get_job_detail(session: Session, caller: Caller, job_id: int) -> JobDetail:
     job = connection.execute(_DETAIL, {"id": job_id}).one_or_none()
     if job is None or not caller.can_see(job.tenant_name):
         raise NotFound(f"job {job_id} not found", field="id")
-    events: list[Row[Any]] = list(connection.execute(_EVENTS, {"id": job_id}))
-    tasks: list[Row[Any]] = list(connection.execute(_TASKS, {"id": job_id}))
+    events = list(connection.execute(_EVENTS, {"id": job_id}))
+    tasks = list(connection.execute(_TASKS, {"id": job_id}))
     return JobDetail(job, events, tasks)
 
 

@@ -4,7 +4,7 @@ models gave: the CLI and every client parse them."""
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace
+from collections import namedtuple
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from virtuai.api.jobwire import (
     JOB_DETAIL,
     JOB_PAGE,
+    LISTED_NAMES,
     EventWire,
     JobDetailWire,
     JobWire,
@@ -24,10 +25,24 @@ from virtuai.api.routers.jobs import _job_fields
 from virtuai.api.schemas.jobs import EventOut, JobDetailOut, JobOut, TaskOut
 from virtuai.domain.dependencies import parse_dependencies
 from virtuai.domain.workload import TaskOutcome
-from virtuai.services.jobs import JobDetail
+from virtuai.services.jobs import (
+    DETAIL_COLUMNS,
+    EVENT_COLUMNS,
+    LISTED_COLUMNS,
+    TASK_COLUMNS,
+    JobDetail,
+)
 
 MODELS = TypeAdapter(list[JobOut])
 AT = dt.datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=dt.UTC)
+
+
+# A row as the database gives it: by position in LISTED_COLUMNS' order, and by name (the
+# models' path reads it by name).
+Listed = namedtuple("Listed", LISTED_NAMES)  # type: ignore[misc]
+Detailed = namedtuple("Detailed", (*LISTED_NAMES, "env", "workdir"))  # type: ignore[misc]
+Event = namedtuple("Event", [c.key for c in EVENT_COLUMNS])  # type: ignore[misc]
+Task = namedtuple("Task", [c.key for c in TASK_COLUMNS])  # type: ignore[misc]
 
 
 def row(**changes: Any) -> Any:
@@ -68,7 +83,7 @@ def row(**changes: Any) -> Any:
         "data": None,
         "stage": False,
     }
-    return SimpleNamespace(**(fields | changes))
+    return Listed(**(fields | changes))
 
 
 ROWS = {
@@ -131,9 +146,18 @@ def test_the_fields_are_the_models_in_its_order() -> None:
     assert list(JobWire.__annotations__) == list(JobOut.model_fields)
 
 
+def test_rows_are_read_in_the_queries_column_order() -> None:
+    assert tuple(c.key for c in LISTED_COLUMNS) == LISTED_NAMES
+    assert tuple(c.key for c in DETAIL_COLUMNS) == (*LISTED_NAMES, "env", "workdir")
+
+
+def detailed(env: dict[str, str], workdir: str | None, **changes: Any) -> Any:
+    return Detailed(*row(**changes), env, workdir)
+
+
 def event(**changes: Any) -> Any:
     fields = {"at": AT, "from_state": None, "to_state": "pending", "reason": "", "actor": "alice"}
-    return SimpleNamespace(**(fields | changes))
+    return Event(**(fields | changes))
 
 
 def task(**changes: Any) -> Any:
@@ -147,14 +171,13 @@ def task(**changes: Any) -> Any:
         "started_at": AT,
         "finished_at": None,
     }
-    # A row's fields by name, as SQLAlchemy's Row._mapping gives them.
-    return SimpleNamespace(_mapping=fields | changes)
+    return Task(**(fields | changes))
 
 
 DETAILS = {
-    "pending, nothing yet": JobDetail(row(env={}, workdir=None), [event()], []),
+    "pending, nothing yet": JobDetail(detailed(env={}, workdir=None), [event()], []),
     "ended, two attempts": JobDetail(
-        row(state="succeeded", env={"LR": "0.1", "É": "ü"}, workdir="/home/alice/run"),
+        detailed(state="succeeded", env={"LR": "0.1", "É": "ü"}, workdir="/home/alice/run"),
         [
             event(),
             event(from_state="pending", to_state="running", reason="started", actor="system"),
@@ -177,7 +200,7 @@ def test_the_detail_bytes_are_the_models(name: str) -> None:
         env=job.env,
         workdir=job.workdir,
         events=[EventOut.model_validate(e) for e in detail.events],
-        task_runs=[TaskOut.model_validate(SimpleNamespace(**t._mapping)) for t in detail.tasks],
+        task_runs=[TaskOut.model_validate(t) for t in detail.tasks],
     )
     assert JOB_DETAIL.dump_json(detailed_job(detail)) == TypeAdapter(JobDetailOut).dump_json(model)
 
