@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from virtuai import __version__
 from virtuai.api.context import ApiContext
 from virtuai.api.errors import install_error_handlers
+from virtuai.api.fastread import FastRead
 from virtuai.api.fastsubmit import FastSubmit
 from virtuai.api.middleware import ContainErrors, MeasureRequests, RequestLimits
 from virtuai.api.routers import (
@@ -66,6 +67,8 @@ def create_app(context: ApiContext) -> FastAPI:
         context.metrics = Metrics(context.sessions)
     # Innermost: the common submit answered without the framework's per-request work.
     app.add_middleware(FastSubmit, context=context)
+    # Just outside it: the common job page and job detail, likewise (api/fastread.py).
+    app.add_middleware(FastRead, context=context)
     app.add_middleware(MeasureRequests, metrics=context.metrics)
     # Added last = outermost: the size limit runs before authentication and parsing.
     app.add_middleware(ContainErrors)

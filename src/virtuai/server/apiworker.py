@@ -41,6 +41,7 @@ from virtuai.host.deathsignal import die_with_parent
 from virtuai.proxy.fastpath import Switch, uvicorn_config
 from virtuai.server.apiparts import api_context, proxy_front, share_generations
 from virtuai.server.gate import Gate
+from virtuai.server.gcsettle import settle as settle_gc
 from virtuai.server.start import SWITCH_INTERVAL_S
 from virtuai.server.up import vc_runtime
 from virtuai.settings import Settings
@@ -100,6 +101,7 @@ def serve(spec: dict[str, Any]) -> None:
     runner = LoopRunner(
         [parts.board.publish, parts.activity.tick], settings.scheduler.interval_s, threading.Event()
     )
+    settle_gc()  # the start-up heap frozen (gcsettle.py)
     switch = Switch()
     switch.hook = parts.proxy.fast
     # The main process's gate, open from the start: /readyz answers as /healthz, as there.

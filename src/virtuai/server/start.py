@@ -27,6 +27,7 @@ from virtuai.errors import ConfigurationError, VirtuaiError
 from virtuai.proxy.fastpath import Switch, uvicorn_config
 from virtuai.proxy.nginxfind import missing
 from virtuai.server.gate import Gate, sqlite_health
+from virtuai.server.gcsettle import settle as settle_gc
 from virtuai.settings import ClusterSettings, ServerSettings, Settings
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ def _serve(settings: Settings) -> None:
             from virtuai.server.up import compose  # the heavy half, imported here
 
             platform = compose(settings, nginx=nginx)
+            settle_gc()  # before the API opens: the start-up heap frozen (gcsettle.py)
             built.append(platform)
             switch.hook = platform.fast
             gate.app = platform.app

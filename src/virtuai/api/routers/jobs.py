@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from virtuai.api.context import ApiContext
 from virtuai.api.deps import CallerDep, CallerOrJobDep, Context, JobCredential
+from virtuai.api.jobwire import JOB_DETAIL, JOB_PAGE, detailed_job, listed_job
 from virtuai.api.schemas.common import ResourcesOut
 from virtuai.api.schemas.jobs import (
-    EventOut,
     JobBatchCreate,
     JobCreate,
     JobDetailOut,
@@ -22,7 +22,6 @@ from virtuai.api.schemas.jobs import (
     PlacementOut,
     PlanOut,
     SiteCandidateOut,
-    TaskOut,
 )
 from virtuai.domain.arrays import MAX_ARRAY_SIZE, parse_array
 from virtuai.domain.dependencies import Dependency, format_dependencies, parse_dependencies
@@ -102,8 +101,6 @@ def _orm_fields(job: JobRow) -> dict[str, object]:
 # FastAPI would use (the same bytes): a returned model would be validated once more in
 # another trip through the thread pool (docs/benchmarks.md, "API under 200 clients").
 _JOB = TypeAdapter(JobOut)
-_JOBS = TypeAdapter(list[JobOut])
-_DETAIL = TypeAdapter(JobDetailOut)
 
 
 def _json(adapter: TypeAdapter[Any], value: object, status_code: int = 200) -> Response:
@@ -288,10 +285,10 @@ def list_jobs(
     ``X-Next-Before-Id`` header."""
     with read_transaction(context.sessions) as session:
         rows = service.list_jobs(session, caller, tenant, state, limit, array_id, user, before_id)
-    result = [JobOut(**_job_fields(r, r.tenant_name, r.user_name, r.vc_name)) for r in rows]
-    response = _json(_JOBS, result)
-    if len(result) == limit:
-        response.headers[NEXT_PAGE_HEADER] = str(result[-1].id)
+    page = [listed_job(r) for r in rows]  # plain dicts, the same bytes (api/jobwire.py)
+    response = Response(JOB_PAGE.dump_json(page), media_type="application/json")
+    if len(page) == limit:
+        response.headers[NEXT_PAGE_HEADER] = str(page[-1]["id"])
     return response
 
 
@@ -299,15 +296,8 @@ def list_jobs(
 def get_job(job_id: JobId, caller: CallerDep, context: Context) -> Response:
     with read_transaction(context.sessions) as session:
         detail = service.get_job_detail(session, caller, job_id)
-        job = detail.job
-        result = JobDetailOut(
-            **_orm_fields(job),
-            env=job.env,
-            workdir=job.workdir,
-            events=[EventOut.model_validate(e) for e in detail.events],
-            task_runs=[TaskOut.model_validate(t) for t in detail.tasks],
-        )
-    return _json(_DETAIL, result)
+    # A plain dict, the same bytes as JobDetailOut's (api/jobwire.py).
+    return Response(JOB_DETAIL.dump_json(detailed_job(detail)), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel")
