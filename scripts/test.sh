@@ -24,7 +24,7 @@ sites_log=$(mktemp)
 python -m pytest -p no:cacheprovider tests/integration/sites >"$sites_log" 2>&1 &
 sites=$!
 echo "== pytest (tests/integration/sites beside it, in its own pytest)"
-rest=0; python -m pytest --ignore=tests/integration/sites || rest=$?
+rest=0; python -m pytest --durations=25 --ignore=tests/integration/sites || rest=$?
 sites_rc=0; wait "$sites" || sites_rc=$?
 echo "== pytest tests/integration/sites"; cat "$sites_log"; rm -f "$sites_log"
 if [[ $rest -ne 0 || $sites_rc -ne 0 ]]; then exit 1; fi

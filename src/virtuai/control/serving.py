@@ -268,7 +268,11 @@ class ServiceReconciler:
         for replica in list(service.replicas):
             job = replica.job
             if job.state in _FINISHED:
-                if replica.draining_at is None and service.state != DELETING:
+                if replica.generation != service.generation:
+                    # A replica of a spec since replaced: its end is the roll's, not news
+                    # of the service (the fixed spec must not show the broken one's crash).
+                    log.info("service %s: outdated replica job %d ended", service.name, job.id)
+                elif replica.draining_at is None and service.state != DELETING:
                     service.reason = self._ended(service, replica, now)
                     log.info("service %s: %s", service.name, service.reason)
                 service.replicas.remove(replica)  # delete-orphan: the row goes
@@ -327,11 +331,7 @@ class ServiceReconciler:
         a row that ended before they were ready: each delays the next start more."""
         job = replica.job
         what = f"replica job {job.id} ended ({job.state}: {job.reason})"
-        if (
-            replica.ready_at is not None
-            or job.cancel_requested_at is not None
-            or replica.generation != service.generation
-        ):
+        if replica.ready_at is not None or job.cancel_requested_at is not None:
             return f"{what}; replaced"
         crashes = self._crashes.get(service.id, 0) + 1
         self._crashes[service.id] = crashes
