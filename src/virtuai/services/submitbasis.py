@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.session import ORMExecuteState
 
 from virtuai.scheduler.snapshot import Snapshot
+from virtuai.services.generations import ChangeGeneration
 from virtuai.services.planning import SchedulingRules, capacity_snapshot
-from virtuai.services.tokencache import SharedCounter
 from virtuai.store.models import NodeRow, TenantQuotaRow, TenantRow
 
 DEFAULT_TTL_S = 1.0
@@ -53,7 +51,6 @@ _IGNORED: dict[str, frozenset[str]] = {
     ),
     str(TenantQuotaRow.__tablename__): frozenset(),
 }
-_CHANGED = "virtuai_submit_basis_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,47 +94,6 @@ def read_basis(session: Session, rules: SchedulingRules, now: dt.datetime) -> Su
     )
 
 
-class _Generation:
-    """Bumped by every flush and commit that changes what a basis holds; shared by the
-    processes of a server once ``share`` was called (as ``tokencache.GENERATION``)."""
-
-    def __init__(self) -> None:
-        self._local = 0
-        self._shared: SharedCounter | None = None
-        self._lock = threading.Lock()
-        self._installed = False
-
-    @property
-    def value(self) -> int:
-        shared = self._shared
-        return self._local if shared is None else self._local + shared.read()
-
-    def share(self, path: Any) -> None:
-        counter = SharedCounter(path)
-        with self._lock:
-            self._shared = counter
-
-    def bump(self) -> None:
-        with self._lock:
-            self._local += 1
-            shared = self._shared
-        if shared is not None:
-            shared.bump()
-
-    def install(self) -> None:
-        with self._lock:
-            if self._installed:
-                return
-            self._installed = True
-        event.listen(Session, "after_flush", _after_flush)
-        event.listen(Session, "do_orm_execute", _on_execute)
-        event.listen(Session, "after_commit", _after_commit)
-        event.listen(Session, "after_rollback", _after_rollback)
-
-
-GENERATION = _Generation()
-
-
 def _table_of(obj: Any) -> str | None:
     name = getattr(obj, "__tablename__", None)
     return name if name in _IGNORED else None
@@ -153,16 +109,6 @@ def _object_changes(obj: Any, deleted_or_new: bool) -> bool:
     return any(
         attr.key not in ignored and attr.history.has_changes() for attr in inspect(obj).attrs
     )
-
-
-def _after_flush(session: Session, _context: Any) -> None:
-    if (
-        any(_object_changes(o, True) for o in session.new)
-        or any(_object_changes(o, True) for o in session.deleted)
-        or any(_object_changes(o, False) for o in session.dirty)
-    ):
-        session.info[_CHANGED] = True
-        GENERATION.bump()  # a reader racing with this commit must not keep what it read
 
 
 def statement_changes(statement: Any) -> bool:
@@ -182,21 +128,9 @@ def statement_changes(statement: Any) -> bool:
     return not keys <= _IGNORED[table]
 
 
-def _on_execute(state: ORMExecuteState) -> None:
-    if (state.is_update or state.is_delete or state.is_insert) and statement_changes(
-        state.statement
-    ):
-        state.session.info[_CHANGED] = True
-        GENERATION.bump()
-
-
-def _after_commit(session: Session) -> None:
-    if session.info.pop(_CHANGED, False):
-        GENERATION.bump()
-
-
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_CHANGED, None)
+# Bumped by every flush and commit that changes what a basis holds; shared by the
+# processes of a server once ``share`` was called (as ``tokencache.GENERATION``).
+GENERATION = ChangeGeneration("submit_basis", _object_changes, statement_changes)
 
 
 class SubmitBasisCache:

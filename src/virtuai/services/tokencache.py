@@ -27,21 +27,14 @@ background then (``api.deps.bearer_caller(..., cached=False)``), so an entry is 
 
 from __future__ import annotations
 
-import fcntl
-import mmap
-import os
-import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.session import ORMExecuteState
-
 from virtuai.services.access import Caller
+from virtuai.services.generations import ChangeGeneration
 from virtuai.store.models import ApiTokenRow, MembershipRow, TenantRow, UserRow
 
 DEFAULT_TTL_S = 2.0
@@ -50,7 +43,6 @@ _AUTH_TABLES = frozenset(
     t.__table__.name  # type: ignore[attr-defined]
     for t in (ApiTokenRow, UserRow, MembershipRow, TenantRow)
 )
-_CHANGED = "virtuai_auth_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,105 +51,17 @@ class _Entry:
     expires: float
 
 
-class SharedCounter:
-    """A 64-bit counter in a file, mapped in memory by every process of one server.
-
-    Read without a lock (one aligned 8-byte load, ~0.2 us: checked per request);
-    incremented under ``flock`` so that two processes' bumps never merge into one.
-    It only grows, so a reader that saw a value sees any later bump as a change."""
-
-    def __init__(self, path: os.PathLike[str] | str) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < 8:
-                os.ftruncate(fd, 8)
-            self._map = mmap.mmap(fd, 8)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def read(self) -> int:
-        value: int = struct.unpack_from("=Q", self._map)[0]
-        return value
-
-    def bump(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            struct.pack_into("=Q", self._map, 0, self.read() + 1)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+def _auth_object(obj: Any, _new_or_deleted: bool) -> bool:
+    return getattr(obj, "__tablename__", None) in _AUTH_TABLES
 
 
-class _Generation:
-    """Bumped after every commit that changed who may do what; shared by every cache
-    of this process and, once ``share`` was called, by every process of the server."""
-
-    def __init__(self) -> None:
-        self._local = 0
-        self._shared: SharedCounter | None = None
-        self._lock = threading.Lock()
-        self._installed = False
-
-    @property
-    def value(self) -> int:
-        # Both parts only grow: their sum changes whenever either does.
-        shared = self._shared
-        return self._local if shared is None else self._local + shared.read()
-
-    def share(self, path: os.PathLike[str] | str) -> None:
-        """Count with the other processes that share ``path`` (a file in the state dir)."""
-        counter = SharedCounter(path)
-        with self._lock:
-            self._shared = counter
-
-    def bump(self) -> None:
-        with self._lock:
-            self._local += 1
-            shared = self._shared
-        if shared is not None:
-            shared.bump()
-
-    def install(self) -> None:
-        with self._lock:
-            if self._installed:
-                return
-            self._installed = True
-        event.listen(Session, "after_flush", _after_flush)
-        event.listen(Session, "do_orm_execute", _on_execute)
-        event.listen(Session, "after_commit", _after_commit)
-        event.listen(Session, "after_rollback", _after_rollback)
+def _auth_statement(statement: Any) -> bool:
+    return getattr(getattr(statement, "table", None), "name", None) in _AUTH_TABLES
 
 
-GENERATION = _Generation()
-
-
-def _touches_auth(objects: Any) -> bool:
-    return any(getattr(o, "__tablename__", None) in _AUTH_TABLES for o in objects)
-
-
-def _after_flush(session: Session, _context: Any) -> None:
-    if _touches_auth(session.new) or _touches_auth(session.dirty) or _touches_auth(session.deleted):
-        session.info[_CHANGED] = True
-        GENERATION.bump()  # readers racing with this commit must not cache what they read
-
-
-def _on_execute(state: ORMExecuteState) -> None:
-    if not (state.is_update or state.is_delete or state.is_insert):
-        return
-    table = getattr(state.statement, "table", None)
-    if getattr(table, "name", None) in _AUTH_TABLES:
-        state.session.info[_CHANGED] = True
-        GENERATION.bump()
-
-
-def _after_commit(session: Session) -> None:
-    if session.info.pop(_CHANGED, False):
-        GENERATION.bump()
-
-
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_CHANGED, None)
+# Bumped after every commit that changed who may do what; shared by every cache of this
+# process and, once ``share`` was called, by every process of the server.
+GENERATION = ChangeGeneration("auth", _auth_object, _auth_statement)
 
 
 class TokenCache:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from virtuai.server.workers import AUTO_MAX, worker_count
-from virtuai.services.tokencache import SharedCounter
+from virtuai.services.generations import SharedCounter
 
 
 def test_auto_is_one_process_on_sqlite_and_one_per_core_up_to_a_cap_elsewhere() -> None:
