@@ -28,8 +28,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from virtuai.api.context import ApiContext
+from virtuai.api.fastsubmit import cached_bearer_caller
 from virtuai.api.routers import jobs
-from virtuai.auth.tokens import hash_token, looks_like_api_token
 from virtuai.errors import VirtuaiError
 
 PATH = "/api/v1/jobs"
@@ -97,11 +97,7 @@ class FastRead:
                 authorization = value
         if authorization is None:
             return None
-        scheme, _, credential = authorization.decode("latin-1").partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not looks_like_api_token(credential):
-            return None
-        return self.context.tokens.get(hash_token(credential))
+        return cached_bearer_caller(self.context, authorization)
 
 
 def _page(caller: Any, context: ApiContext, params: dict[str, Any]) -> Response:

@@ -85,11 +85,7 @@ class FastSubmit:
                 content_type = value
         if authorization is None or content_type != b"application/json":
             return None
-        scheme, _, credential = authorization.decode("latin-1").partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not looks_like_api_token(credential):
-            return None
-        return self.context.tokens.get(hash_token(credential))
+        return cached_bearer_caller(self.context, authorization)
 
     async def _submit(self, caller: Any, body: bytes) -> Response | bytes | None:
         """The answer: a job's (bytes, 201), an error's, or None: the endpoint's to give."""
@@ -141,3 +137,13 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def cached_bearer_caller(context: ApiContext, authorization: bytes) -> Any:
+    """The caller behind an ``Authorization: Bearer <API token>`` already in the token
+    cache; None: any other credential, or a token not cached (the full app's to read)."""
+    scheme, _, credential = authorization.decode("latin-1").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not looks_like_api_token(credential):
+        return None
+    return context.tokens.get(hash_token(credential))
