@@ -138,21 +138,26 @@ def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 def read_session(factory: sessionmaker[Session]) -> Session:
     """A session for reading only (see ``read_transaction``); the caller ends it."""
     bind = factory.kw.get("bind")
-    session = factory(bind=_read_only_bind(bind) if isinstance(bind, Engine) else bind)
+    session = factory(bind=_read_only_bind(factory, bind) if isinstance(bind, Engine) else bind)
     session.info[READ_ONLY_OPTION] = True
     return session
 
 
-_READ_ONLY_BINDS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+# Keyed by the session factory, not by the engine: the read-only copy refers to its engine,
+# so a weak key of the engine itself would be kept alive by its own value (every engine,
+# its pool and its compiled statements, for the life of the process).
+_READ_ONLY_BINDS: weakref.WeakKeyDictionary[sessionmaker[Session], Engine] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _read_only_bind(engine: Engine) -> Engine:
+def _read_only_bind(factory: sessionmaker[Session], engine: Engine) -> Engine:
     # Engine.execution_options() makes a light copy sharing the pool and the event
-    # listeners; keep one per engine.
-    found = _READ_ONLY_BINDS.get(engine)
+    # listeners; keep one per factory.
+    found = _READ_ONLY_BINDS.get(factory)
     if found is None:
         found = engine.execution_options(**{READ_ONLY_OPTION: True})
-        _READ_ONLY_BINDS[engine] = found
+        _READ_ONLY_BINDS[factory] = found
     return found
 
 

@@ -52,6 +52,10 @@ from virtuai.store.db import lost_transaction, transaction
 T = TypeVar("T")
 
 DEFAULT_MAX_BATCH = 64
+# A writer idle this long ends, and the next request starts another (about 0.1 ms): a
+# GroupCommit dropped by its owner (an application rebuilt, a test's platform) must not
+# keep a thread, and through it its engine and pool, for the life of the process.
+IDLE_EXIT_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +82,13 @@ class GroupCommit:
         max_batch: int = DEFAULT_MAX_BATCH,
         name: str = "virtuai-group-commit",
         lock_path: os.PathLike[str] | str | None = None,
+        idle_exit_s: float = IDLE_EXIT_S,
     ) -> None:
         self._sessions = sessions
         self._lock_path = lock_path
         self._lock_fd: int | None = None
         self._max_batch = max_batch
+        self._idle_exit_s = idle_exit_s
         self._name = name
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -121,10 +127,8 @@ class GroupCommit:
 
     def _put(self, item: _Item) -> None:
         self._queue.put(item)
-        if self._thread is None:
-            self._start()
-
-    def _start(self) -> None:
+        # Under the lock: the writer's decision to end (queue empty) and this check are
+        # ordered, so an item is never left behind a writer that has just ended.
         with self._lock:
             if self._thread is None:
                 # A daemon: a server that exits (SIGTERM after uvicorn drained its
@@ -134,7 +138,12 @@ class GroupCommit:
 
     def _loop(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            try:
+                batch = [self._queue.get(timeout=self._idle_exit_s)]
+            except queue.Empty:
+                if self._end_if_idle():
+                    return
+                continue
             while len(batch) < self._max_batch:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -144,6 +153,21 @@ class GroupCommit:
                 self._commit(batch)
             except BaseException:  # never lose the thread: every later request would hang
                 log.exception("group commit failed")
+
+    def _end_if_idle(self) -> bool:
+        with self._lock:
+            if not self._queue.empty():
+                return False
+            self._thread = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            return True
+
+    @property
+    def running(self) -> bool:
+        """Whether a writer thread is alive (it ends after ``idle_exit_s`` without work)."""
+        return self._thread is not None
 
     def _commit(self, batch: list[_Item]) -> None:
         # A caller that gave up before its turn (its future cancelled) is left out.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import psutil
 import pytest
 
@@ -161,8 +163,13 @@ def test_tenants_cannot_see_each_others_processes(platform: Platform, alice: str
     platform.tenant("biology")
     bob = platform.user("bob", "biology")
     secret = "sleep 31.4159"
-    hidden = platform.submit(alice, ["sh", "-c", f"exec {secret}"])
-    platform.wait_for([hidden["id"]], states={"running"})
+    hidden = platform.submit(alice, ["sh", "-c", f"echo started; exec {secret}"])
+    # "running" is the supervisor's word, said before the workload runs as the tenant's
+    # user: wait for the workload itself, or the two `ps` below could miss it either way.
+    deadline = time.monotonic() + 30
+    while "started" not in platform.logs(hidden["id"]) and time.monotonic() < deadline:
+        platform.tick()
+        time.sleep(0.05)
     spy = platform.submit(bob, ["ps", "-eo", "user:32,args"])
     mine = platform.submit(alice, ["ps", "-eo", "user:32,args"])
     jobs = platform.wait_for([spy["id"], mine["id"]])

@@ -4,10 +4,13 @@ the commit, each failure its own, and a crash loses nothing that was answered.""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+import weakref
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -233,3 +236,40 @@ def test_a_batch_without_failures_takes_no_savepoints_and_one_with_one_is_redone
     with read_transaction(session_factory) as session:  # each recorded once
         names = list(session.scalars(select(TenantRow.name).where(TenantRow.name.in_(["a", "b"]))))
     assert sorted(names) == ["a", "b"]
+
+
+def test_an_idle_writer_ends_and_the_next_work_starts_another(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A dropped GroupCommit keeps no thread, and through it no engine, for ever; a work
+    arriving just as an idle writer ends is committed all the same."""
+    group = GroupCommit(session_factory, idle_exit_s=0.05)
+    assert group.submit(add_tenant("first")).result(30) == "first"  # type: ignore[arg-type]
+    deadline = time.monotonic() + 30
+    while group.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not group.running
+    # Works from several threads, at gaps around the idle time, so that some arrive as
+    # a writer decides to end: none is left behind.
+    results: list[Future[object]] = []
+
+    def submitter(n: int) -> None:
+        for i in range(15):
+            time.sleep(0.02 * ((i + n) % 5))
+            results.append(group.submit(add_tenant(f"w{n}-{i}")))  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=submitter, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(str(f.result(30)) for f in results) == sorted(
+        f"w{n}-{i}" for n in range(4) for i in range(15)
+    )
+    gone = weakref.ref(group)
+    del group
+    deadline = time.monotonic() + 30
+    while gone() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        gc.collect()
+    assert gone() is None
