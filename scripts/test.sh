@@ -17,14 +17,25 @@ if [[ $# -gt 0 ]]; then
   echo "== pytest"; python -m pytest "$@"
   exit
 fi
-# The Slurm site tests mostly wait on a real Slurm (its scheduling cycle, walltimes of a
-# whole minute, a slurmctld restart): they run beside the rest, in a pytest of their own
-# (their dev cluster is theirs alone), so the suite takes the longer of the two, not the sum.
-sites_log=$(mktemp)
-python -m pytest -p no:cacheprovider tests/integration/sites >"$sites_log" 2>&1 &
-sites=$!
-echo "== pytest (tests/integration/sites beside it, in its own pytest)"
-rest=0; python -m pytest --durations=25 --ignore=tests/integration/sites || rest=$?
-sites_rc=0; wait "$sites" || sites_rc=$?
-echo "== pytest tests/integration/sites"; cat "$sites_log"; rm -f "$sites_log"
-if [[ $rest -ne 0 || $sites_rc -ne 0 ]]; then exit 1; fi
+# The suite runs as three pytest processes at once, each with its own PostgreSQL, and
+# takes the longest of the three, not the sum:
+# - the Slurm site tests mostly wait on a real Slurm (its scheduling cycle, walltimes of a
+#   whole minute, a slurmctld restart), and their dev cluster is theirs alone;
+# - the end-to-end tests mostly wait on the servers they start (services scaling, time
+#   limits, restarts); what they create on the host is their installations' own;
+# - the rest (integration and unit tests) is most of the CPU.
+# Each one's output is printed whole once all three have ended.
+declare -A logs pids
+for part in tests/integration/sites tests/e2e; do
+  logs[$part]=$(mktemp)
+  python -m pytest -p no:cacheprovider --durations=10 "$part" >"${logs[$part]}" 2>&1 &
+  pids[$part]=$!
+done
+echo "== pytest (tests/integration/sites and tests/e2e beside it, each in its own pytest)"
+failed=0
+python -m pytest --durations=25 --ignore=tests/integration/sites --ignore=tests/e2e || failed=1
+for part in tests/integration/sites tests/e2e; do
+  wait "${pids[$part]}" || failed=1
+  echo "== pytest $part"; cat "${logs[$part]}"; rm -f "${logs[$part]}"
+done
+exit "$failed"

@@ -275,10 +275,22 @@ def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(server: S
     while victim in worker_pids(server) or len(worker_pids(server)) < WORKERS - 1:
         assert time.monotonic() < deadline, "the killed worker was not started again"
         time.sleep(0.1)
-    check = Conn(server.port, token)
-    status, listed = check.call("GET", "/api/v1/jobs?limit=1000")
-    assert status == 200
-    assert {j["id"] for j in listed} >= set(acknowledged) and acknowledged
+    recorded = every_job_id(Conn(server.port, token))
+    assert recorded >= set(acknowledged) and acknowledged
+
+
+def every_job_id(conn: Conn) -> set[int]:
+    """The ids of all the jobs the caller sees, page after page (more than one page's
+    worth are submitted in two seconds)."""
+    ids: set[int] = set()
+    query = "limit=1000"
+    while True:
+        status, page = conn.call("GET", f"/api/v1/jobs?{query}")
+        assert status == 200, page
+        if not page:
+            return ids
+        ids.update(j["id"] for j in page)
+        query = f"limit=1000&before_id={page[-1]['id']}"
 
 
 def test_the_server_stops_its_workers_and_they_die_with_it(server: Server) -> None:

@@ -10,6 +10,7 @@ real kernel objects.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -47,7 +48,10 @@ from virtuai.store.db import lost_transaction, transaction
 from virtuai.store.inventory import record_inventory
 from virtuai.vcruntime import VcRuntime
 
-TEST_USER_PREFIX = "vait-"
+# Tenants' Unix users of this test process only: the suite runs in several pytest
+# processes at once (scripts/test.sh), and one's teardown (`userdel`) must not take the
+# users whose uids own another's workspaces.
+TEST_USER_PREFIX = f"vt{secrets.token_hex(2)}-"
 FINISHED = {"succeeded", "failed", "cancelled", "timed_out", "preempted"}
 
 

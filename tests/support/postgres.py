@@ -235,18 +235,32 @@ def postgres_session_url() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """Create an empty database ``test_<random>`` on the server; drop it afterwards."""
+def fresh_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """Create a database ``test_<random>`` on the server, empty or a copy of ``template``
+    (a database nobody is connected to); drop it afterwards."""
     name = f"test_{secrets.token_hex(6)}"
-    admin = _with_database(server_url, "postgres")
-    _execute(admin, _create(name))
+    create = _create(name)
+    if template is not None:
+        create = create + sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    _execute(_with_database(server_url, "postgres"), create)
     try:
         yield _with_database(server_url, name)
     finally:
-        # FORCE: a test that leaked a connection must not leak the database too.
-        _execute(
-            admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        drop_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    # FORCE: a test that leaked a connection must not leak the database too.
+    _execute(
+        _with_database(server_url, "postgres"),
+        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)),
+    )
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Create an empty database ``name`` (the caller drops it); its URL."""
+    _execute(_with_database(server_url, "postgres"), _create(name))
+    return _with_database(server_url, name)
 
 
 def _with_database(url: str, database: str) -> str:
