@@ -16,7 +16,8 @@ Method, on a real ``virtuai up`` over SQLite:
 5. Load: ``--clients`` threads, each with its own keep-alive connection, each
    sending one request every ``--pace-s`` seconds for ``--load-s`` seconds: a
    page of 50 jobs (60%), one job in detail (30%), a submit (10%).  Latency is
-   measured per request; any status >= 500 counts as an error.
+   measured per request, and reported for all and per kind; any status >= 500 counts
+   as an error.
 
 ``--baseline-src DIR`` measures a server of another source tree too (``DIR`` is its
 ``src``, e.g. ``git archive main src | tar -x -C /tmp/base``), in turn with this one for
@@ -103,8 +104,9 @@ def seed(db: Path, stored: int, pending: int) -> None:
 
 def load(
     server: VirtuaiServer, token: str, args: argparse.Namespace, top: int
-) -> tuple[list[float], int, int]:
-    latencies: list[float] = []
+) -> tuple[dict[str, list[float]], int, int]:
+    """Latencies per kind of request (``page``, ``job``, ``submit``), errors, requests."""
+    latencies: dict[str, list[float]] = {"page": [], "job": [], "submit": []}
     errors = 0
     requests = 0
     lock = threading.Lock()
@@ -116,24 +118,28 @@ def load(
         rng = random.Random(seed_)
         http = server.http(token)
         time.sleep(rng.random() * args.pace_s)  # spread the clients over the period
-        mine: list[float] = []
+        mine: list[tuple[str, float]] = []
         bad = 0
         while time.monotonic() < deadline:
             started = time.perf_counter()
             pick = rng.random()
             if pick < 0.6:
+                kind = "page"
                 status, _ = http.call("GET", "/api/v1/jobs?limit=50")
             elif pick < 0.9:
+                kind = "job"
                 status, _ = http.call("GET", f"/api/v1/jobs/{rng.randint(1, top)}")
             else:
+                kind = "submit"
                 status, _ = http.call("POST", "/api/v1/jobs", body)
             elapsed = time.perf_counter() - started
-            mine.append(elapsed)
+            mine.append((kind, elapsed))
             bad += status >= 500
             time.sleep(max(0.0, args.pace_s - elapsed))
         http.close()
         with lock:
-            latencies.extend(mine)
+            for kind, elapsed in mine:
+                latencies[kind].append(elapsed)
             errors += bad
             requests += len(mine)
 
@@ -241,7 +247,8 @@ def measure(args: argparse.Namespace, env: dict[str, str], processes: int) -> di
 
         load_avg = os.getloadavg()[0]
         cpu0 = server.cpu_seconds()
-        latencies, errors, requests = load(server, token, args, args.stored)
+        by_kind, errors, requests = load(server, token, args, args.stored)
+        latencies = [x for values in by_kind.values() for x in values]
         # The server's CPU per request: what a loaded machine's queueing does not change much.
         cpu_ms = 1000 * (server.cpu_seconds() - cpu0) / max(1, requests)
         rss = max(rss, server.rss_mb())
@@ -251,6 +258,15 @@ def measure(args: argparse.Namespace, env: dict[str, str], processes: int) -> di
             f"{requests / args.load_s:.0f} req/s, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
             f"{errors} errors (>= 500); server CPU {cpu_ms:.1f} ms per request; "
             f"load average {load_avg:.1f} -> {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        print(
+            "  p50 / p99 by kind: "
+            + ", ".join(
+                f"{kind} {percentile(v, 50) * 1000:.0f} / {percentile(v, 99) * 1000:.0f} ms"
+                for kind, v in by_kind.items()
+                if v
+            ),
             flush=True,
         )
         return {
