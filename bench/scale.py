@@ -33,7 +33,9 @@ Last line: ``api_p99_ms=N rss_mb=N idle_cpu_pct=N`` (this tree; medians over the
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as dt
+import multiprocessing
 import os
 import random
 import sys
@@ -44,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import VirtuaiServer, median, percentile
+from common import Http, VirtuaiServer, median, percentile
 from sqlalchemy import insert, select
 
 from virtuai.store.db import create_db_engine
@@ -102,10 +104,38 @@ def seed(db: Path, stored: int, pending: int) -> None:
     engine.dispose()
 
 
-def load(
-    server: VirtuaiServer, token: str, args: argparse.Namespace, top: int
-) -> tuple[dict[str, list[float]], int, int]:
-    """Latencies per kind of request (``page``, ``job``, ``submit``), errors, requests."""
+Load = tuple[dict[str, list[float]], int, int]
+
+
+def load(port: int, token: str, args: argparse.Namespace, top: int) -> Load:
+    """Latencies per kind of request (``page``, ``job``, ``submit``), errors, requests.
+
+    The clients are threads of ``--client-processes`` processes: 200 threads in one
+    Python process wait for its GIL (and its collections) to read their answers, which
+    adds the client's own delays to the tail measured."""
+    parts = max(1, min(args.client_processes, args.clients))
+    shares = [args.clients // parts + (i < args.clients % parts) for i in range(parts)]
+    firsts = [sum(shares[:i]) for i in range(parts)]
+    if parts == 1:
+        return load_part(port, token, args, top, shares[0], 0)
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(parts, mp_context=context) as pool:
+        futures = [
+            pool.submit(load_part, port, token, args, top, share, first)
+            for share, first in zip(shares, firsts, strict=True)
+        ]
+        results = [future.result() for future in futures]
+    latencies: dict[str, list[float]] = {"page": [], "job": [], "submit": []}
+    for part, _, _ in results:
+        for kind, values in part.items():
+            latencies[kind] += values
+    return latencies, sum(r[1] for r in results), sum(r[2] for r in results)
+
+
+def load_part(
+    port: int, token: str, args: argparse.Namespace, top: int, clients: int, first: int
+) -> Load:
+    """``clients`` client threads (seeds ``first``...) of one process."""
     latencies: dict[str, list[float]] = {"page": [], "job": [], "submit": []}
     errors = 0
     requests = 0
@@ -116,7 +146,7 @@ def load(
     def client(seed_: int) -> None:
         nonlocal errors, requests
         rng = random.Random(seed_)
-        http = server.http(token)
+        http = Http(port, token)
         time.sleep(rng.random() * args.pace_s)  # spread the clients over the period
         mine: list[tuple[str, float]] = []
         bad = 0
@@ -143,7 +173,7 @@ def load(
             errors += bad
             requests += len(mine)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    threads = [threading.Thread(target=client, args=(first + i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -156,6 +186,12 @@ def main() -> None:
     parser.add_argument("--stored", type=int, default=100_000)
     parser.add_argument("--pending", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread the clients' threads over this many processes (see load())",
+    )
     parser.add_argument("--pace-s", type=float, default=2.0)
     parser.add_argument("--load-s", type=float, default=20.0)
     parser.add_argument("--idle-s", type=float, default=20.0)
@@ -247,7 +283,7 @@ def measure(args: argparse.Namespace, env: dict[str, str], processes: int) -> di
 
         load_avg = os.getloadavg()[0]
         cpu0 = server.cpu_seconds()
-        by_kind, errors, requests = load(server, token, args, args.stored)
+        by_kind, errors, requests = load(server.port, token, args, args.stored)
         latencies = [x for values in by_kind.values() for x in values]
         # The server's CPU per request: what a loaded machine's queueing does not change much.
         cpu_ms = 1000 * (server.cpu_seconds() - cpu0) / max(1, requests)

@@ -10,7 +10,11 @@ export PATH="$PWD/.venv/bin:$PATH"
 # In CI a missing PostgreSQL must fail the run, not skip its tests.
 export VIRTUAI_REQUIRE_POSTGRES="${VIRTUAI_REQUIRE_POSTGRES:-1}"
 
-echo "== ruff"; ruff check src tests bench && ruff format --check src tests bench
+# One command per line: under `set -e` a failure inside an `a && b` list does not stop
+# the script (it had let a lint error through).
+echo "== ruff"
+ruff check src tests bench
+ruff format --check src tests bench
 echo "== mypy"; mypy
 echo "== import-linter"; lint-imports
 if [[ $# -gt 0 ]]; then

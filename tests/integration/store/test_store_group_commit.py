@@ -253,12 +253,12 @@ def test_an_idle_writer_ends_and_the_next_work_starts_another(
     # a writer decides to end: none is left behind.
     results: list[Future[object]] = []
 
-    def submitter(n: int) -> None:
+    def submitter(target: GroupCommit, n: int) -> None:
         for i in range(15):
             time.sleep(0.02 * ((i + n) % 5))
-            results.append(group.submit(add_tenant(f"w{n}-{i}")))  # type: ignore[arg-type]
+            results.append(target.submit(add_tenant(f"w{n}-{i}")))  # type: ignore[arg-type]
 
-    threads = [threading.Thread(target=submitter, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=submitter, args=(group, n)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -234,3 +234,31 @@ def test_a_new_lease_epoch_or_a_failed_pass_reads_the_queue_whole(fresh_copy: An
     with factory() as session:
         states = set(session.scalars(select(JobRow.state)))
     assert states <= {JobState.PENDING, JobState.ADMITTED}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known livelock (#12): a victim that was admitted but not yet running is requeued "
+    "at once, and the next pass admits it again onto the room freed for its preemptor",
+)
+def test_a_preempted_admitted_job_does_not_take_back_the_room_freed_for_its_preemptor(
+    fresh_copy: Any,
+) -> None:
+    """Found by the property above in CI: five jobs of one tenant, a node cordoned, then
+    job 1 (admitted, priority 0) is preempted for job 5 (priority 1) pass after pass."""
+    factory = fresh_copy()
+    clock = ManualClock()
+    loop = SchedulingLoop(factory, clock, POLICY)
+    stream: list[Op] = [
+        ("submit", 0, 0, 0),
+        ("submit", 0, 0, 1),
+        ("submit", 0, 0, 1),
+        ("submit", 0, 2, 1),
+        ("submit", 0, 2, 1),
+        ("node", 0, 0, 0),
+        ("tick", 0, 0, 0),
+    ]
+    for op in stream:
+        apply_op(factory, clock, op, loop)
+    preempted = sum(loop.tick().preempted for _ in range(6))
+    assert preempted == 0
