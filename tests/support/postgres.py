@@ -239,12 +239,9 @@ def fresh_database(server_url: str, template: str | None = None) -> Iterator[str
     """Create a database ``test_<random>`` on the server, empty or a copy of ``template``
     (a database nobody is connected to); drop it afterwards."""
     name = f"test_{secrets.token_hex(6)}"
-    create = _create(name)
-    if template is not None:
-        create = create + sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-    _execute(_with_database(server_url, "postgres"), create)
+    url = create_database(server_url, name, template)
     try:
-        yield _with_database(server_url, name)
+        yield url
     finally:
         drop_database(server_url, name)
 
@@ -257,9 +254,13 @@ def drop_database(server_url: str, name: str) -> None:
     )
 
 
-def create_database(server_url: str, name: str) -> str:
-    """Create an empty database ``name`` (the caller drops it); its URL."""
-    _execute(_with_database(server_url, "postgres"), _create(name))
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    """Create a database ``name``, empty or a copy of ``template`` (the caller drops it);
+    its URL."""
+    create = _create(name)
+    if template is not None:
+        create = create + sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    _execute(_with_database(server_url, "postgres"), create)
     return _with_database(server_url, name)
 
 
