@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -536,6 +537,13 @@ class SchedulingLoop:
         preempted_by = list(victim.preempted_by or [])
         if vc_id is None:
             preempted_by = [*preempted_by, int(preemption.preemptor_id)][-PREEMPTED_BY_KEPT:]
+        # The claim that nominates the preemptor (``nominated_ids``): the room is its own
+        # until it starts, whether the victim was running or only admitted.
+        claim: dict[str, Any] = {
+            "preempted_for": None if vc_id is not None else int(preemption.preemptor_id),
+            "preempted_for_vc": vc_id,
+            "preempted_by": preempted_by,
+        }
         state = JobState(victim.state)
         if state is JobState.ADMITTED:
             return switch_job_state(
@@ -547,19 +555,12 @@ class SchedulingLoop:
                 placement=[],
                 admitted_at=None,
                 master_port=None,
-                preempted_by=preempted_by,
+                **claim,
             )
         if state not in (JobState.STARTING, JobState.RUNNING):
             return False
         return switch_job_state(
-            session,
-            victim,
-            JobState.PREEMPTING,
-            reason=preemption.reason,
-            now=now,
-            preempted_for=None if vc_id is not None else int(preemption.preemptor_id),
-            preempted_for_vc=vc_id,
-            preempted_by=preempted_by,
+            session, victim, JobState.PREEMPTING, reason=preemption.reason, now=now, **claim
         )
 
 

@@ -10,9 +10,9 @@ has the long version with examples):
    this pass) has no room for it.  It waits, but does not hold up others.
    A job that would have to borrow from its cohort is put off (admission and
    preemption alike) until every job that fits within nominal quota has had
-   its turn (Kueue does the same): guaranteed quota goes before borrowed
-   quota, which also keeps a lender's reclaimed room from going straight back
-   to the borrower it was taken from.
+   its turn (Kueue does the same; a nominated job is not, see 5): guaranteed
+   quota goes before borrowed quota, which also keeps a lender's reclaimed room
+   from going straight back to the borrower it was taken from.
 3. ``QUEUE``: with strict FIFO (v1, ``Policy.backfill`` off), nothing may
    overtake the first job that does not fit, so a big gang is not starved by
    a stream of small jobs.  With EASY backfill the first such job gets a
@@ -22,9 +22,8 @@ has the long version with examples):
 5. ``PREEMPTION`` (``Policy.preemption``): a job blocked by quota or capacity may
    preempt borrowers of its cohort (if it is within its nominal quota) or
    lower-priority jobs of its own tenant (``preemption``).  It waits for them
-   to stop; what they free is promised to it for the rest of the pass.  A
-   victim back in the queue is decided right after its preemptor while that
-   one still waits (``_Pass.visit``), never before it.
+   to stop; what they free is promised to it for the rest of the pass, and then
+   it is *nominated*: first in the queue, and not put off as a borrower.
 6. ``CAPACITY``: the job does not fit now; the first one is the head.
 
 The pass is pure and deterministic: jobs are taken in a total order, nodes are
@@ -169,11 +168,6 @@ class _Pass:
         self.preempted: list[Preemption] = []
         self.ends: list[Release] = []  # admitted in this pass, with a walltime
         self.deferred: list[PendingJob] = []  # would borrow: after the others
-        # Jobs that yield to their pending preemptor (``visit``), by that preemptor's id;
-        # ``undecided`` is set only when some pending job has a preemptor to yield to.
-        self.undecided: set[str] | None = None
-        self.parked: dict[str, list[PendingJob]] = {}
-        self.parked_ids: set[str] = set()
         self.head: PendingJob | None = None  # the first job blocked for capacity
         self.behind: str | None = None  # strict FIFO: the QUEUE reason once the head waits
         self.reservation: Reservation | None = None  # the head's
@@ -221,44 +215,13 @@ class _Pass:
                 queue_order(pending) if self.tracker is None else fair_order(pending, self.tracker)
             )
         stop = self.stopper(pending)
-        if self.preemptor is not None and any(j.preempted_by for j in pending):
-            self.undecided = {j.id for j in pending}
         for job in order:
-            self.visit(job, first_round=True)
+            self.decide(job, first_round=True)
             if stop is not None and stop.done(job):
                 break
         for job in self.deferred:
-            self.visit(job, first_round=False)
-        for followers in list(self.parked.values()):  # none: parking never makes a cycle
-            for job in followers:
-                self.decide(job, first_round=False)
+            self.decide(job, first_round=False)
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
-
-    def visit(self, job: PendingJob, *, first_round: bool) -> None:
-        """Decide ``job``, unless it yields to its preemptor; then decide those that yielded
-        to it.
-
-        A job that was preempted for a job still waiting in this pass is decided right after
-        that job, not before it: otherwise the room its preemption freed could go straight
-        back to it, whenever the order puts it first (a lower-priority job within its
-        tenant's nominal quota goes before a borrowing one of higher priority), and the two
-        would trade that room pass after pass, neither running (#12).  It only moves later
-        in the pass, so it waits for nothing that does not come: if its preemptor cannot
-        start, it may still take room that no one else claims.  A job yields only to one
-        that yields to no one, so yielding never makes a cycle.
-        """
-        undecided = self.undecided
-        if undecided is not None:
-            for preemptor in sorted(job.preempted_by):
-                if preemptor in undecided and preemptor not in self.parked_ids:
-                    self.parked.setdefault(preemptor, []).append(job)
-                    self.parked_ids.add(job.id)
-                    return
-        self.decide(job, first_round=first_round)
-        if undecided is not None and job.id not in undecided:
-            for follower in self.parked.pop(job.id, ()):
-                self.parked_ids.discard(follower.id)
-                self.visit(follower, first_round=first_round)
 
     def stopper(self, pending: tuple[PendingJob, ...]) -> _Stop | None:
         """The early stop of ``Policy.report_blocked=False``, where it is exact: no
@@ -312,8 +275,11 @@ class _Pass:
             self.block(job, BlockKind.NEVER, NEVER_PREFIX + never)
             return
         may_borrow = job.preemptible or not self.policy.preemption
-        if first_round and ledger.borrows(charge):
-            self.deferred.append(job)  # after every job within its nominal quota
+        # After every job within its nominal quota; but not a nominated job: the room its
+        # victims freed is its own, and a victim within nominal quota would otherwise take
+        # it back first, be preempted again, pass after pass (#12).
+        if first_round and not job.nominated and ledger.borrows(charge):
+            self.deferred.append(job)
             return
         reason = ledger.blocked_reason(charge, may_borrow=may_borrow)
         kind = BlockKind.QUOTA
@@ -371,8 +337,6 @@ class _Pass:
     def admit(
         self, job: PendingJob, placed: tuple[TaskPlacement, ...], charge: Charge, short: bool
     ) -> None:
-        if self.undecided is not None:
-            self.undecided.discard(job.id)
         self.ledger.charge(charge)
         self.board.keep(placed, short=short)
         if self.tracker is not None:
@@ -520,8 +484,6 @@ class _Pass:
     def block(
         self, job: PendingJob, kind: BlockKind, reason: str, expected: float | None = None
     ) -> None:
-        if self.undecided is not None:
-            self.undecided.discard(job.id)
         self.blocked.append(Blocked(job.id, kind, reason, len(self.blocked) + 1, expected))
 
 

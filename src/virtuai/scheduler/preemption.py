@@ -26,9 +26,7 @@ Who may be a victim (``Policy.preemption``), never a job already preempting:
 And never a job that has run less than ``Policy.min_run_s`` in its current
 attempt, nor any job whose preemption ever stopped the preemptor
 (``PendingJob.preempted_by``): every preemption buys some progress, and two jobs
-never evict each other back and forth.  A victim back in the queue yields to its
-preemptor while that one waits (``core._Pass.visit``), so it cannot take back the
-room it was preempted to free.
+never evict each other back and forth.
 
 Which victims: to lose the least work, the fewest jobs, then the lowest
 priority, then the youngest (``victims.py`` says how they are searched).

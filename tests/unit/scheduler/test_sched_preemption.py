@@ -223,30 +223,21 @@ def test_a_nominated_preemptor_goes_first_and_gets_the_room_it_freed() -> None:
 LENDING = [member("physics", nominal=quota(cpu=3)), member("chemistry", nominal=quota(cpu=3))]
 
 
-def test_a_preempted_job_yields_to_its_preemptor_even_when_the_order_puts_it_first() -> None:
-    # "lo" was preempted for "hi" (while admitted, so it is back in the queue at once).  It
-    # fits within nominal quota and "hi" would borrow, which puts "lo" first: it would take
-    # back the room freed for "hi", and the two would trade it pass after pass (#12).
+def test_a_nominated_borrower_is_not_put_off_behind_the_job_it_preempted() -> None:
+    # "hi" preempted "lo" (admitted, not yet running: back in the queue at once).  "lo"
+    # fits within physics's nominal quota, "hi" would borrow; borrowers go after, so "lo"
+    # would take back the room freed for "hi", and be preempted again, pass after pass
+    # (#12).  Nominated, "hi" keeps its place.
     running = [run("a", "n1", cpu=2.5, priority=600, end=1e6)]
-    hi = job("hi", cpu=1.5, priority=600)
-    lo = replace(job("lo", cpu=0.5, priority=500), preempted_by=frozenset({"hi"}))
+    hi = replace(job("hi", cpu=1.5, priority=600), nominated=True)
+    lo = job("lo", cpu=0.5, priority=500)
     d = schedule(world(NODES_4, [hi, lo], LENDING, running))
     assert [a.job_id for a in d.admitted] == ["hi"]
     assert d.preempted == ()
     assert blocked(d)["lo"].kind is BlockKind.CAPACITY
-    # Without the history, "lo" goes first and "hi" preempts it again.
-    again = schedule(world(NODES_4, [hi, replace(lo, preempted_by=frozenset())], LENDING, running))
+    # Not nominated, "hi" is put off and "lo" goes first (the next pass, "hi" preempts it).
+    again = schedule(world(NODES_4, [replace(hi, nominated=False), lo], LENDING, running))
     assert [a.job_id for a in again.admitted] == ["lo"]
-
-
-def test_a_preempted_job_still_takes_room_its_preemptor_cannot_use() -> None:
-    # Yielding moves "lo" after "hi" in the pass; it never holds "lo" back for nothing.
-    running = [run("a", "n1", cpu=2.5, priority=600, end=1e6)]
-    hi = job("hi", cpu=2, priority=600)  # 4.5 CPUs with "a": more than the node
-    lo = replace(job("lo", cpu=0.5, priority=500), preempted_by=frozenset({"hi"}))
-    d = schedule(world(NODES_4, [hi, lo], LENDING, running))
-    assert [a.job_id for a in d.admitted] == ["lo"]
-    assert blocked(d)["hi"].kind is BlockKind.CAPACITY
 
 
 def test_among_jobs_started_together_the_later_submitted_is_the_younger() -> None:

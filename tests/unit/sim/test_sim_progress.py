@@ -130,9 +130,9 @@ def test_a_victim_is_not_preempted_again_before_its_minimum_run() -> None:
 
 def _thrash(snapshot: Snapshot) -> Decisions:
     """A broken scheduler, the issue's cycle: it admits by plain FIFO, ignoring nomination
-    and who preempted whom (so a victim takes back the room it just freed), and in the same
-    pass preempts the oldest running job for the oldest waiting one."""
-    pending = tuple(replace(j, nominated=False, preempted_by=frozenset()) for j in snapshot.pending)
+    (so a victim takes back the room it just freed), and in the same pass preempts the
+    oldest running job for the oldest waiting one."""
+    pending = tuple(replace(j, nominated=False) for j in snapshot.pending)
     admitted = schedule(replace(snapshot, pending=pending)).admitted
     running = sorted((r for r in snapshot.running if not r.preempting), key=lambda r: r.seq)
     if not running or not pending:
