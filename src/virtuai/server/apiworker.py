@@ -32,7 +32,7 @@ from typing import Any
 import uvicorn
 
 from virtuai import web
-from virtuai.api.app import create_app
+from virtuai.api.app import create_app, warm_routes
 from virtuai.control.runner import LoopRunner
 from virtuai.domain.clock import SystemClock
 from virtuai.drivers.base import Driver
@@ -96,6 +96,7 @@ def serve(spec: dict[str, Any]) -> None:
     context.wake = wake
     app = create_app(context)
     web.mount(app)
+    warm_routes(app)  # not at the first request after a restart (api/app.py)
     node = str(spec["node"])
     parts = proxy_front(settings, sessions, clock, context, app, local, node, f"{node}/api{index}")
     runner = LoopRunner(

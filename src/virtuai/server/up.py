@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from virtuai import web
-from virtuai.api.app import create_app
+from virtuai.api.app import create_app, warm_routes
 from virtuai.clientconfig import cli_config_path, write_cli_config
 from virtuai.control.environments import EnvBuildConfig, EnvBuilder
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
@@ -46,6 +46,7 @@ from virtuai.server.apiparts import (
     share_generations,
 )
 from virtuai.server.bootstrap import bootstrap_admin
+from virtuai.server.gcsettle import SettleOnce
 from virtuai.services.serving import start_replica
 from virtuai.services.vclusters import VcRuntimeAccess
 from virtuai.settings import Settings
@@ -204,6 +205,7 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
     steps.append(leading(member, staging.tick))
     app = create_app(context)
     web.mount(app)
+    warm_routes(app)  # not at the first request after a restart (api/app.py)
     parts = proxy_front(settings, sessions, clock, context, app, local, node_name, node_name)
     proxy, board, activity, culling = parts.proxy, parts.board, parts.activity, parts.culling
     steps.append(board.publish)
@@ -234,6 +236,9 @@ def compose(settings: Settings, *, nginx: Nginx | None = None) -> Platform:
     steps.append(lifecycle.start)
     # A task's end wakes the loops at once, so its slot turns over without waiting a period.
     local.watch_results(wake_now)
+    # Once the first leading round has built what lives as long as the leadership (the
+    # pending queue's cache, its snapshot), it is frozen too (server/gcsettle.py).
+    steps.append(SettleOnce(lambda: member.is_leader))
     runner = LoopRunner(steps, settings.scheduler.interval_s, context.wake, duty=0.3, urgent=urgent)
     member.start()
     runner.start()
