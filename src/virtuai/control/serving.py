@@ -143,11 +143,6 @@ class ServiceReconciler:
         self._port_holder = port_holder
         self._next_at = 0.0
         self._last_down: dict[int, float] = {}
-        # Per service: replicas in a row that ended before they were ready, and when the
-        # next one may start.  In memory: a restarted leader tries once more at once.
-        self._crashes: dict[int, int] = {}
-        self._retry_at: dict[int, float] = {}
-        self._crash_generation: dict[int, int] = {}  # the spec those crashes were of
 
     def tick(self) -> None:
         now = self._clock.now().timestamp()
@@ -262,7 +257,7 @@ class ServiceReconciler:
     ) -> bool:
         now = self._clock.now()
         spec = ServiceSpec.from_json(service.spec)
-        if self._crash_generation.get(service.id, service.generation) != service.generation:
+        if service.crashes and service.crash_generation != service.generation:
             self._forget_crashes(service)  # a new spec (the fix, maybe): no back-off for it
         live: list[ServiceReplicaRow] = []
         for replica in list(service.replicas):
@@ -312,7 +307,7 @@ class ServiceReconciler:
         for replica_id in plan.drain:
             self._drain(session, by_id[replica_id], now)
         service.desired = desired
-        if plan.start and now.timestamp() < self._retry_at.get(service.id, 0.0):
+        if plan.start and service.retry_at is not None and now < service.retry_at:
             return False  # crash loop: the reason says when the next replica starts
         for _ in range(plan.start):
             try:
@@ -333,13 +328,13 @@ class ServiceReconciler:
         what = f"replica job {job.id} ended ({job.state}: {job.reason})"
         if replica.ready_at is not None or job.cancel_requested_at is not None:
             return f"{what}; replaced"
-        crashes = self._crashes.get(service.id, 0) + 1
-        self._crashes[service.id] = crashes
-        self._crash_generation[service.id] = service.generation
+        crashes = service.crashes + 1
         delay = crash_backoff_s(
             crashes, self._config.crash_backoff_s, self._config.crash_backoff_max_s
         )
-        self._retry_at[service.id] = now.timestamp() + delay
+        # On the row: a new leader, or this server restarted, keeps waiting it out.
+        service.crashes, service.crash_generation = crashes, service.generation
+        service.retry_at = now + dt.timedelta(seconds=delay)
         return (
             f"replica job {job.id} {NOT_READY_END} ({job.state}: {job.reason}; "
             f"its output: `virtuai logs {job.id}`); "
@@ -347,9 +342,8 @@ class ServiceReconciler:
         )
 
     def _forget_crashes(self, service: ServiceRow) -> None:
-        self._crashes.pop(service.id, None)
-        self._retry_at.pop(service.id, None)
-        self._crash_generation.pop(service.id, None)
+        if service.crashes or service.retry_at is not None:
+            service.crashes, service.crash_generation, service.retry_at = 0, None, None
         if NOT_READY_END in service.reason:
             service.reason = ""  # over: a later cold start is held again, not refused
 

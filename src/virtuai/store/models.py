@@ -678,6 +678,12 @@ class ServiceRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     last_request_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     demand_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # A crash loop's back-off: replicas in a row that ended before they were ready, the
+    # spec generation they were of, and when the next replica may start.  Kept here, so a
+    # new leader or a restarted server waits it out instead of starting one at once.
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    crash_generation: Mapped[int | None] = mapped_column(Integer)
+    retry_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     tenant: Mapped[TenantRow] = relationship()
     user: Mapped[UserRow] = relationship()

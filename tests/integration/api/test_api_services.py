@@ -188,6 +188,49 @@ def test_a_replica_that_ends_before_it_is_ready_delays_the_next_one(platform: Pl
     _delete(platform, loop, ada)
 
 
+def test_a_new_leader_keeps_a_crash_loops_back_off(platform: Platform) -> None:
+    """The back-off is on the service's row: a reconciler made afresh (a new leader, or the
+    server restarted) waits it out instead of starting the next replica at once."""
+    platform.tenant("physics")
+    ada = platform.user("ada", "physics")
+    spec = {**_spec(Path("/nonexistent/model.py"), "1"), "replicas": 1}
+    platform.ok("POST", "/api/v1/services", ada, json=spec)
+    rules = platform.context.rules
+
+    def leader() -> ServiceReconciler:
+        return ServiceReconciler(
+            platform.sessions,
+            platform.context.clock,
+            ReconcilerConfig(job_token_key=b"k" * 32, drain_s=0, interval_s=0, crash_backoff_s=60),
+            lambda session, service, now: start_replica(session, service, rules, now),
+            port_holder=platform.driver.port_holder,
+        )
+
+    def replicas() -> list[int]:
+        return [j["id"] for j in platform.ok("GET", "/api/v1/jobs", ada) if j["name"] == "iris"]
+
+    first = leader()
+    _until(platform, first, lambda: "ended before it was ready" in _show(platform, ada)["reason"])
+    assert len(replicas()) == 1
+    with read_session(platform.sessions) as session:
+        row = session.scalars(select(ServiceRow)).one()
+        assert row.crashes == 1 and row.retry_at is not None
+    second = leader()
+    for _ in range(20):
+        platform.tick()
+        second.tick()
+        time.sleep(0.05)
+    assert len(replicas()) == 1
+    assert "the next one starts in 1m" in _show(platform, ada)["reason"]
+    # A fixed spec is a new generation: its first replica starts at once.
+    platform.ok("POST", "/api/v1/services", ada, json={**spec, "command": ["python3", str(MODEL)]})
+    _until(platform, second, lambda: len(replicas()) == 2)
+    with read_session(platform.sessions) as session:
+        row = session.scalars(select(ServiceRow)).one()
+        assert (row.crashes, row.retry_at) == (0, None)
+    _delete(platform, second, ada)
+
+
 def test_the_end_of_a_replaced_specs_replica_is_not_the_services_reason(
     platform: Platform,
 ) -> None:
