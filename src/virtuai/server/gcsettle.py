@@ -12,8 +12,8 @@ walks only what was made since.
 It is done twice: at start-up, before the API opens (``settle``), and once more after the
 first round of the control loops in which this server leads (``SettleOnce``): the
 scheduling loop's first pass builds what then lives as long as the leadership (the
-pending queue's cache of 10k jobs, their snapshot: some 200,000 objects more), which
-the start-up freeze cannot hold, and without which the full collections under the scale
+pending queue's cache of 10k jobs and their snapshot under the scale load), which the
+start-up freeze cannot hold, and without which the full collections under the scale
 load were still 60-90 ms.  Each freeze collects first, so it keeps only what is alive
 then; frozen objects are still freed by reference counting when they are dropped (a job
 admitted leaves the cache), and only a frozen object that dies in a reference cycle is
