@@ -196,7 +196,11 @@ def test_replicas_are_balanced_and_reached_by_members_only(svc: Svc) -> None:
     # The same document again changes nothing: no roll.
     assert _apply(svc, svc.alice, _iris_yaml(svc, "1")).startswith("service iris updated")
     assert _show(svc, "iris", svc.alice)["generation"] == 1
-    assert "running" in svc.server.cli("service", "show", "iris", token=svc.alice)
+    shown_text = svc.server.cli("service", "show", "iris", token=svc.alice)
+    assert "running" in shown_text
+    # Its history, oldest first: created, two replicas started, both ready.
+    first = shown["replicas"][0]["job_id"]
+    assert "created by alice" in shown_text and f"replica job {first} ready" in shown_text
 
     # Replicas are jobs of kind service, run as the tenant's user, listed with the service.
     listed = svc.server.json("service", "list", token=svc.alice)

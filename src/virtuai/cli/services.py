@@ -151,6 +151,13 @@ def show_service(
                 for r in replicas
             ],
         )
+    events = [e for e in row.get("events") or [] if isinstance(e, dict)]
+    if events:
+        typer.echo("")
+        output.print_table(
+            ["AT", "EVENT"],
+            [[output.timestamp(e.get("at")), str(e.get("message", ""))] for e in events[-10:]],
+        )
 
 
 def service_logs(

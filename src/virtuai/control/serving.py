@@ -57,6 +57,7 @@ from virtuai.errors import VirtuaiError
 from virtuai.scheduler.reasons import PORT_PREFIX
 from virtuai.store.db import read_session, transaction
 from virtuai.store.models import ServiceReplicaRow, ServiceRow, TaskRow
+from virtuai.store.serviceevents import record_service_event
 from virtuai.store.transitions import request_cancel
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ STARTING_PROBE_S = 0.25
 # What a probe that found another process listening on the replica's port says.
 FOREIGN = "is held by a process that is not the replica's"
 
-StartReplica = Callable[[Session, ServiceRow, dt.datetime], object]
+StartReplica = Callable[[Session, ServiceRow, dt.datetime], ServiceReplicaRow]
 Probe = Callable[[str, float], tuple[bool, str]]
 
 
@@ -267,9 +268,19 @@ class ServiceReconciler:
                     # A replica of a spec since replaced: its end is the roll's, not news
                     # of the service (the fixed spec must not show the broken one's crash).
                     log.info("service %s: outdated replica job %d ended", service.name, job.id)
+                    self._event(
+                        session,
+                        service,
+                        f"replica job {job.id} of generation {replica.generation} ended "
+                        f"({job.state})",
+                        now,
+                    )
                 elif replica.draining_at is None and service.state != DELETING:
                     service.reason = self._ended(service, replica, now)
                     log.info("service %s: %s", service.name, service.reason)
+                    self._event(session, service, service.reason, now)
+                else:
+                    self._event(session, service, f"replica job {job.id} ended ({job.state})", now)
                 service.replicas.remove(replica)  # delete-orphan: the row goes
                 continue
             live.append(replica)
@@ -305,18 +316,38 @@ class ServiceReconciler:
         plan = plan_replicas(views, service.generation, desired)
         by_id = {r.id: r for r in live}
         for replica_id in plan.drain:
-            self._drain(session, by_id[replica_id], now)
+            replica = by_id[replica_id]
+            self._drain(session, replica, now)
+            why = (
+                "near its time limit"
+                if replica.id in expiring
+                else "of an older generation"
+                if replica.generation != service.generation
+                else "not needed"
+            )
+            self._event(session, service, f"replica job {replica.job_id} drained: {why}", now)
+        if service.desired != desired:
+            self._event(session, service, f"wanted replicas: {service.desired} -> {desired}", now)
         service.desired = desired
         if plan.start and service.retry_at is not None and now < service.retry_at:
             return False  # crash loop: the reason says when the next replica starts
         for _ in range(plan.start):
             try:
                 with session.begin_nested():
-                    self._start_replica(session, service, now)
+                    replica = self._start_replica(session, service, now)
             except VirtuaiError as error:
-                service.reason = f"cannot start a replica: {error.message}"
+                why = f"cannot start a replica: {error.message}"
+                if service.reason != why:  # said once, not every pass it stays true
+                    self._event(session, service, why, now)
+                service.reason = why
                 log.warning("service %s: %s", service.name, service.reason)
                 return False
+            self._event(
+                session,
+                service,
+                f"replica job {replica.job_id} started (generation {replica.generation})",
+                now,
+            )
             if service.reason.startswith("cannot start"):
                 service.reason = ""
         return plan.start > 0
@@ -340,6 +371,10 @@ class ServiceReconciler:
             f"its output: `virtuai logs {job.id}`); "
             f"{crashes} in a row, the next one starts in {format_duration(delay)}"
         )
+
+    @staticmethod
+    def _event(session: Session, service: ServiceRow, message: str, now: dt.datetime) -> None:
+        record_service_event(session, service.id, message, now)
 
     def _forget_crashes(self, service: ServiceRow) -> None:
         if service.crashes or service.retry_at is not None:
@@ -392,6 +427,7 @@ class ServiceReconciler:
                 if not replica.ready:
                     replica.ready = True
                     replica.ready_at = now
+                    self._event(session, service, f"replica job {replica.job_id} ready", now)
                 return
             replica.probe_failures += 1
             if replica.ready and replica.probe_failures >= spec.readiness.failure_threshold:
@@ -431,6 +467,7 @@ class ServiceReconciler:
         replica.draining_at = now
         service.reason = f"replica job {replica.job_id} restarted: {why}"
         log.info("service %s: %s", service.name, service.reason)
+        self._event(session, service, service.reason, now)
         replica.probe_message = f"restarted: {why}"
         if replica.ready_at is None:
             # Never in the proxy's route: stopped at once.  A replica that was ready is

@@ -35,6 +35,7 @@ from virtuai.services.identity import caller_from_user, load_user
 from virtuai.services.jobs import JobRequest, submit_job
 from virtuai.services.planning import SchedulingRules
 from virtuai.store.models import JobRow, ServiceReplicaRow, ServiceRow, TenantRow
+from virtuai.store.serviceevents import record_service_event
 from virtuai.store.tenancy import get_tenant_row
 from virtuai.store.transitions import request_cancel
 
@@ -109,8 +110,14 @@ def apply_service(
         )
         session.add(row)
         session.flush()
+        record_service_event(session, row.id, f"created by {caller.name}", now)
         return Applied(row, created=True, rolled=False)
     rolled = row.digest != digest
+    if rolled:
+        said = f"applied by {caller.name}: generation {row.generation + 1}, the replicas roll"
+        record_service_event(session, row.id, said, now)
+    elif row.spec != spec.to_json():
+        record_service_event(session, row.id, f"applied by {caller.name}", now)
     row.spec = spec.to_json()
     row.user_id = caller.user_id  # replicas run as whoever applied last
     row.updated_at = now

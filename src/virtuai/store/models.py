@@ -727,6 +727,25 @@ class ServiceReplicaRow(Base):
     __table_args__ = {"sqlite_autoincrement": True}
 
 
+class ServiceEventRow(Base):
+    """What happened to a service, in its operator's words: a replica started, became
+    ready, was restarted, drained or ended (and why), the wanted count changed, a spec was
+    applied.  The last ``store.serviceevents.KEPT`` per service are kept; they go with it."""
+
+    __tablename__ = "service_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    message: Mapped[str] = mapped_column(Text)
+
+    # Ids never reused (rows are trimmed and go with their service), as 0031's tables.
+    __table_args__ = (
+        Index("ix_service_events_service_id_id", "service_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+
 class ServiceTrafficRow(Base):
     """What one server's proxy saw of one service lately (``control.servicetraffic``).
 

@@ -24,8 +24,9 @@ from virtuai.drivers.local.ports import port_listened
 from virtuai.proxy.routes import parse_target
 from virtuai.proxy.services import ServiceResolver, Traffic
 from virtuai.services.serving import start_replica
-from virtuai.store.db import read_session
-from virtuai.store.models import JobRow, ServiceRow
+from virtuai.store.db import read_session, transaction
+from virtuai.store.models import JobRow, ServiceEventRow, ServiceRow
+from virtuai.store.serviceevents import KEPT, record_service_event
 
 MODEL = Path(__file__).parents[3] / "examples" / "services" / "iris" / "model.py"
 
@@ -229,6 +230,48 @@ def test_a_new_leader_keeps_a_crash_loops_back_off(platform: Platform) -> None:
         row = session.scalars(select(ServiceRow)).one()
         assert (row.crashes, row.retry_at) == (0, None)
     _delete(platform, second, ada)
+
+
+def test_a_services_history_says_what_happened_to_it(platform: Platform) -> None:
+    """``service show`` lists the service's events, oldest first: a crash, the fix applied,
+    its replica started and ready; at most ``KEPT`` of them are kept."""
+    platform.tenant("physics")
+    ada = platform.user("ada", "physics")
+    spec = {**_spec(Path("/nonexistent/model.py"), "1"), "replicas": 1}
+    platform.ok("POST", "/api/v1/services", ada, json=spec)
+    loop = _reconciler(platform)
+    _until(platform, loop, lambda: "ended before it was ready" in _show(platform, ada)["reason"])
+    platform.ok("POST", "/api/v1/services", ada, json={**spec, "command": ["python3", str(MODEL)]})
+    _until(platform, loop, lambda: _show(platform, ada)["ready"] == 1)
+    shown = _show(platform, ada)
+    said = [e["message"] for e in shown["events"]]
+    (ready,) = [r["job_id"] for r in shown["replicas"]]
+    crashed = said[3].split()[2]
+    assert said[:3] == [
+        "created by ada",
+        "wanted replicas: 0 -> 1",
+        f"replica job {crashed} started (generation 1)",
+    ], said
+    assert said[3].startswith(f"replica job {crashed} ended before it was ready"), said
+    assert said[4] == "applied by ada: generation 2, the replicas roll", said
+    assert f"replica job {ready} started (generation 2)" in said[5:], said
+    assert said[-1] == f"replica job {ready} ready", said
+    times = [e["at"] for e in shown["events"]]
+    assert times == sorted(times)
+    # Listed services carry no history (a query per service); the one shown does.
+    assert platform.ok("GET", "/api/v1/services", ada)[0]["events"] == []
+    with transaction(platform.sessions) as session:
+        service_id = session.scalars(select(ServiceRow.id)).one()
+        for i in range(KEPT + 10):
+            record_service_event(session, service_id, f"note {i}", dt.datetime.now(dt.UTC))
+    with read_session(platform.sessions) as session:
+        kept = session.scalars(
+            select(ServiceEventRow.message).where(ServiceEventRow.service_id == service_id)
+        ).all()
+    assert kept == [f"note {i}" for i in range(10, KEPT + 10)]
+    _delete(platform, loop, ada)
+    with read_session(platform.sessions) as session:
+        assert session.scalars(select(ServiceEventRow)).all() == []  # gone with the service
 
 
 def test_the_end_of_a_replaced_specs_replica_is_not_the_services_reason(

@@ -10,7 +10,7 @@ from sqlalchemy.orm import object_session
 
 from virtuai.api.deps import CallerDep, Context
 from virtuai.api.schemas.common import Name, ResourcesOut
-from virtuai.api.schemas.services import ReplicaOut, ServiceApply, ServiceOut
+from virtuai.api.schemas.services import ReplicaOut, ServiceApply, ServiceEventOut, ServiceOut
 from virtuai.domain.resources import Resources
 from virtuai.domain.services import PortRules, Readiness, ServiceSpec, base_path
 from virtuai.domain.units import (
@@ -25,6 +25,7 @@ from virtuai.errors import InvalidRequest
 from virtuai.services import serving as service
 from virtuai.store.db import read_transaction, transaction
 from virtuai.store.models import ServiceRow, TaskRow
+from virtuai.store.serviceevents import recent_service_events
 
 router = APIRouter(prefix="/api/v1/services", tags=["services"])
 TenantQuery = Annotated[Name | None, Query(description="default: the caller's only tenant")]
@@ -135,7 +136,11 @@ def spec_to_api(spec: ServiceSpec, tenant: str, name: str) -> dict[str, object]:
     return {k: v for k, v in document.items() if v is not None}
 
 
-def service_to_api(row: ServiceRow, request: Request, default_idle_s: int) -> ServiceOut:
+def service_to_api(
+    row: ServiceRow, request: Request, default_idle_s: int, *, events: bool = True
+) -> ServiceOut:
+    """The service as the API shows it; ``events``: with its recent history (not in lists,
+    where it would cost a query per service)."""
     session = object_session(row)
     spec = ServiceSpec.from_json(row.spec)
     path = base_path(row.tenant.name, row.name)
@@ -188,6 +193,12 @@ def service_to_api(row: ServiceRow, request: Request, default_idle_s: int) -> Se
         created_at=row.created_at,
         updated_at=row.updated_at,
         replicas=replicas,
+        events=[]
+        if session is None or not events
+        else [
+            ServiceEventOut(at=e.at, message=e.message)
+            for e in recent_service_events(session, row.id)
+        ],
         spec=spec_to_api(spec, row.tenant.name, row.name),
     )
 
@@ -225,7 +236,7 @@ def list_services(
 ) -> list[ServiceOut]:
     with read_transaction(context.sessions) as session:
         rows = service.list_services(session, caller, tenant)
-        return [service_to_api(r, request, _idle(context)) for r in rows]
+        return [service_to_api(r, request, _idle(context), events=False) for r in rows]
 
 
 @router.get("/{name}")

@@ -118,6 +118,11 @@ class ReplicaOut(BaseModel):
     ready_at: dt.datetime | None
 
 
+class ServiceEventOut(BaseModel):
+    at: dt.datetime
+    message: str
+
+
 class ServiceOut(BaseModel):
     name: str
     tenant: str
@@ -142,6 +147,11 @@ class ServiceOut(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
     replicas: list[ReplicaOut]
+    events: list[ServiceEventOut] = Field(
+        default_factory=list,
+        description="what happened to it lately (replicas started, ready, restarted, "
+        "drained, ended; the wanted count; specs applied), oldest first",
+    )
     spec: dict[str, object] = Field(
         default_factory=dict,
         description="the document as `apply -f` takes it: edit and apply it again",
