@@ -276,9 +276,7 @@ class ServiceReconciler:
                         now,
                     )
                 elif replica.draining_at is None and service.state != DELETING:
-                    service.reason = self._ended(service, replica, now)
-                    log.info("service %s: %s", service.name, service.reason)
-                    self._event(session, service, service.reason, now)
+                    self._tell(session, service, self._ended(service, replica, now), now)
                 else:
                     self._event(session, service, f"replica job {job.id} ended ({job.state})", now)
                 service.replicas.remove(replica)  # delete-orphan: the row goes
@@ -376,6 +374,12 @@ class ServiceReconciler:
     def _event(session: Session, service: ServiceRow, message: str, now: dt.datetime) -> None:
         record_service_event(session, service.id, message, now)
 
+    def _tell(self, session: Session, service: ServiceRow, reason: str, now: dt.datetime) -> None:
+        """``reason`` becomes the service's, in the log and its history too."""
+        service.reason = reason
+        log.info("service %s: %s", service.name, reason)
+        self._event(session, service, reason, now)
+
     def _forget_crashes(self, service: ServiceRow) -> None:
         if service.crashes or service.retry_at is not None:
             service.crashes, service.crash_generation, service.retry_at = 0, None, None
@@ -465,9 +469,7 @@ class ServiceReconciler:
     ) -> None:
         replica.ready = False
         replica.draining_at = now
-        service.reason = f"replica job {replica.job_id} restarted: {why}"
-        log.info("service %s: %s", service.name, service.reason)
-        self._event(session, service, service.reason, now)
+        self._tell(session, service, f"replica job {replica.job_id} restarted: {why}", now)
         replica.probe_message = f"restarted: {why}"
         if replica.ready_at is None:
             # Never in the proxy's route: stopped at once.  A replica that was ready is

@@ -113,12 +113,13 @@ def apply_service(
         record_service_event(session, row.id, f"created by {caller.name}", now)
         return Applied(row, created=True, rolled=False)
     rolled = row.digest != digest
+    document = spec.to_json()
     if rolled:
         said = f"applied by {caller.name}: generation {row.generation + 1}, the replicas roll"
         record_service_event(session, row.id, said, now)
-    elif row.spec != spec.to_json():
+    elif row.spec != document:
         record_service_event(session, row.id, f"applied by {caller.name}", now)
-    row.spec = spec.to_json()
+    row.spec = document
     row.user_id = caller.user_id  # replicas run as whoever applied last
     row.updated_at = now
     if rolled:
