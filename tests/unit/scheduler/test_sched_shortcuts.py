@@ -5,7 +5,9 @@
 - the memo of blocked decisions per (tenant, shape) (``core.MEMO_BLOCKED``);
 - ``Policy.report_blocked=False``: the pass may stop early, but admits, preempts and
   rejects (``NEVER``) exactly what the full pass does, and says the same of the
-  jobs it does decide.
+  jobs it does decide;
+- the victims' standings kept from one pass to the next for the same running job
+  objects (``preemption._Standings``), also when time moved their LAS levels.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from test_sched_policy_properties import worlds
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import Quota
-from virtuai.scheduler import core, schedule
+from virtuai.scheduler import core, preemption, schedule
 from virtuai.scheduler.snapshot import BlockKind, Policy, Snapshot
 
 
@@ -83,3 +85,33 @@ def test_early_stop_admits_and_rejects_the_same(
         )
     never = {b.job_id for b in full.blocked if b.kind is BlockKind.NEVER}
     assert never == {b.job_id for b in quick.blocked if b.kind is BlockKind.NEVER}
+
+
+las_policies = st.builds(
+    Policy,
+    fair_share=st.booleans(),
+    backfill=st.booleans(),
+    preemption=st.just(True),
+    borrowing=st.booleans(),
+    min_run_s=st.sampled_from([0.0, 10.0]),
+    # Small enough that CPU-only jobs (a thousandth of a GPU per core) cross them too.
+    las_thresholds_gpu_s=st.sampled_from(
+        [(), (0.05,), (0.01, 0.1), (0.02, 0.02, 20.0), (20.0, 60.0)]
+    ),
+    gang_victim_ratio=st.sampled_from([0.0, 0.5]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds(), las_policies, st.floats(0, 120), st.booleans())
+def test_kept_victim_standings_change_no_decision(
+    snapshot: Snapshot, policy: Policy, later: float, quotas: bool
+) -> None:
+    """A pass over the same running job objects, some time later (LAS levels crossed),
+    decides as one that ranks every victim anew."""
+    world = replace(snapshot if quotas else unlimited(snapshot), policy=policy)
+    schedule(world)  # keeps the standings of ``world.running``'s objects
+    moved = replace(world, now=world.now + later)
+    kept = schedule(moved)
+    preemption._Standings._key = None  # the next pass ranks every job anew
+    assert schedule(moved) == kept
