@@ -4,13 +4,17 @@ Run: ``.venv/bin/python bench/sim_variants.py --kind light --seeds 1-10 --varian
 (``--jobs 2000 --nodes 32`` by default; 5,000 on 64 for the larger traces).
 
 Each trace is ``bench/sim.py``'s Philly-shaped trace of that seed (light load 0.45 or
-heavy 1.2), replayed through ``simulate()`` with tick 0 under FIFO, fair share alone and
-each variant: ``las-fairshare`` as shipped with some ``PolicySpec`` fields replaced.
-FIFO and fair share are cached in ``--cache`` (JSON per trace and policy, nothing else),
-so a new variant costs one replay per trace.  One line per trace and variant:
+heavy 1.2, or ``--load``), replayed through ``simulate()`` with tick 0 under FIFO, fair
+share alone and each variant: ``las-fairshare`` as shipped with some ``PolicySpec``
+fields replaced, or ``fairshare-backfill`` (``fsbf``) for reference.  ``--walltimes
+exact`` gives the variants (not FIFO, whose order ignores limits) time limits equal to
+the durations plus a minute: what knowing run times exactly would be worth.  FIFO and
+fair share are cached in ``--cache`` (JSON per trace and policy, nothing else), so a new
+variant costs one replay per trace.  One line per trace and variant:
 
 - light: the share of the gap between FIFO's mean JCT and the zero-wait bound (the mean
-  run time) that the variant closes;
+  run time) that the variant closes, and FIFO's mean JCT over the bound (how much
+  queueing there is to remove);
 - heavy: FIFO's mean JCT over the variant's, and the worst tenant (highest ratio of its
   mean JCT to its mean JCT under fair share alone).
 
@@ -34,18 +38,25 @@ from virtuai.sim.policy import PolicySpec, example_policy
 
 # name -> the fields of ``las-fairshare`` it replaces.  Round 9: "base" is
 # ``las-fairshare`` before it (no gang victims); "gvict2" is ``las-fairshare`` since (a
-# tenant's gangs are LAS victims of smaller jobs above twice its fair share).
+# tenant's gangs are LAS victims of smaller jobs above twice its fair share).  Round 10:
+# the fair-share half-life and the weight of the current allocation.
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {"gang_victim_ratio": 0.0},
     "gvict": {"gang_victim_ratio": 1.0},
     "gvict2": {"gang_victim_ratio": 2.0},
     "gvict3": {"gang_victim_ratio": 3.0},
+    "hl1h": {"half_life_s": 3600.0},
+    "hl6h": {"half_life_s": 6 * 3600.0},
+    "hl1d": {"half_life_s": 86400.0},
+    "aw0": {"allocation_weight": 0.0},
+    "aw1": {"allocation_weight": 1.0},
 }
+REFERENCES = {"fifo": "fifo", "fairshare": "fairshare", "fsbf": "fairshare-backfill"}
 
 
 def _spec(name: str) -> PolicySpec:
-    if name in ("fifo", "fairshare"):
-        return example_policy(name)
+    if name in REFERENCES:
+        return example_policy(REFERENCES[name])
     return dataclasses.replace(example_policy("las-fairshare"), **VARIANTS[name])
 
 
@@ -70,13 +81,23 @@ def _summary(run: SimRun) -> dict[str, Any]:
 
 
 def replay(args: argparse.Namespace, seed: int, name: str) -> dict[str, Any]:
-    path = Path(args.cache) / f"{args.jobs}-{args.nodes}-{args.kind}-{seed}-{name}.json"
-    cached = name in ("fifo", "fairshare") or args.cache_variants
+    reference = name in ("fifo", "fairshare")
+    tag = (f"-load{args.load}" if args.load else "") + (
+        "" if reference or args.walltimes == "estimate" else f"-{args.walltimes}"
+    )
+    path = Path(args.cache) / f"{args.jobs}-{args.nodes}-{args.kind}{tag}-{seed}-{name}.json"
+    cached = reference or args.cache_variants
     if cached and path.exists():
         found: dict[str, Any] = json.loads(path.read_text())
         return found
     cluster = philly_cluster(args.nodes)
-    trace = philly_trace(cluster, args.jobs, seed=seed, load=regime(args.kind).load)
+    load = args.load or regime(args.kind).load
+    trace = philly_trace(cluster, args.jobs, seed=seed, load=load)
+    if args.walltimes == "exact" and name != "fifo":
+        trace = [
+            dataclasses.replace(j, walltime=60.0 * math.ceil(j.duration / 60.0 + 1.0))
+            for j in trace
+        ]
     began = time.process_time()
     result = _summary(simulate(trace, cluster, _spec(name), tick_s=0.0))
     result["cpu_s"] = time.process_time() - began
@@ -100,7 +121,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--nodes", type=int, default=32)
     parser.add_argument("--seeds", default="1-10")
-    parser.add_argument("--variants", default="base", help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="base", help=f"of {', '.join([*VARIANTS, 'fsbf'])}")
+    parser.add_argument("--load", type=float, default=0.0, help="offered load (0: the kind's)")
+    parser.add_argument("--walltimes", choices=("estimate", "exact"), default="estimate")
     parser.add_argument("--cache", default="/tmp/virtuai-sim-variants")
     parser.add_argument(
         "--cache-variants", action="store_true", help="cache the variants' replays too"
@@ -116,7 +139,8 @@ def main() -> None:
             if fair is None:
                 value = (fifo["jct"] - run["jct"]) / max(1e-9, fifo["jct"] - fifo["bound"])
                 score[name].append(100 * value)
-                shown = f"gap_closed={100 * value:.1f}%"
+                over = fifo["jct"] / fifo["bound"]
+                shown = f"gap_closed={100 * value:.1f}% fifo_over_bound={over:.2f}"
             else:
                 worst = max(run["tenants"], key=lambda t: run["tenants"][t] / fair["tenants"][t])
                 ratio = fifo["jct"] / run["jct"]
