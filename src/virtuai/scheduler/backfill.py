@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -252,14 +253,16 @@ def _reserve_around(
     need, tasks = job.per_task, job.tasks
     pool = job.pool
     debt: dict[str, list[int]] = {}  # node -> [cpu, memory, gpus]
-    banned: dict[str, set[int]] = {}
+    # node -> GPU index -> how many reservations of ``taken`` were promised it (at
+    # different times): an index is free again only once the last of them has ended.
+    banned: dict[str, Counter[int]] = {}
     for res in taken:
         for p in res.placements:
             d = debt.setdefault(p.node, [0, 0, 0])
             d[0] += p.resources.cpu_milli
             d[1] += p.resources.memory
             d[2] += p.resources.gpu
-            banned.setdefault(p.node, set()).update(p.gpu_indices)
+            banned.setdefault(p.node, Counter()).update(p.gpu_indices)
     rooms: dict[str, _Room] = {}
     fits: dict[str, int] = {}
     ready: dict[str, float] = {}
@@ -277,7 +280,7 @@ def _reserve_around(
             room.cpu -= d[0]
             room.memory -= d[1]
             room.gpu_budget -= d[2]
-            room.gpus.difference_update(banned[name])
+            room.gpus.difference_update(i for i, k in banned[name].items() if k > 0)
         rooms[name] = room
         fits[name] = 0
         return room
@@ -314,12 +317,15 @@ def _reserve_around(
                 room.cpu += p.resources.cpu_milli
                 room.memory += p.resources.memory
                 room.gpu_budget += p.resources.gpu
-                if mine:  # a reservation made earlier ends: its indices are free again
-                    banned[p.node].difference_update(p.gpu_indices)
-                    room.gpus.update(p.gpu_indices)
+                ban = banned.get(p.node)
+                if mine:  # a reservation made earlier ends: its indices are free again,
+                    assert ban is not None  # unless another one was promised them too
+                    ban.subtract(p.gpu_indices)
+                    room.gpus.update(i for i in p.gpu_indices if ban[i] <= 0)
                 else:
-                    ban = banned.get(p.node)
-                    room.gpus.update(p.gpu_indices if ban is None else set(p.gpu_indices) - ban)
+                    room.gpus.update(
+                        p.gpu_indices if ban is None else (i for i in p.gpu_indices if ban[i] <= 0)
+                    )
                 n = room.tasks(need, tasks) if room.cpu >= 0 and room.memory >= 0 else 0
                 total += n - fits[p.node]
                 if late and n > fits[p.node]:

@@ -79,6 +79,25 @@ def test_the_depth_counts_reservations_and_the_next_one_is_made_around_the_earli
     ]
 
 
+def test_a_gpu_index_promised_to_two_reservations_is_free_only_after_both() -> None:
+    """The 4-GPU gang holds the node's GPUs 0-3 from t=100 to t=200; two 1-GPU jobs
+    without a time limit are reserved from t=200 on: on two indices, not both on 0
+    (the gang's end must not free an index the first of them was promised too)."""
+    gpu_node = node("g", cpu=8, gpus=4)
+    running = [run("r", [("g", (0,))], gpu=1, end=100.0)]
+    jobs = [
+        job("gang", gpu=4, walltime=100, seq=1),
+        job("one", gpu=1, seq=2),
+        job("two", gpu=1, seq=3),
+    ]
+    d, reservations = reservations_of(
+        world([gpu_node], jobs, [], running, policy=replace(LATE, reserve_depth=3))
+    )
+    assert [blocked(d)[j].expected_start for j in ("gang", "one", "two")] == [100.0, 200.0, 200.0]
+    indices = {r.job_id: r.placements[0].gpu_indices for r in reservations if r.job_id != "gang"}
+    assert len(indices) == 2 and set(indices["one"]) != set(indices["two"])
+
+
 def test_the_policy_file_names_the_depth() -> None:
     assert parse_policy("backfill: easy\nreservations: 3\n").scheduler_policy().reserve_depth == 3
     assert example_policy("las-fairshare").scheduler_policy().reserve_depth >= 1
