@@ -94,7 +94,11 @@ def schedule(snapshot: Snapshot) -> Decisions:
     stop, each with the pending job it makes room for.
     """
     one = _Pass(snapshot)
-    decisions = one.run()
+    try:
+        decisions = one.run()
+    finally:
+        if one.preemptor is not None:
+            one.preemptor.done()  # its victim index is consistent whatever the pass did
     one.cluster.done()  # (not reached if the pass failed: its cluster is not reused)
     if one.running_ends is not None:
         one.running_ends.done()

@@ -47,22 +47,19 @@ for them and preempts nobody else.
 from __future__ import annotations
 
 import heapq
-import math
-import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-from virtuai.domain.resources import Resources
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.backfill import Board
 from virtuai.scheduler.fairshare import ShareTracker
 from virtuai.scheduler.holds import Holds
-from virtuai.scheduler.las import gpu_weight, pending_level, running_level
+from virtuai.scheduler.las import pending_level
 from virtuai.scheduler.quota import Charge, Group, QuotaLedger
 from virtuai.scheduler.snapshot import PendingJob, Policy, Preemption, RunningJob
-from virtuai.scheduler.victims import Candidate, Fit, Rank, VictimSearch, victim_rank
+from virtuai.scheduler.victimindex import Standing, VictimIndex, standing
+from virtuai.scheduler.victims import Candidate, Fit, VictimSearch
 
 __all__ = ["LAS_SEARCHES", "Outcome", "Preemptor"]
 
@@ -76,50 +73,6 @@ class Outcome:
     preempted: tuple[Preemption, ...]
     placements: tuple[TaskPlacement, ...]
     charge: Charge
-
-
-@dataclass(frozen=True, slots=True)
-class _Standing:
-    """A running job as a victim: its rank, while its attained service stays in
-    ``[low, high)`` (its LAS level), and what it holds."""
-
-    job: RunningJob
-    rate: float  # service per second (``las.gpu_weight``)
-    low: float
-    high: float
-    rank: Rank
-    total: Resources
-    pools: frozenset[str]
-
-
-class _Standings:
-    """Standings kept from one pass to the next, for the same job objects.
-
-    The simulator keeps each running job's ``RunningJob`` while it runs, and a big
-    replay has thousands running: ranking them all again was the largest cost of a
-    pass with preemption.  The server builds new objects each pass and pays a lookup.
-    One pass at a time uses them (another, on another thread, ranks without them)."""
-
-    _kept: dict[int, _Standing] = {}
-    _key: tuple[object, tuple[float, ...]] | None = None
-    _lock = threading.Lock()
-
-    @classmethod
-    @contextmanager
-    def kept(cls, pool_of: dict[str, str], policy: Policy) -> Iterator[dict[int, _Standing]]:
-        """The last pass's standings by ``id(job)``, to replace with this pass's; empty if
-        they were ranked against other pools or levels, or another pass holds them."""
-        if not cls._lock.acquire(blocking=False):
-            yield {}
-            return
-        try:
-            key = (pool_of, policy.las_thresholds_gpu_s)
-            if cls._key is None or cls._key[0] is not pool_of or cls._key[1] != key[1]:
-                cls._kept = {}
-                cls._key = key
-            yield cls._kept
-        finally:
-            cls._lock.release()
 
 
 class Preemptor:
@@ -150,10 +103,7 @@ class Preemptor:
         self.holds = Holds(board, pool_of)
         self._pool_of = pool_of
         self._running = running
-        # Candidates per tenant in rank order, built at the first search of the pass
-        # (``_index``, O(running)): a pass that searches no victims does not rank them.
-        self._own: dict[str, list[Candidate]] | None = None
-        self._ranks: dict[str, list[Rank]] = {}
+        self._victims: VictimIndex | None = None  # ``_index``
         self._start: dict[str, int] = {}  # per tenant: candidates before it are all taken
         self._stopping: dict[str, list[Candidate]] = {}
         self._cohorts: dict[str, list[str]] = {}
@@ -167,59 +117,24 @@ class Preemptor:
                 self._cohorts.setdefault(cohort, []).append(tenant)
 
     def _candidate(self, job: RunningJob) -> Candidate:
-        return self._of(self._standing(job, None), job)
+        return self._of(standing(job, self._now, self._policy, self._pool_of)[0])
 
-    def _of(self, standing: _Standing, job: RunningJob) -> Candidate:
-        return Candidate(
-            job,
-            self._ledger.charge_of_placements(job.tenant, job.placements),
-            standing.rank,
-            standing.total,
-            standing.pools,
-        )
+    def _of(self, s: Standing) -> Candidate:
+        job = s.job
+        charge = self._ledger.charge_of_placements(job.tenant, job.placements)
+        return Candidate(job, charge, s.rank, s.total, s.pools)
 
-    def _index(self) -> dict[str, list[Candidate]]:
-        """Every running job that may be preempted, per tenant, in rank order."""
-        if self._own is None:
-            own: dict[str, list[Candidate]] = {}
-            with _Standings.kept(self._pool_of, self._policy) as kept:
-                fresh: dict[int, _Standing] = {}
-                rank = self._standing
-                for job in self._running:
-                    if job.preemptible and not job.preempting:
-                        standing = rank(job, kept.get(id(job)))
-                        fresh[id(job)] = standing
-                        own.setdefault(job.tenant, []).append(self._of(standing, job))
-                kept.clear()
-                kept.update(fresh)
-            for tenant, candidates in own.items():
-                candidates.sort(key=lambda c: c.rank)
-                self._ranks[tenant] = [c.rank for c in candidates]
-            self._own = own
-        return self._own
+    def _index(self) -> VictimIndex:
+        """Every running job that may be preempted, per tenant in rank order (taken at the
+        first search of the pass: a pass that searches no victims does not rank them)."""
+        if self._victims is None:
+            self._victims = VictimIndex.take(self._running, self._now, self._policy, self._pool_of)
+        return self._victims
 
-    def _standing(self, job: RunningJob, was: _Standing | None) -> _Standing:
-        """``job``'s rank now: ``was`` (the last pass's) if it is the same job at the same
-        level, else ranked anew."""
-        if was is not None and was.job is job:
-            if not self._las:
-                return was
-            attained = job.attained_gpu_s + was.rate * max(0.0, self._now - job.started_at)
-            if was.low <= attained < was.high:
-                return was
-        thresholds = self._policy.las_thresholds_gpu_s
-        total = job.total
-        rate = gpu_weight(total.gpu, total.cpu_milli)
-        level = running_level(job, self._now, self._policy) if self._las else 0
-        return _Standing(
-            job,
-            rate,
-            thresholds[level - 1] if level > 0 else -math.inf,
-            thresholds[level] if level < len(thresholds) else math.inf,
-            victim_rank(job, level, total.gpu if self._las else 0),
-            total,
-            frozenset(self._pool_of.get(p.node, "") for p in job.placements),
-        )
+    def done(self) -> None:
+        """The pass is over: the victim index is kept for the next one."""
+        if self._victims is not None:
+            self._victims.done()
 
     @property
     def taken(self) -> frozenset[str]:
@@ -292,12 +207,13 @@ class Preemptor:
     ) -> Iterator[Candidate]:
         """Eligible victims in rank order (lazily: borrowing is re-checked as victims go)."""
         lists: list[Iterator[Candidate]] = []
-        own_of = self._index()
+        index = self._index()
+        own_of, ranks = index.lists, index.ranks
         # Lower priority, or the same priority and a higher level (level -1: LAS is off or
         # out of searches for this pass, so only lower priorities).
         bound: tuple[int, ...] = (job.priority, -level) if level >= 0 else (job.priority,)
         if job.tenant in own_of:
-            end = bisect_left(self._ranks[job.tenant], bound)
+            end = bisect_left(ranks[job.tenant], bound)
             lists.append(self._untaken(job.tenant, end))
         reclaim: set[str] = set()
         cohort = self._cohort_of.get(job.tenant)
@@ -317,7 +233,7 @@ class Preemptor:
             for tenant in sorted(own_of):
                 if tenant != job.tenant and tenant not in reclaim and tracker.ratio(tenant) > own:
                     richer.add(tenant)
-                    lists.append(self._untaken(tenant, bisect_left(self._ranks[tenant], bound)))
+                    lists.append(self._untaken(tenant, bisect_left(ranks[tenant], bound)))
         asks = job.total
         min_run, now = self._policy.min_run_s, self._now
         for c in heapq.merge(*lists, key=lambda c: c.rank):
@@ -354,13 +270,13 @@ class Preemptor:
 
     def _untaken(self, tenant: str, end: int) -> Iterator[Candidate]:
         """``tenant``'s candidates before ``end``, skipping (for good) the taken ones in front."""
-        own, taken = self._index()[tenant], self._taken
+        own, taken = self._index().lists[tenant], self._taken
         start = self._start.get(tenant, 0)
         while start < len(own) and own[start].job.id in taken:
             start += 1
         self._start[tenant] = start
         for i in range(start, end):
-            yield own[i]
+            yield self._of(own[i])
 
     def _commit(
         self,

@@ -69,7 +69,7 @@ def test_a_new_job_preempts_a_long_running_one_of_its_tenant_after_the_minimum_r
 def test_a_running_job_kept_from_the_last_pass_is_ranked_at_its_new_level() -> None:
     """The same running job object, half a GPU-hour in (level 0) and then past the first
     threshold (level 1), is not a victim in the first pass and is in the second: its
-    standing kept between passes (``preemption._Standings``) follows its level."""
+    standing kept between passes (``victimindex.VictimIndex``) follows its level."""
     long = _running("long", "a", started=8 * HOUR)
     new = job("new", tenant="a", gpu=1, submitted_at=8 * HOUR - 700)
     first = _snap([new], (long,), now=8 * HOUR + 1800)

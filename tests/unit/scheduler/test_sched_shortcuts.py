@@ -7,7 +7,7 @@
   rejects (``NEVER``) exactly what the full pass does, and says the same of the
   jobs it does decide;
 - the victims' standings kept from one pass to the next for the same running job
-  objects (``preemption._Standings``), also when time moved their LAS levels.
+  objects (``victimindex.VictimIndex``), also when time moved their LAS levels.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from test_sched_policy_properties import worlds
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import Quota
-from virtuai.scheduler import core, preemption, schedule
+from virtuai.scheduler import core, schedule
 from virtuai.scheduler.snapshot import BlockKind, Policy, Snapshot
+from virtuai.scheduler.victimindex import VictimIndex
 
 
 def with_true_usage(snapshot: Snapshot) -> Snapshot:
@@ -113,5 +114,5 @@ def test_kept_victim_standings_change_no_decision(
     schedule(world)  # keeps the standings of ``world.running``'s objects
     moved = replace(world, now=world.now + later)
     kept = schedule(moved)
-    preemption._Standings._key = None  # the next pass ranks every job anew
+    VictimIndex._kept = None  # the next pass ranks every job anew
     assert schedule(moved) == kept

@@ -1,0 +1,170 @@
+"""Running jobs as possible victims, per tenant in rank order, kept from one pass to the next.
+
+Ranking every running job at every pass was the largest cost of a pass with preemption
+on a big cluster: a replay of 1,000 nodes has thousands of jobs running at once, and a
+pass that searches victims needs them all in rank order (``victims.victim_rank``).  A
+job's rank changes only when its least-attained-service level does, so the index is
+kept between passes and brought up to date with what changed since:
+
+- jobs gone, and jobs new: by object, so a job is the same job for as long as the caller
+  keeps its ``RunningJob`` (the simulator keeps it while the job runs; the server builds
+  new objects each pass, and so ranks everything anew, as before);
+- jobs whose attained service crossed a level boundary: each ranked job's crossing time
+  is in a heap, checked against the exact level when it comes.
+
+One pass at a time holds the kept index (``take`` ... ``done``); a pass on another thread
+meanwhile builds its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from virtuai.domain.resources import Resources
+from virtuai.scheduler.las import gpu_weight, running_level
+from virtuai.scheduler.snapshot import Policy, RunningJob
+from virtuai.scheduler.victims import Rank, victim_rank
+
+__all__ = ["Standing", "VictimIndex", "standing"]
+
+# How early a level crossing is looked at again: its time is a float estimate, and the
+# exact level (``las.running_level``) decides.  Far above rounding, far below a tick.
+_EARLY_S = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A running job as a victim: its rank at its current level, and what it holds."""
+
+    job: RunningJob
+    rank: Rank
+    total: Resources
+    pools: frozenset[str]
+
+
+def standing(
+    job: RunningJob, now: float, policy: Policy, pool_of: dict[str, str]
+) -> tuple[Standing, float]:
+    """``job``'s standing at ``now``, and when its level ends (``math.inf``: never)."""
+    total = job.total
+    thresholds = policy.las_thresholds_gpu_s
+    ends = math.inf
+    if thresholds:
+        level = running_level(job, now, policy)
+        rate = gpu_weight(total.gpu, total.cpu_milli)
+        if level < len(thresholds) and rate > 0:
+            ends = job.started_at + (thresholds[level] - job.attained_gpu_s) / rate
+        rank = victim_rank(job, level, total.gpu)
+    else:
+        rank = victim_rank(job)
+    pools = frozenset(pool_of.get(p.node, "") for p in job.placements)
+    return Standing(job, rank, total, pools), ends
+
+
+class VictimIndex:
+    """Preemptible running jobs that are not stopping yet, per tenant in rank order."""
+
+    _kept: VictimIndex | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, pool_of: dict[str, str], policy: Policy) -> None:
+        self._pool_of = pool_of
+        self._policy = policy
+        self._now = -math.inf
+        self._by_id: dict[int, Standing] = {}  # id(job): the job's object is held, so unique
+        self.lists: dict[str, list[Standing]] = {}
+        self.ranks: dict[str, list[Rank]] = {}  # the lists' ranks, for bisect
+        self._crossings: list[tuple[float, int, Standing]] = []  # heap: when a level ends
+        self._order = itertools.count()
+        self._shared = False
+
+    @classmethod
+    def take(
+        cls, running: Sequence[RunningJob], now: float, policy: Policy, pool_of: dict[str, str]
+    ) -> VictimIndex:
+        """The index of ``running`` at ``now``: the kept one brought up to date when this
+        thread may take it and it was built for the same pools and levels, else a new one.
+        Hand it back with ``done()``."""
+        if not cls._lock.acquire(blocking=False):
+            fresh = cls(pool_of, policy)
+            fresh._update(running, now)
+            return fresh
+        kept, cls._kept = cls._kept, None
+        if (
+            kept is None
+            or kept._pool_of is not pool_of
+            or kept._policy.las_thresholds_gpu_s != policy.las_thresholds_gpu_s
+            or now < kept._now  # levels only rise with time: a clock stepped back re-ranks
+        ):
+            kept = cls(pool_of, policy)
+        kept._policy = policy
+        kept._shared = True
+        try:
+            kept._update(running, now)
+        except BaseException:
+            kept._shared = False
+            cls._lock.release()  # half brought up to date: not kept
+            raise
+        return kept
+
+    def done(self) -> None:
+        """The pass is over: keep this index for the next one."""
+        if not self._shared:
+            return
+        self._shared = False
+        try:
+            VictimIndex._kept = self
+        finally:
+            VictimIndex._lock.release()
+
+    def _update(self, running: Sequence[RunningJob], now: float) -> None:
+        self._now = now
+        current = {id(j): j for j in running if j.preemptible and not j.preempting}
+        by_id = self._by_id
+        for gone in by_id.keys() - current.keys():
+            self._remove(by_id.pop(gone))
+        for new in current.keys() - by_id.keys():
+            self._add(current[new], now)
+        crossings, again = self._crossings, []
+        while crossings and crossings[0][0] - _EARLY_S <= now:
+            entry = heapq.heappop(crossings)
+            old = entry[2]
+            if by_id.get(id(old.job)) is not old:
+                continue  # gone, or ranked anew since
+            fresh, _ = standing(old.job, now, self._policy, self._pool_of)
+            if fresh.rank == old.rank:
+                again.append(entry)  # not crossed yet (the estimate was early)
+                continue
+            self._remove(by_id.pop(id(old.job)))
+            self._add(old.job, now)
+        for entry in again:
+            heapq.heappush(crossings, entry)
+        if len(crossings) > 2 * len(by_id) + 64:  # mostly jobs gone before their crossing
+            self._crossings = [e for e in crossings if by_id.get(id(e[2].job)) is e[2]]
+            heapq.heapify(self._crossings)
+
+    def _add(self, job: RunningJob, now: float) -> None:
+        s, ends = standing(job, now, self._policy, self._pool_of)
+        self._by_id[id(job)] = s
+        ranks = self.ranks.setdefault(job.tenant, [])
+        i = bisect_left(ranks, s.rank)
+        ranks.insert(i, s.rank)
+        self.lists.setdefault(job.tenant, []).insert(i, s)
+        if ends < math.inf:
+            heapq.heappush(self._crossings, (ends, next(self._order), s))
+
+    def _remove(self, s: Standing) -> None:
+        tenant = s.job.tenant
+        ranks, items = self.ranks[tenant], self.lists[tenant]
+        i = bisect_left(ranks, s.rank)
+        while items[i] is not s:  # (equal ranks: only jobs without a seq and one id)
+            i += 1
+        del ranks[i], items[i]
+        if not items:
+            del self.ranks[tenant], self.lists[tenant]
