@@ -8,7 +8,7 @@ kept between passes and brought up to date with what changed since:
 
 - jobs gone, and jobs new: by object, so a job is the same job for as long as the caller
   keeps its ``RunningJob`` (the simulator keeps it while the job runs; the server builds
-  new objects each pass, and so ranks everything anew, as before);
+  new objects each pass, and so ranks and sorts everything anew, as before);
 - jobs whose attained service crossed a level boundary: each ranked job's crossing time
   is in a heap, checked against the exact level when it comes.
 
@@ -23,7 +23,7 @@ import itertools
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from virtuai.domain.resources import Resources
@@ -127,10 +127,15 @@ class VictimIndex:
         self._now = now
         current = {id(j): j for j in running if j.preemptible and not j.preempting}
         by_id = self._by_id
-        for gone in by_id.keys() - current.keys():
-            self._remove(by_id.pop(gone))
-        for new in current.keys() - by_id.keys():
-            self._add(current[new], now)
+        gone = by_id.keys() - current.keys()
+        new = current.keys() - by_id.keys()
+        if 2 * (len(gone) + len(new)) > len(current):
+            self._rebuild(current.values(), now)  # mostly other objects: sort once
+            return
+        for k in gone:
+            self._remove(by_id.pop(k))
+        for k in new:
+            self._add(current[k], now)
         crossings, again = self._crossings, []
         while crossings and crossings[0][0] - _EARLY_S <= now:
             entry = heapq.heappop(crossings)
@@ -148,6 +153,19 @@ class VictimIndex:
         if len(crossings) > 2 * len(by_id) + 64:  # mostly jobs gone before their crossing
             self._crossings = [e for e in crossings if by_id.get(id(e[2].job)) is e[2]]
             heapq.heapify(self._crossings)
+
+    def _rebuild(self, jobs: Iterable[RunningJob], now: float) -> None:
+        self._by_id, self.lists, self.ranks, self._crossings = {}, {}, {}, []
+        for job in jobs:
+            s, ends = standing(job, now, self._policy, self._pool_of)
+            self._by_id[id(job)] = s
+            self.lists.setdefault(job.tenant, []).append(s)
+            if ends < math.inf:
+                self._crossings.append((ends, next(self._order), s))
+        heapq.heapify(self._crossings)
+        for tenant, items in self.lists.items():
+            items.sort(key=lambda s: s.rank)
+            self.ranks[tenant] = [s.rank for s in items]
 
     def _add(self, job: RunningJob, now: float) -> None:
         s, ends = standing(job, now, self._policy, self._pool_of)
