@@ -21,11 +21,11 @@ One thread at a time holds the kept order (the others build their own), from
 
 from __future__ import annotations
 
-import threading
 from bisect import bisect_left, insort
 from collections.abc import Collection, Iterator, Sequence
 
 from virtuai.domain.workload import TaskPlacement
+from virtuai.scheduler.keeper import Keeper
 from virtuai.scheduler.snapshot import RunningJob
 
 __all__ = ["Ends"]
@@ -34,8 +34,7 @@ __all__ = ["Ends"]
 class Ends:
     """The expected ends of the running jobs that will release something, in time order."""
 
-    _kept: Ends | None = None
-    _lock = threading.Lock()
+    _keeper: Keeper[Ends] = Keeper()
 
     def __init__(self) -> None:
         self._running: Sequence[RunningJob] | None = None
@@ -47,14 +46,10 @@ class Ends:
     def take(cls, running: Sequence[RunningJob]) -> Ends:
         """The order for ``running``: the kept one brought up to date if this thread may
         take it, else a new one.  Hand it back with ``done()``."""
-        if not cls._lock.acquire(blocking=False):
-            fresh = cls()
-            fresh._update(running)
-            return fresh
-        kept, cls._kept = cls._kept, None
+        held, kept = cls._keeper.take()
         if kept is None:
             kept = cls()
-        kept._shared = True
+        kept._shared = held
         kept._update(running)
         return kept
 
@@ -63,8 +58,7 @@ class Ends:
         if not self._shared:
             return
         self._shared = False
-        Ends._kept = self
-        Ends._lock.release()
+        Ends._keeper.keep(self)
 
     def _update(self, running: Sequence[RunningJob]) -> None:
         if running is self._running:

@@ -39,7 +39,6 @@ reused.
 
 from __future__ import annotations
 
-import threading
 from bisect import insort
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
@@ -50,6 +49,7 @@ from virtuai.domain.sites import is_site_pool
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.feasibility import usable_gpus
 from virtuai.scheduler.fitlist import Entry, FitList
+from virtuai.scheduler.keeper import Keeper
 from virtuai.scheduler.snapshot import NodeState, PendingJob
 
 __all__ = ["Cluster", "NodeFree"]
@@ -151,8 +151,7 @@ class _Index:
 class Cluster:
     """Free capacity of every node during a pass; places jobs and can take them back."""
 
-    _kept: Cluster | None = None  # the last pass's cluster, to ``reuse``
-    _lock = threading.Lock()
+    _keeper: Keeper[Cluster] = Keeper()  # the last pass's cluster, to ``reuse``
     shortfall: int | None
     _shared: bool
     _states: list[NodeState]
@@ -162,26 +161,23 @@ class Cluster:
     def reuse(cls, nodes: Sequence[NodeState]) -> Cluster:
         """A cluster for ``nodes``: the last one handed back by ``done()``, brought up to
         date, when this thread may take it and the nodes are the same; else a new one."""
-        if not cls._lock.acquire(blocking=False):
+        held, kept = cls._keeper.take()
+        if not held:
             return cls(nodes)
-        kept, cls._kept = cls._kept, None
         if kept is None or not kept._refresh(nodes):
             kept = cls(nodes)
         kept._shared = True
         return kept
 
     def done(self) -> None:
-        """The pass is over: put back what it changed and keep this cluster for the next."""
+        """The pass is over: keep this cluster for the next.  The nodes it touched are put
+        back by the next ``_refresh`` (at most once per node, with the node's new state if
+        it changed meanwhile, as placed nodes do)."""
         if not self._shared:
             return
         self._shared = False
-        try:
-            # The nodes it touched are put back by the next ``_refresh`` (at most once per
-            # node, with the node's new state if it changed meanwhile, as placed nodes do).
-            self.shortfall = None
-            Cluster._kept = self
-        finally:
-            Cluster._lock.release()
+        self.shortfall = None
+        Cluster._keeper.keep(self)
 
     def _refresh(self, nodes: Sequence[NodeState]) -> bool:
         """Bring the kept cluster up to ``nodes``; ``False`` if they are other nodes."""

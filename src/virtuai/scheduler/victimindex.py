@@ -21,12 +21,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from virtuai.domain.resources import Resources
+from virtuai.scheduler.keeper import Keeper
 from virtuai.scheduler.las import gpu_weight, running_level
 from virtuai.scheduler.snapshot import Policy, RunningJob
 from virtuai.scheduler.victims import Rank, victim_rank
@@ -70,8 +70,7 @@ def standing(
 class VictimIndex:
     """Preemptible running jobs that are not stopping yet, per tenant in rank order."""
 
-    _kept: VictimIndex | None = None
-    _lock = threading.Lock()
+    _keeper: Keeper[VictimIndex] = Keeper()
 
     def __init__(self, pool_of: dict[str, str], policy: Policy) -> None:
         self._pool_of = pool_of
@@ -91,11 +90,7 @@ class VictimIndex:
         """The index of ``running`` at ``now``: the kept one brought up to date when this
         thread may take it and it was built for the same pools and levels, else a new one.
         Hand it back with ``done()``."""
-        if not cls._lock.acquire(blocking=False):
-            fresh = cls(pool_of, policy)
-            fresh._update(running, now)
-            return fresh
-        kept, cls._kept = cls._kept, None
+        held, kept = cls._keeper.take()
         if (
             kept is None
             or kept._pool_of is not pool_of
@@ -104,12 +99,13 @@ class VictimIndex:
         ):
             kept = cls(pool_of, policy)
         kept._policy = policy
-        kept._shared = True
+        kept._shared = held
         try:
             kept._update(running, now)
         except BaseException:
-            kept._shared = False
-            cls._lock.release()  # half brought up to date: not kept
+            if held:
+                kept._shared = False
+                cls._keeper.keep(None)  # half brought up to date: not kept
             raise
         return kept
 
@@ -118,10 +114,7 @@ class VictimIndex:
         if not self._shared:
             return
         self._shared = False
-        try:
-            VictimIndex._kept = self
-        finally:
-            VictimIndex._lock.release()
+        VictimIndex._keeper.keep(self)
 
     def _update(self, running: Sequence[RunningJob], now: float) -> None:
         self._now = now

@@ -291,6 +291,6 @@ def test_a_kept_cluster_decides_as_a_new_one() -> None:
     changed = (replace(states[0], allocated=res(cpu=2)), *states[1:])
     second = Snapshot(changed, (), jobs)
     kept = schedule(second)
-    Cluster._kept = None  # the next pass builds a new cluster
+    Cluster._keeper.forget()  # the next pass builds a new cluster
     assert schedule(second) == kept
     assert len(kept.admitted) == 3

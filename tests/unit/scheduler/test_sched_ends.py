@@ -32,7 +32,7 @@ _POOL = [
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.sets(st.integers(0, len(_POOL) - 1)), min_size=1, max_size=8))
 def test_kept_ends_are_the_given_jobs_in_end_order(steps: list[set[int]]) -> None:
-    Ends._kept = None
+    Ends._keeper.forget()
     for chosen in steps:
         running = tuple(_POOL[k] for k in sorted(chosen))
         ends = Ends.take(running)
@@ -64,7 +64,7 @@ def test_passes_with_kept_ends_decide_as_fresh_ones(snapshot: Snapshot, fair: bo
     policy = replace(snapshot.policy, backfill=True, fair_share=fair)
     for world in _variants(replace(snapshot, policy=policy)):
         kept = schedule(world)
-        Ends._kept = None  # the next pass builds its order from scratch
+        Ends._keeper.forget()  # the next pass builds its order from scratch
         assert schedule(world) == kept
 
 

@@ -114,5 +114,5 @@ def test_kept_victim_standings_change_no_decision(
     schedule(world)  # keeps the standings of ``world.running``'s objects
     moved = replace(world, now=world.now + later)
     kept = schedule(moved)
-    VictimIndex._kept = None  # the next pass ranks every job anew
+    VictimIndex._keeper.forget()  # the next pass ranks every job anew
     assert schedule(moved) == kept

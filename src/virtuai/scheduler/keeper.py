@@ -1,0 +1,45 @@
+"""One object kept from a scheduling pass to the next.
+
+What a pass builds over the running jobs or the nodes (``placement.Cluster``,
+``ends.Ends``, ``victimindex.VictimIndex``) is, on a big cluster, the largest cost of
+a pass if it is built again each time; kept, the next pass brings it up to date with
+what changed.  One pass at a time holds it (``take`` ... ``keep``); a pass on another
+thread meanwhile builds its own and keeps nothing, and a pass that fails before
+``keep`` leaves the keeper held, so later passes build their own too.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Generic, TypeVar
+
+__all__ = ["Keeper"]
+
+T = TypeVar("T")
+
+
+class Keeper(Generic[T]):
+    """Holds the last pass's object for the next one."""
+
+    def __init__(self) -> None:
+        self._kept: T | None = None
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[bool, T | None]:
+        """Whether this pass now holds the keeper, and the kept object (``None``: none
+        kept yet).  A pass that holds it hands an object back with ``keep``."""
+        if not self._lock.acquire(blocking=False):
+            return False, None
+        kept, self._kept = self._kept, None
+        return True, kept
+
+    def keep(self, kept: T | None) -> None:
+        """Keep ``kept`` (``None``: nothing) for the next pass, and let it take it."""
+        try:
+            self._kept = kept
+        finally:
+            self._lock.release()
+
+    def forget(self) -> None:
+        """Keep nothing: the next pass builds its own from scratch."""
+        self._kept = None
