@@ -23,15 +23,16 @@ SPARE_SCAN = 16
 
 
 class _Room:
-    __slots__ = ("cpu", "gpus", "memory")
+    __slots__ = ("cpu", "gpus", "memory", "ports")
 
     def __init__(self) -> None:
-        self.cpu, self.memory, self.gpus = 0, 0, set[int]()
+        self.cpu, self.memory, self.gpus, self.ports = 0, 0, set[int](), set[int]()
 
     def add(self, p: TaskPlacement) -> None:
         self.cpu += p.resources.cpu_milli
         self.memory += p.resources.memory
         self.gpus.update(p.gpu_indices)
+        self.ports.update(p.host_ports)
 
 
 class Holds:
@@ -112,8 +113,10 @@ class Holds:
             gpus = tuple(sorted(leaving.gpus - planned_room.gpus))
             cpu = max(0, leaving.cpu - planned_room.cpu)
             memory = max(0, leaving.memory - planned_room.memory)
-            if cpu or memory or gpus:
-                extra = TaskPlacement(0, name, Resources(cpu, memory, len(gpus)), gpus)
+            # A victim holds its fixed ports until it has stopped, as it holds its devices.
+            ports = tuple(sorted(leaving.ports - planned_room.ports))
+            if cpu or memory or gpus or ports:
+                extra = TaskPlacement(0, name, Resources(cpu, memory, len(gpus)), gpus, ports)
                 self._board.occupy((extra,))
                 self._extra[name] = extra
                 self._by_pool.setdefault(pool, {})[name] = None

@@ -211,6 +211,29 @@ def test_a_higher_priority_job_preempts_the_holder_of_its_port() -> None:
     assert decisions.admitted == ()
 
 
+def test_a_victim_keeps_its_port_until_it_has_stopped() -> None:
+    """j1 preempts r1 for its memory, not its port: while r1 stops, the port it holds is
+    not free for j2, which asks for nothing else (CI's hypothesis found it taken)."""
+    full = replace(_node("a"), allocated=Resources(0, 16 * Gi), ports=frozenset({8000}))
+    holder = RunningJob(
+        id="r1",
+        tenant="t",
+        priority=100,
+        placements=(TaskPlacement(0, "a", Resources(0, 16 * Gi), (), (8000,)),),
+        started_at=0.0,
+        expected_end=1e9,
+    )
+    big = replace(_job("j1", None, priority=1000), per_task=Resources(0, 16 * Gi))
+    port = replace(_job("j2", 8000, priority=1000), per_task=Resources(0, 0))
+    snapshot = replace(
+        _snapshot((full,), big, port, policy=Policy.fair()), running=(holder,), now=10.0
+    )
+    decisions = schedule(snapshot)
+    assert [(p.job_id, p.preemptor_id) for p in decisions.preempted] == [("r1", "j1")]
+    assert decisions.admitted == ()
+    assert {b.job_id for b in decisions.blocked} == {"j1", "j2"}
+
+
 def _nodes_taking_a_task(snapshot: Snapshot, job: PendingJob) -> int:
     """Nodes (of its pool, among those it may use) that could take one task when idle."""
     need = job.per_task
