@@ -185,7 +185,7 @@ class Platform:
         if self.vcs is not None:
             steps.append(self.vcs.tick)
         for step in [*steps, self.lifecycle.tick]:
-            _retrying_lost_transactions(step)
+            retrying_lost_transactions(step)
 
     def wait_for(
         self, job_ids: Iterable[int], states: set[str] = FINISHED, timeout: float = 30.0
@@ -203,7 +203,7 @@ class Platform:
             time.sleep(0.05)
 
 
-def _retrying_lost_transactions(step: Callable[[], object], attempts: int = 3) -> None:
+def retrying_lost_transactions(step: Callable[[], object], attempts: int = 3) -> None:
     """Run a loop's step as the server's ``LoopRunner`` does: a step whose transaction the
     database ended (on PostgreSQL, one left idle past the loops' 1 s limit by a process
     starved of the CPU: ``store.lease``) wrote nothing and is run again.  Any other error,

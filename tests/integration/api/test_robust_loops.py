@@ -22,7 +22,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import OperationalError
 
 import virtuai.control.lifecycle as lifecycle_module
-from support.platform import Platform, public_dir, remove_state
+from support.platform import Platform, public_dir, remove_state, retrying_lost_transactions
 from virtuai.control.lifecycle import LifecycleConfig, LifecycleLoop
 from virtuai.domain.clock import SystemClock
 from virtuai.drivers.base import Handle, StopReason, TaskResult, TaskSpec
@@ -79,10 +79,6 @@ def raising() -> None:
 
 def corrupt() -> None:
     raise KeyError("task_dir")  # not a driver's kind of error: a bug or a corrupt record
-
-
-def slow(seconds: float) -> Callable[[], None]:
-    return lambda: time.sleep(seconds)
 
 
 def lying() -> str:
@@ -162,11 +158,15 @@ def test_a_slow_launch_does_not_hold_the_loop(
 ) -> None:
     slow_job = platform.submit(alice, ["true"])
     quick = platform.submit(alice, ["true"])
-    faulty.faults["launch"] = {str(slow_job["id"]): slow(1.5)}
+    # The slow launch lasts until the test lets it go (60 s at most): a tick that waited for
+    # it would not come back before the gate opens.
+    gate = threading.Event()
+    faulty.faults["launch"] = {str(slow_job["id"]): lambda: gate.wait(60)}
     platform.scheduling.tick()
-    started = time.monotonic()
-    platform.lifecycle.tick()
-    assert time.monotonic() - started < 1.2  # did not wait for the slow launch
+    retrying_lost_transactions(platform.lifecycle.tick)
+    assert not gate.is_set()
+    assert platform.job(slow_job["id"])["state"] == "starting"  # still launching
+    gate.set()
     jobs = platform.wait_for([quick["id"]])
     assert jobs[quick["id"]]["state"] == "succeeded"
     assert platform.job(slow_job["id"])["state"] in ("starting", "running", "succeeded")
