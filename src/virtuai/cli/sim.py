@@ -90,8 +90,10 @@ def sim(
         str,
         typer.Option(
             "--format",
-            help="Trace layout: virtuai (ours), philly (Philly job log as CSV) or pai "
-            "(Alibaba PAI pai_task_table.csv); see virtuai.sim.formats.",
+            help="Trace layout: virtuai (ours), philly (Philly's cluster_job_log as "
+            "published, or flattened to CSV) or pai (Alibaba PAI's pai_task_table.csv, "
+            "joined with pai_job_table.csv beside it, or its simulator's job list); see "
+            "virtuai.sim.formats.",
         ),
     ] = "virtuai",
     list_policies: Annotated[

@@ -3,30 +3,46 @@
 ``virtuai`` (default)
     Our own CSV (``virtuai.sim.trace``).
 ``philly``
-    A flat CSV of Microsoft's Philly job log (``msr-fiddle/philly-traces``,
-    ``cluster_job_log`` flattened one row per job, as trace-replay tools do), with
-    a header naming at least ``jobid, vc, submitted_time, start_time, end_time,
-    num_gpus``; ``user`` and ``status`` are optional.  The tenant is the virtual
-    cluster (``vc``); the duration is ``end_time - start_time`` (its last
-    attempt's run); submission times are made relative to the first.  A job of
-    more than 8 GPUs is a gang of 8-GPU tasks (a multiple of 8 is required, as
-    Philly allocates whole servers then); each GPU comes with ``--cpu-per-gpu``
-    CPUs (4) and ``--memory-per-gpu`` memory (32Gi), Philly recording neither.
-    Rows whose status is not ``Pass``/``Failed``/``Killed`` (jobs still running
-    when the log was cut) and rows without a start or end are skipped.
+    Microsoft's Philly job log (``msr-fiddle/philly-traces``), either as published
+    (``cluster_job_log``: a JSON list of jobs, each with ``jobid, vc, user, status,
+    submitted_time`` and ``attempts`` whose ``detail`` lists the GPUs of each server)
+    or flattened to a CSV of one row per job, as trace-replay tools do, with a header
+    naming at least ``jobid, vc, submitted_time, start_time, end_time, num_gpus``
+    (``user`` and ``status`` optional).  The file's first character tells which.
+    The tenant is the virtual cluster (``vc``).  The run time is what the job held
+    its GPUs: in the JSON the sum of its attempts' runs (a retried job held them
+    for each), in the CSV ``end_time - start_time``.  The GPU count is the first
+    attempt's.  Submission times are made relative to the first.  A job of more
+    than 8 GPUs (one Philly server) is a gang of equal tasks on ``ceil(gpus / 8)``
+    servers, each task's GPUs rounded up (12 GPUs: 2 tasks of 6); each GPU comes
+    with ``--cpu-per-gpu`` CPUs (4) and ``--memory-per-gpu`` memory (32Gi), Philly
+    recording neither.  Jobs whose status is not ``Pass``/``Failed``/``Killed``,
+    jobs still running when the log was cut (a last attempt without an end) and
+    jobs that never started are skipped.
 ``pai``
-    Alibaba PAI's ``pai_task_table.csv`` (``cluster-trace-gpu-v2020``): ``job_name,
-    task_name, inst_num, status, start_time, end_time, plan_cpu, plan_mem,
-    plan_gpu, gpu_type`` with or without that header (the published file has
-    none); an extra ``user`` column, joined from ``pai_job_table``, is the
-    tenant (else every job is tenant ``pai``).  One task row is one job of
-    ``inst_num`` tasks, each ``plan_cpu / 100`` CPUs, ``plan_mem`` GB and
-    ``ceil(plan_gpu / 100)`` GPUs (PAI shares GPUs fractionally; we do not);
-    submitted at ``start_time`` (the task table has no queueing time), for
-    ``end_time - start_time``.  Rows not ``Terminated`` or ``Failed``, or
-    without times, are skipped.
+    Alibaba PAI (``cluster-trace-gpu-v2020``), in either of two layouts:
 
-Errors name the file, the line and the column, as for our own format.
+    - ``pai_task_table.csv``: ``job_name, task_name, inst_num, status, start_time,
+      end_time, plan_cpu, plan_mem, plan_gpu, gpu_type`` with or without that
+      header (the published file has none).  One task row is one job of
+      ``inst_num`` tasks, each ``plan_cpu / 100`` CPUs, ``plan_mem`` GB and
+      ``ceil(plan_gpu / 100)`` GPUs (PAI shares GPUs fractionally; we do not), for
+      ``end_time - start_time``.  The tenant is the job's ``user`` and its
+      submission the job's ``start_time`` (its submission: the task table has only
+      launch times) from ``pai_job_table.csv`` when that file is beside the task
+      table; else an extra ``user`` column on the row, else tenant ``pai``, and
+      submitted at the task's launch.  Rows not ``Terminated`` or ``Failed``, or
+      without times, are skipped.
+    - The job list of Alibaba's own simulator (``simulator/traces/pai/
+      pai_job_duration_estimate_100K.csv``): a header naming at least
+      ``submit_time, duration, num_gpu``; ``num_cpu`` (CPUs of the job), ``user``
+      (the tenant, else ``pai``) and ``job_id`` or ``job_name`` are read when there.
+      ``num_gpu`` is the job's whole (fractional) GPU count, rounded up and split
+      into 8-GPU servers as for Philly; memory is ``--memory-per-gpu`` a GPU (or
+      one GPU's worth for a CPU-only job).
+
+Errors name the file, the line (for JSON: the job's place in the list) and the field,
+as for our own format.
 """
 
 from __future__ import annotations
@@ -34,9 +50,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import enum
+import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import IO, Any
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import validate_name
@@ -47,12 +66,16 @@ from virtuai.sim.trace import TraceJob, read_trace
 __all__ = ["TraceFormat", "read_any"]
 
 Gi = 2**30
+SERVER_GPUS = 8  # a Philly server's GPUs: bigger jobs were gangs of servers
 PHILLY_REQUIRED = ("jobid", "vc", "submitted_time", "start_time", "end_time", "num_gpus")
 PHILLY_DONE = frozenset({"pass", "failed", "killed"})
 PAI_COLUMNS = (
     "job_name", "task_name", "inst_num", "status", "start_time", "end_time", "plan_cpu",
     "plan_mem", "plan_gpu", "gpu_type",
 )  # fmt: skip
+PAI_JOB_COLUMNS = ("job_name", "inst_id", "user", "status", "start_time", "end_time")
+PAI_JOB_TABLE = "pai_job_table.csv"
+PAI_SIM_REQUIRED = ("submit_time", "duration", "num_gpu")
 PAI_DONE = frozenset({"terminated", "failed"})
 
 
@@ -74,22 +97,31 @@ def read_any(
     if fmt is TraceFormat.VIRTUAI:
         return read_trace(path, priorities)  # type: ignore[arg-type]
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            if fmt is TraceFormat.PHILLY:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            if fmt is TraceFormat.PHILLY and _first_character(handle) in ("[", "{"):
+                jobs = _philly_log(handle, path.name, cpu_per_gpu, memory_per_gpu)
+            elif fmt is TraceFormat.PHILLY:
                 jobs = _philly(handle, path.name, cpu_per_gpu, memory_per_gpu)
             else:
-                jobs = _pai(handle, path.name)
+                jobs = _pai(handle, path, memory_per_gpu)
     except OSError as exc:
         raise InvalidRequest(f"{path.name}: cannot read it: {exc.strerror or exc}") from None
     return _relative(jobs)
 
 
-def _error(source: str, line: int, column: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{source} line {line}: {column}: {message}", field=column)
+def _first_character(handle: IO[str]) -> str:
+    """The first character that is not white space (the handle is left at the start)."""
+    head = handle.read(4096).lstrip()
+    handle.seek(0)
+    return head[:1]
 
 
-def _time(source: str, line: int, column: str, raw: str) -> float | None:
-    raw = raw.strip()
+def _error(where: str, column: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{where}: {column}: {message}", field=column)
+
+
+def _time(where: str, column: str, raw: object) -> float | None:
+    raw = "" if raw is None else str(raw).strip()
     if not raw or raw.lower() in ("none", "null", "nan"):
         return None
     try:
@@ -99,7 +131,7 @@ def _time(source: str, line: int, column: str, raw: str) -> float | None:
             stamp = dt.datetime.fromisoformat(raw)
         except ValueError:
             raise _error(
-                source, line, column, f"expected Unix seconds or a date and time, not {raw!r}"
+                where, column, f"expected Unix seconds or a date and time, not {raw!r}"
             ) from None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.UTC)
@@ -107,22 +139,42 @@ def _time(source: str, line: int, column: str, raw: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _number(source: str, line: int, column: str, raw: str) -> float:
+def _number(where: str, column: str, raw: object, default: float = 0.0) -> float:
+    """A number >= 0; ``default`` for an empty cell (and PAI's and pandas' ``nan``)."""
+    raw = "" if raw is None else str(raw).strip()
+    if not raw or raw.lower() == "nan":
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise _error(source, line, column, f"expected a number, not {raw!r}") from None
+        raise _error(where, column, f"expected a number, not {raw!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise _error(source, line, column, f"expected a number >= 0, not {raw!r}")
+        raise _error(where, column, f"expected a number >= 0, not {raw!r}")
     return value
 
 
-def _tenant(source: str, line: int, column: str, raw: str) -> str:
-    name = raw.strip().lower().replace("_", "-")
+def _required(where: str, column: str, raw: object) -> float:
+    value = _number(where, column, raw, default=math.nan)
+    if math.isnan(value):
+        raise _error(where, column, "missing")
+    return value
+
+
+def _tenant(where: str, column: str, raw: object) -> str:
+    name = str(raw).strip().lower().replace("_", "-")
     try:
         return validate_name(name, field=column)
     except InvalidRequest as exc:
-        raise _error(source, line, column, exc.message.removeprefix(f"{column} ")) from None
+        raise _error(where, column, exc.message.removeprefix(f"{column} ")) from None
+
+
+def _gang(gpus: int, cpu: int, memory: int) -> tuple[int, Resources]:
+    """``(tasks, per task)`` of a job of ``gpus`` GPUs: one task up to a server's 8 GPUs,
+    else equal tasks on ``ceil(gpus / 8)`` servers with their GPUs rounded up; ``cpu``
+    and ``memory`` per GPU (one GPU's worth for a CPU-only job)."""
+    tasks = math.ceil(gpus / SERVER_GPUS) if gpus > SERVER_GPUS else 1
+    per = math.ceil(gpus / tasks)
+    return tasks, Resources(max(1, per) * cpu, max(1, per) * memory, per)
 
 
 def _philly(handle: Iterable[str], source: str, cpu: int, memory: int) -> list[TraceJob]:
@@ -132,33 +184,30 @@ def _philly(handle: Iterable[str], source: str, cpu: int, memory: int) -> list[T
     if missing:
         raise InvalidRequest(
             f"{source} line 1: missing column {missing[0]!r} for --format philly "
-            f"(needs {', '.join(PHILLY_REQUIRED)})",
+            f"(needs {', '.join(PHILLY_REQUIRED)}; or give Philly's cluster_job_log as "
+            "published, in JSON)",
             field=missing[0],
         )
     reader.fieldnames = names
     jobs: list[TraceJob] = []
     for row in reader:
         line = reader.line_num
+        where = f"{source} line {line}"
         status = (row.get("status") or "pass").strip().lower()
-        start = _time(source, line, "start_time", row["start_time"] or "")
-        end = _time(source, line, "end_time", row["end_time"] or "")
-        submit = _time(source, line, "submitted_time", row["submitted_time"] or "")
+        start = _time(where, "start_time", row["start_time"])
+        end = _time(where, "end_time", row["end_time"])
+        submit = _time(where, "submitted_time", row["submitted_time"])
         if status not in PHILLY_DONE or start is None or end is None or submit is None:
             continue
-        gpus = int(_number(source, line, "num_gpus", row["num_gpus"] or ""))
-        tasks, per = 1, gpus
-        if gpus > 8:
-            if gpus % 8:
-                raise _error(source, line, "num_gpus", f"{gpus} GPUs is not whole 8-GPU servers")
-            tasks, per = gpus // 8, 8
-        per_task = Resources(max(1, per) * cpu, max(1, per) * memory, per)
+        gpus = int(_required(where, "num_gpus", row["num_gpus"]))
+        tasks, per_task = _gang(gpus, cpu, memory)
         jobs.append(
             TraceJob(
                 id=(row["jobid"] or "").strip() or str(len(jobs) + 1),
                 submit=submit,
                 duration=max(0.0, end - start),
                 walltime=math.inf,
-                tenant=_tenant(source, line, "vc", row["vc"] or ""),
+                tenant=_tenant(where, "vc", row["vc"] or ""),
                 per_task=per_task,
                 tasks=tasks,
                 line=line,
@@ -167,45 +216,192 @@ def _philly(handle: Iterable[str], source: str, cpu: int, memory: int) -> list[T
     return jobs
 
 
-def _pai(handle: Iterable[str], source: str) -> list[TraceJob]:
+def _philly_log(handle: IO[str], source: str, cpu: int, memory: int) -> list[TraceJob]:
+    """Philly's ``cluster_job_log`` as published: a JSON list of jobs."""
+    try:
+        entries = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"{source} line {exc.lineno} column {exc.colno}: not JSON: {exc.msg}"
+        ) from None
+    if not isinstance(entries, list):
+        raise InvalidRequest(f"{source}: expected a JSON list of jobs (Philly's cluster_job_log)")
+    jobs: list[TraceJob] = []
+    for place, entry in enumerate(entries, start=1):
+        where = f"{source} job {place}"
+        if not isinstance(entry, Mapping):
+            raise InvalidRequest(f"{where}: expected a JSON object, not {type(entry).__name__}")
+        attempts = _attempts(where, entry.get("attempts"))
+        submit = _time(where, "submitted_time", entry.get("submitted_time"))
+        status = str(entry.get("status") or "").strip().lower()
+        runs = [(start, end) for start, end, _ in attempts]
+        if status not in PHILLY_DONE or submit is None or not runs or None in runs[-1]:
+            continue  # never ran, or still running when the log was cut
+        gpus = attempts[0][2]
+        tasks, per_task = _gang(gpus, cpu, memory)
+        held = sum(max(0.0, end - start) for start, end in runs if start is not None and end)
+        jobs.append(
+            TraceJob(
+                id=str(entry.get("jobid") or "").strip() or str(place),
+                submit=submit,
+                duration=held,
+                walltime=math.inf,
+                tenant=_tenant(where, "vc", entry.get("vc") or ""),
+                per_task=per_task,
+                tasks=tasks,
+                line=place,
+            )
+        )
+    return jobs
+
+
+def _attempts(where: str, raw: object) -> list[tuple[float | None, float | None, int]]:
+    """``(start, end, GPUs)`` of each attempt; ``[]`` if the job never ran."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _error(where, "attempts", f"expected a list, not {type(raw).__name__}")
+    out = []
+    for attempt in raw:
+        if not isinstance(attempt, Mapping):
+            raise _error(where, "attempts", f"expected objects, not {type(attempt).__name__}")
+        detail = attempt.get("detail") or []
+        if not isinstance(detail, list) or not all(
+            isinstance(d, Mapping) and isinstance(d.get("gpus") or [], list) for d in detail
+        ):
+            raise _error(where, "detail", "expected a list of {ip, gpus: [...]} objects")
+        gpus = sum(len(d.get("gpus") or []) for d in detail)
+        start = _time(where, "start_time", attempt.get("start_time"))
+        end = _time(where, "end_time", attempt.get("end_time"))
+        out.append((start, end, gpus))
+    return out
+
+
+def _pai(handle: IO[str], path: Path, memory_per_gpu: int) -> list[TraceJob]:
+    source = path.name
     reader = csv.reader(handle, strict=True)
+    header = next(reader, None)
+    names = [c.strip().lower() for c in header or []]
+    if all(c in names for c in PAI_SIM_REQUIRED):
+        return _pai_job_list(reader, names, source, memory_per_gpu)
     jobs: list[TraceJob] = []
     columns: list[str] = list(PAI_COLUMNS)
-    for cells in reader:
+    named: set[int] = set()  # jobs whose row names its user
+    rows: Iterable[list[str]] = reader
+    if header is not None and names[:1] != ["job_name"]:
+        rows = _chain(header, reader)  # the published file has no header
+    elif header is not None:
+        columns = names
+    for cells in rows:
         line = reader.line_num
-        if line == 1 and cells and cells[0].strip().lower() == "job_name":
-            columns = [c.strip().lower() for c in cells]
-            continue
+        where = f"{source} line {line}"
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(columns) + 1:
             raise InvalidRequest(
-                f"{source} line {line}: {len(cells)} cells; --format pai has "
+                f"{where}: {len(cells)} cells; --format pai has "
                 f"{len(PAI_COLUMNS)} (plus an optional user)",
                 field=None,
             )
         row = dict(zip([*columns, "user"], cells, strict=False))
         if (row.get("status") or "").strip().lower() not in PAI_DONE:
             continue
-        start = _time(source, line, "start_time", row.get("start_time", ""))
-        end = _time(source, line, "end_time", row.get("end_time", ""))
+        start = _time(where, "start_time", row.get("start_time"))
+        end = _time(where, "end_time", row.get("end_time"))
         if start is None or end is None:
             continue
-        cpu = _number(source, line, "plan_cpu", row.get("plan_cpu") or "0")
-        mem = _number(source, line, "plan_mem", row.get("plan_mem") or "0")
-        gpu = _number(source, line, "plan_gpu", row.get("plan_gpu") or "0")
-        tasks = max(1, int(_number(source, line, "inst_num", row.get("inst_num") or "1")))
+        cpu = _number(where, "plan_cpu", row.get("plan_cpu"))
+        mem = _number(where, "plan_mem", row.get("plan_mem"))
+        gpu = _number(where, "plan_gpu", row.get("plan_gpu"))
+        tasks = max(1, int(_number(where, "inst_num", row.get("inst_num"), default=1)))
         user = (row.get("user") or "").strip()
+        if user:
+            named.add(len(jobs))
         jobs.append(
             TraceJob(
                 id=f"{row.get('job_name', '').strip()}/{row.get('task_name', '').strip()}",
                 submit=start,
                 duration=max(0.0, end - start),
                 walltime=math.inf,
-                tenant=_tenant(source, line, "user", user) if user else "pai",
+                tenant=_tenant(where, "user", user) if user else "pai",
                 per_task=Resources(
                     max(1, round(cpu * 10)), max(1, round(mem * Gi)), math.ceil(gpu / 100)
                 ),
+                tasks=tasks,
+                line=line,
+            )
+        )
+    table = path.with_name(PAI_JOB_TABLE)
+    if len(named) < len(jobs) and table != path and table.is_file():
+        jobs = _join_pai_jobs(jobs, named, table)
+    return jobs
+
+
+def _chain(first: list[str], rest: Iterable[list[str]]) -> Iterable[list[str]]:
+    yield first
+    yield from rest
+
+
+def _join_pai_jobs(jobs: list[TraceJob], named: set[int], table: Path) -> list[TraceJob]:
+    """Each task's tenant (the job's ``user``) and submission (the job's ``start_time``)
+    from ``pai_job_table.csv``; a task whose row named its user keeps it."""
+    wanted = {job.id.split("/", 1)[0] for k, job in enumerate(jobs) if k not in named}
+    found: dict[str, tuple[str, float | None]] = {}
+    with table.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle, strict=True)
+        for cells in reader:
+            if not cells or cells[0] not in wanted:
+                continue  # also the header, if the file has one
+            where = f"{table.name} line {reader.line_num}"
+            row = dict(zip(PAI_JOB_COLUMNS, cells, strict=False))
+            user = (row.get("user") or "").strip()
+            tenant = _tenant(where, "user", user) if user else "pai"
+            found[cells[0]] = (tenant, _time(where, "start_time", row.get("start_time")))
+    out = []
+    for k, job in enumerate(jobs):
+        known = None if k in named else found.get(job.id.split("/", 1)[0])
+        if known is None:
+            out.append(job)
+            continue
+        tenant, submitted = known
+        submit = job.submit if submitted is None else min(job.submit, submitted)
+        out.append(replace(job, tenant=tenant, submit=submit))
+    return out
+
+
+def _pai_job_list(
+    reader: Any, names: list[str], source: str, memory_per_gpu: int
+) -> list[TraceJob]:
+    """The job list of Alibaba's PAI simulator: one job a row, whole-job GPUs and CPUs."""
+    jobs: list[TraceJob] = []
+    for cells in reader:
+        line = reader.line_num
+        where = f"{source} line {line}"
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) > len(names):
+            raise InvalidRequest(
+                f"{where}: {len(cells)} cells but the header names {len(names)}", field=None
+            )
+        row = dict(zip(names, cells, strict=False))
+        submit = _time(where, "submit_time", row.get("submit_time"))
+        if submit is None:
+            raise _error(where, "submit_time", "missing")
+        duration = _required(where, "duration", row.get("duration"))
+        gpus = math.ceil(_number(where, "num_gpu", row.get("num_gpu")))
+        cpus = _number(where, "num_cpu", row.get("num_cpu"))
+        tasks, per_task = _gang(gpus, 0, memory_per_gpu)
+        per_task = replace(per_task, cpu_milli=max(1, math.ceil(cpus * 1000 / tasks)))
+        user = (row.get("user") or "").strip()
+        job_id = (row.get("job_id") or row.get("job_name") or "").strip() or str(line - 1)
+        jobs.append(
+            TraceJob(
+                id=job_id,
+                submit=submit,
+                duration=duration,
+                walltime=math.inf,
+                tenant=_tenant(where, "user", user) if user else "pai",
+                per_task=per_task,
                 tasks=tasks,
                 line=line,
             )

@@ -98,6 +98,44 @@ def test_bad_trace_names_the_line_and_the_column(generated: Path, tmp_path: Path
     assert result.stderr.startswith("error: bad.csv line 3: memory: cannot read 'lots'")
 
 
+def test_phillys_published_job_log_replays_as_downloaded(tmp_path: Path) -> None:
+    """``cluster_job_log`` straight from msr-fiddle/philly-traces, no conversion."""
+    log = [
+        {
+            "status": status,
+            "vc": vc,
+            "jobid": f"application_{k}",
+            "user": "u",
+            "submitted_time": f"2017-10-03 03:{k:02d}:00",
+            "attempts": [
+                {
+                    "start_time": f"2017-10-03 04:{k:02d}:00",
+                    "end_time": f"2017-10-03 05:{k:02d}:00",
+                    "detail": [{"ip": "m1", "gpus": ["gpu0", "gpu1"]}],
+                }
+            ],
+        }
+        for k, (status, vc) in enumerate(
+            [("Pass", "ee9e8c"), ("Killed", "b436b2"), ("Failed", "ee9e8c"), ("Running", "x")]
+        )
+    ]
+    trace = tmp_path / "cluster_job_log"
+    trace.write_text(json.dumps(log))
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("pools:\n  gpu: {count: 1, cpu: 32, memory: 256Gi, gpus: 2}\n")
+    result = run(
+        "--trace", str(trace), "--format", "philly", "--cluster", str(cluster),
+        "--policy", "las-fairshare", "--json", "--no-plots", "--isolated", "none",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["trace"]["tenants"] == ["b436b2", "ee9e8c"]
+    metrics = doc["policies"][0]["metrics"]
+    assert metrics["jobs"] == 3 and metrics["finished"] == 3
+    # one 2-GPU node, three 1-hour 2-GPU jobs a minute apart: they run one after another
+    assert metrics["makespan_s"] == pytest.approx(3 * 3600)
+
+
 def test_bad_cluster_and_policy(generated: Path, tmp_path: Path) -> None:
     cluster = tmp_path / "c.yaml"
     cluster.write_text("pools:\n  gpu: {count: 2, cpu: 8, memory: 1Gi, gpus: many}\n")
