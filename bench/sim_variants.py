@@ -41,6 +41,7 @@ from virtuai.sim.policy import PolicySpec, example_policy
 # tenant's gangs are LAS victims of smaller jobs above twice its fair share).  Round 10:
 # the fair-share half-life and the weight of the current allocation.
 VARIANTS: dict[str, dict[str, Any]] = {
+    "las": {},  # as shipped
     "base": {"gang_victim_ratio": 0.0},
     "gvict": {"gang_victim_ratio": 1.0},
     "gvict2": {"gang_victim_ratio": 2.0},

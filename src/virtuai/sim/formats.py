@@ -35,11 +35,12 @@
       without times, are skipped.
     - The job list of Alibaba's own simulator (``simulator/traces/pai/
       pai_job_duration_estimate_100K.csv``): a header naming at least
-      ``submit_time, duration, num_gpu``; ``num_cpu`` (CPUs of the job), ``user``
-      (the tenant, else ``pai``) and ``job_id`` or ``job_name`` are read when there.
-      ``num_gpu`` is the job's whole (fractional) GPU count, rounded up and split
-      into 8-GPU servers as for Philly; memory is ``--memory-per-gpu`` a GPU (or
-      one GPU's worth for a CPU-only job).
+      ``submit_time, duration, num_gpu``; ``num_cpu``, ``num_inst``, ``user`` (the
+      tenant, else ``pai``) and ``job_id`` or ``job_name`` are read when there.  As
+      that simulator does, a job is a gang of ``num_inst`` instances, each of
+      ``num_gpu`` GPUs (fractional there, rounded up here) and ``num_cpu`` CPUs;
+      memory is ``--memory-per-gpu`` a GPU (one GPU's worth for a CPU-only
+      instance), the list recording none.
 
 Errors name the file, the line (for JSON: the job's place in the list) and the field,
 as for our own format.
@@ -372,7 +373,7 @@ def _join_pai_jobs(jobs: list[TraceJob], named: set[int], table: Path) -> list[T
 def _pai_job_list(
     reader: Any, names: list[str], source: str, memory_per_gpu: int
 ) -> list[TraceJob]:
-    """The job list of Alibaba's PAI simulator: one job a row, whole-job GPUs and CPUs."""
+    """The job list of Alibaba's PAI simulator: one job a row, GPUs and CPUs per instance."""
     jobs: list[TraceJob] = []
     for cells in reader:
         line = reader.line_num
@@ -390,8 +391,8 @@ def _pai_job_list(
         duration = _required(where, "duration", row.get("duration"))
         gpus = math.ceil(_number(where, "num_gpu", row.get("num_gpu")))
         cpus = _number(where, "num_cpu", row.get("num_cpu"))
-        tasks, per_task = _gang(gpus, 0, memory_per_gpu)
-        per_task = replace(per_task, cpu_milli=max(1, math.ceil(cpus * 1000 / tasks)))
+        tasks = max(1, int(_number(where, "num_inst", row.get("num_inst"), default=1)))
+        per_task = Resources(max(1, math.ceil(cpus * 1000)), max(1, gpus) * memory_per_gpu, gpus)
         user = (row.get("user") or "").strip()
         job_id = (row.get("job_id") or row.get("job_name") or "").strip() or str(line - 1)
         jobs.append(

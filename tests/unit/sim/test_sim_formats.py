@@ -192,17 +192,18 @@ def test_the_pai_simulators_job_list_is_read_by_its_header(tmp_path: Path) -> No
     path.write_text(
         "job_id,user,num_gpu,num_cpu,submit_time,duration,num_inst,gpu_type\n"
         "1,ae8ed1,0.5,6,100,729,1,T4\n"
-        "2,ae8ed1,16,64,40,13075,2,V100\n"
+        "2,ae8ed1,8,64,40,13075,2,V100\n"
         "3,bf05e2,,4,40,10,1,CPU\n",
         encoding="utf-8",
     )
     jobs = read_any(path, TraceFormat.PAI)
+    # as Alibaba's simulator reads it: num_inst instances of num_gpu GPUs and num_cpu CPUs
     assert [(j.id, j.tenant, j.submit, j.duration, j.tasks, j.per_task.gpu) for j in jobs] == [
         ("2", "ae8ed1", 0.0, 13075.0, 2, 8),
         ("3", "bf05e2", 0.0, 10.0, 1, 0),
         ("1", "ae8ed1", 60.0, 729.0, 1, 1),
     ]
-    assert [j.per_task.cpu_milli for j in jobs] == [32000, 4000, 6000]
+    assert [j.per_task.cpu_milli for j in jobs] == [64000, 4000, 6000]
     assert jobs[0].per_task.memory == 8 * 32 * Gi and jobs[1].per_task.memory == 32 * Gi
     path.write_text("submit_time,duration,num_gpu\n5,-1,1\n", encoding="utf-8")
     with pytest.raises(InvalidRequest) as caught:
