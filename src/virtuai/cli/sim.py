@@ -9,6 +9,7 @@ down the start of every other command.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -96,6 +97,22 @@ def sim(
             "virtuai.sim.formats.",
         ),
     ] = "virtuai",
+    checkpoint_interval: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint-interval",
+            help="How often the trace's jobs checkpoint (600, 10m; 0: never), for those "
+            "whose row does not say: the policy's checkpoint_interval otherwise.",
+        ),
+    ] = None,
+    restart_overhead: Annotated[
+        str | None,
+        typer.Option(
+            "--restart-overhead",
+            help="What each restart of the trace's jobs spends before progress (60, 1m), "
+            "for those whose row does not say: the policy's restart_overhead otherwise.",
+        ),
+    ] = None,
     list_policies: Annotated[
         bool,
         typer.Option(
@@ -142,6 +159,7 @@ def sim(
             trace_path, sim_formats.TraceFormat(trace_format), spec.priority_classes
         )
         sim_trace.check_tenants(jobs, [t.name for t in spec.tenants], trace_path.name)
+        jobs = _with_costs(jobs, checkpoint_interval, restart_overhead)
         info = sim_report.trace_info(jobs, trace_path)
     names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])
     policies = [_policy(name) for name in names]
@@ -338,3 +356,35 @@ def generate(
     span = trace[-1].submit - trace[0].submit if trace else 0.0
     typer.echo(f"{trace_path}: {len(trace):,} jobs over {output.duration(span)}")
     typer.echo(f"{cluster_path}: {spec.node_count:,} nodes, {spec.capacity.gpu:,} GPUs")
+
+
+def _with_costs(jobs: list[Any], interval: str | None, overhead: str | None) -> list[Any]:
+    """The trace's checkpoint/restart cost (``--checkpoint-interval``, ``--restart-overhead``)
+    for the jobs whose row gives none."""
+    from dataclasses import replace
+
+    from virtuai.domain.units import parse_duration
+    from virtuai.errors import InvalidRequest
+
+    costs: dict[str, float] = {}
+    for field, option, raw in (
+        ("checkpoint_interval", "--checkpoint-interval", interval),
+        ("restart_overhead", "--restart-overhead", overhead),
+    ):
+        if raw is None:
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            try:
+                seconds = parse_duration(raw, field=field)
+            except InvalidRequest as exc:
+                raise typer.BadParameter(exc.message, param_hint=option) from None
+        if not math.isfinite(seconds) or seconds < 0:
+            raise typer.BadParameter(f"must be seconds >= 0, not {raw!r}", param_hint=option)
+        costs[field] = seconds
+    if not costs:
+        return jobs
+    return [
+        replace(job, **{k: v for k, v in costs.items() if getattr(job, k) is None}) for job in jobs
+    ]

@@ -29,7 +29,8 @@ follows at the same time so that its preemptor can start); it goes back to the
 queue with its original submission time, *nominated* (``PendingJob.nominated``)
 until it starts, so that the room its victims free is its own, as the control
 plane does.  Checkpoint/restart cost (``PolicySpec.checkpoint_interval_s``,
-``restart_overhead_s``): a preempted job keeps the work up to its last
+``restart_overhead_s``, or the job's own from its trace: ``TraceJob.checkpoint_interval``,
+``restart_overhead``): a preempted job keeps the work up to its last
 checkpoint (a multiple of the interval of work done; none without checkpoints:
 it restarts from scratch) and loses the rest; each restart first spends the
 overhead (loading the checkpoint) before it makes progress again.  What it
@@ -440,7 +441,7 @@ class Simulation:
         if math.isnan(result.first_start[j]):
             result.first_start[j] = t
         else:
-            overhead = self.policy.restart_overhead_s
+            overhead = self._restart_overhead(j)
         result.last_start[j] = t
         self._push(t + overhead + self._left[j], j, _FINISH)
         if self._policy.preemption and job.preemptible:
@@ -518,6 +519,10 @@ class Simulation:
         self._attempt[j] += 1  # its end event is stale now
         self._push(t + self.policy.preemption_grace_s, j, _STOP)
 
+    def _restart_overhead(self, j: int) -> float:
+        own = self.jobs[j].restart_overhead
+        return self.policy.restart_overhead_s if own is None else own
+
     def _unend(self, end: float, j: int) -> None:
         ends = self._by_end
         del ends[bisect_left(ends, (end, j))]
@@ -527,9 +532,11 @@ class Simulation:
         started = self._running[j].started_at
         self._stop(j, t)
         result = self.result
-        overhead = self.policy.restart_overhead_s if result.preemptions[j] else 0.0
+        overhead = self._restart_overhead(j) if result.preemptions[j] else 0.0
         done = min(self._left[j], max(0.0, t - started - overhead))
-        interval = self.policy.checkpoint_interval_s
+        interval = self.jobs[j].checkpoint_interval
+        if interval is None:
+            interval = self.policy.checkpoint_interval_s
         saved = math.floor(done / interval) * interval if interval > 0 else 0.0
         self._left[j] -= saved
         result.lost[j] += (t - started) - saved

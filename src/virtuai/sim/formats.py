@@ -420,19 +420,5 @@ def _relative(jobs: list[TraceJob]) -> list[TraceJob]:
     for job in sorted(jobs, key=lambda j: j.submit):
         n = seen[job.id] = seen.get(job.id, 0) + 1
         job_id = job.id if n == 1 else f"{job.id}#{n}"
-        out.append(
-            TraceJob(
-                job_id,
-                job.submit - first,
-                job.duration,
-                job.walltime,
-                job.tenant,
-                job.per_task,
-                job.tasks,
-                job.priority,
-                job.pool,
-                job.line,
-                job.preemptible,
-            )
-        )
+        out.append(replace(job, id=job_id, submit=job.submit - first))
     return out

@@ -37,6 +37,8 @@ priority-FIFO)::
     checkpoint_interval: 0        # simulator only: a preempted job keeps work up to its last
                                   #   checkpoint, every this much work (0: none, from scratch)
     restart_overhead: 0           # simulator only: seconds each restart spends before progress
+                                  #   (both: for the jobs whose trace row, or the command's
+                                  #   --checkpoint-interval / --restart-overhead, says none)
 
 Each key maps onto one field of ``virtuai.scheduler.snapshot.Policy`` (except
 the simulator-only ones, which model how a victim stops and restarts), and every

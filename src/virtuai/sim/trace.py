@@ -20,6 +20,10 @@ too)::
                            preemptible unless its class says not (``high``)
     id           optional  the job's id (unique); default: its row number
     pool         optional  run only on this pool's nodes; empty = any pool
+    checkpoint_interval  optional  how often the job checkpoints (0: never, a preempted
+                           job starts over); empty = the policy's ``checkpoint_interval``
+    restart_overhead     optional  what each restart spends before it makes progress
+                           (loading the checkpoint); empty = the policy's
 
 Durations and walltimes may also be written ``90s``, ``30m``, ``2h``, ``1d`` or
 in Slurm's ``D-HH:MM:SS`` forms; a plain number is always seconds.  Errors name
@@ -45,11 +49,15 @@ from virtuai.sim.cluster import DEFAULT_PRIORITIES
 __all__ = ["COLUMNS", "TraceJob", "check_tenants", "parse_trace", "read_trace", "write_trace"]
 
 REQUIRED = ("submit_time", "duration", "tenant", "cpu", "memory")
-OPTIONAL = ("walltime", "gpus", "tasks", "priority", "id", "pool")
+OPTIONAL = (
+    "walltime", "gpus", "tasks", "priority", "id", "pool", "checkpoint_interval",
+    "restart_overhead",
+)  # fmt: skip
 COLUMNS = (
     "submit_time", "duration", "walltime", "tenant", "cpu", "memory", "gpus", "tasks", "priority",
-    "id", "pool",
+    "id", "pool", "checkpoint_interval", "restart_overhead",
 )  # fmt: skip
+CHECKPOINT_COLUMNS = ("checkpoint_interval", "restart_overhead")
 _ALIASES = {"gpu": "gpus"}
 DEFAULT_PRIORITY = "normal"
 
@@ -69,6 +77,9 @@ class TraceJob:
     pool: str | None = None
     line: int = 0  # where it was read (0: built in code)
     preemptible: bool = True
+    # Checkpoint/restart cost of this job (seconds); None: the replayed policy's.
+    checkpoint_interval: float | None = None
+    restart_overhead: float | None = None
 
     @property
     def run_s(self) -> float:
@@ -230,7 +241,8 @@ def parse_trace(
         get = [c.strip() for c in cells]
         if len(get) < width:
             get.extend([""] * (width - len(get)))
-        (i_sub, i_dur, i_ten, i_cpu, i_mem, i_wall, i_gpu, i_tasks, i_prio, i_id, i_pool) = idx
+        (i_sub, i_dur, i_ten, i_cpu, i_mem, i_wall, i_gpu, i_tasks, i_prio, i_id, i_pool) = idx[:11]
+        interval_raw, overhead_raw = (get[i] if i >= 0 else "" for i in idx[11:])
         submit = row.seconds("submit_time", get[i_sub], positive=False)
         duration = row.seconds("duration", get[i_dur], positive=False)
         wall_raw = get[i_wall] if i_wall >= 0 else ""
@@ -250,6 +262,10 @@ def parse_trace(
         job = TraceJob(
             job_id, submit, duration, walltime, tenant, per_task, tasks, priority, pool, row.line,
             preemptible,
+            row.seconds("checkpoint_interval", interval_raw, positive=False)
+            if interval_raw else None,
+            row.seconds("restart_overhead", overhead_raw, positive=False)
+            if overhead_raw else None,
         )  # fmt: skip
         jobs.append(job)
     jobs.sort(key=lambda j: j.submit)  # stable: ties keep file order
@@ -291,8 +307,11 @@ def write_trace(
     (``line`` aside)."""
     names = {c.value: c.name for c in priorities.values()}
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["id", *COLUMNS[:9], "pool"])
+    # The checkpoint columns only when a job has its own (a trace without them stays as is).
+    costs = any(j.checkpoint_interval is not None or j.restart_overhead is not None for j in jobs)
+    writer.writerow(["id", *COLUMNS[:9], "pool", *(CHECKPOINT_COLUMNS if costs else ())])
     for job in jobs:
+        own = [job.checkpoint_interval, job.restart_overhead] if costs else []
         writer.writerow(
             [
                 job.id,
@@ -306,6 +325,7 @@ def write_trace(
                 job.tasks,
                 names.get(job.priority, str(job.priority)),
                 job.pool or "",
+                *("" if v is None else _number(v) for v in own),
             ]
         )
 

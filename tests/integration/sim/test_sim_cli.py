@@ -136,6 +136,32 @@ def test_phillys_published_job_log_replays_as_downloaded(tmp_path: Path) -> None
     assert metrics["makespan_s"] == pytest.approx(3 * 3600)
 
 
+def test_the_checkpoint_cost_of_a_whole_trace_is_set_on_the_command_line(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "id,submit_time,duration,tenant,cpu,memory,gpus,priority\n"
+        "low,0,1000,physics,1,1Gi,1,low\nhigh,250,50,physics,1,1Gi,1,normal\n"
+    )
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("pools:\n  gpu: {count: 1, cpu: 8, memory: 16Gi, gpus: 1}\n")
+    base = ["--trace", str(trace), "--cluster", str(cluster), "--json", "--no-plots"]
+    base += ["--policy", "fairshare-backfill-preemption", "--isolated", "none"]
+
+    def makespan(*extra: str) -> float:
+        result = run(*base, *extra)
+        assert result.exit_code == 0, result.output
+        metrics = json.loads(result.stdout)["policies"][0]["metrics"]
+        assert metrics["preemptions"] == 1
+        return float(metrics["makespan_s"])
+
+    # "low" is preempted at 600 s (its minimum run), "high" runs 50 s; then "low" starts
+    # over (the policy checkpoints never) or goes on from 600 s after a 60 s restart.
+    assert makespan() == 600 + 50 + 1000
+    assert makespan("--checkpoint-interval", "100", "--restart-overhead", "1m") == 650 + 60 + 400
+    result = run(*base, "--restart-overhead", "soon")
+    assert result.exit_code == 2 and "--restart-overhead" in result.output
+
+
 def test_bad_cluster_and_policy(generated: Path, tmp_path: Path) -> None:
     cluster = tmp_path / "c.yaml"
     cluster.write_text("pools:\n  gpu: {count: 2, cpu: 8, memory: 1Gi, gpus: many}\n")

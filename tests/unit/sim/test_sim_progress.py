@@ -165,3 +165,24 @@ def test_checkpoints_keep_work_and_restarts_cost_their_overhead() -> None:
     assert run.lost[0] == 50
     assert run.finish[1] == 300
     assert run.finish[0] == 300 + 20 + 800
+
+
+def test_a_jobs_own_checkpoint_cost_overrides_the_policys() -> None:
+    """A trace says which jobs checkpoint how often: here one never does (it starts over)
+    and one checkpoints every 50 s and restarts in 5 s, under a policy of 100 s and 20 s."""
+    policy = PolicySpec("p", preemption=True, checkpoint_interval_s=100, restart_overhead_s=20)
+    jobs = [
+        replace(job("never", 0, 1000, cpu=4, priority=100), checkpoint_interval=0.0),
+        replace(
+            job("often", 0, 1000, cpu=4, priority=100),
+            checkpoint_interval=50.0,
+            restart_overhead=5.0,
+        ),
+        job("high", 260, 40, cpu=8),
+    ]
+    run = simulate(jobs, cluster(pool(cpu=8)), policy)
+    assert run.finish[2] == 300
+    # preempted at 260: "never" keeps nothing, "often" keeps 250 s (five checkpoints)
+    assert (run.lost[0], run.lost[1]) == (260, 10)
+    assert run.finish[0] == 300 + 20 + 1000
+    assert run.finish[1] == 300 + 5 + 750

@@ -113,6 +113,27 @@ def test_write_then_read_gives_the_same_jobs() -> None:
     assert [replace(j, line=0) for j in again] == [replace(j, line=0) for j in jobs]
 
 
+def test_a_jobs_own_checkpoint_cost_is_read_and_written_back() -> None:
+    jobs = parse(
+        "submit_time,duration,tenant,cpu,memory,checkpoint_interval,restart_overhead\n"
+        "0,1h,physics,1,1Gi,10m,30\n"
+        "1,1h,physics,1,1Gi,0,\n"
+        "2,1h,physics,1,1Gi,,\n"
+    )
+    assert [(j.checkpoint_interval, j.restart_overhead) for j in jobs] == [
+        (600.0, 30.0),
+        (0.0, None),  # never checkpoints; restarts cost what the policy says
+        (None, None),
+    ]
+    buffer = io.StringIO()
+    write_trace(jobs, buffer)
+    assert buffer.getvalue().splitlines()[0].endswith(",checkpoint_interval,restart_overhead")
+    again = parse_trace(io.StringIO(buffer.getvalue()), "again.csv")
+    assert [replace(j, line=0) for j in again] == [replace(j, line=0) for j in jobs]
+    exc = error_of("submit_time,duration,tenant,cpu,memory,checkpoint_interval\n0,1,a,1,1Gi,-5\n")
+    assert exc.message.startswith("t.csv line 2: checkpoint_interval: "), exc.message
+
+
 def test_a_gpu_column_under_another_name_is_an_error_not_a_cpu_job() -> None:
     text = "submit_time,duration,tenant,cpu,memory,num_gpus\n0,10,a,1,1Gi,4\n"
     error = error_of(text)
