@@ -194,3 +194,20 @@ def test_a_lab_shares_the_machine(server: Server, gate: Path) -> None:
     assert json.loads(server.cli("usage", "--json", "--tenant", "biology", token=bob))["rows"] == [
         r for r in usage["rows"] if r["tenant"] == "biology"
     ]
+
+    # Before switching the live scheduler, the operator replays the lab's own jobs, on its
+    # own nodes and quotas, under other policies.
+    exported = Path(server.env["XDG_CONFIG_HOME"]).parent / "replay"
+    said = server.cli("sim", "export", "--since", "1h", "--out", str(exported))
+    assert f"{exported / 'trace.csv'}: 20 jobs submitted since" in said
+    assert f"{exported / 'cluster.yaml'}: 1 node in 1 pool, 0 GPUs, 2 tenants" in said
+    replay = server.json(
+        "sim", "--trace", str(exported / "trace.csv"), "--cluster",
+        str(exported / "cluster.yaml"), "--policy", "fifo", "--policy", "las-fairshare",
+        "--no-plots",
+    )  # fmt: skip
+    assert replay["trace"]["tenants"] == ["biology", "physics"]
+    for policy in replay["policies"]:
+        metrics = policy["metrics"]
+        # The job that ran past its limit times out in the replay too.
+        assert (metrics["finished"], metrics["timed_out"]) == (20, 1), policy["name"]

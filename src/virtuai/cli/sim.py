@@ -8,6 +8,7 @@ down the start of every other command.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from virtuai.cli import output
+from virtuai.cli.client import Client, JsonObject
 
 if TYPE_CHECKING:
     from virtuai.sim.policy import PolicySpec
@@ -37,6 +39,7 @@ def register(app: typer.Typer, panel: str) -> None:
     )
     sim_app.callback(invoke_without_command=True)(sim)
     sim_app.command("generate")(generate)
+    sim_app.command("export")(export)
     app.add_typer(sim_app, name="sim", rich_help_panel=panel)
 
 
@@ -356,6 +359,101 @@ def generate(
     span = trace[-1].submit - trace[0].submit if trace else 0.0
     typer.echo(f"{trace_path}: {len(trace):,} jobs over {output.duration(span)}")
     typer.echo(f"{cluster_path}: {spec.node_count:,} nodes, {spec.capacity.gpu:,} GPUs")
+
+
+# virtuai sim export -----------------------------------------------------------------
+
+JOB_PAGE = 10_000  # the server's largest page
+
+
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Directory for trace.csv and cluster.yaml.")],
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since",
+            help="The jobs submitted in the last 7d (12h, 30m ...) or since an ISO date "
+            "or date-time (2026-11-01).",
+        ),
+    ] = "7d",
+) -> None:
+    """Write this server's recent batch jobs and its cluster (nodes, tenants, quotas,
+    priority classes) as trace.csv and cluster.yaml, to replay them under other policies
+    before switching the live scheduler (see virtuai.sim.export)."""
+    from virtuai.sim import export as sim_export
+    from virtuai.sim import trace as sim_trace
+
+    start = _since(since, dt.datetime.now(dt.UTC))
+    with Client.from_environment() as client:
+        jobs = _jobs_since(client, start)
+        nodes = client.get_list("/api/v1/nodes")
+        tenants = client.get_list("/api/v1/tenants")
+        classes = client.get_list("/api/v1/priority-classes")
+    found = sim_export.export(jobs, nodes, tenants, classes, since=start)
+    spec = found.cluster
+    out.mkdir(parents=True, exist_ok=True)
+    cluster_path, trace_path = out / "cluster.yaml", out / "trace.csv"
+    cluster_path.write_text(spec.to_yaml(), encoding="utf-8")
+    with trace_path.open("w", newline="", encoding="utf-8") as handle:
+        sim_trace.write_trace(found.jobs, handle, spec.priority_classes)
+    trace = found.jobs
+    span = trace[-1].submit - trace[0].submit if trace else 0.0
+    typer.echo(
+        f"{trace_path}: {_count(len(trace), 'job')} submitted since {start:%Y-%m-%d %H:%M} UTC, "
+        f"over {output.duration(span)}"
+    )
+    typer.echo(
+        f"{cluster_path}: {_count(spec.node_count, 'node')} in "
+        f"{_count(len(spec.pools), 'pool')}, {_count(spec.capacity.gpu, 'GPU')}, "
+        f"{_count(len(spec.tenants), 'tenant')}"
+    )
+    for why, count in sorted(found.left_out.items()):
+        typer.echo(f"left out: {count:,} {why}")
+    typer.echo(
+        f"replay: virtuai sim --trace {trace_path} --cluster {cluster_path} "
+        "--policy fairshare-backfill-preemption --policy las-fairshare"
+    )
+
+
+def _since(raw: str, now: dt.datetime) -> dt.datetime:
+    """``7d`` (before ``now``) or an ISO date or date-time (UTC unless it says)."""
+    from virtuai.domain.units import parse_duration
+    from virtuai.errors import InvalidRequest
+
+    try:
+        return _aware(dt.datetime.fromisoformat(raw))
+    except ValueError:
+        pass
+    try:
+        return now - dt.timedelta(seconds=parse_duration(raw, field="since"))
+    except InvalidRequest:
+        raise typer.BadParameter(
+            f"{raw!r} is neither a duration (7d, 12h) nor an ISO date (2026-11-01)",
+            param_hint="--since",
+        ) from None
+
+
+def _jobs_since(client: Client, start: dt.datetime) -> list[JsonObject]:
+    """The caller's jobs (every tenant's for an administrator), newest first, page by page
+    until one was submitted before ``start``."""
+    found: list[JsonObject] = []
+    before: int | None = None
+    while True:
+        page = client.get_list("/api/v1/jobs", {"limit": JOB_PAGE, "before_id": before})
+        found.extend(page)
+        if len(page) < JOB_PAGE or any(
+            _aware(dt.datetime.fromisoformat(j["submitted_at"])) < start for j in page
+        ):
+            return found
+        before = min(int(j["id"]) for j in page)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _aware(stamp: dt.datetime) -> dt.datetime:
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)
 
 
 def _with_costs(jobs: list[Any], interval: str | None, overhead: str | None) -> list[Any]:

@@ -45,3 +45,13 @@ def test_fairshare_lists_weights_usage_and_factors(platform: Platform, alice: st
     assert rows["physics"]["factor"] < rows["biology"]["factor"] == 1.0
     # Users see their own tenants only.
     assert [r["tenant"] for r in platform.ok("GET", "/api/v1/fairshare", alice)] == ["physics"]
+
+
+def test_any_user_reads_the_priority_classes_a_job_may_name(platform: Platform, alice: str) -> None:
+    classes = platform.ok("GET", "/api/v1/priority-classes", alice)
+    assert classes == [
+        {"name": "high", "value": 1000, "preemptible": False},
+        {"name": "normal", "value": 500, "preemptible": True},
+        {"name": "low", "value": 100, "preemptible": True},
+    ]
+    assert platform.call("GET", "/api/v1/priority-classes", "vai_not_a_token").status_code == 401

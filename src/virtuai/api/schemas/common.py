@@ -105,6 +105,12 @@ class ErrorOut(BaseModel):
     field: str | None = None
 
 
+class PriorityClassOut(BaseModel):
+    name: str
+    value: int = Field(description="higher goes first, and may preempt lower")
+    preemptible: bool = Field(description="whether jobs of this class may be preempted")
+
+
 class ResourcesOut(BaseModel):
     cpu: float = Field(description="CPUs")
     memory: int = Field(description="bytes")
