@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 
 from virtuai.sim.engine import Outcome, SimRun, simulate
 from virtuai.sim.policy import Backfill, Order, PolicySpec
@@ -62,11 +63,13 @@ def isolated_jct(
     *,
     tick_s: float = 0.0,
     reference: PolicySpec = REFERENCE,
+    note: Callable[[str], None] | None = None,
 ) -> tuple[list[float], int]:
     """``(T_id per job of run.jobs (NaN for jobs that did not finish), fallbacks)``.
 
     ``fallbacks`` counts the jobs whose T_id fell back to the ``scale`` estimate
-    because they cannot run on their tenant's slice.
+    because they cannot run on their tenant's slice.  ``note`` hears of each tenant's
+    replay as it starts (on a long trace they take minutes together).
     """
     shares = tenant_shares(run)
     scaled = _scaled(run, shares)
@@ -75,8 +78,10 @@ def isolated_jct(
     iso = [math.nan] * len(run.jobs)
     number = {job.id: j for j, job in enumerate(run.jobs)}
     fallbacks = 0
-    for tenant, share in shares.items():
+    for place, (tenant, share) in enumerate(shares.items(), start=1):
         mine: list[TraceJob] = [job for job in run.jobs if job.tenant == tenant]
+        if note is not None:
+            note(f"isolated replay {place} of {len(shares)}: tenant {tenant}, {len(mine):,} jobs")
         alone = simulate(mine, run.cluster.sliced(share, tenant), reference, tick_s=tick_s)
         for k, job in enumerate(alone.jobs):
             if alone.outcome[k] in (Outcome.SUCCEEDED, Outcome.TIMED_OUT):

@@ -114,7 +114,7 @@ def run_policies(
             iso, fallbacks = common  # one reference policy: the same T_id for every policy
         elif isolation is not None:
             note(f"isolated replays ({isolation}, reference policy) for rho")
-            iso, fallbacks = common = isolated_jct(run, isolation, tick_s=tick_s)
+            iso, fallbacks = common = isolated_jct(run, isolation, tick_s=tick_s, note=note)
         iso_wall = time.perf_counter() - began
         summary = summarize(run, iso if isolation is not None else None)
         summary["metrics"]["isolated_fallbacks"] = fallbacks

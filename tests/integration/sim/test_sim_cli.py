@@ -56,6 +56,8 @@ def test_compare_two_policies(generated: Path, tmp_path: Path) -> None:
     assert any(line.startswith("JCT p99") for line in lines)
     assert any(line.startswith("GPU share physics (contended)") for line in lines)
     assert "wrote results.json, 6 plots and 2 job lists" in result.stderr
+    # rho's isolated replays (once, under the reference policy) say how far they are
+    assert result.stderr.count("isolated replay 1 of 3: tenant ") == 1
 
     doc = json.loads((out / "results.json").read_text())
     assert [p["name"] for p in doc["policies"]] == ["fifo", "mine"]
