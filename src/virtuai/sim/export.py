@@ -67,13 +67,14 @@ def export(
 ) -> Export:
     """The jobs submitted at or after ``since`` as a trace, on the cluster of ``nodes``."""
     cluster, pool_of_node, renamed = _cluster(nodes, tenants, classes, name)
+    remote = {str(n["name"]) for n in nodes if n.get("site", LOCAL_SITE) != LOCAL_SITE}
     left_out: Counter[str] = Counter()
     kept: list[tuple[float, JsonObject]] = []
     for job in jobs:
         submitted = _when(job.get("submitted_at"))
         if submitted is None or submitted < since:
             continue
-        why = _left_out(job, pool_of_node)
+        why = _left_out(job, pool_of_node, remote)
         if why is not None:
             left_out[why] += 1
             continue
@@ -98,7 +99,7 @@ def cluster_from(
 # -- jobs ----------------------------------------------------------------------------------
 
 
-def _left_out(job: JsonObject, pool_of_node: Mapping[str, str]) -> str | None:
+def _left_out(job: JsonObject, pool_of_node: Mapping[str, str], remote: set[str]) -> str | None:
     """Why ``job`` is not replayed, or ``None``."""
     if job.get("kind", BATCH) != BATCH:
         return f"{job['kind']}s (they run until stopped)"
@@ -109,7 +110,8 @@ def _left_out(job: JsonObject, pool_of_node: Mapping[str, str]) -> str | None:
     if _when(job.get("started_at")) is None or _when(job.get("finished_at")) is None:
         return "jobs that never started"
     placed = [p.get("node") for p in job.get("placement") or []]
-    if (job.get("site") or LOCAL_SITE) != LOCAL_SITE or not placed:
+    offloaded = (job.get("site") or LOCAL_SITE) != LOCAL_SITE or any(n in remote for n in placed)
+    if offloaded or not placed:
         return "jobs offloaded to Slurm sites"
     if any(node not in pool_of_node for node in placed):
         return "jobs on nodes that are gone"

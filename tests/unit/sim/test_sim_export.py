@@ -119,6 +119,7 @@ def test_ended_batch_jobs_of_the_window_become_the_trace() -> None:
         job(4, state="pending", started_at=None, finished_at=None, placement=[]),
         job(5, state="cancelled", started_at=None),
         job(6, pool="hpc:batch", site="hpc", placement=[]),
+        job(11, placement=[{"index": 0, "node": "hpc-1", "gpu_indices": []}]),  # sent there
         job(7, vc="lab"),
         job(8, placement=[{"index": 0, "node": "retired", "gpu_indices": []}]),
         job(9, submitted_at=at(-7200)),  # before the window: not counted at all
@@ -147,7 +148,7 @@ def test_ended_batch_jobs_of_the_window_become_the_trace() -> None:
         "notebooks (they run until stopped)": 1,
         "jobs not ended yet": 1,
         "jobs that never started": 1,
-        "jobs offloaded to Slurm sites": 1,
+        "jobs offloaded to Slurm sites": 2,
         "jobs of virtual clusters": 1,
         "jobs on nodes that are gone": 1,
     }
