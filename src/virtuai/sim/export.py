@@ -38,7 +38,7 @@ from virtuai.domain.workload import FINISHED_STATES, PriorityClass, WorkloadKind
 from virtuai.sim.cluster import ClusterSpec, PoolSpec, TenantSpec
 from virtuai.sim.trace import TraceJob
 
-__all__ = ["ENDED", "Export", "cluster_from", "export"]
+__all__ = ["ENDED", "Export", "export"]
 
 JsonObject = Mapping[str, Any]
 # Ended (``preempted``: preempted and not requeued, ``--no-requeue``); those that ran.
@@ -84,16 +84,6 @@ def export(
     for submitted_s, job in sorted(kept, key=lambda k: (k[0], int(k[1]["id"]))):
         out.append(_trace_job(job, submitted_s - first, renamed, cluster.priority_classes))
     return Export(out, cluster, left_out)
-
-
-def cluster_from(
-    nodes: Sequence[JsonObject],
-    tenants: Sequence[JsonObject],
-    classes: Sequence[JsonObject],
-    name: str = "live",
-) -> ClusterSpec:
-    """The ``local`` site's nodes, the tenants and the priority classes, as a cluster file."""
-    return _cluster(nodes, tenants, classes, name)[0]
 
 
 # -- jobs ----------------------------------------------------------------------------------
