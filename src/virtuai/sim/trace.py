@@ -206,6 +206,14 @@ def parse_trace(
     if header is None:
         raise InvalidRequest(f"{source} line 1: empty file; expected a header row", field=None)
     names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    public = _public_layout(header) if "submit_time" not in names else None
+    if public is not None:
+        what, fmt = public
+        raise InvalidRequest(
+            f"{source} line 1: not a trace of ours (no submit_time column); {what}? "
+            f"use --format {fmt}",
+            field=None,
+        )
     known = set(COLUMNS) | set(_ALIASES)
     for name in names:
         if name and name not in known:
@@ -270,6 +278,16 @@ def parse_trace(
         jobs.append(job)
     jobs.sort(key=lambda j: j.submit)  # stable: ties keep file order
     return jobs
+
+
+def _public_layout(header: Sequence[str]) -> tuple[str, str] | None:
+    """``(what, --format)`` of the public layout (``sim.formats``) a first row looks like."""
+    names = {h.strip().lower() for h in header}
+    if ",".join(header).lstrip().startswith(("[", "{")) or {"jobid", "vc"} <= names:
+        return "Philly's job log", "philly"
+    if "job_name" in names or "plan_gpu" in names or len(header) in (10, 11):
+        return "Alibaba PAI's task table", "pai"
+    return None
 
 
 def _rows(reader: Any, source: str) -> Iterator[list[str]]:

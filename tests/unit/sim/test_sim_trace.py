@@ -162,3 +162,17 @@ def test_a_tenant_the_cluster_does_not_list_is_an_error() -> None:
     assert caught.value.message.startswith(
         "t.csv line 3: tenant: unknown tenant 'phisics'; the cluster file lists biology, physics"
     )
+
+
+@pytest.mark.parametrize(
+    ("first", "hint"),
+    [
+        ('[{"status": "Pass", "vc": "ee9e8c"}]', "Philly's job log? use --format philly"),
+        ("jobid,vc,submitted_time,start_time,end_time,num_gpus", "use --format philly"),
+        ("j1,worker,4,Terminated,1000.0,4600.0,600.0,29.3,50.0,V100", "use --format pai"),
+    ],
+)
+def test_a_public_trace_without_its_format_is_named(first: str, hint: str) -> None:
+    exc = error_of(first + "\n")
+    assert exc.message.startswith("t.csv line 1: not a trace of ours (no submit_time column)")
+    assert exc.message.endswith(hint)
