@@ -59,6 +59,7 @@ COLUMNS = (
 )  # fmt: skip
 CHECKPOINT_COLUMNS = ("checkpoint_interval", "restart_overhead")
 _ALIASES = {"gpu": "gpus"}
+PAI_STATES = frozenset({"terminated", "failed", "running", "waiting"})  # its 4th column
 DEFAULT_PRIORITY = "normal"
 
 
@@ -285,7 +286,8 @@ def _public_layout(header: Sequence[str]) -> tuple[str, str] | None:
     names = {h.strip().lower() for h in header}
     if ",".join(header).lstrip().startswith(("[", "{")) or {"jobid", "vc"} <= names:
         return "Philly's job log", "philly"
-    if "job_name" in names or "plan_gpu" in names or len(header) in (10, 11):
+    headerless_pai = len(header) in (10, 11) and header[3].strip().lower() in PAI_STATES
+    if "job_name" in names or "plan_gpu" in names or headerless_pai:
         return "Alibaba PAI's task table", "pai"
     return None
 
