@@ -51,6 +51,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import enum
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -290,7 +291,7 @@ def _pai(handle: IO[str], path: Path, memory_per_gpu: int) -> list[TraceJob]:
     named: set[int] = set()  # jobs whose row names its user
     rows: Iterable[list[str]] = reader
     if header is not None and names[:1] != ["job_name"]:
-        rows = _chain(header, reader)  # the published file has no header
+        rows = itertools.chain([header], reader)  # the published file has no header
     elif header is not None:
         columns = names
     for cells in rows:
@@ -336,11 +337,6 @@ def _pai(handle: IO[str], path: Path, memory_per_gpu: int) -> list[TraceJob]:
     if len(named) < len(jobs) and table != path and table.is_file():
         jobs = _join_pai_jobs(jobs, named, table)
     return jobs
-
-
-def _chain(first: list[str], rest: Iterable[list[str]]) -> Iterable[list[str]]:
-    yield first
-    yield from rest
 
 
 def _join_pai_jobs(jobs: list[TraceJob], named: set[int], table: Path) -> list[TraceJob]:
