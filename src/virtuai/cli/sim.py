@@ -24,6 +24,7 @@ from virtuai.cli.client import Client, JsonObject
 if TYPE_CHECKING:
     from virtuai.sim.policy import PolicySpec
     from virtuai.sim.report import PolicyReport
+    from virtuai.sim.trace import TraceJob
 
 EXAMPLE_TRACE = "trace-2k.csv"
 EXAMPLE_CLUSTER = "cluster-20.yaml"
@@ -456,7 +457,7 @@ def _aware(stamp: dt.datetime) -> dt.datetime:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)
 
 
-def _with_costs(jobs: list[Any], interval: str | None, overhead: str | None) -> list[Any]:
+def _with_costs(jobs: list[TraceJob], interval: str | None, overhead: str | None) -> list[TraceJob]:
     """The trace's checkpoint/restart cost (``--checkpoint-interval``, ``--restart-overhead``)
     for the jobs whose row gives none."""
     from dataclasses import replace
