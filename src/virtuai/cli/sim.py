@@ -482,8 +482,14 @@ def _with_costs(jobs: list[TraceJob], interval: str | None, overhead: str | None
         if not math.isfinite(seconds) or seconds < 0:
             raise typer.BadParameter(f"must be seconds >= 0, not {raw!r}", param_hint=option)
         costs[field] = seconds
-    if not costs:
-        return jobs
+    interval_s, overhead_s = costs.get("checkpoint_interval"), costs.get("restart_overhead")
     return [
-        replace(job, **{k: v for k, v in costs.items() if getattr(job, k) is None}) for job in jobs
+        replace(
+            job,
+            checkpoint_interval=interval_s
+            if job.checkpoint_interval is None
+            else job.checkpoint_interval,
+            restart_overhead=overhead_s if job.restart_overhead is None else job.restart_overhead,
+        )
+        for job in jobs
     ]
