@@ -165,8 +165,10 @@ def run(args: argparse.Namespace, envs: Iterator[dict[str, str]]) -> None:
             a, b = ("this", other) if other == "baseline" else (other, "this")
             ratios = {n: median(results[a][n]) / median(results[b][n]) for n in names}
             print(f"ratio {a}/{b}: " + " ".join(f"{n}={r:.2f}" for n, r in ratios.items()))
-        last = ("api_seq_per_s", "api_seq_p99_ms", "api_x16_per_s", "api_x16_p99_ms")
-        last += ("cpu_ms_per_seq_submit", "cpu_ms_per_x16_submit")
+        last = (
+            "api_seq_per_s", "api_seq_p99_ms", "api_x16_per_s", "api_x16_p99_ms",
+            "cpu_ms_per_seq_submit", "cpu_ms_per_x16_submit",
+        )  # fmt: skip
         print(" ".join(f"{n}={median(results['this'][n]):.3g}" for n in last))
     finally:
         for server in servers.values():

@@ -153,8 +153,10 @@ def main() -> None:
             with contextlib.suppress(OSError):
                 parent.rmdir()
     print(f"download {args.mib} MiB: direct {direct[0]:.0f} MiB/s, forwarded {forwarded[0]:.0f}")
-    for name, values in (("connect+echo", 1), ("echo on an open connection", 2)):
-        d, f = direct[values], forwarded[values]
+    for name, d, f in (
+        ("connect+echo", direct[1], forwarded[1]),
+        ("echo on an open connection", direct[2], forwarded[2]),
+    ):
         print(
             f"{name}: direct p50 {percentile(d, 50):.2f} ms p99 {percentile(d, 99):.2f} ms; "
             f"forwarded p50 {percentile(f, 50):.2f} ms p99 {percentile(f, 99):.2f} ms"

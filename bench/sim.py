@@ -132,8 +132,8 @@ def light(args: argparse.Namespace) -> float:
 
     print(
         f"light zero-wait bound {zero / 3600:.3f}h; gap closed: las-fairshare "
-        f"{100 * gap['las-fairshare']:.1f}%, fairshare-backfill "
-        f"{100 * gap['fairshare-backfill']:.1f}%"
+        f"{100 * gap('las-fairshare'):.1f}%, fairshare-backfill "
+        f"{100 * gap('fairshare-backfill'):.1f}%"
     )
     return gap("las-fairshare")
 

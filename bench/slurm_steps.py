@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import socket
 import subprocess
 import sys
@@ -22,7 +21,8 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from virtuai.cli.slurmjob import BOOTSTRAP, PYTHON, RUNNER_ENV, runner_source
+from virtuai.cli.slurmjob import runner_source
+from virtuai.slurmrun.command import RUNNER_ENV, batch_command
 
 OUTPUT_MIB = 64
 SCRIPT = """#!/bin/bash
@@ -74,7 +74,7 @@ def main() -> None:
                 "MASTER_PORT": str(port),
                 RUNNER_ENV: source,
             }
-            command = [PYTHON, "-c", BOOTSTRAP, "batch", json.dumps(config), script]
+            command = batch_command(config, script, [])
             procs.append(subprocess.Popen(command, env=env, cwd=tmp))
         codes = [p.wait(timeout=600) for p in procs]
         if codes != [0, 0]:

@@ -15,7 +15,7 @@ export VIRTUAI_REQUIRE_POSTGRES="${VIRTUAI_REQUIRE_POSTGRES:-1}"
 echo "== ruff"
 ruff check src tests bench
 ruff format --check src tests bench
-echo "== mypy"; mypy
+echo "== mypy"; mypy; mypy bench  # benchmarks are run by people who did not write them
 echo "== import-linter"; lint-imports
 if [[ $# -gt 0 ]]; then
   echo "== pytest"; python -m pytest "$@"

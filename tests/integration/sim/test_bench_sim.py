@@ -1,0 +1,35 @@
+"""``bench/sim.py``, the issue's benchmark, runs end to end (tiny sizes: its figures are in
+``docs/benchmarks.md``) and ends with the line the issue asks for."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "sim.py"
+NUMBER = r"[0-9]+(\.[0-9]+)?"
+
+
+TINY = ["--jobs", "300", "--nodes", "8", "--speed-jobs", "1000", "--speed-nodes", "10"]
+
+
+def test_the_benchmark_runs_and_prints_its_last_line() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH), *TINY],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(
+        f"jct_ratio_vs_fifo={NUMBER} jain_ratio_vs_fairshare={NUMBER} "
+        f"rho_max={NUMBER} sim_100k_s={NUMBER}",
+        lines[-1],
+    ), lines[-1]
+    assert re.fullmatch(
+        f"light_gap_closed=-?{NUMBER} worst_tenant_vs_fairshare={NUMBER}", lines[-2]
+    ), lines[-2]
