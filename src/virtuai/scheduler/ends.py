@@ -23,24 +23,24 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Collection, Iterator, Sequence
+from typing import ClassVar
 
 from virtuai.domain.workload import TaskPlacement
-from virtuai.scheduler.keeper import Keeper
+from virtuai.scheduler.keeper import Keeper, Kept
 from virtuai.scheduler.snapshot import RunningJob
 
 __all__ = ["Ends"]
 
 
-class Ends:
+class Ends(Kept):
     """The expected ends of the running jobs that will release something, in time order."""
 
-    _keeper: Keeper[Ends] = Keeper()
+    _keeper: ClassVar[Keeper[Ends]] = Keeper()
 
     def __init__(self) -> None:
         self._running: Sequence[RunningJob] | None = None
         self._jobs: dict[int, RunningJob] = {}  # id() -> job, of the last ``running``
         self._keys: list[tuple[float, int]] = []  # (expected end, id()) of those that release
-        self._shared = False
 
     @classmethod
     def take(cls, running: Sequence[RunningJob]) -> Ends:
@@ -52,13 +52,6 @@ class Ends:
         kept._shared = held
         kept._update(running)
         return kept
-
-    def done(self) -> None:
-        """The pass is over: keep this order for the next one."""
-        if not self._shared:
-            return
-        self._shared = False
-        Ends._keeper.keep(self)
 
     def _update(self, running: Sequence[RunningJob]) -> None:
         if running is self._running:

@@ -11,9 +11,9 @@ thread meanwhile builds its own and keeps nothing, and a pass that fails before
 from __future__ import annotations
 
 import threading
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-__all__ = ["Keeper"]
+__all__ = ["Keeper", "Kept"]
 
 T = TypeVar("T")
 
@@ -43,3 +43,19 @@ class Keeper(Generic[T]):
     def forget(self) -> None:
         """Keep nothing: the next pass builds its own from scratch."""
         self._kept = None
+
+
+class Kept:
+    """What a ``Keeper`` hands from pass to pass (each subclass has its own ``_keeper``):
+    a pass that took the keeper with this object sets ``_shared``, and ``done()`` hands
+    the object back."""
+
+    _keeper: ClassVar[Keeper[Any]]
+    _shared: bool = False  # this pass holds the keeper and hands this object back
+
+    def done(self) -> None:
+        """The pass is over: keep this object for the next one."""
+        if not self._shared:
+            return
+        self._shared = False
+        type(self)._keeper.keep(self)

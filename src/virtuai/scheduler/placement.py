@@ -43,13 +43,14 @@ from bisect import insort
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
 from operator import is_not
+from typing import ClassVar
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.sites import is_site_pool
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.feasibility import usable_gpus
 from virtuai.scheduler.fitlist import Entry, FitList
-from virtuai.scheduler.keeper import Keeper
+from virtuai.scheduler.keeper import Keeper, Kept
 from virtuai.scheduler.snapshot import NodeState, PendingJob
 
 __all__ = ["Cluster", "NodeFree"]
@@ -148,12 +149,11 @@ class _Index:
         return None
 
 
-class Cluster:
+class Cluster(Kept):
     """Free capacity of every node during a pass; places jobs and can take them back."""
 
-    _keeper: Keeper[Cluster] = Keeper()  # the last pass's cluster, to ``reuse``
+    _keeper: ClassVar[Keeper[Cluster]] = Keeper()  # the last pass's cluster, to ``reuse``
     shortfall: int | None
-    _shared: bool
     _states: list[NodeState]
     _given: list[NodeState]
 
@@ -173,11 +173,9 @@ class Cluster:
         """The pass is over: keep this cluster for the next.  The nodes it touched are put
         back by the next ``_refresh`` (at most once per node, with the node's new state if
         it changed meanwhile, as placed nodes do)."""
-        if not self._shared:
-            return
-        self._shared = False
-        self.shortfall = None
-        Cluster._keeper.keep(self)
+        if self._shared:
+            self.shortfall = None
+        super().done()
 
     def _refresh(self, nodes: Sequence[NodeState]) -> bool:
         """Bring the kept cluster up to ``nodes``; ``False`` if they are other nodes."""
@@ -225,7 +223,6 @@ class Cluster:
             order[i] = number
         self._order: list[int] | None = order
         self._touched: set[int] = set()
-        self._shared = False
         self._nodes = [NodeFree(i, state) for i, state in enumerate(ordered)]
         self._by_name = {n.name: n for n in self._nodes}
         self._indexes: dict[str | None, _Index] = {None: _Index()}

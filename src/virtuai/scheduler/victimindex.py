@@ -24,9 +24,10 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from virtuai.domain.resources import Resources
-from virtuai.scheduler.keeper import Keeper
+from virtuai.scheduler.keeper import Keeper, Kept
 from virtuai.scheduler.las import gpu_weight, running_level
 from virtuai.scheduler.snapshot import Policy, RunningJob
 from virtuai.scheduler.victims import Rank, victim_rank
@@ -67,10 +68,10 @@ def standing(
     return Standing(job, rank, total, pools), ends
 
 
-class VictimIndex:
+class VictimIndex(Kept):
     """Preemptible running jobs that are not stopping yet, per tenant in rank order."""
 
-    _keeper: Keeper[VictimIndex] = Keeper()
+    _keeper: ClassVar[Keeper[VictimIndex]] = Keeper()
 
     def __init__(self, pool_of: dict[str, str], policy: Policy) -> None:
         self._pool_of = pool_of
@@ -81,7 +82,6 @@ class VictimIndex:
         self.ranks: dict[str, list[Rank]] = {}  # the lists' ranks, for bisect
         self._crossings: list[tuple[float, int, Standing]] = []  # heap: when a level ends
         self._order = itertools.count()
-        self._shared = False
 
     @classmethod
     def take(
@@ -108,13 +108,6 @@ class VictimIndex:
                 cls._keeper.keep(None)  # half brought up to date: not kept
             raise
         return kept
-
-    def done(self) -> None:
-        """The pass is over: keep this index for the next one."""
-        if not self._shared:
-            return
-        self._shared = False
-        VictimIndex._keeper.keep(self)
 
     def _update(self, running: Sequence[RunningJob], now: float) -> None:
         self._now = now
