@@ -34,19 +34,19 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from virtuai.domain.resources import Resources
+from virtuai.domain.resources import Node, Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.backfill import Board, Release, Reservation, Shape, reserve, shape_of
 from virtuai.scheduler.ends import Ends
-from virtuai.scheduler.fairshare import ShareTracker, cluster_capacity
+from virtuai.scheduler.fairshare import ShareTracker, capacity_of, cluster_capacity, node_of
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.las import pending_level
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.preemption import Preemptor
-from virtuai.scheduler.queue import due_by, fair_order, queue_order
+from virtuai.scheduler.queue import due_by, fair_merge, merged, queue_key, queue_order
 from virtuai.scheduler.quota import Charge, QuotaLedger
 from virtuai.scheduler.reasons import (
     NEVER_PREFIX,
@@ -66,6 +66,7 @@ from virtuai.scheduler.snapshot import (
     Snapshot,
     TenantState,
 )
+from virtuai.scheduler.waiting import Waiting, time_limit
 
 __all__ = ["queue_order", "schedule"]
 
@@ -99,17 +100,22 @@ def schedule(snapshot: Snapshot) -> Decisions:
     finally:
         if one.preemptor is not None:
             one.preemptor.done()  # its victim index is consistent whatever the pass did
+        one.waiting.done()  # (the pass only reads it)
     one.cluster.done()  # (not reached if the pass failed: its cluster is not reused)
     if one.running_ends is not None:
         one.running_ends.done()
     return decisions
 
 
-def share_tracker(snapshot: Snapshot) -> ShareTracker:
-    """Fair-share standing of every tenant in ``snapshot`` (unknown tenants: weight 1)."""
+def share_tracker(
+    snapshot: Snapshot, nodes: list[Node] | None = None, waiting: Iterable[str] | None = None
+) -> ShareTracker:
+    """Fair-share standing of every tenant in ``snapshot`` (unknown tenants: weight 1).
+    ``nodes``: the snapshot's nodes, ``waiting``: the tenants of its pending jobs, if the
+    caller has them already."""
     known = {t.name for t in snapshot.tenants}
     complete = snapshot.usage_complete  # usage already sums ``running``: no walk over it
-    seen = {j.tenant for j in snapshot.pending}
+    seen = {j.tenant for j in snapshot.pending} if waiting is None else set(waiting)
     if not complete:
         seen |= {r.tenant for r in snapshot.running}
     ghosts = sorted(seen - known)
@@ -131,7 +137,7 @@ def share_tracker(snapshot: Snapshot) -> ShareTracker:
     return ShareTracker(
         tenants,
         allocation,
-        cluster_capacity(snapshot.nodes),
+        cluster_capacity(snapshot.nodes) if nodes is None else capacity_of(nodes),
         now=snapshot.now,
         half_life_s=policy.half_life_s,
         allocation_weight=policy.allocation_weight,
@@ -147,13 +153,16 @@ class _Pass:
         self.now = snapshot.now
         self.cluster = Cluster.reuse(snapshot.nodes)
         self.board = Board(self.cluster)
-        nodes = [s.node for s in snapshot.nodes]
+        nodes = list(map(node_of, snapshot.nodes))
         self.feasibility = Feasibility.reuse(nodes)
         pool_of = self.feasibility.pool_of  # kept with it across passes on the same nodes
         self.ledger = QuotaLedger(
             snapshot.tenants, snapshot.running, pool_of, borrowing=policy.borrowing
         )
-        self.tracker = share_tracker(snapshot) if policy.fair_share else None
+        self.waiting = self.queues()
+        self.tracker = (
+            share_tracker(snapshot, nodes, self.waiting.queues) if policy.fair_share else None
+        )
         self.preemptor: Preemptor | None = None
         if policy.preemption:
             cohorts = {t.name: t.cohort if policy.borrowing else None for t in snapshot.tenants}
@@ -192,42 +201,43 @@ class _Pass:
             {} if MEMO_BLOCKED and self.preemptor is None else None
         )
 
-    def run(self) -> Decisions:
-        pending = self.snapshot.pending
-        policy, now = self.policy, self.now
+    def queues(self) -> Waiting:
+        """The pending jobs per tenant in queue order (kept from the last pass if the
+        order's key is fixed per job, which a least-attained-service level is not)."""
+        pending, policy = self.snapshot.pending, self.policy
         due = due_by(policy.short_first_cap_s) if policy.short_first_cap_s > 0 else None
         if policy.las_thresholds_gpu_s:
+            now = self.now
             levels = {j.id: pending_level(j, now, policy) for j in pending}
             level = levels.__getitem__
 
             def by_level(job: PendingJob) -> int:
                 return level(job.id)
 
-            order = (
-                queue_order(pending, by_level, due)
-                if self.tracker is None
-                else fair_order(pending, self.tracker, by_level, due)
-            )
-        elif due is not None:
-            order = (
-                queue_order(pending, due=due)
-                if self.tracker is None
-                else fair_order(pending, self.tracker, due=due)
-            )
-        else:
-            order = (
-                queue_order(pending) if self.tracker is None else fair_order(pending, self.tracker)
-            )
-        stop = self.stopper(pending)
+            return Waiting.fresh(pending, queue_key(by_level, due))
+        kind = ("due", policy.short_first_cap_s) if due is not None else "plain"
+        return Waiting.take(pending, queue_key(due=due), kind)
+
+    def run(self) -> Decisions:
+        policy, waiting = self.policy, self.waiting
+        due = due_by(policy.short_first_cap_s) if policy.short_first_cap_s > 0 else None
+        queues = waiting.queues
+        order = merged(queues) if self.tracker is None else fair_merge(queues, self.tracker, due)
+        stop = self.stopper(waiting)
         for job in order:
-            self.decide(job, first_round=True)
-            if stop is not None and stop.done(job):
+            if stop is None:
+                self.decide(job, first_round=True)
+                continue
+            shape = shape_of(job)
+            if not stop.settled(job, shape):
+                self.decide(job, first_round=True)
+            if stop.done(job, shape):
                 break
         for job in self.deferred:
             self.decide(job, first_round=False)
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
 
-    def stopper(self, pending: tuple[PendingJob, ...]) -> _Stop | None:
+    def stopper(self, waiting: Waiting) -> _Stop | None:
         """The early stop of ``Policy.report_blocked=False``, where it is exact: no
         preemption (a blocked job changes nothing), no quotas (none is ever ``NEVER`` by
         quota or deferred as a borrower), no targeted jobs (shapes say all)."""
@@ -235,10 +245,10 @@ class _Pass:
             self.policy.report_blocked
             or self.preemptor is not None
             or self.ledger.limits_anyone()
-            or any(j.allowed_nodes is not None or j.host_ports for j in pending)
+            or waiting.targeted
         ):
             return None
-        return _Stop(self, pending)
+        return _Stop(self, waiting)
 
     def decide(self, job: PendingJob, *, first_round: bool) -> None:
         memo = self.memo
@@ -506,25 +516,43 @@ class _Stop:
     shape at most.
     """
 
-    def __init__(self, one: _Pass, pending: tuple[PendingJob, ...]) -> None:
+    def __init__(self, one: _Pass, waiting: Waiting) -> None:
         self.one = one
-        # Remaining jobs per shape (``Board``'s key), and their walltimes (inf: none).
-        self.left: dict[Shape, dict[float, int]] = {}
-        for job in pending:
-            times = self.left.setdefault(shape_of(job), {})
-            w = math.inf if job.walltime_s is None else float(job.walltime_s)
-            times[w] = times.get(w, 0) + 1
+        # The pass's jobs per shape (``Board``'s key) and time limit (inf: none), read only;
+        # those decided so far are counted apart, so a pass does not copy the counts.
+        self.by_shape = waiting.by_shape
+        self.shape_count = waiting.shape_count
+        self.left = len(waiting)
+        self.taken: dict[Shape, int] = {}
+        self.taken_times: dict[tuple[Shape, float], int] = {}
         self.seen = -1
 
-    def done(self, job: PendingJob) -> bool:
-        shape = shape_of(job)
-        times = self.left[shape]
-        w = math.inf if job.walltime_s is None else float(job.walltime_s)
-        times[w] -= 1
-        if not times[w]:
-            del times[w]
-            if not times:
-                del self.left[shape]
+    def settled(self, job: PendingJob, shape: Shape) -> bool:
+        """Whether ``job`` (of ``shape``) can neither start in this pass nor change anything
+        for the jobs after it: then it gets no decision at all.  That is so behind a head
+        without reservation (strict FIFO: it waits in the queue, unless it never runs), and
+        once every reservation is made (none more for it), when its shape was found not to
+        fit in the held view, and, if it is short, in the unheld view too (as ``decide``
+        would find again, by the failure caches, and block it)."""
+        one = self.one
+        if one.head is None:
+            return False
+        if one.behind is not None:
+            return not one.feasibility.shape_never(shape)
+        board = one.board
+        return (
+            len(one.reservations) >= one.policy.reserve_depth
+            and board.failed_held(shape)
+            and (not one.is_short(job) or board.failed_unheld(shape))
+        )
+
+    def done(self, job: PendingJob, shape: Shape) -> bool:
+        """Count ``job`` (of ``shape``) decided; whether no job left can start now."""
+        taken = self.taken
+        taken[shape] = taken.get(shape, 0) + 1
+        key = (shape, time_limit(job))
+        self.taken_times[key] = self.taken_times.get(key, 0) + 1
+        self.left -= 1
         if not self.left:
             return True
         one = self.one
@@ -532,21 +560,28 @@ class _Stop:
         grown = board.failures
         if grown == self.seen or one.head is None:
             return False
-        for shape in self.left:
-            if one.feasibility.shape_never(shape):
-                return False
+        left = [s for s, n in self.shape_count.items() if n > taken.get(s, 0)]
+        if any(map(one.feasibility.shape_never, left)):
+            return False
         if one.behind is not None:
             return True  # strict FIFO behind the head: every job left waits (QUEUE)
         try:
-            for shape, times in self.left.items():
-                if not board.failed_held(shape) and board.fits_held(self.probe(shape)):
+            for s in left:
+                if not board.failed_held(s) and board.fits_held(self.probe(s)):
                     return False
-                short = one.now + min(times) <= one.short_until
-                if short and board.fits_unheld(self.probe(shape)):  # it may backfill
+                short = one.now + self.shortest(s) <= one.short_until
+                if short and board.fits_unheld(self.probe(s)):  # it may backfill
                     return False
             return True
         finally:
             self.seen = board.failures
+
+    def shortest(self, shape: Shape) -> float:
+        """The shortest time limit among the jobs of ``shape`` not decided yet."""
+        taken = self.taken_times
+        return min(
+            limit for limit, n in self.by_shape[shape].items() if n > taken.get((shape, limit), 0)
+        )
 
     def probe(self, shape: Shape) -> PendingJob:
         pool, cpu, memory, gpu, tasks = shape

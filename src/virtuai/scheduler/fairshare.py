@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from operator import is_
+from operator import attrgetter, is_
 
 from virtuai.domain.resources import RESOURCE_NAMES, Node, Resources
 from virtuai.scheduler.feasibility import usable_gpus
@@ -40,10 +40,12 @@ __all__ = [
     "FairShare",
     "ShareTracker",
     "accrue",
+    "capacity_of",
     "cluster_capacity",
     "decay",
     "decayed",
     "fair_share",
+    "node_of",
 ]
 
 LN2 = math.log(2)
@@ -87,24 +89,27 @@ def accrue(
 
 
 _last_capacity: list[tuple[list[Node], Resources]] = []
+node_of = attrgetter("node")  # of a ``NodeState`` (C speed: passes map it over every node)
 
 
 def cluster_capacity(nodes: Iterable[NodeState]) -> Resources:
-    """Total capacity (GPUs that have devices only), the denominator of every share.
+    """Total capacity (GPUs that have devices only), the denominator of every share."""
+    return capacity_of(list(map(node_of, nodes)))
 
-    The last answer is kept: a pass over the very same ``Node`` objects (the
-    simulator's) gets it without the walk over the nodes."""
-    known = [state.node for state in nodes]
+
+def capacity_of(nodes: list[Node]) -> Resources:
+    """``cluster_capacity`` of the nodes themselves.  The last answer is kept: a pass over
+    the very same ``Node`` objects (the simulator's) gets it without the walk over them."""
     for last, capacity in _last_capacity:
-        if len(last) == len(known) and all(map(is_, last, known)):
+        if len(last) == len(nodes) and all(map(is_, last, nodes)):
             return capacity
     cpu = memory = gpu = 0
-    for node in known:
+    for node in nodes:
         cpu += node.capacity.cpu_milli
         memory += node.capacity.memory
         gpu += usable_gpus(node)
     capacity = Resources(cpu, memory, gpu)
-    _last_capacity[:] = [(known, capacity)]
+    _last_capacity[:] = [(nodes, capacity)]
     return capacity
 
 

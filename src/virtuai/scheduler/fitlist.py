@@ -6,8 +6,8 @@ for a task is the first entry at or after ``(cpu needed,)`` whose memory is
 also enough.  With one flat list, nodes that have CPU left but no memory (common
 when jobs are memory-heavy) pile up in front and every search walks over them:
 a 5,000-node cluster then costs thousands of steps per task.  So the list is
-cut into chunks of about ``CHUNK`` entries, each remembering its largest free
-memory, and a search skips any chunk that cannot hold the task.  This is the
+cut into chunks of about ``CHUNK`` entries, each remembering a bound on its largest
+free memory, and a search skips any chunk that cannot hold the task.  This is the
 same idea as ``sortedcontainers.SortedList`` plus one aggregate per chunk.
 """
 
@@ -25,14 +25,16 @@ _memory_of = itemgetter(1)
 
 
 class FitList:
-    """Entries in ascending order, in chunks that know their largest free memory."""
+    """Entries in ascending order, in chunks that bound their largest free memory."""
 
     __slots__ = ("_chunks", "_firsts", "_memory", "_size")
 
     def __init__(self) -> None:
         self._chunks: list[list[Entry]] = []
         self._firsts: list[Entry] = []  # first entry of each chunk, for bisect
-        self._memory: list[int] = []  # largest free memory in each chunk
+        # At least the largest free memory in each chunk (exact after a split, or after a
+        # search found nothing in it; removals leave it as it was).
+        self._memory: list[int] = []
         self._size = 0
 
     def __len__(self) -> int:
@@ -77,8 +79,9 @@ class FitList:
             del self._chunks[i], self._firsts[i], self._memory[i]
             return
         self._firsts[i] = chunk[0]
-        if entry[1] == self._memory[i]:
-            self._memory[i] = max(map(_memory_of, chunk))
+        # The chunk's largest memory is left as it was, an upper bound (a search may look
+        # into the chunk in vain, and then tightens it): recomputed here, it cost a scan of
+        # the chunk for most removals, as most nodes have all their memory free.
 
     def first_fit(self, cpu: int, memory: int) -> Entry | None:
         """The first entry with free cpu >= ``cpu`` and free memory >= ``memory``."""
@@ -93,4 +96,5 @@ class FitList:
                 entry = chunk[k]
                 if entry[1] >= memory:
                     return entry
+            maxima[c] = max(map(_memory_of, chunk))  # it was above the truth: tighten it
         return None

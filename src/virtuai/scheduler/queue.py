@@ -13,7 +13,8 @@ others *within* the pass (otherwise the tenant with the best factor would take
 the whole free cluster in one pass).  This is a k-way merge of per-tenant
 queues over a heap holding each tenant's next job: ``O(n log k)`` for ``n`` jobs
 of ``k`` tenants, and a tenant's 10,000 identical array elements cost no more
-than 10,000 different jobs.
+than 10,000 different jobs.  The per-tenant queues are kept from one pass to the
+next (``waiting.Waiting``), and the merge reads only as far as the pass goes.
 
 Least attained service (``Policy.las_thresholds_gpu_s``, ``las.py``): within a
 priority, a job's LAS level (lower first) comes before its submission time, in
@@ -34,16 +35,28 @@ of the snapshot's tuples.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from virtuai.scheduler.fairshare import ShareTracker
 from virtuai.scheduler.snapshot import PendingJob
+from virtuai.scheduler.waiting import Entry, Waiting
 
-__all__ = ["Due", "due_by", "fair_order", "order_key", "queue_order"]
+__all__ = [
+    "Due",
+    "due_by",
+    "fair_merge",
+    "fair_order",
+    "merged",
+    "order_key",
+    "queue_key",
+    "queue_order",
+]
 
 
 Level = Callable[[PendingJob], int]
 Due = Callable[[PendingJob], float]
+Key = Callable[[PendingJob], tuple[Any, ...]]
 
 
 def due_by(cap_s: float) -> Due:
@@ -69,21 +82,33 @@ def order_key(job: PendingJob) -> tuple[bool, int, float, int, str]:
     return (not job.nominated, -job.priority, job.submitted_at, job.seq, job.id)
 
 
+def queue_key(level: Level = _no_level, due: Due | None = None) -> Key:
+    """The sort key of the v1 order, with ``level`` and ``due`` as in ``queue_order``."""
+    if level is _no_level and due is None:
+        return order_key
+    when = _submitted if due is None else due
+    if level is _no_level:
+        return lambda j: (not j.nominated, -j.priority, when(j), j.submitted_at, j.seq, j.id)
+    return lambda j: (
+        not j.nominated, -j.priority, level(j), when(j), j.submitted_at, j.seq, j.id
+    )  # fmt: skip
+
+
 def queue_order(
     pending: Iterable[PendingJob], level: Level = _no_level, due: Due | None = None
 ) -> list[PendingJob]:
     """The v1 order: higher priority, then earlier submission, then seq, then id (with
     ``level``: the level goes right after the priority; with ``due``: the due time goes
     before the submission time)."""
-    if level is _no_level and due is None:
-        return sorted(pending, key=order_key)
-    when = _submitted if due is None else due
-    return sorted(
-        pending,
-        key=lambda j: (
-            not j.nominated, -j.priority, level(j), when(j), j.submitted_at, j.seq, j.id
-        ),
-    )  # fmt: skip
+    return sorted(pending, key=queue_key(level, due))
+
+
+def merged(queues: Mapping[str, Sequence[Entry]]) -> Iterator[PendingJob]:
+    """The jobs of tenants' queues (``Waiting.queues``) in the order of their common key."""
+    if len(queues) == 1:
+        (queue,) = queues.values()
+        return map(_job_of, queue)
+    return map(_job_of, heapq.merge(*queues.values()))
 
 
 def fair_order(
@@ -93,26 +118,35 @@ def fair_order(
     due: Due | None = None,
 ) -> Iterator[PendingJob]:
     """Jobs in fair-share order; read ``tracker`` lazily, so update it before asking for more."""
-    by_tenant: dict[str, list[PendingJob]] = {}
-    for job in pending:
-        by_tenant.setdefault(job.tenant, []).append(job)
+    queues = Waiting.fresh(tuple(pending), queue_key(level, due)).queues
+    return fair_merge(queues, tracker, due)
+
+
+def fair_merge(
+    queues: Mapping[str, Sequence[Entry]], tracker: ShareTracker, due: Due | None = None
+) -> Iterator[PendingJob]:
+    """``fair_order`` of tenants' queues already in order (``Waiting.queues``); they are
+    read, not changed."""
     when = _submitted if due is None else due
     heap: list[tuple[bool, int, float, float, float, int, str, str]] = []
-    for tenant, jobs in by_tenant.items():
-        if level is _no_level and due is None:
-            jobs.sort(key=order_key, reverse=True)  # next job last, for pop()
-        else:
-            jobs[:] = queue_order(jobs, level, due)[::-1]
-        head = jobs[-1]
+    for tenant, queue in queues.items():
+        head = queue[0][2]
         heap.append(_key(head, tracker.ratio(tenant), when(head)))
     heapq.heapify(heap)
+    at = dict.fromkeys(queues, 0)  # each tenant's next job
     while heap:
         tenant = heapq.heappop(heap)[-1]
-        jobs = by_tenant[tenant]
-        yield jobs.pop()
-        if jobs:
-            head = jobs[-1]
+        queue, i = queues[tenant], at[tenant]
+        yield queue[i][2]
+        i += 1
+        if i < len(queue):
+            at[tenant] = i
+            head = queue[i][2]
             heapq.heappush(heap, _key(head, tracker.ratio(tenant), when(head)))
+
+
+def _job_of(entry: Entry) -> PendingJob:
+    return entry[2]
 
 
 def _key(

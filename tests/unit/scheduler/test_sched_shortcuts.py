@@ -7,7 +7,9 @@
   rejects (``NEVER``) exactly what the full pass does, and says the same of the
   jobs it does decide;
 - the victims' standings kept from one pass to the next for the same running job
-  objects (``victimindex.VictimIndex``), also when time moved their LAS levels.
+  objects (``victimindex.VictimIndex``), also when time moved their LAS levels;
+- the queues kept from one pass to the next for the same pending job objects
+  (``waiting.Waiting``), when jobs left and others came.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from virtuai.domain.tenancy import Quota
 from virtuai.scheduler import core, schedule
 from virtuai.scheduler.snapshot import BlockKind, Policy, Snapshot
 from virtuai.scheduler.victimindex import VictimIndex
+from virtuai.scheduler.waiting import Waiting
 
 
 def with_true_usage(snapshot: Snapshot) -> Snapshot:
@@ -64,6 +67,8 @@ no_preemption = st.builds(
     backfill=st.booleans(),
     preemption=st.just(False),
     borrowing=st.booleans(),
+    reserve_depth=st.sampled_from([1, 2]),
+    short_first_cap_s=st.sampled_from([0.0, 600.0]),
 )
 
 
@@ -115,4 +120,24 @@ def test_kept_victim_standings_change_no_decision(
     moved = replace(world, now=world.now + later)
     kept = schedule(moved)
     VictimIndex._keeper.forget()  # the next pass ranks every job anew
+    assert schedule(moved) == kept
+
+
+@settings(max_examples=120, deadline=None)
+@given(worlds(), worlds(), no_preemption, st.data())
+def test_kept_queues_change_no_decision(
+    snapshot: Snapshot, other: Snapshot, policy: Policy, data: st.DataObject
+) -> None:
+    """A pass after another one, over some of the same pending job objects and some new
+    ones, decides as one that orders and counts its whole queue anew."""
+    world = replace(unlimited(snapshot), policy=policy)
+    schedule(world)  # keeps the queues of ``world.pending``'s objects
+    stay = data.draw(
+        st.lists(st.sampled_from(world.pending), unique_by=id) if world.pending else st.just([])
+    )
+    names = {j.id for j in stay}
+    come = [j for j in other.pending if j.id not in names]
+    moved = replace(world, pending=(*come, *stay), now=world.now + 1)
+    kept = schedule(moved)
+    Waiting._keeper.forget()  # the next pass orders and counts every job anew
     assert schedule(moved) == kept

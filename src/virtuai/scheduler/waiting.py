@@ -1,0 +1,151 @@
+"""The pending jobs per tenant in queue order, and counted by shape, kept from one pass to the next.
+
+A pass reads the queue in order but, with ``Policy.report_blocked`` off (the
+simulator), stops soon after its last admission: a few dozen jobs of a queue of
+hundreds.  Yet ordering the whole queue, and counting it by shape for that early
+stop (``core._Stop``), cost O(queue) in Python every pass: on a 100,000-job replay,
+more than the decisions themselves.  ``Waiting.take`` keeps the last pass's queues
+and counts and brings them up to date by object identity, as ``ends.Ends`` does for
+the running jobs: the pending jobs that are not the very same objects as last time
+(found at C speed with a set difference over ``id``\\ s) are removed or inserted
+(bisect).  A caller that passes the same ``PendingJob`` objects while they wait (the
+simulator) pays only for what changed; one that builds new objects every pass (the
+control plane) sorts and counts as before.  The objects of the last pass are
+referenced until the next update, so an ``id`` cannot be reused in between.
+
+Only an order whose key is fixed for the job's object can be kept: the plain and the
+shortest-first orders (``queue.order_key``, ``queue.due_by``).  A least-attained-service
+level may change with the time a job has waited (the starvation guard), so an order
+with levels is built afresh every pass (``fresh``) and not kept.
+
+One thread at a time holds the kept queues (the others build their own), from
+``take`` to ``done``; a pass that fails does not hand them back.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from virtuai.scheduler.backfill import Shape, shape_of
+from virtuai.scheduler.keeper import Keeper, Kept
+from virtuai.scheduler.snapshot import PendingJob
+
+__all__ = ["Entry", "Waiting", "time_limit"]
+
+# (sort key, id() of the job, the job): the id only separates two jobs of equal keys
+# (the same job id twice, which no caller sends), so that the job is never compared.
+Entry = tuple[tuple[Any, ...], int, PendingJob]
+Key = Callable[[PendingJob], tuple[Any, ...]]
+
+
+def time_limit(job: PendingJob) -> float:
+    """The job's time limit as the early stop counts it (``math.inf``: none)."""
+    return math.inf if job.walltime_s is None else float(job.walltime_s)
+
+
+class Waiting(Kept):
+    """The pending jobs of a pass: per tenant in queue order, and counted by shape."""
+
+    _keeper: ClassVar[Keeper[Waiting]] = Keeper()
+
+    def __init__(self, key: Key, kind: object) -> None:
+        self._key = key
+        self._kind = kind  # what the key is (equal kinds: equal keys), None: not kept
+        self._pending: Sequence[PendingJob] | None = None
+        self._jobs: dict[int, PendingJob] = {}  # id() -> job, of the last ``pending``
+        # Per tenant, ascending: the tenant's queue.
+        self.queues: dict[str, list[Entry]] = {}
+        # Per ``backfill.shape_of``: how many jobs wait with each time limit, and in all.
+        self.by_shape: dict[Shape, dict[float, int]] = {}
+        self.shape_count: dict[Shape, int] = {}
+        # Jobs that target nodes or hold fixed ports (shapes do not say all about them).
+        self.targeted = 0
+
+    @classmethod
+    def take(cls, pending: Sequence[PendingJob], key: Key, kind: object) -> Waiting:
+        """The queues of ``pending`` in the order of ``key`` (whose results depend on
+        nothing but the job's object, the same for every key of the same ``kind``): the
+        kept ones brought up to date if this thread may take them, else new ones.  Hand
+        them back with ``done()``."""
+        held, kept = cls._keeper.take()
+        if kept is None or kept._kind != kind:
+            kept = cls(key, kind)
+        kept._shared = held
+        kept._update(pending)
+        return kept
+
+    @classmethod
+    def fresh(cls, pending: Sequence[PendingJob], key: Key) -> Waiting:
+        """The queues of ``pending`` in the order of ``key``, built for this pass alone."""
+        waiting = cls(key, None)
+        waiting._update(pending)
+        return waiting
+
+    def __len__(self) -> int:
+        return sum(self.shape_count.values())
+
+    def _update(self, pending: Sequence[PendingJob]) -> None:
+        if pending is self._pending:
+            return
+        old = self._jobs
+        new = dict(zip(map(id, pending), pending, strict=True))
+        added = new.keys() - old.keys()
+        if len(new) < len(pending):
+            # One object twice (no caller does that): each counts, as in a sort of them,
+            # and these queues cannot be updated by identity: not kept for the next pass.
+            self._rebuild(pending)
+            self._kind = None
+        elif 4 * len(added) > len(new) + 16:
+            # Mostly other jobs (the first pass, or a caller that builds new objects every
+            # pass): one sort per tenant is cheaper than as many insertions.
+            self._rebuild(pending)
+        else:
+            for k in old.keys() - new.keys():
+                self._remove(old[k])
+            for k in sorted(added):  # (any order gives the same queues; sorted: no set order)
+                self._insert(new[k])
+        self._jobs = new
+        self._pending = pending
+
+    def _rebuild(self, pending: Sequence[PendingJob]) -> None:
+        key = self._key
+        self.queues = {}
+        self.by_shape = {}
+        self.shape_count = {}
+        self.targeted = 0
+        for job in pending:
+            self.queues.setdefault(job.tenant, []).append((key(job), id(job), job))
+            self._count(job, 1)
+        for queue in self.queues.values():
+            queue.sort()
+
+    def _insert(self, job: PendingJob) -> None:
+        insort(self.queues.setdefault(job.tenant, []), (self._key(job), id(job), job))
+        self._count(job, 1)
+
+    def _remove(self, job: PendingJob) -> None:
+        queue = self.queues[job.tenant]
+        del queue[bisect_left(queue, (self._key(job), id(job)))]
+        if not queue:
+            del self.queues[job.tenant]
+        self._count(job, -1)
+
+    def _count(self, job: PendingJob, step: int) -> None:
+        shape = shape_of(job)
+        times = self.by_shape.setdefault(shape, {})
+        limit = time_limit(job)
+        left = times.get(limit, 0) + step
+        if left:
+            times[limit] = left
+        else:
+            del times[limit]
+        left = self.shape_count.get(shape, 0) + step
+        if left:
+            self.shape_count[shape] = left
+        else:
+            del self.shape_count[shape], self.by_shape[shape]
+        if job.allowed_nodes is not None or job.host_ports:
+            self.targeted += step

@@ -1,0 +1,75 @@
+"""The queues kept from one pass to the next (``waiting.Waiting``) are the queues built anew.
+
+Jobs leave (admitted) and come (submitted, preempted) between passes while most stay
+the very same objects, as in the simulator: the kept queues and counts, brought up to
+date by identity, must equal those built from scratch, pass after pass.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_sched_policy_properties import NAMES, job_
+
+from virtuai.domain.resources import Resources
+from virtuai.scheduler.queue import due_by, queue_key, queue_order
+from virtuai.scheduler.snapshot import PendingJob
+from virtuai.scheduler.waiting import Waiting
+
+
+def view(waiting: Waiting) -> tuple[object, ...]:
+    queues = {tenant: [e[2].id for e in queue] for tenant, queue in waiting.queues.items()}
+    return queues, waiting.by_shape, waiting.shape_count, waiting.targeted, len(waiting)
+
+
+@st.composite
+def job_streams(draw: st.DrawFn) -> list[list[PendingJob]]:
+    """Pending queues of successive passes: each keeps some of the last one's objects."""
+    tenants = NAMES[:3]
+    made = 0
+
+    def new(count: int) -> list[PendingJob]:
+        nonlocal made
+        jobs = [draw(job_(f"j{made + k}", tenants)) for k in range(count)]
+        made += count
+        return jobs
+
+    passes = [new(draw(st.integers(0, 40)))]
+    for _ in range(draw(st.integers(1, 6))):
+        last = passes[-1]
+        gone = draw(st.sets(st.sampled_from(range(len(last))))) if last else set()
+        stay = [j for k, j in enumerate(last) if k not in gone]
+        passes.append(draw(st.permutations(stay + new(draw(st.integers(0, 5))))))
+    return passes
+
+
+@settings(max_examples=150, deadline=None)
+@given(job_streams(), st.sampled_from([0.0, 60.0]))
+def test_kept_queues_are_the_queues_built_anew(
+    passes: list[list[PendingJob]], cap_s: float
+) -> None:
+    due = due_by(cap_s) if cap_s else None
+    key = queue_key(due=due)
+    Waiting._keeper.forget()
+    for pending in passes:
+        kept = Waiting.take(tuple(pending), key, ("test", cap_s))
+        try:
+            assert view(kept) == view(Waiting.fresh(tuple(pending), key))
+            in_order = [e[2].id for q in kept.queues.values() for e in q]
+            assert sorted(in_order) == sorted(j.id for j in pending)
+            for tenant, queue in kept.queues.items():
+                mine = [j for j in pending if j.tenant == tenant]
+                assert [e[2] for e in queue] == queue_order(mine, due=due)
+        finally:
+            kept.done()
+
+
+def test_one_object_twice_counts_twice_and_is_not_kept() -> None:
+    job = PendingJob("a", "t1", 0, 0.0, 0, Resources(1000, 0, 0))
+    Waiting._keeper.forget()
+    twice = Waiting.take((job, job), queue_key(), "plain")
+    assert len(twice) == 2 and [e[2] for e in twice.queues["t1"]] == [job, job]
+    twice.done()
+    once = Waiting.take((job,), queue_key(), "plain")
+    assert len(once) == 1 and once is not twice
+    once.done()
