@@ -222,8 +222,12 @@ class _Pass:
         policy, waiting = self.policy, self.waiting
         due = due_by(policy.short_first_cap_s) if policy.short_first_cap_s > 0 else None
         queues = waiting.queues
-        order = merged(queues) if self.tracker is None else fair_merge(queues, self.tracker, due)
         stop = self.stopper(waiting)
+        order = (
+            merged(queues)
+            if self.tracker is None
+            else fair_merge(queues, self.tracker, due, None if stop is None else stop.passes_over)
+        )
         for job in order:
             if stop is None:
                 self.decide(job, first_round=True)
@@ -546,15 +550,29 @@ class _Stop:
             and (not one.is_short(job) or board.failed_unheld(shape))
         )
 
-    def done(self, job: PendingJob, shape: Shape) -> bool:
-        """Count ``job`` (of ``shape``) decided; whether no job left can start now."""
+    def passes_over(self, job: PendingJob) -> bool:
+        """Whether ``job`` is ``settled``, and then count it as decided: the fair-share
+        merge passes over it without a turn (``queue.fair_merge``)."""
+        shape = shape_of(job)
+        if not self.settled(job, shape):
+            return False
+        self.count(job, shape)
+        return True
+
+    def count(self, job: PendingJob, shape: Shape) -> None:
+        """Count ``job`` (of ``shape``) as decided."""
         taken = self.taken
         taken[shape] = taken.get(shape, 0) + 1
         key = (shape, time_limit(job))
         self.taken_times[key] = self.taken_times.get(key, 0) + 1
         self.left -= 1
+
+    def done(self, job: PendingJob, shape: Shape) -> bool:
+        """Count ``job`` (of ``shape``) decided; whether no job left can start now."""
+        self.count(job, shape)
         if not self.left:
             return True
+        taken = self.taken
         one = self.one
         board = one.board
         grown = board.failures

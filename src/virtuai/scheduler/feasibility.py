@@ -102,6 +102,9 @@ class Feasibility:
     def shape_never(self, shape: tuple[str | None, int, int, int, int]) -> bool:
         """Whether a job of ``shape`` (pool, per-task cpu, memory, gpu, tasks) can never run."""
         pool, cpu, memory, gpu, tasks = shape
+        reason = self._cache.get((pool, (cpu, memory, gpu), tasks, None, frozenset()), False)
+        if reason is not False:  # (``node_reason``'s cache: asked every pass, it is there)
+            return reason is not None
         probe = PendingJob("", "", 0, 0.0, 0, Resources(cpu, memory, gpu), tasks, pool)
         return self.node_reason(probe) is not None
 

@@ -131,12 +131,14 @@ class _Index:
         self.memory += memory if memory > 0 else 0
         self.gpu += gpu
 
-    def remove(self, node: NodeFree) -> None:
-        cpu, memory = node.cpu, node.memory
-        self.buckets[node.gpu].remove((cpu, memory, node.name, node.number))
+    def remove(self, node: NodeFree, was: tuple[int, int, int] | None = None) -> None:
+        """Take ``node`` out, as indexed now, or as it was when its free (cpu, memory, gpu)
+        were ``was``."""
+        cpu, memory, gpu = (node.cpu, node.memory, node.gpu) if was is None else was
+        self.buckets[gpu].remove((cpu, memory, node.name, node.number))
         self.cpu -= cpu if cpu > 0 else 0
         self.memory -= memory if memory > 0 else 0
-        self.gpu -= node.gpu
+        self.gpu -= gpu
 
     def best(self, cpu: int, memory: int, gpu: int) -> int | None:
         """Slot number of the best-fitting node with at least this much free, or ``None``."""
@@ -200,10 +202,15 @@ class Cluster(Kept):
 
     def _reset(self, number: int, state: NodeState) -> None:
         node = self._nodes[number]
-        for index in self._indexes_of(node):
-            index.remove(node)
+        indexes = self._indexes_of(node)
+        was = (node.cpu, node.memory, node.gpu)
+        accepting = node.accepting
         node.load(state)
         self._states[number] = state
+        if node.accepting == accepting and (node.cpu, node.memory, node.gpu) == was:
+            return  # same entries in the same indexes (half the nodes a pass touches)
+        for index in indexes:
+            index.remove(node, was)
         # Indexes of the new state: a node cordoned or uncordoned since leaves or joins them.
         for index in self._indexes_of(node):
             index.add(node)

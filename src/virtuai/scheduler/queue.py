@@ -123,10 +123,16 @@ def fair_order(
 
 
 def fair_merge(
-    queues: Mapping[str, Sequence[Entry]], tracker: ShareTracker, due: Due | None = None
+    queues: Mapping[str, Sequence[Entry]],
+    tracker: ShareTracker,
+    due: Due | None = None,
+    passes_over: Callable[[PendingJob], bool] | None = None,
 ) -> Iterator[PendingJob]:
     """``fair_order`` of tenants' queues already in order (``Waiting.queues``); they are
-    read, not changed."""
+    read, not changed.  ``passes_over``: asked of each job that comes next in its tenant's
+    queue, true if the job needs no turn (the pass's early stop, ``core._Stop``: a job
+    that can neither start nor change anything); such jobs are not yielded, and cost no
+    trip through the heap, which a tenant's turn would."""
     when = _submitted if due is None else due
     heap: list[tuple[bool, int, float, float, float, int, str, str]] = []
     for tenant, queue in queues.items():
@@ -139,6 +145,9 @@ def fair_merge(
         queue, i = queues[tenant], at[tenant]
         yield queue[i][2]
         i += 1
+        if passes_over is not None:
+            while i < len(queue) and passes_over(queue[i][2]):
+                i += 1
         if i < len(queue):
             at[tenant] = i
             head = queue[i][2]
