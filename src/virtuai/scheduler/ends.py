@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import ClassVar
 
 from virtuai.domain.workload import TaskPlacement
-from virtuai.scheduler.keeper import Keeper, Kept
+from virtuai.scheduler.keeper import Keeper, Kept, since
 from virtuai.scheduler.snapshot import RunningJob
 
 __all__ = ["Ends"]
@@ -57,29 +57,26 @@ class Ends(Kept):
         if running is self._running:
             return
         old = self._jobs
-        new = dict(zip(map(id, running), running, strict=True))
-        added = new.keys() - old.keys()
+        diff = since(running, old)
         keys = self._keys
-        if 4 * len(added) > len(new) + 16:
-            # Mostly other jobs (the first pass, or a caller that builds new objects every
-            # pass): one sort is cheaper than as many insertions.
+        if diff.mostly_new:  # one sort, not as many insertions
             keys = [
                 (job.expected_end, k)
-                for k, job in new.items()
+                for k, job in diff.now.items()
                 if job.expected_end is not None and not job.preempting
             ]
             keys.sort()
         else:
-            for k in old.keys() - new.keys():
+            for k in diff.gone:
                 job = old[k]
                 if job.expected_end is not None and not job.preempting:
                     del keys[bisect_left(keys, (job.expected_end, k))]
-            for k in added:
-                job = new[k]
+            for k in diff.added:
+                job = diff.now[k]
                 if job.expected_end is not None and not job.preempting:
                     insort(keys, (job.expected_end, k))
         self._keys = keys
-        self._jobs = new
+        self._jobs = diff.now
         self._running = running
 
     def releases(

@@ -5,15 +5,17 @@ What a pass builds over the running jobs or the nodes (``placement.Cluster``,
 a pass if it is built again each time; kept, the next pass brings it up to date with
 what changed.  One pass at a time holds it (``take`` ... ``keep``); a pass on another
 thread meanwhile builds its own and keeps nothing, and a pass that fails before
-``keep`` leaves the keeper held, so later passes build their own too.
+``keep`` leaves the keeper held, so later passes build their own too.  What the kept
+object is built over is compared with the last pass's by object identity (``since``).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
-__all__ = ["Keeper", "Kept"]
+__all__ = ["Keeper", "Kept", "Since", "since"]
 
 T = TypeVar("T")
 
@@ -59,3 +61,24 @@ class Kept:
             return
         self._shared = False
         type(self)._keeper.keep(self)
+
+
+class Since(NamedTuple, Generic[T]):
+    """What a pass's objects are against the last pass's, by object identity."""
+
+    now: dict[int, T]  # id() -> object, of this pass
+    added: set[int]  # ids new since the last pass
+    gone: set[int]  # ids of the last pass that are not here (empty when ``mostly_new``)
+    mostly_new: bool  # one rebuild is then cheaper than as many updates
+
+
+def since(objects: Sequence[T], last: dict[int, T]) -> Since[T]:
+    """``objects`` against ``last`` (the previous ``Since.now``), found at C speed: a kept
+    structure updates what changed, or rebuilds when most objects are new (the first
+    pass, or a caller that builds new objects every pass).  The caller holds ``last``'s
+    objects until this call, so that an ``id`` cannot have been reused in between."""
+    now = dict(zip(map(id, objects), objects, strict=True))
+    added = now.keys() - last.keys()
+    if 4 * len(added) > len(now) + 16:
+        return Since(now, added, set(), True)
+    return Since(now, added, last.keys() - now.keys(), False)

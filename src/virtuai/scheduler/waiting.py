@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from virtuai.scheduler.backfill import Shape, shape_of
-from virtuai.scheduler.keeper import Keeper, Kept
+from virtuai.scheduler.keeper import Keeper, Kept, since
 from virtuai.scheduler.snapshot import PendingJob
 
 __all__ = ["Entry", "Waiting", "time_limit"]
@@ -91,23 +91,20 @@ class Waiting(Kept):
         if pending is self._pending:
             return
         old = self._jobs
-        new = dict(zip(map(id, pending), pending, strict=True))
-        added = new.keys() - old.keys()
-        if len(new) < len(pending):
+        diff = since(pending, old)
+        if len(diff.now) < len(pending):
             # One object twice (no caller does that): each counts, as in a sort of them,
             # and these queues cannot be updated by identity: not kept for the next pass.
             self._rebuild(pending)
             self._kind = None
-        elif 4 * len(added) > len(new) + 16:
-            # Mostly other jobs (the first pass, or a caller that builds new objects every
-            # pass): one sort per tenant is cheaper than as many insertions.
-            self._rebuild(pending)
+        elif diff.mostly_new:
+            self._rebuild(pending)  # (one sort per tenant, not as many insertions)
         else:
-            for k in old.keys() - new.keys():
+            for k in diff.gone:
                 self._remove(old[k])
-            for k in sorted(added):  # (any order gives the same queues; sorted: no set order)
-                self._insert(new[k])
-        self._jobs = new
+            for k in sorted(diff.added):  # (any order gives the same queues; no set order)
+                self._insert(diff.now[k])
+        self._jobs = diff.now
         self._pending = pending
 
     def _rebuild(self, pending: Sequence[PendingJob]) -> None:
