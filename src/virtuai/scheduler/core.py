@@ -159,6 +159,8 @@ class _Pass:
         self.ledger = QuotaLedger(
             snapshot.tenants, snapshot.running, pool_of, borrowing=policy.borrowing
         )
+        cap = policy.short_first_cap_s
+        self.due = due_by(cap) if cap > 0 else None  # shortest first: a job's due time
         self.waiting = self.queues()
         self.tracker = (
             share_tracker(snapshot, nodes, self.waiting.queues) if policy.fair_share else None
@@ -204,8 +206,7 @@ class _Pass:
     def queues(self) -> Waiting:
         """The pending jobs per tenant in queue order (kept from the last pass if the
         order's key is fixed per job, which a least-attained-service level is not)."""
-        pending, policy = self.snapshot.pending, self.policy
-        due = due_by(policy.short_first_cap_s) if policy.short_first_cap_s > 0 else None
+        pending, policy, due = self.snapshot.pending, self.policy, self.due
         if policy.las_thresholds_gpu_s:
             now = self.now
             levels = {j.id: pending_level(j, now, policy) for j in pending}
@@ -219,14 +220,14 @@ class _Pass:
         return Waiting.take(pending, queue_key(due=due), kind)
 
     def run(self) -> Decisions:
-        policy, waiting = self.policy, self.waiting
-        due = due_by(policy.short_first_cap_s) if policy.short_first_cap_s > 0 else None
-        queues = waiting.queues
-        stop = self.stopper(waiting)
+        queues = self.waiting.queues
+        stop = self.stopper(self.waiting)
         order = (
             merged(queues)
             if self.tracker is None
-            else fair_merge(queues, self.tracker, due, None if stop is None else stop.passes_over)
+            else fair_merge(
+                queues, self.tracker, self.due, None if stop is None else stop.passes_over
+            )
         )
         for job in order:
             if stop is None:
@@ -517,7 +518,10 @@ class _Stop:
     admission instead of deciding every job behind it one by one.  Behind a head
     without reservation (strict FIFO) every job waits in the queue: nothing to try.
     Checked only when a failure cache grew, so a pass pays for it a few times per
-    shape at most.
+    shape at most.  Before that point, the same rules tell a single job that needs no
+    decision (``settled``): the pass leaves it undecided, and the fair-share merge
+    passes over it (``passes_over``).  The counts of the pass's jobs are the kept
+    queues' (``waiting.Waiting``); the jobs decided are counted here.
     """
 
     def __init__(self, one: _Pass, waiting: Waiting) -> None:
