@@ -217,7 +217,7 @@ class _Pass:
 
             return Waiting.fresh(pending, queue_key(by_level, due))
         kind = ("due", policy.short_first_cap_s) if due is not None else "plain"
-        return Waiting.take(pending, queue_key(due=due), kind)
+        return Waiting.take(pending, queue_key(due=due), kind, self.snapshot.pending_since)
 
     def run(self) -> Decisions:
         queues = self.waiting.queues

@@ -264,6 +264,14 @@ class Snapshot:
     # simulator keeps them so as jobs start and stop; re-iterable, read lazily): backfill
     # then reads its releases from them instead of ordering ``running`` (``ends.Ends``).
     running_by_end: Iterable[RunningJob] | None = None
+    # The caller vouches that ``pending`` is the ``pending`` tuple of its previous snapshot
+    # (the first item, that very object) without the jobs of the second and with those of
+    # the third (``PendingJob`` objects; the simulator keeps them as jobs come and go): the
+    # queues kept from that pass (``waiting.Waiting``) are then updated from these alone,
+    # not by comparing the whole queue.  Decisions are the same either way.
+    pending_since: (
+        tuple[tuple[PendingJob, ...], tuple[PendingJob, ...], tuple[PendingJob, ...]] | None
+    ) = None
 
 
 class BlockKind(enum.StrEnum):

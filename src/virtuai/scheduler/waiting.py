@@ -10,8 +10,10 @@ the running jobs: the pending jobs that are not the very same objects as last ti
 (found at C speed with a set difference over ``id``\\ s) are removed or inserted
 (bisect).  A caller that passes the same ``PendingJob`` objects while they wait (the
 simulator) pays only for what changed; one that builds new objects every pass (the
-control plane) sorts and counts as before.  The objects of the last pass are
-referenced until the next update, so an ``id`` cannot be reused in between.
+control plane) sorts and counts as before.  A caller that also says what changed
+(``Snapshot.pending_since``, the simulator) spares the comparison of the whole queue.
+The objects of the last pass are referenced until the next update, so an ``id`` cannot
+be reused in between.
 
 Only an order whose key is fixed for the job's object can be kept: the plain and the
 shortest-first orders (``queue.order_key``, ``queue.due_by``).  A least-attained-service
@@ -33,12 +35,13 @@ from virtuai.scheduler.backfill import Shape, shape_of
 from virtuai.scheduler.keeper import Keeper, Kept, since
 from virtuai.scheduler.snapshot import PendingJob
 
-__all__ = ["Entry", "Waiting", "time_limit"]
+__all__ = ["Entry", "Since", "Waiting", "time_limit"]
 
 # (sort key, id() of the job, the job): the id only separates two jobs of equal keys
 # (the same job id twice, which no caller sends), so that the job is never compared.
 Entry = tuple[tuple[Any, ...], int, PendingJob]
 Key = Callable[[PendingJob], tuple[Any, ...]]
+Since = tuple[Sequence[PendingJob], Sequence[PendingJob], Sequence[PendingJob]]
 
 
 def time_limit(job: PendingJob) -> float:
@@ -65,16 +68,21 @@ class Waiting(Kept):
         self.targeted = 0
 
     @classmethod
-    def take(cls, pending: Sequence[PendingJob], key: Key, kind: object) -> Waiting:
+    def take(
+        cls, pending: Sequence[PendingJob], key: Key, kind: object, since: Since | None = None
+    ) -> Waiting:
         """The queues of ``pending`` in the order of ``key`` (whose results depend on
         nothing but the job's object, the same for every key of the same ``kind``): the
         kept ones brought up to date if this thread may take them, else new ones.  Hand
-        them back with ``done()``."""
+        them back with ``done()``.  ``since``: ``Snapshot.pending_since``."""
         held, kept = cls._keeper.take()
         if kept is None or kept._kind != kind:
             kept = cls(key, kind)
         kept._shared = held
-        kept._update(pending)
+        if since is not None and since[0] is kept._pending and kept._kind is not None:
+            kept._apply(pending, since[1], since[2])
+        else:
+            kept._update(pending)
         return kept
 
     @classmethod
@@ -105,6 +113,23 @@ class Waiting(Kept):
             for k in sorted(diff.added):  # (any order gives the same queues; no set order)
                 self._insert(diff.now[k])
         self._jobs = diff.now
+        self._pending = pending
+
+    def _apply(
+        self,
+        pending: Sequence[PendingJob],
+        gone: Sequence[PendingJob],
+        added: Sequence[PendingJob],
+    ) -> None:
+        """Bring the queues of the last ``pending`` to ``pending``, which is that without
+        ``gone`` and with ``added`` (as the caller vouches)."""
+        jobs = self._jobs
+        for job in gone:
+            del jobs[id(job)]
+            self._remove(job)
+        for job in added:
+            jobs[id(job)] = job
+            self._insert(job)
         self._pending = pending
 
     def _rebuild(self, pending: Sequence[PendingJob]) -> None:

@@ -229,6 +229,10 @@ class Simulation:
             raise ValueError("job ids must be unique")
         n = len(self.jobs)
         self._pending: dict[int, PendingJob] = {}
+        # The queue of the last snapshot, and what left and joined it since (by id()).
+        self._last_pending: tuple[PendingJob, ...] | None = None
+        self._gone: list[PendingJob] = []
+        self._added: dict[int, PendingJob] = {}
         self._running: dict[int, RunningJob] = {}
         self._running_tuple: tuple[RunningJob, ...] = ()
         self._running_dirty = False
@@ -331,15 +335,23 @@ class Simulation:
         if self._running_dirty:
             self._running_tuple = tuple(self._running.values())
             self._running_dirty = False
+        pending = tuple(self._pending.values())
+        since = None
+        if self._last_pending is not None:
+            since = (self._last_pending, tuple(self._gone), tuple(self._added.values()))
+        self._last_pending = pending
+        self._gone.clear()
+        self._added.clear()
         return Snapshot(
             self._node_tuple,
             self._tenant_tuple,
-            tuple(self._pending.values()),
+            pending,
             running=self._running_tuple,
             now=now,
             policy=self._policy,
             usage_complete=True,  # ``_charge`` keeps each tenant's usage as jobs start and stop
             running_by_end=_ByEnd(self._by_end, self._running),
+            pending_since=since,  # what joined and left the queue since the last snapshot
         )
 
     def _apply(self, decisions: Decisions, t: float) -> None:
@@ -348,7 +360,8 @@ class Simulation:
             p = self._id_no[preemption.preemptor_id]
             if p not in self._nominated and p in self._pending:
                 self._nominated.add(p)
-                self._pending[p] = self._pending_job(p)
+                self._leaves(self._pending[p])
+                self._pending[p] = self._joins(self._pending_job(p))
         for admission in decisions.admitted:
             self._start(self._id_no[admission.job_id], admission.placements, t)
         for blocked in decisions.blocked:
@@ -385,21 +398,34 @@ class Simulation:
         self._enqueue(j, pending)
         return True
 
+    def _joins(self, pending: PendingJob) -> PendingJob:
+        """``pending`` joins the queue (``Snapshot.pending_since`` tells the next pass)."""
+        self._added[id(pending)] = pending
+        return pending
+
+    def _leaves(self, pending: PendingJob) -> None:
+        """``pending`` leaves the queue (unless it came since the last pass: then it is as
+        if it had never come)."""
+        if self._added.pop(id(pending), None) is None:
+            self._gone.append(pending)
+
     def _shape(self, job: TraceJob) -> Shape:
         r = job.per_task
         return (job.tenant, job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks)
 
     def _enqueue(self, j: int, pending: PendingJob) -> None:
         job = self.jobs[j]
-        self._pending[j] = pending
+        self._pending[j] = self._joins(pending)
         shape = self._shape(job)
         self._waiting[shape] = self._waiting.get(shape, 0) + 1
         self._waiting_by_tenant[self._tenant_no[job.tenant]] += 1
 
     def _dequeue(self, j: int) -> None:
         job = self.jobs[j]
-        if self._pending.pop(j, None) is None:
+        pending = self._pending.pop(j, None)
+        if pending is None:
             raise RuntimeError(f"the scheduler decided on job {job.id}, which is not waiting")
+        self._leaves(pending)
         shape = self._shape(job)
         left = self._waiting[shape] - 1
         if left:

@@ -73,3 +73,28 @@ def test_one_object_twice_counts_twice_and_is_not_kept() -> None:
     once = Waiting.take((job,), queue_key(), "plain")
     assert len(once) == 1 and once is not twice
     once.done()
+
+
+@settings(max_examples=100, deadline=None)
+@given(job_streams())
+def test_queues_updated_from_what_changed_are_the_queues_built_anew(
+    passes: list[list[PendingJob]],
+) -> None:
+    """The caller says what left and joined (``Snapshot.pending_since``), as the
+    simulator does: the kept queues updated from that alone are the queues built anew."""
+    key = queue_key()
+    Waiting._keeper.forget()
+    last: tuple[PendingJob, ...] | None = None
+    for jobs in passes:
+        pending = tuple(jobs)
+        since = None
+        if last is not None:
+            now, before = {id(j) for j in pending}, {id(j) for j in last}
+            gone = tuple(j for j in last if id(j) not in now)
+            since = (last, gone, tuple(j for j in pending if id(j) not in before))
+        kept = Waiting.take(pending, key, "plain", since)
+        try:
+            assert view(kept) == view(Waiting.fresh(pending, key))
+        finally:
+            kept.done()
+        last = pending
