@@ -222,12 +222,11 @@ class _Pass:
     def run(self) -> Decisions:
         queues = self.waiting.queues
         stop = self.stopper(self.waiting)
+        passes_over = None if stop is None else stop.passes_over
         order = (
-            merged(queues)
+            merged(queues, passes_over)
             if self.tracker is None
-            else fair_merge(
-                queues, self.tracker, self.due, None if stop is None else stop.passes_over
-            )
+            else fair_merge(queues, self.tracker, self.due, passes_over)
         )
         for job in order:
             if stop is None:
@@ -555,8 +554,8 @@ class _Stop:
         )
 
     def passes_over(self, job: PendingJob) -> bool:
-        """Whether ``job`` is ``settled``, and then count it as decided: the fair-share
-        merge passes over it without a turn (``queue.fair_merge``)."""
+        """Whether ``job`` is ``settled``, and then count it as decided: the queue's merge
+        passes over it (``queue.merged``, ``queue.fair_merge``)."""
         shape = shape_of(job)
         if not self.settled(job, shape):
             return False

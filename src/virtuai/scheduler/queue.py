@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import filterfalse
 from typing import Any
 
 from virtuai.scheduler.fairshare import ShareTracker
@@ -103,12 +104,17 @@ def queue_order(
     return sorted(pending, key=queue_key(level, due))
 
 
-def merged(queues: Mapping[str, Sequence[Entry]]) -> Iterator[PendingJob]:
-    """The jobs of tenants' queues (``Waiting.queues``) in the order of their common key."""
+def merged(
+    queues: Mapping[str, Sequence[Entry]], passes_over: Callable[[PendingJob], bool] | None = None
+) -> Iterator[PendingJob]:
+    """The jobs of tenants' queues (``Waiting.queues``) in the order of their common key,
+    but those ``passes_over`` is true of when they come (as in ``fair_merge``)."""
     if len(queues) == 1:
         (queue,) = queues.values()
-        return map(_job_of, queue)
-    return map(_job_of, heapq.merge(*queues.values()))
+        jobs = map(_job_of, queue)
+    else:
+        jobs = map(_job_of, heapq.merge(*queues.values()))
+    return jobs if passes_over is None else filterfalse(passes_over, jobs)
 
 
 def fair_order(
