@@ -276,7 +276,7 @@ def test_a_browser_signs_in_opens_jupyterlab_and_runs_a_cell(lab: Lab) -> None:
     if chromium_path() is None:
         pytest.skip("chromium is not installed (scripts/system-packages.sh)")
     with chromium() as browser:
-        tab = open_tab(browser, lab.server.url)
+        tab = open_tab(browser, lab.server.url, server_log=lab.server.log)
         try:
             tab.page.goto("/user/alice/lab/lab")
             assert "/?next=" in tab.page.url

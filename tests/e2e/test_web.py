@@ -133,7 +133,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def tab(browser: Browser, lab: Lab) -> Iterator[Tab]:
-    tab = open_tab(browser, lab.server.url)
+    tab = open_tab(browser, lab.server.url, server_log=lab.server.log)
     yield tab
     tab.close()
     assert tab.errors == [], f"script errors in the page: {tab.errors}"
@@ -257,6 +257,19 @@ def test_signing_out_ends_the_session(tab: Tab, lab: Lab) -> None:
     expect(page.locator(".error")).to_contain_text("invalid token")
 
 
+def test_a_server_that_does_not_answer_still_leaves_a_way_to_sign_in(tab: Tab, lab: Lab) -> None:
+    """The page's first question (who am I?) fails as it would while the server restarts
+    or is overloaded: the sign-in form is shown with what went wrong, not a dead page."""
+    page = tab.page
+    page.route("**/api/v1/whoami", lambda route: route.fulfill(status=503, body="{}"))
+    page.goto("/")
+    expect(page.locator(".notice")).to_contain_text("The server did not answer")
+    page.unroute("**/api/v1/whoami")
+    page.fill("#token", lab.alice)
+    page.click("form button[type=submit]")
+    expect(page.locator("#logout")).to_be_visible()
+
+
 def test_admin_pages_and_api_docs_load_without_a_network(tab: Tab, lab: Lab) -> None:
     page = tab.page
     admin = Path(lab.server.env["XDG_CONFIG_HOME"], "virtuai", "cli.yaml").read_text()
@@ -294,7 +307,7 @@ def test_signing_in_with_oidc_code_and_pkce(
             },
         )
         server.start()
-        tab = open_tab(browser, server.url, also=(provider.issuer,))
+        tab = open_tab(browser, server.url, also=(provider.issuer,), server_log=server.log)
         try:
             server.cli("tenant", "create", "webphys")
             provider.next_user = ("dora", ["virtuai:webphys:owner"])
@@ -332,7 +345,7 @@ def _row(page: Page, table: str, key: str, name: str) -> Locator:
 def _sees_nothing_of_webphys(browser: Browser, lab: Lab, running: str) -> None:
     """Bob (webbio) sees neither alice's notebook nor her service in the pages, and is
     refused at the proxy path of the one ``running`` now."""
-    other = open_tab(browser, lab.server.url)
+    other = open_tab(browser, lab.server.url, server_log=lab.server.log)
     try:
         sign_in(other, lab.bob)
         page = other.page

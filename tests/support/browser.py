@@ -6,9 +6,11 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import TimeoutError as PageTimeout
 
 
 def chromium_path() -> str | None:
@@ -38,18 +40,21 @@ class Tab:
     page: Page
     errors: list[str] = field(default_factory=list)
     foreign_requests: list[str] = field(default_factory=list)
+    server_log: Path | None = None  # shown when a step fails: what the server was doing
 
     def close(self) -> None:
         self.context.close()
 
 
-def open_tab(browser: Browser, base_url: str, also: tuple[str, ...] = ()) -> Tab:
+def open_tab(
+    browser: Browser, base_url: str, also: tuple[str, ...] = (), server_log: Path | None = None
+) -> Tab:
     """A fresh context that may reach ``base_url`` (and the URLs in ``also``) only: any
     other request is recorded and refused, which proves the pages work offline (no CDN)."""
     context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 860})
     context.set_default_timeout(30_000)
     page = context.new_page()
-    tab = Tab(context, page)
+    tab = Tab(context, page, server_log=server_log)
     hosts = {urlparse(url).netloc for url in (base_url, *also)}
 
     def guard(route: Route) -> None:
@@ -65,7 +70,23 @@ def open_tab(browser: Browser, base_url: str, also: tuple[str, ...] = ()) -> Tab
 
 
 def sign_in(tab: Tab, token: str) -> None:
-    tab.page.goto("/")
-    tab.page.fill("#token", token)
-    tab.page.click("form button[type=submit]")
-    tab.page.wait_for_selector("#logout")
+    try:
+        tab.page.goto("/")
+        tab.page.fill("#token", token)
+        tab.page.click("form button[type=submit]")
+        tab.page.wait_for_selector("#logout")
+    except PageTimeout as error:
+        raise AssertionError(f"signing in failed: {error}\n{what_went_on(tab)}") from error
+
+
+def what_went_on(tab: Tab, lines: int = 60) -> str:
+    """The page as shown, and the end of the server's log: what a failed step needs to be
+    understood after the fact (in CI, nothing else is left of it)."""
+    try:
+        shown = tab.page.inner_text("body", timeout=2_000)
+    except PageTimeout:
+        shown = "(the page did not answer)"
+    told = ""
+    if tab.server_log is not None and tab.server_log.exists():
+        told = "\n".join(tab.server_log.read_text(errors="replace").splitlines()[-lines:])
+    return f"page at {tab.page.url}:\n{shown}\nserver log (last {lines} lines):\n{told}"

@@ -129,7 +129,10 @@ async function start() {
     showShell(me);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) showLogin();
-    else clear(main, errorBox(e));
+    // The server did not answer (restarting, overloaded): the sign-in form all the same,
+    // with what went wrong, so that the page is usable as soon as the server is back
+    // instead of dead until reloaded.
+    else showLogin(`The server did not answer (${e.message}): sign in again once it is back.`);
   }
 }
 
