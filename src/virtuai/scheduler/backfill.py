@@ -456,6 +456,19 @@ class Guard:
         self.lift()
         return self.cluster.try_place(job, pool)
 
+    def keep_short(self, placements: Sequence[TaskPlacement]) -> None:
+        """Record that ``placements`` (made with the holds on) end before the reservation:
+        the slack stays, so the holds on their nodes follow what is free now.  (Placed in the
+        held view, a short job took from the room shown there; but what a long job may use
+        now is ``min(free now, slack)``, which that job lowered only if it ate into the
+        slack, so the hold shrinks by what the job took beyond it.  Without this the held
+        view showed less than is there until a trial lifted and restored the holds: a
+        pass's decisions depended on which trials it had made.)"""
+        if not self._lifted:
+            nodes = self.touching(placements)
+            self.unhold(nodes)
+            self.hold(nodes)
+
     def keep_long(self, placements: Iterable[TaskPlacement]) -> None:
         """Record that ``placements`` (made with the holds on) still run at the reservation."""
         for p in placements:
@@ -607,7 +620,11 @@ class Board:
     def keep(self, placements: Sequence[TaskPlacement], *, short: bool) -> None:
         """``placements`` stay: a job that runs past the reservation uses up its slack."""
         self._generation += 1
-        if self.guard is not None and not short:
+        if self.guard is None:
+            return
+        if short:
+            self.guard.keep_short(placements)
+        else:
             self.guard.keep_long(placements)
 
     def release(self, placements: Sequence[TaskPlacement]) -> None:

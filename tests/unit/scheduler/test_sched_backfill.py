@@ -65,6 +65,20 @@ def test_reserved_resources_are_counted_per_resource_not_per_node() -> None:
     assert blocked(d)["no"].kind is BlockKind.QUEUE
 
 
+def test_a_short_job_leaves_the_slack_to_long_jobs() -> None:
+    # n1: 16 cpu, 8 free now, 16 from t=100; the head takes 12, so 4 cpu are slack.  The
+    # short job ends before t=100: it takes 2 of the 8 free now, and none of the slack.
+    running = [run("r1", "n1", cpu=8, end=100.0)]
+    jobs = [
+        job("head", cpu=12, walltime=500, seq=1),
+        job("short", cpu=2, walltime=50, seq=2),
+        job("long", cpu=4, walltime=900, seq=3),
+    ]
+    d = schedule(world([node("n1", cpu=16)], jobs, [], running, policy=BACKFILL))
+    assert admitted(d) == {"short": ["n1"], "long": ["n1"]}
+    assert blocked(d)["head"].expected_start == 100.0
+
+
 def test_a_job_without_a_time_limit_counts_as_long() -> None:
     jobs = [HEAD, job("unbounded", cpu=2, seq=2)]
     d = schedule(world([node("n1", cpu=8)], jobs, [], RUNNING, policy=BACKFILL))
