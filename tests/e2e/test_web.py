@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 from test_e2e_notebooks import public_jupyter
 
 from support.browser import Tab, chromium, chromium_path, open_tab, sign_in
@@ -268,6 +268,25 @@ def test_a_server_that_does_not_answer_still_leaves_a_way_to_sign_in(tab: Tab, l
     page.fill("#token", lab.alice)
     page.click("form button[type=submit]")
     expect(page.locator("#logout")).to_be_visible()
+
+
+def test_a_read_that_gets_no_answer_is_asked_again(tab: Tab, lab: Lab) -> None:
+    """A connection that died silently (no answer, no error) costs one timeout, not a
+    page that waits forever: the first /whoami is never answered, the second is."""
+    page = tab.page
+    unanswered: list[Route] = []
+
+    def first_never_answered(route: Route) -> None:
+        if unanswered:
+            route.continue_()
+        else:
+            unanswered.append(route)  # left pending: the request hangs
+
+    page.route("**/api/v1/whoami", first_never_answered)
+    page.goto("/")
+    page.wait_for_selector("#token", timeout=25_000)  # the retry's 401: the sign-in form
+    assert len(unanswered) == 1
+    page.unroute("**/api/v1/whoami")
 
 
 def test_admin_pages_and_api_docs_load_without_a_network(tab: Tab, lab: Lab) -> None:

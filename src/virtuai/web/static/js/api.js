@@ -12,6 +12,9 @@ export class ApiError extends Error {
   }
 }
 
+// No read of this API takes long: one unanswered this long is on a dead connection.
+const GET_TIMEOUT_MS = 15000;
+
 let onUnauthenticated = () => {};
 export function whenSignedOut(callback) { onUnauthenticated = callback; }
 
@@ -22,12 +25,14 @@ export async function api(method, path, body, { quiet401 = false } = {}) {
     options.body = JSON.stringify(body);
   }
   // A GET that failed at the network level (a kept-alive connection closed under it, the
-  // server restarting) is safe to ask again; anything else is reported at once.
+  // server restarting) or that got no answer in GET_TIMEOUT_MS (a connection that died
+  // silently) is safe to ask again; anything else is reported at once.
   const attempts = method === "GET" ? 3 : 1;
   let response;
   for (let attempt = 1; ; attempt++) {
     try {
-      response = await fetch(`/api/v1${path}`, options);
+      const signal = method === "GET" ? AbortSignal.timeout(GET_TIMEOUT_MS) : undefined;
+      response = await fetch(`/api/v1${path}`, { ...options, signal });
       break;
     } catch (error) {
       if (attempt >= attempts) throw new ApiError(0, { message: "the server cannot be reached" });
