@@ -37,11 +37,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import filterfalse
-from typing import Any
 
 from virtuai.scheduler.fairshare import ShareTracker
 from virtuai.scheduler.snapshot import PendingJob
-from virtuai.scheduler.waiting import Entry, Waiting
+from virtuai.scheduler.waiting import Entry, Key, Waiting
 
 __all__ = [
     "Due",
@@ -57,7 +56,6 @@ __all__ = [
 
 Level = Callable[[PendingJob], int]
 Due = Callable[[PendingJob], float]
-Key = Callable[[PendingJob], tuple[Any, ...]]
 
 
 def due_by(cap_s: float) -> Due:

@@ -35,7 +35,7 @@ from virtuai.scheduler.backfill import Shape, shape_of
 from virtuai.scheduler.keeper import Keeper, Kept, since
 from virtuai.scheduler.snapshot import PendingJob
 
-__all__ = ["Entry", "Since", "Waiting", "time_limit"]
+__all__ = ["Entry", "Key", "Since", "Waiting", "time_limit"]
 
 # (sort key, id() of the job, the job): the id only separates two jobs of equal keys
 # (the same job id twice, which no caller sends), so that the job is never compared.
