@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from sched_builders import job, node, run, world
+from test_sched_policy_properties import worlds
 
 from virtuai.scheduler import schedule
-from virtuai.scheduler.snapshot import Blocked, BlockKind, Decisions, Policy
+from virtuai.scheduler.backfill import Board, reserve
+from virtuai.scheduler.placement import Cluster
+from virtuai.scheduler.snapshot import Blocked, BlockKind, Decisions, Policy, Snapshot
 
 BACKFILL = Policy(backfill=True)
 FIFO = Policy()
@@ -139,3 +144,39 @@ def test_reserve_late_keeps_room_that_is_free_now_usable() -> None:
     late = schedule(world(nodes, jobs, [], running, policy=late_policy))
     assert admitted(late) == {"long": ["a"]}
     assert blocked(late)["head"].expected_start == blocked(plain)["head"].expected_start == 100.0
+
+
+def _free(cluster: Cluster) -> dict[str, tuple[int, int, frozenset[int]]]:
+    return {n.name: (n.cpu, n.memory, frozenset(n.free_gpus)) for n in cluster.nodes()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(worlds(Policy(backfill=True)), st.data())
+def test_the_held_view_depends_only_on_what_was_kept_not_on_trials(
+    snapshot: Snapshot, data: st.DataObject
+) -> None:
+    """Whatever a pass keeps through the board (short jobs, long jobs), the held view it
+    shows is the one recomputed from scratch (every hold lifted, then put back as free
+    room and slack say): a trial that lifts the holds changes no later decision."""
+    board = Board(Cluster(snapshot.nodes))
+    ends = sorted(
+        ((r.expected_end, r.placements) for r in snapshot.running if r.expected_end is not None),
+        key=lambda end: end[0],
+    )
+    jobs = list(snapshot.pending)
+    head = next((j for j in jobs if board.cluster.try_place(j) is None), None)
+    reservation = None if head is None else reserve(board.cluster, head, ends, snapshot.now)
+    assume(reservation is not None)
+    assert reservation is not None
+    board.start_guard(reservation)
+    for waiting in jobs:
+        if waiting is head:
+            continue
+        short = data.draw(st.booleans(), label=f"{waiting.id} short")
+        placed = board.place(waiting, short=short)
+        if placed is None:
+            continue
+        board.keep(placed, short=short)
+        shown = _free(board.cluster)
+        board.unheld()
+        assert _free(board.cluster) == shown
