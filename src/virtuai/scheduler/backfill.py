@@ -457,13 +457,11 @@ class Guard:
         return self.cluster.try_place(job, pool)
 
     def keep_short(self, placements: Sequence[TaskPlacement]) -> None:
-        """Record that ``placements`` (made with the holds on) end before the reservation:
-        the slack stays, so the holds on their nodes follow what is free now.  (Placed in the
-        held view, a short job took from the room shown there; but what a long job may use
-        now is ``min(free now, slack)``, which that job lowered only if it ate into the
-        slack, so the hold shrinks by what the job took beyond it.  Without this the held
-        view showed less than is there until a trial lifted and restored the holds: a
-        pass's decisions depended on which trials it had made.)"""
+        """Record that ``placements`` (made with the holds on) end before the reservation.
+        They leave the slack whole, so what a long job may use now on their nodes is
+        ``min(free now, slack)``: the holds there are recomputed from what is free now.
+        (Left as they were, they showed long jobs less than that until a trial lifted and
+        restored them, and a pass's decisions depended on which trials it had made.)"""
         if not self._lifted:
             nodes = self.touching(placements)
             self.unhold(nodes)
