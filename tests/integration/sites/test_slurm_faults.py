@@ -153,10 +153,23 @@ def test_a_slurmctld_restart_is_survived(site_platform: Platform, slurm: SlurmDe
     # The job ends when the test says so, once slurmctld is back: one that ends while
     # slurmctld is down is one real Slurm may itself fail ("missing from batch node", exit
     # code 1) when the outage outlasts slurmstepd's retries, as it can on a loaded machine.
+    # The outage starts once the task itself runs: "running" is Slurm's word for the batch
+    # script, whose `srun` still needs slurmctld to create the task's step, and fails with
+    # exit code 1 if slurmctld is down then (as it does under real Slurm: not this test's
+    # subject).
     mark = f"resume-{uuid.uuid4().hex[:8]}"
-    script = f"for i in $(seq 600); do [ -e $HOME/{mark} ] && exit 0; sleep 0.2; done; exit 3"
+    script = (
+        f"touch $HOME/{mark}.started; "
+        f"for i in $(seq 600); do [ -e $HOME/{mark} ] && exit 0; sleep 0.2; done; exit 3"
+    )
     job = p.submit(p.admin_token, ["bash", "-c", script], tenant="physics", site="vsd", time="3m")
     p.wait_for([job["id"]], states={"running"}, timeout=30)
+    for _ in range(120):
+        if slurm.ssh(f"ls ~/{mark}.started 2>/dev/null || true").strip():
+            break
+        time.sleep(0.25)
+    else:
+        raise AssertionError("the job's task did not start within 30 s")
     os.kill(slurm.pid("slurmctld"), signal.SIGTERM)
     for _ in range(50):
         if not (slurm.dir / "run" / "slurmctld.pid").exists():
@@ -182,7 +195,7 @@ def test_a_slurmctld_restart_is_survived(site_platform: Platform, slurm: SlurmDe
         done = p.wait_for([job["id"]], timeout=90)[job["id"]]
         assert done["state"] == "succeeded", (done["reason"], done.get("task_runs"))
     finally:
-        slurm.ssh(f"rm -f ~/{mark}")
+        slurm.ssh(f"rm -f ~/{mark} ~/{mark}.started")
 
 
 def test_a_killed_node_fails_the_job_with_node_fail(
