@@ -163,15 +163,14 @@ def test_the_held_view_depends_only_on_what_was_kept_not_on_trials(
         ((r.expected_end, r.placements) for r in snapshot.running if r.expected_end is not None),
         key=lambda end: end[0],
     )
-    jobs = list(snapshot.pending)
+    # As a pass does: jobs that fit are placed until the first that does not, the head.
+    jobs = iter(snapshot.pending)
     head = next((j for j in jobs if board.cluster.try_place(j) is None), None)
     reservation = None if head is None else reserve(board.cluster, head, ends, snapshot.now)
     assume(reservation is not None)
     assert reservation is not None
     board.start_guard(reservation)
-    for waiting in jobs:
-        if waiting is head:
-            continue
+    for waiting in jobs:  # the jobs behind the head
         short = data.draw(st.booleans(), label=f"{waiting.id} short")
         placed = board.place(waiting, short=short)
         if placed is None:
