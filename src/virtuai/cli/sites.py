@@ -27,11 +27,13 @@ def register(app: typer.Typer, panel: str) -> None:
 
 def _read(path: str, option: str) -> str:
     try:
-        return Path(path).expanduser().read_text()
+        return Path(path).expanduser().read_text(encoding="utf-8")
     except OSError as error:
         raise typer.BadParameter(
             f"cannot read {path}: {error.strerror}", param_hint=option
         ) from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{path} is not UTF-8 text", param_hint=option) from None
 
 
 def _account_map(pairs: list[str]) -> dict[str, str]:

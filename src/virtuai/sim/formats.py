@@ -63,6 +63,7 @@ from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import validate_name
 from virtuai.errors import InvalidRequest
 from virtuai.sim.cluster import DEFAULT_PRIORITIES
+from virtuai.sim.textfile import unreadable
 from virtuai.sim.trace import TraceJob, read_trace
 
 __all__ = ["TraceFormat", "read_any"]
@@ -106,8 +107,8 @@ def read_any(
                 jobs = _philly(handle, path.name, cpu_per_gpu, memory_per_gpu)
             else:
                 jobs = _pai(handle, path, memory_per_gpu)
-    except OSError as exc:
-        raise InvalidRequest(f"{path.name}: cannot read it: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise unreadable(path, path.name, exc) from None
     return _relative(jobs)
 
 
@@ -344,16 +345,19 @@ def _join_pai_jobs(jobs: list[TraceJob], named: set[int], table: Path) -> list[T
     from ``pai_job_table.csv``; a task whose row named its user keeps it."""
     wanted = {job.id.split("/", 1)[0] for k, job in enumerate(jobs) if k not in named}
     found: dict[str, tuple[str, float | None]] = {}
-    with table.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle, strict=True)
-        for cells in reader:
-            if not cells or cells[0] not in wanted:
-                continue  # also the header, if the file has one
-            where = f"{table.name} line {reader.line_num}"
-            row = dict(zip(PAI_JOB_COLUMNS, cells, strict=False))
-            user = (row.get("user") or "").strip()
-            tenant = _tenant(where, "user", user) if user else "pai"
-            found[cells[0]] = (tenant, _time(where, "start_time", row.get("start_time")))
+    try:
+        with table.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, strict=True)
+            for cells in reader:
+                if not cells or cells[0] not in wanted:
+                    continue  # also the header, if the file has one
+                where = f"{table.name} line {reader.line_num}"
+                row = dict(zip(PAI_JOB_COLUMNS, cells, strict=False))
+                user = (row.get("user") or "").strip()
+                tenant = _tenant(where, "user", user) if user else "pai"
+                found[cells[0]] = (tenant, _time(where, "start_time", row.get("start_time")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise unreadable(table, table.name, exc) from None
     out = []
     for k, job in enumerate(jobs):
         known = None if k in named else found.get(job.id.split("/", 1)[0])

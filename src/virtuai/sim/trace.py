@@ -45,6 +45,7 @@ from virtuai.domain.units import format_cpu, format_memory, parse_cpu, parse_dur
 from virtuai.domain.workload import PriorityClass
 from virtuai.errors import InvalidRequest
 from virtuai.sim.cluster import DEFAULT_PRIORITIES
+from virtuai.sim.textfile import unreadable
 
 __all__ = ["COLUMNS", "TraceJob", "check_tenants", "parse_trace", "read_trace", "write_trace"]
 
@@ -190,10 +191,10 @@ def read_trace(
     """Read a trace CSV; jobs come back in submission order (ties: file order)."""
     source = name or path.name
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheets' BOM
             return parse_trace(handle, source, priorities)
-    except OSError as exc:
-        raise InvalidRequest(f"{source}: cannot read it: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise unreadable(path, source, exc) from None
 
 
 def parse_trace(

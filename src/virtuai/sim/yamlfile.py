@@ -19,6 +19,7 @@ import yaml
 
 from virtuai.domain.units import parse_cpu, parse_duration, parse_memory
 from virtuai.errors import InvalidRequest
+from virtuai.sim.textfile import unreadable
 
 __all__ = ["Section", "YamlMap", "load_yaml"]
 
@@ -60,9 +61,9 @@ def load_yaml(path: Path, *, name: str | None = None) -> Section:
     """Parse ``path`` (a mapping at the top) and return it as the root ``Section``."""
     source = name or path.name
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidRequest(f"{source}: cannot read it: {exc.strerror or exc}") from None
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise unreadable(path, source, exc) from None
     return parse_yaml(text, source)
 
 

@@ -1,7 +1,10 @@
-"""`virtuai usage` and `virtuai nodes`."""
+"""`virtuai usage`, `virtuai nodes` and `virtuai site add`'s files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from cli_fakes import FakeApi, plain, run
 
 ROW = {
@@ -103,3 +106,16 @@ def test_submit_targets_a_class_and_labels(api: FakeApi) -> None:
     assert result.exit_code == 0, result.output
     body = api.sent("POST", "/api/v1/jobs")[0].body
     assert body["node_class"] == "gpu" and body["constraints"] == ["ib"]
+
+
+def test_a_site_key_file_that_is_not_text_is_named_before_anything_is_sent(
+    api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("key.der").write_bytes(b"0\x82\x01\xff\xfe binary key")
+    args = ["site", "add", "hpc", "--slurm", "--login", "me@login", "--identity", "key.der"]
+    result = run(args)
+    assert result.exit_code == 2
+    assert "key.der is not UTF-8 text" in plain(result.stderr)
+    assert "--identity" in plain(result.stderr)
+    assert api.requests == []

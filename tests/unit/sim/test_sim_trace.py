@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from virtuai.domain.resources import Resources
 from virtuai.errors import InvalidRequest
-from virtuai.sim.cluster import DEFAULT_PRIORITIES
-from virtuai.sim.trace import TraceJob, parse_trace, write_trace
+from virtuai.sim.cluster import DEFAULT_PRIORITIES, load_cluster
+from virtuai.sim.formats import TraceFormat, read_any
+from virtuai.sim.trace import TraceJob, parse_trace, read_trace, write_trace
 
 Gi = 2**30
 HEADER = "submit_time,duration,walltime,tenant,cpu,memory,gpus,tasks,priority\n"
@@ -99,6 +101,30 @@ def test_missing_column_and_duplicate_id() -> None:
 def test_empty_file_and_blank_lines() -> None:
     assert "line 1" in error_of("").message
     assert len(parse(HEADER + "\n0,1,,t,1,1Gi,0,1,normal\n\n")) == 1
+
+
+def test_a_spreadsheets_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + "0,1,,t,1,1Gi,0,1,normal\n").encode())
+    assert [job.tenant for job in read_trace(path)] == ["t"]
+
+
+@pytest.mark.parametrize("reader", ["trace", "philly", "pai", "cluster"])
+def test_a_file_that_is_not_utf8_is_named_with_the_line_of_its_first_bad_byte(
+    tmp_path: Path, reader: str
+) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"x" * 9000 + b",\xe9t\xe9\n")  # beyond the decoder's first chunk
+    with pytest.raises(InvalidRequest) as caught:
+        if reader == "cluster":
+            load_cluster(path)
+        elif reader == "trace":
+            read_trace(path)
+        else:
+            read_any(path, TraceFormat(reader))
+    assert caught.value.message == (
+        "latin1.csv line 1: not UTF-8 text (byte 0xe9 at column 9002); save the file as UTF-8"
+    )
 
 
 def test_write_then_read_gives_the_same_jobs() -> None:
