@@ -331,12 +331,18 @@ def _print_table(doc: dict[str, Any]) -> None:
 
 # virtuai sim generate ---------------------------------------------------------------
 
+MAX_GENERATED_JOBS = 2_000_000  # a few GB of memory to replay
+
 
 def generate(
     out: Annotated[Path, typer.Option("--out", help="Directory for trace.csv and cluster.yaml.")],
-    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Number of jobs.")] = 2000,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, max=MAX_GENERATED_JOBS, help="Number of jobs.")
+    ] = 2000,
     nodes: Annotated[int, typer.Option("--nodes", min=2, help="Nodes (a quarter with GPUs).")] = 20,
-    tenants: Annotated[int, typer.Option("--tenants", min=1, help="Tenants, equal weights.")] = 4,
+    tenants: Annotated[
+        int, typer.Option("--tenants", min=1, max=1000, help="Tenants, equal weights.")
+    ] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same trace).")] = 1,
     load: Annotated[
         float,
@@ -347,9 +353,12 @@ def generate(
     ] = 4.0,
 ) -> None:
     """Write a synthetic cluster.yaml and trace.csv (see virtuai.sim.generate)."""
+    from virtuai.sim import cluster as sim_cluster
     from virtuai.sim import generate as sim_generate
     from virtuai.sim import trace as sim_trace
 
+    if nodes > sim_cluster.MAX_NODES:
+        raise typer.BadParameter(f"at most {sim_cluster.MAX_NODES:,}", param_hint="--nodes")
     spec = sim_generate.generate_cluster(nodes, tenants)
     trace = sim_generate.generate_trace(spec, jobs, seed=seed, load=load, burst=burst)
     out.mkdir(parents=True, exist_ok=True)

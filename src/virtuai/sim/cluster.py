@@ -5,7 +5,7 @@ Cluster YAML (every key but ``pools`` is optional)::
     name: synthetic-20            # shown in reports
     pools:                        # pool name -> its nodes, all alike
       gpu:
-        count: 4                  # how many nodes
+        count: 4                  # how many nodes (1 to 100,000 in all)
         cpu: 64                   # per node: CPUs (64, 0.5, 500m)
         memory: 512Gi             # per node: bytes or 512Gi / 4G ...
         gpus: 8                   # per node (default 0)
@@ -73,6 +73,10 @@ SITE = "sim"
 DEFAULT_PRIORITIES: Mapping[str, PriorityClass] = {c.name: c for c in DEFAULT_PRIORITY_CLASSES}
 
 _TOP_KEYS = frozenset({"name", "pools", "tenants", "priority_classes"})
+# Bounds that keep a typo from filling the memory (a node object per node): ten times
+# the largest GPU clusters of today, and more GPUs a node than any machine has.
+MAX_NODES = 100_000
+MAX_NODE_GPUS = 1024
 _POOL_KEYS = frozenset({"count", "cpu", "memory", "gpus", "gpu_model", "gpu_memory"})
 _LIMIT_KEYS = frozenset({"quota", "borrowing_limit", "lending_limit"})
 _TENANT_KEYS = frozenset({"weight", "cohort", "pools"}) | _LIMIT_KEYS
@@ -298,6 +302,9 @@ def _cluster(root: Section, default_name: str) -> ClusterSpec:
     pools = tuple(_pool(key, section) for key, section in pools_section.sections())
     if not pools:
         raise root.error("pools", "needs at least one pool")
+    nodes = sum(pool.count for pool in pools)
+    if not 1 <= nodes <= MAX_NODES:
+        raise root.error("pools", f"needs 1 to {MAX_NODES:,} nodes in all, not {nodes:,}")
     tenants_section = root.section("tenants")
     pool_names = frozenset(p.name for p in pools)
     tenants = (
@@ -323,6 +330,15 @@ def _priority_class(section: Section, key: str) -> PriorityClass:
     return PriorityClass(key, section.get(key, _as_int, 0))
 
 
+def _as_node_gpus(value: Any, field: str) -> int:
+    gpus = as_count(value, field)
+    if gpus > MAX_NODE_GPUS:
+        raise InvalidRequest(
+            f"{field}: at most {MAX_NODE_GPUS} GPUs a node, not {gpus}", field=field
+        )
+    return gpus
+
+
 def _name(section: Section, key: str) -> str:
     try:
         return validate_name(key, field=section.path)
@@ -338,7 +354,7 @@ def _pool(key: str, section: Section) -> PoolSpec:
         count=section.require("count", as_count),
         cpu_milli=section.require("cpu", as_cpu),
         memory=section.require("memory", as_memory),
-        gpus=section.get("gpus", as_count, 0),
+        gpus=section.get("gpus", _as_node_gpus, 0),
         gpu_model=section.get("gpu_model", as_str, "gpu"),
         gpu_memory=section.get("gpu_memory", as_memory, 0),
     )

@@ -79,6 +79,8 @@ def parse_yaml(text: str, source: str) -> Section:
         raise InvalidRequest(f"{source}{where}: not valid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise InvalidRequest(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:  # lists or mappings nested thousands deep
+        raise InvalidRequest(f"{source}: not valid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     if not isinstance(data, YamlMap):

@@ -94,6 +94,7 @@ def test_slice_for_the_isolated_cluster() -> None:
         ),
         ("pools:\n  a: {count: 1, cpu: 8, memory: 1Gi}\nnodes: 3\n", 3, "nodes"),
         ("pools:\n  a: {count: 1, cpu: 8, memory: 1Gi}\n  a: {count: 2}\n", 3, "a"),
+        ("pools:\n  a: {count: 1, cpu: 8, memory: 1Gi, gpus: 100000}\n", 2, "pools.a.gpus"),
     ],
 )
 def test_cluster_errors_name_the_line_and_the_field(text: str, line: int, field: str) -> None:
@@ -110,6 +111,22 @@ def test_cluster_needs_pools_and_a_mapping() -> None:
         parse_cluster("- a\n", "c.yaml")
     with pytest.raises(InvalidRequest, match=r"c.yaml line 2: not valid YAML"):
         parse_cluster("pools:\n  a: b: c\n", "c.yaml")
+    with pytest.raises(InvalidRequest, match=r"c.yaml: not valid YAML: nested too deeply"):
+        parse_cluster("pools: " + "[" * 5000, "c.yaml")
+
+
+@pytest.mark.parametrize("counts", [(0,), (0, 0), (60_000, 40_001), (10**8,)])
+def test_a_cluster_has_one_to_a_hundred_thousand_nodes(counts: tuple[int, ...]) -> None:
+    """A typo of a few zeros would otherwise fill the memory, a node object a node."""
+    pools = "".join(f"  p{k}: {{count: {n}, cpu: 8, memory: 1Gi}}\n" for k, n in enumerate(counts))
+    with pytest.raises(InvalidRequest) as caught:
+        parse_cluster("pools:\n" + pools, "c.yaml")
+    assert caught.value.message == (
+        f"c.yaml line 1: pools: needs 1 to 100,000 nodes in all, not {sum(counts):,}"
+    )
+    assert (
+        parse_cluster("pools:\n  p: {count: 100000, cpu: 8, memory: 1Gi}\n").node_count == 100_000
+    )
 
 
 def test_policy_maps_onto_the_scheduler_policy() -> None:
