@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -20,6 +21,8 @@ import typer
 
 from virtuai.cli import output
 from virtuai.cli.client import Client, JsonObject
+from virtuai.domain.units import parse_cpu, parse_duration, parse_memory
+from virtuai.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from virtuai.sim.policy import PolicySpec
@@ -101,6 +104,21 @@ def sim(
             "virtuai.sim.formats.",
         ),
     ] = "virtuai",
+    cpu_per_gpu: Annotated[
+        str,
+        typer.Option(
+            "--cpu-per-gpu",
+            help="CPUs given with each GPU of a philly or pai job list (4, 500m): "
+            "those traces do not record them.",
+        ),
+    ] = "4",
+    memory_per_gpu: Annotated[
+        str,
+        typer.Option(
+            "--memory-per-gpu",
+            help="Memory given with each GPU of a philly or pai job list (32Gi).",
+        ),
+    ] = "32Gi",
     checkpoint_interval: Annotated[
         str | None,
         typer.Option(
@@ -159,9 +177,19 @@ def sim(
         cluster_path = cluster or example_cluster
         trace_path = trace or example_trace
         spec = sim_cluster.load_cluster(cluster_path)
+        left_out: Counter[str] = Counter()
         jobs = sim_formats.read_any(
-            trace_path, sim_formats.TraceFormat(trace_format), spec.priority_classes
+            trace_path,
+            sim_formats.TraceFormat(trace_format),
+            spec.priority_classes,
+            cpu_per_gpu=_per_gpu(cpu_per_gpu, "--cpu-per-gpu", parse_cpu),
+            memory_per_gpu=_per_gpu(memory_per_gpu, "--memory-per-gpu", parse_memory),
+            left_out=left_out,
         )
+        for why, count in sorted(left_out.items()):
+            _note(f"{trace_path.name}: left out {count:,} {why}")
+        if not jobs:
+            raise InvalidRequest(f"{trace_path.name}: no job to replay")
         sim_trace.check_tenants(jobs, [t.name for t in spec.tenants], trace_path.name)
         jobs = _with_costs(jobs, checkpoint_interval, restart_overhead)
         info = sim_report.trace_info(jobs, trace_path)
@@ -427,9 +455,6 @@ def export(
 
 def _since(raw: str, now: dt.datetime) -> dt.datetime:
     """``7d`` (before ``now``) or an ISO date or date-time (UTC unless it says)."""
-    from virtuai.domain.units import parse_duration
-    from virtuai.errors import InvalidRequest
-
     try:
         return _aware(dt.datetime.fromisoformat(raw))
     except ValueError:
@@ -466,13 +491,21 @@ def _aware(stamp: dt.datetime) -> dt.datetime:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)
 
 
+def _per_gpu(raw: str, option: str, parse: Callable[..., int]) -> int:
+    try:
+        value = parse(raw, field=option)
+    except InvalidRequest as exc:
+        message = exc.message.removeprefix(f"{option}: ")
+        raise typer.BadParameter(message, param_hint=option) from None
+    if value <= 0:
+        raise typer.BadParameter(f"must be more than 0, not {raw!r}", param_hint=option)
+    return value
+
+
 def _with_costs(jobs: list[TraceJob], interval: str | None, overhead: str | None) -> list[TraceJob]:
     """The trace's checkpoint/restart cost (``--checkpoint-interval``, ``--restart-overhead``)
     for the jobs whose row gives none."""
     from dataclasses import replace
-
-    from virtuai.domain.units import parse_duration
-    from virtuai.errors import InvalidRequest
 
     costs: dict[str, float] = {}
     for field, option, raw in (

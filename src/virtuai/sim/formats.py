@@ -43,7 +43,8 @@
       instance), the list recording none.
 
 Errors name the file, the line (for JSON: the job's place in the list) and the field,
-as for our own format.
+as for our own format.  Jobs skipped as above are counted by reason (``read_any``'s
+``left_out``), which ``virtuai sim`` prints.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import enum
 import itertools
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -72,6 +74,10 @@ Gi = 2**30
 SERVER_GPUS = 8  # a Philly server's GPUs: bigger jobs were gangs of servers
 PHILLY_REQUIRED = ("jobid", "vc", "submitted_time", "start_time", "end_time", "num_gpus")
 PHILLY_DONE = frozenset({"pass", "failed", "killed"})
+# Why a job of a public trace is not replayed (the keys of ``read_any``'s ``left_out``).
+PHILLY_NOT_DONE = "jobs whose status is not Pass, Failed or Killed"
+PAI_NOT_DONE = "tasks whose status is not Terminated or Failed"
+NO_TIMES = "jobs that never started, or still ran when the log was cut"
 PAI_COLUMNS = (
     "job_name", "task_name", "inst_num", "status", "start_time", "end_time", "plan_cpu",
     "plan_mem", "plan_gpu", "gpu_type",
@@ -95,18 +101,25 @@ def read_any(
     *,
     cpu_per_gpu: int = 4000,
     memory_per_gpu: int = 32 * Gi,
+    left_out: Counter[str] | None = None,
 ) -> list[TraceJob]:
-    """The jobs of the trace at ``path`` in layout ``fmt``, in submission order."""
+    """The jobs of the trace at ``path`` in layout ``fmt``, in submission order.
+
+    The public layouts list jobs that cannot be replayed (never started, still running
+    when the log was cut, not finished); each one skipped is counted in ``left_out``
+    under its reason, so that the user learns how much of the file was replayed.
+    """
     if fmt is TraceFormat.VIRTUAI:
         return read_trace(path, priorities)  # type: ignore[arg-type]
+    skipped: Counter[str] = Counter() if left_out is None else left_out
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             if fmt is TraceFormat.PHILLY and _first_character(handle) in ("[", "{"):
-                jobs = _philly_log(handle, path.name, cpu_per_gpu, memory_per_gpu)
+                jobs = _philly_log(handle, path.name, cpu_per_gpu, memory_per_gpu, skipped)
             elif fmt is TraceFormat.PHILLY:
-                jobs = _philly(handle, path.name, cpu_per_gpu, memory_per_gpu)
+                jobs = _philly(handle, path.name, cpu_per_gpu, memory_per_gpu, skipped)
             else:
-                jobs = _pai(handle, path, memory_per_gpu)
+                jobs = _pai(handle, path, memory_per_gpu, skipped)
     except (OSError, UnicodeDecodeError) as exc:
         raise unreadable(path, path.name, exc) from None
     return _relative(jobs)
@@ -180,7 +193,9 @@ def _gang(gpus: int, cpu: int, memory: int) -> tuple[int, Resources]:
     return tasks, Resources(max(1, per) * cpu, max(1, per) * memory, per)
 
 
-def _philly(handle: Iterable[str], source: str, cpu: int, memory: int) -> list[TraceJob]:
+def _philly(
+    handle: Iterable[str], source: str, cpu: int, memory: int, skipped: Counter[str]
+) -> list[TraceJob]:
     reader = csv.DictReader(handle, strict=True)
     names = [n.strip().lower() for n in reader.fieldnames or []]
     missing = [c for c in PHILLY_REQUIRED if c not in names]
@@ -200,7 +215,11 @@ def _philly(handle: Iterable[str], source: str, cpu: int, memory: int) -> list[T
         start = _time(where, "start_time", row["start_time"])
         end = _time(where, "end_time", row["end_time"])
         submit = _time(where, "submitted_time", row["submitted_time"])
-        if status not in PHILLY_DONE or start is None or end is None or submit is None:
+        if status not in PHILLY_DONE:
+            skipped[PHILLY_NOT_DONE] += 1
+            continue
+        if start is None or end is None or submit is None:
+            skipped[NO_TIMES] += 1
             continue
         gpus = int(_required(where, "num_gpus", row["num_gpus"]))
         tasks, per_task = _gang(gpus, cpu, memory)
@@ -219,7 +238,9 @@ def _philly(handle: Iterable[str], source: str, cpu: int, memory: int) -> list[T
     return jobs
 
 
-def _philly_log(handle: IO[str], source: str, cpu: int, memory: int) -> list[TraceJob]:
+def _philly_log(
+    handle: IO[str], source: str, cpu: int, memory: int, skipped: Counter[str]
+) -> list[TraceJob]:
     """Philly's ``cluster_job_log`` as published: a JSON list of jobs."""
     try:
         entries = json.load(handle)
@@ -227,6 +248,8 @@ def _philly_log(handle: IO[str], source: str, cpu: int, memory: int) -> list[Tra
         raise InvalidRequest(
             f"{source} line {exc.lineno} column {exc.colno}: not JSON: {exc.msg}"
         ) from None
+    except RecursionError:  # lists or objects nested thousands deep
+        raise InvalidRequest(f"{source}: not JSON that can be read: nested too deeply") from None
     if not isinstance(entries, list):
         raise InvalidRequest(f"{source}: expected a JSON list of jobs (Philly's cluster_job_log)")
     jobs: list[TraceJob] = []
@@ -238,8 +261,12 @@ def _philly_log(handle: IO[str], source: str, cpu: int, memory: int) -> list[Tra
         submit = _time(where, "submitted_time", entry.get("submitted_time"))
         status = str(entry.get("status") or "").strip().lower()
         runs = [(start, end) for start, end, _ in attempts]
-        if status not in PHILLY_DONE or submit is None or not runs or None in runs[-1]:
-            continue  # never ran, or still running when the log was cut
+        if status not in PHILLY_DONE:
+            skipped[PHILLY_NOT_DONE] += 1
+            continue
+        if submit is None or not runs or None in runs[-1]:
+            skipped[NO_TIMES] += 1  # never ran, or still running when the log was cut
+            continue
         gpus = attempts[0][2]
         tasks, per_task = _gang(gpus, cpu, memory)
         held = sum(max(0.0, end - start) for start, end in runs if start is not None and end)
@@ -280,7 +307,7 @@ def _attempts(where: str, raw: object) -> list[tuple[float | None, float | None,
     return out
 
 
-def _pai(handle: IO[str], path: Path, memory_per_gpu: int) -> list[TraceJob]:
+def _pai(handle: IO[str], path: Path, memory_per_gpu: int, skipped: Counter[str]) -> list[TraceJob]:
     source = path.name
     reader = csv.reader(handle, strict=True)
     header = next(reader, None)
@@ -308,10 +335,12 @@ def _pai(handle: IO[str], path: Path, memory_per_gpu: int) -> list[TraceJob]:
             )
         row = dict(zip([*columns, "user"], cells, strict=False))
         if (row.get("status") or "").strip().lower() not in PAI_DONE:
+            skipped[PAI_NOT_DONE] += 1
             continue
         start = _time(where, "start_time", row.get("start_time"))
         end = _time(where, "end_time", row.get("end_time"))
         if start is None or end is None:
+            skipped[NO_TIMES] += 1
             continue
         cpu = _number(where, "plan_cpu", row.get("plan_cpu"))
         mem = _number(where, "plan_mem", row.get("plan_mem"))

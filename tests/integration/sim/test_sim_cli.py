@@ -136,6 +136,49 @@ def test_phillys_published_job_log_replays_as_downloaded(tmp_path: Path) -> None
     assert metrics["jobs"] == 3 and metrics["finished"] == 3
     # one 2-GPU node, three 1-hour 2-GPU jobs a minute apart: they run one after another
     assert metrics["makespan_s"] == pytest.approx(3 * 3600)
+    assert "cluster_job_log: left out 1 jobs whose status is not Pass, Failed or Killed" in (
+        result.stderr
+    )
+
+
+def test_the_cpus_and_memory_of_a_public_traces_gpus_are_set_on_the_command_line(
+    tmp_path: Path,
+) -> None:
+    trace = tmp_path / "philly.csv"
+    trace.write_text(
+        "jobid,vc,submitted_time,start_time,end_time,num_gpus\na,vc1,0,10,3610,2\nb,vc1,0,,,1\n"
+    )
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("pools:\n  gpu: {count: 1, cpu: 32, memory: 256Gi, gpus: 2}\n")
+    base = ["--trace", str(trace), "--format", "philly", "--cluster", str(cluster)]
+    base += ["--json", "--no-plots", "--isolated", "none"]
+
+    def replayed(*extra: str) -> dict[str, int]:
+        result = run(*base, *extra)
+        assert result.exit_code == 0, result.output
+        assert "philly.csv: left out 1 jobs that never started" in result.stderr
+        metrics = json.loads(result.stdout)["policies"][0]["metrics"]
+        return {k: metrics[k] for k in ("finished", "rejected")}
+
+    assert replayed() == {"finished": 1, "rejected": 0}  # 2 x (4 CPUs, 32Gi)
+    assert replayed("--cpu-per-gpu", "16", "--memory-per-gpu", "128Gi")["finished"] == 1
+    assert replayed("--cpu-per-gpu", "17") == {"finished": 0, "rejected": 1}
+    assert replayed("--memory-per-gpu", "129Gi") == {"finished": 0, "rejected": 1}
+    result = run(*base, "--memory-per-gpu", "lots")
+    assert result.exit_code == 2
+    assert "Invalid value for --memory-per-gpu: cannot read 'lots' as memory" in " ".join(
+        result.stderr.replace("│", " ").split()
+    )
+
+
+def test_a_trace_with_no_job_to_replay_is_an_error(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("id,submit_time,duration,tenant,cpu,memory\n")
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("pools:\n  cpu: {count: 1, cpu: 8, memory: 16Gi}\n")
+    result = run("--trace", str(trace), "--cluster", str(cluster), "--no-plots")
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("error: t.csv: no job to replay")
 
 
 def test_the_checkpoint_cost_of_a_whole_trace_is_set_on_the_command_line(tmp_path: Path) -> None:

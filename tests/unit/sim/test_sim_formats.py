@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,16 @@ def test_pai_task_rows_without_a_header_become_gangs(tmp_path: Path) -> None:
     path.write_text(
         "j1,worker,4,Terminated,1000.0,4600.0,600.0,29.3,50.0,V100\n"
         "j2,tensorflow,1,Running,1100.0,,100.0,10,100,T4\n"
-        "j3,tensorflow,1,Failed,1200.0,1300.0,100.0,10,200,T4,alice\n",
+        "j3,tensorflow,1,Failed,1200.0,1300.0,100.0,10,200,T4,alice\n"
+        "j4,tensorflow,1,Terminated,,,100.0,10,200,T4\n",
         encoding="utf-8",
     )
-    jobs = read_any(path, TraceFormat.PAI)
+    left_out: Counter[str] = Counter()
+    jobs = read_any(path, TraceFormat.PAI, left_out=left_out)
+    assert left_out == {
+        "tasks whose status is not Terminated or Failed": 1,
+        "jobs that never started, or still ran when the log was cut": 1,
+    }
     assert [(j.id, j.tenant, j.submit, j.duration, j.tasks) for j in jobs] == [
         ("j1/worker", "pai", 0.0, 3600.0, 4),
         ("j3/tensorflow", "alice", 200.0, 100.0, 1),
