@@ -49,7 +49,6 @@ as for our own format.  Jobs skipped as above are counted by reason (``read_any`
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import enum
 import itertools
@@ -59,13 +58,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import validate_name
 from virtuai.errors import InvalidRequest
 from virtuai.sim.cluster import DEFAULT_PRIORITIES
-from virtuai.sim.textfile import unreadable
+from virtuai.sim.textfile import CsvRows, unreadable
 from virtuai.sim.trace import TraceJob, read_trace
 
 __all__ = ["TraceFormat", "read_any"]
@@ -196,8 +195,8 @@ def _gang(gpus: int, cpu: int, memory: int) -> tuple[int, Resources]:
 def _philly(
     handle: Iterable[str], source: str, cpu: int, memory: int, skipped: Counter[str]
 ) -> list[TraceJob]:
-    reader = csv.DictReader(handle, strict=True)
-    names = [n.strip().lower() for n in reader.fieldnames or []]
+    reader = CsvRows(handle, source)
+    names = [n.strip().lower() for n in next(reader, [])]
     missing = [c for c in PHILLY_REQUIRED if c not in names]
     if missing:
         raise InvalidRequest(
@@ -206,30 +205,36 @@ def _philly(
             "published, in JSON)",
             field=missing[0],
         )
-    reader.fieldnames = names
     jobs: list[TraceJob] = []
-    for row in reader:
+    for cells in reader:
+        if not cells:
+            continue
         line = reader.line_num
         where = f"{source} line {line}"
+        if len(cells) > len(names):
+            raise InvalidRequest(
+                f"{where}: {len(cells)} cells but the header names {len(names)}", field=None
+            )
+        row = dict(zip(names, cells, strict=False))  # short rows: the rest missing
         status = (row.get("status") or "pass").strip().lower()
-        start = _time(where, "start_time", row["start_time"])
-        end = _time(where, "end_time", row["end_time"])
-        submit = _time(where, "submitted_time", row["submitted_time"])
+        start = _time(where, "start_time", row.get("start_time"))
+        end = _time(where, "end_time", row.get("end_time"))
+        submit = _time(where, "submitted_time", row.get("submitted_time"))
         if status not in PHILLY_DONE:
             skipped[PHILLY_NOT_DONE] += 1
             continue
         if start is None or end is None or submit is None:
             skipped[NO_TIMES] += 1
             continue
-        gpus = int(_required(where, "num_gpus", row["num_gpus"]))
+        gpus = int(_required(where, "num_gpus", row.get("num_gpus")))
         tasks, per_task = _gang(gpus, cpu, memory)
         jobs.append(
             TraceJob(
-                id=(row["jobid"] or "").strip() or str(len(jobs) + 1),
+                id=(row.get("jobid") or "").strip() or str(len(jobs) + 1),
                 submit=submit,
                 duration=max(0.0, end - start),
                 walltime=math.inf,
-                tenant=_tenant(where, "vc", row["vc"] or ""),
+                tenant=_tenant(where, "vc", row.get("vc") or ""),
                 per_task=per_task,
                 tasks=tasks,
                 line=line,
@@ -309,7 +314,7 @@ def _attempts(where: str, raw: object) -> list[tuple[float | None, float | None,
 
 def _pai(handle: IO[str], path: Path, memory_per_gpu: int, skipped: Counter[str]) -> list[TraceJob]:
     source = path.name
-    reader = csv.reader(handle, strict=True)
+    reader = CsvRows(handle, source)
     header = next(reader, None)
     names = [c.strip().lower() for c in header or []]
     if all(c in names for c in PAI_SIM_REQUIRED):
@@ -376,7 +381,7 @@ def _join_pai_jobs(jobs: list[TraceJob], named: set[int], table: Path) -> list[T
     found: dict[str, tuple[str, float | None]] = {}
     try:
         with table.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, strict=True)
+            reader = CsvRows(handle, table.name)
             for cells in reader:
                 if not cells or cells[0] not in wanted:
                     continue  # also the header, if the file has one
@@ -400,7 +405,7 @@ def _join_pai_jobs(jobs: list[TraceJob], named: set[int], table: Path) -> list[T
 
 
 def _pai_job_list(
-    reader: Any, names: list[str], source: str, memory_per_gpu: int
+    reader: CsvRows, names: list[str], source: str, memory_per_gpu: int
 ) -> list[TraceJob]:
     """The job list of Alibaba's PAI simulator: one job a row, GPUs and CPUs per instance."""
     jobs: list[TraceJob] = []

@@ -1,17 +1,46 @@
-"""The one error for a trace or cluster file that cannot be read as text.
+"""Reading trace and cluster files that other people's tools wrote: errors located.
 
-Traces come from other people's tools: a spreadsheet's export in Latin-1 or a
-binary file given by mistake must be named, with the line of the first bad byte,
-not end in a ``UnicodeDecodeError`` traceback.
+A spreadsheet's export in Latin-1 or a binary file given by mistake must be named,
+with the line of the first bad byte, not end in a ``UnicodeDecodeError`` traceback;
+a CSV syntax error (an unterminated quote, above all) must name the line where its
+row began, not the end of the file, and quote none of the file.
 """
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterable
 from pathlib import Path
 
 from virtuai.errors import InvalidRequest
 
-__all__ = ["unreadable"]
+__all__ = ["CsvRows", "unreadable"]
+
+
+class CsvRows:
+    """``csv.reader``'s rows (strict), its syntax errors as ``InvalidRequest``."""
+
+    def __init__(self, handle: Iterable[str], source: str) -> None:
+        self._reader = csv.reader(handle, strict=True)
+        self._source = source
+
+    @property
+    def line_num(self) -> int:
+        """The line where the last row read ends (as ``csv.reader``'s)."""
+        return self._reader.line_num
+
+    def __iter__(self) -> CsvRows:
+        return self
+
+    def __next__(self) -> list[str]:
+        start = self._reader.line_num + 1
+        try:
+            return next(self._reader)
+        except csv.Error as exc:
+            what = str(exc)
+            if "unexpected end of data" in what or "EOF" in what:
+                what = 'a quote (") opens a cell and never closes'
+            raise InvalidRequest(f"{self._source} line {start}: {what}", field=None) from None
 
 
 def unreadable(path: Path, source: str, exc: OSError | UnicodeDecodeError) -> InvalidRequest:

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import validate_name
@@ -45,7 +45,7 @@ from virtuai.domain.units import format_cpu, format_memory, parse_cpu, parse_dur
 from virtuai.domain.workload import PriorityClass
 from virtuai.errors import InvalidRequest
 from virtuai.sim.cluster import DEFAULT_PRIORITIES
-from virtuai.sim.textfile import unreadable
+from virtuai.sim.textfile import CsvRows, unreadable
 
 __all__ = ["COLUMNS", "TraceJob", "check_tenants", "parse_trace", "read_trace", "write_trace"]
 
@@ -202,9 +202,9 @@ def parse_trace(
     source: str = "trace.csv",
     priorities: Mapping[str, PriorityClass] = DEFAULT_PRIORITIES,
 ) -> list[TraceJob]:
-    reader = csv.reader(handle, strict=True)
+    reader = CsvRows(handle, source)
     row = _Row(source, priorities)
-    header = next(_rows(reader, source), None)
+    header = next(reader, None)
     if header is None:
         raise InvalidRequest(f"{source} line 1: empty file; expected a header row", field=None)
     names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
@@ -238,7 +238,7 @@ def parse_trace(
     width = max(idx) + 1
     jobs: list[TraceJob] = []
     seen: set[str] = set()
-    for cells in _rows(reader, source):
+    for cells in reader:
         row.line = reader.line_num
         if not any(c.strip() for c in cells):
             continue  # blank line
@@ -291,23 +291,6 @@ def _public_layout(header: Sequence[str]) -> tuple[str, str] | None:
     if "job_name" in names or "plan_gpu" in names or headerless_pai:
         return "Alibaba PAI's task table", "pai"
     return None
-
-
-def _rows(reader: Any, source: str) -> Iterator[list[str]]:
-    """The reader's rows; a CSV syntax error (an unterminated quote, above all) names the
-    line where the row began, not the end of the file, and quotes none of the file."""
-    while True:
-        start = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            what = str(exc)
-            if "unexpected end of data" in what or "EOF" in what:
-                what = 'a quote (") opens a cell and never closes'
-            raise InvalidRequest(f"{source} line {start}: {what}", field=None) from None
-        yield cells
 
 
 def _memory(n_bytes: int) -> str:

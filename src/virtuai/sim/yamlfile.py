@@ -69,7 +69,10 @@ def load_yaml(path: Path, *, name: str | None = None) -> Section:
 
 def parse_yaml(text: str, source: str) -> Section:
     """Parse YAML ``text``; ``source`` names it in error messages."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # its reader already refuses control characters
+    except yaml.YAMLError as exc:
+        raise InvalidRequest(f"{source}: not valid YAML: {exc}") from None
     loader.source = source
     try:
         data = loader.get_single_data()

@@ -218,3 +218,34 @@ def test_the_pai_simulators_job_list_is_read_by_its_header(tmp_path: Path) -> No
     assert caught.value.message == (
         "pai_job_duration_estimate_100K.csv line 2: duration: expected a number >= 0, not '-1'"
     )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "message"),
+    [
+        (
+            TraceFormat.PAI,
+            'j1,w,1,Terminated,0,1,1,1,1,V100\nj2,"w,1,Terminated,0,1,1,1,1,V100\n',
+            'pai.csv line 2: a quote (") opens a cell and never closes',
+        ),
+        (
+            TraceFormat.PHILLY,
+            "jobid,vc,submitted_time,start_time,end_time,num_gpus\n"
+            'a,vc1,0,1,2,1\nb,"vc1,0,1,2,1\nc,vc1,0,1,2,1\n',
+            'pai.csv line 3: a quote (") opens a cell and never closes',
+        ),
+        (
+            TraceFormat.PHILLY,
+            "jobid,vc,submitted_time,start_time,end_time,num_gpus\na,vc1,0,1,2,1,extra\n",
+            "pai.csv line 2: 7 cells but the header names 6",
+        ),
+    ],
+)
+def test_csv_syntax_errors_name_the_line_where_the_row_began(
+    tmp_path: Path, fmt: TraceFormat, text: str, message: str
+) -> None:
+    path = tmp_path / "pai.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidRequest) as caught:
+        read_any(path, fmt)
+    assert caught.value.message == message
