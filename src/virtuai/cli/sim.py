@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -163,6 +165,8 @@ def sim(
     if not example and (trace is None or cluster is None):
         missing = "--trace" if trace is None else "--cluster"
         raise typer.BadParameter("is required (or use --example)", param_hint=missing)
+    if out is not None:
+        _out_dir(out)
     from virtuai.sim import cluster as sim_cluster
     from virtuai.sim import formats as sim_formats
     from virtuai.sim import isolated as sim_isolated
@@ -209,20 +213,44 @@ def sim(
     doc = sim_report.report_json(info, spec, reports, isolation, tick)
     for report in reports:
         _note(_speed(report))
-    if out is not None:
-        written = sim_report.write_report(out, doc, reports, plots=plots)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        _print_table(doc)
+    if out is not None:  # after the results are shown: a full disk must not hide them
+        with _writing(out):
+            written = sim_report.write_report(out, doc, reports, plots=plots)
         pngs = sum(1 for p in written if p.suffix == ".png")
         _note(
             f"wrote {sim_report.RESULTS_FILE}, {pngs} plots and {len(reports)} job lists to {out}"
         )
-    if as_json:
-        typer.echo(json.dumps(doc, indent=2))
-        return
-    _print_table(doc)
 
 
 def _note(message: str) -> None:
     output.echo_err(message)
+
+
+def _out_dir(out: Path) -> Path:
+    """``--out``, made before the work: an hour's replay must not end in "File exists"."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise typer.BadParameter(f"{out} is a file, not a directory", param_hint="--out") from None
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot make {out}: {exc.strerror}", param_hint="--out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"cannot write into {out}", param_hint="--out")
+    return out
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A write into ``out`` that fails (a full disk) is an error naming the file."""
+    try:
+        yield
+    except OSError as exc:  # a failed write names no file, a failed open does
+        what = f"{exc.filename}: cannot write it" if exc.filename else f"cannot write into {out}"
+        raise InvalidRequest(f"{what}: {exc.strerror or exc}") from None
 
 
 class _Bar:
@@ -274,6 +302,12 @@ def _policy(name: str) -> PolicySpec:
     if path.exists() or name not in sim_policy.EXAMPLE_POLICIES:
         if path.is_dir():
             raise typer.BadParameter(f"{name} is a directory", param_hint="--policy")
+        if not path.exists():
+            raise typer.BadParameter(
+                f"{name} is neither a built-in policy ({', '.join(sim_policy.EXAMPLE_POLICIES)})"
+                " nor a policy file",
+                param_hint="--policy",
+            )
         return sim_policy.load_policy(path)
     return sim_policy.example_policy(name)
 
@@ -387,12 +421,12 @@ def generate(
 
     if nodes > sim_cluster.MAX_NODES:
         raise typer.BadParameter(f"at most {sim_cluster.MAX_NODES:,}", param_hint="--nodes")
+    _out_dir(out)
     spec = sim_generate.generate_cluster(nodes, tenants)
     trace = sim_generate.generate_trace(spec, jobs, seed=seed, load=load, burst=burst)
-    out.mkdir(parents=True, exist_ok=True)
     cluster_path, trace_path = out / "cluster.yaml", out / "trace.csv"
-    cluster_path.write_text(spec.to_yaml(), encoding="utf-8")
-    with trace_path.open("w", newline="", encoding="utf-8") as handle:
+    with _writing(out), trace_path.open("w", newline="", encoding="utf-8") as handle:
+        cluster_path.write_text(spec.to_yaml(), encoding="utf-8")
         sim_trace.write_trace(trace, handle, spec.priority_classes)
     span = trace[-1].submit - trace[0].submit if trace else 0.0
     typer.echo(f"{trace_path}: {len(trace):,} jobs over {output.duration(span)}")
@@ -422,6 +456,7 @@ def export(
     from virtuai.sim import trace as sim_trace
 
     start = _since(since, dt.datetime.now(dt.UTC))
+    _out_dir(out)
     with Client.from_environment() as client:
         jobs = _jobs_since(client, start)
         nodes = client.get_list("/api/v1/nodes")
@@ -429,10 +464,9 @@ def export(
         classes = client.get_list("/api/v1/priority-classes")
     found = sim_export.export(jobs, nodes, tenants, classes, since=start)
     spec = found.cluster
-    out.mkdir(parents=True, exist_ok=True)
     cluster_path, trace_path = out / "cluster.yaml", out / "trace.csv"
-    cluster_path.write_text(spec.to_yaml(), encoding="utf-8")
-    with trace_path.open("w", newline="", encoding="utf-8") as handle:
+    with _writing(out), trace_path.open("w", newline="", encoding="utf-8") as handle:
+        cluster_path.write_text(spec.to_yaml(), encoding="utf-8")
         sim_trace.write_trace(found.jobs, handle, spec.priority_classes)
     trace = found.jobs
     span = trace[-1].submit - trace[0].submit if trace else 0.0

@@ -15,6 +15,11 @@ from virtuai.cli.main import app
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def plain(text: str) -> str:
+    """Rich's boxed error, as one line of words."""
+    return " ".join(text.replace("│", " ").split())
+
+
 def run(*args: str) -> Result:
     return CliRunner().invoke(app, ["sim", *args])
 
@@ -225,6 +230,34 @@ def test_usage_errors() -> None:
     assert result.exit_code == 2 and "--cluster" in result.output
     result = run("--example", "--isolated", "guess")
     assert result.exit_code == 2 and "--isolated" in result.output
+    result = run("--example", "--policy", "las-fairshares")
+    assert result.exit_code == 2
+    assert "las-fairshares is neither a built-in policy (fifo, " in plain(result.stderr)
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_the_replay(tmp_path: Path) -> None:
+    file = tmp_path / "results"
+    file.write_text("")
+    for out, why in ((file, "is a file, not a directory"), (file / "x", "cannot make")):
+        result = run("--example", "--policy", "fifo", "--out", str(out))
+        assert result.exit_code == 2
+        assert why in plain(result.stderr)
+        assert "replaying" not in result.stderr
+    result = run("generate", "--out", str(file))
+    assert result.exit_code == 2 and "is a file, not a directory" in plain(result.stderr)
+
+
+def test_a_full_disk_is_named_after_the_results_are_shown(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").symlink_to("/dev/full")  # every write: ENOSPC, as a full disk
+    args = ["--example", "--policy", "fifo", "--isolated", "none", "--no-plots", "--json"]
+    result = run(*args, "--out", str(out))
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["policies"][0]["metrics"]["finished"] == 2000
+    assert result.stderr.strip().endswith(
+        f"error: cannot write into {out}: No space left on device"
+    )
 
 
 def test_list_policies_prints_one_per_line_name_first() -> None:
