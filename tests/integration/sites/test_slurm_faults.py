@@ -76,6 +76,7 @@ def test_preemption_sends_the_checkpoint_signal_then_scancel_then_requeues(
     script = (
         'if [ "$VIRTUAI_RESTART_COUNT" -ge 1 ]; then echo resumed; exit 0; fi; '
         f"trap 'echo checkpointed rank $RANK >> $HOME/{mark}' USR1; "
+        f"echo $RANK >> $HOME/{mark}.started; "
         "while true; do sleep 1; done"
     )
     victim = p.submit(
@@ -95,6 +96,9 @@ def test_preemption_sends_the_checkpoint_signal_then_scancel_then_requeues(
         if "RUNNING" in p.job(victim["id"])["reason"]:
             break
         time.sleep(0.2)
+    # Preempted only once both tasks trap USR1: Slurm's RUNNING is the batch script's, whose
+    # `srun` may not have started the tasks yet (a signal then finds no handler to run).
+    _wait_for_lines(slurm, f"~/{mark}.started", 2)
     urgent = p.submit(
         p.admin_token,
         ["true"],
@@ -120,7 +124,17 @@ def test_preemption_sends_the_checkpoint_signal_then_scancel_then_requeues(
             for e in session.scalars(select(JobEventRow).where(JobEventRow.job_id == victim["id"]))
         ]
     assert ("running", "preempting") in moves and ("preempting", "pending") in moves
-    slurm.ssh(f"rm -f ~/{mark}")
+    slurm.ssh(f"rm -f ~/{mark} ~/{mark}.started")
+
+
+def _wait_for_lines(slurm: SlurmDev, path: str, lines: int, timeout: float = 30) -> None:
+    """Until the file at ``path`` on the login node has ``lines`` lines (tasks' marks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(slurm.ssh(f"cat {path} 2>/dev/null || true").split()) >= lines:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{path}: not {lines} lines within {timeout:.0f} s: tasks not started")
 
 
 def test_an_unreachable_login_node_keeps_jobs_in_their_last_state(
@@ -159,17 +173,12 @@ def test_a_slurmctld_restart_is_survived(site_platform: Platform, slurm: SlurmDe
     # subject).
     mark = f"resume-{uuid.uuid4().hex[:8]}"
     script = (
-        f"touch $HOME/{mark}.started; "
+        f"echo started > $HOME/{mark}.started; "
         f"for i in $(seq 600); do [ -e $HOME/{mark} ] && exit 0; sleep 0.2; done; exit 3"
     )
     job = p.submit(p.admin_token, ["bash", "-c", script], tenant="physics", site="vsd", time="3m")
     p.wait_for([job["id"]], states={"running"}, timeout=30)
-    for _ in range(120):
-        if slurm.ssh(f"ls ~/{mark}.started 2>/dev/null || true").strip():
-            break
-        time.sleep(0.25)
-    else:
-        raise AssertionError("the job's task did not start within 30 s")
+    _wait_for_lines(slurm, f"~/{mark}.started", 1)
     os.kill(slurm.pid("slurmctld"), signal.SIGTERM)
     for _ in range(50):
         if not (slurm.dir / "run" / "slurmctld.pid").exists():
