@@ -25,14 +25,15 @@ fi
 # takes the longest of the three, not the sum:
 # - the Slurm site tests mostly wait on a real Slurm (its scheduling cycle, walltimes of a
 #   whole minute, a slurmctld restart), and their dev cluster is theirs alone; the unit
-#   tests (CPU only: the scheduler's properties) follow them in the same process slot, so
-#   that the second core is not left idle once Slurm is done;
+#   tests and the simulator's (CPU only: the scheduler's properties, replays) follow them
+#   in the same process slot, so that the second core is not left idle once Slurm is done;
 # - the end-to-end tests mostly wait on the servers they start (services scaling, time
 #   limits, restarts); what they create on the host is their installations' own;
-# - the integration tests (real databases, servers, drivers) are the rest.
+# - the other integration tests (real databases, servers, drivers) are the rest.
 # Each part's output is printed whole once all three have ended.
 declare -A logs pids
-for part in "tests/integration/sites tests/unit" "tests/e2e"; do
+parts=("tests/integration/sites tests/unit tests/integration/sim" "tests/e2e")
+for part in "${parts[@]}"; do
   logs[$part]=$(mktemp)
   (
     status=0
@@ -43,10 +44,11 @@ for part in "tests/integration/sites tests/unit" "tests/e2e"; do
   ) >"${logs[$part]}" 2>&1 &
   pids[$part]=$!
 done
-echo "== pytest tests/integration (tests/integration/sites, tests/unit and tests/e2e beside it)"
+echo "== pytest tests/integration (${parts[*]} beside it)"
 failed=0
-python -m pytest --durations=25 tests/integration --ignore=tests/integration/sites || failed=1
-for part in "tests/integration/sites tests/unit" "tests/e2e"; do
+python -m pytest --durations=25 tests/integration \
+  --ignore=tests/integration/sites --ignore=tests/integration/sim || failed=1
+for part in "${parts[@]}"; do
   wait "${pids[$part]}" || failed=1
   echo "== pytest $part"; cat "${logs[$part]}"; rm -f "${logs[$part]}"
 done
