@@ -90,8 +90,10 @@ def sim(
         typer.Option(
             "--tick",
             min=0.0,
-            help="Schedule only at multiples of this many seconds (0: at every event). "
-            "Fewer passes, faster runs; ends and submissions wait for the next tick.",
+            max=86_400.0,
+            help="Schedule only at multiples of this many seconds (0: at every event; at "
+            "most a day). Fewer passes, faster runs; ends and submissions wait for the "
+            "next tick.",
         ),
     ] = 0.0,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNGs.")] = True,

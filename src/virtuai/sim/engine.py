@@ -188,8 +188,8 @@ class Simulation:
         stall_passes: int = STALL_PASSES,
         scheduler: Callable[[Snapshot], Decisions] = schedule,
     ) -> None:
-        if not tick_s >= 0:
-            raise ValueError("tick_s must be >= 0")
+        if not 0 <= tick_s < math.inf:
+            raise ValueError("tick_s must be >= 0 and finite")
         self.tick_s = tick_s
         self.stall_passes = stall_passes
         self._schedule = scheduler  # the real one; tests may pass a broken one

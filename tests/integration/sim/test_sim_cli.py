@@ -230,6 +230,9 @@ def test_usage_errors() -> None:
     assert result.exit_code == 2 and "--cluster" in result.output
     result = run("--example", "--isolated", "guess")
     assert result.exit_code == 2 and "--isolated" in result.output
+    for tick in ("inf", "nan", "-1", "86401"):  # inf: a replay that never ended
+        result = run("--example", "--tick", tick)
+        assert result.exit_code == 2 and "--tick" in result.output
     result = run("--example", "--policy", "las-fairshares")
     assert result.exit_code == 2
     assert "las-fairshares is neither a built-in policy (fifo, " in plain(result.stderr)
