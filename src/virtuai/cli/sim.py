@@ -410,10 +410,15 @@ def generate(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same trace).")] = 1,
     load: Annotated[
         float,
-        typer.Option("--load", min=0.01, help="Offered work / capacity on the busiest resource."),
+        typer.Option(
+            "--load", min=0.01, max=100.0, help="Offered work / capacity on the busiest resource."
+        ),
     ] = 0.7,
     burst: Annotated[
-        float, typer.Option("--burst", min=0.0, help="Mean extra jobs per submission burst.")
+        float,
+        typer.Option(
+            "--burst", min=0.0, max=10_000.0, help="Mean extra jobs per submission burst."
+        ),
     ] = 4.0,
 ) -> None:
     """Write a synthetic cluster.yaml and trace.csv (see virtuai.sim.generate)."""

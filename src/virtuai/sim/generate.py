@@ -37,6 +37,7 @@ from virtuai.sim.trace import TraceJob
 __all__ = ["TENANT_NAMES", "generate_cluster", "generate_trace"]
 
 Gi = 2**30
+MAX_BURST = 10_000  # mean extra jobs a burst: each extra job is a draw of the generator
 TENANT_NAMES = ("physics", "biology", "climate", "vision")
 _PROFILES = ("gpu", "mixed", "cpu", "small")
 
@@ -126,8 +127,8 @@ def generate_trace(
     burst: float = 4.0,
 ) -> list[TraceJob]:
     """``jobs`` jobs for the tenants of ``cluster`` (see the module's docstring)."""
-    if jobs < 0 or load <= 0 or burst < 0:
-        raise ValueError("jobs must be >= 0, load > 0 and burst >= 0")
+    if jobs < 0 or not 0 < load < math.inf or not 0 <= burst <= MAX_BURST:
+        raise ValueError(f"jobs must be >= 0, load > 0 and finite, burst 0 to {MAX_BURST}")
     rng = random.Random(seed)
     names = [t.name for t in cluster.tenants] or list(TENANT_NAMES)
     gpu_pools = [p for p in cluster.pools if p.gpus]

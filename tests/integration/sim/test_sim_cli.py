@@ -233,6 +233,10 @@ def test_usage_errors() -> None:
     for tick in ("inf", "nan", "-1", "86401"):  # inf: a replay that never ended
         result = run("--example", "--tick", tick)
         assert result.exit_code == 2 and "--tick" in result.output
+    for option, value in (("--burst", "1e9"), ("--load", "inf"), ("--nodes", "100001")):
+        result = run("generate", "--out", "never-made", option, value)  # 1e9: never ended
+        assert result.exit_code == 2 and option in result.output
+        assert not Path("never-made").exists()
     result = run("--example", "--policy", "las-fairshares")
     assert result.exit_code == 2
     assert "las-fairshares is neither a built-in policy (fifo, " in plain(result.stderr)
