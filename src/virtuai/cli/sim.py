@@ -197,6 +197,7 @@ def sim(
         if not jobs:
             raise InvalidRequest(f"{trace_path.name}: no job to replay")
         sim_trace.check_tenants(jobs, [t.name for t in spec.tenants], trace_path.name)
+        sim_trace.check_pools(jobs, [p.name for p in spec.pools], trace_path.name)
         jobs = _with_costs(jobs, checkpoint_interval, restart_overhead)
         info = sim_report.trace_info(jobs, trace_path)
     names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])

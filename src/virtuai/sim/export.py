@@ -12,7 +12,9 @@ module turns it into the simulator's ``TraceJob``s and ``ClusterSpec``, with no 
   which for a job preempted and requeued also counts the time it waited in between.
   Left out, and counted in ``Export.left_out``: jobs that never started, jobs still
   running or waiting, notebooks and services (they run until stopped), jobs of
-  virtual clusters and jobs offloaded to Slurm sites (other schedulers placed them);
+  virtual clusters, jobs offloaded to Slurm sites (other schedulers placed them), and
+  jobs on nodes or of pools that are gone (a trace row naming a pool the cluster file
+  lacks is an error in ``virtuai sim``);
 - **nodes**: the ``local`` site's nodes, one pool per server pool; a pool whose nodes
   differ in size becomes one pool per size (``gpu``, ``gpu-2`` ...) and jobs lose their
   pool restriction to it (the simulator's pools are of identical nodes);
@@ -74,7 +76,7 @@ def export(
         submitted = _when(job.get("submitted_at"))
         if submitted is None or submitted < since:
             continue
-        why = _left_out(job, pool_of_node, remote)
+        why = _left_out(job, pool_of_node, renamed, remote)
         if why is not None:
             left_out[why] += 1
             continue
@@ -89,7 +91,12 @@ def export(
 # -- jobs ----------------------------------------------------------------------------------
 
 
-def _left_out(job: JsonObject, pool_of_node: Mapping[str, str], remote: set[str]) -> str | None:
+def _left_out(
+    job: JsonObject,
+    pool_of_node: Mapping[str, str],
+    pools: Mapping[str, str | None],
+    remote: set[str],
+) -> str | None:
     """Why ``job`` is not replayed, or ``None``."""
     if job.get("kind", BATCH) != BATCH:
         return f"{job['kind']}s (they run until stopped)"
@@ -105,6 +112,8 @@ def _left_out(job: JsonObject, pool_of_node: Mapping[str, str], remote: set[str]
         return "jobs offloaded to Slurm sites"
     if any(node not in pool_of_node for node in placed):
         return "jobs on nodes that are gone"
+    if job.get("pool") and job["pool"] not in pools:  # its nodes moved to other pools
+        return "jobs of pools that are gone"
     return None
 
 

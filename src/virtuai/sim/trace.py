@@ -47,7 +47,10 @@ from virtuai.errors import InvalidRequest
 from virtuai.sim.cluster import DEFAULT_PRIORITIES
 from virtuai.sim.textfile import CsvRows, unreadable
 
-__all__ = ["COLUMNS", "TraceJob", "check_tenants", "parse_trace", "read_trace", "write_trace"]
+__all__ = [
+    "COLUMNS", "TraceJob", "check_pools", "check_tenants", "parse_trace", "read_trace",
+    "write_trace",
+]  # fmt: skip
 
 REQUIRED = ("submit_time", "duration", "tenant", "cpu", "memory")
 OPTIONAL = (
@@ -337,14 +340,27 @@ def write_trace(
 def check_tenants(jobs: Sequence[TraceJob], tenants: Sequence[str], source: str) -> None:
     """A trace's tenants must be the cluster file's when it lists any: else a typo would
     silently get a tenant with no quota, outside every cohort."""
-    if not tenants:
-        return
-    listed = set(tenants)
+    if tenants:
+        _check_known(
+            jobs, "tenant", set(tenants), source, "add it there, or drop the tenants section"
+        )
+
+
+def check_pools(jobs: Sequence[TraceJob], pools: Sequence[str], source: str) -> None:
+    """A job's pool must be one of the cluster file's: else a typo would replay as a job
+    that never fits."""
+    _check_known(jobs, "pool", set(pools), source, "or leave the cell empty: any pool")
+
+
+def _check_known(
+    jobs: Sequence[TraceJob], field: str, listed: set[str], source: str, advice: str
+) -> None:
     for job in sorted(jobs, key=lambda j: j.line):
-        if job.tenant not in listed:
+        value = getattr(job, field)
+        if value is not None and value not in listed:
             where = f" line {job.line}" if job.line else ""
             raise InvalidRequest(
-                f"{source}{where}: tenant: unknown tenant {job.tenant!r}; the cluster file "
-                f"lists {', '.join(sorted(listed))} (add it there, or drop the tenants section)",
-                field="tenant",
+                f"{source}{where}: {field}: unknown {field} {value!r}; the cluster file "
+                f"lists {', '.join(sorted(listed))} ({advice})",
+                field=field,
             )

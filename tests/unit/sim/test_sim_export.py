@@ -122,6 +122,7 @@ def test_ended_batch_jobs_of_the_window_become_the_trace() -> None:
         job(11, placement=[{"index": 0, "node": "hpc-1", "gpu_indices": []}]),  # sent there
         job(7, vc="lab"),
         job(8, placement=[{"index": 0, "node": "retired", "gpu_indices": []}]),
+        job(12, pool="bigmem"),  # its node is in another pool now: no pool bigmem left
         job(9, submitted_at=at(-7200)),  # before the window: not counted at all
         job(
             10,
@@ -151,6 +152,7 @@ def test_ended_batch_jobs_of_the_window_become_the_trace() -> None:
         "jobs offloaded to Slurm sites": 2,
         "jobs of virtual clusters": 1,
         "jobs on nodes that are gone": 1,
+        "jobs of pools that are gone": 1,
     }
 
 

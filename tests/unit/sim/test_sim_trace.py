@@ -190,6 +190,22 @@ def test_a_tenant_the_cluster_does_not_list_is_an_error() -> None:
     )
 
 
+def test_a_pool_the_cluster_does_not_list_is_an_error() -> None:
+    from virtuai.sim.trace import check_pools
+
+    jobs = parse(
+        "id,submit_time,duration,tenant,cpu,memory,pool\n"
+        "a,0,10,physics,1,1Gi,\nb,0,10,physics,1,1Gi,gpu\nc,0,10,physics,1,1Gi,gpus\n"
+    )
+    with pytest.raises(InvalidRequest) as caught:
+        check_pools(jobs, ["cpu", "gpu"], "t.csv")
+    assert caught.value.message == (
+        "t.csv line 4: pool: unknown pool 'gpus'; the cluster file lists cpu, gpu "
+        "(or leave the cell empty: any pool)"
+    )
+    check_pools(jobs[:2], ["cpu", "gpu"], "t.csv")
+
+
 @pytest.mark.parametrize(
     ("first", "hint"),
     [
