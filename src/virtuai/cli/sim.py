@@ -233,7 +233,7 @@ def _note(message: str) -> None:
     output.echo_err(message)
 
 
-def _out_dir(out: Path) -> Path:
+def _out_dir(out: Path) -> None:
     """``--out``, made before the work: an hour's replay must not end in "File exists"."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,6 @@ def _out_dir(out: Path) -> Path:
         raise typer.BadParameter(f"cannot make {out}: {exc.strerror}", param_hint="--out") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise typer.BadParameter(f"cannot write into {out}", param_hint="--out")
-    return out
 
 
 @contextmanager
