@@ -127,11 +127,11 @@ def share_tracker(
         sums[0] += total.cpu_milli
         sums[1] += total.memory
         sums[2] += total.gpu
-    allocation = {}
-    for t in tenants:
-        sums = held.get(t.name, [0, 0, 0])
-        allocation[t.name] = Resources(
-            max(t.usage.cpu_milli, sums[0]), max(t.usage.memory, sums[1]), max(t.usage.gpu, sums[2])
+    allocation = {t.name: t.usage for t in tenants}  # usage is never negative
+    for name, sums in held.items():
+        usage = allocation[name]
+        allocation[name] = Resources(
+            max(usage.cpu_milli, sums[0]), max(usage.memory, sums[1]), max(usage.gpu, sums[2])
         )
     policy = snapshot.policy
     return ShareTracker(

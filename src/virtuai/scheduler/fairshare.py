@@ -144,31 +144,49 @@ class ShareTracker:
         w = min(1.0, max(0.0, allocation_weight))
         tau = half_life_s / LN2 if half_life_s > 0 else 0.0
         self._scale = tuple(w / c if c > 0 else 0.0 for c in caps)
-        hist_scale = tuple((1 - w) / (c * tau) if c > 0 and tau > 0 else 0.0 for c in caps)
-        ordered = sorted(tenants, key=lambda t: t.name)
-        total_weight = math.fsum(max(0.0, t.weight) for t in ordered)
-        self._tenants = {t.name: t for t in ordered}
+        self._hist_scale = tuple((1 - w) / (c * tau) if c > 0 and tau > 0 else 0.0 for c in caps)
+        listed = list(tenants)
+        self._tenants = {t.name: t for t in listed}
+        self._total_weight = math.fsum(max(0.0, t.weight) for t in listed)
+        self._allocation = allocation
+        self._now, self._half_life_s = now, half_life_s
+        # Each tenant's standing is worked out when first asked for: a pass asks about
+        # the tenants with jobs waiting, which with many tenants are few of them.
         self._history: dict[str, HistoricalUsage] = {}
         self._base: dict[str, list[float]] = {}
         self._alloc: dict[str, list[int]] = {}
-        self._shares: dict[str, float] = {}
-        for t in ordered:
-            h = decayed(t.history, now, half_life_s)
-            self._history[t.name] = h
-            self._base[t.name] = [
-                h.cpu_milli_s * hist_scale[0],
-                h.memory_s * hist_scale[1],
-                h.gpu_s * hist_scale[2],
-            ]
-            held = allocation.get(t.name, Resources())
-            self._alloc[t.name] = [held.cpu_milli, held.memory, held.gpu]
-            self._shares[t.name] = max(0.0, t.weight) / total_weight if total_weight > 0 else 0.0
+
+    def _standing(self, tenant: str) -> tuple[list[float], list[int]] | None:
+        """(decayed past usage, scaled; allocation) of ``tenant``; ``None``: unknown."""
+        base = self._base.get(tenant)
+        if base is not None:
+            return base, self._alloc[tenant]
+        t = self._tenants.get(tenant)
+        if t is None:
+            return None
+        h = self._history[tenant] = decayed(t.history, self._now, self._half_life_s)
+        scale = self._hist_scale
+        base = self._base[tenant] = [
+            h.cpu_milli_s * scale[0],
+            h.memory_s * scale[1],
+            h.gpu_s * scale[2],
+        ]
+        held = self._allocation.get(tenant, Resources())
+        alloc = self._alloc[tenant] = [held.cpu_milli, held.memory, held.gpu]
+        return base, alloc
+
+    def _share(self, tenant: str) -> float:
+        t = self._tenants.get(tenant)
+        total = self._total_weight
+        return max(0.0, t.weight) / total if t is not None and total > 0 else 0.0
 
     def usage(self, tenant: str) -> tuple[float, int]:
         """(effective dominant share, index of the dominant resource) of ``tenant``."""
-        base, alloc, scale = self._base.get(tenant), self._alloc.get(tenant), self._scale
-        if base is None or alloc is None:
+        standing = self._standing(tenant)
+        if standing is None:
             return 0.0, -1
+        base, alloc = standing
+        scale = self._scale
         best, which = 0.0, -1
         for r in range(3):
             value = base[r] + alloc[r] * scale[r]
@@ -179,24 +197,26 @@ class ShareTracker:
     def ratio(self, tenant: str) -> float:
         """usage / norm_shares: the queue's sort key (lower goes first)."""
         used, _ = self.usage(tenant)
-        share = self._shares.get(tenant, 0.0)
+        share = self._share(tenant)
         if share <= 0:
             return math.inf
         return used / share
 
     def add(self, tenant: str, held: Resources) -> None:
         """Count ``held`` as allocated to ``tenant`` from now on (an admission)."""
-        alloc = self._alloc.get(tenant)
-        if alloc is not None:
+        standing = self._standing(tenant)
+        if standing is not None:
+            alloc = standing[1]
             alloc[0] += held.cpu_milli
             alloc[1] += held.memory
             alloc[2] += held.gpu
 
     def rows(self) -> tuple[FairShare, ...]:
         out = []
-        for name, t in self._tenants.items():
+        for name in sorted(self._tenants):
+            t = self._tenants[name]
             used, which = self.usage(name)
-            share = self._shares[name]
+            share = self._share(name)
             factor = 0.0 if share <= 0 else 2.0 ** (-used / share)
             out.append(
                 FairShare(

@@ -121,6 +121,10 @@ class QuotaLedger:
         usage: dict[str, Resources] = {}
         for tenant in sorted(tenants, key=lambda t: t.name):
             usage[tenant.name] = tenant.usage
+            whole = tenant.quota
+            if not tenant.quotas and whole.cpu_milli is whole.memory is whole.gpu is None:
+                self._entries[tenant.name] = {}  # the common case, made short: no limit
+                continue
             quotas = {q.pool: q for q in tenant.quotas}
             quotas.setdefault(ANY_POOL, PoolQuota(ANY_POOL, tenant.quota))
             entries = self._entries[tenant.name] = {}

@@ -219,9 +219,14 @@ class Simulation:
         self._states = [NodeState(node) for node in nodes]
         self._node_tuple: tuple[NodeState, ...] = tuple(self._states)
         self._nodes_dirty = False
-        self._tenant_tuple: tuple[TenantState, ...] = ()
-        self._tenants_dirty = True
         self._history = [HistoricalUsage() for _ in self._tenants]
+        # Each tenant's state is made again only when its usage or history changed: with
+        # a thousand tenants (PAI's users), remaking all of them each pass was most of it.
+        self._tenant_states = [
+            t.state(history=self._history[k]) for k, t in enumerate(self._tenants)
+        ]
+        self._tenant_tuple: tuple[TenantState, ...] = tuple(self._tenant_states)
+        self._dirty_tenants: set[int] = set()
         self._room = FreeRoom(nodes)
         self._feasibility = Feasibility(nodes)
         self._id_no = {job.id: j for j, job in enumerate(self.jobs)}
@@ -326,12 +331,13 @@ class Simulation:
         if self._nodes_dirty:
             self._node_tuple = tuple(self._states)
             self._nodes_dirty = False
-        if self._tenants_dirty:
-            self._tenant_tuple = tuple(
-                t.state(Resources(*self._usage[t.name]), history=self._history[k])
-                for k, t in enumerate(self._tenants)
-            )
-            self._tenants_dirty = False
+        if self._dirty_tenants:
+            for k in self._dirty_tenants:
+                t = self._tenants[k]
+                usage = Resources(*self._usage[t.name])
+                self._tenant_states[k] = t.state(usage, history=self._history[k])
+            self._dirty_tenants.clear()
+            self._tenant_tuple = tuple(self._tenant_states)
         if self._running_dirty:
             self._running_tuple = tuple(self._running.values())
             self._running_dirty = False
@@ -600,7 +606,7 @@ class Simulation:
         usage[0] += sign * total.cpu_milli
         usage[1] += sign * total.memory
         usage[2] += sign * total.gpu
-        self._tenants_dirty = True
+        self._dirty_tenants.add(self._tenant_no[job.tenant])
 
     def _record(self, t: float) -> None:
         row = list(self._waiting_by_tenant)
