@@ -24,31 +24,21 @@ fi
 # The suite runs as three pytest processes at once, each with its own PostgreSQL, and
 # takes the longest of the three, not the sum:
 # - the Slurm site tests mostly wait on a real Slurm (its scheduling cycle, walltimes of a
-#   whole minute, a slurmctld restart), and their dev cluster is theirs alone; the unit
-#   tests and the simulator's (CPU only: the scheduler's properties, replays) follow them
-#   in the same process slot, so that the second core is not left idle once Slurm is done;
+#   whole minute, a slurmctld restart), and their dev cluster is theirs alone;
 # - the end-to-end tests mostly wait on the servers they start (services scaling, time
 #   limits, restarts); what they create on the host is their installations' own;
-# - the other integration tests (real databases, servers, drivers) are the rest.
-# Each part's output is printed whole once all three have ended.
+# - the rest (integration and unit tests) is most of the CPU.
+# Each one's output is printed whole once all three have ended.
 declare -A logs pids
-parts=("tests/integration/sites tests/unit tests/integration/sim" "tests/e2e")
-for part in "${parts[@]}"; do
+for part in tests/integration/sites tests/e2e; do
   logs[$part]=$(mktemp)
-  (
-    status=0
-    for dir in $part; do
-      python -m pytest -p no:cacheprovider --durations=10 "$dir" || status=1
-    done
-    exit "$status"
-  ) >"${logs[$part]}" 2>&1 &
+  python -m pytest -p no:cacheprovider --durations=10 "$part" >"${logs[$part]}" 2>&1 &
   pids[$part]=$!
 done
-echo "== pytest tests/integration (${parts[*]} beside it)"
+echo "== pytest (tests/integration/sites and tests/e2e beside it, each in its own pytest)"
 failed=0
-python -m pytest --durations=25 tests/integration \
-  --ignore=tests/integration/sites --ignore=tests/integration/sim || failed=1
-for part in "${parts[@]}"; do
+python -m pytest --durations=25 --ignore=tests/integration/sites --ignore=tests/e2e || failed=1
+for part in tests/integration/sites tests/e2e; do
   wait "${pids[$part]}" || failed=1
   echo "== pytest $part"; cat "${logs[$part]}"; rm -f "${logs[$part]}"
 done
