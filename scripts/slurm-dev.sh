@@ -51,11 +51,17 @@ current_mode() { cat "$(mode_file)" 2>/dev/null || echo multi; }
 
 # A killed daemon stays a zombie until its parent reaps it, and a container's init may
 # never do so: kill -0 succeeds on a zombie, so its state must be read too.
-pid_alive() {
+pid_alive() {  # pid_alive PIDFILE: its daemon (named by the file: sshd.pid, slurmd-X.pid) runs
   [[ -f $1 ]] || return 1
-  local pid
+  local pid name comm
   pid=$(cat "$1")
-  kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]
+  name=$(basename "$1" .pid); name=${name%%-*}
+  kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]] || return 1
+  # The file outlives a daemon killed with SIGKILL, and with pid_max at 32768 a busy machine
+  # soon gives its pid to another process: then the daemon is not running (and must not
+  # be "stopped" by killing that process).
+  comm=$(ps -o comm= -p "$pid" 2>/dev/null)
+  [[ $comm == "$name"* ]]
 }
 
 wait_for() {  # wait_for SECONDS DESCRIPTION CMD...
