@@ -170,7 +170,12 @@ def test_a_restart_as_the_unit_does_it_loses_no_running_job(service_server: Serv
         server.cli("submit", "--cpu", "0.5", "--memory", "256Mi", "--", "sleep", "8", token=alice)
     )
     before = _wait_state(server, alice, job, "running")
-    claims = list((server.home / "tasks").rglob("supervisor.pid"))
+    # "running" follows the launch, which hands the task to the launcher and returns: its
+    # supervisor claims the task a moment later (on a loaded machine, seconds later).
+    deadline = time.monotonic() + 30
+    while not (claims := list((server.home / "tasks").rglob("supervisor.pid"))):
+        assert time.monotonic() < deadline, "no supervisor claimed the task within 30 s"
+        time.sleep(0.1)
     assert len(claims) == 1
     task_dir = claims[0].parent
     assert supervisor_pid(task_dir) is not None
