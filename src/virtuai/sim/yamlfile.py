@@ -69,12 +69,10 @@ def load_yaml(path: Path, *, name: str | None = None) -> Section:
 
 def parse_yaml(text: str, source: str) -> Section:
     """Parse YAML ``text``; ``source`` names it in error messages."""
+    loader: _Loader | None = None
     try:
         loader = _Loader(text)  # its reader already refuses control characters
-    except yaml.YAMLError as exc:
-        raise InvalidRequest(f"{source}: not valid YAML: {exc}") from None
-    loader.source = source
-    try:
+        loader.source = source
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
@@ -85,7 +83,8 @@ def parse_yaml(text: str, source: str) -> Section:
     except RecursionError:  # lists or mappings nested thousands deep
         raise InvalidRequest(f"{source}: not valid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, YamlMap):
         raise InvalidRequest(f"{source} line 1: expected a mapping of keys to values at the top")
     return Section(source, "", data)
