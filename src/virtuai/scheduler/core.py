@@ -76,9 +76,7 @@ def _end_of(release: Release) -> float:
 
 
 _Placed = tuple[tuple[TaskPlacement, ...] | None, Charge, str | None]
-_MemoKey = tuple[
-    str, str | None, Resources, int, frozenset[str] | None, frozenset[int], bool, bool, bool
-]
+_MemoKey = tuple[object, ...]
 _Memo = tuple[int, PendingJob | None, BlockKind, str, float | None]
 # Remember blocked decisions per (tenant, shape) within a pass (``_Pass.memo``); tests
 # turn it off to check that it changes no decision.
@@ -105,6 +103,11 @@ def schedule(snapshot: Snapshot) -> Decisions:
     if one.running_ends is not None:
         one.running_ends.done()
     return decisions
+
+
+def _has_attained(job: PendingJob) -> bool:
+    """Whether ``job``'s LAS level may change while it waits (``las.pending_level``)."""
+    return job.attained_gpu_s > 0
 
 
 def share_tracker(
@@ -194,30 +197,40 @@ class _Pass:
         self.running_ends: Ends | None = None  # taken at the first reservation of the pass
         self.soon: dict[Shape, bool] = {}  # ``starts_soon`` per job shape
         self.reasons: dict[tuple[object, ...], str] = {}
-        # Without preemption, a job that is blocked gets the same decision as the last job
-        # of its tenant and shape blocked while nothing changed (same board generation,
-        # same head): remembered here, a queue of thousands costs one full decision per
-        # (tenant, shape) and a lookup for the rest.  Off with preemption, whose trials
-        # depend on each job's priority, level and history.
-        self.memo: dict[_MemoKey, _Memo] | None = (
-            {} if MEMO_BLOCKED and self.preemptor is None else None
-        )
+        # A job that is blocked gets the same decision as the last job of its tenant and
+        # shape blocked while the pass changed nothing (``changes``, same head): remembered
+        # here, a queue of thousands costs one full decision per (tenant, shape) and a
+        # lookup for the rest.  With preemption the key also holds what a victim search
+        # reads of the job (``memo_key``).
+        self.memo: dict[_MemoKey, _Memo] | None = {} if MEMO_BLOCKED else None
+        # Counts what the pass keeps (admissions, preemptions, reservations).  Trials that
+        # are undone (a victim search that failed, a fit in the unheld view) do not count,
+        # whereas they do move ``Board.generation``: a memo keyed on that would miss after
+        # every failed victim search of another tenant.
+        self.changes = 0
 
     def queues(self) -> Waiting:
-        """The pending jobs per tenant in queue order (kept from the last pass if the
-        order's key is fixed per job, which a least-attained-service level is not)."""
+        """The pending jobs per tenant in queue order, kept from the last pass (a least
+        attained service level changes with time only for a job that attained service
+        already: those are keyed anew)."""
         pending, policy, due = self.snapshot.pending, self.policy, self.due
-        if policy.las_thresholds_gpu_s:
-            now = self.now
-            levels = {j.id: pending_level(j, now, policy) for j in pending}
-            level = levels.__getitem__
+        since = self.snapshot.pending_since
+        kind = ("due", policy.short_first_cap_s) if due is not None else ("plain",)
+        if not policy.las_thresholds_gpu_s:
+            return Waiting.take(pending, queue_key(due=due), kind, since)
+        now = self.now
 
-            def by_level(job: PendingJob) -> int:
-                return level(job.id)
+        def level(job: PendingJob) -> int:
+            return pending_level(job, now, policy)
 
-            return Waiting.fresh(pending, queue_key(by_level, due))
-        kind = ("due", policy.short_first_cap_s) if due is not None else "plain"
-        return Waiting.take(pending, queue_key(due=due), kind, self.snapshot.pending_since)
+        las = (
+            "las",
+            policy.las_thresholds_gpu_s,
+            policy.starvation_factor,
+            policy.starvation_min_s,
+            *kind,
+        )
+        return Waiting.take(pending, queue_key(level, due), las, since, moves=_has_attained)
 
     def run(self) -> Decisions:
         queues = self.waiting.queues
@@ -256,10 +269,25 @@ class _Pass:
 
     def decide(self, job: PendingJob, *, first_round: bool) -> None:
         memo = self.memo
-        if memo is None:
+        key = None if memo is None else self.memo_key(job, first_round)
+        if memo is None or key is None:
             self.decide_one(job, first_round=first_round)
             return
-        key = (
+        changes, head = self.changes, self.head
+        hit = memo.get(key)
+        if hit is not None and hit[0] == changes and hit[1] is head:
+            self.block(job, hit[2], hit[3], hit[4])
+            return
+        count = len(self.blocked)
+        self.decide_one(job, first_round=first_round)
+        if len(self.blocked) == count + 1 and self.changes == changes and self.head is head:
+            b = self.blocked[-1]
+            memo[key] = (changes, head, b.kind, b.reason, b.expected_start)
+
+    def memo_key(self, job: PendingJob, first_round: bool) -> _MemoKey | None:
+        """What ``decide_one`` reads of ``job``, to tell two jobs it decides alike; ``None``:
+        decide it anyway (a nominated job waits for its own victims)."""
+        key: _MemoKey = (
             job.tenant,
             job.pool,
             job.per_task,
@@ -270,20 +298,24 @@ class _Pass:
             self.is_short(job),
             first_round,
         )
-        generation, head = self.board.generation, self.head
-        hit = memo.get(key)
-        if hit is not None and hit[0] == generation and hit[1] is head:
-            self.block(job, hit[2], hit[3], hit[4])
-            return
-        count = len(self.blocked)
-        self.decide_one(job, first_round=first_round)
-        if (
-            len(self.blocked) == count + 1
-            and self.board.generation == generation
-            and self.head is head
-        ):
-            b = self.blocked[-1]
-            memo[key] = (generation, head, b.kind, b.reason, b.expected_start)
+        preemptor = self.preemptor
+        if preemptor is None:
+            return key
+        if job.nominated or preemptor.stopping_for(job):
+            return None
+        policy, now = self.policy, self.now
+        # A victim search reads the priority, the LAS level, whether the job waited long
+        # enough to preempt for its level (and whether the pass has LAS searches left),
+        # and whom the job must never preempt.
+        waited = now - job.submitted_at >= policy.min_run_s
+        return (
+            *key,
+            job.priority,
+            pending_level(job, now, policy),
+            waited,
+            preemptor.las_searches_left,
+            job.preempted_by,
+        )
 
     def decide_one(self, job: PendingJob, *, first_round: bool) -> None:
         ledger = self.ledger
@@ -355,6 +387,7 @@ class _Pass:
     def admit(
         self, job: PendingJob, placed: tuple[TaskPlacement, ...], charge: Charge, short: bool
     ) -> None:
+        self.changes += 1
         self.ledger.charge(charge)
         self.board.keep(placed, short=short)
         if self.tracker is not None:
@@ -376,8 +409,10 @@ class _Pass:
                 return False
             self.preempted.extend(outcome.preempted)
             stopping = len(outcome.preempted)
-        if outcome is not None and self.tracker is not None:
-            self.tracker.add(job.tenant, job.total)
+        if outcome is not None:
+            self.changes += 1
+            if self.tracker is not None:
+                self.tracker.add(job.tenant, job.total)
         self.block(job, BlockKind.PREEMPTION, preemption_reason(stopping))
         return True
 
@@ -430,6 +465,7 @@ class _Pass:
                 self.behind = queue_reason(job)
                 self.block(job, BlockKind.CAPACITY, reason)
                 return
+            self.changes += 1
             self.board.start_guard(self.reservation)
             self.reservations.append(self.reservation)
             start = self.short_until = self.reservation.start
@@ -464,6 +500,7 @@ class _Pass:
         )
         if found is None:
             return False
+        self.changes += 1
         self.reservations.append(found)
         self.board.add_reservation(found)
         if found.start < self.short_until:

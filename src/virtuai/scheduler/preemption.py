@@ -137,6 +137,11 @@ class Preemptor:
             self._victims.done()
 
     @property
+    def las_searches_left(self) -> bool:
+        """Whether a failed search may still take attained-service victims in this pass."""
+        return self._las_failed < LAS_SEARCHES
+
+    @property
     def taken(self) -> frozenset[str]:
         """Running jobs chosen as victims in this pass (their room is promised)."""
         return frozenset(self._taken)

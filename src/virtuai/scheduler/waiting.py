@@ -15,10 +15,12 @@ control plane) sorts and counts as before.  A caller that also says what changed
 The objects of the last pass are referenced until the next update, so an ``id`` cannot
 be reused in between.
 
-Only an order whose key is fixed for the job's object can be kept: the plain and the
-shortest-first orders (``queue.order_key``, ``queue.due_by``).  A least-attained-service
-level may change with the time a job has waited (the starvation guard), so an order
-with levels is built afresh every pass (``fresh``) and not kept.
+An order is kept if its key depends on nothing but the job's object, or if the
+caller names the jobs whose key may also depend on the time (``take``'s ``moves``):
+a least-attained-service level changes with time only for a job that has attained
+service already (a preempted one: the starvation guard may bring it back to level 0),
+so those few are keyed anew every pass and moved if their key changed.  Each job's
+key is kept beside it, so that a moved job is found where its old key put it.
 
 One thread at a time holds the kept queues (the others build their own), from
 ``take`` to ``done``; a pass that fails does not hand them back.
@@ -57,6 +59,9 @@ class Waiting(Kept):
     def __init__(self, key: Key, kind: object) -> None:
         self._key = key
         self._kind = kind  # what the key is (equal kinds: equal keys), None: not kept
+        self._moves: Callable[[PendingJob], bool] | None = None  # ``take``'s
+        self._keys: dict[int, tuple[Any, ...]] = {}  # id() -> the key the job is queued by
+        self._moving: dict[int, PendingJob] = {}  # id() -> job whose key may change
         self._pending: Sequence[PendingJob] | None = None
         self._jobs: dict[int, PendingJob] = {}  # id() -> job, of the last ``pending``
         # Per tenant, ascending: the tenant's queue.
@@ -69,20 +74,29 @@ class Waiting(Kept):
 
     @classmethod
     def take(
-        cls, pending: Sequence[PendingJob], key: Key, kind: object, since: Since | None = None
+        cls,
+        pending: Sequence[PendingJob],
+        key: Key,
+        kind: object,
+        since: Since | None = None,
+        moves: Callable[[PendingJob], bool] | None = None,
     ) -> Waiting:
         """The queues of ``pending`` in the order of ``key`` (whose results depend on
-        nothing but the job's object, the same for every key of the same ``kind``): the
-        kept ones brought up to date if this thread may take them, else new ones.  Hand
-        them back with ``done()``.  ``since``: ``Snapshot.pending_since``."""
+        nothing but the job's object, the same for every key of the same ``kind``, except
+        for the jobs for which ``moves`` is true: their key may change from one pass to the
+        next, and they are keyed anew): the kept ones brought up to date if this thread
+        may take them, else new ones.  Hand them back with ``done()``.  ``since``:
+        ``Snapshot.pending_since``."""
         held, kept = cls._keeper.take()
         if kept is None or kept._kind != kind:
             kept = cls(key, kind)
         kept._shared = held
+        kept._key, kept._moves = key, moves
         if since is not None and since[0] is kept._pending and kept._kind is not None:
             kept._apply(pending, since[1], since[2])
         else:
             kept._update(pending)
+        kept._move()
         return kept
 
     @classmethod
@@ -133,27 +147,43 @@ class Waiting(Kept):
         self._pending = pending
 
     def _rebuild(self, pending: Sequence[PendingJob]) -> None:
-        key = self._key
+        key, moves, keys = self._key, self._moves, {}
         self.queues = {}
         self.by_shape = {}
         self.shape_count = {}
         self.targeted = 0
+        self._moving = {}
         for job in pending:
-            self.queues.setdefault(job.tenant, []).append((key(job), id(job), job))
+            k = keys[id(job)] = key(job)
+            self.queues.setdefault(job.tenant, []).append((k, id(job), job))
             self._count(job, 1)
+            if moves is not None and moves(job):
+                self._moving[id(job)] = job
+        self._keys = keys
         for queue in self.queues.values():
             queue.sort()
 
     def _insert(self, job: PendingJob) -> None:
-        insort(self.queues.setdefault(job.tenant, []), (self._key(job), id(job), job))
+        k = self._keys[id(job)] = self._key(job)
+        insort(self.queues.setdefault(job.tenant, []), (k, id(job), job))
         self._count(job, 1)
+        if self._moves is not None and self._moves(job):
+            self._moving[id(job)] = job
 
     def _remove(self, job: PendingJob) -> None:
         queue = self.queues[job.tenant]
-        del queue[bisect_left(queue, (self._key(job), id(job)))]
+        del queue[bisect_left(queue, (self._keys.pop(id(job)), id(job)))]
         if not queue:
             del self.queues[job.tenant]
         self._count(job, -1)
+        self._moving.pop(id(job), None)
+
+    def _move(self) -> None:
+        """Key anew the jobs whose key may have changed, and move those whose did."""
+        for job in list(self._moving.values()):
+            if self._key(job) != self._keys[id(job)]:
+                self._remove(job)
+                self._insert(job)
 
     def _count(self, job: PendingJob, step: int) -> None:
         shape = shape_of(job)

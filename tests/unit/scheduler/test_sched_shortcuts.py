@@ -2,7 +2,8 @@
 
 - ``Snapshot.usage_complete``: usage taken from the tenants instead of summed from
   ``running`` when the caller vouches that it is that sum;
-- the memo of blocked decisions per (tenant, shape) (``core.MEMO_BLOCKED``);
+- the memo of blocked decisions per (tenant, shape) (``core.MEMO_BLOCKED``), also with
+  preemption and least attained service;
 - ``Policy.report_blocked=False``: the pass may stop early, but admits, preempts and
   rejects (``NEVER``) exactly what the full pass does, and says the same of the
   jobs it does decide;
@@ -119,6 +120,57 @@ las_policies = st.builds(
     ),
     gang_victim_ratio=st.sampled_from([0.0, 0.5]),
 )
+
+
+@st.composite
+def crowded_las_worlds(draw: st.DrawFn) -> Snapshot:
+    """A world whose queue repeats its jobs' tenants and shapes (as arrays and sweeps do),
+    the copies differing in what a victim search reads (priority, waiting time, attained
+    service, whom they must not preempt) and in their time limit, which orders them
+    under ``short_first``: a job that can preempt may come after one that cannot."""
+    policy = replace(draw(las_policies), short_first_cap_s=draw(st.sampled_from([0.0, 600.0])))
+    world = draw(worlds(policy=policy))
+    victims = [r.id for r in world.running] or ["gone"]
+    copies = []
+    for k, job in enumerate(world.pending):
+        for c in range(draw(st.integers(0, 3))):
+            copies.append(
+                replace(
+                    job,
+                    id=f"{job.id}c{c}",
+                    seq=job.seq + 41 + k,
+                    priority=draw(st.sampled_from([job.priority, 100, 1000])),
+                    submitted_at=draw(st.sampled_from([job.submitted_at, 0.0, 45.0])),
+                    walltime_s=draw(st.sampled_from([job.walltime_s, 10, 1000])),
+                    attained_gpu_s=draw(st.sampled_from([0.0, 0.03, 30.0])),
+                    preempted_by=frozenset(draw(st.lists(st.sampled_from(victims), max_size=2))),
+                )
+            )
+    # Victims to find: most running jobs preemptible, some with service behind them.
+    running = tuple(
+        replace(
+            r,
+            preemptible=draw(st.sampled_from([True, True, r.preemptible])),
+            attained_gpu_s=draw(st.sampled_from([0.0, 0.05, 50.0])),
+        )
+        for r in world.running
+    )
+    return replace(world, running=running, pending=(*world.pending, *copies))
+
+
+@settings(max_examples=150, deadline=None)
+@given(crowded_las_worlds(), st.booleans())
+def test_memo_of_blocked_decisions_changes_no_decision_with_preemption(
+    snapshot: Snapshot, quotas: bool
+) -> None:
+    world = snapshot if quotas else unlimited(snapshot)
+    remembered = schedule(world)
+    core.MEMO_BLOCKED = False
+    try:
+        plain = schedule(world)
+    finally:
+        core.MEMO_BLOCKED = True
+    assert remembered == plain
 
 
 @settings(max_examples=150, deadline=None)

@@ -2,18 +2,22 @@
 
 Jobs leave (admitted) and come (submitted, preempted) between passes while most stay
 the very same objects, as in the simulator: the kept queues and counts, brought up to
-date by identity, must equal those built from scratch, pass after pass.
+date by identity, must equal those built from scratch, pass after pass; also in least
+attained service order, where time moves the level of a job that attained service.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_sched_policy_properties import NAMES, job_
 
 from virtuai.domain.resources import Resources
+from virtuai.scheduler.las import pending_level
 from virtuai.scheduler.queue import due_by, queue_key, queue_order
-from virtuai.scheduler.snapshot import PendingJob
+from virtuai.scheduler.snapshot import PendingJob, Policy
 from virtuai.scheduler.waiting import Waiting
 
 
@@ -98,3 +102,33 @@ def test_queues_updated_from_what_changed_are_the_queues_built_anew(
         finally:
             kept.done()
         last = pending
+
+
+@settings(max_examples=100, deadline=None)
+@given(job_streams(), st.lists(st.floats(0, 200), min_size=7, max_size=7), st.data())
+def test_kept_las_queues_move_the_jobs_whose_level_changed(
+    passes: list[list[PendingJob]], steps: list[float], data: st.DataObject
+) -> None:
+    """As time passes, the starvation guard brings jobs that attained service back to
+    level 0: the kept queues move them as the queues built anew place them."""
+    policy = Policy(las_thresholds_gpu_s=(0.05, 5.0), starvation_factor=2.0, starvation_min_s=20.0)
+    served = {
+        id(j): replace(j, attained_gpu_s=data.draw(st.sampled_from([0.0, 0.0, 0.06, 6.0])))
+        for jobs in passes
+        for j in jobs
+    }
+    Waiting._keeper.forget()
+    now = 40.0
+    for jobs, step in zip(passes, steps, strict=False):
+        now += step
+        pending = tuple(served[id(j)] for j in jobs)
+
+        def level(job: PendingJob, now: float = now) -> int:
+            return pending_level(job, now, policy)
+
+        key = queue_key(level)
+        kept = Waiting.take(pending, key, "las", moves=lambda j: j.attained_gpu_s > 0)
+        try:
+            assert view(kept) == view(Waiting.fresh(pending, key))
+        finally:
+            kept.done()
