@@ -86,8 +86,10 @@ MEMO_BLOCKED = True
 def schedule(snapshot: Snapshot) -> Decisions:
     """Decide, for every pending job, to admit it (with placements) or why it waits.
 
-    Every job in ``snapshot.pending`` gets exactly one decision.  ``admitted``
-    and ``blocked`` are both in the order the jobs were considered;
+    Every job in ``snapshot.pending`` gets exactly one decision (with
+    ``Policy.report_blocked`` off, only the admissions, preemptions and ``NEVER``
+    ones are reported).  ``admitted`` and ``blocked`` are both in the order the jobs
+    were considered;
     ``Blocked.position`` counts the jobs that still wait after this pass
     (``NEVER`` ones included) from 1.  ``preempted`` lists the running jobs to
     stop, each with the pending job it makes room for.
@@ -183,6 +185,11 @@ class _Pass:
             )
         self.admitted: list[Admission] = []
         self.blocked: list[Blocked] = []
+        # Jobs blocked so far (``Blocked.position``), and the last one's decision: without
+        # ``report_blocked`` only the ``NEVER`` ones become ``Blocked`` (a queue of
+        # thousands behind a preempting pass's last admission costs no object per job).
+        self.waits = 0
+        self.last_block: tuple[BlockKind, str, float | None] | None = None
         self.preempted: list[Preemption] = []
         self.ends: list[Release] = []  # admitted in this pass, with a walltime
         self.deferred: list[PendingJob] = []  # would borrow: after the others
@@ -278,11 +285,11 @@ class _Pass:
         if hit is not None and hit[0] == changes and hit[1] is head:
             self.block(job, hit[2], hit[3], hit[4])
             return
-        count = len(self.blocked)
+        count = self.waits
         self.decide_one(job, first_round=first_round)
-        if len(self.blocked) == count + 1 and self.changes == changes and self.head is head:
-            b = self.blocked[-1]
-            memo[key] = (changes, head, b.kind, b.reason, b.expected_start)
+        if self.waits == count + 1 and self.changes == changes and self.head is head:
+            assert self.last_block is not None
+            memo[key] = (changes, head, *self.last_block)
 
     def memo_key(self, job: PendingJob, first_round: bool) -> _MemoKey | None:
         """What ``decide_one`` reads of ``job``, to tell two jobs it decides alike; ``None``:
@@ -539,7 +546,10 @@ class _Pass:
     def block(
         self, job: PendingJob, kind: BlockKind, reason: str, expected: float | None = None
     ) -> None:
-        self.blocked.append(Blocked(job.id, kind, reason, len(self.blocked) + 1, expected))
+        self.waits += 1
+        self.last_block = (kind, reason, expected)
+        if kind is BlockKind.NEVER or self.policy.report_blocked:
+            self.blocked.append(Blocked(job.id, kind, reason, self.waits, expected))
 
 
 class _Stop:

@@ -155,6 +155,8 @@ class ShareTracker:
         self._history: dict[str, HistoricalUsage] = {}
         self._base: dict[str, list[float]] = {}
         self._alloc: dict[str, list[int]] = {}
+        # ``ratio`` is asked for every job the fair order yields; only ``add`` changes it.
+        self._ratios: dict[str, float] = {}
 
     def _standing(self, tenant: str) -> tuple[list[float], list[int]] | None:
         """(decayed past usage, scaled; allocation) of ``tenant``; ``None``: unknown."""
@@ -196,15 +198,18 @@ class ShareTracker:
 
     def ratio(self, tenant: str) -> float:
         """usage / norm_shares: the queue's sort key (lower goes first)."""
+        known = self._ratios.get(tenant)
+        if known is not None:
+            return known
         used, _ = self.usage(tenant)
         share = self._share(tenant)
-        if share <= 0:
-            return math.inf
-        return used / share
+        ratio = self._ratios[tenant] = math.inf if share <= 0 else used / share
+        return ratio
 
     def add(self, tenant: str, held: Resources) -> None:
         """Count ``held`` as allocated to ``tenant`` from now on (an admission)."""
         standing = self._standing(tenant)
+        self._ratios.pop(tenant, None)
         if standing is not None:
             alloc = standing[1]
             alloc[0] += held.cpu_milli

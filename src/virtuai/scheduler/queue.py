@@ -145,7 +145,7 @@ def fair_merge(
     heapq.heapify(heap)
     at = dict.fromkeys(queues, 0)  # each tenant's next job
     while heap:
-        tenant = heapq.heappop(heap)[-1]
+        tenant = heap[0][-1]  # (stays on the heap while its job is decided: one sift, not two)
         queue, i = queues[tenant], at[tenant]
         yield queue[i][2]
         i += 1
@@ -155,7 +155,9 @@ def fair_merge(
         if i < len(queue):
             at[tenant] = i
             head = queue[i][2]
-            heapq.heappush(heap, _key(head, tracker.ratio(tenant), when(head)))
+            heapq.heapreplace(heap, _key(head, tracker.ratio(tenant), when(head)))
+        else:
+            heapq.heappop(heap)
 
 
 def _job_of(entry: Entry) -> PendingJob:

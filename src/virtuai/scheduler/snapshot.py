@@ -207,9 +207,9 @@ class Policy:
     # nodes per pass); the simulator, which shows no reasons, turns it off.
     detailed_reasons: bool = True
     # False: the caller reads only admissions, preemptions and ``NEVER`` (the simulator),
-    # so a pass without preemption or quotas may stop as soon as no job left in the queue
-    # can be admitted or be ``NEVER``; the jobs after that point get no ``Blocked``, nor
-    # does a job before it that can neither start nor change the pass (``core._Stop``).
+    # so only ``NEVER`` jobs get a ``Blocked``, and a pass without preemption or quotas
+    # may stop as soon as no job left in the queue can be admitted or be ``NEVER``
+    # (``core._Stop``).
     report_blocked: bool = True
 
     @classmethod

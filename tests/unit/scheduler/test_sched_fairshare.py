@@ -10,7 +10,7 @@ from sched_builders import job, member, node, res, run, world
 from virtuai.domain.resources import Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.scheduler import FairShare, accrue, cluster_capacity, fair_share, schedule
-from virtuai.scheduler.fairshare import decay, decayed
+from virtuai.scheduler.fairshare import ShareTracker, decay, decayed
 from virtuai.scheduler.snapshot import HistoricalUsage, NodeState, Policy, TenantState
 
 DAY = 86400.0
@@ -110,6 +110,19 @@ def test_zero_weight_gets_factor_zero_and_capacity_counts_usable_gpus() -> None:
     assert row.factor == 0.0
     n = node("g", cpu=8, gpus=2)
     assert cluster_capacity([NodeState(n)]) == res(cpu=8, memory="32Gi", gpu=2)
+
+
+def test_an_admission_moves_the_ratio_asked_before_it() -> None:
+    """``ShareTracker.ratio`` is remembered within a pass; ``add`` must move it."""
+    tenants = [TenantState("a", Quota()), TenantState("b", Quota(), weight=3)]
+    tracker = ShareTracker(tenants, {}, CAPACITY, now=0.0, half_life_s=WEEK, allocation_weight=1.0)
+    assert tracker.ratio("a") == 0.0
+    tracker.add("a", res(cpu=25))  # a quarter of the cluster, for a quarter share
+    assert tracker.ratio("a") == pytest.approx(1.0)
+    tracker.add("b", res(cpu=25))
+    assert tracker.ratio("b") == pytest.approx(0.25 / 0.75)
+    assert tracker.ratio("a") == pytest.approx(1.0)
+    assert tracker.ratio("ghost") == math.inf
 
 
 # --- order -------------------------------------------------------------------------------
