@@ -26,7 +26,7 @@ from virtuai.domain.tenancy import Quota
 from virtuai.scheduler import core, schedule
 from virtuai.scheduler.ends import Ends
 from virtuai.scheduler.placement import Cluster
-from virtuai.scheduler.snapshot import BlockKind, Policy, Snapshot
+from virtuai.scheduler.snapshot import BlockKind, Decisions, Policy, Snapshot
 from virtuai.scheduler.victimindex import VictimIndex
 from virtuai.scheduler.waiting import Waiting
 
@@ -46,6 +46,15 @@ def forget_kept() -> None:
         keeper.forget()
 
 
+def without_memo(snapshot: Snapshot) -> Decisions:
+    """The pass with every blocked job decided in full (``core.MEMO_BLOCKED`` off)."""
+    core.MEMO_BLOCKED = False
+    try:
+        return schedule(snapshot)
+    finally:
+        core.MEMO_BLOCKED = True
+
+
 def unlimited(snapshot: Snapshot) -> Snapshot:
     tenants = tuple(replace(t, quota=Quota(), quotas=()) for t in snapshot.tenants)
     return replace(snapshot, tenants=tenants)
@@ -61,13 +70,7 @@ def test_usage_complete_changes_no_decision(snapshot: Snapshot) -> None:
 @settings(max_examples=100, deadline=None)
 @given(worlds())
 def test_memo_of_blocked_decisions_changes_no_decision(snapshot: Snapshot) -> None:
-    remembered = schedule(snapshot)
-    core.MEMO_BLOCKED = False
-    try:
-        plain = schedule(snapshot)
-    finally:
-        core.MEMO_BLOCKED = True
-    assert remembered == plain
+    assert schedule(snapshot) == without_memo(snapshot)
 
 
 no_preemption = st.builds(
@@ -164,13 +167,7 @@ def test_memo_of_blocked_decisions_changes_no_decision_with_preemption(
     snapshot: Snapshot, quotas: bool
 ) -> None:
     world = snapshot if quotas else unlimited(snapshot)
-    remembered = schedule(world)
-    core.MEMO_BLOCKED = False
-    try:
-        plain = schedule(world)
-    finally:
-        core.MEMO_BLOCKED = True
-    assert remembered == plain
+    assert schedule(world) == without_memo(world)
 
 
 @settings(max_examples=150, deadline=None)
