@@ -632,6 +632,21 @@ class _ByEnd:
             yield running[j]
 
 
+def timeline_floor_bytes(
+    jobs: Sequence[TraceJob], cluster: ClusterSpec, tick_s: float = 0.0
+) -> int:
+    """The least memory one replay's ``Timeline`` takes: a row (4 numbers per tenant, 3
+    per pool) at every distinct event time, and every submission time (rounded up to
+    the tick) is one.  A trace of a million jobs of a thousand users needs tens of GB
+    (``docs/benchmarks.md``), which ``virtuai sim`` says before it starts."""
+    tenants = len(cluster.with_tenants(j.tenant for j in jobs).tenants)
+    if tick_s > 0:
+        rows = len({math.ceil(j.submit / tick_s) for j in jobs})
+    else:
+        rows = len({j.submit for j in jobs})
+    return rows * (4 * tenants + 3 * len(cluster.pools)) * 8
+
+
 def simulate(
     jobs: Sequence[TraceJob],
     cluster: ClusterSpec,
