@@ -177,7 +177,7 @@ class Preemptor:
         las = (
             las
             and self._las
-            and self._las_failed < LAS_SEARCHES
+            and self.las_searches_left
             and self._now - job.submitted_at >= self._policy.min_run_s
         )
         level = pending_level(job, self._now, self._policy) if las else -1
