@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, sync_playwright
 from playwright.sync_api import TimeoutError as PageTimeout
 
 
@@ -41,6 +42,10 @@ class Tab:
     errors: list[str] = field(default_factory=list)
     foreign_requests: list[str] = field(default_factory=list)
     server_log: Path | None = None  # shown when a step fails: what the server was doing
+    # Every request the page made, with when it was sent and how it ended: a step that
+    # timed out names the request it waited on.
+    requests: dict[Request, tuple[float, str]] = field(default_factory=dict)
+    console: list[str] = field(default_factory=list)
 
     def close(self) -> None:
         self.context.close()
@@ -66,7 +71,25 @@ def open_tab(
 
     context.route("**/*", guard)
     page.on("pageerror", lambda error: tab.errors.append(str(error)))
+    page.on("console", lambda message: _console(tab, message.type, message.text))
+    page.on("request", lambda request: _sent(tab, request))
+    page.on("requestfinished", lambda request: _ended(tab, request, "answered"))
+    page.on("requestfailed", lambda request: _ended(tab, request, f"failed: {request.failure}"))
     return tab
+
+
+def _sent(tab: Tab, request: Request) -> None:
+    tab.requests[request] = (time.monotonic(), "pending")
+
+
+def _ended(tab: Tab, request: Request, how: str) -> None:
+    sent, _ = tab.requests.get(request, (time.monotonic(), ""))
+    tab.requests[request] = (sent, f"{how} after {time.monotonic() - sent:.1f} s")
+
+
+def _console(tab: Tab, kind: str, text: str) -> None:
+    if kind in ("error", "warning"):
+        tab.console.append(f"{kind}: {text}")
 
 
 def sign_in(tab: Tab, token: str) -> None:
@@ -86,7 +109,18 @@ def what_went_on(tab: Tab, lines: int = 60) -> str:
         shown = tab.page.inner_text("body", timeout=2_000)
     except PageTimeout:
         shown = "(the page did not answer)"
+    now = time.monotonic()
+    asked = "\n".join(
+        f"  {request.method} {request.url}: "
+        + (f"pending for {now - sent:.1f} s" if how == "pending" else how)
+        for request, (sent, how) in list(tab.requests.items())[-40:]
+    )
     told = ""
     if tab.server_log is not None and tab.server_log.exists():
         told = "\n".join(tab.server_log.read_text(errors="replace").splitlines()[-lines:])
-    return f"page at {tab.page.url}:\n{shown}\nserver log (last {lines} lines):\n{told}"
+    return (
+        f"page at {tab.page.url}:\n{shown}\n"
+        f"requests (the last 40):\n{asked}\n"
+        f"console:\n" + "\n".join(tab.console[-20:]) + "\n"
+        f"server log (last {lines} lines):\n{told}"
+    )
