@@ -22,9 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from support.browser import chromium_path, open_tab
 from support.platform import TEST_USER_PREFIX, public_dir, remove_state
 from support.server import Server
 
@@ -267,27 +269,24 @@ BROWSER_RUN = """async () => {
 }"""
 
 
-def test_a_browser_signs_in_opens_jupyterlab_and_runs_a_cell(lab: Lab) -> None:
+@pytest.mark.skipif(
+    chromium_path() is None, reason="chromium is not installed (scripts/system-packages.sh)"
+)
+def test_a_browser_signs_in_opens_jupyterlab_and_runs_a_cell(lab: Lab, browser: Browser) -> None:
     """The whole browser path: redirect to sign-in and back, JupyterLab's pages by cookie,
     Jupyter's own XSRF check, and a kernel WebSocket authenticated by the cookie (Origin)."""
-    pytest.importorskip("playwright")
-    from support.browser import chromium, chromium_path, open_tab
-
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (scripts/system-packages.sh)")
-    with chromium() as browser:
-        tab = open_tab(browser, lab.server.url, server_log=lab.server.log)
-        try:
-            tab.page.goto("/user/alice/lab/lab")
-            assert "/?next=" in tab.page.url
-            tab.page.fill("#token", lab.alice)
-            tab.page.click("form button[type=submit]")
-            tab.page.wait_for_url("**/user/alice/lab/lab**")
-            tab.page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
-            assert tab.page.evaluate(BROWSER_RUN) == "42"
-            assert tab.foreign_requests == []
-        finally:
-            tab.close()
+    tab = open_tab(browser, lab.server.url, server_log=lab.server.log)
+    try:
+        tab.page.goto("/user/alice/lab/lab")
+        assert "/?next=" in tab.page.url
+        tab.page.fill("#token", lab.alice)
+        tab.page.click("form button[type=submit]")
+        tab.page.wait_for_url("**/user/alice/lab/lab**")
+        tab.page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+        assert tab.page.evaluate(BROWSER_RUN) == "42"
+        assert tab.foreign_requests == []
+    finally:
+        tab.close()
 
 
 def test_the_notebook_survives_a_server_restart(lab: Lab) -> None:

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 from test_e2e_notebooks import public_jupyter
 
-from support.browser import Tab, chromium, chromium_path, open_tab, sign_in
+from support.browser import Tab, chromium_path, open_tab, sign_in
 from support.oidc_provider import Provider
 from support.platform import TEST_USER_PREFIX, public_dir, remove_state
 from support.server import Server
@@ -123,12 +123,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             server.kill()
         remove_state(workspaces, TENANTS)
         shutil.rmtree(shared, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
