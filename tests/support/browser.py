@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
+from playwright.sync_api import Error as PageError
 from playwright.sync_api import TimeoutError as PageTimeout
 
 
@@ -70,6 +71,11 @@ class Tab:
         self.context.close()
 
 
+# The tabs opened by the test running now: a test that fails reports what went on in each
+# (tests/e2e/conftest.py), whichever step failed.
+OPENED: list[Tab] = []
+
+
 def open_tab(
     browser: Browser, base_url: str, also: tuple[str, ...] = (), server_log: Path | None = None
 ) -> Tab:
@@ -85,6 +91,7 @@ def open_tab(
     page = context.new_page()
     hosts = frozenset(urlparse(url).netloc for url in (base_url, *also))
     tab = Tab(context, page, hosts, server_log=server_log)
+    OPENED.append(tab)
     context.on("request", lambda request: _sent(tab, request))
     context.on("requestfinished", lambda request: _ended(tab, request, "answered"))
     context.on("requestfailed", lambda request: _ended(tab, request, f"failed: {request.failure}"))
@@ -124,6 +131,8 @@ def what_went_on(tab: Tab, lines: int = 60) -> str:
         shown = tab.page.inner_text("body", timeout=2_000)
     except PageTimeout:
         shown = "(the page did not answer)"
+    except PageError:
+        shown = "(the page is closed)"
     now = time.monotonic()
     asked = "\n".join(
         f"  {request.method} {request.url}: "
