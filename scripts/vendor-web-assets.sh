@@ -21,6 +21,14 @@ for f in swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE favicon-32x32.png; d
   cp "$work/s/package/$f" "$dest/swagger-ui/$f"
 done
 cp "$work/r/package/bundles/redoc.standalone.js" "$dest/redoc/redoc.standalone.js"
+# ReDoc's side menu shows Redocly's logo from their CDN: on an offline cluster the page's
+# CSP blocks it and the console reports the violation.  An empty image instead (the
+# attribution's text stays).
+sed -i "s#\"https://cdn.redoc.ly/redoc/logo-mini.svg\"#\"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E\"#" \
+  "$dest/redoc/redoc.standalone.js"
+if grep -q 'https://cdn\.' "$dest/redoc/redoc.standalone.js"; then
+  echo "redoc $REDOC loads something else from a CDN: see scripts/vendor-web-assets.sh" >&2; exit 1
+fi
 cp "$work/r/package/LICENSE" "$dest/redoc/LICENSE"
 cp "$work/y/package/dist/js-yaml.mjs" "$work/y/package/LICENSE" "$dest/js-yaml/"
 {
