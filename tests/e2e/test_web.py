@@ -283,6 +283,46 @@ def test_a_read_that_gets_no_answer_is_asked_again(tab: Tab, lab: Lab) -> None:
     page.unroute("**/api/v1/whoami")
 
 
+def test_a_script_that_failed_to_load_is_fetched_again(tab: Tab, lab: Lab) -> None:
+    """One of the dashboard's modules fails to come, as every request in flight does when
+    the client's network changes (Chromium: ERR_NETWORK_CHANGED): the page loads itself
+    again instead of staying at "Loading…"."""
+    page = tab.page
+    failed: list[str] = []
+
+    def fail_once(route: Route) -> None:
+        if failed:
+            route.continue_()
+        else:
+            failed.append(route.request.url)
+            route.abort("connectionreset")
+
+    page.route("**/static/js/pages/usage.js", fail_once)
+    page.goto("/")
+    expect(page.locator("#token")).to_be_visible()
+    assert len(failed) == 1
+    page.unroute("**/static/js/pages/usage.js")
+
+
+def test_a_dashboard_whose_scripts_never_load_says_so(tab: Tab, lab: Lab) -> None:
+    """A server that keeps failing one module: a few reloads, then what went wrong and a
+    button to try again, not a page that reloads forever."""
+    page = tab.page
+    refused: list[str] = []
+
+    def refuse(route: Route) -> None:
+        refused.append(route.request.url)
+        route.abort("connectionreset")
+
+    page.route("**/static/js/pages/usage.js", refuse)
+    page.goto("/")
+    expect(page.locator("#main .error")).to_contain_text("did not load")
+    assert len(refused) == 4  # the first load and three reloads
+    page.unroute("**/static/js/pages/usage.js")
+    page.click("#main button")
+    expect(page.locator("#token")).to_be_visible()
+
+
 def test_admin_pages_and_api_docs_load_without_a_network(tab: Tab, lab: Lab) -> None:
     page = tab.page
     admin = Path(lab.server.env["XDG_CONFIG_HOME"], "virtuai", "cli.yaml").read_text()
