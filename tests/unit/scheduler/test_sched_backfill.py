@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sched_builders import job, node, run, world
 from test_sched_policy_properties import worlds
@@ -150,7 +150,9 @@ def _free(cluster: Cluster) -> dict[str, tuple[int, int, frozenset[int]]]:
     return {n.name: (n.cpu, n.memory, frozenset(n.free_gpus)) for n in cluster.nodes()}
 
 
-@settings(max_examples=100, deadline=None)
+# Most random worlds have room for every pending job, so no head and no reservation: the
+# test keeps the others (about one in six), which some seeds find too few of at first.
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(worlds(Policy(backfill=True)), st.data())
 def test_the_held_view_depends_only_on_what_was_kept_not_on_trials(
     snapshot: Snapshot, data: st.DataObject
