@@ -198,7 +198,9 @@ def test_an_mpi_script_gets_one_world_from_the_sites_own_srun_mpi_pmix(
     p = site_platform
     hello = mpi_program.build(slurm.dir / "mpi")  # the nodes share this file system
     job = p.ok("POST", "/api/v1/jobs", json=sbatch_body(MPI.format(hello=hello)))
-    done = p.wait_for([job["id"]], timeout=120)[job["id"]]
+    # Past the script's own limit (-t 3): a step that hangs ends in Slurm's words, with
+    # the ranks' stderr shown below, rather than in this test's timeout.
+    done = p.wait_for([job["id"]], timeout=240)[job["id"]]
     assert done["state"] == "succeeded", (done["reason"], p.logs(job["id"], stream="stderr"))
     assert p.logs(job["id"]).splitlines() == [
         f"rank {r} of 4 on node {r // 2} sum 10" for r in range(4)
