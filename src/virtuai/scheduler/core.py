@@ -182,6 +182,7 @@ class _Pass:
                 policy=policy,
                 now=snapshot.now,
                 tracker=self.tracker,
+                running_since=snapshot.running_since,
             )
         self.admitted: list[Admission] = []
         self.blocked: list[Blocked] = []

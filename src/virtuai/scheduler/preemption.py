@@ -58,7 +58,7 @@ from virtuai.scheduler.holds import Holds
 from virtuai.scheduler.las import pending_level
 from virtuai.scheduler.quota import Charge, Group, QuotaLedger
 from virtuai.scheduler.snapshot import PendingJob, Policy, Preemption, RunningJob
-from virtuai.scheduler.victimindex import Standing, VictimIndex, standing
+from virtuai.scheduler.victimindex import RunningSince, Standing, VictimIndex, standing
 from virtuai.scheduler.victims import Candidate, Fit, VictimSearch
 
 __all__ = ["LAS_SEARCHES", "Outcome", "Preemptor"]
@@ -89,6 +89,7 @@ class Preemptor:
         policy: Policy,
         now: float,
         tracker: ShareTracker | None = None,
+        running_since: RunningSince | None = None,
     ) -> None:
         max_candidates = policy.max_victim_candidates
         self._policy = policy
@@ -103,7 +104,10 @@ class Preemptor:
         self.holds = Holds(board, pool_of)
         self._pool_of = pool_of
         self._running = running
+        self._running_since = running_since
         self._victims: VictimIndex | None = None  # ``_index``
+        if running_since is not None:
+            self._index()  # kept up to date from what changed alone, every pass: cheap
         self._start: dict[str, int] = {}  # per tenant: candidates before it are all taken
         self._stopping: dict[str, list[Candidate]] = {}
         self._cohorts: dict[str, list[str]] = {}
@@ -126,9 +130,12 @@ class Preemptor:
 
     def _index(self) -> VictimIndex:
         """Every running job that may be preempted, per tenant in rank order (taken at the
-        first search of the pass: a pass that searches no victims does not rank them)."""
+        first search of the pass: a pass that searches no victims does not rank them;
+        with ``Snapshot.running_since``, at the start of every pass)."""
         if self._victims is None:
-            self._victims = VictimIndex.take(self._running, self._now, self._policy, self._pool_of)
+            self._victims = VictimIndex.take(
+                self._running, self._now, self._policy, self._pool_of, self._running_since
+            )
         return self._victims
 
     def done(self) -> None:

@@ -272,6 +272,13 @@ class Snapshot:
     pending_since: (
         tuple[tuple[PendingJob, ...], tuple[PendingJob, ...], tuple[PendingJob, ...]] | None
     ) = None
+    # The same for ``running`` (``RunningJob`` objects; the simulator keeps one while its
+    # job runs, and puts a new one in its place when the job is told to stop): the victim
+    # index kept from that pass (``victimindex.VictimIndex``) is then updated from these
+    # alone.  Decisions are the same either way.
+    running_since: (
+        tuple[tuple[RunningJob, ...], tuple[RunningJob, ...], tuple[RunningJob, ...]] | None
+    ) = None
 
 
 class BlockKind(enum.StrEnum):

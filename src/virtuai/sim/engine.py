@@ -241,6 +241,10 @@ class Simulation:
         self._running: dict[int, RunningJob] = {}
         self._running_tuple: tuple[RunningJob, ...] = ()
         self._running_dirty = False
+        # The same for the running jobs: ``Snapshot.running_since``.
+        self._last_running: tuple[RunningJob, ...] | None = None
+        self._stopped: list[RunningJob] = []
+        self._began: dict[int, RunningJob] = {}
         # (expected end, job) of the running jobs that will release at a known time and
         # are not preempting, in order: ``Snapshot.running_by_end``.
         self._by_end: list[tuple[float, int]] = []
@@ -341,6 +345,12 @@ class Simulation:
         if self._running_dirty:
             self._running_tuple = tuple(self._running.values())
             self._running_dirty = False
+        running_since = None
+        if self._last_running is not None:
+            running_since = (self._last_running, tuple(self._stopped), tuple(self._began.values()))
+        self._last_running = self._running_tuple
+        self._stopped.clear()
+        self._began.clear()
         pending = tuple(self._pending.values())
         since = None
         if self._last_pending is not None:
@@ -358,6 +368,7 @@ class Simulation:
             usage_complete=True,  # ``_charge`` keeps each tenant's usage as jobs start and stop
             running_by_end=_ByEnd(self._by_end, self._running),
             pending_since=since,  # what joined and left the queue since the last snapshot
+            running_since=running_since,  # and what started and stopped
         )
 
     def _apply(self, decisions: Decisions, t: float) -> None:
@@ -453,19 +464,21 @@ class Simulation:
             self._hold(placement, +1)
         self._charge(job, +1)
         walltime = None if math.isinf(job.walltime) else math.ceil(job.walltime)
-        self._running[j] = RunningJob(
-            id=job.id,
-            tenant=job.tenant,
-            priority=job.priority,
-            placements=placements,
-            started_at=t,
-            expected_end=None if walltime is None else t + walltime,
-            preemptible=job.preemptible,
-            seq=j,
-            attained_gpu_s=self._attained[j],
-            preempted_by=self._preempted_by[j],
+        self._runs(
+            j,
+            RunningJob(
+                id=job.id,
+                tenant=job.tenant,
+                priority=job.priority,
+                placements=placements,
+                started_at=t,
+                expected_end=None if walltime is None else t + walltime,
+                preemptible=job.preemptible,
+                seq=j,
+                attained_gpu_s=self._attained[j],
+                preempted_by=self._preempted_by[j],
+            ),
         )
-        self._running_dirty = True
         if walltime is not None:
             insort(self._by_end, (t + walltime, j))
         result = self.result
@@ -499,7 +512,7 @@ class Simulation:
         """Give back what running job ``j`` holds and record its usage."""
         job = self.jobs[j]
         running = self._running.pop(j)
-        self._running_dirty = True
+        self._ran(running)
         if running.expected_end is not None and not running.preempting:
             self._unend(running.expected_end, j)
         for placement in running.placements:
@@ -528,28 +541,27 @@ class Simulation:
             raise RuntimeError(
                 f"the scheduler preempted job {self.jobs[j].id}, which is not running"
             )
-        self._running[j] = RunningJob(
-            id=running.id,
-            tenant=running.tenant,
-            priority=running.priority,
-            placements=running.placements,
-            started_at=running.started_at,
-            expected_end=running.expected_end,
-            preemptible=running.preemptible,
-            preempting=True,
-            preempted_for=preemptor,
-            seq=running.seq,
-            attained_gpu_s=running.attained_gpu_s,
-            preempted_by=running.preempted_by,
-        )
+        self._ran(running)
+        self._runs(j, replace(running, preempting=True, preempted_for=preemptor))
         self._preempted_by[j] = self._preempted_by[j] | {preemptor}
         if running.expected_end is not None:
             self._unend(running.expected_end, j)
         self.result.evictions.append((running.id, preemptor))
         self._stall_log[j] = self._stall_log.get(j, 0) + 1
-        self._running_dirty = True
         self._attempt[j] += 1  # its end event is stale now
         self._push(t + self.policy.preemption_grace_s, j, _STOP)
+
+    def _runs(self, j: int, running: RunningJob) -> None:
+        """``running`` is job ``j`` from now on (``Snapshot.running_since`` tells the next pass)."""
+        self._running[j] = running
+        self._running_dirty = True
+        self._began[id(running)] = running
+
+    def _ran(self, running: RunningJob) -> None:
+        """``running`` is out of the running jobs (the caller took it out)."""
+        self._running_dirty = True
+        if self._began.pop(id(running), None) is None:
+            self._stopped.append(running)
 
     def _restart_overhead(self, j: int) -> float:
         own = self.jobs[j].restart_overhead

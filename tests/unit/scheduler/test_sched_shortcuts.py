@@ -8,7 +8,8 @@
   rejects (``NEVER``) exactly what the full pass does, and says the same of the
   jobs it does decide;
 - the victims' standings kept from one pass to the next for the same running job
-  objects (``victimindex.VictimIndex``), also when time moved their LAS levels;
+  objects (``victimindex.VictimIndex``), also when time moved their LAS levels, and
+  when the caller says which objects came and went (``Snapshot.running_since``);
 - the queues kept from one pass to the next for the same pending job objects
   (``waiting.Waiting``), when jobs left and others came.
 """
@@ -26,7 +27,7 @@ from virtuai.domain.tenancy import Quota
 from virtuai.scheduler import core, schedule
 from virtuai.scheduler.ends import Ends
 from virtuai.scheduler.placement import Cluster
-from virtuai.scheduler.snapshot import BlockKind, Decisions, Policy, Snapshot
+from virtuai.scheduler.snapshot import BlockKind, Decisions, Policy, RunningJob, Snapshot
 from virtuai.scheduler.victimindex import VictimIndex
 from virtuai.scheduler.waiting import Waiting
 
@@ -183,6 +184,57 @@ def test_kept_victim_standings_change_no_decision(
     kept = schedule(moved)
     VictimIndex._keeper.forget()  # the next pass ranks every job anew
     assert schedule(moved) == kept
+
+
+def victims_view(index: VictimIndex) -> dict[str, list[tuple[object, ...]]]:
+    """What a victim search reads of an index: per tenant, each job object and its rank."""
+    return {
+        tenant: [(id(s.job), s.rank, s.total, s.pools) for s in standings]
+        for tenant, standings in index.lists.items()
+    } | {f"ranks of {tenant}": list(ranks) for tenant, ranks in index.ranks.items()}
+
+
+@settings(max_examples=120, deadline=None)
+@given(worlds(), las_policies, st.data())
+def test_victim_index_updated_from_what_changed_is_the_index_built_anew(
+    snapshot: Snapshot, policy: Policy, data: st.DataObject
+) -> None:
+    """The caller says which running job objects stopped and started
+    (``Snapshot.running_since``), as the simulator does, putting a new object in the
+    place of a job told to stop: the kept index updated from that alone, pass after
+    pass and across LAS level crossings, is the index built anew."""
+    pool_of = {s.node.name: s.node.pool for s in snapshot.nodes}
+    VictimIndex._keeper.forget()
+    running: tuple[RunningJob, ...] = ()
+    now, first = snapshot.now, True
+    for _ in range(data.draw(st.integers(1, 6), label="passes")):
+        stay = [r for r in running if data.draw(st.booleans(), label=f"{r.id} goes on")]
+        stay = [
+            replace(r, preempting=True, preempted_for="p")
+            if not r.preempting and data.draw(st.booleans(), label=f"{r.id} told to stop")
+            else r
+            for r in stay
+        ]
+        names = {r.id for r in stay}
+        starts = [r for r in snapshot.running if r.id not in names]
+        come = (
+            data.draw(st.lists(st.sampled_from(starts), unique_by=lambda r: r.id)) if starts else []
+        )
+        now_running = (*stay, *(replace(r, started_at=now) for r in come))
+        before, after = {id(r) for r in running}, {id(r) for r in now_running}
+        since = None
+        if not first:
+            gone = tuple(r for r in running if id(r) not in after)
+            since = (running, gone, tuple(r for r in now_running if id(r) not in before))
+        now += data.draw(st.sampled_from([0.0, 1.0, 30.0, 600.0]), label="time passes")
+        kept = VictimIndex.take(now_running, now, policy, pool_of, since)
+        try:
+            # (taken while the kept one is held: built anew from every running job)
+            anew = VictimIndex.take(now_running, now, policy, pool_of)
+            assert victims_view(kept) == victims_view(anew)
+        finally:
+            kept.done()
+        running, first = now_running, False
 
 
 @settings(max_examples=120, deadline=None)
