@@ -16,11 +16,14 @@ is placed with the holds lifted.  The holds are recomputed whenever something
 on a reserved node changes, so the cluster always shows ``min(free now,
 slack)`` there.
 
-The reservation is computed without touching the cluster's indexes: a plain
+The reservation is computed without changing the cluster's indexes: a plain
 per-node count of how many of the head's tasks fit, updated as releases are
 replayed in end-time order (for tasks of one shape, a gang fits exactly when
 the counts add up to its task count; ``Cluster.try_place`` relies on the same
-fact).  Its cost is one walk over the pool's nodes plus the releases replayed.
+fact).  Its cost is one walk over the nodes with enough GPUs free now (read from
+the indexes: few of a busy cluster's) plus the releases replayed.  Like
+placement, it counts only nodes the job may be placed on: a cordoned node, or a
+Slurm site's for a job that names no pool, is no room for it now or later.
 """
 
 from __future__ import annotations
@@ -97,12 +100,13 @@ def _fit(free: tuple[int, int, int], need: tuple[int, int, int], limit: int) -> 
 
 
 def _room_of(cluster: Cluster, name: str, pool: str | None) -> _Room | None:
-    """A room for node ``name`` as it is now, if it is one of ``pool``'s (``cluster.nodes``)."""
+    """A room for node ``name`` as it is now, if a job of ``pool`` may be placed there
+    (``Cluster.offers``)."""
     try:
         node = cluster.node(name)
     except KeyError:
         return None
-    if pool is not None and node.pool != pool:
+    if not cluster.offers(node, pool):
         return None
     return _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
 
@@ -142,9 +146,9 @@ def reserve(
     ready: dict[str, float] = {}  # (``late``) when a node's count last grew
     total = 0
     cpu_w, memory_w, gpu_w = want
-    for node in cluster.nodes(pool):
-        # (Most nodes of a busy cluster fail one of these: no tuple, no call for them.)
-        if (gpu_w and node.gpu < gpu_w) or (cpu_w and node.cpu < cpu_w):
+    for node in cluster.offering(pool, gpu_w):
+        # (Many nodes of a busy cluster fail one of these: no tuple, no call for them.)
+        if cpu_w and node.cpu < cpu_w:
             continue
         if memory_w and node.memory < memory_w:
             continue
@@ -286,7 +290,7 @@ def _reserve_around(
         return room
 
     want = (need.cpu_milli, need.memory, need.gpu)
-    for node in cluster.nodes(pool):
+    for node in cluster.offering(pool, need.gpu):
         # As in ``reserve``: a node that fits no task now gets its room on its first release.
         if _fit((node.cpu, node.memory, node.gpu), want, tasks) <= 0:
             continue

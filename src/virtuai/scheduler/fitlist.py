@@ -14,6 +14,7 @@ same idea as ``sortedcontainers.SortedList`` plus one aggregate per chunk.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterator
 from operator import itemgetter
 
 __all__ = ["CHUNK", "Entry", "FitList"]
@@ -43,6 +44,12 @@ class FitList:
     def entries(self) -> list[Entry]:
         """All entries in order (for tests and debugging)."""
         return [entry for chunk in self._chunks for entry in chunk]
+
+    def numbers(self) -> Iterator[int]:
+        """The entries' node numbers, in order."""
+        for chunk in self._chunks:
+            for entry in chunk:
+                yield entry[3]
 
     def add(self, entry: Entry) -> None:
         self._size += 1

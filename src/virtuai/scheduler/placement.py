@@ -272,6 +272,26 @@ class Cluster(Kept):
         """The nodes of ``pool`` (all if ``None``), by name. Read only: do not mutate."""
         return (n for n in self._nodes if pool is None or n.pool == pool)
 
+    def offering(self, pool: str | None, gpu: int = 0) -> Iterator[NodeFree]:
+        """The nodes where a job of ``pool`` may be placed (``None``: a job that names no
+        pool; accepting nodes only) with at least ``gpu`` GPUs free now, in no set order.
+        Read from the indexes: on a busy cluster, a few of thousands for a GPU job."""
+        index = self._indexes.get(pool)
+        if index is None:
+            return
+        nodes = self._nodes
+        for level, bucket in index.buckets.items():
+            if level >= gpu:
+                for number in bucket.numbers():
+                    yield nodes[number]
+
+    def offers(self, node: NodeFree, pool: str | None) -> bool:
+        """Whether ``node`` is one of those ``offering`` walks for ``pool`` (whatever it has
+        free)."""
+        if not node.accepting:
+            return False
+        return node.pool == pool if pool is not None else not is_site_pool(node.pool)
+
     def free_total(self, pool: str | None = None) -> Resources:
         """Free resources summed over the nodes of ``pool`` (all if ``None``)."""
         index = self._indexes.get(pool)

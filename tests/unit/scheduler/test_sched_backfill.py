@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sched_builders import job, node, run, world
 from test_sched_policy_properties import worlds
 
+from virtuai.domain.sites import site_pool
 from virtuai.scheduler import schedule
 from virtuai.scheduler.backfill import Board, reserve
 from virtuai.scheduler.placement import Cluster
-from virtuai.scheduler.snapshot import Blocked, BlockKind, Decisions, Policy, Snapshot
+from virtuai.scheduler.snapshot import Blocked, BlockKind, Decisions, NodeState, Policy, Snapshot
 
 BACKFILL = Policy(backfill=True)
 FIFO = Policy()
@@ -144,6 +147,21 @@ def test_reserve_late_keeps_room_that_is_free_now_usable() -> None:
     late = schedule(world(nodes, jobs, [], running, policy=late_policy))
     assert admitted(late) == {"long": ["a"]}
     assert blocked(late)["head"].expected_start == blocked(plain)["head"].expected_start == 100.0
+
+
+def test_a_reservation_counts_only_nodes_the_job_may_be_placed_on() -> None:
+    """A cordoned node, and a Slurm site's node for a job that names no pool, have room
+    the head can never be placed on: its reservation waits for n1 (free from t=100),
+    not for that room (which would say it starts now, and hold nothing)."""
+    cordoned = NodeState(node("cordoned", cpu=8), accepting=False)
+    site = NodeState(node("hpc-1", cpu=8, pool=site_pool("hpc", "gpu")))
+    snapshot = world([node("n1", cpu=8)], [HEAD], [], RUNNING, policy=BACKFILL)
+    snapshot = replace(snapshot, nodes=(*snapshot.nodes, cordoned, site))
+    d = schedule(snapshot)
+    assert admitted(d) == {}
+    head = blocked(d)["head"]
+    assert head.expected_start == 100.0
+    assert head.reason.endswith("; expected to start in 00:01:40")
 
 
 def _free(cluster: Cluster) -> dict[str, tuple[int, int, frozenset[int]]]:
