@@ -120,8 +120,10 @@ def reserve(
     ordered: bool = False,
     late: bool = False,
     taken: Sequence[Reservation] = (),
+    until: float = math.inf,
 ) -> Reservation | None:
-    """When ``job`` can start at the earliest and where; ``None`` if no known end frees room.
+    """When ``job`` can start at the earliest and where; ``None`` if no known end frees room
+    (by ``until``: releases after it are not read).
 
     ``ordered``: ``releases`` already come in ascending end order (``ends.Ends``), and
     are read lazily, only as far as the reservation needs.  ``late``
@@ -135,7 +137,10 @@ def reserve(
     what an earlier one was promised, whenever either starts.
     """
     if taken:
-        return _reserve_around(cluster, job, releases, now, ordered=ordered, late=late, taken=taken)
+        found = _reserve_around(
+            cluster, job, releases, now, ordered=ordered, late=late, taken=taken
+        )
+        return found if found is None or found.start <= until else None
     need, tasks = job.per_task, job.tasks
     pool = job.pool
     want = (need.cpu_milli, need.memory, need.gpu)
@@ -167,6 +172,8 @@ def reserve(
             # cannot matter): stop before the first end after the one that was enough.
             if total >= tasks and last is not None and end > last:
                 break
+            if end > until:
+                break  # (not enough by then)
             last = end
             for p in released:
                 held = rooms.get(p.node)
