@@ -39,7 +39,7 @@ from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.snapshot import PendingJob
 
-__all__ = ["Board", "Guard", "Release", "Reservation", "Shape", "reserve", "shape_of"]
+__all__ = ["Board", "Guard", "Release", "Reservation", "Shape", "reserve", "shape_of", "starts_by"]
 
 # (expected end, placements): something that will give its resources back.
 Release = tuple[float, tuple[TaskPlacement, ...]]
@@ -137,10 +137,43 @@ def reserve(
     what an earlier one was promised, whenever either starts.
     """
     if taken:
-        found = _reserve_around(
+        around = _reserve_around(
             cluster, job, releases, now, ordered=ordered, late=late, taken=taken
         )
-        return found if found is None or found.start <= until else None
+        return around if around is None or around.start <= until else None
+    found = _earliest(cluster, job, releases, now, ordered=ordered, late=late, until=until)
+    if found is None:
+        return None
+    start, rooms, fits, ready = found
+    return _placed(
+        job, start, _tightest_first(fits, rooms, ready if late else None, now), rooms, fits
+    )
+
+
+def starts_by(
+    cluster: Cluster, job: PendingJob, releases: Iterable[Release], now: float, until: float
+) -> bool:
+    """Whether ``job`` could start by ``until`` (``reserve``'s start), without choosing
+    where; ``releases`` in ascending end order."""
+    return _earliest(cluster, job, releases, now, ordered=True, late=False, until=until) is not None
+
+
+# (start, each node's room then, the tasks it fits, when its count last grew)
+_Earliest = tuple[float, dict[str, _Room], dict[str, int], dict[str, float]]
+
+
+def _earliest(
+    cluster: Cluster,
+    job: PendingJob,
+    releases: Iterable[Release],
+    now: float,
+    *,
+    ordered: bool,
+    late: bool,
+    until: float,
+) -> _Earliest | None:
+    """``reserve``'s walk: the earliest start by ``until``, with each node's room then, the
+    tasks it fits, and (``late``) when its count last grew; ``None`` if none by then."""
     need, tasks = job.per_task, job.tasks
     pool = job.pool
     want = (need.cpu_milli, need.memory, need.gpu)
@@ -196,9 +229,9 @@ def reserve(
         if total < tasks or last is None:
             return None
         start = max(now, last)
-    return _placed(
-        job, start, _tightest_first(fits, rooms, ready if late else None, now), rooms, fits
-    )
+    if start > until:
+        return None
+    return start, rooms, fits, ready
 
 
 def _tightest_first(

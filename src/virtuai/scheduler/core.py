@@ -34,12 +34,21 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from collections.abc import Iterable, Iterator
 
 from virtuai.domain.resources import Node, Resources
 from virtuai.domain.tenancy import Quota
 from virtuai.domain.workload import TaskPlacement
-from virtuai.scheduler.backfill import Board, Release, Reservation, Shape, reserve, shape_of
+from virtuai.scheduler.backfill import (
+    Board,
+    Release,
+    Reservation,
+    Shape,
+    reserve,
+    shape_of,
+    starts_by,
+)
 from virtuai.scheduler.ends import Ends
 from virtuai.scheduler.fairshare import ShareTracker, capacity_of, cluster_capacity, node_of
 from virtuai.scheduler.feasibility import Feasibility
@@ -105,6 +114,11 @@ def schedule(snapshot: Snapshot) -> Decisions:
     if one.running_ends is not None:
         one.running_ends.done()
     return decisions
+
+
+def _no_bigger(shape: Shape, than: Shape) -> bool:
+    """Whether a job of ``shape`` fits wherever and whenever one of ``than`` fits."""
+    return shape[0] == than[0] and all(map(operator.le, shape[1:], than[1:]))
 
 
 def _has_attained(job: PendingJob) -> bool:
@@ -204,6 +218,8 @@ class _Pass:
         self.soonest: PendingJob | None = None  # the reserved job that starts first
         self.running_ends: Ends | None = None  # taken at the first reservation of the pass
         self.soon: dict[Shape, bool] = {}  # ``starts_soon`` per job shape
+        self.found: list[tuple[Shape, bool]] = []  # ``starts_by`` since ``found_version``
+        self.found_version: tuple[int, int, int] | None = None
         self.reasons: dict[tuple[object, ...], str] = {}
         # A job that is blocked gets the same decision as the last job of its tenant and
         # shape blocked while the pass changed nothing (``changes``, same head): remembered
@@ -295,10 +311,13 @@ class _Pass:
     def memo_key(self, job: PendingJob, first_round: bool) -> _MemoKey | None:
         """What ``decide_one`` reads of ``job``, to tell two jobs it decides alike; ``None``:
         decide it anyway (a nominated job waits for its own victims)."""
+        r = job.per_task  # (its numbers: a tuple of them hashes and compares at C speed)
         key: _MemoKey = (
             job.tenant,
             job.pool,
-            job.per_task,
+            r.cpu_milli,
+            r.memory,
+            r.gpu,
             job.tasks,
             job.allowed_nodes,
             job.host_ports,
@@ -440,12 +459,27 @@ class _Pass:
         key = shape_of(job)
         soon = self.soon.get(key)
         if soon is None:
-            until = self.now + policy.las_patience_s  # (no need to read releases past it)
-            found = reserve(
-                self.board.cluster, job, self.releases(), self.now, ordered=True, until=until
-            )
-            soon = self.soon[key] = found is not None
+            soon = self.soon[key] = self.starts_by(job, key, self.now + policy.las_patience_s)
         return soon
+
+    def starts_by(self, job: PendingJob, shape: Shape, until: float) -> bool:
+        """``backfill.starts_by`` in the held view now.  A shape no bigger than one found to
+        start by ``until`` (same pool, no more of any resource per task, no more tasks)
+        does too, and one no smaller than one found not to does not, for as long as the
+        room and the releases stay as they were: such a shape is not looked up again."""
+        version = (
+            self.board.generation,
+            len(self.ends),
+            len(self.preemptor.taken) if self.preemptor else 0,
+        )
+        if version != self.found_version:
+            self.found_version, self.found = version, []
+        for other, yes in self.found:
+            if _no_bigger(shape, other) if yes else _no_bigger(other, shape):
+                return yes
+        yes = starts_by(self.board.cluster, job, self.releases(), self.now, until)
+        self.found.append((shape, yes))
+        return yes
 
     def capacity(self, job: PendingJob) -> None:
         """``job`` does not fit now: the first such job is the head and may get a reservation.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -9,9 +10,10 @@ from hypothesis import strategies as st
 from sched_builders import job, node, run, world
 from test_sched_policy_properties import worlds
 
+from virtuai.domain.resources import Resources
 from virtuai.domain.sites import site_pool
-from virtuai.scheduler import schedule
-from virtuai.scheduler.backfill import Board, reserve
+from virtuai.scheduler import core, schedule
+from virtuai.scheduler.backfill import Board, reserve, shape_of, starts_by
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.snapshot import Blocked, BlockKind, Decisions, NodeState, Policy, Snapshot
 
@@ -162,6 +164,60 @@ def test_a_reservation_counts_only_nodes_the_job_may_be_placed_on() -> None:
     head = blocked(d)["head"]
     assert head.expected_start == 100.0
     assert head.reason.endswith("; expected to start in 00:01:40")
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds(), st.booleans())
+def test_a_reservation_asked_by_a_time_is_the_reservation_if_it_starts_by_then(
+    snapshot: Snapshot, late: bool
+) -> None:
+    """``reserve(until=...)`` reads the releases only up to ``until``: it finds the
+    reservation a reading of them all finds when that starts by then, and none otherwise
+    (``until`` at, just before and just after each release); ``starts_by`` (``starts_soon``:
+    would the job start within its patience?) says whether it found one."""
+    releases = sorted(
+        ((r.expected_end, r.placements) for r in snapshot.running if r.expected_end is not None),
+        key=lambda release: release[0],
+    )
+    times = {snapshot.now, math.inf, *(end + d for end, _ in releases for d in (-0.5, 0, 0.5))}
+    cluster = Cluster(snapshot.nodes)
+    for pending in snapshot.pending:
+        found = reserve(cluster, pending, releases, snapshot.now, ordered=True, late=late)
+        for until in sorted(times):
+            by = reserve(
+                cluster, pending, releases, snapshot.now, ordered=True, late=late, until=until
+            )
+            assert by == (found if found is not None and found.start <= until else None)
+            assert starts_by(cluster, pending, releases, snapshot.now, until) is (by is not None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds(), st.sampled_from([0.0, 10.0, 60.0, math.inf]))
+def test_a_job_no_bigger_than_one_that_starts_by_a_time_starts_by_then_too(
+    snapshot: Snapshot, within: float
+) -> None:
+    """What lets a pass answer ``starts_soon`` for a shape from another one's answer in
+    the same room (``core._Pass.starts_by``): a job that asks no more of any resource per
+    task, in no more tasks, of the same pool, starts by any time the bigger one does."""
+    releases = sorted(
+        ((r.expected_end, r.placements) for r in snapshot.running if r.expected_end is not None),
+        key=lambda release: release[0],
+    )
+    cluster = Cluster(snapshot.nodes)
+    until = snapshot.now + within
+    jobs = [
+        *snapshot.pending,
+        *(
+            replace(j, per_task=Resources(0, j.per_task.memory, j.per_task.gpu))
+            for j in snapshot.pending
+        ),
+        *(replace(j, tasks=1) for j in snapshot.pending),
+    ]
+    starts = {j: starts_by(cluster, j, releases, snapshot.now, until) for j in jobs}
+    for small in jobs:
+        for big in jobs:
+            if core._no_bigger(shape_of(small), shape_of(big)) and starts[big]:
+                assert starts[small], (small, big)
 
 
 def _free(cluster: Cluster) -> dict[str, tuple[int, int, frozenset[int]]]:
