@@ -113,9 +113,14 @@ class Preemptor:
         self._cohorts: dict[str, list[str]] = {}
         self._taken: set[str] = set()
         self._failed: set[tuple[object, ...]] = set()
-        for job in running:
-            if job.preempting and job.preempted_for is not None:
-                self._stopping.setdefault(job.preempted_for, []).append(self._candidate(job))
+        told = (
+            self._victims.stopping.values()
+            if self._victims is not None
+            else (j for j in running if j.preempting and j.preempted_for is not None)
+        )
+        for job in told:
+            assert job.preempted_for is not None
+            self._stopping.setdefault(job.preempted_for, []).append(self._candidate(job))
         for tenant, cohort in sorted(cohort_of.items()):
             if cohort is not None:
                 self._cohorts.setdefault(cohort, []).append(tenant)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import filterfalse
+from typing import Any
 
 from virtuai.scheduler.fairshare import ShareTracker
 from virtuai.scheduler.snapshot import PendingJob
@@ -137,11 +138,15 @@ def fair_merge(
     queue, true if the job needs no turn (the pass's early stop, ``core._Stop``: a job
     that can neither start nor change anything); such jobs are not yielded, and cost no
     trip through the heap, which a tenant's turn would."""
-    when = _submitted if due is None else due
-    heap: list[tuple[bool, int, float, float, float, int, str, str]] = []
+    # A job's place among the tenants' next jobs, read off its queue key (``queue_key``):
+    # (not nominated, -priority, the tenant's standing, then when, submitted at, seq and id,
+    # the key's last four with ``due``; without it, when is the submission time and the
+    # key's last three say the same).  Its tenant last, for equal keys.
+    tail = 4 if due is not None else 3
+    heap: list[tuple[bool, int, float, tuple[Any, ...], str]] = []
     for tenant, queue in queues.items():
-        head = queue[0][2]
-        heap.append(_key(head, tracker.ratio(tenant), when(head)))
+        k = queue[0][0]
+        heap.append((k[0], k[1], tracker.ratio(tenant), k[-tail:], tenant))
     heapq.heapify(heap)
     at = dict.fromkeys(queues, 0)  # each tenant's next job
     while heap:
@@ -154,20 +159,11 @@ def fair_merge(
                 i += 1
         if i < len(queue):
             at[tenant] = i
-            head = queue[i][2]
-            heapq.heapreplace(heap, _key(head, tracker.ratio(tenant), when(head)))
+            k = queue[i][0]
+            heapq.heapreplace(heap, (k[0], k[1], tracker.ratio(tenant), k[-tail:], tenant))
         else:
             heapq.heappop(heap)
 
 
 def _job_of(entry: Entry) -> PendingJob:
     return entry[2]
-
-
-def _key(
-    job: PendingJob, ratio: float, when: float
-) -> tuple[bool, int, float, float, float, int, str, str]:
-    return (
-        not job.nominated, -job.priority, ratio, when, job.submitted_at, job.seq, job.id,
-        job.tenant,
-    )  # fmt: skip

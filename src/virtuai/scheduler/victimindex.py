@@ -84,6 +84,9 @@ class VictimIndex(Kept):
         self._now = -math.inf
         self._by_id: dict[int, Standing] = {}  # id(job): the job's object is held, so unique
         self._running: Sequence[RunningJob] | None = None  # of the last update
+        # Running jobs told to stop for a pending job (``preempted_for``), by id(): not
+        # victims, but what their preemptors wait for (``Preemptor``).
+        self.stopping: dict[int, RunningJob] = {}
         self.lists: dict[str, list[Standing]] = {}
         self.ranks: dict[str, list[Rank]] = {}  # the lists' ranks, for bisect
         self._crossings: list[tuple[float, int, Standing]] = []  # heap: when a level ends
@@ -128,6 +131,7 @@ class VictimIndex(Kept):
     def _update(self, running: Sequence[RunningJob], now: float) -> None:
         self._now = now
         current = {id(j): j for j in running if j.preemptible and not j.preempting}
+        self.stopping = {id(j): j for j in running if j.preempting and j.preempted_for is not None}
         by_id = self._by_id
         gone = by_id.keys() - current.keys()
         new = current.keys() - by_id.keys()
@@ -144,13 +148,17 @@ class VictimIndex(Kept):
         and with ``added`` (as the caller vouches)."""
         self._now = now
         by_id = self._by_id
+        stopping = self.stopping
         for job in gone:
             s = by_id.pop(id(job), None)  # (not there: it could not be preempted)
             if s is not None:
                 self._remove(s)
+            stopping.pop(id(job), None)
         for job in added:
             if job.preemptible and not job.preempting:
                 self._add(job, now)
+            elif job.preempting and job.preempted_for is not None:
+                stopping[id(job)] = job
 
     def _cross(self, now: float) -> None:
         """Rank anew the jobs whose level ended by ``now``."""

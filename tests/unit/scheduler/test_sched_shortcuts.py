@@ -187,11 +187,16 @@ def test_kept_victim_standings_change_no_decision(
 
 
 def victims_view(index: VictimIndex) -> dict[str, list[tuple[object, ...]]]:
-    """What a victim search reads of an index: per tenant, each job object and its rank."""
-    return {
-        tenant: [(id(s.job), s.rank, s.total, s.pools) for s in standings]
-        for tenant, standings in index.lists.items()
-    } | {f"ranks of {tenant}": list(ranks) for tenant, ranks in index.ranks.items()}
+    """What a victim search reads of an index: per tenant, each job object and its rank;
+    and the jobs told to stop."""
+    return (
+        {
+            tenant: [(id(s.job), s.rank, s.total, s.pools) for s in standings]
+            for tenant, standings in index.lists.items()
+        }
+        | {f"ranks of {tenant}": list(ranks) for tenant, ranks in index.ranks.items()}
+        | {"stopping": sorted(index.stopping)}
+    )
 
 
 @settings(max_examples=120, deadline=None)
