@@ -79,14 +79,21 @@ class _Room:
         self.cpu, self.memory, self.gpu_budget, self.gpus = cpu, memory, gpu_budget, gpus
 
     def tasks(self, need: Resources, limit: int) -> int:
+        """How many tasks of ``need`` fit here, at most ``limit`` (``_fit``'s rule; spelled
+        out: this runs for every release a reservation replays)."""
         fit = limit
-        for have, want in (
-            (self.cpu, need.cpu_milli),
-            (self.memory, need.memory),
-            (min(self.gpu_budget, len(self.gpus)), need.gpu),
-        ):
-            if want > 0:
-                fit = min(fit, have // want) if have > 0 else 0
+        want = need.cpu_milli
+        if want > 0:
+            have = self.cpu
+            fit = min(fit, have // want) if have > 0 else 0
+        want = need.memory
+        if want > 0:
+            have = self.memory
+            fit = min(fit, have // want) if have > 0 else 0
+        want = need.gpu
+        if want > 0:
+            have = min(self.gpu_budget, len(self.gpus))
+            fit = min(fit, have // want) if have > 0 else 0
         return fit
 
 

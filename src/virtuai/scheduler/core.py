@@ -50,7 +50,7 @@ from virtuai.scheduler.backfill import (
     starts_by,
 )
 from virtuai.scheduler.ends import Ends
-from virtuai.scheduler.fairshare import ShareTracker, capacity_of, cluster_capacity, node_of
+from virtuai.scheduler.fairshare import ShareTracker, capacity_of, cluster_capacity
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.las import pending_level
 from virtuai.scheduler.placement import Cluster
@@ -86,7 +86,8 @@ def _end_of(release: Release) -> float:
 
 _Placed = tuple[tuple[TaskPlacement, ...] | None, Charge, str | None]
 _MemoKey = tuple[object, ...]
-_Memo = tuple[int, PendingJob | None, BlockKind, str, float | None]
+_Decision = tuple[BlockKind, str, float | None]  # a blocked job's (kind, reason, expected start)
+_Memo = tuple[int, PendingJob | None, _Decision]
 # Remember blocked decisions per (tenant, shape) within a pass (``_Pass.memo``); tests
 # turn it off to check that it changes no decision.
 MEMO_BLOCKED = True
@@ -172,7 +173,7 @@ class _Pass:
         self.now = snapshot.now
         self.cluster = Cluster.reuse(snapshot.nodes)
         self.board = Board(self.cluster)
-        nodes = list(map(node_of, snapshot.nodes))
+        nodes = self.cluster.given_nodes  # (the same list while the nodes are the same)
         self.feasibility = Feasibility.reuse(nodes)
         pool_of = self.feasibility.pool_of  # kept with it across passes on the same nodes
         self.ledger = QuotaLedger(
@@ -204,7 +205,7 @@ class _Pass:
         # ``report_blocked`` only the ``NEVER`` ones become ``Blocked`` (a queue of
         # thousands behind a preempting pass's last admission costs no object per job).
         self.waits = 0
-        self.last_block: tuple[BlockKind, str, float | None] | None = None
+        self.last_block: _Decision | None = None
         self.preempted: list[Preemption] = []
         self.ends: list[Release] = []  # admitted in this pass, with a walltime
         self.deferred: list[PendingJob] = []  # would borrow: after the others
@@ -300,19 +301,40 @@ class _Pass:
         changes, head = self.changes, self.head
         hit = memo.get(key)
         if hit is not None and hit[0] == changes and hit[1] is head:
-            self.block(job, hit[2], hit[3], hit[4])
+            decision = hit[2]
+            if decision[0] is BlockKind.NEVER or self.policy.report_blocked:
+                self.block(job, *decision)
+            else:  # (``block`` inlined: most of a long queue is counted here, not reported)
+                self.waits += 1
+                self.last_block = decision
             return
         count = self.waits
         self.decide_one(job, first_round=first_round)
         if self.waits == count + 1 and self.changes == changes and self.head is head:
             assert self.last_block is not None
-            memo[key] = (changes, head, *self.last_block)
+            memo[key] = (changes, head, self.last_block)
 
     def memo_key(self, job: PendingJob, first_round: bool) -> _MemoKey | None:
         """What ``decide_one`` reads of ``job``, to tell two jobs it decides alike; ``None``:
         decide it anyway (a nominated job waits for its own victims)."""
+        preemptor = self.preemptor
+        victims: tuple[object, ...] = ()
+        if preemptor is not None:
+            if job.nominated or preemptor.stopping_for(job):
+                return None
+            policy, now = self.policy, self.now
+            # A victim search reads the priority, the LAS level, whether the job waited
+            # long enough to preempt for its level (and whether the pass has LAS searches
+            # left), and whom the job must never preempt.
+            victims = (
+                job.priority,
+                pending_level(job, now, policy),
+                now - job.submitted_at >= policy.min_run_s,
+                preemptor.las_searches_left,
+                job.preempted_by,
+            )
         r = job.per_task  # (its numbers: a tuple of them hashes and compares at C speed)
-        key: _MemoKey = (
+        return (
             job.tenant,
             job.pool,
             r.cpu_milli,
@@ -324,24 +346,7 @@ class _Pass:
             job.preemptible,
             self.is_short(job),
             first_round,
-        )
-        preemptor = self.preemptor
-        if preemptor is None:
-            return key
-        if job.nominated or preemptor.stopping_for(job):
-            return None
-        policy, now = self.policy, self.now
-        # A victim search reads the priority, the LAS level, whether the job waited long
-        # enough to preempt for its level (and whether the pass has LAS searches left),
-        # and whom the job must never preempt.
-        waited = now - job.submitted_at >= policy.min_run_s
-        return (
-            *key,
-            job.priority,
-            pending_level(job, now, policy),
-            waited,
-            preemptor.las_searches_left,
-            job.preempted_by,
+            victims,
         )
 
     def decide_one(self, job: PendingJob, *, first_round: bool) -> None:
@@ -583,16 +588,19 @@ class _Pass:
         """What will give resources back, in end order: running jobs as they are (the kept
         order of ``Ends``), and admissions of this pass."""
         taken = self.preemptor.taken if self.preemptor is not None else frozenset()
-        mine = sorted(self.ends, key=_end_of)
         given = self.snapshot.running_by_end
+        theirs: Iterator[Release]
         if given is not None:
-            theirs: Iterator[Release] = (
+            theirs = (
                 (job.expected_end or 0.0, job.placements) for job in given if job.id not in taken
             )
-            return heapq.merge(theirs, mine, key=_end_of)
-        if self.running_ends is None:
-            self.running_ends = Ends.take(self.snapshot.running)
-        return heapq.merge(self.running_ends.releases(taken), mine, key=_end_of)
+        else:
+            if self.running_ends is None:
+                self.running_ends = Ends.take(self.snapshot.running)
+            theirs = self.running_ends.releases(taken)
+        if not self.ends:
+            return theirs  # (nothing admitted yet in this pass: no merge to pay for)
+        return heapq.merge(theirs, sorted(self.ends, key=_end_of), key=_end_of)
 
     def block(
         self, job: PendingJob, kind: BlockKind, reason: str, expected: float | None = None

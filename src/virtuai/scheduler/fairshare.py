@@ -101,7 +101,7 @@ def capacity_of(nodes: list[Node]) -> Resources:
     """``cluster_capacity`` of the nodes themselves.  The last answer is kept: a pass over
     the very same ``Node`` objects (the simulator's) gets it without the walk over them."""
     for last, capacity in _last_capacity:
-        if len(last) == len(nodes) and all(map(is_, last, nodes)):
+        if last is nodes or (len(last) == len(nodes) and all(map(is_, last, nodes))):
             return capacity
     cpu = memory = gpu = 0
     for node in nodes:

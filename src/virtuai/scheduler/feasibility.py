@@ -62,7 +62,7 @@ class Feasibility:
         if last is not None:
             known, feasibility = last
             # (map over operator.is_: the check runs every pass over thousands of nodes)
-            if len(known) == len(nodes) and all(map(is_, known, nodes)):
+            if known is nodes or (len(known) == len(nodes) and all(map(is_, known, nodes))):
                 return feasibility
         feasibility = cls(nodes)
         cls._last = (nodes, feasibility)

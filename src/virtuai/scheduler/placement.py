@@ -45,7 +45,7 @@ from itertools import compress
 from operator import is_not
 from typing import ClassVar
 
-from virtuai.domain.resources import Resources
+from virtuai.domain.resources import Node, Resources
 from virtuai.domain.sites import is_site_pool
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler.feasibility import usable_gpus
@@ -158,6 +158,7 @@ class Cluster(Kept):
     shortfall: int | None
     _states: list[NodeState]
     _given: list[NodeState]
+    given_nodes: list[Node]
 
     @classmethod
     def reuse(cls, nodes: Sequence[NodeState]) -> Cluster:
@@ -187,13 +188,18 @@ class Cluster(Kept):
         # Only the positions whose state is another object (found at C speed: this runs
         # every pass over thousands of nodes, of which a pass changes a few).
         dirty = self._touched  # changed by the last pass and not put back yet
+        renamed = False
         for i in compress(range(len(nodes)), map(is_not, nodes, given)):
             state, k = nodes[i], order[i]
             was = self._states[k]
-            if state.node is not was.node and state.node != was.node:
-                return False
+            if state.node is not was.node:
+                if state.node != was.node:
+                    return False
+                renamed = True  # an equal node in another object
             self._reset(k, state)
             dirty.discard(k)
+        if renamed:
+            self.given_nodes = [state.node for state in nodes]
         for k in sorted(dirty):
             self._reset(k, self._states[k])
         dirty.clear()
@@ -221,6 +227,10 @@ class Cluster(Kept):
         self.shortfall = None
         given = list(nodes)
         self._given = given  # the states in input order, to spot changed ones (``_refresh``)
+        # Their nodes, in input order: the very same list while the nodes are the very same
+        # objects, so that what is kept over them (``Feasibility.reuse``, ``capacity_of``)
+        # knows them without a walk.  Read only.
+        self.given_nodes = [state.node for state in given]
         ranked = sorted(range(len(given)), key=lambda i: given[i].node.name)
         ordered = [given[i] for i in ranked]
         self._states = ordered
