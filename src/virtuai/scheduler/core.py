@@ -266,17 +266,19 @@ class _Pass:
             if self.tracker is None
             else fair_merge(queues, self.tracker, self.due, passes_over)
         )
-        for job in order:
-            if stop is None:
-                self.decide(job, first_round=True)
-                continue
-            shape = shape_of(job)
-            if not stop.settled(job, shape):
-                self.decide(job, first_round=True)
-            if stop.done(job, shape):
-                break
+        if stop is None:
+            decide = self.decide  # (bound once: this runs for every waiting job of the pass)
+            for job in order:
+                decide(job, True)
+        else:
+            for job in order:
+                shape = shape_of(job)
+                if not stop.settled(job, shape):
+                    self.decide(job, True)
+                if stop.done(job, shape):
+                    break
         for job in self.deferred:
-            self.decide(job, first_round=False)
+            self.decide(job, False)
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
 
     def stopper(self, waiting: Waiting) -> _Stop | None:
@@ -292,7 +294,7 @@ class _Pass:
             return None
         return _Stop(self, waiting)
 
-    def decide(self, job: PendingJob, *, first_round: bool) -> None:
+    def decide(self, job: PendingJob, first_round: bool) -> None:
         memo = self.memo
         key = None if memo is None else self.memo_key(job, first_round)
         if memo is None or key is None:
