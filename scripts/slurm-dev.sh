@@ -231,7 +231,13 @@ EOF
   chmod 600 "$DIR/etc/slurmdbd.conf"
   # Memory as a real site constrains it: an overrun is an OOM kill, not swapping.
   printf 'CgroupAutomount=no\nConstrainRAMSpace=yes\nConstrainSwapSpace=yes\nAllowedSwapSpace=0\n' >"$DIR/etc/cgroup.conf"
-  chmod 644 "$DIR/etc/slurm.conf" "$DIR/etc/gres.conf" "$DIR/etc/cgroup.conf"
+  # srun --mpi=pmix: PMIx keeps a step's wire-up data in a shared-memory store (gds
+  # ds21) by default, whose lock setup now and then crashed a rank in MPI_Init under
+  # load (a call through a NULL pointer, seen in CI; openpmix issue 1114 is the same
+  # crash).  The plain hash store is the usual cure: the ranks get it from PMIxEnv, the
+  # step's PMIx server (slurmstepd) from slurmd's environment (start_slurmd).
+  printf 'PMIxEnv=PMIX_MCA_gds=hash\n' >"$DIR/etc/mpi.conf"
+  chmod 644 "$DIR/etc/slurm.conf" "$DIR/etc/gres.conf" "$DIR/etc/cgroup.conf" "$DIR/etc/mpi.conf"
 }
 
 write_ssh() {
@@ -312,7 +318,7 @@ start_slurmd() {  # start_slurmd NODE
   local n=$1
   pid_alive "$DIR/run/slurmd-$n.pid" && return
   mkdir -p "$DIR/spool/$n"
-  in_ns "$n" env SLURM_CONF="$DIR/etc/slurm.conf" slurmd -N "$n" -f "$DIR/etc/slurm.conf" ||
+  in_ns "$n" env SLURM_CONF="$DIR/etc/slurm.conf" PMIX_MCA_gds=hash slurmd -N "$n" -f "$DIR/etc/slurm.conf" ||
     die "slurmd $n did not start: $(tail -3 "$DIR/log/slurmd-$n.log")"
 }
 
