@@ -466,10 +466,10 @@ class _Pass:
         key = shape_of(job)
         soon = self.soon.get(key)
         if soon is None:
-            soon = self.soon[key] = self.starts_by(job, key, self.now + policy.las_patience_s)
+            soon = self.soon[key] = self.could_start_by(job, key, self.now + policy.las_patience_s)
         return soon
 
-    def starts_by(self, job: PendingJob, shape: Shape, until: float) -> bool:
+    def could_start_by(self, job: PendingJob, shape: Shape, until: float) -> bool:
         """``backfill.starts_by`` in the held view now.  A shape no bigger than one found to
         start by ``until`` (same pool, no more of any resource per task, no more tasks)
         does too, and one no smaller than one found not to does not, for as long as the

@@ -197,7 +197,7 @@ def test_a_job_no_bigger_than_one_that_starts_by_a_time_starts_by_then_too(
     snapshot: Snapshot, within: float
 ) -> None:
     """What lets a pass answer ``starts_soon`` for a shape from another one's answer in
-    the same room (``core._Pass.starts_by``): a job that asks no more of any resource per
+    the same room (``core._Pass.could_start_by``): a job that asks no more of any resource per
     task, in no more tasks, of the same pool, starts by any time the bigger one does."""
     releases = sorted(
         ((r.expected_end, r.placements) for r in snapshot.running if r.expected_end is not None),
