@@ -216,23 +216,24 @@ def _earliest(
                 break  # (not enough by then)
             last = end
             for p in released:
-                held = rooms.get(p.node)
-                if held is None:
-                    held = _room_of(cluster, p.node, pool)
-                    if held is None:
+                name = p.node
+                room = rooms.get(name)
+                if room is None:
+                    room = _room_of(cluster, name, pool)
+                    if room is None:
                         continue
-                    rooms[p.node] = held
-                    fits[p.node] = 0
-                room = held
-                room.cpu += p.resources.cpu_milli
-                room.memory += p.resources.memory
-                room.gpu_budget += p.resources.gpu
+                    rooms[name] = room
+                    fits[name] = 0
+                r = p.resources
+                room.cpu += r.cpu_milli
+                room.memory += r.memory
+                room.gpu_budget += r.gpu
                 room.gpus.update(p.gpu_indices)
-                n = room.tasks(need, tasks)
-                total += n - fits[p.node]
-                if late and n > fits[p.node]:
-                    ready[p.node] = end
-                fits[p.node] = n
+                n, was = room.tasks(need, tasks), fits[name]
+                total += n - was
+                if late and n > was:
+                    ready[name] = end
+                fits[name] = n
         if total < tasks or last is None:
             return None
         start = max(now, last)

@@ -60,6 +60,8 @@ class NodeFree:
     """One node's free capacity, mutated as tasks are placed on it and released from it."""
 
     __slots__ = (
+        "_devices",
+        "_node",
         "accepting",
         "cpu",
         "free_gpus",
@@ -77,11 +79,15 @@ class NodeFree:
         self.number = number
         self.name = node.name
         self.pool = node.pool
+        self._node: Node | None = None
+        self._devices: frozenset[int] = frozenset()
         self.load(state)
 
     def load(self, state: NodeState) -> None:
         """Take the free capacity ``state`` says (a new pass on a kept cluster)."""
         node = state.node
+        if node is not self._node:  # (a kept cluster reloads a node most passes)
+            self._node, self._devices = node, frozenset(g.index for g in node.gpus)
         free = state.free
         self.accepting = state.accepting
         self.ports = state.ports  # fixed ports held here (``host_ports``); replaced, not mutated
@@ -89,7 +95,7 @@ class NodeFree:
         self.memory = free.memory
         # Two views of GPUs that a consistent snapshot keeps equal; trust the smaller.
         self.gpu_budget = usable_gpus(node) - state.allocated.gpu
-        self.free_gpus = sorted({g.index for g in node.gpus} - state.busy_gpus)
+        self.free_gpus = sorted(self._devices - state.busy_gpus)
         self.gpu = 0
         self.settle()
 

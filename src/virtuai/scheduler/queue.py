@@ -149,6 +149,7 @@ def fair_merge(
         heap.append((k[0], k[1], tracker.ratio(tenant), k[-tail:], tenant))
     heapq.heapify(heap)
     at = dict.fromkeys(queues, 0)  # each tenant's next job
+    ratio, replace = tracker.ratio, heapq.heapreplace  # (this loop runs for every job)
     while heap:
         tenant = heap[0][-1]  # (stays on the heap while its job is decided: one sift, not two)
         queue, i = queues[tenant], at[tenant]
@@ -160,7 +161,7 @@ def fair_merge(
         if i < len(queue):
             at[tenant] = i
             k = queue[i][0]
-            heapq.heapreplace(heap, (k[0], k[1], tracker.ratio(tenant), k[-tail:], tenant))
+            replace(heap, (k[0], k[1], ratio(tenant), k[-tail:], tenant))
         else:
             heapq.heappop(heap)
 
