@@ -303,10 +303,9 @@ class Cluster(Kept):
 
     def offers(self, node: NodeFree, pool: str | None) -> bool:
         """Whether ``node`` is one of those ``offering`` walks for ``pool`` (whatever it has
-        free)."""
-        if not node.accepting:
-            return False
-        return node.pool == pool if pool is not None else not is_site_pool(node.pool)
+        free): it is in that pool's index."""
+        index = self._indexes.get(pool)
+        return index is not None and index in self._indexes_of(node)
 
     def free_total(self, pool: str | None = None) -> Resources:
         """Free resources summed over the nodes of ``pool`` (all if ``None``)."""
