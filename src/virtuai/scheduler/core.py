@@ -260,7 +260,8 @@ class _Pass:
     def run(self) -> Decisions:
         queues = self.waiting.queues
         stop = self.stopper(self.waiting)
-        passes_over = None if stop is None else stop.passes_over
+        # (With preemption a job that cannot start may still preempt: none is passed over.)
+        passes_over = None if stop is None or self.preemptor is not None else stop.passes_over
         order = (
             merged(queues, passes_over)
             if self.tracker is None
@@ -270,6 +271,11 @@ class _Pass:
             decide = self.decide  # (bound once: this runs for every waiting job of the pass)
             for job in order:
                 decide(job, True)
+        elif passes_over is None:
+            for job in order:
+                self.decide(job, True)
+                if stop.done(job, shape_of(job)):
+                    break
         else:
             for job in order:
                 shape = shape_of(job)
@@ -282,14 +288,21 @@ class _Pass:
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
 
     def stopper(self, waiting: Waiting) -> _Stop | None:
-        """The early stop of ``Policy.report_blocked=False``, where it is exact: no
-        preemption (a blocked job changes nothing), no quotas (none is ever ``NEVER`` by
-        quota or deferred as a borrower), no targeted jobs (shapes say all)."""
+        """The early stop of ``Policy.report_blocked=False``, where it is exact: no quotas
+        (none is ever ``NEVER`` by quota, deferred as a borrower, or reclaims), no targeted
+        jobs (shapes say all), and with preemption, a way to know that the jobs left preempt
+        no one (``preempts_none``): with least attained service, only the patience of
+        backfill (``starts_soon``) tells that."""
+        policy = self.policy
         if (
-            self.policy.report_blocked
-            or self.preemptor is not None
+            policy.report_blocked
             or self.ledger.limits_anyone()
             or waiting.targeted
+            or (
+                self.preemptor is not None
+                and policy.las_thresholds_gpu_s
+                and not (policy.backfill and policy.las_patience_s > 0)
+            )
         ):
             return None
         return _Stop(self, waiting)
@@ -488,6 +501,37 @@ class _Pass:
         self.found.append((shape, yes))
         return yes
 
+    def preempts_none(self, shapes: Iterable[Shape]) -> bool:
+        """With preemption, the second half of the early stop (``_Stop``): whether no job
+        left in the queue, of ``shapes`` (none of which can start now), would preempt or be
+        promised room.  Victims of lower priority may be taken at any time, so there must be
+        none; room spare from this pass's preemptions must be none; reservations must all
+        be made (one more would change the held view that ``starts_soon`` reads).  Then a
+        job preempts for its LAS level only if it waited ``min_run_s`` and backfill would
+        not start its shape within ``Policy.las_patience_s``: every shape left must start
+        by then, as ``starts_soon`` would find (the pass changes nothing more)."""
+        preemptor, policy = self.preemptor, self.policy
+        if preemptor is None:
+            return True
+        if (
+            preemptor.holds.has_spare
+            or len(self.reservations) < policy.reserve_depth
+            or preemptor.takes_lower_priority(self.waiting.top_priorities())
+        ):
+            return False
+        if not (policy.las_thresholds_gpu_s and preemptor.las_searches_left):
+            return True
+        if not (policy.backfill and policy.las_patience_s > 0):
+            return False
+        until = self.now + policy.las_patience_s
+        for shape in shapes:
+            soon = self.soon.get(shape)  # (as it was first found in the pass: kept so)
+            if soon is None:
+                soon = self.could_start_by(_probe(shape), shape, until)
+            if not soon:
+                return False
+        return True
+
     def capacity(self, job: PendingJob) -> None:
         """``job`` does not fit now: the first such job is the head and may get a reservation.
 
@@ -629,6 +673,10 @@ class _Stop:
     decision (``settled``): the pass leaves it undecided, and the fair-share merge
     passes over it (``passes_over``).  The counts of the pass's jobs are the kept
     queues' (``waiting.Waiting``); the jobs decided are counted here.
+
+    With preemption a blocked job may still preempt: the pass stops only once every
+    job whose victims are stopping has been decided and no job left would preempt
+    (``_Pass.preempts_none``), and no job is passed over before that.
     """
 
     def __init__(self, one: _Pass, waiting: Waiting) -> None:
@@ -641,6 +689,9 @@ class _Stop:
         self.taken: dict[Shape, int] = {}
         self.taken_times: dict[tuple[Shape, float], int] = {}
         self.seen = -1
+        # Jobs not decided yet whose victims are stopping (they are promised that room).
+        preemptor = one.preemptor
+        self.waiting_for = set(preemptor.waiting_for()) if preemptor is not None else set()
 
     def settled(self, job: PendingJob, shape: Shape) -> bool:
         """Whether ``job`` (of ``shape``) can neither start in this pass nor change anything
@@ -677,6 +728,8 @@ class _Stop:
         key = (shape, time_limit(job))
         self.taken_times[key] = self.taken_times.get(key, 0) + 1
         self.left -= 1
+        if self.waiting_for:
+            self.waiting_for.discard(job.id)
 
     def done(self, job: PendingJob, shape: Shape) -> bool:
         """Count ``job`` (of ``shape``) decided; whether no job left can start now."""
@@ -696,12 +749,12 @@ class _Stop:
             return True  # strict FIFO behind the head: every job left waits (QUEUE)
         try:
             for s in left:
-                if not board.failed_held(s) and board.fits_held(self.probe(s)):
+                if not board.failed_held(s) and board.fits_held(_probe(s)):
                     return False
                 short = one.now + self.shortest(s) <= one.short_until
-                if short and board.fits_unheld(self.probe(s)):  # it may backfill
+                if short and board.fits_unheld(_probe(s)):  # it may backfill
                     return False
-            return True
+            return not self.waiting_for and one.preempts_none(left)
         finally:
             self.seen = board.failures
 
@@ -712,6 +765,8 @@ class _Stop:
             limit for limit, n in self.by_shape[shape].items() if n > taken.get((shape, limit), 0)
         )
 
-    def probe(self, shape: Shape) -> PendingJob:
-        pool, cpu, memory, gpu, tasks = shape
-        return PendingJob("", "", 0, 0.0, 0, Resources(cpu, memory, gpu), tasks, pool)
+
+def _probe(shape: Shape) -> PendingJob:
+    """A job of ``shape`` for trials that read nothing else of it."""
+    pool, cpu, memory, gpu, tasks = shape
+    return PendingJob("", "", 0, 0.0, 0, Resources(cpu, memory, gpu), tasks, pool)

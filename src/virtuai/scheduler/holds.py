@@ -56,6 +56,11 @@ class Holds:
         self._by_pool: dict[str, dict[str, None]] = {}
         self._most: dict[str, list[int]] = {}
 
+    @property
+    def has_spare(self) -> bool:
+        """Whether any node has spare room (``release_spare`` may promise it to a job)."""
+        return bool(self._extra)
+
     def release_spare(self, job: PendingJob) -> list[str]:
         """Lift extras where tasks of ``job`` could then fit (until all could); the nodes lifted."""
         need = job.per_task

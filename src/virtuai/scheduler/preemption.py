@@ -160,6 +160,21 @@ class Preemptor:
 
     # --- preemptors whose victims are stopping -------------------------------------------
 
+    def waiting_for(self) -> frozenset[str]:
+        """The pending jobs whose victims, preempted in earlier passes, are still stopping."""
+        return frozenset(self._stopping)
+
+    def takes_lower_priority(self, top: dict[str, int]) -> bool:
+        """Whether a job of the highest priority ``top`` of its tenant's pending jobs could
+        find a victim of a lower priority in its own tenant (with or without least
+        attained service; of any priority, it takes only those of lower ones)."""
+        ranks = self._index().ranks
+        for tenant, priority in top.items():
+            own = ranks.get(tenant)
+            if own and own[0][0] < priority:  # (ranks go lowest priority first)
+                return True
+        return False
+
     def stopping_for(self, job: PendingJob) -> int:
         """How many jobs preempted earlier for ``job`` are still stopping."""
         return len(self._stopping.get(job.id, ()))

@@ -106,6 +106,17 @@ class Waiting(Kept):
         waiting._update(pending)
         return waiting
 
+    def top_priorities(self) -> dict[str, int]:
+        """Each tenant's highest priority among its pending jobs (read off the queues' heads:
+        nominated jobs first, then by priority)."""
+        top: dict[str, int] = {}
+        for tenant, queue in self.queues.items():
+            for _, _, job in queue:
+                top[tenant] = max(top.get(tenant, job.priority), job.priority)
+                if not job.nominated:
+                    break
+        return top
+
     def __len__(self) -> int:
         return sum(self.shape_count.values())
 

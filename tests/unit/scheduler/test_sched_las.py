@@ -128,3 +128,44 @@ def test_no_las_preemption_for_a_job_backfill_starts_within_the_patience() -> No
     soon = replace(_running("long", "a", started=8 * HOUR), expected_end=11 * HOUR)
     eager = replace(_snap([new], (soon,)), policy=replace(LAS, las_patience_s=0.0))
     assert [p.job_id for p in schedule(eager).preempted] == ["long"]
+
+
+def test_a_pass_that_stops_early_still_lets_a_job_behind_the_head_preempt() -> None:
+    """The simulator's passes stop once no job left can start (``report_blocked`` off);
+    with preemption, only once none would preempt either.  Behind a head that waits in
+    pool p1 (too young to preempt for its level, of a tenant with nothing to preempt), a
+    job of pool p2 preempts the running one there, for its level (its shape would not
+    start within the patience) or for its priority, as a pass deciding every job does."""
+
+    def running(id: str, tenant: str, node: str, gpus: int, ends: float) -> RunningJob:
+        gpu = TaskPlacement(0, node, res(1, "1Gi", gpus), tuple(range(gpus)))
+        return RunningJob(id, tenant, 500, (gpu,), started_at=8 * HOUR, expected_end=ends)
+
+    other = running("other", "b", "n1", 1, 11 * HOUR)  # the head's reservation: 1 h away
+    long = running("long", "a", "n2", 2, 23 * HOUR)  # level 1, 13 h to go: past the patience
+    nodes = tuple(
+        replace(
+            state(node(r.placements[0].node, cpu=8, memory="64Gi", gpus=2, pool=pool)),
+            allocated=r.placements[0].resources,
+            busy_gpus=frozenset(r.placements[0].gpu_indices),
+        )
+        for r, pool in ((other, "p1"), (long, "p2"))
+    )
+    head = job("head", tenant="b", gpu=2, pool="p1", submitted_at=10 * HOUR - 60)
+    new = job("new", tenant="a", gpu=2, pool="p2", submitted_at=10 * HOUR - 700)
+    tenants = (TenantState("a", Quota()), TenantState("b", Quota()))
+    by_level = Snapshot(nodes, tenants, (head, new), (other, long), now=10 * HOUR, policy=LAS)
+    by_priority = replace(
+        by_level,
+        pending=(
+            replace(head, priority=1000),
+            replace(new, priority=1000, submitted_at=head.submitted_at),
+        ),
+        running=(replace(other, priority=1000), long),
+    )
+    for world in (by_level, by_priority):
+        full = schedule(world)
+        assert full.blocked[0].job_id == "head"  # (the first job the pass considered)
+        quick = schedule(replace(world, policy=replace(LAS, report_blocked=False)))
+        assert [(p.job_id, p.preemptor_id) for p in quick.preempted] == [("long", "new")]
+        assert quick.preempted == full.preempted

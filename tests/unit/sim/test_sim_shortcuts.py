@@ -45,8 +45,9 @@ def every_job_decided(snapshot: Snapshot) -> Decisions:
         replace(
             example_policy("fairshare-backfill"), short_first_cap_s=4 * 3600.0, name="short-first"
         ),
-        # Preemption (no early stop) and least attained service (queues keyed anew for the
-        # jobs that attained service, as the starvation guard moves them).
+        # Preemption (a pass stops early once no job left would preempt either) and least
+        # attained service (queues keyed anew for the jobs that attained service, as the
+        # starvation guard moves them).
         example_policy("las-fairshare"),
     ],
     ids=lambda p: p.name if isinstance(p, PolicySpec) else str(p),
