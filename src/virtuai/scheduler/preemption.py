@@ -113,6 +113,7 @@ class Preemptor:
         self._cohorts: dict[str, list[str]] = {}
         self._taken: set[str] = set()
         self._failed: set[tuple[object, ...]] = set()
+        self._reclaiming: set[str] = set()  # tenants reclaimed from in the last search
         told = (
             self._victims.stopping.values()
             if self._victims is not None
@@ -231,7 +232,9 @@ class Preemptor:
             return None
         victims, fit = chosen
         self._commit(victims, fit, lifted)
-        preempted = tuple(Preemption(c.job.id, job.id, _reason(c, job)) for c in victims)
+        preempted = tuple(
+            Preemption(c.job.id, job.id, self._reason(c, job, level)) for c in victims
+        )
         return Outcome(preempted, *fit)
 
     def _candidates(
@@ -266,6 +269,7 @@ class Preemptor:
                 if tenant != job.tenant and tenant not in reclaim and tracker.ratio(tenant) > own:
                     richer.add(tenant)
                     lists.append(self._untaken(tenant, bisect_left(ranks[tenant], bound)))
+        self._reclaiming = reclaim  # (what ``_reason`` says of this search's victims)
         asks = job.total
         min_run, now = self._policy.min_run_s, self._now
         for c in heapq.merge(*lists, key=lambda c: c.rank):
@@ -288,6 +292,27 @@ class Preemptor:
             ):
                 continue  # holds nothing the job asks for
             yield c
+
+    def _reason(self, victim: Candidate, job: PendingJob, level: int) -> str:
+        """Why ``victim`` stops for ``job`` (of LAS ``level``), in the words of the rule that
+        chose it."""
+        theirs = victim.job
+        if theirs.tenant in self._reclaiming:
+            return f"preempted to reclaim quota for tenant {job.tenant} (job {job.id})"
+        if theirs.priority < job.priority:
+            return (
+                f"preempted for job {job.id} of tenant {job.tenant}, which has a higher "
+                f"priority ({job.priority} over {theirs.priority})"
+            )
+        across = (
+            ""
+            if theirs.tenant == job.tenant
+            else f"; tenant {theirs.tenant} is further above its fair share"
+        )
+        return (
+            f"preempted for job {job.id} of tenant {job.tenant}, which has attained less "
+            f"service (level {level} under {-victim.rank[1]}){across}"
+        )
 
     def _gang_victim(self, c: Candidate) -> bool:
         """``Policy.gang_victim_ratio``: ``c`` is a gang (on several nodes) of a tenant whose
@@ -322,12 +347,3 @@ class Preemptor:
         self.holds.commit([p for c in victims for p in c.job.placements], placed, lifted)
         self._board.keep(placed, short=False)
         self._failed.clear()  # room moved: earlier failures may succeed now
-
-
-def _reason(victim: Candidate, job: PendingJob) -> str:
-    if victim.job.tenant != job.tenant:
-        return f"preempted to reclaim quota for tenant {job.tenant} (job {job.id})"
-    return (
-        f"preempted for job {job.id} of tenant {job.tenant}, which has a higher priority "
-        f"({job.priority} over {victim.job.priority})"
-    )

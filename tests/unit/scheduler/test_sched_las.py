@@ -61,6 +61,9 @@ def test_a_new_job_preempts_a_long_running_one_of_its_tenant_after_the_minimum_r
     new = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR - 700)
     decisions = schedule(_snap([new], (long,)))
     assert [(p.job_id, p.preemptor_id) for p in decisions.preempted] == [("long", "new")]
+    assert decisions.preempted[0].reason == (
+        "preempted for job new of tenant a, which has attained less service (level 0 under 1)"
+    )
     # Not before it ran ``min_run_s`` in this attempt, whatever it attained before.
     fresh = _running("long", "a", started=10 * HOUR - 60, attained=5 * HOUR)
     assert schedule(_snap([new], (fresh,))).preempted == ()
@@ -108,6 +111,10 @@ def test_across_tenants_only_a_tenant_above_its_share_loses_jobs() -> None:
     new_a = job("new", tenant="a", gpu=1, submitted_at=10 * HOUR - 700)
     decisions = schedule(_snap([new_a], (long_b,)))
     assert [p.job_id for p in decisions.preempted] == ["long"]
+    assert decisions.preempted[0].reason == (
+        "preempted for job new of tenant a, which has attained less service (level 0 under 1)"
+        "; tenant b is further above its fair share"
+    )
 
 
 def test_the_live_server_selects_it_by_settings() -> None:
