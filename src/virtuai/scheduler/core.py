@@ -272,9 +272,10 @@ class _Pass:
             for job in order:
                 decide(job, True)
         elif passes_over is None:
+            decide, decided = self.decide, stop.decided
             for job in order:
-                self.decide(job, True)
-                if stop.done(job, shape_of(job)):
+                decide(job, True)
+                if decided(job):
                     break
         else:
             for job in order:
@@ -689,6 +690,7 @@ class _Stop:
         self.taken: dict[Shape, int] = {}
         self.taken_times: dict[tuple[Shape, float], int] = {}
         self.seen = -1
+        self.uncounted: list[PendingJob] = []  # decided, not counted yet (``decided``)
         # Jobs not decided yet whose victims are stopping (they are promised that room).
         preemptor = one.preemptor
         self.waiting_for = set(preemptor.waiting_for()) if preemptor is not None else set()
@@ -734,6 +736,22 @@ class _Stop:
     def done(self, job: PendingJob, shape: Shape) -> bool:
         """Count ``job`` (of ``shape``) decided; whether no job left can start now."""
         self.count(job, shape)
+        return self.none_left_starts()
+
+    def decided(self, job: PendingJob) -> bool:
+        """``done`` for a pass with preemption, which passes over no job: decided jobs are
+        counted only once a check needs the counts (a pass that never blocks a job for
+        capacity, or whose failures stop growing, counts none)."""
+        self.uncounted.append(job)
+        if self.one.head is None or self.one.board.failures == self.seen:
+            return False
+        for j in self.uncounted:
+            self.count(j, shape_of(j))
+        self.uncounted.clear()
+        return self.none_left_starts()
+
+    def none_left_starts(self) -> bool:
+        """Whether no job left (of those not counted as decided) can start now."""
         if not self.left:
             return True
         taken = self.taken
