@@ -21,7 +21,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sched_builders import Gi
-from test_sched_policy_properties import worlds
+from test_sched_policy_properties import states, worlds
 
 from virtuai.domain.resources import GpuDevice, Node, Resources
 from virtuai.domain.tenancy import Quota
@@ -32,7 +32,6 @@ from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.snapshot import (
     BlockKind,
     Decisions,
-    NodeState,
     PendingJob,
     Policy,
     RunningJob,
@@ -241,17 +240,12 @@ def full_gpu_worlds(draw: st.DrawFn) -> Snapshot:
         reserve_depth=draw(st.sampled_from([1, 2])),
         gang_victim_ratio=draw(st.sampled_from([0.0, 0.5])),
     )
-    busy = {}
-    for r in running:
-        for p in r.placements:
-            held, gpus = busy.get(p.node, (Resources(), frozenset()))
-            busy[p.node] = (held + p.resources, gpus | frozenset(p.gpu_indices))
-    states = tuple(NodeState(n, *busy.get(n.name, (Resources(), frozenset()))) for n in nodes)
     quotas = tuple(TenantState(t, Quota()) for t in tenants)
-    return Snapshot(states, quotas, pending, tuple(running), now=3600.0, policy=policy)
+    nodes_now = states(nodes, running)
+    return Snapshot(nodes_now, quotas, pending, tuple(running), now=3600.0, policy=policy)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(full_gpu_worlds())
 def test_early_stop_with_preemption_admits_preempts_and_rejects_the_same(
     world: Snapshot,
