@@ -221,6 +221,9 @@ class _Pass:
         self.soon: dict[Shape, bool] = {}  # ``starts_soon`` per job shape
         self.found: list[tuple[Shape, bool]] = []  # ``starts_by`` since ``found_version``
         self.found_version: tuple[int, int, int] | None = None
+        # Whether a victim of lower priority than its tenant's top pending job runs (the
+        # same all pass long: ``preempts_none`` asks it once).
+        self.lower_victims: bool | None = None
         self.reasons: dict[tuple[object, ...], str] = {}
         # A job that is blocked gets the same decision as the last job of its tenant and
         # shape blocked while the pass changed nothing (``changes``, same head): remembered
@@ -514,10 +517,12 @@ class _Pass:
         preemptor, policy = self.preemptor, self.policy
         if preemptor is None:
             return True
+        if self.lower_victims is None:
+            self.lower_victims = preemptor.takes_lower_priority(self.waiting.top_priorities())
         if (
-            preemptor.holds.has_spare
+            self.lower_victims
+            or preemptor.holds.has_spare
             or len(self.reservations) < policy.reserve_depth
-            or preemptor.takes_lower_priority(self.waiting.top_priorities())
         ):
             return False
         if not (policy.las_thresholds_gpu_s and preemptor.las_searches_left):
