@@ -122,6 +122,12 @@ def _no_bigger(shape: Shape, than: Shape) -> bool:
     return shape[0] == than[0] and all(map(operator.le, shape[1:], than[1:]))
 
 
+def _size(shape: Shape) -> tuple[int, ...]:
+    """An order of shapes in which one that holds another (``_no_bigger``) comes after it."""
+    _, cpu, memory, gpu, tasks = shape
+    return (gpu * tasks, cpu * tasks, memory * tasks, tasks)
+
+
 def _has_attained(job: PendingJob) -> bool:
     """Whether ``job``'s LAS level may change while it waits (``las.pending_level``)."""
     return job.attained_gpu_s > 0
@@ -530,7 +536,9 @@ class _Pass:
         if not (policy.backfill and policy.las_patience_s > 0):
             return False
         until = self.now + policy.las_patience_s
-        for shape in shapes:
+        # The biggest first: a shape no bigger than one found to start is answered by the
+        # one walk (``could_start_by``), and the biggest are the likeliest to wait.
+        for shape in sorted(shapes, key=_size, reverse=True):
             soon = self.soon.get(shape)  # (as it was first found in the pass: kept so)
             if soon is None:
                 soon = self.could_start_by(_probe(shape), shape, until)
