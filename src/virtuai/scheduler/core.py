@@ -123,7 +123,8 @@ def _no_bigger(shape: Shape, than: Shape) -> bool:
 
 
 def _size(shape: Shape) -> tuple[int, ...]:
-    """An order of shapes in which one that holds another (``_no_bigger``) comes after it."""
+    """A key never smaller for a shape than for one no bigger (``_no_bigger``): sorted by it
+    in descending order, a shape comes before those it holds."""
     _, cpu, memory, gpu, tasks = shape
     return (gpu * tasks, cpu * tasks, memory * tasks, tasks)
 
@@ -514,12 +515,13 @@ class _Pass:
     def preempts_none(self, shapes: Iterable[Shape]) -> bool:
         """With preemption, the second half of the early stop (``_Stop``): whether no job
         left in the queue, of ``shapes`` (none of which can start now), would preempt or be
-        promised room.  Victims of lower priority may be taken at any time, so there must be
-        none; room spare from this pass's preemptions must be none; reservations must all
-        be made (one more would change the held view that ``starts_soon`` reads).  Then a
-        job preempts for its LAS level only if it waited ``min_run_s`` and backfill would
-        not start its shape within ``Policy.las_patience_s``: every shape left must start
-        by then, as ``starts_soon`` would find (the pass changes nothing more)."""
+        promised room.  No tenant may run a victim of a lower priority than its top pending
+        job (one taken for priority alone, at any level and wait); no room may be spare from
+        this pass's preemptions; every reservation must be made (one more would change the
+        held view that ``starts_soon`` reads).  Then a job preempts for its LAS level only
+        if it waited ``min_run_s`` and backfill would not start its shape within
+        ``Policy.las_patience_s``: every shape left must start by then, as ``starts_soon``
+        would find (the pass changes nothing more)."""
         preemptor, policy = self.preemptor, self.policy
         if preemptor is None:
             return True

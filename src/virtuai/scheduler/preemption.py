@@ -166,9 +166,9 @@ class Preemptor:
         return frozenset(self._stopping)
 
     def takes_lower_priority(self, top: dict[str, int]) -> bool:
-        """Whether a job of the highest priority ``top`` of its tenant's pending jobs could
-        find a victim of a lower priority in its own tenant (with or without least
-        attained service; of any priority, it takes only those of lower ones)."""
+        """Whether some tenant runs a preemptible job of a lower priority than ``top``'s for
+        it (its highest pending priority): a victim a job may take for its priority alone,
+        whatever its level and its wait."""
         ranks = self._index().ranks
         for tenant, priority in top.items():
             own = ranks.get(tenant)
