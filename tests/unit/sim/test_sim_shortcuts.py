@@ -15,6 +15,7 @@ does, every pass.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -22,9 +23,11 @@ import pytest
 from virtuai.scheduler import core, schedule
 from virtuai.scheduler.snapshot import Decisions, Snapshot
 from virtuai.scheduler.waiting import Waiting
+from virtuai.sim.cluster import ClusterSpec
 from virtuai.sim.engine import Simulation
 from virtuai.sim.philly import philly_cluster, philly_trace
 from virtuai.sim.policy import PolicySpec, example_policy
+from virtuai.sim.trace import TraceJob
 
 
 def every_job_decided(snapshot: Snapshot) -> Decisions:
@@ -56,6 +59,10 @@ def every_job_decided(snapshot: Snapshot) -> Decisions:
 def test_shortcuts_change_no_outcome(policy: PolicySpec, load: float) -> None:
     cluster = philly_cluster(16)
     trace = philly_trace(cluster, 1200, seed=5, load=load)
+    assert_same_replay(trace, cluster, policy)
+
+
+def assert_same_replay(trace: list[TraceJob], cluster: ClusterSpec, policy: PolicySpec) -> None:
     quick = Simulation(trace, cluster, policy).run()
     full = Simulation(trace, cluster, policy, scheduler=every_job_decided).run()
     assert quick.passes == full.passes
@@ -63,3 +70,16 @@ def test_shortcuts_change_no_outcome(policy: PolicySpec, load: float) -> None:
     assert quick.first_start == full.first_start
     assert quick.finish == full.finish
     assert quick.preemptions == full.preemptions
+
+
+@pytest.mark.parametrize("policy", ["las-fairshare", "fairshare-backfill-preemption"])
+def test_shortcuts_change_no_outcome_with_three_priorities(policy: str) -> None:
+    """Jobs of three priority classes, a fifth not preemptible: jobs preempt for their
+    priority too, and a pass stops early only where no job left would."""
+    cluster = philly_cluster(16)
+    rng = random.Random(5)
+    trace = [
+        replace(j, priority=rng.choice([100, 500, 1000]), preemptible=rng.random() < 0.8)
+        for j in philly_trace(cluster, 1200, seed=5, load=1.5)
+    ]
+    assert_same_replay(trace, cluster, example_policy(policy))
