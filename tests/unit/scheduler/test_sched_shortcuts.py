@@ -240,9 +240,10 @@ def full_gpu_worlds(draw: st.DrawFn) -> Snapshot:
         reserve_depth=draw(st.sampled_from([1, 2])),
         gang_victim_ratio=draw(st.sampled_from([0.0, 0.5])),
     )
-    quotas = tuple(TenantState(t, Quota()) for t in tenants)
-    nodes_now = states(nodes, running)
-    return Snapshot(nodes_now, quotas, pending, tuple(running), now=3600.0, policy=policy)
+    unlimited_tenants = tuple(TenantState(t, Quota()) for t in tenants)
+    return Snapshot(
+        states(nodes, running), unlimited_tenants, pending, tuple(running), 3600.0, policy
+    )
 
 
 @settings(max_examples=800, deadline=None)
@@ -260,6 +261,8 @@ def test_early_stop_with_preemption_admits_preempts_and_rejects_the_same(
     quick = schedule(replace(world, policy=replace(world.policy, report_blocked=False)))
     assert quick.admitted == full.admitted
     assert quick.preempted == full.preempted
+    never = {b.job_id for b in full.blocked if b.kind is BlockKind.NEVER}
+    assert never == {b.job_id for b in quick.blocked if b.kind is BlockKind.NEVER}
 
 
 @settings(max_examples=150, deadline=None)
