@@ -228,9 +228,9 @@ class _Pass:
         self.soon: dict[Shape, bool] = {}  # ``starts_soon`` per job shape
         self.found: list[tuple[Shape, bool]] = []  # ``starts_by`` since ``found_version``
         self.found_version: tuple[int, int, int] | None = None
-        # Whether a victim of lower priority than its tenant's top pending job runs (the
-        # same all pass long: ``preempts_none`` asks it once).
-        self.lower_victims: bool | None = None
+        # Whether a victim of lower priority than its tenant's top job left runs, per bound
+        # on the priority of the jobs left (``preempts_none``; None: no bound).
+        self.lower_victims: dict[int | None, bool] = {}
         self.reasons: dict[tuple[object, ...], str] = {}
         # A job that is blocked gets the same decision as the last job of its tenant and
         # shape blocked while the pass changed nothing (``changes``, same head): remembered
@@ -512,11 +512,13 @@ class _Pass:
         self.found.append((shape, yes))
         return yes
 
-    def preempts_none(self, shapes: Iterable[Shape]) -> bool:
+    def preempts_none(self, shapes: Iterable[Shape], after: PendingJob) -> bool:
         """With preemption, the second half of the early stop (``_Stop``): whether no job
-        left in the queue, of ``shapes`` (none of which can start now), would preempt or be
-        promised room.  No tenant may run a victim of a lower priority than its top pending
-        job (one taken for priority alone, at any level and wait); no room may be spare from
+        left in the queue after ``after``, of ``shapes`` (none of which can start now), would
+        preempt or be promised room.  No tenant may run a victim of a lower priority than
+        its top job left (one taken for priority alone, at any level and wait): the queue
+        comes in priority order once past the nominated jobs, so no job left has a higher
+        priority than ``after`` if it was not nominated.  No room may be spare from
         this pass's preemptions; every reservation must be made (one more would change the
         held view that ``starts_soon`` reads).  Then a job preempts for its LAS level only
         if it waited ``min_run_s`` and backfill would not start its shape within
@@ -525,13 +527,14 @@ class _Pass:
         preemptor, policy = self.preemptor, self.policy
         if preemptor is None:
             return True
-        if self.lower_victims is None:
-            self.lower_victims = preemptor.takes_lower_priority(self.waiting.top_priorities())
-        if (
-            self.lower_victims
-            or preemptor.holds.has_spare
-            or len(self.reservations) < policy.reserve_depth
-        ):
+        ceiling = None if after.nominated else after.priority
+        lower = self.lower_victims.get(ceiling)
+        if lower is None:
+            top = self.waiting.top_priorities()
+            if ceiling is not None:
+                top = {tenant: min(priority, ceiling) for tenant, priority in top.items()}
+            lower = self.lower_victims[ceiling] = preemptor.takes_lower_priority(top)
+        if lower or preemptor.holds.has_spare or len(self.reservations) < policy.reserve_depth:
             return False
         if not (policy.las_thresholds_gpu_s and preemptor.las_searches_left):
             return True
@@ -751,7 +754,7 @@ class _Stop:
     def done(self, job: PendingJob, shape: Shape) -> bool:
         """Count ``job`` (of ``shape``) decided; whether no job left can start now."""
         self.count(job, shape)
-        return self.none_left_starts()
+        return self.none_left_starts(job)
 
     def decided(self, job: PendingJob) -> bool:
         """``done`` for a pass with preemption, which passes over no job: decided jobs are
@@ -763,10 +766,11 @@ class _Stop:
         for j in self.uncounted:
             self.count(j, shape_of(j))
         self.uncounted.clear()
-        return self.none_left_starts()
+        return self.none_left_starts(job)
 
-    def none_left_starts(self) -> bool:
-        """Whether no job left (of those not counted as decided) can start now."""
+    def none_left_starts(self, after: PendingJob) -> bool:
+        """Whether no job left (of those not counted as decided, all after ``after``) can
+        start now."""
         if not self.left:
             return True
         taken = self.taken
@@ -787,7 +791,7 @@ class _Stop:
                 short = one.now + self.shortest(s) <= one.short_until
                 if short and board.fits_unheld(_probe(s)):  # it may backfill
                     return False
-            return not self.waiting_for and one.preempts_none(left)
+            return not self.waiting_for and one.preempts_none(left, after)
         finally:
             self.seen = board.failures
 
