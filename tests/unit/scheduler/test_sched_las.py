@@ -142,7 +142,8 @@ def test_a_pass_that_stops_early_still_lets_a_job_behind_the_head_preempt() -> N
     with preemption, only once none would preempt either.  Behind a head that waits in
     pool p1 (too young to preempt for its level, of a tenant with nothing to preempt), a
     job of pool p2 preempts the running one there, for its level (its shape would not
-    start within the patience) or for its priority, as a pass deciding every job does."""
+    start within the patience) or for its priority (also behind a head of lower priority
+    that is nominated), as a pass deciding every job does."""
 
     def running(id: str, tenant: str, node: str, gpus: int, ends: float) -> RunningJob:
         gpu = TaskPlacement(0, node, res(1, "1Gi", gpus), tuple(range(gpus)))
@@ -170,7 +171,17 @@ def test_a_pass_that_stops_early_still_lets_a_job_behind_the_head_preempt() -> N
         ),
         running=(replace(other, priority=1000), long),
     )
-    for world in (by_level, by_priority):
+    # A nominated head comes first whatever its priority: the queue's priority order, which
+    # bounds the priorities left, starts after it.  (``long`` ends within the patience.)
+    behind_nominated = replace(
+        by_level,
+        pending=(
+            replace(head, nominated=True),
+            replace(new, priority=1000, submitted_at=head.submitted_at),
+        ),
+        running=(other, replace(long, expected_end=15 * HOUR)),
+    )
+    for world in (by_level, by_priority, behind_nominated):
         full = schedule(world)
         assert full.blocked[0].job_id == "head"  # (the first job the pass considered)
         quick = schedule(replace(world, policy=replace(LAS, report_blocked=False)))
