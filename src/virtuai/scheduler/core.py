@@ -512,18 +512,16 @@ class _Pass:
         self.found.append((shape, yes))
         return yes
 
-    def preempts_none(self, shapes: Iterable[Shape], after: PendingJob) -> bool:
-        """With preemption, the second half of the early stop (``_Stop``): whether no job
-        left in the queue after ``after``, of ``shapes`` (none of which can start now), would
-        preempt or be promised room.  No tenant may run a victim of a lower priority than
-        its top job left (one taken for priority alone, at any level and wait): the queue
-        comes in priority order once past the nominated jobs, so no job left has a higher
-        priority than ``after`` if it was not nominated.  No room may be spare from
-        this pass's preemptions; every reservation must be made (one more would change the
-        held view that ``starts_soon`` reads).  Then a job preempts for its LAS level only
-        if it waited ``min_run_s`` and backfill would not start its shape within
-        ``Policy.las_patience_s``: every shape left must start by then, as ``starts_soon``
-        would find (the pass changes nothing more)."""
+    def preempts_none(self, after: PendingJob) -> bool:
+        """With preemption, the second half of the early stop (``_Stop``), as far as the
+        pass's state tells: whether no job left in the queue after ``after`` would preempt
+        for its priority or be promised room.  No tenant may run a victim of a lower
+        priority than its top job left (one taken for priority alone, at any level and
+        wait): the queue comes in priority order once past the nominated jobs, so no job
+        left has a higher priority than ``after`` if it was not nominated.  No room may be
+        spare from this pass's preemptions; every reservation must be made (one more would
+        change the held view that ``starts_soon`` reads).  What least attained service
+        needs besides is ``all_start_soon``'s."""
         preemptor, policy = self.preemptor, self.policy
         if preemptor is None:
             return True
@@ -534,9 +532,18 @@ class _Pass:
             if ceiling is not None:
                 top = {tenant: min(priority, ceiling) for tenant, priority in top.items()}
             lower = self.lower_victims[ceiling] = preemptor.takes_lower_priority(top)
-        if lower or preemptor.holds.has_spare or len(self.reservations) < policy.reserve_depth:
-            return False
-        if not (policy.las_thresholds_gpu_s and preemptor.las_searches_left):
+        return not (
+            lower or preemptor.holds.has_spare or len(self.reservations) < policy.reserve_depth
+        )
+
+    def all_start_soon(self, shapes: Iterable[Shape]) -> bool:
+        """With preemption and least attained service, the last part of the early stop: a
+        job preempts for its level only if it waited ``min_run_s`` and backfill would not
+        start its shape within ``Policy.las_patience_s``, so every shape left (none of
+        which can start now) must start by then, as ``starts_soon`` would find (the pass
+        changes nothing more)."""
+        preemptor, policy = self.preemptor, self.policy
+        if preemptor is None or not (policy.las_thresholds_gpu_s and preemptor.las_searches_left):
             return True
         if not (policy.backfill and policy.las_patience_s > 0):
             return False
@@ -695,7 +702,8 @@ class _Stop:
 
     With preemption a blocked job may still preempt: the pass stops only once every
     job whose victims are stopping has been decided and no job left would preempt
-    (``_Pass.preempts_none``), and no job is passed over before that.
+    (``_Pass.preempts_none``, ``_Pass.all_start_soon``), and no job is passed over before
+    that.
     """
 
     def __init__(self, one: _Pass, waiting: Waiting) -> None:
@@ -785,13 +793,16 @@ class _Stop:
         if one.behind is not None:
             return True  # strict FIFO behind the head: every job left waits (QUEUE)
         try:
+            # (What preemption needs first: it is cheaper than the trials.)
+            if self.waiting_for or not one.preempts_none(after):
+                return False
             for s in left:
                 if not board.failed_held(s) and board.fits_held(_probe(s)):
                     return False
                 short = one.now + self.shortest(s) <= one.short_until
                 if short and board.fits_unheld(_probe(s)):  # it may backfill
                     return False
-            return not self.waiting_for and one.preempts_none(left, after)
+            return one.all_start_soon(left)
         finally:
             self.seen = board.failures
 
