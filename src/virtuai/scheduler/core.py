@@ -71,6 +71,7 @@ from virtuai.scheduler.snapshot import (
     BlockKind,
     Decisions,
     PendingJob,
+    Policy,
     Preemption,
     Snapshot,
     TenantState,
@@ -127,6 +128,12 @@ def _size(shape: Shape) -> tuple[int, ...]:
     in descending order, a shape comes before those it holds."""
     _, cpu, memory, gpu, tasks = shape
     return (gpu * tasks, cpu * tasks, memory * tasks, tasks)
+
+
+def _patient(policy: Policy) -> bool:
+    """Least attained service with backfill's patience: a job that backfill would start
+    soon enough preempts no one for its level (``_Pass.starts_soon``)."""
+    return bool(policy.las_thresholds_gpu_s) and policy.backfill and policy.las_patience_s > 0
 
 
 def _has_attained(job: PendingJob) -> bool:
@@ -309,11 +316,7 @@ class _Pass:
             policy.report_blocked
             or self.ledger.limits_anyone()
             or waiting.targeted
-            or (
-                self.preemptor is not None
-                and policy.las_thresholds_gpu_s
-                and not (policy.backfill and policy.las_patience_s > 0)
-            )
+            or (self.preemptor is not None and policy.las_thresholds_gpu_s and not _patient(policy))
         ):
             return None
         return _Stop(self, waiting)
@@ -480,12 +483,7 @@ class _Pass:
         for its level (the victim would lose work and wait again, often longer: at light
         load a gang evicting a gang cost more than it saved).  Once per shape and pass."""
         policy = self.policy
-        if (
-            not policy.backfill
-            or policy.las_patience_s <= 0
-            or not policy.las_thresholds_gpu_s
-            or self.now - job.submitted_at < policy.min_run_s
-        ):
+        if not _patient(policy) or self.now - job.submitted_at < policy.min_run_s:
             return False
         key = shape_of(job)
         soon = self.soon.get(key)
@@ -545,7 +543,7 @@ class _Pass:
         preemptor, policy = self.preemptor, self.policy
         if preemptor is None or not (policy.las_thresholds_gpu_s and preemptor.las_searches_left):
             return True
-        if not (policy.backfill and policy.las_patience_s > 0):
+        if not _patient(policy):
             return False
         until = self.now + policy.las_patience_s
         # The biggest first: a shape no bigger than one found to start is answered by the
