@@ -191,7 +191,11 @@ class _Pass:
         self.feasibility = Feasibility.reuse(nodes)
         pool_of = self.feasibility.pool_of  # kept with it across passes on the same nodes
         self.ledger = QuotaLedger(
-            snapshot.tenants, snapshot.running, pool_of, borrowing=policy.borrowing
+            snapshot.tenants,
+            snapshot.running,
+            pool_of,
+            borrowing=policy.borrowing,
+            usage_complete=snapshot.usage_complete,
         )
         cap = policy.short_first_cap_s
         self.due = due_by(cap) if cap > 0 else None  # shortest first: a job's due time

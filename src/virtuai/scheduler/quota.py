@@ -114,7 +114,10 @@ class QuotaLedger:
         pool_of: Mapping[str, str] | None = None,
         *,
         borrowing: bool = True,
+        usage_complete: bool = False,
     ) -> None:
+        """``usage_complete``: ``Snapshot.usage_complete`` (each tenant's usage already sums
+        its running jobs)."""
         self._pool_of = pool_of or {}
         self._entries: dict[str, dict[str, Entry]] = {}
         self._groups: dict[tuple[str, str], Group] = {}
@@ -142,13 +145,15 @@ class QuotaLedger:
                     for r, nominal in enumerate(entry.nominal):
                         if nominal is not None:
                             group.lendable[r] += nominal - entry.guaranteed[r]
-        self._add_usage(usage, running)
+        self._add_usage(usage, running, usage_complete)
 
-    def _add_usage(self, usage: dict[str, Resources], running: Sequence[RunningJob]) -> None:
+    def _add_usage(
+        self, usage: dict[str, Resources], running: Sequence[RunningJob], complete: bool
+    ) -> None:
         if not any(self._entries.values()):
             return  # no tenant has a limit: nothing to count against
         held: dict[str, list[int]] = {}
-        for job in running:
+        for job in () if complete else running:
             total = job.total
             sums = held.setdefault(job.tenant, [0, 0, 0])
             sums[0] += total.cpu_milli
@@ -166,11 +171,13 @@ class QuotaLedger:
                 max(given.gpu, sums[2]),
             )
             self._apply(((star, *amounts),), 1, leaving=False)
+        # "*" was counted above from the tenant totals; pool entries come from placements.
+        # Most tenants have none: their jobs' placements are read only if they are leaving.
+        pooled = {t for t, entries in self._entries.items() if any(k != ANY_POOL for k in entries)}
         for job in running:
-            if job.tenant not in self._entries:
+            if job.tenant not in pooled and not (job.preempting and self._entries.get(job.tenant)):
                 continue
             charge = self.charge_of_placements(job.tenant, job.placements)
-            # "*" was counted above from the tenant totals; pool entries come from placements.
             self._apply(tuple(c for c in charge if c[0].pool != ANY_POOL), 1, leaving=False)
             if job.preempting:
                 self._apply(charge, 1, leaving=True)
