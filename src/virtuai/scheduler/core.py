@@ -88,9 +88,9 @@ def _end_of(release: Release) -> float:
 _Placed = tuple[tuple[TaskPlacement, ...] | None, Charge, str | None]
 _MemoKey = tuple[object, ...]
 _Decision = tuple[BlockKind, str, float | None]  # a blocked job's (kind, reason, expected start)
-_Memo = tuple[int, PendingJob | None, _Decision]
-# Remember blocked decisions per (tenant, shape) within a pass (``_Pass.memo``); tests
-# turn it off to check that it changes no decision.
+_Memo = tuple[int, PendingJob | None, _Decision | None]  # None: deferred as a borrower
+# Remember blocked (and deferred) decisions per (tenant, shape) within a pass
+# (``_Pass.memo``); tests turn it off to check that it changes no decision.
 MEMO_BLOCKED = True
 
 
@@ -335,25 +335,34 @@ class _Pass:
         hit = memo.get(key)
         if hit is not None and hit[0] == changes and hit[1] is head:
             decision = hit[2]
-            if decision[0] is BlockKind.NEVER or self.policy.report_blocked:
+            if decision is None:
+                self.deferred.append(job)
+            elif decision[0] is BlockKind.NEVER or self.policy.report_blocked:
                 self.block(job, *decision)
             else:  # (``block`` inlined: most of a long queue is counted here, not reported)
                 self.waits += 1
                 self.last_block = decision
             return
-        count = self.waits
+        count, deferred = self.waits, len(self.deferred)
         self.decide_one(job, first_round=first_round)
-        if self.waits == count + 1 and self.changes == changes and self.head is head:
+        if self.changes != changes or self.head is not head:
+            return
+        if self.waits == count + 1:
             assert self.last_block is not None
             memo[key] = (changes, head, self.last_block)
+        elif len(self.deferred) == deferred + 1:
+            memo[key] = (changes, head, None)
 
     def memo_key(self, job: PendingJob, first_round: bool) -> _MemoKey | None:
         """What ``decide_one`` reads of ``job``, to tell two jobs it decides alike; ``None``:
-        decide it anyway (a nominated job waits for its own victims)."""
+        decide it anyway (a nominated job waits for its own victims, and is never deferred
+        as a borrower)."""
+        if job.nominated:
+            return None
         preemptor = self.preemptor
         victims: tuple[object, ...] = ()
         if preemptor is not None:
-            if job.nominated or preemptor.stopping_for(job):
+            if preemptor.stopping_for(job):
                 return None
             policy, now = self.policy, self.now
             # A victim search reads the priority, the LAS level, whether the job waited

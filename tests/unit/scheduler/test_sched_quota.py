@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sched_builders import FAIR, job, member, node, quota, res, run, world
 
 from virtuai.domain.tenancy import PoolQuota, Quota
@@ -112,6 +114,24 @@ def test_borrowing_jobs_go_after_jobs_within_nominal_quota() -> None:
     d = schedule(world([node("n1", cpu=6)], jobs, two(), running, policy=FIFO))
     assert admitted(d) == ["c"]
     assert blocked(d)["p"].kind is BlockKind.CAPACITY
+
+
+def test_a_nominated_borrower_is_decided_in_place_the_same_job_unnominated_after_the_rest() -> None:
+    # physics is at its nominal quota and chemistry lends nothing. The nominated job is
+    # decided where it stands (held back by quota); p, of the same tenant and shape, would
+    # borrow: it goes after chemistry's c, not with the nominated job's decision.
+    running = [run(f"r{i}", "n1", cpu=2) for i in range(2)]
+    jobs = [
+        replace(job("p-nominated", cpu=2, seq=1), nominated=True),
+        job("p", cpu=2, seq=2),
+        job("c", tenant="chemistry", cpu=3, seq=3),
+    ]
+    d = schedule(world([node("n1", cpu=6)], jobs, two(lend=quota(cpu=0)), running, policy=FIFO))
+    assert [(b.job_id, b.kind, b.position) for b in d.blocked] == [
+        ("p-nominated", BlockKind.QUOTA, 1),
+        ("c", BlockKind.CAPACITY, 2),
+        ("p", BlockKind.QUOTA, 3),
+    ]
 
 
 # --- pools -----------------------------------------------------------------------------
