@@ -106,6 +106,7 @@ class Preemptor:
         self._running = running
         self._running_since = running_since
         self._victims: VictimIndex | None = None  # ``_index``
+        self._made: dict[str, Candidate] = {}  # ``_of``'s, by job id
         if running_since is not None:
             self._index()  # kept up to date from what changed alone, every pass: cheap
         self._start: dict[str, int] = {}  # per tenant: candidates before it are all taken
@@ -130,9 +131,14 @@ class Preemptor:
         return self._of(standing(job, self._now, self._policy, self._pool_of)[0])
 
     def _of(self, s: Standing) -> Candidate:
+        """``s`` as a candidate; made once per pass (a pass may search victims for dozens of
+        jobs, each walking the same running jobs in rank)."""
         job = s.job
-        charge = self._ledger.charge_of_placements(job.tenant, job.placements)
-        return Candidate(job, charge, s.rank, s.total, s.pools)
+        made = self._made.get(job.id)
+        if made is None or made.job is not job:
+            charge = self._ledger.charge_of_placements(job.tenant, job.placements)
+            made = self._made[job.id] = Candidate(job, charge, s.rank, s.total, s.pools)
+        return made
 
     def _index(self) -> VictimIndex:
         """Every running job that may be preempted, per tenant in rank order (taken at the
