@@ -394,11 +394,13 @@ class _Pass:
     def decide_one(self, job: PendingJob, *, first_round: bool) -> None:
         ledger = self.ledger
         charge = ledger.charge_of_job(job)
-        never = self.feasibility.node_reason(job) or ledger.never_reason(job, charge)
+        may_borrow = job.preemptible or not self.policy.preemption
+        never = self.feasibility.node_reason(job) or ledger.never_reason(
+            job, charge, may_borrow=may_borrow
+        )
         if never is not None:
             self.block(job, BlockKind.NEVER, NEVER_PREFIX + never)
             return
-        may_borrow = job.preemptible or not self.policy.preemption
         # After every job within its nominal quota; but not a nominated job: the room its
         # victims freed is its own, and a victim within nominal quota would otherwise take
         # it back first, be preempted again, pass after pass (#12).

@@ -70,12 +70,14 @@ def never_reason(snapshot: Snapshot, job: PendingJob) -> str | None:
     """Why ``job`` could never run in this cluster under its tenant's quotas, or ``None``.
 
     The submit-time check with cohorts: a job above its tenant's nominal quota
-    but within what it may borrow is accepted.  The words are the ``NEVER``
+    but within what it may borrow is accepted (unless it cannot be preempted and the
+    policy preempts: such a job never borrows).  The words are the ``NEVER``
     reason's, with the ``"can never run: "`` prefix.
     """
     pool_of = {s.node.name: s.node.pool for s in snapshot.nodes}
     ledger = QuotaLedger(snapshot.tenants, (), pool_of, borrowing=snapshot.policy.borrowing)
+    may_borrow = job.preemptible or not snapshot.policy.preemption
     reason = Feasibility(s.node for s in snapshot.nodes).node_reason(job) or ledger.never_reason(
-        job
+        job, may_borrow=may_borrow
     )
     return None if reason is None else NEVER_PREFIX + reason

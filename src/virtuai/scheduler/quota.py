@@ -328,10 +328,14 @@ class QuotaLedger:
                 return True
         return False
 
-    def never_reason(self, job: PendingJob, charge: Charge | None = None) -> str | None:
+    def never_reason(
+        self, job: PendingJob, charge: Charge | None = None, *, may_borrow: bool = True
+    ) -> str | None:
         """Why ``job`` can never fit its tenant's quota, even borrowing all it may, or ``None``.
 
-        ``charge``: ``charge_of_job(job)``, if the caller has it already.
+        ``charge``: ``charge_of_job(job)``, if the caller has it already.  ``may_borrow``
+        false: the job may not borrow at all (as ``blocked_reason``'s), so its tenant's
+        nominal quota is all it can ever hold.
         """
         total = job.total
         for entry, *asks in self.charge_of_job(job) if charge is None else charge:
@@ -341,11 +345,14 @@ class QuotaLedger:
                     continue
                 name = RESOURCE_NAMES[r]
                 group, ceiling = entry.group, entry.ceiling[r]
-                if group is None:
+                if group is None or not may_borrow:
+                    why = (
+                        "" if group is None else "; a job that cannot be preempted does not borrow"
+                    )
                     return (
                         f"needs {format_amount(name, a)} {name} in total but tenant "
                         f"{job.tenant} has a quota of {format_amount(name, nominal)} {name}"
-                        f"{entry.where()}"
+                        f"{entry.where()}{why}"
                     )
                 most = entry.guaranteed[r] + group.lendable[r]
                 most = most if ceiling is None else min(most, ceiling)

@@ -196,6 +196,23 @@ def test_never_names_the_pool_of_a_pool_entry() -> None:
     )
 
 
+def test_never_when_a_job_that_cannot_be_preempted_is_above_its_nominal_quota() -> None:
+    # With preemption on, it may not borrow: its tenant's nominal quota is all it can get,
+    # though the cohort has room to lend (it used to wait "for quota" forever).
+    big = job("j", cpu=6, preemptible=False)
+    d = schedule(world([node("n1", cpu=16)], [big], two(), policy=FAIR))
+    assert blocked(d)["j"].reason == (
+        "can never run: needs 6 cpu in total but tenant physics has a quota of 4 cpu; "
+        "a job that cannot be preempted does not borrow"
+    )
+    assert never_reason(world([node("n1", cpu=16)], [], two(), policy=FAIR), big) is not None
+    # Without preemption it borrows, as a preemptible job does with it.
+    assert admitted(schedule(world([node("n1", cpu=16)], [big], two(), policy=FIFO))) == ["j"]
+    assert admitted(
+        schedule(world([node("n1", cpu=16)], [replace(big, preemptible=True)], two(), policy=FAIR))
+    ) == ["j"]
+
+
 def test_never_reason_for_the_submit_check() -> None:
     snapshot = world([node("n1", cpu=16)], [], two(borrow=quota(cpu=2)))
     assert never_reason(snapshot, job("ok", cpu=6)) is None
