@@ -38,9 +38,13 @@ attained (GPU-seconds held, ``PendingJob.attained_gpu_s``) is kept for least
 attained service.  Usage history (for fair share) is accrued when a
 job stops, as the control plane records usage when a job ends.
 
-A replay that makes no progress, ``stall_passes`` passes in a row with no job
-finished and none submitted (only preempted jobs stopping and starting again),
-stops with ``SimStalled`` naming the jobs that kept being preempted: it never spins.
+A replay that makes no progress, ``stall_passes`` passes in a row that start or
+preempt jobs with no job finished and none submitted (only preempted jobs stopping
+and starting again), stops with ``SimStalled`` naming the jobs that kept being
+preempted: it never spins.  Passes that change nothing do not count: they make no
+new event, so they cannot go on forever (a job that no pass ever starts is left
+unfinished when the events run out), and a long job's run may see thousands of them
+(the wake-ups of jobs that ended, whose times are kept).
 
 Speed: the nodes' ``NodeState``s are kept between passes and only those whose
 allocation changed are rebuilt; the snapshot's tuples are rebuilt only when
@@ -308,8 +312,10 @@ class Simulation:
             if self._pending and changed:
                 if always or self._room.could_admit(self._waiting, self._usage, self._quota_test):
                     result.passes += 1
-                    self._apply(self._schedule(self._snapshot(t)), t)
-                    self._watch(t)
+                    decisions = self._schedule(self._snapshot(t))
+                    self._apply(decisions, t)
+                    if decisions.admitted or decisions.preempted:
+                        self._watch(t)
                 else:
                     result.skipped += 1
             self._record(t)
@@ -327,7 +333,8 @@ class Simulation:
         detail = ", ".join(f"job {self.jobs[j].id} ({k}x)" for j, k in worst) or "none"
         raise SimStalled(
             f"no progress at simulated time {t:,.0f} s: {self._quiet} scheduling passes "
-            f"without a job finishing or arriving; preempted over and over: {detail}",
+            f"started or preempted jobs without a job finishing or arriving; preempted over "
+            f"and over: {detail}",
             names,
         )
 

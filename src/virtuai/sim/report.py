@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virtuai.errors import InvalidRequest
+from virtuai.errors import InvalidRequest, Unschedulable
 from virtuai.sim.cluster import ClusterSpec
-from virtuai.sim.engine import SimRun, simulate
+from virtuai.sim.engine import SimRun, SimStalled, simulate
 from virtuai.sim.isolated import Isolation, isolated_jct
 from virtuai.sim.metrics import RHO_FLOOR_S, summarize
 from virtuai.sim.plots import plot_run
@@ -105,17 +105,20 @@ def run_policies(
         note(f"replaying {len(jobs):,} jobs")
         began = time.perf_counter()
         seen = _every_tenth(note) if on_jobs is None else _forward(on_jobs, policy.name)
-        run = simulate(jobs, cluster, policy, tick_s=tick_s, progress=seen)
-        wall = time.perf_counter() - began
-        iso: list[float] = [math.nan] * len(run.jobs)
-        fallbacks = 0
-        began = time.perf_counter()
-        if isolation is not None and common is not None:
-            iso, fallbacks = common  # one reference policy: the same T_id for every policy
-        elif isolation is not None:
-            note(f"isolated replays ({isolation}, reference policy) for rho")
-            iso, fallbacks = common = isolated_jct(run, isolation, tick_s=tick_s, note=note)
-        iso_wall = time.perf_counter() - began
+        try:
+            run = simulate(jobs, cluster, policy, tick_s=tick_s, progress=seen)
+            wall = time.perf_counter() - began
+            iso: list[float] = [math.nan] * len(run.jobs)
+            fallbacks = 0
+            began = time.perf_counter()
+            if isolation is not None and common is not None:
+                iso, fallbacks = common  # one reference policy: the same T_id for every policy
+            elif isolation is not None:
+                note(f"isolated replays ({isolation}, reference policy) for rho")
+                iso, fallbacks = common = isolated_jct(run, isolation, tick_s=tick_s, note=note)
+            iso_wall = time.perf_counter() - began
+        except SimStalled as exc:
+            raise Unschedulable(f"the replay under policy {policy.name} stopped: {exc}") from exc
         summary = summarize(run, iso if isolation is not None else None)
         summary["metrics"]["isolated_fallbacks"] = fallbacks
         reports.append(PolicyReport(policy, run, summary, iso, fallbacks, wall, iso_wall))

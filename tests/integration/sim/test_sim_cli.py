@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from virtuai.cli.main import app
+from virtuai.sim import report as sim_report
+from virtuai.sim.engine import SimStalled
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -210,6 +212,57 @@ def test_the_checkpoint_cost_of_a_whole_trace_is_set_on_the_command_line(tmp_pat
     assert makespan("--checkpoint-interval", "100", "--restart-overhead", "1m") == 650 + 60 + 400
     result = run(*base, "--restart-overhead", "soon")
     assert result.exit_code == 2 and "--restart-overhead" in result.output
+
+
+def test_a_job_that_cannot_be_preempted_never_borrows_under_a_preempting_policy(
+    tmp_path: Path,
+) -> None:
+    """In a cohort, a high-priority job (not preemptible) above its tenant's nominal quota
+    runs by borrowing where nothing preempts, and is rejected where something may (it
+    used to wait for quota until the replay was stopped as stalled, with a traceback)."""
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "id,submit_time,duration,tenant,cpu,memory,gpus,tasks,priority\n"
+        "big,0,600,a,8,64Gi,8,2,high\nsmall,60,600,a,8,64Gi,8,1,high\n"
+        "other,120,600,b,8,64Gi,8,1,normal\n"
+    )
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text(
+        "pools:\n  gpu: {count: 2, cpu: 64, memory: 512Gi, gpus: 8}\n"
+        "tenants:\n  a: {cohort: lab, quota: {gpu: 8}}\n  b: {cohort: lab, quota: {gpu: 8}}\n"
+    )
+    base = ["--trace", str(trace), "--cluster", str(cluster), "--json", "--no-plots"]
+    result = run(*base, "--isolated", "none",
+                 "--policy", "fairshare-backfill", "--policy", "las-fairshare")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    borrowing, preempting = json.loads(result.stdout)["policies"]
+    assert (borrowing["metrics"]["finished"], borrowing["metrics"]["rejected"]) == (3, 0)
+    assert (preempting["metrics"]["finished"], preempting["metrics"]["rejected"]) == (2, 1)
+    assert preempting["rejected"] == [
+        {
+            "id": "big",
+            "line": 2,
+            "reason": "can never run: needs 16 gpu in total but tenant a has a quota of 8 gpu; "
+            "a job that cannot be preempted does not borrow",
+        }
+    ]
+
+
+def test_a_replay_that_stops_for_lack_of_progress_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def stalled(*args: object, **kwargs: object) -> None:
+        raise SimStalled(
+            "no progress at simulated time 10 s: ...; preempted over and over: job a (3x)", ["a"]
+        )
+
+    monkeypatch.setattr(sim_report, "simulate", stalled)
+    result = run("--example", "--policy", "fifo", "--isolated", "none", "--no-plots")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: the replay under policy fifo stopped: no progress at simulated time 10 s: ...; "
+        "preempted over and over: job a (3x)"
+    )
 
 
 def test_bad_cluster_and_policy(generated: Path, tmp_path: Path) -> None:

@@ -152,9 +152,26 @@ def test_a_replay_without_progress_stops_naming_the_jobs() -> None:
             scheduler=_thrash,
         ).run()
     message = str(caught.value)
-    assert message.startswith("no progress at simulated time 10 s: 50 scheduling passes")
+    assert message.startswith(
+        "no progress at simulated time 10 s: 50 scheduling passes started or preempted jobs"
+    )
     assert message.endswith("preempted over and over: job b (25x), job a (24x)")
     assert caught.value.jobs == ["b", "a"]
+
+
+def test_a_long_run_is_no_stall_however_many_passes_change_nothing() -> None:
+    """While one long job runs and another waits for it, the wake-ups of 60 short jobs that
+    ended long before (their minimum run's end) make passes that start nothing: they are
+    not a lack of progress, and the replay ends with every job done."""
+    shorts = [job(f"s{k}", 0, 10, cpu=4) for k in range(60)]
+    jobs = [job("long", 0, 100_000, cpu=4), *shorts, job("whole", 700, 100, cpu=8)]
+    run = Simulation(
+        jobs, cluster(pool(cpu=8)), PolicySpec("p", preemption=True, min_run_s=5000),
+        stall_passes=50,
+    ).run()  # fmt: skip
+    assert all(outcome is Outcome.SUCCEEDED for outcome in run.outcome)
+    assert run.first_start[-1] == 100_000
+    assert run.passes > 60  # (the wake-ups did make passes)
 
 
 def test_checkpoints_keep_work_and_restarts_cost_their_overhead() -> None:
