@@ -23,7 +23,9 @@ Run: ``.venv/bin/python bench/sim.py`` (``--quick`` for a smoke run; ``--help``)
    ``--speed-policy`` (``fairshare-backfill``, the policy of the issue's timing),
    timing ``simulate()`` alone (wall and CPU seconds); the same policy on a tenth
    of the jobs and nodes is the baseline in the same run (CPU is shared: read
-   ratios).
+   ratios).  ``--speed-quotas`` gives the tenants GPU quotas (``cohort``: a sixth
+   of the GPUs each, in one cohort that lends what is idle; ``hard``: a third
+   each, no cohort); the tenth is then also replayed without, as a baseline.
 
 The last line is
 ``jct_ratio_vs_fifo=R jain_ratio_vs_fairshare=R rho_max=X sim_100k_s=N``
@@ -37,8 +39,11 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+from virtuai.domain.tenancy import Quota
+from virtuai.sim.cluster import ClusterSpec
 from virtuai.sim.engine import SimRun, simulate
 from virtuai.sim.isolated import Isolation, isolated_jct
 from virtuai.sim.metrics import summarize
@@ -157,27 +162,50 @@ def poor(args: argparse.Namespace) -> dict[str, float]:
     return found
 
 
+def with_quotas(cluster: ClusterSpec, kind: str) -> ClusterSpec:
+    """``cluster`` with a GPU quota per tenant (``--speed-quotas``)."""
+    if kind == "none":
+        return cluster
+    gpus = sum(pool.count * pool.gpus for pool in cluster.pools)
+    share = math.ceil(gpus / len(cluster.tenants))
+    tenants = tuple(
+        replace(t, quota=Quota(gpu=share), cohort="lab")
+        if kind == "cohort"
+        else replace(t, quota=Quota(gpu=2 * share))
+        for t in cluster.tenants
+    )
+    return replace(cluster, tenants=tenants)
+
+
+def speed_run(args: argparse.Namespace, jobs: int, nodes: int, quotas: str) -> float:
+    """One speed replay; its wall time."""
+    cluster = philly_cluster(nodes)
+    trace = philly_trace(cluster, jobs, seed=args.seed, load=0.9)
+    cluster = with_quotas(cluster, quotas)
+    began = time.perf_counter()
+    cpu = time.process_time()
+    run = simulate(trace, cluster, example_policy(args.speed_policy), tick_s=args.tick)
+    wall = time.perf_counter() - began
+    cpu = time.process_time() - cpu
+    print(
+        f"speed jobs={jobs} nodes={nodes} quotas={quotas} passes={run.passes} "
+        f"events={run.events} wall={wall:.1f}s cpu={cpu:.1f}s "
+        f"ms/pass={1000 * wall / max(1, run.passes):.2f}",
+        flush=True,
+    )
+    return wall
+
+
 def speed(args: argparse.Namespace) -> float:
-    walls = []
-    for jobs, nodes in (
-        (args.speed_jobs // 10, args.speed_nodes // 10),
-        (args.speed_jobs, args.speed_nodes),
-    ):
-        cluster = philly_cluster(nodes)
-        trace = philly_trace(cluster, jobs, seed=args.seed, load=0.9)
-        began = time.perf_counter()
-        cpu = time.process_time()
-        run = simulate(trace, cluster, example_policy(args.speed_policy), tick_s=args.tick)
-        wall = time.perf_counter() - began
-        cpu = time.process_time() - cpu
-        walls.append(wall)
-        print(
-            f"speed jobs={jobs} nodes={nodes} passes={run.passes} events={run.events} "
-            f"wall={wall:.1f}s cpu={cpu:.1f}s ms/pass={1000 * wall / max(1, run.passes):.2f}",
-            flush=True,
-        )
-    print(f"speed 10x jobs and nodes cost {walls[1] / walls[0]:.1f}x the time")
-    return walls[1]
+    tenth = (args.speed_jobs // 10, args.speed_nodes // 10)
+    if args.speed_quotas != "none":
+        plain = speed_run(args, *tenth, "none")
+    small = speed_run(args, *tenth, args.speed_quotas)
+    if args.speed_quotas != "none":
+        print(f"speed quotas ({args.speed_quotas}) cost {small / plain:.1f}x the time")
+    wall = speed_run(args, args.speed_jobs, args.speed_nodes, args.speed_quotas)
+    print(f"speed 10x jobs and nodes cost {wall / small:.1f}x the time")
+    return wall
 
 
 def seeds(args: argparse.Namespace, numbers: Sequence[int]) -> None:
@@ -244,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--speed-jobs", type=int, default=100_000)
     parser.add_argument("--speed-nodes", type=int, default=1000)
     parser.add_argument("--speed-policy", default="fairshare-backfill")
+    parser.add_argument("--speed-quotas", choices=("none", "cohort", "hard"), default="none")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tick", type=float, default=0.0, help="scheduling interval, s")
     parser.add_argument("--quick", action="store_true", help="2,000 jobs; speed on 10,000")

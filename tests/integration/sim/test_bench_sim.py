@@ -17,7 +17,7 @@ TINY = ["--jobs", "300", "--nodes", "8", "--speed-jobs", "1000", "--speed-nodes"
 
 def test_the_benchmark_runs_and_prints_its_last_line() -> None:
     result = subprocess.run(
-        [sys.executable, str(BENCH), *TINY],
+        [sys.executable, str(BENCH), *TINY, "--speed-quotas", "cohort"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -25,6 +25,16 @@ def test_the_benchmark_runs_and_prints_its_last_line() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
+    # The speed replay with quotas, and its tenth with and without them as baselines.
+    speeds = [line.split(" passes=")[0] for line in lines if line.startswith("speed jobs=")]
+    assert speeds == [
+        "speed jobs=100 nodes=1 quotas=none",
+        "speed jobs=100 nodes=1 quotas=cohort",
+        "speed jobs=1000 nodes=10 quotas=cohort",
+    ], lines
+    assert any(
+        re.fullmatch(f"speed quotas \\(cohort\\) cost {NUMBER}x the time", line) for line in lines
+    )
     assert re.fullmatch(
         f"jct_ratio_vs_fifo={NUMBER} jain_ratio_vs_fairshare={NUMBER} "
         f"rho_max={NUMBER} sim_100k_s={NUMBER}",
