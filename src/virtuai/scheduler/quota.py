@@ -173,7 +173,7 @@ class QuotaLedger:
             self._apply(((star, *amounts),), 1, leaving=False)
         # "*" was counted above from the tenant totals; pool entries come from placements.
         # Most tenants have none: their jobs' placements are read only if they are leaving.
-        pooled = {t for t, entries in self._entries.items() if any(k != ANY_POOL for k in entries)}
+        pooled = {tenant for tenant in self._entries if self.has_pool_entries(tenant)}
         for job in running:
             if job.tenant not in pooled and not (job.preempting and self._entries.get(job.tenant)):
                 continue
