@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sim_builders import cluster, job, pool
 
+from virtuai.domain.tenancy import Quota
 from virtuai.scheduler import schedule
 from virtuai.scheduler.snapshot import Decisions, Preemption, Snapshot
+from virtuai.sim.cluster import TenantSpec
 from virtuai.sim.engine import Outcome, SimStalled, Simulation, simulate
 from virtuai.sim.policy import Backfill, Order, PolicySpec
 from virtuai.sim.trace import TraceJob
@@ -46,7 +48,31 @@ POLICIES += (replace(POLICIES[1], name="las-gangs", gang_victim_ratio=1e-9),)
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> tuple[list[TraceJob], int, int]:
+def quotas(draw: st.DrawFn, tenants: list[str]) -> tuple[TenantSpec, ...]:
+    """None, or GPU and CPU quotas per tenant, most in one cohort (so they borrow, lend
+    and reclaim), some with limits on either."""
+    if draw(st.booleans()):
+        return ()
+    specs = []
+    for name in tenants:
+        limit = st.sampled_from([Quota(), Quota(gpu=1), Quota(cpu_milli=4000)])
+        specs.append(
+            TenantSpec(
+                name,
+                Quota(
+                    cpu_milli=draw(st.sampled_from([None, 4000, 8000])),
+                    gpu=draw(st.sampled_from([None, 1, 2, 4])),
+                ),
+                cohort=draw(st.sampled_from(["lab", "lab", None])),
+                borrowing_limit=draw(limit),
+                lending_limit=draw(limit),
+            )
+        )
+    return tuple(specs)
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[TraceJob], int, int, tuple[TenantSpec, ...]]:
     nodes = draw(st.integers(1, 3))
     gpus = draw(st.sampled_from([0, 2, 4]))
     tenants = draw(st.sampled_from([["a"], ["a", "b"], ["a", "b", "c"]]))
@@ -65,19 +91,22 @@ def streams(draw: st.DrawFn) -> tuple[list[TraceJob], int, int]:
                 gpus=g,
                 tasks=draw(st.integers(1, 2)),
                 priority=draw(st.sampled_from([100, 500, 500, 1000])),
-                preemptible=draw(st.booleans()) or True,
+                preemptible=draw(st.booleans()),
             )
         )
-    return jobs, nodes, gpus
+    return jobs, nodes, gpus, draw(quotas(tenants))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from(POLICIES))
 def test_every_job_finishes_with_preemption_on(
-    stream: tuple[list[TraceJob], int, int], policy: PolicySpec
+    stream: tuple[list[TraceJob], int, int, tuple[TenantSpec, ...]], policy: PolicySpec
 ) -> None:
-    jobs, nodes, gpus = stream
-    run = simulate(jobs, cluster(pool(count=nodes, cpu=8, gpus=gpus)), policy, stall_passes=200)
+    """Also with jobs that cannot be preempted, and tenants' quotas, cohorts and limits: a
+    job ends, or is rejected as never able to run; none waits for ever."""
+    jobs, nodes, gpus, tenants = stream
+    world = cluster(pool(count=nodes, cpu=8, gpus=gpus), tenants=tenants)
+    run = simulate(jobs, world, policy, stall_passes=200)
     assert all(outcome in DONE for outcome in run.outcome), run.outcome
     done = [f for f, o in zip(run.finish, run.outcome, strict=True) if o != Outcome.REJECTED]
     assert all(math.isfinite(f) for f in done)
