@@ -4,7 +4,7 @@ The rules, in the order they are applied to each job (``docs/scheduling.md``
 has the long version with examples):
 
 1. ``NEVER``: the job could not run even on idle nodes within the most quota
-   its tenant could ever hold (``feasibility``, ``QuotaLedger.never_reason``).
+   its tenant could ever hold (``never.never_reason``).
    It is skipped and blocks no one.
 2. ``QUOTA``: its tenant's quota (counting work admitted or promised earlier in
    this pass) has no room for it.  It waits, but does not hold up others.
@@ -53,6 +53,7 @@ from virtuai.scheduler.ends import Ends
 from virtuai.scheduler.fairshare import ShareTracker, capacity_of, cluster_capacity
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.las import pending_level
+from virtuai.scheduler.never import never_reason
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.preemption import Preemptor
 from virtuai.scheduler.queue import due_by, fair_merge, merged, queue_key, queue_order
@@ -395,9 +396,7 @@ class _Pass:
         ledger = self.ledger
         charge = ledger.charge_of_job(job)
         may_borrow = job.preemptible or not self.policy.preemption
-        never = self.feasibility.node_reason(job) or ledger.never_reason(
-            job, charge, may_borrow=may_borrow
-        )
+        never = never_reason(self.feasibility, ledger, job, may_borrow=may_borrow, charge=charge)
         if never is not None:
             self.block(job, BlockKind.NEVER, NEVER_PREFIX + never)
             return

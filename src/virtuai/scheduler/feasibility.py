@@ -92,6 +92,16 @@ class Feasibility:
         self._nodes = {n.name: n for n in nodes_list}
         self.pool_of: dict[str, str] = {n.name: n.pool for n in nodes_list}  # read only
 
+    def tasks_held(self, pool: str, job: PendingJob) -> int:
+        """How many of ``job``'s tasks the nodes of ``pool`` hold when idle (at most all)."""
+        r = job.per_task
+        need, held = (r.cpu_milli, r.memory, r.gpu), 0
+        for shape in self._by_pool.get(pool, ()):
+            held += _tasks_fitting(shape, need, job.tasks - held)
+            if held >= job.tasks:
+                break
+        return held
+
     def reason(self, job: PendingJob, quota: Quota, tenant: str) -> str | None:
         """Why ``job`` can never run, in plain words, or ``None`` if it could some day."""
         node_reason = self.node_reason(job)

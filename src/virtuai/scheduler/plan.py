@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from virtuai.domain.workload import TaskPlacement
+from virtuai.scheduler import never
 from virtuai.scheduler.core import schedule
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.quota import QuotaLedger
@@ -77,7 +78,6 @@ def never_reason(snapshot: Snapshot, job: PendingJob) -> str | None:
     pool_of = {s.node.name: s.node.pool for s in snapshot.nodes}
     ledger = QuotaLedger(snapshot.tenants, (), pool_of, borrowing=snapshot.policy.borrowing)
     may_borrow = job.preemptible or not snapshot.policy.preemption
-    reason = Feasibility(s.node for s in snapshot.nodes).node_reason(job) or ledger.never_reason(
-        job, may_borrow=may_borrow
-    )
+    feasibility = Feasibility(s.node for s in snapshot.nodes)
+    reason = never.never_reason(feasibility, ledger, job, may_borrow=may_borrow)
     return None if reason is None else NEVER_PREFIX + reason
