@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sim_builders import cluster, job, pool
 
-from virtuai.domain.tenancy import Quota
+from virtuai.domain.tenancy import PoolQuota, Quota
 from virtuai.scheduler import schedule
 from virtuai.scheduler.snapshot import Decisions, Preemption, Snapshot
 from virtuai.sim.cluster import TenantSpec
@@ -66,6 +66,9 @@ def quotas(draw: st.DrawFn, tenants: list[str]) -> tuple[TenantSpec, ...]:
                 cohort=draw(st.sampled_from(["lab", "lab", None])),
                 borrowing_limit=draw(limit),
                 lending_limit=draw(limit),
+                pool_quotas=draw(
+                    st.sampled_from([(), (PoolQuota("gpu", Quota(cpu_milli=4000, gpu=1)),)])
+                ),
             )
         )
     return tuple(specs)
