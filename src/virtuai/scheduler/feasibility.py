@@ -89,17 +89,24 @@ class Feasibility:
             if known
         }
         self._cache: dict[_Key, str | None] = {}
+        self._held: dict[tuple[str, _Shape, int], int] = {}  # ``tasks_held``'s
         self._nodes = {n.name: n for n in nodes_list}
         self.pool_of: dict[str, str] = {n.name: n.pool for n in nodes_list}  # read only
 
     def tasks_held(self, pool: str, job: PendingJob) -> int:
-        """How many of ``job``'s tasks the nodes of ``pool`` hold when idle (at most all)."""
+        """How many of ``job``'s tasks the nodes of ``pool`` hold when idle (at most all;
+        cached per shape, as ``node_reason``)."""
         r = job.per_task
-        need, held = (r.cpu_milli, r.memory, r.gpu), 0
-        for shape in self._by_pool.get(pool, ()):
-            held += _tasks_fitting(shape, need, job.tasks - held)
-            if held >= job.tasks:
-                break
+        need = (r.cpu_milli, r.memory, r.gpu)
+        key = (pool, need, job.tasks)
+        held = self._held.get(key)
+        if held is None:
+            held = 0
+            for shape in self._by_pool.get(pool, ()):
+                held += _tasks_fitting(shape, need, job.tasks - held)
+                if held >= job.tasks:
+                    break
+            self._held[key] = held
         return held
 
     def reason(self, job: PendingJob, quota: Quota, tenant: str) -> str | None:
