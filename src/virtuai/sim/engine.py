@@ -8,8 +8,9 @@ At each event time, in this order:
 1. every job ending at that time releases its nodes and its tenant's quota;
    Preempted jobs whose stop time has come stop too and go back to the queue;
 2. every job submitted at that time joins the queue; a job that could never run
-   on these nodes is refused, as the API refuses it at submit, and counts as
-   ``rejected`` (so does a job the scheduler reports ``NEVER``, e.g. over quota);
+   on these nodes or within the most quota its tenant could ever hold is refused,
+   as the API refuses it at submit (in the scheduler's words), and counts as
+   ``rejected`` (so would a job the scheduler reported ``NEVER`` in a pass);
 3. one scheduling pass, if something changed and a job could be admitted
    (``FreeRoom.could_admit``; always when the policy preempts): a ``Snapshot`` of
    the nodes with their allocations, the tenants (quotas, cohort, weight, decayed
@@ -73,6 +74,9 @@ from virtuai.scheduler import schedule
 from virtuai.scheduler.fairshare import accrue
 from virtuai.scheduler.feasibility import Feasibility
 from virtuai.scheduler.las import gpu_weight
+from virtuai.scheduler.never import never_reason
+from virtuai.scheduler.quota import QuotaLedger
+from virtuai.scheduler.reasons import NEVER_PREFIX
 from virtuai.scheduler.snapshot import (
     BlockKind,
     Decisions,
@@ -233,6 +237,14 @@ class Simulation:
         self._dirty_tenants: set[int] = set()
         self._room = FreeRoom(nodes)
         self._feasibility = Feasibility(nodes)
+        # What a job may ever hold (nominal quotas, cohorts' lendable, limits): a job over
+        # it is rejected at submit, as the control plane refuses it (a pass that the
+        # free-room test skips would never reject it).
+        self._quotas = QuotaLedger(
+            (t.state() for t in self._tenants),
+            pool_of={node.name: node.pool for node in nodes},
+            borrowing=self._policy.borrowing,
+        )
         self._id_no = {job.id: j for j, job in enumerate(self.jobs)}
         if len(self._id_no) != len(self.jobs):
             raise ValueError("job ids must be unique")
@@ -414,10 +426,11 @@ class Simulation:
 
     def _submit(self, j: int) -> bool:
         pending = self._pending_job(j)
-        never = self._feasibility.node_reason(pending)
+        may_borrow = pending.preemptible or not self._policy.preemption
+        never = never_reason(self._feasibility, self._quotas, pending, may_borrow=may_borrow)
         if never is not None:
             self.result.outcome[j] = Outcome.REJECTED
-            self.result.rejected[j] = never
+            self.result.rejected[j] = NEVER_PREFIX + never  # (a pass's words for it)
             return False
         self._enqueue(j, pending)
         return True

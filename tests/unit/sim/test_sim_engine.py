@@ -41,19 +41,27 @@ def test_a_job_longer_than_its_walltime_is_killed_at_it() -> None:
 
 
 def test_jobs_that_can_never_run_are_rejected_and_block_no_one() -> None:
-    tenants = (TenantSpec("small", Quota(gpu=1)),)
+    tenants = (TenantSpec("small", Quota(gpu=1)), TenantSpec("none", Quota(gpu=0)))
     run = simulate(
         [
-            job("huge", 0, 10, cpu=64),  # bigger than any node: refused at submit
-            job("greedy", 0, 10, gpus=2, tenant="small"),  # over its quota: NEVER in a pass
+            job("huge", 0, 10, cpu=64),  # bigger than any node
+            job("greedy", 0, 10, gpus=2, tenant="small"),  # over its quota
             job("ok", 1, 10, gpus=1, tenant="small"),
+            # Over a quota of none, alone in the queue: the free-room test, which knows
+            # hard quotas, skips the pass, so only the submit check rejects it (it used to
+            # be left unfinished).
+            job("zero", 500, 10, gpus=1, tenant="none"),
         ],
         cluster(pool(cpu=8, gpus=4), tenants=tenants),
     )
-    assert run.outcome == [Outcome.REJECTED, Outcome.REJECTED, Outcome.SUCCEEDED]
-    assert "largest node" in run.rejected[0]
-    assert "quota" in run.rejected[1]
+    no, yes = Outcome.REJECTED, Outcome.SUCCEEDED
+    assert run.outcome == [no, no, yes, no]
     assert run.finish[2] == 11
+    assert run.rejected[0] == "can never run: asks for 64 cpu per task but the largest node has 8"
+    assert run.rejected[1] == (
+        "can never run: needs 2 gpu in total but tenant small has a quota of 1 gpu"
+    )
+    assert "tenant none has a quota of 0 gpu" in run.rejected[3]
 
 
 def test_submissions_at_one_time_make_one_pass() -> None:
