@@ -72,6 +72,30 @@ def test_a_lender_reclaims_its_quota_from_a_borrower(
     assert [(r["attempt"], r["outcome"]) for r in runs] == [(0, "preempted"), (1, "exited")]
 
 
+def test_a_job_that_cannot_be_preempted_may_not_borrow_and_is_refused_above_its_quota(
+    platform: Platform, tokens: dict[str, str]
+) -> None:
+    two_cpu = {"cpu": 2, "memory": "64Mi"}
+    # A job of class high cannot be preempted, so it could never give back what it
+    # borrowed: above its tenant's nominal quota it could never run.
+    refused = platform.call(
+        "POST",
+        "/api/v1/jobs",
+        tokens["physics"],
+        json={"command": ["true"], "resources": two_cpu, "priority": "high"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json() == {
+        "code": "unschedulable",
+        "message": "can never run: needs 2 cpu in total but tenant physics has a quota of 1 cpu; "
+        "a job that cannot be preempted does not borrow",
+        "field": "resources",
+    }
+    # The same job of class normal borrows from the cohort, and runs.
+    job = platform.submit(tokens["physics"], ["true"], resources=two_cpu)
+    assert platform.wait_for([job["id"]], timeout=20)[job["id"]]["state"] == "succeeded"
+
+
 def test_without_requeue_a_preempted_job_ends_as_preempted(
     platform: Platform, tokens: dict[str, str]
 ) -> None:
