@@ -395,7 +395,7 @@ class _Pass:
     def decide_one(self, job: PendingJob, *, first_round: bool) -> None:
         ledger = self.ledger
         charge = ledger.charge_of_job(job)
-        may_borrow = job.preemptible or not self.policy.preemption
+        may_borrow = self.policy.lets_borrow(job)
         never = never_reason(self.feasibility, ledger, job, may_borrow=may_borrow, charge=charge)
         if never is not None:
             self.block(job, BlockKind.NEVER, NEVER_PREFIX + never)

@@ -77,7 +77,7 @@ def never_reason(snapshot: Snapshot, job: PendingJob) -> str | None:
     """
     pool_of = {s.node.name: s.node.pool for s in snapshot.nodes}
     ledger = QuotaLedger(snapshot.tenants, (), pool_of, borrowing=snapshot.policy.borrowing)
-    may_borrow = job.preemptible or not snapshot.policy.preemption
+    may_borrow = snapshot.policy.lets_borrow(job)
     feasibility = Feasibility(s.node for s in snapshot.nodes)
     reason = never.never_reason(feasibility, ledger, job, may_borrow=may_borrow)
     return None if reason is None else NEVER_PREFIX + reason

@@ -245,6 +245,11 @@ class Policy:
             gang_victim_ratio=2.0,
         )
 
+    def lets_borrow(self, job: PendingJob) -> bool:
+        """Whether ``job`` may borrow from its cohort: where the policy preempts, a job
+        that cannot be preempted never does (a lender must always get its quota back)."""
+        return job.preemptible or not self.preemption
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

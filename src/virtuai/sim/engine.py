@@ -426,7 +426,7 @@ class Simulation:
 
     def _submit(self, j: int) -> bool:
         pending = self._pending_job(j)
-        may_borrow = pending.preemptible or not self._policy.preemption
+        may_borrow = self._policy.lets_borrow(pending)
         never = never_reason(self._feasibility, self._quotas, pending, may_borrow=may_borrow)
         if never is not None:
             self.result.outcome[j] = Outcome.REJECTED
