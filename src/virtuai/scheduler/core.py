@@ -479,7 +479,9 @@ class _Pass:
         if stopping:
             outcome = preemptor.wait(job, may_borrow)
         else:
-            outcome = preemptor.preempt(job, may_borrow, las=not self.starts_soon(job))
+            # (Whether backfill starts it soon is asked only where it matters: it costs.)
+            las = preemptor.may_take_for_level(job) and not self.starts_soon(job)
+            outcome = preemptor.preempt(job, may_borrow, las=las)
             if outcome is None:
                 return False
             self.preempted.extend(outcome.preempted)

@@ -201,19 +201,24 @@ class Preemptor:
 
     # --- new preemptions ----------------------------------------------------------------
 
+    def may_take_for_level(self, job: PendingJob) -> bool:
+        """Whether this pass may still search attained-service victims for ``job``.
+
+        Only for a job that waited ``min_run_s`` itself: on a lightly loaded cluster
+        backfill starts it soon enough, and preempting would only cost the victim's
+        restart.
+        """
+        return (
+            self._las
+            and self.las_searches_left
+            and self._now - job.submitted_at >= self._policy.min_run_s
+        )
+
     def preempt(self, job: PendingJob, may_borrow: bool, *, las: bool = True) -> Outcome | None:
         """Choose and promise victims for ``job``; ``None`` (nothing changed) if none help.
         ``las=False``: no attained-service victims for it (backfill starts it soon)."""
         r = job.per_task
-        # LAS preemption only for a job that waited ``min_run_s`` itself: on a lightly
-        # loaded cluster backfill starts it soon enough, and preempting would only cost
-        # the victim's restart.
-        las = (
-            las
-            and self._las
-            and self.las_searches_left
-            and self._now - job.submitted_at >= self._policy.min_run_s
-        )
+        las = las and self.may_take_for_level(job)
         level = pending_level(job, self._now, self._policy) if las else -1
         key = (
             job.tenant, job.pool, r.cpu_milli, r.memory, r.gpu, job.tasks, job.priority, level,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 
 from virtuai.domain.resources import Resources
 from virtuai.domain.workload import TaskPlacement
@@ -89,6 +90,12 @@ class VictimSearch:
         On success the victims are out of the cluster and leaving in the ledger,
         and the job is placed; on failure nothing has changed.
         """
+        # No candidate, no trial: most searches of a long queue find none (one priority,
+        # a level not yet allowed to preempt), and a trial placement is what costs.
+        first = next(candidates, None)
+        if first is None:
+            return None
+        candidates = chain((first,), candidates)
         # Does it fit the nodes now (blocked by quota only)?  Else how many tasks are short?
         cluster = self._board.cluster
         room = self._board.try_place(job)
