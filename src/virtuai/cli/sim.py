@@ -27,7 +27,6 @@ from virtuai.domain.units import parse_cpu, parse_duration, parse_memory
 from virtuai.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from virtuai.sim.cluster import ClusterSpec
     from virtuai.sim.policy import PolicySpec
     from virtuai.sim.report import PolicyReport
     from virtuai.sim.trace import TraceJob
@@ -203,7 +202,6 @@ def sim(
         info = sim_report.trace_info(jobs, trace_path)
     names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])
     policies = [_policy(name) for name in names]
-    _check_memory(jobs, spec, len(policies), tick, trace_path.name)
     isolation = None if isolated == "none" else sim_isolated.Isolation(isolated)
     with _Bar(len(jobs)) as bar:
         reports = sim_report.run_policies(
@@ -228,28 +226,6 @@ def sim(
         pngs = sum(1 for p in written if p.suffix == ".png")
         _note(
             f"wrote {sim_report.RESULTS_FILE}, {pngs} plots and {len(reports)} job lists to {out}"
-        )
-
-
-def _check_memory(
-    jobs: Sequence[TraceJob], spec: ClusterSpec, policies: int, tick: float, source: str
-) -> None:
-    """Refuse at once a replay whose timelines cannot fit in the memory available, rather
-    than be killed for it an hour later (each policy's replay keeps its own)."""
-    import psutil
-
-    from virtuai.sim.engine import timeline_floor_bytes
-
-    need = timeline_floor_bytes(jobs, spec, tick) * policies
-    available = psutil.virtual_memory().available
-    if need > available:
-        tenants = len({j.tenant for j in jobs})
-        raise InvalidRequest(
-            f"{source}: replaying {len(jobs):,} jobs of {tenants:,} tenants under "
-            f"{policies} {'policy' if policies == 1 else 'policies'} keeps at least "
-            f"{need / 2**30:,.1f} GiB of timelines in memory (4 numbers per tenant at every "
-            f"event), and {available / 2**30:,.1f} GiB are available: replay a window of "
-            "the trace, fewer policies at a time, or map users to their groups"
         )
 
 

@@ -59,13 +59,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from array import array
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-
-import numpy as np
-import numpy.typing as npt
 
 from virtuai.domain.resources import Node, Resources
 from virtuai.domain.tenancy import Quota
@@ -90,6 +86,7 @@ from virtuai.scheduler.snapshot import (
 from virtuai.sim.cluster import ClusterSpec
 from virtuai.sim.freeroom import FreeRoom, Shape
 from virtuai.sim.policy import FIFO, PolicySpec
+from virtuai.sim.timeline import Timeline
 from virtuai.sim.trace import TraceJob
 
 __all__ = ["STALL_PASSES", "Outcome", "SimRun", "SimStalled", "Simulation", "Timeline", "simulate"]
@@ -107,10 +104,6 @@ class SimStalled(RuntimeError):
         self.jobs = list(jobs)
 
 
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-
-
 class Outcome:
     """How a job of the trace ended in the simulation."""
 
@@ -118,41 +111,6 @@ class Outcome:
     TIMED_OUT = str(JobState.TIMED_OUT)
     REJECTED = "rejected"  # could never run: refused at submit (or NEVER in a pass)
     UNFINISHED = "unfinished"  # still waiting (or running) when the events ran out
-
-
-class Timeline:
-    """Step functions sampled at every event time: the value holds until the next sample.
-
-    Per sample: waiting jobs per tenant, then (cpu, memory, gpu) held per tenant,
-    then (cpu, memory, gpu) allocated per pool.
-    """
-
-    def __init__(self, tenants: Sequence[str], pools: Sequence[str]) -> None:
-        self.tenants = list(tenants)
-        self.pools = list(pools)
-        self.width = len(self.tenants) * 4 + len(self.pools) * 3
-        self.times = array("d")
-        self.values = array("q")
-
-    def record(self, t: float, row: list[int]) -> None:
-        if self.times and self.times[-1] == t:
-            del self.values[-self.width :]
-            self.times.pop()
-        self.times.append(t)
-        self.values.extend(row)
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def arrays(self) -> tuple[Floats, Ints, Ints, Ints]:
-        """``(times, waiting[k, tenant], held[k, tenant, 3], allocated[k, pool, 3])``."""
-        times = np.frombuffer(self.times, dtype=np.float64).copy()
-        values = np.frombuffer(self.values, dtype=np.int64).reshape(len(times), self.width)
-        n_t, n_p = len(self.tenants), len(self.pools)
-        waiting = values[:, :n_t].copy()
-        held = values[:, n_t : 4 * n_t].reshape(len(times), n_t, 3).copy()
-        allocated = values[:, 4 * n_t :].reshape(len(times), n_p, 3).copy()
-        return times, waiting, held, allocated
 
 
 @dataclass
@@ -268,6 +226,9 @@ class Simulation:
         self._waiting_by_tenant = [0] * len(self._tenants)
         self._usage: dict[str, list[int]] = {t.name: [0, 0, 0] for t in self._tenants}
         self._pool_alloc = [[0, 0, 0] for _ in pools]
+        # What changed since the timeline's last sample.
+        self._sampled_tenants: set[int] = set()
+        self._sampled_pools: set[int] = set()
         self._attempt = [0] * n
         self._left = [job.run_s for job in self.jobs]  # work still to do
         self._attained = [0.0] * n  # GPU-seconds held in finished attempts
@@ -455,7 +416,9 @@ class Simulation:
         self._pending[j] = self._joins(pending)
         shape = self._shape(job)
         self._waiting[shape] = self._waiting.get(shape, 0) + 1
-        self._waiting_by_tenant[self._tenant_no[job.tenant]] += 1
+        tenant = self._tenant_no[job.tenant]
+        self._waiting_by_tenant[tenant] += 1
+        self._sampled_tenants.add(tenant)
 
     def _dequeue(self, j: int) -> None:
         job = self.jobs[j]
@@ -469,7 +432,9 @@ class Simulation:
             self._waiting[shape] = left
         else:
             del self._waiting[shape]
-        self._waiting_by_tenant[self._tenant_no[job.tenant]] -= 1
+        tenant = self._tenant_no[job.tenant]
+        self._waiting_by_tenant[tenant] -= 1
+        self._sampled_tenants.add(tenant)
 
     def _reject(self, j: int, reason: str) -> None:
         self._dequeue(j)
@@ -627,6 +592,7 @@ class Simulation:
             self._states[k] = NodeState(state.node, allocated, state.busy_gpus - devices)
             self._room.change(k, res)
         self._nodes_dirty = True
+        self._sampled_pools.add(self._node_pool[k])
         pool = self._pool_alloc[self._node_pool[k]]
         pool[0] += sign * res.cpu_milli
         pool[1] += sign * res.memory
@@ -638,15 +604,18 @@ class Simulation:
         usage[0] += sign * total.cpu_milli
         usage[1] += sign * total.memory
         usage[2] += sign * total.gpu
-        self._dirty_tenants.add(self._tenant_no[job.tenant])
+        tenant = self._tenant_no[job.tenant]
+        self._dirty_tenants.add(tenant)
+        self._sampled_tenants.add(tenant)
 
     def _record(self, t: float) -> None:
-        row = list(self._waiting_by_tenant)
-        for tenant in self._tenants:
-            row.extend(self._usage[tenant.name])
-        for pool in self._pool_alloc:
-            row.extend(pool)
-        self.result.timeline.record(t, row)
+        """A sample of the timeline: what changed since the last one (``timeline.py``)."""
+        waiting, usage, tenants = self._waiting_by_tenant, self._usage, self._tenants
+        changed = [(i, waiting[i], *usage[tenants[i].name]) for i in sorted(self._sampled_tenants)]
+        pools = [(p, *self._pool_alloc[p]) for p in sorted(self._sampled_pools)]
+        self.result.timeline.record(t, changed, pools)
+        self._sampled_tenants.clear()
+        self._sampled_pools.clear()
 
 
 class _ByEnd:
@@ -662,21 +631,6 @@ class _ByEnd:
         running = self.running
         for _, j in self.keys:
             yield running[j]
-
-
-def timeline_floor_bytes(
-    jobs: Sequence[TraceJob], cluster: ClusterSpec, tick_s: float = 0.0
-) -> int:
-    """The least memory one replay's ``Timeline`` takes: a row (4 numbers per tenant, 3
-    per pool) at every distinct event time, and every submission time (rounded up to
-    the tick) is one.  A trace of a million jobs of a thousand users needs tens of GB
-    (``docs/benchmarks.md``), which ``virtuai sim`` says before it starts."""
-    tenants = len(cluster.with_tenants(j.tenant for j in jobs).tenants)
-    if tick_s > 0:
-        rows = len({math.ceil(j.submit / tick_s) for j in jobs})
-    else:
-        rows = len({j.submit for j in jobs})
-    return rows * (4 * tenants + 3 * len(cluster.pools)) * 8
 
 
 def simulate(

@@ -185,39 +185,47 @@ def summarize(run: SimRun, isolated_jct: Sequence[float] | None = None) -> dict[
 def _window(run: SimRun, start: float, end: float) -> dict[str, float | None]:
     """GPU utilization over [start, end] (the submission window), and the mean number of
     free GPUs over the whole run's time when some job was waiting."""
-    times, waiting, _, allocated = run.timeline.arrays()
+    times = _times(run)
     gpus = float(run.cluster.capacity.gpu)
     if len(times) == 0 or gpus <= 0:
         return {"gpu_utilization": None, "idle_gpus_waiting": None}
-    used = allocated[:, :, 2].sum(axis=1).astype(np.float64)
+    pools, tenants = run.timeline.pool_steps(), run.timeline.tenant_steps()
+    used = pools.per_sample(pools.values[:, 2] - pools.before[:, 2])
+    waiting = tenants.per_sample(tenants.values[:, 0] - tenants.before[:, 0])
     nxt = np.append(times[1:], times[-1])
     out: dict[str, float | None] = {"gpu_utilization": None, "idle_gpus_waiting": None}
     if end > start:
         dt = np.clip(nxt, start, end) - np.clip(times, start, end)
         out["gpu_utilization"] = float((used * dt).sum() / (gpus * (end - start)))
     dt_all = nxt - times
-    queued = (waiting.sum(axis=1) > 0) * dt_all
+    queued = (waiting > 0) * dt_all
     if queued.sum() > 0:
         out["idle_gpus_waiting"] = float(((gpus - used) * queued).sum() / queued.sum())
     return out
 
 
+def _times(run: SimRun) -> Floats:
+    return np.frombuffer(run.timeline.times, dtype=np.float64)
+
+
 def _usage(run: SimRun, start: float, end: float) -> dict[str, Any]:
-    """Time integrals over the timeline's step functions, on [start, end]."""
-    times, waiting, held, allocated = run.timeline.arrays()
+    """Time integrals over the timeline's step functions, on [start, end].
+
+    Read from the timeline's changes (``Steps``): each tenant's integral costs its own
+    changes, not a number per tenant at every event."""
+    times = _times(run)
     cap = run.cluster.capacity
     capacity = np.array([cap.cpu_milli, cap.memory, cap.gpu], dtype=np.float64)
     span = end - start
-    if len(times) == 0 or span <= 0:
-        times = np.array([start], dtype=np.float64)
-        waiting = np.zeros((1, len(run.timeline.tenants)), dtype=np.int64)
-        held = np.zeros((1, len(run.timeline.tenants), 3), dtype=np.int64)
-        allocated = np.zeros((1, len(run.timeline.pools), 3), dtype=np.int64)
-    # Each sample holds until the next one (the last: until ``end``), clipped to the window.
-    nxt = np.append(times[1:], max(end, float(times[-1])))
+    # Each sample holds until the next one (the last: until ``end``), clipped to the window;
+    # ``measure[k]``: the time the samples before ``k`` hold.
+    nxt = np.append(times[1:], max(end, float(times[-1]))) if len(times) else times
     dt = np.clip(nxt, start, end) - np.clip(times, start, end)
-    held_f = held.astype(np.float64)
-    alloc_time = (allocated.astype(np.float64) * dt[:, None, None]).sum(axis=0)  # pool x 3
+    measure = np.concatenate([[0.0], np.cumsum(dt)])
+    pool_steps, steps = run.timeline.pool_steps(), run.timeline.tenant_steps()
+    alloc_time = np.stack(
+        [pool_steps.integral(pool_steps.values[:, r], measure) for r in range(3)], axis=1
+    )  # pool x 3
     used = alloc_time.sum(axis=0)
     utilization = {
         name: (float(used[r] / (capacity[r] * span)) if capacity[r] and span > 0 else None)
@@ -234,19 +242,23 @@ def _usage(run: SimRun, start: float, end: float) -> dict[str, Any]:
             for r, name in enumerate(("cpu", "memory", "gpu"))
         }
 
-    safe_cap = np.where(capacity > 0, capacity, np.inf)
-    dominant = (held_f / safe_cap).max(axis=2)  # k x tenant
+    names = run.timeline.tenants
     trace_tenants = {j.tenant for j in run.jobs}
-    in_trace = np.array([name in trace_tenants for name in run.timeline.tenants], dtype=bool)
-    weights = np.array([run.cluster.tenant(name).weight for name in run.timeline.tenants])
-    contended_mask = (
-        (waiting[:, in_trace] > 0).all(axis=1) if in_trace.any() else np.zeros(len(times), bool)
-    )
+    in_trace = np.array([name in trace_tenants for name in names], dtype=bool)
+    weights = np.array([run.cluster.tenant(name).weight for name in names])
+    # Contended: every tenant of the trace has a job waiting.
+    waits = steps.values[:, 0] > 0
+    now_waiting = steps.per_sample(waits.astype(np.int64) - (steps.before[:, 0] > 0), in_trace)
+    contended_mask = (now_waiting == in_trace.sum()) if in_trace.any() else np.zeros(len(dt), bool)
     dt_c = dt * contended_mask
-    dominant_time = (dominant * dt[:, None]).sum(axis=0)
-    dominant_contended = (dominant * dt_c[:, None]).sum(axis=0)
-    gpu_time = (held_f[:, :, 2] * dt[:, None]).sum(axis=0)
-    gpu_contended = (held_f[:, :, 2] * dt_c[:, None]).sum(axis=0)
+    measure_c = np.concatenate([[0.0], np.cumsum(dt_c)])
+    held = steps.values[:, 1:].astype(np.float64)
+    dominant = (held / np.where(capacity > 0, capacity, np.inf)).max(axis=1, initial=0.0)
+    dominant_time = steps.integral(dominant, measure)
+    dominant_contended = steps.integral(dominant, measure_c)
+    gpu_time = steps.integral(held[:, 2], measure)
+    gpu_contended = steps.integral(held[:, 2], measure_c)
+    cpu_time = steps.integral(held[:, 0], measure)
     contended_s = float(dt_c.sum())
 
     def share(values: Floats) -> Floats:
@@ -255,12 +267,12 @@ def _usage(run: SimRun, start: float, end: float) -> dict[str, Any]:
 
     gpu_share, gpu_share_c = share(gpu_time), share(gpu_contended)
     tenants = []
-    for i, _ in enumerate(run.timeline.tenants):
+    for i, _ in enumerate(names):
         tenants.append(
             {
                 "weight": float(weights[i]),
                 "gpu_hours": float(gpu_time[i] / HOUR),
-                "cpu_hours": float((held_f[:, i, 0] * dt).sum() / 1000 / HOUR),
+                "cpu_hours": float(cpu_time[i] / 1000 / HOUR),
                 "dominant_share_mean": float(dominant_time[i] / span) if span > 0 else None,
                 "gpu_share": _num(gpu_share[i]),
                 "gpu_share_contended": _num(gpu_share_c[i]),

@@ -17,11 +17,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from virtuai.sim.engine import SimRun
+from virtuai.sim.timeline import Ints, Steps
 
-__all__ = ["BINS", "binned", "plot_run"]
+__all__ = ["BINS", "TENANTS_DRAWN", "binned", "plot_run", "tenant_bands"]
 
 Floats = npt.NDArray[np.float64]
 BINS = 600
+TENANTS_DRAWN = 11  # bands of a stacked plot: ten tenants in the ten colours, the rest grey
 HOUR = 3600.0
 
 
@@ -62,26 +64,45 @@ def _save(figure: Figure, path: Path) -> Path:
 
 def plot_run(run: SimRun, out: Path, stem: str) -> list[Path]:
     """Write ``<stem>-queue.png``, ``<stem>-utilization.png`` and ``<stem>-share.png``."""
-    times, waiting, held, allocated = run.timeline.arrays()
+    timeline = run.timeline
+    times = np.array(timeline.times, dtype=np.float64)
+    steps, pool_steps = timeline.tenant_steps(), timeline.pool_steps()
     finished = [f for f in run.finish if not math.isnan(f)]
     start = min((j.submit for j in run.jobs), default=0.0)
     end = max(finished, default=start + 1.0)
     if end <= start:
         end = start + 1.0
     title = f"{run.policy.name} on {run.cluster.name}"
-    tenants, pools = run.timeline.tenants, run.cluster.pools
+    pools = run.cluster.pools
+    tenants, groups = tenant_bands(run)
+    cap = run.cluster.capacity
+    capacity = np.array([cap.cpu_milli, cap.memory, cap.gpu], dtype=np.float64)
+    per = np.where(capacity > 0, capacity, np.inf)
+    dominant_after = (steps.values[:, 1:] / per).max(axis=1, initial=0.0)
+    dominant_before = (steps.before[:, 1:] / per).max(axis=1, initial=0.0)
+    k = len(times)
+    waiting = _series(steps, steps.values[:, 0] - steps.before[:, 0], groups, k)
+    dominant = _series(steps, dominant_after - dominant_before, groups, k)
+    each_pool = [np.arange(len(pools)) == p for p in range(len(pools))]
+    allocated = np.stack(
+        [
+            _series(pool_steps, pool_steps.values[:, r] - pool_steps.before[:, r], each_pool, k)
+            for r in range(3)
+        ],
+        axis=2,
+    )  # sample x pool x 3
     paths = []
 
-    centres, queue = binned(times, waiting.astype(np.float64), start, end)
+    centres, queue = binned(times, waiting, start, end)
     hours = (centres - start) / HOUR
     fig = Figure(figsize=(9, 4), layout="constrained")
     ax = fig.add_subplot()
-    ax.stackplot(hours, queue.T, labels=tenants)
+    ax.stackplot(hours, queue.T, labels=_labels(tenants), colors=_colors(tenants))
     ax.set(title=f"Waiting jobs: {title}", xlabel="hours", ylabel="jobs waiting (mean per bin)")
     ax.legend(loc="upper left", fontsize="small")
     paths.append(_save(fig, out / f"{stem}-queue.png"))
 
-    _, alloc = binned(times, allocated.astype(np.float64), start, end)
+    _, alloc = binned(times, allocated, start, end)
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for p, pool in enumerate(pools):
@@ -95,14 +116,11 @@ def plot_run(run: SimRun, out: Path, stem: str) -> list[Path]:
     ax.legend(loc="lower right", fontsize="small")
     paths.append(_save(fig, out / f"{stem}-utilization.png"))
 
-    cap = run.cluster.capacity
-    capacity = np.array([cap.cpu_milli, cap.memory, cap.gpu], dtype=np.float64)
-    dominant = (held.astype(np.float64) / np.where(capacity > 0, capacity, np.inf)).max(axis=2)
     _, share = binned(times, dominant, start, end)
-    weights = np.array([run.cluster.tenant(t).weight for t in tenants])
+    weights = np.array([sum(run.cluster.tenant(t).weight for t in group) for group in tenants])
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    ax.stackplot(hours, share.T, labels=tenants)
+    ax.stackplot(hours, share.T, labels=_labels(tenants), colors=_colors(tenants))
     for level in np.cumsum(weights / weights.sum())[:-1]:
         ax.axhline(float(level), color="grey", linewidth=0.5, linestyle=":")
     ax.set(
@@ -115,3 +133,40 @@ def plot_run(run: SimRun, out: Path, stem: str) -> list[Path]:
     ax.legend(loc="upper left", fontsize="small")
     paths.append(_save(fig, out / f"{stem}-share.png"))
     return paths
+
+
+def tenant_bands(run: SimRun) -> tuple[list[list[str]], list[npt.NDArray[np.bool_]]]:
+    """The tenants of the stacked plots, each alone; or, with more than ``TENANTS_DRAWN``
+    (a trace of a thousand users), the ones that held the most GPU time and the rest as
+    one band.  With each band, which tenants (by number) it holds."""
+    names = run.timeline.tenants
+    if len(names) <= TENANTS_DRAWN:
+        alone = [[name] for name in names]
+        return alone, [np.arange(len(names)) == i for i in range(len(names))]
+    times = np.array(run.timeline.times, dtype=np.float64)
+    steps = run.timeline.tenant_steps()
+    measure = np.concatenate([[0.0], np.cumsum(np.diff(times, append=times[-1:]))])
+    gpu_time = steps.integral(steps.values[:, 3], measure)
+    top = sorted(np.argsort(-gpu_time, kind="stable")[: TENANTS_DRAWN - 1])
+    rest = np.ones(len(names), dtype=bool)
+    rest[top] = False
+    groups = [[names[i]] for i in top] + [[n for i, n in enumerate(names) if rest[i]]]
+    return groups, [np.arange(len(names)) == i for i in top] + [rest]
+
+
+def _series(
+    steps: Steps, change: Floats | Ints, groups: list[npt.NDArray[np.bool_]], samples: int
+) -> Floats:
+    """``[sample, group]``: the sum over each group's owners of a value (``Steps.per_sample``)."""
+    if not groups:
+        return np.zeros((samples, 0))
+    return np.stack([steps.per_sample(change, g) for g in groups], axis=1)
+
+
+def _colors(groups: list[list[str]]) -> list[str]:
+    """Matplotlib's cycle for the tenants drawn alone; grey for the band of the rest."""
+    return [f"C{i % 10}" if len(g) == 1 else "0.75" for i, g in enumerate(groups)]
+
+
+def _labels(groups: list[list[str]]) -> list[str]:
+    return [g[0] if len(g) == 1 else f"{len(g)} other tenants" for g in groups]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_builders import cluster, job, pool
@@ -14,10 +13,9 @@ from virtuai.domain.tenancy import Quota
 from virtuai.scheduler.placement import Cluster
 from virtuai.scheduler.snapshot import NodeState, PendingJob
 from virtuai.sim.cluster import TenantSpec
-from virtuai.sim.engine import Outcome, simulate, timeline_floor_bytes
+from virtuai.sim.engine import Outcome, simulate
 from virtuai.sim.freeroom import FreeRoom
-from virtuai.sim.philly import philly_cluster, philly_trace
-from virtuai.sim.policy import PolicySpec, example_policy
+from virtuai.sim.policy import PolicySpec
 
 Gi = 2**30
 PREEMPT = PolicySpec("preempt", preemption=True)
@@ -170,19 +168,3 @@ def test_a_one_second_tick_changes_nothing_for_whole_seconds() -> None:
     spec = cluster(pool(count=2, cpu=8))
     exact, ticked = simulate(jobs, spec), simulate(jobs, spec, tick_s=1)
     assert (exact.first_start, exact.finish) == (ticked.first_start, ticked.finish)
-
-
-@pytest.mark.parametrize("tick", [0.0, 60.0])
-def test_the_timeline_floor_is_what_a_replay_keeps_at_least(tick: float) -> None:
-    """``timeline_floor_bytes`` (what ``virtuai sim`` checks against the memory available)
-    never exceeds what a replay's timeline really holds: a row at every submission time."""
-    nodes = philly_cluster(4)
-    jobs = philly_trace(nodes, 300, seed=2, load=1.2)
-    run = simulate(jobs, nodes, example_policy("fairshare-backfill"), tick_s=tick)
-    floor = timeline_floor_bytes(jobs, nodes, tick)
-    held = len(run.timeline) * run.timeline.width * 8
-    assert 0 < floor <= held
-    # Every row beyond the floor is an event time with no submission: an end.
-    ends = {math.ceil(f / tick) * tick if tick else f for f in run.finish if math.isfinite(f)}
-    submits = {math.ceil(j.submit / tick) * tick if tick else j.submit for j in jobs}
-    assert held == len(submits | ends) * run.timeline.width * 8
