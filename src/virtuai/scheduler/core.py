@@ -36,6 +36,7 @@ import heapq
 import math
 import operator
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from virtuai.domain.resources import Node, Resources
 from virtuai.domain.tenancy import Quota
@@ -457,7 +458,36 @@ class _Pass:
             placed = self.board.place(job, pool, short=short)
             if placed is not None:
                 return placed, self.ledger.charge_of_placements(job.tenant, placed), None
+        if job.tasks > 1:  # else a gang split across pools, each part within its quota
+            placed = self.place_split(job, short, may_borrow)
+            if placed is not None:
+                return placed, self.ledger.charge_of_placements(job.tenant, placed), None
         return None, charge, why
+
+    def place_split(
+        self, job: PendingJob, short: bool, may_borrow: bool
+    ) -> tuple[TaskPlacement, ...] | None:
+        """Place a pool-less gang pool by pool, as many tasks in each as its room and the
+        tenant's quota there allow (pools in name order; greedy, so a split that needs
+        another order is not found).  Rare: only when no single pool takes the gang."""
+        placed: tuple[TaskPlacement, ...] = ()
+        left = job.tasks
+        for pool in self.cluster.pools():
+            for tasks in range(left, 0, -1):
+                part = replace(job, tasks=tasks, pool=pool)
+                here = self.board.place(part, pool, short=short)
+                if here is None:
+                    continue
+                landed = self.ledger.charge_of_placements(job.tenant, placed + here)
+                if self.ledger.blocked_reason(landed, may_borrow=may_borrow) is None:
+                    placed, left = placed + here, left - tasks
+                    break
+                self.board.release(here)
+            if not left:
+                return placed
+        if placed:
+            self.board.release(placed)
+        return None
 
     def admit(
         self, job: PendingJob, placed: tuple[TaskPlacement, ...], charge: Charge, short: bool

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
 from sched_builders import FAIR, job, member, node, quota, res, run, world
 
 from virtuai.domain.tenancy import PoolQuota, Quota
@@ -180,11 +179,6 @@ def test_never_when_a_pool_less_job_must_land_where_its_pool_quota_never_lets_it
     assert admitted(schedule(world(nodes, [job("f", cpu=4, tasks=2)], [tenant], policy=FIFO)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: a job naming no pool is placed anywhere (best fit) or in one "
-    "pool, never split so as to keep within a pool quota; it waits for quota meanwhile",
-)
 def test_a_pool_less_gang_that_fits_only_split_across_pools_is_placed_so() -> None:
     # physics may hold 8 cpu in pool gpu. Two tasks of 5 cpu fit only one in each pool:
     # best fit puts both on the gpu nodes (10 cpu there), and no single pool holds both.
@@ -192,6 +186,26 @@ def test_a_pool_less_gang_that_fits_only_split_across_pools_is_placed_so() -> No
     tenant = member("physics", cohort=None, nominal=quota(cpu=8), pool="gpu")
     d = schedule(world(nodes, [job("j", cpu=5, tasks=2)], [tenant], policy=FIFO))
     assert admitted(d) == ["j"]
+    pools = sorted(p.node[0] for p in d.admitted[0].placements)
+    assert pools == ["g", "l"]  # one task in each pool
+
+
+def test_a_split_gang_takes_only_what_each_pool_quota_leaves() -> None:
+    # 5 tasks of 2 cpu; physics may hold 4 cpu in pool gpu (2 tasks), and the other pool
+    # has room for 2 tasks now (another tenant's job holds the rest): 4 tasks fit within
+    # quota, so the gang waits for quota.
+    nodes = [node("g1", cpu=16, pool="gpu"), node("l1", cpu=6)]
+    tenant = TenantState("physics", quota(cpu=100), quotas=(PoolQuota("gpu", quota(cpu=4)),))
+    other = run("other", "l1", tenant="chemistry", cpu=2)
+    gang = [job("gang", cpu=2, tasks=5)]
+    d = schedule(world(nodes, gang, [tenant], [other], policy=FIFO))
+    assert admitted(d) == []
+    assert blocked(d)["gang"].kind is BlockKind.QUOTA
+    # Once it ends, the gang splits 2 + 3.
+    d = schedule(world(nodes, gang, [tenant], policy=FIFO))
+    assert admitted(d) == ["gang"]
+    on = [p.node for p in d.admitted[0].placements]
+    assert on.count("g1") == 2 and on.count("l1") == 3
 
 
 def test_a_pool_less_job_moves_to_a_pool_with_room_in_its_quota() -> None:
