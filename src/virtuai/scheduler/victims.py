@@ -125,6 +125,12 @@ class VictimSearch:
             seen.append(c)
         if not seen or not self._could(job, seen, may_borrow):
             return None
+        # Below, a trial is made only once the victims released so far gain enough tasks;
+        # what they gain together never exceeds what all of them would (room only grows as
+        # victims leave).  So if all of them would not gain enough, no trial would be made:
+        # say so now, without releasing and taking back each victim (most failed searches).
+        if not self._enough(job, short, self._gain(job, seen)):
+            return None
         # Otherwise add in rank until the job fits, then give back what is not needed.  The
         # quota is counted first; victims leave the cluster only once it would be enough.
         chosen: list[Candidate] = []
