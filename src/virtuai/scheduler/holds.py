@@ -133,9 +133,18 @@ class Holds:
 
 
 def tasks_fitting(room: tuple[int, int, int], need: Resources) -> int:
+    # (Spelled out per resource: victim searches count this for every candidate's nodes.)
+    cpu, memory, gpu = room
     fit = -1
-    for have, want in zip(room, (need.cpu_milli, need.memory, need.gpu), strict=True):
-        if want > 0:
-            n = have // want if have > 0 else 0
-            fit = n if fit < 0 else min(fit, n)
+    want = need.cpu_milli
+    if want > 0:
+        fit = cpu // want if cpu > 0 else 0
+    want = need.memory
+    if want > 0:
+        n = memory // want if memory > 0 else 0
+        fit = n if fit < 0 or n < fit else fit
+    want = need.gpu
+    if want > 0:
+        n = gpu // want if gpu > 0 else 0
+        fit = n if fit < 0 or n < fit else fit
     return 1 if fit < 0 else fit

@@ -105,11 +105,14 @@ class VictimSearch:
         # One victim is the fewest: the first, in rank, that is enough alone.
         seen: list[Candidate] = []
         singles = 0
+        # Tasks of the job each node holds now, counted once: a trial gives back what it
+        # took, so the nodes stay as they are until victims are added below.
+        fitting: dict[str, int] = {}
         for c in candidates:
             seen.append(c)
-            if not self._enough(job, short, self._gain(job, [c])) or not self._could(
-                job, [c], may_borrow
-            ):
+            if not self._enough(
+                job, short, self._gain(job, [c], fitting=fitting)
+            ) or not self._could(job, [c], may_borrow):
                 continue
             self.take(c)
             fit = self.fits(job, may_borrow)
@@ -129,7 +132,7 @@ class VictimSearch:
         # what they gain together never exceeds what all of them would (room only grows as
         # victims leave).  So if all of them would not gain enough, no trial would be made:
         # say so now, without releasing and taking back each victim (most failed searches).
-        if not self._enough(job, short, self._gain(job, seen)):
+        if not self._enough(job, short, self._gain(job, seen, fitting=fitting)):
             return None
         # Otherwise add in rank until the job fits, then give back what is not needed.  The
         # quota is counted first; victims leave the cluster only once it would be enough.
@@ -214,9 +217,18 @@ class VictimSearch:
                 self._board.release(trial[0])
                 chosen.remove(c)
 
-    def _gain(self, job: PendingJob, gone: Sequence[Candidate], *, back: bool = False) -> int:
+    def _gain(
+        self,
+        job: PendingJob,
+        gone: Sequence[Candidate],
+        *,
+        back: bool = False,
+        fitting: dict[str, int] | None = None,
+    ) -> int:
         """How many more tasks of ``job`` the nodes hold once ``gone`` leave (cheap, exact
-        but for backfill holds); ``back``: how many fewer once ``gone``, now away, return."""
+        but for backfill holds); ``back``: how many fewer once ``gone``, now away, return.
+        ``fitting``: the tasks each node holds now, kept across calls while the nodes do
+        not change."""
         cluster = self._board.cluster
         need = job.per_task
         freed: dict[str, list[int]] = {}
@@ -233,7 +245,11 @@ class VictimSearch:
             if job.pool is not None and node.pool != job.pool:
                 continue
             gpus = min(node.gpu_budget, len(node.free_gpus))
-            now = tasks_fitting((node.cpu, node.memory, gpus), need)
+            now = fitting.get(name) if fitting is not None else None
+            if now is None:
+                now = tasks_fitting((node.cpu, node.memory, gpus), need)
+                if fitting is not None:
+                    fitting[name] = now
             then = tasks_fitting(
                 (node.cpu + sign * cpu, node.memory + sign * memory, gpus + sign * gpu), need
             )
