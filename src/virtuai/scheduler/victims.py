@@ -109,6 +109,8 @@ class VictimSearch:
         # took, so the nodes stay as they are until victims are added below.
         fitting: dict[str, int] = {}
         for c in candidates:
+            if len(seen) >= self._max:
+                break  # (as many looked at as a search may, none enough alone)
             seen.append(c)
             if not self._enough(
                 job, short, self._gain(job, [c], fitting=fitting)

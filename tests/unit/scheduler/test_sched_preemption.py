@@ -148,6 +148,21 @@ def test_fewest_victims_first_then_lowest_priority_then_youngest() -> None:
     assert victims(schedule(world(NODES, [job("j", cpu=4)], [], running))) == ["young"]
 
 
+def test_a_search_looks_at_no_more_candidates_than_the_policy_allows() -> None:
+    # In rank: small1, small2 (lowest priority, youngest first), then big.  Alone, only
+    # big makes room; with two candidates allowed, the search never looks at it.
+    running = [
+        run("small1", "n1", cpu=2, priority=100, started_at=3.0),
+        run("small2", "n1", cpu=2, priority=100, started_at=2.0),
+        run("big", "n1", cpu=4, priority=200, started_at=1.0),
+    ]
+    pending = [job("j", cpu=4, priority=500)]
+    assert victims(schedule(world(NODES, pending, [], running))) == ["big"]
+    bounded = replace(FAIR, max_victim_candidates=2)
+    d = schedule(world(NODES, pending, [], running, policy=bounded))
+    assert sorted(victims(d)) == ["small1", "small2"]
+
+
 def test_priority_preemption_frees_quota() -> None:
     tenants = [member("physics", cohort=None, nominal=quota(cpu=4))]
     running = [run("low", "n1", cpu=4, priority=100)]
