@@ -17,7 +17,8 @@ At each event time, in this order:
    usage history), the waiting and the running jobs, ``now`` and the policy goes
    to ``schedule()``; admitted jobs start now, on exactly the nodes and devices
    the scheduler chose; preempted jobs are told to stop;
-4. a sample of the timeline (queue length, allocations per tenant and pool).
+4. a sample of the timeline: the queue length and allocations of the tenants and
+   pools that changed (``timeline.py``).
 
 So one pass happens per distinct event time, as the live control plane makes one
 pass per tick when something wakes it.  With ``tick_s`` > 0, event times are
