@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from virtuai.sim.engine import Outcome, SimRun
+from virtuai.sim.timeline import dominant_shares
 
 __all__ = ["RHO_FLOOR_S", "jain", "summarize"]
 
@@ -253,7 +254,7 @@ def _usage(run: SimRun, start: float, end: float) -> dict[str, Any]:
     dt_c = dt * contended_mask
     measure_c = np.concatenate([[0.0], np.cumsum(dt_c)])
     held = steps.values[:, 1:].astype(np.float64)
-    dominant = (held / np.where(capacity > 0, capacity, np.inf)).max(axis=1, initial=0.0)
+    dominant = dominant_shares(steps.values[:, 1:], cap)
     dominant_time = steps.integral(dominant, measure)
     dominant_contended = steps.integral(dominant, measure_c)
     gpu_time = steps.integral(held[:, 2], measure)

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from virtuai.sim.engine import SimRun
-from virtuai.sim.timeline import Ints, Steps
+from virtuai.sim.timeline import Ints, Steps, dominant_shares
 
 __all__ = ["BINS", "TENANTS_DRAWN", "binned", "plot_run", "tenant_bands"]
 
@@ -75,11 +75,8 @@ def plot_run(run: SimRun, out: Path, stem: str) -> list[Path]:
     title = f"{run.policy.name} on {run.cluster.name}"
     pools = run.cluster.pools
     tenants, groups = tenant_bands(run)
-    cap = run.cluster.capacity
-    capacity = np.array([cap.cpu_milli, cap.memory, cap.gpu], dtype=np.float64)
-    per = np.where(capacity > 0, capacity, np.inf)
-    dominant_after = (steps.values[:, 1:] / per).max(axis=1, initial=0.0)
-    dominant_before = (steps.before[:, 1:] / per).max(axis=1, initial=0.0)
+    dominant_after = dominant_shares(steps.values[:, 1:], run.cluster.capacity)
+    dominant_before = dominant_shares(steps.before[:, 1:], run.cluster.capacity)
     k = len(times)
     waiting = _series(steps, steps.values[:, 0] - steps.before[:, 0], groups, k)
     dominant = _series(steps, dominant_after - dominant_before, groups, k)
@@ -137,8 +134,9 @@ def plot_run(run: SimRun, out: Path, stem: str) -> list[Path]:
 
 def tenant_bands(run: SimRun) -> tuple[list[list[str]], list[npt.NDArray[np.bool_]]]:
     """The tenants of the stacked plots, each alone; or, with more than ``TENANTS_DRAWN``
-    (a trace of a thousand users), the ones that held the most GPU time and the rest as
-    one band.  With each band, which tenants (by number) it holds."""
+    (a trace of a thousand users), the ones that held the largest share of the cluster
+    over time (dominant share: GPUs, or CPUs on a cluster without) and the rest as one
+    band.  With each band, which tenants (by number) it holds."""
     names = run.timeline.tenants
     if len(names) <= TENANTS_DRAWN:
         alone = [[name] for name in names]
@@ -146,8 +144,8 @@ def tenant_bands(run: SimRun) -> tuple[list[list[str]], list[npt.NDArray[np.bool
     times = np.array(run.timeline.times, dtype=np.float64)
     steps = run.timeline.tenant_steps()
     measure = np.concatenate([[0.0], np.cumsum(np.diff(times, append=times[-1:]))])
-    gpu_time = steps.integral(steps.values[:, 3], measure)
-    top = sorted(np.argsort(-gpu_time, kind="stable")[: TENANTS_DRAWN - 1])
+    held = steps.integral(dominant_shares(steps.values[:, 1:], run.cluster.capacity), measure)
+    top = sorted(np.argsort(-held, kind="stable")[: TENANTS_DRAWN - 1])
     rest = np.ones(len(names), dtype=bool)
     rest[top] = False
     groups = [[names[i]] for i in top] + [[n for i, n in enumerate(names) if rest[i]]]

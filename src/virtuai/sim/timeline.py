@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Floats", "Ints", "Steps", "Timeline"]
+from virtuai.domain.resources import Resources
+
+__all__ = ["Floats", "Ints", "Steps", "Timeline", "dominant_shares"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -165,3 +167,11 @@ class Steps:
         for c in range(len(self.at)):
             out[self.at[c] : self.until[c], self.who[c]] = self.values[c]
         return out
+
+
+def dominant_shares(held: Ints, capacity: Resources) -> Floats:
+    """Per row of (cpu, memory, gpu) held, the largest share of ``capacity`` it is (DRF's
+    dominant share; a resource the cluster lacks counts for nothing)."""
+    total = np.array([capacity.cpu_milli, capacity.memory, capacity.gpu], dtype=np.float64)
+    shares: Floats = (held / np.where(total > 0, total, np.inf)).max(axis=1, initial=0.0)
+    return shares

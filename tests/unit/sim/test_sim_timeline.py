@@ -124,7 +124,7 @@ def test_a_replay_of_many_tenants_is_drawn_with_the_biggest_and_the_rest(tmp_pat
     bands, masks = tenant_bands(run)
     assert len(bands) == TENANTS_DRAWN
     assert bands[-1] == sorted(bands[-1]) and len(bands[-1]) == tenants - TENANTS_DRAWN + 1
-    # The ones drawn alone held the most GPU time: the longest 3-GPU jobs.
+    # The ones drawn alone held the largest share (GPUs here): the longest 3-GPU jobs.
     gpu_hours = summarize(run)["tenants"]
     alone = {band[0] for band in bands[:-1]}
     least_alone = min(gpu_hours[name]["gpu_hours"] for name in alone)
