@@ -124,16 +124,23 @@ def summarize(run: SimRun, isolated_jct: Sequence[float] | None = None) -> dict[
         rho_part = {"rho_mean": s["mean"], "rho_p99": s["p99"], "rho_max": s["max"]}
 
     tenants: dict[str, Any] = {}
-    tenant_of = np.array([j.tenant for j in jobs], dtype=object)
+    # Each tenant's jobs in trace order, from one sort: a scan of every job per tenant cost
+    # a thousand scans of a million jobs on PAI's trace.
+    number = {name: i for i, name in enumerate(run.timeline.tenants)}
+    owner = np.array([number.get(j.tenant, -1) for j in jobs], dtype=np.int64)
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(len(number) + 1))
+    jct_all, wait_all = finish - submit, finish - submit - ran
     for i, name in enumerate(run.timeline.tenants):
-        mine = (tenant_of == name) & done
-        if not (tenant_of == name).any():
+        theirs = order[bounds[i] : bounds[i + 1]]
+        if not len(theirs):
             continue
+        mine = theirs[done[theirs]]
         entry = dict(usage["tenants"][i])
-        entry["jobs"] = int((tenant_of == name).sum())
-        entry["finished"] = int(mine.sum())
-        entry["jct_mean_s"] = float((finish - submit)[mine].mean()) if mine.any() else None
-        entry["wait_mean_s"] = float((finish - submit - ran)[mine].mean()) if mine.any() else None
+        entry["jobs"] = len(theirs)
+        entry["finished"] = len(mine)
+        entry["jct_mean_s"] = float(jct_all[mine].mean()) if len(mine) else None
+        entry["wait_mean_s"] = float(wait_all[mine].mean()) if len(mine) else None
         r = rho_all[mine]
         r = r[~np.isnan(r)]
         entry["rho_mean"] = float(r.mean()) if len(r) else None

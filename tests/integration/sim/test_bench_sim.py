@@ -43,3 +43,21 @@ def test_the_benchmark_runs_and_prints_its_last_line() -> None:
     assert re.fullmatch(
         f"light_gap_closed=-?{NUMBER} worst_tenant_vs_fairshare={NUMBER}", lines[-2]
     ), lines[-2]
+
+
+def test_the_many_tenants_benchmark_runs_and_keeps_the_timeline_small() -> None:
+    """``bench/sim_tenants.py``: the same jobs of 200 tenants and of 4 keep timelines of
+    about the same size (a number per tenant at every event would be 50x)."""
+    args = ["--tenants", "200", "--jobs", "1500", "--nodes", "16"]
+    result = subprocess.run(
+        [sys.executable, str(BENCH.with_name("sim_tenants.py")), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.splitlines()[-1]
+    match = re.fullmatch(f"tenants_cpu_ratio=({NUMBER}) timeline_bytes_ratio=({NUMBER})", last)
+    assert match is not None, last
+    assert float(match.group(3)) < 1.5, last
