@@ -198,8 +198,8 @@ def _window(run: SimRun, start: float, end: float) -> dict[str, float | None]:
     if len(times) == 0 or gpus <= 0:
         return {"gpu_utilization": None, "idle_gpus_waiting": None}
     pools, tenants = run.timeline.pool_steps(), run.timeline.tenant_steps()
-    used = pools.per_sample(pools.values[:, 2] - pools.before[:, 2])
-    waiting = tenants.per_sample(tenants.values[:, 0] - tenants.before[:, 0])
+    used = pools.per_sample(lambda v: v[:, 2])
+    waiting = tenants.per_sample(lambda v: v[:, 0])
     nxt = np.append(times[1:], times[-1])
     out: dict[str, float | None] = {"gpu_utilization": None, "idle_gpus_waiting": None}
     if end > start:
@@ -255,8 +255,7 @@ def _usage(run: SimRun, start: float, end: float) -> dict[str, Any]:
     in_trace = np.array([name in trace_tenants for name in names], dtype=bool)
     weights = np.array([run.cluster.tenant(name).weight for name in names])
     # Contended: every tenant of the trace has a job waiting.
-    waits = steps.values[:, 0] > 0
-    now_waiting = steps.per_sample(waits.astype(np.int64) - (steps.before[:, 0] > 0), in_trace)
+    now_waiting = steps.per_sample(lambda v: v[:, 0] > 0, in_trace)
     contended_mask = (now_waiting == in_trace.sum()) if in_trace.any() else np.zeros(len(dt), bool)
     dt_c = dt * contended_mask
     measure_c = np.concatenate([[0.0], np.cumsum(dt_c)])

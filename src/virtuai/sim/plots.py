@@ -9,6 +9,7 @@ time bins (time-weighted, so nothing is lost to sampling) before drawing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from virtuai.sim.engine import SimRun
-from virtuai.sim.timeline import Ints, Steps, dominant_shares
+from virtuai.sim.timeline import Ints, Reading, Steps, dominant_shares
 
 __all__ = ["BINS", "TENANTS_DRAWN", "binned", "plot_run", "tenant_bands"]
 
@@ -75,18 +76,12 @@ def plot_run(run: SimRun, out: Path, stem: str) -> list[Path]:
     title = f"{run.policy.name} on {run.cluster.name}"
     pools = run.cluster.pools
     tenants, groups = tenant_bands(run)
-    dominant_after = dominant_shares(steps.values[:, 1:], run.cluster.capacity)
-    dominant_before = dominant_shares(steps.before[:, 1:], run.cluster.capacity)
     k = len(times)
-    waiting = _series(steps, steps.values[:, 0] - steps.before[:, 0], groups, k)
-    dominant = _series(steps, dominant_after - dominant_before, groups, k)
+    waiting = _series(steps, lambda v: v[:, 0], groups, k)
+    dominant = _series(steps, lambda v: dominant_shares(v[:, 1:], run.cluster.capacity), groups, k)
     each_pool = [np.arange(len(pools)) == p for p in range(len(pools))]
     allocated = np.stack(
-        [
-            _series(pool_steps, pool_steps.values[:, r] - pool_steps.before[:, r], each_pool, k)
-            for r in range(3)
-        ],
-        axis=2,
+        [_series(pool_steps, _column(r), each_pool, k) for r in range(3)], axis=2
     )  # sample x pool x 3
     paths = []
 
@@ -153,12 +148,19 @@ def tenant_bands(run: SimRun) -> tuple[list[list[str]], list[npt.NDArray[np.bool
 
 
 def _series(
-    steps: Steps, change: Floats | Ints, groups: list[npt.NDArray[np.bool_]], samples: int
+    steps: Steps,
+    value: Callable[[Ints], Reading],
+    groups: list[npt.NDArray[np.bool_]],
+    samples: int,
 ) -> Floats:
     """``[sample, group]``: the sum over each group's owners of a value (``Steps.per_sample``)."""
     if not groups:
         return np.zeros((samples, 0))
-    return np.stack([steps.per_sample(change, g) for g in groups], axis=1)
+    return np.stack([steps.per_sample(value, g) for g in groups], axis=1)
+
+
+def _column(field: int) -> Callable[[Ints], Ints]:
+    return lambda values: values[:, field]
 
 
 def _colors(groups: list[list[str]]) -> list[str]:

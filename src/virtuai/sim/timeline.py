@@ -18,7 +18,7 @@ the tests, and plots of a few tenants.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = ["Floats", "Ints", "Steps", "Timeline", "dominant_shares"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
+Reading = Floats | Ints | npt.NDArray[np.bool_]  # one number per change
 
 TENANT_FIELDS = 4  # waiting jobs, then cpu (milli), memory, gpu held
 POOL_FIELDS = 3  # cpu (milli), memory, gpu allocated
@@ -49,6 +50,7 @@ class Timeline:
         # Per change: the sample it happened at, whose it is, then its values.
         self._tenant_at, self._tenant_who, self._tenant_values = array("q"), array("q"), array("q")
         self._pool_at, self._pool_who, self._pool_values = array("q"), array("q"), array("q")
+        self._steps: dict[str, Steps] = {}  # read back once, until the next record
 
     def record(
         self,
@@ -58,6 +60,8 @@ class Timeline:
     ) -> None:
         """A sample at ``t``: ``(tenant, waiting, cpu, memory, gpu)`` of the tenants that
         changed since the last one, ``(pool, cpu, memory, gpu)`` of the pools."""
+        if self._steps:
+            self._steps.clear()
         times = self.times
         if not times or times[-1] != t:
             times.append(t)
@@ -83,17 +87,23 @@ class Timeline:
 
     def tenant_steps(self) -> Steps:
         """The tenants' changes; values: waiting, cpu, memory, gpu."""
-        return Steps.of(
-            len(self.times), len(self.tenants), self._tenant_at, self._tenant_who,
-            self._tenant_values, TENANT_FIELDS,
-        )  # fmt: skip
+        steps = self._steps.get("tenants")
+        if steps is None:
+            steps = self._steps["tenants"] = Steps.of(
+                len(self.times), len(self.tenants), self._tenant_at, self._tenant_who,
+                self._tenant_values, TENANT_FIELDS,
+            )  # fmt: skip
+        return steps
 
     def pool_steps(self) -> Steps:
         """The pools' changes; values: cpu, memory, gpu allocated."""
-        return Steps.of(
-            len(self.times), len(self.pools), self._pool_at, self._pool_who, self._pool_values,
-            POOL_FIELDS,
-        )  # fmt: skip
+        steps = self._steps.get("pools")
+        if steps is None:
+            steps = self._steps["pools"] = Steps.of(
+                len(self.times), len(self.pools), self._pool_at, self._pool_who,
+                self._pool_values, POOL_FIELDS,
+            )  # fmt: skip
+        return steps
 
     def arrays(self) -> tuple[Floats, Ints, Ints, Ints]:
         """``(times, waiting[k, tenant], held[k, tenant, 3], allocated[k, pool, 3])``, dense:
@@ -142,11 +152,12 @@ class Steps:
         return cls(samples, owners, at_, who_, values_, before, until)
 
     def per_sample(
-        self, change: Floats | Ints, among: npt.NDArray[np.bool_] | None = None
+        self, value: Callable[[Ints], Reading], among: npt.NDArray[np.bool_] | None = None
     ) -> Floats:
-        """The sum over owners (those of ``among``, by owner, if given) of a value, at
-        every sample: ``change`` is, per change, the value after it minus before it."""
-        weights = np.asarray(change, dtype=np.float64)
+        """The sum over owners (those of ``among``, by owner, if given) of ``value`` (of
+        the ``[change, field]`` values, one number per change), at every sample."""
+        after = np.asarray(value(self.values), dtype=np.float64)
+        weights = after - np.asarray(value(self.before), dtype=np.float64)
         if among is not None:
             weights = weights * among[self.who]
         sums = np.bincount(self.at, weights=weights, minlength=self.samples)
