@@ -60,8 +60,8 @@ def main() -> None:
 
     jobs = generate_trace(generate_cluster(args.nodes, args.tenants), args.jobs, seed=args.seed)
     many = replay("many", jobs, args.tenants, args)
-    users = tenant_names(args.tenants)
-    group = {name: tenant_names(FEW)[k % FEW] for k, name in enumerate(users)}
+    few_names = tenant_names(FEW)
+    group = {name: few_names[k % FEW] for k, name in enumerate(tenant_names(args.tenants))}
     few = replay("few", [replace(j, tenant=group[j.tenant]) for j in jobs], FEW, args)
     print(f"tenants_cpu_ratio={many[0] / few[0]:.2f} timeline_bytes_ratio={many[1] / few[1]:.2f}")
 
