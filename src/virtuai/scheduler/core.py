@@ -35,7 +35,9 @@ from __future__ import annotations
 import heapq
 import math
 import operator
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from virtuai.domain.resources import Node, Resources
@@ -78,7 +80,7 @@ from virtuai.scheduler.snapshot import (
     Snapshot,
     TenantState,
 )
-from virtuai.scheduler.waiting import Waiting, time_limit
+from virtuai.scheduler.waiting import Entry, Waiting, time_limit
 
 __all__ = ["queue_order", "schedule"]
 
@@ -284,29 +286,29 @@ class _Pass:
         queues = self.waiting.queues
         stop = self.stopper(self.waiting)
         # (With preemption a job that cannot start may still preempt: none is passed over.)
-        passes_over = None if stop is None or self.preemptor is not None else stop.passes_over
+        skip = None if stop is None or self.preemptor is not None else stop.skip
         order = (
-            merged(queues, passes_over)
+            merged(queues, skip)
             if self.tracker is None
-            else fair_merge(queues, self.tracker, self.due, passes_over)
+            else fair_merge(queues, self.tracker, self.due, skip)
         )
         if stop is None:
             decide = self.decide  # (bound once: this runs for every waiting job of the pass)
             for job in order:
                 decide(job, True)
-        elif passes_over is None:
+        elif skip is None:
             decide, decided = self.decide, stop.decided
             for job in order:
                 decide(job, True)
                 if decided(job):
                     break
         else:
+            # The merge passes over the settled jobs (``_Stop.skip``); one settled since
+            # the merge found its tenant's next job gets no decision either.
+            settled = stop.settled
             for job in order:
-                shape = shape_of(job)
-                if not stop.settled(job, shape):
+                if not settled(job, shape_of(job)):
                     self.decide(job, True)
-                if stop.done(job, shape):
-                    break
         for job in self.deferred:
             self.decide(job, False)
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
@@ -728,26 +730,25 @@ class _Pass:
 
 
 class _Stop:
-    """Knows when no job left in a pass's queue can be admitted (``Policy.report_blocked``).
+    """Knows which jobs left in a pass's queue need no decision (``Policy.report_blocked``
+    off: no one reads why a job waits).
 
-    Every remaining job is then blocked, by the same rules ``decide`` applies: its
-    shape failed to fit in the held view (``Board``'s failure cache; free room only
-    shrinks in a pass), and, while a reservation stands, it either failed in the
-    unheld view too or ends after the reservation starts (not short).  A remaining
-    shape not tried yet is tried here (``Board.fits_held``, ``fits_unheld``: trials
-    that leave the cluster as it was), so the pass stops right after its last
-    admission instead of deciding every job behind it one by one.  Behind a head
-    without reservation (strict FIFO) every job waits in the queue: nothing to try.
-    Checked only when a failure cache grew, so a pass pays for it a few times per
-    shape at most.  Before that point, the same rules tell a single job that needs no
-    decision (``settled``): the pass leaves it undecided, and the fair-share merge
-    passes over it (``passes_over``).  The counts of the pass's jobs are the kept
-    queues' (``waiting.Waiting``); the jobs decided are counted here.
+    A job is ``settled`` when the same rules ``decide`` applies would block it: its shape
+    failed to fit in the held view (``Board``'s failure cache; free room only shrinks in a
+    pass), and, while a reservation stands, it either failed in the unheld view too or
+    ends after the reservation starts (not short); or it waits behind a head without
+    reservation (strict FIFO).  Without preemption the queue's merge passes over settled
+    jobs (``skip``, by bisection in ``Waiting.shape_queues``): a pass decides only the
+    jobs that may start or whose shape was not tried yet, however long the queue behind.
 
-    With preemption a blocked job may still preempt: the pass stops only once every
-    job whose victims are stopping has been decided and no job left would preempt
-    (``_Pass.preempts_none``, ``_Pass.all_start_soon``), and no job is passed over before
-    that.
+    With preemption a blocked job may still preempt, so no job is passed over: the pass
+    stops once no job left can start (``none_left_starts``: a remaining shape not tried
+    yet is tried there, by ``Board.fits_held`` and ``fits_unheld``, trials that leave
+    the cluster as it was), every job whose victims are stopping has been decided, and
+    no job left would preempt (``_Pass.preempts_none``, ``_Pass.all_start_soon``).  It
+    is checked only when a failure cache grew, so a pass pays for it a few times per
+    shape at most.  The counts of the pass's jobs are the kept queues'
+    (``waiting.Waiting``); the jobs decided are counted here.
     """
 
     def __init__(self, one: _Pass, waiting: Waiting) -> None:
@@ -757,10 +758,11 @@ class _Stop:
         self.by_shape = waiting.by_shape
         self.shape_count = waiting.shape_count
         self.left = len(waiting)
-        self.taken: dict[Shape, int] = {}
-        self.taken_times: dict[tuple[Shape, float], int] = {}
+        self.taken: Counter[Shape] = Counter()
+        self.taken_times: Counter[tuple[Shape, float]] = Counter()
         self.seen = -1
-        self.uncounted: list[PendingJob] = []  # decided, not counted yet (``decided``)
+        # Decided, not counted yet: counted only once a check needs the counts.
+        self.uncounted: list[PendingJob] = []
         # Jobs not decided yet whose victims are stopping (they are promised that room).
         preemptor = one.preemptor
         self.waiting_for = set(preemptor.waiting_for()) if preemptor is not None else set()
@@ -784,54 +786,79 @@ class _Stop:
             and (not one.is_short(job) or board.failed_unheld(shape))
         )
 
-    def passes_over(self, job: PendingJob) -> bool:
-        """Whether ``job`` is ``settled``, and then count it as decided: the queue's merge
-        passes over it (``queue.merged``, ``queue.fair_merge``)."""
-        shape = shape_of(job)
-        if not self.settled(job, shape):
-            return False
-        self.count(job, shape)
-        return True
+    def skip(self, tenant: str, queue: Sequence[Entry], i: int) -> int:
+        """The index of the first job at or after ``i`` in ``tenant``'s queue that is not
+        ``settled`` (the queue's length if none is): the queue's merge passes over the jobs
+        in between (``queue.merged``, ``queue.fair_merge``).  Without a walk of them: a
+        shape's jobs are either all settled, all not, or (failed in the held view only)
+        settled unless short, so the first job not settled is the first job of a shape of
+        the second kind, or the first short job of one of the third, each found by bisection
+        in ``Waiting.shape_queues``.  Behind a queue of thousands that cannot start, a pass
+        then costs what its decisions cost, whatever the length of the queue."""
+        if i >= len(queue):
+            return i
+        job = queue[i][2]
+        if not self.settled(job, shape_of(job)):
+            return i  # (the commonest case: no index needed)
+        after = queue[i]
+        first: Entry | None = None
+        one = self.one
+        now, until = one.now, one.short_until
+        for shape, jobs in one.waiting.shape_queues(tenant).items():
+            settled = self.shape_settled(shape)
+            if settled is None:
+                first = _first_after(jobs.entries, after, first)
+            elif not settled and one.reservations:  # (no reservation: none is short)
+                for limit in jobs.limits:
+                    if not now + limit <= until:  # (as ``is_short`` reckons; ascending)
+                        break
+                    first = _first_after(jobs.by_limit[limit], after, first)
+        return len(queue) if first is None else bisect_left(queue, first, i)
 
-    def count(self, job: PendingJob, shape: Shape) -> None:
-        """Count ``job`` (of ``shape``) as decided."""
-        taken = self.taken
-        taken[shape] = taken.get(shape, 0) + 1
-        key = (shape, time_limit(job))
-        self.taken_times[key] = self.taken_times.get(key, 0) + 1
-        self.left -= 1
+    def shape_settled(self, shape: Shape) -> bool | None:
+        """``settled`` for every job of ``shape``: True if all are, False if all are but
+        the short ones, None if none is."""
+        one = self.one
+        if one.head is None:
+            return None
+        if one.behind is not None:
+            return None if one.feasibility.shape_never(shape) else True
+        board = one.board
+        if len(one.reservations) < one.policy.reserve_depth or not board.failed_held(shape):
+            return None
+        return board.failed_unheld(shape)
+
+    def count(self) -> None:
+        """Count the jobs decided since the last count."""
+        jobs = self.uncounted
+        shapes = list(map(shape_of, jobs))
+        self.taken.update(shapes)
+        self.taken_times.update(zip(shapes, map(time_limit, jobs), strict=True))
+        self.left -= len(jobs)
         if self.waiting_for:
-            self.waiting_for.discard(job.id)
-
-    def done(self, job: PendingJob, shape: Shape) -> bool:
-        """Count ``job`` (of ``shape``) decided; whether no job left can start now."""
-        self.count(job, shape)
-        return self.none_left_starts(job)
+            self.waiting_for.difference_update(job.id for job in jobs)
+        jobs.clear()
 
     def decided(self, job: PendingJob) -> bool:
-        """``done`` for a pass with preemption, which passes over no job: decided jobs are
-        counted only once a check needs the counts (a pass that never blocks a job for
-        capacity, or whose failures stop growing, counts none)."""
+        """Take ``job`` as decided; whether no job left (all after it) can start now."""
         self.uncounted.append(job)
-        if self.one.head is None or self.one.board.failures == self.seen:
-            return False
-        for j in self.uncounted:
-            self.count(j, shape_of(j))
-        self.uncounted.clear()
         return self.none_left_starts(job)
 
     def none_left_starts(self, after: PendingJob) -> bool:
-        """Whether no job left (of those not counted as decided, all after ``after``) can
-        start now."""
-        if not self.left:
-            return True
-        taken = self.taken
+        """Whether no job left (of those not decided, all after ``after``) can start now.
+        Asked only once a failure cache grew (a pass that never blocks a job for capacity,
+        or whose failures stop growing, counts no job); when no job is left, the queue's
+        merge has none more to give either."""
         one = self.one
         board = one.board
         grown = board.failures
         if grown == self.seen or one.head is None:
             return False
-        left = [s for s, n in self.shape_count.items() if n > taken.get(s, 0)]
+        self.count()
+        if not self.left:
+            return True
+        taken = self.taken
+        left = [s for s, n in self.shape_count.items() if n > taken[s]]
         if any(map(one.feasibility.shape_never, left)):
             return False
         if one.behind is not None:
@@ -840,12 +867,19 @@ class _Stop:
             # (What preemption needs first: it is cheaper than the trials.)
             if self.waiting_for or not one.preempts_none(after):
                 return False
+            # Every trial in the held view, then every one in the unheld view: each switch
+            # of view moves the holds of every reserved node.
             for s in left:
                 if not board.failed_held(s) and board.fits_held(_probe(s)):
                     return False
-                short = one.now + self.shortest(s) <= one.short_until
-                if short and board.fits_unheld(_probe(s)):  # it may backfill
-                    return False
+            now, until = one.now, one.short_until
+            for s in left:
+                if (
+                    not board.failed_unheld(s)
+                    and now + self.shortest(s) <= until  # (as ``is_short`` reckons)
+                    and board.fits_unheld(_probe(s))
+                ):
+                    return False  # it may backfill
             return one.all_start_soon(left)
         finally:
             self.seen = board.failures
@@ -853,9 +887,16 @@ class _Stop:
     def shortest(self, shape: Shape) -> float:
         """The shortest time limit among the jobs of ``shape`` not decided yet."""
         taken = self.taken_times
-        return min(
-            limit for limit, n in self.by_shape[shape].items() if n > taken.get((shape, limit), 0)
-        )
+        return min(limit for limit, n in self.by_shape[shape].items() if n > taken[shape, limit])
+
+
+def _first_after(entries: Sequence[Entry], after: Entry, first: Entry | None) -> Entry | None:
+    """The earlier of ``first`` and the first of ``entries`` (in queue order) at or after
+    ``after``."""
+    k = bisect_left(entries, after)
+    if k < len(entries) and (first is None or entries[k] < first):
+        return entries[k]
+    return first
 
 
 def _probe(shape: Shape) -> PendingJob:

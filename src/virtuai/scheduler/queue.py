@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import filterfalse
 from typing import Any
 
 from virtuai.scheduler.fairshare import ShareTracker
@@ -45,6 +44,7 @@ from virtuai.scheduler.waiting import Entry, Key, Waiting
 
 __all__ = [
     "Due",
+    "Skip",
     "due_by",
     "fair_merge",
     "fair_order",
@@ -57,6 +57,8 @@ __all__ = [
 
 Level = Callable[[PendingJob], int]
 Due = Callable[[PendingJob], float]
+# (tenant, its queue, i) -> the index of its first job at or after i that needs a turn.
+Skip = Callable[[str, Sequence[Entry], int], int]
 
 
 def due_by(cap_s: float) -> Due:
@@ -103,17 +105,39 @@ def queue_order(
     return sorted(pending, key=queue_key(level, due))
 
 
-def merged(
-    queues: Mapping[str, Sequence[Entry]], passes_over: Callable[[PendingJob], bool] | None = None
-) -> Iterator[PendingJob]:
+def merged(queues: Mapping[str, Sequence[Entry]], skip: Skip | None = None) -> Iterator[PendingJob]:
     """The jobs of tenants' queues (``Waiting.queues``) in the order of their common key,
-    but those ``passes_over`` is true of when they come (as in ``fair_merge``)."""
+    but those that ``skip`` passes over (as in ``fair_merge``)."""
+    if skip is None:
+        if len(queues) == 1:
+            (queue,) = queues.values()
+            return map(_job_of, queue)
+        return map(_job_of, heapq.merge(*queues.values()))
+    return _merged_skipping(queues, skip)
+
+
+def _merged_skipping(queues: Mapping[str, Sequence[Entry]], skip: Skip) -> Iterator[PendingJob]:
     if len(queues) == 1:
-        (queue,) = queues.values()
-        jobs = map(_job_of, queue)
-    else:
-        jobs = map(_job_of, heapq.merge(*queues.values()))
-    return jobs if passes_over is None else filterfalse(passes_over, jobs)
+        ((tenant, queue),) = queues.items()
+        i = 0
+        while i < len(queue):
+            yield queue[i][2]
+            i = skip(tenant, queue, i + 1)
+        return
+    # Each tenant's next job on a heap (entries never tie: their ids differ).
+    heap = [(queue[0], tenant) for tenant, queue in queues.items()]
+    heapq.heapify(heap)
+    at = dict.fromkeys(queues, 0)
+    while heap:
+        entry, tenant = heap[0]
+        yield entry[2]
+        queue = queues[tenant]
+        i = skip(tenant, queue, at[tenant] + 1)
+        if i < len(queue):
+            at[tenant] = i
+            heapq.heapreplace(heap, (queue[i], tenant))
+        else:
+            heapq.heappop(heap)
 
 
 def fair_order(
@@ -131,13 +155,13 @@ def fair_merge(
     queues: Mapping[str, Sequence[Entry]],
     tracker: ShareTracker,
     due: Due | None = None,
-    passes_over: Callable[[PendingJob], bool] | None = None,
+    skip: Skip | None = None,
 ) -> Iterator[PendingJob]:
     """``fair_order`` of tenants' queues already in order (``Waiting.queues``); they are
-    read, not changed.  ``passes_over``: asked of each job that comes next in its tenant's
-    queue, true if the job needs no turn (the pass's early stop, ``core._Stop``: a job
-    that can neither start nor change anything); such jobs are not yielded, and cost no
-    trip through the heap, which a tenant's turn would."""
+    read, not changed.  ``skip``: asked where a tenant's next job is once the one before
+    is decided, it passes over the jobs that need no turn (``core._Stop.skip``: jobs that
+    can neither start nor change anything); those are not yielded, and cost no trip
+    through the heap, which a tenant's turn would."""
     # A job's place among the tenants' next jobs, read off its queue key (``queue_key``):
     # (not nominated, -priority, the tenant's standing, then when, submitted at, seq and id,
     # the key's last four with ``due``; without it, when is the submission time and the
@@ -154,10 +178,7 @@ def fair_merge(
         tenant = heap[0][-1]  # (stays on the heap while its job is decided: one sift, not two)
         queue, i = queues[tenant], at[tenant]
         yield queue[i][2]
-        i += 1
-        if passes_over is not None:
-            while i < len(queue) and passes_over(queue[i][2]):
-                i += 1
+        i = i + 1 if skip is None else skip(tenant, queue, i + 1)
         if i < len(queue):
             at[tenant] = i
             k = queue[i][0]

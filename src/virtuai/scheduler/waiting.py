@@ -37,7 +37,7 @@ from virtuai.scheduler.backfill import Shape, shape_of
 from virtuai.scheduler.keeper import Keeper, Kept, since
 from virtuai.scheduler.snapshot import PendingJob
 
-__all__ = ["Entry", "Key", "Since", "Waiting", "time_limit"]
+__all__ = ["Entry", "Key", "ShapeQueue", "Since", "Waiting", "time_limit"]
 
 # (sort key, id() of the job, the job): the id only separates two jobs of equal keys
 # (the same job id twice, which no caller sends), so that the job is never compared.
@@ -49,6 +49,36 @@ Since = tuple[Sequence[PendingJob], Sequence[PendingJob], Sequence[PendingJob]]
 def time_limit(job: PendingJob) -> float:
     """The job's time limit as the early stop counts it (``math.inf``: none)."""
     return math.inf if job.walltime_s is None else float(job.walltime_s)
+
+
+class ShapeQueue:
+    """One tenant's waiting jobs of one shape, in queue order: all of them, and apart per
+    time limit (``Waiting.shape_queues``).  The entries are the tenant queue's own."""
+
+    __slots__ = ("by_limit", "entries", "limits")
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.by_limit: dict[float, list[Entry]] = {}
+        self.limits: list[float] = []  # ascending: the keys of ``by_limit``
+
+    def add(self, entry: Entry, limit: float) -> None:
+        insort(self.entries, entry)
+        same = self.by_limit.get(limit)
+        if same is None:
+            same = self.by_limit[limit] = []
+            insort(self.limits, limit)
+        insort(same, entry)
+
+    def remove(self, entry: tuple[tuple[Any, ...], int], limit: float) -> None:
+        """Remove the entry that begins with ``entry`` (key and id)."""
+        entries = self.entries
+        del entries[bisect_left(entries, entry)]
+        same = self.by_limit[limit]
+        del same[bisect_left(same, entry)]
+        if not same:
+            del self.by_limit[limit]
+            del self.limits[bisect_left(self.limits, limit)]
 
 
 class Waiting(Kept):
@@ -71,6 +101,9 @@ class Waiting(Kept):
         self.shape_count: dict[Shape, int] = {}
         # Jobs that target nodes or hold fixed ports (shapes do not say all about them).
         self.targeted = 0
+        # Per tenant and shape, those jobs in queue order (``shape_queues``): built when
+        # first asked for, then kept up to date with the queues.
+        self._shape_queues: dict[str, dict[Shape, ShapeQueue]] | None = None
 
     @classmethod
     def take(
@@ -116,6 +149,28 @@ class Waiting(Kept):
                 if not job.nominated:
                     break
         return top
+
+    def shape_queues(self, tenant: str) -> dict[Shape, ShapeQueue]:
+        """``tenant``'s waiting jobs per shape (``backfill.shape_of``), each in queue order:
+        where a tenant's next job of a shape, or of a shape and time limit, is in its queue,
+        without a walk of the jobs in between (``core._Stop.skip``).  Read only."""
+        index = self._shape_queues
+        if index is None:
+            index = self._shape_queues = {}
+            for queue in self.queues.values():
+                for entry in queue:
+                    self._index(index, entry)
+        return index.get(tenant, {})
+
+    @staticmethod
+    def _index(index: dict[str, dict[Shape, ShapeQueue]], entry: Entry) -> None:
+        job = entry[2]
+        shapes = index.setdefault(job.tenant, {})
+        shape = shape_of(job)
+        queue = shapes.get(shape)
+        if queue is None:
+            queue = shapes[shape] = ShapeQueue()
+        queue.add(entry, time_limit(job))
 
     def __len__(self) -> int:
         return sum(self.shape_count.values())
@@ -164,6 +219,7 @@ class Waiting(Kept):
         self.shape_count = {}
         self.targeted = 0
         self._moving = {}
+        self._shape_queues = None
         for job in pending:
             k = keys[id(job)] = key(job)
             self.queues.setdefault(job.tenant, []).append((k, id(job), job))
@@ -176,17 +232,29 @@ class Waiting(Kept):
 
     def _insert(self, job: PendingJob) -> None:
         k = self._keys[id(job)] = self._key(job)
-        insort(self.queues.setdefault(job.tenant, []), (k, id(job), job))
+        entry = (k, id(job), job)
+        insort(self.queues.setdefault(job.tenant, []), entry)
         self._count(job, 1)
+        if self._shape_queues is not None:
+            self._index(self._shape_queues, entry)
         if self._moves is not None and self._moves(job):
             self._moving[id(job)] = job
 
     def _remove(self, job: PendingJob) -> None:
         queue = self.queues[job.tenant]
-        del queue[bisect_left(queue, (self._keys.pop(id(job)), id(job)))]
+        entry = (self._keys.pop(id(job)), id(job))
+        del queue[bisect_left(queue, entry)]
         if not queue:
             del self.queues[job.tenant]
         self._count(job, -1)
+        if self._shape_queues is not None:
+            shapes = self._shape_queues[job.tenant]
+            shape = shape_of(job)
+            shapes[shape].remove(entry, time_limit(job))
+            if not shapes[shape].entries:
+                del shapes[shape]
+                if not shapes:
+                    del self._shape_queues[job.tenant]
         self._moving.pop(id(job), None)
 
     def _move(self) -> None:

@@ -22,8 +22,21 @@ from virtuai.scheduler.waiting import Waiting
 
 
 def view(waiting: Waiting) -> tuple[object, ...]:
+    """What a pass reads of the queues.  The kept queues' index per shape is built at the
+    first pass that asks for it (here: the first) and kept up to date from then on."""
     queues = {tenant: [e[2].id for e in queue] for tenant, queue in waiting.queues.items()}
-    return queues, waiting.by_shape, waiting.shape_count, waiting.targeted, len(waiting)
+    shapes = {
+        tenant: {
+            shape: (
+                [e[2].id for e in jobs.entries],
+                jobs.limits,
+                {limit: [e[2].id for e in same] for limit, same in jobs.by_limit.items()},
+            )
+            for shape, jobs in waiting.shape_queues(tenant).items()
+        }
+        for tenant in waiting.queues
+    }
+    return queues, shapes, waiting.by_shape, waiting.shape_count, waiting.targeted, len(waiting)
 
 
 @st.composite
