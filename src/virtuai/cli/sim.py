@@ -203,6 +203,12 @@ def sim(
     names = policy or (["fifo", "fairshare", "fairshare-backfill"] if example else ["fifo"])
     policies = [_policy(name) for name in names]
     isolation = None if isolated == "none" else sim_isolated.Isolation(isolated)
+    # (Before the progress bar's thread: their workers are forked.)
+    replays = (
+        None
+        if isolation is None
+        else sim_isolated.IsolatedReplays.start(jobs, spec, isolation, tick_s=tick)
+    )
     with _Bar(len(jobs)) as bar:
         reports = sim_report.run_policies(
             jobs,
@@ -212,6 +218,7 @@ def sim(
             tick_s=tick,
             progress=_note,
             on_jobs=bar.update if bar.shown else None,
+            isolated=replays,
         )
     doc = sim_report.report_json(info, spec, reports, isolation, tick)
     for report in reports:

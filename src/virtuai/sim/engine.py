@@ -61,7 +61,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from virtuai.domain.resources import Node, Resources
@@ -90,7 +90,16 @@ from virtuai.sim.policy import FIFO, PolicySpec
 from virtuai.sim.timeline import Timeline
 from virtuai.sim.trace import TraceJob
 
-__all__ = ["STALL_PASSES", "Outcome", "SimRun", "SimStalled", "Simulation", "Timeline", "simulate"]
+__all__ = [
+    "STALL_PASSES",
+    "Outcome",
+    "SimRun",
+    "SimStalled",
+    "Simulation",
+    "Timeline",
+    "replay_order",
+    "simulate",
+]
 
 # Passes in a row with no job finished or submitted before a replay is declared stuck.
 STALL_PASSES = 1000
@@ -103,6 +112,16 @@ class SimStalled(RuntimeError):
     def __init__(self, message: str, jobs: Sequence[str]) -> None:
         super().__init__(message)
         self.jobs = list(jobs)
+
+    def __reduce__(self) -> tuple[type[SimStalled], tuple[str, list[str]]]:
+        # (Raised in a worker process by an isolated replay: it crosses back pickled.)
+        return type(self), (str(self), self.jobs)
+
+
+def replay_order(jobs: Iterable[TraceJob]) -> list[TraceJob]:
+    """``jobs`` in the order a replay numbers them (``SimRun.jobs``): by submission time,
+    ties as given."""
+    return sorted(jobs, key=lambda j: j.submit)
 
 
 class Outcome:
@@ -160,7 +179,7 @@ class Simulation:
         self.tick_s = tick_s
         self.stall_passes = stall_passes
         self._schedule = scheduler  # the real one; tests may pass a broken one
-        self.jobs = sorted(jobs, key=lambda j: j.submit)
+        self.jobs = replay_order(jobs)
         self.cluster = cluster.with_tenants(j.tenant for j in self.jobs)
         self.policy = policy
         # (No pending reason is shown, so the scan that details fragmentation is saved.)

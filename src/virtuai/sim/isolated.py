@@ -22,19 +22,29 @@ One reference for every policy compared makes rho comparable across them
 (replaying each policy's isolated run under that same policy made plain FIFO
 look fairer than backfill only because its own T_id was worse), and the
 isolated replays are then made once per trace, not once per policy.
+
+On a long trace the isolated replays cost as much as a policy's own replay, or more
+(a heavy tenant alone on its slice queues far longer than in the shared cluster).
+They depend on the trace alone, so ``IsolatedReplays.start`` runs them in worker
+processes beside the policies' replays when the trace is long and a core is spare.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
-from virtuai.sim.engine import Outcome, SimRun, simulate
+from virtuai.sim.cluster import ClusterSpec
+from virtuai.sim.engine import Outcome, SimRun, replay_order, simulate
 from virtuai.sim.policy import Backfill, Order, PolicySpec
 from virtuai.sim.trace import TraceJob
 
-__all__ = ["REFERENCE", "Isolation", "isolated_jct"]
+__all__ = ["PARALLEL_MIN_JOBS", "REFERENCE", "IsolatedReplays", "Isolation", "isolated_jct"]
 
 REFERENCE = PolicySpec(
     "reference",
@@ -49,10 +59,15 @@ class Isolation(enum.StrEnum):
     SCALE = "scale"
 
 
-def tenant_shares(run: SimRun) -> dict[str, float]:
+# Traces shorter than this replay their tenants alone in the caller: starting worker
+# processes costs about a second, more than such replays take.
+PARALLEL_MIN_JOBS = 20_000
+
+
+def tenant_shares(jobs: Sequence[TraceJob], cluster: ClusterSpec) -> dict[str, float]:
     """Each trace tenant's share: its weight over the sum of the weights."""
-    names = sorted({job.tenant for job in run.jobs})
-    weights = {name: run.cluster.tenant(name).weight for name in names}
+    names = sorted({job.tenant for job in jobs})
+    weights = {name: cluster.tenant(name).weight for name in names}
     total = sum(weights.values())
     return {name: weight / total for name, weight in weights.items()}
 
@@ -71,32 +86,215 @@ def isolated_jct(
     because they cannot run on their tenant's slice.  ``note`` hears of each tenant's
     replay as it starts (on a long trace they take minutes together).
     """
-    shares = tenant_shares(run)
-    scaled = _scaled(run, shares)
-    if method is Isolation.SCALE:
-        return scaled, 0
-    iso = [math.nan] * len(run.jobs)
-    number = {job.id: j for j, job in enumerate(run.jobs)}
-    fallbacks = 0
-    for place, (tenant, share) in enumerate(shares.items(), start=1):
-        mine: list[TraceJob] = [job for job in run.jobs if job.tenant == tenant]
+    replays = IsolatedReplays(
+        run.jobs, run.cluster, method, tick_s=tick_s, reference=reference, workers=0
+    )
+    return replays.result(note)
+
+
+def spare_cores() -> int:
+    """Cores this process may use, but the one it runs on."""
+    return len(os.sched_getaffinity(0)) - 1
+
+
+class IsolatedReplays:
+    """The isolated replays of one trace, each tenant's jobs alone on its slice: under
+    way in ``workers`` processes from the start, or (none) made in the caller by
+    ``result``.  ``close`` stops the workers (a replay abandoned half way).
+
+    The workers are forked, not spawned: they start with the trace in memory (nothing
+    to pickle but their results) and import nothing anew (a spawned worker re-runs the
+    caller's main module, which a script without a ``__main__`` guard cannot survive).
+    So start them before the caller starts a thread (a progress bar's)."""
+
+    def __init__(
+        self,
+        jobs: Sequence[TraceJob],
+        cluster: ClusterSpec,
+        method: Isolation,
+        *,
+        tick_s: float = 0.0,
+        reference: PolicySpec = REFERENCE,
+        workers: int = 0,
+    ) -> None:
+        """``jobs`` in replay order, and ``cluster`` with a spec for each of their tenants
+        (``SimRun.jobs`` and ``SimRun.cluster``)."""
+        self.jobs, self.cluster, self.method = jobs, cluster, method
+        self.tick_s, self.reference = tick_s, reference
+        self.shares = tenant_shares(jobs, cluster)
+        self._workers: list[tuple[BaseProcess, Connection]] = []
+        if method is Isolation.SIMULATE and workers > 0 and self.shares:
+            self._fork(min(workers, len(self.shares)))
+
+    @classmethod
+    def start(
+        cls,
+        jobs: Sequence[TraceJob],
+        cluster: ClusterSpec,
+        method: Isolation,
+        *,
+        tick_s: float = 0.0,
+        workers: int | None = None,
+    ) -> IsolatedReplays:
+        """The isolated replays of the trace ``jobs`` on ``cluster``, as a replay of it
+        will number them; in worker processes (``workers``, by default one per spare core
+        if the trace has ``PARALLEL_MIN_JOBS`` jobs or more) while the caller goes on."""
+        ordered = replay_order(jobs)
+        if workers is None:
+            workers = spare_cores() if len(ordered) >= PARALLEL_MIN_JOBS else 0
+        return cls(
+            ordered,
+            cluster.with_tenants(j.tenant for j in ordered),
+            method,
+            tick_s=tick_s,
+            workers=workers,
+        )
+
+    def result(self, note: Callable[[str], None] | None = None) -> tuple[list[float], int]:
+        """``(T_id per job (NaN for jobs that did not finish), fallbacks)``, as
+        ``isolated_jct``; waits for the workers, if any."""
+        scaled = _scaled(self.jobs, self.cluster, self.shares)
+        if self.method is Isolation.SCALE:
+            return scaled, 0
+        try:
+            done = self._collect(note)
+        finally:
+            self.close()
+        iso = [math.nan] * len(self.jobs)
+        number = {job.id: j for j, job in enumerate(self.jobs)}
+        fallbacks = 0
+        for tenant in self.shares:
+            for job_id, t_id in done[tenant]:
+                j = number[job_id]
+                if t_id is None:
+                    iso[j] = scaled[j]
+                    fallbacks += 1
+                else:
+                    iso[j] = t_id
+        return iso, fallbacks
+
+    def close(self) -> None:
+        """Stop the workers, if any are left."""
+        for process, conn in self._workers:
+            process.terminate()
+            process.join()
+            conn.close()
+        self._workers = []
+
+    def _fork(self, workers: int) -> None:
+        """Deal the tenants to ``workers`` forked processes, the biggest first, each to
+        the least loaded so far; each sends back its tenants' completion times."""
+        mine = self._per_tenant()
+        loads: list[list[str]] = [[] for _ in range(workers)]
+        for tenant in sorted(mine, key=lambda t: len(mine[t]), reverse=True):
+            least = min(loads, key=lambda ts: sum(len(mine[t]) for t in ts))
+            least.append(tenant)
+        context = multiprocessing.get_context("fork")
+        for tenants in loads:
+            if not tenants:
+                continue
+            receive, send = context.Pipe(duplex=False)
+            work = [(t, mine[t], self._slice(t)) for t in tenants]
+            process = context.Process(
+                target=_replay_in_worker,
+                args=(send, work, self.reference, self.tick_s),
+                name="virtuai-isolated",
+                daemon=True,
+            )
+            process.start()
+            send.close()  # (the worker's end: its exit is then an end of file here)
+            self._workers.append((process, receive))
+
+    def _collect(
+        self, note: Callable[[str], None] | None
+    ) -> dict[str, list[tuple[str, float | None]]]:
+        """Each tenant's completion times: from the workers, or replayed here."""
+        mine = self._per_tenant()
+        count = len(self.shares)
+        done: dict[str, list[tuple[str, float | None]]] = {}
+        if not self._workers:
+            for place, tenant in enumerate(self.shares, start=1):
+                if note is not None:
+                    note(
+                        f"isolated replay {place} of {count}: tenant {tenant}, "
+                        f"{len(mine[tenant]):,} jobs"
+                    )
+                done[tenant] = _alone(
+                    mine[tenant], self._slice(tenant), self.reference, self.tick_s
+                )
+            return done
         if note is not None:
-            note(f"isolated replay {place} of {len(shares)}: tenant {tenant}, {len(mine):,} jobs")
-        alone = simulate(mine, run.cluster.sliced(share, tenant), reference, tick_s=tick_s)
-        for k, job in enumerate(alone.jobs):
-            if alone.outcome[k] in (Outcome.SUCCEEDED, Outcome.TIMED_OUT):
-                iso[number[job.id]] = alone.finish[k] - job.submit
-            else:
-                iso[number[job.id]] = scaled[number[job.id]]
-                fallbacks += 1
-    return iso, fallbacks
+            workers = len(self._workers)
+            note(f"waiting for the {count} isolated replays ({workers} worker processes)")
+        for process, conn in self._workers:
+            try:
+                message = conn.recv()
+            except EOFError:
+                message = {}  # (the worker died: its tenants are named below)
+            if isinstance(message, BaseException):
+                raise message
+            done.update(message)
+            process.join()
+        lost = [t for t in self.shares if t not in done]
+        if lost:
+            raise RuntimeError(
+                f"the worker process of the isolated replays of {', '.join(lost)} ended "
+                "without their results"
+            )
+        return done
+
+    def _per_tenant(self) -> dict[str, list[TraceJob]]:
+        mine: dict[str, list[TraceJob]] = {tenant: [] for tenant in self.shares}
+        for job in self.jobs:
+            mine[job.tenant].append(job)
+        return mine
+
+    def _slice(self, tenant: str) -> ClusterSpec:
+        return self.cluster.sliced(self.shares[tenant], tenant)
 
 
-def _scaled(run: SimRun, shares: dict[str, float]) -> list[float]:
-    cap = run.cluster.capacity
+def _replay_in_worker(
+    send: Connection,
+    work: list[tuple[str, list[TraceJob], ClusterSpec]],
+    reference: PolicySpec,
+    tick_s: float,
+) -> None:
+    """A worker: its tenants' completion times alone, sent once all are done (a send
+    blocks until the caller reads, and the caller reads once its own replays are done);
+    an error is sent in their place (a replay that stalled, say)."""
+    try:
+        done = {tenant: _alone(jobs, cluster, reference, tick_s) for tenant, jobs, cluster in work}
+    except Exception as exc:  # (raised in the caller instead)
+        send.send(exc)
+    else:
+        send.send(done)
+    finally:
+        send.close()
+
+
+def _alone(
+    jobs: list[TraceJob], cluster: ClusterSpec, reference: PolicySpec, tick_s: float
+) -> list[tuple[str, float | None]]:
+    """Each job's completion time replayed alone on ``cluster`` (None: it did not run)."""
+    alone = simulate(jobs, cluster, reference, tick_s=tick_s)
+    return [
+        (
+            job.id,
+            alone.finish[k] - job.submit
+            if alone.outcome[k] in (Outcome.SUCCEEDED, Outcome.TIMED_OUT)
+            else None,
+        )
+        for k, job in enumerate(alone.jobs)
+    ]
+
+
+def _scaled(
+    jobs: Sequence[TraceJob], cluster: ClusterSpec, shares: dict[str, float]
+) -> list[float]:
+    cap = cluster.capacity
     capacity = (cap.cpu_milli, cap.memory, cap.gpu)
     out = []
-    for job in run.jobs:
+    for job in jobs:
         total = job.total
         demand = max(
             (

@@ -29,7 +29,7 @@ from typing import Any
 from virtuai.errors import InvalidRequest, Unschedulable
 from virtuai.sim.cluster import ClusterSpec
 from virtuai.sim.engine import SimRun, SimStalled, simulate
-from virtuai.sim.isolated import Isolation, isolated_jct
+from virtuai.sim.isolated import IsolatedReplays, Isolation
 from virtuai.sim.metrics import RHO_FLOOR_S, summarize
 from virtuai.sim.plots import plot_run
 from virtuai.sim.policy import PolicySpec
@@ -86,42 +86,59 @@ def run_policies(
     tick_s: float = 0.0,
     progress: Callable[[str], None] | None = None,
     on_jobs: Callable[[str, int, int, float], None] | None = None,
+    isolated: IsolatedReplays | None = None,
 ) -> list[PolicyReport]:
     """Replay ``jobs`` under each policy; ``isolation=None`` skips rho (and its replays).
 
     ``on_jobs(policy, done, total, simulated_time)`` is called every 1,000 jobs
-    finished (for a progress bar); without it ``progress`` gets a note per tenth."""
+    finished (for a progress bar); without it ``progress`` gets a note per tenth.
+    ``isolated``: the isolated replays for rho, if the caller started them already (a
+    caller that starts a thread must start them first: ``IsolatedReplays``); they are
+    closed on return."""
     stems = [file_stem(p.name) for p in policies]
     for k, stem in enumerate(stems):
         if stem in stems[:k]:
+            if isolated is not None:
+                isolated.close()
             raise InvalidRequest(
                 f"two policies are named {policies[k].name!r}; give each a distinct name",
                 field="name",
             )
     reports = []
+    # One reference policy: the same T_id for every policy, from replays that depend on
+    # the trace alone (under way in worker processes beside these, on a long trace).
+    if isolated is None and isolation is not None:
+        isolated = IsolatedReplays.start(jobs, cluster, isolation, tick_s=tick_s)
+
     common: tuple[list[float], int] | None = None
-    for policy in policies:
-        note = _noter(progress, policy.name)
-        note(f"replaying {len(jobs):,} jobs")
-        began = time.perf_counter()
-        seen = _every_tenth(note) if on_jobs is None else _forward(on_jobs, policy.name)
-        try:
-            run = simulate(jobs, cluster, policy, tick_s=tick_s, progress=seen)
-            wall = time.perf_counter() - began
-            iso: list[float] = [math.nan] * len(run.jobs)
-            fallbacks = 0
+    try:
+        for policy in policies:
+            note = _noter(progress, policy.name)
+            note(f"replaying {len(jobs):,} jobs")
             began = time.perf_counter()
-            if isolation is not None and common is not None:
-                iso, fallbacks = common  # one reference policy: the same T_id for every policy
-            elif isolation is not None:
-                note(f"isolated replays ({isolation}, reference policy) for rho")
-                iso, fallbacks = common = isolated_jct(run, isolation, tick_s=tick_s, note=note)
-            iso_wall = time.perf_counter() - began
-        except SimStalled as exc:
-            raise Unschedulable(f"the replay under policy {policy.name} stopped: {exc}") from exc
-        summary = summarize(run, iso if isolation is not None else None)
-        summary["metrics"]["isolated_fallbacks"] = fallbacks
-        reports.append(PolicyReport(policy, run, summary, iso, fallbacks, wall, iso_wall))
+            seen = _every_tenth(note) if on_jobs is None else _forward(on_jobs, policy.name)
+            try:
+                run = simulate(jobs, cluster, policy, tick_s=tick_s, progress=seen)
+                wall = time.perf_counter() - began
+                iso: list[float] = [math.nan] * len(run.jobs)
+                fallbacks = 0
+                began = time.perf_counter()
+                if isolated is not None and common is None:
+                    note(f"isolated replays ({isolation}, reference policy) for rho")
+                    common = isolated.result(note)
+                if common is not None:
+                    iso, fallbacks = common
+                iso_wall = time.perf_counter() - began  # (what they added to the replay's)
+            except SimStalled as exc:
+                raise Unschedulable(
+                    f"the replay under policy {policy.name} stopped: {exc}"
+                ) from exc
+            summary = summarize(run, iso if isolation is not None else None)
+            summary["metrics"]["isolated_fallbacks"] = fallbacks
+            reports.append(PolicyReport(policy, run, summary, iso, fallbacks, wall, iso_wall))
+    finally:
+        if isolated is not None:
+            isolated.close()  # (a replay that failed leaves no worker behind)
     return reports
 
 
