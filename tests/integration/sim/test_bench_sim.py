@@ -61,3 +61,22 @@ def test_the_many_tenants_benchmark_runs_and_keeps_the_timeline_small() -> None:
     match = re.fullmatch(f"tenants_cpu_ratio=({NUMBER}) timeline_bytes_ratio=({NUMBER})", last)
     assert match is not None, last
     assert float(match.group(3)) < 1.5, last
+
+
+def test_the_isolated_replays_benchmark_runs_and_both_ways_agree() -> None:
+    """``bench/sim_isolated.py``: the isolated replays in workers give the completion times
+    made in the caller (it exits non-zero otherwise), and prints its ratio."""
+    args = ["--jobs", "2000", "--nodes", "24"]
+    result = subprocess.run(
+        [sys.executable, str(BENCH.with_name("sim_isolated.py")), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.splitlines()[-1]
+    pattern = (
+        f"isolated_wall_ratio=({NUMBER}) replay_s=({NUMBER}) isolated_s=({NUMBER}) workers=(\\d+)"
+    )
+    assert re.fullmatch(pattern, last) is not None, last
