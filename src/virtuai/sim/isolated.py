@@ -32,9 +32,11 @@ processes beside the policies' replays when the trace is long and a core is spar
 from __future__ import annotations
 
 import enum
+import heapq
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -94,7 +96,8 @@ def isolated_jct(
 
 def spare_cores() -> int:
     """Cores this process may use, but the one it runs on."""
-    return len(os.sched_getaffinity(0)) - 1
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return (len(usable) if usable is not None else os.cpu_count() or 1) - 1
 
 
 class IsolatedReplays:
@@ -185,12 +188,14 @@ class IsolatedReplays:
         """Deal the tenants to ``workers`` forked processes, the biggest first, each to
         the least loaded so far; each sends back its tenants' completion times."""
         mine = self._per_tenant()
-        loads: list[list[str]] = [[] for _ in range(workers)]
+        loads = [(0, k) for k in range(workers)]  # (jobs dealt, worker), a heap
+        dealt: list[list[str]] = [[] for _ in range(workers)]
         for tenant in sorted(mine, key=lambda t: len(mine[t]), reverse=True):
-            least = min(loads, key=lambda ts: sum(len(mine[t]) for t in ts))
-            least.append(tenant)
+            jobs, k = loads[0]
+            dealt[k].append(tenant)
+            heapq.heapreplace(loads, (jobs + len(mine[tenant]), k))
         context = multiprocessing.get_context("fork")
-        for tenants in loads:
+        for tenants in dealt:
             if not tenants:
                 continue
             receive, send = context.Pipe(duplex=False)
@@ -262,6 +267,8 @@ def _replay_in_worker(
     """A worker: its tenants' completion times alone, sent once all are done (a send
     blocks until the caller reads, and the caller reads once its own replays are done);
     an error is sent in their place (a replay that stalled, say)."""
+    # (Ctrl-C reaches the whole process group: the caller stops its workers itself.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         done = {tenant: _alone(jobs, cluster, reference, tick_s) for tenant, jobs, cluster in work}
     except Exception as exc:  # (raised in the caller instead)
