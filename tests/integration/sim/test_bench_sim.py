@@ -15,16 +15,21 @@ NUMBER = r"[0-9]+(\.[0-9]+)?"
 TINY = ["--jobs", "300", "--nodes", "8", "--speed-jobs", "1000", "--speed-nodes", "10"]
 
 
-def test_the_benchmark_runs_and_prints_its_last_line() -> None:
+def bench(script: str, *args: str) -> list[str]:
+    """The lines ``bench/<script>`` printed, run with ``args``; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, str(BENCH), *TINY, "--speed-quotas", "cohort"],
+        [sys.executable, str(BENCH.with_name(script)), *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_the_benchmark_runs_and_prints_its_last_line() -> None:
+    lines = bench("sim.py", *TINY, "--speed-quotas", "cohort")
     # The speed replay with quotas, and its tenth with and without them as baselines.
     speeds = [line.split(" passes=")[0] for line in lines if line.startswith("speed jobs=")]
     assert speeds == [
@@ -48,16 +53,7 @@ def test_the_benchmark_runs_and_prints_its_last_line() -> None:
 def test_the_many_tenants_benchmark_runs_and_keeps_the_timeline_small() -> None:
     """``bench/sim_tenants.py``: the same jobs of 200 tenants and of 4 keep timelines of
     about the same size (a number per tenant at every event would be 50x)."""
-    args = ["--tenants", "200", "--jobs", "1500", "--nodes", "16"]
-    result = subprocess.run(
-        [sys.executable, str(BENCH.with_name("sim_tenants.py")), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    last = result.stdout.splitlines()[-1]
+    last = bench("sim_tenants.py", "--tenants", "200", "--jobs", "1500", "--nodes", "16")[-1]
     match = re.fullmatch(f"tenants_cpu_ratio=({NUMBER}) timeline_bytes_ratio=({NUMBER})", last)
     assert match is not None, last
     assert float(match.group(3)) < 1.5, last
@@ -66,16 +62,7 @@ def test_the_many_tenants_benchmark_runs_and_keeps_the_timeline_small() -> None:
 def test_the_isolated_replays_benchmark_runs_and_both_ways_agree() -> None:
     """``bench/sim_isolated.py``: the isolated replays in workers give the completion times
     made in the caller (it exits non-zero otherwise), and prints its ratio."""
-    args = ["--jobs", "2000", "--nodes", "24"]
-    result = subprocess.run(
-        [sys.executable, str(BENCH.with_name("sim_isolated.py")), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    last = result.stdout.splitlines()[-1]
+    last = bench("sim_isolated.py", "--jobs", "2000", "--nodes", "24")[-1]
     pattern = (
         f"isolated_wall_ratio=({NUMBER}) replay_s=({NUMBER}) isolated_s=({NUMBER}) workers=(\\d+)"
     )
