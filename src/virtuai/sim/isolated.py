@@ -214,10 +214,10 @@ class IsolatedReplays:
         self, note: Callable[[str], None] | None
     ) -> dict[str, list[tuple[str, float | None]]]:
         """Each tenant's completion times: from the workers, or replayed here."""
-        mine = self._per_tenant()
         count = len(self.shares)
         done: dict[str, list[tuple[str, float | None]]] = {}
         if not self._workers:
+            mine = self._per_tenant()
             for place, tenant in enumerate(self.shares, start=1):
                 if note is not None:
                     note(

@@ -95,23 +95,20 @@ def run_policies(
     ``isolated``: the isolated replays for rho, if the caller started them already (a
     caller that starts a thread must start them first: ``IsolatedReplays``); they are
     closed on return."""
-    stems = [file_stem(p.name) for p in policies]
-    for k, stem in enumerate(stems):
-        if stem in stems[:k]:
-            if isolated is not None:
-                isolated.close()
-            raise InvalidRequest(
-                f"two policies are named {policies[k].name!r}; give each a distinct name",
-                field="name",
-            )
-    reports = []
-    # One reference policy: the same T_id for every policy, from replays that depend on
-    # the trace alone (under way in worker processes beside these, on a long trace).
-    if isolated is None and isolation is not None:
-        isolated = IsolatedReplays.start(jobs, cluster, isolation, tick_s=tick_s)
-
-    common: tuple[list[float], int] | None = None
     try:
+        stems = [file_stem(p.name) for p in policies]
+        for k, stem in enumerate(stems):
+            if stem in stems[:k]:
+                raise InvalidRequest(
+                    f"two policies are named {policies[k].name!r}; give each a distinct name",
+                    field="name",
+                )
+        reports = []
+        # One reference policy: the same T_id for every policy, from replays that depend
+        # on the trace alone (under way in worker processes beside these, on a long trace).
+        if isolated is None and isolation is not None:
+            isolated = IsolatedReplays.start(jobs, cluster, isolation, tick_s=tick_s)
+        common: tuple[list[float], int] | None = None
         for policy in policies:
             note = _noter(progress, policy.name)
             note(f"replaying {len(jobs):,} jobs")
