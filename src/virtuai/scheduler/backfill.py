@@ -108,12 +108,9 @@ def _fit(free: tuple[int, int, int], need: tuple[int, int, int], limit: int) -> 
 
 def _room_of(cluster: Cluster, name: str, pool: str | None) -> _Room | None:
     """A room for node ``name`` as it is now, if a job of ``pool`` may be placed there
-    (``Cluster.offers``)."""
-    try:
-        node = cluster.node(name)
-    except KeyError:
-        return None
-    if not cluster.offers(node, pool):
+    (``Cluster.offered``)."""
+    node = cluster.offered(name, pool)
+    if node is None:
         return None
     return _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
 
@@ -207,6 +204,9 @@ def _earliest(
         if not ordered:
             releases = sorted(releases, key=_end_of)
         last: float | None = None
+        offered = cluster.offered
+        # (The loop below is ``_room_of`` and ``_Room.tasks`` spelled out: it runs for every
+        # release replayed, and the early stop asks it of several shapes most passes.)
         for end, released in releases:
             # Everything ending at the same moment goes together (so the order of ties
             # cannot matter): stop before the first end after the one that was enough.
@@ -219,17 +219,33 @@ def _earliest(
                 name = p.node
                 room = rooms.get(name)
                 if room is None:
-                    room = _room_of(cluster, name, pool)
-                    if room is None:
+                    source = offered(name, pool)
+                    if source is None:
                         continue
-                    rooms[name] = room
-                    fits[name] = 0
+                    room = rooms[name] = _Room(
+                        source.cpu, source.memory, source.gpu_budget, set(source.free_gpus)
+                    )
+                    was = 0
+                else:
+                    was = fits[name]
                 r = p.resources
-                room.cpu += r.cpu_milli
-                room.memory += r.memory
-                room.gpu_budget += r.gpu
-                room.gpus.update(p.gpu_indices)
-                n, was = room.tasks(need, tasks), fits[name]
+                cpu = room.cpu = room.cpu + r.cpu_milli
+                memory = room.memory = room.memory + r.memory
+                budget = room.gpu_budget = room.gpu_budget + r.gpu
+                gpus = room.gpus
+                gpus.update(p.gpu_indices)
+                n = tasks
+                if cpu_w > 0:
+                    k = cpu // cpu_w if cpu > 0 else 0
+                    n = k if k < n else n
+                if memory_w > 0:
+                    k = memory // memory_w if memory > 0 else 0
+                    n = k if k < n else n
+                if gpu_w > 0:
+                    have = len(gpus)
+                    have = budget if budget < have else have
+                    k = have // gpu_w if have > 0 else 0
+                    n = k if k < n else n
                 total += n - was
                 if late and n > was:
                     ready[name] = end

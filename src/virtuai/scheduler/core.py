@@ -32,6 +32,7 @@ visited in name order, and no decision depends on dict or set iteration order.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import operator
@@ -189,7 +190,7 @@ class _Pass:
         self.snapshot = snapshot
         self.policy = policy = snapshot.policy
         self.now = snapshot.now
-        self.cluster = Cluster.reuse(snapshot.nodes)
+        self.cluster = Cluster.reuse(snapshot.nodes, snapshot.nodes_since)
         self.board = Board(self.cluster)
         nodes = self.cluster.given_nodes  # (the same list while the nodes are the same)
         self.feasibility = Feasibility.reuse(nodes)
@@ -876,7 +877,7 @@ class _Stop:
             for s in left:
                 if (
                     not board.failed_unheld(s)
-                    and now + self.shortest(s) <= until  # (as ``is_short`` reckons)
+                    and self.any_short(s, now, until)
                     and board.fits_unheld(_probe(s))
                 ):
                     return False  # it may backfill
@@ -884,10 +885,14 @@ class _Stop:
         finally:
             self.seen = board.failures
 
-    def shortest(self, shape: Shape) -> float:
-        """The shortest time limit among the jobs of ``shape`` not decided yet."""
+    def any_short(self, shape: Shape, now: float, until: float) -> bool:
+        """Whether a job of ``shape`` not decided yet is short: ``now + limit <= until``, as
+        ``is_short`` reckons (the shortest limit is, if any is)."""
         taken = self.taken_times
-        return min(limit for limit, n in self.by_shape[shape].items() if n > taken[shape, limit])
+        return any(
+            now + limit <= until and n > taken[shape, limit]
+            for limit, n in self.by_shape[shape].items()
+        )
 
 
 def _first_after(entries: Sequence[Entry], after: Entry, first: Entry | None) -> Entry | None:
@@ -899,7 +904,9 @@ def _first_after(entries: Sequence[Entry], after: Entry, first: Entry | None) ->
     return first
 
 
+@functools.lru_cache(maxsize=1024)
 def _probe(shape: Shape) -> PendingJob:
-    """A job of ``shape`` for trials that read nothing else of it."""
+    """A job of ``shape`` for trials that read nothing else of it (frozen, so one per shape
+    serves every pass: the early stop asks for it per shape left, many times a pass)."""
     pool, cpu, memory, gpu, tasks = shape
     return PendingJob("", "", 0, 0.0, 0, Resources(cpu, memory, gpu), tasks, pool)

@@ -40,7 +40,7 @@ reused.
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import compress
 from operator import is_not
 from typing import ClassVar
@@ -164,16 +164,22 @@ class Cluster(Kept):
     shortfall: int | None
     _states: list[NodeState]
     _given: list[NodeState]
+    _given_tuple: Sequence[NodeState] | None  # the very tuple given, if it was one
     given_nodes: list[Node]
 
     @classmethod
-    def reuse(cls, nodes: Sequence[NodeState]) -> Cluster:
+    def reuse(
+        cls,
+        nodes: Sequence[NodeState],
+        since: tuple[Sequence[NodeState], Collection[int]] | None = None,
+    ) -> Cluster:
         """A cluster for ``nodes``: the last one handed back by ``done()``, brought up to
-        date, when this thread may take it and the nodes are the same; else a new one."""
+        date, when this thread may take it and the nodes are the same; else a new one.
+        ``since``: ``Snapshot.nodes_since``."""
         held, kept = cls._keeper.take()
         if not held:
             return cls(nodes)
-        if kept is None or not kept._refresh(nodes):
+        if kept is None or not kept._refresh(nodes, since):
             kept = cls(nodes)
         kept._shared = True
         return kept
@@ -186,16 +192,29 @@ class Cluster(Kept):
             self.shortfall = None
         super().done()
 
-    def _refresh(self, nodes: Sequence[NodeState]) -> bool:
+    def _refresh(
+        self, nodes: Sequence[NodeState], since: tuple[Sequence[NodeState], Collection[int]] | None
+    ) -> bool:
         """Bring the kept cluster up to ``nodes``; ``False`` if they are other nodes."""
         given, order = self._given, self._order
         if order is None or len(nodes) != len(given):
             return False
-        # Only the positions whose state is another object (found at C speed: this runs
-        # every pass over thousands of nodes, of which a pass changes a few).
+        # Only the positions whose state is another object: none if this is the very tuple
+        # of last time, those ``since`` names if it starts from that tuple, else found by
+        # comparing every position (at C speed: this runs every pass over thousands of
+        # nodes, of which a pass changes a few).
         dirty = self._touched  # changed by the last pass and not put back yet
         renamed = False
-        for i in compress(range(len(nodes)), map(is_not, nodes, given)):
+        last = self._given_tuple
+        same = nodes is last
+        changed: Iterable[int]
+        if same:
+            changed = ()
+        elif since is not None and last is not None and since[0] is last:
+            changed = sorted(since[1])
+        else:
+            changed = compress(range(len(nodes)), map(is_not, nodes, given))
+        for i in changed:
             state, k = nodes[i], order[i]
             was = self._states[k]
             if state.node is not was.node:
@@ -209,7 +228,9 @@ class Cluster(Kept):
         for k in sorted(dirty):
             self._reset(k, self._states[k])
         dirty.clear()
-        self._given = list(nodes)
+        if not same:
+            self._given = list(nodes)
+            self._given_tuple = nodes if type(nodes) is tuple else None  # (a list may change)
         return True
 
     def _reset(self, number: int, state: NodeState) -> None:
@@ -233,6 +254,7 @@ class Cluster(Kept):
         self.shortfall = None
         given = list(nodes)
         self._given = given  # the states in input order, to spot changed ones (``_refresh``)
+        self._given_tuple = nodes if type(nodes) is tuple else None
         # Their nodes, in input order: the very same list while the nodes are the very same
         # objects, so that what is kept over them (``Feasibility.reuse``, ``capacity_of``)
         # knows them without a walk.  Read only.
@@ -301,11 +323,17 @@ class Cluster(Kept):
                 for number in bucket.numbers():
                     yield nodes[number]
 
-    def offers(self, node: NodeFree, pool: str | None) -> bool:
-        """Whether ``node`` is one of those ``offering`` walks for ``pool`` (whatever it has
-        free): it is in that pool's index."""
-        index = self._indexes.get(pool)
-        return index is not None and index in self._indexes_of(node)
+    def offered(self, name: str, pool: str | None) -> NodeFree | None:
+        """Node ``name`` if it is one of those ``offering`` walks for ``pool`` (whatever it
+        has free: it is in that pool's index, as ``_indexes_of`` files it), else ``None``.
+        Spelled out, not through the index: backfill asks this for every release it
+        replays."""
+        node = self._by_name.get(name)
+        if node is None or not node.accepting:
+            return None
+        if pool is None:
+            return None if is_site_pool(node.pool) else node
+        return node if node.pool == pool else None
 
     def free_total(self, pool: str | None = None) -> Resources:
         """Free resources summed over the nodes of ``pool`` (all if ``None``)."""

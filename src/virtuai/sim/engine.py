@@ -204,7 +204,8 @@ class Simulation:
         self._node_pool = [self._pool_no[node.pool] for node in nodes]
         self._states = [NodeState(node) for node in nodes]
         self._node_tuple: tuple[NodeState, ...] = tuple(self._states)
-        self._nodes_dirty = False
+        self._nodes_changed: set[int] = set()  # positions changed since that tuple was made
+        self._nodes_since: tuple[tuple[NodeState, ...], frozenset[int]] | None = None
         self._history = [HistoricalUsage() for _ in self._tenants]
         # Each tenant's state is made again only when its usage or history changed: with
         # a thousand tenants (PAI's users), remaking all of them each pass was most of it.
@@ -332,9 +333,11 @@ class Simulation:
         )
 
     def _snapshot(self, now: float) -> Snapshot:
-        if self._nodes_dirty:
+        if self._nodes_changed:
+            changed = frozenset(self._nodes_changed)
+            self._nodes_since = (self._node_tuple, changed)
             self._node_tuple = tuple(self._states)
-            self._nodes_dirty = False
+            self._nodes_changed.clear()
         if self._dirty_tenants:
             for k in self._dirty_tenants:
                 t = self._tenants[k]
@@ -369,6 +372,7 @@ class Simulation:
             running_by_end=_ByEnd(self._by_end, self._running),
             pending_since=since,  # what joined and left the queue since the last snapshot
             running_since=running_since,  # and what started and stopped
+            nodes_since=self._nodes_since,  # and which nodes changed
         )
 
     def _apply(self, decisions: Decisions, t: float) -> None:
@@ -611,7 +615,7 @@ class Simulation:
             allocated = state.allocated - res
             self._states[k] = NodeState(state.node, allocated, state.busy_gpus - devices)
             self._room.change(k, res)
-        self._nodes_dirty = True
+        self._nodes_changed.add(k)
         self._sampled_pools.add(self._node_pool[k])
         pool = self._pool_alloc[self._node_pool[k]]
         pool[0] += sign * res.cpu_milli

@@ -294,3 +294,26 @@ def test_a_kept_cluster_decides_as_a_new_one() -> None:
     Cluster._keeper.forget()  # the next pass builds a new cluster
     assert schedule(second) == kept
     assert len(kept.admitted) == 3
+
+
+def test_a_kept_cluster_told_which_nodes_changed_decides_as_a_new_one() -> None:
+    """``Snapshot.nodes_since`` (the simulator's): the kept cluster reloads the positions
+    it names, and only those, and decides as a freshly built cluster does."""
+    from dataclasses import replace
+
+    from virtuai.scheduler.placement import Cluster
+
+    states = tuple(state(node(f"n{i}", cpu=4, memory="8Gi")) for i in range(4))
+    jobs = tuple(job(f"j{i}", cpu=3, memory="1Gi") for i in range(6))
+    changed = (states[0], replace(states[1], allocated=res(cpu=2)), *states[2:])
+    told = Snapshot(changed, (), jobs, nodes_since=(states, frozenset({1})))
+    schedule(Snapshot(states, (), jobs))  # keeps its cluster, on ``states``
+    kept = schedule(told)
+    Cluster._keeper.forget()  # the next pass builds a new cluster
+    assert schedule(replace(told, nodes_since=None)) == kept
+    assert len(kept.admitted) == 3
+    # The caller vouches for the positions: one left out is not looked at (n1 shows the
+    # 4 cpu it had), which is what spares the comparison of every node.
+    schedule(Snapshot(states, (), jobs))
+    untold = schedule(replace(told, nodes_since=(states, frozenset())))
+    assert len(untold.admitted) == 4
