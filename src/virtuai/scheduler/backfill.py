@@ -159,7 +159,10 @@ def starts_by(
 ) -> bool:
     """Whether ``job`` could start by ``until`` (``reserve``'s start), without choosing
     where; ``releases`` in ascending end order."""
-    return _earliest(cluster, job, releases, now, ordered=True, late=False, until=until) is not None
+    found = _earliest(
+        cluster, job, releases, now, ordered=True, late=False, until=until, answer_only=True
+    )
+    return found is not None
 
 
 # (start, each node's room then, the tasks it fits, when its count last grew)
@@ -175,9 +178,13 @@ def _earliest(
     ordered: bool,
     late: bool,
     until: float,
+    answer_only: bool = False,
 ) -> _Earliest | None:
     """``reserve``'s walk: the earliest start by ``until``, with each node's room then, the
-    tasks it fits, and (``late``) when its count last grew; ``None`` if none by then."""
+    tasks it fits, and (``late``) when its count last grew; ``None`` if none by then.
+    ``answer_only`` (``starts_by``): once the nodes fit the job now, the rooms and counts
+    returned are those of the nodes walked so far (a job blocked by its quota, not by
+    the room, is answered without a walk over every free node)."""
     need, tasks = job.per_task, job.tasks
     pool = job.pool
     want = (need.cpu_milli, need.memory, need.gpu)
@@ -199,6 +206,8 @@ def _earliest(
             rooms[node.name] = _Room(node.cpu, node.memory, node.gpu_budget, set(node.free_gpus))
             fits[node.name] = n
             total += n
+            if answer_only and total >= tasks:
+                return (now, rooms, fits, ready) if now <= until else None
     start = now
     if total < tasks:
         if not ordered:
