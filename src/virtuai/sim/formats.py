@@ -85,6 +85,11 @@ PAI_JOB_COLUMNS = ("job_name", "inst_id", "user", "status", "start_time", "end_t
 PAI_JOB_TABLE = "pai_job_table.csv"
 PAI_SIM_REQUIRED = ("submit_time", "duration", "num_gpu")
 PAI_DONE = frozenset({"terminated", "failed"})
+# Bounds of a cell, far beyond any real trace, so that a typo such as 1e300 is an error
+# rather than an overflow in the metrics: a Unix time before the year 10000, and any
+# other number (CPUs, memory, GPUs, instances, a duration in seconds).
+MAX_UNIX_TIME = 253_402_300_800
+MAX_NUMBER = 10**12
 
 
 class TraceFormat(enum.StrEnum):
@@ -151,7 +156,11 @@ def _time(where: str, column: str, raw: object) -> float | None:
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.UTC)
         return stamp.timestamp()
-    return value if math.isfinite(value) else None
+    if not math.isfinite(value):
+        return None
+    if abs(value) > MAX_UNIX_TIME:
+        raise _error(where, column, f"expected Unix seconds before the year 10000, not {raw!r}")
+    return value
 
 
 def _number(where: str, column: str, raw: object, default: float = 0.0) -> float:
@@ -165,6 +174,8 @@ def _number(where: str, column: str, raw: object, default: float = 0.0) -> float
         raise _error(where, column, f"expected a number, not {raw!r}") from None
     if not math.isfinite(value) or value < 0:
         raise _error(where, column, f"expected a number >= 0, not {raw!r}")
+    if value > MAX_NUMBER:
+        raise _error(where, column, f"expected a number at most {MAX_NUMBER:,}, not {raw!r}")
     return value
 
 

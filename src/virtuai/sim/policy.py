@@ -100,6 +100,7 @@ _KEYS = frozenset(
     }
 )  # fmt: skip
 _V1 = Policy()
+MAX_FACTOR = 1_000_000  # starvation_factor, gang_victim_ratio: far beyond "never" already
 
 
 class Order(enum.StrEnum):
@@ -275,8 +276,14 @@ def _as_depth(value: Any, field: str) -> int:
 
 
 def _as_factor(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidRequest(f"{field}: expected a number >= 0, not {value!r}", field=field)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_FACTOR
+    ):
+        raise InvalidRequest(
+            f"{field}: expected a number from 0 to {MAX_FACTOR:,}, not {value!r}", field=field
+        )
     return float(value)
 
 

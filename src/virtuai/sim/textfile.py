@@ -14,7 +14,12 @@ from pathlib import Path
 
 from virtuai.errors import InvalidRequest
 
-__all__ = ["CsvRows", "unreadable"]
+__all__ = ["MAX_SECONDS", "CsvRows", "unreadable"]
+
+# The longest time any input of the simulator may give (a trace's times, a policy's
+# durations): about 317 years, far beyond any real one, so that a typo such as 1e300 is
+# an error naming its field instead of an overflow in the metrics' sums of squares.
+MAX_SECONDS = 10**10
 
 
 class CsvRows:

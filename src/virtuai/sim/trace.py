@@ -26,7 +26,8 @@ too)::
                            (loading the checkpoint); empty = the policy's
 
 Durations and walltimes may also be written ``90s``, ``30m``, ``2h``, ``1d`` or
-in Slurm's ``D-HH:MM:SS`` forms; a plain number is always seconds.  Errors name
+in Slurm's ``D-HH:MM:SS`` forms; a plain number is always seconds.  Every time is at
+most ``textfile.MAX_SECONDS`` (about 317 years).  Errors name
 the file, the line and the column: ``trace.csv line 12: memory: cannot read ...``.
 """
 
@@ -45,7 +46,7 @@ from virtuai.domain.units import format_cpu, format_memory, parse_cpu, parse_dur
 from virtuai.domain.workload import PriorityClass
 from virtuai.errors import InvalidRequest
 from virtuai.sim.cluster import DEFAULT_PRIORITIES
-from virtuai.sim.textfile import CsvRows, unreadable
+from virtuai.sim.textfile import MAX_SECONDS, CsvRows, unreadable
 
 __all__ = [
     "COLUMNS", "TraceJob", "check_pools", "check_tenants", "parse_trace", "read_trace",
@@ -127,6 +128,10 @@ class _Row:
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             bound = "> 0" if positive else ">= 0"
             raise self.error(column, f"must be a number of seconds {bound}, not {raw!r}")
+        if value > MAX_SECONDS:
+            raise self.error(
+                column, f"must be at most {MAX_SECONDS:,} seconds (317 years), not {raw!r}"
+            )
         return value
 
     def cached(

@@ -19,7 +19,7 @@ import yaml
 
 from virtuai.domain.units import parse_cpu, parse_duration, parse_memory
 from virtuai.errors import InvalidRequest
-from virtuai.sim.textfile import unreadable
+from virtuai.sim.textfile import MAX_SECONDS, unreadable
 
 __all__ = ["Section", "YamlMap", "load_yaml"]
 
@@ -225,9 +225,17 @@ def as_memory(value: Any, field: str) -> int:
 
 
 def as_seconds(value: Any, field: str) -> float:
-    """A duration: a number is seconds; text is ``90s``, ``2h``, ``7d`` or Slurm's forms."""
+    """A duration: a number is seconds; text is ``90s``, ``2h``, ``7d`` or Slurm's forms;
+    at most ``MAX_SECONDS``."""
     if isinstance(value, bool):
         raise InvalidRequest(f"{field}: expected a duration such as 3600 or 7d", field=field)
     if isinstance(value, int | float):
-        return as_positive(value, field)
-    return float(parse_duration(str(value), field=field))
+        seconds = as_positive(value, field)
+    else:
+        seconds = float(parse_duration(str(value), field=field))
+    if seconds > MAX_SECONDS:
+        raise InvalidRequest(
+            f"{field}: must be at most {MAX_SECONDS:,} seconds (317 years), not {value!r}",
+            field=field,
+        )
+    return seconds

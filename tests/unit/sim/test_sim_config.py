@@ -157,6 +157,12 @@ def test_policy_maps_onto_the_scheduler_policy() -> None:
         ("preemption: maybe\n", "preemption"),
         ("allocation_weight: 2\n", "allocation_weight"),
         ("half_life: soon\n", "half_life"),
+        # Beyond 317 years, or a factor beyond a million: a typo, not a setting.
+        ("min_run: 1.0e+300\n", "min_run"),
+        ("restart_overhead: 20000000000\n", "restart_overhead"),
+        ("las_thresholds: [1h, 1.0e+300]\n", "las_thresholds"),
+        ("starvation_factor: .inf\n", "starvation_factor"),
+        ("gang_victim_ratio: .nan\n", "gang_victim_ratio"),
     ],
 )
 def test_policy_errors(text: str, field: str) -> None:

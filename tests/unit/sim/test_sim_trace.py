@@ -82,6 +82,10 @@ def test_numeric_priority_takes_preemptibility_of_a_class_with_that_value() -> N
         ("0,10,,physics,1,1Gi,-1,1,normal", "gpus"),
         ("0,10,,physics,1,1Gi,0,0,normal", "tasks"),
         ("0,10,,physics,1,1Gi,0,1,urgent", "priority"),
+        # Beyond 317 years: a typo, which would overflow the metrics' sums of squares.
+        ("0,1e300,,physics,1,1Gi,0,1,normal", "duration"),
+        ("10000000001,10,,physics,1,1Gi,0,1,normal", "submit_time"),
+        ("0,10,1e11,physics,1,1Gi,0,1,normal", "walltime"),
     ],
 )
 def test_errors_name_the_line_and_the_column(row: str, field: str) -> None:
