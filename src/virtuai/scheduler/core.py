@@ -315,20 +315,41 @@ class _Pass:
         return Decisions(tuple(self.admitted), tuple(self.blocked), tuple(self.preempted))
 
     def stopper(self, waiting: Waiting) -> _Stop | None:
-        """The early stop of ``Policy.report_blocked=False``, where it is exact: no quotas
-        (none is ever ``NEVER`` by quota, deferred as a borrower, or reclaims), no targeted
+        """The early stop of ``Policy.report_blocked=False``, where it is exact: quotas, if
+        any, only hard limits that no waiting shape exceeds (``quotas_stop``), no targeted
         jobs (shapes say all), and with preemption, a way to know that the jobs left preempt
         no one (``preempts_none``): with least attained service, only the patience of
         backfill (``starts_soon``) tells that."""
         policy = self.policy
         if (
             policy.report_blocked
-            or self.ledger.limits_anyone()
+            or not self.quotas_stop(waiting)
             or waiting.targeted
             or (self.preemptor is not None and policy.las_thresholds_gpu_s and not _patient(policy))
         ):
             return None
         return _Stop(self, waiting)
+
+    def quotas_stop(self, waiting: Waiting) -> bool:
+        """Whether the quotas let the pass stop early: none, or hard limits on each tenant's
+        whole usage (``QuotaLedger.hard_limits``: none is deferred as a borrower or
+        reclaims) that no waiting shape exceeds, so that no job left is refused by its
+        quota (``NEVER``), which a stop before it would put off.  A job held back by its
+        quota cannot start either, and whether it would preempt is what the stop asks of
+        every job left (``preempts_none``, ``all_start_soon``), whatever its quota."""
+        ledger = self.ledger
+        if not ledger.limits_anyone():
+            return True
+        limits = ledger.hard_limits()
+        if limits is None:
+            return False
+        cpu_limit, memory_limit, gpu_limit = limits
+        return not any(
+            (cpu_limit is not None and cpu * tasks > cpu_limit)
+            or (memory_limit is not None and memory * tasks > memory_limit)
+            or (gpu_limit is not None and gpu * tasks > gpu_limit)
+            for _, cpu, memory, gpu, tasks in waiting.by_shape
+        )
 
     def decide(self, job: PendingJob, first_round: bool) -> None:
         memo = self.memo

@@ -24,7 +24,7 @@ from sched_builders import Gi
 from test_sched_policy_properties import states, worlds
 
 from virtuai.domain.resources import GpuDevice, Node, Resources
-from virtuai.domain.tenancy import Quota
+from virtuai.domain.tenancy import PoolQuota, Quota
 from virtuai.domain.workload import TaskPlacement
 from virtuai.scheduler import core, schedule
 from virtuai.scheduler.ends import Ends
@@ -133,6 +133,61 @@ def test_early_stop_behind_long_queues_admits_and_rejects_the_same(
     snapshot: Snapshot, quotas: bool
 ) -> None:
     assert_early_stop_decides_the_same(snapshot if quotas else unlimited(snapshot))
+
+
+def hard_limited(world: Snapshot, data: st.DataObject) -> Snapshot:
+    """``world`` with a hard quota on each tenant's whole usage (no cohort, no pool entry),
+    some small enough that a waiting job exceeds it (refused, ``NEVER``)."""
+    tenants = tuple(
+        replace(
+            t,
+            quota=Quota(
+                cpu_milli=data.draw(st.sampled_from([None, None, 1000, 4000])),
+                gpu=data.draw(st.sampled_from([None, 0, 1, 2, 4, 8])),
+            ),
+            quotas=(),
+            cohort=None,
+        )
+        for t in world.tenants
+    )
+    return replace(world, tenants=tenants)
+
+
+def test_only_hard_quotas_within_every_shape_let_the_pass_stop_early() -> None:
+    """With quotas the early stop is exact, and taken, only for hard limits on a tenant's
+    whole usage that no waiting shape exceeds; the tests around this one check the first
+    half (the same decisions), this one that the stop is indeed taken."""
+
+    def stops(tenants: tuple[TenantState, ...]) -> bool:
+        job = PendingJob("j", "a", 500, 0.0, 0, Resources(1000, Gi, 2))
+        one = core._Pass(Snapshot((), tenants, (job,), policy=Policy(report_blocked=False)))
+        try:
+            return one.stopper(one.waiting) is not None
+        finally:
+            one.waiting.done()
+            one.cluster.done()
+
+    assert stops((TenantState("a", Quota()),))
+    assert stops((TenantState("a", Quota(gpu=4)), TenantState("b", Quota(gpu=2))))
+    assert not stops((TenantState("a", Quota(gpu=4)), TenantState("b", Quota(gpu=1))))
+    assert not stops((TenantState("a", Quota(gpu=4), cohort="lab"),))
+    assert not stops((TenantState("a", Quota(), quotas=(PoolQuota("gpu", Quota(gpu=4)),)),))
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds(), no_preemption, st.data())
+def test_early_stop_with_hard_quotas_admits_and_rejects_the_same(
+    snapshot: Snapshot, policy: Policy, data: st.DataObject
+) -> None:
+    assert_early_stop_decides_the_same(replace(hard_limited(snapshot, data), policy=policy))
+
+
+@settings(max_examples=150, deadline=None)
+@given(long_queue_worlds(), st.data())
+def test_early_stop_behind_long_queues_with_hard_quotas_admits_and_rejects_the_same(
+    snapshot: Snapshot, data: st.DataObject
+) -> None:
+    assert_early_stop_decides_the_same(hard_limited(snapshot, data))
 
 
 def assert_early_stop_decides_the_same(world: Snapshot) -> None:
@@ -293,6 +348,23 @@ def test_early_stop_with_preemption_admits_preempts_and_rejects_the_same(
     victim of lower priority than a job left, spare room, stopping victims, a
     reservation still to make and (least attained service) a shape that backfill
     would not start within the patience all keep it going."""
+    assert_early_stop_preempts_the_same(world)
+
+
+@settings(max_examples=400, deadline=None)
+@given(full_gpu_worlds(), st.data())
+def test_early_stop_with_preemption_and_hard_quotas_admits_preempts_and_rejects_the_same(
+    world: Snapshot, data: st.DataObject
+) -> None:
+    """The same with a hard GPU quota per tenant: a job held back by its quota may still
+    preempt (its own tenant's jobs, for its priority or level), and one beyond its quota
+    is refused."""
+    limits = st.sampled_from([None, 1, 2, 4, 8])
+    tenants = tuple(TenantState(t.name, Quota(gpu=data.draw(limits))) for t in world.tenants)
+    assert_early_stop_preempts_the_same(replace(world, tenants=tenants))
+
+
+def assert_early_stop_preempts_the_same(world: Snapshot) -> None:
     forget_kept()
     full = schedule(world)
     forget_kept()
