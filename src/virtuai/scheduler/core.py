@@ -332,22 +332,14 @@ class _Pass:
 
     def quotas_stop(self, waiting: Waiting) -> bool:
         """Whether the quotas let the pass stop early: none, or hard limits on each tenant's
-        whole usage (``QuotaLedger.hard_limits``: none is deferred as a borrower or
-        reclaims) that no waiting shape exceeds, so that no job left is refused by its
-        quota (``NEVER``), which a stop before it would put off.  A job held back by its
+        whole usage that no waiting shape exceeds (``QuotaLedger.only_hard_limits_within``:
+        no job is deferred as a borrower or reclaims, and no job left is refused by its
+        quota, ``NEVER``, which a stop before it would put off).  A job held back by its
         quota cannot start either, and whether it would preempt is what the stop asks of
         every job left (``preempts_none``, ``all_start_soon``), whatever its quota."""
         ledger = self.ledger
-        if not ledger.limits_anyone():
-            return True
-        limits = ledger.hard_limits()
-        if limits is None:
-            return False
-        cpu_limit, memory_limit, gpu_limit = limits
-        return not any(
-            (cpu_limit is not None and cpu * tasks > cpu_limit)
-            or (memory_limit is not None and memory * tasks > memory_limit)
-            or (gpu_limit is not None and gpu * tasks > gpu_limit)
+        return not ledger.limits_anyone() or ledger.only_hard_limits_within(
+            (cpu * tasks, memory * tasks, gpu * tasks)
             for _, cpu, memory, gpu, tasks in waiting.by_shape
         )
 

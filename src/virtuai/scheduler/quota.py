@@ -191,22 +191,26 @@ class QuotaLedger:
         """Whether any tenant has a quota entry (else no job is ever held back by quota)."""
         return any(self._entries.values())
 
-    def hard_limits(self) -> tuple[int | None, int | None, int | None] | None:
-        """If every quota entry is a hard limit on a tenant's whole usage (no cohort to
-        borrow from or lend to, no entry for a single pool), the tightest of them per
-        resource (``None``: no limit); else ``None``.  Then no job is ever deferred as a
-        borrower or reclaims, a job's charge is known before it is placed, and a job
-        within the tightest limits is never refused by its quota."""
+    def only_hard_limits_within(self, totals: Iterable[tuple[int, int, int]]) -> bool:
+        """Whether every quota entry is a hard limit on a tenant's whole usage (no cohort
+        to borrow from or lend to, no entry for a single pool) and every job of these
+        (cpu, memory, gpu) totals is within the tightest of them.  Then no job is ever
+        deferred as a borrower or reclaims, and none of those is refused by its quota
+        (``never_reason``), whatever its tenant."""
         tightest: list[int | None] = [None, None, None]
         for entries in self._entries.values():
             for key, entry in entries.items():
                 if key != ANY_POOL or entry.group is not None:
-                    return None
+                    return False
                 for r, nominal in enumerate(entry.nominal):
                     if nominal is not None:
                         least = tightest[r]
                         tightest[r] = nominal if least is None else min(least, nominal)
-        return tightest[0], tightest[1], tightest[2]
+        return not any(
+            limit is not None and ask > limit
+            for asks in totals
+            for limit, ask in zip(tightest, asks, strict=True)
+        )
 
     def has_pool_entries(self, tenant: str) -> bool:
         """Whether ``tenant`` has quota entries for single pools (then a pool-less job's
