@@ -27,9 +27,13 @@ def ns_pids(namespace: str) -> list[int]:
 
 
 def kill_all(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """Kill them as a node dies: all at once.  Each is stopped first, so that none sees
+    another die and reports it (a slurmstepd that outlived its task told slurmctld the
+    job FAILED, exit 105, before the node was found dead)."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
 
 def ended(p: Platform, job_id: int, timeout: float) -> dict[str, object]:
