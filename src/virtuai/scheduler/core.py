@@ -780,6 +780,14 @@ class _Stop:
         # Jobs not decided yet whose victims are stopping (they are promised that room).
         preemptor = one.preemptor
         self.waiting_for = set(preemptor.waiting_for()) if preemptor is not None else set()
+        # The shape left that fitted when the last check failed, and how many of its jobs
+        # left may take that room (all, or in the unheld view the short ones): the check
+        # is due again once none is, as well as when a failure cache grows (a queue whose
+        # last fitting jobs were all admitted, the rest failing as before, would otherwise
+        # be decided to its end).
+        self.fitting: Shape | None = None
+        self.fitting_left = 0
+        self.fitting_short = False
 
     def settled(self, job: PendingJob, shape: Shape) -> bool:
         """Whether ``job`` (of ``shape``) can neither start in this pass nor change anything
@@ -856,7 +864,28 @@ class _Stop:
     def decided(self, job: PendingJob) -> bool:
         """Take ``job`` as decided; whether no job left (all after it) can start now."""
         self.uncounted.append(job)
+        if self.fitting is not None and shape_of(job) == self.fitting:
+            one = self.one
+            if not self.fitting_short or one.now + time_limit(job) <= one.short_until:
+                self.fitting_left -= 1
+                if not self.fitting_left:
+                    self.fitting = None
+                    self.seen = -1  # (the check is due)
         return self.none_left_starts(job)
+
+    def fit_found(self, shape: Shape, *, short: bool) -> None:
+        """A check failed because jobs of ``shape`` left fit (``short``: only the short ones,
+        in the unheld view): count them, to know when the check is due again."""
+        self.fitting, self.fitting_short = shape, short
+        if short:
+            now, until, taken = self.one.now, self.one.short_until, self.taken_times
+            self.fitting_left = sum(
+                n - taken[shape, limit]
+                for limit, n in self.by_shape[shape].items()
+                if now + limit <= until
+            )
+        else:
+            self.fitting_left = self.shape_count[shape] - self.taken[shape]
 
     def none_left_starts(self, after: PendingJob) -> bool:
         """Whether no job left (of those not decided, all after ``after``) can start now.
@@ -885,6 +914,7 @@ class _Stop:
             # of view moves the holds of every reserved node.
             for s in left:
                 if not board.failed_held(s) and board.fits_held(_probe(s)):
+                    self.fit_found(s, short=False)
                     return False
             now, until = one.now, one.short_until
             for s in left:
@@ -893,6 +923,7 @@ class _Stop:
                     and self.any_short(s, now, until)
                     and board.fits_unheld(_probe(s))
                 ):
+                    self.fit_found(s, short=True)
                     return False  # it may backfill
             return one.all_start_soon(left)
         finally:

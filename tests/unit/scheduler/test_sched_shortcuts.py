@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sched_builders import Gi
@@ -362,6 +363,57 @@ def test_early_stop_with_preemption_and_hard_quotas_admits_preempts_and_rejects_
     limits = st.sampled_from([None, 1, 2, 4, 8])
     tenants = tuple(TenantState(t.name, Quota(gpu=data.draw(limits))) for t in world.tenants)
     assert_early_stop_preempts_the_same(replace(world, tenants=tenants))
+
+
+@settings(max_examples=300, deadline=None)
+@given(crowded_las_worlds(), st.sampled_from([3000.0, 1e6]), st.booleans())
+def test_early_stop_in_crowded_queues_with_preemption_admits_preempts_and_rejects_the_same(
+    world: Snapshot, patience: float, quotas: bool
+) -> None:
+    """Queues where some jobs start and many of the same tenants and shapes wait: the
+    stop is checked again once no job is left of a shape that fitted at the last check,
+    as well as when a failure cache grows."""
+    policy = replace(world.policy, las_patience_s=patience, reserve_depth=1)
+    assert_early_stop_preempts_the_same(
+        replace(world if quotas else unlimited(world), policy=policy)
+    )
+
+
+def test_a_pass_stops_once_no_job_is_left_of_the_shape_that_fitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With preemption on, a pass whose last short jobs backfill decides none of the jobs
+    behind them that cannot start: no failure cache grows when the last of them is
+    admitted, so the stop's check is due then too (else the pass decided a queue of
+    thousands to its end, its last fitting job anywhere in it)."""
+    devices = tuple(GpuDevice(g, "A100", 80 * Gi) for g in range(8))
+    node = Node("n0", "gpu", "local", Resources(8000, 64 * Gi, 8), devices)
+    held = TaskPlacement(0, "n0", Resources(6000, 6 * Gi, 6), tuple(range(6)))
+    running = (RunningJob("r0", "a", 500, (held,), 0.0, 1000.0, preemptible=False),)
+
+    def job(i: int, gpus: int) -> PendingJob:
+        return PendingJob(
+            f"p{i}", "a", 500, 0.0, i, Resources(gpus * 1000, gpus * Gi, gpus), walltime_s=100
+        )
+
+    # The head (8 GPUs) gets the node at 1000 s; 4-GPU jobs never fit; two 1-GPU jobs
+    # end before 1000 s and backfill into the two GPUs free.
+    pending = (job(0, 8), job(1, 4), job(2, 1), job(3, 1), *(job(i, 4) for i in range(4, 54)))
+    policy = Policy(backfill=True, preemption=True, report_blocked=False)
+    decided: list[str] = []
+    real = core._Pass.decide
+
+    def counted(one: core._Pass, job: PendingJob, first_round: bool) -> None:
+        decided.append(job.id)
+        real(one, job, first_round)
+
+    monkeypatch.setattr(core._Pass, "decide", counted)
+    forget_kept()
+    tenants = (TenantState("a", Quota()),)
+    world = Snapshot(states([node], list(running)), tenants, pending, running, 0.0, policy)
+    decisions = schedule(world)
+    assert [a.job_id for a in decisions.admitted] == ["p2", "p3"]
+    assert decided == ["p0", "p1", "p2", "p3"]
 
 
 def assert_early_stop_preempts_the_same(world: Snapshot) -> None:
