@@ -286,8 +286,9 @@ class _Pass:
     def run(self) -> Decisions:
         queues = self.waiting.queues
         stop = self.stopper(self.waiting)
-        # (With preemption a job that cannot start may still preempt: none is passed over.)
-        skip = None if stop is None or self.preemptor is not None else stop.skip
+        # (With preemption a job that cannot start may still preempt: none is passed over,
+        # unless no job of the pass can preempt anyone.)
+        skip = None if stop is None or not self.preempts_no_one() else stop.skip
         order = (
             merged(queues, skip)
             if self.tracker is None
@@ -329,6 +330,22 @@ class _Pass:
         ):
             return None
         return _Stop(self, waiting)
+
+    def preempts_no_one(self) -> bool:
+        """Whether no job of the pass can preempt anyone, so that the pass may pass over
+        jobs that cannot start, as one without preemption does: no victim for attained
+        service (least attained service off), no lent quota to reclaim (no cohort), no job
+        waiting for victims already stopping, and no tenant running a preemptible job of a
+        lower priority than its top waiting one.  That holds for the whole pass: victims
+        only go, and the spare room a later job could take comes only from a preemption."""
+        preemptor = self.preemptor
+        if preemptor is None:
+            return True
+        if self.policy.las_thresholds_gpu_s or self.ledger.has_cohorts():
+            return False
+        if preemptor.waiting_for():
+            return False
+        return not preemptor.takes_lower_priority(self.waiting.top_priorities())
 
     def quotas_stop(self, waiting: Waiting) -> bool:
         """Whether the quotas let the pass stop early: none, or hard limits on each tenant's

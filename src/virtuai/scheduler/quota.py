@@ -191,6 +191,11 @@ class QuotaLedger:
         """Whether any tenant has a quota entry (else no job is ever held back by quota)."""
         return any(self._entries.values())
 
+    def has_cohorts(self) -> bool:
+        """Whether some quota entry lends to or borrows from a cohort (then a job may
+        reclaim lent quota by preemption)."""
+        return bool(self._groups)
+
     def only_hard_limits_within(self, totals: Iterable[tuple[int, int, int]]) -> bool:
         """Whether every quota entry is a hard limit on a tenant's whole usage (no cohort
         to borrow from or lend to, no entry for a single pool) and every job of these

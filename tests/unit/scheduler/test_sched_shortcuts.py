@@ -379,27 +379,22 @@ def test_early_stop_in_crowded_queues_with_preemption_admits_preempts_and_reject
     )
 
 
-def test_a_pass_stops_once_no_job_is_left_of_the_shape_that_fitted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With preemption on, a pass whose last short jobs backfill decides none of the jobs
-    behind them that cannot start: no failure cache grows when the last of them is
-    admitted, so the stop's check is due then too (else the pass decided a queue of
-    thousands to its end, its last fitting job anywhere in it)."""
+def decide_on_one_node(
+    monkeypatch: pytest.MonkeyPatch, sizes: list[int], **policy: object
+) -> tuple[list[str], list[str]]:
+    """A pass with preemption on (``report_blocked`` off) over jobs ``p0``, ``p1``... of
+    ``sizes`` GPUs (time limit 100 s) on one 8-GPU node, 6 GPUs of which a job that cannot
+    be preempted holds until 1000 s: the jobs admitted, and the jobs decided.  ``policy``:
+    more of ``Policy``'s fields."""
     devices = tuple(GpuDevice(g, "A100", 80 * Gi) for g in range(8))
     node = Node("n0", "gpu", "local", Resources(8000, 64 * Gi, 8), devices)
     held = TaskPlacement(0, "n0", Resources(6000, 6 * Gi, 6), tuple(range(6)))
     running = (RunningJob("r0", "a", 500, (held,), 0.0, 1000.0, preemptible=False),)
-
-    def job(i: int, gpus: int) -> PendingJob:
-        return PendingJob(
-            f"p{i}", "a", 500, 0.0, i, Resources(gpus * 1000, gpus * Gi, gpus), walltime_s=100
-        )
-
-    # The head (8 GPUs) gets the node at 1000 s; 4-GPU jobs never fit; two 1-GPU jobs
-    # end before 1000 s and backfill into the two GPUs free.
-    pending = (job(0, 8), job(1, 4), job(2, 1), job(3, 1), *(job(i, 4) for i in range(4, 54)))
-    policy = Policy(backfill=True, preemption=True, report_blocked=False)
+    pending = tuple(
+        PendingJob(f"p{i}", "a", 500, 0.0, i, Resources(g * 1000, g * Gi, g), walltime_s=100)
+        for i, g in enumerate(sizes)
+    )
+    rules = Policy(backfill=True, preemption=True, report_blocked=False)
     decided: list[str] = []
     real = core._Pass.decide
 
@@ -410,9 +405,36 @@ def test_a_pass_stops_once_no_job_is_left_of_the_shape_that_fitted(
     monkeypatch.setattr(core._Pass, "decide", counted)
     forget_kept()
     tenants = (TenantState("a", Quota()),)
-    world = Snapshot(states([node], list(running)), tenants, pending, running, 0.0, policy)
-    decisions = schedule(world)
-    assert [a.job_id for a in decisions.admitted] == ["p2", "p3"]
+    world = Snapshot(
+        states([node], list(running)), tenants, pending, running, 0.0, replace(rules, **policy)
+    )
+    return [a.job_id for a in schedule(world).admitted], decided
+
+
+def test_a_pass_in_which_no_one_can_be_preempted_passes_over_what_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The head (8 GPUs) gets the node at 1000 s; the 4-GPU jobs never fit; the two 1-GPU
+    jobs at the end of the queue backfill.  Nothing running may be preempted, so the pass
+    passes over the 4-GPU jobs after the first, as one without preemption does."""
+    admitted, decided = decide_on_one_node(monkeypatch, [8, *[4] * 50, 1, 1])
+    assert admitted == ["p51", "p52"]
+    assert decided == ["p0", "p1", "p51", "p52"]
+
+
+def test_a_pass_stops_once_no_job_is_left_of_the_shape_that_fitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With preemption on, the stop's check is made again once no job is left of a shape
+    that fitted at the last check, not only when a failure cache grows: a pass whose last
+    short jobs backfill decides none of the jobs behind them that cannot start (it decided
+    a queue of thousands to its end, its last fitting job anywhere in it).  Least attained
+    service keeps the pass from passing over jobs (a job may preempt for its level); every
+    shape left starts within the patience, so none would."""
+    sizes = [8, 4, 1, 1, *[4] * 50]
+    las = {"las_thresholds_gpu_s": (3600.0,), "las_patience_s": 7200.0}
+    admitted, decided = decide_on_one_node(monkeypatch, sizes, **las)
+    assert admitted == ["p2", "p3"]
     assert decided == ["p0", "p1", "p2", "p3"]
 
 
