@@ -772,13 +772,15 @@ class _Stop:
     jobs (``skip``, by bisection in ``Waiting.shape_queues``): a pass decides only the
     jobs that may start or whose shape was not tried yet, however long the queue behind.
 
-    With preemption a blocked job may still preempt, so no job is passed over: the pass
+    With preemption a blocked job may still preempt, so no job is passed over (unless no
+    job of the pass can preempt anyone, ``_Pass.preempts_no_one``): the pass
     stops once no job left can start (``none_left_starts``: a remaining shape not tried
     yet is tried there, by ``Board.fits_held`` and ``fits_unheld``, trials that leave
     the cluster as it was), every job whose victims are stopping has been decided, and
     no job left would preempt (``_Pass.preempts_none``, ``_Pass.all_start_soon``).  It
-    is checked only when a failure cache grew, so a pass pays for it a few times per
-    shape at most.  The counts of the pass's jobs are the kept queues'
+    is checked only when a failure cache grew, or no job is left of the shape that fitted
+    at the last check (``fit_found``), so a pass pays for it a few times per shape at
+    most.  The counts of the pass's jobs are the kept queues'
     (``waiting.Waiting``); the jobs decided are counted here.
     """
 
@@ -906,9 +908,9 @@ class _Stop:
 
     def none_left_starts(self, after: PendingJob) -> bool:
         """Whether no job left (of those not decided, all after ``after``) can start now.
-        Asked only once a failure cache grew (a pass that never blocks a job for capacity,
-        or whose failures stop growing, counts no job); when no job is left, the queue's
-        merge has none more to give either."""
+        Asked only once a failure cache grew, or the jobs that fitted at the last asking
+        are all decided (``fit_found``): a pass that never blocks a job for capacity counts
+        no job.  When no job is left, the queue's merge has none more to give either."""
         one = self.one
         board = one.board
         grown = board.failures
