@@ -288,7 +288,7 @@ class _Pass:
         stop = self.stopper(self.waiting)
         # (With preemption a job that cannot start may still preempt: none is passed over,
         # unless no job of the pass can preempt anyone.)
-        skip = None if stop is None or not self.preempts_no_one() else stop.skip
+        skip = None if stop is None or not self.no_job_can_preempt() else stop.skip
         order = (
             merged(queues, skip)
             if self.tracker is None
@@ -331,7 +331,7 @@ class _Pass:
             return None
         return _Stop(self, waiting)
 
-    def preempts_no_one(self) -> bool:
+    def no_job_can_preempt(self) -> bool:
         """Whether no job of the pass can preempt anyone, so that the pass may pass over
         jobs that cannot start, as one without preemption does: no victim for attained
         service (least attained service off), no lent quota to reclaim (no cohort), no job
@@ -773,7 +773,7 @@ class _Stop:
     jobs that may start or whose shape was not tried yet, however long the queue behind.
 
     With preemption a blocked job may still preempt, so no job is passed over (unless no
-    job of the pass can preempt anyone, ``_Pass.preempts_no_one``): the pass
+    job of the pass can preempt anyone, ``_Pass.no_job_can_preempt``): the pass
     stops once no job left can start (``none_left_starts``: a remaining shape not tried
     yet is tried there, by ``Board.fits_held`` and ``fits_unheld``, trials that leave
     the cluster as it was), every job whose victims are stopping has been decided, and
@@ -883,13 +883,15 @@ class _Stop:
     def decided(self, job: PendingJob) -> bool:
         """Take ``job`` as decided; whether no job left (all after it) can start now."""
         self.uncounted.append(job)
-        if self.fitting is not None and shape_of(job) == self.fitting:
-            one = self.one
-            if not self.fitting_short or one.now + time_limit(job) <= one.short_until:
-                self.fitting_left -= 1
-                if not self.fitting_left:
-                    self.fitting = None
-                    self.seen = -1  # (the check is due)
+        if (
+            self.fitting is not None
+            and shape_of(job) == self.fitting
+            and (not self.fitting_short or self.one.is_short(job))
+        ):
+            self.fitting_left -= 1
+            if not self.fitting_left:
+                self.fitting = None
+                self.seen = -1  # (the check is due)
         return self.none_left_starts(job)
 
     def fit_found(self, shape: Shape, *, short: bool) -> None:
@@ -897,12 +899,7 @@ class _Stop:
         in the unheld view): count them, to know when the check is due again."""
         self.fitting, self.fitting_short = shape, short
         if short:
-            now, until, taken = self.one.now, self.one.short_until, self.taken_times
-            self.fitting_left = sum(
-                n - taken[shape, limit]
-                for limit, n in self.by_shape[shape].items()
-                if now + limit <= until
-            )
+            self.fitting_left = sum(self.short_left(shape, self.one.now, self.one.short_until))
         else:
             self.fitting_left = self.shape_count[shape] - self.taken[shape]
 
@@ -949,13 +946,16 @@ class _Stop:
             self.seen = board.failures
 
     def any_short(self, shape: Shape, now: float, until: float) -> bool:
-        """Whether a job of ``shape`` not decided yet is short: ``now + limit <= until``, as
-        ``is_short`` reckons (the shortest limit is, if any is)."""
+        """Whether a job of ``shape`` not decided yet is short."""
+        return any(self.short_left(shape, now, until))
+
+    def short_left(self, shape: Shape, now: float, until: float) -> Iterator[int]:
+        """How many jobs of ``shape`` not decided yet are short, per short time limit (some
+        may be 0): ``now + limit <= until``, as ``is_short`` reckons."""
         taken = self.taken_times
-        return any(
-            now + limit <= until and n > taken[shape, limit]
-            for limit, n in self.by_shape[shape].items()
-        )
+        for limit, n in self.by_shape[shape].items():
+            if now + limit <= until:
+                yield n - taken[shape, limit]
 
 
 def _first_after(entries: Sequence[Entry], after: Entry, first: Entry | None) -> Entry | None:
